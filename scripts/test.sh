@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Install everything the tests need into .venv, then run the whole suite (extra arguments go to pytest).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install.sh "test,offline"
+exec .venv/bin/python -m pytest "$@"

@@ -1,0 +1,61 @@
+"""`m3search models list|import`: what can load on this machine, and bringing models in for offline use."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+from pathlib import Path
+
+import click
+
+from m3search.encoders.registry import KNOWN_MODELS, ModelSpec
+from m3search.encoders.resolve import imported_model_dir, resolve_model
+from m3search.settings import models_dir
+
+
+def _availability(spec: ModelSpec) -> str:
+    from huggingface_hub import try_to_load_from_cache
+
+    if (imported_model_dir(spec.name) / "config.json").is_file():
+        return "ready (m3search models dir)"
+    if isinstance(try_to_load_from_cache(spec.name, "config.json"), str):
+        return "ready (Hugging Face cache)"
+    if spec.offline_source and importlib.util.find_spec(spec.offline_source) is not None:
+        return f"offline (from the {spec.offline_source} package, converted on first use)"
+    return "download on first use"
+
+
+@click.group("models")
+def command() -> None:
+    """List and import models."""
+
+
+@command.command("list")
+def list_models() -> None:
+    """Show the registered models, where each would load from, and imported directories."""
+    rows = [(s.name, str(s.dim), ",".join(s.outputs), _availability(s)) for s in KNOWN_MODELS]
+    known = {imported_model_dir(s.name).name for s in KNOWN_MODELS}
+    for path in sorted(models_dir().iterdir()):
+        if path.is_dir() and path.name not in known and (path / "config.json").is_file():
+            rows.append((path.name.replace("--", "/"), "?", "?", f"ready ({path})"))
+    widths = [max(len(r[i]) for r in rows + [("model", "dim", "outputs", "status")]) for i in range(4)]
+    for row in [("model", "dim", "outputs", "status")] + rows:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+
+
+@command.command("import")
+@click.argument("source")
+@click.option("--name", default=None, help="Name to register a directory under (default: its folder name).")
+def import_model(source: str, name: str | None) -> None:
+    """Make SOURCE loadable offline: a hub id (downloads or converts it) or a model directory (copied)."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        resolve_model(path)  # validates that it is a model directory
+        dest = imported_model_dir(name or path.name)
+        if dest.exists():
+            raise click.ClickException(f"{dest} already exists; remove it or pick another --name")
+        shutil.copytree(path, dest)
+        click.echo(f"imported {path} as {dest.name.replace('--', '/')} -> {dest}")
+        return
+    resolved, spec = resolve_model(source)
+    click.echo(f"{spec.name} -> {resolved}")

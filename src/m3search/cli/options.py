@@ -1,0 +1,15 @@
+"""Options shared by several commands, defined once."""
+
+from __future__ import annotations
+
+import click
+
+model_option = click.option(
+    "--model", "-m", default="intfloat/multilingual-e5-small", show_default=True,
+    help="Hub id, alias or model directory.",
+)
+runtime_option = click.option(
+    "--runtime", default="auto", show_default=True,
+    help="How the model runs: auto, torch-fp32 (the exact reference), ...",
+)
+device_option = click.option("--device", default=None, help="torch device (cpu, cuda, cuda:1); default: cpu.")

@@ -1,0 +1,59 @@
+"""Text encoders behind one interface (`TextEncoder`): bge-m3, generic dense models, BM25, composites."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from m3search.encoders.base import OUTPUT_KINDS, EncodeResult, OutputKind, SparseVector, TextEncoder
+from m3search.encoders.bm25 import BM25Encoder, BM25Stats
+from m3search.encoders.composite import CompositeEncoder
+from m3search.encoders.m3 import BGEM3Encoder
+from m3search.encoders.registry import KNOWN_MODELS, ModelSpec, find_spec
+from m3search.encoders.resolve import resolve_model
+from m3search.encoders.transformer import TransformerEncoder
+
+
+def load_encoder(
+    model: str | Path,
+    *,
+    runtime: str = "auto",
+    device: str | None = None,
+    sparse: Literal["auto", "model", "bm25", "none"] = "auto",
+    bm25_stats: BM25Stats | None = None,
+    cache_dir: str | Path | None = None,
+) -> TextEncoder:
+    """Load any supported text model; `sparse` picks the lexical weights: the model's head or BM25.
+
+    `auto` uses the model's sparse head when it has one (bge-m3) and BM25 over its tokenizer otherwise.
+    """
+    path, spec = resolve_model(model, cache_dir=cache_dir)
+    tokenizer, rt = TransformerEncoder._load_parts(path, spec, runtime, device)
+    encoder = TransformerEncoder(spec, path, rt, tokenizer)
+    use_bm25 = sparse == "bm25" or (sparse == "auto" and "sparse" not in encoder.outputs)
+    if sparse == "model":
+        encoder.check_outputs(["sparse"])
+    if not use_bm25:
+        return encoder
+    parts: dict[OutputKind, TextEncoder] = {k: encoder for k in encoder.outputs if k != "sparse"}
+    parts["sparse"] = BM25Encoder(encoder.tokenizer, stats=bm25_stats)
+    return CompositeEncoder(parts)
+
+
+__all__ = [
+    "BGEM3Encoder",
+    "BM25Encoder",
+    "BM25Stats",
+    "CompositeEncoder",
+    "EncodeResult",
+    "KNOWN_MODELS",
+    "ModelSpec",
+    "OUTPUT_KINDS",
+    "OutputKind",
+    "SparseVector",
+    "TextEncoder",
+    "TransformerEncoder",
+    "find_spec",
+    "load_encoder",
+    "resolve_model",
+]

@@ -1,0 +1,127 @@
+"""The torch module behind every transformer encoder: a backbone plus the bge-m3 heads.
+
+One forward pass yields the pooled dense vector, per-token lexical weights and per-token (ColBERT) vectors,
+computing only the heads asked for. Torch runtimes run it directly; the ONNX export traces it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from m3search.encoders.registry import M3_HEAD_FILES, ModelSpec
+from m3search.errors import ModelLoadError
+
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json")
+TOKENIZER_FILES = ("tokenizer.json", "sentencepiece.bpe.model", "vocab.txt")
+POOLER_MODEL_TYPES = ("xlm-roberta", "roberta", "bert", "camembert")
+
+
+class EncoderModel(nn.Module):
+    """Backbone + heads. Dense = pooled and normalized; sparse = relu(linear) per token; ColBERT = per token.
+
+    For the m3 family the ColBERT head is bge-m3's `colbert_linear`; for dense models it is the identity, so
+    their raw token vectors serve late interaction.
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        pooling: str,
+        sparse_linear: nn.Linear | None = None,
+        colbert_linear: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.pooling = pooling
+        self.sparse_linear = sparse_linear
+        self.colbert_linear = colbert_linear if colbert_linear is not None else nn.Identity()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        return_dense: bool = True,
+        return_sparse: bool = False,
+        return_colbert: bool = False,
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        """Return (dense (b, d), token_weights (b, L), colbert (b, L-1, d')); None for heads not asked for."""
+        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        dense = sparse = colbert = None
+        if return_dense:
+            if self.pooling == "cls":
+                pooled = hidden[:, 0]
+            else:
+                mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+                pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1)
+            dense = F.normalize(pooled.float(), dim=-1)
+        if return_sparse:
+            if self.sparse_linear is None:
+                raise ModelLoadError("this model has no sparse head")
+            sparse = torch.relu(self.sparse_linear(hidden)).squeeze(-1).float()
+        if return_colbert:
+            vecs = self.colbert_linear(hidden[:, 1:])
+            vecs = vecs * attention_mask[:, 1:, None].to(vecs.dtype)
+            colbert = F.normalize(vecs.float(), dim=-1)
+        return dense, sparse, colbert
+
+
+def check_model_dir(path: Path, spec: ModelSpec) -> None:
+    """Raise a `ModelLoadError` naming each file a usable snapshot of `spec` lacks."""
+    if not path.is_dir():
+        raise ModelLoadError(f"model directory {path} does not exist")
+    missing = []
+    if not (path / "config.json").is_file():
+        missing.append("config.json")
+    if not any((path / f).is_file() for f in WEIGHT_FILES):
+        missing.append("model weights (model.safetensors or pytorch_model.bin)")
+    if not any((path / f).is_file() for f in TOKENIZER_FILES):
+        missing.append("tokenizer (tokenizer.json or sentencepiece.bpe.model)")
+    if spec.family == "m3":
+        # FlagEmbedding silently builds random heads when these are absent; we refuse instead.
+        missing += [f for f in M3_HEAD_FILES if not (path / f).is_file()]
+    if missing:
+        raise ModelLoadError(f"model directory {path} is incomplete: missing {', '.join(missing)}")
+
+
+def _load_linear(path: Path, in_features: int) -> nn.Linear:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for corrupt pickles
+        raise ModelLoadError(f"cannot read {path}: {exc}") from exc
+    weight = state.get("weight") if isinstance(state, dict) else None
+    if weight is None or weight.ndim != 2 or weight.shape[1] != in_features:
+        shape = tuple(weight.shape) if weight is not None else None
+        raise ModelLoadError(f"{path} is not a Linear({in_features}, n) state dict (weight shape {shape})")
+    linear = nn.Linear(in_features, weight.shape[0], bias="bias" in state)
+    try:
+        linear.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ModelLoadError(f"{path} does not fit Linear({in_features}, {weight.shape[0]}): {exc}") from exc
+    return linear
+
+
+def load_torch_model(path: Path, spec: ModelSpec, dtype: torch.dtype = torch.float32) -> EncoderModel:
+    """Load backbone and heads from a checked model directory, in `dtype`, in eval mode."""
+    from transformers import AutoConfig, AutoModel
+
+    check_model_dir(path, spec)
+    try:
+        config = AutoConfig.from_pretrained(str(path))
+        # The pooler layer is never used by any head: skip it where the architecture allows.
+        extra = {"add_pooling_layer": False} if config.model_type in POOLER_MODEL_TYPES else {}
+        backbone = AutoModel.from_pretrained(str(path), config=config, dtype=torch.float32, **extra)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"cannot load the backbone from {path}: {exc}") from exc
+    hidden = backbone.config.hidden_size
+    sparse_linear = colbert_linear = None
+    if spec.family == "m3":
+        colbert_linear = _load_linear(path / "colbert_linear.pt", hidden)
+        sparse_linear = _load_linear(path / "sparse_linear.pt", hidden)
+        if sparse_linear.out_features != 1:
+            raise ModelLoadError(f"{path / 'sparse_linear.pt'} must map to 1 output, not {sparse_linear.out_features}")
+    model = EncoderModel(backbone, spec.pooling, sparse_linear, colbert_linear)
+    return model.to(dtype).eval()

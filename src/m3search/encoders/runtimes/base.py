@@ -1,0 +1,44 @@
+"""What a runtime is: something that runs one padded batch through a model and returns the raw head outputs.
+
+Tokenization, batching, chunking and post-processing live in the encoder, once, for every runtime; a runtime
+only decides how the numbers are computed (torch fp32 reference, bf16, ONNX, CUDA...).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class ForwardOutput:
+    """Raw outputs of one batch, float32: dense (b, d) normalized; token_weights (b, L) >= 0;
+    colbert (b, L-1, d') with padding rows zero and other rows normalized. None when not requested."""
+
+    dense: np.ndarray | None = None
+    token_weights: np.ndarray | None = None
+    colbert: np.ndarray | None = None
+
+
+class Runtime(ABC):
+    """Runs padded batches; `name` is what users pass as `runtime=`."""
+
+    name: str
+
+    @abstractmethod
+    def forward(
+        self,
+        input_ids: np.ndarray,
+        attention_mask: np.ndarray,
+        *,
+        dense: bool,
+        sparse: bool,
+        colbert: bool,
+    ) -> ForwardOutput:
+        """Run one batch of (b, L) int64 ids and mask."""
+
+    def describe(self) -> dict[str, str]:
+        """A JSON-able description for logs, benchmarks and the server."""
+        return {"runtime": self.name}

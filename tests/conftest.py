@@ -1,0 +1,51 @@
+"""Fixtures shared by the whole suite: models built or converted at test time, real data paths.
+
+Area-specific fixtures live in the conftest.py of that area's test folder.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+# Tests never reach a model hub; the resolver must find everything locally.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_home(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Give m3search its own home (converted models...) per session unless the caller pinned one."""
+    if "M3SEARCH_TEST_HOME" in os.environ:
+        os.environ["M3SEARCH_HOME"] = os.environ["M3SEARCH_TEST_HOME"]
+    else:
+        os.environ["M3SEARCH_HOME"] = str(tmp_path_factory.mktemp("m3search_home"))
+
+
+@pytest.fixture(scope="session")
+def tiny_m3_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-init 2-layer, 64-wide model in the exact bge-m3 snapshot layout, with the real tokenizer."""
+    from m3search.testing import build_random_m3
+
+    return build_random_m3(tmp_path_factory.mktemp("tiny_m3") / "bge-m3-tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_m3(tiny_m3_dir: Path):
+    """The tiny model loaded as a `BGEM3Encoder` on the reference runtime."""
+    from m3search.encoders import BGEM3Encoder
+
+    return BGEM3Encoder(tiny_m3_dir, runtime="torch-fp32")
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real evaluation data beside the checkout (SciFact, XQuAD-R, Flickr8k)."""
+    if not SHARED_DATA.is_dir():
+        pytest.fail(f"{SHARED_DATA} is missing: the test suite reads the shared evaluation data")
+    return SHARED_DATA
