@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
 
-import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from m3search.errors import M3SearchError
 from m3search.server import ServerSettings, create_app
+from m3search.server.process import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -49,59 +45,45 @@ def client(make_client) -> TestClient:
     return make_client()
 
 
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+@pytest.fixture(scope="session")
+def live_server(tiny_m3_dir, tmp_path_factory) -> Iterator[ServerProcess]:
+    """A real `m3search serve --model <tiny bge-m3>` on loopback, shared by the session's tests."""
+    work = tmp_path_factory.mktemp("live")
+    server = ServerProcess(["--model", str(tiny_m3_dir), "--collections", str(work / "collections")],
+                           work / "server.log", env={"PYTHONPATH": str(ROOT / "src")})
+    try:
+        server.wait_ready()
+    except M3SearchError as exc:
+        pytest.fail(str(exc))
+    yield server
+    server.stop()
 
 
-class LiveServer:
-    """`m3search serve` in a subprocess on 127.0.0.1; its log goes to a file shown when startup fails."""
-
-    def __init__(self, args: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
-        full_env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), **(env or {})}
-        self._log = log_path.open("w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "m3search.cli.main", "serve", "--host", "127.0.0.1", "--port", str(self.port),
-             *args], stdout=self._log, stderr=subprocess.STDOUT, env=full_env)
-
-    def wait_ready(self, timeout: float = 120.0) -> None:
-        """Block until /readyz answers 200; fail with the server log otherwise."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                break
-            try:
-                if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        pytest.fail(f"server did not become ready; log:\n{self.log_path.read_text()[-4000:]}")
-
-    def stop(self) -> None:
-        """Terminate the server and wait for it."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
+#: Debian's Chromium, driven headless and kept off the network (no updates, sync or QUIC probes).
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARTIFACTS = ROOT / "test-artifacts"
 
 
 @pytest.fixture(scope="session")
-def live_server(tiny_m3_dir, tmp_path_factory) -> Iterator[LiveServer]:
-    """A real `m3search serve --model <tiny bge-m3>` on loopback, shared by the session's tests."""
-    work = tmp_path_factory.mktemp("live")
-    server = LiveServer(["--model", str(tiny_m3_dir), "--collections", str(work / "collections")],
-                        work / "server.log")
-    server.wait_ready()
-    yield server
-    server.stop()
+def browser():
+    """Headless Chromium under Playwright (`.ci/run` installs Debian's chromium when it is missing)."""
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium)")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser):
+    """A fresh page (1280x900); screenshots go to test-artifacts/."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    yield page
+    context.close()
