@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import replace
@@ -18,21 +20,46 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="session")
-def tiny_dense(tiny_m3):
+def m3_dir(tiny_m3_dir, tmp_path_factory) -> Path:
+    """The tiny random bge-m3 with a sparse head that weights every token (bias 2).
+
+    The shared tiny model's random hidden states are so alike that its sparse head leaves most texts with no
+    weight at all; sparse search and highlighting would then test nothing.
+    """
+    import torch
+
+    dest = tmp_path_factory.mktemp("server_m3") / "bge-m3-tiny"
+    shutil.copytree(tiny_m3_dir, dest)
+    head = torch.load(dest / "sparse_linear.pt", weights_only=True)
+    head["bias"].fill_(2.0)
+    torch.save(head, dest / "sparse_linear.pt")
+    return dest
+
+
+@pytest.fixture(scope="session")
+def m3(m3_dir):
+    """`m3_dir` loaded as a `BGEM3Encoder` on the reference runtime."""
+    from m3search.encoders import BGEM3Encoder
+
+    return BGEM3Encoder(m3_dir, runtime="torch-fp32")
+
+
+@pytest.fixture(scope="session")
+def tiny_dense(m3):
     """The tiny model seen as a dense-only model (mean pooling, no sparse head): like e5 without BM25."""
     from m3search.encoders import TransformerEncoder
 
-    spec = replace(tiny_m3.spec, family="dense", pooling="mean", name="tiny-dense")
-    return TransformerEncoder(spec, tiny_m3.path, tiny_m3.runtime, tiny_m3.tokenizer)
+    spec = replace(m3.spec, family="dense", pooling="mean", name="tiny-dense")
+    return TransformerEncoder(spec, m3.path, m3.runtime, m3.tokenizer)
 
 
 @pytest.fixture
-def make_client(tiny_m3, tmp_path) -> Iterator[Callable[..., TestClient]]:
+def make_client(m3, tmp_path) -> Iterator[Callable[..., TestClient]]:
     """Build a started TestClient: `make_client(encoder=..., **settings fields)`; closed after the test."""
     with ExitStack() as stack:
 
-        def make(encoder=tiny_m3, **overrides) -> TestClient:
-            settings = ServerSettings(model=str(tiny_m3.path), collections_dir=tmp_path / "collections",
+        def make(encoder=m3, **overrides) -> TestClient:
+            settings = ServerSettings(model=str(m3.path), collections_dir=tmp_path / "collections",
                                       **overrides)
             return stack.enter_context(TestClient(create_app(settings, encoder=encoder)))
 
@@ -45,12 +72,17 @@ def client(make_client) -> TestClient:
     return make_client()
 
 
+def _pythonpath() -> str:
+    """The caller's PYTHONPATH, then this checkout's sources (the child must run the code under test)."""
+    return os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), str(ROOT / "src")) if p)
+
+
 @pytest.fixture(scope="session")
-def live_server(tiny_m3_dir, tmp_path_factory) -> Iterator[ServerProcess]:
+def live_server(m3_dir, tmp_path_factory) -> Iterator[ServerProcess]:
     """A real `m3search serve --model <tiny bge-m3>` on loopback, shared by the session's tests."""
     work = tmp_path_factory.mktemp("live")
-    server = ServerProcess(["--model", str(tiny_m3_dir), "--collections", str(work / "collections")],
-                           work / "server.log", env={"PYTHONPATH": str(ROOT / "src")})
+    server = ServerProcess(["--model", str(m3_dir), "--collections", str(work / "collections")],
+                           work / "server.log", env={"PYTHONPATH": _pythonpath()})
     try:
         server.wait_ready()
     except M3SearchError as exc:

@@ -50,8 +50,8 @@ async def _with_batcher(encoder, body, **kwargs):
         await batcher.close()
 
 
-def test_concurrent_requests_share_model_calls(tiny_m3):
-    counting = CountingEncoder(tiny_m3, hold_first=0.3)
+def test_concurrent_requests_share_model_calls(m3):
+    counting = CountingEncoder(m3, hold_first=0.3)
     requests = [[f"request {i} text {j}" for j in range(1 + i % 3)] for i in range(20)]
     options = EncodeOptions(dense=True, sparse=True)
 
@@ -65,15 +65,15 @@ def test_concurrent_requests_share_model_calls(tiny_m3):
     # The first request runs alone while the other 19 queue; they then share one call.
     assert [len(c) for c in counting.calls] == [len(requests[0]), sum(len(r) for r in requests[1:])]
     for texts, result in zip(requests, results):
-        alone = tiny_m3.encode(texts, return_dense=True, return_sparse=True)
+        alone = m3.encode(texts, return_dense=True, return_sparse=True)
         np.testing.assert_allclose(result.dense, alone.dense, atol=1e-5)
         for mine, theirs in zip(result.sparse, alone.sparse):
             assert mine == pytest.approx(theirs, abs=1e-5)
         assert result.num_tokens == alone.num_tokens
 
 
-def test_batches_respect_max_batch_and_options(tiny_m3):
-    counting = CountingEncoder(tiny_m3, hold_first=0.3)
+def test_batches_respect_max_batch_and_options(m3):
+    counting = CountingEncoder(m3, hold_first=0.3)
     dense, sparse = EncodeOptions(dense=True), EncodeOptions(dense=False, sparse=True)
 
     async def body(batcher):
@@ -89,8 +89,8 @@ def test_batches_respect_max_batch_and_options(tiny_m3):
         assert len({int(t[1:]) % 2 for t in call}) == 1
 
 
-def test_one_bad_request_does_not_fail_the_batch(tiny_m3):
-    counting = CountingEncoder(tiny_m3, hold_first=0.3)
+def test_one_bad_request_does_not_fail_the_batch(m3):
+    counting = CountingEncoder(m3, hold_first=0.3)
 
     async def body(batcher):
         return await asyncio.gather(batcher.encode(["warm up"], EncodeOptions()),
@@ -100,11 +100,11 @@ def test_one_bad_request_does_not_fail_the_batch(tiny_m3):
 
     warm, fine, boom, also = run(_with_batcher(counting, body))
     assert isinstance(boom, InvalidInputError)
-    assert fine.dense.shape == (1, tiny_m3.dim) and also.dense.shape == (1, tiny_m3.dim)
+    assert fine.dense.shape == (1, m3.dim) and also.dense.shape == (1, m3.dim)
 
 
-def test_full_queue_is_refused(tiny_m3):
-    counting = CountingEncoder(tiny_m3, hold_first=0.3)
+def test_full_queue_is_refused(m3):
+    counting = CountingEncoder(m3, hold_first=0.3)
 
     async def body(batcher):
         first = asyncio.ensure_future(batcher.encode(["a", "b"], EncodeOptions()))
@@ -119,9 +119,9 @@ def test_full_queue_is_refused(tiny_m3):
     assert len(first) == 2 and len(second) == 3
 
 
-def test_truncation_indices_are_per_request(tiny_m3):
+def test_truncation_indices_are_per_request(m3):
     long_text = " ".join(["token"] * 50)
-    counting = CountingEncoder(tiny_m3)
+    counting = CountingEncoder(m3)
     options = EncodeOptions(max_length=8)
 
     async def body(batcher):

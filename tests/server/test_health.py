@@ -9,13 +9,13 @@ from fastapi.testclient import TestClient
 from m3search.server import ServerSettings, create_app
 
 
-def test_health_ready_and_model_info(client, tiny_m3):
+def test_health_ready_and_model_info(client, m3):
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz")
     assert ready.status_code == 200
     body = ready.json()
-    assert body["ready"] is True and body["model"] == tiny_m3.name
-    assert body["info"]["outputs"] == ["dense", "sparse", "colbert"] and body["info"]["dim"] == tiny_m3.dim
+    assert body["ready"] is True and body["model"] == m3.name
+    assert body["info"]["outputs"] == ["dense", "sparse", "colbert"] and body["info"]["dim"] == m3.dim
 
 
 def test_model_that_fails_to_load_is_reported(tmp_path):
@@ -32,13 +32,13 @@ def test_model_that_fails_to_load_is_reported(tmp_path):
         assert embed.status_code == 503 and "failed to load" in embed.json()["error"]["message"]
 
 
-def test_model_loads_in_background(tiny_m3_dir, tmp_path):
-    settings = ServerSettings(model=str(tiny_m3_dir), collections_dir=tmp_path / "c", runtime="torch-fp32")
+def test_model_loads_in_background(m3_dir, tmp_path):
+    settings = ServerSettings(model=str(m3_dir), collections_dir=tmp_path / "c", runtime="torch-fp32")
     with TestClient(create_app(settings)) as client:
         deadline = time.monotonic() + 60
         while client.get("/readyz").status_code != 200 and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert client.get("/readyz").json()["model"] == str(tiny_m3_dir)
+        assert client.get("/readyz").json()["model"] == str(m3_dir)
         assert client.post("/embed", json={"texts": ["a"]}).status_code == 200
 
 

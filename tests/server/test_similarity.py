@@ -19,21 +19,21 @@ def _expected(encoder, source, targets, weights=(0.4, 0.2, 0.4)):
     return rows
 
 
-def test_scores_per_mode_and_hybrid(client, tiny_m3):
+def test_scores_per_mode_and_hybrid(client, m3):
     targets = ["Paris is the capital of France.", "Photosynthesis turns light into chemical energy."]
     r = client.post("/similarity", json={"source": "capital of France", "targets": targets,
                                          "weights": {"dense": 1, "sparse": 0.5, "colbert": 2}})
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["modes"] == ["dense", "sparse", "colbert"] and body["level_mode"] == "dense"
-    expected = _expected(tiny_m3, "capital of France", targets, (1, 0.5, 2))
+    expected = _expected(m3, "capital of France", targets, (1, 0.5, 2))
     for item, exp in zip(body["results"], expected):
         assert item["scores"] == pytest.approx(exp, abs=1e-5)
     assert [item["text"] for item in body["results"]] == targets
 
 
-def test_level_follows_configured_thresholds(make_client, tiny_m3):
-    dense = _expected(tiny_m3, "alpha", ["beta"])[0]["dense"]
+def test_level_follows_configured_thresholds(make_client, m3):
+    dense = _expected(m3, "alpha", ["beta"])[0]["dense"]
     cases = {"very similar": (dense - 0.02, dense - 0.04), "related": (dense + 0.01, dense - 0.01),
              "unrelated": (dense + 0.02, dense + 0.01)}
     from m3search.server import SimilarityLevels

@@ -15,7 +15,7 @@ from m3search.server.config import ServerSettings
 from m3search.server.error_handlers import install_error_handlers
 from m3search.server.limits import BodyLimitMiddleware
 from m3search.server.metrics import MetricsMiddleware
-from m3search.server.routes import embeddings, health, similarity
+from m3search.server.routes import collections, embeddings, health, similarity
 from m3search.server.state import ServerState
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -42,7 +42,7 @@ def create_app(settings: ServerSettings | None = None, *, encoder: TextEncoder |
                               "collections, with micro-batching and a web UI at /ui/.")
     app.state.server = state
     install_error_handlers(app)
-    for module in (embeddings, similarity, health):
+    for module in (embeddings, similarity, collections, health):
         app.include_router(module.router)
     app.mount("/ui", StaticFiles(directory=STATIC_DIR, html=True), name="ui")
 

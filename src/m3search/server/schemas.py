@@ -165,3 +165,101 @@ class SimilarityResponse(BaseModel):
     level_mode: Literal["dense"] = Field("dense", description="The score the level is read from.")
     thresholds: Thresholds
     results: list[SimilarityItem]
+
+
+# ---- collections ---------------------------------------------------------------------------------------
+
+SearchMode = Literal["dense", "sparse", "colbert", "dense+sparse", "all"]
+
+
+class CreateCollectionRequest(_Request):
+    """A new collection for the served model."""
+
+    name: str = Field(description="1-64 letters, digits, '_', '.' or '-', starting with a letter or digit.")
+    outputs: list[Literal["dense", "sparse", "colbert"]] | None = Field(
+        None, description="What to index (default: everything the model gives; BM25 when it has no sparse head).")
+    dense_index: Literal["hnsw", "hnsw-sq8", "flat"] = "hnsw"
+
+
+class CollectionInfo(BaseModel):
+    name: str
+    count: int
+    model: str | None
+    outputs: list[str]
+    dense_index: str
+    size_bytes: int
+    segments: int
+    pending: int = Field(description="Documents not yet sealed into a segment.")
+
+
+class CollectionList(BaseModel):
+    collections: list[CollectionInfo]
+
+
+class DocumentIn(_Request):
+    id: str | int
+    text: str
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class UpsertRequest(_Request):
+    documents: list[DocumentIn]
+
+
+class UpsertResponse(BaseModel):
+    upserted: int
+    count: int = Field(description="Documents in the collection afterwards.")
+
+
+class DocumentOut(BaseModel):
+    id: str
+    text: str | None
+    metadata: dict[str, Any]
+
+
+class DeleteDocumentsRequest(_Request):
+    ids: list[str | int]
+
+
+class DeleteResponse(BaseModel):
+    deleted: int
+
+
+class SearchRequest(_Request):
+    query: str
+    k: int = Field(10, ge=1)
+    mode: SearchMode | None = Field(None, description="Default: the richest mode the collection allows.")
+    weights: Weights | None = Field(None, description="Default: 0.4/0.2/0.4 for weighted fusion, equal for rrf.")
+    fusion: Literal["weighted", "rrf"] = "weighted"
+    filter: dict[str, Any] | None = Field(None, description='Metadata filter, e.g. {"lang": "en"}.')
+    candidates: int = Field(100, ge=1, le=10_000, description="First-stage candidates per mode in hybrid modes.")
+    highlight: bool = Field(False, description="Return the query tokens found in each result, with spans.")
+
+
+class TokenMatchOut(BaseModel):
+    token: str
+    token_id: int
+    weight: float = Field(description="The token's weight in the query's sparse vector.")
+    spans: list[tuple[int, int]] = Field(description="Character [start, end) ranges in the result text.")
+
+
+class SearchHit(BaseModel):
+    id: str
+    score: float
+    scores: dict[str, float]
+    text: str | None
+    metadata: dict[str, Any]
+    matched_tokens: list[TokenMatchOut] | None = None
+
+
+class SearchResponse(BaseModel):
+    collection: str
+    mode: str
+    results: list[SearchHit]
+
+
+class CollectionStats(CollectionInfo):
+    """`CollectionInfo` plus the storage details: segments (rows, deleted rows, bytes) and tombstones."""
+
+    tombstones: int
+    segment_details: list[dict[str, Any]]

@@ -14,6 +14,7 @@ from fastapi import Request
 from m3search.encoders import TextEncoder
 from m3search.errors import ModelLoadError, ServerBusyError
 from m3search.server.batching import MicroBatcher
+from m3search.server.catalog import Catalog
 from m3search.server.config import ServerSettings
 from m3search.server.metrics import ServerMetrics
 
@@ -28,6 +29,7 @@ class ServerState:
     metrics: ServerMetrics = field(default_factory=ServerMetrics)
     encoder: TextEncoder | None = None
     batcher: MicroBatcher | None = None
+    catalog: Catalog | None = None
     load_error: str | None = None
     _load_task: asyncio.Task | None = None
 
@@ -60,6 +62,7 @@ class ServerState:
                                     max_queue=s.max_queue, on_batch=self.metrics.observe_batch)
         self.metrics.queue_texts.set_function(lambda: self.batcher.queued_texts if self.batcher else 0)
         await self.batcher.start()
+        self.catalog = Catalog(s.collections_dir, self.encoder, s.model)
         self.metrics.model_ready.set(1)
 
     async def stop(self) -> None:
@@ -68,10 +71,13 @@ class ServerState:
             self._load_task.cancel()
         if self.batcher is not None:
             await self.batcher.close()
+        if self.catalog is not None:
+            self.catalog.close()
 
     @property
     def ready(self) -> bool:
-        return self.batcher is not None
+        """The model is loaded and the batcher and collections are available."""
+        return self.catalog is not None
 
     def not_ready_reason(self) -> str:
         """Why model endpoints cannot answer yet."""
@@ -85,9 +91,18 @@ def get_state(request: Request) -> ServerState:
     return request.app.state.server
 
 
+def _ready(request: Request) -> ServerState:
+    state: ServerState = request.app.state.server
+    if not state.ready:
+        raise (ModelLoadError if state.load_error else ServerBusyError)(state.not_ready_reason())
+    return state
+
+
 def get_batcher(request: Request) -> MicroBatcher:
     """Dependency: the micro-batcher, or 503 while the model is loading (or failed to)."""
-    state: ServerState = request.app.state.server
-    if state.batcher is None:
-        raise (ModelLoadError if state.load_error else ServerBusyError)(state.not_ready_reason())
-    return state.batcher
+    return _ready(request).batcher
+
+
+def get_catalog(request: Request) -> Catalog:
+    """Dependency: the server's collections, or 503 while the model they share is loading."""
+    return _ready(request).catalog
