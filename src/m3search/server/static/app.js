@@ -197,7 +197,7 @@ $("#search-form").addEventListener("submit", (ev) => {
     const body = {
       query: $("#search-query").value,
       k: Number($("#search-k").value),
-      mode: $("#search-mode").value,
+      mode: $("#search-mode").value || null,
       fusion: $("#search-fusion").value,
       weights: { dense: Number($("#w-dense").value), sparse: Number($("#w-sparse").value),
                  colbert: Number($("#w-colbert").value) },
@@ -206,7 +206,8 @@ $("#search-form").addEventListener("submit", (ev) => {
     const started = performance.now();
     const data = await api("POST", `/collections/${encodeURIComponent(name)}/search`, body);
     const ms = Math.round(performance.now() - started);
-    $("#search-summary").textContent = `${data.results.length} results from ${name} in ${ms} ms`;
+    $("#search-summary").textContent =
+      `${data.results.length} results from ${name} (mode ${data.mode}, ${body.fusion} fusion) in ${ms} ms`;
     const top = Math.max(...data.results.map((r) => r.score), 1e-9);
     const perModeMax = {};
     for (const r of data.results) for (const [m, v] of Object.entries(r.scores || {})) {
