@@ -24,8 +24,11 @@ def _levels(ctx: click.Context, param: click.Parameter, value: str | None):
     return SimilarityLevels(very, related)
 
 
-def run_server(settings, host: str, port: int) -> None:
-    """Serve `settings` on host:port until interrupted, printing where the UI is."""
+def run_server(settings, host: str, port: int, *, encoder=None, page: str = "") -> None:
+    """Serve `settings` on host:port until interrupted, printing where the UI is (at `page`).
+
+    `encoder` serves a model already loaded; otherwise `settings.model` loads in the background.
+    """
     import uvicorn
 
     from m3search.server import create_app
@@ -37,8 +40,9 @@ def run_server(settings, host: str, port: int) -> None:
     if not loopback and not settings.api_keys:
         click.echo(f"warning: listening on {host} without --api-key: anyone who can reach it can use it", err=True)
     shown = f"[{host}]" if ":" in host else host
-    click.echo(f"m3search: web UI at http://{shown}:{port}/ui/  API docs at http://{shown}:{port}/docs", err=True)
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    click.echo(f"m3search: web UI at http://{shown}:{port}/ui/{page}  API docs at http://{shown}:{port}/docs",
+               err=True)
+    uvicorn.run(create_app(settings, encoder=encoder), host=host, port=port, log_level="info")
 
 
 @click.command("serve")

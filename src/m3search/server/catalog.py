@@ -60,11 +60,15 @@ class Catalog:
             self._open[name] = collection
             return collection
 
-    def create(self, name: str, *, outputs: list[str] | None = None, dense_index: str = "hnsw") -> Collection:
-        """Create collection `name` for the served model."""
+    def create(self, name: str, *, outputs: list[str] | None = None, dense_index: str = "hnsw",
+               max_length: int | None = None) -> Collection:
+        """Create collection `name` for the served model (`max_length`: tokens kept per document)."""
         path = self.root / check_name(name)
         if self.encoder is None:
             raise InvalidInputError("the model is not loaded yet; retry in a moment")
+        if max_length is not None and not 3 <= max_length <= self.encoder.max_length:
+            raise InvalidInputError(f"max_length must be between 3 and {self.encoder.max_length} for "
+                                    f"{self.encoder.name}, got {max_length}")
         with self._lock:
             if (path / CONFIG_FILE).exists():
                 raise CollectionExistsError(f"collection {name!r} already exists")
@@ -72,7 +76,8 @@ class Catalog:
             wants_sparse = outputs is None or "sparse" in outputs
             encoder = self._with_bm25(self.encoder) if wants_sparse and "sparse" not in self.encoder.outputs \
                 else self.encoder
-            collection = Collection.create(path, self.model, outputs=outputs, encoder=encoder, dense_index=dense_index)
+            collection = Collection.create(path, self.model, outputs=outputs, encoder=encoder, dense_index=dense_index,
+                                           max_length=max_length)
             self._open[name] = collection
             return collection
 

@@ -179,6 +179,7 @@ class CreateCollectionRequest(_Request):
     outputs: list[Literal["dense", "sparse", "colbert"]] | None = Field(
         None, description="What to index (default: everything the model gives; BM25 when it has no sparse head).")
     dense_index: Literal["hnsw", "hnsw-sq8", "flat"] = "hnsw"
+    max_length: int | None = Field(None, ge=3, description="Tokens kept per document (default: the model's).")
 
 
 class CollectionInfo(BaseModel):

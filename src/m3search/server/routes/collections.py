@@ -66,7 +66,7 @@ async def list_collections(catalog: Catalog = Depends(get_catalog)) -> Collectio
 async def create_collection(body: CreateCollectionRequest, catalog: Catalog = Depends(get_catalog)) -> CollectionInfo:
     """An empty collection for the served model (409 if the name is taken)."""
     collection = await run_in_threadpool(catalog.create, body.name, outputs=body.outputs,
-                                         dense_index=body.dense_index)
+                                         dense_index=body.dense_index, max_length=body.max_length)
     return CollectionInfo(**_info(body.name, await run_in_threadpool(collection.stats)))
 
 
