@@ -30,7 +30,7 @@ class HNSWParams:
     """How HNSW graphs are built and searched: `m` links per node, `ef_*` the candidate list lengths."""
 
     m: int = 32
-    ef_construction: int = 200
+    ef_construction: int = 64
     ef_search: int = 128
     #: Segments with fewer rows are searched exactly (no graph).
     min_rows: int = 20_000
@@ -89,8 +89,9 @@ class DenseIndex:
         n_allowed = n if allowed is None else int(np.count_nonzero(allowed))
         if k <= 0 or n_allowed == 0:
             return np.empty(0, np.int64), np.empty(0, np.float32)
-        exact = (self.ann is None or n_allowed <= self.params.exact_max_rows
-                 or n_allowed <= self.params.exact_max_fraction * n)
+        filtered = allowed is not None and n_allowed < n
+        exact = self.ann is None or (filtered and (n_allowed <= self.params.exact_max_rows
+                                                   or n_allowed <= self.params.exact_max_fraction * n))
         if exact:
             if allowed is None or n_allowed == n:
                 return top_k(self._dot(self.vectors, query), k)
@@ -99,7 +100,7 @@ class DenseIndex:
             return rows[picked], scores
         search_params = faiss.SearchParametersHNSW()
         search_params.efSearch = max(ef_search or self.params.ef_search, k)
-        if allowed is not None and n_allowed < n:
+        if filtered:
             bits = np.packbits(allowed, bitorder="little")
             selector = faiss.IDSelectorBitmap(n, faiss.swig_ptr(bits))
             search_params.sel = selector

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
 from m3search.encoders.base import OutputKind
 from m3search.errors import InvalidInputError
@@ -75,9 +76,27 @@ class Scored:
     scores: dict[str, float] = field(default_factory=dict)
 
 
+_blas: ThreadpoolController | None = None
+
+
+def _one_blas_thread() -> Any:
+    """Run a query's small matrix products on one thread: splitting them costs more than it saves, and on a
+    busy machine each hand-off to a second BLAS thread can wait a whole scheduler slice (~100x slower)."""
+    global _blas
+    if _blas is None:
+        _blas = ThreadpoolController()
+    return _blas.limit(limits=1, user_api="blas")
+
+
 def execute(levels: Sequence[SearchLevel], query: QueryVectors, mode: Mode, k: int, *, candidates: int,
             weights: Mapping[OutputKind, float], fusion: Fusion, ef_search: int | None = None) -> list[Scored]:
     """Run `mode` over `levels`; returns at most `k` results, best first."""
+    with _one_blas_thread():
+        return _execute(levels, query, mode, k, candidates, weights, fusion, ef_search)
+
+
+def _execute(levels: Sequence[SearchLevel], query: QueryVectors, mode: Mode, k: int, candidates: int,
+             weights: Mapping[OutputKind, float], fusion: Fusion, ef_search: int | None) -> list[Scored]:
     kinds, stages = MODE_KINDS[mode], MODE_STAGES[mode]
     depth = k if mode in ("dense", "sparse") else max(k, candidates)
     levels = [lv if lv.allowed is None or lv.allowed.any() else None for lv in levels]

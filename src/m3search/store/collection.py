@@ -558,6 +558,7 @@ class Collection:
                 self._db.remove_tombstones(seqs[np.isin(seqs, self._tombstones)].tolist())
             if from_pending:
                 self._db.delete_pending(data.seqs.tolist())
+        self._db.reclaim_space()
         self._reload()
         remove_unlisted(self._segments_dir, self._segments)
 
@@ -567,10 +568,12 @@ class Collection:
         keep = [np.flatnonzero(~self._dead.get(n, np.zeros(len(s), bool))) for n, s in zip(names, segs)]
         seqs = np.concatenate([s.seqs[k] for s, k in zip(segs, keep)])
         order = np.argsort(seqs, kind="stable")
+        in_order = bool(np.all(order == np.arange(len(order))))  # the usual case: no copy to reorder
         seqs = seqs[order]
         dense = None
         if "dense" in self.config.outputs:
-            dense = np.concatenate([np.asarray(s.dense.vectors[k], np.float32) for s, k in zip(segs, keep)])[order]
+            dense = np.concatenate([np.asarray(s.dense.vectors[k], np.float32) for s, k in zip(segs, keep)])
+            dense = dense if in_order else dense[order]
         sparse = None
         if "sparse" in self.config.outputs:
             inverse = np.empty(len(order), np.int64)
@@ -587,8 +590,9 @@ class Collection:
         lengths, colbert_rows = None, None
         if "colbert" in self.config.outputs:
             source = [(s, r) for s, k in zip(segs, keep) for r in k.tolist()]
-            source = [source[i] for i in order.tolist()]
-            lengths = np.array([s.colbert.token_counts(np.array([r]))[0] for s, r in source], np.int64)
+            lengths = np.concatenate([s.colbert.token_counts(k) for s, k in zip(segs, keep)])
+            if not in_order:
+                source, lengths = [source[i] for i in order.tolist()], lengths[order]
             colbert_rows = (s.colbert.encoded(r) for s, r in source)
         self._seal(SegmentData(seqs, dense, sparse, lengths, colbert_rows), replaced=names)
 

@@ -92,6 +92,8 @@ class Database:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=60.0)
+        # freed pages (vectors moved from the pending table into segments) go back to the file system
+        self.conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=FULL")
         self.conn.executescript(SCHEMA)
@@ -118,6 +120,10 @@ class Database:
             yield
         finally:
             self.conn.execute("COMMIT")
+
+    def reclaim_space(self) -> None:
+        """Return free pages to the file system (after a flush emptied the pending table)."""
+        self.conn.execute("PRAGMA incremental_vacuum")
 
     def data_version(self) -> int:
         """Changes whenever another connection commits (SQLite's `PRAGMA data_version`)."""
