@@ -178,3 +178,15 @@ def test_slices_are_deterministic_nested_and_keep_judged_documents(scifact):
     assert slice_task(scifact) is scifact
     with pytest.raises(InvalidInputError, match="max_queries must be at least 1"):
         slice_task(scifact, max_queries=0)
+
+
+def test_malformed_squad_files_are_reported(xquad_dir, tmp_path):
+    (tmp_path / "broken.json").write_text('{"data": [{"paragraphs": [{"qas": []}]}]}')
+    with pytest.raises(InvalidInputError, match="broken.json is not a SQuAD-style JSON file.*context"):
+        squad_task(tmp_path / "broken.json")
+    data = json.loads((xquad_dir / "en.json").read_text(encoding="utf-8"))
+    data["data"][0]["paragraphs"][0]["sentence_breaks"].pop()
+    n = len(data["data"][0]["paragraphs"][0]["sentences"])
+    (tmp_path / "cut.json").write_text(json.dumps(data))
+    with pytest.raises(InvalidInputError, match=f"paragraph 0-0 has {n} sentences but {n - 1} sentence breaks"):
+        squad_task(tmp_path / "cut.json", unit="sentence")

@@ -150,34 +150,41 @@ def _read_squad(path: Path, lang: str) -> tuple[list[Document], list[Document] |
     """
     try:
         data = json.loads(path.read_text(encoding="utf-8"))["data"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise InvalidInputError(f"{path} is not a SQuAD-style JSON file ({exc})") from None
+        return _parse_squad(data, lang)
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+        raise InvalidInputError(f"{path} is not a SQuAD-style JSON file ({type(exc).__name__}: {exc})") from None
+
+
+def _parse_squad(data: list[dict[str, Any]], lang: str
+                 ) -> tuple[list[Document], list[Document] | None, list[_Question]]:
+    annotated = all("sentences" in para and "sentence_breaks" in para
+                    for article in data for para in article["paragraphs"])
     paragraphs: list[Document] = []
-    sentences: list[Document] | None = []
+    sentences: list[Document] = []
     questions: list[_Question] = []
     for a, article in enumerate(data):
         for p, para in enumerate(article["paragraphs"]):
             pid = f"{a}-{p}"
             meta = {"lang": lang, "title": article.get("title", "")}
             paragraphs.append(Document(pid, para["context"], metadata=meta))
-            breaks = para.get("sentence_breaks")
-            if sentences is not None and breaks is not None and len(breaks) == len(para.get("sentences", ())):
+            if annotated:
+                if len(para["sentences"]) != len(para["sentence_breaks"]):
+                    raise ValueError(f"paragraph {pid} has {len(para['sentences'])} sentences but "
+                                     f"{len(para['sentence_breaks'])} sentence breaks")
                 sentences.extend(Document(f"{pid}-{s}", text, metadata=meta)
                                  for s, text in enumerate(para["sentences"]))
-            else:
-                sentences, breaks = None, None
             for qa in para["qas"]:
                 if not qa.get("answers"):
                     continue  # unanswerable (SQuAD 2.0): nothing to retrieve
-                start = qa["answers"][0]["answer_start"]
                 sid = None
-                if breaks is not None:
-                    hits = [s for s, (lo, hi) in enumerate(breaks) if lo <= start < hi]
+                if annotated:
+                    start = qa["answers"][0]["answer_start"]
+                    hits = [s for s, (lo, hi) in enumerate(para["sentence_breaks"]) if lo <= start < hi]
                     if len(hits) != 1:
-                        raise InvalidInputError(f"{path}: answer of question {qa['id']} lies in no sentence")
+                        raise ValueError(f"the answer of question {qa['id']} starts in no sentence")
                     sid = f"{pid}-{hits[0]}"
                 questions.append(_Question(str(qa["id"]), qa["question"], pid, sid))
-    return paragraphs, sentences, questions
+    return paragraphs, sentences if annotated else None, questions
 
 
 def squad_task(query_file: str | Path, doc_file: str | Path | None = None, *, unit: Unit = "paragraph",
@@ -250,12 +257,12 @@ def load_tasks(spec: str, *, split: str = "test", query_lang: str | Sequence[str
     for prefix in SQUAD_PREFIXES:
         if spec.startswith(prefix):
             path = Path(spec[len(prefix):])
+            if split != "test":
+                raise InvalidInputError(f"{spec} has only a test split, got --split {split}")
             if path.is_file():
                 return [squad_task(path, unit=unit, name=f"{path.stem}/{unit}")]
             folder = _squad_folder(path)
             available = squad_languages(folder)
-            if split != "test":
-                raise InvalidInputError(f"{spec} has only a test split, got --split {split}")
             label = "xquad-r" if prefix == "xquad-r:" else folder.name
             return [squad_task(folder / f"{q}.json", folder / f"{d}.json", unit=unit, query_lang=q, doc_lang=d,
                                name=f"{label}/{q}-{d}/{unit}")
