@@ -1,4 +1,4 @@
-"""Evaluation fixtures: the real tasks, a BM25 run over SciFact, and an exhaustive stand-in for a collection."""
+"""Evaluation fixtures: real tasks, a BM25 run over SciFact, and an exhaustive stand-in for a collection."""
 
 from __future__ import annotations
 
@@ -81,7 +81,7 @@ class ExhaustiveSearcher:
     """Stand-in for a collection in runner and CLI tests: exact scores of every document in every mode.
 
     Dense and ColBERT come from the tiny random bge-m3, sparse from BM25; weighted fusion is the weighted mean
-    of the mode scores, RRF sums weight / (60 + rank). Scores are cached per query text; every call is recorded.
+    of the mode scores, RRF sums weight / (60 + rank). Scores are cached per query text; calls are recorded.
     """
 
     def __init__(self, encoder, tokenizer, task: RetrievalTask) -> None:

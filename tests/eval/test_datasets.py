@@ -74,7 +74,7 @@ def test_xquad_r_sizes_per_language(xquad_dir, lang):
 
 
 def test_xquad_r_files_are_parallel(xquad_dir):
-    """Every language has the same question ids in the same paragraphs (checked by the loader), verified raw."""
+    """Every language has the same question ids in the same paragraphs (the loader checks), verified raw."""
     en = _raw_questions(xquad_dir / "en.json")
     for lang in LANGS:
         other = _raw_questions(xquad_dir / f"{lang}.json")
@@ -85,7 +85,8 @@ def test_xquad_r_files_are_parallel(xquad_dir):
 
 @pytest.mark.parametrize("doc_lang", ["zh", "de", "th"])
 def test_cross_lingual_paragraph_task_judges_the_doc_language_paragraph(xquad_dir, doc_lang):
-    task = squad_task(xquad_dir / "en.json", xquad_dir / f"{doc_lang}.json", query_lang="en", doc_lang=doc_lang)
+    task = squad_task(xquad_dir / "en.json", xquad_dir / f"{doc_lang}.json", query_lang="en",
+                      doc_lang=doc_lang)
     en, other = _raw_questions(xquad_dir / "en.json"), _raw_questions(xquad_dir / f"{doc_lang}.json")
     for qid, judged in task.qrels.items():
         assert task.queries[qid] == en[qid][0]  # the English question
@@ -120,7 +121,7 @@ def test_not_parallel_files_are_refused(xquad_dir, tmp_path):
     moved = data["data"][0]["paragraphs"][0]["qas"].pop()
     data["data"][0]["paragraphs"][1]["qas"].append(moved)
     (tmp_path / "xx.json").write_text(json.dumps(data), encoding="utf-8")
-    with pytest.raises(InvalidInputError, match=f"not parallel: question {moved['id']} sits in another paragraph"):
+    with pytest.raises(InvalidInputError, match=f"question {moved['id']} sits in another paragraph"):
         squad_task(xquad_dir / "en.json", tmp_path / "xx.json")
 
 
@@ -188,5 +189,5 @@ def test_malformed_squad_files_are_reported(xquad_dir, tmp_path):
     data["data"][0]["paragraphs"][0]["sentence_breaks"].pop()
     n = len(data["data"][0]["paragraphs"][0]["sentences"])
     (tmp_path / "cut.json").write_text(json.dumps(data))
-    with pytest.raises(InvalidInputError, match=f"paragraph 0-0 has {n} sentences but {n - 1} sentence breaks"):
+    with pytest.raises(InvalidInputError, match=f"0-0 has {n} sentences but {n - 1} sentence breaks"):
         squad_task(tmp_path / "cut.json", unit="sentence")

@@ -76,7 +76,8 @@ def test_graded_qrels_on_a_real_cross_lingual_run(xlmr_tokenizer, xquad_dir):
     run = BM25Index(xlmr_tokenizer, task).run(task)
     assert_matches_trec_eval(graded, run)
     with_grades = evaluate(graded, _rankings(run), ["ndcg@10"])["ndcg@10"]
-    binary = evaluate({q: {d: 1 for d in j} for q, j in graded.items()}, _rankings(run), ["ndcg@10"])["ndcg@10"]
+    binary_qrels = {q: {d: 1 for d in j} for q, j in graded.items()}
+    binary = evaluate(binary_qrels, _rankings(run), ["ndcg@10"])["ndcg@10"]
     assert with_grades != binary  # the grades are used as gains
 
 

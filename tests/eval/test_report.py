@@ -101,7 +101,8 @@ def test_trec_run_files_evaluate_the_same_with_trec_eval(tmp_path, scifact_slice
             run.setdefault(qid, {})[doc] = float(score)
         assert sum(len(h) for h in result.hits.values()) == sum(len(r) for r in run.values())
         trec = pytrec_eval.RelevanceEvaluator(scifact_slice.qrels, {"recall.100"}).evaluate(run)
-        assert np.mean([v["recall_100"] for v in trec.values()]) == pytest.approx(result.metrics["recall@100"])
+        recall = np.mean([v["recall_100"] for v in trec.values()])
+        assert recall == pytest.approx(result.metrics["recall@100"])
 
 
 def test_load_results_checks_the_schema(tmp_path):

@@ -68,6 +68,7 @@ def test_fusion_weights_reach_the_searcher(exhaustive, scifact_slice):
     singles = run_task(exhaustive, scifact_slice, [RunSpec("dense"), RunSpec("sparse")], measures=["ndcg@10"],
                        progress=False)
     for weights, single in (((1.0, 0.0, 0.0), singles[0]), ((0.0, 1.0, 0.0), singles[1])):
-        fused = score_weights(exhaustive, scifact_slice, weights, mode="all", fusion="weighted", metric="ndcg@10")
+        fused = score_weights(exhaustive, scifact_slice, weights, mode="all", fusion="weighted",
+                              metric="ndcg@10")
         assert fused == pytest.approx(single.metrics["ndcg@10"])
     assert singles[0].metrics["ndcg@10"] != singles[1].metrics["ndcg@10"]

@@ -70,7 +70,7 @@ class _Spy:
 
 
 def test_tuning_never_sees_the_test_split(scifact_dir, tiny_m3, xlmr_tokenizer):
-    """A real objective (nDCG@10 of weighted fusion on SciFact train queries); the test split is loaded last."""
+    """A real objective (nDCG@10 of weighted fusion on SciFact train queries); test is loaded last."""
     spy = _Spy(scifact_dir, max_queries=15)
     dev_slice = slice_task(load_beir(scifact_dir, "train"), max_queries=15, max_docs=200)
     searcher = ExhaustiveSearcher(tiny_m3, xlmr_tokenizer, dev_slice)  # holds every judged dev document
@@ -104,5 +104,5 @@ def test_dev_queries_shared_with_test_are_refused(scifact_dir):
     spy = _Spy(scifact_dir)
     load = lambda split: spy.load("test")  # noqa: E731 - a mislabelled dev split: really the test queries
     with pytest.raises(InvalidInputError, match="300 queries of the 'test' split are also in 'dev'"):
-        tune_on_dev(load, spy.objective(lambda t, w: 0.0), dev_split="dev", test_split="test", metric="ndcg@10",
-                    step=0.5)
+        tune_on_dev(load, spy.objective(lambda t, w: 0.0), dev_split="dev", test_split="test",
+                    metric="ndcg@10", step=0.5)

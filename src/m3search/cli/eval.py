@@ -1,4 +1,4 @@
-"""`m3search eval`: measure retrieval quality on real data; `m3search eval tune-weights`: tune fusion weights."""
+"""`m3search eval`: retrieval quality on real data; `m3search eval tune-weights`: tune the fusion weights."""
 
 from __future__ import annotations
 
@@ -40,7 +40,8 @@ def _weights(value: str) -> tuple[float, float, float]:
     try:
         return check_weights([float(v) for v in _csv(value)])
     except ValueError as exc:
-        raise InvalidInputError(f"--weights takes dense,sparse,colbert numbers, got {value!r}: {exc}") from None
+        raise InvalidInputError(f"--weights takes dense,sparse,colbert numbers, got {value!r}: {exc}"
+                                ) from None
 
 
 def _measures(k: str | None) -> tuple[str, ...]:
@@ -126,7 +127,8 @@ def run(model: str, dataset: str, split: str, query_lang: str, doc_lang: str | N
     entries = []
     for task in tasks:
         path = None if collection is None else collection if len(tasks) == 1 else collection / slug(task.name)
-        with indexed_collection(task, model=model, outputs=required_outputs(runs), path=path) as (searcher, stats):
+        outputs = required_outputs(runs)
+        with indexed_collection(task, model=model, outputs=outputs, path=path) as (searcher, stats):
             results = run_task(searcher, task, runs, measures=measures)
         entries.append(task_entry(task.describe(), stats, results))
         if save_runs:
@@ -143,7 +145,7 @@ def run(model: str, dataset: str, split: str, query_lang: str, doc_lang: str | N
               help="Split the tuned weights are then evaluated on (never seen while tuning).")
 @click.option("--mode", type=click.Choice(["all", "dense+sparse"]), default="all", show_default=True)
 @click.option("--fusion", type=click.Choice(["weighted", "rrf"]), default="weighted", show_default=True)
-@click.option("--metric", default="ndcg@10", show_default=True, help="What tuning maximizes on the dev split.")
+@click.option("--metric", default="ndcg@10", show_default=True, help="Maximized on the dev split.")
 @click.option("--method", type=click.Choice(["coordinate", "grid"]), default="coordinate", show_default=True)
 @click.option("--step", type=float, default=0.1, show_default=True, help="Weight grid step (divides 1).")
 @click.option("--max-dev-queries", type=int, default=None, help="Tune on a fixed sample of dev queries.")
@@ -173,11 +175,15 @@ def tune_weights(model: str, dataset: str, dev_split: str, split: str, mode: str
     free = [o in outputs for o in ("dense", "sparse", "colbert")]
     corpus_task = load_split(dev_split)
     with indexed_collection(corpus_task, model=model, outputs=outputs, path=collection) as (searcher, stats):
+        def objective(task, weights):
+            return score_weights(searcher, task, weights, mode=mode, fusion=fusion, metric=metric)
+
         tuned, test = tune_on_dev(
-            load_split, lambda task, w: score_weights(searcher, task, w, mode=mode, fusion=fusion, metric=metric),
+            load_split, objective,
             dev_split=dev_split, test_split=split, metric=metric, method=method, step=step, free=free)
         if set(test.corpus) != set(corpus_task.corpus):
-            raise InvalidInputError(f"the {dev_split!r} and {split!r} splits of {dataset} have different corpora")
+            raise InvalidInputError(f"the {dev_split!r} and {split!r} splits of {dataset} have different "
+                                    "corpora")
         default = tuple(w if f else 0.0 for w, f in zip(DEFAULT_WEIGHTS, free))
         runs = [RunSpec(o) for o in outputs]
         runs += [RunSpec(mode, fusion, default, "default"), RunSpec(mode, fusion, tuned.best, "tuned")]

@@ -1,10 +1,10 @@
 """Retrieval tasks from real data: BEIR folders and SQuAD-style sets (XQuAD-R), mono- and cross-lingual.
 
-A task is a corpus, queries and graded relevance judgments (qrels). BEIR folders are read as BEIR does (title +
-text, string ids, `qrels/<split>.tsv`). SQuAD-style files become answer retrieval: each question's relevant
-candidate is the paragraph, or with XQuAD-R's `sentences` the sentence, that holds its answer. XQuAD-R's files
-are parallel (same articles, paragraphs and question ids in the same order in every language), so a question
-in one language is judged against the candidates of another through the question id.
+A task is a corpus, queries and graded relevance judgments (qrels). BEIR folders are read as BEIR does
+(title + text, string ids, `qrels/<split>.tsv`). SQuAD-style files become answer retrieval: each question's
+relevant candidate is the paragraph, or with XQuAD-R's `sentences` the sentence, that holds its answer.
+XQuAD-R's files are parallel (same articles, paragraphs and question ids in the same order in every language),
+so a question in one language is judged against the candidates of another through the question id.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def _task(name: str, split: str, corpus: dict[str, Document], queries: dict[str,
     for qid, judged in qrels.items():
         missing = [d for d in judged if d not in corpus]
         if missing:
-            raise InvalidInputError(f"{name}: query {qid} judges document {missing[0]!r}, which the corpus lacks")
+            raise InvalidInputError(f"{name}: query {qid} judges document {missing[0]!r}, not in the corpus")
         if qid not in queries:
             raise InvalidInputError(f"{name}: query {qid} has judgments but no text in the queries")
         if any(g >= 1 for g in judged.values()):
@@ -79,7 +79,7 @@ def _task(name: str, split: str, corpus: dict[str, Document], queries: dict[str,
     return RetrievalTask(name, split, corpus, kept, {q: dict(qrels[q]) for q in kept})
 
 
-# --- BEIR -----------------------------------------------------------------------------------------------------
+# --- BEIR ---------------------------------------------------------------------------------------------------
 
 def _jsonl(path: Path) -> Iterable[dict[str, Any]]:
     with path.open(encoding="utf-8") as f:
@@ -132,7 +132,7 @@ def load_beir(path: str | Path, split: str = "test") -> RetrievalTask:
     return _task(root.name, split, corpus, queries, read_qrels(files["qrels"]))
 
 
-# --- SQuAD-style (XQuAD-R) ------------------------------------------------------------------------------------
+# --- SQuAD-style (XQuAD-R) ----------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class _Question:
@@ -152,7 +152,8 @@ def _read_squad(path: Path, lang: str) -> tuple[list[Document], list[Document] |
         data = json.loads(path.read_text(encoding="utf-8"))["data"]
         return _parse_squad(data, lang)
     except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
-        raise InvalidInputError(f"{path} is not a SQuAD-style JSON file ({type(exc).__name__}: {exc})") from None
+        raise InvalidInputError(f"{path} is not a SQuAD-style JSON file ({type(exc).__name__}: {exc})"
+                                ) from None
 
 
 def _parse_squad(data: list[dict[str, Any]], lang: str
@@ -207,8 +208,9 @@ def squad_task(query_file: str | Path, doc_file: str | Path | None = None, *, un
     for q in questions:
         twin = by_id.get(q.id)
         if twin is None or twin.paragraph != q.paragraph:
-            raise InvalidInputError(f"{query_file} and {doc_file} are not parallel: question {q.id} "
-                                    f"{'is missing' if twin is None else 'sits in another paragraph'} in {doc_file}")
+            where = "is missing" if twin is None else "sits in another paragraph"
+            raise InvalidInputError(f"{query_file} and {doc_file} are not parallel: question {q.id} {where} "
+                                    f"in {doc_file}")
     corpus = {d.id: d for d in (sentences if unit == "sentence" else paragraphs)}
     queries = {q.id: q.text for q in questions}
     target = (lambda q: q.sentence) if unit == "sentence" else (lambda q: q.paragraph)
@@ -224,13 +226,13 @@ def squad_languages(folder: str | Path) -> list[str]:
     return sorted(p.stem for p in Path(folder).glob("*.json"))
 
 
-# --- Dataset specs and slices ---------------------------------------------------------------------------------
+# --- Dataset specs and slices -------------------------------------------------------------------------------
 
 SQUAD_PREFIXES = ("xquad-r:", "squad:")
 
 
 def _squad_folder(path: Path) -> Path:
-    """The folder with the `<lang>.json` files: `path` itself or its `xquad-r/` subfolder (the release layout)."""
+    """The folder of `<lang>.json` files: `path` itself or its `xquad-r/` subfolder (the release layout)."""
     for folder in (path, path / "xquad-r"):
         if folder.is_dir() and squad_languages(folder):
             return folder
@@ -252,7 +254,7 @@ def load_tasks(spec: str, *, split: str = "test", query_lang: str | Sequence[str
     """Tasks named by a dataset spec: `PATH` (a BEIR folder) or `xquad-r:PATH` / `squad:PATH`.
 
     For SQuAD-style folders, `query_lang` and `doc_lang` take a language, a comma-separated list or `all`; one
-    task per (query, doc) pair; `doc_lang` defaults to the query language. A `squad:FILE.json` is mono-lingual.
+    task per (query, doc) pair; `doc_lang` defaults to the query language. `squad:FILE.json` is mono-lingual.
     """
     for prefix in SQUAD_PREFIXES:
         if spec.startswith(prefix):
@@ -264,13 +266,13 @@ def load_tasks(spec: str, *, split: str = "test", query_lang: str | Sequence[str
             folder = _squad_folder(path)
             available = squad_languages(folder)
             label = "xquad-r" if prefix == "xquad-r:" else folder.name
-            return [squad_task(folder / f"{q}.json", folder / f"{d}.json", unit=unit, query_lang=q, doc_lang=d,
-                               name=f"{label}/{q}-{d}/{unit}")
+            return [squad_task(folder / f"{q}.json", folder / f"{d}.json", unit=unit, query_lang=q,
+                               doc_lang=d, name=f"{label}/{q}-{d}/{unit}")
                     for q in _languages(query_lang, available)
                     for d in (_languages(doc_lang, available) if doc_lang is not None else [q])]
     path = Path(spec)
     if not path.is_dir():
-        raise InvalidInputError(f"dataset {spec!r} not found: give a BEIR folder or xquad-r:PATH / squad:PATH")
+        raise InvalidInputError(f"dataset {spec!r} not found: give a BEIR folder, xquad-r:PATH or squad:PATH")
     return [load_beir(path, split)]
 
 

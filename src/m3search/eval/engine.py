@@ -46,7 +46,8 @@ def index_task(collection: Any, task: RetrievalTask, *, progress: bool = True) -
     with tqdm(total=len(docs), desc=f"index {task.name}", unit="doc", disable=not progress) as bar:
         for i in range(0, len(docs), UPSERT_BLOCK):
             block = docs[i:i + UPSERT_BLOCK]
-            collection.upsert([{"id": d.id, "text": d.full_text, "metadata": dict(d.metadata)} for d in block])
+            collection.upsert([{"id": d.id, "text": d.full_text, "metadata": dict(d.metadata)}
+                               for d in block])
             bar.update(len(block))
     seconds = time.perf_counter() - start
     return {"documents": len(docs), "seconds": seconds, "docs_per_s": len(docs) / seconds if seconds else 0.0}

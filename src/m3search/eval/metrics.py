@@ -1,17 +1,17 @@
 """Ranking metrics with trec_eval's definitions: nDCG@k, Recall@k, MRR@k, MAP@k, and recall@k curves.
 
-Hand-written on numpy (four vectorized formulas) rather than a run-time dependency: ranx pulls numba, pandas
-and seaborn; pytrec_eval's own release builds trec_eval from a download, and it has no MRR@k nor cheap recall
-curves. The tests check every value against pytrec_eval (pytrec-eval-terrier's wheels) on real runs. Definitions, as trec_eval's `ndcg_cut`, `recall`, `recip_rank` on the
-top k, and `map_cut`:
+Hand-written on numpy (four vectorized formulas) rather than a run-time dependency: ranx pulls numba (LLVM)
+and pandas; pytrec_eval's own release builds trec_eval from a download, and it has neither MRR@k nor cheap
+recall curves. The tests check every value against pytrec_eval (pytrec-eval-terrier's wheels) on real runs.
+Definitions, as trec_eval's `ndcg_cut`, `recall`, `recip_rank` on the top k, and `map_cut`:
 - a document is relevant when its grade is >= 1; unjudged documents have grade 0; negative grades gain 0;
 - nDCG@k gains the grade itself (BEIR's graded gains) with discount 1/log2(rank + 1), divided by the ideal
   DCG@k of all judged grades;
 - Recall@k and MAP@k divide by the number of relevant documents, however many that is;
 - a query without relevant documents scores 0 everywhere; a query missing from the run scores 0;
 - means are over the queries of the qrels (the run's other queries are ignored).
-Rankings are lists of ids, best first; scores are turned into a ranking with trec_eval's tie-break (higher score
-first, then the larger id), so results equal trec_eval's on the same scores.
+Rankings are lists of ids, best first; scores become a ranking with trec_eval's tie-break (higher score first,
+then the larger id), so results equal trec_eval's on the same scores.
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ def parse_measure(name: str) -> tuple[str, int]:
     """`"ndcg@10"` -> `("ndcg", 10)`; raise on unknown names."""
     match = _MEASURE.match(name.strip().lower())
     if match is None:
-        raise InvalidInputError(f"unknown measure {name!r}: use {', '.join(m + '@K' for m in MEASURES)} (K >= 1)")
+        known = ", ".join(m + "@K" for m in MEASURES)
+        raise InvalidInputError(f"unknown measure {name!r}: use {known} (K >= 1)")
     return match.group(1), int(match.group(2))
 
 
@@ -57,7 +58,7 @@ def ranking_from_scores(scores: Mapping[str, float]) -> list[str]:
 
 def _grades(qrels: Mapping[str, Mapping[str, int]], run: Run, qids: list[str], depth: int
             ) -> tuple[np.ndarray, np.ndarray]:
-    """(queries, depth) grades of the ranked documents (0 past a ranking's end) and (queries, depth) ideal ones."""
+    """(queries, depth) grades of the ranked documents (0 past a ranking's end), and the ideal grades."""
     ranked = np.zeros((len(qids), depth))
     ideal = np.zeros((len(qids), depth))
     for i, qid in enumerate(qids):

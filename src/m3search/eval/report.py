@@ -2,7 +2,8 @@
 
 results.json, schema `m3search.eval/1`:
     {"schema", "created", "m3search", "model", "settings": {measures, depth, modes, fusions, weights, ...},
-     "tasks": [{"task": {name, split, documents, queries, judgments}, "index": {documents, seconds, docs_per_s},
+     "tasks": [{"task": {name, split, documents, queries, judgments},
+                "index": {documents, seconds, docs_per_s},
                 "runs": [{"label", "mode", "fusion", "weights", "metrics": {measure: mean},
                           "recall_curve": [R@1, ..., R@depth], "latency_ms": {mean, p50, p95}}]}],
      "tuning": optional `TuneResult.to_dict()`}
@@ -36,7 +37,8 @@ def slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9.+-]+", "_", name).strip("_")
 
 
-def task_entry(task: Mapping[str, Any], index: Mapping[str, float], runs: Iterable[RunResult]) -> dict[str, Any]:
+def task_entry(task: Mapping[str, Any], index: Mapping[str, float], runs: Iterable[RunResult]
+               ) -> dict[str, Any]:
     """One task's part of results.json."""
     return {"task": dict(task), "index": dict(index), "runs": [r.to_dict() for r in runs]}
 
@@ -95,10 +97,11 @@ def markdown(results: Mapping[str, Any]) -> str:
     for entry in results["tasks"]:
         task, index = entry["task"], entry["index"]
         out += [f"## {task['name']} ({task['split']})", "",
-                f"{task['queries']} queries, {task['documents']} documents; indexed in {index['seconds']:.1f} s "
+                f"{task['queries']} queries, {task['documents']} documents; indexed in "
+                f"{index['seconds']:.1f} s "
                 f"({index['docs_per_s']:.1f} docs/s).", ""]
         header = ["run"] + [measure_label(m) for m in measures] + ["ms/query"]
-        rows = [[r["label"]] + [f"{r['metrics'][m]:.4f}" for m in measures] + [f"{r['latency_ms']['mean']:.1f}"]
+        rows = [[r["label"], *(f"{r['metrics'][m]:.4f}" for m in measures), f"{r['latency_ms']['mean']:.1f}"]
                 for r in entry["runs"]]
         out += _table(header, rows) + [""]
         out += [f"![{measure_label(primary)} per run]({slug(task['name'])}_metrics.png) "

@@ -1,4 +1,4 @@
-"""Runs every query of a task through every requested mode and fusion, timing each search, and scores the runs.
+"""Runs every query of a task through every requested mode and fusion, timing each search; scores the runs.
 
 The runner talks to a `Searcher` (anything with the collection's `search` shape), so it does not depend on how
 the corpus was indexed; `m3search.eval.engine` builds one from a real collection. Modes are interleaved per
@@ -69,7 +69,8 @@ def plan_runs(modes: Iterable[str] = MODES, fusions: Iterable[str] = FUSIONS,
     for value, allowed, what in ((modes, MODES, "mode"), (fusions, FUSIONS, "fusion")):
         bad = [v for v in value if v not in allowed]
         if bad or not value:
-            raise InvalidInputError(f"unknown {what} {', '.join(bad) or '(none)'}: choose from {', '.join(allowed)}")
+            raise InvalidInputError(f"unknown {what} {', '.join(bad) or '(none)'}: "
+                                    f"choose from {', '.join(allowed)}")
     w = check_weights(weights)
     runs = [RunSpec(m) for m in modes if m in SINGLE_MODES]
     runs += [RunSpec(m, f, w) for m in modes if m in HYBRID_MODES for f in fusions]
@@ -95,7 +96,8 @@ class RunResult:
     def latency_summary(self) -> dict[str, float]:
         """Mean, median and 95th percentile of the search latency in milliseconds."""
         ms = np.asarray(self.latencies_ms)
-        return {"mean": float(ms.mean()), "p50": float(np.percentile(ms, 50)), "p95": float(np.percentile(ms, 95))}
+        return {"mean": float(ms.mean()), "p50": float(np.percentile(ms, 50)),
+                "p95": float(np.percentile(ms, 95))}
 
     def to_dict(self) -> dict[str, Any]:
         """results.json form (hits are left out; see `report.write_trec_runs`)."""
@@ -112,7 +114,7 @@ def depth_for(measures: Iterable[str]) -> int:
 def run_task(searcher: Searcher, task: RetrievalTask, runs: Sequence[RunSpec], *,
              measures: Sequence[str] = DEFAULT_MEASURES, depth: int | None = None, progress: bool = True
              ) -> list[RunResult]:
-    """Search every query with every run (interleaved, in rotating order), time each search, score each run."""
+    """Search every query with every run (interleaved, in rotating order), time and score them."""
     depth = depth or depth_for(measures)
     if not runs:
         raise InvalidInputError("no runs to evaluate")
@@ -131,8 +133,9 @@ def run_task(searcher: Searcher, task: RetrievalTask, runs: Sequence[RunSpec], *
     results = []
     for spec in runs:
         ranking = {qid: [d for d, _ in h] for qid, h in hits[spec].items()}
-        results.append(RunResult(spec, evaluate(task.qrels, ranking, measures),
-                                 recall_curve(task.qrels, ranking, depth).tolist(), latencies[spec], hits[spec]))
+        curve = recall_curve(task.qrels, ranking, depth).tolist()
+        results.append(RunResult(spec, evaluate(task.qrels, ranking, measures), curve, latencies[spec],
+                                 hits[spec]))
     return results
 
 

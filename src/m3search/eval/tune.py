@@ -102,8 +102,8 @@ def search_weights(objective: Callable[[Weights], float], *, method: Method = "c
     """Maximize `objective` over weights on the simplex grid of `step`; ties keep the earlier point.
 
     grid: every point of `simplex_grid(step, free)`, after the start point. coordinate: from the grid point
-    nearest `start`, repeatedly move `step` of weight from one mode to another, taking the best improving move,
-    until none improves (a few dozen evaluations instead of the whole grid).
+    nearest `start`, repeatedly move `step` of weight from one mode to another, taking the best improving
+    move, until none improves (a few dozen evaluations instead of the whole grid).
     """
     if method not in METHODS:
         raise InvalidInputError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
@@ -141,14 +141,15 @@ def search_weights(objective: Callable[[Weights], float], *, method: Method = "c
 def check_splits(dev_split: str, test_split: str) -> None:
     """Refuse to tune on the split that will be reported."""
     if dev_split == test_split:
-        raise InvalidInputError(f"the dev split and the test split are both {dev_split!r}: tune on another split "
-                                "(SciFact: train)")
+        raise InvalidInputError(f"the dev split and the test split are both {dev_split!r}: tune on another "
+                                "split (SciFact: train)")
 
 
-def tune_on_dev(load_split: Callable[[str], RetrievalTask], evaluate: Callable[[RetrievalTask, Weights], float],
-                *, dev_split: str, test_split: str, metric: str, method: Method = "coordinate",
-                step: float = 0.1, start: Sequence[float] = DEFAULT_WEIGHTS,
-                free: Sequence[bool] = (True, True, True)) -> tuple[TuneResult, RetrievalTask]:
+def tune_on_dev(load_split: Callable[[str], RetrievalTask],
+                evaluate: Callable[[RetrievalTask, Weights], float], *, dev_split: str, test_split: str,
+                metric: str, method: Method = "coordinate", step: float = 0.1,
+                start: Sequence[float] = DEFAULT_WEIGHTS, free: Sequence[bool] = (True, True, True)
+                ) -> tuple[TuneResult, RetrievalTask]:
     """Tune weights on `dev_split`; only then load `test_split`. Returns the result and the test task.
 
     `evaluate(task, weights)` scores weights on a task (higher is better); during the search it is only ever
@@ -162,6 +163,7 @@ def tune_on_dev(load_split: Callable[[str], RetrievalTask], evaluate: Callable[[
     test = load_split(test_split)
     shared = set(dev.queries) & set(test.queries)
     if shared:
-        raise InvalidInputError(f"{len(shared)} queries of the {test_split!r} split are also in {dev_split!r} "
-                                f"(e.g. {sorted(shared)[0]}): tuning on them would leak into the test score")
+        raise InvalidInputError(f"{len(shared)} queries of the {test_split!r} split are also in "
+                                f"{dev_split!r} (e.g. {sorted(shared)[0]}): tuning on them would leak into "
+                                "the test score")
     return result, test
