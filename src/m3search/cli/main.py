@@ -16,6 +16,7 @@ from m3search.errors import M3SearchError
 COMMAND_MODULES = (
     "m3search.cli.demo",
     "m3search.cli.encode",
+    "m3search.cli.eval",
     "m3search.cli.models",
     "m3search.cli.serve",
 )
