@@ -30,14 +30,14 @@ BLOCK = 32
 
 
 def shared_data_dir() -> Path | None:
-    """`$M3SEARCH_SHARED_DATA`, or `shared/data` beside the checkout or the working directory, if present."""
-    candidates = [os.environ.get("M3SEARCH_SHARED_DATA"),
-                  Path(__file__).resolve().parents[3].parent / "shared" / "data",
-                  Path.cwd().parent / "shared" / "data"]
-    for candidate in candidates:
-        if candidate and (Path(candidate) / "scifact" / "corpus.jsonl").is_file():
-            return Path(candidate)
-    return None
+    """The shared evaluation data: `$M3SEARCH_SHARED_DATA` when set (empty or missing: none), else
+    `shared/data` beside the checkout or beside the working directory, if present."""
+    if "M3SEARCH_SHARED_DATA" in os.environ:
+        candidates = [Path(os.environ["M3SEARCH_SHARED_DATA"])] if os.environ["M3SEARCH_SHARED_DATA"] else []
+    else:
+        candidates = [Path(__file__).resolve().parents[3].parent / "shared" / "data",
+                      Path.cwd().parent / "shared" / "data"]
+    return next((c for c in candidates if (c / "scifact" / "corpus.jsonl").is_file()), None)
 
 
 def _scifact(data: Path, limit: int) -> Iterator[dict[str, Any]]:

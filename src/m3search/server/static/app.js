@@ -115,8 +115,8 @@ $("#similarity-form").addEventListener("submit", (ev) => {
     bars.replaceChildren(...MODES.filter((m) => m in item.scores).map((m) => bar(m, item.scores[m])));
     $("#sim-hint").textContent =
       `${data.model}: level from the dense score; very similar > ${data.thresholds.very_similar}, ` +
-      `related > ${data.thresholds.related}. Hybrid weights: dense ${data.weights.dense}, ` +
-      `sparse ${data.weights.sparse}, colbert ${data.weights.colbert}.`;
+      `related > ${data.thresholds.related}. Hybrid: weighted mean with ` +
+      data.modes.map((m) => `${m} ${data.weights[m]}`).join(", ") + ".";
     $("#sim-result").hidden = false;
   });
 });
@@ -173,9 +173,11 @@ for (const id of ["w-dense", "w-sparse", "w-colbert"]) {
   input.addEventListener("input", () => { input.nextElementSibling.value = Number(input.value).toFixed(2); });
 }
 
-// The result text with the query tokens that matched it (character spans from the server) highlighted.
+// The result text with the query tokens that matched it (character spans from the server) highlighted, more
+// strongly the more the token weighs in the query (so rare words stand out over "the" and "of").
 function highlighted(text, matches) {
   const spans = [];
+  const top = Math.max(...(matches || []).map((m) => m.weight), 1e-9);
   for (const m of matches || []) for (const [s, e] of m.spans || []) spans.push([s, e, m]);
   spans.sort((a, b) => a[0] - b[0]);
   const out = el("p", { class: "doc-text" });
@@ -183,7 +185,9 @@ function highlighted(text, matches) {
   for (const [s, e, m] of spans) {
     if (s < pos) continue;
     out.append(text.slice(pos, s));
-    out.append(el("mark", { title: `${m.token}: weight ${m.weight.toFixed(3)}` }, text.slice(s, e)));
+    const alpha = (0.25 + 0.75 * m.weight / top).toFixed(2);
+    out.append(el("mark", { title: `${m.token}: query weight ${m.weight.toFixed(3)}`,
+                            style: `background: rgba(255, 208, 0, ${alpha})` }, text.slice(s, e)));
     pos = e;
   }
   out.append(text.slice(pos));
