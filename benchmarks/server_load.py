@@ -1,4 +1,4 @@
-"""Bounded load test of `m3search serve` on loopback: N concurrent clients for T seconds, zero errors required.
+"""Bounded load test of `m3search serve` on loopback: N concurrent clients for T seconds, zero errors.
 
 Each phase starts its own server, warms it up, then runs `--clients` asyncio clients that each send one
 request after another (a single short text: the common search-query case) until `--duration` seconds or
@@ -29,9 +29,13 @@ from m3search.server.process import ServerProcess
 ROOT = Path(__file__).resolve().parents[1]
 SCIFACT_QUERIES = ROOT.parent / "shared" / "data" / "scifact" / "queries.jsonl"
 FALLBACK_TEXTS = [
-    "What is the capital of France?", "How do vaccines train the immune system?",
-    "Wie funktioniert die Photosynthese?", "¿Cuál es el río más largo del mundo?",
-    "机器学习是什么？", "Что такое квантовая запутанность?", "Best practices for hybrid search",
+    "What is the capital of France?",
+    "How do vaccines train the immune system?",
+    "Wie funktioniert die Photosynthese?",
+    "¿Cuál es el río más largo del mundo?",
+    "机器学习是什么？",
+    "Что такое квантовая запутанность?",
+    "Best practices for hybrid search",
 ]
 
 
@@ -52,8 +56,9 @@ def request_for(endpoint: str, text: str, rng: random.Random) -> tuple[str, dict
     return "/similarity", {"source": text, "targets": [rng.choice(FALLBACK_TEXTS)]}
 
 
-async def run_clients(url: str, endpoint: str, clients: int, duration: float, max_requests: int,
-                      texts: list[str]) -> tuple[list[float], list[str], float]:
+async def run_clients(
+    url: str, endpoint: str, clients: int, duration: float, max_requests: int, texts: list[str]
+) -> tuple[list[float], list[str], float]:
     """Latencies (s) of successful requests, error descriptions, and the wall time of the phase."""
     latencies: list[float] = []
     errors: list[str] = []
@@ -97,24 +102,36 @@ def run_phase(name: str, args: argparse.Namespace, batch_size: int, texts: list[
     server_args = ["--model", args.model, "--batch-size", str(batch_size), "--runtime", args.runtime]
     with ServerProcess(server_args, work / f"{name}.log") as server:
         asyncio.run(run_clients(server.url, args.endpoint, 2, 2.0, 20, texts))  # warm-up, not counted
-        batches0, texts0 = metric(server.url, "m3search_encode_batches_total"), metric(
-            server.url, "m3search_encode_texts_total")
+        batches0, texts0 = (
+            metric(server.url, "m3search_encode_batches_total"),
+            metric(server.url, "m3search_encode_texts_total"),
+        )
         latencies, errors, wall = asyncio.run(
-            run_clients(server.url, args.endpoint, args.clients, args.duration, args.max_requests, texts))
+            run_clients(server.url, args.endpoint, args.clients, args.duration, args.max_requests, texts)
+        )
         batches = metric(server.url, "m3search_encode_batches_total") - batches0
         encoded = metric(server.url, "m3search_encode_texts_total") - texts0
     lat_ms = np.array(latencies) * 1000 if latencies else np.zeros(1)
     return {
-        "phase": name, "batch_size": batch_size, "requests": len(latencies) + len(errors), "errors": len(errors),
-        "error_samples": errors[:5], "seconds": round(wall, 2), "throughput_rps": round(len(latencies) / wall, 1),
-        "p50_ms": round(float(np.percentile(lat_ms, 50)), 1), "p90_ms": round(float(np.percentile(lat_ms, 90)), 1),
-        "p99_ms": round(float(np.percentile(lat_ms, 99)), 1), "max_ms": round(float(lat_ms.max()), 1),
+        "phase": name,
+        "batch_size": batch_size,
+        "requests": len(latencies) + len(errors),
+        "errors": len(errors),
+        "error_samples": errors[:5],
+        "seconds": round(wall, 2),
+        "throughput_rps": round(len(latencies) / wall, 1),
+        "p50_ms": round(float(np.percentile(lat_ms, 50)), 1),
+        "p90_ms": round(float(np.percentile(lat_ms, 90)), 1),
+        "p99_ms": round(float(np.percentile(lat_ms, 99)), 1),
+        "max_ms": round(float(lat_ms.max()), 1),
         "texts_per_model_call": round(encoded / batches, 2) if batches else 0.0,
     }
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", default="intfloat/multilingual-e5-small")
     parser.add_argument("--runtime", default="auto")
     parser.add_argument("--endpoint", choices=["embeddings", "embed", "similarity"], default="embeddings")
@@ -133,21 +150,35 @@ def main() -> int:
             phases.append(run_phase("unbatched (anchor)", args, 1, texts, Path(tmp)))
 
     anchor = phases[-1]
-    header = f"{'phase':<20} {'req':>6} {'err':>4} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'texts/call':>10} " \
-             f"{'x anchor req/s':>14}"
+    header = (
+        f"{'phase':<20} {'req':>6} {'err':>4} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'texts/call':>10} "
+        f"{'x anchor req/s':>14}"
+    )
     print(f"{args.clients} clients x {args.duration:.0f} s, POST {args.endpoint}, model {args.model}")
     print(header)
     for p in phases:
         ratio = p["throughput_rps"] / anchor["throughput_rps"] if anchor["throughput_rps"] else float("nan")
         p["throughput_vs_anchor"] = round(ratio, 2)
-        print(f"{p['phase']:<20} {p['requests']:>6} {p['errors']:>4} {p['throughput_rps']:>7} {p['p50_ms']:>7} "
-              f"{p['p99_ms']:>7} {p['texts_per_model_call']:>10} {ratio:>14.2f}")
+        print(
+            f"{p['phase']:<20} {p['requests']:>6} {p['errors']:>4} {p['throughput_rps']:>7} {p['p50_ms']:>7} "
+            f"{p['p99_ms']:>7} {p['texts_per_model_call']:>10} {ratio:>14.2f}"
+        )
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps({
-        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "model": args.model,
-        "endpoint": args.endpoint, "clients": args.clients, "duration_s": args.duration,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-        "phases": phases}, indent=2) + "\n")
+    args.output.write_text(
+        json.dumps(
+            {
+                "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+                "model": args.model,
+                "endpoint": args.endpoint,
+                "clients": args.clients,
+                "duration_s": args.duration,
+                "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+                "phases": phases,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     print(f"wrote {args.output}")
     errors = sum(p["errors"] for p in phases)
     if errors:

@@ -1,4 +1,4 @@
-"""Server fixtures: in-process clients over the tiny random bge-m3, and a real `m3search serve` on loopback."""
+"""Server fixtures: in-process clients over a tiny random bge-m3, and a real `m3search serve` on loopback."""
 
 from __future__ import annotations
 
@@ -59,8 +59,9 @@ def make_client(m3, tmp_path) -> Iterator[Callable[..., TestClient]]:
     with ExitStack() as stack:
 
         def make(encoder=m3, **overrides) -> TestClient:
-            settings = ServerSettings(model=str(m3.path), collections_dir=tmp_path / "collections",
-                                      **overrides)
+            settings = ServerSettings(
+                model=str(m3.path), collections_dir=tmp_path / "collections", **overrides
+            )
             return stack.enter_context(TestClient(create_app(settings, encoder=encoder)))
 
         yield make
@@ -81,8 +82,11 @@ def _pythonpath() -> str:
 def live_server(m3_dir, tmp_path_factory) -> Iterator[ServerProcess]:
     """A real `m3search serve --model <tiny bge-m3>` on loopback, shared by the session's tests."""
     work = tmp_path_factory.mktemp("live")
-    server = ServerProcess(["--model", str(m3_dir), "--collections", str(work / "collections")],
-                           work / "server.log", env={"PYTHONPATH": _pythonpath()})
+    server = ServerProcess(
+        ["--model", str(m3_dir), "--collections", str(work / "collections")],
+        work / "server.log",
+        env={"PYTHONPATH": _pythonpath()},
+    )
     try:
         server.wait_ready()
     except M3SearchError as exc:
@@ -93,8 +97,16 @@ def live_server(m3_dir, tmp_path_factory) -> Iterator[ServerProcess]:
 
 #: Debian's Chromium, driven headless and kept off the network (no updates, sync or QUIC probes).
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 ARTIFACTS = ROOT / "test-artifacts"
 
 

@@ -1,4 +1,4 @@
-"""The micro-batcher merges concurrent compatible requests into one model call and answers each from its slice."""
+"""The micro-batcher merges concurrent compatible requests into one model call; each gets its slice."""
 
 from __future__ import annotations
 
@@ -93,10 +93,13 @@ def test_one_bad_request_does_not_fail_the_batch(m3):
     counting = CountingEncoder(m3, hold_first=0.3)
 
     async def body(batcher):
-        return await asyncio.gather(batcher.encode(["warm up"], EncodeOptions()),
-                                    batcher.encode(["fine"], EncodeOptions()),
-                                    batcher.encode(["BOOM"], EncodeOptions()),
-                                    batcher.encode(["also fine"], EncodeOptions()), return_exceptions=True)
+        return await asyncio.gather(
+            batcher.encode(["warm up"], EncodeOptions()),
+            batcher.encode(["fine"], EncodeOptions()),
+            batcher.encode(["BOOM"], EncodeOptions()),
+            batcher.encode(["also fine"], EncodeOptions()),
+            return_exceptions=True,
+        )
 
     warm, fine, boom, also = run(_with_batcher(counting, body))
     assert isinstance(boom, InvalidInputError)
@@ -125,8 +128,9 @@ def test_truncation_indices_are_per_request(m3):
     options = EncodeOptions(max_length=8)
 
     async def body(batcher):
-        return await asyncio.gather(batcher.encode(["short", long_text], options),
-                                    batcher.encode([long_text, "short"], options))
+        return await asyncio.gather(
+            batcher.encode(["short", long_text], options), batcher.encode([long_text, "short"], options)
+        )
 
     a, b = run(_with_batcher(counting, body))
     assert [len(c) for c in counting.calls] == [4]  # both requests were queued before the worker woke
@@ -139,8 +143,9 @@ def test_http_requests_are_batched_on_a_live_server(live_server):
     async def hammer():
         async with httpx.AsyncClient(base_url=live_server.url, timeout=60) as client:
             before = _metric(await client.get("/metrics"), "m3search_encode_batches_total")
-            responses = await asyncio.gather(*(client.post("/embed", json={"texts": [f"text number {i}"] * 4})
-                                               for i in range(20)))
+            responses = await asyncio.gather(
+                *(client.post("/embed", json={"texts": [f"text number {i}"] * 4}) for i in range(20))
+            )
             after = _metric(await client.get("/metrics"), "m3search_encode_batches_total")
             return responses, after - before
 

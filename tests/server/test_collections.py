@@ -1,4 +1,4 @@
-"""Collections over HTTP: lifecycle, documents (JSON and uploads), search in every mode, highlighting, errors."""
+"""Collections over HTTP: lifecycle, documents (JSON, uploads), search in every mode, highlighting, errors."""
 
 from __future__ import annotations
 
@@ -8,10 +8,18 @@ import numpy as np
 import pytest
 
 DOCS = [
-    {"id": "en-1", "text": "The Eiffel Tower is in Paris, the capital of France.", "metadata": {"lang": "en"}},
+    {
+        "id": "en-1",
+        "text": "The Eiffel Tower is in Paris, the capital of France.",
+        "metadata": {"lang": "en"},
+    },
     {"id": "en-2", "text": "Photosynthesis converts light into chemical energy.", "metadata": {"lang": "en"}},
     {"id": "de-1", "text": "Der Eiffelturm steht in Paris.", "metadata": {"lang": "de"}},
-    {"id": "de-2", "text": "Photosynthese wandelt Licht in chemische Energie um.", "metadata": {"lang": "de"}},
+    {
+        "id": "de-2",
+        "text": "Photosynthese wandelt Licht in chemische Energie um.",
+        "metadata": {"lang": "de"},
+    },
     {"id": 7, "text": "Tokyo is the capital of Japan.", "metadata": {"lang": "en", "year": 2020}},
 ]
 
@@ -59,8 +67,9 @@ def test_unsafe_names_are_rejected(client, tmp_path, name):
     assert not (tmp_path / "escape").exists()
 
 
-@pytest.mark.parametrize("path", ["/collections/%2E%2E", "/collections/..%2Fescape",
-                                  "/collections/.%2E/documents/x"])
+@pytest.mark.parametrize(
+    "path", ["/collections/%2E%2E", "/collections/..%2Fescape", "/collections/.%2E/documents/x"]
+)
 def test_traversal_in_urls_never_leaves_the_directory(client, path):
     r = client.get(path)
     assert r.status_code in (404, 422)
@@ -70,9 +79,11 @@ def test_traversal_in_urls_never_leaves_the_directory(client, path):
 
 def test_unknown_collection_is_404_everywhere(client):
     for method, path, body in [
-        ("GET", "/collections/nope", None), ("DELETE", "/collections/nope", None),
+        ("GET", "/collections/nope", None),
+        ("DELETE", "/collections/nope", None),
         ("POST", "/collections/nope/documents", {"documents": DOCS[:1]}),
-        ("GET", "/collections/nope/documents/1", None), ("DELETE", "/collections/nope/documents/1", None),
+        ("GET", "/collections/nope/documents/1", None),
+        ("DELETE", "/collections/nope/documents/1", None),
         ("POST", "/collections/nope/documents/delete", {"ids": ["1"]}),
         ("POST", "/collections/nope/search", {"query": "x"}),
     ]:
@@ -87,7 +98,9 @@ def test_documents_get_and_delete(filled):
     assert doc == {"id": "7", "text": DOCS[4]["text"], "metadata": {"lang": "en", "year": 2020}}
     assert filled.get("/collections/docs/documents/missing").status_code == 404
     # Upsert replaces by id.
-    filled.post("/collections/docs/documents", json={"documents": [{"id": "7", "text": "Kyoto was the capital."}]})
+    filled.post(
+        "/collections/docs/documents", json={"documents": [{"id": "7", "text": "Kyoto was the capital."}]}
+    )
     assert filled.get("/collections/docs/documents/7").json()["text"] == "Kyoto was the capital."
     assert filled.delete("/collections/docs/documents/7").json() == {"deleted": 1}
     assert filled.delete("/collections/docs/documents/7").status_code == 404
@@ -112,19 +125,28 @@ def test_bad_documents_are_422(filled):
 def test_upload_jsonl_and_json(client):
     client.post("/collections", json={"name": "up"})
     jsonl = "\n".join(json.dumps(d) for d in DOCS[:3]) + "\n\n"
-    r = client.post("/collections/up/documents/upload", files={"file": ("docs.jsonl", jsonl, "application/jsonl")})
+    r = client.post(
+        "/collections/up/documents/upload", files={"file": ("docs.jsonl", jsonl, "application/jsonl")}
+    )
     assert r.status_code == 200, r.text
     assert r.json() == {"upserted": 3, "count": 3}
-    r = client.post("/collections/up/documents/upload",
-                    files={"file": ("docs.json", json.dumps(DOCS[3:]), "application/json")})
+    r = client.post(
+        "/collections/up/documents/upload",
+        files={"file": ("docs.json", json.dumps(DOCS[3:]), "application/json")},
+    )
     assert r.json() == {"upserted": 2, "count": 5}
     bad = "\n".join([json.dumps(DOCS[0]), "{not json", json.dumps(DOCS[1])])
-    r = client.post("/collections/up/documents/upload", files={"file": ("bad.jsonl", bad, "application/jsonl")})
+    r = client.post(
+        "/collections/up/documents/upload", files={"file": ("bad.jsonl", bad, "application/jsonl")}
+    )
     assert r.status_code == 422 and "line 2: not valid JSON" in r.json()["error"]["message"]
-    r = client.post("/collections/up/documents/upload",
-                    files={"file": ("x.jsonl", '{"id": "a"}\n', "application/jsonl")})
+    r = client.post(
+        "/collections/up/documents/upload", files={"file": ("x.jsonl", '{"id": "a"}\n', "application/jsonl")}
+    )
     assert r.status_code == 422 and "line 1: text: Field required" in r.json()["error"]["message"]
-    r = client.post("/collections/up/documents/upload", files={"file": ("x.jsonl", b"\xff\xfe", "text/plain")})
+    r = client.post(
+        "/collections/up/documents/upload", files={"file": ("x.jsonl", b"\xff\xfe", "text/plain")}
+    )
     assert r.status_code == 422 and "not UTF-8" in r.json()["error"]["message"]
 
 
@@ -156,18 +178,25 @@ def test_search_hybrid_filter_fusion_weights(filled):
     assert set(default["results"][0]["scores"]) == {"dense", "sparse", "colbert"}
     de = filled.post("/collections/docs/search", json={"query": "Paris", "filter": {"lang": "de"}}).json()
     assert {h["id"] for h in de["results"]} == {"de-1", "de-2"}
-    rrf = filled.post("/collections/docs/search", json={"query": "Paris", "fusion": "rrf", "mode": "dense+sparse"})
+    rrf = filled.post(
+        "/collections/docs/search", json={"query": "Paris", "fusion": "rrf", "mode": "dense+sparse"}
+    )
     assert rrf.status_code == 200 and rrf.json()["results"][0]["score"] <= 2 / 61
-    dense_only = filled.post("/collections/docs/search", json={
-        "query": "Paris", "mode": "dense+sparse", "weights": {"dense": 1, "sparse": 0, "colbert": 0}}).json()
+    dense_only = filled.post(
+        "/collections/docs/search",
+        json={"query": "Paris", "mode": "dense+sparse", "weights": {"dense": 1, "sparse": 0, "colbert": 0}},
+    ).json()
     for hit in dense_only["results"]:
         assert hit["score"] == pytest.approx(hit["scores"]["dense"], abs=1e-5)
 
 
 def test_search_errors(filled, make_client):
-    for body, fragment in [({"query": " "}, "query is empty"), ({"query": "x", "k": 0}, "k"),
-                           ({"query": "x", "filter": {"lang": {"$regex": "x"}}}, "$regex"),
-                           ({"query": "x", "mode": "hybrid"}, "mode")]:
+    for body, fragment in [
+        ({"query": " "}, "query is empty"),
+        ({"query": "x", "k": 0}, "k"),
+        ({"query": "x", "filter": {"lang": {"$regex": "x"}}}, "$regex"),
+        ({"query": "x", "mode": "hybrid"}, "mode"),
+    ]:
         r = filled.post("/collections/docs/search", json=body)
         assert r.status_code == 422 and fragment in r.json()["error"]["message"], r.text
     capped = make_client(max_k=5)
@@ -198,8 +227,9 @@ def test_bm25_collection_for_a_model_without_sparse_head(make_client, tiny_dense
     info = client.post("/collections", json={"name": "bm25"}).json()
     assert info["outputs"] == ["dense", "sparse", "colbert"]
     client.post("/collections/bm25/documents", json={"documents": DOCS})
-    body = client.post("/collections/bm25/search", json={
-        "query": "PHOTOSYNTHESIS", "mode": "sparse", "highlight": True}).json()
+    body = client.post(
+        "/collections/bm25/search", json={"query": "PHOTOSYNTHESIS", "mode": "sparse", "highlight": True}
+    ).json()
     assert body["results"][0]["id"] == "en-2"
     top = body["results"][0]
     assert top["scores"]["sparse"] > 0
@@ -230,3 +260,25 @@ def test_collections_survive_a_restart(make_client, m3, tmp_path):
     hits = second.post("/collections/keep/search", json={"query": "Japan", "k": 5}).json()["results"]
     assert {h["id"] for h in hits} == {str(d["id"]) for d in DOCS}
     assert np.isfinite([h["score"] for h in hits]).all()
+
+
+def test_documents_are_encoded_through_the_batcher(client, m3):
+    """The server encodes uploads itself (model calls stay in one queue); the collection only writes them."""
+    client.post("/collections", json={"name": "batched"})
+    before = _metric(client, "m3search_encode_texts_total")
+    client.post("/collections/batched/documents", json={"documents": DOCS})
+    assert _metric(client, "m3search_encode_texts_total") - before == len(DOCS)
+    hits = client.post(
+        "/collections/batched/search", json={"query": DOCS[1]["text"], "mode": "dense", "k": 1}
+    )
+    top = hits.json()["results"][0]
+    assert top["id"] == "en-2"
+    expected = float(
+        m3.encode_queries([DOCS[1]["text"]]).dense[0] @ m3.encode_documents([DOCS[1]["text"]]).dense[0]
+    )
+    assert top["score"] == pytest.approx(expected, abs=1e-4)
+
+
+def _metric(client, name: str) -> float:
+    line = next(x for x in client.get("/metrics").text.splitlines() if x.startswith(name + " "))
+    return float(line.split()[1])

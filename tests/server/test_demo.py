@@ -55,8 +55,9 @@ def test_collection_is_built_once_and_reused(m3, tmp_path):
 
 
 def test_demo_command_builds_without_serving(m3_dir):
-    result = CliRunner().invoke(cli, ["demo", "--model", str(m3_dir), "--build-only"],
-                                env={"M3SEARCH_SHARED_DATA": ""})
+    result = CliRunner().invoke(
+        cli, ["demo", "--model", str(m3_dir), "--build-only"], env={"M3SEARCH_SHARED_DATA": ""}
+    )
     assert result.exit_code == 0, result.output
     assert "40 documents from the bundled multilingual sample" in result.output
     home = os.environ["M3SEARCH_HOME"]

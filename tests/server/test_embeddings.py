@@ -7,7 +7,11 @@ import base64
 import numpy as np
 import pytest
 
-TEXTS = ["What is the capital of France?", "Paris ist die Hauptstadt Frankreichs.", "机器学习是人工智能的一个分支"]
+TEXTS = [
+    "What is the capital of France?",
+    "Paris ist die Hauptstadt Frankreichs.",
+    "机器学习是人工智能的一个分支",
+]
 
 
 def test_openai_embeddings_float_equal_encoder(client, m3):
@@ -19,7 +23,10 @@ def test_openai_embeddings_float_equal_encoder(client, m3):
     assert [d["index"] for d in body["data"]] == [0, 1, 2]
     assert all(d["object"] == "embedding" for d in body["data"])
     np.testing.assert_allclose(np.array([d["embedding"] for d in body["data"]]), expected.dense, atol=1e-6)
-    assert body["usage"] == {"prompt_tokens": sum(expected.num_tokens), "total_tokens": sum(expected.num_tokens)}
+    assert body["usage"] == {
+        "prompt_tokens": sum(expected.num_tokens),
+        "total_tokens": sum(expected.num_tokens),
+    }
 
 
 def test_openai_embeddings_base64_is_little_endian_float32(client, m3):
@@ -48,8 +55,9 @@ def test_models_lists_the_served_model(client, m3):
 
 
 def test_embed_all_outputs_equal_encoder(client, m3):
-    r = client.post("/embed", json={"texts": TEXTS, "dense": True, "sparse": True, "colbert": True,
-                                    "return_tokens": True})
+    r = client.post(
+        "/embed", json={"texts": TEXTS, "dense": True, "sparse": True, "colbert": True, "return_tokens": True}
+    )
     assert r.status_code == 200, r.text
     data = r.json()["data"]
     expected = m3.encode(TEXTS, return_dense=True, return_sparse=True, return_colbert=True)
@@ -66,8 +74,16 @@ def test_embed_all_outputs_equal_encoder(client, m3):
 
 def test_embed_only_requested_outputs_and_truncation(client, m3):
     long_text = " ".join(["retrieval"] * 100)
-    r = client.post("/embed", json={"texts": ["short", long_text], "dense": False, "sparse": True,
-                                    "max_length": 16, "input_type": "query"})
+    r = client.post(
+        "/embed",
+        json={
+            "texts": ["short", long_text],
+            "dense": False,
+            "sparse": True,
+            "max_length": 16,
+            "input_type": "query",
+        },
+    )
     assert r.status_code == 200, r.text
     data = r.json()["data"]
     assert all("dense" not in d and "colbert" not in d and "sparse_tokens" not in d for d in data)

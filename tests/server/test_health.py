@@ -23,7 +23,9 @@ def test_model_that_fails_to_load_is_reported(tmp_path):
     with TestClient(create_app(settings)) as client:
         assert client.get("/healthz").status_code == 200
         deadline = time.monotonic() + 30
-        while "failed" not in (client.get("/readyz").json().get("detail") or "") and time.monotonic() < deadline:
+        while (
+            "failed" not in (client.get("/readyz").json().get("detail") or "") and time.monotonic() < deadline
+        ):
             time.sleep(0.05)
         ready = client.get("/readyz")
         assert ready.status_code == 503 and ready.json()["ready"] is False

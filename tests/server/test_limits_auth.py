@@ -53,17 +53,20 @@ def test_too_many_inputs_is_422(make_client):
     assert client.post("/embed", json={"texts": ["a"] * 4}).status_code == 200
 
 
-@pytest.mark.parametrize("content, headers, fragment", [
-    (b'{"texts": ["a"', {"Content-Type": "application/json"}, "not valid JSON"),
-    (b'["a", "b"]', {"Content-Type": "application/json"}, "must be a JSON object"),
-    (b'{"texts": ["a"]}', {"Content-Type": "text/plain"}, "Content-Type: application/json"),
-    (b"", {"Content-Type": "application/json"}, "body is missing"),
-    (b'{"texts": [1, 2]}', {"Content-Type": "application/json"}, "texts"),
-    (b'{"texts": ["a"], "dense": "maybe"}', {"Content-Type": "application/json"}, "dense"),
-    (b'{"texts": ["a"], "colour": true}', {"Content-Type": "application/json"}, "colour: Extra inputs"),
-    (b'{"texts": ["a"], "max_length": 1}', {"Content-Type": "application/json"}, "max_length"),
-    (b'{"texts": ["a"], "chunking": "split"}', {"Content-Type": "application/json"}, "chunking"),
-])
+@pytest.mark.parametrize(
+    "content, headers, fragment",
+    [
+        (b'{"texts": ["a"', {"Content-Type": "application/json"}, "not valid JSON"),
+        (b'["a", "b"]', {"Content-Type": "application/json"}, "must be a JSON object"),
+        (b'{"texts": ["a"]}', {"Content-Type": "text/plain"}, "Content-Type: application/json"),
+        (b"", {"Content-Type": "application/json"}, "body is missing"),
+        (b'{"texts": [1, 2]}', {"Content-Type": "application/json"}, "texts"),
+        (b'{"texts": ["a"], "dense": "maybe"}', {"Content-Type": "application/json"}, "dense"),
+        (b'{"texts": ["a"], "colour": true}', {"Content-Type": "application/json"}, "colour: Extra inputs"),
+        (b'{"texts": ["a"], "max_length": 1}', {"Content-Type": "application/json"}, "max_length"),
+        (b'{"texts": ["a"], "chunking": "split"}', {"Content-Type": "application/json"}, "chunking"),
+    ],
+)
 def test_malformed_requests_are_422_with_a_message(client, content, headers, fragment):
     r = client.post("/embed", content=content, headers=headers)
     assert r.status_code == 422, r.text

@@ -19,11 +19,15 @@ def test_similarity_page(page, live_server):
     page.click("#similarity-form button[type=submit]")
     page.wait_for_selector("#sim-result:not([hidden])")
 
-    expected = httpx.post(live_server.url + "/similarity", json={
-        "source": "The cat sits on the mat.", "targets": "A cat is sitting on a rug."}).json()["results"][0]
+    expected = httpx.post(
+        live_server.url + "/similarity",
+        json={"source": "The cat sits on the mat.", "targets": "A cat is sitting on a rug."},
+    ).json()["results"][0]
     assert page.inner_text("#sim-level") == expected["level"]
-    shown = {bar.get_attribute("data-mode"): float(bar.query_selector(".bar-value").inner_text())
-             for bar in page.query_selector_all("#sim-bars .bar")}
+    shown = {
+        bar.get_attribute("data-mode"): float(bar.query_selector(".bar-value").inner_text())
+        for bar in page.query_selector_all("#sim-bars .bar")
+    }
     assert list(shown) == ["dense", "sparse", "colbert", "hybrid"]
     assert shown == pytest.approx({m: round(v, 3) for m, v in expected["scores"].items()}, abs=1e-3)
     assert not page.is_visible("#error")
@@ -40,10 +44,22 @@ def test_similarity_page_shows_api_errors(page, live_server):
 
 
 DOCS = [
-    {"id": "eiffel", "text": "The Eiffel Tower stands in Paris, the capital of France.", "metadata": {"lang": "en"}},
-    {"id": "photo", "text": "Photosynthesis converts light into chemical energy.", "metadata": {"lang": "en"}},
+    {
+        "id": "eiffel",
+        "text": "The Eiffel Tower stands in Paris, the capital of France.",
+        "metadata": {"lang": "en"},
+    },
+    {
+        "id": "photo",
+        "text": "Photosynthesis converts light into chemical energy.",
+        "metadata": {"lang": "en"},
+    },
     {"id": "berlin", "text": "Berlin ist die Hauptstadt von Deutschland.", "metadata": {"lang": "de"}},
-    {"id": "tokyo", "text": "Tokyo is the capital of Japan and its largest city.", "metadata": {"lang": "en"}},
+    {
+        "id": "tokyo",
+        "text": "Tokyo is the capital of Japan and its largest city.",
+        "metadata": {"lang": "en"},
+    },
 ]
 
 
@@ -67,10 +83,19 @@ def test_search_page(page, live_server, ui_collection):
     page.click("#search-form button[type=submit]")
     page.wait_for_selector("#search-results li")
 
-    expected = httpx.post(f"{live_server.url}/collections/{ui_collection}/search", json={
-        "query": query, "k": 3, "weights": {"dense": 0.4, "sparse": 0.2, "colbert": 0.4}, "highlight": True}).json()
+    expected = httpx.post(
+        f"{live_server.url}/collections/{ui_collection}/search",
+        json={
+            "query": query,
+            "k": 3,
+            "weights": {"dense": 0.4, "sparse": 0.2, "colbert": 0.4},
+            "highlight": True,
+        },
+    ).json()
     hits = page.query_selector_all("#search-results li.hit")
-    assert [h.query_selector(".hit-head strong").inner_text() for h in hits] == [r["id"] for r in expected["results"]]
+    assert [h.query_selector(".hit-head strong").inner_text() for h in hits] == [
+        r["id"] for r in expected["results"]
+    ]
     assert "mode all" in page.inner_text("#search-summary")
     for hit, result in zip(hits, expected["results"]):
         assert hit.query_selector(".doc-text").inner_text() == result["text"]
@@ -102,7 +127,9 @@ def test_collections_page_create_and_upload(page, live_server, tmp_path):
     page.set_input_files("#upload-file", str(upload))
     page.click("#upload-form button[type=submit]")
     page.wait_for_function("document.querySelector('#upload-result').textContent.includes('upserted')")
-    assert page.inner_text("#upload-result") == f"{len(DOCS)} documents upserted into {name} (now {len(DOCS)})."
+    assert (
+        page.inner_text("#upload-result") == f"{len(DOCS)} documents upserted into {name} (now {len(DOCS)})."
+    )
     row = page.query_selector(f"#collections-table tr:has(td:text-is('{name}'))")
     assert row.query_selector_all("td")[1].inner_text() == str(len(DOCS))
     page.screenshot(path=str(ARTIFACTS / "ui-collections.png"), full_page=True)

@@ -17,8 +17,16 @@ from m3search.cli.serve import run_server
 @click.option("--build-only", is_flag=True, help="Build the sample collection and exit without serving.")
 @runtime_option
 @device_option
-def command(model: str, host: str, port: int, api_keys: tuple[str, ...], rebuild: bool, build_only: bool,
-            runtime: str, device: str | None) -> None:
+def command(
+    model: str,
+    host: str,
+    port: int,
+    api_keys: tuple[str, ...],
+    rebuild: bool,
+    build_only: bool,
+    runtime: str,
+    device: str | None,
+) -> None:
     """Serve a sample collection of real multilingual documents (SciFact + XQuAD-R, or a bundled sample).
 
     The collection lives in $M3SEARCH_HOME/demo and is reused on later runs.
@@ -29,8 +37,13 @@ def command(model: str, host: str, port: int, api_keys: tuple[str, ...], rebuild
     from m3search.server.demo import demo_documents, ensure_demo_collection, shared_data_dir
     from m3search.settings import home_dir
 
-    settings = ServerSettings(model=model, runtime=runtime, device=device, api_keys=tuple(api_keys),
-                              collections_dir=home_dir() / "demo" / "collections")
+    settings = ServerSettings(
+        model=model,
+        runtime=runtime,
+        device=device,
+        api_keys=tuple(api_keys),
+        collections_dir=home_dir() / "demo" / "collections",
+    )
     data = shared_data_dir()
     documents = demo_documents(data)
     click.echo(f"m3search demo: loading {model} ...", err=True)
@@ -39,7 +52,9 @@ def command(model: str, host: str, port: int, api_keys: tuple[str, ...], rebuild
     source = f"SciFact and XQuAD-R from {data}" if data else "the bundled multilingual sample"
     click.echo(f"m3search demo: {len(documents)} documents from {source}", err=True)
     collection = ensure_demo_collection(catalog, documents, rebuild=rebuild)
-    click.echo(f"m3search demo: collection 'sample' ({collection.count()} documents) at {collection.path}", err=True)
+    click.echo(
+        f"m3search demo: collection 'sample' ({collection.count()} documents) at {collection.path}", err=True
+    )
     catalog.close()
     if build_only:
         return

@@ -22,7 +22,7 @@ STATIC_DIR = Path(__file__).parent / "static"
 
 
 def create_app(settings: ServerSettings | None = None, *, encoder: TextEncoder | None = None) -> FastAPI:
-    """Build the app; `encoder` serves a model already in memory (tests), else `settings.model` loads at startup.
+    """Build the app; `encoder` serves a model already in memory, else `settings.model` loads at startup.
 
     The model loads in the background, so the server answers `/healthz` (and `/readyz` with 503) at once.
     """
@@ -37,9 +37,13 @@ def create_app(settings: ServerSettings | None = None, *, encoder: TextEncoder |
         finally:
             await state.stop()
 
-    app = FastAPI(title="m3search", version=__version__, lifespan=lifespan,
-                  description="Dense, sparse and ColBERT embeddings, similarity and hybrid search over "
-                              "collections, with micro-batching and a web UI at /ui/.")
+    app = FastAPI(
+        title="m3search",
+        version=__version__,
+        lifespan=lifespan,
+        description="Dense, sparse and ColBERT embeddings, similarity and hybrid search over "
+        "collections, with micro-batching and a web UI at /ui/.",
+    )
     app.state.server = state
     install_error_handlers(app)
     for module in (embeddings, similarity, collections, health):

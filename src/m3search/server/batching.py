@@ -40,8 +40,14 @@ class EncodeOptions:
 
     def kwargs(self) -> dict:
         """Keyword arguments for `TextEncoder.encode`."""
-        return dict(return_dense=self.dense, return_sparse=self.sparse, return_colbert=self.colbert,
-                    is_query=self.is_query, max_length=self.max_length, chunking=self.chunking)
+        return dict(
+            return_dense=self.dense,
+            return_sparse=self.sparse,
+            return_colbert=self.colbert,
+            is_query=self.is_query,
+            max_length=self.max_length,
+            chunking=self.chunking,
+        )
 
 
 @dataclass
@@ -65,8 +71,15 @@ def slice_result(result: EncodeResult, start: int, stop: int) -> EncodeResult:
 class MicroBatcher:
     """Queue of encode requests served by one worker that merges compatible requests into one model call."""
 
-    def __init__(self, encoder: TextEncoder, *, max_batch: int = 64, max_wait_ms: float = 2.0,
-                 max_queue: int = 4096, on_batch: BatchHook | None = None) -> None:
+    def __init__(
+        self,
+        encoder: TextEncoder,
+        *,
+        max_batch: int = 64,
+        max_wait_ms: float = 2.0,
+        max_queue: int = 4096,
+        on_batch: BatchHook | None = None,
+    ) -> None:
         self.encoder = encoder
         self.max_batch = max(1, max_batch)
         self.max_wait = max(0.0, max_wait_ms) / 1000.0
@@ -100,12 +113,14 @@ class MicroBatcher:
         self._worker = self._executor = None
 
     async def encode(self, texts: Sequence[str], options: EncodeOptions) -> EncodeResult:
-        """Encode `texts` as part of whatever batch the worker forms next; raise `ServerBusyError` when full."""
+        """Encode `texts` in the next batch the worker forms; `ServerBusyError` when the queue is full."""
         if self._queue is None or self._worker is None:
             raise ServerBusyError("the encoder is not running")
         texts = list(texts)
         if self.queued_texts + len(texts) > self.max_queue:
-            raise ServerBusyError(f"the encode queue is full ({self.queued_texts} texts waiting); retry later")
+            raise ServerBusyError(
+                f"the encode queue is full ({self.queued_texts} texts waiting); retry later"
+            )
         future = asyncio.get_running_loop().create_future()
         self.queued_texts += len(texts)
         self._queue.put_nowait(_Job(texts, options, future))
@@ -125,7 +140,7 @@ class MicroBatcher:
             await self._run_batch(batch)
 
     def _take_batch(self, pending: deque[_Job]) -> tuple[list[_Job], deque[_Job]]:
-        """The oldest job plus later ones with its options, up to `max_batch` texts; the rest stays, in order."""
+        """The oldest job and later ones with its options, up to `max_batch` texts; the rest stays."""
         key = pending[0].options
         batch: list[_Job] = []
         rest: deque[_Job] = deque()
@@ -168,7 +183,9 @@ class MicroBatcher:
             start = stop
 
 
-def _answer(future: asyncio.Future, *, result: EncodeResult | None = None, exc: BaseException | None = None) -> None:
+def _answer(
+    future: asyncio.Future, *, result: EncodeResult | None = None, exc: BaseException | None = None
+) -> None:
     if future.done():
         return
     if exc is not None:

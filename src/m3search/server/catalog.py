@@ -25,8 +25,10 @@ def check_name(name: str) -> str:
     """`name` if it is a valid collection name, else an error saying what names may be."""
     if not NAME_PATTERN.fullmatch(name):
         raise InvalidInputError(
-            f"invalid collection name {name[:80]!r}: use 1-64 letters, digits, '_', '.' or '-', starting with a "
-            "letter or digit")
+            f"invalid collection name {name[:80]!r}: use 1-64 letters, digits, '_', '.' or '-', starting "
+            "with a "
+            "letter or digit"
+        )
     return name
 
 
@@ -44,8 +46,11 @@ class Catalog:
         """Names of the collections on disk, sorted."""
         if not self.root.is_dir():
             return []
-        return sorted(p.name for p in self.root.iterdir()
-                      if NAME_PATTERN.fullmatch(p.name) and (p / CONFIG_FILE).is_file())
+        return sorted(
+            p.name
+            for p in self.root.iterdir()
+            if NAME_PATTERN.fullmatch(p.name) and (p / CONFIG_FILE).is_file()
+        )
 
     def get(self, name: str) -> Collection:
         """The open collection `name`; `CollectionNotFoundError` when there is none."""
@@ -55,29 +60,48 @@ class Catalog:
             if found is not None:
                 return found
             if not (path / CONFIG_FILE).is_file():
-                raise CollectionNotFoundError(f"collection {name!r} does not exist; create it with POST /collections")
+                raise CollectionNotFoundError(
+                    f"collection {name!r} does not exist; create it with POST /collections"
+                )
             collection = Collection.open(path, encoder=self._encoder_for(CollectionConfig.load(path)))
             self._open[name] = collection
             return collection
 
-    def create(self, name: str, *, outputs: list[str] | None = None, dense_index: str = "hnsw",
-               max_length: int | None = None) -> Collection:
+    def create(
+        self,
+        name: str,
+        *,
+        outputs: list[str] | None = None,
+        dense_index: str = "hnsw",
+        max_length: int | None = None,
+    ) -> Collection:
         """Create collection `name` for the served model (`max_length`: tokens kept per document)."""
         path = self.root / check_name(name)
         if self.encoder is None:
             raise InvalidInputError("the model is not loaded yet; retry in a moment")
         if max_length is not None and not 3 <= max_length <= self.encoder.max_length:
-            raise InvalidInputError(f"max_length must be between 3 and {self.encoder.max_length} for "
-                                    f"{self.encoder.name}, got {max_length}")
+            raise InvalidInputError(
+                f"max_length must be between 3 and {self.encoder.max_length} for "
+                f"{self.encoder.name}, got {max_length}"
+            )
         with self._lock:
             if (path / CONFIG_FILE).exists():
                 raise CollectionExistsError(f"collection {name!r} already exists")
             self.root.mkdir(parents=True, exist_ok=True)
             wants_sparse = outputs is None or "sparse" in outputs
-            encoder = self._with_bm25(self.encoder) if wants_sparse and "sparse" not in self.encoder.outputs \
+            encoder = (
+                self._with_bm25(self.encoder)
+                if wants_sparse and "sparse" not in self.encoder.outputs
                 else self.encoder
-            collection = Collection.create(path, self.model, outputs=outputs, encoder=encoder, dense_index=dense_index,
-                                           max_length=max_length)
+            )
+            collection = Collection.create(
+                path,
+                self.model,
+                outputs=outputs,
+                encoder=encoder,
+                dense_index=dense_index,
+                max_length=max_length,
+            )
             self._open[name] = collection
             return collection
 
@@ -123,6 +147,6 @@ class Catalog:
 
     @staticmethod
     def _with_bm25(encoder: TextEncoder) -> TextEncoder:
-        """`encoder`'s outputs plus BM25 sparse weights over its tokenizer (the collection sets the statistics)."""
+        """`encoder`'s outputs plus BM25 weights over its tokenizer (the collection sets the statistics)."""
         parts = {kind: encoder for kind in encoder.outputs if kind != "sparse"}
         return CompositeEncoder({**parts, "sparse": BM25Encoder(encoder.tokenizer)})

@@ -15,7 +15,7 @@ from m3search.settings import home_dir
 
 @dataclass(frozen=True)
 class SimilarityLevels:
-    """Thresholds on the dense cosine: above `very_similar` -> "very similar", above `related` -> "related"."""
+    """Thresholds on the dense cosine: above `very_similar` is "very similar", above `related` "related"."""
 
     very_similar: float = 0.85
     related: float = 0.6

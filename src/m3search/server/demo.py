@@ -35,8 +35,10 @@ def shared_data_dir() -> Path | None:
     if "M3SEARCH_SHARED_DATA" in os.environ:
         candidates = [Path(os.environ["M3SEARCH_SHARED_DATA"])] if os.environ["M3SEARCH_SHARED_DATA"] else []
     else:
-        candidates = [Path(__file__).resolve().parents[3].parent / "shared" / "data",
-                      Path.cwd().parent / "shared" / "data"]
+        candidates = [
+            Path(__file__).resolve().parents[3].parent / "shared" / "data",
+            Path.cwd().parent / "shared" / "data",
+        ]
     return next((c for c in candidates if (c / "scifact" / "corpus.jsonl").is_file()), None)
 
 
@@ -44,8 +46,11 @@ def _scifact(data: Path, limit: int) -> Iterator[dict[str, Any]]:
     with (data / "scifact" / "corpus.jsonl").open(encoding="utf-8") as f:
         for line in islice(f, limit):
             doc = json.loads(line)
-            yield {"id": f"scifact-{doc['_id']}", "text": f"{doc['title']}\n{doc['text']}",
-                   "metadata": {"source": "scifact", "lang": "en", "title": doc["title"]}}
+            yield {
+                "id": f"scifact-{doc['_id']}",
+                "text": f"{doc['title']}\n{doc['text']}",
+                "metadata": {"source": "scifact", "lang": "en", "title": doc["title"]},
+            }
 
 
 def _xquad(data: Path, per_language: int) -> Iterator[dict[str, Any]]:
@@ -58,11 +63,16 @@ def _xquad(data: Path, per_language: int) -> Iterator[dict[str, Any]]:
         # Every n-th paragraph: several articles (topics), and the same ones in every language.
         step = max(1, len(paragraphs) // per_language)
         for i in range(0, step * per_language, step):
-            yield {"id": f"xquad-{lang}-{i}", "text": paragraphs[i],
-                   "metadata": {"source": "xquad-r", "lang": lang, "paragraph": i}}
+            yield {
+                "id": f"xquad-{lang}-{i}",
+                "text": paragraphs[i],
+                "metadata": {"source": "xquad-r", "lang": lang, "paragraph": i},
+            }
 
 
-def demo_documents(data: Path | None, scifact_docs: int = 120, xquad_per_language: int = 12) -> list[dict[str, Any]]:
+def demo_documents(
+    data: Path | None, scifact_docs: int = 120, xquad_per_language: int = 12
+) -> list[dict[str, Any]]:
     """The demo's documents: from the shared data when given, else the bundled sample."""
     if data is None:
         with BUNDLED_SAMPLE.open(encoding="utf-8") as f:
@@ -70,8 +80,9 @@ def demo_documents(data: Path | None, scifact_docs: int = 120, xquad_per_languag
     return [*_scifact(data, scifact_docs), *_xquad(data, xquad_per_language)]
 
 
-def ensure_demo_collection(catalog: Catalog, documents: list[dict[str, Any]], *, rebuild: bool = False,
-                           progress: bool = True) -> Collection:
+def ensure_demo_collection(
+    catalog: Catalog, documents: list[dict[str, Any]], *, rebuild: bool = False, progress: bool = True
+) -> Collection:
     """The demo collection, built from `documents` unless one for the served model already holds them all.
 
     Documents a user added to it through the UI are kept on reuse; a partial build (interrupted) is redone.
@@ -86,9 +97,11 @@ def ensure_demo_collection(catalog: Catalog, documents: list[dict[str, Any]], *,
             return collection
         catalog.delete(DEMO_COLLECTION)
     collection = catalog.create(DEMO_COLLECTION, max_length=DEMO_MAX_LENGTH)
-    with tqdm(total=len(documents), unit="doc", desc="building the demo collection", disable=not progress) as bar:
+    with tqdm(
+        total=len(documents), unit="doc", desc="building the demo collection", disable=not progress
+    ) as bar:
         for start in range(0, len(documents), BLOCK):
-            block = documents[start:start + BLOCK]
+            block = documents[start : start + BLOCK]
             collection.upsert(block, batch_size=BLOCK)
             bar.update(len(block))
     collection.flush()

@@ -31,13 +31,24 @@ STATUS_BY_ERROR: tuple[tuple[type[errors.M3SearchError], int], ...] = (
 )
 
 TYPE_BY_STATUS = {
-    400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
-    409: "conflict", 413: "request_too_large", 422: "invalid_request_error", 503: "service_unavailable",
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "request_too_large",
+    422: "invalid_request_error",
+    503: "service_unavailable",
 }
 
 
-def error_response(status: int, message: str, details: list[dict[str, Any]] | None = None,
-                   headers: dict[str, str] | None = None) -> JSONResponse:
+def error_response(
+    status: int,
+    message: str,
+    details: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
     """The JSON error answer."""
     body: dict[str, Any] = {"message": message, "type": TYPE_BY_STATUS.get(status, "error")}
     if details:
@@ -53,8 +64,10 @@ def _field(loc: tuple) -> str:
 def validation_message(exc: RequestValidationError) -> tuple[str, list[dict[str, Any]]]:
     """One sentence for the first problem (bad JSON named as such) and JSON-able details for all."""
     problems = exc.errors()
-    details = [{"field": _field(tuple(e.get("loc", ()))), "message": e.get("msg", ""), "type": e.get("type", "")}
-               for e in problems]
+    details = [
+        {"field": _field(tuple(e.get("loc", ()))), "message": e.get("msg", ""), "type": e.get("type", "")}
+        for e in problems
+    ]
     first = problems[0] if problems else {}
     if first.get("type") == "json_invalid":
         ctx = first.get("ctx") or {}

@@ -31,8 +31,10 @@ def _sparse_tokenizer(encoder: TextEncoder) -> tuple[object, bool]:
     return getattr(part, "tokenizer"), False
 
 
-def matched_tokens(encoder: TextEncoder, query: SparseVector, texts: list[str | None]) -> list[list[TokenMatch]]:
-    """Per text, the query tokens it contains, heaviest first, with their spans (none if offsets are unsure)."""
+def matched_tokens(
+    encoder: TextEncoder, query: SparseVector, texts: list[str | None]
+) -> list[list[TokenMatch]]:
+    """Per text, the query tokens it holds, heaviest first, with their spans (none if offsets are unsure)."""
     weights = {int(t): float(w) for t, w in query.items() if w > 0}
     if not weights:
         return [[] for _ in texts]

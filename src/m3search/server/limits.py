@@ -14,8 +14,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 def too_large_message(max_bytes: int) -> str:
     """The 413 text."""
-    return (f"request body is larger than the server's limit of {max_bytes} bytes; "
-            "send fewer or shorter texts per request")
+    return (
+        f"request body is larger than the server's limit of {max_bytes} bytes; "
+        "send fewer or shorter texts per request"
+    )
 
 
 class BodyLimitMiddleware:
@@ -31,11 +33,20 @@ class BodyLimitMiddleware:
             return
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            body = json.dumps({"error": {"message": too_large_message(self.max_bytes),
-                                         "type": "request_too_large"}}).encode()
-            await send({"type": "http.response.start", "status": 413,
-                        "headers": [(b"content-type", b"application/json"),
-                                    (b"content-length", str(len(body)).encode()), (b"connection", b"close")]})
+            body = json.dumps(
+                {"error": {"message": too_large_message(self.max_bytes), "type": "request_too_large"}}
+            ).encode()
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 413,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode()),
+                        (b"connection", b"close"),
+                    ],
+                }
+            )
             await send({"type": "http.response.body", "body": body})
             return
         seen = 0

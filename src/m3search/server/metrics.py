@@ -7,7 +7,14 @@ from __future__ import annotations
 
 import time
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -22,18 +29,32 @@ class ServerMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.requests = Counter("m3search_http_requests", "HTTP requests answered.",
-                                ["method", "route", "status"], registry=r)
-        self.latency = Histogram("m3search_http_request_duration_seconds", "HTTP request latency.",
-                                 ["method", "route"], buckets=_LATENCY_BUCKETS, registry=r)
-        self.batches = Counter("m3search_encode_batches", "Model calls made by the micro-batcher.", registry=r)
+        self.requests = Counter(
+            "m3search_http_requests", "HTTP requests answered.", ["method", "route", "status"], registry=r
+        )
+        self.latency = Histogram(
+            "m3search_http_request_duration_seconds",
+            "HTTP request latency.",
+            ["method", "route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batches = Counter(
+            "m3search_encode_batches", "Model calls made by the micro-batcher.", registry=r
+        )
         self.texts = Counter("m3search_encode_texts", "Texts encoded by the micro-batcher.", registry=r)
-        self.batch_texts = Histogram("m3search_encode_batch_texts", "Texts per model call.",
-                                     buckets=_BATCH_BUCKETS, registry=r)
-        self.batch_requests = Histogram("m3search_encode_batch_requests", "Requests merged into one model call.",
-                                        buckets=_BATCH_BUCKETS, registry=r)
-        self.encode_seconds = Histogram("m3search_encode_seconds", "Time of one model call.",
-                                        buckets=_LATENCY_BUCKETS, registry=r)
+        self.batch_texts = Histogram(
+            "m3search_encode_batch_texts", "Texts per model call.", buckets=_BATCH_BUCKETS, registry=r
+        )
+        self.batch_requests = Histogram(
+            "m3search_encode_batch_requests",
+            "Requests merged into one model call.",
+            buckets=_BATCH_BUCKETS,
+            registry=r,
+        )
+        self.encode_seconds = Histogram(
+            "m3search_encode_seconds", "Time of one model call.", buckets=_LATENCY_BUCKETS, registry=r
+        )
         self.queue_texts = Gauge("m3search_encode_queue_texts", "Texts waiting for the model.", registry=r)
         self.model_ready = Gauge("m3search_model_ready", "1 once the model is loaded.", registry=r)
 
@@ -56,7 +77,7 @@ class ServerMetrics:
 
 
 class MetricsMiddleware:
-    """Pure ASGI middleware timing every HTTP request, labelled by route template (not raw path) and status."""
+    """Pure ASGI middleware timing every HTTP request, labelled by route template (not path) and status."""
 
     def __init__(self, app: ASGIApp, metrics: ServerMetrics) -> None:
         self.app = app

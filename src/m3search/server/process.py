@@ -1,4 +1,4 @@
-"""`m3search serve` as a child process on 127.0.0.1, ready when `/readyz` says so: for tests and benchmarks."""
+"""`m3search serve` as a child process on 127.0.0.1, ready when `/readyz` says so (tests, benchmarks)."""
 
 from __future__ import annotations
 
@@ -30,8 +30,21 @@ class ServerProcess:
         self.log_path = Path(log_path)
         self._log = self.log_path.open("w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "m3search.cli.main", "serve", "--host", "127.0.0.1", "--port", str(self.port),
-             *args], stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+            [
+                sys.executable,
+                "-m",
+                "m3search.cli.main",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                *args,
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+        )
 
     def wait_ready(self, timeout: float = 180.0) -> None:
         """Block until `/readyz` answers 200; raise with the end of the server log otherwise."""

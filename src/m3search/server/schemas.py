@@ -30,6 +30,12 @@ class ErrorResponse(BaseModel):
     error: ErrorBody
 
 
+#: The error answers every API route documents in the OpenAPI schema.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse} for status in (401, 404, 413, 422, 503)
+}
+
+
 class HealthResponse(BaseModel):
     status: Literal["ok"] = "ok"
 
@@ -38,7 +44,9 @@ class ReadyResponse(BaseModel):
     ready: bool
     model: str | None = Field(None, description="The served model once loaded.")
     detail: str | None = Field(None, description="Why the server is not ready (loading, or the load error).")
-    info: dict[str, Any] | None = Field(None, description="The encoder's description (dims, outputs, runtime).")
+    info: dict[str, Any] | None = Field(
+        None, description="The encoder's description (dims, outputs, runtime)."
+    )
 
 
 # ---- OpenAI-compatible embeddings -----------------------------------------------------------------------
@@ -51,7 +59,7 @@ class EmbeddingsRequest(BaseModel):
     """
 
     input: str | list[str] | list[int] | list[list[int]] = Field(
-        description="A text or a list of texts (token-id arrays are rejected: they are another tokenizer's ids)."
+        description="A text or a list of texts (token-id arrays are refused: another tokenizer's ids)."
     )
     model: str | None = Field(None, description="Must name the served model (or one of its aliases).")
     encoding_format: Literal["float", "base64"] = "float"
@@ -177,7 +185,9 @@ class CreateCollectionRequest(_Request):
 
     name: str = Field(description="1-64 letters, digits, '_', '.' or '-', starting with a letter or digit.")
     outputs: list[Literal["dense", "sparse", "colbert"]] | None = Field(
-        None, description="What to index (default: everything the model gives; BM25 when it has no sparse head).")
+        None,
+        description="What to index (default: everything the model gives; BM25 when it has no sparse head).",
+    )
     dense_index: Literal["hnsw", "hnsw-sq8", "flat"] = "hnsw"
     max_length: int | None = Field(None, ge=3, description="Tokens kept per document (default: the model's).")
 
@@ -230,10 +240,14 @@ class SearchRequest(_Request):
     query: str
     k: int = Field(10, ge=1)
     mode: SearchMode | None = Field(None, description="Default: the richest mode the collection allows.")
-    weights: Weights | None = Field(None, description="Default: 0.4/0.2/0.4 for weighted fusion, equal for rrf.")
+    weights: Weights | None = Field(
+        None, description="Default: 0.4/0.2/0.4 for weighted fusion, equal for rrf."
+    )
     fusion: Literal["weighted", "rrf"] = "weighted"
     filter: dict[str, Any] | None = Field(None, description='Metadata filter, e.g. {"lang": "en"}.')
-    candidates: int = Field(100, ge=1, le=10_000, description="First-stage candidates per mode in hybrid modes.")
+    candidates: int = Field(
+        100, ge=1, le=10_000, description="First-stage candidates per mode in hybrid modes."
+    )
     highlight: bool = Field(False, description="Return the query tokens found in each result, with spans.")
 
 

@@ -47,8 +47,9 @@ class ServerState:
         log.info("loading model %s", s.model)
         try:
             # The model's own outputs only: BM25 weights need a corpus, which collections bring.
-            self.encoder = await asyncio.to_thread(load_encoder, s.model, runtime=s.runtime, device=s.device,
-                                                   sparse="none")
+            self.encoder = await asyncio.to_thread(
+                load_encoder, s.model, runtime=s.runtime, device=s.device, sparse="none"
+            )
         except Exception as exc:  # noqa: BLE001 - reported by /readyz and every model endpoint
             self.load_error = f"{type(exc).__name__}: {exc}"
             log.error("cannot load model %s: %s", s.model, self.load_error)
@@ -58,8 +59,13 @@ class ServerState:
 
     async def _start_batcher(self) -> None:
         s = self.settings
-        self.batcher = MicroBatcher(self.encoder, max_batch=s.batch_size, max_wait_ms=s.batch_wait_ms,
-                                    max_queue=s.max_queue, on_batch=self.metrics.observe_batch)
+        self.batcher = MicroBatcher(
+            self.encoder,
+            max_batch=s.batch_size,
+            max_wait_ms=s.batch_wait_ms,
+            max_queue=s.max_queue,
+            on_batch=self.metrics.observe_batch,
+        )
         self.metrics.queue_texts.set_function(lambda: self.batcher.queued_texts if self.batcher else 0)
         await self.batcher.start()
         self.catalog = Catalog(s.collections_dir, self.encoder, s.model)

@@ -12,8 +12,10 @@ def checked_texts(texts: str | list[str], settings: ServerSettings, field: str =
     if not items:
         raise InvalidInputError(f"{field} is empty: send at least one text")
     if len(items) > settings.max_inputs:
-        raise InvalidInputError(f"{field} has {len(items)} texts; this server accepts at most "
-                                f"{settings.max_inputs} per request: split the request")
+        raise InvalidInputError(
+            f"{field} has {len(items)} texts; this server accepts at most "
+            f"{settings.max_inputs} per request: split the request"
+        )
     for i, text in enumerate(items):
         if not text.strip():
             raise InvalidInputError(f"{field}[{i}] is empty: every text needs some content")

@@ -1,9 +1,10 @@
 """Collections (create, list, stats, delete), their documents (upsert as JSON or JSONL upload, get, delete)
 and `POST /collections/{name}/search`.
 
-Collection calls block (SQLite, index files), so they run in the thread pool. Queries of collections built
-with the served model are encoded through the micro-batcher, so concurrent searches share model calls; BM25
-query weights come from the collection itself (they need its statistics).
+Collection calls block (SQLite, index files), so they run in the thread pool. For collections built with the
+served model, queries and uploaded documents are encoded through the micro-batcher, so concurrent requests
+share model calls and the collection holds its lock only to write; BM25 weights come from the collection
+itself (they need its statistics).
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from m3search.server.auth import require_api_key
 from m3search.server.batching import EncodeOptions
 from m3search.server.catalog import Catalog
 from m3search.server.highlight import matched_tokens
-from m3search.server.routes.embeddings import ERRORS
 from m3search.server.schemas import (
+    ERROR_RESPONSES,
     CollectionInfo,
     CollectionList,
     CollectionStats,
@@ -42,31 +43,52 @@ from m3search.server.schemas import (
 from m3search.server.state import ServerState, get_catalog, get_state
 from m3search.store import Collection
 
-router = APIRouter(prefix="/collections", dependencies=[Depends(require_api_key)], tags=["collections"],
-                   responses={**ERRORS, 404: {"model": ErrorResponse}, 409: {"model": ErrorResponse}})
+router = APIRouter(
+    prefix="/collections",
+    dependencies=[Depends(require_api_key)],
+    tags=["collections"],
+    responses={**ERROR_RESPONSES, 409: {"model": ErrorResponse}},
+)
 
 
 def _info(name: str, stats: dict[str, Any]) -> dict[str, Any]:
     """`CollectionInfo` fields from `Collection.stats()`."""
-    return {"name": name, "count": stats["count"], "model": stats["model"], "outputs": stats["outputs"],
-            "dense_index": stats["dense_index"], "size_bytes": stats["disk_bytes"],
-            "segments": len(stats["segments"]), "pending": stats["pending"]}
+    return {
+        "name": name,
+        "count": stats["count"],
+        "model": stats["model"],
+        "outputs": stats["outputs"],
+        "dense_index": stats["dense_index"],
+        "size_bytes": stats["disk_bytes"],
+        "segments": len(stats["segments"]),
+        "pending": stats["pending"],
+    }
 
 
 @router.get("", response_model=CollectionList, summary="List collections")
 async def list_collections(catalog: Catalog = Depends(get_catalog)) -> CollectionList:
     def build() -> CollectionList:
-        return CollectionList(collections=[CollectionInfo(**_info(n, catalog.get(n).stats()))
-                                           for n in catalog.names()])
+        return CollectionList(
+            collections=[CollectionInfo(**_info(n, catalog.get(n).stats())) for n in catalog.names()]
+        )
 
     return await run_in_threadpool(build)
 
 
-@router.post("", response_model=CollectionInfo, status_code=status.HTTP_201_CREATED, summary="Create a collection")
-async def create_collection(body: CreateCollectionRequest, catalog: Catalog = Depends(get_catalog)) -> CollectionInfo:
+@router.post(
+    "", response_model=CollectionInfo, status_code=status.HTTP_201_CREATED, summary="Create a collection"
+)
+async def create_collection(
+    body: CreateCollectionRequest, catalog: Catalog = Depends(get_catalog)
+) -> CollectionInfo:
     """An empty collection for the served model (409 if the name is taken)."""
-    collection = await run_in_threadpool(catalog.create, body.name, outputs=body.outputs,
-                                         dense_index=body.dense_index, max_length=body.max_length)
+    collection = await run_in_threadpool(
+        catalog.create,
+        body.name,
+        outputs=body.outputs,
+        dense_index=body.dense_index,
+        max_length=body.max_length,
+    )
     return CollectionInfo(**_info(body.name, await run_in_threadpool(collection.stats)))
 
 
@@ -74,8 +96,9 @@ async def create_collection(body: CreateCollectionRequest, catalog: Catalog = De
 async def collection_stats(name: str, catalog: Catalog = Depends(get_catalog)) -> CollectionStats:
     def build() -> CollectionStats:
         stats = catalog.get(name).stats()
-        return CollectionStats(**_info(name, stats), tombstones=stats["tombstones"],
-                               segment_details=stats["segments"])
+        return CollectionStats(
+            **_info(name, stats), tombstones=stats["tombstones"], segment_details=stats["segments"]
+        )
 
     return await run_in_threadpool(build)
 
@@ -89,28 +112,67 @@ async def delete_collection(name: str, catalog: Catalog = Depends(get_catalog)) 
 # ---- documents ------------------------------------------------------------------------------------------
 
 
-async def _upsert(name: str, documents: list[DocumentIn], state: ServerState, catalog: Catalog) -> UpsertResponse:
+async def _upsert(
+    name: str, documents: list[DocumentIn], state: ServerState, catalog: Catalog
+) -> UpsertResponse:
     if not documents:
         raise InvalidInputError("documents is empty: send at least one document")
     limit = state.settings.max_upsert_docs
     if len(documents) > limit:
-        raise InvalidInputError(f"{len(documents)} documents in one request; this server accepts at most {limit}: "
-                                "split the upload")
+        raise InvalidInputError(
+            f"{len(documents)} documents in one request; this server accepts at most {limit}: "
+            "split the upload"
+        )
     for i, doc in enumerate(documents):
         if not doc.text.strip():
             raise InvalidInputError(f"documents[{i}] (id {doc.id!r}) has an empty text")
 
+    collection = await run_in_threadpool(catalog.get, name)
+    records = [d.model_dump() for d in documents]
+    if catalog.serves(collection.config):
+        await _encode_documents(state, collection, records)
+
     def write() -> UpsertResponse:
-        collection = catalog.get(name)
-        written = collection.upsert([d.model_dump() for d in documents], batch_size=state.settings.batch_size)
+        written = collection.upsert(records, batch_size=state.settings.batch_size)
         return UpsertResponse(upserted=written, count=collection.count())
 
     return await run_in_threadpool(write)
 
 
+async def _encode_documents(
+    state: ServerState, collection: Collection, records: list[dict[str, Any]]
+) -> None:
+    """Add the model's vectors to `records` through the micro-batcher, a batch at a time.
+
+    The collection then only writes (its lock is held for the write, not for encoding), and search queries
+    arriving meanwhile get model calls between the batches. BM25 weights stay with the collection.
+    """
+    cfg = collection.config
+    kinds = [k for k in cfg.outputs if not (k == "sparse" and cfg.sparse_source == "bm25")]
+    if not kinds:
+        return
+    options = EncodeOptions(
+        dense="dense" in kinds,
+        sparse="sparse" in kinds,
+        colbert="colbert" in kinds,
+        max_length=cfg.max_length,
+    )
+    step = state.settings.batch_size
+    for start in range(0, len(records), step):
+        block = records[start : start + step]
+        out = await state.batcher.encode([r["text"] for r in block], options)
+        for i, record in enumerate(block):
+            for kind in kinds:
+                record[kind] = getattr(out, kind)[i]
+
+
 @router.post("/{name}/documents", response_model=UpsertResponse, summary="Insert or replace documents")
-async def upsert_documents(name: str, body: UpsertRequest, state: ServerState = Depends(get_state),
-                           catalog: Catalog = Depends(get_catalog)) -> UpsertResponse:
+async def upsert_documents(
+    name: str,
+    body: UpsertRequest,
+    state: ServerState = Depends(get_state),
+    catalog: Catalog = Depends(get_catalog),
+) -> UpsertResponse:
     """Documents with `id`, `text` and optional `metadata`; durable when the answer comes."""
     return await _upsert(name, body.documents, state, catalog)
 
@@ -129,7 +191,9 @@ def parse_upload(data: bytes, filename: str) -> list[DocumentIn]:
             if stripped.startswith("{"):  # one object per line after all
                 items = None
             else:
-                raise InvalidInputError(f"{filename} is not valid JSON: {exc.msg} at line {exc.lineno}") from None
+                raise InvalidInputError(
+                    f"{filename} is not valid JSON: {exc.msg} at line {exc.lineno}"
+                ) from None
         if isinstance(items, dict) and "documents" in items:
             items = items["documents"]
         if isinstance(items, list):
@@ -156,9 +220,12 @@ def _document(item: Any, where: str) -> DocumentIn:
 
 
 @router.post("/{name}/documents/upload", response_model=UpsertResponse, summary="Upload a JSONL or JSON file")
-async def upload_documents(name: str, file: UploadFile = File(description="JSONL, or a JSON array of documents"),
-                           state: ServerState = Depends(get_state),
-                           catalog: Catalog = Depends(get_catalog)) -> UpsertResponse:
+async def upload_documents(
+    name: str,
+    file: UploadFile = File(description="JSONL, or a JSON array of documents"),
+    state: ServerState = Depends(get_state),
+    catalog: Catalog = Depends(get_catalog),
+) -> UpsertResponse:
     """Upsert the documents of an uploaded file (one object per line, or a JSON array)."""
     documents = parse_upload(await file.read(), file.filename or "upload")
     return await _upsert(name, documents, state, catalog)
@@ -181,8 +248,9 @@ async def delete_document(name: str, doc_id: str, catalog: Catalog = Depends(get
 
 
 @router.post("/{name}/documents/delete", response_model=DeleteResponse, summary="Delete documents by id")
-async def delete_documents(name: str, body: DeleteDocumentsRequest,
-                           catalog: Catalog = Depends(get_catalog)) -> DeleteResponse:
+async def delete_documents(
+    name: str, body: DeleteDocumentsRequest, catalog: Catalog = Depends(get_catalog)
+) -> DeleteResponse:
     """Unknown ids are ignored; the answer counts the documents that existed."""
     return DeleteResponse(deleted=await run_in_threadpool(lambda: catalog.get(name).delete(body.ids)))
 
@@ -194,8 +262,9 @@ def _not_found(message: str) -> HTTPException:
 # ---- search ---------------------------------------------------------------------------------------------
 
 
-async def _query_vectors(state: ServerState, catalog: Catalog, collection: Collection, query: str,
-                         kinds: set[str]) -> dict | None:
+async def _query_vectors(
+    state: ServerState, catalog: Catalog, collection: Collection, query: str, kinds: set[str]
+) -> dict | None:
     """The query's vectors for `kinds` via the batcher (BM25 weights from the collection), or None when the
     collection uses another model than the served one (then it encodes the query itself)."""
     cfg = collection.config
@@ -205,21 +274,36 @@ async def _query_vectors(state: ServerState, catalog: Catalog, collection: Colle
     model_kinds = {k for k in kinds if not (k == "sparse" and bm25)}
     vectors: dict[str, Any] = {}
     if model_kinds:
-        out = await state.batcher.encode([query], EncodeOptions(
-            dense="dense" in model_kinds, sparse="sparse" in model_kinds, colbert="colbert" in model_kinds,
-            is_query=True, max_length=cfg.max_length))
+        out = await state.batcher.encode(
+            [query],
+            EncodeOptions(
+                dense="dense" in model_kinds,
+                sparse="sparse" in model_kinds,
+                colbert="colbert" in model_kinds,
+                is_query=True,
+                max_length=cfg.max_length,
+            ),
+        )
         vectors.update({k: getattr(out, k)[0] for k in model_kinds})
     if "sparse" in kinds and bm25:
-        vectors["sparse"] = (await run_in_threadpool(
-            collection.encoder.encode_queries, [query], return_dense=False, return_sparse=True)).sparse[0]
+        vectors["sparse"] = (
+            await run_in_threadpool(
+                collection.encoder.encode_queries, [query], return_dense=False, return_sparse=True
+            )
+        ).sparse[0]
     return vectors
 
 
-@router.post("/{name}/search", response_model=SearchResponse, response_model_exclude_none=True,
-             summary="Hybrid search")
-async def search(name: str, body: SearchRequest, state: ServerState = Depends(get_state),
-                 catalog: Catalog = Depends(get_catalog)) -> SearchResponse:
-    """The `k` best documents for a text query in any mode, fused by weights or RRF, after a metadata filter."""
+@router.post(
+    "/{name}/search", response_model=SearchResponse, response_model_exclude_none=True, summary="Hybrid search"
+)
+async def search(
+    name: str,
+    body: SearchRequest,
+    state: ServerState = Depends(get_state),
+    catalog: Catalog = Depends(get_catalog),
+) -> SearchResponse:
+    """The `k` best documents for a text query in any mode, fused by weights or RRF, after a filter."""
     if not body.query.strip():
         raise InvalidInputError("query is empty")
     if body.k > state.settings.max_k:
@@ -236,11 +320,22 @@ async def search(name: str, body: SearchRequest, state: ServerState = Depends(ge
     def run() -> tuple[list, dict | None]:
         query_sparse = None
         if highlight:
-            query_sparse = vectors["sparse"] if vectors is not None else collection.encoder.encode_queries(
-                [body.query], return_dense=False, return_sparse=True).sparse[0]
-        hits = collection.search(vectors if vectors is not None else body.query, body.k, mode=mode,
-                                 weights=weights, fusion=body.fusion, filter=body.filter,
-                                 candidates=body.candidates)
+            query_sparse = (
+                vectors["sparse"]
+                if vectors is not None
+                else collection.encoder.encode_queries(
+                    [body.query], return_dense=False, return_sparse=True
+                ).sparse[0]
+            )
+        hits = collection.search(
+            vectors if vectors is not None else body.query,
+            body.k,
+            mode=mode,
+            weights=weights,
+            fusion=body.fusion,
+            filter=body.filter,
+            candidates=body.candidates,
+        )
         return hits, query_sparse
 
     hits, query_sparse = await run_in_threadpool(run)
@@ -249,7 +344,9 @@ async def search(name: str, body: SearchRequest, state: ServerState = Depends(ge
     for i, hit in enumerate(hits):
         item = SearchHit(id=hit.id, score=hit.score, scores=hit.scores, text=hit.text, metadata=hit.metadata)
         if matches is not None:
-            item.matched_tokens = [TokenMatchOut(token=m.token, token_id=m.token_id, weight=m.weight, spans=m.spans)
-                                   for m in matches[i]]
+            item.matched_tokens = [
+                TokenMatchOut(token=m.token, token_id=m.token_id, weight=m.weight, spans=m.spans)
+                for m in matches[i]
+            ]
         results.append(item)
     return SearchResponse(collection=name, mode=mode, results=results)

@@ -1,4 +1,4 @@
-"""`GET /healthz` (the process answers), `GET /readyz` (the model is loaded) and `GET /metrics` (Prometheus)."""
+"""`GET /healthz` (the process answers), `GET /readyz` (the model is loaded), `GET /metrics` (Prometheus)."""
 
 from __future__ import annotations
 
@@ -17,10 +17,14 @@ async def healthz() -> HealthResponse:
     return HealthResponse()
 
 
-@router.get("/readyz", response_model=ReadyResponse, responses={503: {"model": ReadyResponse}},
-            summary="Readiness: the model is loaded")
+@router.get(
+    "/readyz",
+    response_model=ReadyResponse,
+    responses={503: {"model": ReadyResponse}},
+    summary="Readiness: the model is loaded",
+)
 async def readyz(state: ServerState = Depends(get_state)) -> JSONResponse:
-    """200 with the model's description once it is loaded; 503 with the reason before (or if loading failed)."""
+    """200 with the model's description once loaded; 503 with the reason before (or if loading failed)."""
     if state.ready:
         body = ReadyResponse(ready=True, model=state.encoder.name, info=state.encoder.describe())
         return JSONResponse(body.model_dump(mode="json"))

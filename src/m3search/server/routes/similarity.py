@@ -9,12 +9,17 @@ from m3search.errors import InvalidInputError
 from m3search.scoring import check_weights, colbert_score, dense_score, lexical_score
 from m3search.server.auth import require_api_key
 from m3search.server.batching import EncodeOptions, MicroBatcher
-from m3search.server.routes.embeddings import ERRORS
-from m3search.server.schemas import SimilarityItem, SimilarityRequest, SimilarityResponse, Thresholds
+from m3search.server.schemas import (
+    ERROR_RESPONSES,
+    SimilarityItem,
+    SimilarityRequest,
+    SimilarityResponse,
+    Thresholds,
+)
 from m3search.server.state import ServerState, get_batcher, get_state
 from m3search.server.validation import checked_texts
 
-router = APIRouter(dependencies=[Depends(require_api_key)], responses=ERRORS, tags=["similarity"])
+router = APIRouter(dependencies=[Depends(require_api_key)], responses=ERROR_RESPONSES, tags=["similarity"])
 
 
 def weighted_mean(scores: dict[str, float], weights: tuple[float, float, float]) -> float:
@@ -27,9 +32,12 @@ def weighted_mean(scores: dict[str, float], weights: tuple[float, float, float])
 
 
 @router.post("/similarity", response_model=SimilarityResponse, summary="Score texts against a source text")
-async def similarity(body: SimilarityRequest, state: ServerState = Depends(get_state),
-                     batcher: MicroBatcher = Depends(get_batcher)) -> SimilarityResponse:
-    """Scores per mode (dense, sparse, colbert: those the model has) and hybrid, and a level from the dense score.
+async def similarity(
+    body: SimilarityRequest,
+    state: ServerState = Depends(get_state),
+    batcher: MicroBatcher = Depends(get_batcher),
+) -> SimilarityResponse:
+    """Scores per mode (dense, sparse, colbert: those the model has), hybrid, and a level (from dense).
 
     Both sides are encoded as queries: similarity is symmetric, and models with prefixes (e5) use the query
     prefix for symmetric tasks. The level thresholds are the served model's (score scales differ by model).
@@ -39,8 +47,9 @@ async def similarity(body: SimilarityRequest, state: ServerState = Depends(get_s
     source = checked_texts(body.source, state.settings, field="source")
     weights = check_weights(body.weights.as_tuple())
     modes = [k for k in OUTPUT_KINDS if k in encoder.outputs]
-    options = EncodeOptions(dense="dense" in modes, sparse="sparse" in modes, colbert="colbert" in modes,
-                            is_query=True)
+    options = EncodeOptions(
+        dense="dense" in modes, sparse="sparse" in modes, colbert="colbert" in modes, is_query=True
+    )
     out = await batcher.encode(source + targets, options)
     levels = state.settings.similarity_levels(encoder.name)
     results = []
@@ -55,6 +64,10 @@ async def similarity(body: SimilarityRequest, state: ServerState = Depends(get_s
         level_score = scores.get("dense", 0.0)
         scores["hybrid"] = weighted_mean(scores, weights)
         results.append(SimilarityItem(index=i - 1, text=text, scores=scores, level=levels.level(level_score)))
-    return SimilarityResponse(model=encoder.name, modes=modes, weights=body.weights,
-                              thresholds=Thresholds(very_similar=levels.very_similar, related=levels.related),
-                              results=results)
+    return SimilarityResponse(
+        model=encoder.name,
+        modes=modes,
+        weights=body.weights,
+        thresholds=Thresholds(very_similar=levels.very_similar, related=levels.related),
+        results=results,
+    )
