@@ -16,7 +16,7 @@ def too_large_message(max_bytes: int) -> str:
     """The 413 text."""
     return (
         f"request body is larger than the server's limit of {max_bytes} bytes; "
-        "send fewer or shorter texts per request"
+        "split the request, or start the server with a larger --max-body-mb"
     )
 
 
