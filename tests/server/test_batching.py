@@ -160,3 +160,21 @@ def _metric(response: httpx.Response, name: str) -> float:
         if line.startswith(name + " "):
             return float(line.split()[1])
     raise AssertionError(f"{name} not in /metrics")
+
+
+def test_close_fails_waiting_requests(m3):
+    counting = CountingEncoder(m3, hold_first=0.5)
+
+    async def body():
+        batcher = MicroBatcher(counting)
+        await batcher.start()
+        running = asyncio.ensure_future(batcher.encode(["first"], EncodeOptions()))
+        await asyncio.sleep(0.05)
+        waiting = asyncio.ensure_future(batcher.encode(["second"], EncodeOptions(sparse=True)))
+        await asyncio.sleep(0.01)
+        await batcher.close()
+        return await asyncio.gather(running, waiting, return_exceptions=True)
+
+    running, waiting = run(body())
+    for outcome in (running, waiting):
+        assert isinstance(outcome, ServerBusyError) and "shutting down" in str(outcome)

@@ -87,6 +87,9 @@ class MicroBatcher:
         self.on_batch = on_batch
         self.queued_texts = 0
         self._queue: asyncio.Queue[_Job] | None = None
+        #: Jobs taken from the queue but not yet run, and the jobs of the model call under way.
+        self._pending: deque[_Job] = deque()
+        self._running: list[_Job] = []
         self._worker: asyncio.Task | None = None
         self._executor: ThreadPoolExecutor | None = None
 
@@ -97,7 +100,7 @@ class MicroBatcher:
         self._worker = asyncio.create_task(self._run_forever(), name="m3search-batcher")
 
     async def close(self) -> None:
-        """Stop the worker; requests still queued fail with `ServerBusyError`."""
+        """Stop the worker; requests queued or running fail with `ServerBusyError`."""
         if self._worker is not None:
             self._worker.cancel()
             try:
@@ -105,9 +108,11 @@ class MicroBatcher:
             except asyncio.CancelledError:
                 pass
         while self._queue is not None and not self._queue.empty():
-            job = self._queue.get_nowait()
-            if not job.future.done():
-                job.future.set_exception(ServerBusyError("the server is shutting down"))
+            self._pending.append(self._queue.get_nowait())
+        for job in [*self._running, *self._pending]:
+            _answer(job.future, exc=ServerBusyError("the server is shutting down"))
+        self._pending.clear()
+        self._running = []
         if self._executor is not None:
             self._executor.shutdown(wait=True)
         self._worker = self._executor = None
@@ -128,16 +133,16 @@ class MicroBatcher:
 
     async def _run_forever(self) -> None:
         assert self._queue is not None
-        pending: deque[_Job] = deque()
         while True:
-            if not pending:
-                pending.append(await self._queue.get())
+            if not self._pending:
+                self._pending.append(await self._queue.get())
                 if self.max_wait and self._queue.empty():
                     await asyncio.sleep(self.max_wait)
             while not self._queue.empty():
-                pending.append(self._queue.get_nowait())
-            batch, pending = self._take_batch(pending)
-            await self._run_batch(batch)
+                self._pending.append(self._queue.get_nowait())
+            self._running, self._pending = self._take_batch(self._pending)
+            await self._run_batch(self._running)
+            self._running = []
 
     def _take_batch(self, pending: deque[_Job]) -> tuple[list[_Job], deque[_Job]]:
         """The oldest job and later ones with its options, up to `max_batch` texts; the rest stays."""
