@@ -1,7 +1,8 @@
 """Bounded load test of `m3search serve` on loopback: N concurrent clients for T seconds, zero errors.
 
 Each phase starts its own server, warms it up, then runs `--clients` asyncio clients that each send one
-request after another (a single short text: the common search-query case) until `--duration` seconds or
+request after another (a single short text: the common search-query case; `--endpoint search` searches a
+collection of the bundled 40-document sample) until `--duration` seconds or
 `--max-requests` have passed. The anchor phase is the same server with micro-batching off (`--batch-size 1`),
 measured in the same run, so the table quotes throughput and latency as ratios against it.
 
@@ -24,9 +25,11 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from m3search.server.demo import demo_documents
 from m3search.server.process import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[1]
+LOAD_COLLECTION = "load"
 SCIFACT_QUERIES = ROOT.parent / "shared" / "data" / "scifact" / "queries.jsonl"
 FALLBACK_TEXTS = [
     "What is the capital of France?",
@@ -53,7 +56,19 @@ def request_for(endpoint: str, text: str, rng: random.Random) -> tuple[str, dict
         return "/v1/embeddings", {"input": text, "input_type": "query"}
     if endpoint == "embed":
         return "/embed", {"texts": [text], "dense": True, "sparse": rng.random() < 0.5, "input_type": "query"}
+    if endpoint == "search":
+        return f"/collections/{LOAD_COLLECTION}/search", {"query": text, "k": 10, "highlight": True}
     return "/similarity", {"source": text, "targets": [rng.choice(FALLBACK_TEXTS)]}
+
+
+def create_search_collection(url: str) -> None:
+    """Collection `load` with the bundled 40-document multilingual sample, for `--endpoint search`."""
+    documents = demo_documents(None)
+    assert httpx.post(url + "/collections", json={"name": LOAD_COLLECTION}).status_code == 201
+    response = httpx.post(
+        f"{url}/collections/{LOAD_COLLECTION}/documents", json={"documents": documents}, timeout=600
+    )
+    response.raise_for_status()
 
 
 async def run_clients(
@@ -100,7 +115,9 @@ def metric(url: str, name: str) -> float:
 def run_phase(name: str, args: argparse.Namespace, batch_size: int, texts: list[str], work: Path) -> dict:
     """Start a server, warm it up, load it, and summarize."""
     server_args = ["--model", args.model, "--batch-size", str(batch_size), "--runtime", args.runtime]
-    with ServerProcess(server_args, work / f"{name}.log") as server:
+    with ServerProcess(server_args + ["--collections", str(work / name)], work / f"{name}.log") as server:
+        if args.endpoint == "search":
+            create_search_collection(server.url)
         asyncio.run(run_clients(server.url, args.endpoint, 2, 2.0, 20, texts))  # warm-up, not counted
         batches0, texts0 = (
             metric(server.url, "m3search_encode_batches_total"),
@@ -134,7 +151,9 @@ def main() -> int:
     )
     parser.add_argument("--model", default="intfloat/multilingual-e5-small")
     parser.add_argument("--runtime", default="auto")
-    parser.add_argument("--endpoint", choices=["embeddings", "embed", "similarity"], default="embeddings")
+    parser.add_argument(
+        "--endpoint", choices=["embeddings", "embed", "similarity", "search"], default="embeddings"
+    )
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--duration", type=float, default=30.0, help="Seconds per phase.")
     parser.add_argument("--max-requests", type=int, default=100_000, help="Bound on requests per phase.")
