@@ -22,6 +22,7 @@ from m3search.encoders.base import (
     EncodeResult,
     SparseVector,
     TextEncoder,
+    content_ids,
     requested_outputs,
     token_pieces,
     validate_texts,
@@ -82,7 +83,6 @@ class BM25Encoder(TextEncoder):
     def __init__(self, tokenizer: Any, *, stats: BM25Stats | None = None, k1: float = 1.2, b: float = 0.75,
                  lowercase: bool = True, name: str = "bm25") -> None:
         self.tokenizer = tokenizer
-        self._backend = tokenizer.backend_tokenizer
         self.stats = stats if stats is not None else BM25Stats()
         self.k1, self.b, self.lowercase = k1, b, lowercase
         self.name = name
@@ -96,8 +96,7 @@ class BM25Encoder(TextEncoder):
         texts = validate_texts(texts)
         if self.lowercase:
             texts = [t.lower() for t in texts]
-        encodings = self._backend.encode_batch(texts, add_special_tokens=False)
-        return [dict(Counter(e.ids)) for e in encodings]
+        return [dict(Counter(ids)) for ids in content_ids(self.tokenizer, texts)]
 
     def document_weights(self, counts: Mapping[int, int]) -> SparseVector:
         """Saturated term frequencies of one document under the current average length."""
