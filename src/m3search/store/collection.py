@@ -546,6 +546,8 @@ class Collection:
         """
         number = int(self._db.get_meta("next_segment", 0))
         name = f"seg-{number:08d}"
+        log.info("writing segment %s (%d rows) to replace %s", name, len(data.seqs),
+                 ", ".join(replaced) or "the incremental level")
         if len(data.seqs):
             write_segment(self._segments_dir, name, data, self.config)
         replaced_seqs = [self._segments[n].seqs for n in replaced]
@@ -558,6 +560,7 @@ class Collection:
                 self._db.remove_tombstones(seqs[np.isin(seqs, self._tombstones)].tolist())
             if from_pending:
                 self._db.delete_pending(data.seqs.tolist())
+        log.info("registered segment %s", name)
         self._db.reclaim_space()
         self._reload()
         remove_unlisted(self._segments_dir, self._segments)
