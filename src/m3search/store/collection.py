@@ -22,6 +22,7 @@ import math
 import os
 import shutil
 import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,8 @@ log = logging.getLogger(__name__)
 
 #: Rows of ColBERT vectors read from the database at a time while sealing the incremental level.
 COLBERT_READ_BATCH = 256
+#: Filters whose allowed sets are kept between searches (until the next write).
+FILTER_CACHE_SIZE = 16
 
 
 def _bm25_part(encoder: TextEncoder) -> BM25Encoder | None:
@@ -114,6 +117,7 @@ class Collection:
         self._pending = PendingLevel(self.config.dim if "dense" in self.config.outputs else None, colbert_fetch)
         self._count = 0
         self._version = -1
+        self._filter_cache: OrderedDict[str, tuple[np.ndarray, dict[str, np.ndarray]]] = OrderedDict()
         self._encoder: TextEncoder | None = None
         if encoder is not None:
             self._attach_encoder(encoder)
@@ -287,6 +291,7 @@ class Collection:
         self._pending.clear()
         self._pending.add((p.seq, p.dense, p.sparse) for p in pending)
         self._count = count
+        self._filter_cache.clear()
         if stats is not None:
             self._bm25_stats.n_docs, self._bm25_stats.total_len = stats.n_docs, stats.total_len
             self._bm25_stats.df = stats.df
@@ -309,7 +314,8 @@ class Collection:
             self._reload()
 
     def _forget(self, seqs: Iterable[int], sealed: Iterable[int]) -> None:
-        """Apply a committed removal to the in-memory state: drop pending rows, tombstone sealed ones."""
+        """Apply a committed write's removals to the in-memory state: drop pending rows, tombstone sealed ones."""
+        self._filter_cache.clear()
         self._pending.remove(seqs)
         sealed = np.asarray(sorted(sealed), np.int64)
         if len(sealed):
@@ -663,11 +669,8 @@ class Collection:
         vectors = self._query_vectors(query, needed)
         with self._mutex:
             self._refresh()
-            allowed = None
-            if spec:
-                where, params = compile_filter(spec)
-                allowed = self._db.matching_seqs(where, params)
-            found = execute(self._levels(allowed), vectors, mode, k, candidates=candidates, weights=kind_weights,
+            allowed, masks = self._allowed(spec) if spec else (None, {})
+            found = execute(self._levels(allowed, masks), vectors, mode, k, candidates=candidates, weights=kind_weights,
                             fusion=fusion, ef_search=ef_search)
             rows = self._db.docs_by_seq([f.seq for f in found])
         return [Hit(r.id, f.score, f.scores, r.text, json.loads(r.metadata), r.kind)
@@ -681,10 +684,24 @@ class Collection:
                 return mode  # type: ignore[return-value]
         return "sparse"
 
-    def _levels(self, allowed: np.ndarray | None) -> list[SearchLevel]:
+    def _allowed(self, spec: Filter) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """The seqs a filter allows and each segment's row mask, cached until the next write (facets repeat)."""
+        key = json.dumps(spec, sort_keys=True)
+        if key in self._filter_cache:
+            self._filter_cache.move_to_end(key)
+            return self._filter_cache[key]
+        where, params = compile_filter(spec)
+        allowed = self._db.matching_seqs(where, params)
+        entry = allowed, {name: seg.rows_of(allowed) for name, seg in self._segments.items()}
+        self._filter_cache[key] = entry
+        if len(self._filter_cache) > FILTER_CACHE_SIZE:
+            self._filter_cache.popitem(last=False)
+        return entry
+
+    def _levels(self, allowed: np.ndarray | None, masks: Mapping[str, np.ndarray]) -> list[SearchLevel]:
         levels = []
         for name, seg in self._segments.items():
-            mask = None if allowed is None else seg.rows_of(allowed)
+            mask = None if allowed is None else masks[name]
             dead = self._dead.get(name)
             if dead is not None:
                 mask = ~dead if mask is None else mask & ~dead
