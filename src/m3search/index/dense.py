@@ -101,7 +101,9 @@ class DenseIndex:
             picked, scores = top_k(self._dot(self.vectors[rows], query), k)
             return rows[picked], scores
         search_params = faiss.SearchParametersHNSW()
-        search_params.efSearch = max(ef_search or self.params.ef_search, k)
+        ef = max(ef_search or self.params.ef_search, k)
+        # a walk that may only collect a fraction of the nodes needs a longer candidate list for the same recall
+        search_params.efSearch = int(min(ef * n / n_allowed, ef * 8)) if filtered else ef
         if filtered:
             bits = np.packbits(allowed, bitorder="little")
             selector = faiss.IDSelectorBitmap(n, faiss.swig_ptr(bits))
