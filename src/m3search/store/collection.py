@@ -121,9 +121,8 @@ class Collection:
         self._encoder: TextEncoder | None = None
         if encoder is not None:
             self._attach_encoder(encoder)
-        self._cache: EmbeddingCache | None = None
-        if cache:
-            self._cache = EmbeddingCache(default_cache_path() if cache is True else Path(cache))
+        self._cache_setting = cache
+        self._cache: EmbeddingCache | None = None  # opened when a text is first encoded
         self._reload()
 
     # ---- creating and opening --------------------------------------------------------------------------
@@ -432,6 +431,9 @@ class Collection:
         encoder = self.encoder
         key_base = json.dumps({"model": self.config.encoder.get("name", self.config.model), "kinds": kinds,
                                "max_length": self.config.max_length}, sort_keys=True)
+        if self._cache is None and self._cache_setting:
+            setting = self._cache_setting
+            self._cache = EmbeddingCache(default_cache_path() if setting is True else Path(setting))
         found = self._cache.get(key_base, texts) if self._cache is not None else {}
         missing = [i for i in range(len(texts)) if i not in found]
         if missing:
