@@ -668,6 +668,8 @@ class Collection:
         kinds = MODE_KINDS[mode]
         kind_weights = mode_weights(weights, fusion, kinds) if len(kinds) > 1 else {kinds[0]: 1.0}
         spec = parse_filter(filter)
+        with self._mutex:
+            self._refresh()  # BM25 query weights use the statistics of the version searched
         vectors = self._query_vectors(query, needed)
         with self._mutex:
             self._refresh()
