@@ -56,7 +56,7 @@ from m3search.store.documents import (
 )
 from m3search.store.filters import Filter, compile_filter, parse_filter
 from m3search.store.lock import WriterLock
-from m3search.store.pending import PendingLevel
+from m3search.store.pending import PendingLevel, StaleReadError
 from m3search.store.segments import SEGMENTS_DIR, Segment, SegmentData, remove_unlisted, write_segment
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,8 @@ log = logging.getLogger(__name__)
 COLBERT_READ_BATCH = 256
 #: Filters whose allowed sets are kept between searches (until the next write).
 FILTER_CACHE_SIZE = 16
+#: Times a reader re-runs a search that raced with another process's flush or delete.
+STALE_RETRIES = 5
 
 
 def _bm25_part(encoder: TextEncoder) -> BM25Encoder | None:
@@ -288,7 +290,7 @@ class Collection:
         self._tombstones = tombstones
         self._dead = {n: s.rows_of(tombstones) for n, s in segments.items()} if len(tombstones) else {}
         self._pending.clear()
-        self._pending.add((p.seq, p.dense, p.sparse) for p in pending)
+        self._pending.add((p.seq, p.dense, p.sparse, p.has_colbert) for p in pending)
         self._count = count
         self._filter_cache.clear()
         if stats is not None:
@@ -369,7 +371,7 @@ class Collection:
                     self._db.update_bm25(stats.n_docs, stats.total_len,
                                          self._df_delta(old_counts.values(), [c for c in counts if c is not None]))
             self._forget(old_seqs, sealed)
-            self._pending.add((int(s), d.dense, d.sparse) for d, s in zip(docs, seqs))
+            self._pending.add((int(s), d.dense, d.sparse, d.colbert is not None) for d, s in zip(docs, seqs))
             self._count += len(docs) - len(old)
             if stats is not None:
                 for c in old_counts.values():
@@ -673,10 +675,19 @@ class Collection:
         vectors = self._query_vectors(query, needed)
         with self._mutex:
             self._refresh()
-            allowed, masks = self._allowed(spec) if spec else (None, {})
-            found = execute(self._levels(allowed, masks), vectors, mode, k, candidates=candidates, weights=kind_weights,
-                            fusion=fusion, ef_search=ef_search)
-            rows = self._db.docs_by_seq([f.seq for f in found])
+            for attempt in range(STALE_RETRIES):
+                allowed, masks = self._allowed(spec) if spec else (None, {})
+                try:
+                    found = execute(self._levels(allowed, masks), vectors, mode, k, candidates=candidates,
+                                    weights=kind_weights, fusion=fusion, ef_search=ef_search)
+                except StaleReadError:
+                    found = None
+                rows = self._db.docs_by_seq([f.seq for f in found]) if found is not None else {}
+                if found is not None and len(rows) == len(found):
+                    break
+                self._reload()  # another process changed what this version points to: search the new one
+            else:
+                raise CollectionError(f"collection {self.path} keeps changing under this reader; try again")
         return [Hit(r.id, f.score, f.scores, r.text, json.loads(r.metadata), r.kind)
                 for f in found if (r := rows.get(f.seq)) is not None]
 
