@@ -314,9 +314,17 @@ class Collection:
                 log.info("removed %d unlisted segment directories: %s", len(removed), removed)
             self._reload()
 
-    def _forget(self, seqs: Iterable[int], sealed: Iterable[int]) -> None:
-        """Apply a committed write's removals to the in-memory state: drop pending rows, tombstone sealed ones."""
+    def _forget(self, seqs: list[int], sealed: Iterable[int], removed_counts: list[dict[int, int]],
+                added_counts: list[dict[int, int]]) -> None:
+        """Apply a committed write to the in-memory state: drop pending rows, tombstone sealed ones, count
+        documents and BM25 statistics (new documents are added to the incremental level by the caller)."""
         self._filter_cache.clear()
+        self._count -= len(seqs)
+        if self._bm25_stats is not None:
+            for c in removed_counts:
+                self._bm25_stats.remove(c)
+            for c in added_counts:
+                self._bm25_stats.add(c)
         self._pending.remove(seqs)
         sealed = np.asarray(sorted(sealed), np.int64)
         if len(sealed):
@@ -345,19 +353,14 @@ class Collection:
             self._fill_vectors(docs, batch_size, show_progress)
             counts = self._term_counts(docs)
             ids = [d.id for d in docs]
+            new_counts = [c for c in counts if c is not None]
             with self._db.write():
-                old = self._db.seqs_of(ids)
-                old_seqs = list(old.values())
-                old_counts = self._db.term_counts(old_seqs) if self._bm25_stats is not None else {}
-                stats = self._bm25_after(old_counts.values(), [c for c in counts if c is not None])
+                old_seqs, old_counts, sealed = self._remove(ids)
+                stats = self._bm25_after(old_counts, new_counts)
                 if stats is not None:
                     for doc, c in zip(docs, counts):
                         if c is not None:
                             doc.sparse = self._bm25_weights(c, stats)
-                was_pending = self._db.delete_pending(old_seqs)
-                sealed = [s for s in old_seqs if s not in was_pending]
-                self._db.add_tombstones(sealed)
-                self._db.delete_docs(list(old))
                 seqs = self._db.allocate_seqs(len(docs))
                 self._db.insert_docs(
                     (d.id, int(s), d.kind, d.text, json.dumps(d.metadata, ensure_ascii=False),
@@ -368,17 +371,10 @@ class Collection:
                      None if d.colbert is None else np.asarray(d.colbert, np.float16).tobytes())
                     for d, s in zip(docs, seqs))
                 if stats is not None:
-                    self._db.update_bm25(stats.n_docs, stats.total_len,
-                                         self._df_delta(old_counts.values(), [c for c in counts if c is not None]))
-            self._forget(old_seqs, sealed)
+                    self._db.update_bm25(stats.n_docs, stats.total_len, self._df_delta(old_counts, new_counts))
+            self._forget(old_seqs, sealed, old_counts, new_counts)
             self._pending.add((int(s), d.dense, d.sparse, d.colbert is not None) for d, s in zip(docs, seqs))
-            self._count += len(docs) - len(old)
-            if stats is not None:
-                for c in old_counts.values():
-                    self._bm25_stats.remove(c)
-                for c in counts:
-                    if c is not None:
-                        self._bm25_stats.add(c)
+            self._count += len(docs)
             if len(self._pending) >= cfg.flush_docs:
                 self.flush()
             return len(docs)
@@ -389,21 +385,23 @@ class Collection:
             self._writable()
             wanted = normalize_ids(ids)
             with self._db.write():
-                old = self._db.seqs_of(wanted)
-                old_seqs = list(old.values())
-                old_counts = self._db.term_counts(old_seqs) if self._bm25_stats is not None else {}
-                was_pending = self._db.delete_pending(old_seqs)
-                sealed = [s for s in old_seqs if s not in was_pending]
-                self._db.add_tombstones(sealed)
-                self._db.delete_docs(list(old))
-                stats = self._bm25_after(old_counts.values(), [])
+                old_seqs, old_counts, sealed = self._remove(wanted)
+                stats = self._bm25_after(old_counts, [])
                 if stats is not None:
-                    self._db.update_bm25(stats.n_docs, stats.total_len, self._df_delta(old_counts.values(), []))
-            self._forget(old_seqs, sealed)
-            self._count -= len(old)
-            for c in old_counts.values():
-                self._bm25_stats.remove(c)
-            return len(old)
+                    self._db.update_bm25(stats.n_docs, stats.total_len, self._df_delta(old_counts, []))
+            self._forget(old_seqs, sealed, old_counts, [])
+            return len(old_seqs)
+
+    def _remove(self, ids: Sequence[str]) -> tuple[list[int], list[dict[int, int]], list[int]]:
+        """Inside a write transaction: remove the stored versions of `ids` (pending rows go, sealed rows get
+        tombstones). Returns their seqs, their BM25 term counts and the sealed seqs."""
+        old_seqs = list(self._db.seqs_of(ids).values())
+        old_counts = list(self._db.term_counts(old_seqs).values()) if self._bm25_stats is not None else []
+        was_pending = self._db.delete_pending(old_seqs)
+        sealed = [s for s in old_seqs if s not in was_pending]
+        self._db.add_tombstones(sealed)
+        self._db.delete_docs(ids)
+        return old_seqs, old_counts, sealed
 
     def _fill_vectors(self, docs: list[Document], batch_size: int, show_progress: bool) -> None:
         """Encode the outputs documents lack from their text (through the cache); error if there is no text."""
@@ -467,17 +465,16 @@ class Collection:
                 counts[i] = c
         return counts
 
-    def _bm25_after(self, removed: Iterable[dict[int, int]], added: Iterable[dict[int, int]]) -> BM25Stats | None:
+    def _bm25_after(self, removed: list[dict[int, int]], added: list[dict[int, int]]) -> BM25Stats | None:
         """Document count and total length after a write (what the new documents' weights use)."""
         if self._bm25_stats is None:
             return None
-        removed, added = list(removed), list(added)
         return BM25Stats(self._bm25_stats.n_docs - len(removed) + len(added),
                          self._bm25_stats.total_len - sum(sum(c.values()) for c in removed)
                          + sum(sum(c.values()) for c in added))
 
     @staticmethod
-    def _df_delta(removed: Iterable[dict[int, int]], added: Iterable[dict[int, int]]) -> dict[int, int]:
+    def _df_delta(removed: list[dict[int, int]], added: list[dict[int, int]]) -> dict[int, int]:
         delta: dict[int, int] = {}
         for sign, group in ((-1, removed), (1, added)):
             for counts in group:
