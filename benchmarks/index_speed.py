@@ -43,6 +43,10 @@ class Corpus:
         self.centers = centers / np.linalg.norm(centers, axis=1, keepdims=True)
         ranks = np.arange(1, vocab + 1, dtype=np.float64)
         self.term_p = (1 / ranks) / (1 / ranks).sum()
+        # like learned sparse and BM25 weights, a token's weight shrinks with how common it is (IDF-like)
+        doc_freq = 1 - (1 - self.term_p) ** nnz
+        idf = np.log(1 + 1 / doc_freq)
+        self.term_scale = (idf / idf.max()).astype(np.float32)
 
     def dense(self, rng: np.random.Generator, n: int) -> np.ndarray:
         x = self.centers[rng.integers(0, len(self.centers), n)]
@@ -51,7 +55,7 @@ class Corpus:
 
     def sparse(self, rng: np.random.Generator, n: int, nnz: int) -> list[dict[int, float]]:
         terms = rng.choice(self.vocab, size=(n, nnz), p=self.term_p)
-        weights = rng.uniform(0.01, 0.4, (n, nnz)).astype(np.float32)
+        weights = (rng.uniform(0.05, 0.4, (n, nnz)) * self.term_scale[terms]).astype(np.float32)
         return [dict(zip(t.tolist(), w.tolist())) for t, w in zip(terms, weights)]  # repeats collapse: ~50 terms
 
     def colbert(self, rng: np.random.Generator, n: int, tokens: int) -> list[np.ndarray]:

@@ -1,21 +1,36 @@
-"""Sparse inverted index: exact lexical scores (the reference `lexical_score`) and masked top-k."""
+"""Sparse inverted index: exact lexical scores (the reference `lexical_score`), exact masked top-k with and
+without MaxScore pruning."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
+from m3search.index import sparse as sparse_module
 from m3search.index.sparse import SparseIndex
 from m3search.scoring import lexical_score
 
 
-def random_rows(n: int, seed: int) -> list[dict[int, float]]:
+def random_rows(n: int, seed: int, vocab: int = 300, zipf: bool = False) -> list[dict[int, float]]:
     rng = np.random.default_rng(seed)
-    return [{int(t): float(rng.uniform(0.01, 1)) for t in rng.choice(300, int(rng.integers(0, 12)), replace=False)}
-            for _ in range(n)]
+    p = None
+    if zipf:
+        p = 1 / np.arange(1, vocab + 1)
+        p /= p.sum()
+    out = []
+    for _ in range(n):
+        tokens = np.unique(rng.choice(vocab, int(rng.integers(1, 15)), p=p))
+        out.append({int(t): float(rng.uniform(0.01, 1)) for t in tokens})
+    return out
 
 
 def as_row(d: dict[int, float]):
     return np.array(list(d), np.int64), np.array(list(d.values()), np.float32)
+
+
+def brute(query, docs, k, allowed=None):
+    ids = [i for i in range(len(docs)) if set(query) & set(docs[i]) and (allowed is None or allowed[i])]
+    return sorted(ids, key=lambda i: (-lexical_score(query, docs[i]), i))[:k]
 
 
 def test_scores_equal_the_reference_and_survive_save_load(tmp_path):
@@ -23,22 +38,29 @@ def test_scores_equal_the_reference_and_survive_save_load(tmp_path):
     index = SparseIndex.from_rows([as_row(d) for d in docs])
     index.save(tmp_path)
     loaded = SparseIndex.load(tmp_path, len(docs))
+    rows = np.arange(len(docs))
     for query in random_rows(20, 1):
-        scores, matched = loaded.scores(as_row(query))
         expected = np.array([lexical_score(query, d) for d in docs])
-        np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-6)
-        assert (matched == np.array([bool(set(query) & set(d)) for d in docs])).all()
+        np.testing.assert_allclose(loaded.score_rows(as_row(query), rows), expected, rtol=1e-5, atol=1e-6)
 
 
-def test_masked_top_k_and_unknown_tokens():
-    docs = random_rows(300, 2)
+@pytest.mark.parametrize("prune_at", [10**9, 0])  # never prune / check before every list
+@pytest.mark.parametrize("masked", [False, True])
+def test_top_k_is_exact(monkeypatch, prune_at, masked):
+    monkeypatch.setattr(sparse_module, "PRUNE_CHECK_LENGTH", prune_at)
+    docs = random_rows(2000, 2, vocab=500, zipf=True)
     index = SparseIndex.from_rows([as_row(d) for d in docs])
-    query = random_rows(1, 3)[0]
-    allowed = np.arange(300) % 3 == 0
-    rows, scores, _ = index.search(as_row(query), 5, allowed)
-    expected = sorted((i for i in range(300) if allowed[i] and set(query) & set(docs[i])),
-                      key=lambda i: -lexical_score(query, docs[i]))[:5]
-    assert rows.tolist() == expected
+    allowed = (np.arange(len(docs)) % 3 == 0) if masked else None
+    for query in random_rows(30, 3, vocab=500, zipf=True):
+        rows, scores = index.search(as_row(query), 10, allowed)
+        expected = brute(query, docs, 10, allowed)
+        assert len(rows) == len(expected)
+        np.testing.assert_allclose(scores, [lexical_score(query, docs[i]) for i in expected], rtol=1e-5)
+        np.testing.assert_allclose(scores, [lexical_score(query, docs[i]) for i in rows], rtol=1e-5)
+
+
+def test_unknown_tokens_match_nothing():
+    index = SparseIndex.from_rows([as_row(d) for d in random_rows(50, 4)])
     assert index.search(as_row({10_000: 1.0}), 5)[0].size == 0
 
 
@@ -46,5 +68,5 @@ def test_coo_round_trip():
     docs = random_rows(50, 4)
     index = SparseIndex.from_rows([as_row(d) for d in docs])
     again = SparseIndex.from_coo(50, *index.to_coo())
-    for name in ("terms", "indptr", "rows", "weights"):
+    for name in ("terms", "indptr", "rows", "weights", "term_max"):
         np.testing.assert_array_equal(getattr(index, name), getattr(again, name))
