@@ -144,7 +144,6 @@ def add(path: Path, inputs: tuple[Path, ...], fmt: str, batch_size: int, runtime
         if block:
             written += collection.upsert(block, batch_size=batch_size)
             bar.update(len(block))
-        collection.flush()
         count = collection.count()
     click.echo(f"wrote {written} documents; {path} holds {count}")
 
