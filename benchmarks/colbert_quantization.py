@@ -59,14 +59,15 @@ def main() -> None:
     ap.add_argument("--docs", type=int, default=1000)
     ap.add_argument("--max-length", type=int, default=512)
     args = ap.parse_args()
-    if args.model is None:
-        from m3search.testing import build_random_m3
+    with tempfile.TemporaryDirectory() as scratch:
+        if args.model is None:
+            from m3search.testing import build_random_m3
 
-        args.model = str(build_random_m3(Path(tempfile.mkdtemp()) / "bge-m3-tiny"))
-        model_note = "tiny random bge-m3 (2 layers, 64-d): agreement meaningful, nDCG not"
-    else:
-        model_note = args.model
-    encoder = BGEM3Encoder(args.model, runtime="torch-fp32")
+            args.model = str(build_random_m3(Path(scratch) / "bge-m3-tiny"))
+            model_note = "tiny random bge-m3 (2 layers, 64-d): agreement meaningful, nDCG not"
+        else:
+            model_note = args.model
+        encoder = BGEM3Encoder(args.model, runtime="torch-fp32")
     doc_ids, texts, queries, qrels = load_scifact(args.docs)
     docs = encoder.encode_documents(texts, return_dense=False, return_colbert=True, max_length=args.max_length,
                                     show_progress_bar=True).colbert
