@@ -16,7 +16,9 @@ from m3search.errors import M3SearchError
 COMMAND_MODULES = (
     "m3search.cli.encode",
     "m3search.cli.eval",
+    "m3search.cli.index",
     "m3search.cli.models",
+    "m3search.cli.search",
 )
 
 
