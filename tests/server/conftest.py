@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import replace
@@ -20,28 +19,15 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="session")
-def m3_dir(tiny_m3_dir, tmp_path_factory) -> Path:
-    """The tiny random bge-m3 with a sparse head that weights every token (bias 2).
-
-    The shared tiny model's random hidden states are so alike that its sparse head leaves most texts with no
-    weight at all; sparse search and highlighting would then test nothing.
-    """
-    import torch
-
-    dest = tmp_path_factory.mktemp("server_m3") / "bge-m3-tiny"
-    shutil.copytree(tiny_m3_dir, dest)
-    head = torch.load(dest / "sparse_linear.pt", weights_only=True)
-    head["bias"].fill_(2.0)
-    torch.save(head, dest / "sparse_linear.pt")
-    return dest
+def m3_dir(tiny_m3_dir) -> Path:
+    """The tiny random bge-m3 (its sparse head weights nearly every token, so highlighting has matches)."""
+    return tiny_m3_dir
 
 
 @pytest.fixture(scope="session")
-def m3(m3_dir):
+def m3(tiny_m3):
     """`m3_dir` loaded as a `BGEM3Encoder` on the reference runtime."""
-    from m3search.encoders import BGEM3Encoder
-
-    return BGEM3Encoder(m3_dir, runtime="torch-fp32")
+    return tiny_m3
 
 
 @pytest.fixture(scope="session")
