@@ -106,7 +106,8 @@ class TransformerEncoder(TextEncoder):
     def _load_parts(path: Path, spec: ModelSpec, runtime: str, device: str | None) -> tuple[Any, Runtime]:
         """Check the directory, then load its tokenizer and the runtime."""
         check_model_dir(path, spec)
-        return load_tokenizer(path), make_runtime(runtime, path, spec, device)
+        tokenizer = load_tokenizer(path)
+        return tokenizer, make_runtime(runtime, path, spec, device, tokenizer)
 
     # ---- tokenization ---------------------------------------------------------------------------------
 
