@@ -6,6 +6,8 @@ computing only the heads asked for. Torch runtimes run it directly; the ONNX exp
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -85,6 +87,22 @@ class EncoderModel(nn.Module):
         return dense, sparse, colbert
 
 
+@contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """Silence transformers' load report (the skipped pooler shows as 'unexpected keys') and progress bar."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
 def check_model_dir(path: Path, spec: ModelSpec) -> None:
     """Raise a `ModelLoadError` naming each file a usable snapshot of `spec` lacks."""
     if not path.is_dir():
@@ -129,7 +147,8 @@ def load_torch_model(path: Path, spec: ModelSpec, dtype: torch.dtype = torch.flo
         config = AutoConfig.from_pretrained(str(path))
         # The pooler layer is never used by any head: skip it where the architecture allows.
         extra = {"add_pooling_layer": False} if config.model_type in POOLER_MODEL_TYPES else {}
-        backbone = AutoModel.from_pretrained(str(path), config=config, dtype=torch.float32, **extra)
+        with _quiet_transformers():
+            backbone = AutoModel.from_pretrained(str(path), config=config, dtype=torch.float32, **extra)
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"cannot load the backbone from {path}: {exc}") from exc
     hidden = backbone.config.hidden_size
