@@ -106,7 +106,7 @@ def _guarded_onnx(name: str, path: Path, spec: ModelSpec, device: str) -> Runtim
     if manifest is None:
         log.info("auto: skipping %s (not exported; run `m3search models export-onnx`)", name)
         return None
-    violations = manifest["graphs"][name.removeprefix("onnx-")]["guard_violations"]
+    violations = GUARD_BOUNDS.violations(Deviation(**manifest["graphs"][name.removeprefix("onnx-")]["deviation"]))
     if violations:
         log.info("auto: skipping %s: %s", name, "; ".join(violations))
         return None
@@ -120,8 +120,9 @@ def _guarded_torch(name: str, path: Path, spec: ModelSpec, device: str, tokenize
     verdict_file = artifact_dir("guard", path, spec) / f"{name}.json"
     cached = read_json(verdict_file)
     if cached is not None and cached.get("key") == key:
-        if cached["violations"]:
-            log.info("auto: skipping %s: %s", name, "; ".join(cached["violations"]))
+        violations = GUARD_BOUNDS.violations(Deviation(**cached["deviation"]))
+        if violations:
+            log.info("auto: skipping %s: %s", name, "; ".join(violations))
             return None
         return RUNTIMES[name](path, spec, device)
     runtime = TorchRuntime.load(path, spec, name="torch-fp32", device=device)
@@ -134,7 +135,7 @@ def _guarded_torch(name: str, path: Path, spec: ModelSpec, device: str, tokenize
     reference = runtime.forward(ids, mask, dense=True, sparse=sparse, colbert=True)
     dev = runtime_deviation(reference, runtime.cast(name), ids, mask, sparse=sparse)
     violations = GUARD_BOUNDS.violations(dev)
-    write_json_atomic(verdict_file, {"key": key, "deviation": dev.to_dict(), "violations": violations})
+    write_json_atomic(verdict_file, {"key": key, "deviation": dev.to_dict()})
     if violations:
         log.info("auto: skipping %s: %s", name, "; ".join(violations))
         return None

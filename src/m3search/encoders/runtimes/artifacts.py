@@ -40,7 +40,8 @@ def model_fingerprint(path: Path) -> str:
 
 def artifact_dir(kind: str, path: Path, spec: ModelSpec) -> Path:
     """`<home>/<kind>/<model name>-<fingerprint>`: where derived files of this model checkpoint live."""
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "--", spec.name).strip("-")
+    name = Path(spec.name).name if Path(spec.name).is_dir() else spec.name  # a directory: its folder name
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "--", name).strip("-.")
     return home_dir() / kind / f"{safe}-{model_fingerprint(path)}"
 
 

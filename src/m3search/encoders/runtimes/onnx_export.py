@@ -21,7 +21,7 @@ from torch import nn
 from m3search.encoders.model import EncoderModel, load_torch_model
 from m3search.encoders.registry import ModelSpec
 from m3search.encoders.runtimes.artifacts import artifact_dir, read_json, write_json_atomic
-from m3search.encoders.runtimes.guard import GUARD_BOUNDS, probe_batch, runtime_deviation
+from m3search.encoders.runtimes.guard import probe_batch, runtime_deviation
 from m3search.encoders.runtimes.onnx_runtime import OUTPUT_NAMES, OnnxRuntime, require_onnxruntime
 from m3search.encoders.runtimes.torch_runtime import TorchRuntime
 from m3search.errors import ModelLoadError, RuntimeUnavailableError
@@ -123,7 +123,7 @@ def export_onnx(path: Path, spec: ModelSpec, *, force: bool = False) -> dict[str
         for precision in PRECISIONS:
             runtime = OnnxRuntime(tmp / precision / GRAPH_FILE, name=f"onnx-{precision}")
             dev = runtime_deviation(ref_out, runtime, ids, mask, sparse=sparse)
-            deviations[precision] = {"deviation": dev.to_dict(), "guard_violations": GUARD_BOUNDS.violations(dev)}
+            deviations[precision] = {"deviation": dev.to_dict()}
             del runtime
     except Exception as exc:
         shutil.rmtree(tmp, ignore_errors=True)
