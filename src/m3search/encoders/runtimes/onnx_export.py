@@ -31,6 +31,11 @@ log = logging.getLogger(__name__)
 PRECISIONS = ("fp32", "int8")
 GRAPH_FILE = "model.onnx"
 MANIFEST = "manifest.json"
+#: Bumped whenever the exported graph changes; older cached exports are then made again.
+EXPORT_FORMAT = 2
+#: Opset 23 has a fused `Attention` op: ONNX Runtime then never materializes the (heads, L, L) score matrix,
+#: which at 8192 tokens would take gigabytes (the decomposed attention of older opsets does).
+OPSET = 23
 
 
 class _AllOutputs(nn.Module):
@@ -55,7 +60,9 @@ def load_manifest(path: Path, spec: ModelSpec) -> dict[str, Any] | None:
     """The manifest of a complete cached export of this checkpoint, or None."""
     folder = export_dir(path, spec)
     manifest = read_json(folder / MANIFEST)
-    if manifest is None or not all((folder / p / GRAPH_FILE).is_file() for p in manifest.get("graphs", {})):
+    if manifest is None or manifest.get("format") != EXPORT_FORMAT:
+        return None
+    if not all((folder / p / GRAPH_FILE).is_file() for p in manifest.get("graphs", {})):
         return None
     return manifest
 
@@ -81,17 +88,18 @@ def _export_fp32(model: EncoderModel, sparse: bool, dest: Path) -> None:
         _AllOutputs(model, sparse).eval(), (ids, mask), str(dest),
         input_names=["input_ids", "attention_mask"], output_names=names,
         dynamic_shapes={"input_ids": axes, "attention_mask": axes},
-        dynamo=True, external_data=True, verbose=False,
+        dynamo=True, external_data=True, opset_version=OPSET, verbose=False,
     )
 
 
 def _quantize_int8(src: Path, dest: Path) -> None:
-    """Dynamic int8 quantization of the weight matrix products (activations quantized per batch at run time)."""
+    """Dynamic int8 quantization of the weight matrix products: weights per output channel, activations per
+    batch at run time. Attention's activation-by-activation products and the embeddings stay fp32."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     dest.parent.mkdir(parents=True, exist_ok=True)
     quantize_dynamic(
-        str(src), str(dest), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"], per_channel=False,
+        str(src), str(dest), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"], per_channel=True,
         use_external_data_format=True, extra_options={"MatMulConstBOnly": True},
     )
 
@@ -133,6 +141,8 @@ def export_onnx(path: Path, spec: ModelSpec, *, force: bool = False) -> dict[str
     import onnxruntime
 
     manifest = {
+        "format": EXPORT_FORMAT,
+        "opset": OPSET,
         "model": spec.name,
         "source": str(path),
         "graphs": {p: deviations[p] for p in PRECISIONS},
