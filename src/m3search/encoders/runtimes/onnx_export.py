@@ -12,6 +12,7 @@ import logging
 import os
 import shutil
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -84,12 +85,14 @@ def _export_fp32(model: EncoderModel, sparse: bool, dest: Path) -> None:
     batch, length = torch.export.Dim("batch"), torch.export.Dim("length")
     axes = {0: batch, 1: length}
     names = [n for n in OUTPUT_NAMES if sparse or n != "token_weights"]
-    torch.onnx.export(
-        _AllOutputs(model, sparse).eval(), (ids, mask), str(dest),
-        input_names=["input_ids", "attention_mask"], output_names=names,
-        dynamic_shapes={"input_ids": axes, "attention_mask": axes},
-        dynamo=True, external_data=True, opset_version=OPSET, verbose=False,
-    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's notes on axis naming and deprecations, not for users
+        torch.onnx.export(
+            _AllOutputs(model, sparse).eval(), (ids, mask), str(dest),
+            input_names=["input_ids", "attention_mask"], output_names=names,
+            dynamic_shapes={"input_ids": axes, "attention_mask": axes},
+            dynamo=True, external_data=True, opset_version=OPSET, verbose=False,
+        )
 
 
 def _quantize_int8(src: Path, dest: Path) -> None:
