@@ -155,3 +155,16 @@ def test_cli_encode_with_each_runtime(tiny_m3_dir, tiny_m3_onnx, tmp_path, refer
         assert result.exit_code == 0, result.output
         dense = np.array([json.loads(line)["dense"] for line in dst.read_text().splitlines()])
         assert np.min(np.sum(dense * reference.dense[:4], axis=1)) > BOUNDS[runtime].dense_cosine_min
+
+
+def test_onnx_runs_long_batches_a_few_rows_at_a_time(tiny_m3_dir, tiny_m3_onnx, monkeypatch):
+    """Row-splitting (which bounds attention memory) gives the same outputs as one run."""
+    from m3search.encoders.runtimes import onnx_runtime
+
+    encoder = BGEM3Encoder(tiny_m3_dir, runtime="onnx-fp32")
+    whole = _encode(encoder)
+    monkeypatch.setattr(onnx_runtime, "ATTENTION_ELEMENTS", 1)
+    split = _encode(encoder)
+    np.testing.assert_allclose(split.dense, whole.dense, atol=1e-6)
+    for a, b in zip(split.sparse, whole.sparse):
+        assert set(a) == set(b) and all(abs(a[k] - b[k]) < 1e-6 for k in a)

@@ -15,6 +15,10 @@ from m3search.errors import RuntimeUnavailableError
 #: Graph output names, in the order `EncoderModel.forward` returns them.
 OUTPUT_NAMES = ("dense", "token_weights", "colbert")
 
+#: ONNX Runtime's CPU attention holds each head's full (L, L) score matrix, so long batches are run a few rows
+#: at a time: rows x L^2 stays under this (one 8192-token row still needs about heads x 256 MiB).
+ATTENTION_ELEMENTS = 1 << 26
+
 
 def require_onnxruntime() -> None:
     """Raise a `RuntimeUnavailableError` with the install command when the onnx extra is missing."""
@@ -63,8 +67,13 @@ class OnnxRuntime(Runtime):
         missing = [n for n in wanted if n not in self.outputs]
         if missing:
             raise RuntimeUnavailableError(f"the graph {self.graph} has no {', '.join(missing)} output")
-        values = self.session.run(wanted, {"input_ids": input_ids, "attention_mask": attention_mask})
-        got = dict(zip(wanted, values))
+        length = input_ids.shape[1]
+        step = max(1, ATTENTION_ELEMENTS // (length * length))
+        parts = [self.session.run(wanted, {"input_ids": input_ids[i : i + step],
+                                           "attention_mask": attention_mask[i : i + step]})
+                 for i in range(0, len(input_ids), step)]
+        got = {name: np.concatenate([p[k] for p in parts]) if len(parts) > 1 else parts[0][k]
+               for k, name in enumerate(wanted)}
         return ForwardOutput(dense=got.get("dense"), token_weights=got.get("token_weights"), colbert=got.get("colbert"))
 
     def describe(self) -> dict[str, str]:
