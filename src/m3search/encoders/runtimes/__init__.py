@@ -88,7 +88,7 @@ def auto_candidates(hw: Hardware, device: str | None = None) -> list[str]:
 
     On CPU, torch-bf16 with native bf16 matched onnx-int8's speed with a tenth of its error in
     benchmarks/encode_speed.py, so it comes first; onnx-int8 (VNNI or AVX2 integer products) is next. onnx-fp32
-    is never faster than torch-fp32 there and is left to explicit choice.
+    was slower than torch-fp32 there and is left to explicit choice.
     """
     if _on_cuda(hw, device):
         return ["cuda-bf16" if hw.cuda_bf16 else "cuda-fp16"]
