@@ -86,15 +86,15 @@ def _on_cuda(hw: Hardware, device: str | None) -> bool:
 def auto_candidates(hw: Hardware, device: str | None = None) -> list[str]:
     """Faster-than-fp32 runtimes `auto` may pick on this hardware, fastest first (torch-fp32 comes after all).
 
-    On CPU, torch-bf16 with native bf16 matched onnx-int8's speed with a tenth of its error in
-    benchmarks/encode_speed.py, so it comes first; onnx-int8 (VNNI or AVX2 integer products) is next. onnx-fp32
-    was slower than torch-fp32 there and is left to explicit choice.
+    On CPU (benchmarks/encode_speed.py): onnx-int8 is the fastest but, on real weights, usually misses the
+    guard's dense bound, so torch-bf16 (only with native bf16) is the usual pick; onnx-fp32 was slower than
+    torch-fp32 and is left to explicit choice.
     """
     if _on_cuda(hw, device):
         return ["cuda-bf16" if hw.cuda_bf16 else "cuda-fp16"]
-    order = ["torch-bf16"] if hw.cpu_bf16 else []
-    if _onnx_installed():
-        order.append("onnx-int8")
+    order = ["onnx-int8"] if _onnx_installed() else []
+    if hw.cpu_bf16:
+        order.append("torch-bf16")
     return order
 
 
