@@ -155,7 +155,7 @@ def worker(name: str, path: str, device: str, threads: int, batch_sizes: tuple[i
                 with open(save_to, "wb") as f:
                     pickle.dump(result, f)
             conn.send({"seconds": seconds, "peak_rss": _peak_rss_bytes()})
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001  (any failure is reported to the parent, which carries on)
         conn.send({"error": f"{type(exc).__name__}: {exc}"})
 
 
@@ -321,8 +321,9 @@ def _fmt(value: float | None, spec: str) -> str:
 
 
 def _table(report: dict[str, Any]) -> str:
-    lines = ["| runtime | tokens/s | docs/s | × anchor | peak RSS GB | dense cos min | sparse Δ max | "
-             "ColBERT cos min | 8192-tok s | 8192-tok RSS GB |", "|" + "---|" * 10]
+    header = ("| runtime | tokens/s | docs/s | × anchor | peak RSS GB | dense cos min | sparse Δ max | "
+              "ColBERT cos min | 8192-tok s | 8192-tok RSS GB |")
+    lines = [header, "|" + "---|" * 10]
     for name, r in report["results"].items():
         dev = r["deviation"] or {}
         long = r["long_doc"] or {}

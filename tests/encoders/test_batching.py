@@ -25,7 +25,7 @@ def test_every_text_in_exactly_one_batch_with_bounded_padding():
 
 
 def test_long_inputs_are_batched_by_token_budget():
-    batches, lengths = _batches([8192] * 5 + [100] * 3, max_tokens=16384)
+    batches, _ = _batches([8192] * 5 + [100] * 3, max_tokens=16384)
     assert [len(b) for b in batches] == [2, 2, 1, 3]
 
 

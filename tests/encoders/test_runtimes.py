@@ -82,7 +82,7 @@ def test_auto_picks_a_runtime_that_passes_its_guard(tiny_m3_dir, tiny_m3_onnx, r
 
 
 def test_auto_falls_back_to_fp32_when_no_runtime_passes(tiny_m3_dir, tiny_m3_onnx, reference, monkeypatch):
-    import m3search.encoders.runtimes as runtimes
+    from m3search.encoders import runtimes
 
     impossible = GuardBounds(dense_cosine_min=1.1, sparse_rel_diff_max=-1.0, colbert_cosine_min=1.1)
     monkeypatch.setattr(runtimes, "GUARD_BOUNDS", impossible)
@@ -92,7 +92,7 @@ def test_auto_falls_back_to_fp32_when_no_runtime_passes(tiny_m3_dir, tiny_m3_onn
 
 
 def test_auto_skips_onnx_graphs_that_were_not_exported(tiny_m3_dir, tmp_path, monkeypatch):
-    import m3search.encoders.runtimes as runtimes
+    from m3search.encoders import runtimes
 
     monkeypatch.setenv("M3SEARCH_HOME", str(tmp_path / "empty-home"))
     monkeypatch.setattr(runtimes, "auto_candidates", lambda hw, device=None: ["onnx-int8", "onnx-fp32"])
@@ -102,7 +102,8 @@ def test_auto_skips_onnx_graphs_that_were_not_exported(tiny_m3_dir, tmp_path, mo
 
 
 def _hardware(**overrides) -> Hardware:
-    base = dict(cpu_capability="AVX2", cpu_bf16=False, cpu_amx=False, cpu_vnni=False, cuda=False, cuda_bf16=False)
+    base = {"cpu_capability": "AVX2", "cpu_bf16": False, "cpu_amx": False, "cpu_vnni": False, "cuda": False,
+            "cuda_bf16": False}
     return Hardware(**{**base, **overrides})
 
 
@@ -118,7 +119,7 @@ def test_auto_candidates_follow_hardware():
 
 def test_guard_verdict_is_cached(tiny_m3_dir, monkeypatch):
     """The second `auto` load reuses the stored verdict instead of running fp32 on the probe again."""
-    import m3search.encoders.runtimes as runtimes
+    from m3search.encoders import runtimes
 
     monkeypatch.setattr(runtimes, "auto_candidates", lambda hw, device=None: ["torch-bf16"])
     first = BGEM3Encoder(tiny_m3_dir, runtime="auto")

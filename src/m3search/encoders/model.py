@@ -42,7 +42,7 @@ class EncoderModel(nn.Module):
         self.sparse_linear = sparse_linear
         self.colbert_linear = colbert_linear if colbert_linear is not None else nn.Identity()
 
-    def cast_backbone(self, dtype: torch.dtype) -> "EncoderModel":
+    def cast_backbone(self, dtype: torch.dtype) -> EncoderModel:
         """Run the backbone's matrix products in `dtype`; LayerNorm parameters and the heads stay fp32.
 
         Normalization statistics are computed in fp32 by the kernels either way; fp32 LayerNorm weights keep

@@ -170,10 +170,10 @@ def make_runtime(name: str, path: Path, spec: ModelSpec, device: str | None = No
 
 
 __all__ = [
-    "Deviation",
-    "ForwardOutput",
     "GUARD_BOUNDS",
     "RUNTIMES",
+    "Deviation",
+    "ForwardOutput",
     "Runtime",
     "TorchRuntime",
     "auto_candidates",

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from m3search.encoders.model import EncoderModel, load_torch_model
+from m3search.encoders.model import EncoderModel
 from m3search.encoders.registry import ModelSpec
 from m3search.encoders.runtimes.artifacts import artifact_dir, read_json, write_json_atomic
 from m3search.encoders.runtimes.guard import probe_batch, runtime_deviation

@@ -58,7 +58,7 @@ class TorchRuntime(Runtime):
         self.model = model.to(self.device)
 
     @classmethod
-    def load(cls, path: Path, spec: ModelSpec, *, name: str = "torch-fp32", device: str | None = None) -> "TorchRuntime":
+    def load(cls, path: Path, spec: ModelSpec, *, name: str = "torch-fp32", device: str | None = None) -> TorchRuntime:
         """Load the model at `path` in the precision the runtime `name` stands for."""
         dtype, default_device = TORCH_VARIANTS[name]
         device = device or default_device
@@ -68,7 +68,7 @@ class TorchRuntime(Runtime):
                         "than torch-fp32 here")
         return cls(load_torch_model(path, spec, dtype), name=name, device=device)
 
-    def cast(self, name: str) -> "TorchRuntime":
+    def cast(self, name: str) -> TorchRuntime:
         """Turn this fp32 runtime into the variant `name` in place (reusing the loaded weights)."""
         dtype, _ = TORCH_VARIANTS[name]
         self.model.cast_backbone(dtype)
