@@ -69,7 +69,8 @@ def live_server(m3_dir, tmp_path_factory) -> Iterator[ServerProcess]:
     """A real `m3search serve --model <tiny bge-m3>` on loopback, shared by the session's tests."""
     work = tmp_path_factory.mktemp("live")
     server = ServerProcess(
-        ["--model", str(m3_dir), "--collections", str(work / "collections")],
+        # The reference runtime, so responses equal what the in-process fp32 encoder computes.
+        ["--model", str(m3_dir), "--collections", str(work / "collections"), "--runtime", "torch-fp32"],
         work / "server.log",
         env={"PYTHONPATH": _pythonpath()},
     )

@@ -130,7 +130,14 @@ def test_collections_page_create_and_upload(page, live_server, tmp_path):
     assert (
         page.inner_text("#upload-result") == f"{len(DOCS)} documents upserted into {name} (now {len(DOCS)})."
     )
-    row = page.query_selector(f"#collections-table tr:has(td:text-is('{name}'))")
-    assert row.query_selector_all("td")[1].inner_text() == str(len(DOCS))
+    # The table refreshes after the result line appears: wait for its count cell rather than racing it.
+    count_cell = page.locator(f"#collections-table tr:has(td:text-is('{name}')) td").nth(1)
+    count_cell.wait_for()
+    page.wait_for_function(
+        "([name, n]) => [...document.querySelectorAll('#collections-table tr')]"
+        ".some(r => r.cells.length > 1 && r.cells[0].textContent === name && r.cells[1].textContent === n)",
+        arg=[name, str(len(DOCS))],
+    )
+    assert count_cell.inner_text() == str(len(DOCS))
     page.screenshot(path=str(ARTIFACTS / "ui-collections.png"), full_page=True)
     assert httpx.get(f"{live_server.url}/collections/{name}").json()["count"] == len(DOCS)
