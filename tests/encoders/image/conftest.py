@@ -17,3 +17,19 @@ def flickr_dir(shared_data: Path) -> Path:
 def flickr_images(flickr_dir: Path) -> list[Path]:
     """The photos' paths, sorted by name."""
     return sorted((flickr_dir / "images").glob("*.jpg"))
+
+
+@pytest.fixture(scope="session")
+def tiny_visualized_path(tiny_m3_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random Visualized-BGE checkpoint in the real layout whose text tower is the tiny bge-m3."""
+    from m3search.testing import build_random_visualized_bge
+
+    return build_random_visualized_bge(tmp_path_factory.mktemp("visualized"), tiny_m3_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_visualized(tiny_visualized_path: Path, tiny_m3_dir: Path):
+    """The tiny checkpoint loaded as a `VisualizedBGEEncoder`."""
+    from m3search.encoders.image.visualized_bge import VisualizedBGEEncoder
+
+    return VisualizedBGEEncoder.from_pretrained(tiny_visualized_path, text_model=tiny_m3_dir)

@@ -168,13 +168,15 @@ def load_image(source: ImageSource, *, limits: ImageLimits = DEFAULT_LIMITS, lab
         raise ImageError(f"{what} is corrupt and cannot be decoded: {detail}") from None
 
 
-def load_images(sources: Sequence[ImageSource], *, limits: ImageLimits = DEFAULT_LIMITS) -> list[Image.Image]:
-    """`load_image` over a list; errors name the index (and path, when there is one) of the bad image."""
+def load_images(sources: Sequence[ImageSource], *, limits: ImageLimits = DEFAULT_LIMITS,
+                first_index: int = 0) -> list[Image.Image]:
+    """`load_image` over a list; errors name the index (counted from `first_index`, for batches of a larger
+    list) and the path, when there is one, of the bad image."""
     if isinstance(sources, (str, bytes, bytearray, memoryview, os.PathLike, Image.Image)) or hasattr(sources, "read"):
         sources = [sources]  # type: ignore[list-item]
     out = []
     for i, source in enumerate(sources):
-        label = f"image {i}" + (f" ({os.fspath(source)!r})" if isinstance(source, (str, os.PathLike)) else "")
+        label = f"image {first_index + i}" + (f" ({os.fspath(source)!r})" if isinstance(source, (str, os.PathLike)) else "")
         out.append(load_image(source, limits=limits, label=label))
     return out
 
