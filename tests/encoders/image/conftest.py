@@ -33,3 +33,23 @@ def tiny_visualized(tiny_visualized_path: Path, tiny_m3_dir: Path):
     from m3search.encoders.image.visualized_bge import VisualizedBGEEncoder
 
     return VisualizedBGEEncoder.from_pretrained(tiny_visualized_path, text_model=tiny_m3_dir)
+
+
+@pytest.fixture(scope="session")
+def flickr_captions(flickr_dir: Path) -> dict[str, list[str]]:
+    """Image file name -> its 5 captions."""
+    import csv
+
+    captions: dict[str, list[str]] = {}
+    with (flickr_dir / "captions.txt").open(encoding="utf-8", newline="") as f:
+        for row in csv.DictReader(f):
+            captions.setdefault(row["image"], []).append(row["caption"])
+    return captions
+
+
+@pytest.fixture(scope="session")
+def lite0():
+    """The real ImageNet-pretrained EfficientNet-Lite0 tower."""
+    from m3search.encoders.image.towers import load_tower
+
+    return load_tower("efficientnet-lite0")
