@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from m3search.cli.main import cli
+from m3search.encoders.image import load_image_encoder
 from m3search.encoders.image.adapter import AdapterImageEncoder
 from m3search.encoders.image.training import (
     TrainConfig,
@@ -104,7 +105,10 @@ def test_cli_train_save_load_and_eval(tiny_m3_dir: Path, flickr_dir: Path, tmp_p
     assert set(saved["metrics"]["trained"]["text_to_image"]) == {"recall@1", "recall@5", "recall@10"}
     assert any((tmp_path / "cache").glob("image-efficientnet-lite0-*.npy"))
 
-    adapter = AdapterImageEncoder.load(out)
+    adapter = load_image_encoder(out)
+    assert isinstance(adapter, AdapterImageEncoder) and not adapter.supports_composed
+    with pytest.raises(InvalidInputError, match="cannot encode an image and a text together"):
+        adapter.encode_composed(flickr_images[:1], ["a dog"])
     assert adapter.dim == 64 and adapter.text_model == str(tiny_m3_dir)
     vectors = adapter.encode_images(flickr_images[:3])
     assert vectors.shape == (3, 64) and np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)

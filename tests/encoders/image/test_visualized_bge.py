@@ -127,6 +127,18 @@ def test_bad_inputs_and_checkpoints(tiny_visualized: VisualizedBGEEncoder, tiny_
         resolve_checkpoint(tmp_path, "BAAI/bge-m3")
 
 
+def test_load_image_encoder_recognizes_a_checkpoint(tiny_visualized_path: Path, tiny_m3_dir: Path,
+                                                    tmp_path: Path) -> None:
+    from m3search.encoders.image import load_image_encoder
+
+    for source in (tiny_visualized_path, tiny_visualized_path.parent):
+        encoder = load_image_encoder(source, text_model=tiny_m3_dir)
+        assert isinstance(encoder, VisualizedBGEEncoder) and encoder.supports_composed
+        assert encoder.describe()["image_tokens"] == 4 and encoder.text_model == str(tiny_m3_dir)
+    with pytest.raises(ModelNotFoundError, match="neither an image adapter directory"):
+        load_image_encoder(tmp_path)
+
+
 def test_truncated_checkpoint_names_the_missing_part(tiny_visualized_path: Path, tiny_m3_dir: Path,
                                                      tmp_path: Path) -> None:
     state = torch.load(tiny_visualized_path, weights_only=True)
