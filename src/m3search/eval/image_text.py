@@ -31,14 +31,14 @@ class ImageCaptionSet:
     def __len__(self) -> int:
         return len(self.images)
 
-    def subset(self, start: int, stop: int | None = None) -> "ImageCaptionSet":
+    def subset(self, start: int, stop: int | None = None) -> ImageCaptionSet:
         """Images start..stop (in order) with their captions, re-indexed."""
         stop = len(self.images) if stop is None else stop
         keep = (self.caption_image >= start) & (self.caption_image < stop)
         return ImageCaptionSet(self.images[start:stop], [c for c, k in zip(self.captions, keep) if k],
                                self.caption_image[keep] - start)
 
-    def split(self, n_first: int) -> tuple["ImageCaptionSet", "ImageCaptionSet"]:
+    def split(self, n_first: int) -> tuple[ImageCaptionSet, ImageCaptionSet]:
         """The first `n_first` images and the rest (for train / held-out)."""
         if not 0 < n_first <= len(self.images):
             raise InvalidInputError(f"cannot take {n_first} of {len(self.images)} images for training")

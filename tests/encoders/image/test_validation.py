@@ -132,7 +132,7 @@ def test_exif_orientation_is_applied() -> None:
     image.save(buffer, format="JPEG", exif=exif, quality=95)
     upright = load_image(buffer.getvalue())
     assert upright.size == (20, 40)
-    red, green, blue = upright.getpixel((10, 5))  # after the rotation the red half is on top
+    red, _, blue = upright.getpixel((10, 5))  # after the rotation the red half is on top
     assert red > 200 and blue < 60
 
 

@@ -31,7 +31,8 @@ def load_image_encoder(model: str | Path, *, text_model: str | Path = "BAAI/bge-
     local = Path(model).expanduser()
     if (local / "adapter.json").is_file():
         return AdapterImageEncoder.load(local, device=device)
-    visualized = (local.is_file() and local.suffix == ".pth") or (local.is_dir() and any(local.glob("Visualized_*.pth")))
+    visualized = (local.is_file() and local.suffix == ".pth") or (
+        local.is_dir() and any(local.glob("Visualized_*.pth")))
     if visualized or str(model) == VISUALIZED_REPO:
         return VisualizedBGEEncoder.from_pretrained(model, text_model=text_model, device=device)
     raise ModelNotFoundError(f"{model} is neither an image adapter directory (adapter.json) nor a Visualized-BGE "
@@ -39,8 +40,8 @@ def load_image_encoder(model: str | Path, *, text_model: str | Path = "BAAI/bge-
 
 
 __all__ = [
-    "AdapterImageEncoder",
     "DEFAULT_LIMITS",
+    "AdapterImageEncoder",
     "ImageEncoder",
     "ImageLimits",
     "ImageSource",

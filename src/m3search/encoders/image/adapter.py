@@ -76,7 +76,7 @@ class AdapterConfig:
         return {"format": ADAPTER_FORMAT, "version": ADAPTER_VERSION, **asdict(self)}
 
     @classmethod
-    def from_json(cls, data: dict[str, Any], where: Path) -> "AdapterConfig":
+    def from_json(cls, data: dict[str, Any], where: Path) -> AdapterConfig:
         if data.get("format") != ADAPTER_FORMAT:
             raise ModelLoadError(f"{where} is not an m3search image adapter (format {data.get('format')!r})")
         if data.get("version") != ADAPTER_VERSION:
@@ -133,7 +133,7 @@ class AdapterImageEncoder(ImageEncoder):
         return directory
 
     @classmethod
-    def load(cls, directory: str | Path, *, device: str | None = None) -> "AdapterImageEncoder":
+    def load(cls, directory: str | Path, *, device: str | None = None) -> AdapterImageEncoder:
         """Rebuild a saved adapter: its tower (by name) and its projection."""
         from safetensors import SafetensorError
         from safetensors.torch import load_file

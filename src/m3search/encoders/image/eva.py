@@ -52,7 +52,7 @@ class EVAVisionConfig:
         return asdict(self)
 
     @classmethod
-    def from_state_dict(cls, state: dict[str, torch.Tensor], prefix: str = "") -> "EVAVisionConfig":
+    def from_state_dict(cls, state: dict[str, torch.Tensor], prefix: str = "") -> EVAVisionConfig:
         """Read the shape of a tower from its weights (checkpoints carry no config)."""
         try:
             patch = state[f"{prefix}patch_embed.proj.weight"]

@@ -37,7 +37,7 @@ class ImagePreprocess:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ImagePreprocess":
+    def from_dict(cls, data: dict[str, Any]) -> ImagePreprocess:
         try:
             return cls(size=int(data["size"]), crop=data["crop"], crop_fraction=float(data["crop_fraction"]),
                        mean=tuple(data["mean"]), std=tuple(data["std"]))
@@ -57,8 +57,8 @@ class ImagePreprocess:
                 new = (int(size * width / height), size)
             if new != image.size:
                 image = image.resize(new, Image.Resampling.BICUBIC)
-            left = int(round((new[0] - size) / 2.0))
-            top = int(round((new[1] - size) / 2.0))
+            left = round((new[0] - size) / 2.0)
+            top = round((new[1] - size) / 2.0)
             return image.crop((left, top, left + size, top + size))
         side = self.crop_fraction * min(width, height)
         left, top = (width - side) / 2, (height - side) / 2

@@ -176,7 +176,9 @@ def load_images(sources: Sequence[ImageSource], *, limits: ImageLimits = DEFAULT
         sources = [sources]  # type: ignore[list-item]
     out = []
     for i, source in enumerate(sources):
-        label = f"image {first_index + i}" + (f" ({os.fspath(source)!r})" if isinstance(source, (str, os.PathLike)) else "")
+        label = f"image {first_index + i}"
+        if isinstance(source, (str, os.PathLike)):
+            label += f" ({os.fspath(source)!r})"
         out.append(load_image(source, limits=limits, label=label))
     return out
 

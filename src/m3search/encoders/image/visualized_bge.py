@@ -184,7 +184,7 @@ class VisualizedBGEEncoder(ImageEncoder):
 
     @classmethod
     def from_pretrained(cls, checkpoint: str | Path = VISUALIZED_REPO, *, text_model: str | Path = "BAAI/bge-m3",
-                        device: str | None = None, cache_dir: str | Path | None = None) -> "VisualizedBGEEncoder":
+                        device: str | None = None, cache_dir: str | Path | None = None) -> VisualizedBGEEncoder:
         """Load a checkpoint (file, directory or hub repo) with the text model (hub id or snapshot directory)."""
         text_path, spec = resolve_model(text_model, cache_dir=cache_dir)
         path = resolve_checkpoint(checkpoint, spec.name, cache_dir)
