@@ -14,13 +14,16 @@ from m3search.encoders import (
     load_encoder,
 )
 from m3search.errors import M3SearchError
+from m3search.store import Collection, Document
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BGEM3Encoder",
     "BM25Encoder",
+    "Collection",
     "CompositeEncoder",
+    "Document",
     "EncodeResult",
     "M3SearchError",
     "TextEncoder",

@@ -1,0 +1,195 @@
+"""`m3search eval`: retrieval quality on real data; `m3search eval tune-weights`: tune the fusion weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from m3search.cli.options import model_option
+from m3search.errors import InvalidInputError
+from m3search.scoring import DEFAULT_WEIGHTS
+
+
+class _DefaultGroup(click.Group):
+    """A group whose `run` command is implied: `m3search eval --dataset ...` is `m3search eval run ...`."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+def _csv(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _ints(value: str | None) -> list[int] | None:
+    if not value:
+        return None
+    try:
+        return [int(v) for v in _csv(value)]
+    except ValueError:
+        raise InvalidInputError(f"--k takes comma-separated integers, got {value!r}") from None
+
+
+def _weights(value: str) -> tuple[float, float, float]:
+    from m3search.scoring import check_weights
+
+    try:
+        return check_weights([float(v) for v in _csv(value)])
+    except ValueError as exc:
+        raise InvalidInputError(f"--weights takes dense,sparse,colbert numbers, got {value!r}: {exc}"
+                                ) from None
+
+
+def _measures(k: str | None) -> tuple[str, ...]:
+    from m3search.eval.metrics import DEFAULT_MEASURES, measures_at
+
+    ks = _ints(k)
+    return measures_at(ks) if ks else DEFAULT_MEASURES
+
+
+def _settings(measures: tuple[str, ...], runs: list[Any], **extra: Any) -> dict[str, Any]:
+    from m3search.eval.runner import depth_for
+
+    return {"measures": list(measures), "depth": depth_for(measures),
+            "runs": [r.label for r in runs], **extra}
+
+
+def _finish(results: dict[str, Any], output: Path) -> None:
+    from m3search.eval.report import markdown, write_report
+
+    paths = write_report(results, output)
+    click.echo(markdown(results))
+    click.echo(f"wrote {', '.join(str(p) for p in paths)}", err=True)
+
+
+dataset_option = click.option(
+    "--dataset", "-d", required=True,
+    help="A BEIR folder (corpus.jsonl, queries.jsonl, qrels/), or xquad-r:PATH / squad:PATH for SQuAD-style "
+         "files (answer retrieval).")
+output_option = click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path),
+                             default=Path("eval-results"), show_default=True,
+                             help="Folder for results.json, results.md and the plots.")
+collection_option = click.option(
+    "--collection", type=click.Path(file_okay=False, path_type=Path), default=None,
+    help="Build the collection(s) here and keep them (default: a temporary folder, removed after).")
+max_queries_option = click.option("--max-queries", type=int, default=None,
+                                  help="Evaluate a fixed sample of this many queries (the same every time).")
+
+
+@click.group("eval", cls=_DefaultGroup)
+def command() -> None:
+    """Evaluate retrieval on a dataset (the default command), or tune fusion weights."""
+
+
+@command.command("run")
+@model_option
+@dataset_option
+@click.option("--split", default="test", show_default=True, help="Qrels split of a BEIR dataset.")
+@click.option("--query-lang", default="en", show_default=True,
+              help="SQuAD-style sets: question language(s), comma-separated or 'all'.")
+@click.option("--doc-lang", default=None,
+              help="SQuAD-style sets: candidate language(s), comma-separated or 'all' (default: the query "
+                   "language). One task per (query, doc) language pair.")
+@click.option("--unit", type=click.Choice(["paragraph", "sentence"]), default="paragraph", show_default=True,
+              help="SQuAD-style sets: retrieve the paragraph or the sentence holding the answer.")
+@click.option("--modes", default="dense,sparse,colbert,dense+sparse,all", show_default=True,
+              help="Comma-separated: dense, sparse, colbert, dense+sparse, all.")
+@click.option("--fusion", default="weighted,rrf", show_default=True,
+              help="Fusions for the hybrid modes: weighted, rrf.")
+@click.option("--weights", default=",".join(str(w) for w in DEFAULT_WEIGHTS), show_default=True,
+              help="Fusion weights dense,sparse,colbert.")
+@click.option("--k", "k", default=None,
+              help="Cutoffs, e.g. 10,100: nDCG, Recall, MRR and MAP at each "
+                   "(default: nDCG@10, R@1, R@10, R@100, MRR@10, MAP@100).")
+@max_queries_option
+@click.option("--max-docs", type=int, default=None,
+              help="Index a fixed sample of this many documents (always keeping the judged ones).")
+@collection_option
+@output_option
+@click.option("--save-runs", is_flag=True, help="Also write TREC run files under OUTPUT/runs/.")
+def run(model: str, dataset: str, split: str, query_lang: str, doc_lang: str | None, unit: str, modes: str,
+        fusion: str, weights: str, k: str | None, max_queries: int | None, max_docs: int | None,
+        collection: Path | None, output: Path, save_runs: bool) -> None:
+    """Index the dataset's corpus, run every query in every mode and fusion, report quality and latency."""
+    from m3search.eval.datasets import load_tasks, slice_task
+    from m3search.eval.engine import indexed_collection
+    from m3search.eval.report import build_results, slug, task_entry, write_trec_runs
+    from m3search.eval.runner import plan_runs, required_outputs, run_task
+
+    measures = _measures(k)
+    runs = plan_runs(_csv(modes), _csv(fusion), _weights(weights))
+    tasks = [slice_task(t, max_queries=max_queries, max_docs=max_docs)
+             for t in load_tasks(dataset, split=split, query_lang=query_lang, doc_lang=doc_lang, unit=unit)]
+    entries = []
+    for task in tasks:
+        path = None if collection is None else collection if len(tasks) == 1 else collection / slug(task.name)
+        outputs = required_outputs(runs)
+        with indexed_collection(task, model=model, outputs=outputs, path=path) as (searcher, stats):
+            results = run_task(searcher, task, runs, measures=measures)
+        entries.append(task_entry(task.describe(), stats, results))
+        if save_runs:
+            write_trec_runs(task.name, results, output)
+    settings = _settings(measures, runs, dataset=dataset, max_queries=max_queries, max_docs=max_docs)
+    _finish(build_results(model=model, settings=settings, tasks=entries), output)
+
+
+@command.command("tune-weights")
+@model_option
+@dataset_option
+@click.option("--dev-split", default="train", show_default=True, help="Split the weights are tuned on.")
+@click.option("--split", default="test", show_default=True,
+              help="Split the tuned weights are then evaluated on (never seen while tuning).")
+@click.option("--mode", type=click.Choice(["all", "dense+sparse"]), default="all", show_default=True)
+@click.option("--fusion", type=click.Choice(["weighted", "rrf"]), default="weighted", show_default=True)
+@click.option("--metric", default="ndcg@10", show_default=True, help="Maximized on the dev split.")
+@click.option("--method", type=click.Choice(["coordinate", "grid"]), default="coordinate", show_default=True)
+@click.option("--step", type=float, default=0.1, show_default=True, help="Weight grid step (divides 1).")
+@click.option("--max-dev-queries", type=int, default=None, help="Tune on a fixed sample of dev queries.")
+@max_queries_option
+@collection_option
+@output_option
+def tune_weights(model: str, dataset: str, dev_split: str, split: str, mode: str, fusion: str, metric: str,
+                 method: str, step: float, max_dev_queries: int | None, max_queries: int | None,
+                 collection: Path | None, output: Path) -> None:
+    """Search fusion weights on the dev split, then evaluate default and tuned weights on the test split."""
+    from m3search.eval.datasets import load_tasks, slice_task
+    from m3search.eval.engine import indexed_collection
+    from m3search.eval.metrics import DEFAULT_MEASURES, parse_measure
+    from m3search.eval.report import build_results, task_entry
+    from m3search.eval.runner import MODE_OUTPUTS, RunSpec, run_task, score_weights
+    from m3search.eval.tune import check_splits, tune_on_dev
+
+    parse_measure(metric)
+    check_splits(dev_split, split)
+    limits = {dev_split: max_dev_queries, split: max_queries}
+
+    def load_split(name: str):
+        (task,) = load_tasks(dataset, split=name)
+        return slice_task(task, max_queries=limits[name])
+
+    outputs = MODE_OUTPUTS[mode]
+    free = [o in outputs for o in ("dense", "sparse", "colbert")]
+    corpus_task = load_split(dev_split)
+    with indexed_collection(corpus_task, model=model, outputs=outputs, path=collection) as (searcher, stats):
+        def objective(task, weights):
+            return score_weights(searcher, task, weights, mode=mode, fusion=fusion, metric=metric)
+
+        tuned, test = tune_on_dev(
+            load_split, objective,
+            dev_split=dev_split, test_split=split, metric=metric, method=method, step=step, free=free)
+        if set(test.corpus) != set(corpus_task.corpus):
+            raise InvalidInputError(f"the {dev_split!r} and {split!r} splits of {dataset} have different "
+                                    "corpora")
+        default = tuple(w if f else 0.0 for w, f in zip(DEFAULT_WEIGHTS, free))
+        runs = [RunSpec(o) for o in outputs]
+        runs += [RunSpec(mode, fusion, default, "default"), RunSpec(mode, fusion, tuned.best, "tuned")]
+        measures = tuple(dict.fromkeys((metric, *DEFAULT_MEASURES)))
+        results = run_task(searcher, test, runs, measures=measures)
+    settings = _settings(measures, runs, dataset=dataset, max_queries=max_queries,
+                         max_dev_queries=max_dev_queries)
+    entry = task_entry(test.describe(), stats, results)
+    _finish(build_results(model=model, settings=settings, tasks=[entry], tuning=tuned.to_dict()), output)

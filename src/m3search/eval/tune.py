@@ -1,0 +1,169 @@
+"""Fusion-weight tuning on a dev split, then one evaluation of the chosen weights on the test split.
+
+Weighted fusion is a weighted mean, so weights are searched on the simplex (they sum to 1): either a full grid
+with a given step, or coordinate ascent from a start point. `tune_on_dev` is the only entry point that touches
+splits: it loads the dev split, searches with an objective that can only see that task, and loads the test
+split after the search is final, so test judgments cannot leak into the choice of weights.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from m3search.errors import InvalidInputError
+from m3search.eval.datasets import RetrievalTask
+from m3search.scoring import DEFAULT_WEIGHTS, check_weights
+
+log = logging.getLogger(__name__)
+
+Weights = tuple[float, float, float]
+"""(dense, sparse, colbert)."""
+Method = Literal["grid", "coordinate"]
+METHODS: tuple[Method, ...] = ("grid", "coordinate")
+
+
+@dataclass
+class TuneResult:
+    """The best weights found, their dev score, and every trial in the order tried."""
+
+    method: str
+    metric: str
+    dev_split: str
+    best: Weights
+    best_score: float
+    trials: list[tuple[Weights, float]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form for tune.json."""
+        return {"method": self.method, "metric": self.metric, "dev_split": self.dev_split,
+                "best": list(self.best), "best_score": self.best_score,
+                "trials": [{"weights": list(w), "score": s} for w, s in self.trials]}
+
+
+def _normalize(weights: Sequence[float]) -> Weights:
+    w = check_weights(weights)
+    total = sum(w)
+    return tuple(round(x / total, 10) for x in w)  # type: ignore[return-value]
+
+
+def _divisions(step: float) -> int:
+    """How many steps make 1; raise unless `step` divides 1."""
+    if not 0 < step <= 1 or abs(round(1 / step) * step - 1) > 1e-9:
+        raise InvalidInputError(f"step must divide 1 (0.5, 0.25, 0.1, 0.05...), got {step}")
+    return round(1 / step)
+
+
+def simplex_grid(step: float, free: Sequence[bool] = (True, True, True)) -> list[Weights]:
+    """Every weight triple with components on multiples of `step` summing to 1; non-free components stay 0."""
+    n = _divisions(step)
+    if not any(free):
+        raise InvalidInputError("at least one weight must be free to tune")
+    points = []
+    for parts in itertools.product(range(n + 1), repeat=3):
+        if sum(parts) == n and all(f or p == 0 for f, p in zip(free, parts)):
+            points.append(tuple(p / n for p in parts))
+    return points  # type: ignore[return-value]
+
+
+class _Memo:
+    """Objective calls cached by normalized weights, recorded in order."""
+
+    def __init__(self, objective: Callable[[Weights], float]) -> None:
+        self.objective = objective
+        self.trials: dict[Weights, float] = {}
+
+    def __call__(self, weights: Sequence[float]) -> float:
+        w = _normalize(weights)
+        if w not in self.trials:
+            self.trials[w] = float(self.objective(w))
+            log.info("weights %s -> %.5f", w, self.trials[w])
+        return self.trials[w]
+
+
+def _snap(weights: Sequence[float], n: int, free: Sequence[bool]) -> list[int]:
+    """The grid point (integer parts summing to n) nearest to `weights`, by largest remainder."""
+    masked = [w if f else 0.0 for w, f in zip(weights, free)]
+    if sum(masked) <= 0:
+        masked = [float(f) for f in free]
+    scaled = [w * n / sum(masked) for w in masked]
+    parts = [int(x) for x in scaled]
+    for i in sorted(range(3), key=lambda i: parts[i] - scaled[i])[:n - sum(parts)]:
+        parts[i] += 1
+    return parts
+
+
+def search_weights(objective: Callable[[Weights], float], *, method: Method = "coordinate", step: float = 0.1,
+                   start: Sequence[float] = DEFAULT_WEIGHTS, free: Sequence[bool] = (True, True, True),
+                   max_rounds: int = 100) -> tuple[Weights, float, list[tuple[Weights, float]]]:
+    """Maximize `objective` over weights on the simplex grid of `step`; ties keep the earlier point.
+
+    grid: every point of `simplex_grid(step, free)`, after the start point. coordinate: from the grid point
+    nearest `start`, repeatedly move `step` of weight from one mode to another, taking the best improving
+    move, until none improves (a few dozen evaluations instead of the whole grid).
+    """
+    if method not in METHODS:
+        raise InvalidInputError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    if not any(free):
+        raise InvalidInputError("at least one weight must be free to tune")
+    n = _divisions(step)
+    memo = _Memo(objective)
+    parts = _snap(start, n, free)
+    best = _normalize([p / n for p in parts])
+    best_score = memo(best)
+    if method == "grid":
+        for point in simplex_grid(step, free):
+            if memo(point) > best_score:
+                best, best_score = point, memo(point)
+        return best, best_score, list(memo.trials.items())
+    movable = [i for i in range(3) if free[i]]
+    for _ in range(max_rounds):
+        moves = []
+        for i in movable:
+            for j in movable:
+                if i != j and parts[i] > 0:
+                    moved = list(parts)
+                    moved[i] -= 1
+                    moved[j] += 1
+                    moves.append(moved)
+        scored = [(memo([p / n for p in m]), m) for m in moves]
+        top_score, top = max(scored, key=lambda x: x[0], default=(best_score, parts))
+        if top_score <= best_score:
+            break
+        parts, best_score = top, top_score
+        best = _normalize([p / n for p in parts])
+    return best, best_score, list(memo.trials.items())
+
+
+def check_splits(dev_split: str, test_split: str) -> None:
+    """Refuse to tune on the split that will be reported."""
+    if dev_split == test_split:
+        raise InvalidInputError(f"the dev split and the test split are both {dev_split!r}: tune on another "
+                                "split (SciFact: train)")
+
+
+def tune_on_dev(load_split: Callable[[str], RetrievalTask],
+                evaluate: Callable[[RetrievalTask, Weights], float], *, dev_split: str, test_split: str,
+                metric: str, method: Method = "coordinate", step: float = 0.1,
+                start: Sequence[float] = DEFAULT_WEIGHTS, free: Sequence[bool] = (True, True, True)
+                ) -> tuple[TuneResult, RetrievalTask]:
+    """Tune weights on `dev_split`; only then load `test_split`. Returns the result and the test task.
+
+    `evaluate(task, weights)` scores weights on a task (higher is better); during the search it is only ever
+    given the dev task, because the test task does not exist yet. Dev and test must not share queries.
+    """
+    check_splits(dev_split, test_split)
+    dev = load_split(dev_split)
+    best, score, trials = search_weights(lambda w: evaluate(dev, w), method=method, step=step, start=start,
+                                         free=free)
+    result = TuneResult(method, metric, dev_split, best, score, trials)
+    test = load_split(test_split)
+    shared = set(dev.queries) & set(test.queries)
+    if shared:
+        raise InvalidInputError(f"{len(shared)} queries of the {test_split!r} split are also in "
+                                f"{dev_split!r} (e.g. {sorted(shared)[0]}): tuning on them would leak into "
+                                "the test score")
+    return result, test

@@ -1,0 +1,139 @@
+"""Dense vectors of one segment: exact inner-product search, or faiss HNSW (optionally SQ8) for large segments.
+
+The float32 vectors stay the source of truth (a memory-mapped `.npy` for sealed segments): exact search, exact
+re-scoring of candidates and rebuilding at compaction read them. The HNSW graph is derived from them and held
+in RAM. Filters are applied *during* the search: an allowed-row bitmap goes to faiss as an `IDSelectorBitmap`,
+and when it lets few rows through the search switches to an exact scan of just those rows (a graph walk over a
+sparse allowed set loses recall, a scan of a few thousand rows is both exact and fast).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import faiss
+import numpy as np
+
+from m3search.index.topk import top_k
+
+DenseKind = Literal["flat", "hnsw", "hnsw-sq8"]
+DENSE_KINDS: tuple[DenseKind, ...] = ("flat", "hnsw", "hnsw-sq8")
+
+VECTORS_FILE = "dense.npy"
+ANN_FILE = "dense.faiss"
+
+
+@dataclass(frozen=True)
+class HNSWParams:
+    """How HNSW graphs are built and searched: `m` links per node, `ef_*` the candidate list lengths."""
+
+    m: int = 32
+    ef_construction: int = 64
+    ef_search: int = 128
+    #: Segments with fewer rows are searched exactly (no graph).
+    min_rows: int = 20_000
+    #: A filtered search scans the allowed rows exactly when at most this many ...
+    exact_max_rows: int = 10_000
+    #: ... or at most this fraction of the segment is allowed.
+    exact_max_fraction: float = 0.02
+
+
+def build_ann(vectors: np.ndarray, kind: DenseKind, params: HNSWParams) -> faiss.Index | None:
+    """An HNSW index over `vectors` (inner product), or None for `flat` or segments too small for a graph."""
+    if kind == "flat" or len(vectors) < params.min_rows:
+        return None
+    dim = vectors.shape[1]
+    if kind == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, params.m, faiss.METRIC_INNER_PRODUCT)
+    elif kind == "hnsw-sq8":
+        index = faiss.IndexHNSWSQ(dim, faiss.ScalarQuantizer.QT_8bit, params.m, faiss.METRIC_INNER_PRODUCT)
+        index.train(_contiguous(vectors))
+    else:
+        raise ValueError(f"unknown dense index kind {kind!r}; choose one of {', '.join(DENSE_KINDS)}")
+    index.hnsw.efConstruction = params.ef_construction
+    block = 65_536  # add in blocks so a memory-mapped source is not copied whole
+    for start in range(0, len(vectors), block):
+        index.add(_contiguous(vectors[start:start + block]))
+    return index
+
+
+def _contiguous(x: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+class DenseIndex:
+    """Inner-product search over the rows of `vectors`, through `ann` when there is one."""
+
+    def __init__(self, vectors: np.ndarray, ann: faiss.Index | None = None,
+                 params: HNSWParams = HNSWParams()) -> None:
+        self.vectors = vectors
+        self.ann = ann
+        self.params = params
+
+    def __len__(self) -> int:
+        return len(self.vectors)
+
+    @property
+    def dim(self) -> int:
+        return self.vectors.shape[1]
+
+    def search(self, query: np.ndarray, k: int, allowed: np.ndarray | None = None,
+               ef_search: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The `k` allowed rows with the highest inner product with `query`: (rows, scores), best first.
+
+        Scores from an HNSW search over SQ8 codes are approximate; `score_rows` gives exact ones.
+        """
+        n = len(self.vectors)
+        n_allowed = n if allowed is None else int(np.count_nonzero(allowed))
+        if k <= 0 or n_allowed == 0:
+            return np.empty(0, np.int64), np.empty(0, np.float32)
+        filtered = allowed is not None and n_allowed < n
+        exact = self.ann is None or (filtered and (n_allowed <= self.params.exact_max_rows
+                                                   or n_allowed <= self.params.exact_max_fraction * n))
+        if exact:
+            if allowed is None or n_allowed == n:
+                return top_k(self._dot(self.vectors, query), k)
+            rows = np.flatnonzero(allowed)
+            picked, scores = top_k(self._dot(self.vectors[rows], query), k)
+            return rows[picked], scores
+        search_params = faiss.SearchParametersHNSW()
+        search_params.efSearch = max(ef_search or self.params.ef_search, k)
+        if filtered:
+            bits = np.packbits(allowed, bitorder="little")
+            selector = faiss.IDSelectorBitmap(n, faiss.swig_ptr(bits))
+            search_params.sel = selector
+        scores, rows = self.ann.search(_contiguous(query)[None, :], min(k, n_allowed), params=search_params)
+        keep = rows[0] >= 0
+        return rows[0][keep].astype(np.int64), scores[0][keep]
+
+    def score_rows(self, query: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Exact inner products of `query` with the given rows (float32)."""
+        if len(rows) == 0:
+            return np.empty(0, np.float32)
+        order = np.argsort(rows)  # sorted reads are kinder to a memory map
+        out = np.empty(len(rows), np.float32)
+        out[order] = self._dot(self.vectors[rows[order]], query)
+        return out
+
+    @staticmethod
+    def _dot(matrix: np.ndarray, query: np.ndarray) -> np.ndarray:
+        return np.asarray(matrix, dtype=np.float32) @ np.asarray(query, dtype=np.float32)
+
+    def save(self, directory: Path) -> list[Path]:
+        """Write the vectors (and the graph, if any) into `directory`; returns the files written."""
+        paths = [directory / VECTORS_FILE]
+        np.save(paths[0], _contiguous(self.vectors))
+        if self.ann is not None:
+            paths.append(directory / ANN_FILE)
+            faiss.write_index(self.ann, str(paths[1]))
+        return paths
+
+    @classmethod
+    def load(cls, directory: Path, params: HNSWParams = HNSWParams()) -> "DenseIndex":
+        """Open a saved index: vectors memory-mapped, graph read into RAM."""
+        vectors = np.load(directory / VECTORS_FILE, mmap_mode="r")
+        ann_path = directory / ANN_FILE
+        ann = faiss.read_index(str(ann_path)) if ann_path.exists() else None
+        return cls(vectors, ann, params)

@@ -1,0 +1,739 @@
+"""`Collection`: the embedded hybrid index, a directory opened in-process (no server).
+
+Layout of a collection directory:
+
+    config.json      what it stores and how (written once, atomically)
+    store.sqlite     documents, the incremental level's vectors, tombstones, the segment list, BM25 statistics
+    segments/NAME/   immutable segments: seqs, dense vectors (+ HNSW graph), sparse postings, ColBERT tokens
+    write.lock       the writer lock
+
+Writes (`upsert`, `delete`) are one SQLite transaction each and durable when they return; new documents land
+in the incremental level, which `flush` seals into a segment every `flush_docs` documents, and segments of a
+similar size are merged (`compact` merges everything). One process writes at a time; any number read, each
+seeing whole versions.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import os
+import shutil
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from m3search.encoders.base import OUTPUT_KINDS, OutputKind, TextEncoder
+from m3search.encoders.bm25 import BM25Encoder, BM25Stats
+from m3search.encoders.composite import CompositeEncoder
+from m3search.errors import (
+    CollectionError,
+    CollectionExistsError,
+    CollectionNotFoundError,
+    InvalidInputError,
+)
+from m3search.index.multivector import encode_tokens
+from m3search.index.sparse import SparseIndex, SparseRow
+from m3search.search.fusion import Fusion, mode_weights
+from m3search.search.planner import MODE_KINDS, Mode, QueryVectors, SearchLevel, execute, mode_outputs
+from m3search.search.results import Hit
+from m3search.store.cache import EmbeddingCache, default_cache_path
+from m3search.store.config import CONFIG_FILE, CollectionConfig, fsync_path
+from m3search.store.database import DB_FILE, Database, pack_counts, pack_sparse
+from m3search.store.documents import (
+    Document,
+    as_documents,
+    check_colbert,
+    check_dense,
+    check_sparse,
+    normalize_ids,
+)
+from m3search.store.filters import Filter, compile_filter, parse_filter
+from m3search.store.lock import WriterLock
+from m3search.store.pending import PendingLevel
+from m3search.store.segments import SEGMENTS_DIR, Segment, SegmentData, remove_unlisted, write_segment
+
+log = logging.getLogger(__name__)
+
+#: Rows of ColBERT vectors read from the database at a time while sealing the incremental level.
+COLBERT_READ_BATCH = 256
+
+
+def _bm25_part(encoder: TextEncoder) -> BM25Encoder | None:
+    """The BM25 encoder providing `encoder`'s sparse output, if that is where it comes from."""
+    if isinstance(encoder, BM25Encoder):
+        return encoder
+    if isinstance(encoder, CompositeEncoder) and isinstance(encoder.parts.get("sparse"), BM25Encoder):
+        return encoder.parts["sparse"]  # type: ignore[return-value]
+    return None
+
+
+def _model_source(encoder: TextEncoder) -> str:
+    """Where `encoder`'s model can be loaded from again: its directory when it has one, else its name."""
+    parts = encoder.parts.values() if isinstance(encoder, CompositeEncoder) else [encoder]
+    for part in parts:
+        if getattr(part, "path", None) is not None:
+            return str(part.path)
+    return encoder.name
+
+
+def _as_sparse_row(vector: Mapping[int, float]) -> SparseRow:
+    return (np.fromiter(vector.keys(), np.int64, len(vector)),
+            np.fromiter(vector.values(), np.float32, len(vector)))
+
+
+class Collection:
+    """A persistent hybrid index of documents; create with `Collection.create`, open with `Collection.open`."""
+
+    def __init__(self, path: Path, *, encoder: TextEncoder | None = None, runtime: str = "auto",
+                 readonly: bool = False, cache: bool | str | Path = True) -> None:
+        """Open the collection at `path` (use `Collection.open`)."""
+        self.path = Path(path)
+        if not (self.path / CONFIG_FILE).is_file():
+            raise CollectionNotFoundError(f"no collection at {self.path} (no {CONFIG_FILE}); create it first")
+        self.config = CollectionConfig.load(self.path)
+        self.readonly = readonly
+        self._runtime = runtime
+        self._mutex = threading.RLock()
+        self._db = Database(self.path / DB_FILE)
+        self._lock = WriterLock(self.path)
+        self._segments_dir = self.path / SEGMENTS_DIR
+        self._segments: dict[str, Segment] = {}
+        self._dead: dict[str, np.ndarray] = {}
+        self._tombstones = np.empty(0, np.int64)
+        self._bm25_stats = BM25Stats() if self.config.sparse_source == "bm25" else None
+        colbert_fetch = None
+        if "colbert" in self.config.outputs:
+            def colbert_fetch(seqs: list[int]) -> dict[int, np.ndarray]:
+                return self._db.pending_colbert(seqs, self.config.colbert_dim or 0)
+        self._pending = PendingLevel(self.config.dim if "dense" in self.config.outputs else None, colbert_fetch)
+        self._count = 0
+        self._version = -1
+        self._encoder: TextEncoder | None = None
+        if encoder is not None:
+            self._attach_encoder(encoder)
+        self._cache: EmbeddingCache | None = None
+        if cache:
+            self._cache = EmbeddingCache(default_cache_path() if cache is True else Path(cache))
+        self._reload()
+
+    # ---- creating and opening --------------------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls,
+        path: str | Path,
+        model: str | Path | None = None,
+        *,
+        outputs: Sequence[OutputKind] | None = None,
+        encoder: TextEncoder | None = None,
+        runtime: str = "auto",
+        dim: int | None = None,
+        colbert_dim: int | None = None,
+        dense_index: str = "hnsw",
+        colbert_dtype: str = "float16",
+        max_length: int | None = None,
+        hnsw: Mapping[str, Any] | None = None,
+        flush_docs: int = 10_000,
+        merge_factor: int = 10,
+        cache: bool | str | Path = True,
+    ) -> "Collection":
+        """Create a new, empty collection at `path` and open it for writing.
+
+        `model` (hub id, alias or directory) or a ready `encoder` encodes texts; with neither, documents and
+        queries must come as vectors and `dim` (and `colbert_dim`) say their sizes. `outputs` defaults to all
+        the encoder produces (a model without a sparse head gets BM25 over its tokenizer). `dense_index`:
+        "hnsw" (float32 graph), "hnsw-sq8" (8-bit codes, a quarter of the memory) or "flat" (always exact);
+        `colbert_dtype`: "float16" or "int8". `hnsw` overrides `HNSWParams` fields (m, ef_construction,
+        ef_search, min_rows...). `cache` is True (the shared embedding cache), False, or a cache file path.
+        """
+        path = Path(path)
+        if (path / CONFIG_FILE).exists():
+            raise CollectionExistsError(f"a collection already exists at {path}")
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise CollectionExistsError(f"{path} exists and is not an empty directory")
+        if outputs is not None:
+            outputs = list(outputs)
+            unknown = [k for k in outputs if k not in OUTPUT_KINDS]
+            if unknown or not outputs:
+                raise InvalidInputError(f"outputs must be a non-empty subset of {OUTPUT_KINDS}, got {outputs}")
+        if encoder is None and model is not None:
+            from m3search.encoders import load_encoder
+
+            wants_sparse = outputs is None or "sparse" in outputs
+            encoder = load_encoder(model, runtime=runtime, sparse="auto" if wants_sparse else "none")
+        settings: dict[str, Any] = dict(dense_index=dense_index, colbert_dtype=colbert_dtype, max_length=max_length,
+                                        flush_docs=flush_docs, merge_factor=merge_factor)
+        if hnsw:
+            settings["hnsw"] = dict(hnsw)
+        if encoder is not None:
+            outputs = outputs or [k for k in OUTPUT_KINDS if k in encoder.outputs]
+            encoder.check_outputs(outputs)
+            bm25 = _bm25_part(encoder)
+            config = CollectionConfig(
+                outputs=outputs, dim=encoder.dim if "dense" in outputs else None,
+                colbert_dim=encoder.colbert_dim if "colbert" in outputs else None,
+                model=str(model) if model is not None else _model_source(encoder),
+                sparse_source=None if "sparse" not in outputs else "bm25" if bm25 else "model",
+                encoder=encoder.describe(), **settings)
+        else:
+            outputs = outputs or [k for k, on in (("dense", dim), ("sparse", True), ("colbert", colbert_dim)) if on]
+            config = CollectionConfig(outputs=outputs, dim=dim if "dense" in outputs else None,
+                                      colbert_dim=colbert_dim if "colbert" in outputs else None, **settings)
+        tmp = path.parent / f".{path.name}.creating-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        (tmp / SEGMENTS_DIR).mkdir()
+        config.save(tmp)
+        Database(tmp / DB_FILE).close()
+        fsync_path(tmp / DB_FILE)
+        fsync_path(tmp)
+        os.rename(tmp, path)
+        fsync_path(path.parent)
+        return cls(path, encoder=encoder, runtime=runtime, cache=cache)
+
+    @classmethod
+    def open(cls, path: str | Path, *, encoder: TextEncoder | None = None, runtime: str = "auto",
+             readonly: bool = False, cache: bool | str | Path = True) -> "Collection":
+        """Open an existing collection. The writer lock is taken at the first write (not with `readonly`).
+
+        The recorded model is loaded on first need (a text to encode), on `runtime`; pass `encoder` to reuse a
+        loaded one. Raises `CollectionNotFoundError` when `path` holds no collection.
+        """
+        return cls(Path(path), encoder=encoder, runtime=runtime, readonly=readonly, cache=cache)
+
+    def close(self) -> None:
+        """Release the writer lock and the database."""
+        with self._mutex:
+            self._lock.release()
+            self._db.close()
+            if self._cache is not None:
+                self._cache.close()
+
+    def __enter__(self) -> "Collection":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Collection({str(self.path)!r}, model={self.config.model!r}, outputs={self.config.outputs})"
+
+    # ---- encoder ---------------------------------------------------------------------------------------
+
+    @property
+    def encoder(self) -> TextEncoder:
+        """The text encoder, loaded from the recorded model on first use."""
+        if self._encoder is None:
+            if self.config.model is None:
+                raise InvalidInputError(
+                    f"collection {self.path} has no model: give documents and queries as vectors, or open it with "
+                    "encoder=")
+            from m3search.encoders import load_encoder
+
+            source = self.config.sparse_source
+            sparse = "bm25" if source == "bm25" else "model" if source == "model" else "none"
+            self._attach_encoder(load_encoder(self.config.model, runtime=self._runtime, sparse=sparse,
+                                              bm25_stats=self._bm25_stats))
+        return self._encoder  # type: ignore[return-value]
+
+    def _attach_encoder(self, encoder: TextEncoder) -> None:
+        cfg = self.config
+        encoder.check_outputs(cfg.outputs)
+        if "dense" in cfg.outputs and encoder.dim != cfg.dim:
+            raise InvalidInputError(f"encoder {encoder.name!r} makes {encoder.dim}-d vectors; collection {self.path} "
+                                    f"holds {cfg.dim}-d ones")
+        if "colbert" in cfg.outputs and encoder.colbert_dim != cfg.colbert_dim:
+            raise InvalidInputError(f"encoder {encoder.name!r} makes {encoder.colbert_dim}-d token vectors; "
+                                    f"collection {self.path} holds {cfg.colbert_dim}-d ones")
+        bm25 = _bm25_part(encoder)
+        if cfg.sparse_source == "bm25":
+            if bm25 is None:
+                raise InvalidInputError(f"collection {self.path} uses BM25 sparse weights; the encoder has none")
+            bm25.stats = self._bm25_stats  # queries always see the collection's current statistics
+        elif cfg.sparse_source == "model" and bm25 is not None:
+            raise InvalidInputError(f"collection {self.path} uses the model's sparse head; the encoder gives BM25")
+        self._encoder = encoder
+
+    # ---- state -----------------------------------------------------------------------------------------
+
+    def _reload(self) -> None:
+        """Load the committed state (segment list, tombstones, incremental level) as one version."""
+        for attempt in range(20):
+            version = self._db.data_version()
+            with self._db.read():
+                names = self._db.segment_names()
+                tombstones = self._db.tombstones()
+                pending = self._db.load_pending()
+                count = self._db.count_docs()
+                stats = self._db.load_bm25() if self._bm25_stats is not None else None
+            try:
+                segments = {n: self._segments.get(n) or Segment.load(self._segments_dir / n, self.config)
+                            for n in names}
+            except FileNotFoundError:  # merged away by the writer since we read the list: read it again
+                log.debug("segment vanished while loading (attempt %d); reloading", attempt)
+                continue
+            break
+        else:
+            raise CollectionError(f"collection {self.path} keeps changing under this reader; try again")
+        self._segments = segments
+        self._tombstones = tombstones
+        self._dead = {n: s.rows_of(tombstones) for n, s in segments.items()} if len(tombstones) else {}
+        self._pending.clear()
+        self._pending.add((p.seq, p.dense, p.sparse) for p in pending)
+        self._count = count
+        if stats is not None:
+            self._bm25_stats.n_docs, self._bm25_stats.total_len = stats.n_docs, stats.total_len
+            self._bm25_stats.df = stats.df
+        self._version = version
+
+    def _refresh(self) -> None:
+        """Reload when another process committed since the last load."""
+        if self._db.data_version() != self._version:
+            self._reload()
+
+    def _writable(self) -> None:
+        """Take the writer lock on first write, clean up what a crashed writer left, start from fresh state."""
+        if self.readonly:
+            raise CollectionError(f"collection {self.path} is open read-only")
+        if not self._lock.held:
+            self._lock.acquire()
+            removed = remove_unlisted(self._segments_dir, self._db.segment_names())
+            if removed:
+                log.info("removed %d unlisted segment directories: %s", len(removed), removed)
+            self._reload()
+
+    def _forget(self, seqs: Iterable[int], sealed: Iterable[int]) -> None:
+        """Apply a committed removal to the in-memory state: drop pending rows, tombstone sealed ones."""
+        self._pending.remove(seqs)
+        sealed = np.asarray(sorted(sealed), np.int64)
+        if len(sealed):
+            self._tombstones = np.union1d(self._tombstones, sealed)
+            for name, seg in self._segments.items():
+                hit = seg.rows_of(sealed)
+                if hit.any():
+                    self._dead[name] = self._dead.get(name, np.zeros(len(seg), bool)) | hit
+
+    # ---- writing ---------------------------------------------------------------------------------------
+
+    def upsert(self, documents: Iterable[Document | Mapping[str, Any]], *, batch_size: int = 32,
+               show_progress: bool = False) -> int:
+        """Insert or replace documents by id; returns how many were written, once they are durable.
+
+        Each document needs an `id` and either a `text` (encoded here, through the embedding cache) or its
+        vectors. The batch is validated and encoded first and then written in one transaction: it is stored
+        whole or not at all. Duplicate ids within a batch, wrong vector sizes and NaN are errors.
+        """
+        with self._mutex:
+            self._writable()
+            cfg = self.config
+            docs = as_documents(documents, cfg.dim, cfg.colbert_dim)
+            if not docs:
+                return 0
+            self._fill_vectors(docs, batch_size, show_progress)
+            counts = self._term_counts(docs)
+            ids = [d.id for d in docs]
+            with self._db.write():
+                old = self._db.seqs_of(ids)
+                old_seqs = list(old.values())
+                old_counts = self._db.term_counts(old_seqs) if self._bm25_stats is not None else {}
+                stats = self._bm25_after(old_counts.values(), [c for c in counts if c is not None])
+                if stats is not None:
+                    for doc, c in zip(docs, counts):
+                        if c is not None:
+                            doc.sparse = self._bm25_weights(c, stats)
+                was_pending = self._db.delete_pending(old_seqs)
+                sealed = [s for s in old_seqs if s not in was_pending]
+                self._db.add_tombstones(sealed)
+                self._db.delete_docs(list(old))
+                seqs = self._db.allocate_seqs(len(docs))
+                self._db.insert_docs(
+                    (d.id, int(s), d.kind, d.text, json.dumps(d.metadata, ensure_ascii=False),
+                     pack_counts(c) if c is not None else None) for d, s, c in zip(docs, seqs, counts))
+                self._db.insert_pending(
+                    (int(s), None if d.dense is None else np.asarray(d.dense, np.float32).tobytes(),
+                     None if d.sparse is None else pack_sparse(d.sparse),
+                     None if d.colbert is None else np.asarray(d.colbert, np.float16).tobytes())
+                    for d, s in zip(docs, seqs))
+                if stats is not None:
+                    self._db.update_bm25(stats.n_docs, stats.total_len,
+                                         self._df_delta(old_counts.values(), [c for c in counts if c is not None]))
+            self._forget(old_seqs, sealed)
+            self._pending.add((int(s), d.dense, d.sparse) for d, s in zip(docs, seqs))
+            self._count += len(docs) - len(old)
+            if stats is not None:
+                for c in old_counts.values():
+                    self._bm25_stats.remove(c)
+                for c in counts:
+                    if c is not None:
+                        self._bm25_stats.add(c)
+            if len(self._pending) >= cfg.flush_docs:
+                self.flush()
+            return len(docs)
+
+    def delete(self, ids: str | int | Iterable[str | int]) -> int:
+        """Delete documents by id (unknown ids are ignored); returns how many existed. Durable on return."""
+        with self._mutex:
+            self._writable()
+            wanted = normalize_ids(ids)
+            with self._db.write():
+                old = self._db.seqs_of(wanted)
+                old_seqs = list(old.values())
+                old_counts = self._db.term_counts(old_seqs) if self._bm25_stats is not None else {}
+                was_pending = self._db.delete_pending(old_seqs)
+                sealed = [s for s in old_seqs if s not in was_pending]
+                self._db.add_tombstones(sealed)
+                self._db.delete_docs(list(old))
+                stats = self._bm25_after(old_counts.values(), [])
+                if stats is not None:
+                    self._db.update_bm25(stats.n_docs, stats.total_len, self._df_delta(old_counts.values(), []))
+            self._forget(old_seqs, sealed)
+            self._count -= len(old)
+            for c in old_counts.values():
+                self._bm25_stats.remove(c)
+            return len(old)
+
+    def _fill_vectors(self, docs: list[Document], batch_size: int, show_progress: bool) -> None:
+        """Encode the outputs documents lack from their text (through the cache); error if there is no text."""
+        cfg = self.config
+        model_kinds = [k for k in cfg.outputs if not (k == "sparse" and cfg.sparse_source == "bm25")]
+        todo: list[Document] = []
+        for doc in docs:
+            missing = [k for k in model_kinds if getattr(doc, k) is None and not (k == "colbert" and doc.text is None)]
+            if cfg.sparse_source == "bm25" and doc.sparse is None and doc.text is None:
+                missing.append("sparse")
+            if not missing:
+                continue
+            if doc.text is None:
+                raise InvalidInputError(f"document {doc.id!r} has no text and lacks {', '.join(missing)} vectors")
+            todo.append(doc)
+        if not todo:
+            return
+        encoded = self._encode_texts([d.text for d in todo], model_kinds, batch_size, show_progress)
+        for doc, vectors in zip(todo, encoded):
+            for kind in model_kinds:
+                if getattr(doc, kind) is None:
+                    setattr(doc, kind, vectors[kind])
+
+    def _encode_texts(self, texts: list[str], kinds: list[OutputKind], batch_size: int,
+                      show_progress: bool) -> list[dict[str, Any]]:
+        """Model outputs for `texts`, from the cache where present, encoding (and caching) the rest."""
+        encoder = self.encoder
+        key_base = json.dumps({"model": self.config.encoder.get("name", self.config.model), "kinds": kinds,
+                               "max_length": self.config.max_length}, sort_keys=True)
+        found = self._cache.get(key_base, texts) if self._cache is not None else {}
+        missing = [i for i in range(len(texts)) if i not in found]
+        if missing:
+            flags = {f"return_{k}": k in kinds for k in OUTPUT_KINDS}
+            result = encoder.encode_documents([texts[i] for i in missing], batch_size=batch_size,
+                                              max_length=self.config.max_length, show_progress_bar=show_progress,
+                                              **flags)
+            fresh = {}
+            for j, i in enumerate(missing):
+                fresh[i] = {
+                    "dense": None if result.dense is None else result.dense[j],
+                    "sparse": None if result.sparse is None else _as_sparse_row(result.sparse[j]),
+                    "colbert": None if result.colbert is None else np.asarray(result.colbert[j], np.float16),
+                }
+            if self._cache is not None:
+                self._cache.put(key_base, {texts[i]: v for i, v in fresh.items()})
+            found.update(fresh)
+        return [found[i] for i in range(len(texts))]
+
+    def _term_counts(self, docs: list[Document]) -> list[dict[int, int] | None]:
+        """BM25 term counts of documents whose sparse weights BM25 computes (None for the others)."""
+        if self._bm25_stats is None:
+            return [None] * len(docs)
+        bm25 = _bm25_part(self.encoder)
+        counts: list[dict[int, int] | None] = [None] * len(docs)
+        todo = [i for i, d in enumerate(docs) if d.sparse is None]
+        if todo:
+            for i, c in zip(todo, bm25.term_counts([docs[i].text for i in todo])):
+                counts[i] = c
+        return counts
+
+    def _bm25_after(self, removed: Iterable[dict[int, int]], added: Iterable[dict[int, int]]) -> BM25Stats | None:
+        """Document count and total length after a write (what the new documents' weights use)."""
+        if self._bm25_stats is None:
+            return None
+        removed, added = list(removed), list(added)
+        return BM25Stats(self._bm25_stats.n_docs - len(removed) + len(added),
+                         self._bm25_stats.total_len - sum(sum(c.values()) for c in removed)
+                         + sum(sum(c.values()) for c in added))
+
+    @staticmethod
+    def _df_delta(removed: Iterable[dict[int, int]], added: Iterable[dict[int, int]]) -> dict[int, int]:
+        delta: dict[int, int] = {}
+        for sign, group in ((-1, removed), (1, added)):
+            for counts in group:
+                for token in counts:
+                    delta[token] = delta.get(token, 0) + sign
+        return delta
+
+    def _bm25_weights(self, counts: dict[int, int], stats: BM25Stats) -> SparseRow:
+        """BM25 document weights of `counts` under `stats`' average length."""
+        scorer = copy.copy(_bm25_part(self.encoder))
+        scorer.stats = stats
+        return _as_sparse_row(scorer.document_weights(counts))
+
+    # ---- sealing and merging ---------------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Seal the incremental level into a new immutable segment (also done every `flush_docs` documents)."""
+        with self._mutex:
+            self._writable()
+            seqs = np.asarray(self._pending.seqs(), np.int64)
+            if len(seqs) == 0:
+                return
+            level = self._pending.level(None)
+            dense = None if level.dense is None else np.asarray(level.dense.vectors)
+            self._seal(SegmentData(seqs, dense, self._sealed_sparse(seqs, level.sparse),
+                                   *self._pending_colbert(seqs)), from_pending=True)
+            self._maybe_merge()
+
+    def compact(self) -> None:
+        """Flush, then merge every segment into one, dropping deleted rows and re-weighting BM25."""
+        with self._mutex:
+            self.flush()
+            if len(self._segments) > 1 or len(self._tombstones):
+                self._merge(list(self._segments))
+
+    def _pending_colbert(self, seqs: np.ndarray) -> tuple[np.ndarray | None, Iterator | None]:
+        if "colbert" not in self.config.outputs:
+            return None, None
+        dim, dtype = self.config.colbert_dim or 0, self.config.colbert_dtype
+        lengths = np.zeros(len(seqs), np.int64)
+        for start in range(0, len(seqs), COLBERT_READ_BATCH):
+            chunk = seqs[start:start + COLBERT_READ_BATCH]
+            found = self._db.pending_colbert(chunk.tolist(), dim)
+            lengths[start:start + len(chunk)] = [len(found[s]) if s in found else 0 for s in chunk.tolist()]
+
+        def rows() -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+            for start in range(0, len(seqs), COLBERT_READ_BATCH):
+                chunk = seqs[start:start + COLBERT_READ_BATCH].tolist()
+                found = self._db.pending_colbert(chunk, dim)
+                for s in chunk:
+                    yield encode_tokens(found.get(s, np.empty((0, dim), np.float16)), dtype)  # type: ignore[arg-type]
+        return lengths, rows()
+
+    def _sealed_sparse(self, seqs: np.ndarray, sparse: SparseIndex | None) -> SparseIndex | None:
+        """The sparse index a new segment gets: as stored, or BM25 re-weighted under today's statistics."""
+        if sparse is None or self._bm25_stats is None:
+            return sparse
+        counts = self._db.term_counts(seqs.tolist())
+        if not counts:
+            return sparse
+        rows, terms, weights = sparse.to_coo()
+        keep = ~np.isin(seqs[rows], np.fromiter(counts, np.int64, len(counts)))
+        parts = [(rows[keep], terms[keep], weights[keep])]
+        position = {int(s): i for i, s in enumerate(seqs.tolist())}
+        bm25 = _bm25_part(self.encoder)
+        for seq, c in counts.items():
+            ids, w = _as_sparse_row(bm25.document_weights(c))
+            parts.append((np.full(len(ids), position[seq], np.int64), ids, w))
+        return SparseIndex.from_coo(len(seqs), *(np.concatenate(p) for p in zip(*parts)))
+
+    def _seal(self, data: SegmentData, *, replaced: Sequence[str] = (), from_pending: bool = False) -> None:
+        """Write a segment from `data`, then register it and drop what it replaces in one transaction.
+
+        `replaced`: segments merged into it (their tombstones go too); `from_pending`: it seals the
+        incremental level, whose rows leave the database's pending table.
+        """
+        number = int(self._db.get_meta("next_segment", 0))
+        name = f"seg-{number:08d}"
+        if len(data.seqs):
+            write_segment(self._segments_dir, name, data, self.config)
+        replaced_seqs = [self._segments[n].seqs for n in replaced]
+        with self._db.write():
+            self._db.set_meta("next_segment", number + 1)
+            if len(data.seqs):
+                self._db.add_segment(name, len(data.seqs), int(data.seqs.min()), int(data.seqs.max()))
+            self._db.remove_segments(replaced)
+            for seqs in replaced_seqs:
+                self._db.remove_tombstones(seqs[np.isin(seqs, self._tombstones)].tolist())
+            if from_pending:
+                self._db.delete_pending(data.seqs.tolist())
+        self._db.reclaim_space()
+        self._reload()
+        remove_unlisted(self._segments_dir, self._segments)
+
+    def _merge(self, names: list[str]) -> None:
+        """Merge segments `names` into one, dropping their deleted rows."""
+        segs = [self._segments[n] for n in names]
+        keep = [np.flatnonzero(~self._dead.get(n, np.zeros(len(s), bool))) for n, s in zip(names, segs)]
+        seqs = np.concatenate([s.seqs[k] for s, k in zip(segs, keep)])
+        order = np.argsort(seqs, kind="stable")
+        in_order = bool(np.all(order == np.arange(len(order))))  # the usual case: no copy to reorder
+        seqs = seqs[order]
+        dense = None
+        if "dense" in self.config.outputs:
+            dense = np.concatenate([np.asarray(s.dense.vectors[k], np.float32) for s, k in zip(segs, keep)])
+            dense = dense if in_order else dense[order]
+        sparse = None
+        if "sparse" in self.config.outputs:
+            inverse = np.empty(len(order), np.int64)
+            inverse[order] = np.arange(len(order))
+            parts, offset = [], 0
+            for s, k in zip(segs, keep):
+                rows, terms, weights = s.sparse.to_coo()
+                new_row = np.full(len(s), -1, np.int64)
+                new_row[k] = np.arange(len(k)) + offset
+                alive = new_row[rows] >= 0
+                parts.append((inverse[new_row[rows[alive]]], terms[alive], weights[alive]))
+                offset += len(k)
+            sparse = self._sealed_sparse(seqs, SparseIndex.from_coo(len(seqs), *map(np.concatenate, zip(*parts))))
+        lengths, colbert_rows = None, None
+        if "colbert" in self.config.outputs:
+            source = [(s, r) for s, k in zip(segs, keep) for r in k.tolist()]
+            lengths = np.concatenate([s.colbert.token_counts(k) for s, k in zip(segs, keep)])
+            if not in_order:
+                source, lengths = [source[i] for i in order.tolist()], lengths[order]
+            colbert_rows = (s.colbert.encoded(r) for s, r in source)
+        self._seal(SegmentData(seqs, dense, sparse, lengths, colbert_rows), replaced=names)
+
+    def _maybe_merge(self) -> None:
+        """Tiered merging: once `merge_factor` segments share a size class, merge them into one."""
+        base, factor = self.config.flush_docs, self.config.merge_factor
+        while True:
+            classes: dict[int, list[str]] = {}
+            for name, seg in self._segments.items():
+                size = max(len(seg), 1)
+                classes.setdefault(max(0, int(math.log(max(size / base, 1.0), factor))), []).append(name)
+            full = [names for names in classes.values() if len(names) >= factor]
+            if not full:
+                return
+            self._merge(full[0])
+
+    # ---- reading ---------------------------------------------------------------------------------------
+
+    def count(self) -> int:
+        """Number of documents."""
+        with self._mutex:
+            self._refresh()
+            return self._count
+
+    def get(self, ids: str | int | Iterable[str | int]) -> list[Document | None]:
+        """The stored documents (id, kind, text, metadata) for `ids`, in order; None where an id is unknown."""
+        with self._mutex:
+            wanted = normalize_ids(ids)
+            rows = self._db.docs_by_id(wanted)
+            return [Document(r.id, r.text, json.loads(r.metadata), kind=r.kind) if (r := rows.get(i)) else None
+                    for i in wanted]
+
+    def search(
+        self,
+        query: str | Mapping[str, Any] | QueryVectors,
+        k: int = 10,
+        *,
+        mode: Mode | None = None,
+        weights: Sequence[float] | Mapping[str, float] | None = None,
+        fusion: Fusion = "weighted",
+        filter: str | Filter | None = None,
+        candidates: int = 100,
+        ef_search: int | None = None,
+    ) -> list[Hit]:
+        """The `k` best documents for `query` (a text, or its vectors as {"dense", "sparse", "colbert"}).
+
+        `mode`: dense, sparse, colbert, dense+sparse or all (default: all the collection's outputs allow).
+        `fusion`: "weighted" (the reference formula; `weights` = (dense, sparse, colbert), default 0.4/0.2/0.4)
+        or "rrf" (k=60). `filter` restricts the documents before any top-k (see `m3search.store.filters`).
+        `candidates`: how many each first stage passes to re-scoring in the hybrid modes.
+        """
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise InvalidInputError(f"k must be a positive integer, got {k!r}")
+        if isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 1:
+            raise InvalidInputError(f"candidates must be a positive integer, got {candidates!r}")
+        mode = mode or self.default_mode
+        needed = mode_outputs(mode)
+        missing = [kind for kind in needed if kind not in self.config.outputs]
+        if missing:
+            raise InvalidInputError(f"mode {mode!r} needs {', '.join(missing)} vectors; collection {self.path} "
+                                    f"stores {', '.join(self.config.outputs)}")
+        kinds = MODE_KINDS[mode]
+        kind_weights = mode_weights(weights, fusion, kinds) if len(kinds) > 1 else {kinds[0]: 1.0}
+        spec = parse_filter(filter)
+        vectors = self._query_vectors(query, needed)
+        with self._mutex:
+            self._refresh()
+            allowed = None
+            if spec:
+                where, params = compile_filter(spec)
+                allowed = self._db.matching_seqs(where, params)
+            found = execute(self._levels(allowed), vectors, mode, k, candidates=candidates, weights=kind_weights,
+                            fusion=fusion, ef_search=ef_search)
+            rows = self._db.docs_by_seq([f.seq for f in found])
+        return [Hit(r.id, f.score, f.scores, r.text, json.loads(r.metadata), r.kind)
+                for f in found if (r := rows.get(f.seq)) is not None]
+
+    @property
+    def default_mode(self) -> Mode:
+        """The richest mode the collection's outputs allow."""
+        for mode in ("all", "dense+sparse", "dense", "sparse"):
+            if all(kind in self.config.outputs for kind in mode_outputs(mode)):
+                return mode  # type: ignore[return-value]
+        return "sparse"
+
+    def _levels(self, allowed: np.ndarray | None) -> list[SearchLevel]:
+        levels = []
+        for name, seg in self._segments.items():
+            mask = None if allowed is None else seg.rows_of(allowed)
+            dead = self._dead.get(name)
+            if dead is not None:
+                mask = ~dead if mask is None else mask & ~dead
+            levels.append(SearchLevel(seg.seqs, mask, seg.dense, seg.sparse,
+                                      seg.colbert.maxsim if seg.colbert is not None else None))
+        levels.append(self._pending.level(allowed))
+        return levels
+
+    def _query_vectors(self, query: Any, needed: Sequence[OutputKind]) -> QueryVectors:
+        cfg = self.config
+        if isinstance(query, QueryVectors):
+            query = {k: getattr(query, k) for k in OUTPUT_KINDS}
+        if isinstance(query, str):
+            if not query.strip():
+                raise InvalidInputError("the query is empty")
+            flags = {f"return_{k}": k in needed for k in OUTPUT_KINDS}
+            result = self.encoder.encode_queries([query], **flags)
+            return QueryVectors(None if result.dense is None else result.dense[0],
+                                None if result.sparse is None else _as_sparse_row(result.sparse[0]),
+                                None if result.colbert is None else result.colbert[0])
+        if not isinstance(query, Mapping):
+            raise InvalidInputError(f"a query is a text or an object of vectors, got {type(query).__name__}")
+        absent = [k for k in needed if query.get(k) is None]
+        if absent:
+            raise InvalidInputError(f"the query lacks {', '.join(absent)} vectors")
+        out = QueryVectors()
+        if "dense" in needed:
+            out.dense = check_dense(query["dense"], cfg.dim, "query")
+        if "sparse" in needed:
+            out.sparse = check_sparse(query["sparse"], "query")
+        if "colbert" in needed:
+            colbert = check_colbert(query["colbert"], cfg.colbert_dim, "query")
+            out.colbert = colbert if colbert is not None else np.empty((0, cfg.colbert_dim), np.float32)
+        return out
+
+    def stats(self) -> dict[str, Any]:
+        """Counts and sizes: documents, segments (rows, deleted rows, bytes), incremental level, disk use."""
+        with self._mutex:
+            self._refresh()
+            segments = []
+            for name, seg in self._segments.items():
+                directory = self._segments_dir / name
+                segments.append({
+                    "name": name, "rows": len(seg), "deleted": int(self._dead[name].sum()) if name in self._dead else 0,
+                    "hnsw": seg.dense is not None and seg.dense.ann is not None,
+                    "bytes": {f.name: f.stat().st_size for f in sorted(directory.iterdir())},
+                })
+            disk = sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
+            return {"path": str(self.path), "count": self._count, "model": self.config.model,
+                    "outputs": self.config.outputs, "dense_index": self.config.dense_index,
+                    "colbert_dtype": self.config.colbert_dtype, "pending": len(self._pending),
+                    "tombstones": len(self._tombstones), "segments": segments, "disk_bytes": disk}
+
+
+__all__ = ["Collection"]

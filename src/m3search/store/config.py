@@ -1,0 +1,103 @@
+"""A collection's fixed settings (`config.json`), written once at creation, and durable small-file writes."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from m3search.encoders.base import OUTPUT_KINDS, OutputKind
+from m3search.errors import CollectionError, InvalidInputError
+from m3search.index.dense import DENSE_KINDS, HNSWParams
+from m3search.index.multivector import COLBERT_DTYPES
+
+CONFIG_FILE = "config.json"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class CollectionConfig:
+    """What a collection holds and how it indexes it; readers and writers of every version agree on it.
+
+    model: the model that encodes text (hub id or directory), None for a collection fed only vectors.
+    sparse_source: "model" (the model's sparse head), "bm25" (BM25 over its tokenizer) or None.
+    """
+
+    outputs: list[OutputKind]
+    dim: int | None
+    colbert_dim: int | None
+    model: str | None = None
+    sparse_source: str | None = None
+    encoder: dict[str, Any] = field(default_factory=dict)
+    max_length: int | None = None
+    dense_index: str = "hnsw"
+    hnsw: dict[str, Any] = field(default_factory=lambda: asdict(HNSWParams()))
+    colbert_dtype: str = "float16"
+    #: Documents in the incremental level that trigger sealing them into a segment.
+    flush_docs: int = 10_000
+    #: Segments of one size class merged together once there are this many.
+    merge_factor: int = 10
+    format: int = FORMAT_VERSION
+
+    def __post_init__(self) -> None:
+        unknown = [k for k in self.outputs if k not in OUTPUT_KINDS]
+        if unknown or not self.outputs:
+            raise InvalidInputError(f"outputs must be a non-empty subset of {OUTPUT_KINDS}, got {self.outputs}")
+        self.outputs = [k for k in OUTPUT_KINDS if k in self.outputs]
+        if "dense" in self.outputs and not (isinstance(self.dim, int) and self.dim > 0):
+            raise InvalidInputError("a collection with dense output needs a positive dense dimension `dim`")
+        if "colbert" in self.outputs and not (isinstance(self.colbert_dim, int) and self.colbert_dim > 0):
+            raise InvalidInputError("a collection with colbert output needs a positive `colbert_dim`")
+        if self.dense_index not in DENSE_KINDS:
+            raise InvalidInputError(f"dense_index must be one of {', '.join(DENSE_KINDS)}, got {self.dense_index!r}")
+        if self.colbert_dtype not in COLBERT_DTYPES:
+            raise InvalidInputError(
+                f"colbert_dtype must be one of {', '.join(COLBERT_DTYPES)}, got {self.colbert_dtype!r}")
+        known = {f.name for f in fields(HNSWParams)}
+        if set(self.hnsw) - known:
+            raise InvalidInputError(f"unknown HNSW settings {sorted(set(self.hnsw) - known)}; known: {sorted(known)}")
+        self.hnsw = asdict(HNSWParams(**self.hnsw))
+        if self.flush_docs < 1 or self.merge_factor < 2:
+            raise InvalidInputError("flush_docs must be >= 1 and merge_factor >= 2")
+
+    @property
+    def hnsw_params(self) -> HNSWParams:
+        return HNSWParams(**self.hnsw)
+
+    def save(self, directory: Path) -> None:
+        """Write `config.json` durably."""
+        atomic_write_text(directory / CONFIG_FILE, json.dumps(asdict(self), indent=2, sort_keys=True))
+
+    @classmethod
+    def load(cls, directory: Path) -> "CollectionConfig":
+        """Read `config.json`, refusing formats this version does not know."""
+        try:
+            data = json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise CollectionError(f"cannot read {directory / CONFIG_FILE}: {exc}") from None
+        if data.get("format") != FORMAT_VERSION:
+            raise CollectionError(f"{directory} has collection format {data.get('format')}; this m3search reads "
+                                  f"format {FORMAT_VERSION}")
+        return cls(**data)
+
+
+def fsync_path(path: Path) -> None:
+    """Force a file's (or a directory's entries') contents to stable storage."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Replace `path` with `text` so that a crash leaves either the old or the new file, never a mix."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_path(path.parent)

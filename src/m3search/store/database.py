@@ -1,0 +1,272 @@
+"""The collection's durable log and document store: one SQLite database in WAL mode with `synchronous=FULL`.
+
+It holds every document (id, text, metadata), the vectors of documents not yet sealed into a segment (the
+incremental level), tombstones of sealed rows that were deleted or replaced, the list of live segments (the
+manifest) and BM25 statistics. A write is one transaction, so it is durable when it returns and invisible
+until then; registering a new segment and dropping the rows it seals is also one transaction, so a crash at
+any point leaves a consistent collection. Readers see the state as of their last refresh, a whole version.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from m3search.encoders.bm25 import BM25Stats
+from m3search.index.sparse import SparseRow
+
+DB_FILE = "store.sqlite"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS docs (
+    id TEXT PRIMARY KEY, seq INTEGER NOT NULL UNIQUE, kind TEXT NOT NULL, text TEXT, metadata TEXT NOT NULL,
+    term_counts BLOB
+);
+CREATE TABLE IF NOT EXISTS pending (seq INTEGER PRIMARY KEY, dense BLOB, sparse BLOB, colbert BLOB);
+CREATE TABLE IF NOT EXISTS tombstones (seq INTEGER PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS segments (name TEXT PRIMARY KEY, rows INTEGER NOT NULL, min_seq INTEGER NOT NULL,
+    max_seq INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS bm25_df (token INTEGER PRIMARY KEY, df INTEGER NOT NULL);
+"""
+
+#: Bind at most this many values per SQL statement (SQLite's limit is 32766).
+CHUNK = 10_000
+
+
+@dataclass
+class DocRow:
+    """A document as stored: what `get` and search results return."""
+
+    id: str
+    seq: int
+    kind: str
+    text: str | None
+    metadata: str
+
+
+@dataclass
+class PendingRow:
+    """Vectors of one document of the incremental level (colbert loaded separately: it is large)."""
+
+    seq: int
+    dense: np.ndarray | None
+    sparse: SparseRow | None
+
+
+def pack_sparse(row: SparseRow) -> bytes:
+    """Token ids (int32) then weights (float32)."""
+    ids, weights = row
+    return np.asarray(ids, np.int32).tobytes() + np.asarray(weights, np.float32).tobytes()
+
+
+def unpack_sparse(blob: bytes) -> SparseRow:
+    half = len(blob) // 2
+    return np.frombuffer(blob[:half], np.int32).astype(np.int64), np.frombuffer(blob[half:], np.float32)
+
+
+def pack_counts(counts: dict[int, int]) -> bytes:
+    """BM25 term counts: token ids (int32) then counts (int32)."""
+    return np.asarray(list(counts), np.int32).tobytes() + np.asarray(list(counts.values()), np.int32).tobytes()
+
+
+def unpack_counts(blob: bytes) -> dict[int, int]:
+    half = len(blob) // 2
+    return dict(zip(np.frombuffer(blob[:half], np.int32).tolist(), np.frombuffer(blob[half:], np.int32).tolist()))
+
+
+def _chunks(values: Sequence[Any]) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(values), CHUNK):
+        yield values[start:start + CHUNK]
+
+
+class Database:
+    """Typed access to the collection's SQLite file; callers group writes with `write()`."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=60.0)
+        # freed pages (vectors moved from the pending table into segments) go back to the file system
+        self.conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=FULL")
+        self.conn.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    @contextmanager
+    def write(self) -> Iterator[None]:
+        """One durable transaction: committed (and fsynced) on exit, rolled back on error."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    @contextmanager
+    def read(self) -> Iterator[None]:
+        """A read transaction: every query inside sees the same committed version."""
+        self.conn.execute("BEGIN")
+        try:
+            yield
+        finally:
+            self.conn.execute("COMMIT")
+
+    def reclaim_space(self) -> None:
+        """Return free pages to the file system (after a flush emptied the pending table)."""
+        self.conn.execute("PRAGMA incremental_vacuum")
+
+    def data_version(self) -> int:
+        """Changes whenever another connection commits (SQLite's `PRAGMA data_version`)."""
+        return int(self.conn.execute("PRAGMA data_version").fetchone()[0])
+
+    # ---- meta ------------------------------------------------------------------------------------------
+
+    def get_meta(self, key: str, default: Any = None) -> Any:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return default if row is None else row[0]
+
+    def set_meta(self, key: str, value: Any) -> None:
+        self.conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    def allocate_seqs(self, n: int) -> np.ndarray:
+        """`n` new row numbers, never used before in this collection (seqs are never reused)."""
+        first = int(self.get_meta("next_seq", 0))
+        self.set_meta("next_seq", first + n)
+        return np.arange(first, first + n, dtype=np.int64)
+
+    # ---- documents -------------------------------------------------------------------------------------
+
+    def seqs_of(self, ids: Sequence[str]) -> dict[str, int]:
+        """id -> seq of the given ids that exist."""
+        out: dict[str, int] = {}
+        for chunk in _chunks(ids):
+            marks = ",".join("?" * len(chunk))
+            out.update(self.conn.execute(f"SELECT id, seq FROM docs WHERE id IN ({marks})", chunk).fetchall())
+        return out
+
+    def docs_by_id(self, ids: Sequence[str]) -> dict[str, DocRow]:
+        out: dict[str, DocRow] = {}
+        for chunk in _chunks(ids):
+            marks = ",".join("?" * len(chunk))
+            for row in self.conn.execute(
+                    f"SELECT id, seq, kind, text, metadata FROM docs WHERE id IN ({marks})", chunk):
+                out[row[0]] = DocRow(*row)
+        return out
+
+    def docs_by_seq(self, seqs: Sequence[int]) -> dict[int, DocRow]:
+        out: dict[int, DocRow] = {}
+        for chunk in _chunks([int(s) for s in seqs]):
+            marks = ",".join("?" * len(chunk))
+            for row in self.conn.execute(
+                    f"SELECT id, seq, kind, text, metadata FROM docs WHERE seq IN ({marks})", chunk):
+                out[row[1]] = DocRow(*row)
+        return out
+
+    def term_counts(self, seqs: Sequence[int]) -> dict[int, dict[int, int]]:
+        """seq -> BM25 term counts of those documents that have them."""
+        out: dict[int, dict[int, int]] = {}
+        for chunk in _chunks([int(s) for s in seqs]):
+            marks = ",".join("?" * len(chunk))
+            for seq, blob in self.conn.execute(
+                    f"SELECT seq, term_counts FROM docs WHERE seq IN ({marks}) AND term_counts IS NOT NULL", chunk):
+                out[seq] = unpack_counts(blob)
+        return out
+
+    def insert_docs(self, rows: Iterable[tuple[str, int, str, str | None, str, bytes | None]]) -> None:
+        """(id, seq, kind, text, metadata JSON, term counts) rows."""
+        self.conn.executemany(
+            "INSERT INTO docs (id, seq, kind, text, metadata, term_counts) VALUES (?, ?, ?, ?, ?, ?)", rows)
+
+    def delete_docs(self, ids: Sequence[str]) -> None:
+        for chunk in _chunks(ids):
+            self.conn.execute(f"DELETE FROM docs WHERE id IN ({','.join('?' * len(chunk))})", chunk)
+
+    def count_docs(self) -> int:
+        return int(self.conn.execute("SELECT COUNT(*) FROM docs").fetchone()[0])
+
+    def all_ids(self) -> list[str]:
+        return [r[0] for r in self.conn.execute("SELECT id FROM docs ORDER BY seq")]
+
+    def matching_seqs(self, where: str, params: Sequence[Any]) -> np.ndarray:
+        """Sorted seqs of the documents whose row satisfies the SQL condition `where`."""
+        cursor = self.conn.execute(f"SELECT seq FROM docs WHERE {where} ORDER BY seq", params)
+        return np.fromiter((r[0] for r in cursor), np.int64)
+
+    # ---- incremental level -----------------------------------------------------------------------------
+
+    def insert_pending(self, rows: Iterable[tuple[int, bytes | None, bytes | None, bytes | None]]) -> None:
+        """(seq, dense float32 bytes, packed sparse, colbert float16 bytes) rows."""
+        self.conn.executemany("INSERT INTO pending (seq, dense, sparse, colbert) VALUES (?, ?, ?, ?)", rows)
+
+    def delete_pending(self, seqs: Sequence[int]) -> set[int]:
+        """Remove pending rows; returns the seqs that were pending."""
+        found: set[int] = set()
+        for chunk in _chunks([int(s) for s in seqs]):
+            marks = ",".join("?" * len(chunk))
+            found.update(r[0] for r in self.conn.execute(f"SELECT seq FROM pending WHERE seq IN ({marks})", chunk))
+            self.conn.execute(f"DELETE FROM pending WHERE seq IN ({marks})", chunk)
+        return found
+
+    def load_pending(self) -> list[PendingRow]:
+        rows = []
+        for seq, dense, sparse in self.conn.execute("SELECT seq, dense, sparse FROM pending ORDER BY seq"):
+            rows.append(PendingRow(seq, None if dense is None else np.frombuffer(dense, np.float32),
+                                   None if sparse is None else unpack_sparse(sparse)))
+        return rows
+
+    def pending_colbert(self, seqs: Sequence[int], dim: int) -> dict[int, np.ndarray]:
+        """seq -> float16 token matrix of pending documents that have ColBERT vectors."""
+        out: dict[int, np.ndarray] = {}
+        for chunk in _chunks([int(s) for s in seqs]):
+            marks = ",".join("?" * len(chunk))
+            for seq, blob in self.conn.execute(
+                    f"SELECT seq, colbert FROM pending WHERE seq IN ({marks}) AND colbert IS NOT NULL", chunk):
+                out[seq] = np.frombuffer(blob, np.float16).reshape(-1, dim)
+        return out
+
+    # ---- tombstones and segments -----------------------------------------------------------------------
+
+    def add_tombstones(self, seqs: Iterable[int]) -> None:
+        self.conn.executemany("INSERT OR IGNORE INTO tombstones (seq) VALUES (?)", ((int(s),) for s in seqs))
+
+    def remove_tombstones(self, seqs: Iterable[int]) -> None:
+        self.conn.executemany("DELETE FROM tombstones WHERE seq = ?", ((int(s),) for s in seqs))
+
+    def tombstones(self) -> np.ndarray:
+        return np.fromiter((r[0] for r in self.conn.execute("SELECT seq FROM tombstones ORDER BY seq")), np.int64)
+
+    def add_segment(self, name: str, rows: int, min_seq: int, max_seq: int) -> None:
+        self.conn.execute("INSERT INTO segments (name, rows, min_seq, max_seq) VALUES (?, ?, ?, ?)",
+                          (name, rows, min_seq, max_seq))
+
+    def remove_segments(self, names: Iterable[str]) -> None:
+        self.conn.executemany("DELETE FROM segments WHERE name = ?", ((n,) for n in names))
+
+    def segment_names(self) -> list[str]:
+        return [r[0] for r in self.conn.execute("SELECT name FROM segments ORDER BY min_seq")]
+
+    # ---- BM25 statistics -------------------------------------------------------------------------------
+
+    def load_bm25(self) -> BM25Stats:
+        df = dict(self.conn.execute("SELECT token, df FROM bm25_df").fetchall())
+        return BM25Stats(int(self.get_meta("bm25_n_docs", 0)), int(self.get_meta("bm25_total_len", 0)), df)
+
+    def update_bm25(self, n_docs: int, total_len: int, df_delta: dict[int, int]) -> None:
+        """Store the new totals and add `df_delta` to the document frequencies (dropping those reaching 0)."""
+        self.set_meta("bm25_n_docs", n_docs)
+        self.set_meta("bm25_total_len", total_len)
+        changes = [(t, d) for t, d in df_delta.items() if d]
+        self.conn.executemany(
+            "INSERT INTO bm25_df (token, df) VALUES (?, ?) ON CONFLICT(token) DO UPDATE SET df = df + excluded.df",
+            changes)
+        self.conn.executemany("DELETE FROM bm25_df WHERE token = ? AND df <= 0", ((t,) for t, _ in changes))

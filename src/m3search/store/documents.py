@@ -1,0 +1,185 @@
+"""Documents as callers give them, and their validation before anything is written.
+
+A document has an `id`, usually a `text`, optional `metadata` (a JSON object) and optionally its vectors
+precomputed (`dense`, `sparse`, `colbert`): given vectors are used as they are, missing ones are encoded from
+the text. `kind` names what the vectors were made from ("text" here; images later use the same record with
+their own encoder's dense vector).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from m3search.errors import DimensionMismatchError, InvalidInputError
+from m3search.index.sparse import SparseRow
+
+DOC_FIELDS = ("id", "text", "metadata", "dense", "sparse", "colbert", "kind")
+
+
+@dataclass
+class Document:
+    """One document; see the module docstring. Vectors are float arrays; `sparse` maps token id -> weight."""
+
+    id: str
+    text: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    dense: np.ndarray | None = None
+    sparse: SparseRow | None = None
+    colbert: np.ndarray | None = None
+    kind: str = "text"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form: id, kind, text, metadata (vectors only when present)."""
+        out: dict[str, Any] = {"id": self.id, "kind": self.kind, "text": self.text, "metadata": self.metadata}
+        if self.dense is not None:
+            out["dense"] = np.asarray(self.dense).tolist()
+        if self.sparse is not None:
+            out["sparse"] = {str(int(t)): float(w) for t, w in zip(*self.sparse)}
+        if self.colbert is not None:
+            out["colbert"] = np.asarray(self.colbert).tolist()
+        return out
+
+
+def normalize_id(value: Any, where: str = "document") -> str:
+    """Ids are non-empty strings; integers are accepted and stored as their decimal string."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise InvalidInputError(f"{where} id must be a string or an integer, got {type(value).__name__}")
+    value = str(value)
+    if not value or len(value) > 1024 or "\x00" in value:
+        raise InvalidInputError(f"{where} id {value[:50]!r} must be 1 to 1024 characters without NUL")
+    return value
+
+
+def normalize_ids(ids: Any) -> list[str]:
+    """A list of ids from one id or an iterable of them."""
+    if isinstance(ids, (str, int)):
+        ids = [ids]
+    if not isinstance(ids, Iterable):
+        raise InvalidInputError(f"ids must be an id or a list of ids, got {type(ids).__name__}")
+    return [normalize_id(i) for i in ids]
+
+
+def check_dense(vector: Any, dim: int, what: str) -> np.ndarray:
+    """A 1-d float32 vector of `dim` finite values, or a clear error."""
+    try:
+        array = np.asarray(vector, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"{what}: dense vector is not a list of numbers") from None
+    if array.ndim != 1 or len(array) != dim:
+        raise DimensionMismatchError(f"{what}: dense vector has shape {array.shape}, the collection expects ({dim},)")
+    if not np.isfinite(array).all():
+        raise InvalidInputError(f"{what}: dense vector contains NaN or infinity")
+    return array
+
+
+def check_sparse(vector: Any, what: str) -> SparseRow:
+    """(token ids, weights) from a {token id: weight} mapping (ids may be numeric strings, as in JSON)."""
+    if isinstance(vector, tuple) and len(vector) == 2:
+        vector = dict(zip(np.asarray(vector[0]).tolist(), np.asarray(vector[1]).tolist()))
+    if not isinstance(vector, Mapping):
+        raise InvalidInputError(f"{what}: sparse vector must be a {{token id: weight}} object")
+    ids, weights = [], []
+    for token, weight in vector.items():
+        if (isinstance(token, bool) or not isinstance(token, (int, np.integer, str))
+                or (isinstance(token, str) and not token.isdigit()) or int(token) < 0):
+            raise InvalidInputError(f"{what}: sparse token id {token!r} is not a non-negative integer")
+        token_id = int(token)
+        try:
+            value = float(weight)
+        except (TypeError, ValueError):
+            raise InvalidInputError(f"{what}: sparse weight of token {token_id} is not a number") from None
+        if not math.isfinite(value):
+            raise InvalidInputError(f"{what}: sparse weight of token {token_id} is NaN or infinity")
+        if value != 0.0:
+            ids.append(token_id)
+            weights.append(value)
+    if len(set(ids)) != len(ids):
+        raise InvalidInputError(f"{what}: sparse vector repeats a token id")
+    return np.asarray(ids, np.int64), np.asarray(weights, np.float32)
+
+
+def check_colbert(matrix: Any, dim: int, what: str) -> np.ndarray | None:
+    """A (tokens, dim) float32 matrix of finite values (None when it has no tokens), or a clear error."""
+    try:
+        array = np.asarray(matrix, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"{what}: colbert vectors are not a list of lists of numbers") from None
+    if array.size == 0:
+        return None
+    if array.ndim != 2 or array.shape[1] != dim:
+        raise DimensionMismatchError(
+            f"{what}: colbert vectors have shape {array.shape}, the collection expects (tokens, {dim})")
+    if not np.isfinite(array).all():
+        raise InvalidInputError(f"{what}: colbert vectors contain NaN or infinity")
+    return array
+
+
+def check_metadata(metadata: Any, what: str) -> str:
+    """The metadata as compact JSON text; it must be a JSON object with finite numbers."""
+    if metadata is None:
+        metadata = {}
+    if not isinstance(metadata, Mapping) or not all(isinstance(k, str) for k in metadata):
+        raise InvalidInputError(f"{what}: metadata must be a JSON object with string keys")
+    try:
+        return json.dumps(metadata, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"{what}: metadata is not valid JSON ({exc})") from None
+
+
+def as_document(item: Any, dim: int | None, colbert_dim: int | None) -> Document:
+    """Validate one caller document (a `Document` or a mapping) into a `Document` with checked fields."""
+    if isinstance(item, Document):
+        item = {name: getattr(item, name) for name in DOC_FIELDS}
+    if not isinstance(item, Mapping):
+        raise InvalidInputError(f"a document must be an object with an 'id', got {type(item).__name__}")
+    unknown = set(item) - set(DOC_FIELDS)
+    if unknown:
+        raise InvalidInputError(f"document fields {sorted(unknown)} are unknown; use {', '.join(DOC_FIELDS)}")
+    if "id" not in item:
+        raise InvalidInputError("a document has no 'id'")
+    doc_id = normalize_id(item["id"])
+    what = f"document {doc_id!r}"
+    text = item.get("text")
+    if text is not None and not isinstance(text, str):
+        raise InvalidInputError(f"{what}: text must be a string, got {type(text).__name__}")
+    if text is not None:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InvalidInputError(f"{what}: text is not valid Unicode ({exc.reason})") from None
+    kind = item.get("kind") or "text"
+    if not isinstance(kind, str):
+        raise InvalidInputError(f"{what}: kind must be a string")
+    doc = Document(doc_id, text, json.loads(check_metadata(item.get("metadata"), what)), kind=kind)
+    if item.get("dense") is not None:
+        if dim is None:
+            raise InvalidInputError(f"{what}: this collection stores no dense vectors")
+        doc.dense = check_dense(item["dense"], dim, what)
+    if item.get("sparse") is not None:
+        doc.sparse = check_sparse(item["sparse"], what)
+    if item.get("colbert") is not None:
+        if colbert_dim is None:
+            raise InvalidInputError(f"{what}: this collection stores no colbert vectors")
+        doc.colbert = check_colbert(item["colbert"], colbert_dim, what)
+    return doc
+
+
+def as_documents(items: Any, dim: int | None, colbert_dim: int | None) -> list[Document]:
+    """Validate a batch; duplicate ids within it are an error (which one should win is ambiguous)."""
+    if isinstance(items, (Mapping, Document)):
+        items = [items]
+    if not isinstance(items, Iterable) or isinstance(items, (str, bytes)):
+        raise InvalidInputError("documents must be a list of objects with an 'id'")
+    docs = [as_document(item, dim, colbert_dim) for item in items]
+    seen: set[str] = set()
+    for doc in docs:
+        if doc.id in seen:
+            raise InvalidInputError(f"document id {doc.id!r} appears twice in one batch")
+        seen.add(doc.id)
+    return docs

@@ -1,0 +1,51 @@
+"""The writer lock: one process (one open collection object) writes at a time, any number read.
+
+`fcntl.flock` on a file in the collection: the kernel releases it when its holder exits, even on SIGKILL, so
+a crashed writer never leaves a stale lock behind.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+
+from m3search.errors import CollectionLockedError
+
+LOCK_FILE = "write.lock"
+
+
+class WriterLock:
+    """An exclusive, non-blocking lock on `directory/write.lock`."""
+
+    def __init__(self, directory: Path) -> None:
+        self.path = directory / LOCK_FILE
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def acquire(self) -> None:
+        """Take the lock or raise `CollectionLockedError` naming the holder."""
+        if self._fd is not None:
+            return
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise CollectionLockedError(
+                f"collection {self.path.parent} is open for writing elsewhere (process {holder}); close it there "
+                "first, or open this one read-only"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        """Give the lock up (closing the file releases it)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None

@@ -1,0 +1,81 @@
+"""The incremental level: acknowledged documents not yet sealed into a segment, kept in RAM and searched exactly.
+
+Its durable copy is the `pending` table; this is the in-memory mirror (dense and sparse only: ColBERT vectors
+are large and are read from the database for the few candidates that need them). It stays small because the
+collection seals it into a segment every `flush_docs` documents.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import numpy as np
+
+from m3search.index.dense import DenseIndex
+from m3search.index.multivector import MultiVectorStore
+from m3search.index.sparse import SparseIndex, SparseRow
+from m3search.search.planner import SearchLevel
+
+#: seqs -> {seq: float16 token matrix} for those that have ColBERT vectors.
+ColbertFetch = Callable[[list[int]], dict[int, np.ndarray]]
+
+
+class PendingLevel:
+    """seq -> (dense, sparse) of the unsealed documents, in seq order, with a cached searchable view."""
+
+    def __init__(self, dim: int | None, fetch_colbert: ColbertFetch | None) -> None:
+        self.dim = dim
+        self.fetch_colbert = fetch_colbert
+        self._rows: dict[int, tuple[np.ndarray | None, SparseRow | None]] = {}
+        self._view: tuple[np.ndarray, DenseIndex | None, SparseIndex | None] | None = None
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __contains__(self, seq: int) -> bool:
+        return seq in self._rows
+
+    def seqs(self) -> list[int]:
+        return list(self._rows)
+
+    def add(self, rows: Iterable[tuple[int, np.ndarray | None, SparseRow | None]]) -> None:
+        """Append documents (their seqs are larger than any present)."""
+        for seq, dense, sparse in rows:
+            self._rows[int(seq)] = (dense, sparse)
+        self._view = None
+
+    def remove(self, seqs: Iterable[int]) -> None:
+        """Drop documents that are here (others are ignored)."""
+        for seq in seqs:
+            if self._rows.pop(int(seq), None) is not None:
+                self._view = None
+
+    def clear(self) -> None:
+        self._rows.clear()
+        self._view = None
+
+    def level(self, allowed_seqs: np.ndarray | None) -> SearchLevel:
+        """A searchable view; `allowed_seqs` (sorted) restricts the rows a query may return."""
+        if self._view is None:
+            seqs = np.fromiter(self._rows, np.int64, len(self._rows))
+            rows = list(self._rows.values())
+            dense = None
+            if self.dim is not None and rows and rows[0][0] is not None:
+                dense = DenseIndex(np.stack([d for d, _ in rows]).astype(np.float32))
+            elif self.dim is not None:
+                dense = DenseIndex(np.empty((0, self.dim), np.float32))
+            sparse = SparseIndex.from_rows([s for _, s in rows]) if rows and rows[0][1] is not None else None
+            self._view = (seqs, dense, sparse)
+        seqs, dense, sparse = self._view
+        allowed = None
+        if allowed_seqs is not None:
+            allowed = np.isin(seqs, allowed_seqs, assume_unique=True)
+        return SearchLevel(seqs, allowed, dense, sparse, self._colbert_scorer(seqs) if self.fetch_colbert else None)
+
+    def _colbert_scorer(self, seqs: np.ndarray) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+        def score(query: np.ndarray, rows: np.ndarray) -> np.ndarray:
+            wanted = [int(seqs[r]) for r in rows]
+            found = self.fetch_colbert(wanted)
+            store = MultiVectorStore.from_rows([found.get(s) for s in wanted])
+            return store.maxsim(query, np.arange(len(wanted)))
+        return score

@@ -1,0 +1,111 @@
+"""Immutable segments: the sealed vectors of a set of documents, one directory of `.npy` (and faiss) files.
+
+A segment's rows are its documents in increasing `seq` order (`seqs.npy`); its dense, sparse and ColBERT
+structures answer in row numbers. A segment is written into a temporary directory, every file fsynced, then
+renamed into place and only afterwards registered in the database, so a segment that is listed is complete;
+one left behind by a crash is simply not listed and gets removed. Deleting a document never rewrites a
+segment: a tombstone hides its row until a merge drops it.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from m3search.index.dense import DenseIndex, HNSWParams, build_ann
+from m3search.index.multivector import ColbertDtype, MultiVectorStore, MultiVectorWriter
+from m3search.index.sparse import SparseIndex
+from m3search.store.config import CollectionConfig, fsync_path
+
+SEGMENTS_DIR = "segments"
+SEQS_FILE = "seqs.npy"
+
+
+@dataclass
+class Segment:
+    """An opened segment: its row -> seq map and the structures it has."""
+
+    name: str
+    seqs: np.ndarray
+    dense: DenseIndex | None
+    sparse: SparseIndex | None
+    colbert: MultiVectorStore | None
+
+    def __len__(self) -> int:
+        return len(self.seqs)
+
+    @classmethod
+    def load(cls, directory: Path, config: CollectionConfig) -> "Segment":
+        """Open the segment in `directory` (vectors memory-mapped, HNSW graph in RAM)."""
+        seqs = np.load(directory / SEQS_FILE)
+        return cls(
+            directory.name,
+            seqs,
+            DenseIndex.load(directory, config.hnsw_params) if "dense" in config.outputs else None,
+            SparseIndex.load(directory, len(seqs)) if "sparse" in config.outputs else None,
+            MultiVectorStore.load(directory) if "colbert" in config.outputs else None,
+        )
+
+    def rows_of(self, seqs: np.ndarray) -> np.ndarray:
+        """Boolean mask of the rows whose seq is in the sorted array `seqs`."""
+        if len(seqs) == 0:
+            return np.zeros(len(self.seqs), bool)
+        pos = np.minimum(np.searchsorted(seqs, self.seqs), len(seqs) - 1)
+        return seqs[pos] == self.seqs
+
+
+@dataclass
+class SegmentData:
+    """Everything a new segment is built from; ColBERT rows come as an iterator of (codes, scales)."""
+
+    seqs: np.ndarray
+    dense: np.ndarray | None
+    sparse: SparseIndex | None
+    colbert_lengths: np.ndarray | None
+    colbert_rows: Iterable[tuple[np.ndarray, np.ndarray | None]] | None
+
+
+def write_segment(root: Path, name: str, data: SegmentData, config: CollectionConfig) -> Path:
+    """Build and durably write segment `name` under `root`; returns its directory."""
+    final = root / name
+    tmp = root / f".tmp-{name}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    files = [tmp / SEQS_FILE]
+    np.save(files[0], np.asarray(data.seqs, np.int64))
+    if data.dense is not None:
+        params: HNSWParams = config.hnsw_params
+        ann = build_ann(data.dense, config.dense_index, params)  # type: ignore[arg-type]
+        files += DenseIndex(data.dense, ann, params).save(tmp)
+    if data.sparse is not None:
+        files += data.sparse.save(tmp)
+    if data.colbert_lengths is not None and data.colbert_rows is not None:
+        dtype: ColbertDtype = config.colbert_dtype  # type: ignore[assignment]
+        writer = MultiVectorWriter(tmp, config.colbert_dim or 0, dtype, int(data.colbert_lengths.sum()),
+                                   len(data.seqs))
+        for codes, scales in data.colbert_rows:
+            writer.append_encoded(codes, scales)
+        files += writer.finish()
+    for path in files:
+        fsync_path(path)
+    fsync_path(tmp)
+    tmp.rename(final)
+    fsync_path(root)
+    return final
+
+
+def remove_unlisted(root: Path, listed: Iterable[str]) -> list[str]:
+    """Delete segment directories that the database does not list (crash leftovers, merged-away inputs)."""
+    keep = set(listed)
+    removed = []
+    if root.is_dir():
+        for entry in root.iterdir():
+            if entry.name not in keep:
+                shutil.rmtree(entry, ignore_errors=True)
+                removed.append(entry.name)
+    return removed

@@ -1,0 +1,310 @@
+"""Collection API on synthetic vectors: every mode and fusion against the reference scores, filters,
+upsert/delete/reopen, compaction, locking and bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from m3search import Collection
+from m3search.errors import (
+    CollectionExistsError,
+    CollectionLockedError,
+    CollectionNotFoundError,
+    DimensionMismatchError,
+    FilterError,
+    InvalidInputError,
+)
+from m3search.scoring import colbert_score, dense_score, hybrid_scores, lexical_score
+from tests.store.conftest import DIM, as_query, make_docs
+
+
+def reference_scores(query: dict, doc: dict) -> dict[str, float]:
+    return {"dense": dense_score(query["dense"], doc["dense"]),
+            "sparse": lexical_score(query["sparse"], doc["sparse"]),
+            "colbert": colbert_score(query["colbert"], doc["colbert"])}
+
+
+def brute_force(docs: list[dict], query: dict, key) -> list[str]:
+    """Ids of `docs` ranked by key(reference scores), best first."""
+    return [d["id"] for d in sorted(docs, key=lambda d: -key(reference_scores(query, d)))]
+
+
+@pytest.fixture
+def filled(new_collection, docs):
+    """120 documents over two segments (with HNSW graphs) and the incremental level."""
+    collection = new_collection()
+    collection.upsert(docs[:60])
+    collection.upsert(docs[60:110])
+    collection.upsert(docs[110:])
+    return collection
+
+
+def test_layout_has_segments_and_pending(filled):
+    stats = filled.stats()
+    assert stats["count"] == 120
+    assert sum(s["rows"] for s in stats["segments"]) + stats["pending"] == 120
+    assert stats["pending"] > 0 and any(s["hnsw"] for s in stats["segments"])
+
+
+@pytest.mark.parametrize("mode", ["dense", "sparse", "colbert"])
+def test_single_modes_match_reference_ranking(filled, docs, mode):
+    query = as_query(make_docs(1, seed=99)[0])
+    hits = filled.search(query, k=10, mode=mode, candidates=120)
+    expected = brute_force(docs, query, lambda s: s[mode])
+    assert [h.id for h in hits] == expected[:10]
+    by_id = {d["id"]: d for d in docs}
+    for hit in hits:
+        assert set(hit.scores) == {mode}
+        assert hit.score == pytest.approx(reference_scores(query, by_id[hit.id])[mode], abs=2e-3)
+
+
+@pytest.mark.parametrize("mode,combined", [("dense+sparse", "sparse+dense"), ("all", "colbert+sparse+dense")])
+@pytest.mark.parametrize("weights", [None, (1.0, 1.0, 1.0), (0.1, 0.7, 0.2)])
+def test_weighted_fusion_is_the_reference_formula(filled, docs, mode, combined, weights):
+    query = as_query(make_docs(1, seed=7)[0])
+    w = weights or (0.4, 0.2, 0.4)
+    hits = filled.search(query, k=5, mode=mode, weights=weights, candidates=120)
+    # with every document a candidate, the fused ranking is the exact reference ranking
+    expected = brute_force(docs, query, lambda s: hybrid_scores(s["dense"], s["sparse"], s["colbert"], w)[combined])
+    assert [h.id for h in hits] == expected[:5]
+    by_id = {d["id"]: d for d in docs}
+    for hit in hits:
+        ref = reference_scores(query, by_id[hit.id])
+        assert hit.score == pytest.approx(hybrid_scores(ref["dense"], ref["sparse"], ref["colbert"], w)[combined],
+                                          abs=2e-3)
+        for kind, value in hit.scores.items():
+            assert value == pytest.approx(ref[kind], abs=2e-3)
+
+
+def test_rrf_fusion(filled, docs):
+    query = as_query(make_docs(1, seed=5)[0])
+    n = 20
+    hits = filled.search(query, k=10, mode="dense+sparse", fusion="rrf", candidates=n)
+    dense_list = brute_force(docs, query, lambda s: s["dense"])[:n]
+    matching = [d for d in docs if set(d["sparse"]) & set(query["sparse"])]  # sparse lists only these
+    sparse_list = brute_force(matching, query, lambda s: s["sparse"])[:n]
+
+    def rrf(doc_id):
+        return sum(1.0 / (60 + lst.index(doc_id) + 1) for lst in (dense_list, sparse_list) if doc_id in lst)
+
+    expected = sorted(set(dense_list) | set(sparse_list), key=lambda i: -rrf(i))[:10]
+    assert [round(h.score, 9) for h in hits] == [round(rrf(i), 9) for i in expected]
+    assert [round(rrf(h.id), 9) for h in hits] == [round(h.score, 9) for h in hits]
+
+
+def test_own_vectors_find_the_document(filled, docs):
+    # (not sparse: lexical scores are unnormalized, another document can outscore a document's own vector)
+    for doc in docs[::17]:
+        for mode in ("dense", "colbert", "dense+sparse", "all"):
+            assert filled.search(as_query(doc), k=1, mode=mode)[0].id == doc["id"], (mode, doc["id"])
+
+
+def test_hit_carries_text_and_metadata(filled, docs):
+    hit = filled.search(as_query(docs[3]), k=1)[0]
+    assert (hit.id, hit.text, hit.metadata) == ("d3", docs[3]["text"], docs[3]["metadata"])
+    assert hit.to_dict()["metadata"]["nested"]["year"] == docs[3]["metadata"]["nested"]["year"]
+
+
+@pytest.mark.parametrize("spec,predicate", [
+    ({"lang": "de"}, lambda m: m["lang"] == "de"),
+    ({"i": {"$gte": 10, "$lt": 20}}, lambda m: 10 <= m["i"] < 20),
+    ({"lang": {"$in": ["en", "fr"]}}, lambda m: m["lang"] in ("en", "fr")),
+    ({"lang": {"$nin": ["en"]}, "i": {"$lte": 50}}, lambda m: m["lang"] != "en" and m["i"] <= 50),
+    ({"tags": "t1"}, lambda m: "t1" in m["tags"]),
+    ({"nested.year": {"$gt": 2025}}, lambda m: m["nested"]["year"] > 2025),
+    ({"$or": [{"i": 3}, {"i": 111}]}, lambda m: m["i"] in (3, 111)),
+    ({"$not": {"lang": "en"}}, lambda m: m["lang"] != "en"),
+    ({"missing": {"$exists": False}, "i": {"$ne": 0}}, lambda m: m["i"] != 0),
+])
+@pytest.mark.parametrize("mode", ["dense", "sparse", "all"])
+def test_filters_apply_before_top_k(filled, docs, spec, predicate, mode):
+    query = as_query(make_docs(1, seed=3)[0])
+    allowed = [d for d in docs if predicate(d["metadata"])]
+    hits = filled.search(query, k=10, mode=mode, filter=spec, candidates=120)
+    assert all(predicate(h.metadata) for h in hits)
+    if mode == "sparse":  # only documents sharing a token can match
+        allowed = [d for d in allowed if set(d["sparse"]) & set(query["sparse"])]
+    assert len(hits) == min(10, len(allowed))
+    if mode == "dense":
+        assert [h.id for h in hits] == brute_force(allowed, query, lambda s: s["dense"])[:10]
+
+
+def test_selective_filter_returns_all_allowed_even_through_hnsw(new_collection):
+    docs = make_docs(200)
+    collection = new_collection(flush_docs=500)
+    collection.upsert(docs)
+    collection.flush()
+    assert collection.stats()["segments"][0]["hnsw"]
+    hits = collection.search(as_query(docs[0]), k=10, mode="dense", filter={"i": {"$in": [5, 77, 150]}})
+    assert sorted(h.id for h in hits) == ["d150", "d5", "d77"]
+
+
+@pytest.mark.parametrize("bad", [
+    "{not json", '["a"]', {"lang": {"$regex": "x"}}, {"$xor": []}, {"i": {"$in": []}}, {"i": {"$gt": [1]}},
+    {"i": {"$gt": float("nan")}}, {'a"b': 1}, {"i": {}}, {"x": {"$exists": "yes"}}, {"x": {"a": 1}},
+])
+def test_malformed_filters_are_clear_errors(filled, bad):
+    with pytest.raises(FilterError):
+        filled.search(as_query(make_docs(1)[0]), filter=bad)
+
+
+def test_upsert_replaces_and_delete_removes(filled, docs):
+    sealed, pending = docs[0], docs[110]  # one in a segment, one in the incremental level
+    moved = make_docs(2, seed=42)
+    for old, new in zip((sealed, pending), moved):
+        filled.upsert([{**new, "id": old["id"], "text": "replaced", "metadata": {"v": 2}}])
+    assert filled.count() == 120
+    for old, new in zip((sealed, pending), moved):
+        hit = filled.search(as_query(new), k=1, mode="dense")[0]
+        assert (hit.id, hit.text, hit.metadata) == (old["id"], "replaced", {"v": 2})
+        assert old["id"] not in [h.id for h in filled.search(as_query(old), k=3, mode="dense")] or \
+            filled.search(as_query(old), k=1, mode="dense")[0].id != old["id"]
+    assert filled.delete(["d0", "d110", "nope"]) == 2
+    assert filled.count() == 118
+    assert filled.get(["d0", "d1"])[0] is None and filled.get(["d1"])[0].text == docs[1]["text"]
+    for mode in ("dense", "sparse", "colbert", "all"):
+        assert "d0" not in [h.id for h in filled.search(as_query(moved[0]), k=120, mode=mode, candidates=120)]
+
+
+def test_reopen_keeps_everything(tmp_path, new_collection, docs):
+    collection = new_collection()
+    collection.upsert(docs)
+    collection.delete(["d4"])
+    collection.upsert([{**docs[5], "metadata": {"changed": True}}])
+    query = as_query(make_docs(1, seed=11)[0])
+    before = [(h.id, round(h.score, 5)) for h in collection.search(query, k=10)]
+    collection.close()
+    reopened = Collection.open(tmp_path / "c", cache=False)
+    try:
+        assert reopened.count() == 119
+        assert [(h.id, round(h.score, 5)) for h in reopened.search(query, k=10)] == before
+        assert reopened.get("d5")[0].metadata == {"changed": True}
+    finally:
+        reopened.close()
+
+
+def test_compaction_keeps_results_and_drops_deleted_rows(filled, docs):
+    filled.delete([f"d{i}" for i in range(0, 120, 7)])
+    query = as_query(make_docs(1, seed=13)[0])
+    before = {m: [h.id for h in filled.search(query, k=10, mode=m, candidates=120)] for m in ("dense", "sparse", "all")}
+    filled.compact()
+    stats = filled.stats()
+    assert len(stats["segments"]) == 1 and stats["pending"] == 0 and stats["tombstones"] == 0
+    assert stats["segments"][0]["rows"] == filled.count() == 120 - len(range(0, 120, 7))
+    after = {m: [h.id for h in filled.search(query, k=10, mode=m, candidates=120)] for m in ("dense", "sparse", "all")}
+    assert after == before
+
+
+def test_tiered_merging_bounds_segment_count(new_collection):
+    collection = new_collection(flush_docs=10, merge_factor=3, hnsw={"min_rows": 10_000})
+    for start in range(0, 200, 10):
+        collection.upsert(make_docs(10, start=start))
+    sizes = [s["rows"] for s in collection.stats()["segments"]]
+    assert sum(sizes) == 200 and len(sizes) <= 6, sizes
+
+
+def test_second_writer_gets_a_clear_error(tmp_path, new_collection, docs):
+    writer = new_collection()
+    writer.upsert(docs[:5])
+    other = Collection.open(tmp_path / "c", cache=False)
+    try:
+        assert other.count() == 5  # reading needs no lock
+        with pytest.raises(CollectionLockedError, match="open for writing"):
+            other.upsert(docs[5:6])
+        writer.upsert(docs[5:10])
+        assert other.count() == 10  # readers see new versions
+        assert other.search(as_query(docs[7]), k=1)[0].id == "d7"
+        writer.close()
+        other.upsert(docs[10:11])  # the lock is free once the writer closed
+        assert other.count() == 11
+    finally:
+        other.close()
+
+
+def test_readonly_refuses_writes(tmp_path, new_collection, docs):
+    new_collection().upsert(docs[:3])
+    reader = Collection.open(tmp_path / "c", readonly=True, cache=False)
+    with pytest.raises(Exception, match="read-only"):
+        reader.delete("d1")
+    reader.close()
+
+
+def test_create_and_open_errors(tmp_path, new_collection):
+    with pytest.raises(CollectionNotFoundError):
+        Collection.open(tmp_path / "nothing")
+    new_collection()
+    with pytest.raises(CollectionExistsError):
+        Collection.create(tmp_path / "c", dim=DIM)
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "file").write_text("x")
+    with pytest.raises(CollectionExistsError):
+        Collection.create(tmp_path / "busy", dim=DIM)
+    with pytest.raises(InvalidInputError):
+        Collection.create(tmp_path / "nodim", outputs=["dense"])
+
+
+@pytest.mark.parametrize("change,error", [
+    (lambda d: d.update(dense=np.ones(DIM + 1)), DimensionMismatchError),
+    (lambda d: d["dense"].__setitem__(0, np.nan), InvalidInputError),
+    (lambda d: d.update(colbert=np.ones((3, 5))), DimensionMismatchError),
+    (lambda d: d["colbert"].__setitem__((0, 0), np.inf), InvalidInputError),
+    (lambda d: d.update(sparse={"x": 1.0}), InvalidInputError),
+    (lambda d: d.update(sparse={5: float("nan")}), InvalidInputError),
+    (lambda d: d.update(metadata=[1, 2]), InvalidInputError),
+    (lambda d: d.update(metadata={"x": float("nan")}), InvalidInputError),
+    (lambda d: d.update(id=""), InvalidInputError),
+    (lambda d: d.pop("id"), InvalidInputError),
+    (lambda d: d.update(text=None, dense=None), InvalidInputError),
+    (lambda d: d.update(unknown=1), InvalidInputError),
+])
+def test_bad_documents_are_rejected_and_nothing_is_lost(new_collection, docs, change, error):
+    collection = new_collection()
+    collection.upsert(docs[:10])
+    bad = make_docs(1, seed=1, start=500)[0]
+    change(bad)
+    with pytest.raises(error):
+        collection.upsert(docs[10:20] + [bad])
+    assert collection.count() == 10
+    assert collection.search(as_query(docs[2]), k=1)[0].id == "d2"
+
+
+def test_duplicate_ids_in_a_batch(new_collection, docs):
+    collection = new_collection()
+    with pytest.raises(InvalidInputError, match="twice"):
+        collection.upsert([docs[0], docs[1], docs[0]])
+    assert collection.count() == 0
+
+
+def test_bad_queries(filled, docs):
+    with pytest.raises(InvalidInputError, match="mode"):
+        filled.search(as_query(docs[0]), mode="fancy")
+    with pytest.raises(InvalidInputError, match="fusion"):
+        filled.search(as_query(docs[0]), mode="all", fusion="max")
+    with pytest.raises(DimensionMismatchError):
+        filled.search({"dense": np.ones(3)}, mode="dense")
+    with pytest.raises(InvalidInputError, match="lacks"):
+        filled.search({"dense": docs[0]["dense"]}, mode="all")
+    with pytest.raises(InvalidInputError, match="no model"):
+        filled.search("a text query")
+    with pytest.raises(InvalidInputError):
+        filled.search(as_query(docs[0]), k=0)
+    with pytest.raises(InvalidInputError, match="weights"):
+        filled.search(as_query(docs[0]), mode="all", weights=(1, -1, 0))
+
+
+def test_modes_need_their_outputs(new_collection, docs):
+    collection = new_collection(outputs=["dense", "sparse"], colbert_dim=None)
+    collection.upsert([{k: v for k, v in d.items() if k != "colbert"} for d in docs[:5]])
+    assert collection.default_mode == "dense+sparse"
+    with pytest.raises(InvalidInputError, match="colbert"):
+        collection.search(as_query(docs[0]), mode="all")
+    with pytest.raises(InvalidInputError, match="no colbert"):
+        collection.upsert([docs[6]])
+
+
+def test_documents_without_colbert_vectors_score_zero(new_collection, docs):
+    collection = new_collection()
+    collection.upsert([{**docs[0], "colbert": None, "text": None}] + docs[1:5])
+    hits = collection.search(as_query(docs[0]), k=5, mode="all")
+    assert hits[0].id == "d0" and hits[0].scores["colbert"] == 0.0
