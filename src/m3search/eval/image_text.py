@@ -3,7 +3,8 @@
 Protocol (the one CLIP-style papers use on Flickr and COCO): every caption of the evaluated images is a text
 query, and it hits at k when its own image is among the k nearest images (text->image recall is averaged over
 captions); every image is a query over all captions of the evaluated images, and it hits at k when any of its
-own captions is among the k nearest (image->text recall is averaged over images).
+own captions is among the k nearest (image->text recall is averaged over images). This "any of its captions"
+hit is not trec_eval's recall (the fraction of relevant items found) in `metrics`, hence its own function.
 """
 
 from __future__ import annotations
