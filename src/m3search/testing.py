@@ -117,8 +117,8 @@ def build_random_visualized_bge(
     seed: int = 0,
     filename: str = "Visualized_m3.pth",
 ) -> Path:
-    """Save a random-init Visualized-BGE checkpoint (EVA02 tower as wide as the text model) whose text tower is
-    the model in `text_model_dir`, in the exact layout of `Visualized_m3.pth`; return the file's path.
+    """Save a random-init Visualized-BGE checkpoint (EVA02 tower as wide as the text model) whose text tower
+    is the model in `text_model_dir`, in the exact layout of `Visualized_m3.pth`; return the file's path.
 
     The file holds every entry the real one does, including those inference ignores (bge's pooler, the tower's
     final norm and CLIP head, the CLIP logit scale), so loading is tested against the real layout.

@@ -1,4 +1,4 @@
-"""Image-caption retrieval evaluation: the data set (images with several captions each) and Recall@k both ways.
+"""Image-caption retrieval evaluation: the data (images with several captions each) and Recall@k both ways.
 
 Protocol (the one CLIP-style papers use on Flickr and COCO): every caption of the evaluated images is a text
 query, and it hits at k when its own image is among the k nearest images (text->image recall is averaged over
@@ -48,15 +48,15 @@ class ImageCaptionSet:
 
 def load_image_captions(pairs_csv: str | Path, images_dir: str | Path, *, image_column: str = "image",
                         caption_column: str = "caption") -> ImageCaptionSet:
-    """Read a CSV of (image file name, caption) rows, images sorted by name; missing image files are an error."""
+    """Read a CSV of (image file name, caption) rows, images sorted by name; a missing image is an error."""
     pairs_csv, images_dir = Path(pairs_csv), Path(images_dir)
     by_image: dict[str, list[str]] = {}
     try:
         with pairs_csv.open(encoding="utf-8", newline="") as f:
             reader = csv.DictReader(f)
             if not reader.fieldnames or not {image_column, caption_column} <= set(reader.fieldnames):
-                raise InvalidInputError(f"{pairs_csv} needs the columns {image_column!r} and {caption_column!r}; "
-                                        f"it has {reader.fieldnames}")
+                raise InvalidInputError(f"{pairs_csv} needs the columns {image_column!r} and "
+                                        f"{caption_column!r}; it has {reader.fieldnames}")
             for line, row in enumerate(reader, 2):
                 name, caption = (row[image_column] or "").strip(), (row[caption_column] or "").strip()
                 if not name or not caption:
@@ -92,12 +92,15 @@ def image_text_recall(image_vectors: np.ndarray, caption_vectors: np.ndarray, ca
     """
     image_vectors = np.asarray(image_vectors, dtype=np.float32)
     caption_vectors = np.asarray(caption_vectors, dtype=np.float32)
-    queries = caption_vectors if query_caption_vectors is None else np.asarray(query_caption_vectors, np.float32)
+    queries = caption_vectors
+    if query_caption_vectors is not None:
+        queries = np.asarray(query_caption_vectors, dtype=np.float32)
     caption_image = np.asarray(caption_image)
     if len(caption_vectors) != len(caption_image) or len(queries) != len(caption_image):
         raise InvalidInputError("one caption vector per caption is needed")
     if image_vectors.shape[1] != caption_vectors.shape[1]:
-        raise InvalidInputError(f"image vectors are {image_vectors.shape[1]}-d, captions {caption_vectors.shape[1]}-d")
+        raise InvalidInputError(f"image vectors are {image_vectors.shape[1]}-d, captions "
+                                f"{caption_vectors.shape[1]}-d")
     # text -> image: rank of the right image = number of images scoring strictly higher
     t2i = queries @ image_vectors.T
     own = t2i[np.arange(len(queries)), caption_image]

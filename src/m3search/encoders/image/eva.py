@@ -4,8 +4,9 @@ torchvision, which CPU-only installs of m3search do not have.
 Architecture (EVA02, as in Visualized-BGE's checkpoints): 2-D rotary position embedding on the patch tokens of
 q and k, SwiGLU MLP with a LayerNorm before its output projection ("sub-LN"), a LayerNorm before the attention
 output projection, separate q/k/v projections with q and v biases, pre-norm blocks, LayerNorm eps 1e-6.
-Visualized-BGE uses every output token of the last block, before the final norm; that norm and the CLIP head are
-therefore not part of this module (the loader skips their weights). Parameter names match the checkpoint's.
+Visualized-BGE uses every output token of the last block, before the final norm; that norm and the CLIP head
+are therefore not part of this module (the loader skips their weights). Parameter names match the
+checkpoint's.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from m3search.errors import ModelLoadError
 
 @dataclass(frozen=True)
 class EVAVisionConfig:
-    """Shape of an EVA02 vision tower. The defaults are EVA02-CLIP-L-14 at 224 px (Visualized-BGE for bge-m3)."""
+    """Shape of an EVA02 vision tower; the defaults are EVA02-CLIP-L-14 at 224 px (Visualized-BGE m3)."""
 
     image_size: int = 224
     patch_size: int = 14
@@ -61,10 +62,11 @@ class EVAVisionConfig:
             mlp_hidden = state[f"{prefix}blocks.0.mlp.w1.weight"].shape[0]
         except KeyError as exc:
             raise ModelLoadError(f"not an EVA02 vision tower state dict: missing {exc.args[0]}") from None
-        layer_ids = {int(m.group(1)) for k in state if (m := re.match(re.escape(prefix) + r"blocks\.(\d+)\.", k))}
+        block = re.compile(re.escape(prefix) + r"blocks\.(\d+)\.")
+        layer_ids = {int(m.group(1)) for k in state if (m := block.match(k))}
         grid = math.isqrt(positions)
         if grid * grid != positions:
-            raise ModelLoadError(f"EVA02 position embedding has {positions} patch positions, not a square grid")
+            raise ModelLoadError(f"EVA02 position embedding has {positions} patch positions, not a square")
         return cls(
             image_size=grid * patch.shape[-1],
             patch_size=patch.shape[-1],

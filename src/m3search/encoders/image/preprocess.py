@@ -1,8 +1,8 @@
 """Image -> normalized pixel tensor, with Pillow and numpy (torchvision is not available on CPU installs).
 
 Two crops cover the towers we use: CLIP's (resize the short side to `size` with bicubic, then center-crop, as
-torchvision's `Resize` + `CenterCrop` do on PIL images) and TensorFlow EfficientNet's (center-crop a fraction of
-the short side, then resize to `size` with bicubic).
+torchvision's `Resize` + `CenterCrop` do on PIL images) and TensorFlow EfficientNet's (center-crop a fraction
+of the short side, then resize to `size` with bicubic).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Frozen vision towers: images -> pooled feature vectors, the input of a trained projection (`adapter`).
 
-A tower is named by a string stored with each adapter (`"efficientnet-lite0"`), so a collection can rebuild it.
-Towers are described as data in `TOWERS`; each kind of network is one small class.
+A tower is named by a string stored with each adapter (`"efficientnet-lite0"`), so a collection can rebuild
+it. Towers are described as data in `TOWERS`; each kind of network is one small class.
 """
 
 from __future__ import annotations
@@ -36,11 +36,13 @@ class VisionTower(ABC):
         """Load, check and preprocess images, then return their (n, feature_dim) float32 features."""
         images = as_list(images)
         out = np.zeros((len(images), self.feature_dim), dtype=np.float32)
-        with tqdm(total=len(images), unit="img", disable=not show_progress_bar, desc=f"features {self.name}") as bar:
+        with tqdm(total=len(images), unit="img", disable=not show_progress_bar,
+                  desc=f"features {self.name}") as bar:
             for start, batch in zip(range(0, len(images), batch_size), batched(images, batch_size)):
                 pixels = self.preprocess(load_images(batch, limits=limits, first_index=start))
                 with torch.inference_mode():
-                    out[start : start + len(batch)] = self.features(pixels.to(self.device)).float().cpu().numpy()
+                    features = self.features(pixels.to(self.device))
+                out[start : start + len(batch)] = features.float().cpu().numpy()
                 bar.update(len(batch))
         return out
 
@@ -60,7 +62,8 @@ def load_tower(name: str, *, device: str | None = None) -> VisionTower:
     try:
         loader = TOWERS[name]
     except KeyError:
-        raise InvalidInputError(f"unknown image tower {name!r}; available: {', '.join(sorted(TOWERS))}") from None
+        known = ", ".join(sorted(TOWERS))
+        raise InvalidInputError(f"unknown image tower {name!r}; available: {known}") from None
     return loader(device or "cpu")
 
 

@@ -1,8 +1,8 @@
 """Contrastive training of an image adapter's projection: symmetric InfoNCE with a learnable temperature, both
 towers frozen, on cached features; and its held-out evaluation against untrained and random projections.
 
-Each epoch uses every caption once: in round r every training image is paired with its r-th caption (in a fresh
-random order), so a batch never holds the same image twice (no false negatives from duplicates).
+Each epoch uses every caption once: in round r every training image is paired with its r-th caption (in a
+fresh random order), so a batch never holds the same image twice (no false negatives from duplicates).
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ class TrainConfig:
 
 
 def initial_projection(features: np.ndarray, dim: int, config: TrainConfig) -> Projection:
-    """The projection training starts from (seeded init, standardized on `features`): the untrained baseline."""
+    """The projection training starts from (seeded, standardized on `features`): the untrained baseline."""
     torch.manual_seed(config.seed)
     projection = Projection(features.shape[1], dim, config.hidden_dim)
     projection.set_statistics(torch.from_numpy(features))
@@ -61,7 +61,7 @@ def initial_projection(features: np.ndarray, dim: int, config: TrainConfig) -> P
 
 
 def random_projection(features: np.ndarray, dim: int, seed: int) -> Projection:
-    """A Gaussian random linear map of the standardized features (Johnson-Lindenstrauss): the chance baseline."""
+    """A Gaussian random linear map of the standardized features (as in Johnson-Lindenstrauss): chance."""
     projection = Projection(features.shape[1], dim)
     projection.set_statistics(torch.from_numpy(features))
     generator = torch.Generator().manual_seed(seed + 1)
@@ -71,9 +71,11 @@ def random_projection(features: np.ndarray, dim: int, seed: int) -> Projection:
     return projection.eval()
 
 
-def _epoch_batches(owners: list[np.ndarray], batch_size: int, rng: np.random.Generator) -> list[tuple[np.ndarray,
-                                                                                                     np.ndarray]]:
-    """(image indices, caption indices) batches covering every caption once, one caption per image per round."""
+Batch = tuple[np.ndarray, np.ndarray]
+
+
+def _epoch_batches(owners: list[np.ndarray], batch_size: int, rng: np.random.Generator) -> list[Batch]:
+    """(image indices, caption indices) batches using every caption once, one caption per image per round."""
     orders = [rng.permutation(caps) for caps in owners]
     rounds = max(len(o) for o in orders)
     batches = []
@@ -95,7 +97,8 @@ def train_projection(features: np.ndarray, captions: np.ndarray, caption_image: 
     """
     config.check()
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the matrices are tiny: thread hand-offs cost more than they save, badly so on busy CPUs
+    # The matrices are tiny: thread hand-offs cost more than they save, badly so on busy CPUs.
+    torch.set_num_threads(1)
     try:
         return _train(features, captions, caption_image, config)
     finally:
@@ -143,15 +146,17 @@ def encode_set(data: ImageCaptionSet, tower: VisionTower, text_encoder: TextEnco
     """Tower features of the images and caption vectors as queries and as documents, through the cache."""
     feats = cache.get(f"image-{tower.name}", tower.name, image_keys(data.images),
                       lambda: tower.encode(data.images, show_progress_bar=show_progress_bar))
+    progress = {"show_progress_bar": show_progress_bar}
     as_query = cache.get("caption-query", text_encoder.name, data.captions,
-                         lambda: text_encoder.encode_queries(data.captions, show_progress_bar=show_progress_bar).dense)
+                         lambda: text_encoder.encode_queries(data.captions, **progress).dense)
     as_doc = cache.get("caption-passage", text_encoder.name, data.captions,
-                       lambda: text_encoder.encode_documents(data.captions, show_progress_bar=show_progress_bar).dense)
+                       lambda: text_encoder.encode_documents(data.captions, **progress).dense)
     return {"features": feats, "query": as_query, "passage": as_doc}
 
 
-def evaluate_projection(projection: Projection, features: np.ndarray, queries: np.ndarray, passages: np.ndarray,
-                        caption_image: np.ndarray, ks: tuple[int, ...] = DEFAULT_KS) -> dict[str, dict[str, float]]:
+def evaluate_projection(projection: Projection, features: np.ndarray, queries: np.ndarray,
+                        passages: np.ndarray, caption_image: np.ndarray,
+                        ks: tuple[int, ...] = DEFAULT_KS) -> dict[str, dict[str, float]]:
     """Recall@k both ways of projected images against caption queries (text->image) and documents."""
     with torch.inference_mode():
         image_vecs = projection.eval()(torch.from_numpy(np.asarray(features, dtype=np.float32))).numpy()
@@ -170,18 +175,20 @@ def train_adapter(data: ImageCaptionSet, tower: VisionTower, text_encoder: TextE
     if "dense" not in text_encoder.outputs:
         raise InvalidInputError(f"text model {text_encoder.name!r} has no dense output to align images with")
     train, held = data.split(train_images)
-    vectors = encode_set(data, tower, text_encoder, cache or FeatureCache(), show_progress_bar=show_progress_bar)
+    vectors = encode_set(data, tower, text_encoder, cache or FeatureCache(),
+                         show_progress_bar=show_progress_bar)
     in_train = data.caption_image < train_images
     train_feats = vectors["features"][:train_images]
     started = time.perf_counter()
     projection, scale, losses = train_projection(train_feats, vectors["query"][in_train], train.caption_image,
                                                  config)
     seconds = time.perf_counter() - started
-    log.info("trained in %.1f s; loss %.3f -> %.3f; temperature %.4f", seconds, losses[0], losses[-1], 1 / scale)
+    log.info("trained in %.1f s; loss %.3f -> %.3f; temperature %.4f", seconds, losses[0], losses[-1],
+             1 / scale)
     metrics: dict[str, Any] = {}
     if len(held):
-        held_args = (vectors["features"][train_images:], vectors["query"][~in_train], vectors["passage"][~in_train],
-                     held.caption_image)
+        held_args = (vectors["features"][train_images:], vectors["query"][~in_train],
+                     vectors["passage"][~in_train], held.caption_image)
         dim = vectors["query"].shape[1]
         metrics = {
             "heldout_images": len(held),

@@ -1,8 +1,9 @@
 """Safe image loading: every image m3search decodes comes through here, whatever its source.
 
-Uploaded bytes are untrusted: a file can be corrupt, truncated, of a format we do not want to decode, far larger
-than memory allows, or a decompression bomb (a few kilobytes claiming gigapixels). Each of these becomes an
-`ImageError` that names the image and the problem, before any large decode happens. Decoding itself is Pillow's.
+Uploaded bytes are untrusted: a file can be corrupt, truncated, of a format we do not want to decode, far
+larger than memory allows, or a decompression bomb (a few kilobytes claiming gigapixels). Each of these
+becomes an `ImageError` that names the image and the problem, before any large decode happens. Decoding itself
+is Pillow's.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ class ImageLimits:
     #: Largest encoded file, in bytes.
     max_bytes: int = 20 * 1024 * 1024
     #: Largest decoded image, width x height (the decompression-bomb guard; 50 MP is a large camera photo).
-    #: Pillow's own guard (`Image.MAX_IMAGE_PIXELS`, ~89 MP) still applies above this; raise both to go higher.
+    #: Pillow's own guard (`Image.MAX_IMAGE_PIXELS`, ~89 MP) still applies above this; raise both to go
+    #: higher.
     max_pixels: int = 50_000_000
     #: Pillow format names that may be decoded.
     formats: frozenset[str] = field(default=DEFAULT_FORMATS)
@@ -75,7 +77,8 @@ def _read_bytes(source: ImageSource, limits: ImageLimits, what: str) -> bytes:
             raise ImageError(f"{what}: the file object must be opened in binary mode")
         data = bytes(data)
     else:
-        raise ImageError(f"{what}: expected a path, bytes, a binary file or a PIL image, got {type(source).__name__}")
+        raise ImageError(f"{what}: expected a path, bytes, a binary file or a PIL image, "
+                         f"got {type(source).__name__}")
     if len(data) > limits.max_bytes:
         raise ImageError(too_big)
     if not data:
@@ -108,8 +111,8 @@ def _check_pixels(image: Image.Image, limits: ImageLimits, what: str) -> None:
         raise ImageError(f"{what} has no pixels ({width}x{height})")
     if width * height > limits.max_pixels:
         raise ImageError(
-            f"{what} is {width}x{height} = {width * height:,} pixels, over the {limits.max_pixels:,}-pixel limit "
-            "(a decompression bomb or an image too large to index; downscale it first)"
+            f"{what} is {width}x{height} = {width * height:,} pixels, over the {limits.max_pixels:,}-pixel "
+            "limit (a decompression bomb or an image too large to index; downscale it first)"
         )
 
 
@@ -124,11 +127,13 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def load_image(source: ImageSource, *, limits: ImageLimits = DEFAULT_LIMITS, label: str | None = None) -> Image.Image:
+def load_image(source: ImageSource, *, limits: ImageLimits = DEFAULT_LIMITS,
+               label: str | None = None) -> Image.Image:
     """Decode one image into an upright RGB PIL image, or raise an `ImageError` saying what is wrong with it.
 
     Checks, in order: readable and within `max_bytes`; a format in `limits.formats`; header dimensions within
-    `max_pixels` (before decoding, so bombs cost nothing); a complete decode (truncated or corrupt data fails).
+    `max_pixels` (before decoding, so bombs cost nothing); a complete decode (truncated or corrupt data
+    fails).
     EXIF orientation is applied; GIFs give their first frame.
     """
     what = _describe(source, label)
@@ -153,7 +158,8 @@ def load_image(source: ImageSource, *, limits: ImageLimits = DEFAULT_LIMITS, lab
         allowed = ", ".join(sorted(limits.formats))
         claimed = _signature(data)
         if claimed in limits.formats:
-            raise ImageError(f"{what} is corrupt: it starts like a {claimed} file but cannot be parsed") from None
+            raise ImageError(f"{what} is corrupt: it starts like a {claimed} file but cannot be "
+                             "parsed") from None
         found = _identify(data)
         if found:
             raise ImageError(f"{what} is {found}, an unsupported format (supported: {allowed})") from None
@@ -172,7 +178,8 @@ def load_images(sources: Sequence[ImageSource], *, limits: ImageLimits = DEFAULT
                 first_index: int = 0) -> list[Image.Image]:
     """`load_image` over a list; errors name the index (counted from `first_index`, for batches of a larger
     list) and the path, when there is one, of the bad image."""
-    if isinstance(sources, (str, bytes, bytearray, memoryview, os.PathLike, Image.Image)) or hasattr(sources, "read"):
+    single = (str, bytes, bytearray, memoryview, os.PathLike, Image.Image)
+    if isinstance(sources, single) or hasattr(sources, "read"):
         sources = [sources]  # type: ignore[list-item]
     out = []
     for i, source in enumerate(sources):

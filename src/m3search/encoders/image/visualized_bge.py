@@ -1,11 +1,11 @@
-"""Visualized-BGE (FlagEmbedding `research/visual_bge`, VISTA): images, texts and image+text in bge's own space.
+"""Visualized-BGE (FlagEmbedding `research/visual_bge`, VISTA): images, texts and image+text in bge's space.
 
-An EVA02-CLIP vision tower turns the image into patch tokens; a linear projection maps them to the text model's
-width; they get bge's position embeddings for positions 1..N and its embedding LayerNorm, and enter the unchanged
-bge encoder between the CLS token (position 0) and the text tokens (positions N+1...). The CLS output, normalized,
-is the embedding. Text alone takes bge's plain path, so text vectors are exactly bge-m3's dense vectors. Weights
-come from one checkpoint (`Visualized_m3.pth`) holding both towers; the text model's snapshot gives its config
-and tokenizer.
+An EVA02-CLIP vision tower turns the image into patch tokens; a linear projection maps them to the text
+model's width; they get bge's position embeddings for positions 1..N and its embedding LayerNorm, and enter
+the unchanged bge encoder between the CLS token (position 0) and the text tokens (positions N+1...). The CLS
+output, normalized, is the embedding. Text alone takes bge's plain path, so text vectors are exactly bge-m3's
+dense vectors. Weights come from one checkpoint (`Visualized_m3.pth`) holding both towers; the text model's
+snapshot gives its config and tokenizer.
 """
 
 from __future__ import annotations
@@ -71,7 +71,8 @@ class VisualizedBGE(nn.Module):
         positions = torch.arange(1, tokens.shape[1] + 1, device=tokens.device)
         return emb.LayerNorm(tokens + emb.position_embeddings(positions))
 
-    def composed(self, pixels: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def composed(self, pixels: torch.Tensor, input_ids: torch.Tensor,
+                 attention_mask: torch.Tensor) -> torch.Tensor:
         """(B, hidden) normalized CLS output of [CLS, image tokens, text tokens after CLS]."""
         image = self.image_tokens(pixels)
         batch, length = input_ids.shape
@@ -85,8 +86,8 @@ class VisualizedBGE(nn.Module):
             token_type_ids=torch.zeros_like(input_ids),
         )
         sequence = torch.cat([text[:, :1], image, text[:, 1:]], dim=1)
-        mask = torch.cat([attention_mask[:, :1], torch.ones(batch, n, dtype=attention_mask.dtype, device=device),
-                          attention_mask[:, 1:]], dim=1)
+        image_mask = torch.ones(batch, n, dtype=attention_mask.dtype, device=device)
+        mask = torch.cat([attention_mask[:, :1], image_mask, attention_mask[:, 1:]], dim=1)
         additive = (1.0 - mask[:, None, None, :].to(sequence.dtype)) * torch.finfo(sequence.dtype).min
         hidden = self.backbone.encoder(sequence, attention_mask=additive).last_hidden_state
         return F.normalize(hidden[:, 0], dim=-1)
@@ -128,11 +129,13 @@ def resolve_checkpoint(checkpoint: str | Path, text_model: str, cache_dir: str |
     except (LocalEntryNotFoundError, OSError, ValueError):
         pass
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
-        raise ModelNotFoundError(f"{filename} of {repo} is not in the Hugging Face cache and HF_HUB_OFFLINE is set")
+        raise ModelNotFoundError(f"{filename} of {repo} is not in the Hugging Face cache and HF_HUB_OFFLINE "
+                                 "is set")
     try:
         return Path(hf_hub_download(repo, filename, cache_dir=cache_dir))
     except (HfHubHTTPError, LocalEntryNotFoundError, OSError, ValueError) as exc:
-        raise ModelNotFoundError(f"cannot download {filename} from {repo}: {str(exc).splitlines()[0][:200]}") from exc
+        reason = str(exc).splitlines()[0][:200]
+        raise ModelNotFoundError(f"cannot download {filename} from {repo}: {reason}") from exc
 
 
 def load_visualized_bge(checkpoint: Path, text_path: Path) -> VisualizedBGE:
@@ -183,9 +186,10 @@ class VisualizedBGEEncoder(ImageEncoder):
         self.max_composed_length = max_positions - model.num_image_tokens - 2
 
     @classmethod
-    def from_pretrained(cls, checkpoint: str | Path = VISUALIZED_REPO, *, text_model: str | Path = "BAAI/bge-m3",
-                        device: str | None = None, cache_dir: str | Path | None = None) -> VisualizedBGEEncoder:
-        """Load a checkpoint (file, directory or hub repo) with the text model (hub id or snapshot directory)."""
+    def from_pretrained(cls, checkpoint: str | Path = VISUALIZED_REPO, *,
+                        text_model: str | Path = "BAAI/bge-m3", device: str | None = None,
+                        cache_dir: str | Path | None = None) -> VisualizedBGEEncoder:
+        """Load a checkpoint (file, directory or hub repo) with its text model (hub id or directory)."""
         text_path, spec = resolve_model(text_model, cache_dir=cache_dir)
         path = resolve_checkpoint(checkpoint, spec.name, cache_dir)
         model = load_visualized_bge(path, text_path)
@@ -199,8 +203,8 @@ class VisualizedBGEEncoder(ImageEncoder):
         return True
 
     def encode(self, images: ImageSource | Sequence[ImageSource] | None = None,
-               texts: str | Sequence[str] | None = None, *, batch_size: int = 16, max_length: int | None = None,
-               show_progress_bar: bool = False) -> np.ndarray:
+               texts: str | Sequence[str] | None = None, *, batch_size: int = 16,
+               max_length: int | None = None, show_progress_bar: bool = False) -> np.ndarray:
         """Image only, text only, or image+text pairs (equal counts) -> (n, dim) normalized float32."""
         if images is None and texts is None:
             raise InvalidInputError("give images, texts, or both")
@@ -223,11 +227,12 @@ class VisualizedBGEEncoder(ImageEncoder):
                         max_length: int | None = None, show_progress_bar: bool = False) -> np.ndarray:
         texts = validate_texts(texts)
         if len(images) != len(texts):
-            raise InvalidInputError(f"got {len(images)} images and {len(texts)} texts; pairs need equal counts")
+            raise InvalidInputError(f"got {len(images)} images and {len(texts)} texts; pairs need equal "
+                                    "counts")
         limit = self.max_composed_length if max_length is None else int(max_length)
         if not 2 <= limit <= self.max_composed_length:
-            raise InvalidInputError(f"max_length must be between 2 and {self.max_composed_length} for image+text "
-                                    f"with {self.name}, got {limit}")
+            raise InvalidInputError(f"max_length must be between 2 and {self.max_composed_length} for "
+                                    f"image+text with {self.name}, got {limit}")
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         pairs = list(range(len(texts)))
         with tqdm(total=len(pairs), unit="img", disable=not show_progress_bar, desc="encode images") as bar:
@@ -250,7 +255,8 @@ class VisualizedBGEEncoder(ImageEncoder):
         ids = torch.full((len(texts), width), tok.pad_token_id, dtype=torch.long)
         mask = torch.zeros((len(texts), width), dtype=torch.long)
         for row, content in enumerate(contents):
-            ids[row, : len(content) + 2] = torch.tensor([tok.cls_token_id, *content.tolist(), tok.sep_token_id])
+            wrapped = [tok.cls_token_id, *content.tolist(), tok.sep_token_id]
+            ids[row, : len(wrapped)] = torch.tensor(wrapped)
             mask[row, : len(content) + 2] = 1
         return ids, mask
 
