@@ -95,6 +95,16 @@ def test_unsupported_format_is_named() -> None:
     assert load_image(buffer.getvalue(), limits=tiff_ok).getpixel((0, 0)) == (255, 0, 0)
 
 
+def test_an_opened_pil_image_is_checked_too(flickr_images: list[Path], tmp_path: Path) -> None:
+    data = flickr_images[0].read_bytes()
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ImageError, match="truncated"):
+        load_image(Image.open(cut))  # lazily opened: the damage shows only when decoding
+    with pytest.raises(ImageError, match="pixel limit"):
+        load_image(Image.new("RGB", (100, 100)), limits=ImageLimits(max_pixels=5000))
+
+
 def test_size_and_source_errors(tmp_path: Path) -> None:
     png = _png_bytes(Image.new("RGB", (10, 10)))
     with pytest.raises(ImageError, match="larger than the 100-byte limit"):

@@ -133,25 +133,24 @@ def load_image(source: ImageSource, *, limits: ImageLimits = DEFAULT_LIMITS,
 
     Checks, in order: readable and within `max_bytes`; a format in `limits.formats`; header dimensions within
     `max_pixels` (before decoding, so bombs cost nothing); a complete decode (truncated or corrupt data
-    fails).
-    EXIF orientation is applied; GIFs give their first frame.
+    fails). EXIF orientation is applied; GIFs give their first frame. An already opened PIL image skips the
+    byte and format checks.
     """
     what = _describe(source, label)
-    if isinstance(source, Image.Image):
-        _check_pixels(source, limits, what)
-        return to_rgb(ImageOps.exif_transpose(source))
-    data = _read_bytes(source, limits, what)
+    data = b"" if isinstance(source, Image.Image) else _read_bytes(source, limits, what)
     try:
         with warnings.catch_warnings():
             # Pillow's own bomb guard warns (then errors) past Image.MAX_IMAGE_PIXELS; ours is stricter, but
             # treat its warning as the error it is either way.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=sorted(limits.formats))
+            if isinstance(source, Image.Image):
+                image = source
+            else:
+                image = Image.open(io.BytesIO(data), formats=sorted(limits.formats))
+                image.seek(0)
             _check_pixels(image, limits, what)
-            image.seek(0)
             image.load()
-            upright = ImageOps.exif_transpose(image)
-            return to_rgb(upright)
+            return to_rgb(ImageOps.exif_transpose(image))
     except ImageError:
         raise
     except UnidentifiedImageError:
