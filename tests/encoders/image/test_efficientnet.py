@@ -46,5 +46,7 @@ def test_features_shape_determinism_and_batching(lite0, flickr_images: list[Path
 def test_tower_errors(lite0, flickr_images: list[Path], tmp_path: Path) -> None:
     with pytest.raises(InvalidInputError, match="unknown image tower 'resnet9000'"):
         load_tower("resnet9000")
+    with pytest.raises(InvalidInputError, match="expected open_clip:MODEL@PRETRAINED"):
+        load_tower("open_clip:ViT-B-32")  # no pretrained tag: a random tower is never what users want
     with pytest.raises(ImageError, match=r"image 3 \(.*gone.jpg"):
         lite0.encode([*flickr_images[:3], tmp_path / "gone.jpg"], batch_size=2)

@@ -53,12 +53,17 @@ def _efficientnet_lite0(device: str) -> VisionTower:
     return EfficientNetLiteTower.lite0(device=device)
 
 
-#: Tower name -> loader. Every entry must work offline from packages m3search can depend on.
+#: Tower name -> loader. Every entry must work offline from packages m3search can depend on; OpenCLIP
+#: towers (`open_clip:MODEL@PRETRAINED`) come on top where open_clip is installed.
 TOWERS: dict[str, Callable[[str], VisionTower]] = {"efficientnet-lite0": _efficientnet_lite0}
 
 
 def load_tower(name: str, *, device: str | None = None) -> VisionTower:
     """Build the named tower on `device` (default cpu)."""
+    if name.startswith("open_clip:"):
+        from m3search.encoders.image.openclip import OpenCLIPTower
+
+        return OpenCLIPTower.load(name, device=device or "cpu")
     try:
         loader = TOWERS[name]
     except KeyError:
