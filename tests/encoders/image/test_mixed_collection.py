@@ -24,8 +24,8 @@ def test_text_and_image_documents_share_the_dense_index(tiny_m3, lite0, flickr_i
     assert images.text_model == tiny_m3.name  # what a collection checks before mixing the two
 
     collection = Collection.create(tmp_path / "mixed", encoder=tiny_m3, outputs=["dense"], cache=False)
-    collection.upsert([{"id": "t1", "text": "A black dog runs on the grass"},
-                       {"id": "t2", "text": "Two children play in the snow"}])
+    texts = ["A black dog runs on the grass", "Two children play in the snow"]
+    collection.upsert([{"id": "t1", "text": texts[0]}, {"id": "t2", "text": texts[1]}])
     vectors = images.encode_images(photos)
     collection.upsert([{"id": f"img{i}", "dense": v, "kind": "image", "metadata": {"path": p.name}}
                        for i, (v, p) in enumerate(zip(vectors, photos))])
@@ -36,7 +36,7 @@ def test_text_and_image_documents_share_the_dense_index(tiny_m3, lite0, flickr_i
     assert hits[0].id == "img2" and hits[0].kind == "image" and hits[0].score == pytest.approx(1.0, abs=1e-5)
     assert hits[0].metadata == {"path": photos[2].name}
     expected = {f"img{i}": float(vectors[2] @ v) for i, v in enumerate(vectors)}
-    text_vecs = tiny_m3.encode_documents(["A black dog runs on the grass", "Two children play in the snow"]).dense
+    text_vecs = tiny_m3.encode_documents(texts).dense
     expected.update(t1=float(vectors[2] @ text_vecs[0]), t2=float(vectors[2] @ text_vecs[1]))
     assert [h.id for h in hits] == sorted(expected, key=expected.get, reverse=True)
     assert {h.id: h.score for h in hits} == pytest.approx(expected, abs=1e-4)
