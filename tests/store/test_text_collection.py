@@ -119,7 +119,8 @@ def bm25_reference(query: str, texts: dict[str, str], tokenizer) -> dict[str, fl
             if t in c:
                 df = sum(1 for other in counts.values() if t in other)
                 idf = math.log(1 + (n - df + 0.5) / (df + 0.5))
-                score += idf * c[t] * 2.2 / (c[t] + 1.2 * (1 - 0.75 + 0.75 * dl / avgdl))
+                # a query term repeated n times counts n times (Lucene, rank_bm25)
+                score += q[t] * idf * c[t] * 2.2 / (c[t] + 1.2 * (1 - 0.75 + 0.75 * dl / avgdl))
         out[doc_id] = score
     return out
 

@@ -36,7 +36,8 @@ def list_models() -> None:
     rows = [(s.name, str(s.dim), ",".join(s.outputs), _availability(s)) for s in KNOWN_MODELS]
     known = {imported_model_dir(s.name).name for s in KNOWN_MODELS}
     for path in sorted(models_dir().iterdir()):
-        if path.is_dir() and path.name not in known and (path / "config.json").is_file():
+        if path.is_dir() and not path.name.startswith(".") and path.name not in known \
+                and (path / "config.json").is_file():
             rows.append((path.name.replace("--", "/"), "?", "?", f"ready ({path})"))
     widths = [max(len(r[i]) for r in rows + [("model", "dim", "outputs", "status")]) for i in range(4)]
     for row in [("model", "dim", "outputs", "status")] + rows:

@@ -75,6 +75,21 @@ def token_pieces(tokenizer: Any, token_ids: Iterable[int]) -> list[str]:
     return [p.replace("\u2581", " ").strip() or p for p in pieces]
 
 
+def content_ids(tokenizer: Any, texts: list[str]) -> list[list[int]]:
+    """Token ids of whole texts: no special tokens, no truncation, no padding.
+
+    A fast tokenizer's backend is shared with the `transformers` tokenizer around it, whose own calls (e.g.
+    `tokenizer(texts, truncation=True, padding=True)`) leave truncation and padding switched on; they are
+    switched off on every call here, so a text is never silently cut or padded.
+    """
+    backend = tokenizer.backend_tokenizer
+    if backend.truncation is not None:
+        backend.no_truncation()
+    if backend.padding is not None:
+        backend.no_padding()
+    return [e.ids for e in backend.encode_batch(texts, add_special_tokens=False)]
+
+
 def requested_outputs(return_dense: bool, return_sparse: bool, return_colbert: bool) -> tuple[OutputKind, ...]:
     """The output kinds asked for, in canonical order; at least one is required."""
     wanted = tuple(k for k, on in zip(OUTPUT_KINDS, (return_dense, return_sparse, return_colbert)) if on)

@@ -1,7 +1,8 @@
 """BM25 as a sparse encoder over a model's own tokenizer, so hybrid search works without a sparse head.
 
 Document weights are BM25's saturated term frequency, `tf (k1 + 1) / (tf + k1 (1 - b + b dl / avgdl))`; query
-weights are the IDF, `ln(1 + (N - df + 0.5) / (df + 0.5))` (Lucene's). Their dot product is the BM25 score, so
+weights are the IDF, `ln(1 + (N - df + 0.5) / (df + 0.5))` (Lucene's), times the term's count in the query (a
+repeated query term counts each time, as in Lucene and rank_bm25). Their dot product is the BM25 score, so
 the same sparse inverted index serves learned and BM25 weights. Corpus statistics (`BM25Stats`) belong to the
 collection: it adds and removes documents from them; queries always use the current IDF, and document
 weights use the average length at indexing time (collections re-weight on compaction).
@@ -22,10 +23,12 @@ from m3search.encoders.base import (
     EncodeResult,
     SparseVector,
     TextEncoder,
+    content_ids,
     requested_outputs,
     token_pieces,
     validate_texts,
 )
+from m3search.errors import InvalidInputError
 
 TermCounts = dict[int, int]
 
@@ -51,7 +54,13 @@ class BM25Stats:
             self.df[token] = self.df.get(token, 0) + 1
 
     def remove(self, counts: Mapping[int, int]) -> None:
-        """Count one previously added document out."""
+        """Count one previously added document out (refused, with the stats unchanged, if it cannot have been)."""
+        absent = [token for token in counts if self.df.get(token, 0) < 1]
+        if self.n_docs < 1 or absent or sum(counts.values()) > self.total_len:
+            raise InvalidInputError(
+                f"cannot remove a document that was not added to these BM25 statistics "
+                f"({self.n_docs} documents; {len(absent)} of its tokens never seen)"
+            )
         self.n_docs -= 1
         self.total_len -= sum(counts.values())
         for token in counts:
@@ -82,7 +91,6 @@ class BM25Encoder(TextEncoder):
     def __init__(self, tokenizer: Any, *, stats: BM25Stats | None = None, k1: float = 1.2, b: float = 0.75,
                  lowercase: bool = True, name: str = "bm25") -> None:
         self.tokenizer = tokenizer
-        self._backend = tokenizer.backend_tokenizer
         self.stats = stats if stats is not None else BM25Stats()
         self.k1, self.b, self.lowercase = k1, b, lowercase
         self.name = name
@@ -96,8 +104,7 @@ class BM25Encoder(TextEncoder):
         texts = validate_texts(texts)
         if self.lowercase:
             texts = [t.lower() for t in texts]
-        encodings = self._backend.encode_batch(texts, add_special_tokens=False)
-        return [dict(Counter(e.ids)) for e in encodings]
+        return [dict(Counter(ids)) for ids in content_ids(self.tokenizer, texts)]
 
     def document_weights(self, counts: Mapping[int, int]) -> SparseVector:
         """Saturated term frequencies of one document under the current average length."""
@@ -106,8 +113,8 @@ class BM25Encoder(TextEncoder):
         return {t: tf * (self.k1 + 1.0) / (tf + norm) for t, tf in counts.items()}
 
     def query_weights(self, counts: Mapping[int, int]) -> SparseVector:
-        """IDF of each query token present in the corpus (absent tokens can match nothing)."""
-        return {t: self.stats.idf(t) for t in counts if t in self.stats.df}
+        """IDF times query count of each query token present in the corpus (absent tokens can match nothing)."""
+        return {t: n * self.stats.idf(t) for t, n in counts.items() if t in self.stats.df}
 
     def encode(
         self,

@@ -6,6 +6,7 @@ computing only the heads asked for. Torch runtimes run it directly; the ONNX exp
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,6 +17,8 @@ from torch import nn
 
 from m3search.encoders.registry import M3_HEAD_FILES, ModelSpec
 from m3search.errors import ModelLoadError
+
+log = logging.getLogger(__name__)
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json")
 TOKENIZER_FILES = ("tokenizer.json", "sentencepiece.bpe.model", "vocab.txt")
@@ -131,10 +134,24 @@ def load_torch_model(path: Path, spec: ModelSpec, dtype: torch.dtype = torch.flo
         config = AutoConfig.from_pretrained(str(path))
         # The pooler layer is never used by any head: skip it where the architecture allows.
         extra = {"add_pooling_layer": False} if config.model_type in POOLER_MODEL_TYPES else {}
+        # transformers would only warn about weights missing from the checkpoint (and fill them randomly);
+        # its report is silenced here and the loading info checked below instead.
         with _quiet_transformers():
-            backbone = AutoModel.from_pretrained(str(path), config=config, dtype=torch.float32, **extra)
-    except (OSError, ValueError) as exc:
+            backbone, info = AutoModel.from_pretrained(
+                str(path), config=config, dtype=torch.float32, output_loading_info=True,
+                ignore_mismatched_sizes=True, **extra,
+            )
+    except (OSError, ValueError, RuntimeError) as exc:
         raise ModelLoadError(f"cannot load the backbone from {path}: {exc}") from exc
+    broken = sorted(info["missing_keys"]) + [f"{k} (shape {tuple(a)} in the checkpoint, {tuple(b)} expected)"
+                                             for k, a, b in sorted(info["mismatched_keys"])]
+    if broken:
+        more = f" and {len(broken) - 5} more" if len(broken) > 5 else ""
+        raise ModelLoadError(f"{path} does not match its config.json; bad or missing weights: "
+                             f"{', '.join(broken[:5])}{more}")
+    unused = sorted(k for k in info["unexpected_keys"] if not k.startswith("pooler."))
+    if unused:
+        log.info("%s: %d checkpoint weights are unused (%s, ...)", path, len(unused), unused[0])
     hidden = backbone.config.hidden_size
     sparse_linear = colbert_linear = None
     if spec.family == "m3":

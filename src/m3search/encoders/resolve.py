@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from m3search.encoders.offline import materialize
+from m3search.encoders.offline import OFFLINE_MARKER, materialize
 from m3search.encoders.registry import ModelSpec, find_spec, spec_for_directory
 from m3search.errors import ModelNotFoundError
 from m3search.settings import models_dir
@@ -48,6 +48,8 @@ def resolve_model(model: str | Path, *, cache_dir: str | Path | None = None) -> 
     repo_id = spec.name if spec else name
     imported = imported_model_dir(repo_id)
     if (imported / "config.json").is_file():
+        if spec is not None and spec.offline_source and (imported / OFFLINE_MARKER).is_file():
+            imported = materialize(spec.offline_source, imported)  # converts again if the package changed
         return imported, spec_for_directory(imported, repo_id)
     tried: list[str] = [f"m3search's model directory ({imported})"]
 

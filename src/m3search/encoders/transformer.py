@@ -23,6 +23,7 @@ from m3search.encoders.base import (
     EncodeResult,
     SparseVector,
     TextEncoder,
+    content_ids,
     requested_outputs,
     token_pieces,
     validate_texts,
@@ -84,9 +85,6 @@ class TransformerEncoder(TextEncoder):
             sorted({i for i in (self._cls_id, self._eos_id, self._pad_id, tok.unk_token_id) if i is not None}),
             dtype=np.int64,
         )
-        self._backend = tok.backend_tokenizer
-        self._backend.no_truncation()
-        self._backend.no_padding()
 
     @classmethod
     def from_pretrained(
@@ -111,8 +109,7 @@ class TransformerEncoder(TextEncoder):
     # ---- tokenization ---------------------------------------------------------------------------------
 
     def _content_ids(self, texts: list[str]) -> list[np.ndarray]:
-        encodings = self._backend.encode_batch(texts, add_special_tokens=False)
-        return [np.asarray(e.ids, dtype=np.int64) for e in encodings]
+        return [np.asarray(ids, dtype=np.int64) for ids in content_ids(self.tokenizer, texts)]
 
     def _wrap(self, content: np.ndarray) -> np.ndarray:
         return np.concatenate(([self._cls_id], content, [self._eos_id])).astype(np.int64)

