@@ -43,10 +43,10 @@ def command() -> None:
 @click.option("--tower", default="efficientnet-lite0", show_default=True, help="Frozen image tower.")
 @click.option("--train-images", type=int, default=800, show_default=True,
               help="Train on the first N images (by file name); the rest are held out for evaluation.")
-@click.option("--epochs", type=int, default=40, show_default=True)
+@click.option("--epochs", type=int, default=5, show_default=True)
 @click.option("--batch-size", type=int, default=128, show_default=True)
 @click.option("--lr", type=float, default=2e-3, show_default=True)
-@click.option("--weight-decay", type=float, default=0.05, show_default=True)
+@click.option("--weight-decay", type=float, default=0.5, show_default=True)
 @click.option("--hidden-dim", type=int, default=None,
               help="Use a two-layer MLP of this width instead of a linear map.")
 @click.option("--seed", type=int, default=0, show_default=True)
