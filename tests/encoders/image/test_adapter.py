@@ -25,8 +25,8 @@ from m3search.eval.image_text import load_image_captions
 
 @pytest.fixture(scope="module")
 def flickr_features(lite0, flickr_images: list[Path]) -> np.ndarray:
-    """Real EfficientNet-Lite0 features of 100 Flickr photos."""
-    return lite0.encode(flickr_images[:100], batch_size=50)
+    """Real EfficientNet-Lite0 features of the first 250 Flickr photos (sorted by name)."""
+    return lite0.encode(flickr_images[:250], batch_size=50)
 
 
 def _captions_from_a_hidden_map(features: np.ndarray, dim: int, per_image: int,
@@ -42,7 +42,33 @@ def _captions_from_a_hidden_map(features: np.ndarray, dim: int, per_image: int,
     return captions.astype(np.float32), np.repeat(np.arange(len(features)), per_image)
 
 
+@pytest.mark.slow
+def test_flickr_captions_in_e5_space_beat_both_baselines(flickr_features: np.ndarray, e5_encoder,
+                                                         flickr_dir: Path) -> None:
+    """The real task, small: train on 200 photos' captions embedded by multilingual-e5-small, test on 50."""
+    data = load_image_captions(flickr_dir / "captions.txt", flickr_dir / "images").subset(0, 250)
+    queries = e5_encoder.encode_queries(data.captions, batch_size=64).dense
+    train = data.caption_image < 200
+    held_captions = [c for c, t in zip(data.captions, train) if not t]
+    passages = e5_encoder.encode_documents(held_captions, batch_size=64).dense
+    config = TrainConfig(seed=0)
+    projection, _, losses = train_projection(flickr_features[:200], queries[train], data.caption_image[train],
+                                             config)
+    assert losses[-1] < losses[0]
+    held = (flickr_features[200:], queries[~train], passages, data.caption_image[~train] - 200)
+    trained = evaluate_projection(projection, *held)
+    baselines = [evaluate_projection(initial_projection(flickr_features[:200], 384, config), *held),
+                 evaluate_projection(random_projection(flickr_features[:200], 384, 0), *held)]
+    # 50 held-out photos: chance recall@5 is 10%. Measured: trained 58% (t2i) and 76% (i2t), baselines <= 11%.
+    assert trained["text_to_image"]["recall@5"] >= 0.4
+    assert trained["image_to_text"]["recall@5"] >= 0.5
+    for baseline in baselines:
+        assert baseline["text_to_image"]["recall@5"] <= 0.25
+        assert baseline["image_to_text"]["recall@5"] <= 0.25
+
+
 def test_training_recovers_a_linear_relation_that_baselines_miss(flickr_features: np.ndarray) -> None:
+    flickr_features = flickr_features[:100]
     captions, owner = _captions_from_a_hidden_map(flickr_features, dim=32, per_image=5, seed=0)
     train, held = slice(0, 80), slice(80, 100)
     train_caps = owner < 80
@@ -69,6 +95,7 @@ def test_training_recovers_a_linear_relation_that_baselines_miss(flickr_features
 
 
 def test_mlp_projection_trains_too(flickr_features: np.ndarray) -> None:
+    flickr_features = flickr_features[:100]
     captions, owner = _captions_from_a_hidden_map(flickr_features, dim=16, per_image=3, seed=1)
     projection, _, losses = train_projection(flickr_features, captions, owner,
                                              TrainConfig(epochs=10, batch_size=32, hidden_dim=64))
