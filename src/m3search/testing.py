@@ -101,7 +101,9 @@ def build_random_m3(
         sparse = torch.nn.Linear(hidden_size, 1)
         with torch.no_grad():
             sparse.weight.normal_(0, hidden_size**-0.5, generator=generator)
-            sparse.bias.fill_(0.1)  # positive bias so most tokens carry weight, as trained bge-m3 does
+            # A random backbone's hidden states are much alike, so a small bias would leave most texts without
+            # lexical weight; this one weights nearly every token, with varied values, as trained bge-m3 does.
+            sparse.bias.fill_(2.0)
         torch.save(sparse.state_dict(), dest / "sparse_linear.pt")
     return dest
 
