@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "m3search.cli.demo",
     "m3search.cli.encode",
     "m3search.cli.eval",
+    "m3search.cli.images",
     "m3search.cli.index",
     "m3search.cli.models",
     "m3search.cli.search",
