@@ -60,11 +60,6 @@ class SparseIndex:
     def __len__(self) -> int:
         return self.n_rows
 
-    @property
-    def nbytes(self) -> int:
-        """Size of all arrays (what the segment's files hold, memory-mapped when loaded)."""
-        return sum(int(getattr(self, name).nbytes) for name in FILES)
-
     @classmethod
     def from_coo(cls, n_rows: int, rows: np.ndarray, terms: np.ndarray, weights: np.ndarray) -> "SparseIndex":
         """Build from (row, token id, weight) triples; (row, token) pairs must be unique."""

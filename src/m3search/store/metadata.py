@@ -78,10 +78,6 @@ class MetadataIndex:
         self.strings, self.string_offsets = strings, string_offsets
         self._string_count = len(string_offsets) - 1
 
-    @property
-    def nbytes(self) -> int:
-        return sum(int(getattr(self, name).nbytes) for name in ARRAYS)
-
     @classmethod
     def build(cls, metadata: Iterable[str | dict[str, Any]]) -> "MetadataIndex":
         """Index the metadata (JSON text or parsed objects) of rows 0, 1, ... in order."""
