@@ -1,13 +1,16 @@
 """Index speed and size on synthetic data: build rate, bytes per document, hybrid latency and recall@10.
 
-Documents: clustered unit vectors (uniform random ones are useless for HNSW), ~50-nonzero sparse vectors over
-a Zipf vocabulary, ColBERT token vectors for a subset. Queries are drawn from the same clusters; their
-encoding is not timed (they arrive as vectors). Every approximate stage is compared with exact search, and
-faiss `IndexHNSWFlat` with the same graph settings is built and queried in the same run as the anchor.
+Documents: 1,024-d unit vectors from `synthetic.LatentMixture` (calibrated on real e5 embeddings by
+`embedding_geometry.py`; `--data near-tie` for the old isotropic clusters, a stress case), ~50-nonzero sparse
+vectors over a Zipf vocabulary, ColBERT token vectors for a subset, metadata for filters. Queries are drawn
+from the same distribution; their encoding is not timed (they arrive as vectors). Every approximate stage is
+compared with exact search, and faiss `IndexHNSWFlat` with the same graph settings is built and queried in the
+same run as the anchor. `--graphs M:EFC ...` builds further HNSW graphs over the same vectors (swapped into the
+collection's segment in turn) to sweep M and efConstruction; `--ef-search` sweeps at query time.
 
-    flock /tmp/m3search-heavy.lock python benchmarks/index_speed.py --docs 1000000
+    flock /tmp/m3search-heavy.lock env PYTHONPATH=src python benchmarks/index_speed.py --docs 1000000
 
-Prints a table and writes benchmarks/results/index_speed-<docs>-<dense_index>.json.
+Prints a table and writes benchmarks/results/index_speed-<docs>-<data>-<dense_index>.json.
 """
 
 from __future__ import annotations
@@ -25,33 +28,31 @@ from pathlib import Path
 import faiss
 import numpy as np
 import scipy.sparse as sp
+from synthetic import LatentMixture, NearTieClusters
 
 from m3search import Collection
+from m3search.index.dense import HNSWParams, build_ann
 from m3search.index.multivector import MultiVectorStore
+from m3search.index.sparse import FILES as sparse_files
 
 ROOT = Path(__file__).resolve().parent
 BATCH = 10_000
 
 
+LANGS = ("en", "de", "fr", "es", "zh", "ja", "ar")
+
+
 class Corpus:
     """Deterministic synthetic documents and queries, generated batch by batch."""
 
-    def __init__(self, dim: int, colbert_dim: int, clusters: int, vocab: int, nnz: int, seed: int = 0) -> None:
-        self.dim, self.colbert_dim, self.vocab, self.nnz, self.seed = dim, colbert_dim, vocab, nnz, seed
-        rng = np.random.default_rng(seed)
-        centers = rng.standard_normal((clusters, dim)).astype(np.float32)
-        self.centers = centers / np.linalg.norm(centers, axis=1, keepdims=True)
+    def __init__(self, dense_model, colbert_dim: int, vocab: int, nnz: int, seed: int = 0) -> None:
+        self.dense_model, self.colbert_dim, self.vocab, self.nnz, self.seed = dense_model, colbert_dim, vocab, nnz, seed
         ranks = np.arange(1, vocab + 1, dtype=np.float64)
         self.term_p = (1 / ranks) / (1 / ranks).sum()
         # like learned sparse and BM25 weights, a token's weight shrinks with how common it is (IDF-like)
         doc_freq = 1 - (1 - self.term_p) ** nnz
         idf = np.log(1 + 1 / doc_freq)
         self.term_scale = (idf / idf.max()).astype(np.float32)
-
-    def dense(self, rng: np.random.Generator, n: int) -> np.ndarray:
-        x = self.centers[rng.integers(0, len(self.centers), n)]
-        x = x + 0.8 * rng.standard_normal((n, self.dim), dtype=np.float32) / np.sqrt(self.dim)
-        return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
     def sparse(self, rng: np.random.Generator, n: int, nnz: int) -> list[dict[int, float]]:
         terms = rng.choice(self.vocab, size=(n, nnz), p=self.term_p)
@@ -62,11 +63,15 @@ class Corpus:
         x = rng.standard_normal((n, tokens, self.colbert_dim), dtype=np.float32)
         return list(x / np.linalg.norm(x, axis=2, keepdims=True))
 
+    @staticmethod
+    def metadata(i: int) -> dict:
+        return {"bucket": i % 100, "lang": LANGS[i % len(LANGS)], "year": 1990 + (i * 7) % 35}
+
     def batch(self, start: int, n: int, colbert_every: int, tokens: int) -> list[dict]:
         rng = np.random.default_rng((self.seed, start))
-        dense, sparse = self.dense(rng, n), self.sparse(rng, n, self.nnz)
-        docs = [{"id": str(start + i), "dense": dense[i], "sparse": sparse[i],
-                 "metadata": {"bucket": (start + i) % 100}} for i in range(n)]
+        dense, sparse = self.dense_model.sample(rng, n), self.sparse(rng, n, self.nnz)
+        docs = [{"id": str(start + i), "dense": dense[i], "sparse": sparse[i], "metadata": self.metadata(start + i)}
+                for i in range(n)]
         with_colbert = [i for i in range(n) if (start + i) % colbert_every == 0]
         for i, m in zip(with_colbert, self.colbert(rng, len(with_colbert), tokens)):
             docs[i]["colbert"] = m
@@ -74,9 +79,20 @@ class Corpus:
 
     def queries(self, n: int, q_tokens: int) -> list[dict]:
         rng = np.random.default_rng((self.seed, 10**9))
-        dense, sparse = self.dense(rng, n), self.sparse(rng, n, 8)
+        dense, sparse = self.dense_model.sample(rng, n), self.sparse(rng, n, 8)
         colbert = self.colbert(rng, n, q_tokens)
         return [{"dense": dense[i], "sparse": sparse[i], "colbert": colbert[i]} for i in range(n)]
+
+
+def dense_model(args: argparse.Namespace):
+    """The dense generator: the calibrated latent mixture (parameters from `--geometry`) or the near-tie case."""
+    if args.data == "near-tie":
+        return NearTieClusters(dim=args.dim, clusters=args.clusters)
+    params = {}
+    if args.geometry.is_file():
+        params = json.loads(args.geometry.read_text())["latent_mixture"]["params"]
+    params.update(dim=args.dim, clusters=args.clusters)
+    return LatentMixture(**params)
 
 
 def dir_bytes(path: Path, names: tuple[str, ...] | None = None) -> int:
@@ -84,7 +100,7 @@ def dir_bytes(path: Path, names: tuple[str, ...] | None = None) -> int:
 
 
 def exact_truth(vectors: np.ndarray, coo: tuple, queries: list[dict], vocab: int, k: int
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                ) -> dict[str, np.ndarray]:
     """Exact top-k rows by dense, by sparse (scipy, independent of m3search) and by the weighted hybrid."""
     rows, terms, weights = coo
     doc_terms = sp.csr_matrix((weights, (rows, terms)), shape=(len(vectors), vocab))
@@ -106,7 +122,7 @@ def exact_truth(vectors: np.ndarray, coo: tuple, queries: list[dict], vocab: int
             for j, scores in enumerate((dense[i], sparse[i], fused)):
                 top = np.argpartition(-scores, k)[:k]
                 truth[j, q0 + i] = top[np.argsort(-scores[top])]
-    return truth[0], truth[1], truth[2]
+    return {"dense": truth[0], "sparse": truth[1], "hybrid": truth[2]}
 
 
 def recall(found: list[list[int]], truth: np.ndarray) -> float:
@@ -118,9 +134,26 @@ def percentiles(ms: list[float]) -> dict[str, float]:
             "mean_ms": float(np.mean(ms))}
 
 
+#: Segment files by where they live once the segment is open: read into RAM, or memory-mapped from disk.
+IN_RAM = ("dense.faiss", "seqs.npy", "colbert_offsets.npy", "colbert_scales.npy")
+SPARSE_FILES = tuple(sparse_files.values())
+#: Filters timed at 1M: (name, field it introduces, filter); each field's first query is its first ever.
+FILTERS = (("bucket < 10 (10%)", {"bucket": {"$lt": 10}}), ("bucket = 3 (1%)", {"bucket": 3}),
+           ("lang = de (14%)", {"lang": "de"}), ("year in [2000, 2005) (14%)", {"year": {"$gte": 2000, "$lt": 2005}}),
+           ("lang in [ja, ar] and bucket >= 50", {"lang": {"$in": ["ja", "ar"]}, "bucket": {"$gte": 50}}))
+
+
+def parse_graph(spec: str) -> tuple[int, int]:
+    m, ef_construction = spec.split(":")
+    return int(m), int(ef_construction)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--docs", type=int, default=200_000)
+    ap.add_argument("--data", default="latent", choices=["latent", "near-tie"])
+    ap.add_argument("--geometry", type=Path, default=ROOT / "results" / "embedding_geometry.json",
+                    help="calibrated LatentMixture parameters (embedding_geometry.py)")
     ap.add_argument("--dim", type=int, default=1024)
     ap.add_argument("--colbert-dim", type=int, default=1024)
     ap.add_argument("--colbert-every", type=int, default=100, help="every N-th document has ColBERT vectors")
@@ -131,26 +164,29 @@ def main() -> None:
     ap.add_argument("--nnz", type=int, default=62, help="terms drawn per document (~50 unique)")
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--dense-index", default="hnsw-sq8", choices=["hnsw", "hnsw-sq8"])
-    ap.add_argument("--m", type=int, default=32)
-    ap.add_argument("--ef-construction", type=int, default=40)
-    ap.add_argument("--ef-search", type=int, nargs="+", default=[64, 128, 256])
+    ap.add_argument("--graphs", nargs="+", default=["16:100"],
+                    help="M:efConstruction of each graph; the first is the collection's own, with the anchor")
+    ap.add_argument("--ef-search", type=int, nargs="+", default=[32, 64, 128, 256])
     ap.add_argument("--candidates", type=int, default=100)
     ap.add_argument("--workdir", type=Path, default=None, help="where the collection is built (default: a temp dir)")
     ap.add_argument("--keep", action="store_true", help="keep the collection afterwards")
     args = ap.parse_args()
     k = 10
     n = args.docs
+    graphs = [parse_graph(g) for g in args.graphs]
     work = Path(tempfile.mkdtemp(prefix="m3s-bench-", dir=args.workdir))
     path = work / "collection"
-    corpus = Corpus(args.dim, args.colbert_dim, args.clusters, args.vocab, args.nnz)
+    model = dense_model(args)
+    corpus = Corpus(model, args.colbert_dim, args.vocab, args.nnz)
     result: dict = {"args": {k_: str(v) if isinstance(v, Path) else v for k_, v in vars(args).items()},
+                    "dense_model": {"kind": type(model).__name__, **model.params()},
                     "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                                 "faiss": faiss.__version__, "faiss_threads": faiss.omp_get_max_threads()}}
     # Bulk load: flushed segments stay below the graph threshold (searched exactly), and the final compaction
     # builds the one graph, so no graph is built twice.
     min_rows = min(250_000, n // 2)
-    hnsw = {"m": args.m, "ef_construction": args.ef_construction, "ef_search": args.ef_search[0],
-            "min_rows": min_rows}
+    m, ef_construction = graphs[0]
+    hnsw = {"m": m, "ef_construction": ef_construction, "ef_search": args.ef_search[0], "min_rows": min_rows}
     collection = Collection.create(path, dim=args.dim, colbert_dim=args.colbert_dim, dense_index=args.dense_index,
                                    hnsw=hnsw, flush_docs=min_rows - 1, merge_factor=100, cache=False)
     try:
@@ -173,22 +209,11 @@ def main() -> None:
         seg_dir = path / "segments" / seg.name
         result["build"] = {"docs": n, "ingest_s": t_ingest, "compact_s": t_compact, "total_s": build_s,
                            "docs_per_s": n / build_s, "ingest_docs_per_s": n / t_ingest}
-        sparse_b = dir_bytes(seg_dir, ("sparse_terms.npy", "sparse_indptr.npy", "sparse_rows.npy",
-                                       "sparse_weights.npy"))
-        ann_b = dir_bytes(seg_dir, ("dense.faiss",))
-        colbert_docs = int((np.diff(seg.colbert.offsets) > 0).sum())
-        result["bytes_per_doc"] = {
-            "dense_index_in_ram": ann_b / n, "sparse_index": sparse_b / n,
-            "dense_plus_sparse_in_ram": (ann_b + sparse_b) / n,
-            "dense_float32_on_disk": dir_bytes(seg_dir, ("dense.npy",)) / n,
-            "colbert_per_doc_with_tokens": dir_bytes(seg_dir, ("colbert.npy", "colbert_scales.npy")) / colbert_docs,
-            "sqlite_per_doc": dir_bytes(path, ("store.sqlite",)) / n,
-            "disk_total": dir_bytes(path) / n,
-        }
+        result["bytes_per_doc"] = bytes_per_doc(path, seg_dir, seg, n, args.dim)
         # ---- anchor: faiss IndexHNSWFlat, same graph settings, same vectors ------------------------------
         vectors = seg.dense.vectors
-        anchor = faiss.IndexHNSWFlat(args.dim, args.m, faiss.METRIC_INNER_PRODUCT)
-        anchor.hnsw.efConstruction = args.ef_construction
+        anchor = faiss.IndexHNSWFlat(args.dim, m, faiss.METRIC_INNER_PRODUCT)
+        anchor.hnsw.efConstruction = ef_construction
         t2 = time.perf_counter()
         for start in range(0, n, 65_536):
             anchor.add(np.ascontiguousarray(vectors[start:start + 65_536]))
@@ -197,44 +222,31 @@ def main() -> None:
                             "bytes_per_doc_in_ram": faiss.serialize_index(anchor).nbytes / n}
         # ---- queries and ground truth ----------------------------------------------------------------------
         queries = corpus.queries(args.queries, args.query_tokens)
-        dense_truth, sparse_truth, hybrid_truth = exact_truth(vectors, seg.sparse.to_coo(), queries, args.vocab, k)
-        seq_to_row = {int(s): i for i, s in enumerate(seg.seqs)}
+        truth = exact_truth(vectors, seg.sparse.to_coo(), queries, args.vocab, k)
         id_to_row = {str(i): i for i in range(n)}  # ids were assigned in seq order
-
-        def rows_of(hits) -> list[int]:
-            return [id_to_row[h.id] for h in hits]
-
-        assert len(seq_to_row) == n
         collection.search(queries[0], k=k, mode="dense")  # warm the page cache a little
-        stages = []
-        for ef in args.ef_search:
-            timings: dict[str, list[float]] = {m: [] for m in ("dense", "sparse", "dense+sparse", "all", "anchor")}
-            found: dict[str, list[list[int]]] = {m: [] for m in timings}
-            params = faiss.SearchParametersHNSW()
-            params.efSearch = ef
-            for q in queries:  # interleaved, so noise from other processes hits all alike
-                for mode in ("dense", "sparse", "dense+sparse", "all"):
-                    t = time.perf_counter()
-                    hits = collection.search(q, k=k, mode=mode, ef_search=ef, candidates=args.candidates)
-                    timings[mode].append(1000 * (time.perf_counter() - t))
-                    found[mode].append(rows_of(hits))
-                t = time.perf_counter()
-                _, idx = anchor.search(q["dense"][None, :], k, params=params)
-                timings["anchor"].append(1000 * (time.perf_counter() - t))
-                found["anchor"].append(idx[0].tolist())
-            stages.append({
-                "ef_search": ef,
-                "dense": {**percentiles(timings["dense"]), "recall@10": recall(found["dense"], dense_truth)},
-                "sparse": {**percentiles(timings["sparse"]), "recall@10": recall(found["sparse"], sparse_truth)},
-                "dense+sparse": {**percentiles(timings["dense+sparse"]),
-                                 "recall@10": recall(found["dense+sparse"], hybrid_truth)},
-                "all": percentiles(timings["all"]),
-                "anchor_hnsw_flat": {**percentiles(timings["anchor"]),
-                                     "recall@10": recall(found["anchor"], dense_truth)},
-            })
-        result["search"] = stages
-        # ---- filtered hybrid search: the first query of a filter evaluates it, repeats reuse the allowed set --
-        for name, spec in (("10%", {"bucket": {"$lt": 10}}), ("1%", {"bucket": 3})):
+        sweeps = []
+        own_graph = seg.dense.ann
+        for gi, (gm, gef) in enumerate(graphs):
+            if gi == 0:
+                graph, graph_build_s = own_graph, t_compact
+            else:  # same vectors, other settings: swapped into the segment so every mode runs through it
+                t3 = time.perf_counter()
+                graph = build_ann(vectors, args.dense_index, HNSWParams(m=gm, ef_construction=gef))
+                graph_build_s = time.perf_counter() - t3
+            seg.dense.ann = graph
+            sweep = {"m": gm, "ef_construction": gef, "build_s": graph_build_s,
+                     "graph_bytes_per_doc_in_ram": faiss.serialize_index(graph).nbytes / n,
+                     "ef_search": [search_stages(collection, queries, truth, id_to_row, ef, k, args.candidates,
+                                                 anchor if gi == 0 else None) for ef in args.ef_search]}
+            sweeps.append(sweep)
+            del graph
+            print(f"graph M={gm} efConstruction={gef} measured", file=sys.stderr, flush=True)
+        seg.dense.ann = own_graph
+        del anchor
+        result["graphs"] = sweeps
+        # ---- filtered hybrid search: the first query of each filter, then repeats -------------------------------
+        for name, spec in FILTERS:
             first, repeat = [], []
             for i, q in enumerate(queries[:20]):
                 t = time.perf_counter()
@@ -260,10 +272,62 @@ def main() -> None:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     report(result)
-    out = ROOT / "results" / f"index_speed-{n}-{args.dense_index}.json"
+    out = ROOT / "results" / f"index_speed-{n}-{args.data}-{args.dense_index}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     print(f"\nwritten to {out}")
+
+
+def bytes_per_doc(path: Path, seg_dir: Path, seg, n: int, dim: int) -> dict[str, float]:
+    """Bytes per document of the one segment by structure, and by where they live (RAM / memory-mapped)."""
+    files = {f.name: f.stat().st_size for f in seg_dir.iterdir()}
+    ann = files.get("dense.faiss", 0)
+    sparse = sum(files[f] for f in SPARSE_FILES)
+    out = {
+        "dense_sq8_codes": float(dim) if ann else 0.0,
+        "dense_hnsw_graph": (ann - dim * n) / n if ann else 0.0,
+        "sparse_postings": (files["sparse_rows.npy"] + files["sparse_weights.npy"]) / n,
+        "sparse_runs_and_terms": (sparse - files["sparse_rows.npy"] - files["sparse_weights.npy"]) / n,
+        "dense_plus_sparse": (ann + sparse) / n,
+        "in_ram": sum(v for f, v in files.items() if f in IN_RAM) / n,
+        "memory_mapped": sum(v for f, v in files.items() if f not in IN_RAM) / n,
+        "memory_mapped_dense_float32": files["dense.npy"] / n,
+        "memory_mapped_metadata_index": sum(v for f, v in files.items() if f.startswith("meta_")) / n,
+        "seqs_in_ram": files["seqs.npy"] / n,
+        "sqlite_per_doc": dir_bytes(path, ("store.sqlite",)) / n,
+        "disk_total": dir_bytes(path) / n,
+    }
+    colbert_docs = int((np.diff(seg.colbert.offsets) > 0).sum())
+    out["colbert_per_doc_with_tokens"] = (files["colbert.npy"] + files.get("colbert_scales.npy", 0)) / colbert_docs
+    return out
+
+
+def search_stages(collection, queries: list[dict], truth: dict[str, np.ndarray], id_to_row: dict[str, int],
+                  ef: int, k: int, candidates: int, anchor) -> dict:
+    """Latency and recall@10 of every stage at one efSearch, queries interleaved across stages."""
+    modes = ("dense", "sparse", "dense+sparse", "all")
+    timings: dict[str, list[float]] = {m: [] for m in (*modes, "anchor")}
+    found: dict[str, list[list[int]]] = {m: [] for m in timings}
+    params = faiss.SearchParametersHNSW()
+    params.efSearch = ef
+    for q in queries:  # interleaved, so noise from other processes hits all alike
+        for mode in modes:
+            t = time.perf_counter()
+            hits = collection.search(q, k=k, mode=mode, ef_search=ef, candidates=candidates)
+            timings[mode].append(1000 * (time.perf_counter() - t))
+            found[mode].append([id_to_row[h.id] for h in hits])
+        if anchor is not None:
+            t = time.perf_counter()
+            _, idx = anchor.search(q["dense"][None, :], k, params=params)
+            timings["anchor"].append(1000 * (time.perf_counter() - t))
+            found["anchor"].append(idx[0].tolist())
+    out: dict = {"ef_search": ef}
+    for mode, truth_key in (("dense", "dense"), ("sparse", "sparse"), ("dense+sparse", "hybrid"), ("all", None),
+                            ("anchor", "dense")):
+        if timings[mode]:
+            out[mode] = {**percentiles(timings[mode]),
+                         **({"recall@10": recall(found[mode], truth[truth_key])} if truth_key else {})}
+    return out
 
 
 def _int8_copy(store: MultiVectorStore, rows: np.ndarray) -> MultiVectorStore:
@@ -273,21 +337,26 @@ def _int8_copy(store: MultiVectorStore, rows: np.ndarray) -> MultiVectorStore:
 
 def report(result: dict) -> None:
     b, bytes_ = result["build"], result["bytes_per_doc"]
-    print(f"\n{b['docs']:,} documents, dense index {result['args']['dense_index']}, "
-          f"M={result['args']['m']}, efConstruction={result['args']['ef_construction']}")
+    print(f"\n{b['docs']:,} documents, data {result['dense_model']['kind']}, dense index "
+          f"{result['args']['dense_index']}")
     print(f"build: {b['docs_per_s']:.0f} docs/s (ingest {b['ingest_s']:.0f} s, compaction + graph {b['compact_s']:.0f} s)"
           f"; anchor IndexHNSWFlat graph alone: {result['anchor']['docs_per_s']:.0f} docs/s")
-    print("bytes/doc: " + ", ".join(f"{k} {v:.0f}" for k, v in bytes_.items())
+    print("bytes/doc: " + ", ".join(f"{k} {v:.1f}" for k, v in bytes_.items())
           + f"; anchor in RAM {result['anchor']['bytes_per_doc_in_ram']:.0f}")
-    print(f"\n{'efSearch':>8} {'stage':<18} {'p50 ms':>8} {'p99 ms':>8} {'recall@10':>10}")
-    for stage in result["search"]:
-        for name in ("dense", "anchor_hnsw_flat", "sparse", "dense+sparse", "all"):
-            s = stage[name]
-            r = f"{s['recall@10']:.3f}" if "recall@10" in s else "-"
-            print(f"{stage['ef_search']:>8} {name:<18} {s['p50_ms']:>8.2f} {s['p99_ms']:>8.2f} {r:>10}")
+    print(f"\n{'M':>3} {'efC':>4} {'efSearch':>8} {'stage':<13} {'p50 ms':>8} {'p99 ms':>8} {'recall@10':>10}")
+    for graph in result["graphs"]:
+        for stage in graph["ef_search"]:
+            for name in ("dense", "anchor", "sparse", "dense+sparse", "all"):
+                if name not in stage:
+                    continue
+                s = stage[name]
+                r = f"{s['recall@10']:.3f}" if "recall@10" in s else "-"
+                print(f"{graph['m']:>3} {graph['ef_construction']:>4} {stage['ef_search']:>8} {name:<13} "
+                      f"{s['p50_ms']:>8.2f} {s['p99_ms']:>8.2f} {r:>10}")
+        print(f"    graph build {graph['build_s']:.0f} s, {graph['graph_bytes_per_doc_in_ram']:.0f} B/doc in RAM")
     for name, s in result["filtered"].items():
-        print(f"dense+sparse with a {name} filter: first query {s['first_ms']:.0f} ms (evaluates the filter), "
-              f"then p50 {s['p50_ms']:.1f} ms, p99 {s['p99_ms']:.1f} ms")
+        print(f"dense+sparse, filter {name}: first query {s['first_ms']:.1f} ms, then p50 {s['p50_ms']:.1f} ms, "
+              f"p99 {s['p99_ms']:.1f} ms")
     for dtype, s in result["colbert_rerank"].items():
         print(f"ColBERT MaxSim re-rank {dtype}: {s['candidates']} candidates x {s['tokens_per_doc']} tokens: "
               f"p50 {s['p50_ms']:.1f} ms, p99 {s['p99_ms']:.1f} ms")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 from m3search.index import sparse as sparse_module
 from m3search.index.sparse import SparseIndex
@@ -68,5 +69,61 @@ def test_coo_round_trip():
     docs = random_rows(50, 4)
     index = SparseIndex.from_rows([as_row(d) for d in docs])
     again = SparseIndex.from_coo(50, *index.to_coo())
-    for name in ("terms", "indptr", "rows", "weights", "term_max"):
+    for name in sparse_module.FILES:
         np.testing.assert_array_equal(getattr(index, name), getattr(again, name))
+
+
+def random_coo(n_rows: int, seed: int, vocab: int = 2000, per_row: int = 6):
+    """(rows, terms, weights) with unique (row, term) pairs over a Zipf vocabulary, as numpy arrays."""
+    rng = np.random.default_rng(seed)
+    p = 1 / np.arange(1, vocab + 1)
+    terms = rng.choice(vocab, (n_rows, per_row), p=p / p.sum())
+    rows = np.repeat(np.arange(n_rows), per_row)
+    pairs = np.unique(np.stack([rows, terms.ravel()], 1), axis=0)
+    weights = rng.uniform(0.01, 1, len(pairs)).astype(np.float32)
+    return pairs[:, 0], pairs[:, 1], weights
+
+
+def exact_scores(n_rows: int, coo, query) -> np.ndarray:
+    """Scores by a plain scipy product: the old (int32 row id) layout's arithmetic, independent of the index."""
+    rows, terms, weights = coo
+    vocab = int(max(terms.max(), query[0].max())) + 1
+    matrix = sp.csr_matrix((weights, (rows, terms)), shape=(n_rows, vocab))
+    q = np.zeros(vocab, np.float32)
+    q[query[0]] = query[1]
+    return np.asarray(matrix @ q, np.float32)
+
+
+@pytest.mark.parametrize("prune_at", [10**9, 0])
+def test_postings_span_blocks_of_65536_rows_and_stay_exact(monkeypatch, prune_at, tmp_path):
+    """Rows in three blocks (uint16 offsets + per-block runs): scores, top-k with and without pruning and a mask,
+    merge triples and a saved copy all agree with the exact product."""
+    monkeypatch.setattr(sparse_module, "PRUNE_CHECK_LENGTH", prune_at)
+    n = 2 * 65_536 + 5_000
+    coo = random_coo(n, 7)
+    index = SparseIndex.from_coo(n, *coo)
+    assert index.rows.dtype == np.uint16 and index.rows.nbytes + index.weights.nbytes == 6 * len(coo[0])
+    assert set(np.asarray(index.run_block).tolist()) == {0, 1, 2}
+    index.save(tmp_path)
+    loaded = SparseIndex.load(tmp_path, n)
+    assert isinstance(loaded.rows, np.memmap)
+    back = loaded.to_coo()
+    order = np.lexsort((back[0], back[1]))
+    expected_order = np.lexsort((coo[0], coo[1]))
+    for got, want in zip(back, coo):
+        np.testing.assert_array_equal(got[order], want[expected_order])
+    rng = np.random.default_rng(8)
+    allowed = rng.random(n) < 0.3
+    probe_rows = rng.choice(n, 500, replace=False)  # unsorted, across blocks
+    for seed in range(12):
+        terms = np.unique(random_coo(1, 100 + seed, per_row=8)[1])
+        query = (terms.astype(np.int64), rng.uniform(0.1, 1, len(terms)).astype(np.float32))
+        truth = exact_scores(n, coo, query)
+        np.testing.assert_allclose(loaded.score_rows(query, probe_rows), truth[probe_rows], rtol=1e-5, atol=1e-6)
+        for mask in (None, allowed):
+            rows, scores = loaded.search(query, 10, mask)
+            candidates = np.flatnonzero((truth > 0) & (mask if mask is not None else True))
+            best = candidates[np.lexsort((candidates, -truth[candidates]))][:10]
+            np.testing.assert_allclose(scores, truth[best], rtol=1e-5)
+            np.testing.assert_allclose(truth[rows], truth[best], rtol=1e-5)  # same list up to exact ties
+            assert mask is None or mask[rows].all()

@@ -6,10 +6,16 @@ bge-m3 lexical score (and the BM25 score when the weights are BM25's) with no ap
 the tokens present, so a 250k-token vocabulary costs nothing for small segments. Arrays are plain `.npy` files,
 memory-mapped when loaded.
 
+A posting is 6 bytes: the float32 weight (exact, never quantized) and the row's low 16 bits (uint16). Rows are
+grouped in blocks of 65,536; each posting list is split into *runs*, one per block it touches, and a run
+records its block number and where it starts (`run_block`, `run_start`; `term_runs[j]` is term j's first run).
+A run costs 12 bytes, and there are at most (tokens × blocks) of them — a few bytes per document — against the
+2 bytes saved on every one of the ~50 postings of a document.
+
 Top-k stays exact but skips work the MaxScore way: posting lists are read shortest (rarest token) first, and
 once the upper bound of what the remaining lists can add to an unseen document (Σ w_query · max w_doc) falls
 below the current k-th best score, the long lists of common tokens are only probed for the documents already
-in contention (binary search in the sorted list) instead of being gathered whole.
+in contention (binary search in the sorted runs) instead of being gathered whole.
 
 Hand-written on numpy because text search engines (Lucene, Tantivy) quantize or re-derive the weights and
 scipy's sparse products have neither an allowed-row mask nor early termination.
@@ -27,21 +33,29 @@ from m3search.index.topk import top_k
 #: One sparse vector: (token ids int64, weights float32), ids unique.
 SparseRow = tuple[np.ndarray, np.ndarray]
 
-FILES = {"terms": "sparse_terms.npy", "indptr": "sparse_indptr.npy", "rows": "sparse_rows.npy",
-         "weights": "sparse_weights.npy", "term_max": "sparse_term_max.npy"}
+FILES = {"terms": "sparse_terms.npy", "term_runs": "sparse_term_runs.npy", "run_block": "sparse_run_block.npy",
+         "run_start": "sparse_run_start.npy", "rows": "sparse_rows.npy", "weights": "sparse_weights.npy",
+         "term_max": "sparse_term_max.npy"}
 
+#: Rows per block: a posting stores its row's offset within the block as uint16.
+BLOCK_BITS = 16
 #: Before reading a posting list longer than this, check whether the rest can be probed instead.
 PRUNE_CHECK_LENGTH = 20_000
 
+#: A posting list: (first run, end run, query weight, upper bound of its contribution).
+_List = tuple[int, int, float, float]
+
 
 class SparseIndex:
-    """Posting lists: for `terms[j]`, rows `rows[indptr[j]:indptr[j+1]]` (ascending) with `weights[...]`;
-    `term_max[j]` is the largest weight in list j."""
+    """Posting lists: term `terms[j]` has runs `term_runs[j]:term_runs[j+1]`; run r holds postings
+    `run_start[r]:run_start[r+1]` of block `run_block[r]`, i.e. rows `run_block[r] << 16 | rows[...]`
+    (ascending) with `weights[...]`; `term_max[j]` is the largest weight in list j."""
 
-    def __init__(self, n_rows: int, terms: np.ndarray, indptr: np.ndarray, rows: np.ndarray,
-                 weights: np.ndarray, term_max: np.ndarray) -> None:
+    def __init__(self, n_rows: int, terms: np.ndarray, term_runs: np.ndarray, run_block: np.ndarray,
+                 run_start: np.ndarray, rows: np.ndarray, weights: np.ndarray, term_max: np.ndarray) -> None:
         self.n_rows = n_rows
-        self.terms, self.indptr, self.rows, self.weights, self.term_max = terms, indptr, rows, weights, term_max
+        self.terms, self.term_runs, self.run_block, self.run_start = terms, term_runs, run_block, run_start
+        self.rows, self.weights, self.term_max = rows, weights, term_max
 
     def __len__(self) -> int:
         return self.n_rows
@@ -53,11 +67,15 @@ class SparseIndex:
         terms = np.asarray(terms, np.int64)
         order = np.lexsort((rows, terms))
         rows, terms, weights = rows[order], terms[order], np.asarray(weights, np.float32)[order]
-        uniq, starts = np.unique(terms, return_index=True)
-        indptr = np.append(starts, len(terms)).astype(np.int64)
-        term_max = np.maximum.reduceat(weights, starts) if len(starts) else np.empty(0, np.float32)
-        return cls(n_rows, uniq.astype(np.int64), indptr, rows.astype(np.int32), weights,
-                   term_max.astype(np.float32))
+        blocks = rows >> BLOCK_BITS
+        new_term = np.r_[True, terms[1:] != terms[:-1]] if len(terms) else np.empty(0, bool)
+        new_run = new_term | np.r_[True, blocks[1:] != blocks[:-1]] if len(terms) else new_term
+        run_start = np.append(np.flatnonzero(new_run), len(terms)).astype(np.int64)
+        term_first = np.flatnonzero(new_term)
+        term_runs = np.append(np.cumsum(new_run)[term_first] - 1, int(new_run.sum())).astype(np.int64)
+        term_max = np.maximum.reduceat(weights, term_first) if len(term_first) else np.empty(0, np.float32)
+        return cls(n_rows, terms[term_first], term_runs, blocks[run_start[:-1]].astype(np.int32), run_start,
+                   (rows & ((1 << BLOCK_BITS) - 1)).astype(np.uint16), weights, term_max.astype(np.float32))
 
     @classmethod
     def from_rows(cls, vectors: Sequence[SparseRow]) -> "SparseIndex":
@@ -71,14 +89,20 @@ class SparseIndex:
             terms, weights = np.empty(0, np.int64), np.empty(0, np.float32)
         return cls.from_coo(len(vectors), rows, terms, weights)
 
+    def _decode(self, first_run: int, end_run: int) -> np.ndarray:
+        """The rows of runs `first_run:end_run` (contiguous postings) as int64."""
+        starts = self.run_start[first_run:end_run + 1]
+        base = np.repeat(np.asarray(self.run_block[first_run:end_run], np.int64) << BLOCK_BITS, np.diff(starts))
+        return base + self.rows[starts[0]:starts[-1]]
+
     def to_coo(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """All (row, token id, weight) triples, for merging segments."""
-        lengths = np.diff(self.indptr)
-        terms = np.repeat(self.terms, lengths)
-        return np.asarray(self.rows, np.int64), terms, np.asarray(self.weights, np.float32)
+        lengths = np.diff(np.asarray(self.run_start)[np.asarray(self.term_runs)])
+        terms = np.repeat(np.asarray(self.terms, np.int64), lengths)
+        return self._decode(0, len(self.run_block)), terms, np.asarray(self.weights, np.float32)
 
-    def _lists(self, query: SparseRow) -> list[tuple[int, int, float, float]]:
-        """(start, end, query weight, upper bound) of the query tokens present, shortest list first."""
+    def _lists(self, query: SparseRow) -> list[_List]:
+        """(first run, end run, query weight, upper bound) of the query tokens present, shortest list first."""
         ids, qweights = query
         if len(ids) == 0 or len(self.terms) == 0:
             return []
@@ -86,23 +110,39 @@ class SparseIndex:
         qweights = np.asarray(qweights, np.float32)
         pos = np.minimum(np.searchsorted(self.terms, ids), len(self.terms) - 1)
         found = self.terms[pos] == ids
-        lists = [(int(self.indptr[p]), int(self.indptr[p + 1]), float(w), float(w * self.term_max[p]))
+        lists = [(int(self.term_runs[p]), int(self.term_runs[p + 1]), float(w), float(w * self.term_max[p]))
                  for p, w in zip(pos[found], qweights[found])]
-        return sorted(lists, key=lambda t: t[1] - t[0])
+        return sorted(lists, key=self._length)
 
-    def _probe(self, start: int, end: int, weight: float, rows: np.ndarray, out: np.ndarray) -> None:
-        """Add `weight * w_doc` of one posting list to `out` for the given rows (binary search)."""
-        plist = self.rows[start:end]
-        pos = np.minimum(np.searchsorted(plist, rows), len(plist) - 1)
-        hit = plist[pos] == rows
-        out[hit] += weight * self.weights[start + pos[hit]]
+    def _length(self, plist: _List) -> int:
+        return int(self.run_start[plist[1]] - self.run_start[plist[0]])
+
+    def _probe(self, plist: _List, rows: np.ndarray, out: np.ndarray) -> None:
+        """Add `weight * w_doc` of one posting list to `out` for the given ascending rows (binary search in
+        each block's run)."""
+        first_run, end_run, weight, _ = plist
+        blocks = self.run_block[first_run:end_run]
+        row_blocks = rows >> BLOCK_BITS
+        cuts = np.searchsorted(row_blocks, blocks, "left"), np.searchsorted(row_blocks, blocks, "right")
+        for r, lo, hi in zip(range(first_run, end_run), *cuts):
+            if lo == hi:
+                continue
+            start, end = int(self.run_start[r]), int(self.run_start[r + 1])
+            plist_rows = self.rows[start:end]
+            want = (rows[lo:hi] & ((1 << BLOCK_BITS) - 1)).astype(np.uint16)
+            pos = np.minimum(np.searchsorted(plist_rows, want), len(plist_rows) - 1)
+            hit = plist_rows[pos] == want
+            out[lo:hi][hit] += weight * self.weights[start + pos[hit]]
 
     def score_rows(self, query: SparseRow, rows: np.ndarray) -> np.ndarray:
         """Exact lexical scores of `query` for the given rows."""
         rows = np.asarray(rows, np.int64)
-        out = np.zeros(len(rows), np.float32)
-        for start, end, weight, _ in self._lists(query):
-            self._probe(start, end, weight, rows, out)
+        order = np.argsort(rows, kind="stable")
+        scores = np.zeros(len(rows), np.float32)
+        for plist in self._lists(query):
+            self._probe(plist, rows[order], scores)
+        out = np.empty_like(scores)
+        out[order] = scores
         return out
 
     def search(self, query: SparseRow, k: int, allowed: np.ndarray | None = None
@@ -113,26 +153,28 @@ class SparseIndex:
         matched = np.zeros(self.n_rows, bool)
         prunable = all(w > 0 for _, _, w, _ in lists)  # bounds hold for non-negative weights (validated)
         remaining = sum(u for *_, u in lists)
-        for i, (start, end, weight, upper) in enumerate(lists):
-            if prunable and end - start > PRUNE_CHECK_LENGTH and k > 0:
+        for i, plist in enumerate(lists):
+            first_run, end_run, weight, upper = plist
+            if prunable and self._length(plist) > PRUNE_CHECK_LENGTH and k > 0:
                 contenders = np.flatnonzero(matched if allowed is None else matched & allowed)
                 if len(contenders) >= k:
                     threshold = np.partition(scores[contenders], len(contenders) - k)[len(contenders) - k]
                     if remaining < threshold:  # no unseen document can reach the top k any more
                         return self._finish(lists[i:], contenders, scores, remaining, threshold, k)
-            hit = self.rows[start:end]
+            hit = self._decode(first_run, end_run)
+            start, end = self.run_start[first_run], self.run_start[end_run]
             scores[hit] += weight * self.weights[start:end]
             matched[hit] = True
             remaining -= upper
         return top_k(scores, k, matched if allowed is None else matched & allowed)
 
-    def _finish(self, rest: list[tuple[int, int, float, float]], contenders: np.ndarray, scores: np.ndarray,
-                remaining: float, threshold: float, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def _finish(self, rest: list[_List], contenders: np.ndarray, scores: np.ndarray, remaining: float,
+                threshold: float, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Complete the scores of the documents that can still make the top k by probing the remaining lists."""
         alive = contenders[scores[contenders] + remaining >= threshold]
         partial = scores[alive]
-        for start, end, weight, _ in rest:
-            self._probe(start, end, weight, alive, partial)
+        for plist in rest:
+            self._probe(plist, alive, partial)
         picked, best = top_k(partial, k)
         return alive[picked], best
 

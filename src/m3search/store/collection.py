@@ -54,8 +54,9 @@ from m3search.store.documents import (
     check_sparse,
     normalize_ids,
 )
-from m3search.store.filters import Filter, compile_filter, parse_filter
+from m3search.store.filters import Filter, Predicate, compile_filter, parse_filter
 from m3search.store.lock import WriterLock
+from m3search.store.metadata import MetadataIndex
 from m3search.store.pending import PendingLevel, StaleReadError
 from m3search.store.segments import SEGMENTS_DIR, Segment, SegmentData, remove_unlisted, write_segment
 
@@ -63,7 +64,7 @@ log = logging.getLogger(__name__)
 
 #: Rows of ColBERT vectors read from the database at a time while sealing the incremental level.
 COLBERT_READ_BATCH = 256
-#: Filters whose allowed sets are kept between searches (until the next write).
+#: Filters whose compiled form and segment masks are kept between searches.
 FILTER_CACHE_SIZE = 16
 #: Times a reader re-runs a search that raced with another process's flush or delete.
 STALE_RETRIES = 5
@@ -119,7 +120,8 @@ class Collection:
         self._pending = PendingLevel(self.config.dim if "dense" in self.config.outputs else None, colbert_fetch)
         self._count = 0
         self._version = -1
-        self._filter_cache: OrderedDict[str, tuple[np.ndarray, dict[str, np.ndarray]]] = OrderedDict()
+        #: filter -> (its predicate, segment name -> row mask)
+        self._filter_cache: OrderedDict[str, tuple[Predicate, dict[str, np.ndarray]]] = OrderedDict()
         self._encoder: TextEncoder | None = None
         if encoder is not None:
             self._attach_encoder(encoder)
@@ -290,9 +292,8 @@ class Collection:
         self._tombstones = tombstones
         self._dead = {n: s.rows_of(tombstones) for n, s in segments.items()} if len(tombstones) else {}
         self._pending.clear()
-        self._pending.add((p.seq, p.dense, p.sparse, p.has_colbert) for p in pending)
+        self._pending.add((p.seq, p.dense, p.sparse, p.has_colbert, p.metadata) for p in pending)
         self._count = count
-        self._filter_cache.clear()
         if stats is not None:
             self._bm25_stats.n_docs, self._bm25_stats.total_len = stats.n_docs, stats.total_len
             self._bm25_stats.df = stats.df
@@ -318,7 +319,6 @@ class Collection:
                 added_counts: list[dict[int, int]]) -> None:
         """Apply a committed write to the in-memory state: drop pending rows, tombstone sealed ones, count
         documents and BM25 statistics (new documents are added to the incremental level by the caller)."""
-        self._filter_cache.clear()
         self._count -= len(seqs)
         if self._bm25_stats is not None:
             for c in removed_counts:
@@ -362,9 +362,10 @@ class Collection:
                         if c is not None:
                             doc.sparse = self._bm25_weights(c, stats)
                 seqs = self._db.allocate_seqs(len(docs))
+                metadata = [json.dumps(d.metadata, ensure_ascii=False) for d in docs]
                 self._db.insert_docs(
-                    (d.id, int(s), d.kind, d.text, json.dumps(d.metadata, ensure_ascii=False),
-                     pack_counts(c) if c is not None else None) for d, s, c in zip(docs, seqs, counts))
+                    (d.id, int(s), d.kind, d.text, m, pack_counts(c) if c is not None else None)
+                    for d, s, m, c in zip(docs, seqs, metadata, counts))
                 self._db.insert_pending(
                     (int(s), None if d.dense is None else np.asarray(d.dense, np.float32).tobytes(),
                      None if d.sparse is None else pack_sparse(d.sparse),
@@ -373,7 +374,8 @@ class Collection:
                 if stats is not None:
                     self._db.update_bm25(stats.n_docs, stats.total_len, self._df_delta(old_counts, new_counts))
             self._forget(old_seqs, sealed, old_counts, new_counts)
-            self._pending.add((int(s), d.dense, d.sparse, d.colbert is not None) for d, s in zip(docs, seqs))
+            self._pending.add((int(s), d.dense, d.sparse, d.colbert is not None, m)
+                              for d, s, m in zip(docs, seqs, metadata))
             self._count += len(docs)
             if len(self._pending) >= cfg.flush_docs:
                 self.flush()
@@ -500,7 +502,7 @@ class Collection:
             level = self._pending.level(None)
             dense = None if level.dense is None else np.asarray(level.dense.vectors)
             self._seal(SegmentData(seqs, dense, self._sealed_sparse(seqs, level.sparse),
-                                   *self._pending_colbert(seqs)), from_pending=True)
+                                   *self._pending_colbert(seqs), self._pending.metadata_index()), from_pending=True)
             self._maybe_merge()
 
     def compact(self) -> None:
@@ -604,7 +606,8 @@ class Collection:
             if not in_order:
                 source, lengths = [source[i] for i in order.tolist()], lengths[order]
             colbert_rows = (s.colbert.encoded(r) for s, r in source)
-        self._seal(SegmentData(seqs, dense, sparse, lengths, colbert_rows), replaced=names)
+        metadata = MetadataIndex.build(self._db.metadata_of(seqs.tolist()))
+        self._seal(SegmentData(seqs, dense, sparse, lengths, colbert_rows, metadata), replaced=names)
 
     def _maybe_merge(self) -> None:
         """Tiered merging: once `merge_factor` segments share a size class, merge them into one."""
@@ -697,29 +700,33 @@ class Collection:
         return "sparse"
 
     def _allowed(self, spec: Filter) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """The seqs a filter allows and each segment's row mask, cached until the next write (facets repeat)."""
+        """The row masks a filter allows: the incremental level's, and each segment's — evaluated on their
+        metadata indexes; a segment's mask is kept (segments never change; facets repeat)."""
         key = json.dumps(spec, sort_keys=True)
-        if key in self._filter_cache:
-            self._filter_cache.move_to_end(key)
-            return self._filter_cache[key]
-        where, params = compile_filter(spec)
-        allowed = self._db.matching_seqs(where, params)
-        entry = allowed, {name: seg.rows_of(allowed) for name, seg in self._segments.items()}
-        self._filter_cache[key] = entry
-        if len(self._filter_cache) > FILTER_CACHE_SIZE:
-            self._filter_cache.popitem(last=False)
-        return entry
+        entry = self._filter_cache.get(key)
+        if entry is None:
+            entry = self._filter_cache[key] = (compile_filter(spec), {})
+            if len(self._filter_cache) > FILTER_CACHE_SIZE:
+                self._filter_cache.popitem(last=False)
+        self._filter_cache.move_to_end(key)
+        predicate, cached = entry
+        masks = {name: cached[name] if name in cached else predicate(seg.metadata)
+                 for name, seg in self._segments.items()}
+        cached.clear()
+        cached.update(masks)  # merged-away segments are dropped
+        return predicate(self._pending.metadata_index()), masks
 
-    def _levels(self, allowed: np.ndarray | None, masks: Mapping[str, np.ndarray]) -> list[SearchLevel]:
+    def _levels(self, pending_allowed: np.ndarray | None, masks: Mapping[str, np.ndarray]) -> list[SearchLevel]:
+        """What a search runs over; `pending_allowed` is None without a filter."""
         levels = []
         for name, seg in self._segments.items():
-            mask = None if allowed is None else masks[name]
+            mask = None if pending_allowed is None else masks[name]
             dead = self._dead.get(name)
             if dead is not None:
                 mask = ~dead if mask is None else mask & ~dead
             levels.append(SearchLevel(seg.seqs, mask, seg.dense, seg.sparse,
                                       seg.colbert.maxsim if seg.colbert is not None else None))
-        levels.append(self._pending.level(allowed))
+        levels.append(self._pending.level(pending_allowed))
         return levels
 
     def _query_vectors(self, query: Any, needed: Sequence[OutputKind]) -> QueryVectors:

@@ -14,7 +14,8 @@ from m3search.index.dense import DENSE_KINDS, HNSWParams
 from m3search.index.multivector import COLBERT_DTYPES
 
 CONFIG_FILE = "config.json"
-FORMAT_VERSION = 1
+#: 2: sparse postings with uint16 row offsets in blocks, per-segment metadata index.
+FORMAT_VERSION = 2
 
 
 @dataclass

@@ -59,6 +59,7 @@ class PendingRow:
     dense: np.ndarray | None
     sparse: SparseRow | None
     has_colbert: bool
+    metadata: str
 
 
 def pack_sparse(row: SparseRow) -> bytes:
@@ -198,10 +199,13 @@ class Database:
     def all_ids(self) -> list[str]:
         return [r[0] for r in self.conn.execute("SELECT id FROM docs ORDER BY seq")]
 
-    def matching_seqs(self, where: str, params: Sequence[Any]) -> np.ndarray:
-        """Sorted seqs of the documents whose row satisfies the SQL condition `where`."""
-        cursor = self.conn.execute(f"SELECT seq FROM docs WHERE {where} ORDER BY seq", params)
-        return np.fromiter((r[0] for r in cursor), np.int64)
+    def metadata_of(self, seqs: Sequence[int]) -> list[str]:
+        """Metadata JSON of the documents with the given seqs, in that order (all must exist)."""
+        found: dict[int, str] = {}
+        for chunk in _chunks([int(s) for s in seqs]):
+            marks = ",".join("?" * len(chunk))
+            found.update(self.conn.execute(f"SELECT seq, metadata FROM docs WHERE seq IN ({marks})", chunk))
+        return [found[int(s)] for s in seqs]
 
     # ---- incremental level -----------------------------------------------------------------------------
 
@@ -220,10 +224,11 @@ class Database:
 
     def load_pending(self) -> list[PendingRow]:
         rows = []
-        for seq, dense, sparse, has_colbert in self.conn.execute(
-                "SELECT seq, dense, sparse, colbert IS NOT NULL FROM pending ORDER BY seq"):
+        for seq, dense, sparse, has_colbert, metadata in self.conn.execute(
+                "SELECT p.seq, p.dense, p.sparse, p.colbert IS NOT NULL, d.metadata FROM pending p "
+                "JOIN docs d ON d.seq = p.seq ORDER BY p.seq"):
             rows.append(PendingRow(seq, None if dense is None else np.frombuffer(dense, np.float32),
-                                   None if sparse is None else unpack_sparse(sparse), bool(has_colbert)))
+                                   None if sparse is None else unpack_sparse(sparse), bool(has_colbert), metadata))
         return rows
 
     def pending_colbert(self, seqs: Sequence[int], dim: int) -> dict[int, np.ndarray]:

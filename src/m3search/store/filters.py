@@ -1,4 +1,4 @@
-"""Metadata filters: a small JSON syntax compiled to a SQLite condition over the documents' metadata.
+"""Metadata filters: a small JSON syntax compiled to a predicate over a `MetadataIndex` (one mask per segment).
 
     {"lang": "en"}                                  equality (on an array field: any element equals)
     {"year": {"$gte": 2020, "$lt": 2024}}           range on numbers (or on strings, e.g. ISO dates)
@@ -7,23 +7,37 @@
     {"$or": [{...}, {...}]}, {"$and": [...]}, {"$not": {...}}
     {"meta.author": "x"}                            dotted names reach into nested objects
 
-Several keys in one object must all hold. Values compare by JSON type: 1 never equals "1" or true. The result
-is the set of allowed documents, computed before any top-k so that a filter never shortens a result list.
+Several keys in one object must all hold. Values compare by JSON type: 1 never equals "1" or true. A field
+condition holds when any value at the path meets it — the value itself, an element of an array, a member of an
+object (SQLite's `json_each`, on which these semantics were first defined); `$ne` and `$nin` are the negations,
+so they also hold where the field is missing. The result is the set of allowed rows, computed before any top-k
+so that a filter never shortens a result list.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import operator
+from collections.abc import Callable, Mapping
 from typing import Any
 
+import numpy as np
+
 from m3search.errors import FilterError
+from m3search.store.metadata import FALSE, NULL, NUMBER, TEXT, TRUE, MetadataIndex
 
 Filter = Mapping[str, Any]
+#: A compiled filter: the boolean mask of the rows of a metadata index that it allows.
+Predicate = Callable[[MetadataIndex], np.ndarray]
+#: Which entries (kinds, values) of one path meet a condition.
+_Matcher = Callable[[MetadataIndex, np.ndarray, np.ndarray], np.ndarray]
 
-_RANGE_OPS = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
+_RANGE_OPS = {"$gt": operator.gt, "$gte": operator.ge, "$lt": operator.lt, "$lte": operator.le}
+#: Strings compare by rank r among the sorted distinct strings: r's string > v exactly when r >= bisect_right(v),
+#: >= v when r >= bisect_left(v), < v when r < bisect_left(v), <= v when r < bisect_right(v).
+_RANK_OPS = {"$gt": (operator.ge, "right"), "$gte": (operator.ge, "left"), "$lt": (operator.lt, "left"),
+             "$lte": (operator.lt, "right")}
 _FIELD_OPS = {"$eq", "$ne", "$in", "$nin", "$exists", *_RANGE_OPS}
-_NUMBER_TYPES = "('integer','real')"
 
 
 def parse_filter(spec: str | Filter | None) -> Filter | None:
@@ -41,98 +55,120 @@ def parse_filter(spec: str | Filter | None) -> Filter | None:
     return spec or None
 
 
-def compile_filter(spec: Filter, column: str = "metadata") -> tuple[str, list[Any]]:
-    """SQL condition over the JSON `column` and its parameters; raises `FilterError` naming the problem."""
+def compile_filter(spec: Filter) -> Predicate:
+    """The predicate of a filter; raises `FilterError` naming the problem."""
     if not isinstance(spec, Mapping):
         raise FilterError(f"a filter must be a JSON object, got {type(spec).__name__}")
-    parts, params = [], []
+    parts: list[Predicate] = []
     for key, value in spec.items():
         if not isinstance(key, str):
             raise FilterError(f"filter keys must be strings, got {key!r}")
         if key in ("$and", "$or"):
             if not isinstance(value, list) or not value:
                 raise FilterError(f"{key} takes a non-empty list of filters")
-            subs = [compile_filter(v, column) for v in value]
-            parts.append("(" + f" {key[1:].upper()} ".join(s for s, _ in subs) + ")")
-            params += [p for _, ps in subs for p in ps]
+            parts.append(_combine([compile_filter(v) for v in value], np.logical_and if key == "$and"
+                                  else np.logical_or))
         elif key == "$not":
-            sql, ps = compile_filter(value, column)
-            parts.append(f"NOT {sql}")
-            params += ps
+            parts.append(_negate(compile_filter(value)))
         elif key.startswith("$"):
             raise FilterError(f"unknown filter operator {key!r} at the top level; use $and, $or or $not")
         else:
-            sql, ps = _field_condition(column, _json_path(key), key, value)
-            parts.append(sql)
-            params += ps
-    return ("(" + " AND ".join(parts) + ")" if parts else "1"), params
+            parts.append(_field_condition(_field_path(key), key, value))
+    if not parts:
+        return lambda index: np.ones(index.n_rows, bool)
+    return _combine(parts, np.logical_and)
 
 
-def _json_path(field: str) -> str:
-    names = field.split(".")
+def _combine(parts: list[Predicate], how: np.ufunc) -> Predicate:
+    def evaluate(index: MetadataIndex) -> np.ndarray:
+        out = parts[0](index)
+        for part in parts[1:]:
+            out = how(out, part(index))
+        return out
+    return evaluate if len(parts) > 1 else parts[0]
+
+
+def _negate(predicate: Predicate) -> Predicate:
+    return lambda index: ~predicate(index)
+
+
+def _field_path(field: str) -> tuple[str, ...]:
+    names = tuple(field.split("."))
     if any(not n or '"' in n or "\\" in n for n in names):
         raise FilterError(f"invalid field name {field!r}: dotted names of non-empty parts without quotes")
-    return "$" + "".join(f'."{n}"' for n in names)
+    return names
 
 
-def _field_condition(column: str, path: str, field: str, value: Any) -> tuple[str, list[Any]]:
+def _field_condition(path: tuple[str, ...], field: str, value: Any) -> Predicate:
     if not isinstance(value, Mapping):
-        return _any_element(column, path, [_equals(field, value)])
+        return _any_value(path, [_equals(field, value)])
     if not value:
         raise FilterError(f"field {field!r}: empty condition object")
-    parts, params = [], []
+    parts: list[Predicate] = []
     for op, operand in value.items():
         if op not in _FIELD_OPS:
             raise FilterError(f"field {field!r}: unknown operator {op!r}; use one of {', '.join(sorted(_FIELD_OPS))}")
-        if op == "$eq":
-            sql, ps = _any_element(column, path, [_equals(field, operand)])
-        elif op == "$ne":
-            sql, ps = _any_element(column, path, [_equals(field, operand)])
-            sql = f"NOT {sql}"
+        if op in ("$eq", "$ne"):
+            part = _any_value(path, [_equals(field, operand)])
         elif op in ("$in", "$nin"):
             if not isinstance(operand, list) or not operand:
                 raise FilterError(f"field {field!r}: {op} takes a non-empty list of values")
-            sql, ps = _any_element(column, path, [_equals(field, v) for v in operand])
-            if op == "$nin":
-                sql = f"NOT {sql}"
+            part = _any_value(path, [_equals(field, v) for v in operand])
         elif op == "$exists":
             if not isinstance(operand, bool):
                 raise FilterError(f"field {field!r}: $exists takes true or false")
-            sql, ps = f"(json_type({column}, ?) IS {'NOT ' if operand else ''}NULL)", [path]
+            part = _any_value(path, [])
+            if not operand:
+                part = _negate(part)
         else:
-            sql, ps = _any_element(column, path, [_compare(field, op, operand)])
-        parts.append(sql)
-        params += ps
-    return "(" + " AND ".join(parts) + ")", params
+            part = _any_value(path, [_compare(field, op, operand)])
+        parts.append(_negate(part) if op in ("$ne", "$nin") else part)
+    return _combine(parts, np.logical_and)
 
 
-def _any_element(column: str, path: str, conditions: list[tuple[str, list[Any]]]) -> tuple[str, list[Any]]:
-    """True when the value at `path` (or, for an array, any element of it) meets one of `conditions`."""
-    where = " OR ".join(c for c, _ in conditions)
-    return (f"EXISTS (SELECT 1 FROM json_each({column}, ?) WHERE {where})",
-            [path] + [p for _, ps in conditions for p in ps])
+def _any_value(path: tuple[str, ...], matchers: list[_Matcher]) -> Predicate:
+    """Rows where some entry of `path` meets one of `matchers`; with no matchers, rows that have the path."""
+    def evaluate(index: MetadataIndex) -> np.ndarray:
+        rows, kinds, values = index.entries(path)
+        out = np.zeros(index.n_rows, bool)
+        if matchers:
+            hit = matchers[0](index, kinds, values)
+            for matcher in matchers[1:]:
+                hit |= matcher(index, kinds, values)
+            rows = rows[hit]
+        out[rows] = True
+        return out
+    return evaluate
 
 
-def _equals(field: str, value: Any) -> tuple[str, list[Any]]:
-    if value is None:
-        return "type = 'null'", []
-    if isinstance(value, bool):
-        return f"type = '{'true' if value else 'false'}'", []
+def _equals(field: str, value: Any) -> _Matcher:
+    if value is None or isinstance(value, bool):
+        kind = NULL if value is None else TRUE if value else FALSE
+        return lambda index, kinds, values: kinds == kind
     if isinstance(value, (int, float)):
         _check_number(field, value)
-        return f"(type IN {_NUMBER_TYPES} AND value = ?)", [value]
+        number = float(value)
+        return lambda index, kinds, values: (kinds == NUMBER) & (values == number)
     if isinstance(value, str):
-        return "(type = 'text' AND value = ?)", [value]
+        def matcher(index: MetadataIndex, kinds: np.ndarray, values: np.ndarray) -> np.ndarray:
+            rank = index.string_rank(value)
+            if rank == index.string_rank(value, "right"):  # not among the index's strings
+                return np.zeros(len(kinds), bool)
+            return (kinds == TEXT) & (values == rank)
+        return matcher
     raise FilterError(f"field {field!r}: cannot compare with {type(value).__name__} {value!r}; use a string, "
                       "number, boolean or null")
 
 
-def _compare(field: str, op: str, value: Any) -> tuple[str, list[Any]]:
+def _compare(field: str, op: str, value: Any) -> _Matcher:
+    compare = _RANGE_OPS[op]
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         _check_number(field, value)
-        return f"(type IN {_NUMBER_TYPES} AND value {_RANGE_OPS[op]} ?)", [value]
+        number = float(value)
+        return lambda index, kinds, values: (kinds == NUMBER) & compare(values, number)
     if isinstance(value, str):
-        return f"(type = 'text' AND value {_RANGE_OPS[op]} ?)", [value]
+        rank_compare, side = _RANK_OPS[op]
+        return lambda index, kinds, values: (kinds == TEXT) & rank_compare(values, index.string_rank(value, side))
     raise FilterError(f"field {field!r}: {op} takes a number or a string, got {value!r}")
 
 

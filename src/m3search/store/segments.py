@@ -1,7 +1,7 @@
 """Immutable segments: the sealed vectors of a set of documents, one directory of `.npy` (and faiss) files.
 
 A segment's rows are its documents in increasing `seq` order (`seqs.npy`); its dense, sparse and ColBERT
-structures answer in row numbers. A segment is written into a temporary directory, every file fsynced, then
+structures and its metadata index (what filters run on) answer in row numbers. A segment is written into a temporary directory, every file fsynced, then
 renamed into place and only afterwards registered in the database, so a segment that is listed is complete;
 one left behind by a crash is simply not listed and gets removed. Deleting a document never rewrites a
 segment: a tombstone hides its row until a merge drops it.
@@ -20,6 +20,7 @@ from m3search.index.dense import DenseIndex, HNSWParams, build_ann
 from m3search.index.multivector import ColbertDtype, MultiVectorStore, MultiVectorWriter
 from m3search.index.sparse import SparseIndex
 from m3search.store.config import CollectionConfig, fsync_path
+from m3search.store.metadata import MetadataIndex
 
 SEGMENTS_DIR = "segments"
 SEQS_FILE = "seqs.npy"
@@ -34,6 +35,7 @@ class Segment:
     dense: DenseIndex | None
     sparse: SparseIndex | None
     colbert: MultiVectorStore | None
+    metadata: MetadataIndex
 
     def __len__(self) -> int:
         return len(self.seqs)
@@ -48,6 +50,7 @@ class Segment:
             DenseIndex.load(directory, config.hnsw_params) if "dense" in config.outputs else None,
             SparseIndex.load(directory, len(seqs)) if "sparse" in config.outputs else None,
             MultiVectorStore.load(directory) if "colbert" in config.outputs else None,
+            MetadataIndex.load(directory, len(seqs)),
         )
 
     def rows_of(self, seqs: np.ndarray) -> np.ndarray:
@@ -67,6 +70,7 @@ class SegmentData:
     sparse: SparseIndex | None
     colbert_lengths: np.ndarray | None
     colbert_rows: Iterable[tuple[np.ndarray, np.ndarray | None]] | None
+    metadata: MetadataIndex
 
 
 def write_segment(root: Path, name: str, data: SegmentData, config: CollectionConfig) -> Path:
@@ -78,6 +82,7 @@ def write_segment(root: Path, name: str, data: SegmentData, config: CollectionCo
     tmp.mkdir(parents=True)
     files = [tmp / SEQS_FILE]
     np.save(files[0], np.asarray(data.seqs, np.int64))
+    files += data.metadata.save(tmp)
     if data.dense is not None:
         params: HNSWParams = config.hnsw_params
         ann = build_ann(data.dense, config.dense_index, params)  # type: ignore[arg-type]
