@@ -53,3 +53,7 @@ class FilterError(InvalidInputError):
 
 class ImageError(InvalidInputError):
     """An image that is corrupt, too large, of an unsupported format or a decompression bomb."""
+
+
+class ServerBusyError(M3SearchError):
+    """The server's encode queue is full or shutting down; retry later (HTTP 503)."""

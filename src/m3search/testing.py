@@ -101,6 +101,65 @@ def build_random_m3(
         sparse = torch.nn.Linear(hidden_size, 1)
         with torch.no_grad():
             sparse.weight.normal_(0, hidden_size**-0.5, generator=generator)
-            sparse.bias.fill_(0.1)  # positive bias so most tokens carry weight, as trained bge-m3 does
+            # A random backbone's hidden states are much alike, so a small bias would leave most texts without
+            # lexical weight; this one weights nearly every token, with varied values, as trained bge-m3 does.
+            sparse.bias.fill_(2.0)
         torch.save(sparse.state_dict(), dest / "sparse_linear.pt")
     return dest
+
+
+def build_random_visualized_bge(
+    dest: str | Path,
+    text_model_dir: str | Path,
+    *,
+    image_size: int = 28,
+    patch_size: int = 14,
+    layers: int = 2,
+    head_dim: int = 32,
+    seed: int = 0,
+    filename: str = "Visualized_m3.pth",
+) -> Path:
+    """Save a random-init Visualized-BGE checkpoint (EVA02 tower as wide as the text model) whose text tower
+    is the model in `text_model_dir`, in the exact layout of `Visualized_m3.pth`; return the file's path.
+
+    The file holds every entry the real one does, including those inference ignores (bge's pooler, the tower's
+    final norm and CLIP head, the CLIP logit scale), so loading is tested against the real layout.
+    """
+    import math
+
+    import torch
+    from transformers import AutoModel
+
+    from m3search.encoders.image.eva import EVAVisionConfig, EVAVisionTower
+
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    text = AutoModel.from_pretrained(str(text_model_dir))
+    width = text.config.hidden_size
+    config = EVAVisionConfig(image_size=image_size, patch_size=patch_size, width=width, layers=layers,
+                             head_dim=head_dim, mlp_hidden=int(width * 2.6667))
+    torch.manual_seed(seed)
+    tower = EVAVisionTower(config)
+    state: dict[str, torch.Tensor] = {}
+    for prefix, module in (("bge_embeddings.", text.embeddings), ("bge_encoder.", text.encoder),
+                           ("bge_pooler.", text.pooler)):
+        state.update({prefix + k: v.detach().clone() for k, v in module.state_dict().items()})
+    with torch.no_grad():
+        for name, param in tower.named_parameters():
+            if name.endswith(("norm1.weight", "norm2.weight", "_ln.weight")):
+                param.copy_(1.0 + 0.1 * torch.randn_like(param))
+            else:
+                param.normal_(0.0, 0.02 if param.ndim > 1 else 0.1)
+    state.update({"model_visual.visual." + k: v for k, v in tower.state_dict().items()})
+    clip_dim = 32
+    state["model_visual.visual.norm.weight"] = torch.ones(width)
+    state["model_visual.visual.norm.bias"] = torch.zeros(width)
+    state["model_visual.visual.head.weight"] = torch.randn(clip_dim, width) * 0.02
+    state["model_visual.visual.head.bias"] = torch.zeros(clip_dim)
+    state["model_visual.logit_scale"] = torch.tensor(math.log(1 / 0.07))
+    proj = torch.nn.Linear(width, width)
+    state["visual_proj.weight"] = proj.weight.detach().clone()
+    state["visual_proj.bias"] = proj.bias.detach().clone()
+    path = dest / filename
+    torch.save(state, path)
+    return path

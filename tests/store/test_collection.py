@@ -308,3 +308,37 @@ def test_documents_without_colbert_vectors_score_zero(new_collection, docs):
     collection.upsert([{**docs[0], "colbert": None, "text": None}] + docs[1:5])
     hits = collection.search(as_query(docs[0]), k=5, mode="all")
     assert hits[0].id == "d0" and hits[0].scores["colbert"] == 0.0
+
+
+def test_reader_keeps_working_while_the_writer_flushes_and_merges(tmp_path, new_collection):
+    import threading
+
+    writer = new_collection(flush_docs=20, merge_factor=2)
+    writer.upsert(make_docs(20))
+    reader = Collection.open(tmp_path / "c", readonly=True, cache=False)
+    errors, counts = [], []
+    stop = threading.Event()
+
+    def read():
+        query = as_query(make_docs(1, seed=77)[0])
+        while not stop.is_set():
+            try:
+                hits = reader.search(query, k=5, mode="all")
+                counts.append(reader.count())
+                assert len(hits) == 5
+            except Exception as exc:  # noqa: BLE001 - any failure is the finding
+                errors.append(exc)
+                return
+
+    thread = threading.Thread(target=read)
+    thread.start()
+    try:
+        for start in range(20, 300, 20):
+            writer.upsert(make_docs(20, seed=start, start=start))
+        writer.compact()
+    finally:
+        stop.set()
+        thread.join()
+        reader.close()
+    assert not errors, errors
+    assert counts == sorted(counts) and counts[-1] <= 300

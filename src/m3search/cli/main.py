@@ -14,9 +14,14 @@ from m3search.errors import M3SearchError
 
 #: Modules that each define a click command or group named `command`.
 COMMAND_MODULES = (
+    "m3search.cli.demo",
     "m3search.cli.encode",
     "m3search.cli.eval",
+    "m3search.cli.images",
+    "m3search.cli.index",
     "m3search.cli.models",
+    "m3search.cli.search",
+    "m3search.cli.serve",
 )
 
 

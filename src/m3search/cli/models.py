@@ -1,4 +1,4 @@
-"""`m3search models list|import`: what can load on this machine, and bringing models in for offline use."""
+"""`m3search models list|import|export-onnx`: what can load here, bringing models in for offline use, ONNX export."""
 
 from __future__ import annotations
 
@@ -60,3 +60,27 @@ def import_model(source: str, name: str | None) -> None:
         return
     resolved, spec = resolve_model(source)
     click.echo(f"{spec.name} -> {resolved}")
+
+
+@command.command("export-onnx")
+@click.argument("model")
+@click.option("--force", is_flag=True, help="Export again even if a cached export of this checkpoint exists.")
+def export_onnx_command(model: str, force: bool) -> None:
+    """Export MODEL to ONNX (fp32 and int8) for the onnx-* runtimes; cached per checkpoint.
+
+    Each graph's deviation from torch fp32 is measured on the quality guard's probe texts and stored with it;
+    `--runtime auto` uses a graph only if it passed.
+    """
+    from m3search.encoders.runtimes.guard import GUARD_BOUNDS, Deviation
+    from m3search.encoders.runtimes.onnx_export import export_dir, export_onnx
+
+    path, spec = resolve_model(model)
+    manifest = export_onnx(path, spec, force=force)
+    click.echo(f"{spec.name} -> {export_dir(path, spec)}")
+    for precision, info in manifest["graphs"].items():
+        dev = Deviation(**info["deviation"])
+        violations = GUARD_BOUNDS.violations(dev)
+        verdict = "fails the guard: " + "; ".join(violations) if violations else "passes the guard"
+        sparse = "" if dev.sparse_rel_diff_max is None else f", sparse diff {dev.sparse_rel_diff_max:.4f}"
+        click.echo(f"  onnx-{precision}: dense cosine {dev.dense_cosine_min:.5f}, ColBERT cosine "
+                   f"{dev.colbert_cosine_min:.5f}{sparse} ({verdict})")

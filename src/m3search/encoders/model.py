@@ -45,6 +45,18 @@ class EncoderModel(nn.Module):
         self.sparse_linear = sparse_linear
         self.colbert_linear = colbert_linear if colbert_linear is not None else nn.Identity()
 
+    def cast_backbone(self, dtype: torch.dtype) -> EncoderModel:
+        """Run the backbone's matrix products in `dtype`; LayerNorm parameters and the heads stay fp32.
+
+        Normalization statistics are computed in fp32 by the kernels either way; fp32 LayerNorm weights keep
+        the residual stream's rescaling exact, which is where bf16 error would otherwise accumulate.
+        """
+        self.backbone.to(dtype)
+        for module in self.backbone.modules():
+            if isinstance(module, nn.LayerNorm):
+                module.float()
+        return self
+
     def forward(
         self,
         input_ids: torch.Tensor,
@@ -53,8 +65,12 @@ class EncoderModel(nn.Module):
         return_sparse: bool = False,
         return_colbert: bool = False,
     ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
-        """Return (dense (b, d), token_weights (b, L), colbert (b, L-1, d')); None for heads not asked for."""
-        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        """Return (dense (b, d), token_weights (b, L), colbert (b, L-1, d')); None for heads not asked for.
+
+        The heads run in fp32 whatever the backbone's dtype: they are cheap, and it keeps low-precision error
+        to the backbone.
+        """
+        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state.float()
         dense = sparse = colbert = None
         if return_dense:
             if self.pooling == "cls":
@@ -62,15 +78,15 @@ class EncoderModel(nn.Module):
             else:
                 mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
                 pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1)
-            dense = F.normalize(pooled.float(), dim=-1)
+            dense = F.normalize(pooled, dim=-1)
         if return_sparse:
             if self.sparse_linear is None:
                 raise ModelLoadError("this model has no sparse head")
-            sparse = torch.relu(self.sparse_linear(hidden)).squeeze(-1).float()
+            sparse = torch.relu(self.sparse_linear(hidden)).squeeze(-1)
         if return_colbert:
             vecs = self.colbert_linear(hidden[:, 1:])
             vecs = vecs * attention_mask[:, 1:, None].to(vecs.dtype)
-            colbert = F.normalize(vecs.float(), dim=-1)
+            colbert = F.normalize(vecs, dim=-1)
         return dense, sparse, colbert
 
 
@@ -160,4 +176,4 @@ def load_torch_model(path: Path, spec: ModelSpec, dtype: torch.dtype = torch.flo
         if sparse_linear.out_features != 1:
             raise ModelLoadError(f"{path / 'sparse_linear.pt'} must map to 1 output, not {sparse_linear.out_features}")
     model = EncoderModel(backbone, spec.pooling, sparse_linear, colbert_linear)
-    return model.to(dtype).eval()
+    return model.cast_backbone(dtype).eval()

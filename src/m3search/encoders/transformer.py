@@ -1,8 +1,8 @@
 """`TransformerEncoder`: the encode pipeline shared by bge-m3 and generic dense models, for every runtime.
 
 Texts are validated, tokenized once (no truncation), truncated or split into overlapping chunks, sorted by
-length, packed into batches under a token budget (padding cost and attention memory stay bounded even at 8192
-tokens), run through the runtime, post-processed (sparse: max weight per token id; ColBERT: padding dropped),
+length, packed into batches under a token budget and a padding cap (padding cost and attention memory stay
+bounded even at 8192 tokens), run through the runtime, post-processed (sparse: max weight per token id; ColBERT: padding dropped),
 merged per text and returned in input order.
 """
 
@@ -39,6 +39,10 @@ log = logging.getLogger(__name__)
 #: Default cap on padded tokens per batch (batch rows x longest row). Keeps activation and attention memory
 #: bounded for long inputs while leaving short texts in large batches.
 DEFAULT_MAX_BATCH_TOKENS = 16384
+
+#: Largest share of a batch that may be padding. Sorted texts of similar length share a batch; a much shorter
+#: one starts the next (on CPU a small batch costs little, while padded positions cost full compute).
+MAX_PADDING_FRACTION = 0.1
 
 
 def load_tokenizer(path: Path) -> Any:
@@ -104,7 +108,8 @@ class TransformerEncoder(TextEncoder):
     def _load_parts(path: Path, spec: ModelSpec, runtime: str, device: str | None) -> tuple[Any, Runtime]:
         """Check the directory, then load its tokenizer and the runtime."""
         check_model_dir(path, spec)
-        return load_tokenizer(path), make_runtime(runtime, path, spec, device)
+        tokenizer = load_tokenizer(path)
+        return tokenizer, make_runtime(runtime, path, spec, device, tokenizer)
 
     # ---- tokenization ---------------------------------------------------------------------------------
 
@@ -147,14 +152,22 @@ class TransformerEncoder(TextEncoder):
 
     @staticmethod
     def _batches(order: np.ndarray, lengths: np.ndarray, batch_size: int, max_tokens: int) -> Iterator[np.ndarray]:
-        """Cut length-descending `order` into batches of at most `batch_size` rows and `max_tokens` padded tokens."""
+        """Cut length-descending `order` into batches of at most `batch_size` rows and `max_tokens` padded tokens,
+        closing a batch early rather than letting padding exceed `MAX_PADDING_FRACTION` of it."""
         start = 0
         n = len(order)
         while start < n:
-            longest = int(lengths[order[start]])
-            rows = max(1, min(batch_size, max_tokens // max(longest, 1)))
-            yield order[start : start + rows]
-            start += rows
+            longest = max(int(lengths[order[start]]), 1)
+            rows = max(1, min(batch_size, max_tokens // longest))
+            end, real = start + 1, longest
+            while end < n and end - start < rows:
+                padded = (end - start + 1) * longest
+                if padded - (real + int(lengths[order[end]])) > MAX_PADDING_FRACTION * padded:
+                    break
+                real += int(lengths[order[end]])
+                end += 1
+            yield order[start:end]
+            start = end
 
     def _pad(self, pieces: list[_Piece]) -> tuple[np.ndarray, np.ndarray]:
         width = max(len(p.ids) for p in pieces)

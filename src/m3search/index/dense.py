@@ -38,6 +38,8 @@ class HNSWParams:
     exact_max_rows: int = 10_000
     #: ... or at most this fraction of the segment is allowed.
     exact_max_fraction: float = 0.02
+    #: Over quantized (SQ8) codes, fetch this many times k from the graph and re-rank them exactly.
+    refine: int = 3
 
 
 def build_ann(vectors: np.ndarray, kind: DenseKind, params: HNSWParams) -> faiss.Index | None:
@@ -83,7 +85,7 @@ class DenseIndex:
                ef_search: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The `k` allowed rows with the highest inner product with `query`: (rows, scores), best first.
 
-        Scores from an HNSW search over SQ8 codes are approximate; `score_rows` gives exact ones.
+        Over SQ8 codes the graph's candidates are re-ranked with the exact float32 vectors.
         """
         n = len(self.vectors)
         n_allowed = n if allowed is None else int(np.count_nonzero(allowed))
@@ -99,14 +101,22 @@ class DenseIndex:
             picked, scores = top_k(self._dot(self.vectors[rows], query), k)
             return rows[picked], scores
         search_params = faiss.SearchParametersHNSW()
-        search_params.efSearch = max(ef_search or self.params.ef_search, k)
+        ef = max(ef_search or self.params.ef_search, k)
+        # a walk that may only collect a fraction of the nodes needs a longer candidate list for the same recall
+        search_params.efSearch = int(min(ef * n / n_allowed, ef * 8)) if filtered else ef
         if filtered:
             bits = np.packbits(allowed, bitorder="little")
             selector = faiss.IDSelectorBitmap(n, faiss.swig_ptr(bits))
             search_params.sel = selector
-        scores, rows = self.ann.search(_contiguous(query)[None, :], min(k, n_allowed), params=search_params)
-        keep = rows[0] >= 0
-        return rows[0][keep].astype(np.int64), scores[0][keep]
+        quantized = isinstance(self.ann, faiss.IndexHNSWSQ)
+        fetch = min(k * self.params.refine if quantized else k, n_allowed)
+        search_params.efSearch = max(search_params.efSearch, fetch)
+        scores, rows = self.ann.search(_contiguous(query)[None, :], fetch, params=search_params)
+        rows = rows[0][rows[0] >= 0].astype(np.int64)
+        if not quantized:
+            return rows, scores[0][: len(rows)]
+        picked, exact = top_k(self.score_rows(query, rows), k)
+        return rows[picked], exact
 
     def score_rows(self, query: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """Exact inner products of `query` with the given rows (float32)."""

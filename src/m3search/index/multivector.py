@@ -98,13 +98,15 @@ class MultiVectorStore:
         return "int8" if self.scales is not None else "float16"
 
     @classmethod
-    def from_rows(cls, rows: Sequence[np.ndarray | None], dtype: ColbertDtype = "float16") -> "MultiVectorStore":
-        """An in-memory store (for rows not yet written to a segment)."""
-        encoded = [encode_tokens(r if r is not None else np.empty((0, 0), np.float32), dtype) for r in rows]
+    def from_rows(cls, rows: Sequence[np.ndarray | None], dtype: ColbertDtype = "float16",
+                  dim: int | None = None) -> "MultiVectorStore":
+        """An in-memory store (for rows not yet written to a segment); None rows have no token vectors."""
+        dim = dim if dim is not None else next((r.shape[1] for r in rows if r is not None and len(r)), 0)
+        encoded = [encode_tokens(r if r is not None else np.empty((0, dim), np.float32), dtype) for r in rows]
         lengths = [len(c) for c, _ in encoded]
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        dim = next((c.shape[1] for c, _ in encoded if len(c)), 0)
-        tokens = np.concatenate([c.reshape(-1, dim) for c, _ in encoded]) if encoded else np.empty((0, 0))
+        tokens = (np.concatenate([c.reshape(-1, dim) for c, _ in encoded]) if encoded
+                  else np.empty((0, dim), np.dtype(dtype)))
         scales = np.concatenate([s for _, s in encoded]) if dtype == "int8" and encoded else None
         return cls(tokens, offsets, scales)
 

@@ -103,10 +103,9 @@ def _execute(levels: Sequence[SearchLevel], query: QueryVectors, mode: Mode, k: 
     kinds, stages = MODE_KINDS[mode], MODE_STAGES[mode]
     depth = k if mode in ("dense", "sparse") else max(k, candidates)
     levels = [lv if lv.allowed is None or lv.allowed.any() else None for lv in levels]
-    sparse_scores: dict[int, np.ndarray] = {}
     lists: dict[OutputKind, tuple[np.ndarray, np.ndarray]] = {}
     for stage in stages:
-        lists[stage] = _first_stage(levels, query, stage, depth, ef_search, sparse_scores)
+        lists[stage] = _first_stage(levels, query, stage, depth, ef_search)
     # candidates: the union of the stage lists, first-seen order
     level_ids = np.concatenate([lists[s][0] for s in stages])
     rows = np.concatenate([lists[s][1] for s in stages])
@@ -116,7 +115,7 @@ def _execute(levels: Sequence[SearchLevel], query: QueryVectors, mode: Mode, k: 
     level_ids, rows, keys = level_ids[first], rows[first], keys[first]
     if len(rows) == 0:
         return []
-    scores = {kind: _score(levels, query, kind, level_ids, rows, sparse_scores) for kind in kinds}
+    scores = {kind: _score(levels, query, kind, level_ids, rows) for kind in kinds}
     if len(kinds) == 1:
         fused = scores[kinds[0]].astype(np.float64)
     elif fusion == "weighted":
@@ -130,7 +129,7 @@ def _execute(levels: Sequence[SearchLevel], query: QueryVectors, mode: Mode, k: 
 
 
 def _first_stage(levels: Sequence[SearchLevel | None], query: QueryVectors, stage: OutputKind, depth: int,
-                 ef_search: int | None, sparse_scores: dict[int, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+                 ef_search: int | None) -> tuple[np.ndarray, np.ndarray]:
     """The best `depth` (level, row) pairs over all levels by `stage`, best first, with exact scores."""
     found_levels, found_rows, found_scores = [], [], []
     for li, level in enumerate(levels):
@@ -140,7 +139,7 @@ def _first_stage(levels: Sequence[SearchLevel | None], query: QueryVectors, stag
             rows, _ = level.dense.search(query.dense, depth, level.allowed, ef_search)
             scores = level.dense.score_rows(query.dense, rows)
         elif stage == "sparse" and level.sparse is not None:
-            rows, scores, sparse_scores[li] = level.sparse.search(query.sparse, depth, level.allowed)
+            rows, scores = level.sparse.search(query.sparse, depth, level.allowed)
         else:
             continue
         found_levels.append(np.full(len(rows), li, np.int64))
@@ -154,7 +153,7 @@ def _first_stage(levels: Sequence[SearchLevel | None], query: QueryVectors, stag
 
 
 def _score(levels: Sequence[SearchLevel | None], query: QueryVectors, kind: OutputKind, level_ids: np.ndarray,
-           rows: np.ndarray, sparse_scores: dict[int, np.ndarray]) -> np.ndarray:
+           rows: np.ndarray) -> np.ndarray:
     """Exact `kind` scores of the candidates, level by level."""
     out = np.zeros(len(rows), np.float32)
     for li in np.unique(level_ids):
@@ -163,9 +162,7 @@ def _score(levels: Sequence[SearchLevel | None], query: QueryVectors, kind: Outp
         if kind == "dense" and level.dense is not None:
             out[sel] = level.dense.score_rows(query.dense, rows[sel])
         elif kind == "sparse" and level.sparse is not None:
-            if li not in sparse_scores:
-                sparse_scores[li] = level.sparse.scores(query.sparse)[0]
-            out[sel] = sparse_scores[li][rows[sel]]
+            out[sel] = level.sparse.score_rows(query.sparse, rows[sel])
         elif kind == "colbert" and level.colbert is not None:
             out[sel] = level.colbert(query.colbert, rows[sel])
     return out

@@ -22,6 +22,7 @@ import math
 import os
 import shutil
 import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -55,13 +56,17 @@ from m3search.store.documents import (
 )
 from m3search.store.filters import Filter, compile_filter, parse_filter
 from m3search.store.lock import WriterLock
-from m3search.store.pending import PendingLevel
+from m3search.store.pending import PendingLevel, StaleReadError
 from m3search.store.segments import SEGMENTS_DIR, Segment, SegmentData, remove_unlisted, write_segment
 
 log = logging.getLogger(__name__)
 
 #: Rows of ColBERT vectors read from the database at a time while sealing the incremental level.
 COLBERT_READ_BATCH = 256
+#: Filters whose allowed sets are kept between searches (until the next write).
+FILTER_CACHE_SIZE = 16
+#: Times a reader re-runs a search that raced with another process's flush or delete.
+STALE_RETRIES = 5
 
 
 def _bm25_part(encoder: TextEncoder) -> BM25Encoder | None:
@@ -114,12 +119,12 @@ class Collection:
         self._pending = PendingLevel(self.config.dim if "dense" in self.config.outputs else None, colbert_fetch)
         self._count = 0
         self._version = -1
+        self._filter_cache: OrderedDict[str, tuple[np.ndarray, dict[str, np.ndarray]]] = OrderedDict()
         self._encoder: TextEncoder | None = None
         if encoder is not None:
             self._attach_encoder(encoder)
-        self._cache: EmbeddingCache | None = None
-        if cache:
-            self._cache = EmbeddingCache(default_cache_path() if cache is True else Path(cache))
+        self._cache_setting = cache
+        self._cache: EmbeddingCache | None = None  # opened when a text is first encoded
         self._reload()
 
     # ---- creating and opening --------------------------------------------------------------------------
@@ -285,8 +290,9 @@ class Collection:
         self._tombstones = tombstones
         self._dead = {n: s.rows_of(tombstones) for n, s in segments.items()} if len(tombstones) else {}
         self._pending.clear()
-        self._pending.add((p.seq, p.dense, p.sparse) for p in pending)
+        self._pending.add((p.seq, p.dense, p.sparse, p.has_colbert) for p in pending)
         self._count = count
+        self._filter_cache.clear()
         if stats is not None:
             self._bm25_stats.n_docs, self._bm25_stats.total_len = stats.n_docs, stats.total_len
             self._bm25_stats.df = stats.df
@@ -308,8 +314,17 @@ class Collection:
                 log.info("removed %d unlisted segment directories: %s", len(removed), removed)
             self._reload()
 
-    def _forget(self, seqs: Iterable[int], sealed: Iterable[int]) -> None:
-        """Apply a committed removal to the in-memory state: drop pending rows, tombstone sealed ones."""
+    def _forget(self, seqs: list[int], sealed: Iterable[int], removed_counts: list[dict[int, int]],
+                added_counts: list[dict[int, int]]) -> None:
+        """Apply a committed write to the in-memory state: drop pending rows, tombstone sealed ones, count
+        documents and BM25 statistics (new documents are added to the incremental level by the caller)."""
+        self._filter_cache.clear()
+        self._count -= len(seqs)
+        if self._bm25_stats is not None:
+            for c in removed_counts:
+                self._bm25_stats.remove(c)
+            for c in added_counts:
+                self._bm25_stats.add(c)
         self._pending.remove(seqs)
         sealed = np.asarray(sorted(sealed), np.int64)
         if len(sealed):
@@ -338,19 +353,14 @@ class Collection:
             self._fill_vectors(docs, batch_size, show_progress)
             counts = self._term_counts(docs)
             ids = [d.id for d in docs]
+            new_counts = [c for c in counts if c is not None]
             with self._db.write():
-                old = self._db.seqs_of(ids)
-                old_seqs = list(old.values())
-                old_counts = self._db.term_counts(old_seqs) if self._bm25_stats is not None else {}
-                stats = self._bm25_after(old_counts.values(), [c for c in counts if c is not None])
+                old_seqs, old_counts, sealed = self._remove(ids)
+                stats = self._bm25_after(old_counts, new_counts)
                 if stats is not None:
                     for doc, c in zip(docs, counts):
                         if c is not None:
                             doc.sparse = self._bm25_weights(c, stats)
-                was_pending = self._db.delete_pending(old_seqs)
-                sealed = [s for s in old_seqs if s not in was_pending]
-                self._db.add_tombstones(sealed)
-                self._db.delete_docs(list(old))
                 seqs = self._db.allocate_seqs(len(docs))
                 self._db.insert_docs(
                     (d.id, int(s), d.kind, d.text, json.dumps(d.metadata, ensure_ascii=False),
@@ -361,17 +371,10 @@ class Collection:
                      None if d.colbert is None else np.asarray(d.colbert, np.float16).tobytes())
                     for d, s in zip(docs, seqs))
                 if stats is not None:
-                    self._db.update_bm25(stats.n_docs, stats.total_len,
-                                         self._df_delta(old_counts.values(), [c for c in counts if c is not None]))
-            self._forget(old_seqs, sealed)
-            self._pending.add((int(s), d.dense, d.sparse) for d, s in zip(docs, seqs))
-            self._count += len(docs) - len(old)
-            if stats is not None:
-                for c in old_counts.values():
-                    self._bm25_stats.remove(c)
-                for c in counts:
-                    if c is not None:
-                        self._bm25_stats.add(c)
+                    self._db.update_bm25(stats.n_docs, stats.total_len, self._df_delta(old_counts, new_counts))
+            self._forget(old_seqs, sealed, old_counts, new_counts)
+            self._pending.add((int(s), d.dense, d.sparse, d.colbert is not None) for d, s in zip(docs, seqs))
+            self._count += len(docs)
             if len(self._pending) >= cfg.flush_docs:
                 self.flush()
             return len(docs)
@@ -382,21 +385,23 @@ class Collection:
             self._writable()
             wanted = normalize_ids(ids)
             with self._db.write():
-                old = self._db.seqs_of(wanted)
-                old_seqs = list(old.values())
-                old_counts = self._db.term_counts(old_seqs) if self._bm25_stats is not None else {}
-                was_pending = self._db.delete_pending(old_seqs)
-                sealed = [s for s in old_seqs if s not in was_pending]
-                self._db.add_tombstones(sealed)
-                self._db.delete_docs(list(old))
-                stats = self._bm25_after(old_counts.values(), [])
+                old_seqs, old_counts, sealed = self._remove(wanted)
+                stats = self._bm25_after(old_counts, [])
                 if stats is not None:
-                    self._db.update_bm25(stats.n_docs, stats.total_len, self._df_delta(old_counts.values(), []))
-            self._forget(old_seqs, sealed)
-            self._count -= len(old)
-            for c in old_counts.values():
-                self._bm25_stats.remove(c)
-            return len(old)
+                    self._db.update_bm25(stats.n_docs, stats.total_len, self._df_delta(old_counts, []))
+            self._forget(old_seqs, sealed, old_counts, [])
+            return len(old_seqs)
+
+    def _remove(self, ids: Sequence[str]) -> tuple[list[int], list[dict[int, int]], list[int]]:
+        """Inside a write transaction: remove the stored versions of `ids` (pending rows go, sealed rows get
+        tombstones). Returns their seqs, their BM25 term counts and the sealed seqs."""
+        old_seqs = list(self._db.seqs_of(ids).values())
+        old_counts = list(self._db.term_counts(old_seqs).values()) if self._bm25_stats is not None else []
+        was_pending = self._db.delete_pending(old_seqs)
+        sealed = [s for s in old_seqs if s not in was_pending]
+        self._db.add_tombstones(sealed)
+        self._db.delete_docs(ids)
+        return old_seqs, old_counts, sealed
 
     def _fill_vectors(self, docs: list[Document], batch_size: int, show_progress: bool) -> None:
         """Encode the outputs documents lack from their text (through the cache); error if there is no text."""
@@ -426,6 +431,9 @@ class Collection:
         encoder = self.encoder
         key_base = json.dumps({"model": self.config.encoder.get("name", self.config.model), "kinds": kinds,
                                "max_length": self.config.max_length}, sort_keys=True)
+        if self._cache is None and self._cache_setting:
+            setting = self._cache_setting
+            self._cache = EmbeddingCache(default_cache_path() if setting is True else Path(setting))
         found = self._cache.get(key_base, texts) if self._cache is not None else {}
         missing = [i for i in range(len(texts)) if i not in found]
         if missing:
@@ -457,17 +465,16 @@ class Collection:
                 counts[i] = c
         return counts
 
-    def _bm25_after(self, removed: Iterable[dict[int, int]], added: Iterable[dict[int, int]]) -> BM25Stats | None:
+    def _bm25_after(self, removed: list[dict[int, int]], added: list[dict[int, int]]) -> BM25Stats | None:
         """Document count and total length after a write (what the new documents' weights use)."""
         if self._bm25_stats is None:
             return None
-        removed, added = list(removed), list(added)
         return BM25Stats(self._bm25_stats.n_docs - len(removed) + len(added),
                          self._bm25_stats.total_len - sum(sum(c.values()) for c in removed)
                          + sum(sum(c.values()) for c in added))
 
     @staticmethod
-    def _df_delta(removed: Iterable[dict[int, int]], added: Iterable[dict[int, int]]) -> dict[int, int]:
+    def _df_delta(removed: list[dict[int, int]], added: list[dict[int, int]]) -> dict[int, int]:
         delta: dict[int, int] = {}
         for sign, group in ((-1, removed), (1, added)):
             for counts in group:
@@ -546,6 +553,8 @@ class Collection:
         """
         number = int(self._db.get_meta("next_segment", 0))
         name = f"seg-{number:08d}"
+        log.info("writing segment %s (%d rows) to replace %s", name, len(data.seqs),
+                 ", ".join(replaced) or "the incremental level")
         if len(data.seqs):
             write_segment(self._segments_dir, name, data, self.config)
         replaced_seqs = [self._segments[n].seqs for n in replaced]
@@ -558,6 +567,7 @@ class Collection:
                 self._db.remove_tombstones(seqs[np.isin(seqs, self._tombstones)].tolist())
             if from_pending:
                 self._db.delete_pending(data.seqs.tolist())
+        log.info("registered segment %s", name)
         self._db.reclaim_space()
         self._reload()
         remove_unlisted(self._segments_dir, self._segments)
@@ -661,16 +671,25 @@ class Collection:
         kind_weights = mode_weights(weights, fusion, kinds) if len(kinds) > 1 else {kinds[0]: 1.0}
         scaling = resolve_normalize(normalize, self.config.sparse_source)
         spec = parse_filter(filter)
+        with self._mutex:
+            self._refresh()  # BM25 query weights use the statistics of the version searched
         vectors = self._query_vectors(query, needed)
         with self._mutex:
             self._refresh()
-            allowed = None
-            if spec:
-                where, params = compile_filter(spec)
-                allowed = self._db.matching_seqs(where, params)
-            found = execute(self._levels(allowed), vectors, mode, k, candidates=candidates, weights=kind_weights,
-                            fusion=fusion, ef_search=ef_search, normalize=scaling)
-            rows = self._db.docs_by_seq([f.seq for f in found])
+            for attempt in range(STALE_RETRIES):
+                allowed, masks = self._allowed(spec) if spec else (None, {})
+                try:
+                    found = execute(self._levels(allowed, masks), vectors, mode, k, candidates=candidates,
+                                    weights=kind_weights, fusion=fusion, ef_search=ef_search,
+                                    normalize=scaling)
+                except StaleReadError:
+                    found = None
+                rows = self._db.docs_by_seq([f.seq for f in found]) if found is not None else {}
+                if found is not None and len(rows) == len(found):
+                    break
+                self._reload()  # another process changed what this version points to: search the new one
+            else:
+                raise CollectionError(f"collection {self.path} keeps changing under this reader; try again")
         return [Hit(r.id, f.score, f.scores, r.text, json.loads(r.metadata), r.kind)
                 for f in found if (r := rows.get(f.seq)) is not None]
 
@@ -682,10 +701,24 @@ class Collection:
                 return mode  # type: ignore[return-value]
         return "sparse"
 
-    def _levels(self, allowed: np.ndarray | None) -> list[SearchLevel]:
+    def _allowed(self, spec: Filter) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """The seqs a filter allows and each segment's row mask, cached until the next write (facets repeat)."""
+        key = json.dumps(spec, sort_keys=True)
+        if key in self._filter_cache:
+            self._filter_cache.move_to_end(key)
+            return self._filter_cache[key]
+        where, params = compile_filter(spec)
+        allowed = self._db.matching_seqs(where, params)
+        entry = allowed, {name: seg.rows_of(allowed) for name, seg in self._segments.items()}
+        self._filter_cache[key] = entry
+        if len(self._filter_cache) > FILTER_CACHE_SIZE:
+            self._filter_cache.popitem(last=False)
+        return entry
+
+    def _levels(self, allowed: np.ndarray | None, masks: Mapping[str, np.ndarray]) -> list[SearchLevel]:
         levels = []
         for name, seg in self._segments.items():
-            mask = None if allowed is None else seg.rows_of(allowed)
+            mask = None if allowed is None else masks[name]
             dead = self._dead.get(name)
             if dead is not None:
                 mask = ~dead if mask is None else mask & ~dead

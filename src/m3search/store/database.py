@@ -58,6 +58,7 @@ class PendingRow:
     seq: int
     dense: np.ndarray | None
     sparse: SparseRow | None
+    has_colbert: bool
 
 
 def pack_sparse(row: SparseRow) -> bytes:
@@ -219,9 +220,10 @@ class Database:
 
     def load_pending(self) -> list[PendingRow]:
         rows = []
-        for seq, dense, sparse in self.conn.execute("SELECT seq, dense, sparse FROM pending ORDER BY seq"):
+        for seq, dense, sparse, has_colbert in self.conn.execute(
+                "SELECT seq, dense, sparse, colbert IS NOT NULL FROM pending ORDER BY seq"):
             rows.append(PendingRow(seq, None if dense is None else np.frombuffer(dense, np.float32),
-                                   None if sparse is None else unpack_sparse(sparse)))
+                                   None if sparse is None else unpack_sparse(sparse), bool(has_colbert)))
         return rows
 
     def pending_colbert(self, seqs: Sequence[int], dim: int) -> dict[int, np.ndarray]:

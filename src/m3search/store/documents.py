@@ -94,8 +94,9 @@ def check_sparse(vector: Any, what: str) -> SparseRow:
             value = float(weight)
         except (TypeError, ValueError):
             raise InvalidInputError(f"{what}: sparse weight of token {token_id} is not a number") from None
-        if not math.isfinite(value):
-            raise InvalidInputError(f"{what}: sparse weight of token {token_id} is NaN or infinity")
+        if not math.isfinite(value) or value < 0:
+            raise InvalidInputError(f"{what}: sparse weight of token {token_id} is {value}; weights are finite "
+                                    "and non-negative")
         if value != 0.0:
             ids.append(token_id)
             weights.append(value)

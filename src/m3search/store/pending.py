@@ -20,6 +20,10 @@ from m3search.search.planner import SearchLevel
 ColbertFetch = Callable[[list[int]], dict[int, np.ndarray]]
 
 
+class StaleReadError(Exception):
+    """Rows this (reader's) version holds were sealed or deleted by another process since it loaded."""
+
+
 class PendingLevel:
     """seq -> (dense, sparse) of the unsealed documents, in seq order, with a cached searchable view."""
 
@@ -27,6 +31,7 @@ class PendingLevel:
         self.dim = dim
         self.fetch_colbert = fetch_colbert
         self._rows: dict[int, tuple[np.ndarray | None, SparseRow | None]] = {}
+        self._with_colbert: set[int] = set()
         self._view: tuple[np.ndarray, DenseIndex | None, SparseIndex | None] | None = None
 
     def __len__(self) -> int:
@@ -38,20 +43,24 @@ class PendingLevel:
     def seqs(self) -> list[int]:
         return list(self._rows)
 
-    def add(self, rows: Iterable[tuple[int, np.ndarray | None, SparseRow | None]]) -> None:
-        """Append documents (their seqs are larger than any present)."""
-        for seq, dense, sparse in rows:
+    def add(self, rows: Iterable[tuple[int, np.ndarray | None, SparseRow | None, bool]]) -> None:
+        """Append documents: (seq, dense, sparse, has ColBERT vectors); seqs larger than any present."""
+        for seq, dense, sparse, has_colbert in rows:
             self._rows[int(seq)] = (dense, sparse)
+            if has_colbert:
+                self._with_colbert.add(int(seq))
         self._view = None
 
     def remove(self, seqs: Iterable[int]) -> None:
         """Drop documents that are here (others are ignored)."""
         for seq in seqs:
+            self._with_colbert.discard(int(seq))
             if self._rows.pop(int(seq), None) is not None:
                 self._view = None
 
     def clear(self) -> None:
         self._rows.clear()
+        self._with_colbert.clear()
         self._view = None
 
     def level(self, allowed_seqs: np.ndarray | None) -> SearchLevel:
@@ -76,6 +85,8 @@ class PendingLevel:
         def score(query: np.ndarray, rows: np.ndarray) -> np.ndarray:
             wanted = [int(seqs[r]) for r in rows]
             found = self.fetch_colbert(wanted)
-            store = MultiVectorStore.from_rows([found.get(s) for s in wanted])
+            if any(s in self._with_colbert and s not in found for s in wanted):
+                raise StaleReadError("pending rows were sealed or deleted by another process")
+            store = MultiVectorStore.from_rows([found.get(s) for s in wanted], dim=query.shape[1])
             return store.maxsim(query, np.arange(len(wanted)))
         return score

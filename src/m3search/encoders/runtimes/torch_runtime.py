@@ -1,7 +1,12 @@
-"""The torch runtime: the exact reference path in fp32 on CPU."""
+"""Torch runtimes: fp32 (the exact reference), bf16 on CPUs with native bf16, fp16/bf16 on CUDA GPUs.
+
+Low-precision runtimes cast only the backbone's matrix products (`EncoderModel.cast_backbone`); LayerNorm
+parameters, pooling, the heads and normalization stay fp32.
+"""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -10,14 +15,42 @@ import torch
 from m3search.encoders.model import EncoderModel, load_torch_model
 from m3search.encoders.registry import ModelSpec
 from m3search.encoders.runtimes.base import ForwardOutput, Runtime
+from m3search.encoders.runtimes.hardware import detect_hardware
+from m3search.errors import InvalidInputError, RuntimeUnavailableError
+
+log = logging.getLogger(__name__)
+
+#: Runtime name -> (dtype, default device).
+TORCH_VARIANTS: dict[str, tuple[torch.dtype, str]] = {
+    "torch-fp32": (torch.float32, "cpu"),
+    "torch-bf16": (torch.bfloat16, "cpu"),
+    "cuda-fp16": (torch.float16, "cuda"),
+    "cuda-bf16": (torch.bfloat16, "cuda"),
+}
 
 
 def _to_numpy(t: torch.Tensor | None) -> np.ndarray | None:
     return None if t is None else t.detach().to("cpu", torch.float32).numpy()
 
 
+def check_device(name: str, device: str) -> None:
+    """Raise when runtime `name` cannot run on `device` here (a CUDA runtime without CUDA, above all)."""
+    kind = torch.device(device).type
+    if name.startswith("cuda-") and kind != "cuda":
+        raise InvalidInputError(f"runtime {name!r} runs on a CUDA device, not {device!r}")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise RuntimeUnavailableError(
+            f"runtime {name!r} on device {device!r} needs a CUDA GPU, but this torch ({torch.__version__}) sees "
+            "none; install a CUDA build of torch on a machine with an NVIDIA GPU, or use runtime 'auto' "
+            "(or torch-bf16 / onnx-int8 on CPU)"
+        )
+    if name == "cuda-bf16" and not torch.cuda.is_bf16_supported():
+        raise RuntimeUnavailableError("runtime 'cuda-bf16' needs a GPU with bf16 support (Ampere or newer); "
+                                      "use 'cuda-fp16'")
+
+
 class TorchRuntime(Runtime):
-    """Runs `EncoderModel` with torch on `device` in `dtype`."""
+    """Runs `EncoderModel` with torch on `device`; `name` says which precision it was loaded in."""
 
     def __init__(self, model: EncoderModel, *, name: str = "torch-fp32", device: str = "cpu") -> None:
         self.name = name
@@ -25,10 +58,22 @@ class TorchRuntime(Runtime):
         self.model = model.to(self.device)
 
     @classmethod
-    def load(cls, path: Path, spec: ModelSpec, *, name: str = "torch-fp32", dtype: torch.dtype = torch.float32,
-             device: str = "cpu") -> "TorchRuntime":
-        """Load the model at `path` for this runtime."""
+    def load(cls, path: Path, spec: ModelSpec, *, name: str = "torch-fp32", device: str | None = None) -> TorchRuntime:
+        """Load the model at `path` in the precision the runtime `name` stands for."""
+        dtype, default_device = TORCH_VARIANTS[name]
+        device = device or default_device
+        check_device(name, device)
+        if name == "torch-bf16" and torch.device(device).type == "cpu" and not detect_hardware().cpu_bf16:
+            log.warning("this CPU has no native bf16 (AMX or AVX512-BF16): torch-bf16 is emulated and slower "
+                        "than torch-fp32 here")
         return cls(load_torch_model(path, spec, dtype), name=name, device=device)
+
+    def cast(self, name: str) -> TorchRuntime:
+        """Turn this fp32 runtime into the variant `name` in place (reusing the loaded weights)."""
+        dtype, _ = TORCH_VARIANTS[name]
+        self.model.cast_backbone(dtype)
+        self.name = name
+        return self
 
     @torch.inference_mode()
     def forward(self, input_ids: np.ndarray, attention_mask: np.ndarray, *, dense: bool, sparse: bool,

@@ -1,0 +1,192 @@
+"""`m3search index create|add|delete|compact|stats`: build and maintain a collection from the shell.
+
+`add` reads JSONL (`{"id", "text", "metadata", ...}`), BEIR `corpus.jsonl` (`{"_id", "title", "text"}`) or
+plain text files (one document per file, its path as id), in blocks, with a progress bar.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+from tqdm.auto import tqdm
+
+from m3search.cli.options import runtime_option
+from m3search.errors import InvalidInputError
+
+#: Documents read and written per upsert: one durable transaction each, big enough to batch the model well.
+BLOCK = 256
+FORMATS = ("auto", "jsonl", "beir", "text")
+
+
+def _jsonl_records(path: Path, fmt: str) -> Iterator[dict[str, Any]]:
+    with path.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InvalidInputError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
+            if not isinstance(obj, dict):
+                raise InvalidInputError(f"{path}:{lineno}: expected a JSON object")
+            if fmt == "beir" or (fmt == "auto" and "_id" in obj):
+                if "_id" not in obj:
+                    raise InvalidInputError(f"{path}:{lineno}: a BEIR record needs an '_id'")
+                title, text = obj.get("title") or "", obj.get("text") or ""
+                metadata = dict(obj.get("metadata") or {})
+                if title:
+                    metadata["title"] = title
+                obj = {"id": obj["_id"], "text": f"{title}\n{text}" if title else text, "metadata": metadata}
+            elif "id" not in obj:
+                raise InvalidInputError(f"{path}:{lineno}: a JSONL record needs an 'id'")
+            yield obj
+
+
+def _text_record(path: Path, root: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidInputError(f"{path} is not UTF-8 text ({exc.reason})") from None
+    return {"id": str(path.relative_to(root)) if path.is_relative_to(root) else str(path), "text": text,
+            "metadata": {"path": str(path)}}
+
+
+def _is_jsonl(path: Path, fmt: str) -> bool:
+    return fmt in ("jsonl", "beir") or (fmt == "auto" and path.suffix.lower() in (".jsonl", ".json", ".ndjson"))
+
+
+def _count(paths: list[Path], fmt: str) -> int:
+    total = 0
+    for path in paths:
+        if _is_jsonl(path, fmt):
+            with path.open("rb") as f:
+                total += sum(1 for line in f if line.strip())
+        else:
+            total += 1
+    return total
+
+
+def _expand(inputs: tuple[Path, ...]) -> list[tuple[Path, Path]]:
+    """(file, root) pairs: files as given, directories walked for their files."""
+    out = []
+    for item in inputs:
+        if item.is_dir():
+            out += [(p, item) for p in sorted(item.rglob("*")) if p.is_file()]
+        elif item.is_file():
+            out.append((item, item.parent))
+        else:
+            raise InvalidInputError(f"{item} does not exist")
+    return out
+
+
+@click.group("index")
+def command() -> None:
+    """Create and maintain collections (embedded hybrid indexes)."""
+
+
+@command.command("create")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--model", "-m", default=None,
+              help="Hub id, alias or model directory (e.g. BAAI/bge-m3, intfloat/multilingual-e5-small).")
+@click.option("--outputs", default=None, help="Comma-separated subset of dense,sparse,colbert (default: all the "
+                                              "model gives; models without a sparse head get BM25).")
+@click.option("--dim", type=int, default=None, help="Dense dimension, for a collection fed only vectors.")
+@click.option("--colbert-dim", type=int, default=None, help="ColBERT dimension, for a vectors-only collection.")
+@click.option("--dense-index", type=click.Choice(["hnsw", "hnsw-sq8", "flat"]), default="hnsw", show_default=True)
+@click.option("--colbert-dtype", type=click.Choice(["float16", "int8"]), default="float16", show_default=True)
+@click.option("--max-length", type=int, default=None, help="Tokens per document (default: the model's).")
+@runtime_option
+def create(path: Path, model: str | None, outputs: str | None, dim: int | None, colbert_dim: int | None,
+           dense_index: str, colbert_dtype: str, max_length: int | None, runtime: str) -> None:
+    """Create an empty collection at PATH."""
+    from m3search import Collection
+
+    if model is None and dim is None:
+        raise click.UsageError("give --model (to encode text) or --dim (for a collection fed only vectors)")
+    kinds = [k.strip() for k in outputs.split(",")] if outputs else None
+    with Collection.create(path, model, outputs=kinds, dim=dim, colbert_dim=colbert_dim, dense_index=dense_index,
+                           colbert_dtype=colbert_dtype, max_length=max_length, runtime=runtime) as collection:
+        cfg = collection.config
+        click.echo(f"created {path}: model {cfg.model}, outputs {', '.join(cfg.outputs)}"
+                   + (f" (sparse: {cfg.sparse_source})" if cfg.sparse_source else ""))
+
+
+@command.command("add")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="auto", show_default=True,
+              help="auto: .jsonl files are JSONL (BEIR when records have '_id'), other files are plain text.")
+@click.option("--batch-size", type=int, default=32, show_default=True, help="Texts per model batch.")
+@runtime_option
+def add(path: Path, inputs: tuple[Path, ...], fmt: str, batch_size: int, runtime: str) -> None:
+    """Add (or replace, by id) the documents of INPUTS to the collection at PATH."""
+    from m3search import Collection
+
+    files = _expand(inputs)
+    total = _count([f for f, _ in files], fmt)
+    written = 0
+    with Collection.open(path, runtime=runtime) as collection, \
+            tqdm(total=total, unit="doc", desc="index", file=sys.stderr) as bar:
+        block: list[dict[str, Any]] = []
+        for file, root in files:
+            records = _jsonl_records(file, fmt) if _is_jsonl(file, fmt) else iter([_text_record(file, root)])
+            for record in records:
+                block.append(record)
+                if len(block) == BLOCK:
+                    written += collection.upsert(block, batch_size=batch_size)
+                    bar.update(len(block))
+                    block = []
+        if block:
+            written += collection.upsert(block, batch_size=batch_size)
+            bar.update(len(block))
+        count = collection.count()
+    click.echo(f"wrote {written} documents; {path} holds {count}")
+
+
+@command.command("delete")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.argument("ids", nargs=-1, required=True)
+def delete(path: Path, ids: tuple[str, ...]) -> None:
+    """Delete documents by id."""
+    from m3search import Collection
+
+    with Collection.open(path) as collection:
+        deleted = collection.delete(list(ids))
+        click.echo(f"deleted {deleted} of {len(ids)} ids; {path} holds {collection.count()}")
+
+
+@command.command("compact")
+@click.argument("path", type=click.Path(path_type=Path))
+def compact(path: Path) -> None:
+    """Merge all segments into one, dropping deleted rows."""
+    from m3search import Collection
+
+    with Collection.open(path) as collection:
+        collection.compact()
+        click.echo(f"compacted {path}: {len(collection.stats()['segments'])} segment(s), {collection.count()} docs")
+
+
+@command.command("stats")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def stats(path: Path, as_json: bool) -> None:
+    """Show documents, segments and sizes of a collection."""
+    from m3search import Collection
+
+    with Collection.open(path, readonly=True) as collection:
+        info = collection.stats()
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    click.echo(f"{info['path']}: {info['count']} documents, model {info['model']}, outputs "
+               f"{', '.join(info['outputs'])}, dense index {info['dense_index']}")
+    click.echo(f"incremental level: {info['pending']} documents; tombstones: {info['tombstones']}; "
+               f"disk: {info['disk_bytes'] / 2**20:.1f} MiB")
+    for seg in info["segments"]:
+        click.echo(f"  {seg['name']}: {seg['rows']} rows ({seg['deleted']} deleted), "
+                   f"{'HNSW' if seg['hnsw'] else 'exact'}, {sum(seg['bytes'].values()) / 2**20:.1f} MiB")

@@ -1,0 +1,152 @@
+"""The collections one server holds: a directory of collections, opened once each, named safely.
+
+A name is a single path component of letters, digits, `_`, `.` and `-`, starting with a letter or digit, so
+no name can reach outside the directory. Collections of the served model share its loaded encoder (BM25
+collections wrap it with their own BM25 statistics); others load their recorded model on first use.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import threading
+from pathlib import Path
+
+from m3search.encoders import BM25Encoder, CompositeEncoder, TextEncoder
+from m3search.encoders.registry import find_spec
+from m3search.errors import CollectionExistsError, CollectionNotFoundError, InvalidInputError
+from m3search.store import Collection
+from m3search.store.config import CONFIG_FILE, CollectionConfig
+
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
+
+
+def check_name(name: str) -> str:
+    """`name` if it is a valid collection name, else an error saying what names may be."""
+    if not NAME_PATTERN.fullmatch(name):
+        raise InvalidInputError(
+            f"invalid collection name {name[:80]!r}: use 1-64 letters, digits, '_', '.' or '-', starting "
+            "with a "
+            "letter or digit"
+        )
+    return name
+
+
+class Catalog:
+    """Open collections by name under `root`; thread-safe (handlers run in a thread pool)."""
+
+    def __init__(self, root: Path, encoder: TextEncoder | None = None, model: str | None = None) -> None:
+        self.root = Path(root)
+        self.encoder = encoder
+        self.model = model
+        self._open: dict[str, Collection] = {}
+        self._lock = threading.Lock()
+
+    def names(self) -> list[str]:
+        """Names of the collections on disk, sorted."""
+        if not self.root.is_dir():
+            return []
+        return sorted(
+            p.name
+            for p in self.root.iterdir()
+            if NAME_PATTERN.fullmatch(p.name) and (p / CONFIG_FILE).is_file()
+        )
+
+    def get(self, name: str) -> Collection:
+        """The open collection `name`; `CollectionNotFoundError` when there is none."""
+        path = self.root / check_name(name)
+        with self._lock:
+            found = self._open.get(name)
+            if found is not None:
+                return found
+            if not (path / CONFIG_FILE).is_file():
+                raise CollectionNotFoundError(
+                    f"collection {name!r} does not exist; create it with POST /collections"
+                )
+            collection = Collection.open(path, encoder=self._encoder_for(CollectionConfig.load(path)))
+            self._open[name] = collection
+            return collection
+
+    def create(
+        self,
+        name: str,
+        *,
+        outputs: list[str] | None = None,
+        dense_index: str = "hnsw",
+        max_length: int | None = None,
+    ) -> Collection:
+        """Create collection `name` for the served model (`max_length`: tokens kept per document)."""
+        path = self.root / check_name(name)
+        if self.encoder is None:
+            raise InvalidInputError("the model is not loaded yet; retry in a moment")
+        if max_length is not None and not 3 <= max_length <= self.encoder.max_length:
+            raise InvalidInputError(
+                f"max_length must be between 3 and {self.encoder.max_length} for "
+                f"{self.encoder.name}, got {max_length}"
+            )
+        with self._lock:
+            if (path / CONFIG_FILE).exists():
+                raise CollectionExistsError(f"collection {name!r} already exists")
+            self.root.mkdir(parents=True, exist_ok=True)
+            wants_sparse = outputs is None or "sparse" in outputs
+            encoder = (
+                self._with_bm25(self.encoder)
+                if wants_sparse and "sparse" not in self.encoder.outputs
+                else self.encoder
+            )
+            collection = Collection.create(
+                path,
+                self.model,
+                outputs=outputs,
+                encoder=encoder,
+                dense_index=dense_index,
+                max_length=max_length,
+            )
+            self._open[name] = collection
+            return collection
+
+    def delete(self, name: str) -> None:
+        """Close and remove collection `name` with its files."""
+        path = self.root / check_name(name)
+        with self._lock:
+            collection = self._open.pop(name, None)
+            if collection is not None:
+                collection.close()
+            if not (path / CONFIG_FILE).is_file():
+                raise CollectionNotFoundError(f"collection {name!r} does not exist")
+            # Renamed first, so a crash mid-removal leaves no half collection under the name.
+            doomed = path.with_name(f".{name}.deleting")
+            shutil.rmtree(doomed, ignore_errors=True)
+            path.rename(doomed)
+            shutil.rmtree(doomed)
+
+    def close(self) -> None:
+        """Close every open collection (releases writer locks)."""
+        with self._lock:
+            for collection in self._open.values():
+                collection.close()
+            self._open.clear()
+
+    # ---- encoders --------------------------------------------------------------------------------------
+
+    def serves(self, config: CollectionConfig) -> bool:
+        """Whether the collection was built with the served model (so the loaded encoder fits it)."""
+        if self.encoder is None or config.model is None:
+            return False
+        names = {self.model, self.encoder.name, str(getattr(self.encoder, "path", ""))}
+        spec = find_spec(config.model)
+        return config.model in names or (spec is not None and spec.name in names)
+
+    def _encoder_for(self, config: CollectionConfig) -> TextEncoder | None:
+        """The served encoder shaped for the collection, or None to let it load its own model."""
+        if not self.serves(config):
+            return None
+        if config.sparse_source == "bm25":
+            return self._with_bm25(self.encoder)
+        return self.encoder
+
+    @staticmethod
+    def _with_bm25(encoder: TextEncoder) -> TextEncoder:
+        """`encoder`'s outputs plus BM25 weights over its tokenizer (the collection sets the statistics)."""
+        parts = {kind: encoder for kind in encoder.outputs if kind != "sparse"}
+        return CompositeEncoder({**parts, "sparse": BM25Encoder(encoder.tokenizer)})

@@ -1,0 +1,352 @@
+"""Collections (create, list, stats, delete), their documents (upsert as JSON or JSONL upload, get, delete)
+and `POST /collections/{name}/search`.
+
+Collection calls block (SQLite, index files), so they run in the thread pool. For collections built with the
+served model, queries and uploaded documents are encoded through the micro-batcher, so concurrent requests
+share model calls and the collection holds its lock only to write; BM25 weights come from the collection
+itself (they need its statistics).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import APIRouter, Depends, File, HTTPException, UploadFile, status
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from m3search.errors import InvalidInputError
+from m3search.search.planner import mode_outputs
+from m3search.server.auth import require_api_key
+from m3search.server.batching import EncodeOptions
+from m3search.server.catalog import Catalog
+from m3search.server.highlight import matched_tokens
+from m3search.server.schemas import (
+    ERROR_RESPONSES,
+    CollectionInfo,
+    CollectionList,
+    CollectionStats,
+    CreateCollectionRequest,
+    DeleteDocumentsRequest,
+    DeleteResponse,
+    DocumentIn,
+    DocumentOut,
+    ErrorResponse,
+    SearchHit,
+    SearchRequest,
+    SearchResponse,
+    TokenMatchOut,
+    UpsertRequest,
+    UpsertResponse,
+)
+from m3search.server.state import ServerState, get_catalog, get_state
+from m3search.store import Collection
+
+router = APIRouter(
+    prefix="/collections",
+    dependencies=[Depends(require_api_key)],
+    tags=["collections"],
+    responses={**ERROR_RESPONSES, 409: {"model": ErrorResponse}},
+)
+
+
+def _info(name: str, stats: dict[str, Any]) -> dict[str, Any]:
+    """`CollectionInfo` fields from `Collection.stats()`."""
+    return {
+        "name": name,
+        "count": stats["count"],
+        "model": stats["model"],
+        "outputs": stats["outputs"],
+        "dense_index": stats["dense_index"],
+        "size_bytes": stats["disk_bytes"],
+        "segments": len(stats["segments"]),
+        "pending": stats["pending"],
+    }
+
+
+@router.get("", response_model=CollectionList, summary="List collections")
+async def list_collections(catalog: Catalog = Depends(get_catalog)) -> CollectionList:
+    def build() -> CollectionList:
+        return CollectionList(
+            collections=[CollectionInfo(**_info(n, catalog.get(n).stats())) for n in catalog.names()]
+        )
+
+    return await run_in_threadpool(build)
+
+
+@router.post(
+    "", response_model=CollectionInfo, status_code=status.HTTP_201_CREATED, summary="Create a collection"
+)
+async def create_collection(
+    body: CreateCollectionRequest, catalog: Catalog = Depends(get_catalog)
+) -> CollectionInfo:
+    """An empty collection for the served model (409 if the name is taken)."""
+    collection = await run_in_threadpool(
+        catalog.create,
+        body.name,
+        outputs=body.outputs,
+        dense_index=body.dense_index,
+        max_length=body.max_length,
+    )
+    return CollectionInfo(**_info(body.name, await run_in_threadpool(collection.stats)))
+
+
+@router.get("/{name}", response_model=CollectionStats, summary="Collection statistics")
+async def collection_stats(name: str, catalog: Catalog = Depends(get_catalog)) -> CollectionStats:
+    def build() -> CollectionStats:
+        stats = catalog.get(name).stats()
+        return CollectionStats(
+            **_info(name, stats), tombstones=stats["tombstones"], segment_details=stats["segments"]
+        )
+
+    return await run_in_threadpool(build)
+
+
+@router.delete("/{name}", response_model=DeleteResponse, summary="Delete a collection and its files")
+async def delete_collection(name: str, catalog: Catalog = Depends(get_catalog)) -> DeleteResponse:
+    await run_in_threadpool(catalog.delete, name)
+    return DeleteResponse(deleted=1)
+
+
+# ---- documents ------------------------------------------------------------------------------------------
+
+
+async def _upsert(
+    name: str, documents: list[DocumentIn], state: ServerState, catalog: Catalog
+) -> UpsertResponse:
+    if not documents:
+        raise InvalidInputError("documents is empty: send at least one document")
+    limit = state.settings.max_upsert_docs
+    if len(documents) > limit:
+        raise InvalidInputError(
+            f"{len(documents)} documents in one request; this server accepts at most {limit}: "
+            "split the upload"
+        )
+    for i, doc in enumerate(documents):
+        if not doc.text.strip():
+            raise InvalidInputError(f"documents[{i}] (id {doc.id!r}) has an empty text")
+
+    collection = await run_in_threadpool(catalog.get, name)
+    records = [d.model_dump() for d in documents]
+    if catalog.serves(collection.config):
+        await _encode_documents(state, collection, records)
+
+    def write() -> UpsertResponse:
+        written = collection.upsert(records, batch_size=state.settings.batch_size)
+        return UpsertResponse(upserted=written, count=collection.count())
+
+    return await run_in_threadpool(write)
+
+
+async def _encode_documents(
+    state: ServerState, collection: Collection, records: list[dict[str, Any]]
+) -> None:
+    """Add the model's vectors to `records` through the micro-batcher, a batch at a time.
+
+    The collection then only writes (its lock is held for the write, not for encoding), and search queries
+    arriving meanwhile get model calls between the batches. BM25 weights stay with the collection.
+    """
+    cfg = collection.config
+    kinds = [k for k in cfg.outputs if not (k == "sparse" and cfg.sparse_source == "bm25")]
+    if not kinds:
+        return
+    options = EncodeOptions(
+        dense="dense" in kinds,
+        sparse="sparse" in kinds,
+        colbert="colbert" in kinds,
+        max_length=cfg.max_length,
+    )
+    step = state.settings.batch_size
+    for start in range(0, len(records), step):
+        block = records[start : start + step]
+        out = await state.batcher.encode([r["text"] for r in block], options)
+        for i, record in enumerate(block):
+            for kind in kinds:
+                record[kind] = getattr(out, kind)[i]
+
+
+@router.post("/{name}/documents", response_model=UpsertResponse, summary="Insert or replace documents")
+async def upsert_documents(
+    name: str,
+    body: UpsertRequest,
+    state: ServerState = Depends(get_state),
+    catalog: Catalog = Depends(get_catalog),
+) -> UpsertResponse:
+    """Documents with `id`, `text` and optional `metadata`; durable when the answer comes."""
+    return await _upsert(name, body.documents, state, catalog)
+
+
+def parse_upload(data: bytes, filename: str) -> list[DocumentIn]:
+    """Documents from a JSON array (or {"documents": [...]}) or JSONL file; errors name the line or item."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InvalidInputError(f"{filename} is not UTF-8 text (byte {exc.start})") from None
+    stripped = text.lstrip()
+    if stripped.startswith(("[", "{")) and not filename.endswith((".jsonl", ".ndjson")):
+        try:
+            items = json.loads(text)
+        except json.JSONDecodeError as exc:
+            if stripped.startswith("{"):  # one object per line after all
+                items = None
+            else:
+                raise InvalidInputError(
+                    f"{filename} is not valid JSON: {exc.msg} at line {exc.lineno}"
+                ) from None
+        if isinstance(items, dict) and "documents" in items:
+            items = items["documents"]
+        if isinstance(items, list):
+            return [_document(item, f"item {i}") for i, item in enumerate(items)]
+    docs = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InvalidInputError(f"{filename} line {lineno}: not valid JSON ({exc.msg})") from None
+        docs.append(_document(item, f"line {lineno}"))
+    return docs
+
+
+def _document(item: Any, where: str) -> DocumentIn:
+    try:
+        return DocumentIn.model_validate(item)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "document"
+        raise InvalidInputError(f"{where}: {field}: {first['msg']}") from None
+
+
+@router.post("/{name}/documents/upload", response_model=UpsertResponse, summary="Upload a JSONL or JSON file")
+async def upload_documents(
+    name: str,
+    file: UploadFile = File(description="JSONL, or a JSON array of documents"),
+    state: ServerState = Depends(get_state),
+    catalog: Catalog = Depends(get_catalog),
+) -> UpsertResponse:
+    """Upsert the documents of an uploaded file (one object per line, or a JSON array)."""
+    documents = parse_upload(await file.read(), file.filename or "upload")
+    return await _upsert(name, documents, state, catalog)
+
+
+@router.get("/{name}/documents/{doc_id}", response_model=DocumentOut, summary="Get a document")
+async def get_document(name: str, doc_id: str, catalog: Catalog = Depends(get_catalog)) -> DocumentOut:
+    doc = (await run_in_threadpool(lambda: catalog.get(name).get([doc_id])))[0]
+    if doc is None:
+        raise _not_found(f"document {doc_id!r} is not in collection {name!r}")
+    return DocumentOut(id=doc.id, text=doc.text, metadata=doc.metadata)
+
+
+@router.delete("/{name}/documents/{doc_id}", response_model=DeleteResponse, summary="Delete a document")
+async def delete_document(name: str, doc_id: str, catalog: Catalog = Depends(get_catalog)) -> DeleteResponse:
+    deleted = await run_in_threadpool(lambda: catalog.get(name).delete([doc_id]))
+    if not deleted:
+        raise _not_found(f"document {doc_id!r} is not in collection {name!r}")
+    return DeleteResponse(deleted=deleted)
+
+
+@router.post("/{name}/documents/delete", response_model=DeleteResponse, summary="Delete documents by id")
+async def delete_documents(
+    name: str, body: DeleteDocumentsRequest, catalog: Catalog = Depends(get_catalog)
+) -> DeleteResponse:
+    """Unknown ids are ignored; the answer counts the documents that existed."""
+    return DeleteResponse(deleted=await run_in_threadpool(lambda: catalog.get(name).delete(body.ids)))
+
+
+def _not_found(message: str) -> HTTPException:
+    return HTTPException(status.HTTP_404_NOT_FOUND, message)
+
+
+# ---- search ---------------------------------------------------------------------------------------------
+
+
+async def _query_vectors(
+    state: ServerState, catalog: Catalog, collection: Collection, query: str, kinds: set[str]
+) -> dict | None:
+    """The query's vectors for `kinds` via the batcher (BM25 weights from the collection), or None when the
+    collection uses another model than the served one (then it encodes the query itself)."""
+    cfg = collection.config
+    if not catalog.serves(cfg):
+        return None
+    bm25 = cfg.sparse_source == "bm25"
+    model_kinds = {k for k in kinds if not (k == "sparse" and bm25)}
+    vectors: dict[str, Any] = {}
+    if model_kinds:
+        out = await state.batcher.encode(
+            [query],
+            EncodeOptions(
+                dense="dense" in model_kinds,
+                sparse="sparse" in model_kinds,
+                colbert="colbert" in model_kinds,
+                is_query=True,
+                max_length=cfg.max_length,
+            ),
+        )
+        vectors.update({k: getattr(out, k)[0] for k in model_kinds})
+    if "sparse" in kinds and bm25:
+        vectors["sparse"] = (
+            await run_in_threadpool(
+                collection.encoder.encode_queries, [query], return_dense=False, return_sparse=True
+            )
+        ).sparse[0]
+    return vectors
+
+
+@router.post(
+    "/{name}/search", response_model=SearchResponse, response_model_exclude_none=True, summary="Hybrid search"
+)
+async def search(
+    name: str,
+    body: SearchRequest,
+    state: ServerState = Depends(get_state),
+    catalog: Catalog = Depends(get_catalog),
+) -> SearchResponse:
+    """The `k` best documents for a text query in any mode, fused by weights or RRF, after a filter."""
+    if not body.query.strip():
+        raise InvalidInputError("query is empty")
+    if body.k > state.settings.max_k:
+        raise InvalidInputError(f"k={body.k} is over this server's limit of {state.settings.max_k}")
+    collection = await run_in_threadpool(catalog.get, name)
+    mode = body.mode or collection.default_mode
+    kinds = set(mode_outputs(mode)) & set(collection.config.outputs)
+    highlight = body.highlight and "sparse" in collection.config.outputs
+    if highlight:
+        kinds.add("sparse")
+    vectors = await _query_vectors(state, catalog, collection, body.query, kinds)
+    weights = body.weights.model_dump() if body.weights is not None else None
+
+    def run() -> tuple[list, dict | None]:
+        query_sparse = None
+        if highlight:
+            query_sparse = (
+                vectors["sparse"]
+                if vectors is not None
+                else collection.encoder.encode_queries(
+                    [body.query], return_dense=False, return_sparse=True
+                ).sparse[0]
+            )
+        hits = collection.search(
+            vectors if vectors is not None else body.query,
+            body.k,
+            mode=mode,
+            weights=weights,
+            fusion=body.fusion,
+            filter=body.filter,
+            candidates=body.candidates,
+        )
+        return hits, query_sparse
+
+    hits, query_sparse = await run_in_threadpool(run)
+    matches = matched_tokens(collection.encoder, query_sparse, [h.text for h in hits]) if highlight else None
+    results = []
+    for i, hit in enumerate(hits):
+        item = SearchHit(id=hit.id, score=hit.score, scores=hit.scores, text=hit.text, metadata=hit.metadata)
+        if matches is not None:
+            item.matched_tokens = [
+                TokenMatchOut(token=m.token, token_id=m.token_id, weight=m.weight, spans=m.spans)
+                for m in matches[i]
+            ]
+        results.append(item)
+    return SearchResponse(collection=name, mode=mode, results=results)

@@ -1,0 +1,280 @@
+"""One pydantic model per request and response body: together they are the OpenAPI contract of the server."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+InputType = Literal["query", "passage"]
+
+
+class _Request(BaseModel):
+    """Request bodies reject unknown fields, so a misspelt option is an error, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+# ---- errors and health ----------------------------------------------------------------------------------
+
+
+class ErrorBody(BaseModel):
+    message: str = Field(description="What is wrong, in words a user can act on.")
+    type: str = Field(description="Error class, e.g. invalid_request_error, not_found, unauthorized.")
+    details: list[dict[str, Any]] | None = Field(None, description="Per-field problems of a 422.")
+
+
+class ErrorResponse(BaseModel):
+    """Every error answer: the shape OpenAI clients read (`error.message`)."""
+
+    error: ErrorBody
+
+
+#: The error answers every API route documents in the OpenAPI schema.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse} for status in (401, 404, 413, 422, 503)
+}
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class ReadyResponse(BaseModel):
+    ready: bool
+    model: str | None = Field(None, description="The served model once loaded.")
+    detail: str | None = Field(None, description="Why the server is not ready (loading, or the load error).")
+    info: dict[str, Any] | None = Field(
+        None, description="The encoder's description (dims, outputs, runtime)."
+    )
+
+
+# ---- OpenAI-compatible embeddings -----------------------------------------------------------------------
+
+
+class EmbeddingsRequest(BaseModel):
+    """OpenAI's `POST /v1/embeddings` body; `input_type` is an m3search extension (query or passage prefix).
+
+    Unknown fields (such as `user`) are ignored, as OpenAI clients send them.
+    """
+
+    input: str | list[str] | list[int] | list[list[int]] = Field(
+        description="A text or a list of texts (token-id arrays are refused: another tokenizer's ids)."
+    )
+    model: str | None = Field(None, description="Must name the served model (or one of its aliases).")
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(None, description="Only the model's own dimension is accepted.")
+    input_type: InputType = Field("passage", description="Encode as search queries or as passages.")
+
+
+class EmbeddingData(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str = Field(description="Floats, or base64 of little-endian float32 bytes.")
+
+
+class EmbeddingsUsage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingsResponse(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[EmbeddingData]
+    model: str
+    usage: EmbeddingsUsage
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    owned_by: str = "m3search"
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+# ---- /embed: all three outputs ----------------------------------------------------------------------------
+
+
+class EmbedRequest(_Request):
+    """Encode texts into any of dense, sparse and ColBERT outputs in one model pass."""
+
+    texts: str | list[str]
+    dense: bool = True
+    sparse: bool = False
+    colbert: bool = False
+    input_type: InputType = "passage"
+    max_length: int | None = Field(None, ge=3, description="Tokens per text; default: the model's default.")
+    chunking: Literal["truncate", "chunk"] = "truncate"
+    return_tokens: bool = Field(False, description="Add the token string of each sparse token id.")
+
+
+class EmbedItem(BaseModel):
+    index: int
+    dense: list[float] | None = None
+    sparse: dict[str, float] | None = Field(None, description="Token id (as a string) -> weight.")
+    sparse_tokens: dict[str, str] | None = Field(None, description="Token id -> token string.")
+    colbert: list[list[float]] | None = Field(None, description="One vector per token.")
+    num_tokens: int
+    truncated: bool
+
+
+class EmbedUsage(BaseModel):
+    total_tokens: int
+
+
+class EmbedResponse(BaseModel):
+    model: str
+    data: list[EmbedItem]
+    usage: EmbedUsage
+
+
+# ---- /similarity ---------------------------------------------------------------------------------------
+
+
+class Weights(_Request):
+    """Weights of the modes in the hybrid score; the default is the bge-m3 model card's (0.4, 0.2, 0.4)."""
+
+    dense: float = Field(0.4, ge=0)
+    sparse: float = Field(0.2, ge=0)
+    colbert: float = Field(0.4, ge=0)
+
+    def as_tuple(self) -> tuple[float, float, float]:
+        return (self.dense, self.sparse, self.colbert)
+
+
+class SimilarityRequest(_Request):
+    """One text compared with another text or with each text of a list."""
+
+    source: str
+    targets: str | list[str]
+    weights: Weights = Field(default_factory=Weights)
+
+
+class Thresholds(BaseModel):
+    very_similar: float
+    related: float
+
+
+class SimilarityItem(BaseModel):
+    index: int
+    text: str
+    scores: dict[str, float] = Field(description="Score per mode (dense, sparse, colbert) and `hybrid`.")
+    level: Literal["very similar", "related", "unrelated"]
+
+
+class SimilarityResponse(BaseModel):
+    model: str
+    modes: list[str] = Field(description="The modes the served model scores in.")
+    weights: Weights
+    level_mode: Literal["dense"] = Field("dense", description="The score the level is read from.")
+    thresholds: Thresholds
+    results: list[SimilarityItem]
+
+
+# ---- collections ---------------------------------------------------------------------------------------
+
+SearchMode = Literal["dense", "sparse", "colbert", "dense+sparse", "all"]
+
+
+class CreateCollectionRequest(_Request):
+    """A new collection for the served model."""
+
+    name: str = Field(description="1-64 letters, digits, '_', '.' or '-', starting with a letter or digit.")
+    outputs: list[Literal["dense", "sparse", "colbert"]] | None = Field(
+        None,
+        description="What to index (default: everything the model gives; BM25 when it has no sparse head).",
+    )
+    dense_index: Literal["hnsw", "hnsw-sq8", "flat"] = "hnsw"
+    max_length: int | None = Field(None, ge=3, description="Tokens kept per document (default: the model's).")
+
+
+class CollectionInfo(BaseModel):
+    name: str
+    count: int
+    model: str | None
+    outputs: list[str]
+    dense_index: str
+    size_bytes: int
+    segments: int
+    pending: int = Field(description="Documents not yet sealed into a segment.")
+
+
+class CollectionList(BaseModel):
+    collections: list[CollectionInfo]
+
+
+class DocumentIn(_Request):
+    id: str | int
+    text: str
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class UpsertRequest(_Request):
+    documents: list[DocumentIn]
+
+
+class UpsertResponse(BaseModel):
+    upserted: int
+    count: int = Field(description="Documents in the collection afterwards.")
+
+
+class DocumentOut(BaseModel):
+    id: str
+    text: str | None
+    metadata: dict[str, Any]
+
+
+class DeleteDocumentsRequest(_Request):
+    ids: list[str | int]
+
+
+class DeleteResponse(BaseModel):
+    deleted: int
+
+
+class SearchRequest(_Request):
+    query: str
+    k: int = Field(10, ge=1)
+    mode: SearchMode | None = Field(None, description="Default: the richest mode the collection allows.")
+    weights: Weights | None = Field(
+        None, description="Default: 0.4/0.2/0.4 for weighted fusion, equal for rrf."
+    )
+    fusion: Literal["weighted", "rrf"] = "weighted"
+    filter: dict[str, Any] | None = Field(None, description='Metadata filter, e.g. {"lang": "en"}.')
+    candidates: int = Field(
+        100, ge=1, le=10_000, description="First-stage candidates per mode in hybrid modes."
+    )
+    highlight: bool = Field(False, description="Return the query tokens found in each result, with spans.")
+
+
+class TokenMatchOut(BaseModel):
+    token: str
+    token_id: int
+    weight: float = Field(description="The token's weight in the query's sparse vector.")
+    spans: list[tuple[int, int]] = Field(description="Character [start, end) ranges in the result text.")
+
+
+class SearchHit(BaseModel):
+    id: str
+    score: float
+    scores: dict[str, float]
+    text: str | None
+    metadata: dict[str, Any]
+    matched_tokens: list[TokenMatchOut] | None = None
+
+
+class SearchResponse(BaseModel):
+    collection: str
+    mode: str
+    results: list[SearchHit]
+
+
+class CollectionStats(CollectionInfo):
+    """`CollectionInfo` plus the storage details: segments (rows, deleted rows, bytes) and tombstones."""
+
+    tombstones: int
+    segment_details: list[dict[str, Any]]

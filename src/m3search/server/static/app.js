@@ -1,0 +1,236 @@
+// m3search web UI: plain JavaScript over the server's JSON API (same origin, no external resources).
+"use strict";
+
+const $ = (sel) => document.querySelector(sel);
+const MODES = ["dense", "sparse", "colbert", "hybrid"];
+
+// ---- API ------------------------------------------------------------------------------------------------
+
+const keyInput = $("#api-key");
+keyInput.value = localStorage.getItem("m3search-api-key") || "";
+keyInput.addEventListener("change", () => {
+  localStorage.setItem("m3search-api-key", keyInput.value);
+  refreshStatus();
+});
+
+async function api(method, path, body) {
+  const headers = {};
+  if (keyInput.value) headers["Authorization"] = "Bearer " + keyInput.value;
+  const init = { method, headers };
+  if (body instanceof FormData) {
+    init.body = body;
+  } else if (body !== undefined) {
+    headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  const response = await fetch(path, init);
+  const data = await response.json().catch(() => ({}));
+  if (!response.ok) {
+    const message = (data.error && data.error.message) || response.statusText;
+    throw new Error(`${response.status}: ${message}`);
+  }
+  return data;
+}
+
+function showError(err) {
+  const box = $("#error");
+  box.textContent = err ? String(err.message || err) : "";
+  box.hidden = !err;
+}
+
+async function guarded(fn) {
+  showError(null);
+  try {
+    await fn();
+  } catch (err) {
+    showError(err);
+  }
+}
+
+// ---- helpers --------------------------------------------------------------------------------------------
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "class") node.className = v;
+    else if (k === "style") node.style.cssText = v;
+    else node.setAttribute(k, v);
+  }
+  for (const child of children) node.append(child);
+  return node;
+}
+
+// A labelled horizontal bar; `max` sets the scale (scores of a mode can exceed 1, e.g. BM25).
+function bar(label, value, max = 1) {
+  const pct = Math.max(0, Math.min(100, (100 * value) / (max || 1)));
+  return el("div", { class: "bar", "data-mode": label },
+    el("span", { class: "bar-label" }, label),
+    el("span", { class: "bar-track" }, el("span", { class: `bar-fill mode-${label}`, style: `width:${pct}%` })),
+    el("span", { class: "bar-value" }, value.toFixed(3)));
+}
+
+function humanBytes(n) {
+  if (n == null) return "";
+  const units = ["B", "KiB", "MiB", "GiB"];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
+  return `${n.toFixed(i ? 1 : 0)} ${units[i]}`;
+}
+
+// ---- navigation -----------------------------------------------------------------------------------------
+
+function showPage() {
+  const page = (location.hash || "#similarity").slice(1);
+  document.querySelectorAll(".page").forEach((s) => { s.hidden = s.id !== `page-${page}`; });
+  document.querySelectorAll("nav a").forEach((a) => a.classList.toggle("active", a.dataset.page === page));
+  if (page === "search" || page === "collections") guarded(loadCollections);
+}
+window.addEventListener("hashchange", showPage);
+
+async function refreshStatus() {
+  const status = $("#status");
+  try {
+    const response = await fetch("/readyz");
+    const data = await response.json();
+    status.textContent = data.ready ? `model: ${data.model}` : (data.detail || "model loading…");
+    status.className = "status " + (data.ready ? "ok" : "wait");
+    if (!data.ready) setTimeout(refreshStatus, 2000);
+  } catch (err) {
+    status.textContent = "server unreachable";
+    status.className = "status bad";
+  }
+}
+
+// ---- similarity -----------------------------------------------------------------------------------------
+
+$("#similarity-form").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  guarded(async () => {
+    const data = await api("POST", "/similarity", { source: $("#sim-a").value, targets: $("#sim-b").value });
+    const item = data.results[0];
+    const level = $("#sim-level");
+    level.textContent = item.level;
+    level.className = "level level-" + item.level.replace(" ", "-");
+    const bars = $("#sim-bars");
+    bars.replaceChildren(...MODES.filter((m) => m in item.scores).map((m) => bar(m, item.scores[m])));
+    $("#sim-hint").textContent =
+      `${data.model}: level from the dense score; very similar > ${data.thresholds.very_similar}, ` +
+      `related > ${data.thresholds.related}. Hybrid: weighted mean with ` +
+      data.modes.map((m) => `${m} ${data.weights[m]}`).join(", ") + ".";
+    $("#sim-result").hidden = false;
+  });
+});
+
+// ---- collections ----------------------------------------------------------------------------------------
+
+async function loadCollections() {
+  const data = await api("GET", "/collections");
+  const names = data.collections.map((c) => c.name);
+  for (const select of [$("#search-collection"), $("#upload-collection")]) {
+    const current = select.value;
+    select.replaceChildren(...names.map((n) => el("option", { value: n }, n)));
+    if (names.includes(current)) select.value = current;
+  }
+  const rows = data.collections.map((c) => {
+    const del = el("button", { class: "danger", type: "button" }, "Delete");
+    del.addEventListener("click", () => guarded(async () => {
+      if (!confirm(`Delete collection ${c.name} and all its documents?`)) return;
+      await api("DELETE", `/collections/${encodeURIComponent(c.name)}`);
+      await loadCollections();
+    }));
+    return el("tr", {}, el("td", {}, c.name), el("td", {}, String(c.count)), el("td", {}, c.model || ""),
+      el("td", {}, (c.outputs || []).join(", ")), el("td", {}, humanBytes(c.size_bytes)), el("td", {}, del));
+  });
+  $("#collections-table tbody").replaceChildren(...rows);
+}
+
+$("#create-form").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  guarded(async () => {
+    await api("POST", "/collections", { name: $("#create-name").value });
+    $("#create-name").value = "";
+    await loadCollections();
+  });
+});
+
+$("#upload-form").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  guarded(async () => {
+    const name = $("#upload-collection").value;
+    const form = new FormData();
+    form.append("file", $("#upload-file").files[0]);
+    $("#upload-result").textContent = "uploading and encoding…";
+    const data = await api("POST", `/collections/${encodeURIComponent(name)}/documents/upload`, form);
+    $("#upload-result").textContent = `${data.upserted} documents upserted into ${name} (now ${data.count}).`;
+    await loadCollections();
+  });
+});
+
+// ---- search ---------------------------------------------------------------------------------------------
+
+for (const id of ["w-dense", "w-sparse", "w-colbert"]) {
+  const input = $("#" + id);
+  input.addEventListener("input", () => { input.nextElementSibling.value = Number(input.value).toFixed(2); });
+}
+
+// The result text with the query tokens that matched it (character spans from the server) highlighted, more
+// strongly the more the token weighs in the query (so rare words stand out over "the" and "of").
+function highlighted(text, matches) {
+  const spans = [];
+  const top = Math.max(...(matches || []).map((m) => m.weight), 1e-9);
+  for (const m of matches || []) for (const [s, e] of m.spans || []) spans.push([s, e, m]);
+  spans.sort((a, b) => a[0] - b[0]);
+  const out = el("p", { class: "doc-text" });
+  let pos = 0;
+  for (const [s, e, m] of spans) {
+    if (s < pos) continue;
+    out.append(text.slice(pos, s));
+    const alpha = (0.25 + 0.75 * m.weight / top).toFixed(2);
+    out.append(el("mark", { title: `${m.token}: query weight ${m.weight.toFixed(3)}`,
+                            style: `background: rgba(255, 208, 0, ${alpha})` }, text.slice(s, e)));
+    pos = e;
+  }
+  out.append(text.slice(pos));
+  return out;
+}
+
+$("#search-form").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  guarded(async () => {
+    const name = $("#search-collection").value;
+    const body = {
+      query: $("#search-query").value,
+      k: Number($("#search-k").value),
+      mode: $("#search-mode").value || null,
+      fusion: $("#search-fusion").value,
+      weights: { dense: Number($("#w-dense").value), sparse: Number($("#w-sparse").value),
+                 colbert: Number($("#w-colbert").value) },
+      highlight: true,
+    };
+    const started = performance.now();
+    const data = await api("POST", `/collections/${encodeURIComponent(name)}/search`, body);
+    const ms = Math.round(performance.now() - started);
+    $("#search-summary").textContent =
+      `${data.results.length} results from ${name} (mode ${data.mode}, ${body.fusion} fusion) in ${ms} ms`;
+    const top = Math.max(...data.results.map((r) => r.score), 1e-9);
+    const perModeMax = {};
+    for (const r of data.results) for (const [m, v] of Object.entries(r.scores || {})) {
+      perModeMax[m] = Math.max(perModeMax[m] || 0, v);
+    }
+    const items = data.results.map((r) => {
+      const modes = Object.entries(r.scores || {}).map(([m, v]) => bar(m, v, Math.max(1, perModeMax[m])));
+      const tokens = (r.matched_tokens || []).map((t) => el("span", { class: "token" }, t.token));
+      return el("li", { class: "hit" },
+        el("div", { class: "hit-head" }, el("strong", {}, String(r.id)), bar("score", r.score, top)),
+        highlighted(r.text || "", r.matched_tokens),
+        tokens.length ? el("div", { class: "tokens" }, "matched query tokens: ", ...tokens) : "",
+        el("div", { class: "bars small" }, ...modes),
+        r.metadata && Object.keys(r.metadata).length
+          ? el("pre", { class: "meta" }, JSON.stringify(r.metadata)) : "");
+    });
+    $("#search-results").replaceChildren(...items);
+  });
+});
+
+refreshStatus();
+showPage();

@@ -1,0 +1,171 @@
+"""Every runtime stays within its stated distance from fp32; `auto` only picks runtimes that pass the guard."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from m3search.cli.main import cli
+from m3search.encoders import BGEM3Encoder
+from m3search.encoders.registry import spec_for_directory
+from m3search.encoders.runtimes import GUARD_BOUNDS, auto_candidates, make_runtime
+from m3search.encoders.runtimes.guard import GuardBounds, measure_deviation
+from m3search.encoders.runtimes.hardware import Hardware
+from m3search.errors import InvalidInputError, RuntimeUnavailableError
+from tests.encoders.texts import MULTILINGUAL
+
+#: What each runtime promises on the tiny model (all outputs, the multilingual test texts). onnx-fp32 runs the
+#: same fp32 arithmetic in another order; bf16 keeps 8 significant bits in the backbone's matrix products; int8
+#: quantizes weights per tensor and activations per batch.
+BOUNDS = {
+    "onnx-fp32": GuardBounds(dense_cosine_min=1 - 1e-6, sparse_rel_diff_max=1e-4, colbert_cosine_min=1 - 1e-6),
+    "torch-bf16": GUARD_BOUNDS,
+    "onnx-int8": GuardBounds(dense_cosine_min=0.995, sparse_rel_diff_max=0.1, colbert_cosine_min=0.99),
+}
+
+
+def _encode(encoder):
+    return encoder.encode(MULTILINGUAL, return_sparse=True, return_colbert=True, max_length=512)
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_m3):
+    return _encode(tiny_m3)
+
+
+@pytest.mark.parametrize("runtime", sorted(BOUNDS))
+def test_runtime_deviation_within_bounds(runtime, tiny_m3_dir, tiny_m3_onnx, reference):
+    encoder = BGEM3Encoder(tiny_m3_dir, runtime=runtime)
+    assert encoder.runtime.name == runtime
+    result = _encode(encoder)
+    dev = measure_deviation(reference, result)
+    assert BOUNDS[runtime].violations(dev) == [], dev
+    # Same texts, same tokens: only the numbers may differ.
+    assert result.num_tokens == reference.num_tokens and result.truncated == reference.truncated
+    if runtime == "onnx-fp32":
+        assert [set(s) for s in result.sparse] == [set(s) for s in reference.sparse]
+    assert [c.shape for c in result.colbert] == [c.shape for c in reference.colbert]
+    np.testing.assert_allclose(np.linalg.norm(result.dense, axis=1), 1.0, atol=1e-5)
+
+
+def test_onnx_export_manifest_records_deviation(tiny_m3_onnx):
+    assert set(tiny_m3_onnx["graphs"]) == {"fp32", "int8"}
+    assert tiny_m3_onnx["outputs"] == ["dense", "token_weights", "colbert"]
+    fp32 = tiny_m3_onnx["graphs"]["fp32"]["deviation"]
+    assert fp32["dense_cosine_min"] > 1 - 1e-6 and fp32["sparse_rel_diff_max"] < 1e-4
+
+
+def test_export_is_cached(tiny_m3_dir, tiny_m3_onnx, monkeypatch):
+    from m3search.encoders.runtimes import onnx_export
+
+    def fail(*args, **kwargs):
+        raise AssertionError("exported again although a cached export exists")
+
+    monkeypatch.setattr(onnx_export, "_export_fp32", fail)
+    assert onnx_export.export_onnx(tiny_m3_dir, spec_for_directory(tiny_m3_dir)) == tiny_m3_onnx
+
+
+def test_export_cli_reports_guard(tiny_m3_dir, tiny_m3_onnx):
+    result = CliRunner().invoke(cli, ["models", "export-onnx", str(tiny_m3_dir)])
+    assert result.exit_code == 0, result.output
+    assert "onnx-fp32: dense cosine 1.00000" in result.output and "onnx-int8:" in result.output
+    assert "passes the guard" in result.output
+
+
+def test_auto_picks_a_runtime_that_passes_its_guard(tiny_m3_dir, tiny_m3_onnx, reference):
+    encoder = BGEM3Encoder(tiny_m3_dir, runtime="auto")
+    dev = measure_deviation(reference, _encode(encoder))
+    assert GUARD_BOUNDS.violations(dev) == [], (encoder.runtime.name, dev)
+
+
+def test_auto_falls_back_to_fp32_when_no_runtime_passes(tiny_m3_dir, tiny_m3_onnx, reference, monkeypatch):
+    from m3search.encoders import runtimes
+
+    impossible = GuardBounds(dense_cosine_min=1.1, sparse_rel_diff_max=-1.0, colbert_cosine_min=1.1)
+    monkeypatch.setattr(runtimes, "GUARD_BOUNDS", impossible)
+    encoder = BGEM3Encoder(tiny_m3_dir, runtime="auto")
+    assert encoder.runtime.name == "torch-fp32"
+    np.testing.assert_array_equal(_encode(encoder).dense, reference.dense)
+
+
+def test_auto_skips_onnx_graphs_that_were_not_exported(tiny_m3_dir, tmp_path, monkeypatch):
+    from m3search.encoders import runtimes
+
+    monkeypatch.setenv("M3SEARCH_HOME", str(tmp_path / "empty-home"))
+    monkeypatch.setattr(runtimes, "auto_candidates", lambda hw, device=None: ["onnx-int8", "onnx-fp32"])
+    encoder = BGEM3Encoder(tiny_m3_dir, runtime="auto")
+    assert encoder.runtime.name == "torch-fp32"
+    assert not (tmp_path / "empty-home" / "onnx").exists()
+
+
+def _hardware(**overrides) -> Hardware:
+    base = {"cpu_capability": "AVX2", "cpu_bf16": False, "cpu_amx": False, "cpu_vnni": False, "cuda": False,
+            "cuda_bf16": False}
+    return Hardware(**{**base, **overrides})
+
+
+def test_auto_candidates_follow_hardware():
+    assert "torch-bf16" not in auto_candidates(_hardware())
+    assert "torch-bf16" in auto_candidates(_hardware(cpu_bf16=True, cpu_capability="AVX512"))
+    assert auto_candidates(_hardware(cpu_bf16=True)) == ["onnx-int8", "torch-bf16"]
+    assert auto_candidates(_hardware()) == ["onnx-int8"]
+    assert auto_candidates(_hardware(cuda=True)) == ["cuda-fp16"]
+    assert auto_candidates(_hardware(cuda=True, cuda_bf16=True)) == ["cuda-bf16"]
+    assert "cuda-fp16" not in auto_candidates(_hardware(cuda=True), device="cpu")
+
+
+def test_guard_verdict_is_cached(tiny_m3_dir, monkeypatch):
+    """The second `auto` load reuses the stored verdict instead of running fp32 on the probe again."""
+    from m3search.encoders import runtimes
+
+    monkeypatch.setattr(runtimes, "auto_candidates", lambda hw, device=None: ["torch-bf16"])
+    first = BGEM3Encoder(tiny_m3_dir, runtime="auto")
+    calls = []
+    monkeypatch.setattr(runtimes, "runtime_deviation", lambda *a, **k: calls.append(a))
+    second = BGEM3Encoder(tiny_m3_dir, runtime="auto")
+    assert first.runtime.name == second.runtime.name == "torch-bf16" and calls == []
+
+
+@pytest.mark.parametrize("runtime", ["cuda-fp16", "cuda-bf16"])
+def test_cuda_runtime_without_cuda_is_a_clear_error(tiny_m3_dir, runtime, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(RuntimeUnavailableError, match="needs a CUDA GPU"):
+        BGEM3Encoder(tiny_m3_dir, runtime=runtime)
+    with pytest.raises(InvalidInputError, match="runs on a CUDA device"):
+        BGEM3Encoder(tiny_m3_dir, runtime=runtime, device="cpu")
+
+
+def test_unknown_runtime_lists_choices(tiny_m3_dir):
+    spec = spec_for_directory(tiny_m3_dir)
+    with pytest.raises(InvalidInputError, match="torch-bf16.*onnx-int8"):
+        make_runtime("tensorrt", tiny_m3_dir, spec)
+
+
+def test_cli_encode_with_each_runtime(tiny_m3_dir, tiny_m3_onnx, tmp_path, reference):
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in enumerate(MULTILINGUAL[:4])))
+    for runtime in ("torch-bf16", "onnx-int8"):
+        dst = tmp_path / f"{runtime}.jsonl"
+        result = CliRunner().invoke(cli, ["encode", "-m", str(tiny_m3_dir), "--input", str(src), "--output",
+                                          str(dst), "--runtime", runtime])
+        assert result.exit_code == 0, result.output
+        dense = np.array([json.loads(line)["dense"] for line in dst.read_text().splitlines()])
+        assert np.min(np.sum(dense * reference.dense[:4], axis=1)) > BOUNDS[runtime].dense_cosine_min
+
+
+def test_onnx_runs_long_batches_a_few_rows_at_a_time(tiny_m3_dir, tiny_m3_onnx, monkeypatch):
+    """Row-splitting (which bounds attention memory) gives the same outputs as one run."""
+    from m3search.encoders.runtimes import onnx_runtime
+
+    encoder = BGEM3Encoder(tiny_m3_dir, runtime="onnx-fp32")
+    whole = _encode(encoder)
+    monkeypatch.setattr(onnx_runtime, "ATTENTION_ELEMENTS", 1)
+    split = _encode(encoder)
+    np.testing.assert_allclose(split.dense, whole.dense, atol=1e-6)
+    for a, b in zip(split.sparse, whole.sparse):
+        assert set(a) == set(b) and all(abs(a[k] - b[k]) < 1e-6 for k in a)

@@ -1,0 +1,73 @@
+"""Dense index: HNSW (float32 and SQ8) against exact search on clustered vectors, filters during the search."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from m3search.index.dense import DenseIndex, HNSWParams, build_ann
+from m3search.index.topk import top_k
+
+DIM = 32
+
+
+def clustered(n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((20, DIM))
+    x = centers[rng.integers(0, 20, n)] + 0.5 * rng.standard_normal((n, DIM))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return clustered(3000, 0), clustered(30, 1)
+
+
+@pytest.mark.parametrize("kind", ["hnsw", "hnsw-sq8"])
+def test_hnsw_recall_against_exact(data, kind):
+    vectors, queries = data
+    params = HNSWParams(min_rows=100)
+    index = DenseIndex(vectors, build_ann(vectors, kind, params), params)
+    assert index.ann is not None
+    exact = DenseIndex(vectors)
+    hits = 0
+    for q in queries:
+        rows, scores = index.search(q, 10)
+        truth, _ = exact.search(q, 10)
+        hits += len(set(rows) & set(truth))
+        np.testing.assert_allclose(scores, vectors[rows] @ q, atol=1e-5 if kind == "hnsw" else 1e-6)
+        assert np.all(np.diff(scores) <= 1e-6)
+    assert hits / (10 * len(queries)) >= 0.95
+
+
+def test_small_sets_get_no_graph(data):
+    assert build_ann(data[0][:50], "hnsw", HNSWParams(min_rows=100)) is None
+    assert build_ann(data[0], "flat", HNSWParams(min_rows=1)) is None
+
+
+@pytest.mark.parametrize("fraction", [0.5, 0.05, 0.001])
+def test_filtered_search_returns_the_exact_allowed_top_k(data, fraction):
+    vectors, queries = data
+    params = HNSWParams(min_rows=100, exact_max_rows=20, exact_max_fraction=0.002)
+    index = DenseIndex(vectors, build_ann(vectors, "hnsw", params), params)
+    rng = np.random.default_rng(2)
+    allowed = rng.random(len(vectors)) < fraction
+    allowed[:2] = True
+    found = 0
+    for q in queries:
+        rows, _ = index.search(q, 10, allowed)
+        assert allowed[rows].all() and len(rows) == min(10, allowed.sum())
+        truth, _ = top_k(vectors @ q, 10, allowed)
+        found += len(set(rows) & set(truth)) / len(truth)
+    assert found / len(queries) >= 0.95
+
+
+def test_save_and_load(tmp_path, data):
+    vectors = data[0]
+    params = HNSWParams(min_rows=100)
+    index = DenseIndex(vectors, build_ann(vectors, "hnsw-sq8", params), params)
+    index.save(tmp_path)
+    loaded = DenseIndex.load(tmp_path, params)
+    assert isinstance(loaded.vectors, np.memmap)
+    q = data[1][0]
+    assert loaded.search(q, 5)[0].tolist() == index.search(q, 5)[0].tolist()

@@ -1,0 +1,143 @@
+"""The web UI in a real browser: the similarity analyzer and search show what the API computes."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+
+from tests.server.conftest import ARTIFACTS
+
+
+def test_similarity_page(page, live_server):
+    page.goto(live_server.url + "/")
+    page.wait_for_selector("#status.ok")
+    assert "model:" in page.inner_text("#status")
+    page.fill("#sim-a", "The cat sits on the mat.")
+    page.fill("#sim-b", "A cat is sitting on a rug.")
+    page.click("#similarity-form button[type=submit]")
+    page.wait_for_selector("#sim-result:not([hidden])")
+
+    expected = httpx.post(
+        live_server.url + "/similarity",
+        json={"source": "The cat sits on the mat.", "targets": "A cat is sitting on a rug."},
+    ).json()["results"][0]
+    assert page.inner_text("#sim-level") == expected["level"]
+    shown = {
+        bar.get_attribute("data-mode"): float(bar.query_selector(".bar-value").inner_text())
+        for bar in page.query_selector_all("#sim-bars .bar")
+    }
+    assert list(shown) == ["dense", "sparse", "colbert", "hybrid"]
+    assert shown == pytest.approx({m: round(v, 3) for m, v in expected["scores"].items()}, abs=1e-3)
+    assert not page.is_visible("#error")
+    page.screenshot(path=str(ARTIFACTS / "ui-similarity.png"), full_page=True)
+
+
+def test_similarity_page_shows_api_errors(page, live_server):
+    page.goto(live_server.url + "/ui/#similarity")
+    page.fill("#sim-a", "   ")
+    page.fill("#sim-b", "something")
+    page.click("#similarity-form button[type=submit]")
+    page.wait_for_selector("#error:not([hidden])")
+    assert "422" in page.inner_text("#error") and "empty" in page.inner_text("#error")
+
+
+DOCS = [
+    {
+        "id": "eiffel",
+        "text": "The Eiffel Tower stands in Paris, the capital of France.",
+        "metadata": {"lang": "en"},
+    },
+    {
+        "id": "photo",
+        "text": "Photosynthesis converts light into chemical energy.",
+        "metadata": {"lang": "en"},
+    },
+    {"id": "berlin", "text": "Berlin ist die Hauptstadt von Deutschland.", "metadata": {"lang": "de"}},
+    {
+        "id": "tokyo",
+        "text": "Tokyo is the capital of Japan and its largest city.",
+        "metadata": {"lang": "en"},
+    },
+]
+
+
+@pytest.fixture(scope="module")
+def ui_collection(live_server):
+    """Collection `ui-docs` on the live server, filled through the API."""
+    httpx.delete(live_server.url + "/collections/ui-docs")
+    assert httpx.post(live_server.url + "/collections", json={"name": "ui-docs"}).status_code == 201
+    r = httpx.post(live_server.url + "/collections/ui-docs/documents", json={"documents": DOCS}, timeout=60)
+    assert r.status_code == 200, r.text
+    return "ui-docs"
+
+
+def test_search_page(page, live_server, ui_collection):
+    query = "capital of France"
+    page.goto(live_server.url + "/ui/#search")
+    page.wait_for_selector(f"#search-collection option[value='{ui_collection}']", state="attached")
+    page.select_option("#search-collection", ui_collection)
+    page.fill("#search-query", query)
+    page.fill("#search-k", "3")
+    page.click("#search-form button[type=submit]")
+    page.wait_for_selector("#search-results li")
+
+    expected = httpx.post(
+        f"{live_server.url}/collections/{ui_collection}/search",
+        json={
+            "query": query,
+            "k": 3,
+            "weights": {"dense": 0.4, "sparse": 0.2, "colbert": 0.4},
+            "highlight": True,
+        },
+    ).json()
+    hits = page.query_selector_all("#search-results li.hit")
+    assert [h.query_selector(".hit-head strong").inner_text() for h in hits] == [
+        r["id"] for r in expected["results"]
+    ]
+    assert "mode all" in page.inner_text("#search-summary")
+    for hit, result in zip(hits, expected["results"]):
+        assert hit.query_selector(".doc-text").inner_text() == result["text"]
+        marked = [m.inner_text() for m in hit.query_selector_all("mark")]
+        spans = sorted(s for m in result["matched_tokens"] for s in m["spans"])
+        assert marked == [result["text"][s:e] for s, e in spans]
+        modes = [b.get_attribute("data-mode") for b in hit.query_selector_all(".bars .bar")]
+        assert modes == list(result["scores"])
+    # The top result shares words with the query, so something is highlighted.
+    assert hits[0].query_selector_all("mark")
+    page.screenshot(path=str(ARTIFACTS / "ui-search.png"), full_page=True)
+
+    # A filter-free sparse-only search with other weights re-ranks; the page follows the API.
+    page.select_option("#search-mode", "sparse")
+    page.click("#search-form button[type=submit]")
+    page.wait_for_function("document.querySelector('#search-summary').textContent.includes('mode sparse')")
+
+
+def test_collections_page_create_and_upload(page, live_server, tmp_path):
+    name = "ui-upload"
+    httpx.delete(f"{live_server.url}/collections/{name}")
+    upload = tmp_path / "docs.jsonl"
+    upload.write_text("\n".join(json.dumps(d) for d in DOCS) + "\n")
+    page.goto(live_server.url + "/ui/#collections")
+    page.fill("#create-name", name)
+    page.click("#create-form button[type=submit]")
+    page.wait_for_selector(f"#upload-collection option[value='{name}']", state="attached")
+    page.select_option("#upload-collection", name)
+    page.set_input_files("#upload-file", str(upload))
+    page.click("#upload-form button[type=submit]")
+    page.wait_for_function("document.querySelector('#upload-result').textContent.includes('upserted')")
+    assert (
+        page.inner_text("#upload-result") == f"{len(DOCS)} documents upserted into {name} (now {len(DOCS)})."
+    )
+    # The table refreshes after the result line appears: wait for its count cell rather than racing it.
+    count_cell = page.locator(f"#collections-table tr:has(td:text-is('{name}')) td").nth(1)
+    count_cell.wait_for()
+    page.wait_for_function(
+        "([name, n]) => [...document.querySelectorAll('#collections-table tr')]"
+        ".some(r => r.cells.length > 1 && r.cells[0].textContent === name && r.cells[1].textContent === n)",
+        arg=[name, str(len(DOCS))],
+    )
+    assert count_cell.inner_text() == str(len(DOCS))
+    page.screenshot(path=str(ARTIFACTS / "ui-collections.png"), full_page=True)
+    assert httpx.get(f"{live_server.url}/collections/{name}").json()["count"] == len(DOCS)
