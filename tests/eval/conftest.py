@@ -101,6 +101,10 @@ class ExhaustiveSearcher:
                                   "colbert": np.array([colbert_score(q.colbert[0], d) for d in self.colbert])}
         return self._cache[query]
 
+    def reusing_queries(self) -> ExhaustiveSearcher:
+        """Scores are already cached per query text."""
+        return self
+
     def search(self, query: str, *, k: int, mode: str, fusion: str | None, weights):
         self.calls.append((query, mode, fusion, weights))
         scores = self._mode_scores(query)

@@ -18,13 +18,31 @@ from m3search.eval.datasets import RetrievalTask, load_beir, slice_task
 from tests.eval.conftest import ExhaustiveSearcher
 
 
+class _Model:
+    """What the commands need of a loaded model when the collection is a stand-in."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def describe(self):
+        return {"name": self.name}
+
+
 def _stand_in(monkeypatch, searcher, requests):
+    loads = []
+
+    def load_model(model, *, outputs, runtime, device, sparse):
+        loads.append(model)
+        return _Model(model)
+
     @contextmanager
-    def indexed(task, *, model, outputs, path=None, progress=True):
-        requests.append({"task": task, "model": model, "outputs": list(outputs), "path": path})
+    def indexed(task, *, model, outputs, encoder, path=None, **settings):
+        assert encoder.name == model and loads == [model]  # loaded once, before any task
+        requests.append({"task": task, "model": model, "outputs": list(outputs), "path": path, **settings})
         assert set(searcher.ids) <= set(task.corpus)
         yield searcher, {"documents": len(task.corpus), "seconds": 2.0, "docs_per_s": len(task.corpus) / 2.0}
 
+    monkeypatch.setattr(engine, "load_model", load_model)
     monkeypatch.setattr(engine, "indexed_collection", indexed)
 
 
@@ -42,6 +60,7 @@ def test_eval_writes_every_report(monkeypatch, tmp_path, scifact_dir, exhaustive
     (request,) = requests
     assert request["task"].corpus.keys() == scifact_slice.corpus.keys()  # the deterministic slice
     assert request["outputs"] == ["dense", "sparse", "colbert"] and request["model"] == "tiny"
+    assert (request["normalize"], request["candidates"], request["cache"]) == ("auto", 100, False)
     results = json.loads((out / "results.json").read_text())
     (task,) = results["tasks"]
     assert task["task"]["queries"] == 40 and task["task"]["documents"] == 300
@@ -59,10 +78,13 @@ def test_eval_modes_fusions_and_cutoffs(monkeypatch, tmp_path, scifact_dir, exha
     _stand_in(monkeypatch, exhaustive, requests)
     result = _invoke("run", "--model", "tiny", "--dataset", str(scifact_dir), "--max-queries", "40",
                      "--max-docs", "300", "--modes", "sparse,dense+sparse", "--fusion", "rrf", "--k", "5,20",
-                     "--weights", "0.5,0.5,0", "--output", str(tmp_path))
+                     "--weights", "0.5,0.5,0", "--normalize", "none", "--candidates", "50",
+                     "--output", str(tmp_path))
     assert result.exit_code == 0, result.output
     assert requests[0]["outputs"] == ["dense", "sparse"]
+    assert (requests[0]["normalize"], requests[0]["candidates"]) == ("none", 50)
     results = json.loads((tmp_path / "results.json").read_text())
+    assert results["settings"]["normalize"] == "none" and results["settings"]["encoder"] == {"name": "tiny"}
     runs = results["tasks"][0]["runs"]
     assert [r["label"] for r in runs] == ["sparse", "dense+sparse (rrf)"]
     assert runs[1]["weights"] == [0.5, 0.5, 0.0]
@@ -77,6 +99,7 @@ def test_eval_modes_fusions_and_cutoffs(monkeypatch, tmp_path, scifact_dir, exha
     (["--dataset", "{scifact}", "--k", "ten"], "--k takes comma-separated integers"),
     (["--dataset", "{scifact}", "--weights", "1,2"], "--weights takes dense,sparse,colbert"),
     (["--dataset", "{scifact}", "--split", "dev"], "splits here: test, train"),
+    (["--dataset", "{scifact}", "--normalize", "zscore"], "'zscore' is not one of 'auto', 'none', 'minmax'"),
     (["tune-weights", "--dataset", "{scifact}", "--dev-split", "test"], "the test split are both"),
 ])
 def test_eval_errors_are_clean(args, message, scifact_dir):

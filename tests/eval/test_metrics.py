@@ -40,7 +40,7 @@ def assert_matches_trec_eval(qrels, run, measures=MEASURES):
         np.testing.assert_allclose(ours[m], expected, rtol=0, atol=1e-12, err_msg=m)
     for m in (m for m in measures if m.startswith("mrr")):
         k = int(m.split("@")[1])  # trec_eval has no MRR@k: recip_rank of the run cut to its top k
-        cut = {q: dict((d, s[d]) for d in ranking_from_scores(s)[:k]) for q, s in run.items()}
+        cut = {q: {d: s[d] for d in ranking_from_scores(s)[:k]} for q, s in run.items()}
         rr = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"}).evaluate(cut)
         expected = np.array([rr[q]["recip_rank"] if q in rr else 0.0 for q in qids])
         np.testing.assert_allclose(ours[m], expected, rtol=0, atol=1e-12, err_msg=m)

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from m3search.cli.options import model_option
+from m3search.cli.options import device_option, model_option, normalize_option, runtime_option
 from m3search.errors import InvalidInputError
 from m3search.scoring import DEFAULT_WEIGHTS
 
@@ -80,6 +80,35 @@ max_queries_option = click.option("--max-queries", type=int, default=None,
                                   help="Evaluate a fixed sample of this many queries (the same every time).")
 
 
+def engine_options(func: Any) -> Any:
+    """How the model runs, the collection indexes and searches fuse: options of run and tune-weights."""
+    options = [
+        runtime_option,
+        device_option,
+        click.option("--sparse", type=click.Choice(["auto", "model", "bm25"]), default="auto",
+                     show_default=True,
+                     help="Sparse weights: the model's head, BM25 over its tokenizer, or auto (the head when "
+                          "the model has one)."),
+        normalize_option,
+        click.option("--candidates", type=int, default=100, show_default=True,
+                     help="Candidates per first stage that the hybrid and colbert modes re-score."),
+        click.option("--dense-index", type=click.Choice(["hnsw", "hnsw-sq8", "flat"]), default="hnsw",
+                     show_default=True, help="Dense index of the collection (HNSW only above its size "
+                                             "threshold; smaller segments are searched exactly)."),
+        click.option("--cache/--no-cache", default=False, show_default=True,
+                     help="Read and fill the shared embedding cache while indexing (a rerun skips the model; "
+                          "off by default so index timings measure the model)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _engine_settings(encoder: Any, engine: dict[str, Any]) -> dict[str, Any]:
+    """What results.json records about the model and the search settings."""
+    return {"encoder": encoder.describe(), **engine}
+
+
 @click.group("eval", cls=_DefaultGroup)
 def command() -> None:
     """Evaluate retrieval on a dataset (the default command), or tune fusion weights."""
@@ -109,14 +138,15 @@ def command() -> None:
 @click.option("--max-docs", type=int, default=None,
               help="Index a fixed sample of this many documents (always keeping the judged ones).")
 @collection_option
+@engine_options
 @output_option
 @click.option("--save-runs", is_flag=True, help="Also write TREC run files under OUTPUT/runs/.")
 def run(model: str, dataset: str, split: str, query_lang: str, doc_lang: str | None, unit: str, modes: str,
         fusion: str, weights: str, k: str | None, max_queries: int | None, max_docs: int | None,
-        collection: Path | None, output: Path, save_runs: bool) -> None:
+        collection: Path | None, output: Path, save_runs: bool, **engine: Any) -> None:
     """Index the dataset's corpus, run every query in every mode and fusion, report quality and latency."""
+    from m3search.eval import engine as eval_engine
     from m3search.eval.datasets import load_tasks, slice_task
-    from m3search.eval.engine import indexed_collection
     from m3search.eval.report import build_results, slug, task_entry, write_trec_runs
     from m3search.eval.runner import plan_runs, required_outputs, run_task
 
@@ -124,16 +154,23 @@ def run(model: str, dataset: str, split: str, query_lang: str, doc_lang: str | N
     runs = plan_runs(_csv(modes), _csv(fusion), _weights(weights))
     tasks = [slice_task(t, max_queries=max_queries, max_docs=max_docs)
              for t in load_tasks(dataset, split=split, query_lang=query_lang, doc_lang=doc_lang, unit=unit)]
+    outputs = required_outputs(runs)
+    paths = [None if collection is None else collection if len(tasks) == 1 else collection / slug(task.name)
+             for task in tasks]
+    encoder = eval_engine.load_model(model, outputs=[*outputs, *eval_engine.stored_outputs(paths)],
+                                     runtime=engine["runtime"], device=engine["device"], sparse=engine["sparse"])
     entries = []
-    for task in tasks:
-        path = None if collection is None else collection if len(tasks) == 1 else collection / slug(task.name)
-        outputs = required_outputs(runs)
-        with indexed_collection(task, model=model, outputs=outputs, path=path) as (searcher, stats):
+    for task, path in zip(tasks, paths):
+        with eval_engine.indexed_collection(
+                task, model=model, outputs=outputs, encoder=encoder, path=path, normalize=engine["normalize"],
+                candidates=engine["candidates"], dense_index=engine["dense_index"], cache=engine["cache"]
+        ) as (searcher, stats):
             results = run_task(searcher, task, runs, measures=measures)
         entries.append(task_entry(task.describe(), stats, results))
         if save_runs:
             write_trec_runs(task.name, results, output)
-    settings = _settings(measures, runs, dataset=dataset, max_queries=max_queries, max_docs=max_docs)
+    settings = _settings(measures, runs, dataset=dataset, max_queries=max_queries, max_docs=max_docs,
+                         **_engine_settings(encoder, engine))
     _finish(build_results(model=model, settings=settings, tasks=entries), output)
 
 
@@ -151,13 +188,14 @@ def run(model: str, dataset: str, split: str, query_lang: str, doc_lang: str | N
 @click.option("--max-dev-queries", type=int, default=None, help="Tune on a fixed sample of dev queries.")
 @max_queries_option
 @collection_option
+@engine_options
 @output_option
 def tune_weights(model: str, dataset: str, dev_split: str, split: str, mode: str, fusion: str, metric: str,
                  method: str, step: float, max_dev_queries: int | None, max_queries: int | None,
-                 collection: Path | None, output: Path) -> None:
+                 collection: Path | None, output: Path, **engine: Any) -> None:
     """Search fusion weights on the dev split, then evaluate default and tuned weights on the test split."""
+    from m3search.eval import engine as eval_engine
     from m3search.eval.datasets import load_tasks, slice_task
-    from m3search.eval.engine import indexed_collection
     from m3search.eval.metrics import DEFAULT_MEASURES, parse_measure
     from m3search.eval.report import build_results, task_entry
     from m3search.eval.runner import MODE_OUTPUTS, RunSpec, run_task, score_weights
@@ -174,9 +212,16 @@ def tune_weights(model: str, dataset: str, dev_split: str, split: str, mode: str
     outputs = MODE_OUTPUTS[mode]
     free = [o in outputs for o in ("dense", "sparse", "colbert")]
     corpus_task = load_split(dev_split)
-    with indexed_collection(corpus_task, model=model, outputs=outputs, path=collection) as (searcher, stats):
+    encoder = eval_engine.load_model(model, outputs=[*outputs, *eval_engine.stored_outputs([collection])],
+                                     runtime=engine["runtime"], device=engine["device"], sparse=engine["sparse"])
+    with eval_engine.indexed_collection(
+            corpus_task, model=model, outputs=outputs, encoder=encoder, path=collection,
+            normalize=engine["normalize"], candidates=engine["candidates"], dense_index=engine["dense_index"],
+            cache=engine["cache"]) as (searcher, stats):
+        tuning = searcher.reusing_queries()  # the dev queries are searched once per trial: encode them once
+
         def objective(task, weights):
-            return score_weights(searcher, task, weights, mode=mode, fusion=fusion, metric=metric)
+            return score_weights(tuning, task, weights, mode=mode, fusion=fusion, metric=metric)
 
         tuned, test = tune_on_dev(
             load_split, objective,
@@ -190,6 +235,6 @@ def tune_weights(model: str, dataset: str, dev_split: str, split: str, mode: str
         measures = tuple(dict.fromkeys((metric, *DEFAULT_MEASURES)))
         results = run_task(searcher, test, runs, measures=measures)
     settings = _settings(measures, runs, dataset=dataset, max_queries=max_queries,
-                         max_dev_queries=max_dev_queries)
+                         max_dev_queries=max_dev_queries, **_engine_settings(encoder, engine))
     entry = task_entry(test.describe(), stats, results)
     _finish(build_results(model=model, settings=settings, tasks=[entry], tuning=tuned.to_dict()), output)

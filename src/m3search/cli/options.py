@@ -14,3 +14,8 @@ runtime_option = click.option(
          "reference), torch-bf16, onnx-fp32, onnx-int8, cuda-fp16, cuda-bf16.",
 )
 device_option = click.option("--device", default=None, help="torch device (cpu, cuda, cuda:1); default: cpu.")
+normalize_option = click.option(
+    "--normalize", type=click.Choice(["auto", "none", "minmax"]), default="auto", show_default=True,
+    help="Weighted fusion: rescale each mode's scores over the candidates to [0, 1] first (minmax), keep the "
+         "bge-m3 reference formula (none), or auto: minmax when the sparse weights are BM25, else none.",
+)

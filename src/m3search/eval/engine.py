@@ -1,46 +1,93 @@
 """The one place evaluation meets the real engine: index a task's corpus into a collection, search through it.
 
-Kept small on purpose: the runner only needs `Searcher.search`, so evaluating another engine (or a future
-collection API) means changing this module alone.
+Kept small on purpose: the runner only needs `Searcher.search`, so evaluating another engine means changing
+this module alone. One collection serves every mode and fusion of a task (the corpus is encoded once), and the
+caller passes in a loaded encoder so several tasks (XQuAD-R's language pairs) share one model.
 """
 
 from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
 
+from m3search.encoders.base import OUTPUT_KINDS, TextEncoder
+from m3search.errors import InvalidInputError
 from m3search.eval.datasets import RetrievalTask
 from m3search.eval.runner import Hit
 from m3search.eval.tune import Weights
+from m3search.store import Collection
+from m3search.store.config import CONFIG_FILE, CollectionConfig
 
 #: Documents per upsert call: large enough to batch the encoder well, small enough to show progress.
 UPSERT_BLOCK = 256
+#: Ids per `Collection.get` when checking that a reused collection holds a task's corpus.
+CHECK_BLOCK = 1000
+
+
+def load_model(model: str, *, outputs: Sequence[str], runtime: str = "auto", device: str | None = None,
+               sparse: str = "auto") -> TextEncoder:
+    """Load `model` once for every task of an evaluation; sparse weights only when a mode needs them."""
+    from m3search.encoders import load_encoder
+    from m3search.encoders.runtimes import resolve_runtime_name
+
+    resolve_runtime_name(runtime)  # an unknown runtime fails before the model loads
+    return load_encoder(model, runtime=runtime, device=device,
+                        sparse=sparse if "sparse" in outputs else "none")  # type: ignore[arg-type]
+
+
+def stored_outputs(paths: Iterable[Path | None]) -> set[str]:
+    """The outputs of the collections that already exist at `paths`: reusing one needs an encoder for all."""
+    return {kind for path in paths if path is not None and (path / CONFIG_FILE).is_file()
+            for kind in CollectionConfig.load(path).outputs}
 
 
 @dataclass
 class CollectionSearcher:
-    """A `Searcher` over a collection."""
+    """A `Searcher` over a collection, with the search settings every run of an evaluation shares.
 
-    collection: Any
+    Each search encodes its query text, so timed latencies are what a user of the collection sees; with
+    `reuse_queries` each distinct query is encoded once and its vectors reused (for weight tuning, which
+    searches the same queries many times and is not timed).
+    """
+
+    collection: Collection
+    normalize: str = "auto"
+    candidates: int = 100
+    reuse_queries: bool = False
+    _vectors: dict[str, dict[str, Any]] = field(default_factory=dict, init=False, repr=False)
 
     def search(self, query: str, *, k: int, mode: str, fusion: str | None, weights: Weights | None
                ) -> Sequence[Hit]:
         """Ranked (id, score) hits from the collection."""
-        options: dict[str, Any] = {"mode": mode}
+        options: dict[str, Any] = {"mode": mode, "normalize": self.normalize, "candidates": self.candidates}
         if fusion is not None:
             options.update(fusion=fusion, weights=list(weights) if weights is not None else None)
-        return [(hit.id, hit.score) for hit in self.collection.search(query, k, **options)]
+        target: str | dict[str, Any] = self._encoded(query) if self.reuse_queries else query
+        return [(hit.id, hit.score) for hit in self.collection.search(target, k, **options)]
+
+    def reusing_queries(self) -> CollectionSearcher:
+        """The same searcher, encoding each distinct query once."""
+        return CollectionSearcher(self.collection, self.normalize, self.candidates, reuse_queries=True)
+
+    def _encoded(self, query: str) -> dict[str, Any]:
+        if query not in self._vectors:
+            kinds = self.collection.config.outputs
+            out = self.collection.encoder.encode_queries([query], **{f"return_{k}": k in kinds
+                                                                    for k in OUTPUT_KINDS})
+            self._vectors[query] = {k: getattr(out, k)[0] for k in kinds}
+        return self._vectors[query]
 
 
-def index_task(collection: Any, task: RetrievalTask, *, progress: bool = True) -> dict[str, float]:
-    """Upsert the task's corpus (id, BEIR text, metadata); returns the indexing time and throughput."""
+def index_task(collection: Collection, task: RetrievalTask, *, progress: bool = True) -> dict[str, float]:
+    """Upsert the task's corpus (id, BEIR text, metadata) and compact it into one sealed segment (BM25 weights
+    under the final statistics, the steady state a search sees); returns the time taken and throughput."""
     docs = list(task.corpus.values())
     start = time.perf_counter()
     with tqdm(total=len(docs), desc=f"index {task.name}", unit="doc", disable=not progress) as bar:
@@ -49,18 +96,56 @@ def index_task(collection: Any, task: RetrievalTask, *, progress: bool = True) -
             collection.upsert([{"id": d.id, "text": d.full_text, "metadata": dict(d.metadata)}
                                for d in block])
             bar.update(len(block))
+    collection.compact()
     seconds = time.perf_counter() - start
     return {"documents": len(docs), "seconds": seconds, "docs_per_s": len(docs) / seconds if seconds else 0.0}
 
 
-@contextmanager
-def indexed_collection(task: RetrievalTask, *, model: str, outputs: Sequence[str], path: Path | None = None,
-                       progress: bool = True) -> Iterator[tuple[CollectionSearcher, dict[str, float]]]:
-    """A new collection holding `task`'s corpus, in `path` (kept) or a temporary folder (removed after)."""
-    from m3search.store import Collection  # issue 3: the collection engine
+def check_reusable(collection: Collection, task: RetrievalTask, *, model: str, outputs: Sequence[str]
+                   ) -> None:
+    """Refuse an existing collection that was built by another model, lacks an output or another corpus."""
+    cfg = collection.config
+    if cfg.model != str(model):
+        raise InvalidInputError(f"collection {collection.path} was built with model {cfg.model!r}, not "
+                                f"{model!r}: give another --collection folder or the same --model")
+    missing = [o for o in outputs if o not in cfg.outputs]
+    if missing:
+        raise InvalidInputError(f"collection {collection.path} stores no {', '.join(missing)} vectors, which "
+                                "the requested modes need")
+    ids = list(task.corpus)
+    absent = []
+    for start in range(0, len(ids), CHECK_BLOCK):
+        block = ids[start:start + CHECK_BLOCK]
+        absent += [i for i, doc in zip(block, collection.get(block)) if doc is None]
+    if absent or collection.count() != len(ids):
+        raise InvalidInputError(f"collection {collection.path} holds {collection.count()} documents, not the "
+                                f"{len(ids)} of {task.name} ({len(absent)} missing, e.g. "
+                                f"{(absent or ['none'])[0]}): it was built for another corpus or slice")
 
+
+@contextmanager
+def indexed_collection(task: RetrievalTask, *, model: str, outputs: Sequence[str], encoder: TextEncoder,
+                       path: Path | None = None, normalize: str = "auto", candidates: int = 100,
+                       dense_index: str = "hnsw", cache: bool = False, progress: bool = True
+                       ) -> Iterator[tuple[CollectionSearcher, dict[str, Any]]]:
+    """A collection holding `task`'s corpus and a searcher over it.
+
+    In `path` the collection is kept; when `path` already holds one built for the same model and corpus it is
+    reused without indexing. Without `path` it lives in a temporary folder removed afterwards. `encoder` is
+    the loaded `model`; `cache` lets indexing read and fill the shared embedding cache.
+    """
     with tempfile.TemporaryDirectory(prefix="m3search-eval-") as tmp:
         target = path if path is not None else Path(tmp) / "collection"
-        collection = Collection.create(target, model=model, outputs=list(outputs))
-        stats = index_task(collection, task, progress=progress)
-        yield CollectionSearcher(collection), stats
+        if (target / CONFIG_FILE).is_file():
+            collection = Collection.open(target, encoder=encoder, cache=cache)
+            check_reusable(collection, task, model=model, outputs=outputs)
+            stats: dict[str, Any] = {"documents": collection.count(), "seconds": 0.0, "docs_per_s": 0.0,
+                                     "reused": str(target)}
+        else:
+            collection = Collection.create(target, model=model, encoder=encoder, outputs=list(outputs),
+                                           dense_index=dense_index, cache=cache)
+            stats = index_task(collection, task, progress=progress)
+        try:
+            yield CollectionSearcher(collection, normalize, candidates), stats
+        finally:
+            collection.close()

@@ -3,7 +3,8 @@
 results.json, schema `m3search.eval/1`:
     {"schema", "created", "m3search", "model", "settings": {measures, depth, modes, fusions, weights, ...},
      "tasks": [{"task": {name, split, documents, queries, judgments},
-                "index": {documents, seconds, docs_per_s},
+                "index": {documents, seconds, docs_per_s, reused (the path, when an existing collection
+                          was searched instead of indexing)},
                 "runs": [{"label", "mode", "fusion", "weights", "metrics": {measure: mean},
                           "recall_curve": [R@1, ..., R@depth], "latency_ms": {mean, p50, p95}}]}],
      "tuning": optional `TuneResult.to_dict()`}
@@ -96,16 +97,16 @@ def markdown(results: Mapping[str, Any]) -> str:
            f"m3search {results['m3search']}, {results['created']}.", ""]
     for entry in results["tasks"]:
         task, index = entry["task"], entry["index"]
+        built = (f"searched the existing collection {index['reused']}" if index.get("reused") else
+                 f"indexed in {index['seconds']:.1f} s ({index['docs_per_s']:.1f} docs/s)")
         out += [f"## {task['name']} ({task['split']})", "",
-                f"{task['queries']} queries, {task['documents']} documents; indexed in "
-                f"{index['seconds']:.1f} s "
-                f"({index['docs_per_s']:.1f} docs/s).", ""]
+                f"{task['queries']} queries, {task['documents']} documents; {built}.", ""]
         header = ["run"] + [measure_label(m) for m in measures] + ["ms/query"]
         rows = [[r["label"], *(f"{r['metrics'][m]:.4f}" for m in measures), f"{r['latency_ms']['mean']:.1f}"]
                 for r in entry["runs"]]
         out += _table(header, rows) + [""]
-        out += [f"![{measure_label(primary)} per run]({slug(task['name'])}_metrics.png) "
-                f"![recall@k]({slug(task['name'])}_recall.png)", ""]
+        out += [(f"![{measure_label(primary)} per run]({slug(task['name'])}_metrics.png) "
+                 f"![recall@k]({slug(task['name'])}_recall.png)"), ""]
         verdicts = hybrid_verdicts(entry, primary)
         out += verdicts + ([""] if verdicts else [])
     if len(results["tasks"]) > 1:
@@ -120,9 +121,9 @@ def markdown(results: Mapping[str, Any]) -> str:
     if "tuning" in results:
         t = results["tuning"]
         out += ["## Tuned fusion weights", "",
-                f"{t['method']} search on the {t['dev_split']!r} split: best (dense, sparse, colbert) = "
-                f"{tuple(t['best'])} with dev {measure_label(t['metric'])} {t['best_score']:.4f} over "
-                f"{len(t['trials'])} trials.", ""]
+                (f"{t['method']} search on the {t['dev_split']!r} split: best (dense, sparse, colbert) = "
+                 f"{tuple(t['best'])} with dev {measure_label(t['metric'])} {t['best_score']:.4f} over "
+                 f"{len(t['trials'])} trials."), ""]
     return "\n".join(out)
 
 

@@ -164,6 +164,6 @@ def tune_on_dev(load_split: Callable[[str], RetrievalTask],
     shared = set(dev.queries) & set(test.queries)
     if shared:
         raise InvalidInputError(f"{len(shared)} queries of the {test_split!r} split are also in "
-                                f"{dev_split!r} (e.g. {sorted(shared)[0]}): tuning on them would leak into "
+                                f"{dev_split!r} (e.g. {min(shared)}): tuning on them would leak into "
                                 "the test score")
     return result, test

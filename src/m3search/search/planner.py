@@ -21,7 +21,7 @@ from m3search.errors import InvalidInputError
 from m3search.index.dense import DenseIndex
 from m3search.index.sparse import SparseIndex, SparseRow
 from m3search.index.topk import top_k
-from m3search.search.fusion import Fusion, rrf_fusion, weighted_fusion
+from m3search.search.fusion import Fusion, Scaling, rrf_fusion, weighted_fusion
 
 Mode = Literal["dense", "sparse", "colbert", "dense+sparse", "all"]
 MODES: tuple[Mode, ...] = ("dense", "sparse", "colbert", "dense+sparse", "all")
@@ -89,14 +89,17 @@ def _one_blas_thread() -> Any:
 
 
 def execute(levels: Sequence[SearchLevel], query: QueryVectors, mode: Mode, k: int, *, candidates: int,
-            weights: Mapping[OutputKind, float], fusion: Fusion, ef_search: int | None = None) -> list[Scored]:
-    """Run `mode` over `levels`; returns at most `k` results, best first."""
+            weights: Mapping[OutputKind, float], fusion: Fusion, ef_search: int | None = None,
+            normalize: Scaling = "none") -> list[Scored]:
+    """Run `mode` over `levels`; returns at most `k` results, best first. `normalize`: how weighted fusion
+    rescales each kind's scores over the candidates (`m3search.search.fusion`)."""
     with _one_blas_thread():
-        return _execute(levels, query, mode, k, candidates, weights, fusion, ef_search)
+        return _execute(levels, query, mode, k, candidates, weights, fusion, ef_search, normalize)
 
 
 def _execute(levels: Sequence[SearchLevel], query: QueryVectors, mode: Mode, k: int, candidates: int,
-             weights: Mapping[OutputKind, float], fusion: Fusion, ef_search: int | None) -> list[Scored]:
+             weights: Mapping[OutputKind, float], fusion: Fusion, ef_search: int | None,
+             normalize: Scaling) -> list[Scored]:
     kinds, stages = MODE_KINDS[mode], MODE_STAGES[mode]
     depth = k if mode in ("dense", "sparse") else max(k, candidates)
     levels = [lv if lv.allowed is None or lv.allowed.any() else None for lv in levels]
@@ -116,7 +119,7 @@ def _execute(levels: Sequence[SearchLevel], query: QueryVectors, mode: Mode, k: 
     if len(kinds) == 1:
         fused = scores[kinds[0]].astype(np.float64)
     elif fusion == "weighted":
-        fused = weighted_fusion(scores, weights)
+        fused = weighted_fusion(scores, weights, normalize)
     else:
         fused = rrf_fusion({kind: _ranks(kind, lists, keys, scores) for kind in kinds}, weights)
     picked, _ = top_k(fused, k)

@@ -40,7 +40,7 @@ from m3search.errors import (
 )
 from m3search.index.multivector import encode_tokens
 from m3search.index.sparse import SparseIndex, SparseRow
-from m3search.search.fusion import Fusion, mode_weights
+from m3search.search.fusion import Fusion, Normalize, mode_weights, resolve_normalize
 from m3search.search.planner import MODE_KINDS, Mode, QueryVectors, SearchLevel, execute, mode_outputs
 from m3search.search.results import Hit
 from m3search.store.cache import EmbeddingCache, default_cache_path
@@ -649,13 +649,16 @@ class Collection:
         filter: str | Filter | None = None,
         candidates: int = 100,
         ef_search: int | None = None,
+        normalize: Normalize = "auto",
     ) -> list[Hit]:
         """The `k` best documents for `query` (a text, or its vectors as {"dense", "sparse", "colbert"}).
 
         `mode`: dense, sparse, colbert, dense+sparse or all (default: all the collection's outputs allow).
         `fusion`: "weighted" (the reference formula; `weights` = (dense, sparse, colbert), default 0.4/0.2/0.4)
         or "rrf" (k=60). `filter` restricts the documents before any top-k (see `m3search.store.filters`).
-        `candidates`: how many each first stage passes to re-scoring in the hybrid modes.
+        `candidates`: how many each first stage passes to re-scoring in the hybrid modes. `normalize`: "minmax"
+        rescales each mode's scores over the candidates to [0, 1] before the weighted mean, "none" keeps the
+        reference formula, "auto" (default) is "minmax" for BM25 sparse weights and "none" otherwise.
         """
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise InvalidInputError(f"k must be a positive integer, got {k!r}")
@@ -669,6 +672,7 @@ class Collection:
                                     f"stores {', '.join(self.config.outputs)}")
         kinds = MODE_KINDS[mode]
         kind_weights = mode_weights(weights, fusion, kinds) if len(kinds) > 1 else {kinds[0]: 1.0}
+        scaling = resolve_normalize(normalize, self.config.sparse_source)
         spec = parse_filter(filter)
         with self._mutex:
             self._refresh()  # BM25 query weights use the statistics of the version searched
@@ -679,7 +683,8 @@ class Collection:
                 allowed, masks = self._allowed(spec) if spec else (None, {})
                 try:
                     found = execute(self._levels(allowed, masks), vectors, mode, k, candidates=candidates,
-                                    weights=kind_weights, fusion=fusion, ef_search=ef_search)
+                                    weights=kind_weights, fusion=fusion, ef_search=ef_search,
+                                    normalize=scaling)
                 except StaleReadError:
                     found = None
                 rows = self._db.docs_by_seq([f.seq for f in found]) if found is not None else {}
