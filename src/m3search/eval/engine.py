@@ -35,9 +35,9 @@ def load_model(model: str, *, outputs: Sequence[str], runtime: str = "auto", dev
                sparse: str = "auto") -> TextEncoder:
     """Load `model` once for every task of an evaluation; sparse weights only when a mode needs them."""
     from m3search.encoders import load_encoder
-    from m3search.encoders.runtimes import resolve_runtime_name
+    from m3search.encoders.runtimes import check_runtime_name
 
-    resolve_runtime_name(runtime)  # an unknown runtime fails before the model loads
+    check_runtime_name(runtime)  # an unknown runtime fails before the model loads
     return load_encoder(model, runtime=runtime, device=device,
                         sparse=sparse if "sparse" in outputs else "none")  # type: ignore[arg-type]
 
