@@ -5,6 +5,10 @@ dense top-N (the paper's multi-vector protocol); `dense+sparse` — candidates a
 each scored exactly in both and fused; `all` — the same candidates, scored in all three and fused. A search
 runs over *levels* (the immutable segments and the incremental level), each answering in its own rows under
 its allowed-row mask (live documents passing the filter), and merges their lists.
+
+Documents that have only a dense vector (images without text) score nothing in sparse and ColBERT; a hybrid
+mode would rank them below every text for lack of those parts. A level can mark such rows (`dense_only`): they
+are fused from their dense score alone, as if the mode were dense, so images and texts compete on one scale.
 """
 
 from __future__ import annotations
@@ -56,6 +60,8 @@ class SearchLevel:
     sparse: SparseIndex | None
     #: (query token vectors, rows) -> ColBERT scores, or None when the level stores none.
     colbert: Callable[[np.ndarray, np.ndarray], np.ndarray] | None
+    #: Rows with only a dense vector (see the module docstring); None when there are none to tell apart.
+    dense_only: np.ndarray | None = None
 
 
 @dataclass
@@ -122,6 +128,13 @@ def _execute(levels: Sequence[SearchLevel], query: QueryVectors, mode: Mode, k: 
         fused = weighted_fusion(scores, weights, normalize)
     else:
         fused = rrf_fusion({kind: _ranks(kind, lists, keys, scores) for kind in kinds}, weights)
+    if len(kinds) > 1 and "dense" in kinds:
+        only = _dense_only(levels, level_ids, rows)
+        if only.any():
+            alone = (weighted_fusion({"dense": scores["dense"]}, {"dense": 1.0}, normalize) if fusion == "weighted"
+                     else rrf_fusion({"dense": _ranks("dense", lists, keys, scores)},
+                                     {"dense": sum(weights.values())}))
+            fused = np.where(only, alone, fused)
     picked, _ = top_k(fused, k)
     seqs = [int(levels[li].seqs[r]) for li, r in zip(level_ids[picked], rows[picked])]
     return [Scored(seq, float(fused[i]), {kind: float(scores[kind][i]) for kind in kinds})
@@ -165,6 +178,17 @@ def _score(levels: Sequence[SearchLevel | None], query: QueryVectors, kind: Outp
             out[sel] = level.sparse.score_rows(query.sparse, rows[sel])
         elif kind == "colbert" and level.colbert is not None:
             out[sel] = level.colbert(query.colbert, rows[sel])
+    return out
+
+
+def _dense_only(levels: Sequence[SearchLevel | None], level_ids: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Which candidates have only a dense vector."""
+    out = np.zeros(len(rows), bool)
+    for li in np.unique(level_ids):
+        mask = levels[li].dense_only
+        if mask is not None and len(mask):
+            sel = level_ids == li
+            out[sel] = mask[rows[sel]]
     return out
 
 

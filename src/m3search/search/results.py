@@ -16,6 +16,8 @@ class Hit:
     text: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     kind: str = "text"
+    #: Reference of the document's image thumbnail (`Collection.thumbnail`), None without an image.
+    thumbnail: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form."""

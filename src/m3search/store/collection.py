@@ -3,7 +3,9 @@
 Layout of a collection directory:
 
     config.json      what it stores and how (written once, atomically)
-    store.sqlite     documents, the incremental level's vectors, tombstones, the segment list, BM25 statistics
+    store.sqlite     documents, the incremental level's vectors, tombstones, the segment list, BM25 statistics,
+                     image thumbnails
+    image_encoder/   the image adapter, for collections that hold images (see `m3search.store.images`)
     segments/NAME/   immutable segments: seqs, dense vectors (+ HNSW graph), sparse postings, ColBERT tokens
     write.lock       the writer lock
 
@@ -32,6 +34,7 @@ import numpy as np
 from m3search.encoders.base import OUTPUT_KINDS, OutputKind, TextEncoder
 from m3search.encoders.bm25 import BM25Encoder, BM25Stats
 from m3search.encoders.composite import CompositeEncoder
+from m3search.encoders.image.base import ImageEncoder
 from m3search.errors import (
     CollectionError,
     CollectionExistsError,
@@ -45,8 +48,9 @@ from m3search.search.planner import MODE_KINDS, Mode, QueryVectors, SearchLevel,
 from m3search.search.results import Hit
 from m3search.store.cache import EmbeddingCache, default_cache_path
 from m3search.store.config import CONFIG_FILE, CollectionConfig, fsync_path
-from m3search.store.database import DB_FILE, Database, pack_counts, pack_sparse
+from m3search.store.database import DB_FILE, KIND_FIELD, Database, indexed_metadata, pack_counts, pack_sparse
 from m3search.store.documents import (
+    DOC_KINDS,
     Document,
     as_documents,
     check_colbert,
@@ -55,6 +59,16 @@ from m3search.store.documents import (
     normalize_ids,
 )
 from m3search.store.filters import Filter, Predicate, compile_filter, parse_filter
+from m3search.store.images import (
+    ImageBatch,
+    check_image_encoder,
+    image_query_vector,
+    install_image_encoder,
+    kinds_filter,
+    load_collection_image_encoder,
+    query_image,
+    resolve_image_encoder,
+)
 from m3search.store.lock import WriterLock
 from m3search.store.metadata import MetadataIndex
 from m3search.store.pending import PendingLevel, StaleReadError
@@ -68,6 +82,9 @@ COLBERT_READ_BATCH = 256
 FILTER_CACHE_SIZE = 16
 #: Times a reader re-runs a search that raced with another process's flush or delete.
 STALE_RETRIES = 5
+#: The filter selecting documents that have only a dense vector (images without text); hybrid modes score
+#: them by that vector alone.
+DENSE_ONLY: Filter = {KIND_FIELD: "image"}
 
 
 def _bm25_part(encoder: TextEncoder) -> BM25Encoder | None:
@@ -97,7 +114,8 @@ class Collection:
     """A persistent hybrid index of documents; create with `Collection.create`, open with `Collection.open`."""
 
     def __init__(self, path: Path, *, encoder: TextEncoder | None = None, runtime: str = "auto",
-                 readonly: bool = False, cache: bool | str | Path = True) -> None:
+                 readonly: bool = False, cache: bool | str | Path = True,
+                 image_encoder: ImageEncoder | None = None) -> None:
         """Open the collection at `path` (use `Collection.open`)."""
         self.path = Path(path)
         if not (self.path / CONFIG_FILE).is_file():
@@ -117,7 +135,8 @@ class Collection:
         if "colbert" in self.config.outputs:
             def colbert_fetch(seqs: list[int]) -> dict[int, np.ndarray]:
                 return self._db.pending_colbert(seqs, self.config.colbert_dim or 0)
-        self._pending = PendingLevel(self.config.dim if "dense" in self.config.outputs else None, colbert_fetch)
+        self._pending = PendingLevel(self.config.dim if "dense" in self.config.outputs else None, colbert_fetch,
+                                     sparse="sparse" in self.config.outputs)
         self._count = 0
         self._version = -1
         #: filter -> (its predicate, segment name -> row mask)
@@ -125,6 +144,9 @@ class Collection:
         self._encoder: TextEncoder | None = None
         if encoder is not None:
             self._attach_encoder(encoder)
+        self._image_encoder: ImageEncoder | None = None
+        if image_encoder is not None:
+            self._attach_image_encoder(image_encoder)
         self._cache_setting = cache
         self._cache: EmbeddingCache | None = None  # opened when a text is first encoded
         self._reload()
@@ -149,6 +171,7 @@ class Collection:
         flush_docs: int = 10_000,
         merge_factor: int = 10,
         cache: bool | str | Path = True,
+        image_encoder: str | Path | ImageEncoder | None = None,
     ) -> "Collection":
         """Create a new, empty collection at `path` and open it for writing.
 
@@ -158,6 +181,8 @@ class Collection:
         "hnsw" (float32 graph), "hnsw-sq8" (8-bit codes, a quarter of the memory) or "flat" (always exact);
         `colbert_dtype`: "float16" or "int8". `hnsw` overrides `HNSWParams` fields (m, ef_construction,
         ef_search, min_rows...). `cache` is True (the shared embedding cache), False, or a cache file path.
+        `image_encoder` (an adapter directory from `m3search images train-adapter`, a Visualized-BGE checkpoint,
+        or an `ImageEncoder`) lets documents and queries carry images; it must share the text model and `dim`.
         """
         path = Path(path)
         if (path / CONFIG_FILE).exists():
@@ -192,27 +217,36 @@ class Collection:
             outputs = outputs or [k for k, on in (("dense", dim), ("sparse", True), ("colbert", colbert_dim)) if on]
             config = CollectionConfig(outputs=outputs, dim=dim if "dense" in outputs else None,
                                       colbert_dim=colbert_dim if "colbert" in outputs else None, **settings)
+        images = None
+        if image_encoder is not None:
+            images = resolve_image_encoder(image_encoder, config.model)
+            check_image_encoder(images, config, path)
         tmp = path.parent / f".{path.name}.creating-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         (tmp / SEGMENTS_DIR).mkdir()
+        if images is not None:
+            config.image_encoder = install_image_encoder(image_encoder, images, tmp)  # type: ignore[arg-type]
         config.save(tmp)
         Database(tmp / DB_FILE).close()
         fsync_path(tmp / DB_FILE)
         fsync_path(tmp)
         os.rename(tmp, path)
         fsync_path(path.parent)
-        return cls(path, encoder=encoder, runtime=runtime, cache=cache)
+        return cls(path, encoder=encoder, runtime=runtime, cache=cache, image_encoder=images)
 
     @classmethod
     def open(cls, path: str | Path, *, encoder: TextEncoder | None = None, runtime: str = "auto",
-             readonly: bool = False, cache: bool | str | Path = True) -> "Collection":
+             readonly: bool = False, cache: bool | str | Path = True,
+             image_encoder: ImageEncoder | None = None) -> "Collection":
         """Open an existing collection. The writer lock is taken at the first write (not with `readonly`).
 
-        The recorded model is loaded on first need (a text to encode), on `runtime`; pass `encoder` to reuse a
-        loaded one. Raises `CollectionNotFoundError` when `path` holds no collection.
+        The recorded model (and image encoder) is loaded on first need (a text or an image to encode), on
+        `runtime`; pass `encoder` / `image_encoder` to reuse loaded ones. Raises `CollectionNotFoundError` when
+        `path` holds no collection.
         """
-        return cls(Path(path), encoder=encoder, runtime=runtime, readonly=readonly, cache=cache)
+        return cls(Path(path), encoder=encoder, runtime=runtime, readonly=readonly, cache=cache,
+                   image_encoder=image_encoder)
 
     def close(self) -> None:
         """Release the writer lock and the database."""
@@ -266,6 +300,25 @@ class Collection:
         elif cfg.sparse_source == "model" and bm25 is not None:
             raise InvalidInputError(f"collection {self.path} uses the model's sparse head; the encoder gives BM25")
         self._encoder = encoder
+
+    @property
+    def image_encoder(self) -> ImageEncoder:
+        """The image encoder, loaded from what the collection recorded on first use."""
+        if self._image_encoder is None:
+            self._attach_image_encoder(load_collection_image_encoder(self.path, self.config))
+        return self._image_encoder  # type: ignore[return-value]
+
+    @property
+    def has_images(self) -> bool:
+        """Whether the collection was created with an image encoder (documents and queries may be images)."""
+        return bool(self.config.image_encoder)
+
+    def _attach_image_encoder(self, encoder: ImageEncoder) -> None:
+        if not self.has_images:
+            raise InvalidInputError(f"collection {self.path} was created without an image encoder; it holds no "
+                                    "images")
+        check_image_encoder(encoder, self.config, self.path)
+        self._image_encoder = encoder
 
     # ---- state -----------------------------------------------------------------------------------------
 
@@ -340,8 +393,8 @@ class Collection:
                show_progress: bool = False) -> int:
         """Insert or replace documents by id; returns how many were written, once they are durable.
 
-        Each document needs an `id` and either a `text` (encoded here, through the embedding cache) or its
-        vectors. The batch is validated and encoded first and then written in one transaction: it is stored
+        Each document needs an `id` and a `text` (encoded here, through the embedding cache), an `image` (a
+        path, bytes or base64 text; collections with an image encoder) or its vectors. The batch is validated and encoded first and then written in one transaction: it is stored
         whole or not at all. Duplicate ids within a batch, wrong vector sizes and NaN are errors.
         """
         with self._mutex:
@@ -350,7 +403,14 @@ class Collection:
             docs = as_documents(documents, cfg.dim, cfg.colbert_dim)
             if not docs:
                 return 0
+            images = None
+            if any(d.image is not None for d in docs):
+                encoder = self.image_encoder
+                images = ImageBatch(docs, encoder.limits)
+                images.encode(encoder, batch_size)
             self._fill_vectors(docs, batch_size, show_progress)
+            if images is not None:
+                images.blend()
             counts = self._term_counts(docs)
             ids = [d.id for d in docs]
             new_counts = [c for c in counts if c is not None]
@@ -363,6 +423,9 @@ class Collection:
                             doc.sparse = self._bm25_weights(c, stats)
                 seqs = self._db.allocate_seqs(len(docs))
                 metadata = [json.dumps(d.metadata, ensure_ascii=False) for d in docs]
+                if images is not None:
+                    self._db.insert_thumbnails((int(s), images.thumbnails[d.id])
+                                               for d, s in zip(docs, seqs) if d.id in images.thumbnails)
                 self._db.insert_docs(
                     (d.id, int(s), d.kind, d.text, m, pack_counts(c) if c is not None else None)
                     for d, s, m, c in zip(docs, seqs, metadata, counts))
@@ -374,7 +437,7 @@ class Collection:
                 if stats is not None:
                     self._db.update_bm25(stats.n_docs, stats.total_len, self._df_delta(old_counts, new_counts))
             self._forget(old_seqs, sealed, old_counts, new_counts)
-            self._pending.add((int(s), d.dense, d.sparse, d.colbert is not None, m)
+            self._pending.add((int(s), d.dense, d.sparse, d.colbert is not None, indexed_metadata(m, d.kind))
                               for d, s, m in zip(docs, seqs, metadata))
             self._count += len(docs)
             if len(self._pending) >= cfg.flush_docs:
@@ -402,6 +465,7 @@ class Collection:
         was_pending = self._db.delete_pending(old_seqs)
         sealed = [s for s in old_seqs if s not in was_pending]
         self._db.add_tombstones(sealed)
+        self._db.delete_thumbnails(old_seqs)
         self._db.delete_docs(ids)
         return old_seqs, old_counts, sealed
 
@@ -411,6 +475,10 @@ class Collection:
         model_kinds = [k for k in cfg.outputs if not (k == "sparse" and cfg.sparse_source == "bm25")]
         todo: list[Document] = []
         for doc in docs:
+            if doc.kind == "image":  # an image alone: its dense vector is all it has
+                if doc.dense is None and "dense" in cfg.outputs:
+                    raise InvalidInputError(f"document {doc.id!r} is of kind image but has no image or dense vector")
+                continue
             missing = [k for k in model_kinds if getattr(doc, k) is None and not (k == "colbert" and doc.text is None)]
             if cfg.sparse_source == "bm25" and doc.sparse is None and doc.text is None:
                 missing.append("sparse")
@@ -461,7 +529,7 @@ class Collection:
             return [None] * len(docs)
         bm25 = _bm25_part(self.encoder)
         counts: list[dict[int, int] | None] = [None] * len(docs)
-        todo = [i for i, d in enumerate(docs) if d.sparse is None]
+        todo = [i for i, d in enumerate(docs) if d.sparse is None and d.text is not None]
         if todo:
             for i, c in zip(todo, bm25.term_counts([docs[i].text for i in todo])):
                 counts[i] = c
@@ -631,18 +699,29 @@ class Collection:
             return self._count
 
     def get(self, ids: str | int | Iterable[str | int]) -> list[Document | None]:
-        """The stored documents (id, kind, text, metadata) for `ids`, in order; None where an id is unknown."""
+        """The stored documents (id, kind, text, metadata, thumbnail reference) for `ids`, in order; None where
+        an id is unknown."""
         with self._mutex:
             wanted = normalize_ids(ids)
             rows = self._db.docs_by_id(wanted)
-            return [Document(r.id, r.text, json.loads(r.metadata), kind=r.kind) if (r := rows.get(i)) else None
+            return [Document(r.id, r.text, json.loads(r.metadata), kind=r.kind,
+                             thumbnail=str(r.seq) if r.has_thumbnail else None) if (r := rows.get(i)) else None
                     for i in wanted]
+
+    def thumbnail(self, reference: str | int) -> bytes | None:
+        """JPEG bytes of the thumbnail a document or hit refers to (its `thumbnail`); None when gone."""
+        if isinstance(reference, bool) or not str(reference).isdigit():
+            raise InvalidInputError(f"{reference!r} is not a thumbnail reference")
+        with self._mutex:
+            return self._db.thumbnail(int(reference))
 
     def search(
         self,
-        query: str | Mapping[str, Any] | QueryVectors,
+        query: str | Mapping[str, Any] | QueryVectors | None = None,
         k: int = 10,
         *,
+        image: Any = None,
+        kinds: Sequence[str] | str | None = None,
         mode: Mode | None = None,
         weights: Sequence[float] | Mapping[str, float] | None = None,
         fusion: Fusion = "weighted",
@@ -651,7 +730,12 @@ class Collection:
         ef_search: int | None = None,
         normalize: Normalize = "auto",
     ) -> list[Hit]:
-        """The `k` best documents for `query` (a text, or its vectors as {"dense", "sparse", "colbert"}).
+        """The `k` best documents for `query` (a text, or its vectors as {"dense", "sparse", "colbert"}) and/or
+        an `image` (path, bytes, base64 text or PIL image; collections with an image encoder).
+
+        An image alone is a dense vector (mode dense); an image with a text is one composed (or mean) dense
+        vector plus the text's sparse and ColBERT vectors. `kinds` keeps documents of those kinds ("text",
+        "image", "image+text"): text->image is a text query with kinds=["image", "image+text"].
 
         `mode`: dense, sparse, colbert, dense+sparse or all (default: all the collection's outputs allow).
         `fusion`: "weighted" (the reference formula; `weights` = (dense, sparse, colbert), default 0.4/0.2/0.4)
@@ -659,30 +743,48 @@ class Collection:
         `candidates`: how many each first stage passes to re-scoring in the hybrid modes. `normalize`: "minmax"
         rescales each mode's scores over the candidates to [0, 1] before the weighted mean, "none" keeps the
         reference formula, "auto" (default) is "minmax" for BM25 sparse weights and "none" otherwise.
+        Documents with only a dense vector (images alone) are scored by it alone in the hybrid modes.
         """
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise InvalidInputError(f"k must be a positive integer, got {k!r}")
         if isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 1:
             raise InvalidInputError(f"candidates must be a positive integer, got {candidates!r}")
+        if image is not None and not isinstance(query, (str, type(None))):
+            raise InvalidInputError("an image query goes with a text, not with query vectors")
+        if query is None and image is None:
+            raise InvalidInputError("give a query text, query vectors or an image")
+        if image is not None and query is None:
+            if mode not in (None, "dense"):
+                raise InvalidInputError(f"an image query has only a dense vector; mode {mode!r} needs more "
+                                        "(add a text to the image, or use mode dense)")
+            mode = "dense"
         mode = mode or self.default_mode
         needed = mode_outputs(mode)
         missing = [kind for kind in needed if kind not in self.config.outputs]
         if missing:
             raise InvalidInputError(f"mode {mode!r} needs {', '.join(missing)} vectors; collection {self.path} "
                                     f"stores {', '.join(self.config.outputs)}")
-        kinds = MODE_KINDS[mode]
-        kind_weights = mode_weights(weights, fusion, kinds) if len(kinds) > 1 else {kinds[0]: 1.0}
+        scored = MODE_KINDS[mode]
+        kind_weights = mode_weights(weights, fusion, scored) if len(scored) > 1 else {scored[0]: 1.0}
         scaling = resolve_normalize(normalize, self.config.sparse_source)
         spec = parse_filter(filter)
+        if kinds is not None:
+            by_kind = kinds_filter(kinds, DOC_KINDS, KIND_FIELD)
+            spec = {"$and": [spec, by_kind]} if spec else by_kind
+        dense_only = self.has_images and len(scored) > 1 and "dense" in scored
         with self._mutex:
             self._refresh()  # BM25 query weights use the statistics of the version searched
-        vectors = self._query_vectors(query, needed)
+        picture = query_image(image, self.image_encoder) if image is not None else None
+        vectors = self._query_vectors(query, needed) if query is not None else QueryVectors()
+        if picture is not None:
+            vectors.dense = image_query_vector(self.image_encoder, picture, query, vectors.dense)
         with self._mutex:
             self._refresh()
             for attempt in range(STALE_RETRIES):
                 allowed, masks = self._allowed(spec) if spec else (None, {})
+                levels = self._levels(allowed, masks, self._allowed(DENSE_ONLY) if dense_only else None)
                 try:
-                    found = execute(self._levels(allowed, masks), vectors, mode, k, candidates=candidates,
+                    found = execute(levels, vectors, mode, k, candidates=candidates,
                                     weights=kind_weights, fusion=fusion, ef_search=ef_search,
                                     normalize=scaling)
                 except StaleReadError:
@@ -693,7 +795,8 @@ class Collection:
                 self._reload()  # another process changed what this version points to: search the new one
             else:
                 raise CollectionError(f"collection {self.path} keeps changing under this reader; try again")
-        return [Hit(r.id, f.score, f.scores, r.text, json.loads(r.metadata), r.kind)
+        return [Hit(r.id, f.score, f.scores, r.text, json.loads(r.metadata), r.kind,
+                    str(r.seq) if r.has_thumbnail else None)
                 for f in found if (r := rows.get(f.seq)) is not None]
 
     @property
@@ -721,8 +824,10 @@ class Collection:
         cached.update(masks)  # merged-away segments are dropped
         return predicate(self._pending.metadata_index()), masks
 
-    def _levels(self, pending_allowed: np.ndarray | None, masks: Mapping[str, np.ndarray]) -> list[SearchLevel]:
-        """What a search runs over; `pending_allowed` is None without a filter."""
+    def _levels(self, pending_allowed: np.ndarray | None, masks: Mapping[str, np.ndarray],
+                dense_only: tuple[np.ndarray, dict[str, np.ndarray]] | None = None) -> list[SearchLevel]:
+        """What a search runs over; `pending_allowed` is None without a filter; `dense_only`: the masks of the
+        rows that have only a dense vector (pending, per segment), when the search should know them."""
         levels = []
         for name, seg in self._segments.items():
             mask = None if pending_allowed is None else masks[name]
@@ -730,8 +835,12 @@ class Collection:
             if dead is not None:
                 mask = ~dead if mask is None else mask & ~dead
             levels.append(SearchLevel(seg.seqs, mask, seg.dense, seg.sparse,
-                                      seg.colbert.maxsim if seg.colbert is not None else None))
-        levels.append(self._pending.level(pending_allowed))
+                                      seg.colbert.maxsim if seg.colbert is not None else None,
+                                      dense_only[1][name] if dense_only is not None else None))
+        pending = self._pending.level(pending_allowed)
+        if dense_only is not None:
+            pending.dense_only = dense_only[0]
+        levels.append(pending)
         return levels
 
     def _query_vectors(self, query: Any, needed: Sequence[OutputKind]) -> QueryVectors:
@@ -775,7 +884,7 @@ class Collection:
                 })
             disk = sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
             return {"path": str(self.path), "count": self._count, "model": self.config.model,
-                    "outputs": self.config.outputs, "dense_index": self.config.dense_index,
+                    "image_encoder": self.config.image_encoder, "outputs": self.config.outputs, "dense_index": self.config.dense_index,
                     "colbert_dtype": self.config.colbert_dtype, "pending": len(self._pending),
                     "tombstones": len(self._tombstones), "segments": segments, "disk_bytes": disk}
 

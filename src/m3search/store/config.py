@@ -32,6 +32,8 @@ class CollectionConfig:
     model: str | None = None
     sparse_source: str | None = None
     encoder: dict[str, Any] = field(default_factory=dict)
+    #: The image encoder's description and `source` (see `m3search.store.images`); None: no images.
+    image_encoder: dict[str, Any] | None = None
     max_length: int | None = None
     dense_index: str = "hnsw"
     hnsw: dict[str, Any] = field(default_factory=lambda: asdict(HNSWParams()))

@@ -9,6 +9,7 @@ any point leaves a consistent collection. Readers see the state as of their last
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -34,7 +35,17 @@ CREATE TABLE IF NOT EXISTS tombstones (seq INTEGER PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS segments (name TEXT PRIMARY KEY, rows INTEGER NOT NULL, min_seq INTEGER NOT NULL,
     max_seq INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS bm25_df (token INTEGER PRIMARY KEY, df INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS thumbnails (seq INTEGER PRIMARY KEY, jpeg BLOB NOT NULL);
 """
+
+#: Reserved metadata field under which a document's kind is indexed for filters (text documents leave it out,
+#: so text-only collections index exactly their own metadata). Starts with "@" so no filter operator clashes.
+KIND_FIELD = "@kind"
+#: The metadata a level's filter index is built from: the stored metadata plus the kind of non-text documents.
+_INDEXED_METADATA = f"CASE WHEN d.kind = 'text' THEN d.metadata ELSE json_set(d.metadata, '$.\"{KIND_FIELD}\"', d.kind) END"
+#: The columns of a `DocRow`.
+_DOC_COLUMNS = ("d.id, d.seq, d.kind, d.text, d.metadata, "
+                "EXISTS (SELECT 1 FROM thumbnails t WHERE t.seq = d.seq)")
 
 #: Bind at most this many values per SQL statement (SQLite's limit is 32766).
 CHUNK = 10_000
@@ -49,6 +60,7 @@ class DocRow:
     kind: str
     text: str | None
     metadata: str
+    has_thumbnail: bool = False
 
 
 @dataclass
@@ -81,6 +93,13 @@ def pack_counts(counts: dict[int, int]) -> bytes:
 def unpack_counts(blob: bytes) -> dict[int, int]:
     half = len(blob) // 2
     return dict(zip(np.frombuffer(blob[:half], np.int32).tolist(), np.frombuffer(blob[half:], np.int32).tolist()))
+
+
+def indexed_metadata(metadata: str, kind: str) -> str:
+    """What the filter index holds for a document (Python twin of `_INDEXED_METADATA`)."""
+    if kind == "text":
+        return metadata
+    return json.dumps({**json.loads(metadata), KIND_FIELD: kind}, ensure_ascii=False, separators=(",", ":"))
 
 
 def _chunks(values: Sequence[Any]) -> Iterator[Sequence[Any]]:
@@ -161,8 +180,8 @@ class Database:
         for chunk in _chunks(ids):
             marks = ",".join("?" * len(chunk))
             for row in self.conn.execute(
-                    f"SELECT id, seq, kind, text, metadata FROM docs WHERE id IN ({marks})", chunk):
-                out[row[0]] = DocRow(*row)
+                    f"SELECT {_DOC_COLUMNS} FROM docs d WHERE d.id IN ({marks})", chunk):
+                out[row[0]] = DocRow(*row[:5], bool(row[5]))
         return out
 
     def docs_by_seq(self, seqs: Sequence[int]) -> dict[int, DocRow]:
@@ -170,8 +189,8 @@ class Database:
         for chunk in _chunks([int(s) for s in seqs]):
             marks = ",".join("?" * len(chunk))
             for row in self.conn.execute(
-                    f"SELECT id, seq, kind, text, metadata FROM docs WHERE seq IN ({marks})", chunk):
-                out[row[1]] = DocRow(*row)
+                    f"SELECT {_DOC_COLUMNS} FROM docs d WHERE d.seq IN ({marks})", chunk):
+                out[row[1]] = DocRow(*row[:5], bool(row[5]))
         return out
 
     def term_counts(self, seqs: Sequence[int]) -> dict[int, dict[int, int]]:
@@ -200,12 +219,28 @@ class Database:
         return [r[0] for r in self.conn.execute("SELECT id FROM docs ORDER BY seq")]
 
     def metadata_of(self, seqs: Sequence[int]) -> list[str]:
-        """Metadata JSON of the documents with the given seqs, in that order (all must exist)."""
+        """Indexed metadata JSON (`indexed_metadata`) of the documents with the given seqs, in that order (all
+        must exist)."""
         found: dict[int, str] = {}
         for chunk in _chunks([int(s) for s in seqs]):
             marks = ",".join("?" * len(chunk))
-            found.update(self.conn.execute(f"SELECT seq, metadata FROM docs WHERE seq IN ({marks})", chunk))
+            found.update(self.conn.execute(
+                f"SELECT d.seq, {_INDEXED_METADATA} FROM docs d WHERE d.seq IN ({marks})", chunk))
         return [found[int(s)] for s in seqs]
+
+    # ---- thumbnails ------------------------------------------------------------------------------------
+
+    def insert_thumbnails(self, rows: Iterable[tuple[int, bytes]]) -> None:
+        """(seq, JPEG bytes) rows of documents that carry an image."""
+        self.conn.executemany("INSERT INTO thumbnails (seq, jpeg) VALUES (?, ?)", rows)
+
+    def delete_thumbnails(self, seqs: Sequence[int]) -> None:
+        for chunk in _chunks([int(s) for s in seqs]):
+            self.conn.execute(f"DELETE FROM thumbnails WHERE seq IN ({','.join('?' * len(chunk))})", chunk)
+
+    def thumbnail(self, seq: int) -> bytes | None:
+        row = self.conn.execute("SELECT jpeg FROM thumbnails WHERE seq = ?", (int(seq),)).fetchone()
+        return None if row is None else bytes(row[0])
 
     # ---- incremental level -----------------------------------------------------------------------------
 
@@ -225,7 +260,7 @@ class Database:
     def load_pending(self) -> list[PendingRow]:
         rows = []
         for seq, dense, sparse, has_colbert, metadata in self.conn.execute(
-                "SELECT p.seq, p.dense, p.sparse, p.colbert IS NOT NULL, d.metadata FROM pending p "
+                f"SELECT p.seq, p.dense, p.sparse, p.colbert IS NOT NULL, {_INDEXED_METADATA} FROM pending p "
                 "JOIN docs d ON d.seq = p.seq ORDER BY p.seq"):
             rows.append(PendingRow(seq, None if dense is None else np.frombuffer(dense, np.float32),
                                    None if sparse is None else unpack_sparse(sparse), bool(has_colbert), metadata))

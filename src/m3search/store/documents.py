@@ -2,8 +2,10 @@
 
 A document has an `id`, usually a `text`, optional `metadata` (a JSON object) and optionally its vectors
 precomputed (`dense`, `sparse`, `colbert`): given vectors are used as they are, missing ones are encoded from
-the text. `kind` names what the vectors were made from ("text" here; images later use the same record with
-their own encoder's dense vector).
+the text. A document may instead (or also) carry an `image` (a path, bytes or base64 text), which the
+collection's image encoder turns into its dense vector. `kind` names what the vectors were made from: "text",
+"image" (an image alone: a dense vector only) or "image+text" (both: a joint dense vector, the text's sparse and
+ColBERT vectors); the collection sets it for documents with an image.
 """
 
 from __future__ import annotations
@@ -16,15 +18,21 @@ from typing import Any
 
 import numpy as np
 
+from m3search.encoders.image.validation import image_field
 from m3search.errors import DimensionMismatchError, InvalidInputError
 from m3search.index.sparse import SparseRow
 
-DOC_FIELDS = ("id", "text", "metadata", "dense", "sparse", "colbert", "kind")
+DOC_FIELDS = ("id", "text", "metadata", "dense", "sparse", "colbert", "kind", "image")
+#: The document kinds a collection stores (see the module docstring).
+DOC_KINDS = ("text", "image", "image+text")
 
 
 @dataclass
 class Document:
-    """One document; see the module docstring. Vectors are float arrays; `sparse` maps token id -> weight."""
+    """One document; see the module docstring. Vectors are float arrays; `sparse` maps token id -> weight.
+
+    `thumbnail`, on stored documents, is the reference `Collection.thumbnail` reads its image's JPEG thumbnail by.
+    """
 
     id: str
     text: str | None = None
@@ -33,10 +41,13 @@ class Document:
     sparse: SparseRow | None = None
     colbert: np.ndarray | None = None
     kind: str = "text"
+    image: Any = None
+    thumbnail: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able form: id, kind, text, metadata (vectors only when present)."""
-        out: dict[str, Any] = {"id": self.id, "kind": self.kind, "text": self.text, "metadata": self.metadata}
+        """JSON-able form: id, kind, text, metadata, thumbnail (vectors only when present)."""
+        out: dict[str, Any] = {"id": self.id, "kind": self.kind, "text": self.text, "metadata": self.metadata,
+                               "thumbnail": self.thumbnail}
         if self.dense is not None:
             out["dense"] = np.asarray(self.dense).tolist()
         if self.sparse is not None:
@@ -155,9 +166,13 @@ def as_document(item: Any, dim: int | None, colbert_dim: int | None) -> Document
         except UnicodeEncodeError as exc:
             raise InvalidInputError(f"{what}: text is not valid Unicode ({exc.reason})") from None
     kind = item.get("kind") or "text"
-    if not isinstance(kind, str):
-        raise InvalidInputError(f"{what}: kind must be a string")
-    doc = Document(doc_id, text, json.loads(check_metadata(item.get("metadata"), what)), kind=kind)
+    if kind not in DOC_KINDS:
+        raise InvalidInputError(f"{what}: kind must be one of {', '.join(DOC_KINDS)}, got {kind!r}")
+    image = item.get("image")
+    if image is not None:
+        image = image_field(image, what)
+        kind = "image" if text is None else "image+text"
+    doc = Document(doc_id, text, json.loads(check_metadata(item.get("metadata"), what)), kind=kind, image=image)
     if item.get("dense") is not None:
         if dim is None:
             raise InvalidInputError(f"{what}: this collection stores no dense vectors")

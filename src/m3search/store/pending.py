@@ -21,6 +21,10 @@ from m3search.store.metadata import MetadataIndex
 ColbertFetch = Callable[[list[int]], dict[int, np.ndarray]]
 
 
+#: The sparse row of a document without one (an image alone).
+_NO_TERMS: SparseRow = (np.empty(0, np.int64), np.empty(0, np.float32))
+
+
 class StaleReadError(Exception):
     """Rows this (reader's) version holds were sealed or deleted by another process since it loaded."""
 
@@ -29,8 +33,9 @@ class PendingLevel:
     """seq -> (dense, sparse, metadata JSON) of the unsealed documents, in seq order, with a cached searchable
     view and metadata index."""
 
-    def __init__(self, dim: int | None, fetch_colbert: ColbertFetch | None) -> None:
+    def __init__(self, dim: int | None, fetch_colbert: ColbertFetch | None, *, sparse: bool = True) -> None:
         self.dim = dim
+        self.sparse = sparse
         self.fetch_colbert = fetch_colbert
         self._rows: dict[int, tuple[np.ndarray | None, SparseRow | None, str]] = {}
         self._with_colbert: set[int] = set()
@@ -88,7 +93,9 @@ class PendingLevel:
                 dense = DenseIndex(np.stack([d for d, _, _ in rows]).astype(np.float32))
             elif self.dim is not None:
                 dense = DenseIndex(np.empty((0, self.dim), np.float32))
-            sparse = SparseIndex.from_rows([s for _, s, _ in rows]) if rows and rows[0][1] is not None else None
+            sparse = None
+            if self.sparse and rows:  # images alone have no sparse vector: an empty row
+                sparse = SparseIndex.from_rows([s if s is not None else _NO_TERMS for _, s, _ in rows])
             self._view = (seqs, dense, sparse)
         seqs, dense, sparse = self._view
         return SearchLevel(seqs, allowed, dense, sparse, self._colbert_scorer(seqs) if self.fetch_colbert else None)

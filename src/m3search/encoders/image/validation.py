@@ -8,6 +8,8 @@ is Pillow's.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import io
 import os
 import struct
@@ -189,6 +191,31 @@ def load_images(sources: Sequence[ImageSource], *, limits: ImageLimits = DEFAULT
     return out
 
 
+def image_field(value: object, what: str, *, allow_paths: bool = True) -> ImageSource:
+    """An image as a JSON/API field gives it: raw bytes, base64 text (optionally a `data:` URL) or, where
+    `allow_paths` (local callers; never a server request), a file path. Raises `ImageError` naming `what`."""
+    if isinstance(value, (bytes, bytearray, memoryview, Image.Image)) or hasattr(value, "read"):
+        return value  # type: ignore[return-value]
+    if isinstance(value, os.PathLike):
+        if not allow_paths:
+            raise ImageError(f"{what}: image paths are not accepted here; send the image's bytes (base64)")
+        return value
+    if not isinstance(value, str) or not value:
+        raise ImageError(f"{what}: an image is a path, bytes or base64 text, got {type(value).__name__}")
+    text = value
+    if text.startswith("data:"):
+        header, _, text = text.partition(",")
+        if not header.endswith(";base64"):
+            raise ImageError(f"{what}: a data: URL image must be base64-encoded")
+    elif allow_paths and (len(text) < 4096 and Path(text).expanduser().exists()):
+        return Path(text).expanduser()
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        hint = "an existing file path or " if allow_paths else ""
+        raise ImageError(f"{what}: the image is neither {hint}valid base64") from None
+
+
 def make_thumbnail(image: Image.Image, *, max_side: int = 256, quality: int = 85) -> bytes:
     """JPEG bytes of `image` shrunk to fit `max_side` x `max_side` (for result lists in the UI)."""
     thumb = to_rgb(image).copy()
@@ -202,6 +229,7 @@ __all__ = [
     "DEFAULT_FORMATS",
     "DEFAULT_LIMITS",
     "ImageLimits",
+    "image_field",
     "ImageSource",
     "load_image",
     "load_images",
