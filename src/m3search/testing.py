@@ -10,8 +10,12 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from m3search.errors import ModelNotFoundError
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 XLMR_VOCAB_SIZE = 250002
 
@@ -163,3 +167,27 @@ def build_random_visualized_bge(
     path = dest / filename
     torch.save(state, path)
     return path
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    """`image` encoded as PNG."""
+    import io
+
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A tiny valid PNG whose IHDR claims `width` x `height` (a decompression bomb's header)."""
+    import struct
+    import zlib
+
+    from PIL import Image
+
+    data = bytearray(png_bytes(Image.new("RGB", (1, 1))))
+    ihdr_start = 8 + 4  # signature, then the chunk length
+    body = b"IHDR" + struct.pack(">II", width, height) + bytes(data[ihdr_start + 12 : ihdr_start + 17])
+    data[ihdr_start : ihdr_start + 17] = body
+    data[ihdr_start + 17 : ihdr_start + 21] = struct.pack(">I", zlib.crc32(body))
+    return bytes(data)

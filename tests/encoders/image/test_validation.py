@@ -4,8 +4,6 @@ clearly."""
 from __future__ import annotations
 
 import io
-import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -14,22 +12,7 @@ from PIL import Image
 
 from m3search.encoders.image.validation import ImageLimits, load_image, load_images, make_thumbnail
 from m3search.errors import ImageError, InvalidInputError
-
-
-def _png_bytes(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def _png_claiming(width: int, height: int) -> bytes:
-    """A tiny valid PNG whose IHDR claims `width` x `height` (a decompression bomb's header)."""
-    data = bytearray(_png_bytes(Image.new("RGB", (1, 1))))
-    ihdr_start = 8 + 4  # signature, then the chunk length
-    body = b"IHDR" + struct.pack(">II", width, height) + bytes(data[ihdr_start + 12 : ihdr_start + 17])
-    data[ihdr_start : ihdr_start + 17] = body
-    data[ihdr_start + 17 : ihdr_start + 21] = struct.pack(">I", zlib.crc32(body))
-    return bytes(data)
+from m3search.testing import png_bytes, png_claiming
 
 
 def test_real_flickr_photos_load_as_rgb(flickr_images: list[Path]) -> None:
@@ -56,12 +39,12 @@ def test_corrupt_data_is_named(flickr_images: list[Path], tmp_path: Path) -> Non
     data = bytearray(flickr_images[0].read_bytes())
     with pytest.raises(ImageError, match="corrupt: it starts like a JPEG"):
         load_image(b"\xff\xd8\xff\xe0" + b"\x00" * 64)  # a JPEG signature and nothing valid after it
-    bad_crc = bytearray(_png_bytes(Image.new("RGB", (3, 3))))
+    bad_crc = bytearray(png_bytes(Image.new("RGB", (3, 3))))
     bad_crc[29] ^= 0xFF  # the IHDR chunk's checksum
     with pytest.raises(ImageError, match="corrupt"):
         load_image(bytes(bad_crc))
     with pytest.raises(ImageError, match="truncated"):
-        load_image(_png_bytes(Image.new("RGB", (3, 3)))[:20])
+        load_image(png_bytes(Image.new("RGB", (3, 3)))[:20])
     with pytest.raises(ImageError, match="not a recognizable image"):
         load_image(b"this is not an image at all")
     # damaged entropy-coded data after the headers either fails clearly or decodes at the right size
@@ -74,15 +57,15 @@ def test_corrupt_data_is_named(flickr_images: list[Path], tmp_path: Path) -> Non
 
 
 def test_decompression_bomb_is_rejected_before_decoding() -> None:
-    bomb = _png_claiming(100_000, 100_000)  # 10 gigapixels in a ~70-byte file
+    bomb = png_claiming(100_000, 100_000)  # 10 gigapixels in a ~70-byte file
     assert len(bomb) < 200
     with pytest.raises(ImageError, match="decompression bomb"):
         load_image(bomb)
     # below Pillow's own limit but above ours: our guard names the size
     with pytest.raises(ImageError, match="8000x8000 = 64,000,000 pixels"):
-        load_image(_png_claiming(8000, 8000))
+        load_image(png_claiming(8000, 8000))
     with pytest.raises(ImageError, match="pixel limit"):
-        load_image(_png_bytes(Image.new("RGB", (100, 100))), limits=ImageLimits(max_pixels=5000))
+        load_image(png_bytes(Image.new("RGB", (100, 100))), limits=ImageLimits(max_pixels=5000))
 
 
 def test_unsupported_format_is_named() -> None:
@@ -106,7 +89,7 @@ def test_an_opened_pil_image_is_checked_too(flickr_images: list[Path], tmp_path:
 
 
 def test_size_and_source_errors(tmp_path: Path) -> None:
-    png = _png_bytes(Image.new("RGB", (10, 10)))
+    png = png_bytes(Image.new("RGB", (10, 10)))
     with pytest.raises(ImageError, match="larger than the 100-byte limit"):
         load_image(png + b"\x00" * 100, limits=ImageLimits(max_bytes=100))
     big = tmp_path / "big.png"
@@ -150,7 +133,7 @@ def test_exif_orientation_is_applied() -> None:
 
 def test_transparency_goes_on_white_and_gif_gives_first_frame() -> None:
     clear = Image.new("RGBA", (4, 4), (0, 0, 0, 0))
-    assert load_image(_png_bytes(clear)).getpixel((0, 0)) == (255, 255, 255)
+    assert load_image(png_bytes(clear)).getpixel((0, 0)) == (255, 255, 255)
     frames = [Image.new("P", (6, 6), 1), Image.new("P", (6, 6), 2)]
     palette = [0, 0, 0, 255, 0, 0, 0, 255, 0] + [0] * (768 - 9)
     for frame in frames:
