@@ -1,7 +1,8 @@
 """`m3search index create|add|delete|compact|stats`: build and maintain a collection from the shell.
 
-`add` reads JSONL (`{"id", "text", "metadata", ...}`), BEIR `corpus.jsonl` (`{"_id", "title", "text"}`) or
-plain text files (one document per file, its path as id), in blocks, with a progress bar.
+`add` reads JSONL (`{"id", "text", "image", "metadata", ...}`; an `image` path is relative to the JSONL file),
+BEIR `corpus.jsonl` (`{"_id", "title", "text"}`), image files (one image document each: .jpg, .png, .webp,
+.gif, .bmp) or plain text files (one document per file, its path as id), in blocks, with a progress bar.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from m3search.errors import InvalidInputError
 
 #: Documents read and written per upsert: one durable transaction each, big enough to batch the model well.
 BLOCK = 256
-FORMATS = ("auto", "jsonl", "beir", "text")
+FORMATS = ("auto", "jsonl", "beir", "text", "image")
+#: File suffixes `auto` reads as image documents.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp")
 
 
 def _jsonl_records(path: Path, fmt: str) -> Iterator[dict[str, Any]]:
@@ -44,16 +47,22 @@ def _jsonl_records(path: Path, fmt: str) -> Iterator[dict[str, Any]]:
                 obj = {"id": obj["_id"], "text": f"{title}\n{text}" if title else text, "metadata": metadata}
             elif "id" not in obj:
                 raise InvalidInputError(f"{path}:{lineno}: a JSONL record needs an 'id'")
+            if isinstance(obj.get("image"), str) and not obj["image"].startswith("data:"):
+                image = Path(obj["image"]).expanduser()
+                obj["image"] = image if image.is_absolute() else path.parent / image
             yield obj
 
 
-def _text_record(path: Path, root: Path) -> dict[str, Any]:
+def _file_record(path: Path, root: Path, fmt: str) -> dict[str, Any]:
+    """One document per file: an image document (its path as id) or a text one."""
+    doc_id = str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+    if fmt == "image" or (fmt == "auto" and path.suffix.lower() in IMAGE_SUFFIXES):
+        return {"id": doc_id, "image": path, "metadata": {"path": str(path)}}
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise InvalidInputError(f"{path} is not UTF-8 text ({exc.reason})") from None
-    return {"id": str(path.relative_to(root)) if path.is_relative_to(root) else str(path), "text": text,
-            "metadata": {"path": str(path)}}
+    return {"id": doc_id, "text": text, "metadata": {"path": str(path)}}
 
 
 def _is_jsonl(path: Path, fmt: str) -> bool:
@@ -100,9 +109,13 @@ def command() -> None:
 @click.option("--dense-index", type=click.Choice(["hnsw", "hnsw-sq8", "flat"]), default="hnsw", show_default=True)
 @click.option("--colbert-dtype", type=click.Choice(["float16", "int8"]), default="float16", show_default=True)
 @click.option("--max-length", type=int, default=None, help="Tokens per document (default: the model's).")
+@click.option("--image-encoder", default=None,
+              help="Let the collection hold images: an adapter directory (m3search images train-adapter) or a "
+                   "Visualized-BGE checkpoint, for the same text model.")
 @runtime_option
 def create(path: Path, model: str | None, outputs: str | None, dim: int | None, colbert_dim: int | None,
-           dense_index: str, colbert_dtype: str, max_length: int | None, runtime: str) -> None:
+           dense_index: str, colbert_dtype: str, max_length: int | None, image_encoder: str | None,
+           runtime: str) -> None:
     """Create an empty collection at PATH."""
     from m3search import Collection
 
@@ -110,17 +123,20 @@ def create(path: Path, model: str | None, outputs: str | None, dim: int | None, 
         raise click.UsageError("give --model (to encode text) or --dim (for a collection fed only vectors)")
     kinds = [k.strip() for k in outputs.split(",")] if outputs else None
     with Collection.create(path, model, outputs=kinds, dim=dim, colbert_dim=colbert_dim, dense_index=dense_index,
-                           colbert_dtype=colbert_dtype, max_length=max_length, runtime=runtime) as collection:
+                           colbert_dtype=colbert_dtype, max_length=max_length, runtime=runtime,
+                           image_encoder=image_encoder) as collection:
         cfg = collection.config
         click.echo(f"created {path}: model {cfg.model}, outputs {', '.join(cfg.outputs)}"
-                   + (f" (sparse: {cfg.sparse_source})" if cfg.sparse_source else ""))
+                   + (f" (sparse: {cfg.sparse_source})" if cfg.sparse_source else "")
+                   + (f", images: {cfg.image_encoder['name']}" if cfg.image_encoder else ""))
 
 
 @command.command("add")
 @click.argument("path", type=click.Path(path_type=Path))
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="auto", show_default=True,
-              help="auto: .jsonl files are JSONL (BEIR when records have '_id'), other files are plain text.")
+              help="auto: .jsonl files are JSONL (BEIR when records have '_id'), image files are images, other "
+                   "files are plain text.")
 @click.option("--batch-size", type=int, default=32, show_default=True, help="Texts per model batch.")
 @runtime_option
 def add(path: Path, inputs: tuple[Path, ...], fmt: str, batch_size: int, runtime: str) -> None:
@@ -134,7 +150,7 @@ def add(path: Path, inputs: tuple[Path, ...], fmt: str, batch_size: int, runtime
             tqdm(total=total, unit="doc", desc="index", file=sys.stderr) as bar:
         block: list[dict[str, Any]] = []
         for file, root in files:
-            records = _jsonl_records(file, fmt) if _is_jsonl(file, fmt) else iter([_text_record(file, root)])
+            records = _jsonl_records(file, fmt) if _is_jsonl(file, fmt) else iter([_file_record(file, root, fmt)])
             for record in records:
                 block.append(record)
                 if len(block) == BLOCK:
