@@ -55,5 +55,9 @@ class ImageError(InvalidInputError):
     """An image that is corrupt, too large, of an unsupported format or a decompression bomb."""
 
 
+class ImageTooLargeError(ImageError):
+    """An image over the byte or pixel limits (a decompression bomb included): the server answers 413."""
+
+
 class ServerBusyError(M3SearchError):
     """The server's encode queue is full or shutting down; retry later (HTTP 503)."""

@@ -2,7 +2,9 @@
 
 A name is a single path component of letters, digits, `_`, `.` and `-`, starting with a letter or digit, so
 no name can reach outside the directory. Collections of the served model share its loaded encoder (BM25
-collections wrap it with their own BM25 statistics); others load their recorded model on first use.
+collections wrap it with their own BM25 statistics); others load their recorded model on first use. The
+server's image encoder (if any) is what new image collections get and what `/embed` encodes images with;
+collections reload their own image encoder.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import threading
 from pathlib import Path
 
 from m3search.encoders import BM25Encoder, CompositeEncoder, TextEncoder
+from m3search.encoders.image import ImageEncoder
 from m3search.encoders.registry import find_spec
 from m3search.errors import CollectionExistsError, CollectionNotFoundError, InvalidInputError
 from m3search.store import Collection
@@ -35,12 +38,27 @@ def check_name(name: str) -> str:
 class Catalog:
     """Open collections by name under `root`; thread-safe (handlers run in a thread pool)."""
 
-    def __init__(self, root: Path, encoder: TextEncoder | None = None, model: str | None = None) -> None:
+    def __init__(self, root: Path, encoder: TextEncoder | None = None, model: str | None = None, *,
+                 image_encoder: str | None = None) -> None:
         self.root = Path(root)
         self.encoder = encoder
         self.model = model
+        self.image_source = image_encoder
+        self._images: ImageEncoder | None = None
         self._open: dict[str, Collection] = {}
         self._lock = threading.Lock()
+
+    def image_encoder(self) -> ImageEncoder:
+        """The server's image encoder, loaded on first use; an error when the server has none."""
+        if self.image_source is None:
+            raise InvalidInputError("this server has no image encoder: start it with --image-encoder "
+                                    "(an adapter directory or a Visualized-BGE checkpoint)")
+        with self._lock:
+            if self._images is None:
+                from m3search.store.images import resolve_image_encoder
+
+                self._images = resolve_image_encoder(self.image_source, self.model)
+            return self._images
 
     def names(self) -> list[str]:
         """Names of the collections on disk, sorted."""
@@ -74,11 +92,14 @@ class Catalog:
         outputs: list[str] | None = None,
         dense_index: str = "hnsw",
         max_length: int | None = None,
+        images: bool = False,
     ) -> Collection:
-        """Create collection `name` for the served model (`max_length`: tokens kept per document)."""
+        """Create collection `name` for the served model (`max_length`: tokens kept per document; `images`:
+        with the server's image encoder)."""
         path = self.root / check_name(name)
         if self.encoder is None:
             raise InvalidInputError("the model is not loaded yet; retry in a moment")
+        image_encoder = self.image_encoder() if images else None
         if max_length is not None and not 3 <= max_length <= self.encoder.max_length:
             raise InvalidInputError(
                 f"max_length must be between 3 and {self.encoder.max_length} for "
@@ -101,6 +122,7 @@ class Catalog:
                 encoder=encoder,
                 dense_index=dense_index,
                 max_length=max_length,
+                image_encoder=image_encoder,
             )
             self._open[name] = collection
             return collection

@@ -71,6 +71,9 @@ class ServerSettings:
     batch_size: int = 64
     batch_wait_ms: float = 2.0
     max_queue: int = 4096
+    #: The image encoder (adapter directory or Visualized-BGE checkpoint) for /embed images and new image
+    #: collections; None: no images except in collections that bring their own.
+    image_encoder: str | None = None
     #: Similarity thresholds; None picks the model's (`levels_for`).
     levels: SimilarityLevels | None = None
 

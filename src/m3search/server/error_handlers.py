@@ -1,6 +1,7 @@
 """Every error leaves the server as `{"error": {"message", "type"}}` with a fitting status, never a traceback.
 
-m3search's own exceptions map to statuses by class (bad input 422, unknown collection 404, busy 503...);
+m3search's own exceptions map to statuses by class (bad input 422, bad image 400, image over the limits 413,
+unknown collection 404, busy 503...);
 FastAPI's validation errors become one readable message plus the per-field details.
 """
 
@@ -23,6 +24,8 @@ STATUS_BY_ERROR: tuple[tuple[type[errors.M3SearchError], int], ...] = (
     (errors.CollectionNotFoundError, 404),
     (errors.CollectionExistsError, 409),
     (errors.CollectionLockedError, 409),
+    (errors.ImageTooLargeError, 413),
+    (errors.ImageError, 400),
     (errors.InvalidInputError, 422),
     (errors.ServerBusyError, 503),
     (errors.ModelLoadError, 503),

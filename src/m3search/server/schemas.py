@@ -99,10 +99,18 @@ class ModelList(BaseModel):
 # ---- /embed: all three outputs ----------------------------------------------------------------------------
 
 
-class EmbedRequest(_Request):
-    """Encode texts into any of dense, sparse and ColBERT outputs in one model pass."""
+#: Images in JSON bodies: base64 text of the file's bytes, optionally as a `data:` URL.
+IMAGE_FIELD = "Base64 of the image file (JPEG, PNG, WebP, GIF, BMP), optionally as a data: URL."
+#: Document kinds, as collections store them.
+DocKind = Literal["text", "image", "image+text"]
 
-    texts: str | list[str]
+
+class EmbedRequest(_Request):
+    """Encode texts into any of dense, sparse and ColBERT outputs in one model pass, or images into dense
+    vectors of the same space (with the server's image encoder)."""
+
+    texts: str | list[str] | None = None
+    images: list[str] | None = Field(None, description=f"Images to embed (dense only). {IMAGE_FIELD}")
     dense: bool = True
     sparse: bool = False
     colbert: bool = False
@@ -129,6 +137,7 @@ class EmbedUsage(BaseModel):
 class EmbedResponse(BaseModel):
     model: str
     data: list[EmbedItem]
+    images: list[list[float]] | None = Field(None, description="Dense vectors of the request's images.")
     usage: EmbedUsage
 
 
@@ -190,6 +199,7 @@ class CreateCollectionRequest(_Request):
     )
     dense_index: Literal["hnsw", "hnsw-sq8", "flat"] = "hnsw"
     max_length: int | None = Field(None, ge=3, description="Tokens kept per document (default: the model's).")
+    images: bool = Field(False, description="Hold images too, with the server's image encoder (--image-encoder).")
 
 
 class CollectionInfo(BaseModel):
@@ -201,6 +211,7 @@ class CollectionInfo(BaseModel):
     size_bytes: int
     segments: int
     pending: int = Field(description="Documents not yet sealed into a segment.")
+    images: bool = Field(False, description="Whether documents and queries may be images.")
 
 
 class CollectionList(BaseModel):
@@ -209,7 +220,8 @@ class CollectionList(BaseModel):
 
 class DocumentIn(_Request):
     id: str | int
-    text: str
+    text: str | None = Field(None, description="The text; a document needs a text, an image, or both.")
+    image: str | None = Field(None, description=IMAGE_FIELD)
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -224,8 +236,10 @@ class UpsertResponse(BaseModel):
 
 class DocumentOut(BaseModel):
     id: str
+    kind: DocKind = "text"
     text: str | None
     metadata: dict[str, Any]
+    thumbnail_url: str | None = Field(None, description="The JPEG thumbnail of the document's image.")
 
 
 class DeleteDocumentsRequest(_Request):
@@ -237,7 +251,11 @@ class DeleteResponse(BaseModel):
 
 
 class SearchRequest(_Request):
-    query: str
+    query: str | None = Field(None, description="The query text; a search needs a query, an image, or both.")
+    image: str | None = Field(None, description=f"A query image (image search, or image+text). {IMAGE_FIELD}")
+    kinds: list[DocKind] | None = Field(
+        None, description='Only documents of these kinds, e.g. ["image", "image+text"] for text->image.'
+    )
     k: int = Field(10, ge=1)
     mode: SearchMode | None = Field(None, description="Default: the richest mode the collection allows.")
     weights: Weights | None = Field(
@@ -264,6 +282,8 @@ class SearchHit(BaseModel):
     scores: dict[str, float]
     text: str | None
     metadata: dict[str, Any]
+    kind: DocKind = "text"
+    thumbnail_url: str | None = None
     matched_tokens: list[TokenMatchOut] | None = None
 
 

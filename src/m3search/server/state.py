@@ -68,7 +68,7 @@ class ServerState:
         )
         self.metrics.queue_texts.set_function(lambda: self.batcher.queued_texts if self.batcher else 0)
         await self.batcher.start()
-        self.catalog = Catalog(s.collections_dir, self.encoder, s.model)
+        self.catalog = Catalog(s.collections_dir, self.encoder, s.model, image_encoder=s.image_encoder)
         self.metrics.model_ready.set(1)
 
     async def stop(self) -> None:

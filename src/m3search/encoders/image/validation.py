@@ -21,7 +21,7 @@ from typing import IO, Union
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from m3search.errors import ImageError
+from m3search.errors import ImageError, ImageTooLargeError
 
 #: What callers may pass as an image: a path, raw bytes, a binary file object or an already opened PIL image.
 ImageSource = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, IO[bytes], Image.Image]
@@ -65,7 +65,7 @@ def _read_bytes(source: ImageSource, limits: ImageLimits, what: str) -> bytes:
         path = Path(source)
         try:
             if path.stat().st_size > limits.max_bytes:
-                raise ImageError(too_big)
+                raise ImageTooLargeError(too_big)
             data = path.read_bytes()
         except FileNotFoundError:
             raise ImageError(f"{what} does not exist") from None
@@ -82,7 +82,7 @@ def _read_bytes(source: ImageSource, limits: ImageLimits, what: str) -> bytes:
         raise ImageError(f"{what}: expected a path, bytes, a binary file or a PIL image, "
                          f"got {type(source).__name__}")
     if len(data) > limits.max_bytes:
-        raise ImageError(too_big)
+        raise ImageTooLargeError(too_big)
     if not data:
         raise ImageError(f"{what} is empty (0 bytes)")
     return data
@@ -112,7 +112,7 @@ def _check_pixels(image: Image.Image, limits: ImageLimits, what: str) -> None:
     if width < 1 or height < 1:
         raise ImageError(f"{what} has no pixels ({width}x{height})")
     if width * height > limits.max_pixels:
-        raise ImageError(
+        raise ImageTooLargeError(
             f"{what} is {width}x{height} = {width * height:,} pixels, over the {limits.max_pixels:,}-pixel "
             "limit (a decompression bomb or an image too large to index; downscale it first)"
         )
@@ -166,7 +166,7 @@ def load_image(source: ImageSource, *, limits: ImageLimits = DEFAULT_LIMITS,
             raise ImageError(f"{what} is {found}, an unsupported format (supported: {allowed})") from None
         raise ImageError(f"{what} is not a recognizable image (supported formats: {allowed})") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError(f"{what} is a decompression bomb: {exc}") from None
+        raise ImageTooLargeError(f"{what} is a decompression bomb: {exc}") from None
     except (OSError, ValueError, SyntaxError, EOFError, IndexError, KeyError, TypeError, struct.error,
             MemoryError) as exc:
         detail = str(exc) or type(exc).__name__

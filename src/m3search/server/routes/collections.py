@@ -1,5 +1,6 @@
-"""Collections (create, list, stats, delete), their documents (upsert as JSON or JSONL upload, get, delete)
-and `POST /collections/{name}/search`.
+"""Collections (create, list, stats, delete), their documents (upsert as JSON or JSONL upload, get, delete),
+image thumbnails, and `POST /collections/{name}/search` (text, image as base64, or both; `search/upload` takes
+the image as a multipart file).
 
 Collection calls block (SQLite, index files), so they run in the thread pool. For collections built with the
 served model, queries and uploaded documents are encoded through the micro-batcher, so concurrent requests
@@ -12,11 +13,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from fastapi import APIRouter, Depends, File, HTTPException, UploadFile, status
+from fastapi import APIRouter, Depends, File, Form, HTTPException, Response, UploadFile, status
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from m3search.errors import InvalidInputError
+from m3search.encoders.image import image_field
+from m3search.errors import ImageError, InvalidInputError
 from m3search.search.planner import mode_outputs
 from m3search.server.auth import require_api_key
 from m3search.server.batching import EncodeOptions
@@ -62,7 +64,13 @@ def _info(name: str, stats: dict[str, Any]) -> dict[str, Any]:
         "size_bytes": stats["disk_bytes"],
         "segments": len(stats["segments"]),
         "pending": stats["pending"],
+        "images": bool(stats["image_encoder"]),
     }
+
+
+def thumbnail_url(name: str, reference: str | None) -> str | None:
+    """Where the UI fetches a document's thumbnail."""
+    return None if reference is None else f"/collections/{name}/thumbnails/{reference}"
 
 
 @router.get("", response_model=CollectionList, summary="List collections")
@@ -88,6 +96,7 @@ async def create_collection(
         outputs=body.outputs,
         dense_index=body.dense_index,
         max_length=body.max_length,
+        images=body.images,
     )
     return CollectionInfo(**_info(body.name, await run_in_threadpool(collection.stats)))
 
@@ -124,11 +133,17 @@ async def _upsert(
             "split the upload"
         )
     for i, doc in enumerate(documents):
-        if not doc.text.strip():
+        if doc.text is None and doc.image is None:
+            raise InvalidInputError(f"documents[{i}] (id {doc.id!r}) has neither a text nor an image")
+        if doc.text is not None and not doc.text.strip():
             raise InvalidInputError(f"documents[{i}] (id {doc.id!r}) has an empty text")
 
     collection = await run_in_threadpool(catalog.get, name)
-    records = [d.model_dump() for d in documents]
+    records = [d.model_dump(exclude_none=True) for d in documents]
+    for i, record in enumerate(records):
+        if "image" in record:  # bytes only: a request never names a file on the server
+            record["image"] = image_field(record["image"], f"document {record['id']!r} (documents[{i}])",
+                                          allow_paths=False)
     if catalog.serves(collection.config):
         await _encode_documents(state, collection, records)
 
@@ -149,7 +164,8 @@ async def _encode_documents(
     """
     cfg = collection.config
     kinds = [k for k in cfg.outputs if not (k == "sparse" and cfg.sparse_source == "bm25")]
-    if not kinds:
+    records = [r for r in records if r.get("text") is not None]  # images alone: the collection encodes them
+    if not kinds or not records:
         return
     options = EncodeOptions(
         dense="dense" in kinds,
@@ -163,7 +179,8 @@ async def _encode_documents(
         out = await state.batcher.encode([r["text"] for r in block], options)
         for i, record in enumerate(block):
             for kind in kinds:
-                record[kind] = getattr(out, kind)[i]
+                if not (kind == "dense" and "image" in record):  # image+text: the joint vector comes later
+                    record[kind] = getattr(out, kind)[i]
 
 
 @router.post("/{name}/documents", response_model=UpsertResponse, summary="Insert or replace documents")
@@ -173,7 +190,8 @@ async def upsert_documents(
     state: ServerState = Depends(get_state),
     catalog: Catalog = Depends(get_catalog),
 ) -> UpsertResponse:
-    """Documents with `id`, `text` and optional `metadata`; durable when the answer comes."""
+    """Documents with `id`, `text` and/or `image` (base64), and optional `metadata`; durable when the answer
+    comes."""
     return await _upsert(name, body.documents, state, catalog)
 
 
@@ -236,7 +254,23 @@ async def get_document(name: str, doc_id: str, catalog: Catalog = Depends(get_ca
     doc = (await run_in_threadpool(lambda: catalog.get(name).get([doc_id])))[0]
     if doc is None:
         raise _not_found(f"document {doc_id!r} is not in collection {name!r}")
-    return DocumentOut(id=doc.id, text=doc.text, metadata=doc.metadata)
+    return DocumentOut(id=doc.id, kind=doc.kind, text=doc.text, metadata=doc.metadata,
+                       thumbnail_url=thumbnail_url(name, doc.thumbnail))
+
+
+@router.get(
+    "/{name}/thumbnails/{reference}",
+    response_class=Response,
+    responses={200: {"content": {"image/jpeg": {}}}},
+    summary="The JPEG thumbnail of a document's image",
+)
+async def thumbnail(name: str, reference: str, catalog: Catalog = Depends(get_catalog)) -> Response:
+    """References come from documents and search results (`thumbnail_url`); they never change meaning, so
+    the answer may be cached for good."""
+    jpeg = await run_in_threadpool(lambda: catalog.get(name).thumbnail(reference))
+    if jpeg is None:
+        raise _not_found(f"thumbnail {reference!r} is not in collection {name!r} (its document is gone)")
+    return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "public, max-age=31536000, immutable"})
 
 
 @router.delete("/{name}/documents/{doc_id}", response_model=DeleteResponse, summary="Delete a document")
@@ -303,18 +337,58 @@ async def search(
     state: ServerState = Depends(get_state),
     catalog: Catalog = Depends(get_catalog),
 ) -> SearchResponse:
-    """The `k` best documents for a text query in any mode, fused by weights or RRF, after a filter."""
-    if not body.query.strip():
+    """The `k` best documents for a text query, an image (base64) or both, in any mode, fused by weights or
+    RRF, after a filter; `kinds` picks text->image, image->text and so on."""
+    image = image_field(body.image, "query", allow_paths=False) if body.image is not None else None
+    return await _search(name, body, image, state, catalog)
+
+
+@router.post(
+    "/{name}/search/upload",
+    response_model=SearchResponse,
+    response_model_exclude_none=True,
+    summary="Search with an uploaded image (multipart)",
+)
+async def search_upload(
+    name: str,
+    image: UploadFile = File(description="The query image"),
+    request: str = Form("{}", description="The other search fields as JSON (query, k, kinds, mode...)."),
+    state: ServerState = Depends(get_state),
+    catalog: Catalog = Depends(get_catalog),
+) -> SearchResponse:
+    """The same search as `POST /{name}/search`, with the image as a file instead of base64."""
+    try:
+        body = SearchRequest.model_validate_json(request)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise InvalidInputError(f"request: {'.'.join(str(p) for p in first['loc']) or 'body'}: "
+                                f"{first['msg']}") from None
+    if body.image is not None:
+        raise InvalidInputError("send the image once: as the file, not also in request.image")
+    data = await image.read()
+    if not data:
+        raise ImageError(f"the uploaded image {image.filename or ''!r} is empty (0 bytes)")
+    return await _search(name, body, data, state, catalog)
+
+
+async def _search(
+    name: str, body: SearchRequest, image: Any, state: ServerState, catalog: Catalog
+) -> SearchResponse:
+    if image is None and (body.query is None or not body.query.strip()):
+        raise InvalidInputError("query is empty: send a query, an image, or both")
+    if body.query is not None and not body.query.strip():
         raise InvalidInputError("query is empty")
     if body.k > state.settings.max_k:
         raise InvalidInputError(f"k={body.k} is over this server's limit of {state.settings.max_k}")
     collection = await run_in_threadpool(catalog.get, name)
-    mode = body.mode or collection.default_mode
+    mode = body.mode or ("dense" if body.query is None else collection.default_mode)
     kinds = set(mode_outputs(mode)) & set(collection.config.outputs)
-    highlight = body.highlight and "sparse" in collection.config.outputs
+    highlight = body.highlight and "sparse" in collection.config.outputs and body.query is not None
     if highlight:
         kinds.add("sparse")
-    vectors = await _query_vectors(state, catalog, collection, body.query, kinds)
+    vectors = None
+    if image is None:  # with an image the collection encodes both (a joint vector)
+        vectors = await _query_vectors(state, catalog, collection, body.query, kinds)
     weights = body.weights.model_dump() if body.weights is not None else None
 
     def run() -> tuple[list, dict | None]:
@@ -330,6 +404,8 @@ async def search(
         hits = collection.search(
             vectors if vectors is not None else body.query,
             body.k,
+            image=image,
+            kinds=body.kinds,
             mode=mode,
             weights=weights,
             fusion=body.fusion,
@@ -342,7 +418,8 @@ async def search(
     matches = matched_tokens(collection.encoder, query_sparse, [h.text for h in hits]) if highlight else None
     results = []
     for i, hit in enumerate(hits):
-        item = SearchHit(id=hit.id, score=hit.score, scores=hit.scores, text=hit.text, metadata=hit.metadata)
+        item = SearchHit(id=hit.id, score=hit.score, scores=hit.scores, text=hit.text, metadata=hit.metadata,
+                         kind=hit.kind, thumbnail_url=thumbnail_url(name, hit.thumbnail))
         if matches is not None:
             item.matched_tokens = [
                 TokenMatchOut(token=m.token, token_id=m.token_id, weight=m.weight, spans=m.spans)

@@ -1,12 +1,15 @@
-"""`POST /v1/embeddings` (OpenAI-compatible), `GET /v1/models`, `POST /embed` (dense, sparse, ColBERT)."""
+"""`POST /v1/embeddings` (OpenAI-compatible), `GET /v1/models`, `POST /embed` (dense, sparse, ColBERT; images
+as base64) and `POST /embed/upload` (images as multipart files)."""
 
 from __future__ import annotations
 
 import base64
 
 import numpy as np
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, Depends, File, HTTPException, UploadFile
+from starlette.concurrency import run_in_threadpool
 
+from m3search.encoders.image import image_field
 from m3search.encoders.registry import find_spec
 from m3search.errors import InvalidInputError
 from m3search.server.auth import require_api_key
@@ -24,7 +27,8 @@ from m3search.server.schemas import (
     ModelCard,
     ModelList,
 )
-from m3search.server.state import ServerState, get_batcher, get_state
+from m3search.server.catalog import Catalog
+from m3search.server.state import ServerState, get_batcher, get_catalog, get_state
 from m3search.server.validation import checked_texts
 
 router = APIRouter(dependencies=[Depends(require_api_key)], responses=ERROR_RESPONSES, tags=["embeddings"])
@@ -88,11 +92,54 @@ async def models(batcher: MicroBatcher = Depends(get_batcher)) -> ModelList:
     summary="Dense, sparse and ColBERT outputs in one call",
 )
 async def embed(
-    body: EmbedRequest, state: ServerState = Depends(get_state), batcher: MicroBatcher = Depends(get_batcher)
+    body: EmbedRequest,
+    state: ServerState = Depends(get_state),
+    batcher: MicroBatcher = Depends(get_batcher),
+    catalog: Catalog = Depends(get_catalog),
 ) -> EmbedResponse:
-    """Any of the model's outputs from one pass; sparse weights keyed by token id (optionally with tokens)."""
+    """Any of the model's outputs from one pass; sparse weights keyed by token id (optionally with tokens).
+    `images` (base64) get dense vectors in the same space from the server's image encoder."""
+    if body.texts is None and body.images is None:
+        raise InvalidInputError("send texts, images, or both")
+    images = None
+    if body.images is not None:
+        sources = [image_field(b, f"images[{i}]", allow_paths=False) for i, b in enumerate(body.images)]
+        images = await _embed_images(sources, state, catalog)
+    if body.texts is None:
+        return EmbedResponse(model=batcher.encoder.name, data=[], usage=EmbedUsage(total_tokens=0), images=images)
+    response = await _embed_texts(body, state, batcher)
+    response.images = images
+    return response
+
+
+@router.post("/embed/upload", response_model=EmbedResponse, response_model_exclude_none=True,
+             summary="Dense vectors of uploaded images (multipart)")
+async def embed_upload(
+    images: list[UploadFile] = File(description="Image files"),
+    state: ServerState = Depends(get_state),
+    batcher: MicroBatcher = Depends(get_batcher),
+    catalog: Catalog = Depends(get_catalog),
+) -> EmbedResponse:
+    """The images' dense vectors, in the served text model's space."""
+    data = [await f.read() for f in images]
+    vectors = await _embed_images(data, state, catalog)
+    return EmbedResponse(model=batcher.encoder.name, data=[], usage=EmbedUsage(total_tokens=0), images=vectors)
+
+
+async def _embed_images(images: list, state: ServerState, catalog: Catalog) -> list[list[float]]:
+    if not images:
+        raise InvalidInputError("images is empty: send at least one image")
+    if len(images) > state.settings.max_inputs:
+        raise InvalidInputError(f"{len(images)} images in one request; this server accepts at most "
+                                f"{state.settings.max_inputs}: split the request")
+    encoder = await run_in_threadpool(catalog.image_encoder)
+    vectors = await run_in_threadpool(encoder.encode_images, images, batch_size=state.settings.batch_size)
+    return vectors.tolist()
+
+
+async def _embed_texts(body: EmbedRequest, state: ServerState, batcher: MicroBatcher) -> EmbedResponse:
     encoder = batcher.encoder
-    texts = checked_texts(body.texts, state.settings)
+    texts = checked_texts(body.texts, state.settings)  # type: ignore[arg-type]
     wanted = [
         k for k, on in (("dense", body.dense), ("sparse", body.sparse), ("colbert", body.colbert)) if on
     ]
