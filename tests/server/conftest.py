@@ -65,12 +65,14 @@ def _pythonpath() -> str:
 
 
 @pytest.fixture(scope="session")
-def live_server(m3_dir, tmp_path_factory) -> Iterator[ServerProcess]:
-    """A real `m3search serve --model <tiny bge-m3>` on loopback, shared by the session's tests."""
+def live_server(m3_dir, tiny_adapter_dir, tmp_path_factory) -> Iterator[ServerProcess]:
+    """A real `m3search serve --model <tiny bge-m3> --image-encoder <adapter>` on loopback, shared by the
+    session's tests."""
     work = tmp_path_factory.mktemp("live")
     server = ServerProcess(
         # The reference runtime, so responses equal what the in-process fp32 encoder computes.
-        ["--model", str(m3_dir), "--collections", str(work / "collections"), "--runtime", "torch-fp32"],
+        ["--model", str(m3_dir), "--collections", str(work / "collections"), "--runtime", "torch-fp32",
+         "--image-encoder", str(tiny_adapter_dir)],
         work / "server.log",
         env={"PYTHONPATH": _pythonpath()},
     )

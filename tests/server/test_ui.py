@@ -141,3 +141,66 @@ def test_collections_page_create_and_upload(page, live_server, tmp_path):
     assert count_cell.inner_text() == str(len(DOCS))
     page.screenshot(path=str(ARTIFACTS / "ui-collections.png"), full_page=True)
     assert httpx.get(f"{live_server.url}/collections/{name}").json()["count"] == len(DOCS)
+
+
+@pytest.fixture(scope="module")
+def image_collection(live_server, flickr_images):
+    """Collection `ui-images` on the live server: three photos and one text, through the API."""
+    import base64
+
+    httpx.delete(live_server.url + "/collections/ui-images")
+    created = httpx.post(live_server.url + "/collections", json={"name": "ui-images", "images": True})
+    assert created.status_code == 201 and created.json()["images"], created.text
+    docs = [{"id": p.name, "image": base64.b64encode(p.read_bytes()).decode()} for p in flickr_images[:3]]
+    docs.append({"id": "caption", "text": "A child in a pink dress climbs the stairs."})
+    r = httpx.post(live_server.url + "/collections/ui-images/documents", json={"documents": docs}, timeout=60)
+    assert r.status_code == 200, r.text
+    return "ui-images"
+
+
+def test_image_search_page(page, live_server, image_collection, flickr_images):
+    photo = flickr_images[1]
+    page.goto(live_server.url + "/ui/#search")
+    page.wait_for_selector(f"#search-collection option[value='{image_collection}']", state="attached")
+    page.select_option("#search-collection", image_collection)
+    page.set_input_files("#search-image", str(photo))
+    page.wait_for_selector("#search-image-preview:not([hidden])")
+    page.select_option("#search-kinds", "image,image+text")
+    page.click("#search-form button[type=submit]")
+    page.wait_for_function("document.querySelector('#search-summary').textContent.includes('image query')")
+
+    expected = httpx.post(
+        f"{live_server.url}/collections/{image_collection}/search/upload",
+        files={"image": (photo.name, photo.read_bytes(), "image/jpeg")},
+        data={"request": json.dumps({"kinds": ["image", "image+text"], "k": 10})},
+    ).json()
+    hits = page.query_selector_all("#search-results li.hit")
+    assert [h.query_selector(".hit-head strong").inner_text() for h in hits] == [
+        r["id"] for r in expected["results"]
+    ]
+    assert hits[0].query_selector(".hit-head strong").inner_text() == photo.name  # the photo finds itself
+    assert "mode dense" in page.inner_text("#search-summary")
+    # every result shows its thumbnail, decoded by the browser
+    page.wait_for_function(
+        "[...document.querySelectorAll('#search-results li.hit img.thumb')]"
+        ".every(img => img.complete && img.naturalWidth > 0) && "
+        "document.querySelectorAll('#search-results li.hit img.thumb').length === 3"
+    )
+    page.screenshot(path=str(ARTIFACTS / "ui-image-search.png"), full_page=True)
+
+    # image -> text: the one text document, without a thumbnail
+    page.select_option("#search-kinds", "text")
+    page.click("#search-form button[type=submit]")
+    page.wait_for_function(
+        "document.querySelectorAll('#search-results li.hit').length === 1 && "
+        "document.querySelector('#search-results li.hit strong').textContent === 'caption'"
+    )
+    assert not page.query_selector("#search-results li.hit img.thumb")
+    # text -> image: remove the image, query by text
+    page.click("#search-image-clear")
+    page.fill("#search-query", "a child climbing stairs")
+    page.select_option("#search-kinds", "image,image+text")
+    page.click("#search-form button[type=submit]")
+    page.wait_for_function("!document.querySelector('#search-summary').textContent.includes('image query')"
+                           " && document.querySelectorAll('#search-results li.hit img.thumb').length === 3")
+    assert not page.is_visible("#error")

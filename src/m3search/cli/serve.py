@@ -97,6 +97,12 @@ def run_server(settings, host: str, port: int, *, encoder=None, page: str = "") 
     metavar="VERY,RELATED",
     help="Similarity thresholds on the dense score (default: the model's own).",
 )
+@click.option(
+    "--image-encoder",
+    default=None,
+    help="Adapter directory or Visualized-BGE checkpoint for /embed images and new image collections "
+    "(collections that hold images bring their own).",
+)
 def command(
     collections_dir: Path | None,
     model: str,
@@ -109,6 +115,7 @@ def command(
     max_inputs: int,
     max_body_mb: float,
     levels,
+    image_encoder: str | None,
 ) -> None:
     """Serve embeddings, similarity and collection search over HTTP, with a web UI."""
     from m3search.server import ServerSettings
@@ -122,6 +129,7 @@ def command(
         max_inputs=max_inputs,
         max_body_bytes=int(max_body_mb * 1024 * 1024),
         levels=levels,
+        image_encoder=image_encoder,
     )
     if collections_dir is not None:
         settings.collections_dir = collections_dir

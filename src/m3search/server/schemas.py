@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 InputType = Literal["query", "passage"]
 
@@ -223,6 +223,12 @@ class DocumentIn(_Request):
     text: str | None = Field(None, description="The text; a document needs a text, an image, or both.")
     image: str | None = Field(None, description=IMAGE_FIELD)
     metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _text_or_image(self) -> DocumentIn:
+        if self.text is None and self.image is None:
+            raise ValueError("a document needs a text, an image, or both")
+        return self
 
 
 class UpsertRequest(_Request):

@@ -133,8 +133,6 @@ async def _upsert(
             "split the upload"
         )
     for i, doc in enumerate(documents):
-        if doc.text is None and doc.image is None:
-            raise InvalidInputError(f"documents[{i}] (id {doc.id!r}) has neither a text nor an image")
         if doc.text is not None and not doc.text.strip():
             raise InvalidInputError(f"documents[{i}] (id {doc.id!r}) has an empty text")
 

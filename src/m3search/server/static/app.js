@@ -69,6 +69,20 @@ function bar(label, value, max = 1) {
     el("span", { class: "bar-value" }, value.toFixed(3)));
 }
 
+// An <img> of a thumbnail URL; with an API key the image is fetched with it (an <img src> sends no header).
+function thumbImage(url, alt) {
+  const img = el("img", { class: "thumb", alt, loading: "lazy" });
+  if (!keyInput.value) {
+    img.src = url;
+    return img;
+  }
+  fetch(url, { headers: { Authorization: "Bearer " + keyInput.value } })
+    .then((r) => (r.ok ? r.blob() : Promise.reject(new Error(r.statusText))))
+    .then((blob) => { img.src = URL.createObjectURL(blob); })
+    .catch(() => { img.alt = `${alt} (thumbnail unavailable)`; });
+  return img;
+}
+
 function humanBytes(n) {
   if (n == null) return "";
   const units = ["B", "KiB", "MiB", "GiB"];
@@ -139,7 +153,8 @@ async function loadCollections() {
       await loadCollections();
     }));
     return el("tr", {}, el("td", {}, c.name), el("td", {}, String(c.count)), el("td", {}, c.model || ""),
-      el("td", {}, (c.outputs || []).join(", ")), el("td", {}, humanBytes(c.size_bytes)), el("td", {}, del));
+      el("td", {}, (c.outputs || []).join(", ")), el("td", {}, c.images ? "yes" : ""),
+      el("td", {}, humanBytes(c.size_bytes)), el("td", {}, del));
   });
   $("#collections-table tbody").replaceChildren(...rows);
 }
@@ -147,8 +162,9 @@ async function loadCollections() {
 $("#create-form").addEventListener("submit", (ev) => {
   ev.preventDefault();
   guarded(async () => {
-    await api("POST", "/collections", { name: $("#create-name").value });
+    await api("POST", "/collections", { name: $("#create-name").value, images: $("#create-images").checked });
     $("#create-name").value = "";
+    $("#create-images").checked = false;
     await loadCollections();
   });
 });
@@ -194,24 +210,53 @@ function highlighted(text, matches) {
   return out;
 }
 
+const imageInput = $("#search-image");
+imageInput.addEventListener("change", () => {
+  const file = imageInput.files[0];
+  const preview = $("#search-image-preview");
+  if (preview.src) URL.revokeObjectURL(preview.src);
+  preview.hidden = !file;
+  $("#search-image-clear").hidden = !file;
+  if (file) preview.src = URL.createObjectURL(file);
+});
+$("#search-image-clear").addEventListener("click", () => {
+  imageInput.value = "";
+  imageInput.dispatchEvent(new Event("change"));
+});
+
 $("#search-form").addEventListener("submit", (ev) => {
   ev.preventDefault();
   guarded(async () => {
     const name = $("#search-collection").value;
+    const query = $("#search-query").value.trim();
+    const image = imageInput.files[0];
+    if (!query && !image) throw new Error("type a query, choose an image, or both");
+    const kinds = $("#search-kinds").value;
     const body = {
-      query: $("#search-query").value,
+      query: query || null,
+      kinds: kinds ? kinds.split(",") : null,
       k: Number($("#search-k").value),
       mode: $("#search-mode").value || null,
       fusion: $("#search-fusion").value,
       weights: { dense: Number($("#w-dense").value), sparse: Number($("#w-sparse").value),
                  colbert: Number($("#w-colbert").value) },
-      highlight: true,
+      highlight: Boolean(query),
     };
     const started = performance.now();
-    const data = await api("POST", `/collections/${encodeURIComponent(name)}/search`, body);
+    const path = `/collections/${encodeURIComponent(name)}/search`;
+    let data;
+    if (image) {  // the image goes as a file; the other fields as JSON beside it
+      const form = new FormData();
+      form.append("image", image);
+      form.append("request", JSON.stringify(body));
+      data = await api("POST", path + "/upload", form);
+    } else {
+      data = await api("POST", path, body);
+    }
     const ms = Math.round(performance.now() - started);
+    const what = image ? (query ? "image+text query, " : "image query, ") : "";
     $("#search-summary").textContent =
-      `${data.results.length} results from ${name} (mode ${data.mode}, ${body.fusion} fusion) in ${ms} ms`;
+      `${data.results.length} results from ${name} (${what}mode ${data.mode}, ${body.fusion} fusion) in ${ms} ms`;
     const top = Math.max(...data.results.map((r) => r.score), 1e-9);
     const perModeMax = {};
     for (const r of data.results) for (const [m, v] of Object.entries(r.scores || {})) {
@@ -221,8 +266,11 @@ $("#search-form").addEventListener("submit", (ev) => {
       const modes = Object.entries(r.scores || {}).map(([m, v]) => bar(m, v, Math.max(1, perModeMax[m])));
       const tokens = (r.matched_tokens || []).map((t) => el("span", { class: "token" }, t.token));
       return el("li", { class: "hit" },
-        el("div", { class: "hit-head" }, el("strong", {}, String(r.id)), bar("score", r.score, top)),
-        highlighted(r.text || "", r.matched_tokens),
+        el("div", { class: "hit-head" },
+          el("span", {}, el("strong", {}, String(r.id)), el("span", { class: "kind" }, r.kind || "text")),
+          bar("score", r.score, top)),
+        r.thumbnail_url ? el("div", { class: "hit-image" }, thumbImage(r.thumbnail_url, String(r.id))) : "",
+        r.text ? highlighted(r.text, r.matched_tokens) : "",
         tokens.length ? el("div", { class: "tokens" }, "matched query tokens: ", ...tokens) : "",
         el("div", { class: "bars small" }, ...modes),
         r.metadata && Object.keys(r.metadata).length
