@@ -238,3 +238,32 @@ def tune_weights(model: str, dataset: str, dev_split: str, split: str, mode: str
                          max_dev_queries=max_dev_queries, **_engine_settings(encoder, engine))
     entry = task_entry(test.describe(), stats, results)
     _finish(build_results(model=model, settings=settings, tasks=[entry], tuning=tuned.to_dict()), output)
+
+
+@command.command("images")
+@click.option("--dataset", "-d", required=True,
+              help="An image-caption set: flickr8k:PATH (PATH holds captions.txt with image,caption rows and "
+                   "images/).")
+@click.option("--adapter", "adapter_dir", required=True,
+              type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="An adapter directory (m3search images train-adapter).")
+@click.option("--train-images", type=int, default=None,
+              help="Hold out the images after the first N (default: as many as the adapter was trained on).")
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where tower outputs and caption vectors are cached (default: $M3SEARCH_HOME/cache/features).")
+@runtime_option
+@device_option
+@output_option
+def images(dataset: str, adapter_dir: Path, train_images: int | None, cache_dir: Path | None, runtime: str,
+           device: str | None, output: Path) -> None:
+    """Held-out text->image and image->text recall@{1,5,10} of an image adapter, against the untrained and a
+    random projection; writes results.json and results.md."""
+    from m3search.encoders.image.adapter import AdapterImageEncoder
+    from m3search.eval.images import evaluate_adapter, image_markdown, write_image_report
+
+    adapter = AdapterImageEncoder.load(adapter_dir, device=device)
+    results = evaluate_adapter(adapter, dataset, train_images=train_images, runtime=runtime, device=device,
+                               cache_dir=cache_dir, show_progress_bar=True)
+    paths = write_image_report(results, output)
+    click.echo(image_markdown(results))
+    click.echo(f"wrote {', '.join(str(p) for p in paths)}", err=True)

@@ -82,7 +82,8 @@ def hybrid_verdicts(task: Mapping[str, Any], measure: str) -> list[str]:
     return lines
 
 
-def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
+    """A Markdown table's lines: the first column left-aligned, the others (numbers) right-aligned."""
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in
                                                                range(len(header))) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
@@ -104,7 +105,7 @@ def markdown(results: Mapping[str, Any]) -> str:
         header = ["run"] + [measure_label(m) for m in measures] + ["ms/query"]
         rows = [[r["label"], *(f"{r['metrics'][m]:.4f}" for m in measures), f"{r['latency_ms']['mean']:.1f}"]
                 for r in entry["runs"]]
-        out += _table(header, rows) + [""]
+        out += markdown_table(header, rows) + [""]
         out += [(f"![{measure_label(primary)} per run]({slug(task['name'])}_metrics.png) "
                  f"![recall@k]({slug(task['name'])}_recall.png)"), ""]
         verdicts = hybrid_verdicts(entry, primary)
@@ -116,7 +117,7 @@ def markdown(results: Mapping[str, Any]) -> str:
                 for e in results["tasks"]]
         means = [sum(e["runs"][i]["metrics"][primary] for e in results["tasks"]) / len(results["tasks"])
                  for i in range(len(labels))]
-        out += _table(["task"] + labels, rows + [["mean"] + [f"{m:.4f}" for m in means]]) + [""]
+        out += markdown_table(["task"] + labels, rows + [["mean"] + [f"{m:.4f}" for m in means]]) + [""]
         out += [f"![{measure_label(primary)} per task](summary_{slug(primary)}.png)", ""]
     if "tuning" in results:
         t = results["tuning"]
@@ -210,15 +211,20 @@ def write_trec_runs(task_name: str, runs: Iterable[RunResult], out_dir: Path) ->
     return paths
 
 
+def write_json_and_markdown(results: Mapping[str, Any], text: str, out: Path) -> list[Path]:
+    """results.json and results.md (`text`) in `out`."""
+    json_path, md_path = out / "results.json", out / "results.md"
+    json_path.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+    md_path.write_text(text + "\n", encoding="utf-8")
+    return [json_path, md_path]
+
+
 def write_report(results: Mapping[str, Any], out_dir: str | Path) -> list[Path]:
     """Write results.json, results.md and the plots into `out_dir`; return the files written."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    json_path, md_path = out / "results.json", out / "results.md"
-    json_path.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
-    md_path.write_text(markdown(results) + "\n", encoding="utf-8")
+    paths = write_json_and_markdown(results, markdown(results), out)
     measures = results["settings"]["measures"]
-    paths = [json_path, md_path]
     for entry in results["tasks"]:
         paths += plot_task(entry, measures, out)
     if len(results["tasks"]) > 1:

@@ -164,6 +164,25 @@ def evaluate_projection(projection: Projection, features: np.ndarray, queries: n
     return image_text_recall(image_vecs, passages, caption_image, query_caption_vectors=queries, ks=ks)
 
 
+def heldout_metrics(projection: Projection, data: ImageCaptionSet, vectors: dict[str, np.ndarray],
+                    train_images: int, config: TrainConfig) -> dict[str, Any]:
+    """Recall both ways on the images after the first `train_images` (`vectors` from `encode_set`): the
+    trained `projection`, the untrained one training starts from, and a random one (same seed)."""
+    _, held = data.split(train_images)
+    in_train = data.caption_image < train_images
+    train_feats = vectors["features"][:train_images]
+    held_args = (vectors["features"][train_images:], vectors["query"][~in_train], vectors["passage"][~in_train],
+                 held.caption_image)
+    dim = vectors["query"].shape[1]
+    return {
+        "heldout_images": len(held),
+        "heldout_captions": len(held.captions),
+        "trained": evaluate_projection(projection, *held_args),
+        "untrained": evaluate_projection(initial_projection(train_feats, dim, config), *held_args),
+        "random": evaluate_projection(random_projection(train_feats, dim, config.seed), *held_args),
+    }
+
+
 def train_adapter(data: ImageCaptionSet, tower: VisionTower, text_encoder: TextEncoder, *, train_images: int,
                   config: TrainConfig | None = None, cache: FeatureCache | None = None,
                   show_progress_bar: bool = False) -> AdapterImageEncoder:
@@ -186,18 +205,7 @@ def train_adapter(data: ImageCaptionSet, tower: VisionTower, text_encoder: TextE
     seconds = time.perf_counter() - started
     log.info("trained in %.1f s; loss %.3f -> %.3f; temperature %.4f", seconds, losses[0], losses[-1],
              1 / scale)
-    metrics: dict[str, Any] = {}
-    if len(held):
-        held_args = (vectors["features"][train_images:], vectors["query"][~in_train],
-                     vectors["passage"][~in_train], held.caption_image)
-        dim = vectors["query"].shape[1]
-        metrics = {
-            "heldout_images": len(held),
-            "heldout_captions": len(held.captions),
-            "trained": evaluate_projection(projection, *held_args),
-            "untrained": evaluate_projection(initial_projection(train_feats, dim, config), *held_args),
-            "random": evaluate_projection(random_projection(train_feats, dim, config.seed), *held_args),
-        }
+    metrics = heldout_metrics(projection, data, vectors, train_images, config) if len(held) else {}
     adapter_config = AdapterConfig(
         tower=tower.name,
         text_model=text_encoder.name,
@@ -213,5 +221,5 @@ def train_adapter(data: ImageCaptionSet, tower: VisionTower, text_encoder: TextE
     return AdapterImageEncoder(tower, projection, adapter_config)
 
 
-__all__ = ["TrainConfig", "encode_set", "evaluate_projection", "initial_projection", "random_projection",
-           "train_adapter", "train_projection"]
+__all__ = ["TrainConfig", "encode_set", "evaluate_projection", "heldout_metrics", "initial_projection",
+           "random_projection", "train_adapter", "train_projection"]
