@@ -80,9 +80,9 @@ def image_markdown(results: dict[str, Any]) -> str:
                    for k in ks] for p in PROJECTIONS]
     return "\n".join([
         f"# Image-caption retrieval: {adapter['name']} ({adapter.get('tower')} -> {results['model']})", "",
-        f"m3search {results['m3search']}, {results['created']}. {task['name']}: trained on the first "
-        f"{task['train_images']} images; held out {task['heldout_images']} images and {task['heldout_captions']} "
-        f"captions. Recall@k in %.", "",
+        (f"m3search {results['m3search']}, {results['created']}. {task['name']}: trained on the first "
+         f"{task['train_images']} images; held out {task['heldout_images']} images and "
+         f"{task['heldout_captions']} captions. Recall@k in %."), "",
         *markdown_table(header, rows), ""])
 
 

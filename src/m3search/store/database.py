@@ -42,7 +42,8 @@ CREATE TABLE IF NOT EXISTS thumbnails (seq INTEGER PRIMARY KEY, jpeg BLOB NOT NU
 #: so text-only collections index exactly their own metadata). Starts with "@" so no filter operator clashes.
 KIND_FIELD = "@kind"
 #: The metadata a level's filter index is built from: the stored metadata plus the kind of non-text documents.
-_INDEXED_METADATA = f"CASE WHEN d.kind = 'text' THEN d.metadata ELSE json_set(d.metadata, '$.\"{KIND_FIELD}\"', d.kind) END"
+_INDEXED_METADATA = (f"CASE WHEN d.kind = 'text' THEN d.metadata "
+                     f"ELSE json_set(d.metadata, '$.\"{KIND_FIELD}\"', d.kind) END")
 #: The columns of a `DocRow`.
 _DOC_COLUMNS = ("d.id, d.seq, d.kind, d.text, d.metadata, "
                 "EXISTS (SELECT 1 FROM thumbnails t WHERE t.seq = d.seq)")

@@ -14,6 +14,7 @@ from m3search.encoders.registry import find_spec
 from m3search.errors import InvalidInputError
 from m3search.server.auth import require_api_key
 from m3search.server.batching import EncodeOptions, MicroBatcher
+from m3search.server.catalog import Catalog
 from m3search.server.schemas import (
     ERROR_RESPONSES,
     EmbeddingData,
@@ -27,7 +28,6 @@ from m3search.server.schemas import (
     ModelCard,
     ModelList,
 )
-from m3search.server.catalog import Catalog
 from m3search.server.state import ServerState, get_batcher, get_catalog, get_state
 from m3search.server.validation import checked_texts
 
