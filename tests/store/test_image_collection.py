@@ -180,3 +180,29 @@ def test_visualized_bge_composes_image_and_text(tiny_m3, tiny_m3_dir: Path, tiny
     assert config["image_encoder"]["composed"] and Path(config["image_encoder"]["source"]).exists()
     with Collection.open(path, cache=False) as again:  # reloads the checkpoint it names
         assert again.search(image=flickr_images[0], k=1)[0].id == "i"
+
+
+def test_bm25_collection_with_images(e5_encoder, e5_dir: Path, lite0, flickr_images: list[Path],
+                                     tmp_path: Path) -> None:
+    """A model without a sparse head (e5 + BM25): images have no term counts; hybrid search still works."""
+    from m3search.encoders.image.adapter import AdapterConfig
+    from m3search.encoders.image.training import TrainConfig, initial_projection
+
+    features = lite0.encode(flickr_images[:3])
+    config = AdapterConfig(tower=lite0.name, text_model=e5_encoder.name, feature_dim=lite0.feature_dim,
+                           dim=e5_encoder.dim, preprocess=lite0.preprocess.to_dict())
+    images = AdapterImageEncoder(lite0, initial_projection(features, e5_encoder.dim, TrainConfig()), config)
+    with Collection.create(tmp_path / "bm25", e5_dir, outputs=["dense", "sparse"], image_encoder=images,
+                           runtime="torch-fp32", cache=False) as col:
+        assert col.config.sparse_source == "bm25"
+        col.upsert([{"id": "t", "text": "a dog runs on the beach"}, {"id": "i", "image": str(flickr_images[0])},
+                    {"id": "it", "image": str(flickr_images[1]), "text": "a dog in the snow"}])
+        for sealed in (False, True):
+            hits = {h.id: h for h in col.search("dog snow", k=3, mode="dense+sparse")}
+            assert set(hits) == {"t", "i", "it"}
+            assert hits["i"].scores["sparse"] == 0 and hits["it"].scores["sparse"] > 0
+            assert col.search("dog snow", k=1, mode="sparse", kinds=["image+text"])[0].id == "it"
+            col.flush()
+        assert col.delete(["it"]) == 1
+        col.compact()
+        assert col.search(image=flickr_images[0], k=2)[0].id == "i"

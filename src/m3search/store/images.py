@@ -52,14 +52,24 @@ def _same_model(a: str, b: str) -> bool:
     return pa.exists() and pb.exists() and pa.resolve() == pb.resolve()
 
 
+def _encoder_names(description: Mapping[str, Any]) -> list[str]:
+    """The model names in a text encoder's description (a composite's parts too: e5 + BM25 is e5)."""
+    names = [description["name"]] if description.get("name") else []
+    for part in (description.get("parts") or {}).values():
+        names += _encoder_names(part)
+    return names
+
+
 def check_image_encoder(encoder: ImageEncoder, config: CollectionConfig, where: Path) -> None:
-    """The image encoder must write into the collection's dense space: same text model, same dimension."""
+    """The image encoder must write into the collection's dense space: same text model (by name or directory;
+    one recorded at creation also counts), same dimension."""
     if "dense" not in config.outputs:
         raise InvalidInputError(f"collection {where} stores no dense vectors, which image documents need")
     if encoder.dim != config.dim:
         raise InvalidInputError(f"image encoder {encoder.name!r} makes {encoder.dim}-d vectors; collection {where} "
                                 f"holds {config.dim}-d ones")
-    names = [n for n in (config.model, config.encoder.get("name")) if n]
+    names = [n for n in (config.model, *_encoder_names(config.encoder),
+                         (config.image_encoder or {}).get("text_model")) if n]
     if names and not any(_same_model(encoder.text_model, n) for n in names):
         raise InvalidInputError(f"image encoder {encoder.name!r} maps images into the space of text model "
                                 f"{encoder.text_model!r}; collection {where} uses {names[0]!r}: train an adapter "
