@@ -3,6 +3,7 @@ image paths, `search --image`."""
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 from pathlib import Path
@@ -31,9 +32,11 @@ def test_image_collection_end_to_end(tiny_m3_dir: Path, tiny_adapter_dir: Path, 
     docs = tmp_path / "docs.jsonl"
     shutil.copy(flickr_images[3], tmp_path / "dog.jpg")
     docs.write_text(json.dumps({"id": "t", "text": "A dog runs on the beach"}) + "\n"
-                    + json.dumps({"id": "both", "image": "dog.jpg", "text": "a brown dog"}) + "\n")
+                    + json.dumps({"id": "both", "image": "dog.jpg", "text": "a brown dog"}) + "\n"
+                    + json.dumps({"id": "b64", "image": base64.b64encode(flickr_images[4].read_bytes()).decode()})
+                    + "\n")
     out = run("index", "add", str(path), str(photos), str(docs), "--runtime", "torch-fp32")
-    assert "wrote 5 documents" in out
+    assert "wrote 6 documents" in out
 
     first = flickr_images[0].name
     hits = json.loads(run("search", str(path), "--image", str(photos / first), "--json", "-k", "5"))
@@ -42,7 +45,7 @@ def test_image_collection_end_to_end(tiny_m3_dir: Path, tiny_adapter_dir: Path, 
     texts = json.loads(run("search", str(path), "--image", str(photos / first), "--kinds", "text", "--json"))
     assert [h["id"] for h in texts] == ["t"]
     images = json.loads(run("search", str(path), "dog", "--kinds", "image,image+text", "--json"))
-    assert {h["id"] for h in images} == {f.name for f in flickr_images[:3]} | {"both"}
+    assert {h["id"] for h in images} == {f.name for f in flickr_images[:3]} | {"both", "b64"}
     combo = run("search", str(path), "a brown dog", "--image", str(tmp_path / "dog.jpg"), "--mode", "dense")
     assert combo.splitlines()[0].split()[1:3] == ["both", "[image+text]"]
 

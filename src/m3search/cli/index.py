@@ -1,8 +1,9 @@
 """`m3search index create|add|delete|compact|stats`: build and maintain a collection from the shell.
 
-`add` reads JSONL (`{"id", "text", "image", "metadata", ...}`; an `image` path is relative to the JSONL file),
-BEIR `corpus.jsonl` (`{"_id", "title", "text"}`), image files (one image document each: .jpg, .png, .webp,
-.gif, .bmp) or plain text files (one document per file, its path as id), in blocks, with a progress bar.
+`add` reads JSONL (`{"id", "text", "image", "metadata", ...}`; `image` is a path, relative ones from the JSONL
+file's folder, or base64), BEIR `corpus.jsonl` (`{"_id", "title", "text"}`), image files (one image document
+each: .jpg, .png, .webp, .gif, .bmp) or plain text files (one document per file, its path as id), in blocks,
+with a progress bar.
 """
 
 from __future__ import annotations
@@ -47,9 +48,10 @@ def _jsonl_records(path: Path, fmt: str) -> Iterator[dict[str, Any]]:
                 obj = {"id": obj["_id"], "text": f"{title}\n{text}" if title else text, "metadata": metadata}
             elif "id" not in obj:
                 raise InvalidInputError(f"{path}:{lineno}: a JSONL record needs an 'id'")
-            if isinstance(obj.get("image"), str) and not obj["image"].startswith("data:"):
-                image = Path(obj["image"]).expanduser()
-                obj["image"] = image if image.is_absolute() else path.parent / image
+            if isinstance(obj.get("image"), str) and len(obj["image"]) < 4096:
+                beside = path.parent / Path(obj["image"]).expanduser()  # a relative path: from the JSONL's folder
+                if beside.is_file():
+                    obj["image"] = beside
             yield obj
 
 
