@@ -140,7 +140,7 @@ def test_upload_jsonl_and_json(client):
     r = client.post(
         "/collections/up/documents/upload", files={"file": ("bad.jsonl", bad, "application/jsonl")}
     )
-    assert r.status_code == 422 and "line 2: not valid JSON" in r.json()["error"]["message"]
+    assert r.status_code == 422 and "bad.jsonl:2: not valid JSON" in r.json()["error"]["message"]
     r = client.post(
         "/collections/up/documents/upload", files={"file": ("x.jsonl", '{"id": "a"}\n', "application/jsonl")}
     )

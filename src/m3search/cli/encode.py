@@ -13,20 +13,15 @@ from tqdm.auto import tqdm
 
 from m3search.cli.options import device_option, model_option, runtime_option
 from m3search.errors import InvalidInputError
+from m3search.jsonl import json_objects
 
 #: Texts read and encoded at a time: bounds memory on large files, big enough to batch well.
 BLOCK = 512
 
 
 def _records(stream: IO[str], text_field: str) -> Iterator[tuple[Any, str]]:
-    for lineno, line in enumerate(stream, 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InvalidInputError(f"line {lineno}: not valid JSON ({exc.msg})") from None
-        if not isinstance(obj, dict) or text_field not in obj:
+    for lineno, obj in json_objects(stream):
+        if text_field not in obj:
             raise InvalidInputError(f"line {lineno}: expected a JSON object with a {text_field!r} field")
         if not isinstance(obj[text_field], str):
             raise InvalidInputError(f"line {lineno}: field {text_field!r} is not a string")

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from m3search.cli.options import runtime_option
 from m3search.errors import InvalidInputError
+from m3search.jsonl import json_objects
 
 #: Documents read and written per upsert: one durable transaction each, big enough to batch the model well.
 BLOCK = 256
@@ -29,15 +30,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp")
 
 def _jsonl_records(path: Path, fmt: str) -> Iterator[dict[str, Any]]:
     with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InvalidInputError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
-            if not isinstance(obj, dict):
-                raise InvalidInputError(f"{path}:{lineno}: expected a JSON object")
+        for lineno, obj in json_objects(f, str(path)):
             if fmt == "beir" or (fmt == "auto" and "_id" in obj):
                 if "_id" not in obj:
                     raise InvalidInputError(f"{path}:{lineno}: a BEIR record needs an '_id'")

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from m3search.errors import InvalidInputError
+from m3search.jsonl import json_objects
 
 Qrels = dict[str, dict[str, int]]
 """query id -> {document id: relevance grade}; grades >= 1 are relevant, higher is more relevant."""
@@ -83,14 +84,8 @@ def _task(name: str, split: str, corpus: dict[str, Document], queries: dict[str,
 
 def _jsonl(path: Path) -> Iterable[dict[str, Any]]:
     with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InvalidInputError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
-            if not isinstance(obj, dict) or "_id" not in obj or not isinstance(obj.get("text"), str):
+        for lineno, obj in json_objects(f, str(path)):
+            if "_id" not in obj or not isinstance(obj.get("text"), str):
                 raise InvalidInputError(f"{path}:{lineno}: expected an object with '_id' and a 'text' string")
             yield obj
 

@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 
 from m3search.encoders.image import image_field
 from m3search.errors import ImageError, InvalidInputError
+from m3search.jsonl import json_objects
 from m3search.search.planner import mode_outputs
 from m3search.server.auth import require_api_key
 from m3search.server.batching import EncodeOptions
@@ -215,13 +216,7 @@ def parse_upload(data: bytes, filename: str) -> list[DocumentIn]:
         if isinstance(items, list):
             return [_document(item, f"item {i}") for i, item in enumerate(items)]
     docs = []
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            item = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InvalidInputError(f"{filename} line {lineno}: not valid JSON ({exc.msg})") from None
+    for lineno, item in json_objects(text.splitlines(), filename):
         docs.append(_document(item, f"line {lineno}"))
     return docs
 
