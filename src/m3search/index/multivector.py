@@ -166,23 +166,17 @@ class MultiVectorStore:
         return out
 
     def _decode(self, starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The codes of token ranges `[starts[i], ends[i])` as one float32 matrix (before int8 scales), and each
-        range's length."""
+        """The codes of token ranges `[starts[i], ends[i])` as one float32 matrix (int8: before the scales),
+        and each range's length."""
         lengths = ends - starts
-        total, dim = int(lengths.sum()), self.tokens.shape[1]
-        if self.scales is not None:  # int8 -> float32: numpy's cast is vectorized
-            decoded = np.empty((total, dim), np.float32)
-            at = 0
-            for s, e in zip(starts, ends):
-                np.copyto(decoded[at:at + e - s], self.tokens[s:e])
-                at += e - s
-            return decoded, lengths
-        bits = np.empty((total, dim), np.int32)
+        int8 = self.scales is not None
+        # int8 -> float32 is a vectorized numpy cast; float16 goes through its bits, sign-extended to int32
+        out = np.empty((int(lengths.sum()), self.tokens.shape[1]), np.float32 if int8 else np.int32)
         at = 0
         for s, e in zip(starts, ends):
-            np.copyto(bits[at:at + e - s], self.tokens[s:e].view(np.int16))  # sign-extending widen
+            np.copyto(out[at:at + e - s], self.tokens[s:e] if int8 else self.tokens[s:e].view(np.int16))
             at += e - s
-        return _float16_bits_to_float32(bits), lengths
+        return (out if int8 else _float16_bits_to_float32(out)), lengths
 
 
 #: Values decoded per block in `MultiVectorStore.maxsim` (4 MiB of float32).
