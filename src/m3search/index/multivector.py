@@ -99,7 +99,7 @@ class MultiVectorStore:
 
     @classmethod
     def from_rows(cls, rows: Sequence[np.ndarray | None], dtype: ColbertDtype = "float16",
-                  dim: int | None = None) -> "MultiVectorStore":
+                  dim: int | None = None) -> MultiVectorStore:
         """An in-memory store (for rows not yet written to a segment); None rows have no token vectors."""
         dim = dim if dim is not None else next((r.shape[1] for r in rows if r is not None and len(r)), 0)
         encoded = [encode_tokens(r if r is not None else np.empty((0, dim), np.float32), dtype) for r in rows]
@@ -111,7 +111,7 @@ class MultiVectorStore:
         return cls(tokens, offsets, scales)
 
     @classmethod
-    def load(cls, directory: Path) -> "MultiVectorStore":
+    def load(cls, directory: Path) -> MultiVectorStore:
         """Open a saved store, memory-mapped."""
         scales_path = directory / SCALES_FILE
         return cls(np.load(directory / TOKENS_FILE, mmap_mode="r"), np.load(directory / OFFSETS_FILE),
@@ -156,10 +156,11 @@ class MultiVectorStore:
             # the candidates whose tokens fit in one block (at least one, however long)
             before = cumulative[first - 1] if first else 0
             last = max(first + 1, int(np.searchsorted(cumulative, before + block, side="right")))
-            tokens, lengths = self._decode(starts[first:last], ends[first:last])
+            block_starts, block_ends = starts[first:last], ends[first:last]
+            tokens, lengths = self._decode(block_starts, block_ends)
             sims = tokens @ query_t
             if self.scales is not None:
-                sims *= np.concatenate([self.scales[s:e] for s, e in zip(starts[first:last], ends[first:last])])[:, None]
+                sims *= np.concatenate([self.scales[s:e] for s, e in zip(block_starts, block_ends)])[:, None]
             bounds = np.concatenate([[0], np.cumsum(lengths)[:-1]])
             out[has[first:last]] = np.maximum.reduceat(sims, bounds, axis=0).sum(axis=1) / len(query)
             first = last
