@@ -76,16 +76,18 @@ class Scored:
     scores: dict[str, float] = field(default_factory=dict)
 
 
-_blas: ThreadpoolController | None = None
+_threadpools: ThreadpoolController | None = None
 
 
-def _one_blas_thread() -> Any:
-    """Run a query's small matrix products on one thread: splitting them costs more than it saves, and on a
-    busy machine each hand-off to a second BLAS thread can wait a whole scheduler slice (~100x slower)."""
-    global _blas
-    if _blas is None:
-        _blas = ThreadpoolController()
-    return _blas.limit(limits=1, user_api="blas")
+def one_thread(user_api: Literal["blas", "openmp"] = "blas") -> Any:
+    """A context that runs one query's work on one thread of `user_api` (BLAS products; OpenMP, which torch's
+    CPU kernels use — limited for the calling thread only). A query's pieces are small: splitting them costs
+    more than it saves, and on a busy machine each hand-off to a second thread can wait a whole scheduler slice
+    (a 0.4 ms product took ~80 ms; encoding one e5-small query took ~1 s instead of ~50 ms on 2 busy cores)."""
+    global _threadpools
+    if _threadpools is None:
+        _threadpools = ThreadpoolController()
+    return _threadpools.limit(limits=1, user_api=user_api)
 
 
 def execute(levels: Sequence[SearchLevel], query: QueryVectors, mode: Mode, k: int, *, candidates: int,
@@ -93,7 +95,7 @@ def execute(levels: Sequence[SearchLevel], query: QueryVectors, mode: Mode, k: i
             normalize: Scaling = "none") -> list[Scored]:
     """Run `mode` over `levels`; returns at most `k` results, best first. `normalize`: how weighted fusion
     rescales each kind's scores over the candidates (`m3search.search.fusion`)."""
-    with _one_blas_thread():
+    with one_thread():
         return _execute(levels, query, mode, k, candidates, weights, fusion, ef_search, normalize)
 
 

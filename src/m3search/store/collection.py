@@ -41,7 +41,15 @@ from m3search.errors import (
 from m3search.index.multivector import encode_tokens
 from m3search.index.sparse import SparseIndex, SparseRow
 from m3search.search.fusion import Fusion, Normalize, mode_weights, resolve_normalize
-from m3search.search.planner import MODE_KINDS, Mode, QueryVectors, SearchLevel, execute, mode_outputs
+from m3search.search.planner import (
+    MODE_KINDS,
+    Mode,
+    QueryVectors,
+    SearchLevel,
+    execute,
+    mode_outputs,
+    one_thread,
+)
 from m3search.search.results import Hit
 from m3search.store.cache import EmbeddingCache, default_cache_path
 from m3search.store.config import CONFIG_FILE, CollectionConfig, fsync_path
@@ -742,7 +750,8 @@ class Collection:
             if not query.strip():
                 raise InvalidInputError("the query is empty")
             flags = {f"return_{k}": k in needed for k in OUTPUT_KINDS}
-            result = self.encoder.encode_queries([query], **flags)
+            with one_thread("openmp"):  # torch's CPU kernels
+                result = self.encoder.encode_queries([query], **flags)
             return QueryVectors(None if result.dense is None else result.dense[0],
                                 None if result.sparse is None else _as_sparse_row(result.sparse[0]),
                                 None if result.colbert is None else result.colbert[0])
