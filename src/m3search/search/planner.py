@@ -13,6 +13,7 @@ are fused from their dense score alone, as if the mode were dense, so images and
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -82,7 +83,8 @@ class Scored:
     scores: dict[str, float] = field(default_factory=dict)
 
 
-_threadpools: ThreadpoolController | None = None
+#: (modules imported when built, the controller of the thread pools loaded then)
+_threadpools: tuple[int, ThreadpoolController] | None = None
 
 
 def one_thread(user_api: Literal["blas", "openmp"] = "blas") -> Any:
@@ -91,9 +93,9 @@ def one_thread(user_api: Literal["blas", "openmp"] = "blas") -> Any:
     more than it saves, and on a busy machine each hand-off to a second thread can wait a whole scheduler slice
     (a 0.4 ms product took ~80 ms; encoding one e5-small query took ~1 s instead of ~50 ms on 2 busy cores)."""
     global _threadpools
-    if _threadpools is None:
-        _threadpools = ThreadpoolController()
-    return _threadpools.limit(limits=1, user_api=user_api)
+    if _threadpools is None or _threadpools[0] != len(sys.modules):  # rescan after imports (torch loads later)
+        _threadpools = (len(sys.modules), ThreadpoolController())
+    return _threadpools[1].limit(limits=1, user_api=user_api)
 
 
 def execute(levels: Sequence[SearchLevel], query: QueryVectors, mode: Mode, k: int, *, candidates: int,
