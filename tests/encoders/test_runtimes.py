@@ -19,7 +19,7 @@ from tests.encoders.texts import MULTILINGUAL
 
 #: What each runtime promises on the tiny model (all outputs, the multilingual test texts). onnx-fp32 runs the
 #: same fp32 arithmetic in another order; bf16 keeps 8 significant bits in the backbone's matrix products; int8
-#: quantizes weights per tensor and activations per batch.
+#: quantizes weights per output channel and activations per batch (feed-forward outputs stay fp32).
 BOUNDS = {
     "onnx-fp32": GuardBounds(dense_cosine_min=1 - 1e-6, sparse_rel_diff_max=1e-4, colbert_cosine_min=1 - 1e-6),
     "torch-bf16": GUARD_BOUNDS,
@@ -56,6 +56,23 @@ def test_onnx_export_manifest_records_deviation(tiny_m3_onnx):
     assert tiny_m3_onnx["outputs"] == ["dense", "token_weights", "colbert"]
     fp32 = tiny_m3_onnx["graphs"]["fp32"]["deviation"]
     assert fp32["dense_cosine_min"] > 1 - 1e-6 and fp32["sparse_rel_diff_max"] < 1e-4
+
+
+def test_int8_graph_keeps_only_the_feed_forward_outputs_fp32(tiny_m3_dir, tiny_m3_onnx):
+    import onnx
+
+    from m3search.encoders.runtimes.onnx_export import ffn_output_matmuls, graph_path
+
+    spec = spec_for_directory(tiny_m3_dir)
+    config = json.loads((tiny_m3_dir / "config.json").read_text())
+    int8 = graph_path(tiny_m3_dir, spec, "int8")
+    graph = onnx.load(str(int8), load_external_data=False).graph
+    constants = {init.name for init in graph.initializer}
+    float_weight_products = [n.name for n in graph.node if n.op_type == "MatMul" and n.input[1] in constants]
+    kept = ffn_output_matmuls(int8, config["intermediate_size"])
+    assert len(kept) == config["num_hidden_layers"]
+    assert sorted(float_weight_products) == sorted(kept)
+    assert sum(n.op_type == "MatMulInteger" for n in graph.node) >= 4 * config["num_hidden_layers"]
 
 
 def test_export_is_cached(tiny_m3_dir, tiny_m3_onnx, monkeypatch):

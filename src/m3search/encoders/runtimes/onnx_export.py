@@ -32,8 +32,9 @@ log = logging.getLogger(__name__)
 PRECISIONS = ("fp32", "int8")
 GRAPH_FILE = "model.onnx"
 MANIFEST = "manifest.json"
-#: Bumped whenever the exported graph changes; older cached exports are then made again.
-EXPORT_FORMAT = 2
+#: Bumped whenever the exported graphs change; older cached exports are then made again.
+#: 3: the feed-forward output products stay fp32 in the int8 graph.
+EXPORT_FORMAT = 3
 #: Opset 23 has a fused `Attention` op: ONNX Runtime then never materializes the (heads, L, L) score matrix,
 #: which at 8192 tokens would take gigabytes (the decomposed attention of older opsets does).
 OPSET = 23
@@ -95,15 +96,29 @@ def _export_fp32(model: EncoderModel, sparse: bool, dest: Path) -> None:
         )
 
 
-def _quantize_int8(src: Path, dest: Path) -> None:
+def ffn_output_matmuls(graph: Path, intermediate_size: int) -> list[str]:
+    """Names of the graph's feed-forward down-projections: MatMuls by a constant (intermediate, hidden) weight."""
+    import onnx
+
+    model = onnx.load(str(graph), load_external_data=False)
+    shapes = {init.name: tuple(init.dims) for init in model.graph.initializer}
+    return [node.name for node in model.graph.node
+            if node.op_type == "MatMul" and shapes.get(node.input[1], (None,))[0] == intermediate_size]
+
+
+def _quantize_int8(src: Path, dest: Path, intermediate_size: int) -> None:
     """Dynamic int8 quantization of the weight matrix products: weights per output channel, activations per
-    batch at run time. Attention's activation-by-activation products and the embeddings stay fp32."""
+    batch at run time. Attention's activation-by-activation products and the embeddings stay fp32, and so do
+    the feed-forward down-projections: their input (after GELU) has outlier channels that one int8 scale per
+    batch cannot hold. Quantizing them too is about 1.4x faster but moved multilingual-e5-small's dense vectors
+    to cosine 0.994 on SciFact abstracts, against 0.9992 without them (the guard asks for 0.999)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     dest.parent.mkdir(parents=True, exist_ok=True)
     quantize_dynamic(
         str(src), str(dest), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"], per_channel=True,
-        use_external_data_format=True, extra_options={"MatMulConstBOnly": True},
+        nodes_to_exclude=ffn_output_matmuls(src, intermediate_size), use_external_data_format=True,
+        extra_options={"MatMulConstBOnly": True},
     )
 
 
@@ -126,10 +141,11 @@ def export_onnx(path: Path, spec: ModelSpec, *, force: bool = False) -> dict[str
         ref_out = reference.forward(ids, mask, dense=True, sparse=sparse, colbert=True)
         log.info("exporting %s to ONNX (fp32)", spec.name)
         _export_fp32(reference.model, sparse, tmp / "fp32" / GRAPH_FILE)
+        intermediate_size = reference.model.backbone.config.intermediate_size
         del reference
         gc.collect()
         log.info("quantizing %s to int8", spec.name)
-        _quantize_int8(tmp / "fp32" / GRAPH_FILE, tmp / "int8" / GRAPH_FILE)
+        _quantize_int8(tmp / "fp32" / GRAPH_FILE, tmp / "int8" / GRAPH_FILE, intermediate_size)
         deviations = {}
         for precision in PRECISIONS:
             runtime = OnnxRuntime(tmp / precision / GRAPH_FILE, name=f"onnx-{precision}")
