@@ -9,6 +9,7 @@ import pytest
 
 from m3search import Collection
 from m3search.encoders import BM25Encoder, CompositeEncoder
+from m3search.errors import InvalidInputError
 from m3search.scoring import colbert_score, dense_score, lexical_score
 
 TEXTS = [
@@ -68,6 +69,19 @@ def test_scores_equal_the_encoders_reference_scores(m3_collection, tiny_m3):
         assert hit.scores["sparse"] == pytest.approx(lexical_score(q.sparse[0], d.sparse[i]), abs=1e-5)
         # ColBERT vectors are stored as float16
         assert hit.scores["colbert"] == pytest.approx(colbert_score(q.colbert[0], d.colbert[i]), abs=2e-3)
+
+
+def test_an_encoded_query_searches_like_its_text(m3_collection):
+    query = "bread with flour and yeast"
+    vectors = m3_collection.encode_query(query)
+    assert vectors.dense is not None and vectors.sparse is not None and vectors.colbert is not None
+    for mode in ("dense", "sparse", "colbert", "all"):
+        by_text = m3_collection.search(query, k=5, mode=mode)
+        by_vectors = m3_collection.search(vectors, k=5, mode=mode)
+        assert [(h.id, h.score) for h in by_vectors] == [(h.id, h.score) for h in by_text]
+    assert m3_collection.encode_query(query, ["dense"]).sparse is None
+    with pytest.raises(InvalidInputError, match="the query is empty"):
+        m3_collection.encode_query("   ")
 
 
 def test_text_and_vectors_mix(m3_collection, tiny_m3):

@@ -17,11 +17,12 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from m3search.encoders.base import OUTPUT_KINDS, TextEncoder
+from m3search.encoders.base import TextEncoder
 from m3search.errors import InvalidInputError
 from m3search.eval.datasets import RetrievalTask
 from m3search.eval.runner import Hit
 from m3search.eval.tune import Weights
+from m3search.search.planner import QueryVectors
 from m3search.store import Collection
 from m3search.store.config import CONFIG_FILE, CollectionConfig
 
@@ -61,7 +62,7 @@ class CollectionSearcher:
     normalize: str = "auto"
     candidates: int = 100
     reuse_queries: bool = False
-    _vectors: dict[str, dict[str, Any]] = field(default_factory=dict, init=False, repr=False)
+    _vectors: dict[str, QueryVectors] = field(default_factory=dict, init=False, repr=False)
 
     def search(self, query: str, *, k: int, mode: str, fusion: str | None, weights: Weights | None
                ) -> Sequence[Hit]:
@@ -69,19 +70,16 @@ class CollectionSearcher:
         options: dict[str, Any] = {"mode": mode, "normalize": self.normalize, "candidates": self.candidates}
         if fusion is not None:
             options.update(fusion=fusion, weights=list(weights) if weights is not None else None)
-        target: str | dict[str, Any] = self._encoded(query) if self.reuse_queries else query
+        target: str | QueryVectors = self._encoded(query) if self.reuse_queries else query
         return [(hit.id, hit.score) for hit in self.collection.search(target, k, **options)]
 
     def reusing_queries(self) -> CollectionSearcher:
         """The same searcher, encoding each distinct query once."""
         return CollectionSearcher(self.collection, self.normalize, self.candidates, reuse_queries=True)
 
-    def _encoded(self, query: str) -> dict[str, Any]:
+    def _encoded(self, query: str) -> QueryVectors:
         if query not in self._vectors:
-            kinds = self.collection.config.outputs
-            out = self.collection.encoder.encode_queries([query], **{f"return_{k}": k in kinds
-                                                                    for k in OUTPUT_KINDS})
-            self._vectors[query] = {k: getattr(out, k)[0] for k in kinds}
+            self._vectors[query] = self.collection.encode_query(query)
         return self._vectors[query]
 
 

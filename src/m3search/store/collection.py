@@ -851,19 +851,25 @@ class Collection:
         levels.append(pending)
         return levels
 
+    def encode_query(self, text: str, outputs: Sequence[OutputKind] | None = None) -> QueryVectors:
+        """The query vectors `search` would compute for `text` (all stored outputs by default): encode once,
+        search many times (weight tuning, several modes)."""
+        if not isinstance(text, str) or not text.strip():
+            raise InvalidInputError("the query is empty")
+        needed = self.config.outputs if outputs is None else outputs
+        flags = {f"return_{k}": k in needed for k in OUTPUT_KINDS}
+        with one_thread("openmp"):  # torch's CPU kernels
+            result = self.encoder.encode_queries([text], **flags)
+        return QueryVectors(None if result.dense is None else result.dense[0],
+                            None if result.sparse is None else _as_sparse_row(result.sparse[0]),
+                            None if result.colbert is None else result.colbert[0])
+
     def _query_vectors(self, query: Any, needed: Sequence[OutputKind]) -> QueryVectors:
         cfg = self.config
         if isinstance(query, QueryVectors):
             query = {k: getattr(query, k) for k in OUTPUT_KINDS}
         if isinstance(query, str):
-            if not query.strip():
-                raise InvalidInputError("the query is empty")
-            flags = {f"return_{k}": k in needed for k in OUTPUT_KINDS}
-            with one_thread("openmp"):  # torch's CPU kernels
-                result = self.encoder.encode_queries([query], **flags)
-            return QueryVectors(None if result.dense is None else result.dense[0],
-                                None if result.sparse is None else _as_sparse_row(result.sparse[0]),
-                                None if result.colbert is None else result.colbert[0])
+            return self.encode_query(query, needed)
         if not isinstance(query, Mapping):
             raise InvalidInputError(f"a query is a text or an object of vectors, got {type(query).__name__}")
         absent = [k for k in needed if query.get(k) is None]
