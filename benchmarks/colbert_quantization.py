@@ -59,10 +59,10 @@ class EncodedTask:
         self.query_offsets = np.load(folder / "query_offsets.npy")
 
     def doc_tokens(self, i: int) -> np.ndarray:
-        return np.asarray(self.tokens[self.offsets[i]:self.offsets[i + 1]])
+        return np.asarray(self.tokens[self.offsets[i] : self.offsets[i + 1]])
 
     @classmethod
-    def build(cls, task: RetrievalTask, folder: Path, model: str) -> "EncodedTask":
+    def build(cls, task: RetrievalTask, folder: Path, model: str) -> EncodedTask:
         """Encode (once) and cache; later calls load the cache."""
         if (folder / "ids.json").is_file():
             return cls(folder)
@@ -76,14 +76,20 @@ class EncodedTask:
         start = time.perf_counter()
         with open(tmp / "tokens.f32", "wb") as raw:
             for i in range(0, len(texts), ENCODE_BLOCK):
-                out = encoder.encode_documents(texts[i:i + ENCODE_BLOCK], return_dense=True, return_colbert=True)
+                out = encoder.encode_documents(
+                    texts[i : i + ENCODE_BLOCK], return_dense=True, return_colbert=True
+                )
                 dense.append(out.dense)
                 for m in out.colbert:
                     raw.write(np.ascontiguousarray(m, np.float32).tobytes())
                     lengths.append(len(m))
                 done = i + len(out.dense)
-                print(f"\rencoded {done}/{len(texts)} ({done / (time.perf_counter() - start):.1f} docs/s)",
-                      end="", file=sys.stderr, flush=True)
+                print(
+                    f"\rencoded {done}/{len(texts)} ({done / (time.perf_counter() - start):.1f} docs/s)",
+                    end="",
+                    file=sys.stderr,
+                    flush=True,
+                )
         print(file=sys.stderr)
         dim = encoder.colbert_dim
         flat = np.fromfile(tmp / "tokens.f32", np.float32).reshape(-1, dim)
@@ -93,37 +99,65 @@ class EncodedTask:
         np.save(tmp / "dense.npy", np.concatenate(dense))
         np.save(tmp / "offsets.npy", np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64))
         query_ids = list(task.queries)
-        q = encoder.encode_queries([task.queries[i] for i in query_ids], return_dense=True, return_colbert=True)
+        q = encoder.encode_queries(
+            [task.queries[i] for i in query_ids], return_dense=True, return_colbert=True
+        )
         np.save(tmp / "query_dense.npy", q.dense)
         np.save(tmp / "query_tokens.npy", np.concatenate(q.colbert).astype(np.float32))
-        np.save(tmp / "query_offsets.npy",
-                np.concatenate([[0], np.cumsum([len(m) for m in q.colbert])]).astype(np.int64))
-        (tmp / "ids.json").write_text(json.dumps({"model": model, "documents": doc_ids, "queries": query_ids,
-                                                  "encode_s": time.perf_counter() - start}))
+        np.save(
+            tmp / "query_offsets.npy",
+            np.concatenate([[0], np.cumsum([len(m) for m in q.colbert])]).astype(np.int64),
+        )
+        (tmp / "ids.json").write_text(
+            json.dumps(
+                {
+                    "model": model,
+                    "documents": doc_ids,
+                    "queries": query_ids,
+                    "encode_s": time.perf_counter() - start,
+                }
+            )
+        )
         shutil.rmtree(folder, ignore_errors=True)
         tmp.rename(folder)
         return cls(folder)
 
 
-def collection_runs(task: RetrievalTask, enc: EncodedTask, dtype: str, runs: list[RunSpec], scratch: Path
-                    ) -> dict:
+def collection_runs(
+    task: RetrievalTask, enc: EncodedTask, dtype: str, runs: list[RunSpec], scratch: Path
+) -> dict:
     """Upsert the cached vectors (text too, for BM25) into a collection storing ColBERT as `dtype`; run `runs`."""
     encoder = load_encoder(MODEL, sparse="bm25", runtime="torch-fp32")
-    col = Collection.create(scratch / dtype, encoder=encoder, outputs=["dense", "sparse", "colbert"],
-                            colbert_dtype=dtype, cache=False)
+    col = Collection.create(
+        scratch / dtype,
+        encoder=encoder,
+        outputs=["dense", "sparse", "colbert"],
+        colbert_dtype=dtype,
+        cache=False,
+    )
     try:
         for i in range(0, len(enc.doc_ids), 500):
-            col.upsert([{"id": d, "text": task.corpus[d].full_text, "dense": enc.dense[j],
-                         "colbert": enc.doc_tokens(j)}
-                        for j, d in enumerate(enc.doc_ids[i:i + 500], start=i)])
+            col.upsert(
+                [
+                    {
+                        "id": d,
+                        "text": task.corpus[d].full_text,
+                        "dense": enc.dense[j],
+                        "colbert": enc.doc_tokens(j),
+                    }
+                    for j, d in enumerate(enc.doc_ids[i : i + 500], start=i)
+                ]
+            )
         col.compact()
         colbert_bytes = sum(f.stat().st_size for f in (scratch / dtype).rglob("colbert*.npy"))
         results = run_task(CollectionSearcher(col), task, runs, measures=MEASURES, depth=100, progress=False)
     finally:
         col.close()
         shutil.rmtree(scratch / dtype, ignore_errors=True)
-    return {"colbert_bytes": colbert_bytes,
-            "runs": {r.spec.label: {**r.metrics, "latency_p50_ms": r.latency_summary()["p50"]} for r in results}}
+    return {
+        "colbert_bytes": colbert_bytes,
+        "runs": {r.spec.label: {**r.metrics, "latency_p50_ms": r.latency_summary()["p50"]} for r in results},
+    }
 
 
 def exhaustive_maxsim(task: RetrievalTask, enc: EncodedTask, chunk: int = 16_384) -> dict:
@@ -131,14 +165,19 @@ def exhaustive_maxsim(task: RetrievalTask, enc: EncodedTask, chunk: int = 16_384
     qt, q_starts = enc.query_tokens, enc.query_offsets[:-1]
     q_len = np.diff(enc.query_offsets)[:, None]
     n_docs, offsets = len(enc.doc_ids), enc.offsets
-    scores = {name: np.zeros((len(enc.query_ids), n_docs), np.float32) for name in ("float32", "float16", "int8")}
+    scores = {
+        name: np.zeros((len(enc.query_ids), n_docs), np.float32) for name in ("float32", "float16", "int8")
+    }
     first = 0
     while first < n_docs:  # blocks of whole documents, about `chunk` token vectors each
         last = min(n_docs, max(first + 1, int(np.searchsorted(offsets, offsets[first] + chunk, "right")) - 1))
-        block = np.asarray(enc.tokens[offsets[first]:offsets[last]], np.float32)
+        block = np.asarray(enc.tokens[offsets[first] : offsets[last]], np.float32)
         codes, scales = quantize_int8(block)
-        forms = {"float32": block, "float16": block.astype(np.float16).astype(np.float32),
-                 "int8": codes.astype(np.float32) * scales[:, None]}
+        forms = {
+            "float32": block,
+            "float16": block.astype(np.float16).astype(np.float32),
+            "int8": codes.astype(np.float32) * scales[:, None],
+        }
         bounds = offsets[first:last] - offsets[first]
         for name, tokens in forms.items():
             best = np.maximum.reduceat(qt @ tokens.T, bounds, axis=1)  # (query tokens, documents)
@@ -152,10 +191,14 @@ def exhaustive_maxsim(task: RetrievalTask, enc: EncodedTask, chunk: int = 16_384
         run = {qid: [enc.doc_ids[i] for i in row] for qid, row in zip(enc.query_ids, top)}
         metrics = evaluate(task.qrels, run, ["ndcg@10", "recall@100"])
         err = np.abs(s - reference)
-        out[name] = {**metrics,
-                     "top10_overlap_vs_float32": float(np.mean([len(set(a[:10]) & set(b)) / 10
-                                                                for a, b in zip(top, ref_top)])),
-                     "mean_abs_error": float(err.mean()), "max_abs_error": float(err.max())}
+        out[name] = {
+            **metrics,
+            "top10_overlap_vs_float32": float(
+                np.mean([len(set(a[:10]) & set(b)) / 10 for a, b in zip(top, ref_top)])
+            ),
+            "mean_abs_error": float(err.mean()),
+            "max_abs_error": float(err.max()),
+        }
     return out
 
 
@@ -169,8 +212,12 @@ def main() -> None:
     enc = EncodedTask.build(task, args.cache, MODEL)
     if args.encode_only:
         return
-    result: dict = {"model": MODEL, "task": task.describe(), "tokens": int(enc.offsets[-1]),
-                    "colbert_dim": int(enc.tokens.shape[1])}
+    result: dict = {
+        "model": MODEL,
+        "task": task.describe(),
+        "tokens": int(enc.offsets[-1]),
+        "colbert_dim": int(enc.tokens.shape[1]),
+    }
     weights = tuple(DEFAULT_WEIGHTS)
     colbert_runs = [RunSpec("colbert"), RunSpec("all", "weighted", weights), RunSpec("all", "rrf", weights)]
     context_runs = [RunSpec("dense"), RunSpec("sparse"), RunSpec("dense+sparse", "weighted", weights)]
@@ -189,20 +236,30 @@ def main() -> None:
 
 def report(result: dict) -> None:
     t = result["task"]
-    print(f"SciFact {t['split']}: {t['documents']:,} documents ({result['tokens']:,} token vectors, "
-          f"{result['colbert_dim']}-d), {t['queries']} queries; model {result['model']}")
+    print(
+        f"SciFact {t['split']}: {t['documents']:,} documents ({result['tokens']:,} token vectors, "
+        f"{result['colbert_dim']}-d), {t['queries']} queries; model {result['model']}"
+    )
     f16, i8 = result["collections"]["float16"], result["collections"]["int8"]
-    print(f"\n{'run':<24} {'float16 nDCG@10':>16} {'int8 nDCG@10':>13} {'float16 R@100':>14} {'int8 R@100':>11}")
+    print(
+        f"\n{'run':<24} {'float16 nDCG@10':>16} {'int8 nDCG@10':>13} {'float16 R@100':>14} {'int8 R@100':>11}"
+    )
     for label, r in f16["runs"].items():
         q = i8["runs"].get(label)
-        print(f"{label:<24} {r['ndcg@10']:>16.4f} {q['ndcg@10'] if q else float('nan'):>13.4f} "
-              f"{r['recall@100']:>14.4f} {q['recall@100'] if q else float('nan'):>11.4f}")
+        print(
+            f"{label:<24} {r['ndcg@10']:>16.4f} {q['ndcg@10'] if q else float('nan'):>13.4f} "
+            f"{r['recall@100']:>14.4f} {q['recall@100'] if q else float('nan'):>11.4f}"
+        )
     print(f"ColBERT store bytes: float16 {f16['colbert_bytes']:,}, int8 {i8['colbert_bytes']:,}")
-    print(f"\n{'exhaustive MaxSim':<18} {'nDCG@10':>8} {'R@100':>7} {'top-10 overlap':>15} {'mean |err|':>11} "
-          f"{'max |err|':>10}")
+    print(
+        f"\n{'exhaustive MaxSim':<18} {'nDCG@10':>8} {'R@100':>7} {'top-10 overlap':>15} {'mean |err|':>11} "
+        f"{'max |err|':>10}"
+    )
     for name, r in result["exhaustive_maxsim"].items():
-        print(f"{name:<18} {r['ndcg@10']:>8.4f} {r['recall@100']:>7.4f} {r['top10_overlap_vs_float32']:>15.3f} "
-              f"{r['mean_abs_error']:>11.2e} {r['max_abs_error']:>10.2e}")
+        print(
+            f"{name:<18} {r['ndcg@10']:>8.4f} {r['recall@100']:>7.4f} {r['top10_overlap_vs_float32']:>15.3f} "
+            f"{r['mean_abs_error']:>11.2e} {r['max_abs_error']:>10.2e}"
+        )
 
 
 if __name__ == "__main__":

@@ -28,9 +28,11 @@ KEYS = ("relative_contrast", "top10_contrast", "lid", "cos_nearest", "cos_mean")
 def measure(points: np.ndarray, queries: np.ndarray, small: int, rng: np.random.Generator) -> dict:
     """Document-document (all, and a `small` subsample) and query-document geometry."""
     sub = points[rng.choice(len(points), small, replace=False)]
-    return {"docs": geometry(points, points, exclude_self=True),
-            f"docs_{small}": geometry(sub, sub, exclude_self=True),
-            "queries": geometry(queries, points, exclude_self=False)}
+    return {
+        "docs": geometry(points, points, exclude_self=True),
+        f"docs_{small}": geometry(sub, sub, exclude_self=True),
+        "queries": geometry(queries, points, exclude_self=False),
+    }
 
 
 def distance(a: dict, b: dict) -> float:
@@ -48,7 +50,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cache", type=Path, default=ROOT / ".work" / "scifact-e5-small")
     ap.add_argument("--small", type=int, default=1000)
-    ap.add_argument("--clusters", type=int, default=2000, help="clusters of the synthetic model (1M benchmark)")
+    ap.add_argument(
+        "--clusters", type=int, default=2000, help="clusters of the synthetic model (1M benchmark)"
+    )
     args = ap.parse_args()
     rng = np.random.default_rng(0)
     check = np.zeros((3000, 1024), np.float32)
@@ -58,28 +62,39 @@ def main() -> None:
     docs = np.load(args.cache / "dense.npy")
     queries = np.load(args.cache / "query_dense.npy")
     n, nq = len(docs), len(queries)
-    result["real"] = {"source": "multilingual-e5-small, SciFact corpus and test queries", "docs": n,
-                      "queries": nq, **measure(docs, queries, args.small, np.random.default_rng(1))}
+    result["real"] = {
+        "source": "multilingual-e5-small, SciFact corpus and test queries",
+        "docs": n,
+        "queries": nq,
+        **measure(docs, queries, args.small, np.random.default_rng(1)),
+    }
 
     def synthetic(model) -> dict:
         sample = model.sample(np.random.default_rng(2), n + nq)
         return measure(sample[:n], sample[n:], args.small, np.random.default_rng(1))
 
     grid = []
-    for latent_dim, spread, noise, shared in itertools.product((16, 32, 64), (0.3, 0.6, 1.0), (0.05, 0.3),
-                                                               (0.5, 1.0, 1.5, 2.5)):
-        model = LatentMixture(latent_dim=latent_dim, spread=spread, noise=noise, shared=shared,
-                              clusters=args.clusters)
+    for latent_dim, spread, noise, shared in itertools.product(
+        (16, 32, 64), (0.3, 0.6, 1.0), (0.05, 0.3), (0.5, 1.0, 1.5, 2.5)
+    ):
+        model = LatentMixture(
+            latent_dim=latent_dim, spread=spread, noise=noise, shared=shared, clusters=args.clusters
+        )
         stats = synthetic(model)
         grid.append((distance(stats, result["real"]), model.params(), stats))
-        print(f"latent {latent_dim:>3} spread {spread:.1f} noise {noise:.2f} shared {shared:.1f}: "
-              f"distance {grid[-1][0]:.3f}", flush=True)
+        print(
+            f"latent {latent_dim:>3} spread {spread:.1f} noise {noise:.2f} shared {shared:.1f}: "
+            f"distance {grid[-1][0]:.3f}",
+            flush=True,
+        )
     grid.sort(key=lambda g: g[0])
     best_distance, best_params, best_stats = grid[0]
     result["latent_mixture"] = {"params": best_params, "distance": best_distance, **best_stats}
     result["grid"] = [{"params": p, "distance": d} for d, p, _ in grid]
-    result["near_tie"] = {"params": NearTieClusters(clusters=args.clusters).params(),
-                          **synthetic(NearTieClusters(clusters=args.clusters))}
+    result["near_tie"] = {
+        "params": NearTieClusters(clusters=args.clusters).params(),
+        **synthetic(NearTieClusters(clusters=args.clusters)),
+    }
     report(result)
     RESULT.parent.mkdir(parents=True, exist_ok=True)
     RESULT.write_text(json.dumps(result, indent=2))

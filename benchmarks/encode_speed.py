@@ -40,6 +40,7 @@ LONG_TOKENS = 8192
 
 # ---- inputs ---------------------------------------------------------------------------------------------
 
+
 def full_size_model(dest: Path) -> Path:
     """The random full-size bge-m3 (24 layers, 1024 wide, 16 heads) with the real tokenizer; built once."""
     from m3search.testing import build_random_m3
@@ -72,6 +73,7 @@ def long_document(tokenizer: Any, tokens: int = LONG_TOKENS) -> str:
 
 
 # ---- worker process -------------------------------------------------------------------------------------
+
 
 def _reset_peak_rss() -> bool:
     """Reset the kernel's peak-RSS mark (Linux); False where that is not possible."""
@@ -109,11 +111,20 @@ class _Anchor:
     def encode(self, texts: list[str], max_length: int) -> Any:
         from m3search.encoders import EncodeResult
 
-        out = self.model.encode(texts, batch_size=self.batch_size, max_length=max_length, return_dense=True,
-                                return_sparse=True, return_colbert_vecs=True)
-        return EncodeResult(dense=out["dense_vecs"].astype("float32"),
-                            sparse=[{int(k): float(v) for k, v in w.items()} for w in out["lexical_weights"]],
-                            colbert=list(out["colbert_vecs"]), num_tokens=[0] * len(texts))
+        out = self.model.encode(
+            texts,
+            batch_size=self.batch_size,
+            max_length=max_length,
+            return_dense=True,
+            return_sparse=True,
+            return_colbert_vecs=True,
+        )
+        return EncodeResult(
+            dense=out["dense_vecs"].astype("float32"),
+            sparse=[{int(k): float(v) for k, v in w.items()} for w in out["lexical_weights"]],
+            colbert=list(out["colbert_vecs"]),
+            num_tokens=[0] * len(texts),
+        )
 
     def describe(self) -> dict[str, str]:
         from importlib.metadata import version
@@ -129,8 +140,14 @@ class _Ours:
         self.batch_size = batch_size
 
     def encode(self, texts: list[str], max_length: int) -> Any:
-        return self.encoder.encode(texts, batch_size=self.batch_size, max_length=max_length, return_dense=True,
-                                   return_sparse=True, return_colbert=True)
+        return self.encoder.encode(
+            texts,
+            batch_size=self.batch_size,
+            max_length=max_length,
+            return_dense=True,
+            return_sparse=True,
+            return_colbert=True,
+        )
 
     def describe(self) -> dict[str, str]:
         return self.encoder.runtime.describe()
@@ -143,10 +160,18 @@ def worker(name: str, path: str, device: str, threads: int, batch_sizes: tuple[i
     torch.set_num_threads(threads)
     try:
         started = time.perf_counter()
-        model = (_Anchor(Path(path), device, batch_sizes[1]) if name == ANCHOR
-                 else _Ours(Path(path), name, device, batch_sizes[0]))
-        conn.send({"load_seconds": time.perf_counter() - started, "rss_after_load": _peak_rss_bytes(),
-                   "describe": model.describe()})
+        model = (
+            _Anchor(Path(path), device, batch_sizes[1])
+            if name == ANCHOR
+            else _Ours(Path(path), name, device, batch_sizes[0])
+        )
+        conn.send(
+            {
+                "load_seconds": time.perf_counter() - started,
+                "rss_after_load": _peak_rss_bytes(),
+                "describe": model.describe(),
+            }
+        )
         while (msg := conn.recv()) is not None:
             texts, max_length, save_to = msg
             _reset_peak_rss()
@@ -156,13 +181,20 @@ def worker(name: str, path: str, device: str, threads: int, batch_sizes: tuple[i
             if save_to:
                 with open(save_to, "wb") as f:
                     pickle.dump(result, f)
-            conn.send({"seconds": seconds, "cpu_seconds": cpu_seconds, "load_average": os.getloadavg()[0],
-                       "peak_rss": _peak_rss_bytes()})
+            conn.send(
+                {
+                    "seconds": seconds,
+                    "cpu_seconds": cpu_seconds,
+                    "load_average": os.getloadavg()[0],
+                    "peak_rss": _peak_rss_bytes(),
+                }
+            )
     except Exception as exc:  # noqa: BLE001  (any failure is reported to the parent, which carries on)
         conn.send({"error": f"{type(exc).__name__}: {exc}"})
 
 
 # ---- orchestration --------------------------------------------------------------------------------------
+
 
 def _receive(proc: Any, conn: Any) -> dict[str, Any]:
     """The worker's next message, or an error when it died without one (killed for memory, crashed)."""
@@ -172,12 +204,16 @@ def _receive(proc: Any, conn: Any) -> dict[str, Any]:
     return conn.recv()
 
 
-def _start(names: list[str], path: Path, device: str, threads: int, batch_sizes: tuple[int, int]) -> dict[str, Any]:
+def _start(
+    names: list[str], path: Path, device: str, threads: int, batch_sizes: tuple[int, int]
+) -> dict[str, Any]:
     ctx = mp.get_context("spawn")
     workers = {}
     for name in names:
         parent, child = ctx.Pipe()
-        proc = ctx.Process(target=worker, args=(name, str(path), device, threads, batch_sizes, child), daemon=True)
+        proc = ctx.Process(
+            target=worker, args=(name, str(path), device, threads, batch_sizes, child), daemon=True
+        )
         proc.start()
         hello = _receive(proc, parent)  # load one model at a time: loading peaks are large
         if "error" in hello:
@@ -232,16 +268,28 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--docs", type=int, default=32, help="SciFact abstracts per repetition")
     parser.add_argument("--reps", type=int, default=2, help="interleaved repetitions")
-    parser.add_argument("--runtimes", default=",".join(DEFAULT_RUNTIMES),
-                        help=f"comma-separated; '{ANCHOR}' is the reference implementation")
+    parser.add_argument(
+        "--runtimes",
+        default=",".join(DEFAULT_RUNTIMES),
+        help=f"comma-separated; '{ANCHOR}' is the reference implementation",
+    )
     parser.add_argument("--device", default="cpu", help="cpu, or cuda (the anchor then runs fp16)")
     parser.add_argument("--threads", type=int, default=None, help="threads per worker (default: torch's)")
     parser.add_argument("--batch-size", type=int, default=32, help="m3search encode batch size")
-    parser.add_argument("--anchor-batch-size", type=int, default=4,
-                        help="FlagEmbedding batch size (small: its first batch is run twice, see _Anchor)")
+    parser.add_argument(
+        "--anchor-batch-size",
+        type=int,
+        default=4,
+        help="FlagEmbedding batch size (small: its first batch is run twice, see _Anchor)",
+    )
     parser.add_argument("--max-length", type=int, default=512)
-    parser.add_argument("--long", dest="long_doc", action=argparse.BooleanOptionalAction, default=True,
-                        help=f"also encode one {LONG_TOKENS}-token document")
+    parser.add_argument(
+        "--long",
+        dest="long_doc",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help=f"also encode one {LONG_TOKENS}-token document",
+    )
     parser.add_argument("--model-dir", type=Path, default=WORK / "bge-m3-random-full")
     args = parser.parse_args(argv)
 
@@ -300,19 +348,38 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "peak_rss_gb": max(t["peak_rss"] for t in timings[name]) / 1e9,
             "load_seconds": workers[name]["load_seconds"],
             "deviation": deviations.get(name),
-            "long_doc": ({"seconds": long_timings[name][0]["seconds"],
-                          "peak_rss_gb": long_timings[name][0]["peak_rss"] / 1e9} if name in long_timings else None),
+            "long_doc": (
+                {
+                    "seconds": long_timings[name][0]["seconds"],
+                    "peak_rss_gb": long_timings[name][0]["peak_rss"] / 1e9,
+                }
+                if name in long_timings
+                else None
+            ),
         }
     report = {
         "benchmark": "encode_speed",
         "command": " ".join([Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:])),
         "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "threads": threads,
-                    "load_average": os.getloadavg(), **detect_hardware().describe(), "torch": torch.__version__},
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "threads": threads,
+            "load_average": os.getloadavg(),
+            **detect_hardware().describe(),
+            "torch": torch.__version__,
+        },
         "model": {"path": str(path), "architecture": "bge-m3 full size (random weights, real tokenizer)"},
-        "data": {"docs": len(texts), "tokens": tokens, "max_length": args.max_length, "reps": args.reps,
-                 "batch_size": args.batch_size, "anchor_batch_size": args.anchor_batch_size,
-                 "outputs": "dense+sparse+colbert", "long_doc_tokens": LONG_TOKENS if args.long_doc else None},
+        "data": {
+            "docs": len(texts),
+            "tokens": tokens,
+            "max_length": args.max_length,
+            "reps": args.reps,
+            "batch_size": args.batch_size,
+            "anchor_batch_size": args.anchor_batch_size,
+            "outputs": "dense+sparse+colbert",
+            "long_doc_tokens": LONG_TOKENS if args.long_doc else None,
+        },
         "anchor": reference,
         "results": rows,
     }
@@ -329,8 +396,10 @@ def _fmt(value: float | None, spec: str) -> str:
 
 
 def _table(report: dict[str, Any]) -> str:
-    header = ("| runtime | tokens/s | docs/s | × anchor | × anchor (CPU time) | peak RSS GB | dense cos min | "
-              "sparse Δ max | ColBERT cos min | 8192-tok s | 8192-tok RSS GB |")
+    header = (
+        "| runtime | tokens/s | docs/s | × anchor | × anchor (CPU time) | peak RSS GB | dense cos min | "
+        "sparse Δ max | ColBERT cos min | 8192-tok s | 8192-tok RSS GB |"
+    )
     lines = [header, "|" + "---|" * 11]
     for name, r in report["results"].items():
         dev = r["deviation"] or {}

@@ -47,7 +47,13 @@ class Corpus:
     """Deterministic synthetic documents and queries, generated batch by batch."""
 
     def __init__(self, dense_model, colbert_dim: int, vocab: int, nnz: int, seed: int = 0) -> None:
-        self.dense_model, self.colbert_dim, self.vocab, self.nnz, self.seed = dense_model, colbert_dim, vocab, nnz, seed
+        self.dense_model, self.colbert_dim, self.vocab, self.nnz, self.seed = (
+            dense_model,
+            colbert_dim,
+            vocab,
+            nnz,
+            seed,
+        )
         ranks = np.arange(1, vocab + 1, dtype=np.float64)
         self.term_p = (1 / ranks) / (1 / ranks).sum()
         # like learned sparse and BM25 weights, a token's weight shrinks with how common it is (IDF-like)
@@ -58,7 +64,9 @@ class Corpus:
     def sparse(self, rng: np.random.Generator, n: int, nnz: int) -> list[dict[int, float]]:
         terms = rng.choice(self.vocab, size=(n, nnz), p=self.term_p)
         weights = (rng.uniform(0.05, 0.4, (n, nnz)) * self.term_scale[terms]).astype(np.float32)
-        return [dict(zip(t.tolist(), w.tolist())) for t, w in zip(terms, weights)]  # repeats collapse: ~50 terms
+        return [
+            dict(zip(t.tolist(), w.tolist())) for t, w in zip(terms, weights)
+        ]  # repeats collapse: ~50 terms
 
     def colbert(self, rng: np.random.Generator, n: int, tokens: int) -> list[np.ndarray]:
         x = rng.standard_normal((n, tokens, self.colbert_dim), dtype=np.float32)
@@ -71,8 +79,15 @@ class Corpus:
     def batch(self, start: int, n: int, colbert_every: int, tokens: int) -> list[dict]:
         rng = np.random.default_rng((self.seed, start))
         dense, sparse = self.dense_model.sample(rng, n), self.sparse(rng, n, self.nnz)
-        docs = [{"id": str(start + i), "dense": dense[i], "sparse": sparse[i], "metadata": self.metadata(start + i)}
-                for i in range(n)]
+        docs = [
+            {
+                "id": str(start + i),
+                "dense": dense[i],
+                "sparse": sparse[i],
+                "metadata": self.metadata(start + i),
+            }
+            for i in range(n)
+        ]
         with_colbert = [i for i in range(n) if (start + i) % colbert_every == 0]
         for i, m in zip(with_colbert, self.colbert(rng, len(with_colbert), tokens)):
             docs[i]["colbert"] = m
@@ -97,11 +112,14 @@ def dense_model(args: argparse.Namespace):
 
 
 def dir_bytes(path: Path, names: tuple[str, ...] | None = None) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and (names is None or f.name in names))
+    return sum(
+        f.stat().st_size for f in path.rglob("*") if f.is_file() and (names is None or f.name in names)
+    )
 
 
-def exact_truth(vectors: np.ndarray, coo: tuple, queries: list[dict], vocab: int, k: int
-                ) -> dict[str, np.ndarray]:
+def exact_truth(
+    vectors: np.ndarray, coo: tuple, queries: list[dict], vocab: int, k: int
+) -> dict[str, np.ndarray]:
     """Exact top-k rows by dense, by sparse (scipy, independent of m3search) and by the weighted hybrid."""
     rows, terms, weights = coo
     doc_terms = sp.csr_matrix((weights, (rows, terms)), shape=(len(vectors), vocab))
@@ -109,14 +127,21 @@ def exact_truth(vectors: np.ndarray, coo: tuple, queries: list[dict], vocab: int
     truth = np.empty((3, len(queries), k), np.int64)
     step = 20
     for q0 in range(0, len(queries), step):
-        chunk = queries[q0:q0 + step]
+        chunk = queries[q0 : q0 + step]
         dense = np.empty((len(chunk), len(vectors)), np.float32)
         qd = np.stack([q["dense"] for q in chunk])
         for start in range(0, len(vectors), 100_000):
-            dense[:, start:start + 100_000] = qd @ np.asarray(vectors[start:start + 100_000]).T
-        qs = sp.csr_matrix((np.concatenate([list(q["sparse"].values()) for q in chunk]),
-                            (np.repeat(np.arange(len(chunk)), [len(q["sparse"]) for q in chunk]),
-                             np.concatenate([list(q["sparse"].keys()) for q in chunk]))), shape=(len(chunk), vocab))
+            dense[:, start : start + 100_000] = qd @ np.asarray(vectors[start : start + 100_000]).T
+        qs = sp.csr_matrix(
+            (
+                np.concatenate([list(q["sparse"].values()) for q in chunk]),
+                (
+                    np.repeat(np.arange(len(chunk)), [len(q["sparse"]) for q in chunk]),
+                    np.concatenate([list(q["sparse"].keys()) for q in chunk]),
+                ),
+            ),
+            shape=(len(chunk), vocab),
+        )
         sparse = (qs @ doc_terms.T).toarray().astype(np.float32)
         for i in range(len(chunk)):
             fused = (0.4 * dense[i] + 0.2 * sparse[i]) / 0.6
@@ -131,17 +156,24 @@ def recall(found: list[list[int]], truth: np.ndarray) -> float:
 
 
 def percentiles(ms: list[float]) -> dict[str, float]:
-    return {"p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)),
-            "mean_ms": float(np.mean(ms))}
+    return {
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "mean_ms": float(np.mean(ms)),
+    }
 
 
 #: Segment files by where they live once the segment is open: read into RAM, or memory-mapped from disk.
 IN_RAM = ("dense.faiss", "seqs.npy", "colbert_offsets.npy", "colbert_scales.npy")
 SPARSE_FILES = tuple(sparse_files.values())
 #: Filters timed at 1M: (name, field it introduces, filter); each field's first query is its first ever.
-FILTERS = (("bucket < 10 (10%)", {"bucket": {"$lt": 10}}), ("bucket = 3 (1%)", {"bucket": 3}),
-           ("lang = de (14%)", {"lang": "de"}), ("year in [2000, 2005) (14%)", {"year": {"$gte": 2000, "$lt": 2005}}),
-           ("lang in [ja, ar] and bucket >= 50", {"lang": {"$in": ["ja", "ar"]}, "bucket": {"$gte": 50}}))
+FILTERS = (
+    ("bucket < 10 (10%)", {"bucket": {"$lt": 10}}),
+    ("bucket = 3 (1%)", {"bucket": 3}),
+    ("lang = de (14%)", {"lang": "de"}),
+    ("year in [2000, 2005) (14%)", {"year": {"$gte": 2000, "$lt": 2005}}),
+    ("lang in [ja, ar] and bucket >= 50", {"lang": {"$in": ["ja", "ar"]}, "bucket": {"$gte": 50}}),
+)
 
 
 def parse_graph(spec: str) -> tuple[int, int]:
@@ -153,8 +185,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--docs", type=int, default=200_000)
     ap.add_argument("--data", default="latent", choices=["latent", "near-tie"])
-    ap.add_argument("--geometry", type=Path, default=ROOT / "results" / "embedding_geometry.json",
-                    help="calibrated LatentMixture parameters (embedding_geometry.py)")
+    ap.add_argument(
+        "--geometry",
+        type=Path,
+        default=ROOT / "results" / "embedding_geometry.json",
+        help="calibrated LatentMixture parameters (embedding_geometry.py)",
+    )
     ap.add_argument("--dim", type=int, default=1024)
     ap.add_argument("--colbert-dim", type=int, default=1024)
     ap.add_argument("--colbert-every", type=int, default=100, help="every N-th document has ColBERT vectors")
@@ -165,11 +201,17 @@ def main() -> None:
     ap.add_argument("--nnz", type=int, default=62, help="terms drawn per document (~50 unique)")
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--dense-index", default="hnsw-sq8", choices=["hnsw", "hnsw-sq8"])
-    ap.add_argument("--graphs", nargs="+", default=["16:100"],
-                    help="M:efConstruction of each graph; the first is the collection's own, with the anchor")
+    ap.add_argument(
+        "--graphs",
+        nargs="+",
+        default=["16:100"],
+        help="M:efConstruction of each graph; the first is the collection's own, with the anchor",
+    )
     ap.add_argument("--ef-search", type=int, nargs="+", default=[32, 64, 128, 256])
     ap.add_argument("--candidates", type=int, default=100)
-    ap.add_argument("--workdir", type=Path, default=None, help="where the collection is built (default: a temp dir)")
+    ap.add_argument(
+        "--workdir", type=Path, default=None, help="where the collection is built (default: a temp dir)"
+    )
     ap.add_argument("--keep", action="store_true", help="keep the collection afterwards")
     args = ap.parse_args()
     k = 10
@@ -179,17 +221,31 @@ def main() -> None:
     path = work / "collection"
     model = dense_model(args)
     corpus = Corpus(model, args.colbert_dim, args.vocab, args.nnz)
-    result: dict = {"args": {k_: str(v) if isinstance(v, Path) else v for k_, v in vars(args).items()},
-                    "dense_model": {"kind": type(model).__name__, **model.params()},
-                    "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                                "faiss": faiss.__version__, "faiss_threads": faiss.omp_get_max_threads()}}
+    result: dict = {
+        "args": {k_: str(v) if isinstance(v, Path) else v for k_, v in vars(args).items()},
+        "dense_model": {"kind": type(model).__name__, **model.params()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "faiss": faiss.__version__,
+            "faiss_threads": faiss.omp_get_max_threads(),
+        },
+    }
     # Bulk load: flushed segments stay below the graph threshold (searched exactly), and the final compaction
     # builds the one graph, so no graph is built twice.
     min_rows = min(250_000, n // 2)
     m, ef_construction = graphs[0]
     hnsw = {"m": m, "ef_construction": ef_construction, "ef_search": args.ef_search[0], "min_rows": min_rows}
-    collection = Collection.create(path, dim=args.dim, colbert_dim=args.colbert_dim, dense_index=args.dense_index,
-                                   hnsw=hnsw, flush_docs=min_rows - 1, merge_factor=100, cache=False)
+    collection = Collection.create(
+        path,
+        dim=args.dim,
+        colbert_dim=args.colbert_dim,
+        dense_index=args.dense_index,
+        hnsw=hnsw,
+        flush_docs=min_rows - 1,
+        merge_factor=100,
+        cache=False,
+    )
     try:
         # ---- build ------------------------------------------------------------------------------------
         t0 = time.perf_counter()
@@ -208,8 +264,14 @@ def main() -> None:
         build_s = t_ingest + t_compact
         seg = next(iter(collection._segments.values()))
         seg_dir = path / "segments" / seg.name
-        result["build"] = {"docs": n, "ingest_s": t_ingest, "compact_s": t_compact, "total_s": build_s,
-                           "docs_per_s": n / build_s, "ingest_docs_per_s": n / t_ingest}
+        result["build"] = {
+            "docs": n,
+            "ingest_s": t_ingest,
+            "compact_s": t_compact,
+            "total_s": build_s,
+            "docs_per_s": n / build_s,
+            "ingest_docs_per_s": n / t_ingest,
+        }
         result["bytes_per_doc"] = bytes_per_doc(path, seg_dir, seg, n, args.dim)
         # ---- anchor: faiss IndexHNSWFlat, same graph settings, same vectors ------------------------------
         vectors = seg.dense.vectors
@@ -217,10 +279,13 @@ def main() -> None:
         anchor.hnsw.efConstruction = ef_construction
         t2 = time.perf_counter()
         for start in range(0, n, 65_536):
-            anchor.add(np.ascontiguousarray(vectors[start:start + 65_536]))
+            anchor.add(np.ascontiguousarray(vectors[start : start + 65_536]))
         anchor_build = time.perf_counter() - t2
-        result["anchor"] = {"build_s": anchor_build, "docs_per_s": n / anchor_build,
-                            "bytes_per_doc_in_ram": faiss.serialize_index(anchor).nbytes / n}
+        result["anchor"] = {
+            "build_s": anchor_build,
+            "docs_per_s": n / anchor_build,
+            "bytes_per_doc_in_ram": faiss.serialize_index(anchor).nbytes / n,
+        }
         # ---- queries and ground truth ----------------------------------------------------------------------
         queries = corpus.queries(args.queries, args.query_tokens)
         truth = exact_truth(vectors, seg.sparse.to_coo(), queries, args.vocab, k)
@@ -236,10 +301,25 @@ def main() -> None:
                 graph = build_ann(vectors, args.dense_index, HNSWParams(m=gm, ef_construction=gef))
                 graph_build_s = time.perf_counter() - t3
             seg.dense.ann = graph
-            sweep = {"m": gm, "ef_construction": gef, "build_s": graph_build_s,
-                     "graph_bytes_per_doc_in_ram": faiss.serialize_index(graph).nbytes / n,
-                     "ef_search": [search_stages(collection, queries, truth, id_to_row, ef, k, args.candidates,
-                                                 anchor if gi == 0 else None) for ef in args.ef_search]}
+            sweep = {
+                "m": gm,
+                "ef_construction": gef,
+                "build_s": graph_build_s,
+                "graph_bytes_per_doc_in_ram": faiss.serialize_index(graph).nbytes / n,
+                "ef_search": [
+                    search_stages(
+                        collection,
+                        queries,
+                        truth,
+                        id_to_row,
+                        ef,
+                        k,
+                        args.candidates,
+                        anchor if gi == 0 else None,
+                    )
+                    for ef in args.ef_search
+                ],
+            }
             sweeps.append(sweep)
             del graph
             print(f"graph M={gm} efConstruction={gef} measured", file=sys.stderr, flush=True)
@@ -265,7 +345,10 @@ def main() -> None:
         with threadpool_limits(1, "blas"):
             for q in queries[:50]:  # interleaved
                 pick = np.sort(rng.choice(len(colbert_rows), size=n_cand, replace=False))
-                for name, store, cand in (("float16", seg.colbert, colbert_rows[pick]), ("int8", int8_store, pick)):
+                for name, store, cand in (
+                    ("float16", seg.colbert, colbert_rows[pick]),
+                    ("int8", int8_store, pick),
+                ):
                     t = time.perf_counter()
                     store.maxsim(q["colbert"], cand)
                     times[name].append(1000 * (time.perf_counter() - t))
@@ -273,9 +356,15 @@ def main() -> None:
                 t = time.perf_counter()
                 decoded @ q["colbert"].T
                 times["float32_product_floor"].append(1000 * (time.perf_counter() - t))
-        result["colbert_rerank"] = {name: {"candidates": n_cand, "tokens_per_doc": args.colbert_tokens,
-                                           "query_tokens": args.query_tokens, **percentiles(ms)}
-                                    for name, ms in times.items()}
+        result["colbert_rerank"] = {
+            name: {
+                "candidates": n_cand,
+                "tokens_per_doc": args.colbert_tokens,
+                "query_tokens": args.query_tokens,
+                **percentiles(ms),
+            }
+            for name, ms in times.items()
+        }
     finally:
         collection.close()
         if not args.keep:
@@ -307,12 +396,22 @@ def bytes_per_doc(path: Path, seg_dir: Path, seg, n: int, dim: int) -> dict[str,
         "disk_total": dir_bytes(path) / n,
     }
     colbert_docs = int((np.diff(seg.colbert.offsets) > 0).sum())
-    out["colbert_per_doc_with_tokens"] = (files["colbert.npy"] + files.get("colbert_scales.npy", 0)) / colbert_docs
+    out["colbert_per_doc_with_tokens"] = (
+        files["colbert.npy"] + files.get("colbert_scales.npy", 0)
+    ) / colbert_docs
     return out
 
 
-def search_stages(collection, queries: list[dict], truth: dict[str, np.ndarray], id_to_row: dict[str, int],
-                  ef: int, k: int, candidates: int, anchor) -> dict:
+def search_stages(
+    collection,
+    queries: list[dict],
+    truth: dict[str, np.ndarray],
+    id_to_row: dict[str, int],
+    ef: int,
+    k: int,
+    candidates: int,
+    anchor,
+) -> dict:
     """Latency and recall@10 of every stage at one efSearch, queries interleaved across stages."""
     modes = ("dense", "sparse", "dense+sparse", "all")
     timings: dict[str, list[float]] = {m: [] for m in (*modes, "anchor")}
@@ -331,11 +430,18 @@ def search_stages(collection, queries: list[dict], truth: dict[str, np.ndarray],
             timings["anchor"].append(1000 * (time.perf_counter() - t))
             found["anchor"].append(idx[0].tolist())
     out: dict = {"ef_search": ef}
-    for mode, truth_key in (("dense", "dense"), ("sparse", "sparse"), ("dense+sparse", "hybrid"), ("all", None),
-                            ("anchor", "dense")):
+    for mode, truth_key in (
+        ("dense", "dense"),
+        ("sparse", "sparse"),
+        ("dense+sparse", "hybrid"),
+        ("all", None),
+        ("anchor", "dense"),
+    ):
         if timings[mode]:
-            out[mode] = {**percentiles(timings[mode]),
-                         **({"recall@10": recall(found[mode], truth[truth_key])} if truth_key else {})}
+            out[mode] = {
+                **percentiles(timings[mode]),
+                **({"recall@10": recall(found[mode], truth[truth_key])} if truth_key else {}),
+            }
     return out
 
 
@@ -346,13 +452,22 @@ def _int8_copy(store: MultiVectorStore, rows: np.ndarray) -> MultiVectorStore:
 
 def report(result: dict) -> None:
     b, bytes_ = result["build"], result["bytes_per_doc"]
-    print(f"\n{b['docs']:,} documents, data {result['dense_model']['kind']}, dense index "
-          f"{result['args']['dense_index']}")
-    print(f"build: {b['docs_per_s']:.0f} docs/s (ingest {b['ingest_s']:.0f} s, compaction + graph {b['compact_s']:.0f} s)"
-          f"; anchor IndexHNSWFlat graph alone: {result['anchor']['docs_per_s']:.0f} docs/s")
-    print("bytes/doc: " + ", ".join(f"{k} {v:.1f}" for k, v in bytes_.items())
-          + f"; anchor in RAM {result['anchor']['bytes_per_doc_in_ram']:.0f}")
-    print(f"\n{'M':>3} {'efC':>4} {'efSearch':>8} {'stage':<13} {'p50 ms':>8} {'p99 ms':>8} {'recall@10':>10}")
+    print(
+        f"\n{b['docs']:,} documents, data {result['dense_model']['kind']}, dense index "
+        f"{result['args']['dense_index']}"
+    )
+    print(
+        f"build: {b['docs_per_s']:.0f} docs/s (ingest {b['ingest_s']:.0f} s, compaction + graph {b['compact_s']:.0f} s)"
+        f"; anchor IndexHNSWFlat graph alone: {result['anchor']['docs_per_s']:.0f} docs/s"
+    )
+    print(
+        "bytes/doc: "
+        + ", ".join(f"{k} {v:.1f}" for k, v in bytes_.items())
+        + f"; anchor in RAM {result['anchor']['bytes_per_doc_in_ram']:.0f}"
+    )
+    print(
+        f"\n{'M':>3} {'efC':>4} {'efSearch':>8} {'stage':<13} {'p50 ms':>8} {'p99 ms':>8} {'recall@10':>10}"
+    )
     for graph in result["graphs"]:
         for stage in graph["ef_search"]:
             for name in ("dense", "anchor", "sparse", "dense+sparse", "all"):
@@ -360,15 +475,23 @@ def report(result: dict) -> None:
                     continue
                 s = stage[name]
                 r = f"{s['recall@10']:.3f}" if "recall@10" in s else "-"
-                print(f"{graph['m']:>3} {graph['ef_construction']:>4} {stage['ef_search']:>8} {name:<13} "
-                      f"{s['p50_ms']:>8.2f} {s['p99_ms']:>8.2f} {r:>10}")
-        print(f"    graph build {graph['build_s']:.0f} s, {graph['graph_bytes_per_doc_in_ram']:.0f} B/doc in RAM")
+                print(
+                    f"{graph['m']:>3} {graph['ef_construction']:>4} {stage['ef_search']:>8} {name:<13} "
+                    f"{s['p50_ms']:>8.2f} {s['p99_ms']:>8.2f} {r:>10}"
+                )
+        print(
+            f"    graph build {graph['build_s']:.0f} s, {graph['graph_bytes_per_doc_in_ram']:.0f} B/doc in RAM"
+        )
     for name, s in result["filtered"].items():
-        print(f"dense+sparse, filter {name}: first query {s['first_ms']:.1f} ms, then p50 {s['p50_ms']:.1f} ms, "
-              f"p99 {s['p99_ms']:.1f} ms")
+        print(
+            f"dense+sparse, filter {name}: first query {s['first_ms']:.1f} ms, then p50 {s['p50_ms']:.1f} ms, "
+            f"p99 {s['p99_ms']:.1f} ms"
+        )
     for dtype, s in result["colbert_rerank"].items():
-        print(f"ColBERT MaxSim re-rank {dtype}: {s['candidates']} candidates x {s['tokens_per_doc']} tokens x "
-              f"{s['query_tokens']} query tokens: p50 {s['p50_ms']:.1f} ms, p99 {s['p99_ms']:.1f} ms")
+        print(
+            f"ColBERT MaxSim re-rank {dtype}: {s['candidates']} candidates x {s['tokens_per_doc']} tokens x "
+            f"{s['query_tokens']} query tokens: p50 {s['p50_ms']:.1f} ms, p99 {s['p99_ms']:.1f} ms"
+        )
 
 
 if __name__ == "__main__":

@@ -38,9 +38,18 @@ def profile_forward(runtime: Any, ids: Any, mask: Any) -> dict[str, Any]:
         runtime.forward(ids, mask, dense=True, sparse=True, colbert=True)
     ops = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
     total = sum(e.self_cpu_time_total for e in ops)
-    return {"seconds": seconds, "load_average": os.getloadavg()[0],
-            "ops": {e.key: {"self_s": e.self_cpu_time_total / 1e6, "share": e.self_cpu_time_total / total,
-                            "calls": e.count} for e in ops[:TOP]}}
+    return {
+        "seconds": seconds,
+        "load_average": os.getloadavg()[0],
+        "ops": {
+            e.key: {
+                "self_s": e.self_cpu_time_total / 1e6,
+                "share": e.self_cpu_time_total / total,
+                "calls": e.count,
+            }
+            for e in ops[:TOP]
+        },
+    }
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -76,8 +85,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     report = {
         "benchmark": "profile_forward",
         "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "machine": {"cpus": os.cpu_count(), "threads": torch.get_num_threads(), **detect_hardware().describe(),
-                    "torch": torch.__version__},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "threads": torch.get_num_threads(),
+            **detect_hardware().describe(),
+            "torch": torch.__version__,
+        },
         "batch": {"rows": args.batch, "length": args.length, "tokens": tokens},
         "results": results,
         "bf16_speedup": results["torch-fp32"]["seconds"] / results["torch-bf16"]["seconds"],
@@ -85,10 +98,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"profile_forward-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps(report, indent=2))
-    lines = ["| runtime | seconds | tokens/s | load | top operators (share of self CPU time) |", "|---|---|---|---|---|"]
+    lines = [
+        "| runtime | seconds | tokens/s | load | top operators (share of self CPU time) |",
+        "|---|---|---|---|---|",
+    ]
     for name, r in results.items():
         top = ", ".join(f"{k.removeprefix('aten::')} {v['share']:.0%}" for k, v in list(r["ops"].items())[:5])
-        lines.append(f"| {name} | {r['seconds']:.2f} | {tokens / r['seconds']:.0f} | {r['load_average']:.1f} | {top} |")
+        lines.append(
+            f"| {name} | {r['seconds']:.2f} | {tokens / r['seconds']:.0f} | {r['load_average']:.1f} | {top} |"
+        )
     print("\n".join(lines) + f"\n\nbf16 / fp32 speed-up: {report['bf16_speedup']:.2f}\nwrote {out}")
     return report
 

@@ -35,7 +35,9 @@ def load_reference(path: Path):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--reference", type=Path, required=True, help="a sparse.py defining the reference SparseIndex")
+    ap.add_argument(
+        "--reference", type=Path, required=True, help="a sparse.py defining the reference SparseIndex"
+    )
     ap.add_argument("--docs", type=int, default=1_000_000)
     ap.add_argument("--vocab", type=int, default=30_000)
     ap.add_argument("--nnz", type=int, default=62)
@@ -47,13 +49,17 @@ def main() -> None:
     p = (1 / ranks) / (1 / ranks).sum()
     idf = np.log(1 + 1 / (1 - (1 - p) ** args.nnz))
     scale = (idf / idf.max()).astype(np.float32)
-    key = np.unique(np.repeat(np.arange(n, dtype=np.int64), args.nnz) * args.vocab
-                    + rng.choice(args.vocab, n * args.nnz, p=p))
+    key = np.unique(
+        np.repeat(np.arange(n, dtype=np.int64), args.nnz) * args.vocab
+        + rng.choice(args.vocab, n * args.nnz, p=p)
+    )
     rows, terms = key // args.vocab, key % args.vocab
     del key
     weights = (rng.uniform(0.05, 0.4, len(rows)) * scale[terms]).astype(np.float32)
-    indexes = {"reference": load_reference(args.reference).from_coo(n, rows, terms, weights),
-               "current": SparseIndex.from_coo(n, rows, terms, weights)}
+    indexes = {
+        "reference": load_reference(args.reference).from_coo(n, rows, terms, weights),
+        "current": SparseIndex.from_coo(n, rows, terms, weights),
+    }
     result: dict = {"docs": n, "postings_per_doc": len(rows) / n, "reference": str(args.reference)}
     del rows, terms, weights
     queries = []
@@ -74,11 +80,18 @@ def main() -> None:
                 timings[(name, mask_name)].append(1000 * (time.perf_counter() - start))
             (ref_rows, ref_scores), (rows_, scores) = answers[-2:]
             assert np.array_equal(ref_rows, rows_) and np.array_equal(ref_scores, scores), "results differ"
-    result["latency_ms"] = {f"{name}, {mask}": {"p50": float(np.percentile(ms, 50)),
-                                                "p99": float(np.percentile(ms, 99)), "mean": float(np.mean(ms))}
-                            for (name, mask), ms in timings.items()}
-    print(f"{n:,} documents, {result['postings_per_doc']:.1f} postings each; top-100 of {args.queries} queries, "
-          "identical results")
+    result["latency_ms"] = {
+        f"{name}, {mask}": {
+            "p50": float(np.percentile(ms, 50)),
+            "p99": float(np.percentile(ms, 99)),
+            "mean": float(np.mean(ms)),
+        }
+        for (name, mask), ms in timings.items()
+    }
+    print(
+        f"{n:,} documents, {result['postings_per_doc']:.1f} postings each; top-100 of {args.queries} queries, "
+        "identical results"
+    )
     for name, b in result["bytes_per_doc"].items():
         print(f"{name:<10} {b:8.1f} B/doc")
     for label, t in result["latency_ms"].items():

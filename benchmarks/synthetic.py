@@ -53,7 +53,7 @@ class LatentMixture:
         spreads = self.spread * np.exp(self.spread_sigma * rng.standard_normal(self.clusters))
         object.__setattr__(self, "_spreads", spreads)
         axes = (np.arange(self.latent_dim) + 1.0) ** -self.decay
-        object.__setattr__(self, "_axes", axes * np.sqrt(self.latent_dim / (axes ** 2).sum()))
+        object.__setattr__(self, "_axes", axes * np.sqrt(self.latent_dim / (axes**2).sum()))
         weights = (np.arange(self.clusters) + 1.0) ** -self.zipf
         object.__setattr__(self, "_popularity", weights / weights.sum())
         projection = rng.standard_normal((self.latent_dim, self.dim)) / np.sqrt(self.latent_dim * self.dim)
@@ -64,7 +64,9 @@ class LatentMixture:
     def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
         """`n` unit vectors."""
         k = rng.choice(self.clusters, n, p=self._popularity)
-        latent = self._centers[k] + self._spreads[k, None] * self._axes * rng.standard_normal((n, self.latent_dim))
+        latent = self._centers[k] + self._spreads[k, None] * self._axes * rng.standard_normal(
+            (n, self.latent_dim)
+        )
         x = (latent.astype(np.float32) @ self._projection) + self.shared * self._common
         x += self.noise * rng.standard_normal((n, self.dim), dtype=np.float32) / np.sqrt(self.dim)
         return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
@@ -83,7 +85,9 @@ class NearTieClusters:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        centers = np.random.default_rng(self.seed).standard_normal((self.clusters, self.dim)).astype(np.float32)
+        centers = (
+            np.random.default_rng(self.seed).standard_normal((self.clusters, self.dim)).astype(np.float32)
+        )
         object.__setattr__(self, "_centers", centers / np.linalg.norm(centers, axis=1, keepdims=True))
 
     def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
@@ -95,13 +99,14 @@ class NearTieClusters:
         return asdict(self)
 
 
-def neighbour_distances(queries: np.ndarray, points: np.ndarray, *, exclude_self: bool,
-                        block: int = 1024) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def neighbour_distances(
+    queries: np.ndarray, points: np.ndarray, *, exclude_self: bool, block: int = 1024
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per query: the 64 smallest distances (sorted), the mean distance and the mean cosine to the points;
     Euclidean distances between unit vectors."""
     near, mean_dist, mean_cos = [], [], []
     for start in range(0, len(queries), block):
-        cos = queries[start:start + block] @ points.T
+        cos = queries[start : start + block] @ points.T
         if exclude_self:
             cos[np.arange(len(cos)), np.arange(start, start + len(cos))] = np.nan
         dist = np.sqrt(np.maximum(2.0 - 2.0 * cos, 0.0))
@@ -116,7 +121,7 @@ def geometry(queries: np.ndarray, points: np.ndarray, *, exclude_self: bool, k: 
     """Relative contrast, top-10 contrast, LID (MLE over k neighbours) and cosine levels, averaged over queries."""
     near, mean, cos = neighbour_distances(queries, points, exclude_self=exclude_self)
     near = np.maximum(near, 1e-12)
-    lid = -1.0 / np.mean(np.log(near[:, :k] / near[:, k - 1:k]), axis=1)
+    lid = -1.0 / np.mean(np.log(near[:, :k] / near[:, k - 1 : k]), axis=1)
     return {
         "relative_contrast": float(np.mean(mean / near[:, 0])),
         "top10_contrast": float(np.mean(near[:, 9] / near[:, 0])),

@@ -101,8 +101,14 @@ def tiny_adapter_dir(tiny_m3, lite0, flickr_dir: Path, tmp_path_factory: pytest.
 
     data = load_image_captions(flickr_dir / "captions.txt", flickr_dir / "images").subset(0, 24)
     root = tmp_path_factory.mktemp("adapter")
-    adapter = train_adapter(data, lite0, tiny_m3, train_images=16, config=TrainConfig(epochs=3, batch_size=16),
-                            cache=FeatureCache(root / "features"))
+    adapter = train_adapter(
+        data,
+        lite0,
+        tiny_m3,
+        train_images=16,
+        config=TrainConfig(epochs=3, batch_size=16),
+        cache=FeatureCache(root / "features"),
+    )
     return adapter.save(root / "lite0-tiny")
 
 

@@ -28,8 +28,9 @@ def json_objects(lines: Iterable[str], source: str | None = None) -> Iterator[tu
         except json.JSONDecodeError as exc:
             raise InvalidInputError(f"{line_label(source, lineno)}: not valid JSON ({exc.msg})") from None
         if not isinstance(obj, dict):
-            raise InvalidInputError(f"{line_label(source, lineno)}: expected a JSON object, got "
-                                    f"{type(obj).__name__}")
+            raise InvalidInputError(
+                f"{line_label(source, lineno)}: expected a JSON object, got {type(obj).__name__}"
+            )
         yield lineno, obj
 
 

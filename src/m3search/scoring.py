@@ -46,8 +46,9 @@ def check_weights(weights: Sequence[float]) -> tuple[float, float, float]:
     return w  # type: ignore[return-value]
 
 
-def hybrid_scores(dense: float, sparse: float, colbert: float,
-                  weights: Sequence[float] = (1.0, 1.0, 1.0)) -> dict[str, float]:
+def hybrid_scores(
+    dense: float, sparse: float, colbert: float, weights: Sequence[float] = (1.0, 1.0, 1.0)
+) -> dict[str, float]:
     """The reference's combined modes: `sparse+dense` and `colbert+sparse+dense` as weighted means."""
     w0, w1, w2 = check_weights(weights)
     out = {"dense": dense, "sparse": sparse, "colbert": colbert}

@@ -140,13 +140,22 @@ def build_random_visualized_bge(
     dest.mkdir(parents=True, exist_ok=True)
     text = AutoModel.from_pretrained(str(text_model_dir))
     width = text.config.hidden_size
-    config = EVAVisionConfig(image_size=image_size, patch_size=patch_size, width=width, layers=layers,
-                             head_dim=head_dim, mlp_hidden=int(width * 2.6667))
+    config = EVAVisionConfig(
+        image_size=image_size,
+        patch_size=patch_size,
+        width=width,
+        layers=layers,
+        head_dim=head_dim,
+        mlp_hidden=int(width * 2.6667),
+    )
     torch.manual_seed(seed)
     tower = EVAVisionTower(config)
     state: dict[str, torch.Tensor] = {}
-    for prefix, module in (("bge_embeddings.", text.embeddings), ("bge_encoder.", text.encoder),
-                           ("bge_pooler.", text.pooler)):
+    for prefix, module in (
+        ("bge_embeddings.", text.embeddings),
+        ("bge_encoder.", text.encoder),
+        ("bge_pooler.", text.pooler),
+    ):
         state.update({prefix + k: v.detach().clone() for k, v in module.state_dict().items()})
     with torch.no_grad():
         for name, param in tower.named_parameters():

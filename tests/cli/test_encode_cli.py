@@ -17,11 +17,30 @@ def _write_jsonl(path, rows):
 
 
 def test_encode_writes_requested_outputs(tiny_m3, tiny_m3_dir, tmp_path):
-    rows = [{"id": "a", "text": "Hello world"}, {"_id": "b", "body": "x", "text": "Grüß Gott"}, {"text": "第三"}]
+    rows = [
+        {"id": "a", "text": "Hello world"},
+        {"_id": "b", "body": "x", "text": "Grüß Gott"},
+        {"text": "第三"},
+    ]
     src, dst = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     _write_jsonl(src, rows)
-    result = CliRunner().invoke(cli, ["encode", "--model", str(tiny_m3_dir), "--input", str(src), "--output",
-                                      str(dst), "--dense", "--sparse", "--colbert", "--runtime", "torch-fp32"])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "encode",
+            "--model",
+            str(tiny_m3_dir),
+            "--input",
+            str(src),
+            "--output",
+            str(dst),
+            "--dense",
+            "--sparse",
+            "--colbert",
+            "--runtime",
+            "torch-fp32",
+        ],
+    )
     assert result.exit_code == 0, result.output
     out = [json.loads(line) for line in dst.read_text().splitlines()]
     assert [o["id"] for o in out] == ["a", "b", 3]
@@ -36,8 +55,10 @@ def test_encode_writes_requested_outputs(tiny_m3, tiny_m3_dir, tmp_path):
 def test_encode_defaults_to_dense_and_honours_text_field(tiny_m3_dir, tmp_path):
     src, dst = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     _write_jsonl(src, [{"id": 1, "body": "some body text"}])
-    result = CliRunner().invoke(cli, ["encode", "-m", str(tiny_m3_dir), "--input", str(src), "--output", str(dst),
-                                      "--text-field", "body"])
+    result = CliRunner().invoke(
+        cli,
+        ["encode", "-m", str(tiny_m3_dir), "--input", str(src), "--output", str(dst), "--text-field", "body"],
+    )
     assert result.exit_code == 0, result.output
     (line,) = dst.read_text().splitlines()
     assert set(json.loads(line)) == {"id", "dense"}
@@ -46,21 +67,27 @@ def test_encode_defaults_to_dense_and_honours_text_field(tiny_m3_dir, tmp_path):
 def test_encode_reports_bad_lines_without_traceback(tiny_m3_dir, tmp_path):
     src, dst = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     src.write_text('{"text": "fine"}\n{not json}\n', encoding="utf-8")
-    result = CliRunner().invoke(cli, ["encode", "-m", str(tiny_m3_dir), "--input", str(src), "--output", str(dst)])
+    result = CliRunner().invoke(
+        cli, ["encode", "-m", str(tiny_m3_dir), "--input", str(src), "--output", str(dst)]
+    )
     assert result.exit_code != 0
     assert "line 2: not valid JSON" in result.output
     assert "Traceback" not in result.output
 
     _write_jsonl(src, [{"title": "no text field"}])
-    result = CliRunner().invoke(cli, ["encode", "-m", str(tiny_m3_dir), "--input", str(src), "--output", str(dst)])
+    result = CliRunner().invoke(
+        cli, ["encode", "-m", str(tiny_m3_dir), "--input", str(src), "--output", str(dst)]
+    )
     assert result.exit_code != 0 and "'text' field" in result.output
 
 
 def test_unknown_model_is_a_clean_error(tmp_path):
     src = tmp_path / "in.jsonl"
     _write_jsonl(src, [{"text": "x"}])
-    result = CliRunner().invoke(cli, ["encode", "-m", str(tmp_path / "nope"), "--input", str(src), "--output",
-                                      str(tmp_path / "o.jsonl")])
+    result = CliRunner().invoke(
+        cli,
+        ["encode", "-m", str(tmp_path / "nope"), "--input", str(src), "--output", str(tmp_path / "o.jsonl")],
+    )
     assert result.exit_code != 0 and "no model directory" in result.output
 
 
@@ -71,5 +98,7 @@ def test_models_list_shows_registry():
 
 
 def test_console_script_runs():
-    proc = subprocess.run([sys.executable, "-m", "m3search.cli.main", "--help"], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "m3search.cli.main", "--help"], capture_output=True, text=True, check=False
+    )
     assert proc.returncode == 0 and "encode" in proc.stdout

@@ -19,11 +19,21 @@ def run(*args: str) -> str:
     return result.stdout
 
 
-def test_image_collection_end_to_end(tiny_m3_dir: Path, tiny_adapter_dir: Path, flickr_images: list[Path],
-                                     tmp_path: Path) -> None:
+def test_image_collection_end_to_end(
+    tiny_m3_dir: Path, tiny_adapter_dir: Path, flickr_images: list[Path], tmp_path: Path
+) -> None:
     path = tmp_path / "col"
-    out = run("index", "create", str(path), "--model", str(tiny_m3_dir), "--image-encoder", str(tiny_adapter_dir),
-              "--runtime", "torch-fp32")
+    out = run(
+        "index",
+        "create",
+        str(path),
+        "--model",
+        str(tiny_m3_dir),
+        "--image-encoder",
+        str(tiny_adapter_dir),
+        "--runtime",
+        "torch-fp32",
+    )
     assert "images: lite0-tiny" in out
     photos = tmp_path / "photos"
     photos.mkdir()
@@ -31,10 +41,14 @@ def test_image_collection_end_to_end(tiny_m3_dir: Path, tiny_adapter_dir: Path, 
         shutil.copy(image, photos / image.name)
     docs = tmp_path / "docs.jsonl"
     shutil.copy(flickr_images[3], tmp_path / "dog.jpg")
-    docs.write_text(json.dumps({"id": "t", "text": "A dog runs on the beach"}) + "\n"
-                    + json.dumps({"id": "both", "image": "dog.jpg", "text": "a brown dog"}) + "\n"
-                    + json.dumps({"id": "b64", "image": base64.b64encode(flickr_images[4].read_bytes()).decode()})
-                    + "\n")
+    docs.write_text(
+        json.dumps({"id": "t", "text": "A dog runs on the beach"})
+        + "\n"
+        + json.dumps({"id": "both", "image": "dog.jpg", "text": "a brown dog"})
+        + "\n"
+        + json.dumps({"id": "b64", "image": base64.b64encode(flickr_images[4].read_bytes()).decode()})
+        + "\n"
+    )
     out = run("index", "add", str(path), str(photos), str(docs), "--runtime", "torch-fp32")
     assert "wrote 6 documents" in out
 

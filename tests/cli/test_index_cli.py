@@ -13,7 +13,11 @@ from m3search.cli.main import cli
 DOCS = [
     {"id": "a", "text": "The cat sat on the warm mat.", "metadata": {"lang": "en", "year": 2021}},
     {"id": "b", "text": "Der Hund schläft im Garten.", "metadata": {"lang": "de", "year": 2019}},
-    {"id": "c", "text": "Photosynthesis converts light into chemical energy.", "metadata": {"lang": "en", "year": 2023}},
+    {
+        "id": "c",
+        "text": "Photosynthesis converts light into chemical energy.",
+        "metadata": {"lang": "en", "year": 2023},
+    },
 ]
 
 
@@ -32,7 +36,9 @@ def built(tmp_path_factory, tiny_m3_dir):
     docs = tmp_path / "docs.jsonl"
     docs.write_text("".join(json.dumps(d) + "\n" for d in DOCS))
     beir = tmp_path / "corpus.jsonl"
-    beir.write_text(json.dumps({"_id": "beir1", "title": "Bread", "text": "Flour, water, salt and yeast."}) + "\n")
+    beir.write_text(
+        json.dumps({"_id": "beir1", "title": "Bread", "text": "Flour, water, salt and yeast."}) + "\n"
+    )
     texts = tmp_path / "texts"
     texts.mkdir()
     (texts / "note.txt").write_text("A plain text note about the stock market.")
@@ -50,23 +56,51 @@ def collection(built, tmp_path):
 
 def test_search_json_every_mode(collection):
     for mode in ("dense", "sparse", "colbert", "dense+sparse", "all"):
-        hits = json.loads(run("search", str(collection), DOCS[2]["text"], "--mode", mode, "--json",
-                              "--runtime", "torch-fp32"))
+        hits = json.loads(
+            run(
+                "search",
+                str(collection),
+                DOCS[2]["text"],
+                "--mode",
+                mode,
+                "--json",
+                "--runtime",
+                "torch-fp32",
+            )
+        )
         assert hits[0]["id"] == "c" and set(hits[0]["scores"]) <= {"dense", "sparse", "colbert"}
 
 
 def test_formats_are_read(collection):
-    hits = json.loads(run("search", str(collection), "Bread\nFlour, water, salt and yeast.", "--json", "-k", "1"))
+    hits = json.loads(
+        run("search", str(collection), "Bread\nFlour, water, salt and yeast.", "--json", "-k", "1")
+    )
     assert hits[0]["id"] == "beir1" and hits[0]["metadata"]["title"] == "Bread"
-    hits = json.loads(run("search", str(collection), "A plain text note about the stock market.", "--json", "-k", "1"))
+    hits = json.loads(
+        run("search", str(collection), "A plain text note about the stock market.", "--json", "-k", "1")
+    )
     assert hits[0]["id"] == "note.txt"
 
 
 def test_filters_weights_fusion_and_table(collection):
     hits = json.loads(run("search", str(collection), "cat", "--filter", "lang=de", "--json"))
     assert [h["id"] for h in hits] == ["b"]
-    hits = json.loads(run("search", str(collection), "cat", "--filter", '{"year": {"$gte": 2020}}',
-                          "--filter", "lang=en", "--fusion", "rrf", "--weights", "1,1,0", "--json"))
+    hits = json.loads(
+        run(
+            "search",
+            str(collection),
+            "cat",
+            "--filter",
+            '{"year": {"$gte": 2020}}',
+            "--filter",
+            "lang=en",
+            "--fusion",
+            "rrf",
+            "--weights",
+            "1,1,0",
+            "--json",
+        )
+    )
     assert sorted(h["id"] for h in hits) == ["a", "c"]
     table = run("search", str(collection), DOCS[0]["text"], "-k", "2")
     assert table.lstrip().startswith("1. a") and "dense=" in table
@@ -80,15 +114,20 @@ def test_delete_and_stats(collection):
     assert "1 segment" in run("index", "compact", str(collection))
 
 
-@pytest.mark.parametrize("args,message", [
-    (["search", "{path}", "x", "--filter", "{bad"], "not valid JSON"),
-    (["search", "{path}", "x", "--filter", '{"a": {"$regex": "x"}}'], "unknown operator"),
-    (["search", "{path}", "x", "--weights", "1,a,2"], "three numbers"),
-    (["search", "{missing}", "x"], "no collection"),
-    (["index", "create", "{path}", "--dim", "4"], "already exists"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["search", "{path}", "x", "--filter", "{bad"], "not valid JSON"),
+        (["search", "{path}", "x", "--filter", '{"a": {"$regex": "x"}}'], "unknown operator"),
+        (["search", "{path}", "x", "--weights", "1,a,2"], "three numbers"),
+        (["search", "{missing}", "x"], "no collection"),
+        (["index", "create", "{path}", "--dim", "4"], "already exists"),
+    ],
+)
 def test_clean_errors(collection, tmp_path, args, message):
-    args = [a.replace("{path}", str(collection)).replace("{missing}", str(tmp_path / "missing")) for a in args]
+    args = [
+        a.replace("{path}", str(collection)).replace("{missing}", str(tmp_path / "missing")) for a in args
+    ]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code != 0 and message in result.output and "Traceback" not in result.output
 

@@ -37,7 +37,9 @@ def test_uniform_lengths_fill_batches():
 def test_results_do_not_depend_on_batching(tiny_m3):
     texts = MULTILINGUAL * 3
     one = tiny_m3.encode(texts, batch_size=1, return_sparse=True, return_colbert=True)
-    many = tiny_m3.encode(texts, batch_size=64, max_batch_tokens=1024, return_sparse=True, return_colbert=True)
+    many = tiny_m3.encode(
+        texts, batch_size=64, max_batch_tokens=1024, return_sparse=True, return_colbert=True
+    )
     np.testing.assert_allclose(one.dense, many.dense, atol=1e-5)
     for a, b in zip(one.colbert, many.colbert):
         np.testing.assert_allclose(a, b, atol=1e-5)

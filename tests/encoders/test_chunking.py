@@ -5,8 +5,28 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-WORDS = ("apple house river green music paper window travel water garden market silver "
-         "doctor winter summer bridge forest school letter dinner").split()
+WORDS = [
+    "apple",
+    "house",
+    "river",
+    "green",
+    "music",
+    "paper",
+    "window",
+    "travel",
+    "water",
+    "garden",
+    "market",
+    "silver",
+    "doctor",
+    "winter",
+    "summer",
+    "bridge",
+    "forest",
+    "school",
+    "letter",
+    "dinner",
+]
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +47,14 @@ def test_chunks_merge_as_documented(tiny_m3, single_token_words):
     assert starts[-1] + window >= len(words)
     chunks = [" ".join(words[s : s + window]) for s in starts]
 
-    merged = tiny_m3.encode(text, max_length=max_length, chunking="chunk", chunk_overlap=overlap,
-                            return_sparse=True, return_colbert=True)
+    merged = tiny_m3.encode(
+        text,
+        max_length=max_length,
+        chunking="chunk",
+        chunk_overlap=overlap,
+        return_sparse=True,
+        return_colbert=True,
+    )
     parts = tiny_m3.encode(chunks, max_length=max_length, return_sparse=True, return_colbert=True)
 
     assert merged.truncated == [] and parts.truncated == []

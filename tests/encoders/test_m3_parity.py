@@ -20,10 +20,22 @@ def reference(tiny_m3_dir):
 @pytest.mark.parametrize("max_length", [512, 64])
 def test_encode_matches_reference(tiny_m3, reference, max_length):
     assert max(tiny_m3.count_tokens(MULTILINGUAL)) > 512
-    ref = reference.encode(MULTILINGUAL, batch_size=4, max_length=max_length, return_dense=True,
-                           return_sparse=True, return_colbert_vecs=True)
-    ours = tiny_m3.encode(MULTILINGUAL, batch_size=4, max_length=max_length, return_dense=True,
-                          return_sparse=True, return_colbert=True)
+    ref = reference.encode(
+        MULTILINGUAL,
+        batch_size=4,
+        max_length=max_length,
+        return_dense=True,
+        return_sparse=True,
+        return_colbert_vecs=True,
+    )
+    ours = tiny_m3.encode(
+        MULTILINGUAL,
+        batch_size=4,
+        max_length=max_length,
+        return_dense=True,
+        return_sparse=True,
+        return_colbert=True,
+    )
 
     assert ours.dense.dtype == np.float32 and ours.dense.shape == ref["dense_vecs"].shape
     np.testing.assert_allclose(ours.dense, ref["dense_vecs"], atol=TOL)
@@ -44,8 +56,12 @@ def test_encode_matches_reference(tiny_m3, reference, max_length):
 
 
 def test_compute_score_matches_reference(tiny_m3, reference):
-    pairs = [(MULTILINGUAL[0], MULTILINGUAL[1]), (MULTILINGUAL[2], MULTILINGUAL[3]),
-             (MULTILINGUAL[4], MULTILINGUAL[8]), (MULTILINGUAL[7], MULTILINGUAL[6])]
+    pairs = [
+        (MULTILINGUAL[0], MULTILINGUAL[1]),
+        (MULTILINGUAL[2], MULTILINGUAL[3]),
+        (MULTILINGUAL[4], MULTILINGUAL[8]),
+        (MULTILINGUAL[7], MULTILINGUAL[6]),
+    ]
     for weights in ([1.0, 1.0, 1.0], [0.4, 0.2, 0.4]):
         ref = reference.compute_score(pairs, weights_for_different_modes=weights, max_passage_length=512)
         ours = tiny_m3.compute_score(pairs, weights=weights, max_passage_length=512)
@@ -61,7 +77,8 @@ def test_reference_score_functions(tiny_m3, reference):
     out = tiny_m3.encode(MULTILINGUAL[:4], return_sparse=True, return_colbert=True)
     ref_lex = reference.compute_lexical_matching_score(
         [{str(k): v for k, v in s.items()} for s in out.sparse[:2]],
-        [{str(k): v for k, v in s.items()} for s in out.sparse[2:]])
+        [{str(k): v for k, v in s.items()} for s in out.sparse[2:]],
+    )
     ours_lex = [[lexical_score(a, b) for b in out.sparse[2:]] for a in out.sparse[:2]]
     np.testing.assert_allclose(ours_lex, ref_lex, atol=TOL)
     for a in out.colbert:

@@ -205,7 +205,7 @@ def test_concurrent_first_uses_convert_once(tmp_path, fake_convert):
         barrier.wait()
         try:
             results.append(conv.ensure_converted(dest))
-        except Exception as exc:  # reported below
+        except Exception as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
     threads = [threading.Thread(target=use) for _ in range(4)]

@@ -21,7 +21,9 @@ from tests.encoders.texts import MULTILINGUAL
 #: same fp32 arithmetic in another order; bf16 keeps 8 significant bits in the backbone's matrix products; int8
 #: quantizes weights per output channel and activations per batch (feed-forward outputs stay fp32).
 BOUNDS = {
-    "onnx-fp32": GuardBounds(dense_cosine_min=1 - 1e-6, sparse_rel_diff_max=1e-4, colbert_cosine_min=1 - 1e-6),
+    "onnx-fp32": GuardBounds(
+        dense_cosine_min=1 - 1e-6, sparse_rel_diff_max=1e-4, colbert_cosine_min=1 - 1e-6
+    ),
     "torch-bf16": GUARD_BOUNDS,
     "onnx-int8": GuardBounds(dense_cosine_min=0.995, sparse_rel_diff_max=0.1, colbert_cosine_min=0.99),
 }
@@ -119,8 +121,14 @@ def test_auto_skips_onnx_graphs_that_were_not_exported(tiny_m3_dir, tmp_path, mo
 
 
 def _hardware(**overrides) -> Hardware:
-    base = {"cpu_capability": "AVX2", "cpu_bf16": False, "cpu_amx": False, "cpu_vnni": False, "cuda": False,
-            "cuda_bf16": False}
+    base = {
+        "cpu_capability": "AVX2",
+        "cpu_bf16": False,
+        "cpu_amx": False,
+        "cpu_vnni": False,
+        "cuda": False,
+        "cuda_bf16": False,
+    }
     return Hardware(**{**base, **overrides})
 
 
@@ -168,8 +176,20 @@ def test_cli_encode_with_each_runtime(tiny_m3_dir, tiny_m3_onnx, tmp_path, refer
     src.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in enumerate(MULTILINGUAL[:4])))
     for runtime in ("torch-bf16", "onnx-int8"):
         dst = tmp_path / f"{runtime}.jsonl"
-        result = CliRunner().invoke(cli, ["encode", "-m", str(tiny_m3_dir), "--input", str(src), "--output",
-                                          str(dst), "--runtime", runtime])
+        result = CliRunner().invoke(
+            cli,
+            [
+                "encode",
+                "-m",
+                str(tiny_m3_dir),
+                "--input",
+                str(src),
+                "--output",
+                str(dst),
+                "--runtime",
+                runtime,
+            ],
+        )
         assert result.exit_code == 0, result.output
         dense = np.array([json.loads(line)["dense"] for line in dst.read_text().splitlines()])
         assert np.min(np.sum(dense * reference.dense[:4], axis=1)) > BOUNDS[runtime].dense_cosine_min

@@ -9,7 +9,10 @@ MULTILINGUAL = [
     "التعلم الآلي هو فرع من فروع الذكاء الاصطناعي",
     "",
     "hi",
-    " ".join(f"Token {i} in a very long English document about retrieval, indexing and ranking." for i in range(120)),
+    " ".join(
+        f"Token {i} in a very long English document about retrieval, indexing and ranking."
+        for i in range(120)
+    ),
 ]
 
 XQUAD_LANGUAGES = ("ar", "de", "el", "en", "es", "hi", "ru", "th", "tr", "vi", "zh")

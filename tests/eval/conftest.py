@@ -88,8 +88,12 @@ class ExhaustiveSearcher:
         self.encoder = encoder
         self.bm25 = BM25Index(tokenizer, task)
         self.ids = self.bm25.ids
-        docs = encoder.encode([task.corpus[d].full_text for d in self.ids], max_length=128, return_dense=True,
-                              return_colbert=True)
+        docs = encoder.encode(
+            [task.corpus[d].full_text for d in self.ids],
+            max_length=128,
+            return_dense=True,
+            return_colbert=True,
+        )
         self.dense, self.colbert = docs.dense, docs.colbert
         self.calls: list[tuple[str, str, str | None, tuple | None]] = []
         self._cache: dict[str, dict[str, np.ndarray]] = {}
@@ -97,8 +101,11 @@ class ExhaustiveSearcher:
     def _mode_scores(self, query: str) -> dict[str, np.ndarray]:
         if query not in self._cache:
             q = self.encoder.encode_queries([query], return_dense=True, return_colbert=True)
-            self._cache[query] = {"dense": self.dense @ q.dense[0], "sparse": self.bm25.scores([query])[0],
-                                  "colbert": np.array([colbert_score(q.colbert[0], d) for d in self.colbert])}
+            self._cache[query] = {
+                "dense": self.dense @ q.dense[0],
+                "sparse": self.bm25.scores([query])[0],
+                "colbert": np.array([colbert_score(q.colbert[0], d) for d in self.colbert]),
+            }
         return self._cache[query]
 
     def reusing_queries(self) -> ExhaustiveSearcher:
@@ -111,8 +118,11 @@ class ExhaustiveSearcher:
         if fusion is None:
             total = scores[mode]
         else:
-            parts = [(scores[m], weights[i]) for i, m in enumerate(("dense", "sparse", "colbert"))
-                     if m in MODE_OUTPUTS[mode]]
+            parts = [
+                (scores[m], weights[i])
+                for i, m in enumerate(("dense", "sparse", "colbert"))
+                if m in MODE_OUTPUTS[mode]
+            ]
             if fusion == "weighted":
                 total = sum(w * s for s, w in parts) / sum(w for _, w in parts)
             else:

@@ -54,8 +54,19 @@ def test_eval_writes_every_report(monkeypatch, tmp_path, scifact_dir, exhaustive
     requests = []
     _stand_in(monkeypatch, exhaustive, requests)
     out = tmp_path / "out"
-    result = _invoke("--model", "tiny", "--dataset", str(scifact_dir), "--max-queries", "40",
-                     "--max-docs", "300", "--output", str(out), "--save-runs")
+    result = _invoke(
+        "--model",
+        "tiny",
+        "--dataset",
+        str(scifact_dir),
+        "--max-queries",
+        "40",
+        "--max-docs",
+        "300",
+        "--output",
+        str(out),
+        "--save-runs",
+    )
     assert result.exit_code == 0, result.output
     (request,) = requests
     assert request["task"].corpus.keys() == scifact_slice.corpus.keys()  # the deterministic slice
@@ -64,8 +75,15 @@ def test_eval_writes_every_report(monkeypatch, tmp_path, scifact_dir, exhaustive
     results = json.loads((out / "results.json").read_text())
     (task,) = results["tasks"]
     assert task["task"]["queries"] == 40 and task["task"]["documents"] == 300
-    assert [r["label"] for r in task["runs"]] == ["dense", "sparse", "colbert", "dense+sparse (weighted)",
-                                                  "dense+sparse (rrf)", "all (weighted)", "all (rrf)"]
+    assert [r["label"] for r in task["runs"]] == [
+        "dense",
+        "sparse",
+        "colbert",
+        "dense+sparse (weighted)",
+        "dense+sparse (rrf)",
+        "all (weighted)",
+        "all (rrf)",
+    ]
     assert results["settings"]["measures"][0] == "ndcg@10" and results["settings"]["max_docs"] == 300
     assert "| sparse |" in result.output  # the Markdown table is printed too
     for name in ("results.md", "scifact_metrics.png", "scifact_recall.png"):
@@ -76,10 +94,31 @@ def test_eval_writes_every_report(monkeypatch, tmp_path, scifact_dir, exhaustive
 def test_eval_modes_fusions_and_cutoffs(monkeypatch, tmp_path, scifact_dir, exhaustive):
     requests = []
     _stand_in(monkeypatch, exhaustive, requests)
-    result = _invoke("run", "--model", "tiny", "--dataset", str(scifact_dir), "--max-queries", "40",
-                     "--max-docs", "300", "--modes", "sparse,dense+sparse", "--fusion", "rrf", "--k", "5,20",
-                     "--weights", "0.5,0.5,0", "--normalize", "none", "--candidates", "50",
-                     "--output", str(tmp_path))
+    result = _invoke(
+        "run",
+        "--model",
+        "tiny",
+        "--dataset",
+        str(scifact_dir),
+        "--max-queries",
+        "40",
+        "--max-docs",
+        "300",
+        "--modes",
+        "sparse,dense+sparse",
+        "--fusion",
+        "rrf",
+        "--k",
+        "5,20",
+        "--weights",
+        "0.5,0.5,0",
+        "--normalize",
+        "none",
+        "--candidates",
+        "50",
+        "--output",
+        str(tmp_path),
+    )
     assert result.exit_code == 0, result.output
     assert requests[0]["outputs"] == ["dense", "sparse"]
     assert (requests[0]["normalize"], requests[0]["candidates"]) == ("none", 50)
@@ -88,20 +127,34 @@ def test_eval_modes_fusions_and_cutoffs(monkeypatch, tmp_path, scifact_dir, exha
     runs = results["tasks"][0]["runs"]
     assert [r["label"] for r in runs] == ["sparse", "dense+sparse (rrf)"]
     assert runs[1]["weights"] == [0.5, 0.5, 0.0]
-    assert set(runs[0]["metrics"]) == {"ndcg@5", "ndcg@20", "recall@5", "recall@20", "mrr@5", "mrr@20",
-                                       "map@5", "map@20"}
+    assert set(runs[0]["metrics"]) == {
+        "ndcg@5",
+        "ndcg@20",
+        "recall@5",
+        "recall@20",
+        "mrr@5",
+        "mrr@20",
+        "map@5",
+        "map@20",
+    }
     assert len(runs[0]["recall_curve"]) == 20
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--dataset", "nowhere"], "dataset 'nowhere' not found"),
-    (["--dataset", "{scifact}", "--modes", "dense,best"], "unknown mode best"),
-    (["--dataset", "{scifact}", "--k", "ten"], "--k takes comma-separated integers"),
-    (["--dataset", "{scifact}", "--weights", "1,2"], "--weights takes dense,sparse,colbert"),
-    (["--dataset", "{scifact}", "--split", "dev"], "splits here: test, train"),
-    (["--dataset", "{scifact}", "--normalize", "zscore"], "'zscore' is not one of 'auto', 'none', 'minmax'"),
-    (["tune-weights", "--dataset", "{scifact}", "--dev-split", "test"], "the test split are both"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--dataset", "nowhere"], "dataset 'nowhere' not found"),
+        (["--dataset", "{scifact}", "--modes", "dense,best"], "unknown mode best"),
+        (["--dataset", "{scifact}", "--k", "ten"], "--k takes comma-separated integers"),
+        (["--dataset", "{scifact}", "--weights", "1,2"], "--weights takes dense,sparse,colbert"),
+        (["--dataset", "{scifact}", "--split", "dev"], "splits here: test, train"),
+        (
+            ["--dataset", "{scifact}", "--normalize", "zscore"],
+            "'zscore' is not one of 'auto', 'none', 'minmax'",
+        ),
+        (["tune-weights", "--dataset", "{scifact}", "--dev-split", "test"], "the test split are both"),
+    ],
+)
 def test_eval_errors_are_clean(args, message, scifact_dir):
     args = [a.replace("{scifact}", str(scifact_dir)) for a in args]
     result = CliRunner().invoke(cli, ["eval", *args])
@@ -109,20 +162,33 @@ def test_eval_errors_are_clean(args, message, scifact_dir):
     assert message in result.output and "Traceback" not in result.output
 
 
-def test_tune_weights_tunes_on_train_then_reports_test(monkeypatch, tmp_path, scifact_dir, tiny_m3,
-                                                       xlmr_tokenizer):
+def test_tune_weights_tunes_on_train_then_reports_test(
+    monkeypatch, tmp_path, scifact_dir, tiny_m3, xlmr_tokenizer
+):
     """SciFact train queries tune the weights; test queries are evaluated with default and tuned weights."""
     train = slice_task(load_beir(scifact_dir, "train"), max_queries=15)
     test = slice_task(load_beir(scifact_dir, "test"), max_queries=10)
     judged = {d for t in (train, test) for j in t.qrels.values() for d in j}
-    kept = judged | set([d for d in train.corpus if d not in judged][:250 - len(judged)])
+    kept = judged | set([d for d in train.corpus if d not in judged][: 250 - len(judged)])
     corpus = {d: doc for d, doc in train.corpus.items() if d in kept}  # every judged document of both slices
     searcher = ExhaustiveSearcher(tiny_m3, xlmr_tokenizer, RetrievalTask("x", "x", corpus, {}, {}))
     requests = []
     _stand_in(monkeypatch, searcher, requests)
-    result = _invoke("tune-weights", "--model", "tiny", "--dataset", str(scifact_dir),
-                     "--max-dev-queries", "15", "--max-queries", "10", "--step", "0.25",
-                     "--output", str(tmp_path))
+    result = _invoke(
+        "tune-weights",
+        "--model",
+        "tiny",
+        "--dataset",
+        str(scifact_dir),
+        "--max-dev-queries",
+        "15",
+        "--max-queries",
+        "10",
+        "--step",
+        "0.25",
+        "--output",
+        str(tmp_path),
+    )
     assert result.exit_code == 0, result.output
     (request,) = requests  # indexed once, for both splits
     assert request["outputs"] == ["dense", "sparse", "colbert"]

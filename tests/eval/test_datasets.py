@@ -12,8 +12,19 @@ from m3search.eval.datasets import load_beir, load_tasks, slice_task, squad_lang
 
 LANGS = ["ar", "de", "el", "en", "es", "hi", "ru", "th", "tr", "vi", "zh"]
 # Candidate sentences per language, as the XQuAD-R README's statistics table gives them.
-README_SENTENCES = {"ar": 1222, "de": 1276, "el": 1234, "en": 1180, "es": 1215, "hi": 1244, "ru": 1219,
-                    "th": 852, "tr": 1167, "vi": 1209, "zh": 1196}
+README_SENTENCES = {
+    "ar": 1222,
+    "de": 1276,
+    "el": 1234,
+    "en": 1180,
+    "es": 1215,
+    "hi": 1244,
+    "ru": 1219,
+    "th": 852,
+    "tr": 1167,
+    "vi": 1209,
+    "zh": 1196,
+}
 
 
 def _raw_questions(path):
@@ -35,8 +46,13 @@ def test_scifact_test_split_matches_the_data_readme(scifact, scifact_dir):
     first = json.loads((scifact_dir / "corpus.jsonl").open().readline())
     doc = scifact.corpus[first["_id"]]
     assert doc.full_text == first["title"] + " " + first["text"]  # BEIR: title and text, space-joined
-    assert scifact.describe() == {"name": "scifact", "split": "test", "documents": 5183, "queries": 300,
-                                  "judgments": 339}
+    assert scifact.describe() == {
+        "name": "scifact",
+        "split": "test",
+        "documents": 5183,
+        "queries": 300,
+        "judgments": 339,
+    }
 
 
 def test_scifact_train_split_is_disjoint_from_test(scifact, scifact_dir):
@@ -85,8 +101,9 @@ def test_xquad_r_files_are_parallel(xquad_dir):
 
 @pytest.mark.parametrize("doc_lang", ["zh", "de", "th"])
 def test_cross_lingual_paragraph_task_judges_the_doc_language_paragraph(xquad_dir, doc_lang):
-    task = squad_task(xquad_dir / "en.json", xquad_dir / f"{doc_lang}.json", query_lang="en",
-                      doc_lang=doc_lang)
+    task = squad_task(
+        xquad_dir / "en.json", xquad_dir / f"{doc_lang}.json", query_lang="en", doc_lang=doc_lang
+    )
     en, other = _raw_questions(xquad_dir / "en.json"), _raw_questions(xquad_dir / f"{doc_lang}.json")
     for qid, judged in task.qrels.items():
         assert task.queries[qid] == en[qid][0]  # the English question
@@ -100,10 +117,16 @@ def test_cross_lingual_paragraph_task_judges_the_doc_language_paragraph(xquad_di
 
 @pytest.mark.parametrize("doc_lang", ["en", "zh", "ar"])
 def test_sentence_task_judges_the_answer_sentence(xquad_dir, doc_lang):
-    task = squad_task(xquad_dir / "en.json", xquad_dir / f"{doc_lang}.json", unit="sentence",
-                      query_lang="en", doc_lang=doc_lang)
-    paragraphs = squad_task(xquad_dir / "en.json", xquad_dir / f"{doc_lang}.json", query_lang="en",
-                            doc_lang=doc_lang)
+    task = squad_task(
+        xquad_dir / "en.json",
+        xquad_dir / f"{doc_lang}.json",
+        unit="sentence",
+        query_lang="en",
+        doc_lang=doc_lang,
+    )
+    paragraphs = squad_task(
+        xquad_dir / "en.json", xquad_dir / f"{doc_lang}.json", query_lang="en", doc_lang=doc_lang
+    )
     other = _raw_questions(xquad_dir / f"{doc_lang}.json")
     inside = 0
     for qid, judged in task.qrels.items():

@@ -47,9 +47,24 @@ def sliced(scifact_dir):
 def evaluated(tmp_path_factory, e5_dir, scifact_dir):
     """The real CLI over the slice; the collection is kept (and the embedding cache filled) for the variants."""
     tmp = tmp_path_factory.mktemp("e2e")
-    args = ["eval", "--model", E5_MODEL, "--dataset", str(scifact_dir), "--max-queries", str(QUERIES),
-            "--max-docs", str(DOCS), "--runtime", "torch-fp32", "--cache", "--collection", str(tmp / "collection"),
-            "--output", str(tmp / "out")]
+    args = [
+        "eval",
+        "--model",
+        E5_MODEL,
+        "--dataset",
+        str(scifact_dir),
+        "--max-queries",
+        str(QUERIES),
+        "--max-docs",
+        str(DOCS),
+        "--runtime",
+        "torch-fp32",
+        "--cache",
+        "--collection",
+        str(tmp / "collection"),
+        "--output",
+        str(tmp / "out"),
+    ]
     result = CliRunner().invoke(cli, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     return json.loads((tmp / "out" / "results.json").read_text()), tmp
@@ -69,9 +84,11 @@ def test_every_mode_clears_its_floor(evaluated):
     runs = {r["label"]: r for r in task["runs"]}
     assert list(runs) == list(FLOORS)
     measured = {label: round(run["metrics"]["ndcg@10"], 4) for label, run in runs.items()}
-    print("measured", measured, task["index"], {l: r["latency_ms"]["mean"] for l, r in runs.items()})
+    print("measured", measured, task["index"], {label: r["latency_ms"]["mean"] for label, r in runs.items()})
     for label, floor in FLOORS.items():
-        assert measured[label] >= floor, f"{label}: nDCG@10 {measured[label]} below its floor {floor}; {measured}"
+        assert measured[label] >= floor, (
+            f"{label}: nDCG@10 {measured[label]} below its floor {floor}; {measured}"
+        )
         assert runs[label]["metrics"]["recall@100"] >= 0.85
         assert runs[label]["latency_ms"]["mean"] > 0
     # hybrid helps on this slice: weighted fusion beats the best single mode, rrf beats dense and sparse
@@ -86,8 +103,9 @@ def test_broken_pipelines_fall_below_the_floors(evaluated, sliced, e5_encoder, t
     results, tmp = evaluated
     runs = plan_runs()
     # the encoder `m3search eval` built (same name, so the embedding cache answers), on the loaded model
-    bm25_e5 = CompositeEncoder({"dense": e5_encoder, "colbert": e5_encoder,
-                                "sparse": BM25Encoder(e5_encoder.tokenizer)})
+    bm25_e5 = CompositeEncoder(
+        {"dense": e5_encoder, "colbert": e5_encoder, "sparse": BM25Encoder(e5_encoder.tokenizer)}
+    )
 
     # 1. every document's vectors under another document's id (a broken id <-> row mapping)
     ids = list(sliced.corpus)
@@ -95,8 +113,15 @@ def test_broken_pipelines_fall_below_the_floors(evaluated, sliced, e5_encoder, t
     with Collection.create(tmp / "shuffled", encoder=bm25_e5, cache=True) as collection:
         collection.upsert([{"id": shuffled[d.id], "text": d.full_text} for d in sliced.corpus.values()])
         collection.compact()
-        broken = _ndcg(run_task(CollectionSearcher(collection).reusing_queries(), sliced, runs,
-                                measures=["ndcg@10"], progress=False))
+        broken = _ndcg(
+            run_task(
+                CollectionSearcher(collection).reusing_queries(),
+                sliced,
+                runs,
+                measures=["ndcg@10"],
+                progress=False,
+            )
+        )
     print("shuffled", broken)
     assert all(broken[label] < floor / 3 for label, floor in FLOORS.items()), broken
 
@@ -105,16 +130,30 @@ def test_broken_pipelines_fall_below_the_floors(evaluated, sliced, e5_encoder, t
     with Collection.create(tmp / "random-dense", encoder=random_dense, cache=False) as collection:
         index_task(collection, sliced, progress=False)
         wanted = plan_runs(["dense", "dense+sparse"])
-        broken = _ndcg(run_task(CollectionSearcher(collection).reusing_queries(), sliced, wanted,
-                                measures=["ndcg@10"], progress=False))
+        broken = _ndcg(
+            run_task(
+                CollectionSearcher(collection).reusing_queries(),
+                sliced,
+                wanted,
+                measures=["ndcg@10"],
+                progress=False,
+            )
+        )
     print("random dense", broken)
     assert all(broken[label] < FLOORS[label] for label in broken), broken
 
     # 3. weighted fusion on raw scores: BM25 (tens) swamps the cosines (< 1) and the hybrid is BM25 alone
     with Collection.open(tmp / "collection", encoder=bm25_e5, readonly=True, cache=False) as collection:
         weighted = [RunSpec(m, "weighted", (0.4, 0.2, 0.4)) for m in ("dense+sparse", "all")]
-        raw = _ndcg(run_task(CollectionSearcher(collection, normalize="none").reusing_queries(), sliced,
-                             weighted, measures=["ndcg@10"], progress=False))
+        raw = _ndcg(
+            run_task(
+                CollectionSearcher(collection, normalize="none").reusing_queries(),
+                sliced,
+                weighted,
+                measures=["ndcg@10"],
+                progress=False,
+            )
+        )
     print("raw", raw)
     measured = {r["label"]: r["metrics"]["ndcg@10"] for r in results["tasks"][0]["runs"]}
     for label, value in raw.items():  # BM25's ranking, well below the normalized fusion
@@ -123,13 +162,30 @@ def test_broken_pipelines_fall_below_the_floors(evaluated, sliced, e5_encoder, t
 
 def test_a_kept_collection_is_searched_again_without_indexing(evaluated, scifact_dir):
     results, tmp = evaluated
-    common = ["eval", "--model", E5_MODEL, "--dataset", str(scifact_dir), "--max-queries", str(QUERIES),
-              "--runtime", "torch-fp32", "--collection", str(tmp / "collection"), "--modes", "sparse"]
-    again = CliRunner().invoke(cli, [*common, "--max-docs", str(DOCS), "--output", str(tmp / "again")],
-                               catch_exceptions=False)
+    common = [
+        "eval",
+        "--model",
+        E5_MODEL,
+        "--dataset",
+        str(scifact_dir),
+        "--max-queries",
+        str(QUERIES),
+        "--runtime",
+        "torch-fp32",
+        "--collection",
+        str(tmp / "collection"),
+        "--modes",
+        "sparse",
+    ]
+    again = CliRunner().invoke(
+        cli, [*common, "--max-docs", str(DOCS), "--output", str(tmp / "again")], catch_exceptions=False
+    )
     assert again.exit_code == 0, again.output
     (task,) = json.loads((tmp / "again" / "results.json").read_text())["tasks"]
-    assert task["index"]["reused"] == str(tmp / "collection") and "searched the existing collection" in again.output
+    assert (
+        task["index"]["reused"] == str(tmp / "collection")
+        and "searched the existing collection" in again.output
+    )
     (first,) = results["tasks"]
     assert task["runs"][0]["metrics"] == first["runs"][1]["metrics"]  # sparse: the same rankings
     other = CliRunner().invoke(cli, [*common, "--max-docs", str(DOCS + 10), "--output", str(tmp / "other")])

@@ -29,11 +29,25 @@ def small_flickr(flickr_dir: Path, tmp_path: Path) -> Path:
     return root
 
 
-def test_eval_images_reproduces_training_metrics(tiny_adapter_dir: Path, small_flickr: Path,
-                                                 tmp_path: Path) -> None:
+def test_eval_images_reproduces_training_metrics(
+    tiny_adapter_dir: Path, small_flickr: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "report"
-    result = CliRunner().invoke(cli, ["eval", "images", "--dataset", f"flickr8k:{small_flickr}", "--adapter",
-                                      str(tiny_adapter_dir), "--runtime", "torch-fp32", "--output", str(out)])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "eval",
+            "images",
+            "--dataset",
+            f"flickr8k:{small_flickr}",
+            "--adapter",
+            str(tiny_adapter_dir),
+            "--runtime",
+            "torch-fp32",
+            "--output",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     results = json.loads((out / "results.json").read_text())
     recorded = AdapterImageEncoder.load(tiny_adapter_dir).config.metrics
@@ -51,6 +65,19 @@ def test_eval_images_reproduces_training_metrics(tiny_adapter_dir: Path, small_f
 def test_bad_dataset_and_split(tiny_adapter_dir: Path, small_flickr: Path, tmp_path: Path) -> None:
     with pytest.raises(InvalidInputError, match="captions.txt"):
         load_image_dataset(f"flickr8k:{tmp_path}")
-    result = CliRunner().invoke(cli, ["eval", "images", "-d", str(small_flickr), "--adapter",
-                                      str(tiny_adapter_dir), "--train-images", "24", "-o", str(tmp_path / "o")])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "eval",
+            "images",
+            "-d",
+            str(small_flickr),
+            "--adapter",
+            str(tiny_adapter_dir),
+            "--train-images",
+            "24",
+            "-o",
+            str(tmp_path / "o"),
+        ],
+    )
     assert result.exit_code != 0 and "must leave held-out images" in result.output

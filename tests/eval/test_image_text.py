@@ -12,13 +12,16 @@ from m3search.eval.image_text import image_text_recall
 def test_recall_on_a_hand_ranked_case() -> None:
     images = np.eye(3, dtype=np.float32)  # three orthogonal images
     # captions 0,1 belong to image 0; 2,3 to image 1; 4 to image 2
-    captions = np.array([
-        [1.0, 0.0, 0.0],   # nearest image 0: right (rank 0)
-        [0.0, 0.8, 0.6],   # image order 1, 2, 0: right one third (rank 2)
-        [0.0, 1.0, 0.0],   # right (rank 0)
-        [0.6, 0.0, 0.8],   # image order 2, 0, 1: rank 2
-        [0.8, 0.0, 0.6],   # image order 0, 2: rank 1
-    ], dtype=np.float32)
+    captions = np.array(
+        [
+            [1.0, 0.0, 0.0],  # nearest image 0: right (rank 0)
+            [0.0, 0.8, 0.6],  # image order 1, 2, 0: right one third (rank 2)
+            [0.0, 1.0, 0.0],  # right (rank 0)
+            [0.6, 0.0, 0.8],  # image order 2, 0, 1: rank 2
+            [0.8, 0.0, 0.6],  # image order 0, 2: rank 1
+        ],
+        dtype=np.float32,
+    )
     owner = np.array([0, 0, 1, 1, 2])
     recall = image_text_recall(images, captions, owner, ks=(1, 2, 3))
     assert recall["text_to_image"] == {"recall@1": 2 / 5, "recall@2": 3 / 5, "recall@3": 1.0}

@@ -19,8 +19,19 @@ from m3search.eval.metrics import (
 from tests.eval.conftest import BM25Index
 
 TREC = {"ndcg": "ndcg_cut", "recall": "recall", "map": "map_cut"}
-MEASURES = ["ndcg@1", "ndcg@10", "ndcg@100", "recall@1", "recall@10", "recall@100", "map@10", "map@100",
-            "mrr@1", "mrr@10", "mrr@100"]
+MEASURES = [
+    "ndcg@1",
+    "ndcg@10",
+    "ndcg@100",
+    "recall@1",
+    "recall@10",
+    "recall@100",
+    "map@10",
+    "map@100",
+    "mrr@1",
+    "mrr@10",
+    "mrr@100",
+]
 
 
 def _rankings(run):
@@ -65,8 +76,9 @@ def test_ties_are_broken_like_trec_eval(scifact, scifact_bm25_run):
 
 def test_graded_qrels_on_a_real_cross_lingual_run(xlmr_tokenizer, xquad_dir):
     """XQuAD-R sentences, en -> de, BM25; grade 2 for the answer sentence, 1 for its paragraph's others."""
-    task = squad_task(xquad_dir / "en.json", xquad_dir / "de.json", unit="sentence", query_lang="en",
-                      doc_lang="de")
+    task = squad_task(
+        xquad_dir / "en.json", xquad_dir / "de.json", unit="sentence", query_lang="en", doc_lang="de"
+    )
     graded = {}
     for qid, judged in task.qrels.items():
         (answer,) = judged
@@ -76,7 +88,7 @@ def test_graded_qrels_on_a_real_cross_lingual_run(xlmr_tokenizer, xquad_dir):
     run = BM25Index(xlmr_tokenizer, task).run(task)
     assert_matches_trec_eval(graded, run)
     with_grades = evaluate(graded, _rankings(run), ["ndcg@10"])["ndcg@10"]
-    binary_qrels = {q: {d: 1 for d in j} for q, j in graded.items()}
+    binary_qrels = {q: dict.fromkeys(j, 1) for q, j in graded.items()}
     binary = evaluate(binary_qrels, _rankings(run), ["ndcg@10"])["ndcg@10"]
     assert with_grades != binary  # the grades are used as gains
 
@@ -87,9 +99,9 @@ def test_edge_cases_match_trec_eval(scifact, scifact_bm25_run):
     qrels = {q: dict(scifact.qrels[q]) for q in qids}
     run = {q: scifact_bm25_run[q] for q in qids}
     zero_q, absent_q, negative_q = qids[0], qids[1], qids[2]
-    qrels[zero_q] = {d: 0 for d in list(run[zero_q])[:3]}  # judged, none relevant
+    qrels[zero_q] = dict.fromkeys(list(run[zero_q])[:3], 0)  # judged, none relevant
     del run[absent_q]  # the engine returned nothing
-    qrels[negative_q] = dict(qrels[negative_q], **{d: -1 for d in list(run[negative_q])[:2]})
+    qrels[negative_q] = dict(qrels[negative_q], **dict.fromkeys(list(run[negative_q])[:2], -1))
     run["not-judged"] = scifact_bm25_run[list(scifact.qrels)[40]]
     run[qids[3]] = {}  # an empty result list
     assert_matches_trec_eval(qrels, run)
@@ -110,8 +122,16 @@ def test_recall_curve_agrees_with_recall_at_k(scifact, scifact_bm25_run):
 
 def test_measure_names_and_bad_input():
     assert parse_measure("nDCG@10") == ("ndcg", 10)
-    assert measures_at([100, 10]) == ("ndcg@10", "ndcg@100", "recall@10", "recall@100", "mrr@10", "mrr@100",
-                                      "map@10", "map@100")
+    assert measures_at([100, 10]) == (
+        "ndcg@10",
+        "ndcg@100",
+        "recall@10",
+        "recall@100",
+        "mrr@10",
+        "mrr@100",
+        "map@10",
+        "map@100",
+    )
     for bad in ("ndcg", "ndcg@0", "precision@10", "ndcg@-1"):
         with pytest.raises(InvalidInputError, match="unknown measure"):
             parse_measure(bad)

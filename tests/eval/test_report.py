@@ -30,8 +30,9 @@ def run_results(exhaustive, scifact_slice):
 def _results(scifact_slice, run_results, tasks=1):
     entries = []
     for i in range(tasks):
-        entry = task_entry(scifact_slice.describe(), {"documents": 300, "seconds": 1.5, "docs_per_s": 200.0},
-                           run_results)
+        entry = task_entry(
+            scifact_slice.describe(), {"documents": 300, "seconds": 1.5, "docs_per_s": 200.0}, run_results
+        )
         entry["task"]["name"] = f"scifact-slice-{i}" if tasks > 1 else entry["task"]["name"]
         entries.append(entry)
     settings = {"measures": list(DEFAULT_MEASURES), "depth": 100}

@@ -22,8 +22,15 @@ class _Recorder:
 
 def test_plan_runs():
     runs = plan_runs()
-    assert [r.label for r in runs] == ["dense", "sparse", "colbert", "dense+sparse (weighted)",
-                                       "dense+sparse (rrf)", "all (weighted)", "all (rrf)"]
+    assert [r.label for r in runs] == [
+        "dense",
+        "sparse",
+        "colbert",
+        "dense+sparse (weighted)",
+        "dense+sparse (rrf)",
+        "all (weighted)",
+        "all (rrf)",
+    ]
     assert runs[0].weights is None and runs[-1].weights == (0.4, 0.2, 0.4)
     assert [r.label for r in plan_runs(["all", "sparse"], ["rrf"], (1, 1, 0))] == ["sparse", "all (rrf)"]
     assert RunSpec("all", "weighted", (0.5, 0.5, 0.0), "tuned").label == "all (weighted, tuned)"
@@ -43,12 +50,12 @@ def test_run_task_interleaves_modes_and_scores_what_came_back(exhaustive, scifac
     results = run_task(recorder, scifact_slice, runs, progress=False)
     n = len(scifact_slice.queries)
     assert len(recorder.calls) == len(runs) * (n + 1)  # one untimed warm-up search per run, then every query
-    timed = recorder.calls[len(runs):]
+    timed = recorder.calls[len(runs) :]
     labels = [r.label for r in runs]
     for i, qtext in enumerate(scifact_slice.queries.values()):  # per query, every run in turn, rotating
-        block = timed[i * len(runs):(i + 1) * len(runs)]
+        block = timed[i * len(runs) : (i + 1) * len(runs)]
         assert [c[0] for c in block] == [qtext] * len(runs)
-        assert [c[1] for c in block] == labels[i % len(runs):] + labels[:i % len(runs)]
+        assert [c[1] for c in block] == labels[i % len(runs) :] + labels[: i % len(runs)]
     assert {c[2] for c in recorder.calls} == {100}  # deep enough for recall@100
     for result in results:
         assert len(result.latencies_ms) == n and min(result.latencies_ms) > 0
@@ -65,10 +72,12 @@ def test_run_task_interleaves_modes_and_scores_what_came_back(exhaustive, scifac
 
 def test_fusion_weights_reach_the_searcher(exhaustive, scifact_slice):
     """`all` fused with all weight on one mode ranks exactly as that mode alone."""
-    singles = run_task(exhaustive, scifact_slice, [RunSpec("dense"), RunSpec("sparse")], measures=["ndcg@10"],
-                       progress=False)
+    singles = run_task(
+        exhaustive, scifact_slice, [RunSpec("dense"), RunSpec("sparse")], measures=["ndcg@10"], progress=False
+    )
     for weights, single in (((1.0, 0.0, 0.0), singles[0]), ((0.0, 1.0, 0.0), singles[1])):
-        fused = score_weights(exhaustive, scifact_slice, weights, mode="all", fusion="weighted",
-                              metric="ndcg@10")
+        fused = score_weights(
+            exhaustive, scifact_slice, weights, mode="all", fusion="weighted", metric="ndcg@10"
+        )
         assert fused == pytest.approx(single.metrics["ndcg@10"])
     assert singles[0].metrics["ndcg@10"] != singles[1].metrics["ndcg@10"]

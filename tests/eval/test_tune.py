@@ -37,8 +37,9 @@ def test_search_finds_the_optimum(method):
 
 
 def test_search_keeps_fixed_weights_at_zero():
-    best, _, trials = search_weights(_bowl((0.2, 0.6, 0.2)), method="coordinate", step=0.1,
-                                     free=(True, True, False))
+    best, _, trials = search_weights(
+        _bowl((0.2, 0.6, 0.2)), method="coordinate", step=0.1, free=(True, True, False)
+    )
     assert all(w[2] == 0 for w, _ in trials)
     assert best == pytest.approx((0.3, 0.7, 0.0))  # the closest point with colbert at 0
 
@@ -66,6 +67,7 @@ class _Spy:
         def evaluate(task, weights):
             self.events.append(("evaluate", task.split))
             return score(task, weights)
+
         return evaluate
 
 
@@ -78,8 +80,15 @@ def test_tuning_never_sees_the_test_split(scifact_dir, tiny_m3, xlmr_tokenizer):
     def score(task, weights):
         return score_weights(searcher, task, weights, mode="all", fusion="weighted", metric="ndcg@10")
 
-    result, test = tune_on_dev(spy.load, spy.objective(score), dev_split="train", test_split="test",
-                               metric="ndcg@10", method="coordinate", step=0.25)
+    result, test = tune_on_dev(
+        spy.load,
+        spy.objective(score),
+        dev_split="train",
+        test_split="test",
+        metric="ndcg@10",
+        method="coordinate",
+        step=0.25,
+    )
     events = spy.events
     assert events[0] == ("load", "train") and events[-1] == ("load", "test")
     assert events.count(("load", "test")) == 1
@@ -94,8 +103,9 @@ def test_tuning_never_sees_the_test_split(scifact_dir, tiny_m3, xlmr_tokenizer):
 def test_tuning_on_the_test_split_is_refused(scifact_dir):
     spy = _Spy(scifact_dir)
     with pytest.raises(InvalidInputError, match="dev split and the test split are both 'test'"):
-        tune_on_dev(spy.load, spy.objective(lambda t, w: 0.0), dev_split="test", test_split="test",
-                    metric="ndcg@10")
+        tune_on_dev(
+            spy.load, spy.objective(lambda t, w: 0.0), dev_split="test", test_split="test", metric="ndcg@10"
+        )
     assert spy.events == []
 
 
@@ -104,5 +114,11 @@ def test_dev_queries_shared_with_test_are_refused(scifact_dir):
     spy = _Spy(scifact_dir)
     load = lambda split: spy.load("test")  # noqa: E731 - a mislabelled dev split: really the test queries
     with pytest.raises(InvalidInputError, match="300 queries of the 'test' split are also in 'dev'"):
-        tune_on_dev(load, spy.objective(lambda t, w: 0.0), dev_split="dev", test_split="test",
-                    metric="ndcg@10", step=0.5)
+        tune_on_dev(
+            load,
+            spy.objective(lambda t, w: 0.0),
+            dev_split="dev",
+            test_split="test",
+            metric="ndcg@10",
+            step=0.5,
+        )

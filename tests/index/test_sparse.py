@@ -119,7 +119,9 @@ def test_postings_span_blocks_of_65536_rows_and_stay_exact(monkeypatch, prune_at
         terms = np.unique(random_coo(1, 100 + seed, per_row=8)[1])
         query = (terms.astype(np.int64), rng.uniform(0.1, 1, len(terms)).astype(np.float32))
         truth = exact_scores(n, coo, query)
-        np.testing.assert_allclose(loaded.score_rows(query, probe_rows), truth[probe_rows], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            loaded.score_rows(query, probe_rows), truth[probe_rows], rtol=1e-5, atol=1e-6
+        )
         for mask in (None, allowed):
             rows, scores = loaded.search(query, 10, mask)
             candidates = np.flatnonzero((truth > 0) & (mask if mask is not None else True))

@@ -15,8 +15,10 @@ def test_weighted_equals_hybrid_scores(weights):
     rng = np.random.default_rng(0)
     d, s, c = rng.random(20), rng.random(20) * 5, rng.random(20)
     both = weighted_fusion({"dense": d, "sparse": s}, mode_weights(weights, "weighted", ["dense", "sparse"]))
-    three = weighted_fusion({"dense": d, "sparse": s, "colbert": c},
-                            mode_weights(weights, "weighted", ["dense", "sparse", "colbert"]))
+    three = weighted_fusion(
+        {"dense": d, "sparse": s, "colbert": c},
+        mode_weights(weights, "weighted", ["dense", "sparse", "colbert"]),
+    )
     for i in range(20):
         ref = hybrid_scores(d[i], s[i], c[i], weights)
         assert three[i] == pytest.approx(ref["colbert+sparse+dense"])
@@ -31,7 +33,10 @@ def test_rrf():
 
 
 def test_weight_validation():
-    assert mode_weights({"dense": 2.0, "sparse": 1.0}, "weighted", ["dense", "sparse"]) == {"dense": 2.0, "sparse": 1.0}
+    assert mode_weights({"dense": 2.0, "sparse": 1.0}, "weighted", ["dense", "sparse"]) == {
+        "dense": 2.0,
+        "sparse": 1.0,
+    }
     assert mode_weights(None, "rrf", ["dense", "sparse"]) == {"dense": 1.0, "sparse": 1.0}
     with pytest.raises(InvalidInputError):
         mode_weights((1, 1), "weighted", ["dense"])

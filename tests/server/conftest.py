@@ -71,8 +71,16 @@ def live_server(m3_dir, tiny_adapter_dir, tmp_path_factory) -> Iterator[ServerPr
     work = tmp_path_factory.mktemp("live")
     server = ServerProcess(
         # The reference runtime, so responses equal what the in-process fp32 encoder computes.
-        ["--model", str(m3_dir), "--collections", str(work / "collections"), "--runtime", "torch-fp32",
-         "--image-encoder", str(tiny_adapter_dir)],
+        [
+            "--model",
+            str(m3_dir),
+            "--collections",
+            str(work / "collections"),
+            "--runtime",
+            "torch-fp32",
+            "--image-encoder",
+            str(tiny_adapter_dir),
+        ],
         work / "server.log",
         env={"PYTHONPATH": _pythonpath()},
     )

@@ -101,7 +101,7 @@ def test_one_bad_request_does_not_fail_the_batch(m3):
             return_exceptions=True,
         )
 
-    warm, fine, boom, also = run(_with_batcher(counting, body))
+    _warm, fine, boom, also = run(_with_batcher(counting, body))
     assert isinstance(boom, InvalidInputError)
     assert fine.dense.shape == (1, m3.dim) and also.dense.shape == (1, m3.dim)
 

@@ -95,8 +95,13 @@ def test_unknown_collection_is_404_everywhere(client):
 def test_documents_get_and_delete(filled):
     assert filled.get("/collections/docs").json()["count"] == 5
     doc = filled.get("/collections/docs/documents/7").json()
-    assert doc == {"id": "7", "kind": "text", "text": DOCS[4]["text"], "metadata": {"lang": "en", "year": 2020},
-                   "thumbnail_url": None}
+    assert doc == {
+        "id": "7",
+        "kind": "text",
+        "text": DOCS[4]["text"],
+        "metadata": {"lang": "en", "year": 2020},
+        "thumbnail_url": None,
+    }
     assert filled.get("/collections/docs/documents/missing").status_code == 404
     # Upsert replaces by id.
     filled.post(
@@ -144,7 +149,10 @@ def test_upload_jsonl_and_json(client):
     r = client.post(
         "/collections/up/documents/upload", files={"file": ("x.jsonl", '{"id": "a"}\n', "application/jsonl")}
     )
-    assert r.status_code == 422 and "line 1: document: Value error, a document needs a text" in r.json()["error"]["message"]
+    assert (
+        r.status_code == 422
+        and "line 1: document: Value error, a document needs a text" in r.json()["error"]["message"]
+    )
     r = client.post(
         "/collections/up/documents/upload", files={"file": ("x.jsonl", b"\xff\xfe", "text/plain")}
     )

@@ -27,7 +27,9 @@ def image_client(make_client, tiny_adapter_dir: Path):
 @pytest.fixture
 def gallery(image_client, flickr_images: list[Path]):
     """Collection `gallery`: two texts, three images (base64, one as a data: URL) and one image+text."""
-    assert image_client.post("/collections", json={"name": "gallery", "images": True}).json()["images"] is True
+    assert (
+        image_client.post("/collections", json={"name": "gallery", "images": True}).json()["images"] is True
+    )
     photos = [p.read_bytes() for p in flickr_images[:4]]
     documents = [
         {"id": "t1", "text": "A black dog runs on the grass"},
@@ -43,7 +45,9 @@ def gallery(image_client, flickr_images: list[Path]):
     return image_client
 
 
-def test_embed_images_in_the_text_space(image_client, tiny_adapter_dir: Path, flickr_images: list[Path]) -> None:
+def test_embed_images_in_the_text_space(
+    image_client, tiny_adapter_dir: Path, flickr_images: list[Path]
+) -> None:
     expected = AdapterImageEncoder.load(tiny_adapter_dir).encode_images(flickr_images[:2])
     body = {"images": [b64(p.read_bytes()) for p in flickr_images[:2]], "texts": ["a dog"]}
     answer = image_client.post("/embed", json=body).json()
@@ -58,7 +62,10 @@ def test_documents_thumbnails_and_search_each_way(gallery, flickr_images: list[P
     assert doc["kind"] == "image" and doc["text"] is None
     thumb = gallery.get(doc["thumbnail_url"])
     assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
-    assert Image.open(io.BytesIO(thumb.content)).format == "JPEG" and "immutable" in thumb.headers["cache-control"]
+    assert (
+        Image.open(io.BytesIO(thumb.content)).format == "JPEG"
+        and "immutable" in thumb.headers["cache-control"]
+    )
     assert gallery.get("/collections/gallery/documents/t1").json()["thumbnail_url"] is None
     assert gallery.get("/collections/gallery/documents/both").json()["kind"] == "image+text"
 
@@ -71,22 +78,32 @@ def test_documents_thumbnails_and_search_each_way(gallery, flickr_images: list[P
     by_json = gallery.post("/collections/gallery/search", json={"image": b64(photo), "k": 6}).json()
     assert by_json["mode"] == "dense" and by_json["results"][0]["id"] == "i1"
     assert by_json["results"][0]["score"] == pytest.approx(1.0, abs=1e-5)
-    by_file = gallery.post("/collections/gallery/search/upload", files={"image": ("q.jpg", photo, "image/jpeg")},
-                           data={"request": '{"k": 6}'}).json()
+    by_file = gallery.post(
+        "/collections/gallery/search/upload",
+        files={"image": ("q.jpg", photo, "image/jpeg")},
+        data={"request": '{"k": 6}'},
+    ).json()
     assert [h["id"] for h in by_file["results"]] == [h["id"] for h in by_json["results"]]
     # image -> text, with a filter
-    texts = gallery.post("/collections/gallery/search/upload", files={"image": ("q.jpg", photo, "image/jpeg")},
-                         data={"request": '{"kinds": ["text"], "filter": {"lang": "en"}}'}).json()
+    texts = gallery.post(
+        "/collections/gallery/search/upload",
+        files={"image": ("q.jpg", photo, "image/jpeg")},
+        data={"request": '{"kinds": ["text"], "filter": {"lang": "en"}}'},
+    ).json()
     assert [h["id"] for h in texts["results"]] == ["t2"]
     # image + text
-    both = gallery.post("/collections/gallery/search",
-                        json={"query": "a dog jumps", "image": b64(flickr_images[3].read_bytes()), "mode": "dense"})
+    both = gallery.post(
+        "/collections/gallery/search",
+        json={"query": "a dog jumps", "image": b64(flickr_images[3].read_bytes()), "mode": "dense"},
+    )
     assert both.json()["results"][0]["id"] == "both"
 
 
 def test_image_errors(gallery, make_client, flickr_images: list[Path]) -> None:
-    bad = gallery.post("/collections/gallery/documents",
-                       json={"documents": [{"id": "ok", "text": "fine"}, {"id": "bad", "image": b64(b"nope")}]})
+    bad = gallery.post(
+        "/collections/gallery/documents",
+        json={"documents": [{"id": "ok", "text": "fine"}, {"id": "bad", "image": b64(b"nope")}]},
+    )
     assert bad.status_code == 400 and "'bad'" in bad.json()["error"]["message"]
     assert gallery.get("/collections/gallery/documents/ok").status_code == 404  # the batch stored nothing
     assert gallery.get("/collections/gallery").json()["count"] == 6
@@ -96,8 +113,9 @@ def test_image_errors(gallery, make_client, flickr_images: list[Path]) -> None:
     assert not_b64.status_code == 400 and "base64" in not_b64.json()["error"]["message"]
     empty = gallery.post("/collections/gallery/search/upload", files={"image": ("e.jpg", b"", "image/jpeg")})
     assert empty.status_code == 400
-    mode = gallery.post("/collections/gallery/search", json={"image": b64(flickr_images[0].read_bytes()),
-                                                             "mode": "sparse"})
+    mode = gallery.post(
+        "/collections/gallery/search", json={"image": b64(flickr_images[0].read_bytes()), "mode": "sparse"}
+    )
     assert mode.status_code == 422 and "only a dense vector" in mode.json()["error"]["message"]
     assert gallery.get("/collections/gallery/thumbnails/999999").status_code == 404
     no_content = gallery.post("/collections/gallery/documents", json={"documents": [{"id": "x"}]})

@@ -201,6 +201,8 @@ def test_image_search_page(page, live_server, image_collection, flickr_images):
     page.fill("#search-query", "a child climbing stairs")
     page.select_option("#search-kinds", "image,image+text")
     page.click("#search-form button[type=submit]")
-    page.wait_for_function("!document.querySelector('#search-summary').textContent.includes('image query')"
-                           " && document.querySelectorAll('#search-results li.hit img.thumb').length === 3")
+    page.wait_for_function(
+        "!document.querySelector('#search-summary').textContent.includes('image query')"
+        " && document.querySelectorAll('#search-results li.hit img.thumb').length === 3"
+    )
     assert not page.is_visible("#error")

@@ -18,15 +18,21 @@ def make_docs(n: int, seed: int = 0, start: int = 0) -> list[dict]:
         dense = rng.normal(size=DIM).astype(np.float32)
         colbert = rng.normal(size=(int(rng.integers(2, 7)), COLBERT_DIM)).astype(np.float32)
         tokens = rng.choice(VOCAB, size=int(rng.integers(3, 9)), replace=False)
-        docs.append({
-            "id": f"d{i}",
-            "text": f"document number {i}",
-            "metadata": {"i": i, "lang": ("en", "de", "fr")[i % 3], "tags": [f"t{i % 4}", f"u{i % 5}"],
-                         "nested": {"year": 2000 + i % 30}},
-            "dense": dense / np.linalg.norm(dense),
-            "sparse": {int(t): float(rng.uniform(0.05, 1.0)) for t in tokens},
-            "colbert": colbert / np.linalg.norm(colbert, axis=1, keepdims=True),
-        })
+        docs.append(
+            {
+                "id": f"d{i}",
+                "text": f"document number {i}",
+                "metadata": {
+                    "i": i,
+                    "lang": ("en", "de", "fr")[i % 3],
+                    "tags": [f"t{i % 4}", f"u{i % 5}"],
+                    "nested": {"year": 2000 + i % 30},
+                },
+                "dense": dense / np.linalg.norm(dense),
+                "sparse": {int(t): float(rng.uniform(0.05, 1.0)) for t in tokens},
+                "colbert": colbert / np.linalg.norm(colbert, axis=1, keepdims=True),
+            }
+        )
     return docs
 
 
@@ -48,8 +54,14 @@ def new_collection(tmp_path) -> Callable:
     made = []
 
     def factory(name: str = "c", **options):
-        settings = dict(dim=DIM, colbert_dim=COLBERT_DIM, flush_docs=50, merge_factor=3,
-                        hnsw={"min_rows": 40, "exact_max_rows": 5, "exact_max_fraction": 0.02}, cache=False)
+        settings = dict(
+            dim=DIM,
+            colbert_dim=COLBERT_DIM,
+            flush_docs=50,
+            merge_factor=3,
+            hnsw={"min_rows": 40, "exact_max_rows": 5, "exact_max_fraction": 0.02},
+            cache=False,
+        )
         settings.update(options)
         collection = Collection.create(tmp_path / name, **settings)
         made.append(collection)

@@ -72,7 +72,9 @@ def _field_condition(column: str, path: str, field: str, value: Any) -> tuple[st
     parts, params = [], []
     for op, operand in value.items():
         if op not in _FIELD_OPS:
-            raise FilterError(f"field {field!r}: unknown operator {op!r}; use one of {', '.join(sorted(_FIELD_OPS))}")
+            raise FilterError(
+                f"field {field!r}: unknown operator {op!r}; use one of {', '.join(sorted(_FIELD_OPS))}"
+            )
         if op == "$eq":
             sql, ps = _any_element(column, path, [_equals(field, operand)])
         elif op == "$ne":
@@ -98,8 +100,10 @@ def _field_condition(column: str, path: str, field: str, value: Any) -> tuple[st
 def _any_element(column: str, path: str, conditions: list[tuple[str, list[Any]]]) -> tuple[str, list[Any]]:
     """True when the value at `path` (or, for an array, any element of it) meets one of `conditions`."""
     where = " OR ".join(c for c, _ in conditions)
-    return (f"EXISTS (SELECT 1 FROM json_each({column}, ?) WHERE {where})",
-            [path] + [p for _, ps in conditions for p in ps])
+    return (
+        f"EXISTS (SELECT 1 FROM json_each({column}, ?) WHERE {where})",
+        [path] + [p for _, ps in conditions for p in ps],
+    )
 
 
 def _equals(field: str, value: Any) -> tuple[str, list[Any]]:
@@ -112,8 +116,10 @@ def _equals(field: str, value: Any) -> tuple[str, list[Any]]:
         return f"(type IN {_NUMBER_TYPES} AND value = ?)", [value]
     if isinstance(value, str):
         return "(type = 'text' AND value = ?)", [value]
-    raise FilterError(f"field {field!r}: cannot compare with {type(value).__name__} {value!r}; use a string, "
-                      "number, boolean or null")
+    raise FilterError(
+        f"field {field!r}: cannot compare with {type(value).__name__} {value!r}; use a string, "
+        "number, boolean or null"
+    )
 
 
 def _compare(field: str, op: str, value: Any) -> tuple[str, list[Any]]:

@@ -20,9 +20,11 @@ from tests.store.conftest import DIM, as_query, make_docs
 
 
 def reference_scores(query: dict, doc: dict) -> dict[str, float]:
-    return {"dense": dense_score(query["dense"], doc["dense"]),
-            "sparse": lexical_score(query["sparse"], doc["sparse"]),
-            "colbert": colbert_score(query["colbert"], doc["colbert"])}
+    return {
+        "dense": dense_score(query["dense"], doc["dense"]),
+        "sparse": lexical_score(query["sparse"], doc["sparse"]),
+        "colbert": colbert_score(query["colbert"], doc["colbert"]),
+    }
 
 
 def brute_force(docs: list[dict], query: dict, key) -> list[str]:
@@ -66,13 +68,16 @@ def test_weighted_fusion_is_the_reference_formula(filled, docs, mode, combined, 
     w = weights or (0.4, 0.2, 0.4)
     hits = filled.search(query, k=5, mode=mode, weights=weights, candidates=120)
     # with every document a candidate, the fused ranking is the exact reference ranking
-    expected = brute_force(docs, query, lambda s: hybrid_scores(s["dense"], s["sparse"], s["colbert"], w)[combined])
+    expected = brute_force(
+        docs, query, lambda s: hybrid_scores(s["dense"], s["sparse"], s["colbert"], w)[combined]
+    )
     assert [h.id for h in hits] == expected[:5]
     by_id = {d["id"]: d for d in docs}
     for hit in hits:
         ref = reference_scores(query, by_id[hit.id])
-        assert hit.score == pytest.approx(hybrid_scores(ref["dense"], ref["sparse"], ref["colbert"], w)[combined],
-                                          abs=2e-3)
+        assert hit.score == pytest.approx(
+            hybrid_scores(ref["dense"], ref["sparse"], ref["colbert"], w)[combined], abs=2e-3
+        )
         for kind, value in hit.scores.items():
             assert value == pytest.approx(ref[kind], abs=2e-3)
 
@@ -106,17 +111,20 @@ def test_hit_carries_text_and_metadata(filled, docs):
     assert hit.to_dict()["metadata"]["nested"]["year"] == docs[3]["metadata"]["nested"]["year"]
 
 
-@pytest.mark.parametrize("spec,predicate", [
-    ({"lang": "de"}, lambda m: m["lang"] == "de"),
-    ({"i": {"$gte": 10, "$lt": 20}}, lambda m: 10 <= m["i"] < 20),
-    ({"lang": {"$in": ["en", "fr"]}}, lambda m: m["lang"] in ("en", "fr")),
-    ({"lang": {"$nin": ["en"]}, "i": {"$lte": 50}}, lambda m: m["lang"] != "en" and m["i"] <= 50),
-    ({"tags": "t1"}, lambda m: "t1" in m["tags"]),
-    ({"nested.year": {"$gt": 2025}}, lambda m: m["nested"]["year"] > 2025),
-    ({"$or": [{"i": 3}, {"i": 111}]}, lambda m: m["i"] in (3, 111)),
-    ({"$not": {"lang": "en"}}, lambda m: m["lang"] != "en"),
-    ({"missing": {"$exists": False}, "i": {"$ne": 0}}, lambda m: m["i"] != 0),
-])
+@pytest.mark.parametrize(
+    "spec,predicate",
+    [
+        ({"lang": "de"}, lambda m: m["lang"] == "de"),
+        ({"i": {"$gte": 10, "$lt": 20}}, lambda m: 10 <= m["i"] < 20),
+        ({"lang": {"$in": ["en", "fr"]}}, lambda m: m["lang"] in ("en", "fr")),
+        ({"lang": {"$nin": ["en"]}, "i": {"$lte": 50}}, lambda m: m["lang"] != "en" and m["i"] <= 50),
+        ({"tags": "t1"}, lambda m: "t1" in m["tags"]),
+        ({"nested.year": {"$gt": 2025}}, lambda m: m["nested"]["year"] > 2025),
+        ({"$or": [{"i": 3}, {"i": 111}]}, lambda m: m["i"] in (3, 111)),
+        ({"$not": {"lang": "en"}}, lambda m: m["lang"] != "en"),
+        ({"missing": {"$exists": False}, "i": {"$ne": 0}}, lambda m: m["i"] != 0),
+    ],
+)
 @pytest.mark.parametrize("mode", ["dense", "sparse", "all"])
 def test_filters_apply_before_top_k(filled, docs, spec, predicate, mode):
     query = as_query(make_docs(1, seed=3)[0])
@@ -140,10 +148,22 @@ def test_selective_filter_returns_all_allowed_even_through_hnsw(new_collection):
     assert sorted(h.id for h in hits) == ["d150", "d5", "d77"]
 
 
-@pytest.mark.parametrize("bad", [
-    "{not json", '["a"]', {"lang": {"$regex": "x"}}, {"$xor": []}, {"i": {"$in": []}}, {"i": {"$gt": [1]}},
-    {"i": {"$gt": float("nan")}}, {'a"b': 1}, {"i": {}}, {"x": {"$exists": "yes"}}, {"x": {"a": 1}},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "{not json",
+        '["a"]',
+        {"lang": {"$regex": "x"}},
+        {"$xor": []},
+        {"i": {"$in": []}},
+        {"i": {"$gt": [1]}},
+        {"i": {"$gt": float("nan")}},
+        {'a"b': 1},
+        {"i": {}},
+        {"x": {"$exists": "yes"}},
+        {"x": {"a": 1}},
+    ],
+)
 def test_malformed_filters_are_clear_errors(filled, bad):
     with pytest.raises(FilterError):
         filled.search(as_query(make_docs(1)[0]), filter=bad)
@@ -158,8 +178,10 @@ def test_upsert_replaces_and_delete_removes(filled, docs):
     for old, new in zip((sealed, pending), moved):
         hit = filled.search(as_query(new), k=1, mode="dense")[0]
         assert (hit.id, hit.text, hit.metadata) == (old["id"], "replaced", {"v": 2})
-        assert old["id"] not in [h.id for h in filled.search(as_query(old), k=3, mode="dense")] or \
-            filled.search(as_query(old), k=1, mode="dense")[0].id != old["id"]
+        assert (
+            old["id"] not in [h.id for h in filled.search(as_query(old), k=3, mode="dense")]
+            or filled.search(as_query(old), k=1, mode="dense")[0].id != old["id"]
+        )
     assert filled.delete(["d0", "d110", "nope"]) == 2
     assert filled.count() == 118
     assert filled.get(["d0", "d1"])[0] is None and filled.get(["d1"])[0].text == docs[1]["text"]
@@ -187,12 +209,18 @@ def test_reopen_keeps_everything(tmp_path, new_collection, docs):
 def test_compaction_keeps_results_and_drops_deleted_rows(filled, docs):
     filled.delete([f"d{i}" for i in range(0, 120, 7)])
     query = as_query(make_docs(1, seed=13)[0])
-    before = {m: [h.id for h in filled.search(query, k=10, mode=m, candidates=120)] for m in ("dense", "sparse", "all")}
+    before = {
+        m: [h.id for h in filled.search(query, k=10, mode=m, candidates=120)]
+        for m in ("dense", "sparse", "all")
+    }
     filled.compact()
     stats = filled.stats()
     assert len(stats["segments"]) == 1 and stats["pending"] == 0 and stats["tombstones"] == 0
     assert stats["segments"][0]["rows"] == filled.count() == 120 - len(range(0, 120, 7))
-    after = {m: [h.id for h in filled.search(query, k=10, mode=m, candidates=120)] for m in ("dense", "sparse", "all")}
+    after = {
+        m: [h.id for h in filled.search(query, k=10, mode=m, candidates=120)]
+        for m in ("dense", "sparse", "all")
+    }
     assert after == before
 
 
@@ -244,20 +272,23 @@ def test_create_and_open_errors(tmp_path, new_collection):
         Collection.create(tmp_path / "nodim", outputs=["dense"])
 
 
-@pytest.mark.parametrize("change,error", [
-    (lambda d: d.update(dense=np.ones(DIM + 1)), DimensionMismatchError),
-    (lambda d: d["dense"].__setitem__(0, np.nan), InvalidInputError),
-    (lambda d: d.update(colbert=np.ones((3, 5))), DimensionMismatchError),
-    (lambda d: d["colbert"].__setitem__((0, 0), np.inf), InvalidInputError),
-    (lambda d: d.update(sparse={"x": 1.0}), InvalidInputError),
-    (lambda d: d.update(sparse={5: float("nan")}), InvalidInputError),
-    (lambda d: d.update(metadata=[1, 2]), InvalidInputError),
-    (lambda d: d.update(metadata={"x": float("nan")}), InvalidInputError),
-    (lambda d: d.update(id=""), InvalidInputError),
-    (lambda d: d.pop("id"), InvalidInputError),
-    (lambda d: d.update(text=None, dense=None), InvalidInputError),
-    (lambda d: d.update(unknown=1), InvalidInputError),
-])
+@pytest.mark.parametrize(
+    "change,error",
+    [
+        (lambda d: d.update(dense=np.ones(DIM + 1)), DimensionMismatchError),
+        (lambda d: d["dense"].__setitem__(0, np.nan), InvalidInputError),
+        (lambda d: d.update(colbert=np.ones((3, 5))), DimensionMismatchError),
+        (lambda d: d["colbert"].__setitem__((0, 0), np.inf), InvalidInputError),
+        (lambda d: d.update(sparse={"x": 1.0}), InvalidInputError),
+        (lambda d: d.update(sparse={5: float("nan")}), InvalidInputError),
+        (lambda d: d.update(metadata=[1, 2]), InvalidInputError),
+        (lambda d: d.update(metadata={"x": float("nan")}), InvalidInputError),
+        (lambda d: d.update(id=""), InvalidInputError),
+        (lambda d: d.pop("id"), InvalidInputError),
+        (lambda d: d.update(text=None, dense=None), InvalidInputError),
+        (lambda d: d.update(unknown=1), InvalidInputError),
+    ],
+)
 def test_bad_documents_are_rejected_and_nothing_is_lost(new_collection, docs, change, error):
     collection = new_collection()
     collection.upsert(docs[:10])

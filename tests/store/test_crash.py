@@ -32,8 +32,13 @@ def run_and_kill(path, seed: int, rng: np.random.Generator, mid_seal: bool) -> t
     """Start a writer, SIGKILL it (right after a segment write starts when `mid_seal`, else at a random
     moment); returns its output lines and how many writes it acknowledged."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.path.join(ROOT, "src"), ROOT])}
-    child = subprocess.Popen([sys.executable, "-m", "tests.store.crash_writer", str(path), str(seed)],
-                             stdout=subprocess.PIPE, text=True, cwd=ROOT, env=env)
+    child = subprocess.Popen(
+        [sys.executable, "-m", "tests.store.crash_writer", str(path), str(seed)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env=env,
+    )
     lines: queue.Queue = queue.Queue()
     threading.Thread(target=_reader, args=(child.stdout, lines), daemon=True).start()
     out: list[str] = []
@@ -95,8 +100,15 @@ def replay(lines: list[str], state: dict[str, int]) -> tuple[dict[str, int], dic
 @pytest.mark.slow
 def test_acknowledged_writes_survive_sigkill(tmp_path):
     path = tmp_path / "crash"
-    Collection.create(path, dim=DIM, colbert_dim=COLBERT_DIM, flush_docs=25, merge_factor=2,
-                      hnsw={"min_rows": 40}, cache=False).close()
+    Collection.create(
+        path,
+        dim=DIM,
+        colbert_dim=COLBERT_DIM,
+        flush_docs=25,
+        merge_factor=2,
+        hnsw={"min_rows": 40},
+        cache=False,
+    ).close()
     rng = np.random.default_rng(0)
     state: dict[str, int] = {}
     mid_seal_kills = 0
@@ -111,15 +123,21 @@ def test_acknowledged_writes_survive_sigkill(tmp_path):
         state, alt = replay(lines, state)
         with Collection.open(path, cache=False) as collection:
             stored = {d.id: d.metadata["version"] for d in collection.get([f"d{i}" for i in range(150)]) if d}
-            assert stored == state or (alt is not None and stored == alt), f"kill {attempt}: partial or lost write"
+            assert stored == state or (alt is not None and stored == alt), (
+                f"kill {attempt}: partial or lost write"
+            )
             state = stored
             assert collection.count() == len(stored)
             # the vectors are the acknowledged version's: each document is its own nearest neighbour
             for doc_id in sorted(stored)[:10]:
                 doc = doc_version(doc_id, stored[doc_id])
-                hit = collection.search({k: doc[k] for k in ("dense", "sparse", "colbert")}, k=1, mode="all")[0]
+                hit = collection.search({k: doc[k] for k in ("dense", "sparse", "colbert")}, k=1, mode="all")[
+                    0
+                ]
                 assert (hit.id, hit.metadata["version"]) == (doc_id, stored[doc_id])
-                assert hit.scores["dense"] == pytest.approx(float(np.dot(doc["dense"], doc["dense"])), abs=1e-4)
+                assert hit.scores["dense"] == pytest.approx(
+                    float(np.dot(doc["dense"], doc["dense"])), abs=1e-4
+                )
             collection.upsert([doc_version("d0", 0)])  # reopening writable cleans up after the crash
             collection.delete("d0")
             state.pop("d0", None)

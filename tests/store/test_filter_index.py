@@ -13,9 +13,15 @@ from m3search.store.metadata import MetadataIndex
 from tests.store.conftest import as_query, make_docs
 from tests.store.sql_filter_reference import sql_matches
 
-FILTERS = [{"lang": "de"}, {"i": {"$gte": 40, "$lt": 170}}, {"tags": {"$in": ["t1", "u3"]}},
-           {"nested.year": {"$lte": 2010}}, {"$or": [{"lang": "fr"}, {"v": 2}]}, {"v": {"$exists": True}},
-           {"lang": {"$ne": "en"}, "i": {"$gt": 100}}]
+FILTERS = [
+    {"lang": "de"},
+    {"i": {"$gte": 40, "$lt": 170}},
+    {"tags": {"$in": ["t1", "u3"]}},
+    {"nested.year": {"$lte": 2010}},
+    {"$or": [{"lang": "fr"}, {"v": 2}]},
+    {"v": {"$exists": True}},
+    {"lang": {"$ne": "en"}, "i": {"$gt": 100}},
+]
 
 
 def allowed_ids(current: dict[str, dict], spec: dict) -> set[str]:
@@ -44,8 +50,10 @@ def test_filters_follow_writes_deletes_and_merges(new_collection, tmp_path):
     rng = np.random.default_rng(0)
     for step in range(4):
         # replace some documents with new metadata (in segments and in the incremental level) ...
-        changed = [dict(current[i], metadata={**current[i]["metadata"], "lang": "de", "v": step})
-                   for i in rng.choice(sorted(current), 15, replace=False)]
+        changed = [
+            dict(current[i], metadata={**current[i]["metadata"], "lang": "de", "v": step})
+            for i in rng.choice(sorted(current), 15, replace=False)
+        ]
         collection.upsert(changed)
         current.update({d["id"]: d for d in changed})
         # ... delete others, add new ones
@@ -53,7 +61,7 @@ def test_filters_follow_writes_deletes_and_merges(new_collection, tmp_path):
         collection.delete(gone)
         for i in gone:
             del current[i]
-        fresh = docs[130 + 25 * step:130 + 25 * (step + 1)]
+        fresh = docs[130 + 25 * step : 130 + 25 * (step + 1)]
         collection.upsert(fresh)
         current.update({d["id"]: d for d in fresh})
         check(collection, current)

@@ -35,12 +35,15 @@ def random_value(rng: np.random.Generator, depth: int = 0):
 
 def random_metadata(rng: np.random.Generator, depth: int = 0) -> dict:
     keys = ["a", "b", "c", "n"]
-    return {str(k): random_value(rng, depth) for k in rng.choice(keys, int(rng.integers(0, 4)), replace=False)}
+    return {
+        str(k): random_value(rng, depth) for k in rng.choice(keys, int(rng.integers(0, 4)), replace=False)
+    }
 
 
 def random_operand(rng: np.random.Generator):
     return [None, True, False, 0, 1, 2.5, -1, 3, "en", "fr", "zebra", "Zürich", "", "1", "2022"][
-        int(rng.integers(0, 15))]
+        int(rng.integers(0, 15))
+    ]
 
 
 def random_field(rng: np.random.Generator) -> str:
@@ -66,7 +69,11 @@ def random_filter(rng: np.random.Generator, depth: int = 0) -> dict:
         return {field: random_operand(rng), random_field(rng): {"$exists": True}}
     if kind == 7:
         return {"$not": random_filter(rng, depth + 1)}
-    return {str(rng.choice(["$and", "$or"])): [random_filter(rng, depth + 1) for _ in range(int(rng.integers(1, 4)))]}
+    return {
+        str(rng.choice(["$and", "$or"])): [
+            random_filter(rng, depth + 1) for _ in range(int(rng.integers(1, 4)))
+        ]
+    }
 
 
 def test_random_filters_match_the_sql_evaluation(tmp_path):
@@ -87,18 +94,35 @@ def test_random_filters_match_the_sql_evaluation(tmp_path):
     assert matched > 150  # most filters select a proper subset: the comparison is not vacuous
 
 
-@pytest.mark.parametrize("spec", [
-    {"tags": "x"}, {"tags": {"$nin": ["x"]}}, {"o": 1}, {"o.k": 1}, {"o": {"$exists": True}},
-    {"e": {"$exists": True}}, {"l": {"$gte": "b"}}, {"l": {"$lt": "b"}}, {"v": None}, {"v": False},
-    {"v": 0}, {"arr.k": 1}, {"s": {"$gt": "Zürich"}}, {"s": {"$lte": "zz"}}, {"n": {"$gt": 1, "$lt": 3}},
-])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"tags": "x"},
+        {"tags": {"$nin": ["x"]}},
+        {"o": 1},
+        {"o.k": 1},
+        {"o": {"$exists": True}},
+        {"e": {"$exists": True}},
+        {"l": {"$gte": "b"}},
+        {"l": {"$lt": "b"}},
+        {"v": None},
+        {"v": False},
+        {"v": 0},
+        {"arr.k": 1},
+        {"s": {"$gt": "Zürich"}},
+        {"s": {"$lte": "zz"}},
+        {"n": {"$gt": 1, "$lt": 3}},
+    ],
+)
 def test_edge_cases_match_the_sql_evaluation(spec):
     """Arrays (any element), objects (json_each yields their members), empty containers, null vs false vs 0,
     string ranges, several conditions on one field."""
-    metadata = [{"tags": ["x", "y"], "o": {"k": 1}, "e": [], "l": "a", "v": None, "arr": [{"k": 1}], "n": [0, 5]},
-                {"tags": "x", "o": {}, "e": {}, "l": "b", "v": False, "s": "Zürich", "n": 2},
-                {"tags": [["x"]], "o": [1], "l": ["c", "a"], "v": 0, "s": "zebra", "n": [2.0]},
-                {}]
+    metadata = [
+        {"tags": ["x", "y"], "o": {"k": 1}, "e": [], "l": "a", "v": None, "arr": [{"k": 1}], "n": [0, 5]},
+        {"tags": "x", "o": {}, "e": {}, "l": "b", "v": False, "s": "Zürich", "n": 2},
+        {"tags": [["x"]], "o": [1], "l": ["c", "a"], "v": 0, "s": "zebra", "n": [2.0]},
+        {},
+    ]
     texts = [json.dumps(m, ensure_ascii=False) for m in metadata]
     np.testing.assert_array_equal(compile_filter(spec)(MetadataIndex.build(texts)), sql_matches(texts, spec))
 
@@ -110,8 +134,19 @@ def test_empty_index_and_empty_filter():
     assert parse_filter({}) is None and parse_filter('{"a": 1}') == {"a": 1}
 
 
-@pytest.mark.parametrize("bad", [{"x": {"$regex": 1}}, {"$xor": []}, {"x": {"$in": []}}, {"x": {"$gt": None}},
-                                 {"x": [1]}, {"a..b": 1}, {"x": {"$gt": float("inf")}}, [1]])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"x": {"$regex": 1}},
+        {"$xor": []},
+        {"x": {"$in": []}},
+        {"x": {"$gt": None}},
+        {"x": [1]},
+        {"a..b": 1},
+        {"x": {"$gt": float("inf")}},
+        [1],
+    ],
+)
 def test_bad_filters_raise(bad):
     with pytest.raises(FilterError):
         parse_filter(bad)

@@ -74,8 +74,9 @@ def test_learned_sparse_keeps_the_reference_formula(tmp_path, tiny_m3):
         texts = ["the cat sat on the mat", "dogs bark at night", "a cat and a dog", "bread needs flour"]
         collection.upsert([{"id": i, "text": t} for i, t in enumerate(texts)])
         auto = collection.search("a cat on a mat", 4, mode="all")
-        assert [(h.id, h.score) for h in auto] == \
-            [(h.id, h.score) for h in collection.search("a cat on a mat", 4, mode="all", normalize="none")]
+        assert [(h.id, h.score) for h in auto] == [
+            (h.id, h.score) for h in collection.search("a cat on a mat", 4, mode="all", normalize="none")
+        ]
         for hit in auto:
             s = hit.scores
             reference = hybrid_scores(s["dense"], s["sparse"], s["colbert"], (0.4, 0.2, 0.4))

@@ -19,8 +19,11 @@ from m3search.store.collection import Collection
 from m3search.store.images import IMAGE_ENCODER_DIR, normalized_mean
 from m3search.testing import png_claiming
 
-TEXTS = {"t1": "A black dog runs on the grass", "t2": "Two children play in the snow",
-         "t3": "A man rides a red bicycle down the street"}
+TEXTS = {
+    "t1": "A black dog runs on the grass",
+    "t2": "Two children play in the snow",
+    "t3": "A man rides a red bicycle down the street",
+}
 
 
 @pytest.fixture(scope="module")
@@ -31,22 +34,26 @@ def adapter(tiny_adapter_dir: Path) -> AdapterImageEncoder:
 @pytest.fixture
 def mixed(tiny_m3, tiny_adapter_dir: Path, flickr_images: list[Path], tmp_path: Path) -> Collection:
     """Three texts, three images (path, bytes, base64) and one image+text document."""
-    collection = Collection.create(tmp_path / "mixed", encoder=tiny_m3, image_encoder=tiny_adapter_dir,
-                                   cache=False)
+    collection = Collection.create(
+        tmp_path / "mixed", encoder=tiny_m3, image_encoder=tiny_adapter_dir, cache=False
+    )
     collection.upsert([{"id": i, "text": t, "metadata": {"n": n}} for n, (i, t) in enumerate(TEXTS.items())])
     photos = flickr_images[:4]
-    collection.upsert([
-        {"id": "img0", "image": str(photos[0]), "metadata": {"n": 0}},
-        {"id": "img1", "image": photos[1].read_bytes(), "metadata": {"n": 1}},
-        {"id": "img2", "image": base64.b64encode(photos[2].read_bytes()).decode(), "metadata": {"n": 2}},
-        {"id": "both", "image": str(photos[3]), "text": "A dog jumps over a fence", "metadata": {"n": 3}},
-    ])
+    collection.upsert(
+        [
+            {"id": "img0", "image": str(photos[0]), "metadata": {"n": 0}},
+            {"id": "img1", "image": photos[1].read_bytes(), "metadata": {"n": 1}},
+            {"id": "img2", "image": base64.b64encode(photos[2].read_bytes()).decode(), "metadata": {"n": 2}},
+            {"id": "both", "image": str(photos[3]), "text": "A dog jumps over a fence", "metadata": {"n": 3}},
+        ]
+    )
     yield collection
     collection.close()
 
 
-def test_documents_get_kinds_vectors_and_thumbnails(mixed: Collection, adapter: AdapterImageEncoder,
-                                                    tiny_m3, flickr_images: list[Path]) -> None:
+def test_documents_get_kinds_vectors_and_thumbnails(
+    mixed: Collection, adapter: AdapterImageEncoder, tiny_m3, flickr_images: list[Path]
+) -> None:
     assert mixed.count() == 7
     docs = {d.id: d for d in mixed.get(["t1", "img0", "img1", "img2", "both"])}
     assert [docs[i].kind for i in docs] == ["text", "image", "image", "image", "image+text"]
@@ -69,8 +76,9 @@ def test_documents_get_kinds_vectors_and_thumbnails(mixed: Collection, adapter: 
 
 
 @pytest.mark.parametrize("flush", [False, True])
-def test_search_each_direction_with_kinds(mixed: Collection, adapter: AdapterImageEncoder, tiny_m3,
-                                          flickr_images: list[Path], flush: bool) -> None:
+def test_search_each_direction_with_kinds(
+    mixed: Collection, adapter: AdapterImageEncoder, tiny_m3, flickr_images: list[Path], flush: bool
+) -> None:
     if flush:
         mixed.flush()  # segments with image rows: empty sparse rows, no ColBERT tokens
     vectors = adapter.encode_images(flickr_images[:3])
@@ -83,8 +91,9 @@ def test_search_each_direction_with_kinds(mixed: Collection, adapter: AdapterIma
     texts = mixed.search(image=flickr_images[0], kinds="text", k=10)
     text_vecs = tiny_m3.encode_documents(list(TEXTS.values())).dense
     assert [h.id for h in texts] == [list(TEXTS)[i] for i in np.argsort(-(text_vecs @ vectors[0]))]
-    assert [h.scores["dense"] for h in texts] == pytest.approx(sorted(text_vecs @ vectors[0], reverse=True),
-                                                               abs=1e-5)
+    assert [h.scores["dense"] for h in texts] == pytest.approx(
+        sorted(text_vecs @ vectors[0], reverse=True), abs=1e-5
+    )
     # image -> anything: the image itself first; kinds combine with filters
     assert mixed.search(image=flickr_images[1].read_bytes(), k=1)[0].id == "img1"
     both = mixed.search(image=str(flickr_images[2]), kinds=["image", "image+text"], filter={"n": {"$gte": 2}})
@@ -120,15 +129,18 @@ def test_delete_and_reopen_keep_images(mixed: Collection, flickr_images: list[Pa
         assert again.search(image=flickr_images[1], k=1)[0].id == "img1"
 
 
-def test_bad_images_name_the_document_and_lose_nothing(mixed: Collection, flickr_images: list[Path],
-                                                       tmp_path: Path) -> None:
+def test_bad_images_name_the_document_and_lose_nothing(
+    mixed: Collection, flickr_images: list[Path], tmp_path: Path
+) -> None:
     before = mixed.count()
     good = {"id": "new", "image": str(flickr_images[5])}
-    cases = [(b"not an image at all", "not a recognizable image"),
-             (flickr_images[0].read_bytes()[:2000], "truncated"),
-             (png_claiming(100_000, 100_000), "decompression bomb"),
-             ("%%% not base64 %%%", "neither an existing file path or valid base64"),
-             (str(tmp_path / "missing.jpg"), "neither an existing file path")]
+    cases = [
+        (b"not an image at all", "not a recognizable image"),
+        (flickr_images[0].read_bytes()[:2000], "truncated"),
+        (png_claiming(100_000, 100_000), "decompression bomb"),
+        ("%%% not base64 %%%", "neither an existing file path or valid base64"),
+        (str(tmp_path / "missing.jpg"), "neither an existing file path"),
+    ]
     for image, message in cases:
         with pytest.raises(ImageError, match=message) as info:
             mixed.upsert([good, {"id": "bad", "image": image}])
@@ -142,8 +154,9 @@ def test_bad_images_name_the_document_and_lose_nothing(mixed: Collection, flickr
         mixed.search("dog", kinds=["video"])
 
 
-def test_image_encoder_must_fit_the_collection(tiny_m3, tiny_adapter_dir: Path, e5_encoder,
-                                               flickr_images: list[Path], tmp_path: Path) -> None:
+def test_image_encoder_must_fit_the_collection(
+    tiny_m3, tiny_adapter_dir: Path, e5_encoder, flickr_images: list[Path], tmp_path: Path
+) -> None:
     with pytest.raises(InvalidInputError, match="makes 64-d vectors.* holds 384-d ones"):
         Collection.create(tmp_path / "e5", encoder=e5_encoder, image_encoder=tiny_adapter_dir, cache=False)
     assert not (tmp_path / "e5").exists()
@@ -161,14 +174,25 @@ def test_image_encoder_must_fit_the_collection(tiny_m3, tiny_adapter_dir: Path, 
             plain.search(image=flickr_images[0])
 
 
-def test_visualized_bge_composes_image_and_text(tiny_m3, tiny_m3_dir: Path, tiny_visualized,
-                                                tiny_visualized_path: Path, flickr_images: list[Path],
-                                                tmp_path: Path) -> None:
+def test_visualized_bge_composes_image_and_text(
+    tiny_m3,
+    tiny_m3_dir: Path,
+    tiny_visualized,
+    tiny_visualized_path: Path,
+    flickr_images: list[Path],
+    tmp_path: Path,
+) -> None:
     path = tmp_path / "visualized"
-    with Collection.create(path, encoder=tiny_m3, image_encoder=tiny_visualized_path, cache=False) as collection:
-        collection.upsert([{"id": "t", "text": "A black dog"},
-                           {"id": "i", "image": str(flickr_images[0])},
-                           {"id": "it", "image": str(flickr_images[1]), "text": "a dog"}])
+    with Collection.create(
+        path, encoder=tiny_m3, image_encoder=tiny_visualized_path, cache=False
+    ) as collection:
+        collection.upsert(
+            [
+                {"id": "t", "text": "A black dog"},
+                {"id": "i", "image": str(flickr_images[0])},
+                {"id": "it", "image": str(flickr_images[1]), "text": "a dog"},
+            ]
+        )
         composed = tiny_visualized.encode_composed([flickr_images[1]], ["a dog"])[0]
         hit = collection.search({"dense": composed}, k=1, mode="dense")[0]
         assert hit.id == "it" and hit.score == pytest.approx(1.0, abs=1e-4)
@@ -182,22 +206,39 @@ def test_visualized_bge_composes_image_and_text(tiny_m3, tiny_m3_dir: Path, tiny
         assert again.search(image=flickr_images[0], k=1)[0].id == "i"
 
 
-def test_bm25_collection_with_images(e5_encoder, e5_dir: Path, lite0, flickr_images: list[Path],
-                                     tmp_path: Path) -> None:
+def test_bm25_collection_with_images(
+    e5_encoder, e5_dir: Path, lite0, flickr_images: list[Path], tmp_path: Path
+) -> None:
     """A model without a sparse head (e5 + BM25): images have no term counts; hybrid search still works."""
     from m3search.encoders.image.adapter import AdapterConfig
     from m3search.encoders.image.training import TrainConfig, initial_projection
 
     features = lite0.encode(flickr_images[:3])
-    config = AdapterConfig(tower=lite0.name, text_model=e5_encoder.name, feature_dim=lite0.feature_dim,
-                           dim=e5_encoder.dim, preprocess=lite0.preprocess.to_dict())
+    config = AdapterConfig(
+        tower=lite0.name,
+        text_model=e5_encoder.name,
+        feature_dim=lite0.feature_dim,
+        dim=e5_encoder.dim,
+        preprocess=lite0.preprocess.to_dict(),
+    )
     images = AdapterImageEncoder(lite0, initial_projection(features, e5_encoder.dim, TrainConfig()), config)
-    with Collection.create(tmp_path / "bm25", e5_dir, outputs=["dense", "sparse"], image_encoder=images,
-                           runtime="torch-fp32", cache=False) as col:
+    with Collection.create(
+        tmp_path / "bm25",
+        e5_dir,
+        outputs=["dense", "sparse"],
+        image_encoder=images,
+        runtime="torch-fp32",
+        cache=False,
+    ) as col:
         assert col.config.sparse_source == "bm25"
-        col.upsert([{"id": "t", "text": "a dog runs on the beach"}, {"id": "i", "image": str(flickr_images[0])},
-                    {"id": "it", "image": str(flickr_images[1]), "text": "a dog in the snow"}])
-        for sealed in (False, True):
+        col.upsert(
+            [
+                {"id": "t", "text": "a dog runs on the beach"},
+                {"id": "i", "image": str(flickr_images[0])},
+                {"id": "it", "image": str(flickr_images[1]), "text": "a dog in the snow"},
+            ]
+        )
+        for _stage in ("pending", "sealed"):  # the same answers before and after flush() seals the rows
             hits = {h.id: h for h in col.search("dog snow", k=3, mode="dense+sparse")}
             assert set(hits) == {"t", "i", "it"}
             assert hits["i"].scores["sparse"] == 0 and hits["it"].scores["sparse"] > 0

@@ -152,8 +152,9 @@ def test_bm25_sparse_scores_are_exact_after_compaction(tmp_path, bm25_encoder, t
     query = "the cat near the fire"
     expected = bm25_reference(query, texts, tiny_m3.tokenizer)
     hits = collection.search(query, k=10, mode="sparse")
-    assert {h.id: pytest.approx(h.score, abs=1e-4) for h in hits} == \
-        {i: pytest.approx(s, abs=1e-4) for i, s in expected.items() if s > 0}
+    assert {h.id: pytest.approx(h.score, abs=1e-4) for h in hits} == {
+        i: pytest.approx(s, abs=1e-4) for i, s in expected.items() if s > 0
+    }
     collection.close()
     with Collection.open(tmp_path / "bm25", encoder=bm25_encoder, cache=False) as reopened:
         stats = reopened._bm25_stats

@@ -46,24 +46,53 @@ def _count_lines(path: Path) -> int:
 
 @click.command("encode")
 @model_option
-@click.option("--input", "input_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="JSONL file, one object per line ('-' for stdin).")
+@click.option(
+    "--input",
+    "input_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="JSONL file, one object per line ('-' for stdin).",
+)
 @click.option("--text-field", default="text", show_default=True, help="Field holding the text.")
-@click.option("--output", "output_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="JSONL output ('-' for stdout).")
+@click.option(
+    "--output",
+    "output_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="JSONL output ('-' for stdout).",
+)
 @click.option("--dense", is_flag=True, help="Write dense vectors (the default when no output is chosen).")
 @click.option("--sparse", is_flag=True, help="Write sparse weights: {token id: weight}.")
 @click.option("--colbert", is_flag=True, help="Write ColBERT vectors: one per token.")
 @click.option("--max-length", type=int, default=None, help="Tokens per text (default: the model's default).")
 @click.option("--batch-size", type=int, default=32, show_default=True)
-@click.option("--chunking", type=click.Choice(["truncate", "chunk"]), default="truncate", show_default=True,
-              help="What to do with texts longer than --max-length.")
-@click.option("--query", "is_query", is_flag=True, help="Encode as queries (applies the model's query prefix).")
+@click.option(
+    "--chunking",
+    type=click.Choice(["truncate", "chunk"]),
+    default="truncate",
+    show_default=True,
+    help="What to do with texts longer than --max-length.",
+)
+@click.option(
+    "--query", "is_query", is_flag=True, help="Encode as queries (applies the model's query prefix)."
+)
 @runtime_option
 @device_option
-def command(model: str, input_path: Path, text_field: str, output_path: Path, dense: bool, sparse: bool,
-            colbert: bool, max_length: int | None, batch_size: int, chunking: str, is_query: bool, runtime: str,
-            device: str | None) -> None:
+def command(
+    model: str,
+    input_path: Path,
+    text_field: str,
+    output_path: Path,
+    dense: bool,
+    sparse: bool,
+    colbert: bool,
+    max_length: int | None,
+    batch_size: int,
+    chunking: str,
+    is_query: bool,
+    runtime: str,
+    device: str | None,
+) -> None:
     """Encode the texts of a JSONL file; write one JSON object per input line."""
     from m3search.encoders import load_encoder
 
@@ -78,9 +107,16 @@ def command(model: str, input_path: Path, text_field: str, output_path: Path, de
     try:
         with tqdm(total=total, unit="doc", desc="encode", file=sys.stderr) as bar:
             for block in _blocks(_records(src, text_field)):
-                result = encoder.encode([t for _, t in block], batch_size=batch_size, max_length=max_length,
-                                        return_dense=dense, return_sparse=sparse, return_colbert=colbert,
-                                        chunking=chunking, is_query=is_query)
+                result = encoder.encode(
+                    [t for _, t in block],
+                    batch_size=batch_size,
+                    max_length=max_length,
+                    return_dense=dense,
+                    return_sparse=sparse,
+                    return_colbert=colbert,
+                    chunking=chunking,
+                    is_query=is_query,
+                )
                 truncated += len(result.truncated)
                 for i, (doc_id, _) in enumerate(block):
                     out: dict[str, Any] = {"id": doc_id}
@@ -98,5 +134,8 @@ def command(model: str, input_path: Path, text_field: str, output_path: Path, de
         if dst is not sys.stdout:
             dst.close()
     if truncated:
-        click.echo(f"{truncated} texts were truncated to the maximum length; use --chunking chunk to keep "
-                   "all of their text", err=True)
+        click.echo(
+            f"{truncated} texts were truncated to the maximum length; use --chunking chunk to keep "
+            "all of their text",
+            err=True,
+        )

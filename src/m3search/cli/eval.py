@@ -40,8 +40,9 @@ def _weights(value: str) -> tuple[float, float, float]:
     try:
         return check_weights([float(v) for v in _csv(value)])
     except ValueError as exc:
-        raise InvalidInputError(f"--weights takes dense,sparse,colbert numbers, got {value!r}: {exc}"
-                                ) from None
+        raise InvalidInputError(
+            f"--weights takes dense,sparse,colbert numbers, got {value!r}: {exc}"
+        ) from None
 
 
 def _measures(k: str | None) -> tuple[str, ...]:
@@ -54,8 +55,12 @@ def _measures(k: str | None) -> tuple[str, ...]:
 def _settings(measures: tuple[str, ...], runs: list[Any], **extra: Any) -> dict[str, Any]:
     from m3search.eval.runner import depth_for
 
-    return {"measures": list(measures), "depth": depth_for(measures),
-            "runs": [r.label for r in runs], **extra}
+    return {
+        "measures": list(measures),
+        "depth": depth_for(measures),
+        "runs": [r.label for r in runs],
+        **extra,
+    }
 
 
 def _finish(results: dict[str, Any], output: Path) -> None:
@@ -67,17 +72,32 @@ def _finish(results: dict[str, Any], output: Path) -> None:
 
 
 dataset_option = click.option(
-    "--dataset", "-d", required=True,
+    "--dataset",
+    "-d",
+    required=True,
     help="A BEIR folder (corpus.jsonl, queries.jsonl, qrels/), or xquad-r:PATH / squad:PATH for SQuAD-style "
-         "files (answer retrieval).")
-output_option = click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path),
-                             default=Path("eval-results"), show_default=True,
-                             help="Folder for results.json, results.md and the plots.")
+    "files (answer retrieval).",
+)
+output_option = click.option(
+    "--output",
+    "-o",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("eval-results"),
+    show_default=True,
+    help="Folder for results.json, results.md and the plots.",
+)
 collection_option = click.option(
-    "--collection", type=click.Path(file_okay=False, path_type=Path), default=None,
-    help="Build the collection(s) here and keep them (default: a temporary folder, removed after).")
-max_queries_option = click.option("--max-queries", type=int, default=None,
-                                  help="Evaluate a fixed sample of this many queries (the same every time).")
+    "--collection",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Build the collection(s) here and keep them (default: a temporary folder, removed after).",
+)
+max_queries_option = click.option(
+    "--max-queries",
+    type=int,
+    default=None,
+    help="Evaluate a fixed sample of this many queries (the same every time).",
+)
 
 
 def engine_options(func: Any) -> Any:
@@ -85,19 +105,37 @@ def engine_options(func: Any) -> Any:
     options = [
         runtime_option,
         device_option,
-        click.option("--sparse", type=click.Choice(["auto", "model", "bm25"]), default="auto",
-                     show_default=True,
-                     help="Sparse weights: the model's head, BM25 over its tokenizer, or auto (the head when "
-                          "the model has one)."),
+        click.option(
+            "--sparse",
+            type=click.Choice(["auto", "model", "bm25"]),
+            default="auto",
+            show_default=True,
+            help="Sparse weights: the model's head, BM25 over its tokenizer, or auto (the head when "
+            "the model has one).",
+        ),
         normalize_option,
-        click.option("--candidates", type=int, default=100, show_default=True,
-                     help="Candidates per first stage that the hybrid and colbert modes re-score."),
-        click.option("--dense-index", type=click.Choice(["hnsw", "hnsw-sq8", "flat"]), default="hnsw",
-                     show_default=True, help="Dense index of the collection (HNSW only above its size "
-                                             "threshold; smaller segments are searched exactly)."),
-        click.option("--cache/--no-cache", default=False, show_default=True,
-                     help="Read and fill the shared embedding cache while indexing (a rerun skips the model; "
-                          "off by default so index timings measure the model)."),
+        click.option(
+            "--candidates",
+            type=int,
+            default=100,
+            show_default=True,
+            help="Candidates per first stage that the hybrid and colbert modes re-score.",
+        ),
+        click.option(
+            "--dense-index",
+            type=click.Choice(["hnsw", "hnsw-sq8", "flat"]),
+            default="hnsw",
+            show_default=True,
+            help="Dense index of the collection (HNSW only above its size "
+            "threshold; smaller segments are searched exactly).",
+        ),
+        click.option(
+            "--cache/--no-cache",
+            default=False,
+            show_default=True,
+            help="Read and fill the shared embedding cache while indexing (a rerun skips the model; "
+            "off by default so index timings measure the model).",
+        ),
     ]
     for option in reversed(options):
         func = option(func)
@@ -118,32 +156,76 @@ def command() -> None:
 @model_option
 @dataset_option
 @click.option("--split", default="test", show_default=True, help="Qrels split of a BEIR dataset.")
-@click.option("--query-lang", default="en", show_default=True,
-              help="SQuAD-style sets: question language(s), comma-separated or 'all'.")
-@click.option("--doc-lang", default=None,
-              help="SQuAD-style sets: candidate language(s), comma-separated or 'all' (default: the query "
-                   "language). One task per (query, doc) language pair.")
-@click.option("--unit", type=click.Choice(["paragraph", "sentence"]), default="paragraph", show_default=True,
-              help="SQuAD-style sets: retrieve the paragraph or the sentence holding the answer.")
-@click.option("--modes", default="dense,sparse,colbert,dense+sparse,all", show_default=True,
-              help="Comma-separated: dense, sparse, colbert, dense+sparse, all.")
-@click.option("--fusion", default="weighted,rrf", show_default=True,
-              help="Fusions for the hybrid modes: weighted, rrf.")
-@click.option("--weights", default=",".join(str(w) for w in DEFAULT_WEIGHTS), show_default=True,
-              help="Fusion weights dense,sparse,colbert.")
-@click.option("--k", "k", default=None,
-              help="Cutoffs, e.g. 10,100: nDCG, Recall, MRR and MAP at each "
-                   "(default: nDCG@10, R@1, R@10, R@100, MRR@10, MAP@100).")
+@click.option(
+    "--query-lang",
+    default="en",
+    show_default=True,
+    help="SQuAD-style sets: question language(s), comma-separated or 'all'.",
+)
+@click.option(
+    "--doc-lang",
+    default=None,
+    help="SQuAD-style sets: candidate language(s), comma-separated or 'all' (default: the query "
+    "language). One task per (query, doc) language pair.",
+)
+@click.option(
+    "--unit",
+    type=click.Choice(["paragraph", "sentence"]),
+    default="paragraph",
+    show_default=True,
+    help="SQuAD-style sets: retrieve the paragraph or the sentence holding the answer.",
+)
+@click.option(
+    "--modes",
+    default="dense,sparse,colbert,dense+sparse,all",
+    show_default=True,
+    help="Comma-separated: dense, sparse, colbert, dense+sparse, all.",
+)
+@click.option(
+    "--fusion", default="weighted,rrf", show_default=True, help="Fusions for the hybrid modes: weighted, rrf."
+)
+@click.option(
+    "--weights",
+    default=",".join(str(w) for w in DEFAULT_WEIGHTS),
+    show_default=True,
+    help="Fusion weights dense,sparse,colbert.",
+)
+@click.option(
+    "--k",
+    "k",
+    default=None,
+    help="Cutoffs, e.g. 10,100: nDCG, Recall, MRR and MAP at each "
+    "(default: nDCG@10, R@1, R@10, R@100, MRR@10, MAP@100).",
+)
 @max_queries_option
-@click.option("--max-docs", type=int, default=None,
-              help="Index a fixed sample of this many documents (always keeping the judged ones).")
+@click.option(
+    "--max-docs",
+    type=int,
+    default=None,
+    help="Index a fixed sample of this many documents (always keeping the judged ones).",
+)
 @collection_option
 @engine_options
 @output_option
 @click.option("--save-runs", is_flag=True, help="Also write TREC run files under OUTPUT/runs/.")
-def run(model: str, dataset: str, split: str, query_lang: str, doc_lang: str | None, unit: str, modes: str,
-        fusion: str, weights: str, k: str | None, max_queries: int | None, max_docs: int | None,
-        collection: Path | None, output: Path, save_runs: bool, **engine: Any) -> None:
+def run(
+    model: str,
+    dataset: str,
+    split: str,
+    query_lang: str,
+    doc_lang: str | None,
+    unit: str,
+    modes: str,
+    fusion: str,
+    weights: str,
+    k: str | None,
+    max_queries: int | None,
+    max_docs: int | None,
+    collection: Path | None,
+    output: Path,
+    save_runs: bool,
+    **engine: Any,
+) -> None:
     """Index the dataset's corpus, run every query in every mode and fusion, report quality and latency."""
     from m3search.eval import engine as eval_engine
     from m3search.eval.datasets import load_tasks, slice_task
@@ -152,25 +234,47 @@ def run(model: str, dataset: str, split: str, query_lang: str, doc_lang: str | N
 
     measures = _measures(k)
     runs = plan_runs(_csv(modes), _csv(fusion), _weights(weights))
-    tasks = [slice_task(t, max_queries=max_queries, max_docs=max_docs)
-             for t in load_tasks(dataset, split=split, query_lang=query_lang, doc_lang=doc_lang, unit=unit)]
+    tasks = [
+        slice_task(t, max_queries=max_queries, max_docs=max_docs)
+        for t in load_tasks(dataset, split=split, query_lang=query_lang, doc_lang=doc_lang, unit=unit)
+    ]
     outputs = required_outputs(runs)
-    paths = [None if collection is None else collection if len(tasks) == 1 else collection / slug(task.name)
-             for task in tasks]
-    encoder = eval_engine.load_model(model, outputs=[*outputs, *eval_engine.stored_outputs(paths)],
-                                     runtime=engine["runtime"], device=engine["device"], sparse=engine["sparse"])
+    paths = [
+        None if collection is None else collection if len(tasks) == 1 else collection / slug(task.name)
+        for task in tasks
+    ]
+    encoder = eval_engine.load_model(
+        model,
+        outputs=[*outputs, *eval_engine.stored_outputs(paths)],
+        runtime=engine["runtime"],
+        device=engine["device"],
+        sparse=engine["sparse"],
+    )
     entries = []
     for task, path in zip(tasks, paths):
         with eval_engine.indexed_collection(
-                task, model=model, outputs=outputs, encoder=encoder, path=path, normalize=engine["normalize"],
-                candidates=engine["candidates"], dense_index=engine["dense_index"], cache=engine["cache"]
+            task,
+            model=model,
+            outputs=outputs,
+            encoder=encoder,
+            path=path,
+            normalize=engine["normalize"],
+            candidates=engine["candidates"],
+            dense_index=engine["dense_index"],
+            cache=engine["cache"],
         ) as (searcher, stats):
             results = run_task(searcher, task, runs, measures=measures)
         entries.append(task_entry(task.describe(), stats, results))
         if save_runs:
             write_trec_runs(task.name, results, output)
-    settings = _settings(measures, runs, dataset=dataset, max_queries=max_queries, max_docs=max_docs,
-                         **_engine_settings(encoder, engine))
+    settings = _settings(
+        measures,
+        runs,
+        dataset=dataset,
+        max_queries=max_queries,
+        max_docs=max_docs,
+        **_engine_settings(encoder, engine),
+    )
     _finish(build_results(model=model, settings=settings, tasks=entries), output)
 
 
@@ -178,8 +282,12 @@ def run(model: str, dataset: str, split: str, query_lang: str, doc_lang: str | N
 @model_option
 @dataset_option
 @click.option("--dev-split", default="train", show_default=True, help="Split the weights are tuned on.")
-@click.option("--split", default="test", show_default=True,
-              help="Split the tuned weights are then evaluated on (never seen while tuning).")
+@click.option(
+    "--split",
+    default="test",
+    show_default=True,
+    help="Split the tuned weights are then evaluated on (never seen while tuning).",
+)
 @click.option("--mode", type=click.Choice(["all", "dense+sparse"]), default="all", show_default=True)
 @click.option("--fusion", type=click.Choice(["weighted", "rrf"]), default="weighted", show_default=True)
 @click.option("--metric", default="ndcg@10", show_default=True, help="Maximized on the dev split.")
@@ -190,9 +298,22 @@ def run(model: str, dataset: str, split: str, query_lang: str, doc_lang: str | N
 @collection_option
 @engine_options
 @output_option
-def tune_weights(model: str, dataset: str, dev_split: str, split: str, mode: str, fusion: str, metric: str,
-                 method: str, step: float, max_dev_queries: int | None, max_queries: int | None,
-                 collection: Path | None, output: Path, **engine: Any) -> None:
+def tune_weights(
+    model: str,
+    dataset: str,
+    dev_split: str,
+    split: str,
+    mode: str,
+    fusion: str,
+    metric: str,
+    method: str,
+    step: float,
+    max_dev_queries: int | None,
+    max_queries: int | None,
+    collection: Path | None,
+    output: Path,
+    **engine: Any,
+) -> None:
     """Search fusion weights on the dev split, then evaluate default and tuned weights on the test split."""
     from m3search.eval import engine as eval_engine
     from m3search.eval.datasets import load_tasks, slice_task
@@ -212,58 +333,113 @@ def tune_weights(model: str, dataset: str, dev_split: str, split: str, mode: str
     outputs = MODE_OUTPUTS[mode]
     free = [o in outputs for o in ("dense", "sparse", "colbert")]
     corpus_task = load_split(dev_split)
-    encoder = eval_engine.load_model(model, outputs=[*outputs, *eval_engine.stored_outputs([collection])],
-                                     runtime=engine["runtime"], device=engine["device"], sparse=engine["sparse"])
+    encoder = eval_engine.load_model(
+        model,
+        outputs=[*outputs, *eval_engine.stored_outputs([collection])],
+        runtime=engine["runtime"],
+        device=engine["device"],
+        sparse=engine["sparse"],
+    )
     with eval_engine.indexed_collection(
-            corpus_task, model=model, outputs=outputs, encoder=encoder, path=collection,
-            normalize=engine["normalize"], candidates=engine["candidates"], dense_index=engine["dense_index"],
-            cache=engine["cache"]) as (searcher, stats):
+        corpus_task,
+        model=model,
+        outputs=outputs,
+        encoder=encoder,
+        path=collection,
+        normalize=engine["normalize"],
+        candidates=engine["candidates"],
+        dense_index=engine["dense_index"],
+        cache=engine["cache"],
+    ) as (searcher, stats):
         tuning = searcher.reusing_queries()  # the dev queries are searched once per trial: encode them once
 
         def objective(task, weights):
             return score_weights(tuning, task, weights, mode=mode, fusion=fusion, metric=metric)
 
         tuned, test = tune_on_dev(
-            load_split, objective,
-            dev_split=dev_split, test_split=split, metric=metric, method=method, step=step, free=free)
+            load_split,
+            objective,
+            dev_split=dev_split,
+            test_split=split,
+            metric=metric,
+            method=method,
+            step=step,
+            free=free,
+        )
         if set(test.corpus) != set(corpus_task.corpus):
-            raise InvalidInputError(f"the {dev_split!r} and {split!r} splits of {dataset} have different "
-                                    "corpora")
+            raise InvalidInputError(
+                f"the {dev_split!r} and {split!r} splits of {dataset} have different corpora"
+            )
         default = tuple(w if f else 0.0 for w, f in zip(DEFAULT_WEIGHTS, free))
         runs = [RunSpec(o) for o in outputs]
         runs += [RunSpec(mode, fusion, default, "default"), RunSpec(mode, fusion, tuned.best, "tuned")]
         measures = tuple(dict.fromkeys((metric, *DEFAULT_MEASURES)))
         results = run_task(searcher, test, runs, measures=measures)
-    settings = _settings(measures, runs, dataset=dataset, max_queries=max_queries,
-                         max_dev_queries=max_dev_queries, **_engine_settings(encoder, engine))
+    settings = _settings(
+        measures,
+        runs,
+        dataset=dataset,
+        max_queries=max_queries,
+        max_dev_queries=max_dev_queries,
+        **_engine_settings(encoder, engine),
+    )
     entry = task_entry(test.describe(), stats, results)
     _finish(build_results(model=model, settings=settings, tasks=[entry], tuning=tuned.to_dict()), output)
 
 
 @command.command("images")
-@click.option("--dataset", "-d", required=True,
-              help="An image-caption set: flickr8k:PATH (PATH holds captions.txt with image,caption rows and "
-                   "images/).")
-@click.option("--adapter", "adapter_dir", required=True,
-              type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="An adapter directory (m3search images train-adapter).")
-@click.option("--train-images", type=int, default=None,
-              help="Hold out the images after the first N (default: as many as the adapter was trained on).")
-@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Where tower outputs and caption vectors are cached (default: $M3SEARCH_HOME/cache/features).")
+@click.option(
+    "--dataset",
+    "-d",
+    required=True,
+    help="An image-caption set: flickr8k:PATH (PATH holds captions.txt with image,caption rows and images/).",
+)
+@click.option(
+    "--adapter",
+    "adapter_dir",
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="An adapter directory (m3search images train-adapter).",
+)
+@click.option(
+    "--train-images",
+    type=int,
+    default=None,
+    help="Hold out the images after the first N (default: as many as the adapter was trained on).",
+)
+@click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where tower outputs and caption vectors are cached (default: $M3SEARCH_HOME/cache/features).",
+)
 @runtime_option
 @device_option
 @output_option
-def images(dataset: str, adapter_dir: Path, train_images: int | None, cache_dir: Path | None, runtime: str,
-           device: str | None, output: Path) -> None:
+def images(
+    dataset: str,
+    adapter_dir: Path,
+    train_images: int | None,
+    cache_dir: Path | None,
+    runtime: str,
+    device: str | None,
+    output: Path,
+) -> None:
     """Held-out text->image and image->text recall@{1,5,10} of an image adapter, against the untrained and a
     random projection; writes results.json and results.md."""
     from m3search.encoders.image.adapter import AdapterImageEncoder
     from m3search.eval.images import evaluate_adapter, image_markdown, write_image_report
 
     adapter = AdapterImageEncoder.load(adapter_dir, device=device)
-    results = evaluate_adapter(adapter, dataset, train_images=train_images, runtime=runtime, device=device,
-                               cache_dir=cache_dir, show_progress_bar=True)
+    results = evaluate_adapter(
+        adapter,
+        dataset,
+        train_images=train_images,
+        runtime=runtime,
+        device=device,
+        cache_dir=cache_dir,
+        show_progress_bar=True,
+    )
     paths = write_image_report(results, output)
     click.echo(image_markdown(results))
     click.echo(f"wrote {', '.join(str(p) for p in paths)}", err=True)

@@ -24,11 +24,19 @@ def _table(metrics: dict[str, Any]) -> str:
 
 
 pairs_option = click.option(
-    "--pairs", "pairs_csv", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="CSV with 'image' (file name) and 'caption' columns; several captions per image allowed.")
+    "--pairs",
+    "pairs_csv",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="CSV with 'image' (file name) and 'caption' columns; several captions per image allowed.",
+)
 images_option = click.option(
-    "--images", "images_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
-    help="Directory holding the images named in --pairs.")
+    "--images",
+    "images_dir",
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Directory holding the images named in --pairs.",
+)
 
 
 @click.group("images")
@@ -41,25 +49,53 @@ def command() -> None:
 @images_option
 @model_option
 @click.option("--tower", default="efficientnet-lite0", show_default=True, help="Frozen image tower.")
-@click.option("--train-images", type=int, default=800, show_default=True,
-              help="Train on the first N images (by file name); the rest are held out for evaluation.")
+@click.option(
+    "--train-images",
+    type=int,
+    default=800,
+    show_default=True,
+    help="Train on the first N images (by file name); the rest are held out for evaluation.",
+)
 @click.option("--epochs", type=int, default=5, show_default=True)
 @click.option("--batch-size", type=int, default=128, show_default=True)
 @click.option("--lr", type=float, default=2e-3, show_default=True)
 @click.option("--weight-decay", type=float, default=0.5, show_default=True)
-@click.option("--hidden-dim", type=int, default=None,
-              help="Use a two-layer MLP of this width instead of a linear map.")
+@click.option(
+    "--hidden-dim", type=int, default=None, help="Use a two-layer MLP of this width instead of a linear map."
+)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Where tower outputs are cached (default: $M3SEARCH_HOME/cache/features).")
-@click.option("--output", "output_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Directory to write the adapter into.")
+@click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where tower outputs are cached (default: $M3SEARCH_HOME/cache/features).",
+)
+@click.option(
+    "--output",
+    "output_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory to write the adapter into.",
+)
 @runtime_option
 @device_option
-def train_adapter_command(pairs_csv: Path, images_dir: Path, model: str, tower: str, train_images: int,
-                          epochs: int, batch_size: int, lr: float, weight_decay: float,
-                          hidden_dim: int | None, seed: int, cache_dir: Path | None, output_dir: Path,
-                          runtime: str, device: str | None) -> None:
+def train_adapter_command(
+    pairs_csv: Path,
+    images_dir: Path,
+    model: str,
+    tower: str,
+    train_images: int,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    weight_decay: float,
+    hidden_dim: int | None,
+    seed: int,
+    cache_dir: Path | None,
+    output_dir: Path,
+    runtime: str,
+    device: str | None,
+) -> None:
     """Train a projection from image features into MODEL's dense space (InfoNCE, frozen towers), save it, and
     report held-out text->image and image->text recall against untrained and random projections."""
     from m3search.encoders import load_encoder
@@ -68,38 +104,71 @@ def train_adapter_command(pairs_csv: Path, images_dir: Path, model: str, tower: 
     from m3search.encoders.image.training import TrainConfig, train_adapter
     from m3search.eval.image_text import load_image_captions
 
-    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                         hidden_dim=hidden_dim, seed=seed)
+    config = TrainConfig(
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        weight_decay=weight_decay,
+        hidden_dim=hidden_dim,
+        seed=seed,
+    )
     config.check()
     data = load_image_captions(pairs_csv, images_dir)
     text_encoder = load_encoder(model, runtime=runtime, device=device, sparse="none")
-    adapter = train_adapter(data, load_tower(tower, device=device), text_encoder, train_images=train_images,
-                            config=config, cache=FeatureCache(cache_dir), show_progress_bar=True)
+    adapter = train_adapter(
+        data,
+        load_tower(tower, device=device),
+        text_encoder,
+        train_images=train_images,
+        config=config,
+        cache=FeatureCache(cache_dir),
+        show_progress_bar=True,
+    )
     adapter.save(output_dir)
     training = adapter.config.training
-    click.echo(f"trained on {training['train_images']} images / {training['train_captions']} captions in "
-               f"{training['seconds']} s (loss {training['loss_first_epoch']:.3f} -> "
-               f"{training['loss_last_epoch']:.3f}); saved to {output_dir}")
+    click.echo(
+        f"trained on {training['train_images']} images / {training['train_captions']} captions in "
+        f"{training['seconds']} s (loss {training['loss_first_epoch']:.3f} -> "
+        f"{training['loss_last_epoch']:.3f}); saved to {output_dir}"
+    )
     metrics = adapter.config.metrics
     if metrics:
-        click.echo(f"held-out recall@k (%) on {metrics['heldout_images']} images, "
-                   f"{metrics['heldout_captions']} captions:")
+        click.echo(
+            f"held-out recall@k (%) on {metrics['heldout_images']} images, "
+            f"{metrics['heldout_captions']} captions:"
+        )
         click.echo(_table(metrics))
 
 
 @command.command("eval-adapter")
-@click.option("--adapter", "adapter_dir", required=True,
-              type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="A saved adapter directory.")
+@click.option(
+    "--adapter",
+    "adapter_dir",
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="A saved adapter directory.",
+)
 @pairs_option
 @images_option
-@click.option("--skip-images", type=int, default=0, show_default=True,
-              help="Evaluate on the images after the first N (by file name): an adapter's held-out part.")
+@click.option(
+    "--skip-images",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Evaluate on the images after the first N (by file name): an adapter's held-out part.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 @runtime_option
 @device_option
-def eval_adapter_command(adapter_dir: Path, pairs_csv: Path, images_dir: Path, skip_images: int,
-                         as_json: bool, runtime: str, device: str | None) -> None:
+def eval_adapter_command(
+    adapter_dir: Path,
+    pairs_csv: Path,
+    images_dir: Path,
+    skip_images: int,
+    as_json: bool,
+    runtime: str,
+    device: str | None,
+) -> None:
     """Text->image and image->text recall@{1,5,10} of a saved adapter on an image-caption set."""
     from m3search.encoders import load_encoder
     from m3search.encoders.image.adapter import AdapterImageEncoder

@@ -42,7 +42,9 @@ def _jsonl_records(path: Path, fmt: str) -> Iterator[dict[str, Any]]:
             elif "id" not in obj:
                 raise InvalidInputError(f"{path}:{lineno}: a JSONL record needs an 'id'")
             if isinstance(obj.get("image"), str) and len(obj["image"]) < 4096:
-                beside = path.parent / Path(obj["image"]).expanduser()  # a relative path: from the JSONL's folder
+                beside = (
+                    path.parent / Path(obj["image"]).expanduser()
+                )  # a relative path: from the JSONL's folder
                 if beside.is_file():
                     obj["image"] = beside
             yield obj
@@ -61,7 +63,9 @@ def _file_record(path: Path, root: Path, fmt: str) -> dict[str, Any]:
 
 
 def _is_jsonl(path: Path, fmt: str) -> bool:
-    return fmt in ("jsonl", "beir") or (fmt == "auto" and path.suffix.lower() in (".jsonl", ".json", ".ndjson"))
+    return fmt in ("jsonl", "beir") or (
+        fmt == "auto" and path.suffix.lower() in (".jsonl", ".json", ".ndjson")
+    )
 
 
 def _count(paths: list[Path], fmt: str) -> int:
@@ -95,43 +99,84 @@ def command() -> None:
 
 @command.command("create")
 @click.argument("path", type=click.Path(path_type=Path))
-@click.option("--model", "-m", default=None,
-              help="Hub id, alias or model directory (e.g. BAAI/bge-m3, intfloat/multilingual-e5-small).")
-@click.option("--outputs", default=None, help="Comma-separated subset of dense,sparse,colbert (default: all the "
-                                              "model gives; models without a sparse head get BM25).")
+@click.option(
+    "--model",
+    "-m",
+    default=None,
+    help="Hub id, alias or model directory (e.g. BAAI/bge-m3, intfloat/multilingual-e5-small).",
+)
+@click.option(
+    "--outputs",
+    default=None,
+    help="Comma-separated subset of dense,sparse,colbert (default: all the "
+    "model gives; models without a sparse head get BM25).",
+)
 @click.option("--dim", type=int, default=None, help="Dense dimension, for a collection fed only vectors.")
-@click.option("--colbert-dim", type=int, default=None, help="ColBERT dimension, for a vectors-only collection.")
-@click.option("--dense-index", type=click.Choice(["hnsw", "hnsw-sq8", "flat"]), default="hnsw", show_default=True)
+@click.option(
+    "--colbert-dim", type=int, default=None, help="ColBERT dimension, for a vectors-only collection."
+)
+@click.option(
+    "--dense-index", type=click.Choice(["hnsw", "hnsw-sq8", "flat"]), default="hnsw", show_default=True
+)
 @click.option("--colbert-dtype", type=click.Choice(["float16", "int8"]), default="float16", show_default=True)
 @click.option("--max-length", type=int, default=None, help="Tokens per document (default: the model's).")
-@click.option("--image-encoder", default=None,
-              help="Let the collection hold images: an adapter directory (m3search images train-adapter) or a "
-                   "Visualized-BGE checkpoint, for the same text model.")
+@click.option(
+    "--image-encoder",
+    default=None,
+    help="Let the collection hold images: an adapter directory (m3search images train-adapter) or a "
+    "Visualized-BGE checkpoint, for the same text model.",
+)
 @runtime_option
-def create(path: Path, model: str | None, outputs: str | None, dim: int | None, colbert_dim: int | None,
-           dense_index: str, colbert_dtype: str, max_length: int | None, image_encoder: str | None,
-           runtime: str) -> None:
+def create(
+    path: Path,
+    model: str | None,
+    outputs: str | None,
+    dim: int | None,
+    colbert_dim: int | None,
+    dense_index: str,
+    colbert_dtype: str,
+    max_length: int | None,
+    image_encoder: str | None,
+    runtime: str,
+) -> None:
     """Create an empty collection at PATH."""
     from m3search import Collection
 
     if model is None and dim is None:
         raise click.UsageError("give --model (to encode text) or --dim (for a collection fed only vectors)")
     kinds = [k.strip() for k in outputs.split(",")] if outputs else None
-    with Collection.create(path, model, outputs=kinds, dim=dim, colbert_dim=colbert_dim, dense_index=dense_index,
-                           colbert_dtype=colbert_dtype, max_length=max_length, runtime=runtime,
-                           image_encoder=image_encoder) as collection:
+    with Collection.create(
+        path,
+        model,
+        outputs=kinds,
+        dim=dim,
+        colbert_dim=colbert_dim,
+        dense_index=dense_index,
+        colbert_dtype=colbert_dtype,
+        max_length=max_length,
+        runtime=runtime,
+        image_encoder=image_encoder,
+    ) as collection:
         cfg = collection.config
-        click.echo(f"created {path}: model {cfg.model}, outputs {', '.join(cfg.outputs)}"
-                   + (f" (sparse: {cfg.sparse_source})" if cfg.sparse_source else "")
-                   + (f", images: {cfg.image_encoder['name']}" if cfg.image_encoder else ""))
+        click.echo(
+            f"created {path}: model {cfg.model}, outputs {', '.join(cfg.outputs)}"
+            + (f" (sparse: {cfg.sparse_source})" if cfg.sparse_source else "")
+            + (f", images: {cfg.image_encoder['name']}" if cfg.image_encoder else "")
+        )
 
 
 @command.command("add")
 @click.argument("path", type=click.Path(path_type=Path))
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="auto", show_default=True,
-              help="auto: .jsonl files are JSONL (BEIR when records have '_id'), image files are images, other "
-                   "files are plain text.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    default="auto",
+    show_default=True,
+    help="auto: .jsonl files are JSONL (BEIR when records have '_id'), image files are images, other "
+    "files are plain text.",
+)
 @click.option("--batch-size", type=int, default=32, show_default=True, help="Texts per model batch.")
 @runtime_option
 def add(path: Path, inputs: tuple[Path, ...], fmt: str, batch_size: int, runtime: str) -> None:
@@ -141,11 +186,15 @@ def add(path: Path, inputs: tuple[Path, ...], fmt: str, batch_size: int, runtime
     files = _expand(inputs)
     total = _count([f for f, _ in files], fmt)
     written = 0
-    with Collection.open(path, runtime=runtime) as collection, \
-            tqdm(total=total, unit="doc", desc="index", file=sys.stderr) as bar:
+    with (
+        Collection.open(path, runtime=runtime) as collection,
+        tqdm(total=total, unit="doc", desc="index", file=sys.stderr) as bar,
+    ):
         block: list[dict[str, Any]] = []
         for file, root in files:
-            records = _jsonl_records(file, fmt) if _is_jsonl(file, fmt) else iter([_file_record(file, root, fmt)])
+            records = (
+                _jsonl_records(file, fmt) if _is_jsonl(file, fmt) else iter([_file_record(file, root, fmt)])
+            )
             for record in records:
                 block.append(record)
                 if len(block) == BLOCK:
@@ -179,7 +228,9 @@ def compact(path: Path) -> None:
 
     with Collection.open(path) as collection:
         collection.compact()
-        click.echo(f"compacted {path}: {len(collection.stats()['segments'])} segment(s), {collection.count()} docs")
+        click.echo(
+            f"compacted {path}: {len(collection.stats()['segments'])} segment(s), {collection.count()} docs"
+        )
 
 
 @command.command("stats")
@@ -194,10 +245,16 @@ def stats(path: Path, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
-    click.echo(f"{info['path']}: {info['count']} documents, model {info['model']}, outputs "
-               f"{', '.join(info['outputs'])}, dense index {info['dense_index']}")
-    click.echo(f"incremental level: {info['pending']} documents; tombstones: {info['tombstones']}; "
-               f"disk: {info['disk_bytes'] / 2**20:.1f} MiB")
+    click.echo(
+        f"{info['path']}: {info['count']} documents, model {info['model']}, outputs "
+        f"{', '.join(info['outputs'])}, dense index {info['dense_index']}"
+    )
+    click.echo(
+        f"incremental level: {info['pending']} documents; tombstones: {info['tombstones']}; "
+        f"disk: {info['disk_bytes'] / 2**20:.1f} MiB"
+    )
     for seg in info["segments"]:
-        click.echo(f"  {seg['name']}: {seg['rows']} rows ({seg['deleted']} deleted), "
-                   f"{'HNSW' if seg['hnsw'] else 'exact'}, {sum(seg['bytes'].values()) / 2**20:.1f} MiB")
+        click.echo(
+            f"  {seg['name']}: {seg['rows']} rows ({seg['deleted']} deleted), "
+            f"{'HNSW' if seg['hnsw'] else 'exact'}, {sum(seg['bytes'].values()) / 2**20:.1f} MiB"
+        )

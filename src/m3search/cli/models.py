@@ -36,8 +36,12 @@ def list_models() -> None:
     rows = [(s.name, str(s.dim), ",".join(s.outputs), _availability(s)) for s in KNOWN_MODELS]
     known = {imported_model_dir(s.name).name for s in KNOWN_MODELS}
     for path in sorted(models_dir().iterdir()):
-        if path.is_dir() and not path.name.startswith(".") and path.name not in known \
-                and (path / "config.json").is_file():
+        if (
+            path.is_dir()
+            and not path.name.startswith(".")
+            and path.name not in known
+            and (path / "config.json").is_file()
+        ):
             rows.append((path.name.replace("--", "/"), "?", "?", f"ready ({path})"))
     widths = [max(len(r[i]) for r in rows + [("model", "dim", "outputs", "status")]) for i in range(4)]
     for row in [("model", "dim", "outputs", "status")] + rows:
@@ -82,5 +86,7 @@ def export_onnx_command(model: str, force: bool) -> None:
         violations = GUARD_BOUNDS.violations(dev)
         verdict = "fails the guard: " + "; ".join(violations) if violations else "passes the guard"
         sparse = "" if dev.sparse_rel_diff_max is None else f", sparse diff {dev.sparse_rel_diff_max:.4f}"
-        click.echo(f"  onnx-{precision}: dense cosine {dev.dense_cosine_min:.5f}, ColBERT cosine "
-                   f"{dev.colbert_cosine_min:.5f}{sparse} ({verdict})")
+        click.echo(
+            f"  onnx-{precision}: dense cosine {dev.dense_cosine_min:.5f}, ColBERT cosine "
+            f"{dev.colbert_cosine_min:.5f}{sparse} ({verdict})"
+        )

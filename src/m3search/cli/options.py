@@ -5,17 +5,25 @@ from __future__ import annotations
 import click
 
 model_option = click.option(
-    "--model", "-m", default="intfloat/multilingual-e5-small", show_default=True,
+    "--model",
+    "-m",
+    default="intfloat/multilingual-e5-small",
+    show_default=True,
     help="Hub id, alias or model directory.",
 )
 runtime_option = click.option(
-    "--runtime", default="auto", show_default=True,
+    "--runtime",
+    default="auto",
+    show_default=True,
     help="How the model runs: auto (fastest runtime that passes its quality guard here), torch-fp32 (the exact "
-         "reference), torch-bf16, onnx-fp32, onnx-int8, cuda-fp16, cuda-bf16.",
+    "reference), torch-bf16, onnx-fp32, onnx-int8, cuda-fp16, cuda-bf16.",
 )
 device_option = click.option("--device", default=None, help="torch device (cpu, cuda, cuda:1); default: cpu.")
 normalize_option = click.option(
-    "--normalize", type=click.Choice(["auto", "none", "minmax"]), default="auto", show_default=True,
+    "--normalize",
+    type=click.Choice(["auto", "none", "minmax"]),
+    default="auto",
+    show_default=True,
     help="Weighted fusion: rescale each mode's scores over the candidates to [0, 1] first (minmax), keep the "
-         "bge-m3 reference formula (none), or auto: minmax when the sparse weights are BM25, else none.",
+    "bge-m3 reference formula (none), or auto: minmax when the sparse weights are BM25, else none.",
 )

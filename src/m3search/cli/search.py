@@ -51,32 +51,70 @@ def parse_weights(value: str | None) -> list[float] | None:
 @click.command("search")
 @click.argument("collection", type=click.Path(path_type=Path))
 @click.argument("query", required=False)
-@click.option("--image", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="Search with this image (with QUERY too: an image+text query); needs a collection with images.")
-@click.option("--kinds", default=None, help="Keep only documents of these kinds, comma-separated: text, image, "
-                                            "image+text (e.g. text->image: --kinds image,image+text).")
-@click.option("--mode", type=click.Choice(MODES), default=None, help="Default: the richest the collection allows.")
+@click.option(
+    "--image",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Search with this image (with QUERY too: an image+text query); needs a collection with images.",
+)
+@click.option(
+    "--kinds",
+    default=None,
+    help="Keep only documents of these kinds, comma-separated: text, image, "
+    "image+text (e.g. text->image: --kinds image,image+text).",
+)
+@click.option(
+    "--mode", type=click.Choice(MODES), default=None, help="Default: the richest the collection allows."
+)
 @click.option("--weights", default=None, help="dense,sparse,colbert weights, e.g. 0.4,0.2,0.4.")
 @click.option("--fusion", type=click.Choice(FUSIONS), default="weighted", show_default=True)
-@click.option("--filter", "filters", multiple=True, help='Metadata filter: JSON ({"year": {"$gte": 2020}}) or '
-                                                         "key=value; repeat to AND them.")
+@click.option(
+    "--filter",
+    "filters",
+    multiple=True,
+    help='Metadata filter: JSON ({"year": {"$gte": 2020}}) or key=value; repeat to AND them.',
+)
 @click.option("-k", "k", type=int, default=10, show_default=True, help="Number of results.")
-@click.option("--candidates", type=int, default=100, show_default=True,
-              help="Candidates per first stage that hybrid modes re-score.")
+@click.option(
+    "--candidates",
+    type=int,
+    default=100,
+    show_default=True,
+    help="Candidates per first stage that hybrid modes re-score.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @runtime_option
-def command(collection: Path, query: str | None, image: Path | None, kinds: str | None, mode: str | None,
-            weights: str | None, fusion: str, filters: tuple[str, ...], k: int, candidates: int, as_json: bool,
-            runtime: str) -> None:
+def command(
+    collection: Path,
+    query: str | None,
+    image: Path | None,
+    kinds: str | None,
+    mode: str | None,
+    weights: str | None,
+    fusion: str,
+    filters: tuple[str, ...],
+    k: int,
+    candidates: int,
+    as_json: bool,
+    runtime: str,
+) -> None:
     """Search COLLECTION for QUERY (a text), an --image, or both."""
     from m3search import Collection
 
     if query is None and image is None:
         raise click.UsageError("give a QUERY text, an --image, or both")
     with Collection.open(collection, runtime=runtime, readonly=True) as col:
-        hits = col.search(query, k=k, image=image, kinds=kinds.split(",") if kinds else None, mode=mode,
-                          weights=parse_weights(weights), fusion=fusion, filter=parse_cli_filter(filters),
-                          candidates=candidates)
+        hits = col.search(
+            query,
+            k=k,
+            image=image,
+            kinds=kinds.split(",") if kinds else None,
+            mode=mode,
+            weights=parse_weights(weights),
+            fusion=fusion,
+            filter=parse_cli_filter(filters),
+            candidates=candidates,
+        )
     if as_json:
         click.echo(json.dumps([h.to_dict() for h in hits], ensure_ascii=False, indent=2))
         return

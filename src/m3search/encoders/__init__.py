@@ -41,14 +41,14 @@ def load_encoder(
 
 
 __all__ = [
+    "KNOWN_MODELS",
+    "OUTPUT_KINDS",
     "BGEM3Encoder",
     "BM25Encoder",
     "BM25Stats",
     "CompositeEncoder",
     "EncodeResult",
-    "KNOWN_MODELS",
     "ModelSpec",
-    "OUTPUT_KINDS",
     "OutputKind",
     "SparseVector",
     "TextEncoder",

@@ -55,7 +55,9 @@ def validate_texts(texts: Any) -> list[str]:
             try:
                 text = bytes(text).decode("utf-8")
             except UnicodeDecodeError as exc:
-                raise InvalidInputError(f"text at index {i} is not valid UTF-8: {exc.reason} at byte {exc.start}")
+                raise InvalidInputError(
+                    f"text at index {i} is not valid UTF-8: {exc.reason} at byte {exc.start}"
+                ) from None
         elif not isinstance(text, str):
             raise InvalidInputError(f"text at index {i} is {type(text).__name__}, expected str")
         else:
@@ -64,7 +66,7 @@ def validate_texts(texts: Any) -> list[str]:
             except UnicodeEncodeError as exc:
                 raise InvalidInputError(
                     f"text at index {i} is not valid Unicode: {exc.reason} at character {exc.start}"
-                )
+                ) from None
         out.append(text)
     return out
 
@@ -90,7 +92,9 @@ def content_ids(tokenizer: Any, texts: list[str]) -> list[list[int]]:
     return [e.ids for e in backend.encode_batch(texts, add_special_tokens=False)]
 
 
-def requested_outputs(return_dense: bool, return_sparse: bool, return_colbert: bool) -> tuple[OutputKind, ...]:
+def requested_outputs(
+    return_dense: bool, return_sparse: bool, return_colbert: bool
+) -> tuple[OutputKind, ...]:
     """The output kinds asked for, in canonical order; at least one is required."""
     wanted = tuple(k for k, on in zip(OUTPUT_KINDS, (return_dense, return_sparse, return_colbert)) if on)
     if not wanted:
@@ -173,8 +177,12 @@ class TextEncoder(ABC):
         if not pair_list:
             return {}
         kinds = {k: k in self.outputs for k in OUTPUT_KINDS}
-        common = dict(batch_size=batch_size, return_dense=kinds["dense"], return_sparse=kinds["sparse"],
-                      return_colbert=kinds["colbert"])
+        common = dict(
+            batch_size=batch_size,
+            return_dense=kinds["dense"],
+            return_sparse=kinds["sparse"],
+            return_colbert=kinds["colbert"],
+        )
         q = self.encode_queries([p[0] for p in pair_list], max_length=max_query_length, **common)
         d = self.encode_documents([p[1] for p in pair_list], max_length=max_passage_length, **common)
         scores: dict[str, list[float]] = {}

@@ -77,19 +77,33 @@ class BM25Stats:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (token ids become strings)."""
-        return {"n_docs": self.n_docs, "total_len": self.total_len, "df": {str(k): v for k, v in self.df.items()}}
+        return {
+            "n_docs": self.n_docs,
+            "total_len": self.total_len,
+            "df": {str(k): v for k, v in self.df.items()},
+        }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "BM25Stats":
+    def from_dict(cls, data: Mapping[str, Any]) -> BM25Stats:
         """Inverse of `to_dict`."""
-        return cls(int(data["n_docs"]), int(data["total_len"]), {int(k): int(v) for k, v in data["df"].items()})
+        return cls(
+            int(data["n_docs"]), int(data["total_len"]), {int(k): int(v) for k, v in data["df"].items()}
+        )
 
 
 class BM25Encoder(TextEncoder):
     """Sparse-only encoder: BM25 weights over `tokenizer`'s token ids (special tokens excluded)."""
 
-    def __init__(self, tokenizer: Any, *, stats: BM25Stats | None = None, k1: float = 1.2, b: float = 0.75,
-                 lowercase: bool = True, name: str = "bm25") -> None:
+    def __init__(
+        self,
+        tokenizer: Any,
+        *,
+        stats: BM25Stats | None = None,
+        k1: float = 1.2,
+        b: float = 0.75,
+        lowercase: bool = True,
+        name: str = "bm25",
+    ) -> None:
         self.tokenizer = tokenizer
         self.stats = stats if stats is not None else BM25Stats()
         self.k1, self.b, self.lowercase = k1, b, lowercase

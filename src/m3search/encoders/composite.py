@@ -32,8 +32,15 @@ class CompositeEncoder(TextEncoder):
         self.max_length = min(e.max_length for e in self.parts.values())
         self.default_max_length = min(e.default_max_length for e in self.parts.values())
 
-    def encode(self, texts: str | Sequence[str], *, return_dense: bool = True, return_sparse: bool = False,
-               return_colbert: bool = False, **kwargs: Any) -> EncodeResult:
+    def encode(
+        self,
+        texts: str | Sequence[str],
+        *,
+        return_dense: bool = True,
+        return_sparse: bool = False,
+        return_colbert: bool = False,
+        **kwargs: Any,
+    ) -> EncodeResult:
         """Encode with each part for the outputs it owns and merge the results."""
         wanted = requested_outputs(return_dense, return_sparse, return_colbert)
         self.check_outputs(wanted)

@@ -32,7 +32,13 @@ class BGEM3Encoder(TransformerEncoder):
         super().__init__(spec, path, rt, tokenizer)
 
     @classmethod
-    def from_pretrained(cls, model: str | Path = "BAAI/bge-m3", *, runtime: str = "auto", device: str | None = None,
-                        cache_dir: str | Path | None = None) -> "BGEM3Encoder":
+    def from_pretrained(
+        cls,
+        model: str | Path = "BAAI/bge-m3",
+        *,
+        runtime: str = "auto",
+        device: str | None = None,
+        cache_dir: str | Path | None = None,
+    ) -> BGEM3Encoder:
         """Same as the constructor; kept for the familiar call shape."""
         return cls(model, runtime=runtime, device=device, cache_dir=cache_dir)

@@ -20,7 +20,12 @@ from m3search.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
 
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json")
+WEIGHT_FILES = (
+    "model.safetensors",
+    "pytorch_model.bin",
+    "model.safetensors.index.json",
+    "pytorch_model.bin.index.json",
+)
 TOKENIZER_FILES = ("tokenizer.json", "sentencepiece.bpe.model", "vocab.txt")
 POOLER_MODEL_TYPES = ("xlm-roberta", "roberta", "bert", "camembert")
 
@@ -154,17 +159,24 @@ def load_torch_model(path: Path, spec: ModelSpec, dtype: torch.dtype = torch.flo
         # its report is silenced here and the loading info checked below instead.
         with _quiet_transformers():
             backbone, info = AutoModel.from_pretrained(
-                str(path), config=config, dtype=torch.float32, output_loading_info=True,
-                ignore_mismatched_sizes=True, **extra,
+                str(path),
+                config=config,
+                dtype=torch.float32,
+                output_loading_info=True,
+                ignore_mismatched_sizes=True,
+                **extra,
             )
     except (OSError, ValueError, RuntimeError) as exc:
         raise ModelLoadError(f"cannot load the backbone from {path}: {exc}") from exc
-    broken = sorted(info["missing_keys"]) + [f"{k} (shape {tuple(a)} in the checkpoint, {tuple(b)} expected)"
-                                             for k, a, b in sorted(info["mismatched_keys"])]
+    broken = sorted(info["missing_keys"]) + [
+        f"{k} (shape {tuple(a)} in the checkpoint, {tuple(b)} expected)"
+        for k, a, b in sorted(info["mismatched_keys"])
+    ]
     if broken:
         more = f" and {len(broken) - 5} more" if len(broken) > 5 else ""
-        raise ModelLoadError(f"{path} does not match its config.json; bad or missing weights: "
-                             f"{', '.join(broken[:5])}{more}")
+        raise ModelLoadError(
+            f"{path} does not match its config.json; bad or missing weights: {', '.join(broken[:5])}{more}"
+        )
     unused = sorted(k for k in info["unexpected_keys"] if not k.startswith("pooler."))
     if unused:
         log.info("%s: %d checkpoint weights are unused (%s, ...)", path, len(unused), unused[0])
@@ -174,6 +186,8 @@ def load_torch_model(path: Path, spec: ModelSpec, dtype: torch.dtype = torch.flo
         colbert_linear = _load_linear(path / "colbert_linear.pt", hidden)
         sparse_linear = _load_linear(path / "sparse_linear.pt", hidden)
         if sparse_linear.out_features != 1:
-            raise ModelLoadError(f"{path / 'sparse_linear.pt'} must map to 1 output, not {sparse_linear.out_features}")
+            raise ModelLoadError(
+                f"{path / 'sparse_linear.pt'} must map to 1 output, not {sparse_linear.out_features}"
+            )
     model = EncoderModel(backbone, spec.pooling, sparse_linear, colbert_linear)
     return model.cast_backbone(dtype).eval()

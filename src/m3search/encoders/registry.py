@@ -126,7 +126,9 @@ def spec_for_directory(path: Path, name: str | None = None) -> ModelSpec:
     hidden = int(config.get("hidden_size", 0))
     positions = int(config.get("max_position_embeddings", 512))
     # XLM-R style models offset positions by pad_token_id + 1; BERT ones do not.
-    usable = positions - 2 if config.get("model_type") in ("xlm-roberta", "roberta", "camembert") else positions
+    usable = (
+        positions - 2 if config.get("model_type") in ("xlm-roberta", "roberta", "camembert") else positions
+    )
     if known is not None:
         return replace(known, max_length=min(known.max_length, usable))
 

@@ -15,8 +15,17 @@ from m3search.errors import ModelNotFoundError
 from m3search.settings import models_dir
 
 # Files a download skips: other frameworks' weights and the repository's own ONNX export.
-HUB_IGNORE = ["*.onnx", "onnx/*", "*.onnx_data", "flax_model.msgpack", "rust_model.ot", "tf_model.h5", "*.h5",
-              "imgs/*", "openvino/*"]
+HUB_IGNORE = [
+    "*.onnx",
+    "onnx/*",
+    "*.onnx_data",
+    "flax_model.msgpack",
+    "rust_model.ot",
+    "tf_model.h5",
+    "*.h5",
+    "imgs/*",
+    "openvino/*",
+]
 
 
 def _looks_like_path(model: str) -> bool:
@@ -54,7 +63,9 @@ def resolve_model(model: str | Path, *, cache_dir: str | Path | None = None) -> 
     tried: list[str] = [f"m3search's model directory ({imported})"]
 
     try:
-        path = Path(snapshot_download(repo_id, cache_dir=cache_dir, local_files_only=True, ignore_patterns=HUB_IGNORE))
+        path = Path(
+            snapshot_download(repo_id, cache_dir=cache_dir, local_files_only=True, ignore_patterns=HUB_IGNORE)
+        )
         return path, spec_for_directory(path, repo_id)
     except (LocalEntryNotFoundError, OSError, ValueError):
         tried.append("the Hugging Face cache")

@@ -86,7 +86,9 @@ class TransformerEncoder(TextEncoder):
         self._pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
         # Token ids that never carry lexical weight (the reference drops cls, eos, pad and unk).
         self._unused_ids = np.array(
-            sorted({i for i in (self._cls_id, self._eos_id, self._pad_id, tok.unk_token_id) if i is not None}),
+            sorted(
+                {i for i in (self._cls_id, self._eos_id, self._pad_id, tok.unk_token_id) if i is not None}
+            ),
             dtype=np.int64,
         )
 
@@ -98,7 +100,7 @@ class TransformerEncoder(TextEncoder):
         runtime: str = "auto",
         device: str | None = None,
         cache_dir: str | Path | None = None,
-    ) -> "TransformerEncoder":
+    ) -> TransformerEncoder:
         """Resolve `model` (directory, hub cache, packaged offline source, hub) and load it on `runtime`."""
         path, spec = resolve_model(model, cache_dir=cache_dir)
         tokenizer, rt = cls._load_parts(path, spec, runtime, device)
@@ -151,7 +153,9 @@ class TransformerEncoder(TextEncoder):
     # ---- batching -------------------------------------------------------------------------------------
 
     @staticmethod
-    def _batches(order: np.ndarray, lengths: np.ndarray, batch_size: int, max_tokens: int) -> Iterator[np.ndarray]:
+    def _batches(
+        order: np.ndarray, lengths: np.ndarray, batch_size: int, max_tokens: int
+    ) -> Iterator[np.ndarray]:
         """Cut length-descending `order` into batches of at most `batch_size` rows and `max_tokens` padded tokens,
         closing a batch early rather than letting padding exceed `MAX_PADDING_FRACTION` of it."""
         start = 0
@@ -224,40 +228,55 @@ class TransformerEncoder(TextEncoder):
         contents = self._content_ids([prefix + t for t in texts] if prefix else texts)
         pieces, truncated = self._pieces(contents, max_length, chunking, chunk_overlap)
         if truncated:
-            log.info("%d of %d texts were longer than %d tokens and were truncated", len(truncated), n, max_length)
+            log.info(
+                "%d of %d texts were longer than %d tokens and were truncated", len(truncated), n, max_length
+            )
 
         lengths = np.array([len(p.ids) for p in pieces])
         order = np.argsort(-lengths, kind="stable")
         dense_rows: list[np.ndarray | None] = [None] * len(pieces)
         sparse_rows: list[SparseVector | None] = [None] * len(pieces)
         colbert_rows: list[np.ndarray | None] = [None] * len(pieces)
-        with tqdm(total=int(lengths.sum()), unit="tok", unit_scale=True, disable=not show_progress_bar,
-                  desc=f"encode {self.name}") as bar:
+        with tqdm(
+            total=int(lengths.sum()),
+            unit="tok",
+            unit_scale=True,
+            disable=not show_progress_bar,
+            desc=f"encode {self.name}",
+        ) as bar:
             for batch in self._batches(order, lengths, batch_size, max_batch_tokens):
                 batch_pieces = [pieces[j] for j in batch]
                 ids, mask = self._pad(batch_pieces)
-                out = self.runtime.forward(ids, mask, dense="dense" in wanted, sparse="sparse" in wanted,
-                                           colbert="colbert" in wanted)
+                out = self.runtime.forward(
+                    ids, mask, dense="dense" in wanted, sparse="sparse" in wanted, colbert="colbert" in wanted
+                )
                 for row, j in enumerate(batch):
                     length = int(lengths[j])
                     if out.dense is not None:
                         dense_rows[j] = out.dense[row]
                     if out.token_weights is not None:
-                        sparse_rows[j] = self._lexical_weights(ids[row, :length], out.token_weights[row, :length])
+                        sparse_rows[j] = self._lexical_weights(
+                            ids[row, :length], out.token_weights[row, :length]
+                        )
                     if out.colbert is not None:
                         colbert_rows[j] = np.ascontiguousarray(out.colbert[row, : length - 1])
                 bar.update(int(lengths[batch].sum()))
         return self._merge(pieces, n, wanted, dense_rows, sparse_rows, colbert_rows, truncated)
 
-    def _check_options(self, batch_size: int, max_length: int | None, chunking: str, overlap: int,
-                       max_batch_tokens: int) -> int:
+    def _check_options(
+        self, batch_size: int, max_length: int | None, chunking: str, overlap: int, max_batch_tokens: int
+    ) -> int:
         max_length = self.default_max_length if max_length is None else int(max_length)
         if not 3 <= max_length <= self.max_length:
-            raise InvalidInputError(f"max_length must be between 3 and {self.max_length} for {self.name}, got {max_length}")
+            raise InvalidInputError(
+                f"max_length must be between 3 and {self.max_length} for {self.name}, got {max_length}"
+            )
         if batch_size < 1:
             raise InvalidInputError(f"batch_size must be >= 1, got {batch_size}")
         if max_batch_tokens < max_length:
-            raise InvalidInputError(f"max_batch_tokens ({max_batch_tokens}) must be >= max_length ({max_length})")
+            raise InvalidInputError(
+                f"max_batch_tokens ({max_batch_tokens}) must be >= max_length ({max_length})"
+            )
         if chunking not in ("truncate", "chunk"):
             raise InvalidInputError(f"chunking must be 'truncate' or 'chunk', got {chunking!r}")
         if chunking == "chunk" and not 0 <= overlap < max_length - 2:
@@ -271,13 +290,23 @@ class TransformerEncoder(TextEncoder):
             colbert=[] if "colbert" in wanted else None,
         )
 
-    def _merge(self, pieces: list[_Piece], n: int, wanted: tuple[str, ...], dense_rows: list, sparse_rows: list,
-               colbert_rows: list, truncated: list[int]) -> EncodeResult:
+    def _merge(
+        self,
+        pieces: list[_Piece],
+        n: int,
+        wanted: tuple[str, ...],
+        dense_rows: list,
+        sparse_rows: list,
+        colbert_rows: list,
+        truncated: list[int],
+    ) -> EncodeResult:
         """Merge per-piece outputs into per-text outputs (a text with one piece passes through unchanged)."""
         groups: list[list[int]] = [[] for _ in range(n)]
         for j, piece in enumerate(pieces):
             groups[piece.text_index].append(j)
-        result = EncodeResult(num_tokens=[sum(len(pieces[j].ids) for j in g) for g in groups], truncated=truncated)
+        result = EncodeResult(
+            num_tokens=[sum(len(pieces[j].ids) for j in g) for g in groups], truncated=truncated
+        )
         if "dense" in wanted:
             dense = np.empty((n, dense_rows[0].shape[-1]), dtype=np.float32)
             for i, g in enumerate(groups):
@@ -298,8 +327,10 @@ class TransformerEncoder(TextEncoder):
                 merged.append(acc)
             result.sparse = merged
         if "colbert" in wanted:
-            result.colbert = [colbert_rows[g[0]] if len(g) == 1 else np.concatenate([colbert_rows[j] for j in g])
-                              for g in groups]
+            result.colbert = [
+                colbert_rows[g[0]] if len(g) == 1 else np.concatenate([colbert_rows[j] for j in g])
+                for g in groups
+            ]
         return result
 
     def describe(self) -> dict[str, Any]:

@@ -63,8 +63,9 @@ class RetrievalTask:
         }
 
 
-def _task(name: str, split: str, corpus: dict[str, Document], queries: dict[str, str], qrels: Qrels
-          ) -> RetrievalTask:
+def _task(
+    name: str, split: str, corpus: dict[str, Document], queries: dict[str, str], qrels: Qrels
+) -> RetrievalTask:
     """Keep the queries that have text and a relevant document; check judged ids exist in the corpus."""
     kept: dict[str, str] = {}
     for qid, judged in qrels.items():
@@ -81,6 +82,7 @@ def _task(name: str, split: str, corpus: dict[str, Document], queries: dict[str,
 
 
 # --- BEIR ---------------------------------------------------------------------------------------------------
+
 
 def _jsonl(path: Path) -> Iterable[dict[str, Any]]:
     with path.open(encoding="utf-8") as f:
@@ -113,21 +115,26 @@ def read_qrels(path: Path) -> Qrels:
 def load_beir(path: str | Path, split: str = "test") -> RetrievalTask:
     """A BEIR folder: corpus.jsonl, queries.jsonl and qrels/<split>.tsv; the task keeps the judged queries."""
     root = Path(path)
-    files = {"corpus": root / "corpus.jsonl", "queries": root / "queries.jsonl",
-             "qrels": root / "qrels" / f"{split}.tsv"}
+    files = {
+        "corpus": root / "corpus.jsonl",
+        "queries": root / "queries.jsonl",
+        "qrels": root / "qrels" / f"{split}.tsv",
+    }
     for what, file in files.items():
         if not file.is_file():
             splits = sorted(p.stem for p in (root / "qrels").glob("*.tsv")) if what == "qrels" else []
             hint = f" (splits here: {', '.join(splits)})" if splits else ""
             raise InvalidInputError(f"{root} is not a BEIR dataset: {file} is missing{hint}")
-    corpus = {str(o["_id"]): Document(str(o["_id"]), o["text"], str(o.get("title") or ""),
-                                      o.get("metadata") or {})
-              for o in _jsonl(files["corpus"])}
+    corpus = {
+        str(o["_id"]): Document(str(o["_id"]), o["text"], str(o.get("title") or ""), o.get("metadata") or {})
+        for o in _jsonl(files["corpus"])
+    }
     queries = {str(o["_id"]): o["text"] for o in _jsonl(files["queries"])}
     return _task(root.name, split, corpus, queries, read_qrels(files["qrels"]))
 
 
 # --- SQuAD-style (XQuAD-R) ----------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class _Question:
@@ -147,14 +154,19 @@ def _read_squad(path: Path, lang: str) -> tuple[list[Document], list[Document] |
         data = json.loads(path.read_text(encoding="utf-8"))["data"]
         return _parse_squad(data, lang)
     except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
-        raise InvalidInputError(f"{path} is not a SQuAD-style JSON file ({type(exc).__name__}: {exc})"
-                                ) from None
+        raise InvalidInputError(
+            f"{path} is not a SQuAD-style JSON file ({type(exc).__name__}: {exc})"
+        ) from None
 
 
-def _parse_squad(data: list[dict[str, Any]], lang: str
-                 ) -> tuple[list[Document], list[Document] | None, list[_Question]]:
-    annotated = all("sentences" in para and "sentence_breaks" in para
-                    for article in data for para in article["paragraphs"])
+def _parse_squad(
+    data: list[dict[str, Any]], lang: str
+) -> tuple[list[Document], list[Document] | None, list[_Question]]:
+    annotated = all(
+        "sentences" in para and "sentence_breaks" in para
+        for article in data
+        for para in article["paragraphs"]
+    )
     paragraphs: list[Document] = []
     sentences: list[Document] = []
     questions: list[_Question] = []
@@ -165,10 +177,13 @@ def _parse_squad(data: list[dict[str, Any]], lang: str
             paragraphs.append(Document(pid, para["context"], metadata=meta))
             if annotated:
                 if len(para["sentences"]) != len(para["sentence_breaks"]):
-                    raise ValueError(f"paragraph {pid} has {len(para['sentences'])} sentences but "
-                                     f"{len(para['sentence_breaks'])} sentence breaks")
-                sentences.extend(Document(f"{pid}-{s}", text, metadata=meta)
-                                 for s, text in enumerate(para["sentences"]))
+                    raise ValueError(
+                        f"paragraph {pid} has {len(para['sentences'])} sentences but "
+                        f"{len(para['sentence_breaks'])} sentence breaks"
+                    )
+                sentences.extend(
+                    Document(f"{pid}-{s}", text, metadata=meta) for s, text in enumerate(para["sentences"])
+                )
             for qa in para["qas"]:
                 if not qa.get("answers"):
                     continue  # unanswerable (SQuAD 2.0): nothing to retrieve
@@ -183,8 +198,15 @@ def _parse_squad(data: list[dict[str, Any]], lang: str
     return paragraphs, sentences if annotated else None, questions
 
 
-def squad_task(query_file: str | Path, doc_file: str | Path | None = None, *, unit: Unit = "paragraph",
-               query_lang: str = "", doc_lang: str = "", name: str | None = None) -> RetrievalTask:
+def squad_task(
+    query_file: str | Path,
+    doc_file: str | Path | None = None,
+    *,
+    unit: Unit = "paragraph",
+    query_lang: str = "",
+    doc_lang: str = "",
+    name: str | None = None,
+) -> RetrievalTask:
     """Answer retrieval from SQuAD-style files: questions from `query_file`, candidates from `doc_file`.
 
     With two files (cross-lingual) they must be parallel: the same question ids in the same paragraphs; a
@@ -197,15 +219,17 @@ def squad_task(query_file: str | Path, doc_file: str | Path | None = None, *, un
     paragraphs, sentences, doc_questions = _read_squad(doc_file, doc_lang)
     questions = doc_questions if doc_file == query_file else _read_squad(query_file, query_lang)[2]
     if unit == "sentence" and sentences is None:
-        raise InvalidInputError(f"{doc_file} has no sentence annotations ('sentences', 'sentence_breaks'); "
-                                "use --unit paragraph")
+        raise InvalidInputError(
+            f"{doc_file} has no sentence annotations ('sentences', 'sentence_breaks'); use --unit paragraph"
+        )
     by_id = {q.id: q for q in doc_questions}
     for q in questions:
         twin = by_id.get(q.id)
         if twin is None or twin.paragraph != q.paragraph:
             where = "is missing" if twin is None else "sits in another paragraph"
-            raise InvalidInputError(f"{query_file} and {doc_file} are not parallel: question {q.id} {where} "
-                                    f"in {doc_file}")
+            raise InvalidInputError(
+                f"{query_file} and {doc_file} are not parallel: question {q.id} {where} in {doc_file}"
+            )
     corpus = {d.id: d for d in (sentences if unit == "sentence" else paragraphs)}
     queries = {q.id: q.text for q in questions}
     target = (lambda q: q.sentence) if unit == "sentence" else (lambda q: q.paragraph)
@@ -235,17 +259,28 @@ def _squad_folder(path: Path) -> Path:
 
 
 def _languages(value: str | Sequence[str], available: list[str]) -> list[str]:
-    langs = available if value == "all" else ([v.strip() for v in value.split(",") if v.strip()]
-                                              if isinstance(value, str) else list(value))
+    langs = (
+        available
+        if value == "all"
+        else ([v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else list(value))
+    )
     unknown = [lang for lang in langs if lang not in available]
     if unknown or not langs:
-        raise InvalidInputError(f"language(s) {', '.join(unknown) or '(none)'} not available; "
-                                f"choose from {', '.join(available)} or 'all'")
+        raise InvalidInputError(
+            f"language(s) {', '.join(unknown) or '(none)'} not available; "
+            f"choose from {', '.join(available)} or 'all'"
+        )
     return langs
 
 
-def load_tasks(spec: str, *, split: str = "test", query_lang: str | Sequence[str] = "en",
-               doc_lang: str | Sequence[str] | None = None, unit: Unit = "paragraph") -> list[RetrievalTask]:
+def load_tasks(
+    spec: str,
+    *,
+    split: str = "test",
+    query_lang: str | Sequence[str] = "en",
+    doc_lang: str | Sequence[str] | None = None,
+    unit: Unit = "paragraph",
+) -> list[RetrievalTask]:
     """Tasks named by a dataset spec: `PATH` (a BEIR folder) or `xquad-r:PATH` / `squad:PATH`.
 
     For SQuAD-style folders, `query_lang` and `doc_lang` take a language, a comma-separated list or `all`; one
@@ -253,7 +288,7 @@ def load_tasks(spec: str, *, split: str = "test", query_lang: str | Sequence[str
     """
     for prefix in SQUAD_PREFIXES:
         if spec.startswith(prefix):
-            path = Path(spec[len(prefix):])
+            path = Path(spec[len(prefix) :])
             if split != "test":
                 raise InvalidInputError(f"{spec} has only a test split, got --split {split}")
             if path.is_file():
@@ -261,10 +296,18 @@ def load_tasks(spec: str, *, split: str = "test", query_lang: str | Sequence[str
             folder = _squad_folder(path)
             available = squad_languages(folder)
             label = "xquad-r" if prefix == "xquad-r:" else folder.name
-            return [squad_task(folder / f"{q}.json", folder / f"{d}.json", unit=unit, query_lang=q,
-                               doc_lang=d, name=f"{label}/{q}-{d}/{unit}")
-                    for q in _languages(query_lang, available)
-                    for d in (_languages(doc_lang, available) if doc_lang is not None else [q])]
+            return [
+                squad_task(
+                    folder / f"{q}.json",
+                    folder / f"{d}.json",
+                    unit=unit,
+                    query_lang=q,
+                    doc_lang=d,
+                    name=f"{label}/{q}-{d}/{unit}",
+                )
+                for q in _languages(query_lang, available)
+                for d in (_languages(doc_lang, available) if doc_lang is not None else [q])
+            ]
     path = Path(spec)
     if not path.is_dir():
         raise InvalidInputError(f"dataset {spec!r} not found: give a BEIR folder, xquad-r:PATH or squad:PATH")
@@ -276,8 +319,9 @@ def _stable_order(ids: Iterable[str], salt: str) -> list[str]:
     return sorted(ids, key=lambda i: hashlib.sha1(f"{salt}:{i}".encode()).hexdigest())
 
 
-def slice_task(task: RetrievalTask, *, max_queries: int | None = None, max_docs: int | None = None
-               ) -> RetrievalTask:
+def slice_task(
+    task: RetrievalTask, *, max_queries: int | None = None, max_docs: int | None = None
+) -> RetrievalTask:
     """A deterministic sub-task for quick runs (CI): a fixed sample of queries, and optionally of documents.
 
     The document sample always keeps every document judged for the kept queries and fills up to `max_docs`
@@ -295,7 +339,7 @@ def slice_task(task: RetrievalTask, *, max_queries: int | None = None, max_docs:
     if max_docs is not None and max_docs < len(corpus):
         judged = {d for j in qrels.values() for d in j}
         others = [d for d in _stable_order(corpus, "doc") if d not in judged]
-        keep = judged | set(others[:max(0, max_docs - len(judged))])
+        keep = judged | set(others[: max(0, max_docs - len(judged))])
         corpus = {d: doc for d, doc in corpus.items() if d in keep}
     if len(qids) == len(task.queries) and corpus is task.corpus:
         return task

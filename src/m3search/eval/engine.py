@@ -32,21 +32,32 @@ UPSERT_BLOCK = 256
 CHECK_BLOCK = 1000
 
 
-def load_model(model: str, *, outputs: Sequence[str], runtime: str = "auto", device: str | None = None,
-               sparse: str = "auto") -> TextEncoder:
+def load_model(
+    model: str,
+    *,
+    outputs: Sequence[str],
+    runtime: str = "auto",
+    device: str | None = None,
+    sparse: str = "auto",
+) -> TextEncoder:
     """Load `model` once for every task of an evaluation; sparse weights only when a mode needs them."""
     from m3search.encoders import load_encoder
     from m3search.encoders.runtimes import check_runtime_name
 
     check_runtime_name(runtime)  # an unknown runtime fails before the model loads
-    return load_encoder(model, runtime=runtime, device=device,
-                        sparse=sparse if "sparse" in outputs else "none")  # type: ignore[arg-type]
+    return load_encoder(
+        model, runtime=runtime, device=device, sparse=sparse if "sparse" in outputs else "none"
+    )  # type: ignore[arg-type]
 
 
 def stored_outputs(paths: Iterable[Path | None]) -> set[str]:
     """The outputs of the collections that already exist at `paths`: reusing one needs an encoder for all."""
-    return {kind for path in paths if path is not None and (path / CONFIG_FILE).is_file()
-            for kind in CollectionConfig.load(path).outputs}
+    return {
+        kind
+        for path in paths
+        if path is not None and (path / CONFIG_FILE).is_file()
+        for kind in CollectionConfig.load(path).outputs
+    }
 
 
 @dataclass
@@ -64,8 +75,9 @@ class CollectionSearcher:
     reuse_queries: bool = False
     _vectors: dict[str, QueryVectors] = field(default_factory=dict, init=False, repr=False)
 
-    def search(self, query: str, *, k: int, mode: str, fusion: str | None, weights: Weights | None
-               ) -> Sequence[Hit]:
+    def search(
+        self, query: str, *, k: int, mode: str, fusion: str | None, weights: Weights | None
+    ) -> Sequence[Hit]:
         """Ranked (id, score) hits from the collection."""
         options: dict[str, Any] = {"mode": mode, "normalize": self.normalize, "candidates": self.candidates}
         if fusion is not None:
@@ -90,42 +102,59 @@ def index_task(collection: Collection, task: RetrievalTask, *, progress: bool = 
     start = time.perf_counter()
     with tqdm(total=len(docs), desc=f"index {task.name}", unit="doc", disable=not progress) as bar:
         for i in range(0, len(docs), UPSERT_BLOCK):
-            block = docs[i:i + UPSERT_BLOCK]
-            collection.upsert([{"id": d.id, "text": d.full_text, "metadata": dict(d.metadata)}
-                               for d in block])
+            block = docs[i : i + UPSERT_BLOCK]
+            collection.upsert(
+                [{"id": d.id, "text": d.full_text, "metadata": dict(d.metadata)} for d in block]
+            )
             bar.update(len(block))
     collection.compact()
     seconds = time.perf_counter() - start
     return {"documents": len(docs), "seconds": seconds, "docs_per_s": len(docs) / seconds if seconds else 0.0}
 
 
-def check_reusable(collection: Collection, task: RetrievalTask, *, model: str, outputs: Sequence[str]
-                   ) -> None:
+def check_reusable(
+    collection: Collection, task: RetrievalTask, *, model: str, outputs: Sequence[str]
+) -> None:
     """Refuse an existing collection that was built by another model, lacks an output or another corpus."""
     cfg = collection.config
     if cfg.model != str(model):
-        raise InvalidInputError(f"collection {collection.path} was built with model {cfg.model!r}, not "
-                                f"{model!r}: give another --collection folder or the same --model")
+        raise InvalidInputError(
+            f"collection {collection.path} was built with model {cfg.model!r}, not "
+            f"{model!r}: give another --collection folder or the same --model"
+        )
     missing = [o for o in outputs if o not in cfg.outputs]
     if missing:
-        raise InvalidInputError(f"collection {collection.path} stores no {', '.join(missing)} vectors, which "
-                                "the requested modes need")
+        raise InvalidInputError(
+            f"collection {collection.path} stores no {', '.join(missing)} vectors, which "
+            "the requested modes need"
+        )
     ids = list(task.corpus)
     absent = []
     for start in range(0, len(ids), CHECK_BLOCK):
-        block = ids[start:start + CHECK_BLOCK]
+        block = ids[start : start + CHECK_BLOCK]
         absent += [i for i, doc in zip(block, collection.get(block)) if doc is None]
     if absent or collection.count() != len(ids):
-        raise InvalidInputError(f"collection {collection.path} holds {collection.count()} documents, not the "
-                                f"{len(ids)} of {task.name} ({len(absent)} missing, e.g. "
-                                f"{(absent or ['none'])[0]}): it was built for another corpus or slice")
+        raise InvalidInputError(
+            f"collection {collection.path} holds {collection.count()} documents, not the "
+            f"{len(ids)} of {task.name} ({len(absent)} missing, e.g. "
+            f"{(absent or ['none'])[0]}): it was built for another corpus or slice"
+        )
 
 
 @contextmanager
-def indexed_collection(task: RetrievalTask, *, model: str, outputs: Sequence[str], encoder: TextEncoder,
-                       path: Path | None = None, normalize: str = "auto", candidates: int = 100,
-                       dense_index: str = "hnsw", cache: bool = False, progress: bool = True
-                       ) -> Iterator[tuple[CollectionSearcher, dict[str, Any]]]:
+def indexed_collection(
+    task: RetrievalTask,
+    *,
+    model: str,
+    outputs: Sequence[str],
+    encoder: TextEncoder,
+    path: Path | None = None,
+    normalize: str = "auto",
+    candidates: int = 100,
+    dense_index: str = "hnsw",
+    cache: bool = False,
+    progress: bool = True,
+) -> Iterator[tuple[CollectionSearcher, dict[str, Any]]]:
     """A collection holding `task`'s corpus and a searcher over it.
 
     In `path` the collection is kept; when `path` already holds one built for the same model and corpus it is
@@ -137,11 +166,21 @@ def indexed_collection(task: RetrievalTask, *, model: str, outputs: Sequence[str
         if (target / CONFIG_FILE).is_file():
             collection = Collection.open(target, encoder=encoder, cache=cache)
             check_reusable(collection, task, model=model, outputs=outputs)
-            stats: dict[str, Any] = {"documents": collection.count(), "seconds": 0.0, "docs_per_s": 0.0,
-                                     "reused": str(target)}
+            stats: dict[str, Any] = {
+                "documents": collection.count(),
+                "seconds": 0.0,
+                "docs_per_s": 0.0,
+                "reused": str(target),
+            }
         else:
-            collection = Collection.create(target, model=model, encoder=encoder, outputs=list(outputs),
-                                           dense_index=dense_index, cache=cache)
+            collection = Collection.create(
+                target,
+                model=model,
+                encoder=encoder,
+                outputs=list(outputs),
+                dense_index=dense_index,
+                cache=cache,
+            )
             stats = index_task(collection, task, progress=progress)
         try:
             yield CollectionSearcher(collection, normalize, candidates), stats

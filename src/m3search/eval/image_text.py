@@ -36,8 +36,11 @@ class ImageCaptionSet:
         """Images start..stop (in order) with their captions, re-indexed."""
         stop = len(self.images) if stop is None else stop
         keep = (self.caption_image >= start) & (self.caption_image < stop)
-        return ImageCaptionSet(self.images[start:stop], [c for c, k in zip(self.captions, keep) if k],
-                               self.caption_image[keep] - start)
+        return ImageCaptionSet(
+            self.images[start:stop],
+            [c for c, k in zip(self.captions, keep) if k],
+            self.caption_image[keep] - start,
+        )
 
     def split(self, n_first: int) -> tuple[ImageCaptionSet, ImageCaptionSet]:
         """The first `n_first` images and the rest (for train / held-out)."""
@@ -46,8 +49,13 @@ class ImageCaptionSet:
         return self.subset(0, n_first), self.subset(n_first)
 
 
-def load_image_captions(pairs_csv: str | Path, images_dir: str | Path, *, image_column: str = "image",
-                        caption_column: str = "caption") -> ImageCaptionSet:
+def load_image_captions(
+    pairs_csv: str | Path,
+    images_dir: str | Path,
+    *,
+    image_column: str = "image",
+    caption_column: str = "caption",
+) -> ImageCaptionSet:
     """Read a CSV of (image file name, caption) rows, images sorted by name; a missing image is an error."""
     pairs_csv, images_dir = Path(pairs_csv), Path(images_dir)
     by_image: dict[str, list[str]] = {}
@@ -55,8 +63,10 @@ def load_image_captions(pairs_csv: str | Path, images_dir: str | Path, *, image_
         with pairs_csv.open(encoding="utf-8", newline="") as f:
             reader = csv.DictReader(f)
             if not reader.fieldnames or not {image_column, caption_column} <= set(reader.fieldnames):
-                raise InvalidInputError(f"{pairs_csv} needs the columns {image_column!r} and "
-                                        f"{caption_column!r}; it has {reader.fieldnames}")
+                raise InvalidInputError(
+                    f"{pairs_csv} needs the columns {image_column!r} and "
+                    f"{caption_column!r}; it has {reader.fieldnames}"
+                )
             for line, row in enumerate(reader, 2):
                 name, caption = (row[image_column] or "").strip(), (row[caption_column] or "").strip()
                 if not name or not caption:
@@ -71,8 +81,9 @@ def load_image_captions(pairs_csv: str | Path, images_dir: str | Path, *, image_
     names = sorted(by_image)
     missing = [n for n in names if not (images_dir / n).is_file()]
     if missing:
-        raise InvalidInputError(f"{len(missing)} images named in {pairs_csv} are not in {images_dir}, e.g. "
-                                f"{missing[0]!r}")
+        raise InvalidInputError(
+            f"{len(missing)} images named in {pairs_csv} are not in {images_dir}, e.g. {missing[0]!r}"
+        )
     captions = [c for n in names for c in by_image[n]]
     owner = np.array([i for i, n in enumerate(names) for _ in by_image[n]], dtype=np.int64)
     return ImageCaptionSet([images_dir / n for n in names], captions, owner)
@@ -82,9 +93,14 @@ def _hits_at(ranks: np.ndarray, ks: Sequence[int]) -> dict[str, float]:
     return {f"recall@{k}": float(np.mean(ranks < k)) for k in ks}
 
 
-def image_text_recall(image_vectors: np.ndarray, caption_vectors: np.ndarray, caption_image: np.ndarray, *,
-                      query_caption_vectors: np.ndarray | None = None,
-                      ks: Sequence[int] = DEFAULT_KS) -> dict[str, dict[str, float]]:
+def image_text_recall(
+    image_vectors: np.ndarray,
+    caption_vectors: np.ndarray,
+    caption_image: np.ndarray,
+    *,
+    query_caption_vectors: np.ndarray | None = None,
+    ks: Sequence[int] = DEFAULT_KS,
+) -> dict[str, dict[str, float]]:
     """Recall@k for text->image and image->text by cosine (rows are expected normalized).
 
     `caption_vectors` are the captions as documents (image->text candidates); `query_caption_vectors`, when
@@ -99,8 +115,9 @@ def image_text_recall(image_vectors: np.ndarray, caption_vectors: np.ndarray, ca
     if len(caption_vectors) != len(caption_image) or len(queries) != len(caption_image):
         raise InvalidInputError("one caption vector per caption is needed")
     if image_vectors.shape[1] != caption_vectors.shape[1]:
-        raise InvalidInputError(f"image vectors are {image_vectors.shape[1]}-d, captions "
-                                f"{caption_vectors.shape[1]}-d")
+        raise InvalidInputError(
+            f"image vectors are {image_vectors.shape[1]}-d, captions {caption_vectors.shape[1]}-d"
+        )
     # text -> image: rank of the right image = number of images scoring strictly higher
     t2i = queries @ image_vectors.T
     own = t2i[np.arange(len(queries)), caption_image]

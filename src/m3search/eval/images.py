@@ -39,9 +39,16 @@ def load_image_dataset(spec: str) -> tuple[str, ImageCaptionSet]:
     return f"{name}:{root.name}", load_image_captions(root / captions, root / images)
 
 
-def evaluate_adapter(adapter: AdapterImageEncoder, dataset: str, *, train_images: int | None = None,
-                     runtime: str = "auto", device: str | None = None, cache_dir: Path | None = None,
-                     show_progress_bar: bool = False) -> dict[str, Any]:
+def evaluate_adapter(
+    adapter: AdapterImageEncoder,
+    dataset: str,
+    *,
+    train_images: int | None = None,
+    runtime: str = "auto",
+    device: str | None = None,
+    cache_dir: Path | None = None,
+    show_progress_bar: bool = False,
+) -> dict[str, Any]:
     """The results document: held-out recall of the adapter and both baselines on `dataset`."""
     from m3search.encoders import load_encoder
 
@@ -49,15 +56,17 @@ def evaluate_adapter(adapter: AdapterImageEncoder, dataset: str, *, train_images
     trained_on = adapter.config.training.get("train_images")
     skip = train_images if train_images is not None else trained_on
     if skip is None:
-        raise InvalidInputError("the adapter does not record how many images it was trained on; give "
-                                "--train-images")
+        raise InvalidInputError(
+            "the adapter does not record how many images it was trained on; give --train-images"
+        )
     if not 0 < skip < len(data):
         raise InvalidInputError(f"--train-images must leave held-out images: {skip} of {len(data)}")
     known = {f.name for f in fields(TrainConfig)}
     config = TrainConfig(**{k: v for k, v in adapter.config.training.items() if k in known})
     text_encoder = load_encoder(adapter.text_model, runtime=runtime, device=device, sparse="none")
-    vectors = encode_set(data, adapter.tower, text_encoder, FeatureCache(cache_dir),
-                         show_progress_bar=show_progress_bar)
+    vectors = encode_set(
+        data, adapter.tower, text_encoder, FeatureCache(cache_dir), show_progress_bar=show_progress_bar
+    )
     metrics = heldout_metrics(adapter.projection, data, vectors, skip, config)
     return {
         "schema": SCHEMA,
@@ -65,8 +74,14 @@ def evaluate_adapter(adapter: AdapterImageEncoder, dataset: str, *, train_images
         "m3search": __version__,
         "model": adapter.text_model,
         "adapter": adapter.describe(),
-        "task": {"name": name, "images": len(data), "captions": len(data.captions), "train_images": skip,
-                 "heldout_images": metrics["heldout_images"], "heldout_captions": metrics["heldout_captions"]},
+        "task": {
+            "name": name,
+            "images": len(data),
+            "captions": len(data.captions),
+            "train_images": skip,
+            "heldout_images": metrics["heldout_images"],
+            "heldout_captions": metrics["heldout_captions"],
+        },
         "projections": {p: metrics[p] for p in PROJECTIONS},
     }
 
@@ -76,14 +91,29 @@ def image_markdown(results: dict[str, Any]) -> str:
     task, adapter = results["task"], results["adapter"]
     ks = list(results["projections"]["trained"]["text_to_image"])
     header = ["projection"] + [f"{way} R@{k.split('@')[1]}" for way in ("t2i", "i2t") for k in ks]
-    rows = [[p] + [f"{100 * results['projections'][p][way][k]:.1f}" for way in ("text_to_image", "image_to_text")
-                   for k in ks] for p in PROJECTIONS]
-    return "\n".join([
-        f"# Image-caption retrieval: {adapter['name']} ({adapter.get('tower')} -> {results['model']})", "",
-        (f"m3search {results['m3search']}, {results['created']}. {task['name']}: trained on the first "
-         f"{task['train_images']} images; held out {task['heldout_images']} images and "
-         f"{task['heldout_captions']} captions. Recall@k in %."), "",
-        *markdown_table(header, rows), ""])
+    rows = [
+        [p]
+        + [
+            f"{100 * results['projections'][p][way][k]:.1f}"
+            for way in ("text_to_image", "image_to_text")
+            for k in ks
+        ]
+        for p in PROJECTIONS
+    ]
+    return "\n".join(
+        [
+            f"# Image-caption retrieval: {adapter['name']} ({adapter.get('tower')} -> {results['model']})",
+            "",
+            (
+                f"m3search {results['m3search']}, {results['created']}. {task['name']}: trained on the first "
+                f"{task['train_images']} images; held out {task['heldout_images']} images and "
+                f"{task['heldout_captions']} captions. Recall@k in %."
+            ),
+            "",
+            *markdown_table(header, rows),
+            "",
+        ]
+    )
 
 
 def write_image_report(results: dict[str, Any], out_dir: str | Path) -> list[Path]:

@@ -56,8 +56,9 @@ def ranking_from_scores(scores: Mapping[str, float]) -> list[str]:
     return [d for d, _ in sorted(scores.items(), key=lambda item: (item[1], item[0]), reverse=True)]
 
 
-def _grades(qrels: Mapping[str, Mapping[str, int]], run: Run, qids: list[str], depth: int
-            ) -> tuple[np.ndarray, np.ndarray]:
+def _grades(
+    qrels: Mapping[str, Mapping[str, int]], run: Run, qids: list[str], depth: int
+) -> tuple[np.ndarray, np.ndarray]:
     """(queries, depth) grades of the ranked documents (0 past a ranking's end), and the ideal grades."""
     ranked = np.zeros((len(qids), depth))
     ideal = np.zeros((len(qids), depth))
@@ -67,14 +68,15 @@ def _grades(qrels: Mapping[str, Mapping[str, int]], run: Run, qids: list[str], d
         if len(set(ranking)) != len(ranking):
             raise InvalidInputError(f"the ranking of query {qid} lists a document twice")
         top = [judged.get(d, 0) for d in ranking[:depth]]
-        ranked[i, :len(top)] = top
+        ranked[i, : len(top)] = top
         best = sorted((g for g in judged.values() if g > 0), reverse=True)[:depth]
-        ideal[i, :len(best)] = best
+        ideal[i, : len(best)] = best
     return ranked, ideal
 
 
-def per_query(qrels: Mapping[str, Mapping[str, int]], run: Run, measures: Iterable[str] = DEFAULT_MEASURES
-              ) -> dict[str, np.ndarray]:
+def per_query(
+    qrels: Mapping[str, Mapping[str, int]], run: Run, measures: Iterable[str] = DEFAULT_MEASURES
+) -> dict[str, np.ndarray]:
     """measure -> per-query values, in the order of `qrels`' query ids."""
     parsed = {m: parse_measure(m) for m in measures}
     qids = list(qrels)
@@ -106,8 +108,9 @@ def per_query(qrels: Mapping[str, Mapping[str, int]], run: Run, measures: Iterab
     return out
 
 
-def evaluate(qrels: Mapping[str, Mapping[str, int]], run: Run, measures: Iterable[str] = DEFAULT_MEASURES
-             ) -> dict[str, float]:
+def evaluate(
+    qrels: Mapping[str, Mapping[str, int]], run: Run, measures: Iterable[str] = DEFAULT_MEASURES
+) -> dict[str, float]:
     """measure -> mean over the qrels' queries."""
     if not qrels:
         raise InvalidInputError("no judged queries to evaluate")

@@ -38,17 +38,29 @@ def slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9.+-]+", "_", name).strip("_")
 
 
-def task_entry(task: Mapping[str, Any], index: Mapping[str, float], runs: Iterable[RunResult]
-               ) -> dict[str, Any]:
+def task_entry(
+    task: Mapping[str, Any], index: Mapping[str, float], runs: Iterable[RunResult]
+) -> dict[str, Any]:
     """One task's part of results.json."""
     return {"task": dict(task), "index": dict(index), "runs": [r.to_dict() for r in runs]}
 
 
-def build_results(*, model: str, settings: Mapping[str, Any], tasks: Sequence[Mapping[str, Any]],
-                  tuning: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def build_results(
+    *,
+    model: str,
+    settings: Mapping[str, Any],
+    tasks: Sequence[Mapping[str, Any]],
+    tuning: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """The whole results.json document."""
-    results = {"schema": SCHEMA, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-               "m3search": __version__, "model": model, "settings": dict(settings), "tasks": list(tasks)}
+    results = {
+        "schema": SCHEMA,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "m3search": __version__,
+        "model": model,
+        "settings": dict(settings),
+        "tasks": list(tasks),
+    }
     if tuning is not None:
         results["tuning"] = dict(tuning)
     return results
@@ -84,8 +96,10 @@ def hybrid_verdicts(task: Mapping[str, Any], measure: str) -> list[str]:
 
 def markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
     """A Markdown table's lines: the first column left-aligned, the others (numbers) right-aligned."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in
-                                                               range(len(header))) + "|"]
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|",
+    ]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return lines
 
@@ -94,37 +108,65 @@ def markdown(results: Mapping[str, Any]) -> str:
     """Markdown tables: one per task (every measure and latency), then a summary across tasks if several."""
     measures = results["settings"]["measures"]
     primary = measures[0]
-    out = [f"# Retrieval evaluation: {results['model']}", "",
-           f"m3search {results['m3search']}, {results['created']}.", ""]
+    out = [
+        f"# Retrieval evaluation: {results['model']}",
+        "",
+        f"m3search {results['m3search']}, {results['created']}.",
+        "",
+    ]
     for entry in results["tasks"]:
         task, index = entry["task"], entry["index"]
-        built = (f"searched the existing collection {index['reused']}" if index.get("reused") else
-                 f"indexed in {index['seconds']:.1f} s ({index['docs_per_s']:.1f} docs/s)")
-        out += [f"## {task['name']} ({task['split']})", "",
-                f"{task['queries']} queries, {task['documents']} documents; {built}.", ""]
+        built = (
+            f"searched the existing collection {index['reused']}"
+            if index.get("reused")
+            else f"indexed in {index['seconds']:.1f} s ({index['docs_per_s']:.1f} docs/s)"
+        )
+        out += [
+            f"## {task['name']} ({task['split']})",
+            "",
+            f"{task['queries']} queries, {task['documents']} documents; {built}.",
+            "",
+        ]
         header = ["run"] + [measure_label(m) for m in measures] + ["ms/query"]
-        rows = [[r["label"], *(f"{r['metrics'][m]:.4f}" for m in measures), f"{r['latency_ms']['mean']:.1f}"]
-                for r in entry["runs"]]
+        rows = [
+            [r["label"], *(f"{r['metrics'][m]:.4f}" for m in measures), f"{r['latency_ms']['mean']:.1f}"]
+            for r in entry["runs"]
+        ]
         out += markdown_table(header, rows) + [""]
-        out += [(f"![{measure_label(primary)} per run]({slug(task['name'])}_metrics.png) "
-                 f"![recall@k]({slug(task['name'])}_recall.png)"), ""]
+        out += [
+            (
+                f"![{measure_label(primary)} per run]({slug(task['name'])}_metrics.png) "
+                f"![recall@k]({slug(task['name'])}_recall.png)"
+            ),
+            "",
+        ]
         verdicts = hybrid_verdicts(entry, primary)
         out += verdicts + ([""] if verdicts else [])
     if len(results["tasks"]) > 1:
         labels = [r["label"] for r in results["tasks"][0]["runs"]]
         out += [f"## Summary: {measure_label(primary)}", ""]
-        rows = [[e["task"]["name"]] + [f"{r['metrics'][primary]:.4f}" for r in e["runs"]]
-                for e in results["tasks"]]
-        means = [sum(e["runs"][i]["metrics"][primary] for e in results["tasks"]) / len(results["tasks"])
-                 for i in range(len(labels))]
+        rows = [
+            [e["task"]["name"]] + [f"{r['metrics'][primary]:.4f}" for r in e["runs"]]
+            for e in results["tasks"]
+        ]
+        means = [
+            sum(e["runs"][i]["metrics"][primary] for e in results["tasks"]) / len(results["tasks"])
+            for i in range(len(labels))
+        ]
         out += markdown_table(["task"] + labels, rows + [["mean"] + [f"{m:.4f}" for m in means]]) + [""]
         out += [f"![{measure_label(primary)} per task](summary_{slug(primary)}.png)", ""]
     if "tuning" in results:
         t = results["tuning"]
-        out += ["## Tuned fusion weights", "",
-                (f"{t['method']} search on the {t['dev_split']!r} split: best (dense, sparse, colbert) = "
-                 f"{tuple(t['best'])} with dev {measure_label(t['metric'])} {t['best_score']:.4f} over "
-                 f"{len(t['trials'])} trials."), ""]
+        out += [
+            "## Tuned fusion weights",
+            "",
+            (
+                f"{t['method']} search on the {t['dev_split']!r} split: best (dense, sparse, colbert) = "
+                f"{tuple(t['best'])} with dev {measure_label(t['metric'])} {t['best_score']:.4f} over "
+                f"{len(t['trials'])} trials."
+            ),
+            "",
+        ]
     return "\n".join(out)
 
 
@@ -138,8 +180,9 @@ def plot_task(entry: Mapping[str, Any], measures: Sequence[str], out_dir: Path) 
     name = entry["task"]["name"]
     runs = entry["runs"]
     paths = []
-    fig, ax = plt.subplots(figsize=(max(8.0, 1.2 * len(measures) + 0.3 * len(runs) + 2.5), 4.2),
-                           layout="constrained")
+    fig, ax = plt.subplots(
+        figsize=(max(8.0, 1.2 * len(measures) + 0.3 * len(runs) + 2.5), 4.2), layout="constrained"
+    )
     width = 0.8 / len(runs)
     for i, run in enumerate(runs):
         xs = [j + (i - (len(runs) - 1) / 2) * width for j in range(len(measures))]
@@ -184,8 +227,9 @@ def plot_summary(results: Mapping[str, Any], measure: str, out_dir: Path) -> Pat
     for i, label in enumerate(labels):
         xs = [j + (i - (len(labels) - 1) / 2) * width for j in range(len(tasks))]
         ax.bar(xs, [t["runs"][i]["metrics"][measure] for t in tasks], width, label=label)
-    ax.set_xticks(range(len(tasks)), [t["task"]["name"] for t in tasks], rotation=45, ha="right",
-                  fontsize="small")
+    ax.set_xticks(
+        range(len(tasks)), [t["task"]["name"] for t in tasks], rotation=45, ha="right", fontsize="small"
+    )
     ax.set_ylabel(measure_label(measure))
     ax.set_ylim(0, 1.02)
     fig.legend(loc="outside right upper", fontsize="small")

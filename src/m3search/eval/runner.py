@@ -26,8 +26,13 @@ HYBRID_MODES = ("dense+sparse", "all")
 MODES = SINGLE_MODES + HYBRID_MODES
 FUSIONS = ("weighted", "rrf")
 #: The outputs each mode needs the collection to store.
-MODE_OUTPUTS = {"dense": ("dense",), "sparse": ("sparse",), "colbert": ("colbert",),
-                "dense+sparse": ("dense", "sparse"), "all": ("dense", "sparse", "colbert")}
+MODE_OUTPUTS = {
+    "dense": ("dense",),
+    "sparse": ("sparse",),
+    "colbert": ("colbert",),
+    "dense+sparse": ("dense", "sparse"),
+    "all": ("dense", "sparse", "colbert"),
+}
 
 Hit = tuple[str, float]
 """(document id, score)."""
@@ -36,8 +41,9 @@ Hit = tuple[str, float]
 class Searcher(Protocol):
     """What the runner needs from a collection: ranked (id, score) hits for one text query."""
 
-    def search(self, query: str, *, k: int, mode: str, fusion: str | None, weights: Weights | None
-               ) -> Sequence[Hit]:
+    def search(
+        self, query: str, *, k: int, mode: str, fusion: str | None, weights: Weights | None
+    ) -> Sequence[Hit]:
         """The best `k` documents for `query`, best first."""
 
 
@@ -62,15 +68,17 @@ class RunSpec:
         return self.mode in HYBRID_MODES
 
 
-def plan_runs(modes: Iterable[str] = MODES, fusions: Iterable[str] = FUSIONS,
-              weights: Sequence[float] = DEFAULT_WEIGHTS) -> list[RunSpec]:
+def plan_runs(
+    modes: Iterable[str] = MODES, fusions: Iterable[str] = FUSIONS, weights: Sequence[float] = DEFAULT_WEIGHTS
+) -> list[RunSpec]:
     """Single modes once each; hybrid modes once per fusion, with `weights` (dense, sparse, colbert)."""
     modes, fusions = list(dict.fromkeys(modes)), list(dict.fromkeys(fusions))
     for value, allowed, what in ((modes, MODES, "mode"), (fusions, FUSIONS, "fusion")):
         bad = [v for v in value if v not in allowed]
         if bad or not value:
-            raise InvalidInputError(f"unknown {what} {', '.join(bad) or '(none)'}: "
-                                    f"choose from {', '.join(allowed)}")
+            raise InvalidInputError(
+                f"unknown {what} {', '.join(bad) or '(none)'}: choose from {', '.join(allowed)}"
+            )
     w = check_weights(weights)
     runs = [RunSpec(m) for m in modes if m in SINGLE_MODES]
     runs += [RunSpec(m, f, w) for m in modes if m in HYBRID_MODES for f in fusions]
@@ -96,14 +104,23 @@ class RunResult:
     def latency_summary(self) -> dict[str, float]:
         """Mean, median and 95th percentile of the search latency in milliseconds."""
         ms = np.asarray(self.latencies_ms)
-        return {"mean": float(ms.mean()), "p50": float(np.percentile(ms, 50)),
-                "p95": float(np.percentile(ms, 95))}
+        return {
+            "mean": float(ms.mean()),
+            "p50": float(np.percentile(ms, 50)),
+            "p95": float(np.percentile(ms, 95)),
+        }
 
     def to_dict(self) -> dict[str, Any]:
         """results.json form (hits are left out; see `report.write_trec_runs`)."""
-        return {"label": self.spec.label, "mode": self.spec.mode, "fusion": self.spec.fusion,
-                "weights": list(self.spec.weights) if self.spec.weights else None, "metrics": self.metrics,
-                "recall_curve": self.recall_curve, "latency_ms": self.latency_summary()}
+        return {
+            "label": self.spec.label,
+            "mode": self.spec.mode,
+            "fusion": self.spec.fusion,
+            "weights": list(self.spec.weights) if self.spec.weights else None,
+            "metrics": self.metrics,
+            "recall_curve": self.recall_curve,
+            "latency_ms": self.latency_summary(),
+        }
 
 
 def depth_for(measures: Iterable[str]) -> int:
@@ -111,9 +128,15 @@ def depth_for(measures: Iterable[str]) -> int:
     return max(parse_measure(m)[1] for m in measures)
 
 
-def run_task(searcher: Searcher, task: RetrievalTask, runs: Sequence[RunSpec], *,
-             measures: Sequence[str] = DEFAULT_MEASURES, depth: int | None = None, progress: bool = True
-             ) -> list[RunResult]:
+def run_task(
+    searcher: Searcher,
+    task: RetrievalTask,
+    runs: Sequence[RunSpec],
+    *,
+    measures: Sequence[str] = DEFAULT_MEASURES,
+    depth: int | None = None,
+    progress: bool = True,
+) -> list[RunResult]:
     """Search every query with every run (interleaved, in rotating order), time and score them."""
     depth = depth or depth_for(measures)
     if not runs:
@@ -125,7 +148,7 @@ def run_task(searcher: Searcher, task: RetrievalTask, runs: Sequence[RunSpec], *
     latencies: dict[RunSpec, list[float]] = {spec: [] for spec in runs}
     queries = tqdm(task.queries.items(), desc=task.name, unit="query", disable=not progress)
     for i, (qid, text) in enumerate(queries):
-        for spec in runs[i % len(runs):] + runs[:i % len(runs)]:  # rotated: no mode always searches first
+        for spec in runs[i % len(runs) :] + runs[: i % len(runs)]:  # rotated: no mode always searches first
             start = time.perf_counter()
             found = searcher.search(text, k=depth, mode=spec.mode, fusion=spec.fusion, weights=spec.weights)
             latencies[spec].append((time.perf_counter() - start) * 1000.0)
@@ -134,13 +157,15 @@ def run_task(searcher: Searcher, task: RetrievalTask, runs: Sequence[RunSpec], *
     for spec in runs:
         ranking = {qid: [d for d, _ in h] for qid, h in hits[spec].items()}
         curve = recall_curve(task.qrels, ranking, depth).tolist()
-        results.append(RunResult(spec, evaluate(task.qrels, ranking, measures), curve, latencies[spec],
-                                 hits[spec]))
+        results.append(
+            RunResult(spec, evaluate(task.qrels, ranking, measures), curve, latencies[spec], hits[spec])
+        )
     return results
 
 
-def score_weights(searcher: Searcher, task: RetrievalTask, weights: Weights, *, mode: str, fusion: str,
-                  metric: str) -> float:
+def score_weights(
+    searcher: Searcher, task: RetrievalTask, weights: Weights, *, mode: str, fusion: str, metric: str
+) -> float:
     """One measure of `mode`/`fusion` under `weights` on `task`: the objective of weight tuning."""
     (result,) = run_task(searcher, task, [RunSpec(mode, fusion, weights)], measures=[metric], progress=False)
     return result.metrics[metric]

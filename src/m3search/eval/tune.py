@@ -39,9 +39,14 @@ class TuneResult:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form for tune.json."""
-        return {"method": self.method, "metric": self.metric, "dev_split": self.dev_split,
-                "best": list(self.best), "best_score": self.best_score,
-                "trials": [{"weights": list(w), "score": s} for w, s in self.trials]}
+        return {
+            "method": self.method,
+            "metric": self.metric,
+            "dev_split": self.dev_split,
+            "best": list(self.best),
+            "best_score": self.best_score,
+            "trials": [{"weights": list(w), "score": s} for w, s in self.trials],
+        }
 
 
 def _normalize(weights: Sequence[float]) -> Weights:
@@ -91,14 +96,20 @@ def _snap(weights: Sequence[float], n: int, free: Sequence[bool]) -> list[int]:
         masked = [float(f) for f in free]
     scaled = [w * n / sum(masked) for w in masked]
     parts = [int(x) for x in scaled]
-    for i in sorted(range(3), key=lambda i: parts[i] - scaled[i])[:n - sum(parts)]:
+    for i in sorted(range(3), key=lambda i: parts[i] - scaled[i])[: n - sum(parts)]:
         parts[i] += 1
     return parts
 
 
-def search_weights(objective: Callable[[Weights], float], *, method: Method = "coordinate", step: float = 0.1,
-                   start: Sequence[float] = DEFAULT_WEIGHTS, free: Sequence[bool] = (True, True, True),
-                   max_rounds: int = 100) -> tuple[Weights, float, list[tuple[Weights, float]]]:
+def search_weights(
+    objective: Callable[[Weights], float],
+    *,
+    method: Method = "coordinate",
+    step: float = 0.1,
+    start: Sequence[float] = DEFAULT_WEIGHTS,
+    free: Sequence[bool] = (True, True, True),
+    max_rounds: int = 100,
+) -> tuple[Weights, float, list[tuple[Weights, float]]]:
     """Maximize `objective` over weights on the simplex grid of `step`; ties keep the earlier point.
 
     grid: every point of `simplex_grid(step, free)`, after the start point. coordinate: from the grid point
@@ -141,15 +152,23 @@ def search_weights(objective: Callable[[Weights], float], *, method: Method = "c
 def check_splits(dev_split: str, test_split: str) -> None:
     """Refuse to tune on the split that will be reported."""
     if dev_split == test_split:
-        raise InvalidInputError(f"the dev split and the test split are both {dev_split!r}: tune on another "
-                                "split (SciFact: train)")
+        raise InvalidInputError(
+            f"the dev split and the test split are both {dev_split!r}: tune on another split (SciFact: train)"
+        )
 
 
-def tune_on_dev(load_split: Callable[[str], RetrievalTask],
-                evaluate: Callable[[RetrievalTask, Weights], float], *, dev_split: str, test_split: str,
-                metric: str, method: Method = "coordinate", step: float = 0.1,
-                start: Sequence[float] = DEFAULT_WEIGHTS, free: Sequence[bool] = (True, True, True)
-                ) -> tuple[TuneResult, RetrievalTask]:
+def tune_on_dev(
+    load_split: Callable[[str], RetrievalTask],
+    evaluate: Callable[[RetrievalTask, Weights], float],
+    *,
+    dev_split: str,
+    test_split: str,
+    metric: str,
+    method: Method = "coordinate",
+    step: float = 0.1,
+    start: Sequence[float] = DEFAULT_WEIGHTS,
+    free: Sequence[bool] = (True, True, True),
+) -> tuple[TuneResult, RetrievalTask]:
     """Tune weights on `dev_split`; only then load `test_split`. Returns the result and the test task.
 
     `evaluate(task, weights)` scores weights on a task (higher is better); during the search it is only ever
@@ -157,13 +176,16 @@ def tune_on_dev(load_split: Callable[[str], RetrievalTask],
     """
     check_splits(dev_split, test_split)
     dev = load_split(dev_split)
-    best, score, trials = search_weights(lambda w: evaluate(dev, w), method=method, step=step, start=start,
-                                         free=free)
+    best, score, trials = search_weights(
+        lambda w: evaluate(dev, w), method=method, step=step, start=start, free=free
+    )
     result = TuneResult(method, metric, dev_split, best, score, trials)
     test = load_split(test_split)
     shared = set(dev.queries) & set(test.queries)
     if shared:
-        raise InvalidInputError(f"{len(shared)} queries of the {test_split!r} split are also in "
-                                f"{dev_split!r} (e.g. {min(shared)}): tuning on them would leak into "
-                                "the test score")
+        raise InvalidInputError(
+            f"{len(shared)} queries of the {test_split!r} split are also in "
+            f"{dev_split!r} (e.g. {min(shared)}): tuning on them would leak into "
+            "the test score"
+        )
     return result, test

@@ -57,7 +57,7 @@ def build_ann(vectors: np.ndarray, kind: DenseKind, params: HNSWParams) -> faiss
     index.hnsw.efConstruction = params.ef_construction
     block = 65_536  # add in blocks so a memory-mapped source is not copied whole
     for start in range(0, len(vectors), block):
-        index.add(_contiguous(vectors[start:start + block]))
+        index.add(_contiguous(vectors[start : start + block]))
     return index
 
 
@@ -68,8 +68,9 @@ def _contiguous(x: np.ndarray) -> np.ndarray:
 class DenseIndex:
     """Inner-product search over the rows of `vectors`, through `ann` when there is one."""
 
-    def __init__(self, vectors: np.ndarray, ann: faiss.Index | None = None,
-                 params: HNSWParams = HNSWParams()) -> None:
+    def __init__(
+        self, vectors: np.ndarray, ann: faiss.Index | None = None, params: HNSWParams = HNSWParams()
+    ) -> None:
         self.vectors = vectors
         self.ann = ann
         self.params = params
@@ -81,8 +82,9 @@ class DenseIndex:
     def dim(self) -> int:
         return self.vectors.shape[1]
 
-    def search(self, query: np.ndarray, k: int, allowed: np.ndarray | None = None,
-               ef_search: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self, query: np.ndarray, k: int, allowed: np.ndarray | None = None, ef_search: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """The `k` allowed rows with the highest inner product with `query`: (rows, scores), best first.
 
         Over SQ8 codes the graph's candidates are re-ranked with the exact float32 vectors.
@@ -92,8 +94,10 @@ class DenseIndex:
         if k <= 0 or n_allowed == 0:
             return np.empty(0, np.int64), np.empty(0, np.float32)
         filtered = allowed is not None and n_allowed < n
-        exact = self.ann is None or (filtered and (n_allowed <= self.params.exact_max_rows
-                                                   or n_allowed <= self.params.exact_max_fraction * n))
+        exact = self.ann is None or (
+            filtered
+            and (n_allowed <= self.params.exact_max_rows or n_allowed <= self.params.exact_max_fraction * n)
+        )
         if exact:
             if allowed is None or n_allowed == n:
                 return top_k(self._dot(self.vectors, query), k)
@@ -141,7 +145,7 @@ class DenseIndex:
         return paths
 
     @classmethod
-    def load(cls, directory: Path, params: HNSWParams = HNSWParams()) -> "DenseIndex":
+    def load(cls, directory: Path, params: HNSWParams = HNSWParams()) -> DenseIndex:
         """Open a saved index: vectors memory-mapped, graph read into RAM."""
         vectors = np.load(directory / VECTORS_FILE, mmap_mode="r")
         ann_path = directory / ANN_FILE

@@ -43,12 +43,15 @@ def encode_tokens(matrix: np.ndarray, dtype: ColbertDtype) -> tuple[np.ndarray, 
 class MultiVectorWriter:
     """Writes rows of token vectors into a new store, streaming (the whole matrix never sits in RAM)."""
 
-    def __init__(self, directory: Path, dim: int, dtype: ColbertDtype, total_tokens: int, n_rows: int) -> None:
+    def __init__(
+        self, directory: Path, dim: int, dtype: ColbertDtype, total_tokens: int, n_rows: int
+    ) -> None:
         if dtype not in COLBERT_DTYPES:
             raise ValueError(f"unknown ColBERT dtype {dtype!r}; choose one of {', '.join(COLBERT_DTYPES)}")
         self.directory, self.dtype = directory, dtype
-        self.tokens = np.lib.format.open_memmap(directory / TOKENS_FILE, mode="w+", dtype=np.dtype(dtype),
-                                                shape=(total_tokens, dim))
+        self.tokens = np.lib.format.open_memmap(
+            directory / TOKENS_FILE, mode="w+", dtype=np.dtype(dtype), shape=(total_tokens, dim)
+        )
         self.scales = np.zeros(total_tokens, np.float32) if dtype == "int8" else None
         self.offsets = np.zeros(n_rows + 1, np.int64)
         self._row = 0
@@ -98,15 +101,19 @@ class MultiVectorStore:
         return "int8" if self.scales is not None else "float16"
 
     @classmethod
-    def from_rows(cls, rows: Sequence[np.ndarray | None], dtype: ColbertDtype = "float16",
-                  dim: int | None = None) -> MultiVectorStore:
+    def from_rows(
+        cls, rows: Sequence[np.ndarray | None], dtype: ColbertDtype = "float16", dim: int | None = None
+    ) -> MultiVectorStore:
         """An in-memory store (for rows not yet written to a segment); None rows have no token vectors."""
         dim = dim if dim is not None else next((r.shape[1] for r in rows if r is not None and len(r)), 0)
         encoded = [encode_tokens(r if r is not None else np.empty((0, dim), np.float32), dtype) for r in rows]
         lengths = [len(c) for c, _ in encoded]
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        tokens = (np.concatenate([c.reshape(-1, dim) for c, _ in encoded]) if encoded
-                  else np.empty((0, dim), np.dtype(dtype)))
+        tokens = (
+            np.concatenate([c.reshape(-1, dim) for c, _ in encoded])
+            if encoded
+            else np.empty((0, dim), np.dtype(dtype))
+        )
         scales = np.concatenate([s for _, s in encoded]) if dtype == "int8" and encoded else None
         return cls(tokens, offsets, scales)
 
@@ -114,8 +121,11 @@ class MultiVectorStore:
     def load(cls, directory: Path) -> MultiVectorStore:
         """Open a saved store, memory-mapped."""
         scales_path = directory / SCALES_FILE
-        return cls(np.load(directory / TOKENS_FILE, mmap_mode="r"), np.load(directory / OFFSETS_FILE),
-                   np.load(scales_path) if scales_path.exists() else None)
+        return cls(
+            np.load(directory / TOKENS_FILE, mmap_mode="r"),
+            np.load(directory / OFFSETS_FILE),
+            np.load(scales_path) if scales_path.exists() else None,
+        )
 
     def encoded(self, row: int) -> tuple[np.ndarray, np.ndarray | None]:
         """One row in storage form: (codes, scales or None)."""
@@ -175,7 +185,7 @@ class MultiVectorStore:
         out = np.empty((int(lengths.sum()), self.tokens.shape[1]), np.float32 if int8 else np.int32)
         at = 0
         for s, e in zip(starts, ends):
-            np.copyto(out[at:at + e - s], self.tokens[s:e] if int8 else self.tokens[s:e].view(np.int16))
+            np.copyto(out[at : at + e - s], self.tokens[s:e] if int8 else self.tokens[s:e].view(np.int16))
             at += e - s
         return (out if int8 else _float16_bits_to_float32(out)), lengths
 
@@ -197,5 +207,5 @@ def _float16_bits_to_float32(bits: np.ndarray) -> np.ndarray:
     np.left_shift(bits, 13, out=bits)
     np.bitwise_and(bits, np.int32(0x8FFFE000 - (1 << 32)), out=bits)  # the sign bit and the 15 shifted bits
     values = bits.view(np.float32)
-    np.multiply(values, np.float32(2.0 ** 112), out=values)
+    np.multiply(values, np.float32(2.0**112), out=values)
     return values

@@ -33,9 +33,15 @@ from m3search.index.topk import top_k
 #: One sparse vector: (token ids int64, weights float32), ids unique.
 SparseRow = tuple[np.ndarray, np.ndarray]
 
-FILES = {"terms": "sparse_terms.npy", "term_runs": "sparse_term_runs.npy", "run_block": "sparse_run_block.npy",
-         "run_start": "sparse_run_start.npy", "rows": "sparse_rows.npy", "weights": "sparse_weights.npy",
-         "term_max": "sparse_term_max.npy"}
+FILES = {
+    "terms": "sparse_terms.npy",
+    "term_runs": "sparse_term_runs.npy",
+    "run_block": "sparse_run_block.npy",
+    "run_start": "sparse_run_start.npy",
+    "rows": "sparse_rows.npy",
+    "weights": "sparse_weights.npy",
+    "term_max": "sparse_term_max.npy",
+}
 
 #: Rows per block: a posting stores its row's offset within the block as uint16.
 BLOCK_BITS = 16
@@ -51,8 +57,17 @@ class SparseIndex:
     `run_start[r]:run_start[r+1]` of block `run_block[r]`, i.e. rows `run_block[r] << 16 | rows[...]`
     (ascending) with `weights[...]`; `term_max[j]` is the largest weight in list j."""
 
-    def __init__(self, n_rows: int, terms: np.ndarray, term_runs: np.ndarray, run_block: np.ndarray,
-                 run_start: np.ndarray, rows: np.ndarray, weights: np.ndarray, term_max: np.ndarray) -> None:
+    def __init__(
+        self,
+        n_rows: int,
+        terms: np.ndarray,
+        term_runs: np.ndarray,
+        run_block: np.ndarray,
+        run_start: np.ndarray,
+        rows: np.ndarray,
+        weights: np.ndarray,
+        term_max: np.ndarray,
+    ) -> None:
         self.n_rows = n_rows
         self.terms, self.term_runs, self.run_block, self.run_start = terms, term_runs, run_block, run_start
         self.rows, self.weights, self.term_max = rows, weights, term_max
@@ -61,7 +76,7 @@ class SparseIndex:
         return self.n_rows
 
     @classmethod
-    def from_coo(cls, n_rows: int, rows: np.ndarray, terms: np.ndarray, weights: np.ndarray) -> "SparseIndex":
+    def from_coo(cls, n_rows: int, rows: np.ndarray, terms: np.ndarray, weights: np.ndarray) -> SparseIndex:
         """Build from (row, token id, weight) triples; (row, token) pairs must be unique."""
         rows = np.asarray(rows, np.int64)
         terms = np.asarray(terms, np.int64)
@@ -74,11 +89,19 @@ class SparseIndex:
         term_first = np.flatnonzero(new_term)
         term_runs = np.append(np.cumsum(new_run)[term_first] - 1, int(new_run.sum())).astype(np.int64)
         term_max = np.maximum.reduceat(weights, term_first) if len(term_first) else np.empty(0, np.float32)
-        return cls(n_rows, terms[term_first], term_runs, blocks[run_start[:-1]].astype(np.int32), run_start,
-                   (rows & ((1 << BLOCK_BITS) - 1)).astype(np.uint16), weights, term_max.astype(np.float32))
+        return cls(
+            n_rows,
+            terms[term_first],
+            term_runs,
+            blocks[run_start[:-1]].astype(np.int32),
+            run_start,
+            (rows & ((1 << BLOCK_BITS) - 1)).astype(np.uint16),
+            weights,
+            term_max.astype(np.float32),
+        )
 
     @classmethod
-    def from_rows(cls, vectors: Sequence[SparseRow]) -> "SparseIndex":
+    def from_rows(cls, vectors: Sequence[SparseRow]) -> SparseIndex:
         """Build from one (ids, weights) pair per row."""
         lengths = np.fromiter((len(ids) for ids, _ in vectors), np.int64, len(vectors))
         rows = np.repeat(np.arange(len(vectors), dtype=np.int64), lengths)
@@ -91,9 +114,11 @@ class SparseIndex:
 
     def _decode(self, first_run: int, end_run: int) -> np.ndarray:
         """The rows of runs `first_run:end_run` (contiguous postings) as int64."""
-        starts = self.run_start[first_run:end_run + 1]
-        base = np.repeat(np.asarray(self.run_block[first_run:end_run], np.int64) << BLOCK_BITS, np.diff(starts))
-        return base + self.rows[starts[0]:starts[-1]]
+        starts = self.run_start[first_run : end_run + 1]
+        base = np.repeat(
+            np.asarray(self.run_block[first_run:end_run], np.int64) << BLOCK_BITS, np.diff(starts)
+        )
+        return base + self.rows[starts[0] : starts[-1]]
 
     def to_coo(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """All (row, token id, weight) triples, for merging segments."""
@@ -110,8 +135,10 @@ class SparseIndex:
         qweights = np.asarray(qweights, np.float32)
         pos = np.minimum(np.searchsorted(self.terms, ids), len(self.terms) - 1)
         found = self.terms[pos] == ids
-        lists = [(int(self.term_runs[p]), int(self.term_runs[p + 1]), float(w), float(w * self.term_max[p]))
-                 for p, w in zip(pos[found], qweights[found])]
+        lists = [
+            (int(self.term_runs[p]), int(self.term_runs[p + 1]), float(w), float(w * self.term_max[p]))
+            for p, w in zip(pos[found], qweights[found])
+        ]
         return sorted(lists, key=self._length)
 
     def _length(self, plist: _List) -> int:
@@ -145,8 +172,9 @@ class SparseIndex:
         out[order] = scores
         return out
 
-    def search(self, query: SparseRow, k: int, allowed: np.ndarray | None = None
-               ) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self, query: SparseRow, k: int, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Exact top-k rows sharing a token with `query` among `allowed`: (rows, scores), best first."""
         lists = self._lists(query)
         scores = np.zeros(self.n_rows, np.float32)
@@ -168,8 +196,15 @@ class SparseIndex:
             remaining -= upper
         return top_k(scores, k, matched if allowed is None else matched & allowed)
 
-    def _finish(self, rest: list[_List], contenders: np.ndarray, scores: np.ndarray, remaining: float,
-                threshold: float, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def _finish(
+        self,
+        rest: list[_List],
+        contenders: np.ndarray,
+        scores: np.ndarray,
+        remaining: float,
+        threshold: float,
+        k: int,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Complete the scores of the documents that can still make the top k by probing the remaining lists."""
         alive = contenders[scores[contenders] + remaining >= threshold]
         partial = scores[alive]
@@ -187,7 +222,7 @@ class SparseIndex:
         return paths
 
     @classmethod
-    def load(cls, directory: Path, n_rows: int) -> "SparseIndex":
+    def load(cls, directory: Path, n_rows: int) -> SparseIndex:
         """Open saved arrays, memory-mapped."""
         arrays = {name: np.load(directory / file, mmap_mode="r") for name, file in FILES.items()}
         return cls(n_rows, **arrays)

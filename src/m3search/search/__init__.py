@@ -4,4 +4,4 @@ from m3search.search.fusion import FUSIONS, RRF_K, rrf_fusion, weighted_fusion
 from m3search.search.planner import MODES, QueryVectors
 from m3search.search.results import Hit
 
-__all__ = ["FUSIONS", "Hit", "MODES", "QueryVectors", "RRF_K", "rrf_fusion", "weighted_fusion"]
+__all__ = ["FUSIONS", "MODES", "RRF_K", "Hit", "QueryVectors", "rrf_fusion", "weighted_fusion"]

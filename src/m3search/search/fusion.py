@@ -35,8 +35,9 @@ Scaling = Literal["none", "minmax"]
 def resolve_normalize(normalize: str, sparse_source: str | None) -> Scaling:
     """The normalization weighted fusion applies: `auto` is min-max for BM25 sparse weights, else none."""
     if normalize not in NORMALIZATIONS:
-        raise InvalidInputError(f"unknown score normalization {normalize!r}; choose one of "
-                                f"{', '.join(NORMALIZATIONS)}")
+        raise InvalidInputError(
+            f"unknown score normalization {normalize!r}; choose one of {', '.join(NORMALIZATIONS)}"
+        )
     if normalize == "auto":
         return "minmax" if sparse_source == "bm25" else "none"
     return normalize  # type: ignore[return-value]
@@ -51,8 +52,9 @@ def minmax(scores: np.ndarray) -> np.ndarray:
     return (scores - low) / span if span > 0 else np.zeros_like(scores)
 
 
-def mode_weights(weights: Sequence[float] | Mapping[str, float] | None, fusion: Fusion,
-                 kinds: Sequence[OutputKind]) -> dict[OutputKind, float]:
+def mode_weights(
+    weights: Sequence[float] | Mapping[str, float] | None, fusion: Fusion, kinds: Sequence[OutputKind]
+) -> dict[OutputKind, float]:
     """Per-kind weights for the kinds a mode scores, from (dense, sparse, colbert) or a {kind: weight} map."""
     if fusion not in FUSIONS:
         raise InvalidInputError(f"unknown fusion {fusion!r}; choose one of {', '.join(FUSIONS)}")
@@ -61,7 +63,9 @@ def mode_weights(weights: Sequence[float] | Mapping[str, float] | None, fusion: 
     if isinstance(weights, Mapping):
         unknown = set(weights) - set(OUTPUT_KINDS)
         if unknown:
-            raise InvalidInputError(f"weights name unknown modes {sorted(unknown)}; use dense, sparse, colbert")
+            raise InvalidInputError(
+                f"weights name unknown modes {sorted(unknown)}; use dense, sparse, colbert"
+            )
         weights = [weights.get(k, 0.0) for k in OUTPUT_KINDS]
     full = dict(zip(OUTPUT_KINDS, check_weights(list(weights))))
     used = {k: full[k] for k in kinds}
@@ -70,8 +74,9 @@ def mode_weights(weights: Sequence[float] | Mapping[str, float] | None, fusion: 
     return used
 
 
-def weighted_fusion(scores: Mapping[OutputKind, np.ndarray], weights: Mapping[OutputKind, float],
-                    normalize: Scaling = "none") -> np.ndarray:
+def weighted_fusion(
+    scores: Mapping[OutputKind, np.ndarray], weights: Mapping[OutputKind, float], normalize: Scaling = "none"
+) -> np.ndarray:
     """Σ w·score / Σ w over the weighted kinds (the reference's combined scores), each kind's scores first
     rescaled by `minmax` over the candidates when `normalize` says so."""
     if normalize not in ("none", "minmax"):
@@ -81,8 +86,9 @@ def weighted_fusion(scores: Mapping[OutputKind, np.ndarray], weights: Mapping[Ou
     return sum(weights[k] * scale(scores[k]) for k in weights) / total
 
 
-def rrf_fusion(ranks: Mapping[OutputKind, np.ndarray], weights: Mapping[OutputKind, float],
-               k: int = RRF_K) -> np.ndarray:
+def rrf_fusion(
+    ranks: Mapping[OutputKind, np.ndarray], weights: Mapping[OutputKind, float], k: int = RRF_K
+) -> np.ndarray:
     """Σ w / (k + rank) over the kinds; `ranks` are 1-based, 0 where a candidate is absent from that list."""
     out = None
     for kind, w in weights.items():

@@ -33,13 +33,19 @@ MODES: tuple[Mode, ...] = ("dense", "sparse", "colbert", "dense+sparse", "all")
 
 #: The kinds whose scores a mode reports and fuses.
 MODE_KINDS: dict[str, tuple[OutputKind, ...]] = {
-    "dense": ("dense",), "sparse": ("sparse",), "colbert": ("colbert",),
-    "dense+sparse": ("dense", "sparse"), "all": ("dense", "sparse", "colbert"),
+    "dense": ("dense",),
+    "sparse": ("sparse",),
+    "colbert": ("colbert",),
+    "dense+sparse": ("dense", "sparse"),
+    "all": ("dense", "sparse", "colbert"),
 }
 #: The first stages that retrieve a mode's candidates.
 MODE_STAGES: dict[str, tuple[OutputKind, ...]] = {
-    "dense": ("dense",), "sparse": ("sparse",), "colbert": ("dense",),
-    "dense+sparse": ("dense", "sparse"), "all": ("dense", "sparse"),
+    "dense": ("dense",),
+    "sparse": ("sparse",),
+    "colbert": ("dense",),
+    "dense+sparse": ("dense", "sparse"),
+    "all": ("dense", "sparse"),
 }
 
 
@@ -92,24 +98,43 @@ def one_thread(user_api: Literal["blas", "openmp"] = "blas") -> Any:
     CPU kernels use — limited for the calling thread only). A query's pieces are small: splitting them costs
     more than it saves, and on a busy machine each hand-off to a second thread can wait a whole scheduler slice
     (a 0.4 ms product took ~80 ms; encoding one e5-small query took ~1 s instead of ~50 ms on 2 busy cores)."""
-    global _threadpools
-    if _threadpools is None or _threadpools[0] != len(sys.modules):  # rescan after imports (torch loads later)
+    global _threadpools  # noqa: PLW0603 - one process-wide cache
+    if _threadpools is None or _threadpools[0] != len(
+        sys.modules
+    ):  # rescan after imports (torch loads later)
         _threadpools = (len(sys.modules), ThreadpoolController())
     return _threadpools[1].limit(limits=1, user_api=user_api)
 
 
-def execute(levels: Sequence[SearchLevel], query: QueryVectors, mode: Mode, k: int, *, candidates: int,
-            weights: Mapping[OutputKind, float], fusion: Fusion, ef_search: int | None = None,
-            normalize: Scaling = "none") -> list[Scored]:
+def execute(
+    levels: Sequence[SearchLevel],
+    query: QueryVectors,
+    mode: Mode,
+    k: int,
+    *,
+    candidates: int,
+    weights: Mapping[OutputKind, float],
+    fusion: Fusion,
+    ef_search: int | None = None,
+    normalize: Scaling = "none",
+) -> list[Scored]:
     """Run `mode` over `levels`; returns at most `k` results, best first. `normalize`: how weighted fusion
     rescales each kind's scores over the candidates (`m3search.search.fusion`)."""
     with one_thread():
         return _execute(levels, query, mode, k, candidates, weights, fusion, ef_search, normalize)
 
 
-def _execute(levels: Sequence[SearchLevel], query: QueryVectors, mode: Mode, k: int, candidates: int,
-             weights: Mapping[OutputKind, float], fusion: Fusion, ef_search: int | None,
-             normalize: Scaling) -> list[Scored]:
+def _execute(
+    levels: Sequence[SearchLevel],
+    query: QueryVectors,
+    mode: Mode,
+    k: int,
+    candidates: int,
+    weights: Mapping[OutputKind, float],
+    fusion: Fusion,
+    ef_search: int | None,
+    normalize: Scaling,
+) -> list[Scored]:
     kinds, stages = MODE_KINDS[mode], MODE_STAGES[mode]
     depth = k if mode in ("dense", "sparse") else max(k, candidates)
     levels = [lv if lv.allowed is None or lv.allowed.any() else None for lv in levels]
@@ -135,18 +160,29 @@ def _execute(levels: Sequence[SearchLevel], query: QueryVectors, mode: Mode, k: 
     if len(kinds) > 1 and "dense" in kinds:
         only = _dense_only(levels, level_ids, rows)
         if only.any():
-            alone = (weighted_fusion({"dense": scores["dense"]}, {"dense": 1.0}, normalize) if fusion == "weighted"
-                     else rrf_fusion({"dense": _ranks("dense", lists, keys, scores)},
-                                     {"dense": sum(weights.values())}))
+            alone = (
+                weighted_fusion({"dense": scores["dense"]}, {"dense": 1.0}, normalize)
+                if fusion == "weighted"
+                else rrf_fusion(
+                    {"dense": _ranks("dense", lists, keys, scores)}, {"dense": sum(weights.values())}
+                )
+            )
             fused = np.where(only, alone, fused)
     picked, _ = top_k(fused, k)
     seqs = [int(levels[li].seqs[r]) for li, r in zip(level_ids[picked], rows[picked])]
-    return [Scored(seq, float(fused[i]), {kind: float(scores[kind][i]) for kind in kinds})
-            for seq, i in zip(seqs, picked)]
+    return [
+        Scored(seq, float(fused[i]), {kind: float(scores[kind][i]) for kind in kinds})
+        for seq, i in zip(seqs, picked)
+    ]
 
 
-def _first_stage(levels: Sequence[SearchLevel | None], query: QueryVectors, stage: OutputKind, depth: int,
-                 ef_search: int | None) -> tuple[np.ndarray, np.ndarray]:
+def _first_stage(
+    levels: Sequence[SearchLevel | None],
+    query: QueryVectors,
+    stage: OutputKind,
+    depth: int,
+    ef_search: int | None,
+) -> tuple[np.ndarray, np.ndarray]:
     """The best `depth` (level, row) pairs over all levels by `stage`, best first, with exact scores."""
     found_levels, found_rows, found_scores = [], [], []
     for li, level in enumerate(levels):
@@ -169,8 +205,13 @@ def _first_stage(levels: Sequence[SearchLevel | None], query: QueryVectors, stag
     return np.concatenate(found_levels)[best], np.concatenate(found_rows)[best]
 
 
-def _score(levels: Sequence[SearchLevel | None], query: QueryVectors, kind: OutputKind, level_ids: np.ndarray,
-           rows: np.ndarray) -> np.ndarray:
+def _score(
+    levels: Sequence[SearchLevel | None],
+    query: QueryVectors,
+    kind: OutputKind,
+    level_ids: np.ndarray,
+    rows: np.ndarray,
+) -> np.ndarray:
     """Exact `kind` scores of the candidates, level by level."""
     out = np.zeros(len(rows), np.float32)
     for li in np.unique(level_ids):
@@ -196,8 +237,12 @@ def _dense_only(levels: Sequence[SearchLevel | None], level_ids: np.ndarray, row
     return out
 
 
-def _ranks(kind: OutputKind, lists: Mapping[OutputKind, tuple[np.ndarray, np.ndarray]], keys: np.ndarray,
-           scores: Mapping[OutputKind, np.ndarray]) -> np.ndarray:
+def _ranks(
+    kind: OutputKind,
+    lists: Mapping[OutputKind, tuple[np.ndarray, np.ndarray]],
+    keys: np.ndarray,
+    scores: Mapping[OutputKind, np.ndarray],
+) -> np.ndarray:
     """1-based rank of each candidate in `kind`'s first-stage list (0 when absent); re-rankers rank them all."""
     if kind in lists:
         stage_keys = lists[kind][0].astype(np.int64) << 40 | lists[kind][1]

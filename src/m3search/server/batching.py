@@ -10,6 +10,7 @@ oversubscribed, and under load each call carries many requests.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
@@ -103,10 +104,8 @@ class MicroBatcher:
         """Stop the worker; requests queued or running fail with `ServerBusyError`."""
         if self._worker is not None:
             self._worker.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
-            except asyncio.CancelledError:
-                pass
         while self._queue is not None and not self._queue.empty():
             self._pending.append(self._queue.get_nowait())
         for job in [*self._running, *self._pending]:

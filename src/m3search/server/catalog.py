@@ -38,8 +38,14 @@ def check_name(name: str) -> str:
 class Catalog:
     """Open collections by name under `root`; thread-safe (handlers run in a thread pool)."""
 
-    def __init__(self, root: Path, encoder: TextEncoder | None = None, model: str | None = None, *,
-                 image_encoder: str | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        encoder: TextEncoder | None = None,
+        model: str | None = None,
+        *,
+        image_encoder: str | None = None,
+    ) -> None:
         self.root = Path(root)
         self.encoder = encoder
         self.model = model
@@ -51,8 +57,10 @@ class Catalog:
     def image_encoder(self) -> ImageEncoder:
         """The server's image encoder, loaded on first use; an error when the server has none."""
         if self.image_source is None:
-            raise InvalidInputError("this server has no image encoder: start it with --image-encoder "
-                                    "(an adapter directory or a Visualized-BGE checkpoint)")
+            raise InvalidInputError(
+                "this server has no image encoder: start it with --image-encoder "
+                "(an adapter directory or a Visualized-BGE checkpoint)"
+            )
         with self._lock:
             if self._images is None:
                 from m3search.store.images import resolve_image_encoder

@@ -28,7 +28,7 @@ def _sparse_tokenizer(encoder: TextEncoder) -> tuple[object, bool]:
     part = encoder.parts.get("sparse", encoder) if isinstance(encoder, CompositeEncoder) else encoder
     if isinstance(part, BM25Encoder):
         return part.tokenizer, part.lowercase
-    return getattr(part, "tokenizer"), False
+    return part.tokenizer, False
 
 
 def matched_tokens(

@@ -71,7 +71,7 @@ class ServerProcess:
                 self.proc.wait()
         self._log.close()
 
-    def __enter__(self) -> "ServerProcess":
+    def __enter__(self) -> ServerProcess:
         self.wait_ready()
         return self
 

@@ -199,7 +199,9 @@ class CreateCollectionRequest(_Request):
     )
     dense_index: Literal["hnsw", "hnsw-sq8", "flat"] = "hnsw"
     max_length: int | None = Field(None, ge=3, description="Tokens kept per document (default: the model's).")
-    images: bool = Field(False, description="Hold images too, with the server's image encoder (--image-encoder).")
+    images: bool = Field(
+        False, description="Hold images too, with the server's image encoder (--image-encoder)."
+    )
 
 
 class CollectionInfo(BaseModel):

@@ -40,8 +40,10 @@ class EmbeddingCache:
         self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
-        self._conn.execute("CREATE TABLE IF NOT EXISTS entries (key BLOB PRIMARY KEY, dense BLOB, sparse BLOB, "
-                           "colbert BLOB, colbert_dim INTEGER)")
+        self._conn.execute(
+            "CREATE TABLE IF NOT EXISTS entries (key BLOB PRIMARY KEY, dense BLOB, sparse BLOB, "
+            "colbert BLOB, colbert_dim INTEGER)"
+        )
         self._mutex = threading.Lock()
 
     @staticmethod
@@ -59,15 +61,18 @@ class EmbeddingCache:
         try:
             with self._mutex:
                 for start in range(0, len(unique), CHUNK):
-                    chunk = unique[start:start + CHUNK]
+                    chunk = unique[start : start + CHUNK]
                     marks = ",".join("?" * len(chunk))
                     for key, dense, sparse, colbert, dim in self._conn.execute(
-                            f"SELECT key, dense, sparse, colbert, colbert_dim FROM entries WHERE key IN ({marks})",
-                            chunk):
+                        f"SELECT key, dense, sparse, colbert, colbert_dim FROM entries WHERE key IN ({marks})",
+                        chunk,
+                    ):
                         vectors = {
                             "dense": None if dense is None else np.frombuffer(dense, np.float32),
                             "sparse": None if sparse is None else unpack_sparse(sparse),
-                            "colbert": None if colbert is None else np.frombuffer(colbert, np.float16).reshape(-1, dim),
+                            "colbert": None
+                            if colbert is None
+                            else np.frombuffer(colbert, np.float16).reshape(-1, dim),
                         }
                         for i in by_key[key]:
                             out[i] = vectors
@@ -81,11 +86,15 @@ class EmbeddingCache:
         rows = []
         for text, v in entries.items():
             colbert = v.get("colbert")
-            rows.append((self._key(prefix, text),
-                         None if v.get("dense") is None else np.asarray(v["dense"], np.float32).tobytes(),
-                         None if v.get("sparse") is None else pack_sparse(v["sparse"]),
-                         None if colbert is None else np.asarray(colbert, np.float16).tobytes(),
-                         None if colbert is None else int(np.shape(colbert)[1])))
+            rows.append(
+                (
+                    self._key(prefix, text),
+                    None if v.get("dense") is None else np.asarray(v["dense"], np.float32).tobytes(),
+                    None if v.get("sparse") is None else pack_sparse(v["sparse"]),
+                    None if colbert is None else np.asarray(colbert, np.float16).tobytes(),
+                    None if colbert is None else int(np.shape(colbert)[1]),
+                )
+            )
         try:
             with self._mutex:
                 self._conn.execute("BEGIN")

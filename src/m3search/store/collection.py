@@ -114,16 +114,25 @@ def _model_source(encoder: TextEncoder) -> str:
 
 
 def _as_sparse_row(vector: Mapping[int, float]) -> SparseRow:
-    return (np.fromiter(vector.keys(), np.int64, len(vector)),
-            np.fromiter(vector.values(), np.float32, len(vector)))
+    return (
+        np.fromiter(vector.keys(), np.int64, len(vector)),
+        np.fromiter(vector.values(), np.float32, len(vector)),
+    )
 
 
 class Collection:
     """A persistent hybrid index of documents; create with `Collection.create`, open with `Collection.open`."""
 
-    def __init__(self, path: Path, *, encoder: TextEncoder | None = None, runtime: str = "auto",
-                 readonly: bool = False, cache: bool | str | Path = True,
-                 image_encoder: ImageEncoder | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        encoder: TextEncoder | None = None,
+        runtime: str = "auto",
+        readonly: bool = False,
+        cache: bool | str | Path = True,
+        image_encoder: ImageEncoder | None = None,
+    ) -> None:
         """Open the collection at `path` (use `Collection.open`)."""
         self.path = Path(path)
         if not (self.path / CONFIG_FILE).is_file():
@@ -141,10 +150,15 @@ class Collection:
         self._bm25_stats = BM25Stats() if self.config.sparse_source == "bm25" else None
         colbert_fetch = None
         if "colbert" in self.config.outputs:
+
             def colbert_fetch(seqs: list[int]) -> dict[int, np.ndarray]:
                 return self._db.pending_colbert(seqs, self.config.colbert_dim or 0)
-        self._pending = PendingLevel(self.config.dim if "dense" in self.config.outputs else None, colbert_fetch,
-                                     sparse="sparse" in self.config.outputs)
+
+        self._pending = PendingLevel(
+            self.config.dim if "dense" in self.config.outputs else None,
+            colbert_fetch,
+            sparse="sparse" in self.config.outputs,
+        )
         self._count = 0
         self._version = -1
         #: filter -> (its predicate, segment name -> row mask)
@@ -180,7 +194,7 @@ class Collection:
         merge_factor: int = 10,
         cache: bool | str | Path = True,
         image_encoder: str | Path | ImageEncoder | None = None,
-    ) -> "Collection":
+    ) -> Collection:
         """Create a new, empty collection at `path` and open it for writing.
 
         `model` (hub id, alias or directory) or a ready `encoder` encodes texts; with neither, documents and
@@ -201,14 +215,21 @@ class Collection:
             outputs = list(outputs)
             unknown = [k for k in outputs if k not in OUTPUT_KINDS]
             if unknown or not outputs:
-                raise InvalidInputError(f"outputs must be a non-empty subset of {OUTPUT_KINDS}, got {outputs}")
+                raise InvalidInputError(
+                    f"outputs must be a non-empty subset of {OUTPUT_KINDS}, got {outputs}"
+                )
         if encoder is None and model is not None:
             from m3search.encoders import load_encoder
 
             wants_sparse = outputs is None or "sparse" in outputs
             encoder = load_encoder(model, runtime=runtime, sparse="auto" if wants_sparse else "none")
-        settings: dict[str, Any] = dict(dense_index=dense_index, colbert_dtype=colbert_dtype, max_length=max_length,
-                                        flush_docs=flush_docs, merge_factor=merge_factor)
+        settings: dict[str, Any] = dict(
+            dense_index=dense_index,
+            colbert_dtype=colbert_dtype,
+            max_length=max_length,
+            flush_docs=flush_docs,
+            merge_factor=merge_factor,
+        )
         if hnsw:
             settings["hnsw"] = dict(hnsw)
         if encoder is not None:
@@ -216,15 +237,24 @@ class Collection:
             encoder.check_outputs(outputs)
             bm25 = _bm25_part(encoder)
             config = CollectionConfig(
-                outputs=outputs, dim=encoder.dim if "dense" in outputs else None,
+                outputs=outputs,
+                dim=encoder.dim if "dense" in outputs else None,
                 colbert_dim=encoder.colbert_dim if "colbert" in outputs else None,
                 model=str(model) if model is not None else _model_source(encoder),
                 sparse_source=None if "sparse" not in outputs else "bm25" if bm25 else "model",
-                encoder=encoder.describe(), **settings)
+                encoder=encoder.describe(),
+                **settings,
+            )
         else:
-            outputs = outputs or [k for k, on in (("dense", dim), ("sparse", True), ("colbert", colbert_dim)) if on]
-            config = CollectionConfig(outputs=outputs, dim=dim if "dense" in outputs else None,
-                                      colbert_dim=colbert_dim if "colbert" in outputs else None, **settings)
+            outputs = outputs or [
+                k for k, on in (("dense", dim), ("sparse", True), ("colbert", colbert_dim)) if on
+            ]
+            config = CollectionConfig(
+                outputs=outputs,
+                dim=dim if "dense" in outputs else None,
+                colbert_dim=colbert_dim if "colbert" in outputs else None,
+                **settings,
+            )
         images = None
         if image_encoder is not None:
             images = resolve_image_encoder(image_encoder, config.model)
@@ -244,17 +274,30 @@ class Collection:
         return cls(path, encoder=encoder, runtime=runtime, cache=cache, image_encoder=images)
 
     @classmethod
-    def open(cls, path: str | Path, *, encoder: TextEncoder | None = None, runtime: str = "auto",
-             readonly: bool = False, cache: bool | str | Path = True,
-             image_encoder: ImageEncoder | None = None) -> "Collection":
+    def open(
+        cls,
+        path: str | Path,
+        *,
+        encoder: TextEncoder | None = None,
+        runtime: str = "auto",
+        readonly: bool = False,
+        cache: bool | str | Path = True,
+        image_encoder: ImageEncoder | None = None,
+    ) -> Collection:
         """Open an existing collection. The writer lock is taken at the first write (not with `readonly`).
 
         The recorded model (and image encoder) is loaded on first need (a text or an image to encode), on
         `runtime`; pass `encoder` / `image_encoder` to reuse loaded ones. Raises `CollectionNotFoundError` when
         `path` holds no collection.
         """
-        return cls(Path(path), encoder=encoder, runtime=runtime, readonly=readonly, cache=cache,
-                   image_encoder=image_encoder)
+        return cls(
+            Path(path),
+            encoder=encoder,
+            runtime=runtime,
+            readonly=readonly,
+            cache=cache,
+            image_encoder=image_encoder,
+        )
 
     def close(self) -> None:
         """Release the writer lock and the database."""
@@ -264,10 +307,10 @@ class Collection:
             if self._cache is not None:
                 self._cache.close()
 
-    def __enter__(self) -> "Collection":
+    def __enter__(self) -> Collection:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def __repr__(self) -> str:
@@ -282,31 +325,43 @@ class Collection:
             if self.config.model is None:
                 raise InvalidInputError(
                     f"collection {self.path} has no model: give documents and queries as vectors, or open it with "
-                    "encoder=")
+                    "encoder="
+                )
             from m3search.encoders import load_encoder
 
             source = self.config.sparse_source
             sparse = "bm25" if source == "bm25" else "model" if source == "model" else "none"
-            self._attach_encoder(load_encoder(self.config.model, runtime=self._runtime, sparse=sparse,
-                                              bm25_stats=self._bm25_stats))
+            self._attach_encoder(
+                load_encoder(
+                    self.config.model, runtime=self._runtime, sparse=sparse, bm25_stats=self._bm25_stats
+                )
+            )
         return self._encoder  # type: ignore[return-value]
 
     def _attach_encoder(self, encoder: TextEncoder) -> None:
         cfg = self.config
         encoder.check_outputs(cfg.outputs)
         if "dense" in cfg.outputs and encoder.dim != cfg.dim:
-            raise InvalidInputError(f"encoder {encoder.name!r} makes {encoder.dim}-d vectors; collection {self.path} "
-                                    f"holds {cfg.dim}-d ones")
+            raise InvalidInputError(
+                f"encoder {encoder.name!r} makes {encoder.dim}-d vectors; collection {self.path} "
+                f"holds {cfg.dim}-d ones"
+            )
         if "colbert" in cfg.outputs and encoder.colbert_dim != cfg.colbert_dim:
-            raise InvalidInputError(f"encoder {encoder.name!r} makes {encoder.colbert_dim}-d token vectors; "
-                                    f"collection {self.path} holds {cfg.colbert_dim}-d ones")
+            raise InvalidInputError(
+                f"encoder {encoder.name!r} makes {encoder.colbert_dim}-d token vectors; "
+                f"collection {self.path} holds {cfg.colbert_dim}-d ones"
+            )
         bm25 = _bm25_part(encoder)
         if cfg.sparse_source == "bm25":
             if bm25 is None:
-                raise InvalidInputError(f"collection {self.path} uses BM25 sparse weights; the encoder has none")
+                raise InvalidInputError(
+                    f"collection {self.path} uses BM25 sparse weights; the encoder has none"
+                )
             bm25.stats = self._bm25_stats  # queries always see the collection's current statistics
         elif cfg.sparse_source == "model" and bm25 is not None:
-            raise InvalidInputError(f"collection {self.path} uses the model's sparse head; the encoder gives BM25")
+            raise InvalidInputError(
+                f"collection {self.path} uses the model's sparse head; the encoder gives BM25"
+            )
         self._encoder = encoder
 
     @property
@@ -323,8 +378,9 @@ class Collection:
 
     def _attach_image_encoder(self, encoder: ImageEncoder) -> None:
         if not self.has_images:
-            raise InvalidInputError(f"collection {self.path} was created without an image encoder; it holds no "
-                                    "images")
+            raise InvalidInputError(
+                f"collection {self.path} was created without an image encoder; it holds no images"
+            )
         check_image_encoder(encoder, self.config, self.path)
         self._image_encoder = encoder
 
@@ -341,8 +397,10 @@ class Collection:
                 count = self._db.count_docs()
                 stats = self._db.load_bm25() if self._bm25_stats is not None else None
             try:
-                segments = {n: self._segments.get(n) or Segment.load(self._segments_dir / n, self.config)
-                            for n in names}
+                segments = {
+                    n: self._segments.get(n) or Segment.load(self._segments_dir / n, self.config)
+                    for n in names
+                }
             except FileNotFoundError:  # merged away by the writer since we read the list: read it again
                 log.debug("segment vanished while loading (attempt %d); reloading", attempt)
                 continue
@@ -376,8 +434,13 @@ class Collection:
                 log.info("removed %d unlisted segment directories: %s", len(removed), removed)
             self._reload()
 
-    def _forget(self, seqs: list[int], sealed: Iterable[int], removed_counts: list[dict[int, int]],
-                added_counts: list[dict[int, int]]) -> None:
+    def _forget(
+        self,
+        seqs: list[int],
+        sealed: Iterable[int],
+        removed_counts: list[dict[int, int]],
+        added_counts: list[dict[int, int]],
+    ) -> None:
         """Apply a committed write to the in-memory state: drop pending rows, tombstone sealed ones, count
         documents and BM25 statistics (new documents are added to the incremental level by the caller)."""
         self._count -= len(seqs)
@@ -397,8 +460,13 @@ class Collection:
 
     # ---- writing ---------------------------------------------------------------------------------------
 
-    def upsert(self, documents: Iterable[Document | Mapping[str, Any]], *, batch_size: int = 32,
-               show_progress: bool = False) -> int:
+    def upsert(
+        self,
+        documents: Iterable[Document | Mapping[str, Any]],
+        *,
+        batch_size: int = 32,
+        show_progress: bool = False,
+    ) -> int:
         """Insert or replace documents by id; returns how many were written, once they are durable.
 
         Each document needs an `id` and a `text` (encoded here, through the embedding cache), an `image` (a
@@ -432,21 +500,33 @@ class Collection:
                 seqs = self._db.allocate_seqs(len(docs))
                 metadata = [json.dumps(d.metadata, ensure_ascii=False) for d in docs]
                 if images is not None:
-                    self._db.insert_thumbnails((int(s), images.thumbnails[d.id])
-                                               for d, s in zip(docs, seqs) if d.id in images.thumbnails)
+                    self._db.insert_thumbnails(
+                        (int(s), images.thumbnails[d.id])
+                        for d, s in zip(docs, seqs)
+                        if d.id in images.thumbnails
+                    )
                 self._db.insert_docs(
                     (d.id, int(s), d.kind, d.text, m, pack_counts(c) if c is not None else None)
-                    for d, s, m, c in zip(docs, seqs, metadata, counts))
+                    for d, s, m, c in zip(docs, seqs, metadata, counts)
+                )
                 self._db.insert_pending(
-                    (int(s), None if d.dense is None else np.asarray(d.dense, np.float32).tobytes(),
-                     None if d.sparse is None else pack_sparse(d.sparse),
-                     None if d.colbert is None else np.asarray(d.colbert, np.float16).tobytes())
-                    for d, s in zip(docs, seqs))
+                    (
+                        int(s),
+                        None if d.dense is None else np.asarray(d.dense, np.float32).tobytes(),
+                        None if d.sparse is None else pack_sparse(d.sparse),
+                        None if d.colbert is None else np.asarray(d.colbert, np.float16).tobytes(),
+                    )
+                    for d, s in zip(docs, seqs)
+                )
                 if stats is not None:
-                    self._db.update_bm25(stats.n_docs, stats.total_len, self._df_delta(old_counts, new_counts))
+                    self._db.update_bm25(
+                        stats.n_docs, stats.total_len, self._df_delta(old_counts, new_counts)
+                    )
             self._forget(old_seqs, sealed, old_counts, new_counts)
-            self._pending.add((int(s), d.dense, d.sparse, d.colbert is not None, indexed_metadata(m, d.kind))
-                              for d, s, m in zip(docs, seqs, metadata))
+            self._pending.add(
+                (int(s), d.dense, d.sparse, d.colbert is not None, indexed_metadata(m, d.kind))
+                for d, s, m in zip(docs, seqs, metadata)
+            )
             self._count += len(docs)
             if len(self._pending) >= cfg.flush_docs:
                 self.flush()
@@ -485,15 +565,23 @@ class Collection:
         for doc in docs:
             if doc.kind == "image":  # an image alone: its dense vector is all it has
                 if doc.dense is None and "dense" in cfg.outputs:
-                    raise InvalidInputError(f"document {doc.id!r} is of kind image but has no image or dense vector")
+                    raise InvalidInputError(
+                        f"document {doc.id!r} is of kind image but has no image or dense vector"
+                    )
                 continue
-            missing = [k for k in model_kinds if getattr(doc, k) is None and not (k == "colbert" and doc.text is None)]
+            missing = [
+                k
+                for k in model_kinds
+                if getattr(doc, k) is None and not (k == "colbert" and doc.text is None)
+            ]
             if cfg.sparse_source == "bm25" and doc.sparse is None and doc.text is None:
                 missing.append("sparse")
             if not missing:
                 continue
             if doc.text is None:
-                raise InvalidInputError(f"document {doc.id!r} has no text and lacks {', '.join(missing)} vectors")
+                raise InvalidInputError(
+                    f"document {doc.id!r} has no text and lacks {', '.join(missing)} vectors"
+                )
             todo.append(doc)
         if not todo:
             return
@@ -503,12 +591,19 @@ class Collection:
                 if getattr(doc, kind) is None:
                     setattr(doc, kind, vectors[kind])
 
-    def _encode_texts(self, texts: list[str], kinds: list[OutputKind], batch_size: int,
-                      show_progress: bool) -> list[dict[str, Any]]:
+    def _encode_texts(
+        self, texts: list[str], kinds: list[OutputKind], batch_size: int, show_progress: bool
+    ) -> list[dict[str, Any]]:
         """Model outputs for `texts`, from the cache where present, encoding (and caching) the rest."""
         encoder = self.encoder
-        key_base = json.dumps({"model": self.config.encoder.get("name", self.config.model), "kinds": kinds,
-                               "max_length": self.config.max_length}, sort_keys=True)
+        key_base = json.dumps(
+            {
+                "model": self.config.encoder.get("name", self.config.model),
+                "kinds": kinds,
+                "max_length": self.config.max_length,
+            },
+            sort_keys=True,
+        )
         if self._cache is None and self._cache_setting:
             setting = self._cache_setting
             self._cache = EmbeddingCache(default_cache_path() if setting is True else Path(setting))
@@ -516,9 +611,13 @@ class Collection:
         missing = [i for i in range(len(texts)) if i not in found]
         if missing:
             flags = {f"return_{k}": k in kinds for k in OUTPUT_KINDS}
-            result = encoder.encode_documents([texts[i] for i in missing], batch_size=batch_size,
-                                              max_length=self.config.max_length, show_progress_bar=show_progress,
-                                              **flags)
+            result = encoder.encode_documents(
+                [texts[i] for i in missing],
+                batch_size=batch_size,
+                max_length=self.config.max_length,
+                show_progress_bar=show_progress,
+                **flags,
+            )
             fresh = {}
             for j, i in enumerate(missing):
                 fresh[i] = {
@@ -547,9 +646,12 @@ class Collection:
         """Document count and total length after a write (what the new documents' weights use)."""
         if self._bm25_stats is None:
             return None
-        return BM25Stats(self._bm25_stats.n_docs - len(removed) + len(added),
-                         self._bm25_stats.total_len - sum(sum(c.values()) for c in removed)
-                         + sum(sum(c.values()) for c in added))
+        return BM25Stats(
+            self._bm25_stats.n_docs - len(removed) + len(added),
+            self._bm25_stats.total_len
+            - sum(sum(c.values()) for c in removed)
+            + sum(sum(c.values()) for c in added),
+        )
 
     @staticmethod
     def _df_delta(removed: list[dict[int, int]], added: list[dict[int, int]]) -> dict[int, int]:
@@ -577,8 +679,16 @@ class Collection:
                 return
             level = self._pending.level(None)
             dense = None if level.dense is None else np.asarray(level.dense.vectors)
-            self._seal(SegmentData(seqs, dense, self._sealed_sparse(seqs, level.sparse),
-                                   *self._pending_colbert(seqs), self._pending.metadata_index()), from_pending=True)
+            self._seal(
+                SegmentData(
+                    seqs,
+                    dense,
+                    self._sealed_sparse(seqs, level.sparse),
+                    *self._pending_colbert(seqs),
+                    self._pending.metadata_index(),
+                ),
+                from_pending=True,
+            )
             self._maybe_merge()
 
     def compact(self) -> None:
@@ -594,16 +704,17 @@ class Collection:
         dim, dtype = self.config.colbert_dim or 0, self.config.colbert_dtype
         lengths = np.zeros(len(seqs), np.int64)
         for start in range(0, len(seqs), COLBERT_READ_BATCH):
-            chunk = seqs[start:start + COLBERT_READ_BATCH]
+            chunk = seqs[start : start + COLBERT_READ_BATCH]
             found = self._db.pending_colbert(chunk.tolist(), dim)
-            lengths[start:start + len(chunk)] = [len(found[s]) if s in found else 0 for s in chunk.tolist()]
+            lengths[start : start + len(chunk)] = [len(found[s]) if s in found else 0 for s in chunk.tolist()]
 
         def rows() -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
             for start in range(0, len(seqs), COLBERT_READ_BATCH):
-                chunk = seqs[start:start + COLBERT_READ_BATCH].tolist()
+                chunk = seqs[start : start + COLBERT_READ_BATCH].tolist()
                 found = self._db.pending_colbert(chunk, dim)
                 for s in chunk:
                     yield encode_tokens(found.get(s, np.empty((0, dim), np.float16)), dtype)  # type: ignore[arg-type]
+
         return lengths, rows()
 
     def _sealed_sparse(self, seqs: np.ndarray, sparse: SparseIndex | None) -> SparseIndex | None:
@@ -631,8 +742,12 @@ class Collection:
         """
         number = int(self._db.get_meta("next_segment", 0))
         name = f"seg-{number:08d}"
-        log.info("writing segment %s (%d rows) to replace %s", name, len(data.seqs),
-                 ", ".join(replaced) or "the incremental level")
+        log.info(
+            "writing segment %s (%d rows) to replace %s",
+            name,
+            len(data.seqs),
+            ", ".join(replaced) or "the incremental level",
+        )
         if len(data.seqs):
             write_segment(self._segments_dir, name, data, self.config)
         replaced_seqs = [self._segments[n].seqs for n in replaced]
@@ -674,7 +789,9 @@ class Collection:
                 alive = new_row[rows] >= 0
                 parts.append((inverse[new_row[rows[alive]]], terms[alive], weights[alive]))
                 offset += len(k)
-            sparse = self._sealed_sparse(seqs, SparseIndex.from_coo(len(seqs), *map(np.concatenate, zip(*parts))))
+            sparse = self._sealed_sparse(
+                seqs, SparseIndex.from_coo(len(seqs), *map(np.concatenate, zip(*parts)))
+            )
         lengths, colbert_rows = None, None
         if "colbert" in self.config.outputs:
             source = [(s, r) for s, k in zip(segs, keep) for r in k.tolist()]
@@ -712,9 +829,18 @@ class Collection:
         with self._mutex:
             wanted = normalize_ids(ids)
             rows = self._db.docs_by_id(wanted)
-            return [Document(r.id, r.text, json.loads(r.metadata), kind=r.kind,
-                             thumbnail=str(r.seq) if r.has_thumbnail else None) if (r := rows.get(i)) else None
-                    for i in wanted]
+            return [
+                Document(
+                    r.id,
+                    r.text,
+                    json.loads(r.metadata),
+                    kind=r.kind,
+                    thumbnail=str(r.seq) if r.has_thumbnail else None,
+                )
+                if (r := rows.get(i))
+                else None
+                for i in wanted
+            ]
 
     def thumbnail(self, reference: str | int) -> bytes | None:
         """JPEG bytes of the thumbnail a document or hit refers to (its `thumbnail`); None when gone."""
@@ -763,15 +889,19 @@ class Collection:
             raise InvalidInputError("give a query text, query vectors or an image")
         if image is not None and query is None:
             if mode not in (None, "dense"):
-                raise InvalidInputError(f"an image query has only a dense vector; mode {mode!r} needs more "
-                                        "(add a text to the image, or use mode dense)")
+                raise InvalidInputError(
+                    f"an image query has only a dense vector; mode {mode!r} needs more "
+                    "(add a text to the image, or use mode dense)"
+                )
             mode = "dense"
         mode = mode or self.default_mode
         needed = mode_outputs(mode)
         missing = [kind for kind in needed if kind not in self.config.outputs]
         if missing:
-            raise InvalidInputError(f"mode {mode!r} needs {', '.join(missing)} vectors; collection {self.path} "
-                                    f"stores {', '.join(self.config.outputs)}")
+            raise InvalidInputError(
+                f"mode {mode!r} needs {', '.join(missing)} vectors; collection {self.path} "
+                f"stores {', '.join(self.config.outputs)}"
+            )
         scored = MODE_KINDS[mode]
         kind_weights = mode_weights(weights, fusion, scored) if len(scored) > 1 else {scored[0]: 1.0}
         scaling = resolve_normalize(normalize, self.config.sparse_source)
@@ -788,13 +918,21 @@ class Collection:
             vectors.dense = image_query_vector(self.image_encoder, picture, query, vectors.dense)
         with self._mutex:
             self._refresh()
-            for attempt in range(STALE_RETRIES):
+            for _attempt in range(STALE_RETRIES):
                 allowed, masks = self._allowed(spec) if spec else (None, {})
                 levels = self._levels(allowed, masks, self._allowed(DENSE_ONLY) if dense_only else None)
                 try:
-                    found = execute(levels, vectors, mode, k, candidates=candidates,
-                                    weights=kind_weights, fusion=fusion, ef_search=ef_search,
-                                    normalize=scaling)
+                    found = execute(
+                        levels,
+                        vectors,
+                        mode,
+                        k,
+                        candidates=candidates,
+                        weights=kind_weights,
+                        fusion=fusion,
+                        ef_search=ef_search,
+                        normalize=scaling,
+                    )
                 except StaleReadError:
                     found = None
                 rows = self._db.docs_by_seq([f.seq for f in found]) if found is not None else {}
@@ -803,9 +941,19 @@ class Collection:
                 self._reload()  # another process changed what this version points to: search the new one
             else:
                 raise CollectionError(f"collection {self.path} keeps changing under this reader; try again")
-        return [Hit(r.id, f.score, f.scores, r.text, json.loads(r.metadata), r.kind,
-                    str(r.seq) if r.has_thumbnail else None)
-                for f in found if (r := rows.get(f.seq)) is not None]
+        return [
+            Hit(
+                r.id,
+                f.score,
+                f.scores,
+                r.text,
+                json.loads(r.metadata),
+                r.kind,
+                str(r.seq) if r.has_thumbnail else None,
+            )
+            for f in found
+            if (r := rows.get(f.seq)) is not None
+        ]
 
     @property
     def default_mode(self) -> Mode:
@@ -826,14 +974,20 @@ class Collection:
                 self._filter_cache.popitem(last=False)
         self._filter_cache.move_to_end(key)
         predicate, cached = entry
-        masks = {name: cached[name] if name in cached else predicate(seg.metadata)
-                 for name, seg in self._segments.items()}
+        masks = {
+            name: cached[name] if name in cached else predicate(seg.metadata)
+            for name, seg in self._segments.items()
+        }
         cached.clear()
         cached.update(masks)  # merged-away segments are dropped
         return predicate(self._pending.metadata_index()), masks
 
-    def _levels(self, pending_allowed: np.ndarray | None, masks: Mapping[str, np.ndarray],
-                dense_only: tuple[np.ndarray, dict[str, np.ndarray]] | None = None) -> list[SearchLevel]:
+    def _levels(
+        self,
+        pending_allowed: np.ndarray | None,
+        masks: Mapping[str, np.ndarray],
+        dense_only: tuple[np.ndarray, dict[str, np.ndarray]] | None = None,
+    ) -> list[SearchLevel]:
         """What a search runs over; `pending_allowed` is None without a filter; `dense_only`: the masks of the
         rows that have only a dense vector (pending, per segment), when the search should know them."""
         levels = []
@@ -842,9 +996,16 @@ class Collection:
             dead = self._dead.get(name)
             if dead is not None:
                 mask = ~dead if mask is None else mask & ~dead
-            levels.append(SearchLevel(seg.seqs, mask, seg.dense, seg.sparse,
-                                      seg.colbert.maxsim if seg.colbert is not None else None,
-                                      dense_only[1][name] if dense_only is not None else None))
+            levels.append(
+                SearchLevel(
+                    seg.seqs,
+                    mask,
+                    seg.dense,
+                    seg.sparse,
+                    seg.colbert.maxsim if seg.colbert is not None else None,
+                    dense_only[1][name] if dense_only is not None else None,
+                )
+            )
         pending = self._pending.level(pending_allowed)
         if dense_only is not None:
             pending.dense_only = dense_only[0]
@@ -860,9 +1021,11 @@ class Collection:
         flags = {f"return_{k}": k in needed for k in OUTPUT_KINDS}
         with one_thread("openmp"):  # torch's CPU kernels
             result = self.encoder.encode_queries([text], **flags)
-        return QueryVectors(None if result.dense is None else result.dense[0],
-                            None if result.sparse is None else _as_sparse_row(result.sparse[0]),
-                            None if result.colbert is None else result.colbert[0])
+        return QueryVectors(
+            None if result.dense is None else result.dense[0],
+            None if result.sparse is None else _as_sparse_row(result.sparse[0]),
+            None if result.colbert is None else result.colbert[0],
+        )
 
     def _query_vectors(self, query: Any, needed: Sequence[OutputKind]) -> QueryVectors:
         cfg = self.config
@@ -892,16 +1055,29 @@ class Collection:
             segments = []
             for name, seg in self._segments.items():
                 directory = self._segments_dir / name
-                segments.append({
-                    "name": name, "rows": len(seg), "deleted": int(self._dead[name].sum()) if name in self._dead else 0,
-                    "hnsw": seg.dense is not None and seg.dense.ann is not None,
-                    "bytes": {f.name: f.stat().st_size for f in sorted(directory.iterdir())},
-                })
+                segments.append(
+                    {
+                        "name": name,
+                        "rows": len(seg),
+                        "deleted": int(self._dead[name].sum()) if name in self._dead else 0,
+                        "hnsw": seg.dense is not None and seg.dense.ann is not None,
+                        "bytes": {f.name: f.stat().st_size for f in sorted(directory.iterdir())},
+                    }
+                )
             disk = sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
-            return {"path": str(self.path), "count": self._count, "model": self.config.model,
-                    "image_encoder": self.config.image_encoder, "outputs": self.config.outputs, "dense_index": self.config.dense_index,
-                    "colbert_dtype": self.config.colbert_dtype, "pending": len(self._pending),
-                    "tombstones": len(self._tombstones), "segments": segments, "disk_bytes": disk}
+            return {
+                "path": str(self.path),
+                "count": self._count,
+                "model": self.config.model,
+                "image_encoder": self.config.image_encoder,
+                "outputs": self.config.outputs,
+                "dense_index": self.config.dense_index,
+                "colbert_dtype": self.config.colbert_dtype,
+                "pending": len(self._pending),
+                "tombstones": len(self._tombstones),
+                "segments": segments,
+                "disk_bytes": disk,
+            }
 
 
 __all__ = ["Collection"]

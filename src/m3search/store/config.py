@@ -47,20 +47,27 @@ class CollectionConfig:
     def __post_init__(self) -> None:
         unknown = [k for k in self.outputs if k not in OUTPUT_KINDS]
         if unknown or not self.outputs:
-            raise InvalidInputError(f"outputs must be a non-empty subset of {OUTPUT_KINDS}, got {self.outputs}")
+            raise InvalidInputError(
+                f"outputs must be a non-empty subset of {OUTPUT_KINDS}, got {self.outputs}"
+            )
         self.outputs = [k for k in OUTPUT_KINDS if k in self.outputs]
         if "dense" in self.outputs and not (isinstance(self.dim, int) and self.dim > 0):
             raise InvalidInputError("a collection with dense output needs a positive dense dimension `dim`")
         if "colbert" in self.outputs and not (isinstance(self.colbert_dim, int) and self.colbert_dim > 0):
             raise InvalidInputError("a collection with colbert output needs a positive `colbert_dim`")
         if self.dense_index not in DENSE_KINDS:
-            raise InvalidInputError(f"dense_index must be one of {', '.join(DENSE_KINDS)}, got {self.dense_index!r}")
+            raise InvalidInputError(
+                f"dense_index must be one of {', '.join(DENSE_KINDS)}, got {self.dense_index!r}"
+            )
         if self.colbert_dtype not in COLBERT_DTYPES:
             raise InvalidInputError(
-                f"colbert_dtype must be one of {', '.join(COLBERT_DTYPES)}, got {self.colbert_dtype!r}")
+                f"colbert_dtype must be one of {', '.join(COLBERT_DTYPES)}, got {self.colbert_dtype!r}"
+            )
         known = {f.name for f in fields(HNSWParams)}
         if set(self.hnsw) - known:
-            raise InvalidInputError(f"unknown HNSW settings {sorted(set(self.hnsw) - known)}; known: {sorted(known)}")
+            raise InvalidInputError(
+                f"unknown HNSW settings {sorted(set(self.hnsw) - known)}; known: {sorted(known)}"
+            )
         self.hnsw = asdict(HNSWParams(**self.hnsw))
         if self.flush_docs < 1 or self.merge_factor < 2:
             raise InvalidInputError("flush_docs must be >= 1 and merge_factor >= 2")
@@ -74,15 +81,17 @@ class CollectionConfig:
         atomic_write_text(directory / CONFIG_FILE, json.dumps(asdict(self), indent=2, sort_keys=True))
 
     @classmethod
-    def load(cls, directory: Path) -> "CollectionConfig":
+    def load(cls, directory: Path) -> CollectionConfig:
         """Read `config.json`, refusing formats this version does not know."""
         try:
             data = json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise CollectionError(f"cannot read {directory / CONFIG_FILE}: {exc}") from None
         if data.get("format") != FORMAT_VERSION:
-            raise CollectionError(f"{directory} has collection format {data.get('format')}; this m3search reads "
-                                  f"format {FORMAT_VERSION}")
+            raise CollectionError(
+                f"{directory} has collection format {data.get('format')}; this m3search reads "
+                f"format {FORMAT_VERSION}"
+            )
         return cls(**data)
 
 

@@ -42,11 +42,13 @@ CREATE TABLE IF NOT EXISTS thumbnails (seq INTEGER PRIMARY KEY, jpeg BLOB NOT NU
 #: so text-only collections index exactly their own metadata). Starts with "@" so no filter operator clashes.
 KIND_FIELD = "@kind"
 #: The metadata a level's filter index is built from: the stored metadata plus the kind of non-text documents.
-_INDEXED_METADATA = (f"CASE WHEN d.kind = 'text' THEN d.metadata "
-                     f"ELSE json_set(d.metadata, '$.\"{KIND_FIELD}\"', d.kind) END")
+_INDEXED_METADATA = (
+    f"CASE WHEN d.kind = 'text' THEN d.metadata ELSE json_set(d.metadata, '$.\"{KIND_FIELD}\"', d.kind) END"
+)
 #: The columns of a `DocRow`.
-_DOC_COLUMNS = ("d.id, d.seq, d.kind, d.text, d.metadata, "
-                "EXISTS (SELECT 1 FROM thumbnails t WHERE t.seq = d.seq)")
+_DOC_COLUMNS = (
+    "d.id, d.seq, d.kind, d.text, d.metadata, EXISTS (SELECT 1 FROM thumbnails t WHERE t.seq = d.seq)"
+)
 
 #: Bind at most this many values per SQL statement (SQLite's limit is 32766).
 CHUNK = 10_000
@@ -88,12 +90,16 @@ def unpack_sparse(blob: bytes) -> SparseRow:
 
 def pack_counts(counts: dict[int, int]) -> bytes:
     """BM25 term counts: token ids (int32) then counts (int32)."""
-    return np.asarray(list(counts), np.int32).tobytes() + np.asarray(list(counts.values()), np.int32).tobytes()
+    return (
+        np.asarray(list(counts), np.int32).tobytes() + np.asarray(list(counts.values()), np.int32).tobytes()
+    )
 
 
 def unpack_counts(blob: bytes) -> dict[int, int]:
     half = len(blob) // 2
-    return dict(zip(np.frombuffer(blob[:half], np.int32).tolist(), np.frombuffer(blob[half:], np.int32).tolist()))
+    return dict(
+        zip(np.frombuffer(blob[:half], np.int32).tolist(), np.frombuffer(blob[half:], np.int32).tolist())
+    )
 
 
 def indexed_metadata(metadata: str, kind: str) -> str:
@@ -105,7 +111,7 @@ def indexed_metadata(metadata: str, kind: str) -> str:
 
 def _chunks(values: Sequence[Any]) -> Iterator[Sequence[Any]]:
     for start in range(0, len(values), CHUNK):
-        yield values[start:start + CHUNK]
+        yield values[start : start + CHUNK]
 
 
 class Database:
@@ -180,8 +186,7 @@ class Database:
         out: dict[str, DocRow] = {}
         for chunk in _chunks(ids):
             marks = ",".join("?" * len(chunk))
-            for row in self.conn.execute(
-                    f"SELECT {_DOC_COLUMNS} FROM docs d WHERE d.id IN ({marks})", chunk):
+            for row in self.conn.execute(f"SELECT {_DOC_COLUMNS} FROM docs d WHERE d.id IN ({marks})", chunk):
                 out[row[0]] = DocRow(*row[:5], bool(row[5]))
         return out
 
@@ -190,7 +195,8 @@ class Database:
         for chunk in _chunks([int(s) for s in seqs]):
             marks = ",".join("?" * len(chunk))
             for row in self.conn.execute(
-                    f"SELECT {_DOC_COLUMNS} FROM docs d WHERE d.seq IN ({marks})", chunk):
+                f"SELECT {_DOC_COLUMNS} FROM docs d WHERE d.seq IN ({marks})", chunk
+            ):
                 out[row[1]] = DocRow(*row[:5], bool(row[5]))
         return out
 
@@ -200,14 +206,16 @@ class Database:
         for chunk in _chunks([int(s) for s in seqs]):
             marks = ",".join("?" * len(chunk))
             for seq, blob in self.conn.execute(
-                    f"SELECT seq, term_counts FROM docs WHERE seq IN ({marks}) AND term_counts IS NOT NULL", chunk):
+                f"SELECT seq, term_counts FROM docs WHERE seq IN ({marks}) AND term_counts IS NOT NULL", chunk
+            ):
                 out[seq] = unpack_counts(blob)
         return out
 
     def insert_docs(self, rows: Iterable[tuple[str, int, str, str | None, str, bytes | None]]) -> None:
         """(id, seq, kind, text, metadata JSON, term counts) rows."""
         self.conn.executemany(
-            "INSERT INTO docs (id, seq, kind, text, metadata, term_counts) VALUES (?, ?, ?, ?, ?, ?)", rows)
+            "INSERT INTO docs (id, seq, kind, text, metadata, term_counts) VALUES (?, ?, ?, ?, ?, ?)", rows
+        )
 
     def delete_docs(self, ids: Sequence[str]) -> None:
         for chunk in _chunks(ids):
@@ -225,8 +233,11 @@ class Database:
         found: dict[int, str] = {}
         for chunk in _chunks([int(s) for s in seqs]):
             marks = ",".join("?" * len(chunk))
-            found.update(self.conn.execute(
-                f"SELECT d.seq, {_INDEXED_METADATA} FROM docs d WHERE d.seq IN ({marks})", chunk))
+            found.update(
+                self.conn.execute(
+                    f"SELECT d.seq, {_INDEXED_METADATA} FROM docs d WHERE d.seq IN ({marks})", chunk
+                )
+            )
         return [found[int(s)] for s in seqs]
 
     # ---- thumbnails ------------------------------------------------------------------------------------
@@ -254,17 +265,27 @@ class Database:
         found: set[int] = set()
         for chunk in _chunks([int(s) for s in seqs]):
             marks = ",".join("?" * len(chunk))
-            found.update(r[0] for r in self.conn.execute(f"SELECT seq FROM pending WHERE seq IN ({marks})", chunk))
+            found.update(
+                r[0] for r in self.conn.execute(f"SELECT seq FROM pending WHERE seq IN ({marks})", chunk)
+            )
             self.conn.execute(f"DELETE FROM pending WHERE seq IN ({marks})", chunk)
         return found
 
     def load_pending(self) -> list[PendingRow]:
         rows = []
         for seq, dense, sparse, has_colbert, metadata in self.conn.execute(
-                f"SELECT p.seq, p.dense, p.sparse, p.colbert IS NOT NULL, {_INDEXED_METADATA} FROM pending p "
-                "JOIN docs d ON d.seq = p.seq ORDER BY p.seq"):
-            rows.append(PendingRow(seq, None if dense is None else np.frombuffer(dense, np.float32),
-                                   None if sparse is None else unpack_sparse(sparse), bool(has_colbert), metadata))
+            f"SELECT p.seq, p.dense, p.sparse, p.colbert IS NOT NULL, {_INDEXED_METADATA} FROM pending p "
+            "JOIN docs d ON d.seq = p.seq ORDER BY p.seq"
+        ):
+            rows.append(
+                PendingRow(
+                    seq,
+                    None if dense is None else np.frombuffer(dense, np.float32),
+                    None if sparse is None else unpack_sparse(sparse),
+                    bool(has_colbert),
+                    metadata,
+                )
+            )
         return rows
 
     def pending_colbert(self, seqs: Sequence[int], dim: int) -> dict[int, np.ndarray]:
@@ -273,7 +294,8 @@ class Database:
         for chunk in _chunks([int(s) for s in seqs]):
             marks = ",".join("?" * len(chunk))
             for seq, blob in self.conn.execute(
-                    f"SELECT seq, colbert FROM pending WHERE seq IN ({marks}) AND colbert IS NOT NULL", chunk):
+                f"SELECT seq, colbert FROM pending WHERE seq IN ({marks}) AND colbert IS NOT NULL", chunk
+            ):
                 out[seq] = np.frombuffer(blob, np.float16).reshape(-1, dim)
         return out
 
@@ -286,11 +308,15 @@ class Database:
         self.conn.executemany("DELETE FROM tombstones WHERE seq = ?", ((int(s),) for s in seqs))
 
     def tombstones(self) -> np.ndarray:
-        return np.fromiter((r[0] for r in self.conn.execute("SELECT seq FROM tombstones ORDER BY seq")), np.int64)
+        return np.fromiter(
+            (r[0] for r in self.conn.execute("SELECT seq FROM tombstones ORDER BY seq")), np.int64
+        )
 
     def add_segment(self, name: str, rows: int, min_seq: int, max_seq: int) -> None:
-        self.conn.execute("INSERT INTO segments (name, rows, min_seq, max_seq) VALUES (?, ?, ?, ?)",
-                          (name, rows, min_seq, max_seq))
+        self.conn.execute(
+            "INSERT INTO segments (name, rows, min_seq, max_seq) VALUES (?, ?, ?, ?)",
+            (name, rows, min_seq, max_seq),
+        )
 
     def remove_segments(self, names: Iterable[str]) -> None:
         self.conn.executemany("DELETE FROM segments WHERE name = ?", ((n,) for n in names))
@@ -311,5 +337,6 @@ class Database:
         changes = [(t, d) for t, d in df_delta.items() if d]
         self.conn.executemany(
             "INSERT INTO bm25_df (token, df) VALUES (?, ?) ON CONFLICT(token) DO UPDATE SET df = df + excluded.df",
-            changes)
+            changes,
+        )
         self.conn.executemany("DELETE FROM bm25_df WHERE token = ? AND df <= 0", ((t,) for t, _ in changes))

@@ -46,8 +46,13 @@ class Document:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form: id, kind, text, metadata, thumbnail (vectors only when present)."""
-        out: dict[str, Any] = {"id": self.id, "kind": self.kind, "text": self.text, "metadata": self.metadata,
-                               "thumbnail": self.thumbnail}
+        out: dict[str, Any] = {
+            "id": self.id,
+            "kind": self.kind,
+            "text": self.text,
+            "metadata": self.metadata,
+            "thumbnail": self.thumbnail,
+        }
         if self.dense is not None:
             out["dense"] = np.asarray(self.dense).tolist()
         if self.sparse is not None:
@@ -83,7 +88,9 @@ def check_dense(vector: Any, dim: int, what: str) -> np.ndarray:
     except (TypeError, ValueError):
         raise InvalidInputError(f"{what}: dense vector is not a list of numbers") from None
     if array.ndim != 1 or len(array) != dim:
-        raise DimensionMismatchError(f"{what}: dense vector has shape {array.shape}, the collection expects ({dim},)")
+        raise DimensionMismatchError(
+            f"{what}: dense vector has shape {array.shape}, the collection expects ({dim},)"
+        )
     if not np.isfinite(array).all():
         raise InvalidInputError(f"{what}: dense vector contains NaN or infinity")
     return array
@@ -97,8 +104,12 @@ def check_sparse(vector: Any, what: str) -> SparseRow:
         raise InvalidInputError(f"{what}: sparse vector must be a {{token id: weight}} object")
     ids, weights = [], []
     for token, weight in vector.items():
-        if (isinstance(token, bool) or not isinstance(token, (int, np.integer, str))
-                or (isinstance(token, str) and not token.isdigit()) or int(token) < 0):
+        if (
+            isinstance(token, bool)
+            or not isinstance(token, (int, np.integer, str))
+            or (isinstance(token, str) and not token.isdigit())
+            or int(token) < 0
+        ):
             raise InvalidInputError(f"{what}: sparse token id {token!r} is not a non-negative integer")
         token_id = int(token)
         try:
@@ -106,8 +117,9 @@ def check_sparse(vector: Any, what: str) -> SparseRow:
         except (TypeError, ValueError):
             raise InvalidInputError(f"{what}: sparse weight of token {token_id} is not a number") from None
         if not math.isfinite(value) or value < 0:
-            raise InvalidInputError(f"{what}: sparse weight of token {token_id} is {value}; weights are finite "
-                                    "and non-negative")
+            raise InvalidInputError(
+                f"{what}: sparse weight of token {token_id} is {value}; weights are finite and non-negative"
+            )
         if value != 0.0:
             ids.append(token_id)
             weights.append(value)
@@ -126,7 +138,8 @@ def check_colbert(matrix: Any, dim: int, what: str) -> np.ndarray | None:
         return None
     if array.ndim != 2 or array.shape[1] != dim:
         raise DimensionMismatchError(
-            f"{what}: colbert vectors have shape {array.shape}, the collection expects (tokens, {dim})")
+            f"{what}: colbert vectors have shape {array.shape}, the collection expects (tokens, {dim})"
+        )
     if not np.isfinite(array).all():
         raise InvalidInputError(f"{what}: colbert vectors contain NaN or infinity")
     return array
@@ -172,7 +185,9 @@ def as_document(item: Any, dim: int | None, colbert_dim: int | None) -> Document
     if image is not None:
         image = image_field(image, what)
         kind = "image" if text is None else "image+text"
-    doc = Document(doc_id, text, json.loads(check_metadata(item.get("metadata"), what)), kind=kind, image=image)
+    doc = Document(
+        doc_id, text, json.loads(check_metadata(item.get("metadata"), what)), kind=kind, image=image
+    )
     if item.get("dense") is not None:
         if dim is None:
             raise InvalidInputError(f"{what}: this collection stores no dense vectors")

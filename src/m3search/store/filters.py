@@ -35,8 +35,12 @@ _Matcher = Callable[[MetadataIndex, np.ndarray, np.ndarray], np.ndarray]
 _RANGE_OPS = {"$gt": operator.gt, "$gte": operator.ge, "$lt": operator.lt, "$lte": operator.le}
 #: Strings compare by rank r among the sorted distinct strings: r's string > v exactly when r >= bisect_right(v),
 #: >= v when r >= bisect_left(v), < v when r < bisect_left(v), <= v when r < bisect_right(v).
-_RANK_OPS = {"$gt": (operator.ge, "right"), "$gte": (operator.ge, "left"), "$lt": (operator.lt, "left"),
-             "$lte": (operator.lt, "right")}
+_RANK_OPS = {
+    "$gt": (operator.ge, "right"),
+    "$gte": (operator.ge, "left"),
+    "$lt": (operator.lt, "left"),
+    "$lte": (operator.lt, "right"),
+}
 _FIELD_OPS = {"$eq", "$ne", "$in", "$nin", "$exists", *_RANGE_OPS}
 
 
@@ -66,8 +70,11 @@ def compile_filter(spec: Filter) -> Predicate:
         if key in ("$and", "$or"):
             if not isinstance(value, list) or not value:
                 raise FilterError(f"{key} takes a non-empty list of filters")
-            parts.append(_combine([compile_filter(v) for v in value], np.logical_and if key == "$and"
-                                  else np.logical_or))
+            parts.append(
+                _combine(
+                    [compile_filter(v) for v in value], np.logical_and if key == "$and" else np.logical_or
+                )
+            )
         elif key == "$not":
             parts.append(_negate(compile_filter(value)))
         elif key.startswith("$"):
@@ -85,6 +92,7 @@ def _combine(parts: list[Predicate], how: np.ufunc) -> Predicate:
         for part in parts[1:]:
             out = how(out, part(index))
         return out
+
     return evaluate if len(parts) > 1 else parts[0]
 
 
@@ -107,7 +115,9 @@ def _field_condition(path: tuple[str, ...], field: str, value: Any) -> Predicate
     parts: list[Predicate] = []
     for op, operand in value.items():
         if op not in _FIELD_OPS:
-            raise FilterError(f"field {field!r}: unknown operator {op!r}; use one of {', '.join(sorted(_FIELD_OPS))}")
+            raise FilterError(
+                f"field {field!r}: unknown operator {op!r}; use one of {', '.join(sorted(_FIELD_OPS))}"
+            )
         if op in ("$eq", "$ne"):
             part = _any_value(path, [_equals(field, operand)])
         elif op in ("$in", "$nin"):
@@ -128,6 +138,7 @@ def _field_condition(path: tuple[str, ...], field: str, value: Any) -> Predicate
 
 def _any_value(path: tuple[str, ...], matchers: list[_Matcher]) -> Predicate:
     """Rows where some entry of `path` meets one of `matchers`; with no matchers, rows that have the path."""
+
     def evaluate(index: MetadataIndex) -> np.ndarray:
         rows, kinds, values = index.entries(path)
         out = np.zeros(index.n_rows, bool)
@@ -138,6 +149,7 @@ def _any_value(path: tuple[str, ...], matchers: list[_Matcher]) -> Predicate:
             rows = rows[hit]
         out[rows] = True
         return out
+
     return evaluate
 
 
@@ -150,14 +162,18 @@ def _equals(field: str, value: Any) -> _Matcher:
         number = float(value)
         return lambda index, kinds, values: (kinds == NUMBER) & (values == number)
     if isinstance(value, str):
+
         def matcher(index: MetadataIndex, kinds: np.ndarray, values: np.ndarray) -> np.ndarray:
             rank = index.string_rank(value)
             if rank == index.string_rank(value, "right"):  # not among the index's strings
                 return np.zeros(len(kinds), bool)
             return (kinds == TEXT) & (values == rank)
+
         return matcher
-    raise FilterError(f"field {field!r}: cannot compare with {type(value).__name__} {value!r}; use a string, "
-                      "number, boolean or null")
+    raise FilterError(
+        f"field {field!r}: cannot compare with {type(value).__name__} {value!r}; use a string, "
+        "number, boolean or null"
+    )
 
 
 def _compare(field: str, op: str, value: Any) -> _Matcher:
@@ -168,7 +184,9 @@ def _compare(field: str, op: str, value: Any) -> _Matcher:
         return lambda index, kinds, values: (kinds == NUMBER) & compare(values, number)
     if isinstance(value, str):
         rank_compare, side = _RANK_OPS[op]
-        return lambda index, kinds, values: (kinds == TEXT) & rank_compare(values, index.string_rank(value, side))
+        return lambda index, kinds, values: (
+            (kinds == TEXT) & rank_compare(values, index.string_rank(value, side))
+        )
     raise FilterError(f"field {field!r}: {op} takes a number or a string, got {value!r}")
 
 

@@ -66,18 +66,30 @@ def check_image_encoder(encoder: ImageEncoder, config: CollectionConfig, where: 
     if "dense" not in config.outputs:
         raise InvalidInputError(f"collection {where} stores no dense vectors, which image documents need")
     if encoder.dim != config.dim:
-        raise InvalidInputError(f"image encoder {encoder.name!r} makes {encoder.dim}-d vectors; collection {where} "
-                                f"holds {config.dim}-d ones")
-    names = [n for n in (config.model, *_encoder_names(config.encoder),
-                         (config.image_encoder or {}).get("text_model")) if n]
+        raise InvalidInputError(
+            f"image encoder {encoder.name!r} makes {encoder.dim}-d vectors; collection {where} "
+            f"holds {config.dim}-d ones"
+        )
+    names = [
+        n
+        for n in (
+            config.model,
+            *_encoder_names(config.encoder),
+            (config.image_encoder or {}).get("text_model"),
+        )
+        if n
+    ]
     if names and not any(_same_model(encoder.text_model, n) for n in names):
-        raise InvalidInputError(f"image encoder {encoder.name!r} maps images into the space of text model "
-                                f"{encoder.text_model!r}; collection {where} uses {names[0]!r}: train an adapter "
-                                "for this collection's model")
+        raise InvalidInputError(
+            f"image encoder {encoder.name!r} maps images into the space of text model "
+            f"{encoder.text_model!r}; collection {where} uses {names[0]!r}: train an adapter "
+            "for this collection's model"
+        )
 
 
-def install_image_encoder(source: str | Path | ImageEncoder, encoder: ImageEncoder, directory: Path
-                          ) -> dict[str, Any]:
+def install_image_encoder(
+    source: str | Path | ImageEncoder, encoder: ImageEncoder, directory: Path
+) -> dict[str, Any]:
     """Store what reloads `encoder` into the new collection `directory`; returns its config entry."""
     entry = encoder.describe()
     if isinstance(encoder, AdapterImageEncoder):
@@ -97,14 +109,17 @@ def load_collection_image_encoder(path: Path, config: CollectionConfig) -> Image
     """Reload the image encoder a collection recorded (its adapter copy, or the checkpoint it names)."""
     entry = config.image_encoder
     if not entry:
-        raise InvalidInputError(f"collection {path} holds no images (it has no image encoder); create it with "
-                                "image_encoder= to index images")
+        raise InvalidInputError(
+            f"collection {path} holds no images (it has no image encoder); create it with "
+            "image_encoder= to index images"
+        )
     source = entry.get("source")
     if source == IMAGE_ENCODER_DIR:
         return AdapterImageEncoder.load(path / IMAGE_ENCODER_DIR)
     if not source:
-        raise ModelLoadError(f"collection {path} records no source for its image encoder; open it with "
-                             "image_encoder=")
+        raise ModelLoadError(
+            f"collection {path} records no source for its image encoder; open it with image_encoder="
+        )
     return resolve_image_encoder(source, config.model)
 
 
@@ -121,7 +136,9 @@ class ImageBatch:
 
     def __init__(self, docs: Sequence[Document], limits: ImageLimits = DEFAULT_LIMITS) -> None:
         self.docs = [d for d in docs if d.image is not None]
-        self.pictures = [load_image(d.image, limits=limits, label=f"document {d.id!r}: image") for d in self.docs]
+        self.pictures = [
+            load_image(d.image, limits=limits, label=f"document {d.id!r}: image") for d in self.docs
+        ]
         self.thumbnails = {d.id: make_thumbnail(p) for d, p in zip(self.docs, self.pictures)}
         self._to_blend: list[tuple[Document, np.ndarray]] = []
 
@@ -136,8 +153,9 @@ class ImageBatch:
             for i, v in zip(alone, vectors):
                 self.docs[i].dense = v
         if paired and composed:
-            vectors = encoder.encode_composed([self.pictures[i] for i in paired],
-                                              [self.docs[i].text for i in paired], batch_size=batch_size)
+            vectors = encoder.encode_composed(
+                [self.pictures[i] for i in paired], [self.docs[i].text for i in paired], batch_size=batch_size
+            )
             for i, v in zip(paired, vectors):
                 self.docs[i].dense = v
         elif paired:
@@ -155,8 +173,9 @@ def query_image(image: Any, encoder: ImageEncoder) -> ImageSource:
     return load_image(image_field(image, "query"), limits=encoder.limits, label="query image")
 
 
-def image_query_vector(encoder: ImageEncoder, image: ImageSource, text: str | None,
-                       text_dense: np.ndarray | None) -> np.ndarray:
+def image_query_vector(
+    encoder: ImageEncoder, image: ImageSource, text: str | None, text_dense: np.ndarray | None
+) -> np.ndarray:
     """The dense vector of an image query, alone or with a text (composed, or the mean with `text_dense`)."""
     if text is None:
         return encoder.encode_images([image])[0]
@@ -182,6 +201,15 @@ def kinds_filter(kinds: Sequence[str] | str, known: Sequence[str], field: str) -
     return parts[0] if len(parts) == 1 else {"$or": parts}
 
 
-__all__ = ["IMAGE_ENCODER_DIR", "ImageBatch", "check_image_encoder", "image_query_vector", "install_image_encoder",
-           "kinds_filter", "load_collection_image_encoder", "normalized_mean", "query_image",
-           "resolve_image_encoder"]
+__all__ = [
+    "IMAGE_ENCODER_DIR",
+    "ImageBatch",
+    "check_image_encoder",
+    "image_query_vector",
+    "install_image_encoder",
+    "kinds_filter",
+    "load_collection_image_encoder",
+    "normalized_mean",
+    "query_image",
+    "resolve_image_encoder",
+]

@@ -29,8 +29,14 @@ import numpy as np
 NULL, TRUE, FALSE, NUMBER, TEXT, PRESENT = range(6)
 
 PATHS_FILE = "meta_paths.json"
-ARRAYS = {"entry_ptr": "meta_entry_ptr.npy", "rows": "meta_rows.npy", "kinds": "meta_kinds.npy",
-          "values": "meta_values.npy", "strings": "meta_strings.npy", "string_offsets": "meta_string_offsets.npy"}
+ARRAYS = {
+    "entry_ptr": "meta_entry_ptr.npy",
+    "rows": "meta_rows.npy",
+    "kinds": "meta_kinds.npy",
+    "values": "meta_values.npy",
+    "strings": "meta_strings.npy",
+    "string_offsets": "meta_string_offsets.npy",
+}
 
 Path_ = tuple[str, ...]
 
@@ -56,7 +62,7 @@ def _flatten(metadata: dict[str, Any], prefix: Path_, emit: Any) -> None:
         path = prefix + (key,)
         if isinstance(value, (list, dict)):
             emit(path, PRESENT, 0.0)
-            for item in (value if isinstance(value, list) else value.values()):
+            for item in value if isinstance(value, list) else value.values():
                 entry = _scalar(item)
                 if entry is not None:
                     emit(path, *entry)
@@ -70,8 +76,17 @@ class MetadataIndex:
     """Entries `entry_ptr[p]:entry_ptr[p+1]` of path p: `rows`, `kinds`, `values`; strings by rank in
     `strings[string_offsets[i]:string_offsets[i+1]]` (UTF-8)."""
 
-    def __init__(self, n_rows: int, paths: Sequence[Path_], entry_ptr: np.ndarray, rows: np.ndarray,
-                 kinds: np.ndarray, values: np.ndarray, strings: np.ndarray, string_offsets: np.ndarray) -> None:
+    def __init__(
+        self,
+        n_rows: int,
+        paths: Sequence[Path_],
+        entry_ptr: np.ndarray,
+        rows: np.ndarray,
+        kinds: np.ndarray,
+        values: np.ndarray,
+        strings: np.ndarray,
+        string_offsets: np.ndarray,
+    ) -> None:
         self.n_rows = n_rows
         self.paths = {tuple(p): i for i, p in enumerate(paths)}
         self.entry_ptr, self.rows, self.kinds, self.values = entry_ptr, rows, kinds, values
@@ -79,7 +94,7 @@ class MetadataIndex:
         self._string_count = len(string_offsets) - 1
 
     @classmethod
-    def build(cls, metadata: Iterable[str | dict[str, Any]]) -> "MetadataIndex":
+    def build(cls, metadata: Iterable[str | dict[str, Any]]) -> MetadataIndex:
         """Index the metadata (JSON text or parsed objects) of rows 0, 1, ... in order."""
         per_path: dict[Path_, tuple[list[int], list[int], list[Any]]] = {}
         row = -1
@@ -92,17 +107,22 @@ class MetadataIndex:
             lists[1].append(kind)
             lists[2].append(value)
 
-        for row, meta in enumerate(metadata):
+        for row, meta in enumerate(metadata):  # noqa: B007 - row counts the rows
             _flatten(json.loads(meta) if isinstance(meta, str) else meta, (), emit)
         n_rows = row + 1
-        strings = sorted({v for _, kinds, values in per_path.values() for k, v in zip(kinds, values) if k == TEXT})
+        strings = sorted(
+            {v for _, kinds, values in per_path.values() for k, v in zip(kinds, values) if k == TEXT}
+        )
         rank = {s: float(i) for i, s in enumerate(strings)}
         paths = sorted(per_path)
         lengths = [len(per_path[p][0]) for p in paths]
         rows = np.fromiter((r for p in paths for r in per_path[p][0]), np.int32, sum(lengths))
         kinds = np.fromiter((k for p in paths for k in per_path[p][1]), np.uint8, len(rows))
-        values = np.fromiter((rank[v] if k == TEXT else v for p in paths for k, v in zip(*per_path[p][1:])),
-                             np.float64, len(rows))
+        values = np.fromiter(
+            (rank[v] if k == TEXT else v for p in paths for k, v in zip(*per_path[p][1:])),
+            np.float64,
+            len(rows),
+        )
         encoded = [s.encode("utf-8") for s in strings]
         blob = np.frombuffer(b"".join(encoded), np.uint8).copy()
         offsets = np.concatenate([[0], np.cumsum([len(b) for b in encoded], dtype=np.int64)]).astype(np.int64)
@@ -120,7 +140,7 @@ class MetadataIndex:
 
     def string(self, rank: int) -> str:
         """The string of the given rank."""
-        return bytes(self.strings[self.string_offsets[rank]:self.string_offsets[rank + 1]]).decode("utf-8")
+        return bytes(self.strings[self.string_offsets[rank] : self.string_offsets[rank + 1]]).decode("utf-8")
 
     def string_rank(self, text: str, side: str = "left") -> int:
         """Where `text` falls among the sorted distinct strings (as `bisect_left` / `bisect_right`)."""
@@ -137,7 +157,7 @@ class MetadataIndex:
         return paths
 
     @classmethod
-    def load(cls, directory: Path, n_rows: int) -> "MetadataIndex":
+    def load(cls, directory: Path, n_rows: int) -> MetadataIndex:
         """Open a saved index, memory-mapped."""
         paths = json.loads((directory / PATHS_FILE).read_text())
         arrays = {name: np.load(directory / file, mmap_mode="r") for name, file in ARRAYS.items()}

@@ -98,7 +98,9 @@ class PendingLevel:
                 sparse = SparseIndex.from_rows([s if s is not None else _NO_TERMS for _, s, _ in rows])
             self._view = (seqs, dense, sparse)
         seqs, dense, sparse = self._view
-        return SearchLevel(seqs, allowed, dense, sparse, self._colbert_scorer(seqs) if self.fetch_colbert else None)
+        return SearchLevel(
+            seqs, allowed, dense, sparse, self._colbert_scorer(seqs) if self.fetch_colbert else None
+        )
 
     def _colbert_scorer(self, seqs: np.ndarray) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
         def score(query: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -108,4 +110,5 @@ class PendingLevel:
                 raise StaleReadError("pending rows were sealed or deleted by another process")
             store = MultiVectorStore.from_rows([found.get(s) for s in wanted], dim=query.shape[1])
             return store.maxsim(query, np.arange(len(wanted)))
+
         return score

@@ -41,7 +41,7 @@ class Segment:
         return len(self.seqs)
 
     @classmethod
-    def load(cls, directory: Path, config: CollectionConfig) -> "Segment":
+    def load(cls, directory: Path, config: CollectionConfig) -> Segment:
         """Open the segment in `directory` (vectors memory-mapped, HNSW graph in RAM)."""
         seqs = np.load(directory / SEQS_FILE)
         return cls(
@@ -91,8 +91,9 @@ def write_segment(root: Path, name: str, data: SegmentData, config: CollectionCo
         files += data.sparse.save(tmp)
     if data.colbert_lengths is not None and data.colbert_rows is not None:
         dtype: ColbertDtype = config.colbert_dtype  # type: ignore[assignment]
-        writer = MultiVectorWriter(tmp, config.colbert_dim or 0, dtype, int(data.colbert_lengths.sum()),
-                                   len(data.seqs))
+        writer = MultiVectorWriter(
+            tmp, config.colbert_dim or 0, dtype, int(data.colbert_lengths.sum()), len(data.seqs)
+        )
         for codes, scales in data.colbert_rows:
             writer.append_encoded(codes, scales)
         files += writer.finish()

@@ -29,8 +29,9 @@ def flickr_features(lite0, flickr_images: list[Path]) -> np.ndarray:
     return lite0.encode(flickr_images[:250], batch_size=50)
 
 
-def _captions_from_a_hidden_map(features: np.ndarray, dim: int, per_image: int,
-                                seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _captions_from_a_hidden_map(
+    features: np.ndarray, dim: int, per_image: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Caption vectors: a fixed unknown linear map of the standardized features plus per-caption noise."""
     rng = np.random.default_rng(seed)
     standardized = (features - features.mean(0)) / (features.std(0) + 1e-6)
@@ -43,8 +44,9 @@ def _captions_from_a_hidden_map(features: np.ndarray, dim: int, per_image: int,
 
 
 @pytest.mark.slow
-def test_flickr_captions_in_e5_space_beat_both_baselines(flickr_features: np.ndarray, e5_encoder,
-                                                         flickr_dir: Path) -> None:
+def test_flickr_captions_in_e5_space_beat_both_baselines(
+    flickr_features: np.ndarray, e5_encoder, flickr_dir: Path
+) -> None:
     """The real task, small: train on 200 photos' captions embedded by multilingual-e5-small, test on 50."""
     data = load_image_captions(flickr_dir / "captions.txt", flickr_dir / "images").subset(0, 250)
     queries = e5_encoder.encode_queries(data.captions, batch_size=64).dense
@@ -52,13 +54,16 @@ def test_flickr_captions_in_e5_space_beat_both_baselines(flickr_features: np.nda
     held_captions = [c for c, t in zip(data.captions, train) if not t]
     passages = e5_encoder.encode_documents(held_captions, batch_size=64).dense
     config = TrainConfig(seed=0)
-    projection, _, losses = train_projection(flickr_features[:200], queries[train], data.caption_image[train],
-                                             config)
+    projection, _, losses = train_projection(
+        flickr_features[:200], queries[train], data.caption_image[train], config
+    )
     assert losses[-1] < losses[0]
     held = (flickr_features[200:], queries[~train], passages, data.caption_image[~train] - 200)
     trained = evaluate_projection(projection, *held)
-    baselines = [evaluate_projection(initial_projection(flickr_features[:200], 384, config), *held),
-                 evaluate_projection(random_projection(flickr_features[:200], 384, 0), *held)]
+    baselines = [
+        evaluate_projection(initial_projection(flickr_features[:200], 384, config), *held),
+        evaluate_projection(random_projection(flickr_features[:200], 384, 0), *held),
+    ]
     # 50 held-out photos: chance recall@5 is 10%. Measured: trained 58% (t2i) and 76% (i2t), baselines <= 11%.
     assert trained["text_to_image"]["recall@5"] >= 0.4
     assert trained["image_to_text"]["recall@5"] >= 0.5
@@ -73,8 +78,9 @@ def test_training_recovers_a_linear_relation_that_baselines_miss(flickr_features
     train, held = slice(0, 80), slice(80, 100)
     train_caps = owner < 80
     config = TrainConfig(epochs=60, batch_size=32, seed=0)
-    projection, scale, losses = train_projection(flickr_features[train], captions[train_caps],
-                                                 owner[train_caps], config)
+    projection, scale, losses = train_projection(
+        flickr_features[train], captions[train_caps], owner[train_caps], config
+    )
     assert losses[-1] < 0.5 * losses[0]
     assert 1.0 < scale <= 100.0
     held_args = (flickr_features[held], captions[~train_caps], captions[~train_caps], owner[~train_caps] - 80)
@@ -97,8 +103,9 @@ def test_training_recovers_a_linear_relation_that_baselines_miss(flickr_features
 def test_mlp_projection_trains_too(flickr_features: np.ndarray) -> None:
     flickr_features = flickr_features[:100]
     captions, owner = _captions_from_a_hidden_map(flickr_features, dim=16, per_image=3, seed=1)
-    projection, _, losses = train_projection(flickr_features, captions, owner,
-                                             TrainConfig(epochs=10, batch_size=32, hidden_dim=64))
+    projection, _, losses = train_projection(
+        flickr_features, captions, owner, TrainConfig(epochs=10, batch_size=32, hidden_dim=64)
+    )
     assert losses[-1] < losses[0]
     assert projection.net[0].out_features == 64
 
@@ -109,21 +116,40 @@ def test_bad_training_settings() -> None:
     with pytest.raises(InvalidInputError, match="hidden_dim"):
         TrainConfig(hidden_dim=0).check()
     with pytest.raises(InvalidInputError, match="at least one caption"):
-        train_projection(np.ones((3, 4), np.float32), np.ones((2, 8), np.float32), np.array([0, 1]),
-                         TrainConfig())
+        train_projection(
+            np.ones((3, 4), np.float32), np.ones((2, 8), np.float32), np.array([0, 1]), TrainConfig()
+        )
 
 
-def test_cli_train_save_load_and_eval(tiny_m3_dir: Path, flickr_dir: Path, tmp_path: Path, lite0,
-                                      flickr_images: list[Path]) -> None:
+def test_cli_train_save_load_and_eval(
+    tiny_m3_dir: Path, flickr_dir: Path, tmp_path: Path, lite0, flickr_images: list[Path]
+) -> None:
     pairs = tmp_path / "pairs.csv"
     with (flickr_dir / "captions.txt").open(encoding="utf-8") as f:
         pairs.write_text("".join(f.readlines()[: 1 + 5 * 24]), encoding="utf-8")  # 24 images
     out = tmp_path / "adapter"
     runner = CliRunner()
     common = ["--pairs", str(pairs), "--images", str(flickr_dir / "images")]
-    result = runner.invoke(cli, ["images", "train-adapter", *common, "--model", str(tiny_m3_dir),
-                                 "--train-images", "16", "--epochs", "3", "--batch-size", "8",
-                                 "--cache-dir", str(tmp_path / "cache"), "--output", str(out)])
+    result = runner.invoke(
+        cli,
+        [
+            "images",
+            "train-adapter",
+            *common,
+            "--model",
+            str(tiny_m3_dir),
+            "--train-images",
+            "16",
+            "--epochs",
+            "3",
+            "--batch-size",
+            "8",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--output",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "held-out recall@k (%) on 8 images, 40 captions" in result.output
     for row in ("trained", "untrained", "random"):
@@ -144,10 +170,11 @@ def test_cli_train_save_load_and_eval(tiny_m3_dir: Path, flickr_dir: Path, tmp_p
     assert np.allclose(vectors, adapter.project(lite0.encode(flickr_images[:3])), atol=1e-5)
     assert adapter.describe()["tower"] == "efficientnet-lite0"
 
-    result = runner.invoke(cli, ["images", "eval-adapter", "--adapter", str(out), *common,
-                                 "--skip-images", "16", "--json"])
+    result = runner.invoke(
+        cli, ["images", "eval-adapter", "--adapter", str(out), *common, "--skip-images", "16", "--json"]
+    )
     assert result.exit_code == 0, result.output
-    report = json.loads(result.output[result.output.index("{"):])
+    report = json.loads(result.output[result.output.index("{") :])
     assert report["images"] == 8 and report["trained"] == saved["metrics"]["trained"]
 
 
@@ -158,9 +185,18 @@ def test_broken_adapter_directories(tmp_path: Path, tiny_m3_dir: Path) -> None:
     (tmp_path / "projection.safetensors").write_bytes(b"junk")
     with pytest.raises(ModelLoadError, match="not an m3search image adapter"):
         AdapterImageEncoder.load(tmp_path)
-    (tmp_path / "adapter.json").write_text(json.dumps({
-        "format": "m3search-image-adapter", "version": 1, "tower": "efficientnet-lite0", "text_model": "x",
-        "feature_dim": 1280, "dim": 8}))
+    (tmp_path / "adapter.json").write_text(
+        json.dumps(
+            {
+                "format": "m3search-image-adapter",
+                "version": 1,
+                "tower": "efficientnet-lite0",
+                "text_model": "x",
+                "feature_dim": 1280,
+                "dim": 8,
+            }
+        )
+    )
     with pytest.raises(ModelLoadError, match="does not fit"):
         AdapterImageEncoder.load(tmp_path)
 

@@ -13,13 +13,19 @@ from m3search.errors import DimensionMismatchError
 from m3search.store.collection import Collection
 
 
-def test_text_and_image_documents_share_the_dense_index(tiny_m3, lite0, flickr_images: list[Path],
-                                                        tmp_path: Path) -> None:
+def test_text_and_image_documents_share_the_dense_index(
+    tiny_m3, lite0, flickr_images: list[Path], tmp_path: Path
+) -> None:
     photos = flickr_images[:4]
     features = lite0.encode(photos)
     projection = initial_projection(features, tiny_m3.dim, TrainConfig(seed=3))
-    config = AdapterConfig(tower=lite0.name, text_model=tiny_m3.name, feature_dim=lite0.feature_dim,
-                           dim=tiny_m3.dim, preprocess=lite0.preprocess.to_dict())
+    config = AdapterConfig(
+        tower=lite0.name,
+        text_model=tiny_m3.name,
+        feature_dim=lite0.feature_dim,
+        dim=tiny_m3.dim,
+        preprocess=lite0.preprocess.to_dict(),
+    )
     images = AdapterImageEncoder(lite0, projection, config)
     assert images.text_model == tiny_m3.name  # what a collection checks before mixing the two
 
@@ -27,8 +33,12 @@ def test_text_and_image_documents_share_the_dense_index(tiny_m3, lite0, flickr_i
     texts = ["A black dog runs on the grass", "Two children play in the snow"]
     collection.upsert([{"id": "t1", "text": texts[0]}, {"id": "t2", "text": texts[1]}])
     vectors = images.encode_images(photos)
-    collection.upsert([{"id": f"img{i}", "dense": v, "kind": "image", "metadata": {"path": p.name}}
-                       for i, (v, p) in enumerate(zip(vectors, photos))])
+    collection.upsert(
+        [
+            {"id": f"img{i}", "dense": v, "kind": "image", "metadata": {"path": p.name}}
+            for i, (v, p) in enumerate(zip(vectors, photos))
+        ]
+    )
     assert collection.count() == 6
 
     # image -> anything: the image itself comes first with cosine 1, then the rest by dot product

@@ -24,8 +24,13 @@ def test_real_flickr_photos_load_as_rgb(flickr_images: list[Path]) -> None:
     # every source kind gives the same pixels
     path = flickr_images[0]
     reference = np.asarray(load_image(path))
-    for source in (str(path), path.read_bytes(), bytearray(path.read_bytes()), io.BytesIO(path.read_bytes()),
-                   Image.open(path)):
+    for source in (
+        str(path),
+        path.read_bytes(),
+        bytearray(path.read_bytes()),
+        io.BytesIO(path.read_bytes()),
+        Image.open(path),
+    ):
         assert np.array_equal(np.asarray(load_image(source)), reference)
 
 

@@ -25,19 +25,23 @@ from m3search.encoders.image.visualized_bge import VISUALIZED_REPO, VisualizedBG
 from m3search.errors import ModelNotFoundError
 
 
-def load_image_encoder(model: str | Path, *, text_model: str | Path = "BAAI/bge-m3",
-                       device: str | None = None) -> ImageEncoder:
+def load_image_encoder(
+    model: str | Path, *, text_model: str | Path = "BAAI/bge-m3", device: str | None = None
+) -> ImageEncoder:
     """An adapter directory (holding `adapter.json`), or a Visualized-BGE checkpoint (`.pth` file, directory
     or the hub repository `BAAI/bge-visualized`, used with `text_model`)."""
     local = Path(model).expanduser()
     if (local / "adapter.json").is_file():
         return AdapterImageEncoder.load(local, device=device)
     visualized = (local.is_file() and local.suffix == ".pth") or (
-        local.is_dir() and any(local.glob("Visualized_*.pth")))
+        local.is_dir() and any(local.glob("Visualized_*.pth"))
+    )
     if visualized or str(model) == VISUALIZED_REPO:
         return VisualizedBGEEncoder.from_pretrained(model, text_model=text_model, device=device)
-    raise ModelNotFoundError(f"{model} is neither an image adapter directory (adapter.json) nor a "
-                             f"Visualized-BGE checkpoint (.pth, or the hub repository {VISUALIZED_REPO})")
+    raise ModelNotFoundError(
+        f"{model} is neither an image adapter directory (adapter.json) nor a "
+        f"Visualized-BGE checkpoint (.pth, or the hub repository {VISUALIZED_REPO})"
+    )
 
 
 __all__ = [

@@ -43,8 +43,9 @@ class Projection(nn.Module):
         self.register_buffer("feature_mean", torch.zeros(feature_dim))
         self.register_buffer("feature_std", torch.ones(feature_dim))
         if hidden_dim:
-            self.net: nn.Module = nn.Sequential(nn.Linear(feature_dim, hidden_dim), nn.GELU(),
-                                                nn.Linear(hidden_dim, dim))
+            self.net: nn.Module = nn.Sequential(
+                nn.Linear(feature_dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, dim)
+            )
         else:
             self.net = nn.Linear(feature_dim, dim)
 
@@ -81,8 +82,10 @@ class AdapterConfig:
         if data.get("format") != ADAPTER_FORMAT:
             raise ModelLoadError(f"{where} is not an m3search image adapter (format {data.get('format')!r})")
         if data.get("version") != ADAPTER_VERSION:
-            raise ModelLoadError(f"{where} has adapter format version {data.get('version')}; this m3search "
-                                 f"reads version {ADAPTER_VERSION}")
+            raise ModelLoadError(
+                f"{where} has adapter format version {data.get('version')}; this m3search "
+                f"reads version {ADAPTER_VERSION}"
+            )
         fields = {k: v for k, v in data.items() if k not in ("format", "version")}
         try:
             return cls(**fields)
@@ -93,11 +96,14 @@ class AdapterConfig:
 class AdapterImageEncoder(ImageEncoder):
     """Images -> tower features -> projection: L2-normalized vectors in the text model's dense space."""
 
-    def __init__(self, tower: VisionTower, projection: Projection, config: AdapterConfig, *,
-                 name: str | None = None) -> None:
+    def __init__(
+        self, tower: VisionTower, projection: Projection, config: AdapterConfig, *, name: str | None = None
+    ) -> None:
         if config.feature_dim != tower.feature_dim:
-            raise DimensionMismatchError(f"tower {tower.name!r} gives {tower.feature_dim}-d features; the "
-                                         f"adapter expects {config.feature_dim}")
+            raise DimensionMismatchError(
+                f"tower {tower.name!r} gives {tower.feature_dim}-d features; the "
+                f"adapter expects {config.feature_dim}"
+            )
         self.tower = tower
         self.projection = projection.eval().to(tower.device)
         self.config = config
@@ -112,15 +118,22 @@ class AdapterImageEncoder(ImageEncoder):
         features = np.asarray(features, dtype=np.float32)
         if features.ndim != 2 or features.shape[1] != self.config.feature_dim:
             raise DimensionMismatchError(
-                f"expected (n, {self.config.feature_dim}) features, got {features.shape}")
+                f"expected (n, {self.config.feature_dim}) features, got {features.shape}"
+            )
         with torch.inference_mode():
             out = self.projection(torch.from_numpy(features).to(self.tower.device))
         return out.float().cpu().numpy()
 
-    def encode_images(self, images: ImageSource | Sequence[ImageSource], *, batch_size: int = 16,
-                      show_progress_bar: bool = False) -> np.ndarray:
-        features = self.tower.encode(as_list(images), batch_size=batch_size,
-                                     show_progress_bar=show_progress_bar, limits=self.limits)
+    def encode_images(
+        self,
+        images: ImageSource | Sequence[ImageSource],
+        *,
+        batch_size: int = 16,
+        show_progress_bar: bool = False,
+    ) -> np.ndarray:
+        features = self.tower.encode(
+            as_list(images), batch_size=batch_size, show_progress_bar=show_progress_bar, limits=self.limits
+        )
         return self.project(features)
 
     def save(self, directory: str | Path) -> Path:

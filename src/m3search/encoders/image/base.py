@@ -47,8 +47,13 @@ class ImageEncoder(ABC):
     limits: ImageLimits = DEFAULT_LIMITS
 
     @abstractmethod
-    def encode_images(self, images: ImageSource | Sequence[ImageSource], *, batch_size: int = 16,
-                      show_progress_bar: bool = False) -> np.ndarray:
+    def encode_images(
+        self,
+        images: ImageSource | Sequence[ImageSource],
+        *,
+        batch_size: int = 16,
+        show_progress_bar: bool = False,
+    ) -> np.ndarray:
         """(n, dim) float32, rows L2-normalized; bad images raise `ImageError` naming their index."""
 
     @property
@@ -56,16 +61,29 @@ class ImageEncoder(ABC):
         """Whether `encode_composed` (one vector for an image and a text together) is available."""
         return False
 
-    def encode_composed(self, images: Sequence[ImageSource], texts: Sequence[str], *, batch_size: int = 16,
-                        show_progress_bar: bool = False) -> np.ndarray:
+    def encode_composed(
+        self,
+        images: Sequence[ImageSource],
+        texts: Sequence[str],
+        *,
+        batch_size: int = 16,
+        show_progress_bar: bool = False,
+    ) -> np.ndarray:
         """(n, dim) vectors of (image, text) pairs: image+text documents and queries ("this, but red")."""
-        raise InvalidInputError(f"image encoder {self.name!r} cannot encode an image and a text together; "
-                                "use Visualized-BGE for composed image+text queries")
+        raise InvalidInputError(
+            f"image encoder {self.name!r} cannot encode an image and a text together; "
+            "use Visualized-BGE for composed image+text queries"
+        )
 
     def describe(self) -> dict[str, Any]:
         """JSON-able description stored with collections and shown by the server."""
-        return {"name": self.name, "kind": type(self).__name__, "dim": self.dim,
-                "text_model": self.text_model, "composed": self.supports_composed}
+        return {
+            "name": self.name,
+            "kind": type(self).__name__,
+            "dim": self.dim,
+            "text_model": self.text_model,
+            "composed": self.supports_composed,
+        }
 
 
 __all__ = ["ImageEncoder", "as_list", "batched"]

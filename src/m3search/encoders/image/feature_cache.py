@@ -34,8 +34,9 @@ class FeatureCache:
         digest = hashlib.sha256(json.dumps([kind, model, list(keys)]).encode("utf-8")).hexdigest()[:32]
         return self.root / f"{kind}-{digest}.npy"
 
-    def get(self, kind: str, model: str, keys: Sequence[str],
-            compute: Callable[[], np.ndarray]) -> np.ndarray:
+    def get(
+        self, kind: str, model: str, keys: Sequence[str], compute: Callable[[], np.ndarray]
+    ) -> np.ndarray:
         """The cached array for (kind, model, keys), computing and storing it (atomically) on a miss."""
         path = self.path_for(kind, model, keys)
         if path.is_file():

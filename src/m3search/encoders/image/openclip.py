@@ -21,16 +21,23 @@ def parse_name(name: str) -> tuple[str, str]:
     spec = name.removeprefix(PREFIX)
     model, _, pretrained = spec.partition("@")
     if not model or not pretrained:
-        raise InvalidInputError(f"tower {name!r}: expected open_clip:MODEL@PRETRAINED, e.g. "
-                                "open_clip:ViT-B-32@laion2b_s34b_b79k")
+        raise InvalidInputError(
+            f"tower {name!r}: expected open_clip:MODEL@PRETRAINED, e.g. open_clip:ViT-B-32@laion2b_s34b_b79k"
+        )
     return model, pretrained
 
 
 class OpenCLIPTower(VisionTower):
     """An OpenCLIP model's image side."""
 
-    def __init__(self, model: torch.nn.Module, name: str, feature_dim: int, preprocess: ImagePreprocess,
-                 device: str = "cpu") -> None:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        name: str,
+        feature_dim: int,
+        preprocess: ImagePreprocess,
+        device: str = "cpu",
+    ) -> None:
         self.name = name
         self.feature_dim = feature_dim
         self.preprocess = preprocess
@@ -44,8 +51,9 @@ class OpenCLIPTower(VisionTower):
         try:
             import open_clip
         except ImportError:
-            raise ModelNotFoundError(f"tower {name!r} needs open_clip: pip install open_clip_torch (it needs "
-                                     "torchvision too)") from None
+            raise ModelNotFoundError(
+                f"tower {name!r} needs open_clip: pip install open_clip_torch (it needs torchvision too)"
+            ) from None
         try:
             model = open_clip.create_model(model_name, pretrained=pretrained, device=device)
         except (RuntimeError, OSError, ValueError) as exc:

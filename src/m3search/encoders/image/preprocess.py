@@ -39,8 +39,13 @@ class ImagePreprocess:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ImagePreprocess:
         try:
-            return cls(size=int(data["size"]), crop=data["crop"], crop_fraction=float(data["crop_fraction"]),
-                       mean=tuple(data["mean"]), std=tuple(data["std"]))
+            return cls(
+                size=int(data["size"]),
+                crop=data["crop"],
+                crop_fraction=float(data["crop_fraction"]),
+                mean=tuple(data["mean"]),
+                std=tuple(data["std"]),
+            )
         except (KeyError, TypeError, ValueError) as exc:
             raise InvalidInputError(f"invalid image preprocessing description {data!r}: {exc}") from None
 

@@ -31,13 +31,20 @@ class VisionTower(ABC):
     def features(self, pixels: torch.Tensor) -> torch.Tensor:
         """(B, feature_dim) float32 features of preprocessed pixels (B, 3, size, size)."""
 
-    def encode(self, images: ImageSource | Sequence[ImageSource], *, batch_size: int = 32,
-               show_progress_bar: bool = False, limits: ImageLimits = DEFAULT_LIMITS) -> np.ndarray:
+    def encode(
+        self,
+        images: ImageSource | Sequence[ImageSource],
+        *,
+        batch_size: int = 32,
+        show_progress_bar: bool = False,
+        limits: ImageLimits = DEFAULT_LIMITS,
+    ) -> np.ndarray:
         """Load, check and preprocess images, then return their (n, feature_dim) float32 features."""
         images = as_list(images)
         out = np.zeros((len(images), self.feature_dim), dtype=np.float32)
-        with tqdm(total=len(images), unit="img", disable=not show_progress_bar,
-                  desc=f"features {self.name}") as bar:
+        with tqdm(
+            total=len(images), unit="img", disable=not show_progress_bar, desc=f"features {self.name}"
+        ) as bar:
             for start, batch in zip(range(0, len(images), batch_size), batched(images, batch_size)):
                 pixels = self.preprocess(load_images(batch, limits=limits, first_index=start))
                 with torch.inference_mode():

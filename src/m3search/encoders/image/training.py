@@ -90,8 +90,9 @@ def _epoch_batches(owners: list[np.ndarray], batch_size: int, rng: np.random.Gen
     return batches
 
 
-def train_projection(features: np.ndarray, captions: np.ndarray, caption_image: np.ndarray,
-                     config: TrainConfig) -> tuple[Projection, float, list[float]]:
+def train_projection(
+    features: np.ndarray, captions: np.ndarray, caption_image: np.ndarray, config: TrainConfig
+) -> tuple[Projection, float, list[float]]:
     """Train on (n_images, feature_dim) features and (n_captions, dim) normalized caption vectors.
 
     Returns the projection (eval mode), the learned logit scale and the mean loss of each epoch.
@@ -106,8 +107,9 @@ def train_projection(features: np.ndarray, captions: np.ndarray, caption_image: 
         torch.set_num_threads(threads)
 
 
-def _train(features: np.ndarray, captions: np.ndarray, caption_image: np.ndarray,
-           config: TrainConfig) -> tuple[Projection, float, list[float]]:
+def _train(
+    features: np.ndarray, captions: np.ndarray, caption_image: np.ndarray, config: TrainConfig
+) -> tuple[Projection, float, list[float]]:
     features_t = torch.from_numpy(np.asarray(features, dtype=np.float32))
     captions_t = F.normalize(torch.from_numpy(np.asarray(captions, dtype=np.float32)), dim=-1)
     owners = [np.flatnonzero(caption_image == i) for i in range(len(features))]
@@ -115,10 +117,13 @@ def _train(features: np.ndarray, captions: np.ndarray, caption_image: np.ndarray
         raise InvalidInputError("every training image needs at least one caption")
     projection = initial_projection(features, captions.shape[1], config).train()
     logit_scale = nn.Parameter(torch.tensor(math.log(1 / config.init_temperature)))
-    optimizer = torch.optim.AdamW([
-        {"params": list(projection.parameters()), "weight_decay": config.weight_decay},
-        {"params": [logit_scale], "weight_decay": 0.0},
-    ], lr=config.lr)
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": list(projection.parameters()), "weight_decay": config.weight_decay},
+            {"params": [logit_scale], "weight_decay": 0.0},
+        ],
+        lr=config.lr,
+    )
     rng = np.random.default_rng(config.seed)
     steps_per_epoch = len(_epoch_batches(owners, config.batch_size, np.random.default_rng(0)))
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs * steps_per_epoch)
@@ -142,37 +147,69 @@ def _train(features: np.ndarray, captions: np.ndarray, caption_image: np.ndarray
     return projection.eval(), float(logit_scale.detach().exp()), losses
 
 
-def encode_set(data: ImageCaptionSet, tower: VisionTower, text_encoder: TextEncoder, cache: FeatureCache,
-               *, show_progress_bar: bool = False) -> dict[str, np.ndarray]:
+def encode_set(
+    data: ImageCaptionSet,
+    tower: VisionTower,
+    text_encoder: TextEncoder,
+    cache: FeatureCache,
+    *,
+    show_progress_bar: bool = False,
+) -> dict[str, np.ndarray]:
     """Tower features of the images and caption vectors as queries and as documents, through the cache."""
-    feats = cache.get(f"image-{tower.name}", tower.name, image_keys(data.images),
-                      lambda: tower.encode(data.images, show_progress_bar=show_progress_bar))
+    feats = cache.get(
+        f"image-{tower.name}",
+        tower.name,
+        image_keys(data.images),
+        lambda: tower.encode(data.images, show_progress_bar=show_progress_bar),
+    )
     progress = {"show_progress_bar": show_progress_bar}
-    as_query = cache.get("caption-query", text_encoder.name, data.captions,
-                         lambda: text_encoder.encode_queries(data.captions, **progress).dense)
-    as_doc = cache.get("caption-passage", text_encoder.name, data.captions,
-                       lambda: text_encoder.encode_documents(data.captions, **progress).dense)
+    as_query = cache.get(
+        "caption-query",
+        text_encoder.name,
+        data.captions,
+        lambda: text_encoder.encode_queries(data.captions, **progress).dense,
+    )
+    as_doc = cache.get(
+        "caption-passage",
+        text_encoder.name,
+        data.captions,
+        lambda: text_encoder.encode_documents(data.captions, **progress).dense,
+    )
     return {"features": feats, "query": as_query, "passage": as_doc}
 
 
-def evaluate_projection(projection: Projection, features: np.ndarray, queries: np.ndarray,
-                        passages: np.ndarray, caption_image: np.ndarray,
-                        ks: tuple[int, ...] = DEFAULT_KS) -> dict[str, dict[str, float]]:
+def evaluate_projection(
+    projection: Projection,
+    features: np.ndarray,
+    queries: np.ndarray,
+    passages: np.ndarray,
+    caption_image: np.ndarray,
+    ks: tuple[int, ...] = DEFAULT_KS,
+) -> dict[str, dict[str, float]]:
     """Recall@k both ways of projected images against caption queries (text->image) and documents."""
     with torch.inference_mode():
         image_vecs = projection.eval()(torch.from_numpy(np.asarray(features, dtype=np.float32))).numpy()
     return image_text_recall(image_vecs, passages, caption_image, query_caption_vectors=queries, ks=ks)
 
 
-def heldout_metrics(projection: Projection, data: ImageCaptionSet, vectors: dict[str, np.ndarray],
-                    train_images: int, config: TrainConfig) -> dict[str, Any]:
+def heldout_metrics(
+    projection: Projection,
+    data: ImageCaptionSet,
+    vectors: dict[str, np.ndarray],
+    train_images: int,
+    config: TrainConfig,
+) -> dict[str, Any]:
     """Recall both ways on the images after the first `train_images` (`vectors` from `encode_set`): the
     trained `projection`, the untrained one training starts from, and a random one (same seed)."""
     _, held = data.split(train_images)
     in_train = data.caption_image < train_images
     train_feats = vectors["features"][:train_images]
-    held_args = (vectors["features"][train_images:], vectors["query"][~in_train], vectors["passage"][~in_train],
-                 held.caption_image)
+    held_args = (
+        vectors["features"][train_images:],
+        vectors["query"][~in_train],
+        vectors["passage"][~in_train],
+        held.caption_image,
+    )
     dim = vectors["query"].shape[1]
     return {
         "heldout_images": len(held),
@@ -183,9 +220,16 @@ def heldout_metrics(projection: Projection, data: ImageCaptionSet, vectors: dict
     }
 
 
-def train_adapter(data: ImageCaptionSet, tower: VisionTower, text_encoder: TextEncoder, *, train_images: int,
-                  config: TrainConfig | None = None, cache: FeatureCache | None = None,
-                  show_progress_bar: bool = False) -> AdapterImageEncoder:
+def train_adapter(
+    data: ImageCaptionSet,
+    tower: VisionTower,
+    text_encoder: TextEncoder,
+    *,
+    train_images: int,
+    config: TrainConfig | None = None,
+    cache: FeatureCache | None = None,
+    show_progress_bar: bool = False,
+) -> AdapterImageEncoder:
     """Train a projection on the first `train_images` images; evaluate it and both baselines on the rest.
 
     The held-out metrics (trained, untrained, random) are stored in the adapter's config (`config.metrics`).
@@ -195,16 +239,19 @@ def train_adapter(data: ImageCaptionSet, tower: VisionTower, text_encoder: TextE
     if "dense" not in text_encoder.outputs:
         raise InvalidInputError(f"text model {text_encoder.name!r} has no dense output to align images with")
     train, held = data.split(train_images)
-    vectors = encode_set(data, tower, text_encoder, cache or FeatureCache(),
-                         show_progress_bar=show_progress_bar)
+    vectors = encode_set(
+        data, tower, text_encoder, cache or FeatureCache(), show_progress_bar=show_progress_bar
+    )
     in_train = data.caption_image < train_images
     train_feats = vectors["features"][:train_images]
     started = time.perf_counter()
-    projection, scale, losses = train_projection(train_feats, vectors["query"][in_train], train.caption_image,
-                                                 config)
+    projection, scale, losses = train_projection(
+        train_feats, vectors["query"][in_train], train.caption_image, config
+    )
     seconds = time.perf_counter() - started
-    log.info("trained in %.1f s; loss %.3f -> %.3f; temperature %.4f", seconds, losses[0], losses[-1],
-             1 / scale)
+    log.info(
+        "trained in %.1f s; loss %.3f -> %.3f; temperature %.4f", seconds, losses[0], losses[-1], 1 / scale
+    )
     metrics = heldout_metrics(projection, data, vectors, train_images, config) if len(held) else {}
     adapter_config = AdapterConfig(
         tower=tower.name,
@@ -214,12 +261,26 @@ def train_adapter(data: ImageCaptionSet, tower: VisionTower, text_encoder: TextE
         hidden_dim=config.hidden_dim,
         preprocess=tower.preprocess.to_dict(),
         logit_scale=math.log(scale),
-        training={**asdict(config), "train_images": train_images, "train_captions": int(in_train.sum()),
-                  "loss_first_epoch": losses[0], "loss_last_epoch": losses[-1], "seconds": round(seconds, 2)},
+        training={
+            **asdict(config),
+            "train_images": train_images,
+            "train_captions": int(in_train.sum()),
+            "loss_first_epoch": losses[0],
+            "loss_last_epoch": losses[-1],
+            "seconds": round(seconds, 2),
+        },
         metrics=metrics,
     )
     return AdapterImageEncoder(tower, projection, adapter_config)
 
 
-__all__ = ["TrainConfig", "encode_set", "evaluate_projection", "heldout_metrics", "initial_projection",
-           "random_projection", "train_adapter", "train_projection"]
+__all__ = [
+    "TrainConfig",
+    "encode_set",
+    "evaluate_projection",
+    "heldout_metrics",
+    "initial_projection",
+    "random_projection",
+    "train_adapter",
+    "train_projection",
+]

@@ -79,8 +79,9 @@ def _read_bytes(source: ImageSource, limits: ImageLimits, what: str) -> bytes:
             raise ImageError(f"{what}: the file object must be opened in binary mode")
         data = bytes(data)
     else:
-        raise ImageError(f"{what}: expected a path, bytes, a binary file or a PIL image, "
-                         f"got {type(source).__name__}")
+        raise ImageError(
+            f"{what}: expected a path, bytes, a binary file or a PIL image, got {type(source).__name__}"
+        )
     if len(data) > limits.max_bytes:
         raise ImageTooLargeError(too_big)
     if not data:
@@ -103,7 +104,7 @@ def _identify(data: bytes) -> str | None:
     try:
         with Image.open(io.BytesIO(data)) as probe:
             return probe.format
-    except Exception:  # identification only: any failure means "unknown"
+    except Exception:  # noqa: BLE001 - identification only: any failure means "unknown"
         return None
 
 
@@ -129,8 +130,9 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def load_image(source: ImageSource, *, limits: ImageLimits = DEFAULT_LIMITS,
-               label: str | None = None) -> Image.Image:
+def load_image(
+    source: ImageSource, *, limits: ImageLimits = DEFAULT_LIMITS, label: str | None = None
+) -> Image.Image:
     """Decode one image into an upright RGB PIL image, or raise an `ImageError` saying what is wrong with it.
 
     Checks, in order: readable and within `max_bytes`; a format in `limits.formats`; header dimensions within
@@ -159,24 +161,35 @@ def load_image(source: ImageSource, *, limits: ImageLimits = DEFAULT_LIMITS,
         allowed = ", ".join(sorted(limits.formats))
         claimed = _signature(data)
         if claimed in limits.formats:
-            raise ImageError(f"{what} is corrupt: it starts like a {claimed} file but cannot be "
-                             "parsed") from None
+            raise ImageError(
+                f"{what} is corrupt: it starts like a {claimed} file but cannot be parsed"
+            ) from None
         found = _identify(data)
         if found:
             raise ImageError(f"{what} is {found}, an unsupported format (supported: {allowed})") from None
         raise ImageError(f"{what} is not a recognizable image (supported formats: {allowed})") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageTooLargeError(f"{what} is a decompression bomb: {exc}") from None
-    except (OSError, ValueError, SyntaxError, EOFError, IndexError, KeyError, TypeError, struct.error,
-            MemoryError) as exc:
+    except (
+        OSError,
+        ValueError,
+        SyntaxError,
+        EOFError,
+        IndexError,
+        KeyError,
+        TypeError,
+        struct.error,
+        MemoryError,
+    ) as exc:
         detail = str(exc) or type(exc).__name__
         if "truncated" in detail.lower():
             raise ImageError(f"{what} is truncated (the file ends before the image data does)") from None
         raise ImageError(f"{what} is corrupt and cannot be decoded: {detail}") from None
 
 
-def load_images(sources: Sequence[ImageSource], *, limits: ImageLimits = DEFAULT_LIMITS,
-                first_index: int = 0) -> list[Image.Image]:
+def load_images(
+    sources: Sequence[ImageSource], *, limits: ImageLimits = DEFAULT_LIMITS, first_index: int = 0
+) -> list[Image.Image]:
     """`load_image` over a list; errors name the index (counted from `first_index`, for batches of a larger
     list) and the path, when there is one, of the bad image."""
     single = (str, bytes, bytearray, memoryview, os.PathLike, Image.Image)

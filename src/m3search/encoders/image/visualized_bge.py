@@ -43,11 +43,19 @@ VISUALIZED_CHECKPOINTS = {
 #: Checkpoint entries this model does not use: bge's pooler, the CLIP logit scale, the tower's final norm and
 #: CLIP head (Visualized-BGE takes the last block's tokens), and position/token-type buffers of older
 #: transformers versions.
-_UNUSED_PREFIXES = ("bge_pooler.", "model_visual.logit_scale", "model_visual.visual.norm.",
-                    "model_visual.visual.head.")
+_UNUSED_PREFIXES = (
+    "bge_pooler.",
+    "model_visual.logit_scale",
+    "model_visual.visual.norm.",
+    "model_visual.visual.head.",
+)
 _UNUSED_BUFFERS = ("bge_embeddings.position_ids", "bge_embeddings.token_type_ids")
-_PARTS = {"bge_embeddings.": "backbone.embeddings.", "bge_encoder.": "backbone.encoder.",
-          "model_visual.visual.": "visual.", "visual_proj.": "visual_proj."}
+_PARTS = {
+    "bge_embeddings.": "backbone.embeddings.",
+    "bge_encoder.": "backbone.encoder.",
+    "model_visual.visual.": "visual.",
+    "visual_proj.": "visual_proj.",
+}
 
 
 class VisualizedBGE(nn.Module):
@@ -71,15 +79,17 @@ class VisualizedBGE(nn.Module):
         positions = torch.arange(1, tokens.shape[1] + 1, device=tokens.device)
         return emb.LayerNorm(tokens + emb.position_embeddings(positions))
 
-    def composed(self, pixels: torch.Tensor, input_ids: torch.Tensor,
-                 attention_mask: torch.Tensor) -> torch.Tensor:
+    def composed(
+        self, pixels: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> torch.Tensor:
         """(B, hidden) normalized CLS output of [CLS, image tokens, text tokens after CLS]."""
         image = self.image_tokens(pixels)
         batch, length = input_ids.shape
         n = image.shape[1]
         device = input_ids.device
-        positions = torch.cat([torch.zeros(1, dtype=torch.long, device=device),
-                               torch.arange(n + 1, n + length, device=device)])
+        positions = torch.cat(
+            [torch.zeros(1, dtype=torch.long, device=device), torch.arange(n + 1, n + length, device=device)]
+        )
         text = self.backbone.embeddings(
             input_ids=input_ids,
             position_ids=positions.expand(batch, -1),
@@ -104,7 +114,7 @@ def _split_checkpoint(state: dict[str, torch.Tensor], path: Path) -> dict[str, t
         if prefix is None:
             unknown.append(key)
             continue
-        out[_PARTS[prefix] + key[len(prefix):]] = value.float()
+        out[_PARTS[prefix] + key[len(prefix) :]] = value.float()
     if unknown:
         raise ModelLoadError(f"{path} is not a Visualized-BGE checkpoint: unexpected entries {unknown[:5]}")
     return out
@@ -129,8 +139,9 @@ def resolve_checkpoint(checkpoint: str | Path, text_model: str, cache_dir: str |
     except (LocalEntryNotFoundError, OSError, ValueError):
         pass
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
-        raise ModelNotFoundError(f"{filename} of {repo} is not in the Hugging Face cache and HF_HUB_OFFLINE "
-                                 "is set")
+        raise ModelNotFoundError(
+            f"{filename} of {repo} is not in the Hugging Face cache and HF_HUB_OFFLINE is set"
+        )
     try:
         return Path(hf_hub_download(repo, filename, cache_dir=cache_dir))
     except (HfHubHTTPError, LocalEntryNotFoundError, OSError, ValueError) as exc:
@@ -171,8 +182,15 @@ class VisualizedBGEEncoder(ImageEncoder):
     retrieval more than for plain text->image search.
     """
 
-    def __init__(self, model: VisualizedBGE, text_encoder: TransformerEncoder, *, name: str,
-                 preprocess: ImagePreprocess = CLIP_PREPROCESS, device: str = "cpu") -> None:
+    def __init__(
+        self,
+        model: VisualizedBGE,
+        text_encoder: TransformerEncoder,
+        *,
+        name: str,
+        preprocess: ImagePreprocess = CLIP_PREPROCESS,
+        device: str = "cpu",
+    ) -> None:
         self.model = model.to(device)
         self.device = torch.device(device)
         self.text_encoder = text_encoder
@@ -186,9 +204,14 @@ class VisualizedBGEEncoder(ImageEncoder):
         self.max_composed_length = max_positions - model.num_image_tokens - 2
 
     @classmethod
-    def from_pretrained(cls, checkpoint: str | Path = VISUALIZED_REPO, *,
-                        text_model: str | Path = "BAAI/bge-m3", device: str | None = None,
-                        cache_dir: str | Path | None = None) -> VisualizedBGEEncoder:
+    def from_pretrained(
+        cls,
+        checkpoint: str | Path = VISUALIZED_REPO,
+        *,
+        text_model: str | Path = "BAAI/bge-m3",
+        device: str | None = None,
+        cache_dir: str | Path | None = None,
+    ) -> VisualizedBGEEncoder:
         """Load a checkpoint (file, directory or hub repo) with its text model (hub id or directory)."""
         text_path, spec = resolve_model(text_model, cache_dir=cache_dir)
         path = resolve_checkpoint(checkpoint, spec.name, cache_dir)
@@ -202,37 +225,65 @@ class VisualizedBGEEncoder(ImageEncoder):
     def supports_composed(self) -> bool:
         return True
 
-    def encode(self, images: ImageSource | Sequence[ImageSource] | None = None,
-               texts: str | Sequence[str] | None = None, *, batch_size: int = 16,
-               max_length: int | None = None, show_progress_bar: bool = False) -> np.ndarray:
+    def encode(
+        self,
+        images: ImageSource | Sequence[ImageSource] | None = None,
+        texts: str | Sequence[str] | None = None,
+        *,
+        batch_size: int = 16,
+        max_length: int | None = None,
+        show_progress_bar: bool = False,
+    ) -> np.ndarray:
         """Image only, text only, or image+text pairs (equal counts) -> (n, dim) normalized float32."""
         if images is None and texts is None:
             raise InvalidInputError("give images, texts, or both")
         if images is None:
-            return self.text_encoder.encode(texts, batch_size=batch_size, max_length=max_length,
-                                            show_progress_bar=show_progress_bar).dense
+            return self.text_encoder.encode(
+                texts, batch_size=batch_size, max_length=max_length, show_progress_bar=show_progress_bar
+            ).dense
         if texts is None:
             return self.encode_images(images, batch_size=batch_size, show_progress_bar=show_progress_bar)
         texts = [texts] if isinstance(texts, str) else list(texts)
-        return self.encode_composed(as_list(images), texts, batch_size=batch_size, max_length=max_length,
-                                    show_progress_bar=show_progress_bar)
+        return self.encode_composed(
+            as_list(images),
+            texts,
+            batch_size=batch_size,
+            max_length=max_length,
+            show_progress_bar=show_progress_bar,
+        )
 
-    def encode_images(self, images: ImageSource | Sequence[ImageSource], *, batch_size: int = 16,
-                      show_progress_bar: bool = False) -> np.ndarray:
+    def encode_images(
+        self,
+        images: ImageSource | Sequence[ImageSource],
+        *,
+        batch_size: int = 16,
+        show_progress_bar: bool = False,
+    ) -> np.ndarray:
         images = as_list(images)
-        return self.encode_composed(images, [""] * len(images), batch_size=batch_size,
-                                    show_progress_bar=show_progress_bar)
+        return self.encode_composed(
+            images, [""] * len(images), batch_size=batch_size, show_progress_bar=show_progress_bar
+        )
 
-    def encode_composed(self, images: Sequence[ImageSource], texts: Sequence[str], *, batch_size: int = 16,
-                        max_length: int | None = None, show_progress_bar: bool = False) -> np.ndarray:
+    def encode_composed(
+        self,
+        images: Sequence[ImageSource],
+        texts: Sequence[str],
+        *,
+        batch_size: int = 16,
+        max_length: int | None = None,
+        show_progress_bar: bool = False,
+    ) -> np.ndarray:
         texts = validate_texts(texts)
         if len(images) != len(texts):
-            raise InvalidInputError(f"got {len(images)} images and {len(texts)} texts; pairs need equal "
-                                    "counts")
+            raise InvalidInputError(
+                f"got {len(images)} images and {len(texts)} texts; pairs need equal counts"
+            )
         limit = self.max_composed_length if max_length is None else int(max_length)
         if not 2 <= limit <= self.max_composed_length:
-            raise InvalidInputError(f"max_length must be between 2 and {self.max_composed_length} for "
-                                    f"image+text with {self.name}, got {limit}")
+            raise InvalidInputError(
+                f"max_length must be between 2 and {self.max_composed_length} for "
+                f"image+text with {self.name}, got {limit}"
+            )
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         pairs = list(range(len(texts)))
         with tqdm(total=len(pairs), unit="img", disable=not show_progress_bar, desc="encode images") as bar:
@@ -240,8 +291,9 @@ class VisualizedBGEEncoder(ImageEncoder):
                 pil = load_images([images[i] for i in batch], limits=self.limits, first_index=batch[0])
                 ids, mask = self._tokenize([texts[i] for i in batch], limit)
                 with torch.inference_mode():
-                    vectors = self.model.composed(self.preprocess(pil).to(self.device), ids.to(self.device),
-                                                  mask.to(self.device))
+                    vectors = self.model.composed(
+                        self.preprocess(pil).to(self.device), ids.to(self.device), mask.to(self.device)
+                    )
                 out[batch[0] : batch[-1] + 1] = vectors.float().cpu().numpy()
                 bar.update(len(batch))
         return out
@@ -266,5 +318,11 @@ class VisualizedBGEEncoder(ImageEncoder):
         return info
 
 
-__all__ = ["VISUALIZED_CHECKPOINTS", "VISUALIZED_REPO", "VisualizedBGE", "VisualizedBGEEncoder",
-           "load_visualized_bge", "resolve_checkpoint"]
+__all__ = [
+    "VISUALIZED_CHECKPOINTS",
+    "VISUALIZED_REPO",
+    "VisualizedBGE",
+    "VisualizedBGEEncoder",
+    "load_visualized_bge",
+    "resolve_checkpoint",
+]

@@ -46,8 +46,11 @@ def _onnx(precision: str) -> RuntimeFactory:
 
         require_onnxruntime()
         if load_manifest(path, spec) is None:
-            log.warning("no cached ONNX export of %s; exporting it now (minutes for bge-m3; "
-                        "`m3search models export-onnx` does this ahead of time)", spec.name)
+            log.warning(
+                "no cached ONNX export of %s; exporting it now (minutes for bge-m3; "
+                "`m3search models export-onnx` does this ahead of time)",
+                spec.name,
+            )
             export_onnx(path, spec)
         return OnnxRuntime(graph_path(path, spec, precision), name=f"onnx-{precision}", device=device)
 
@@ -106,7 +109,9 @@ def _guarded_onnx(name: str, path: Path, spec: ModelSpec, device: str) -> Runtim
     if manifest is None:
         log.info("auto: skipping %s (not exported; run `m3search models export-onnx`)", name)
         return None
-    violations = GUARD_BOUNDS.violations(Deviation(**manifest["graphs"][name.removeprefix("onnx-")]["deviation"]))
+    violations = GUARD_BOUNDS.violations(
+        Deviation(**manifest["graphs"][name.removeprefix("onnx-")]["deviation"])
+    )
     if violations:
         log.info("auto: skipping %s: %s", name, "; ".join(violations))
         return None
@@ -162,7 +167,9 @@ def choose_auto(path: Path, spec: ModelSpec, device: str | None = None, tokenize
     return RUNTIMES["torch-fp32"](path, spec, device)
 
 
-def make_runtime(name: str, path: Path, spec: ModelSpec, device: str | None = None, tokenizer: Any = None) -> Runtime:
+def make_runtime(
+    name: str, path: Path, spec: ModelSpec, device: str | None = None, tokenizer: Any = None
+) -> Runtime:
     """Build the named runtime, or the `auto` choice, for the model at `path`."""
     if check_runtime_name(name) == "auto":
         return choose_auto(path, spec, device, tokenizer)

@@ -88,7 +88,9 @@ def measure_deviation(reference: EncodeResult, candidate: EncodeResult) -> Devia
     if reference.dense is not None and candidate.dense is not None:
         dense = float(_cosines(reference.dense, candidate.dense).min())
     if reference.sparse is not None and candidate.sparse is not None:
-        sparse = max((_sparse_rel_diff(r, c) for r, c in zip(reference.sparse, candidate.sparse)), default=0.0)
+        sparse = max(
+            (_sparse_rel_diff(r, c) for r, c in zip(reference.sparse, candidate.sparse)), default=0.0
+        )
     if reference.colbert is not None and candidate.colbert is not None:
         means = [float(_cosines(r, c).mean()) for r, c in zip(reference.colbert, candidate.colbert) if len(r)]
         colbert = min(means, default=1.0)
@@ -99,19 +101,30 @@ def forward_as_result(out: ForwardOutput, lengths: np.ndarray) -> EncodeResult:
     """View one batch's raw outputs per text (sparse keyed by position), for `measure_deviation`."""
     sparse = None
     if out.token_weights is not None:
-        sparse = [{p: float(w) for p, w in enumerate(row[:n]) if w > 0} for row, n in zip(out.token_weights, lengths)]
+        sparse = [
+            {p: float(w) for p, w in enumerate(row[:n]) if w > 0}
+            for row, n in zip(out.token_weights, lengths)
+        ]
     colbert = None if out.colbert is None else [row[: n - 1] for row, n in zip(out.colbert, lengths)]
     return EncodeResult(dense=out.dense, sparse=sparse, colbert=colbert, num_tokens=[int(n) for n in lengths])
 
 
 def probe_batch(tokenizer: Any, max_length: int = 512) -> tuple[np.ndarray, np.ndarray]:
     """The probe texts as one padded batch of (ids, mask)."""
-    enc = tokenizer(list(PROBE_TEXTS), padding=True, truncation=True, max_length=max_length, return_tensors="np")
+    enc = tokenizer(
+        list(PROBE_TEXTS), padding=True, truncation=True, max_length=max_length, return_tensors="np"
+    )
     return enc["input_ids"].astype(np.int64), enc["attention_mask"].astype(np.int64)
 
 
-def runtime_deviation(reference: Runtime | ForwardOutput, candidate: Runtime, ids: np.ndarray, mask: np.ndarray,
-                      *, sparse: bool = True) -> Deviation:
+def runtime_deviation(
+    reference: Runtime | ForwardOutput,
+    candidate: Runtime,
+    ids: np.ndarray,
+    mask: np.ndarray,
+    *,
+    sparse: bool = True,
+) -> Deviation:
     """Deviation of `candidate` from `reference` (a runtime, or its output on this batch) on one batch."""
     heads = {"dense": True, "sparse": sparse, "colbert": True}
     ref = reference if isinstance(reference, ForwardOutput) else reference.forward(ids, mask, **heads)

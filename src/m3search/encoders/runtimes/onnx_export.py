@@ -78,7 +78,9 @@ def _export_fp32(model: EncoderModel, sparse: bool, dest: Path) -> None:
     try:
         import onnxscript  # noqa: F401  (the exporter needs it)
     except ImportError:
-        raise RuntimeUnavailableError("exporting to ONNX needs onnxscript: pip install 'm3search[onnx]'") from None
+        raise RuntimeUnavailableError(
+            "exporting to ONNX needs onnxscript: pip install 'm3search[onnx]'"
+        ) from None
     dest.parent.mkdir(parents=True, exist_ok=True)
     # Example inputs with distinct sizes, so that neither axis is specialized to a constant.
     ids = torch.tensor([[0, 100, 200, 300, 2], [0, 5, 6, 2, 1]])
@@ -89,10 +91,16 @@ def _export_fp32(model: EncoderModel, sparse: bool, dest: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporter's notes on axis naming and deprecations, not for users
         torch.onnx.export(
-            _AllOutputs(model, sparse).eval(), (ids, mask), str(dest),
-            input_names=["input_ids", "attention_mask"], output_names=names,
+            _AllOutputs(model, sparse).eval(),
+            (ids, mask),
+            str(dest),
+            input_names=["input_ids", "attention_mask"],
+            output_names=names,
             dynamic_shapes={"input_ids": axes, "attention_mask": axes},
-            dynamo=True, external_data=True, opset_version=OPSET, verbose=False,
+            dynamo=True,
+            external_data=True,
+            opset_version=OPSET,
+            verbose=False,
         )
 
 
@@ -102,8 +110,11 @@ def ffn_output_matmuls(graph: Path, intermediate_size: int) -> list[str]:
 
     model = onnx.load(str(graph), load_external_data=False)
     shapes = {init.name: tuple(init.dims) for init in model.graph.initializer}
-    return [node.name for node in model.graph.node
-            if node.op_type == "MatMul" and shapes.get(node.input[1], (None,))[0] == intermediate_size]
+    return [
+        node.name
+        for node in model.graph.node
+        if node.op_type == "MatMul" and shapes.get(node.input[1], (None,))[0] == intermediate_size
+    ]
 
 
 def _quantize_int8(src: Path, dest: Path, intermediate_size: int) -> None:
@@ -116,8 +127,13 @@ def _quantize_int8(src: Path, dest: Path, intermediate_size: int) -> None:
 
     dest.parent.mkdir(parents=True, exist_ok=True)
     quantize_dynamic(
-        str(src), str(dest), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"], per_channel=True,
-        nodes_to_exclude=ffn_output_matmuls(src, intermediate_size), use_external_data_format=True,
+        str(src),
+        str(dest),
+        weight_type=QuantType.QInt8,
+        op_types_to_quantize=["MatMul"],
+        per_channel=True,
+        nodes_to_exclude=ffn_output_matmuls(src, intermediate_size),
+        use_external_data_format=True,
         extra_options={"MatMulConstBOnly": True},
     )
 

@@ -41,7 +41,9 @@ def default_threads() -> int:
 class OnnxRuntime(Runtime):
     """Runs an exported graph on ONNX Runtime's CPU provider (or CUDA's when asked and installed)."""
 
-    def __init__(self, graph: Path, *, name: str, threads: int | None = None, device: str | None = None) -> None:
+    def __init__(
+        self, graph: Path, *, name: str, threads: int | None = None, device: str | None = None
+    ) -> None:
         require_onnxruntime()
         import onnxruntime as ort
 
@@ -56,27 +58,41 @@ class OnnxRuntime(Runtime):
         providers = ["CPUExecutionProvider"]
         if device and device.startswith("cuda"):
             if "CUDAExecutionProvider" not in ort.get_available_providers():
-                raise RuntimeUnavailableError(f"runtime {name!r} on {device!r} needs onnxruntime-gpu and a CUDA GPU")
+                raise RuntimeUnavailableError(
+                    f"runtime {name!r} on {device!r} needs onnxruntime-gpu and a CUDA GPU"
+                )
             providers.insert(0, "CUDAExecutionProvider")
         self.session = ort.InferenceSession(str(self.graph), options, providers=providers)
         self.outputs = {o.name for o in self.session.get_outputs()}
 
-    def forward(self, input_ids: np.ndarray, attention_mask: np.ndarray, *, dense: bool, sparse: bool,
-                colbert: bool) -> ForwardOutput:
+    def forward(
+        self, input_ids: np.ndarray, attention_mask: np.ndarray, *, dense: bool, sparse: bool, colbert: bool
+    ) -> ForwardOutput:
         wanted = [n for n, on in zip(OUTPUT_NAMES, (dense, sparse, colbert)) if on]
         missing = [n for n in wanted if n not in self.outputs]
         if missing:
             raise RuntimeUnavailableError(f"the graph {self.graph} has no {', '.join(missing)} output")
         length = input_ids.shape[1]
         step = max(1, ATTENTION_ELEMENTS // (length * length))
-        parts = [self.session.run(wanted, {"input_ids": input_ids[i : i + step],
-                                           "attention_mask": attention_mask[i : i + step]})
-                 for i in range(0, len(input_ids), step)]
-        got = {name: np.concatenate([p[k] for p in parts]) if len(parts) > 1 else parts[0][k]
-               for k, name in enumerate(wanted)}
-        return ForwardOutput(dense=got.get("dense"), token_weights=got.get("token_weights"), colbert=got.get("colbert"))
+        parts = [
+            self.session.run(
+                wanted, {"input_ids": input_ids[i : i + step], "attention_mask": attention_mask[i : i + step]}
+            )
+            for i in range(0, len(input_ids), step)
+        ]
+        got = {
+            name: np.concatenate([p[k] for p in parts]) if len(parts) > 1 else parts[0][k]
+            for k, name in enumerate(wanted)
+        }
+        return ForwardOutput(
+            dense=got.get("dense"), token_weights=got.get("token_weights"), colbert=got.get("colbert")
+        )
 
     def describe(self) -> dict[str, str]:
         opts = self.session.get_session_options()
-        return {"runtime": self.name, "graph": str(self.graph), "threads": str(opts.intra_op_num_threads),
-                "providers": ",".join(self.session.get_providers())}
+        return {
+            "runtime": self.name,
+            "graph": str(self.graph),
+            "threads": str(opts.intra_op_num_threads),
+            "providers": ",".join(self.session.get_providers()),
+        }

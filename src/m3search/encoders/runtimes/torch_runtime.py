@@ -45,8 +45,9 @@ def check_device(name: str, device: str) -> None:
             "(or torch-bf16 / onnx-int8 on CPU)"
         )
     if name == "cuda-bf16" and not torch.cuda.is_bf16_supported():
-        raise RuntimeUnavailableError("runtime 'cuda-bf16' needs a GPU with bf16 support (Ampere or newer); "
-                                      "use 'cuda-fp16'")
+        raise RuntimeUnavailableError(
+            "runtime 'cuda-bf16' needs a GPU with bf16 support (Ampere or newer); use 'cuda-fp16'"
+        )
 
 
 class TorchRuntime(Runtime):
@@ -58,14 +59,18 @@ class TorchRuntime(Runtime):
         self.model = model.to(self.device)
 
     @classmethod
-    def load(cls, path: Path, spec: ModelSpec, *, name: str = "torch-fp32", device: str | None = None) -> TorchRuntime:
+    def load(
+        cls, path: Path, spec: ModelSpec, *, name: str = "torch-fp32", device: str | None = None
+    ) -> TorchRuntime:
         """Load the model at `path` in the precision the runtime `name` stands for."""
         dtype, default_device = TORCH_VARIANTS[name]
         device = device or default_device
         check_device(name, device)
         if name == "torch-bf16" and torch.device(device).type == "cpu" and not detect_hardware().cpu_bf16:
-            log.warning("this CPU has no native bf16 (AMX or AVX512-BF16): torch-bf16 is emulated and slower "
-                        "than torch-fp32 here")
+            log.warning(
+                "this CPU has no native bf16 (AMX or AVX512-BF16): torch-bf16 is emulated and slower "
+                "than torch-fp32 here"
+            )
         return cls(load_torch_model(path, spec, dtype), name=name, device=device)
 
     def cast(self, name: str) -> TorchRuntime:
@@ -76,8 +81,9 @@ class TorchRuntime(Runtime):
         return self
 
     @torch.inference_mode()
-    def forward(self, input_ids: np.ndarray, attention_mask: np.ndarray, *, dense: bool, sparse: bool,
-                colbert: bool) -> ForwardOutput:
+    def forward(
+        self, input_ids: np.ndarray, attention_mask: np.ndarray, *, dense: bool, sparse: bool, colbert: bool
+    ) -> ForwardOutput:
         ids = torch.from_numpy(input_ids).to(self.device)
         mask = torch.from_numpy(attention_mask).to(self.device)
         d, s, c = self.model(ids, mask, return_dense=dense, return_sparse=sparse, return_colbert=colbert)

@@ -141,8 +141,9 @@ async def _upsert(
     records = [d.model_dump(exclude_none=True) for d in documents]
     for i, record in enumerate(records):
         if "image" in record:  # bytes only: a request never names a file on the server
-            record["image"] = image_field(record["image"], f"document {record['id']!r} (documents[{i}])",
-                                          allow_paths=False)
+            record["image"] = image_field(
+                record["image"], f"document {record['id']!r} (documents[{i}])", allow_paths=False
+            )
     if catalog.serves(collection.config):
         await _encode_documents(state, collection, records)
 
@@ -247,8 +248,13 @@ async def get_document(name: str, doc_id: str, catalog: Catalog = Depends(get_ca
     doc = (await run_in_threadpool(lambda: catalog.get(name).get([doc_id])))[0]
     if doc is None:
         raise _not_found(f"document {doc_id!r} is not in collection {name!r}")
-    return DocumentOut(id=doc.id, kind=doc.kind, text=doc.text, metadata=doc.metadata,
-                       thumbnail_url=thumbnail_url(name, doc.thumbnail))
+    return DocumentOut(
+        id=doc.id,
+        kind=doc.kind,
+        text=doc.text,
+        metadata=doc.metadata,
+        thumbnail_url=thumbnail_url(name, doc.thumbnail),
+    )
 
 
 @router.get(
@@ -263,7 +269,9 @@ async def thumbnail(name: str, reference: str, catalog: Catalog = Depends(get_ca
     jpeg = await run_in_threadpool(lambda: catalog.get(name).thumbnail(reference))
     if jpeg is None:
         raise _not_found(f"thumbnail {reference!r} is not in collection {name!r} (its document is gone)")
-    return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "public, max-age=31536000, immutable"})
+    return Response(
+        jpeg, media_type="image/jpeg", headers={"Cache-Control": "public, max-age=31536000, immutable"}
+    )
 
 
 @router.delete("/{name}/documents/{doc_id}", response_model=DeleteResponse, summary="Delete a document")
@@ -354,8 +362,9 @@ async def search_upload(
         body = SearchRequest.model_validate_json(request)
     except ValidationError as exc:
         first = exc.errors()[0]
-        raise InvalidInputError(f"request: {'.'.join(str(p) for p in first['loc']) or 'body'}: "
-                                f"{first['msg']}") from None
+        raise InvalidInputError(
+            f"request: {'.'.join(str(p) for p in first['loc']) or 'body'}: {first['msg']}"
+        ) from None
     if body.image is not None:
         raise InvalidInputError("send the image once: as the file, not also in request.image")
     data = await image.read()
@@ -411,8 +420,15 @@ async def _search(
     matches = matched_tokens(collection.encoder, query_sparse, [h.text for h in hits]) if highlight else None
     results = []
     for i, hit in enumerate(hits):
-        item = SearchHit(id=hit.id, score=hit.score, scores=hit.scores, text=hit.text, metadata=hit.metadata,
-                         kind=hit.kind, thumbnail_url=thumbnail_url(name, hit.thumbnail))
+        item = SearchHit(
+            id=hit.id,
+            score=hit.score,
+            scores=hit.scores,
+            text=hit.text,
+            metadata=hit.metadata,
+            kind=hit.kind,
+            thumbnail_url=thumbnail_url(name, hit.thumbnail),
+        )
         if matches is not None:
             item.matched_tokens = [
                 TokenMatchOut(token=m.token, token_id=m.token_id, weight=m.weight, spans=m.spans)

@@ -106,14 +106,20 @@ async def embed(
         sources = [image_field(b, f"images[{i}]", allow_paths=False) for i, b in enumerate(body.images)]
         images = await _embed_images(sources, state, catalog)
     if body.texts is None:
-        return EmbedResponse(model=batcher.encoder.name, data=[], usage=EmbedUsage(total_tokens=0), images=images)
+        return EmbedResponse(
+            model=batcher.encoder.name, data=[], usage=EmbedUsage(total_tokens=0), images=images
+        )
     response = await _embed_texts(body, state, batcher)
     response.images = images
     return response
 
 
-@router.post("/embed/upload", response_model=EmbedResponse, response_model_exclude_none=True,
-             summary="Dense vectors of uploaded images (multipart)")
+@router.post(
+    "/embed/upload",
+    response_model=EmbedResponse,
+    response_model_exclude_none=True,
+    summary="Dense vectors of uploaded images (multipart)",
+)
 async def embed_upload(
     images: list[UploadFile] = File(description="Image files"),
     state: ServerState = Depends(get_state),
@@ -123,15 +129,19 @@ async def embed_upload(
     """The images' dense vectors, in the served text model's space."""
     data = [await f.read() for f in images]
     vectors = await _embed_images(data, state, catalog)
-    return EmbedResponse(model=batcher.encoder.name, data=[], usage=EmbedUsage(total_tokens=0), images=vectors)
+    return EmbedResponse(
+        model=batcher.encoder.name, data=[], usage=EmbedUsage(total_tokens=0), images=vectors
+    )
 
 
 async def _embed_images(images: list, state: ServerState, catalog: Catalog) -> list[list[float]]:
     if not images:
         raise InvalidInputError("images is empty: send at least one image")
     if len(images) > state.settings.max_inputs:
-        raise InvalidInputError(f"{len(images)} images in one request; this server accepts at most "
-                                f"{state.settings.max_inputs}: split the request")
+        raise InvalidInputError(
+            f"{len(images)} images in one request; this server accepts at most "
+            f"{state.settings.max_inputs}: split the request"
+        )
     encoder = await run_in_threadpool(catalog.image_encoder)
     vectors = await run_in_threadpool(encoder.encode_images, images, batch_size=state.settings.batch_size)
     return vectors.tolist()
