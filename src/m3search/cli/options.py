@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from m3search.search.fusion import NORMALIZATIONS
+
 model_option = click.option(
     "--model",
     "-m",
@@ -21,9 +23,9 @@ runtime_option = click.option(
 device_option = click.option("--device", default=None, help="torch device (cpu, cuda, cuda:1); default: cpu.")
 normalize_option = click.option(
     "--normalize",
-    type=click.Choice(["auto", "none", "minmax"]),
-    default="auto",
-    show_default=True,
-    help="Weighted fusion: rescale each mode's scores over the candidates to [0, 1] first (minmax), keep the "
-    "bge-m3 reference formula (none), or auto: minmax when the sparse weights are BM25, else none.",
+    type=click.Choice(NORMALIZATIONS),
+    default=None,
+    help="How fusion puts the modes on one scale: signal (min-max scaled, each mode weighted by how much it "
+    "found for this query), minmax (without that weighting), none (the bge-m3 reference formula), or auto "
+    "(= signal). Default: the collection's tuned setting, else auto.",
 )

@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from m3search.search.fusion import DEFAULT_FUSION, FUSION_WEIGHTS, FUSIONS
+
 InputType = Literal["query", "passage"]
 
 
@@ -267,12 +269,29 @@ class SearchRequest(_Request):
     k: int = Field(10, ge=1)
     mode: SearchMode | None = Field(None, description="Default: the richest mode the collection allows.")
     weights: Weights | None = Field(
-        None, description="Default: 0.4/0.2/0.4 for weighted fusion, equal for rrf."
+        None,
+        description="Default: the collection's tuned weights, else the fusion's: "
+        + "; ".join(f"{f} {'/'.join(f'{w:g}' for w in FUSION_WEIGHTS[f])}" for f in FUSIONS)
+        + " (dense/sparse/colbert).",
     )
-    fusion: Literal["weighted", "rrf"] = "weighted"
+    fusion: Literal["weighted", "rrf", "dbsf"] | None = Field(
+        None,
+        description="weighted (mean of scaled scores), rrf (reciprocal ranks) or dbsf (mean ± 3σ scaling). "
+        f"Default: the collection's tuned fusion, else {DEFAULT_FUSION}.",
+    )
+    normalize: Literal["auto", "none", "minmax", "signal"] | None = Field(
+        None,
+        description="signal: min-max scaled, each mode weighted by how much it found for this query; minmax: "
+        "without that weighting; none: the bge-m3 reference formula; auto = signal. Default: the "
+        "collection's tuned setting, else auto.",
+    )
     filter: dict[str, Any] | None = Field(None, description='Metadata filter, e.g. {"lang": "en"}.')
-    candidates: int = Field(
-        100, ge=1, le=10_000, description="First-stage candidates per mode in hybrid modes."
+    candidates: int | None = Field(
+        None,
+        ge=1,
+        le=10_000,
+        description="First-stage candidates per mode in hybrid modes. Default: the collection's tuned depth, "
+        "else 100 up to 100,000 documents, growing with the square root of the count beyond.",
     )
     highlight: bool = Field(False, description="Return the query tokens found in each result, with spans.")
 

@@ -43,12 +43,20 @@ from m3search.errors import (
 )
 from m3search.index.multivector import encode_tokens
 from m3search.index.sparse import SparseIndex, SparseRow
-from m3search.search.fusion import Fusion, Normalize, mode_weights, resolve_normalize
+from m3search.search.fusion import (
+    DEFAULT_FUSION,
+    DEFAULT_NORMALIZE,
+    Fusion,
+    Normalize,
+    mode_weights,
+    resolve_normalize,
+)
 from m3search.search.planner import (
     MODE_KINDS,
     Mode,
     QueryVectors,
     SearchLevel,
+    default_candidates,
     execute,
     mode_outputs,
     one_thread,
@@ -80,6 +88,7 @@ from m3search.store.images import (
 from m3search.store.lock import WriterLock
 from m3search.store.metadata import MetadataIndex
 from m3search.store.pending import PendingLevel, StaleReadError
+from m3search.store.search_defaults import SEARCH_DEFAULTS_FILE, SearchDefaults
 from m3search.store.segments import SEGMENTS_DIR, Segment, SegmentData, remove_unlisted, write_segment
 
 log = logging.getLogger(__name__)
@@ -171,6 +180,7 @@ class Collection:
             self._attach_image_encoder(image_encoder)
         self._cache_setting = cache
         self._cache: EmbeddingCache | None = None  # opened when a text is first encoded
+        self._search_defaults: tuple[int, SearchDefaults] = (-1, SearchDefaults())  # (file mtime, settings)
         self._reload()
 
     # ---- creating and opening --------------------------------------------------------------------------
@@ -858,11 +868,11 @@ class Collection:
         kinds: Sequence[str] | str | None = None,
         mode: Mode | None = None,
         weights: Sequence[float] | Mapping[str, float] | None = None,
-        fusion: Fusion = "weighted",
+        fusion: Fusion | None = None,
         filter: str | Filter | None = None,
-        candidates: int = 100,
+        candidates: int | None = None,
         ef_search: int | None = None,
-        normalize: Normalize = "auto",
+        normalize: Normalize | None = None,
     ) -> list[Hit]:
         """The `k` best documents for `query` (a text, or its vectors as {"dense", "sparse", "colbert"}) and/or
         an `image` (path, bytes, base64 text or PIL image; collections with an image encoder).
@@ -872,15 +882,25 @@ class Collection:
         "image", "image+text"): text->image is a text query with kinds=["image", "image+text"].
 
         `mode`: dense, sparse, colbert, dense+sparse or all (default: all the collection's outputs allow).
-        `fusion`: "weighted" (the reference formula; `weights` = (dense, sparse, colbert), default 0.4/0.2/0.4)
-        or "rrf" (k=60). `filter` restricts the documents before any top-k (see `m3search.store.filters`).
-        `candidates`: how many each first stage passes to re-scoring in the hybrid modes. `normalize`: "minmax"
-        rescales each mode's scores over the candidates to [0, 1] before the weighted mean, "none" keeps the
-        reference formula, "auto" (default) is "minmax" for BM25 sparse weights and "none" otherwise.
-        Documents with only a dense vector (images alone) are scored by it alone in the hybrid modes.
+        `fusion`: "weighted" (weighted mean), "rrf" (k=60) or "dbsf" (mean ± 3σ scaling); `weights` =
+        (dense, sparse, colbert), default each fusion's (`m3search.search.fusion.FUSION_WEIGHTS`). `filter`
+        restricts the documents before any top-k (see `m3search.store.filters`). `candidates`: how many each
+        first stage passes to re-scoring in the hybrid modes (default grows with the collection:
+        `m3search.search.planner.default_candidates`). `normalize`: "auto" (default) = "signal": min-max
+        scaling, each mode weighted by how much signal it has for this query; "minmax" without that; "none"
+        the bge-m3 reference formula. Arguments left None take the collection's stored `search_defaults`,
+        then the library's. Documents with only a dense vector (images alone) are scored by it alone in the
+        hybrid modes.
         """
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise InvalidInputError(f"k must be a positive integer, got {k!r}")
+        stored = self.search_defaults
+        if fusion is None:
+            fusion = stored.fusion or DEFAULT_FUSION
+            weights = stored.weights if weights is None and stored.fusion is not None else weights
+        normalize = normalize or stored.normalize or DEFAULT_NORMALIZE
+        if candidates is None:
+            candidates = stored.candidates or default_candidates(self.count())
         if isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 1:
             raise InvalidInputError(f"candidates must be a positive integer, got {candidates!r}")
         if image is not None and not isinstance(query, (str, type(None))):
@@ -894,7 +914,7 @@ class Collection:
                     "(add a text to the image, or use mode dense)"
                 )
             mode = "dense"
-        mode = mode or self.default_mode
+        mode = mode or stored.mode or self.default_mode
         needed = mode_outputs(mode)
         missing = [kind for kind in needed if kind not in self.config.outputs]
         if missing:
@@ -904,7 +924,7 @@ class Collection:
             )
         scored = MODE_KINDS[mode]
         kind_weights = mode_weights(weights, fusion, scored) if len(scored) > 1 else {scored[0]: 1.0}
-        scaling = resolve_normalize(normalize, self.config.sparse_source)
+        scaling = resolve_normalize(normalize)
         spec = parse_filter(filter)
         if kinds is not None:
             by_kind = kinds_filter(kinds, DOC_KINDS, KIND_FIELD)
@@ -954,6 +974,28 @@ class Collection:
             for f in found
             if (r := rows.get(f.seq)) is not None
         ]
+
+    @property
+    def search_defaults(self) -> SearchDefaults:
+        """The fusion settings this collection's searches use unless told otherwise (`search.json`; re-read
+        when another process changes it)."""
+        path = self.path / SEARCH_DEFAULTS_FILE
+        stamp = path.stat().st_mtime_ns if path.is_file() else 0
+        if stamp != self._search_defaults[0]:
+            self._search_defaults = (stamp, SearchDefaults.load(self.path))
+        return self._search_defaults[1]
+
+    def set_search_defaults(self, defaults: SearchDefaults) -> None:
+        """Store `defaults` as this collection's search defaults (e.g. tuned ones; `SearchDefaults()` clears)."""
+        missing = [k for k in mode_outputs(defaults.mode) if k not in self.config.outputs] if defaults.mode else []
+        if missing:
+            raise InvalidInputError(
+                f"mode {defaults.mode!r} needs {', '.join(missing)} vectors; collection {self.path} "
+                f"stores {', '.join(self.config.outputs)}"
+            )
+        with self._mutex:
+            self._writable()
+            defaults.save(self.path)
 
     @property
     def default_mode(self) -> Mode:
@@ -1021,16 +1063,29 @@ class Collection:
         flags = {f"return_{k}": k in needed for k in OUTPUT_KINDS}
         with one_thread("openmp"):  # torch's CPU kernels
             result = self.encoder.encode_queries([text], **flags)
+        sparse = None if result.sparse is None else _as_sparse_row(result.sparse[0])
         return QueryVectors(
             None if result.dense is None else result.dense[0],
-            None if result.sparse is None else _as_sparse_row(result.sparse[0]),
+            sparse,
             None if result.colbert is None else result.colbert[0],
+            None if sparse is None else self._sparse_ceiling(sparse, text),
         )
+
+    def _sparse_ceiling(self, sparse: SparseRow, text: str | None = None) -> float:
+        """The highest sparse score a document could reach for this query, what fusion measures the sparse
+        mode's signal against: BM25's attainable maximum, else the query's self-score (bge-m3's lexical
+        score of the query against itself)."""
+        bm25 = _bm25_part(self._encoder) if self._encoder is not None else None
+        if self.config.sparse_source == "bm25" and bm25 is not None:
+            if text is not None:
+                return bm25.query_ceiling(text)
+            return bm25.vector_ceiling(dict(zip(sparse[0].tolist(), sparse[1].tolist())))
+        return float(np.dot(sparse[1], sparse[1]))
 
     def _query_vectors(self, query: Any, needed: Sequence[OutputKind]) -> QueryVectors:
         cfg = self.config
         if isinstance(query, QueryVectors):
-            query = {k: getattr(query, k) for k in OUTPUT_KINDS}
+            query = {k: getattr(query, k) for k in (*OUTPUT_KINDS, "sparse_ceiling")}
         if isinstance(query, str):
             return self.encode_query(query, needed)
         if not isinstance(query, Mapping):
@@ -1043,6 +1098,9 @@ class Collection:
             out.dense = check_dense(query["dense"], cfg.dim, "query")
         if "sparse" in needed:
             out.sparse = check_sparse(query["sparse"], "query")
+            # known when the vectors come from `encode_query`, which saw the query's text
+            ceiling = query.get("sparse_ceiling")
+            out.sparse_ceiling = float(ceiling) if ceiling is not None else self._sparse_ceiling(out.sparse)
         if "colbert" in needed:
             colbert = check_colbert(query["colbert"], cfg.colbert_dim, "query")
             out.colbert = colbert if colbert is not None else np.empty((0, cfg.colbert_dim), np.float32)

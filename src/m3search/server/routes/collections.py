@@ -320,12 +320,10 @@ async def _query_vectors(
             ),
         )
         vectors.update({k: getattr(out, k)[0] for k in model_kinds})
-    if "sparse" in kinds and bm25:
-        vectors["sparse"] = (
-            await run_in_threadpool(
-                collection.encoder.encode_queries, [query], return_dense=False, return_sparse=True
-            )
-        ).sparse[0]
+    if "sparse" in kinds and bm25:  # with the query's BM25 ceiling, which needs its text
+        encoded = await run_in_threadpool(collection.encode_query, query, ["sparse"])
+        vectors["sparse"] = dict(zip(encoded.sparse[0].tolist(), encoded.sparse[1].tolist()))
+        vectors["sparse_ceiling"] = encoded.sparse_ceiling
     return vectors
 
 
@@ -411,6 +409,7 @@ async def _search(
             mode=mode,
             weights=weights,
             fusion=body.fusion,
+            normalize=body.normalize,
             filter=body.filter,
             candidates=body.candidates,
         )

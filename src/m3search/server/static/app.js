@@ -184,9 +184,14 @@ $("#upload-form").addEventListener("submit", (ev) => {
 
 // ---- search ---------------------------------------------------------------------------------------------
 
+// Weights are sent only once a slider moved: until then the collection's tuned or the fusion's defaults apply.
+let weightsTouched = false;
 for (const id of ["w-dense", "w-sparse", "w-colbert"]) {
   const input = $("#" + id);
-  input.addEventListener("input", () => { input.nextElementSibling.value = Number(input.value).toFixed(2); });
+  input.addEventListener("input", () => {
+    weightsTouched = true;
+    input.nextElementSibling.value = Number(input.value).toFixed(2);
+  });
 }
 
 // The result text with the query tokens that matched it (character spans from the server) highlighted, more
@@ -237,9 +242,11 @@ $("#search-form").addEventListener("submit", (ev) => {
       kinds: kinds ? kinds.split(",") : null,
       k: Number($("#search-k").value),
       mode: $("#search-mode").value || null,
-      fusion: $("#search-fusion").value,
-      weights: { dense: Number($("#w-dense").value), sparse: Number($("#w-sparse").value),
-                 colbert: Number($("#w-colbert").value) },
+      fusion: $("#search-fusion").value || null,
+      weights: weightsTouched
+        ? { dense: Number($("#w-dense").value), sparse: Number($("#w-sparse").value),
+            colbert: Number($("#w-colbert").value) }
+        : null,
       highlight: Boolean(query),
     };
     const started = performance.now();
@@ -256,7 +263,7 @@ $("#search-form").addEventListener("submit", (ev) => {
     const ms = Math.round(performance.now() - started);
     const what = image ? (query ? "image+text query, " : "image query, ") : "";
     $("#search-summary").textContent =
-      `${data.results.length} results from ${name} (${what}mode ${data.mode}, ${body.fusion} fusion) in ${ms} ms`;
+      `${data.results.length} results from ${name} (${what}mode ${data.mode}, ${body.fusion || "default"} fusion) in ${ms} ms`;
     const top = Math.max(...data.results.map((r) => r.score), 1e-9);
     const perModeMax = {};
     for (const r of data.results) for (const [m, v] of Object.entries(r.scores || {})) {
