@@ -132,7 +132,9 @@ def signal_weights(
 ) -> dict[OutputKind, float]:
     """`weights` with sparse's scaled by its per-query `sparse_signal`; when that leaves none, the others
     equally (a mode must still rank)."""
-    out = {k: w * sparse_signal(scores[k], sparse_ceiling) if k == "sparse" else w for k, w in weights.items()}
+    out = {
+        k: w * sparse_signal(scores[k], sparse_ceiling) if k == "sparse" else w for k, w in weights.items()
+    }
     if sum(out.values()) <= 0:
         out = {k: 0.0 if k == "sparse" else 1.0 for k in weights}
     return out
@@ -143,9 +145,16 @@ def weighted_fusion(
 ) -> np.ndarray:
     """Σ w·score / Σ w over the weighted kinds (the reference's combined scores), each kind's scores first
     rescaled over the candidates by `minmax` (normalize `minmax` or `signal`) or `dbsf_scale` (`dbsf`)."""
-    scalers = {"none": lambda s: np.asarray(s, np.float64), "minmax": minmax, "signal": minmax, "dbsf": dbsf_scale}
+    scalers = {
+        "none": lambda s: np.asarray(s, np.float64),
+        "minmax": minmax,
+        "signal": minmax,
+        "dbsf": dbsf_scale,
+    }
     if normalize not in scalers:
-        raise InvalidInputError(f"weighted fusion normalizes with none, minmax, signal or dbsf, got {normalize!r}")
+        raise InvalidInputError(
+            f"weighted fusion normalizes with none, minmax, signal or dbsf, got {normalize!r}"
+        )
     total = sum(weights.values())
     if total <= 0:
         raise InvalidInputError("the fusion weights are all zero")

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from m3search.search.fusion import DEFAULT_FUSION, FUSION_WEIGHTS, FUSIONS
+from m3search.search.modes import Mode
 
 InputType = Literal["query", "passage"]
 
@@ -188,8 +189,6 @@ class SimilarityResponse(BaseModel):
 
 # ---- collections ---------------------------------------------------------------------------------------
 
-SearchMode = Literal["dense", "sparse", "colbert", "dense+sparse", "all"]
-
 
 class CreateCollectionRequest(_Request):
     """A new collection for the served model."""
@@ -267,7 +266,7 @@ class SearchRequest(_Request):
         None, description='Only documents of these kinds, e.g. ["image", "image+text"] for text->image.'
     )
     k: int = Field(10, ge=1)
-    mode: SearchMode | None = Field(None, description="Default: the richest mode the collection allows.")
+    mode: Mode | None = Field(None, description="Default: the richest mode the collection allows.")
     weights: Weights | None = Field(
         None,
         description="Default: the collection's tuned weights, else the fusion's: "

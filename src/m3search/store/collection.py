@@ -51,16 +51,8 @@ from m3search.search.fusion import (
     mode_weights,
     resolve_normalize,
 )
-from m3search.search.planner import (
-    MODE_KINDS,
-    Mode,
-    QueryVectors,
-    SearchLevel,
-    default_candidates,
-    execute,
-    mode_outputs,
-    one_thread,
-)
+from m3search.search.modes import MODE_KINDS, Mode, mode_outputs
+from m3search.search.planner import QueryVectors, SearchLevel, default_candidates, execute
 from m3search.search.results import Hit
 from m3search.store.cache import EmbeddingCache, default_cache_path
 from m3search.store.config import CONFIG_FILE, CollectionConfig, fsync_path
@@ -90,6 +82,7 @@ from m3search.store.metadata import MetadataIndex
 from m3search.store.pending import PendingLevel, StaleReadError
 from m3search.store.search_defaults import SEARCH_DEFAULTS_FILE, SearchDefaults
 from m3search.store.segments import SEGMENTS_DIR, Segment, SegmentData, remove_unlisted, write_segment
+from m3search.threads import one_thread
 
 log = logging.getLogger(__name__)
 
@@ -987,7 +980,9 @@ class Collection:
 
     def set_search_defaults(self, defaults: SearchDefaults) -> None:
         """Store `defaults` as this collection's search defaults (e.g. tuned ones; `SearchDefaults()` clears)."""
-        missing = [k for k in mode_outputs(defaults.mode) if k not in self.config.outputs] if defaults.mode else []
+        missing = (
+            [k for k in mode_outputs(defaults.mode) if k not in self.config.outputs] if defaults.mode else []
+        )
         if missing:
             raise InvalidInputError(
                 f"mode {defaults.mode!r} needs {', '.join(missing)} vectors; collection {self.path} "

@@ -15,7 +15,7 @@ from typing import Any
 from m3search.errors import CollectionError, InvalidInputError
 from m3search.scoring import check_weights
 from m3search.search.fusion import FUSIONS, NORMALIZATIONS
-from m3search.search.planner import MODES
+from m3search.search.modes import MODES
 from m3search.store.config import atomic_write_text
 
 SEARCH_DEFAULTS_FILE = "search.json"
@@ -51,11 +51,15 @@ class SearchDefaults:
 
     def options(self) -> dict[str, Any]:
         """The settings that are set, as `Collection.search` keyword arguments."""
-        return {f.name: v for f in fields(self) if f.name != "source" and (v := getattr(self, f.name)) is not None}
+        return {
+            f.name: v for f in fields(self) if f.name != "source" and (v := getattr(self, f.name)) is not None
+        }
 
     def save(self, directory: Path) -> None:
         """Write `search.json` durably (a crash leaves the old or the new file)."""
-        atomic_write_text(directory / SEARCH_DEFAULTS_FILE, json.dumps(asdict(self), indent=2, sort_keys=True))
+        atomic_write_text(
+            directory / SEARCH_DEFAULTS_FILE, json.dumps(asdict(self), indent=2, sort_keys=True)
+        )
 
     @classmethod
     def load(cls, directory: Path) -> SearchDefaults:
