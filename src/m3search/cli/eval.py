@@ -9,7 +9,13 @@ import click
 
 from m3search.cli.options import device_option, model_option, normalize_option, runtime_option
 from m3search.errors import InvalidInputError
-from m3search.scoring import DEFAULT_WEIGHTS
+from m3search.search.fusion import (
+    DEFAULT_FUSION,
+    DEFAULT_NORMALIZE,
+    FUSION_WEIGHTS,
+    FUSIONS,
+    default_weights,
+)
 
 
 class _DefaultGroup(click.Group):
@@ -182,13 +188,23 @@ def command() -> None:
     help="Comma-separated: dense, sparse, colbert, dense+sparse, all.",
 )
 @click.option(
-    "--fusion", default="weighted,rrf", show_default=True, help="Fusions for the hybrid modes: weighted, rrf."
+    "--fusion",
+    default=",".join(FUSIONS),
+    show_default=True,
+    help=f"Fusions for the hybrid modes: {', '.join(FUSIONS)}.",
 )
 @click.option(
     "--weights",
-    default=",".join(str(w) for w in DEFAULT_WEIGHTS),
-    show_default=True,
-    help="Fusion weights dense,sparse,colbert.",
+    default=None,
+    help="Fusion weights dense,sparse,colbert for every fusion (default: each fusion's own, as search uses: "
+    + "; ".join(f"{f} {','.join(f'{w:g}' for w in FUSION_WEIGHTS[f])}" for f in FUSIONS)
+    + ").",
+)
+@click.option(
+    "--encode-once",
+    is_flag=True,
+    help="Encode each query once and reuse its vectors in every run and task (BM25 weights re-made per "
+    "collection): much faster on a busy machine; latencies then leave out query encoding.",
 )
 @click.option(
     "--k",
@@ -217,13 +233,14 @@ def run(
     unit: str,
     modes: str,
     fusion: str,
-    weights: str,
+    weights: str | None,
     k: str | None,
     max_queries: int | None,
     max_docs: int | None,
     collection: Path | None,
     output: Path,
     save_runs: bool,
+    encode_once: bool,
     **engine: Any,
 ) -> None:
     """Index the dataset's corpus, run every query in every mode and fusion, report quality and latency."""
@@ -233,7 +250,9 @@ def run(
     from m3search.eval.runner import plan_runs, required_outputs, run_task
 
     measures = _measures(k)
-    runs = plan_runs(_csv(modes), _csv(fusion), _weights(weights))
+    runs = plan_runs(_csv(modes), _csv(fusion), _weights(weights) if weights is not None else None)
+    engine["normalize"] = engine["normalize"] or DEFAULT_NORMALIZE
+    shared_queries: dict[str, Any] | None = {} if encode_once else None
     tasks = [
         slice_task(t, max_queries=max_queries, max_docs=max_docs)
         for t in load_tasks(dataset, split=split, query_lang=query_lang, doc_lang=doc_lang, unit=unit)
@@ -262,6 +281,7 @@ def run(
             candidates=engine["candidates"],
             dense_index=engine["dense_index"],
             cache=engine["cache"],
+            shared_queries=shared_queries,
         ) as (searcher, stats):
             results = run_task(searcher, task, runs, measures=measures)
         entries.append(task_entry(task.describe(), stats, results))
@@ -289,7 +309,7 @@ def run(
     help="Split the tuned weights are then evaluated on (never seen while tuning).",
 )
 @click.option("--mode", type=click.Choice(["all", "dense+sparse"]), default="all", show_default=True)
-@click.option("--fusion", type=click.Choice(["weighted", "rrf"]), default="weighted", show_default=True)
+@click.option("--fusion", type=click.Choice(FUSIONS), default=DEFAULT_FUSION, show_default=True)
 @click.option("--metric", default="ndcg@10", show_default=True, help="Maximized on the dev split.")
 @click.option("--method", type=click.Choice(["coordinate", "grid"]), default="coordinate", show_default=True)
 @click.option("--step", type=float, default=0.1, show_default=True, help="Weight grid step (divides 1).")
@@ -365,13 +385,14 @@ def tune_weights(
             metric=metric,
             method=method,
             step=step,
+            start=default_weights(fusion),
             free=free,
         )
         if set(test.corpus) != set(corpus_task.corpus):
             raise InvalidInputError(
                 f"the {dev_split!r} and {split!r} splits of {dataset} have different corpora"
             )
-        default = tuple(w if f else 0.0 for w, f in zip(DEFAULT_WEIGHTS, free))
+        default = tuple(w if f else 0.0 for w, f in zip(default_weights(fusion), free))
         runs = [RunSpec(o) for o in outputs]
         runs += [RunSpec(mode, fusion, default, "default"), RunSpec(mode, fusion, tuned.best, "tuned")]
         measures = tuple(dict.fromkeys((metric, *DEFAULT_MEASURES)))

@@ -92,6 +92,11 @@ def _jsonl(path: Path) -> Iterable[dict[str, Any]]:
             yield obj
 
 
+def read_queries(path: Path) -> dict[str, str]:
+    """BEIR's queries.jsonl (`{"_id", "text"}` a line) as query id -> text."""
+    return {str(o["_id"]): o["text"] for o in _jsonl(path)}
+
+
 def read_qrels(path: Path) -> Qrels:
     """BEIR's qrels TSV (header `query-id corpus-id score`; integer grades) as query -> {doc: grade}."""
     qrels: Qrels = {}
@@ -129,7 +134,7 @@ def load_beir(path: str | Path, split: str = "test") -> RetrievalTask:
         str(o["_id"]): Document(str(o["_id"]), o["text"], str(o.get("title") or ""), o.get("metadata") or {})
         for o in _jsonl(files["corpus"])
     }
-    queries = {str(o["_id"]): o["text"] for o in _jsonl(files["queries"])}
+    queries = read_queries(files["queries"])
     return _task(root.name, split, corpus, queries, read_qrels(files["qrels"]))
 
 

@@ -11,7 +11,7 @@ import tempfile
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -66,13 +66,16 @@ class CollectionSearcher:
 
     Each search encodes its query text, so timed latencies are what a user of the collection sees; with
     `reuse_queries` each distinct query is encoded once and its vectors reused (for weight tuning, which
-    searches the same queries many times and is not timed).
+    searches the same queries many times and is not timed). `shared` holds the vectors other collections of
+    the same model made for a text: their dense and ColBERT parts are reused, BM25 weights re-made from this
+    collection's statistics. `normalize` and `candidates` None: the collection's defaults.
     """
 
     collection: Collection
-    normalize: str = "auto"
-    candidates: int = 100
+    normalize: str | None = None
+    candidates: int | None = None
     reuse_queries: bool = False
+    shared: dict[str, QueryVectors] | None = None
     _vectors: dict[str, QueryVectors] = field(default_factory=dict, init=False, repr=False)
 
     def search(
@@ -87,11 +90,23 @@ class CollectionSearcher:
 
     def reusing_queries(self) -> CollectionSearcher:
         """The same searcher, encoding each distinct query once."""
-        return CollectionSearcher(self.collection, self.normalize, self.candidates, reuse_queries=True)
+        return CollectionSearcher(
+            self.collection, self.normalize, self.candidates, reuse_queries=True, shared=self.shared
+        )
 
     def _encoded(self, query: str) -> QueryVectors:
         if query not in self._vectors:
-            self._vectors[query] = self.collection.encode_query(query)
+            known = self.shared.get(query) if self.shared is not None else None
+            if known is None:
+                vectors = self.collection.encode_query(query)
+            elif self.collection.config.sparse_source == "bm25":
+                bm25 = self.collection.encode_query(query, ["sparse"])
+                vectors = replace(known, sparse=bm25.sparse, sparse_ceiling=bm25.sparse_ceiling)
+            else:
+                vectors = known
+            self._vectors[query] = vectors
+            if self.shared is not None:
+                self.shared[query] = vectors
         return self._vectors[query]
 
 
@@ -149,17 +164,19 @@ def indexed_collection(
     outputs: Sequence[str],
     encoder: TextEncoder,
     path: Path | None = None,
-    normalize: str = "auto",
-    candidates: int = 100,
+    normalize: str | None = None,
+    candidates: int | None = None,
     dense_index: str = "hnsw",
     cache: bool = False,
     progress: bool = True,
+    shared_queries: dict[str, QueryVectors] | None = None,
 ) -> Iterator[tuple[CollectionSearcher, dict[str, Any]]]:
     """A collection holding `task`'s corpus and a searcher over it.
 
     In `path` the collection is kept; when `path` already holds one built for the same model and corpus it is
     reused without indexing. Without `path` it lives in a temporary folder removed afterwards. `encoder` is
-    the loaded `model`; `cache` lets indexing read and fill the shared embedding cache.
+    the loaded `model`; `cache` lets indexing read and fill the shared embedding cache. With `shared_queries`
+    the searcher encodes each query once, reusing what other tasks' searchers encoded (see `CollectionSearcher`).
     """
     with tempfile.TemporaryDirectory(prefix="m3search-eval-") as tmp:
         target = path if path is not None else Path(tmp) / "collection"
@@ -183,6 +200,7 @@ def indexed_collection(
             )
             stats = index_task(collection, task, progress=progress)
         try:
-            yield CollectionSearcher(collection, normalize, candidates), stats
+            once = shared_queries is not None
+            yield CollectionSearcher(collection, normalize, candidates, once, shared_queries), stats
         finally:
             collection.close()

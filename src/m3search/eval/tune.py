@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import itertools
 import logging
+import random
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -189,3 +191,82 @@ def tune_on_dev(
             "the test score"
         )
     return result, test
+
+
+@dataclass
+class FusionChoice:
+    """The best fusion and weights over several fusions, each fusion's own best, and the library default's score."""
+
+    metric: str
+    fusion: str
+    weights: Weights
+    score: float
+    default_score: float
+    per_fusion: dict[str, TuneResult] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form (stored with a collection's tuned search defaults)."""
+        return {
+            "metric": self.metric,
+            "fusion": self.fusion,
+            "weights": list(self.weights),
+            "score": self.score,
+            "default_score": self.default_score,
+            "per_fusion": {
+                f: {"weights": list(r.best), "score": r.best_score} for f, r in self.per_fusion.items()
+            },
+        }
+
+
+def choose_fusion(
+    objective: Callable[[str, Weights], float],
+    fusions: Sequence[str],
+    *,
+    default: tuple[str, Weights],
+    metric: str,
+    method: Method = "coordinate",
+    step: float = 0.1,
+    free: Sequence[bool] = (True, True, True),
+    start: Callable[[str], Sequence[float]],
+) -> FusionChoice:
+    """Search the weights of each fusion in `fusions` (from `start(fusion)`), keep the best of all; the
+    library `default` (fusion, weights) is scored too and wins ties, so tuning never picks a worse setting."""
+    default_score = objective(*default)
+    choice = FusionChoice(metric, default[0], default[1], default_score, default_score)
+    for fusion in fusions:
+        best, score, trials = search_weights(
+            lambda w, f=fusion: objective(f, w), method=method, step=step, start=start(fusion), free=free
+        )
+        choice.per_fusion[fusion] = TuneResult(method, metric, "", best, score, trials)
+        if score > choice.score:
+            choice.fusion, choice.weights, choice.score = fusion, best, score
+    return choice
+
+
+_SENTENCE = re.compile(r"(?<=[.!?。！？])\s+")
+
+
+def pseudo_queries(
+    documents: Sequence[tuple[str, str]],
+    count: int,
+    *,
+    seed: int = 0,
+    min_words: int = 4,
+    max_words: int = 40,
+) -> tuple[dict[str, str], dict[str, dict[str, int]]]:
+    """Queries from a collection's own documents, for tuning without labels: from each of `count` documents (a
+    seeded sample of the (id, text) pairs), one sentence of `min_words`..`max_words` words (else its first
+    `max_words` words) is the query and that document its one relevant answer. Returns (queries, qrels)."""
+    if count < 1:
+        raise InvalidInputError(f"the number of pseudo-queries must be at least 1, got {count}")
+    usable = [(i, t) for i, t in documents if t and len(t.split()) >= min_words]
+    if not usable:
+        raise InvalidInputError(f"no document has {min_words} words or more to make a pseudo-query from")
+    rng = random.Random(seed)
+    queries, qrels = {}, {}
+    for n, (doc_id, text) in enumerate(rng.sample(usable, min(count, len(usable)))):
+        sentences = [s for s in _SENTENCE.split(text) if min_words <= len(s.split()) <= max_words]
+        query = rng.choice(sentences) if sentences else " ".join(text.split()[:max_words])
+        queries[f"pseudo-{n}"] = query
+        qrels[f"pseudo-{n}"] = {doc_id: 1}
+    return queries, qrels

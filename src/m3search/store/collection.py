@@ -826,6 +826,12 @@ class Collection:
             self._refresh()
             return self._count
 
+    def ids(self) -> list[str]:
+        """The id of every document (e.g. to sample documents for pseudo-queries)."""
+        with self._mutex:
+            self._refresh()
+            return self._db.all_ids()
+
     def get(self, ids: str | int | Iterable[str | int]) -> list[Document | None]:
         """The stored documents (id, kind, text, metadata, thumbnail reference) for `ids`, in order; None where
         an id is unknown."""
