@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from m3search.cli.main import cli
 from m3search.eval import engine
 from m3search.eval.datasets import RetrievalTask, load_beir, slice_task
+from m3search.search.fusion import FUSION_WEIGHTS, FUSIONS
 from tests.eval.conftest import ExhaustiveSearcher
 
 
@@ -79,16 +80,18 @@ def test_eval_writes_every_report(monkeypatch, tmp_path, scifact_dir, exhaustive
         "dense",
         "sparse",
         "colbert",
-        "dense+sparse (weighted)",
-        "dense+sparse (rrf)",
-        "all (weighted)",
-        "all (rrf)",
+        *(
+            f"{m} ({f} {'/'.join(f'{w:g}' for w in FUSION_WEIGHTS[f])})"
+            for m in ("dense+sparse", "all")
+            for f in FUSIONS
+        ),
     ]
+    assert [r["weights"] for r in task["runs"][3:]] == [list(FUSION_WEIGHTS[f]) for f in FUSIONS] * 2
     assert results["settings"]["measures"][0] == "ndcg@10" and results["settings"]["max_docs"] == 300
     assert "| sparse |" in result.output  # the Markdown table is printed too
     for name in ("results.md", "scifact_metrics.png", "scifact_recall.png"):
         assert (out / name).stat().st_size > 0
-    assert len(list((out / "runs" / "scifact").glob("*.trec"))) == 7
+    assert len(list((out / "runs" / "scifact").glob("*.trec"))) == 3 + 2 * len(FUSIONS)
 
 
 def test_eval_modes_fusions_and_cutoffs(monkeypatch, tmp_path, scifact_dir, exhaustive):
@@ -125,7 +128,7 @@ def test_eval_modes_fusions_and_cutoffs(monkeypatch, tmp_path, scifact_dir, exha
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["settings"]["normalize"] == "none" and results["settings"]["encoder"] == {"name": "tiny"}
     runs = results["tasks"][0]["runs"]
-    assert [r["label"] for r in runs] == ["sparse", "dense+sparse (rrf)"]
+    assert [r["label"] for r in runs] == ["sparse", "dense+sparse (rrf 0.5/0.5/0)"]
     assert runs[1]["weights"] == [0.5, 0.5, 0.0]
     assert set(runs[0]["metrics"]) == {
         "ndcg@5",
@@ -199,7 +202,14 @@ def test_tune_weights_tunes_on_train_then_reports_test(
     (task,) = results["tasks"]
     assert task["task"]["split"] == "test" and task["task"]["queries"] == 10
     labels = [r["label"] for r in task["runs"]]
-    assert labels == ["dense", "sparse", "colbert", "all (weighted, default)", "all (weighted, tuned)"]
+    tuned = "/".join(f"{w:g}" for w in tuning["best"])
+    assert labels == [
+        "dense",
+        "sparse",
+        "colbert",
+        "all (weighted 0.4/0.2/0.4, default)",
+        f"all (weighted {tuned}, tuned)",
+    ]
     assert task["runs"][3]["weights"] == [0.4, 0.2, 0.4] and task["runs"][4]["weights"] == tuning["best"]
     assert "## Tuned fusion weights" in result.output
 
