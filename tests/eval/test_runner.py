@@ -41,7 +41,7 @@ def test_plan_runs():
     ]
     assert RunSpec("all", "weighted", (0.5, 0.5, 0.0), "tuned").label == "all (weighted 0.5/0.5/0, tuned)"
     assert required_outputs(plan_runs(["sparse", "dense+sparse"])) == ["dense", "sparse"]
-    assert required_outputs(plan_runs(["colbert"])) == ["colbert"]
+    assert required_outputs(plan_runs(["colbert"])) == ["dense", "colbert"]  # colbert re-ranks dense
     with pytest.raises(InvalidInputError, match="unknown mode hybrid"):
         plan_runs(["dense", "hybrid"])
     with pytest.raises(InvalidInputError, match="unknown fusion max"):

@@ -193,10 +193,20 @@ def test_search_hybrid_filter_fusion_weights(filled):
     assert rrf.status_code == 200 and rrf.json()["results"][0]["score"] <= 2 / 61
     dense_only = filled.post(
         "/collections/docs/search",
-        json={"query": "Paris", "mode": "dense+sparse", "weights": {"dense": 1, "sparse": 0, "colbert": 0}},
+        json={
+            "query": "Paris",
+            "mode": "dense+sparse",
+            "weights": {"dense": 1, "sparse": 0, "colbert": 0},
+            "normalize": "none",  # the reference formula: the raw weighted mean
+        },
     ).json()
     for hit in dense_only["results"]:
         assert hit["score"] == pytest.approx(hit["scores"]["dense"], abs=1e-5)
+    dbsf = filled.post("/collections/docs/search", json={"query": "Paris", "fusion": "dbsf"})
+    assert dbsf.status_code == 200 and all(0 <= h["score"] <= 1 for h in dbsf.json()["results"])
+    for bad in ({"fusion": "borda"}, {"normalize": "zscore"}, {"candidates": 0}):
+        response = filled.post("/collections/docs/search", json={"query": "Paris", **bad})
+        assert response.status_code == 422, bad
 
 
 def test_search_errors(filled, make_client):
