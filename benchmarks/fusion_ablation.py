@@ -51,6 +51,8 @@ for _mode in ("dense+sparse", "all"):
         (_mode, ("dbsf", "minmax", W)),
         (_mode, ("dbsf", "signal", W)),
     ]
+#: How much weight ColBERT needs to lead here (what a per-collection `m3search index tune` can find).
+ROWS += [("all", ("weighted", "signal", (0.2, 0.2, 0.6))), ("all", ("weighted", "signal", (0.1, 0.2, 0.7)))]
 
 
 def cpu() -> dict[str, str]:
