@@ -156,7 +156,8 @@ def main() -> None:
             run = {}
             for r in records:
                 scores = single(r, mode) if spec is None else fused(r, mode, *spec)
-                run[r["qid"]] = [r["ids"][i] for i in np.argsort(-scores, kind="stable")[:10]]
+                order = [i for i in np.argsort(-scores, kind="stable")[:10] if np.isfinite(scores[i])]
+                run[r["qid"]] = [r["ids"][i] for i in order]  # a single mode returns only its own list
             table[task.name][label(mode, spec)] = evaluate(qrels, run, ["ndcg@10"])["ndcg@10"]
     names = list(table)
     print("| run | " + " | ".join(n.split("/")[1] for n in names) + " | mean |")
