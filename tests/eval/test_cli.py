@@ -27,6 +27,9 @@ class _Model:
     def describe(self):
         return {"name": self.name}
 
+    def runtime_identity(self):
+        return None
+
 
 def _stand_in(monkeypatch, searcher, requests):
     loads = []
@@ -112,8 +115,6 @@ def test_eval_modes_fusions_and_cutoffs(monkeypatch, tmp_path, scifact_dir, exha
         "5,20",
         "--weights",
         "0.5,0.5,0",
-        "--normalize",
-        "none",
         "--candidates",
         "50",
         "--output",
@@ -121,9 +122,9 @@ def test_eval_modes_fusions_and_cutoffs(monkeypatch, tmp_path, scifact_dir, exha
     )
     assert result.exit_code == 0, result.output
     assert requests[0]["outputs"] == ["dense", "sparse"]
-    assert (requests[0]["normalize"], requests[0]["candidates"]) == ("none", 50)
+    assert (requests[0]["normalize"], requests[0]["candidates"]) == ("auto", 50)
     results = json.loads((tmp_path / "results.json").read_text())
-    assert results["settings"]["normalize"] == "none" and results["settings"]["encoder"] == {"name": "tiny"}
+    assert results["settings"]["candidates"] == 50 and results["settings"]["encoder"] == {"name": "tiny"}
     runs = results["tasks"][0]["runs"]
     assert [r["label"] for r in runs] == ["sparse", "dense+sparse (rrf)"]
     assert runs[1]["weights"] == [0.5, 0.5, 0.0]

@@ -32,6 +32,9 @@ class CollectionConfig:
     model: str | None = None
     sparse_source: str | None = None
     encoder: dict[str, Any] = field(default_factory=dict)
+    #: The runtime and precision that made the stored model vectors, {"runtime": "torch-bf16", "dtype": "bf16"};
+    #: None when unrecorded (vectors given directly, BM25 only, or a collection made before this field).
+    runtime: dict[str, str] | None = None
     #: The image encoder's description and `source` (see `m3search.store.images`); None: no images.
     image_encoder: dict[str, Any] | None = None
     max_length: int | None = None
@@ -71,6 +74,24 @@ class CollectionConfig:
         self.hnsw = asdict(HNSWParams(**self.hnsw))
         if self.flush_docs < 1 or self.merge_factor < 2:
             raise InvalidInputError("flush_docs must be >= 1 and merge_factor >= 2")
+
+    def runtime_mismatch(self, identity: dict[str, str] | None) -> str | None:
+        """Why vectors from a runtime with `identity` (`Runtime.identity`) must not join the stored ones, or None
+        when they may: runtimes differ in the last digits, so mixed vectors make scores incomparable."""
+        model_made = "dense" in self.outputs or "colbert" in self.outputs or self.sparse_source == "model"
+        if identity is None or not model_made:
+            return None
+        if self.runtime is None:
+            return "its vectors were made by an unrecorded runtime (an older m3search)"
+        if (self.runtime.get("runtime"), self.runtime.get("dtype")) != (
+            identity["runtime"],
+            identity["dtype"],
+        ):
+            return (
+                f"its vectors were made by runtime {self.runtime.get('runtime')} ({self.runtime.get('dtype')}), "
+                f"not {identity['runtime']} ({identity['dtype']})"
+            )
+        return None
 
     @property
     def hnsw_params(self) -> HNSWParams:
