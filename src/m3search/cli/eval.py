@@ -27,7 +27,8 @@ class _DefaultGroup(click.Group):
         super().format_options(ctx, formatter)
         implied = self.commands[self.default_command]
         run_ctx = click.Context(implied, info_name=self.default_command, parent=ctx)
-        params = [p for p in implied.get_params(run_ctx) if p.name != "help"]  # the group's own -h covers it
+        own_help = implied.get_help_option(run_ctx)  # the group's own -h covers it
+        params = [p for p in implied.get_params(run_ctx) if own_help is None or p.name != own_help.name]
         records = [r for p in params if (r := p.get_help_record(run_ctx)) is not None]
         with formatter.section(f"Options of `{self.default_command}` (implied when no command is given)"):
             formatter.write_dl(records)
