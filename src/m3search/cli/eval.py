@@ -405,14 +405,15 @@ def tune_weights(
     from m3search.eval import engine as eval_engine
     from m3search.eval.metrics import DEFAULT_MEASURES, parse_measure
     from m3search.eval.report import build_results, task_entry
-    from m3search.eval.runner import MODE_OUTPUTS, RunSpec, run_task, score_weights
+    from m3search.eval.runner import RunSpec, run_task, score_weights
     from m3search.eval.tune import tune_on_dev
+    from m3search.search.modes import MODE_KINDS, mode_outputs
 
     parse_measure(metric)
-    outputs = MODE_OUTPUTS[mode]
-    free = [o in outputs for o in ("dense", "sparse", "colbert")]
+    outputs = mode_outputs(mode)
+    free = [o in MODE_KINDS[mode] for o in ("dense", "sparse", "colbert")]
     default = tuple(w if f else 0.0 for w, f in zip(DEFAULT_WEIGHTS, free))
-    runs = [RunSpec(o) for o in outputs] + [RunSpec(mode, fusion, default, "default")]
+    runs = [RunSpec(o) for o in MODE_KINDS[mode]] + [RunSpec(mode, fusion, default, "default")]
     _check_applicable(ctx, runs, collection)
     load_split, dev_name = _dev_and_test(
         ctx, dataset, dev_split, dev_fraction, seed, split, max_dev_queries, max_queries

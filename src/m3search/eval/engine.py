@@ -222,7 +222,7 @@ def indexed_collection(
                 dense_index=dense_index or "hnsw",
                 cache=cache,
             )
-            stats = index_task(collection, task, progress=progress)
+            stats = {**index_task(collection, task, progress=progress)}
             if exists:
                 collection.close()
                 _replace_dir(build, target)
