@@ -65,6 +65,12 @@ def test_config_records_the_runtime_that_made_the_vectors(m3_collection, tiny_m3
         "its vectors were made by runtime torch-fp32 (fp32), not torch-bf16 (bf16)"
     )
     assert BM25Encoder(tiny_m3.tokenizer).runtime_identity() is None  # BM25 runs no model
+    cfg.runtime = None  # a collection made before the field: its encoder description still names the runtime
+    assert cfg.recorded_runtime() == {"runtime": "torch-fp32", "dtype": "fp32"}
+    cfg.encoder = {}
+    assert (
+        cfg.runtime_mismatch(tiny_m3.runtime_identity()) == "its vectors were made by an unrecorded runtime"
+    )
     assert CompositeEncoder({"dense": bf16, "sparse": BM25Encoder(tiny_m3.tokenizer)}).runtime_identity() == {
         "runtime": "torch-bf16",
         "dtype": "bf16",

@@ -79,19 +79,27 @@ class CollectionConfig:
         """Why vectors from a runtime with `identity` (`Runtime.identity`) must not join the stored ones, or None
         when they may: runtimes differ in the last digits, so mixed vectors make scores incomparable."""
         model_made = "dense" in self.outputs or "colbert" in self.outputs or self.sparse_source == "model"
+        recorded = self.recorded_runtime()
         if identity is None or not model_made:
             return None
-        if self.runtime is None:
-            return "its vectors were made by an unrecorded runtime (an older m3search)"
-        if (self.runtime.get("runtime"), self.runtime.get("dtype")) != (
-            identity["runtime"],
-            identity["dtype"],
-        ):
+        if recorded is None:
+            return "its vectors were made by an unrecorded runtime"
+        if (recorded["runtime"], recorded["dtype"]) != (identity["runtime"], identity["dtype"]):
             return (
-                f"its vectors were made by runtime {self.runtime.get('runtime')} ({self.runtime.get('dtype')}), "
+                f"its vectors were made by runtime {recorded['runtime']} ({recorded['dtype']}), "
                 f"not {identity['runtime']} ({identity['dtype']})"
             )
         return None
+
+    def recorded_runtime(self) -> dict[str, str] | None:
+        """`runtime`, or for a collection made before that field, the runtime its encoder description names."""
+        if self.runtime is not None:
+            return self.runtime
+        from m3search.encoders.runtimes.base import runtime_dtype
+
+        described = [self.encoder, *self.encoder.get("parts", {}).values()]
+        name = next((d["runtime"] for d in described if isinstance(d, dict) and d.get("runtime")), None)
+        return None if name is None else {"runtime": name, "dtype": runtime_dtype(name)}
 
     @property
     def hnsw_params(self) -> HNSWParams:

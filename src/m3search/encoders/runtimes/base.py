@@ -22,6 +22,11 @@ class ForwardOutput:
     colbert: np.ndarray | None = None
 
 
+def runtime_dtype(name: str) -> str:
+    """The precision a runtime named `<engine>-<dtype>` computes in: fp32, bf16, fp16 or int8."""
+    return name.rsplit("-", 1)[-1]
+
+
 class Runtime(ABC):
     """Runs padded batches; `name` is what users pass as `runtime=`, `<engine>-<dtype>` (e.g. torch-bf16)."""
 
@@ -32,7 +37,7 @@ class Runtime(ABC):
     @property
     def dtype(self) -> str:
         """The precision the model's matrix products run in: fp32, bf16, fp16 or int8."""
-        return self.name.rsplit("-", 1)[-1]
+        return runtime_dtype(self.name)
 
     def identity(self) -> dict[str, str]:
         """Which runtime and precision made a vector, and why `auto` chose it: what collections and reports
