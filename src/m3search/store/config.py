@@ -14,8 +14,11 @@ from m3search.index.dense import DENSE_KINDS, HNSWParams
 from m3search.index.multivector import COLBERT_DTYPES
 
 CONFIG_FILE = "config.json"
-#: 2: sparse postings with uint16 row offsets in blocks, per-segment metadata index.
-FORMAT_VERSION = 2
+#: 2: sparse postings with uint16 row offsets in blocks, per-segment metadata index. 3: segment files' sizes
+#: and checksums recorded in the database (segments of format-2 collections have none and are still read).
+FORMAT_VERSION = 3
+#: The formats this version opens.
+READABLE_FORMATS = (2, 3)
 
 
 @dataclass
@@ -87,10 +90,10 @@ class CollectionConfig:
             data = json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise CollectionError(f"cannot read {directory / CONFIG_FILE}: {exc}") from None
-        if data.get("format") != FORMAT_VERSION:
+        if data.get("format") not in READABLE_FORMATS:
             raise CollectionError(
                 f"{directory} has collection format {data.get('format')}; this m3search reads "
-                f"format {FORMAT_VERSION}"
+                f"formats {', '.join(map(str, READABLE_FORMATS))}"
             )
         return cls(**data)
 
