@@ -141,6 +141,12 @@ class Collection:
         """Open the collection at `path` (use `Collection.open`)."""
         self.path = Path(path)
         if not (self.path / CONFIG_FILE).is_file():
+            if (self.path / DB_FILE).is_file():
+                raise integrity.damaged(
+                    self.path.name,
+                    CONFIG_FILE,
+                    f"is missing while {DB_FILE} is there (it holds the settings needed to read it)",
+                )
             raise CollectionNotFoundError(f"no collection at {self.path} (no {CONFIG_FILE}); create it first")
         self.config = CollectionConfig.load(self.path)
         self.readonly = readonly
@@ -407,6 +413,7 @@ class Collection:
             with self._db.damage_named(), self._db.read():
                 names = self._db.segment_names()
                 files = self._db.segment_files()
+                next_segment = int(self._db.get_meta("next_segment", 0))
                 tombstones = self._db.tombstones()
                 pending = self._db.load_pending()
                 count = self._db.count_docs()
@@ -420,6 +427,14 @@ class Collection:
                     ) from None
                 log.debug("segment vanished while loading (attempt %d); reloading", attempt)
                 continue
+            unaccounted = integrity.newer_segments(self.path, next_segment)
+            if unaccounted and self._db.data_version() == version:  # no commit since: not a writer's new one
+                raise integrity.damaged(
+                    self.path.name,
+                    f"{SEGMENTS_DIR}/{unaccounted[0]}",
+                    f"is newer than every segment {DB_FILE} knows (next segment {next_segment}): the database "
+                    "was replaced or restored from an older copy",
+                )
             break
         else:
             raise CollectionError(f"collection {self.path} keeps changing under this reader; try again")

@@ -196,6 +196,19 @@ def check_database_file(path: Path) -> None:
     )
 
 
+def newer_segments(root: Path, next_segment: int) -> list[str]:
+    """Segment directories numbered above `next_segment`: none can exist unless the database lost track (a
+    writer only ever writes the segment numbered `next_segment` before registering it)."""
+    directory = root / SEGMENTS_DIR
+    if not directory.is_dir():
+        return []
+    return sorted(
+        p.name
+        for p in directory.iterdir()
+        if (m := SEGMENT_NAME.fullmatch(p.name)) and int(m[1]) > next_segment
+    )
+
+
 def remove_leftovers(
     collection: str, root: Path, listed: Iterable[str], next_segment: int, next_seq: int, known_good: bool
 ) -> list[str]:
