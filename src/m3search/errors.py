@@ -76,3 +76,7 @@ class ImageTooLargeError(ImageError):
 
 class ServerBusyError(M3SearchError):
     """The server's encode queue is full or shutting down; retry later (HTTP 503)."""
+
+
+class MissingExtraError(M3SearchError, ImportError):
+    """A feature whose optional packages are not installed; the message names the extra to install."""

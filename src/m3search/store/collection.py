@@ -48,15 +48,8 @@ from m3search.errors import (
 from m3search.index.multivector import encode_tokens
 from m3search.index.sparse import SparseIndex, SparseRow
 from m3search.search.fusion import Fusion, Normalize, mode_weights, resolve_normalize
-from m3search.search.planner import (
-    MODE_KINDS,
-    Mode,
-    QueryVectors,
-    SearchLevel,
-    execute,
-    mode_outputs,
-    one_thread,
-)
+from m3search.search.modes import MODE_KINDS, Mode, mode_outputs
+from m3search.search.planner import QueryVectors, SearchLevel, execute
 from m3search.search.results import Hit
 from m3search.store import integrity
 from m3search.store.cache import EmbeddingCache, default_cache_path
@@ -86,6 +79,7 @@ from m3search.store.lock import WriterLock
 from m3search.store.metadata import MetadataIndex
 from m3search.store.pending import PendingLevel, StaleReadError
 from m3search.store.segments import SEGMENTS_DIR, Segment, SegmentData, write_segment
+from m3search.threads import one_thread
 
 log = logging.getLogger(__name__)
 

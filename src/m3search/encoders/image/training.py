@@ -20,10 +20,10 @@ from torch import nn
 
 from m3search.encoders.base import TextEncoder
 from m3search.encoders.image.adapter import AdapterConfig, AdapterImageEncoder, Projection
+from m3search.encoders.image.captions import DEFAULT_KS, ImageCaptionSet, image_text_recall
 from m3search.encoders.image.feature_cache import FeatureCache, image_keys
 from m3search.encoders.image.towers import VisionTower
 from m3search.errors import InvalidInputError
-from m3search.eval.image_text import DEFAULT_KS, ImageCaptionSet, image_text_recall
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from m3search.encoders.image import image_field
 from m3search.errors import ImageError, InvalidInputError
 from m3search.jsonl import json_objects
-from m3search.search.planner import mode_outputs
+from m3search.search.modes import mode_outputs
 from m3search.server.auth import require_api_key
 from m3search.server.batching import EncodeOptions
 from m3search.server.catalog import Catalog
