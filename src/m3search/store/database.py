@@ -384,7 +384,7 @@ class Database:
         for segment, *record in self.conn.execute(
             "SELECT segment, file, bytes, checksum FROM segment_files ORDER BY segment, file"
         ):
-            out.setdefault(segment, []).append(tuple(record))  # type: ignore[arg-type]
+            out.setdefault(segment, []).append((record[0], record[1], record[2]))
         return out
 
     def segment_names(self) -> list[str]:
