@@ -216,8 +216,16 @@ class CollectionInfo(BaseModel):
     images: bool = Field(False, description="Whether documents and queries may be images.")
 
 
+class BrokenCollection(BaseModel):
+    name: str
+    error: str = Field(description="Why it cannot be opened (a damaged config.json or store.sqlite...).")
+
+
 class CollectionList(BaseModel):
     collections: list[CollectionInfo]
+    broken: list[BrokenCollection] = Field(
+        default_factory=list, description="Collections on disk that cannot be opened, with the reason."
+    )
 
 
 class DocumentIn(_Request):
