@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from m3search.cli.options import device_option, model_option, normalize_option, quiet_option, runtime_option
 from m3search.errors import InvalidInputError
-from m3search.scoring import DEFAULT_WEIGHTS
+from m3search.scoring import DEFAULT_WEIGHTS, check_weights
+
+if TYPE_CHECKING:
+    from m3search.eval.datasets import Unit
+    from m3search.eval.tune import Method
 
 
 class _DefaultGroup(click.Group):
@@ -48,8 +52,6 @@ def _ints(value: str | None) -> list[int] | None:
 
 
 def _weights(value: str) -> tuple[float, float, float]:
-    from m3search.scoring import check_weights
-
     try:
         return check_weights([float(v) for v in _csv(value)])
     except ValueError as exc:
@@ -283,7 +285,7 @@ def run(
     split: str,
     query_lang: str | None,
     doc_lang: str | None,
-    unit: str | None,
+    unit: Unit | None,
     modes: str,
     fusion: str,
     weights: str,
@@ -391,7 +393,7 @@ def tune_weights(
     mode: str,
     fusion: str,
     metric: str,
-    method: str,
+    method: Method,
     step: float,
     max_dev_queries: int | None,
     max_queries: int | None,
@@ -412,7 +414,7 @@ def tune_weights(
     parse_measure(metric)
     outputs = mode_outputs(mode)
     free = [o in MODE_KINDS[mode] for o in ("dense", "sparse", "colbert")]
-    default = tuple(w if f else 0.0 for w, f in zip(DEFAULT_WEIGHTS, free))
+    default = check_weights([w if f else 0.0 for w, f in zip(DEFAULT_WEIGHTS, free)])
     runs = [RunSpec(o) for o in MODE_KINDS[mode]] + [RunSpec(mode, fusion, default, "default")]
     _check_applicable(ctx, runs, collection)
     load_split, dev_name = _dev_and_test(
