@@ -83,6 +83,16 @@ def validation_message(exc: RequestValidationError) -> tuple[str, list[dict[str,
     return f"{details[0]['field']}: {details[0]['message']}{more}", details
 
 
+def http_message(exc: StarletteHTTPException) -> str:
+    """The detail of an HTTP error; FastAPI's generic "error parsing the body" gets the reason it hides."""
+    cause = exc.__cause__
+    if exc.status_code != 400 or cause is None:
+        return str(exc.detail)
+    if isinstance(cause, RecursionError):
+        return "request body is not readable JSON: it is nested too deeply"
+    return f"request body is not readable JSON: {str(cause).split(';')[0]}"
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Register the handlers on `app`."""
 
@@ -93,7 +103,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return error_response(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
+        return error_response(exc.status_code, http_message(exc), headers=getattr(exc, "headers", None))
 
     @app.exception_handler(errors.M3SearchError)
     async def _m3search(request: Request, exc: errors.M3SearchError) -> JSONResponse:

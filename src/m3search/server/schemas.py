@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from m3search.scoring import MAX_WEIGHT
+
 InputType = Literal["query", "passage"]
 
 
@@ -145,11 +147,12 @@ class EmbedResponse(BaseModel):
 
 
 class Weights(_Request):
-    """Weights of the modes in the hybrid score; the default is the bge-m3 model card's (0.4, 0.2, 0.4)."""
+    """Weights of the modes in the hybrid score, each in [0, 1000] (relative: only their ratios matter); the
+    default is the bge-m3 model card's (0.4, 0.2, 0.4)."""
 
-    dense: float = Field(0.4, ge=0)
-    sparse: float = Field(0.2, ge=0)
-    colbert: float = Field(0.4, ge=0)
+    dense: float = Field(0.4, ge=0, le=MAX_WEIGHT)
+    sparse: float = Field(0.2, ge=0, le=MAX_WEIGHT)
+    colbert: float = Field(0.4, ge=0, le=MAX_WEIGHT)
 
     def as_tuple(self) -> tuple[float, float, float]:
         return (self.dense, self.sparse, self.colbert)

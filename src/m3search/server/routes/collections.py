@@ -10,7 +10,6 @@ itself (they need its statistics).
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Response, UploadFile, status
@@ -19,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 
 from m3search.encoders.image import image_field
 from m3search.errors import ImageError, InvalidInputError
-from m3search.jsonl import json_objects
+from m3search.jsonl import json_objects, parse_json
 from m3search.search.planner import mode_outputs
 from m3search.server.auth import require_api_key
 from m3search.server.batching import EncodeOptions
@@ -204,14 +203,11 @@ def parse_upload(data: bytes, filename: str) -> list[DocumentIn]:
     stripped = text.lstrip()
     if stripped.startswith(("[", "{")) and not filename.endswith((".jsonl", ".ndjson")):
         try:
-            items = json.loads(text)
-        except json.JSONDecodeError as exc:
-            if stripped.startswith("{"):  # one object per line after all
-                items = None
-            else:
-                raise InvalidInputError(
-                    f"{filename} is not valid JSON: {exc.msg} at line {exc.lineno}"
-                ) from None
+            items = parse_json(text, filename)
+        except InvalidInputError:
+            if not stripped.startswith("{"):
+                raise
+            items = None  # one object per line after all
         if isinstance(items, dict) and "documents" in items:
             items = items["documents"]
         if isinstance(items, list):

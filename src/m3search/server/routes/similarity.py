@@ -28,7 +28,7 @@ def weighted_mean(scores: dict[str, float], weights: tuple[float, float, float])
     total = sum(by_mode[m] for m in scores)
     if total == 0:
         raise InvalidInputError(f"weights give no weight to any mode this model has ({', '.join(scores)})")
-    return sum(by_mode[m] * s for m, s in scores.items()) / total
+    return sum((by_mode[m] / total) * s for m, s in scores.items())
 
 
 @router.post("/similarity", response_model=SimilarityResponse, summary="Score texts against a source text")
