@@ -41,6 +41,8 @@ def run_server(settings, host: str, port: int, *, encoder=None, page: str = "") 
         click.echo(
             f"warning: listening on {host} without --api-key: anyone who can reach it can use it", err=True
         )
+    if host not in ("0.0.0.0", "::", "") and host not in settings.allowed_hosts:
+        settings.allowed_hosts = (*settings.allowed_hosts, host)  # the address it was told to listen on
     shown = f"[{host}]" if ":" in host else host
     click.echo(
         f"m3search: web UI at http://{shown}:{port}/ui/{page}  API docs at http://{shown}:{port}/docs",
@@ -66,6 +68,22 @@ def run_server(settings, host: str, port: int, *, encoder=None, page: str = "") 
     multiple=True,
     envvar="M3SEARCH_API_KEY",
     help="Require 'Authorization: Bearer KEY' (repeat for several keys; env M3SEARCH_API_KEY).",
+)
+@click.option(
+    "--allowed-host",
+    "allowed_hosts",
+    multiple=True,
+    metavar="NAME",
+    help="Host name the server answers to besides loopback names and --host (repeatable; '*': any). "
+    "Guards against DNS rebinding.",
+)
+@click.option(
+    "--allowed-origin",
+    "allowed_origins",
+    multiple=True,
+    metavar="URL",
+    help="Web origin (e.g. https://app.example.com) whose pages may POST/DELETE here besides the server's own "
+    "(repeatable; '*': any).",
 )
 @runtime_option
 @device_option
@@ -109,6 +127,8 @@ def command(
     host: str,
     port: int,
     api_keys: tuple[str, ...],
+    allowed_hosts: tuple[str, ...],
+    allowed_origins: tuple[str, ...],
     runtime: str,
     device: str | None,
     batch_size: int,
@@ -125,6 +145,8 @@ def command(
         runtime=runtime,
         device=device,
         api_keys=tuple(api_keys),
+        allowed_hosts=tuple(allowed_hosts),
+        allowed_origins=tuple(allowed_origins),
         batch_size=batch_size,
         max_inputs=max_inputs,
         max_body_bytes=int(max_body_mb * 1024 * 1024),

@@ -59,6 +59,10 @@ class ServerSettings:
     device: str | None = None
     #: Bearer tokens accepted; empty means no authentication.
     api_keys: tuple[str, ...] = ()
+    #: Host names the server answers to besides the loopback names ("*": any); see `web_safety`.
+    allowed_hosts: tuple[str, ...] = ()
+    #: Origins (scheme://host[:port]) whose pages may send unsafe requests besides the server's own ("*": any).
+    allowed_origins: tuple[str, ...] = ()
     #: Largest request body in bytes (413 above it).
     max_body_bytes: int = 16 * 1024 * 1024
     #: Most texts in one encode or similarity request (422 above it).
