@@ -109,6 +109,27 @@ def run_server(settings, host: str, port: int, *, encoder=None, page: str = "") 
     help="Largest request body in MiB.",
 )
 @click.option(
+    "--max-request-tokens",
+    default=65_536,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Most tokens one encode or similarity request may make the model read (413 above).",
+)
+@click.option(
+    "--max-query-chars",
+    default=65_536,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Longest search query in characters (413 above).",
+)
+@click.option(
+    "--body-timeout",
+    default=60.0,
+    show_default=True,
+    type=click.FloatRange(0, min_open=True),
+    help="Seconds a client has to send a request body (408 and the connection closed after).",
+)
+@click.option(
     "--levels",
     callback=_levels,
     default=None,
@@ -134,6 +155,9 @@ def command(
     batch_size: int,
     max_inputs: int,
     max_body_mb: float,
+    max_request_tokens: int,
+    max_query_chars: int,
+    body_timeout: float,
     levels,
     image_encoder: str | None,
 ) -> None:
@@ -150,6 +174,9 @@ def command(
         batch_size=batch_size,
         max_inputs=max_inputs,
         max_body_bytes=int(max_body_mb * 1024 * 1024),
+        max_request_tokens=max_request_tokens,
+        max_query_chars=max_query_chars,
+        body_timeout_s=body_timeout,
         levels=levels,
         image_encoder=image_encoder,
     )

@@ -55,7 +55,9 @@ def create_app(settings: ServerSettings | None = None, *, encoder: TextEncoder |
     async def root() -> RedirectResponse:
         return RedirectResponse("/ui/")
 
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s
+    )
     app.add_middleware(
         WebSafetyMiddleware, allowed_hosts=settings.allowed_hosts, allowed_origins=settings.allowed_origins
     )

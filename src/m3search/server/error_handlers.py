@@ -1,8 +1,7 @@
 """Every error leaves the server as `{"error": {"message", "type"}}` with a fitting status, never a traceback.
 
-m3search's own exceptions map to statuses by class (bad input 422, bad image 400, image over the limits 413,
-unknown collection 404, busy 503...);
-FastAPI's validation errors become one readable message plus the per-field details.
+m3search's own exceptions map to statuses by class (bad input 422, bad image 400, image or request over the
+limits 413, unknown collection 404, busy 503...); FastAPI's validation errors become one readable message plus the per-field details.
 """
 
 from __future__ import annotations
@@ -25,6 +24,8 @@ STATUS_BY_ERROR: tuple[tuple[type[errors.M3SearchError], int], ...] = (
     (errors.CollectionExistsError, 409),
     (errors.CollectionLockedError, 409),
     (errors.ImageTooLargeError, 413),
+    (errors.RequestTooLargeError, 413),
+    (errors.ClientDisconnectedError, 499),
     (errors.ImageError, 400),
     (errors.InvalidInputError, 422),
     (errors.ServerBusyError, 503),
@@ -41,7 +42,9 @@ TYPE_BY_STATUS = {
     405: "method_not_allowed",
     409: "conflict",
     413: "request_too_large",
+    408: "request_timeout",
     422: "invalid_request_error",
+    499: "client_closed_request",
     503: "service_unavailable",
 }
 
