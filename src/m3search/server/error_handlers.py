@@ -7,6 +7,8 @@ limits 413, unknown collection 404, busy 503...); FastAPI's validation errors be
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -96,6 +98,14 @@ def http_message(exc: StarletteHTTPException) -> str:
     return f"request body is not readable JSON: {str(cause).split(';')[0]}"
 
 
+def hide_paths(message: str, collections_dir: Path) -> str:
+    """`message` with the server's collections directory left out, so paths read `NAME/config.json`: clients
+    learn which collection and file, not where the server keeps its data."""
+    for root in sorted({str(collections_dir), str(collections_dir.resolve())}, key=len, reverse=True):
+        message = message.replace(root + os.sep, "").replace(root, "the collections directory")
+    return message
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Register the handlers on `app`."""
 
@@ -111,7 +121,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(errors.M3SearchError)
     async def _m3search(request: Request, exc: errors.M3SearchError) -> JSONResponse:
         status = next((code for cls, code in STATUS_BY_ERROR if isinstance(exc, cls)), 400)
-        return error_response(status, str(exc))
+        return error_response(status, hide_paths(str(exc), request.app.state.server.settings.collections_dir))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

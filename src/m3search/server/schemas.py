@@ -32,9 +32,21 @@ class ErrorResponse(BaseModel):
     error: ErrorBody
 
 
-#: The error answers every API route documents in the OpenAPI schema.
+#: The error answers every API route documents in the OpenAPI schema, with what each means.
+ERROR_STATUSES: dict[int, str] = {
+    400: "Unreadable body (not UTF-8 or JSON nested too deeply, bad multipart), a bad image, or a Host name "
+    "this server does not answer to.",
+    401: "Missing or wrong API key (servers started with --api-key).",
+    403: "An unsafe method sent by a web page of another origin (--allowed-origin).",
+    404: "Unknown collection, document or model.",
+    408: "The request body did not arrive within --body-timeout.",
+    413: "Body over --max-body-mb, texts over --max-request-tokens, query over --max-query-chars, or an "
+    "image over the size limits.",
+    422: "Invalid request: malformed JSON, wrong or unknown fields, empty texts, bad options or filters.",
+    503: "The model is loading (or failed to), the encode queue is full, or the server is stopping.",
+}
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorResponse} for status in (401, 404, 413, 422, 503)
+    status: {"model": ErrorResponse, "description": text} for status, text in ERROR_STATUSES.items()
 }
 
 
@@ -291,7 +303,7 @@ class SearchHit(BaseModel):
     id: str
     score: float
     scores: dict[str, float]
-    text: str | None
+    text: str | None = Field(None, description="The document's text; absent for image-only documents.")
     metadata: dict[str, Any]
     kind: DocKind = "text"
     thumbnail_url: str | None = None
