@@ -28,6 +28,7 @@ import numpy as np
 
 from m3search.encoders import EncodeResult, TextEncoder
 from m3search.errors import ClientDisconnectedError, ServerBusyError
+from m3search.server.memory import release_free_memory
 
 log = logging.getLogger(__name__)
 
@@ -282,6 +283,8 @@ class MicroBatcher:
             return
         if self.on_batch is not None:
             self.on_batch(len(texts), len(batch), time.perf_counter() - started)
+        if lane.name == "bulk":  # big calls set the allocator's high-water mark: give it back
+            await asyncio.get_running_loop().run_in_executor(lane.executor, release_free_memory)
         start = 0
         for job in batch:
             stop = start + len(job.texts)
