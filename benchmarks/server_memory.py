@@ -19,18 +19,11 @@ from pathlib import Path
 
 import httpx
 
+from m3search.server.memory import rss_mb
 from m3search.server.process import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 TEN_MB = "lorem ipsum dolor sit amet " * (10 * 1024 * 1024 // 27)
-
-
-def rss_mb(pid: int) -> float:
-    """Resident set size of process `pid` in MB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for {pid}")
 
 
 def cpu_info() -> dict:

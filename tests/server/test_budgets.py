@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from m3search.errors import M3SearchError
+from m3search.server.memory import rss_mb
 from m3search.server.process import ServerProcess
 from tests.server.conftest import _pythonpath
 
@@ -93,11 +94,6 @@ def budget_server(m3_dir, tmp_path_factory):
     server.stop()
 
 
-def _rss_mb(pid: int) -> float:
-    status = open(f"/proc/{pid}/status").read()
-    return int(re.search(r"^VmRSS:\s+(\d+) kB", status, re.M).group(1)) / 1024
-
-
 def test_big_requests_do_not_leave_memory_behind(budget_server):
     """Item 5: a 10 MB text and a 10 MB query used to be tokenized whole (+727 MB and +590 MB of resident
     memory that stayed, with e5-small); now they cost a cut of the text or a 413."""
@@ -107,12 +103,12 @@ def test_big_requests_do_not_leave_memory_behind(budget_server):
     httpx.post(
         url + "/collections/mem/documents", json={"documents": [{"id": 1, "text": "lorem"}]}, timeout=60
     )
-    before = _rss_mb(pid)
+    before = rss_mb(pid)
     r = httpx.post(url + "/embed", json={"texts": [TEN_MB], "sparse": True}, timeout=300)
     assert r.status_code == 200 and r.json()["data"][0]["truncated"]
     q = httpx.post(url + "/collections/mem/search", json={"query": TEN_MB}, timeout=300)
     assert q.status_code == 413
-    grown = _rss_mb(pid) - before
+    grown = rss_mb(pid) - before
     assert grown < 200, f"resident memory grew by {grown:.0f} MB"
 
 

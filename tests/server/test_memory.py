@@ -3,17 +3,11 @@ resident (issue 12 item 5)."""
 
 from __future__ import annotations
 
-import re
 import threading
 
 import numpy as np
 
-from m3search.server.memory import release_free_memory
-
-
-def _rss_mb() -> float:
-    status = open("/proc/self/status").read()
-    return int(re.search(r"^VmRSS:\s+(\d+) kB", status, re.M).group(1)) / 1024
+from m3search.server.memory import release_free_memory, rss_mb
 
 
 def test_freed_arena_memory_is_returned():
@@ -27,10 +21,10 @@ def test_freed_arena_memory_is_returned():
         held.append(keep)  # the last block pins the top of the heap: freeing alone cannot shrink it
 
     thread = threading.Thread(target=churn)
-    before = _rss_mb()
+    before = rss_mb()
     thread.start()
     thread.join()
-    after_free = _rss_mb()
+    after_free = rss_mb()
     assert after_free - before > 200, "the churn did not leave freed memory resident (nothing to test)"
     assert release_free_memory()
-    assert _rss_mb() - before < (after_free - before) / 4
+    assert rss_mb() - before < (after_free - before) / 4

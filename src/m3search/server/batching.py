@@ -82,12 +82,12 @@ class _Lane:
     """One queue with one worker and one model thread."""
 
     name: str
+    executor: ThreadPoolExecutor
     queue: asyncio.Queue = field(default_factory=asyncio.Queue)
     #: Jobs taken from the queue but not yet run, and the jobs of the model call under way.
     pending: deque = field(default_factory=deque)
     running: list = field(default_factory=list)
     worker: asyncio.Task | None = None
-    executor: ThreadPoolExecutor | None = None
 
     def waiting(self) -> list[_Job]:
         """Every job not answered yet: running, taken and still queued."""
@@ -119,8 +119,8 @@ def concat_results(parts: list[EncodeResult]) -> EncodeResult:
     first = parts[0]
     return EncodeResult(
         dense=None if first.dense is None else np.concatenate([p.dense for p in parts]),
-        sparse=None if first.sparse is None else [v for p in parts for v in p.sparse],
-        colbert=None if first.colbert is None else [v for p in parts for v in p.colbert],
+        sparse=None if first.sparse is None else [v for p in parts for v in p.sparse or []],
+        colbert=None if first.colbert is None else [v for p in parts for v in p.colbert or []],
         num_tokens=[n for p in parts for n in p.num_tokens],
         truncated=truncated,
     )
@@ -157,17 +157,19 @@ class MicroBatcher:
     async def start(self) -> None:
         """Start both lanes' workers on the running event loop."""
         for name in ("interactive", "bulk"):
-            lane = _Lane(name)
-            lane.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"m3search-encode-{name}")
+            lane = _Lane(
+                name, ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"m3search-encode-{name}")
+            )
             lane.worker = asyncio.create_task(self._run_forever(lane), name=f"m3search-batcher-{name}")
             self._lanes[name] = lane
 
     async def close(self) -> None:
         """Stop the workers; requests queued or running fail with `ServerBusyError`."""
         for lane in self._lanes.values():
-            lane.worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await lane.worker
+            if lane.worker is not None:
+                lane.worker.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await lane.worker
             for job in lane.waiting():
                 _answer(job.future, exc=ServerBusyError("the server is shutting down"))
             lane.executor.shutdown(wait=True)

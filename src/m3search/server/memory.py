@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import re
 from collections.abc import Callable
 from functools import cache
+from pathlib import Path
 
 
 @cache
@@ -30,3 +32,12 @@ def release_free_memory() -> bool:
     """Return the allocator's free pages to the OS; whether anything could be done."""
     trim = _malloc_trim()
     return bool(trim is not None and trim(0))
+
+
+def rss_mb(pid: int | str = "self") -> float:
+    """Resident set size of process `pid` (default: this one) in MB, from `/proc/PID/status` (Linux)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    found = re.search(r"^VmRSS:\s+(\d+) kB", status, re.M)
+    if found is None:
+        raise OSError(f"/proc/{pid}/status has no VmRSS")
+    return int(found.group(1)) / 1024

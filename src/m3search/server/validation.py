@@ -43,18 +43,21 @@ async def check_token_budget(
     if estimate_tokens(texts, options, limit) <= budget:
         return
     advice = "split the request or send shorter texts (the server's --max-request-tokens)"
-    if options.chunking == "chunk":
-        chars = sum(len(t) for t in texts)
-        if chars > budget * MAX_TOKEN_CHARS:
-            raise RequestTooLargeError(
-                f"the texts hold {chars} characters, more than {budget} tokens can span: this server "
-                f"encodes at most {budget} tokens per request; {advice}"
-            )
-        counts = await run_in_threadpool(encoder.count_tokens, texts, options.is_query)
-        cost = sum(counts)
+    chunked = options.chunking == "chunk"
+    chars = sum(len(t) for t in texts)
+    if chunked and chars > budget * MAX_TOKEN_CHARS:
+        raise RequestTooLargeError(
+            f"the texts hold {chars} characters, more than {budget} tokens can span: this server "
+            f"encodes at most {budget} tokens per request; {advice}"
+        )
+    count_tokens = getattr(encoder, "count_tokens", None)  # transformer encoders; others: the estimate stands
+    if count_tokens is None:
+        cost = estimate_tokens(texts, options, limit)
+    elif chunked:
+        cost = sum(await run_in_threadpool(count_tokens, texts, options.is_query))
     else:
         cap = (limit - 2) * MAX_TOKEN_CHARS  # what the encoder reads of a text it truncates
-        counts = await run_in_threadpool(encoder.count_tokens, [t[:cap] for t in texts], options.is_query)
+        counts = await run_in_threadpool(count_tokens, [t[:cap] for t in texts], options.is_query)
         cost = sum(min(c, limit) for c in counts)
     if cost > budget:
         raise RequestTooLargeError(
