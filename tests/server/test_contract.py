@@ -53,13 +53,13 @@ def test_image_only_hits_have_no_text_field(live_server):
 
 
 def test_errors_name_the_collection_not_server_paths(client, tmp_path):
-    broken = tmp_path / "collections" / "broken"
-    broken.mkdir(parents=True)
-    (broken / "config.json").write_text("{not json")
-    r = client.get("/collections/broken")
-    assert 400 <= r.status_code < 500, r.text
+    leftover = tmp_path / "collections" / "leftover"
+    leftover.mkdir(parents=True)
+    (leftover / "notes.txt").write_text("not a collection")
+    r = client.post("/collections", json={"name": "leftover"})
+    assert r.status_code == 409, r.text
     message = r.json()["error"]["message"]
-    assert "broken/config.json" in message and str(tmp_path) not in message
+    assert message.startswith("leftover exists") and str(tmp_path) not in message
 
 
 @pytest.fixture(scope="module")
