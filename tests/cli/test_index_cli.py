@@ -200,3 +200,18 @@ def test_index_tune_with_pseudo_queries_and_dry_run(collection):
     assert result.exit_code != 0
     bad = CliRunner().invoke(cli, ["index", "tune", str(collection), "--pseudo", "3", "--fusion", "borda"])
     assert bad.exit_code != 0 and "unknown fusion borda" in bad.output
+
+
+def test_verify_names_damaged_files(collection):
+    run("index", "compact", str(collection))
+    out = run("index", "verify", str(collection))
+    assert f"{collection}: ok (1 segment(s)" in out
+    segment = next((collection / "segments").iterdir())
+    vectors = segment / "colbert.npy"
+    data = bytearray(vectors.read_bytes())
+    data[-8:] = bytes(b ^ 0xFF for b in data[-8:])
+    vectors.write_bytes(bytes(data))
+    result = CliRunner().invoke(cli, ["index", "verify", str(collection)])
+    assert result.exit_code != 0
+    assert f"DAMAGED segments/{segment.name}/colbert.npy" in result.stderr
+    assert "1 damaged file(s)" in result.stderr

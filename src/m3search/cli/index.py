@@ -1,4 +1,4 @@
-"""`m3search index create|add|delete|compact|stats`: build and maintain a collection from the shell.
+"""`m3search index create|add|delete|compact|stats|verify`: build, maintain and check a collection from the shell.
 
 `add` reads JSONL (`{"id", "text", "image", "metadata", ...}`; `image` is a path, relative ones from the JSONL
 file's folder, or base64), BEIR `corpus.jsonl` (`{"_id", "title", "text"}`), image files (one image document
@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import json
 import random
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import click
-from tqdm.auto import tqdm
 
 from m3search.cli.options import runtime_option
 from m3search.errors import InvalidInputError
 from m3search.jsonl import json_objects
+from m3search.progress import bar as progress_bar
 
 #: Documents read and written per upsert: one durable transaction each, big enough to batch the model well.
 BLOCK = 256
@@ -189,7 +188,7 @@ def add(path: Path, inputs: tuple[Path, ...], fmt: str, batch_size: int, runtime
     written = 0
     with (
         Collection.open(path, runtime=runtime) as collection,
-        tqdm(total=total, unit="doc", desc="index", file=sys.stderr) as bar,
+        progress_bar(total=total, unit="doc", desc="index") as bar,
     ):
         block: list[dict[str, Any]] = []
         for file, root in files:
@@ -359,7 +358,7 @@ def tune(
         def start(fusion: str) -> tuple[float, ...]:
             return tuple(w if f else 0.0 for w, f in zip(default_weights(fusion), free))
 
-        with tqdm(desc=f"tune {path.name} on {len(kept)} queries", unit="trial") as bar:
+        with progress_bar(desc=f"tune {path.name} on {len(kept)} queries", unit="trial") as bar:
 
             def counted(fusion: str, weights: tuple[float, float, float]) -> float:
                 bar.update()
@@ -392,3 +391,24 @@ def tune(
             )
         )
         click.echo(f"stored in {path}: its searches now default to {mode}, {choice.fusion} fusion")
+
+
+@command.command("verify")
+@click.argument("path", type=click.Path(path_type=Path))
+def verify(path: Path) -> None:
+    """Check every file of the collection at PATH against its recorded checksum (and the database's
+    structure); exit status 1 when anything is damaged."""
+    from m3search import Collection
+
+    with Collection.open(path, readonly=True) as collection:
+        report = collection.verify(show_progress=True)
+    for problem in report["problems"]:
+        click.echo(f"DAMAGED {problem.file}: {problem}", err=True)
+    if report["unchecked"]:
+        click.echo(
+            f"{len(report['unchecked'])} segment(s) sealed before checksums were recorded (structure checked "
+            f"only): {', '.join(report['unchecked'])}"
+        )
+    if report["problems"]:
+        raise click.ClickException(f"{path}: {len(report['problems'])} damaged file(s)")
+    click.echo(f"{path}: ok ({report['segments']} segment(s), {report['bytes'] / 2**20:.1f} MiB checksummed)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from m3search.progress import set_quiet
 from m3search.search.fusion import NORMALIZATIONS
 
 model_option = click.option(
@@ -28,4 +29,20 @@ normalize_option = click.option(
     help="How fusion puts the modes on one scale: signal (min-max scaled, each mode weighted by how much it "
     "found for this query), minmax (without that weighting), none (the bge-m3 reference formula), or auto "
     "(= signal). Default: the collection's tuned setting, else auto.",
+)
+
+
+def _quiet(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+    if value or ctx.parent is None:  # the top-level group resets it on every invocation
+        set_quiet(value)
+    return value
+
+
+quiet_option = click.option(
+    "--quiet",
+    "-q",
+    is_flag=True,
+    expose_value=False,
+    callback=_quiet,
+    help="No progress on stderr: neither bars (drawn only on a terminal) nor notes such as the runtime auto chose.",
 )

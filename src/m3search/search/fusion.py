@@ -158,7 +158,7 @@ def weighted_fusion(
     total = sum(weights.values())
     if total <= 0:
         raise InvalidInputError("the fusion weights are all zero")
-    return sum(weights[k] * scalers[normalize](scores[k]) for k in weights if weights[k] > 0) / total
+    return sum((weights[k] / total) * scalers[normalize](scores[k]) for k in weights if weights[k] > 0)
 
 
 def rrf_fusion(
