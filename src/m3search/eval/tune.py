@@ -8,6 +8,7 @@ split after the search is final, so test judgments cannot leak into the choice o
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import random
@@ -286,7 +287,7 @@ def choose_fusion(
     choice = FusionChoice(metric, default[0], default[1], default_score, default_score)
     for fusion in fusions:
         best, score, trials = search_weights(
-            lambda w, f=fusion: objective(f, w), method=method, step=step, start=start(fusion), free=free
+            functools.partial(objective, fusion), method=method, step=step, start=start(fusion), free=free
         )
         choice.per_fusion[fusion] = TuneResult(method, metric, "", best, score, trials)
         if score > choice.score:

@@ -24,7 +24,7 @@ Weaviate's relativeScore), `none` the reference formula.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Literal
+from typing import Literal, cast
 
 import numpy as np
 
@@ -66,7 +66,7 @@ def resolve_normalize(normalize: str) -> Scaling:
         raise InvalidInputError(
             f"unknown score normalization {normalize!r}; choose one of {', '.join(NORMALIZATIONS)}"
         )
-    return "signal" if normalize == "auto" else normalize  # type: ignore[return-value]
+    return "signal" if normalize == "auto" else cast(Scaling, normalize)
 
 
 def minmax(scores: np.ndarray) -> np.ndarray:
@@ -158,7 +158,11 @@ def weighted_fusion(
     total = sum(weights.values())
     if total <= 0:
         raise InvalidInputError("the fusion weights are all zero")
-    return sum((weights[k] / total) * scalers[normalize](scores[k]) for k in weights if weights[k] > 0)
+    out = np.zeros(len(scores[next(iter(weights))]), np.float64)
+    for k, w in weights.items():
+        if w > 0:
+            out += (w / total) * scalers[normalize](scores[k])
+    return out
 
 
 def rrf_fusion(
