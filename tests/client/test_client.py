@@ -122,6 +122,8 @@ def test_errors_map_to_library_types(client, e5_server):
         col.upsert([{"id": "v", "text": "t", "dense": [0.1] * 384}])
     with pytest.raises(InvalidInputError, match="empty"):
         col.upsert([{"id": "e", "text": "   "}])
+    with pytest.raises(InvalidInputError, match="'/'"):  # the server routes GET /documents/a%2Fb nowhere
+        col.get(["a/b"])
     assert col.count() == 2  # nothing of the refused batches was written
     for key in (None, "wrong"):
         with (

@@ -315,6 +315,11 @@ def get(name: str, ids: str | int | Iterable[str | int]) -> Plan:
     """The stored documents for `ids`, in order; None where an id is unknown (a missing collection raises
     `CollectionNotFoundError`, as in-process)."""
     wanted = _ids(ids)
+    slashed = [i for i in wanted if "/" in i]
+    if slashed:  # the server decodes %2F before routing, so GET /documents/{id} cannot name them
+        raise InvalidInputError(
+            f"ids containing '/' cannot be fetched from a server one by one: {slashed[:3]}"
+        )
     found: list[Document | None] = []
     for doc_id in wanted:
         path = _path("collections", name, "documents", doc_id)
