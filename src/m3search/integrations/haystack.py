@@ -88,6 +88,7 @@ class M3SearchDocumentStore:
     def from_dict(cls, data: dict[str, Any]) -> M3SearchDocumentStore:
         """Reopen the collection `to_dict` describes."""
         params = data.get("init_parameters", {})
+        collection: Any
         if "path" in params:
             from m3search.store import Collection
 

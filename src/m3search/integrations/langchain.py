@@ -114,10 +114,11 @@ class M3SearchVectorStore(VectorStore):
         texts: Iterable[str],
         metadatas: list[dict] | None = None,
         *,
-        ids: list[str | None] | None = None,
+        ids: list[str] | None = None,
         **kwargs: Any,
     ) -> list[str]:
-        """Upsert texts with their metadata (ids default to new UUIDs); returns the ids, durable on return."""
+        """Upsert texts with their metadata (ids default to new UUIDs, also for None entries, which
+        `add_documents` passes for documents without one); returns the ids, durable on return."""
         texts = list(texts)
         if metadatas is not None and len(metadatas) != len(texts):
             raise InvalidInputError(f"{len(metadatas)} metadatas for {len(texts)} texts")
@@ -125,7 +126,7 @@ class M3SearchVectorStore(VectorStore):
             raise InvalidInputError(f"{len(ids)} ids for {len(texts)} texts")
         if kwargs:
             raise InvalidInputError(f"add_texts takes no options {sorted(kwargs)}")
-        given = ids or [None] * len(texts)
+        given: list[str | None] = list(ids) if ids is not None else [None] * len(texts)
         ids_out = [str(i) if i is not None else str(uuid.uuid4()) for i in given]
         self.collection.upsert(
             {"id": doc_id, "text": text, "metadata": (metadatas or [{}] * len(texts))[i] or {}}

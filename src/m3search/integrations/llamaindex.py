@@ -115,9 +115,9 @@ class M3SearchVectorStore(BasePydanticVectorStore):
         """The m3search collection (local or server)."""
         return self._collection
 
-    def add(self, nodes: list[BaseNode], **add_kwargs: Any) -> list[str]:
+    def add(self, nodes: Sequence[BaseNode], **add_kwargs: Any) -> list[str]:
         """Upsert the nodes' texts with their metadata (and LlamaIndex's node record, to rebuild them)."""
-        records = []
+        records: list[dict[str, Any]] = []
         for node in nodes:
             text = node.get_content(metadata_mode=MetadataMode.NONE)
             if not text.strip():
