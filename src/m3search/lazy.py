@@ -1,5 +1,5 @@
-"""Package attributes imported on first use (PEP 562), so that `import m3search` and the HTTP client stay light:
-the model runtime (torch) loads only when an encoder or a collection is actually used."""
+"""Lazy package exports (PEP 562): a package's public names load their module on first use, so importing one
+light submodule (`m3search.errors`, the CLI's command table) does not pay for torch and faiss."""
 
 from __future__ import annotations
 
@@ -12,17 +12,18 @@ from typing import Any
 def lazy_exports(
     package: str, exports: Mapping[str, str]
 ) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
-    """`__getattr__` and `__dir__` for `package`: attribute name -> the module that defines it."""
+    """`__getattr__` and `__dir__` for `package`, whose public name N is defined in module `exports[N]`."""
 
     def __getattr__(name: str) -> Any:
-        module = exports.get(name)
-        if module is None:
-            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        try:
+            module = exports[name]
+        except KeyError:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}") from None
         value = getattr(importlib.import_module(module), name)
         setattr(sys.modules[package], name, value)  # later lookups skip this function
         return value
 
     def __dir__() -> list[str]:
-        return sorted(set(vars(sys.modules[package])) | set(exports))
+        return sorted({*vars(sys.modules[package]), *exports})
 
     return __getattr__, __dir__

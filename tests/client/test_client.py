@@ -4,8 +4,6 @@ exception types as the in-process library."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import uuid
 
 import numpy as np
@@ -22,7 +20,7 @@ from m3search.errors import (
     ServerError,
 )
 from m3search.server.process import free_port
-from tests.conftest import CORPUS, E5_SERVER_KEY, ROOT
+from tests.conftest import CORPUS, E5_SERVER_KEY
 
 
 def _name() -> str:
@@ -159,18 +157,3 @@ def test_async_client(e5_server, local):
             await client.delete_collection(col.name)
 
     asyncio.run(scenario())
-
-
-def test_client_does_not_import_torch():
-    code = "import sys, m3search; m3search.Client; m3search.AsyncClient; print('torch' in sys.modules)"
-    out = subprocess.run(
-        [sys.executable, "-X", "importtime", "-c", code],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={"PYTHONPATH": str(ROOT / "src"), "PATH": ""},
-    )
-    assert out.stdout.strip() == "False"
-    imported = {line.rsplit("|", 1)[-1].strip() for line in out.stderr.splitlines() if "|" in line}
-    assert "m3search.client.http" in imported and "httpx" in imported
-    assert not {m for m in imported if m.split(".")[0] in ("torch", "transformers")}

@@ -8,16 +8,20 @@ drive the same operation plans (`m3search.client.plans`) over httpx; neither imp
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from m3search.client import plans
 from m3search.client.plans import Plan, Request
 from m3search.encoders.base import Chunking, EncodeResult
 from m3search.errors import ServerError
+from m3search.extras import require
 from m3search.search.results import Hit
 from m3search.store.documents import Document
+
+if TYPE_CHECKING:
+    import httpx
+else:
+    httpx = require("httpx", "client", "m3search.Client")
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 
