@@ -333,6 +333,9 @@ class TransformerEncoder(TextEncoder):
             ]
         return result
 
+    def runtime_identity(self) -> dict[str, str]:
+        return self.runtime.identity()
+
     def describe(self) -> dict[str, Any]:
         info = super().describe()
         info.update(self.runtime.describe())

@@ -103,6 +103,12 @@ def _bm25_part(encoder: TextEncoder) -> BM25Encoder | None:
     return None
 
 
+def _vector_runtime(encoder: TextEncoder) -> dict[str, str] | None:
+    """What `CollectionConfig.runtime` records: the runtime and precision of `encoder`'s model vectors."""
+    identity = encoder.runtime_identity()
+    return None if identity is None else {k: identity[k] for k in ("runtime", "dtype")}
+
+
 def _model_source(encoder: TextEncoder) -> str:
     """Where `encoder`'s model can be loaded from again: its directory when it has one, else its name."""
     parts = encoder.parts.values() if isinstance(encoder, CompositeEncoder) else [encoder]
@@ -256,6 +262,7 @@ class Collection:
                 model=str(model) if model is not None else _model_source(encoder),
                 sparse_source=None if "sparse" not in outputs else "bm25" if bm25 else "model",
                 encoder=encoder.describe(),
+                runtime=_vector_runtime(encoder),
                 **settings,
             )
         else:
@@ -404,7 +411,7 @@ class Collection:
         """Load the committed state (segment list, tombstones, incremental level) as one version."""
         for attempt in range(20):
             version = self._db.data_version()
-            with self._db.damage_named(), self._db.read():
+            with self._db.read():
                 names = self._db.segment_names()
                 files = self._db.segment_files()
                 next_segment = int(self._db.get_meta("next_segment", 0))
@@ -416,8 +423,9 @@ class Collection:
                 segments, damaged = self._open_segments(names, files)
             except FileNotFoundError:  # merged away by the writer since we read the list: read it again
                 if self._db.data_version() == version:  # ... unless nothing was committed since: it is gone
+                    gone = next((n for n in names if not (self._segments_dir / n).is_dir()), "")
                     raise integrity.damaged(
-                        self.path.name, SEGMENTS_DIR, "lost a listed segment directory"
+                        self.path.name, f"{SEGMENTS_DIR}/{gone}", "is listed in the manifest but missing"
                     ) from None
                 log.debug("segment vanished while loading (attempt %d); reloading", attempt)
                 continue
@@ -1170,7 +1178,7 @@ class Collection:
         sealed before checksums were recorded (checked for structure only)."""
         with self._mutex:
             self._refresh()
-            with self._db.damage_named(), self._db.read():
+            with self._db.read():
                 names = self._db.segment_names()
                 files = self._db.segment_files()
             total = integrity.segment_bytes(names, files)
