@@ -143,15 +143,17 @@ def e5_encoder(e5_dir: Path):
     return load_encoder(E5_MODEL, sparse="none", runtime="torch-fp32")
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def e5_bm25(e5_encoder):
-    """e5 with BM25 sparse weights over its tokenizer, as `load_encoder` and the server build it: a fresh
-    composite per test (a collection binds its own BM25 statistics to it)."""
+    """Make e5 with BM25 sparse weights over its tokenizer, as `load_encoder` and the server build it: a fresh
+    composite per open collection (each binds its own BM25 statistics to it)."""
     from m3search.encoders import BM25Encoder, CompositeEncoder
 
-    return CompositeEncoder(
-        {"dense": e5_encoder, "colbert": e5_encoder, "sparse": BM25Encoder(e5_encoder.tokenizer)}
-    )
+    def make() -> CompositeEncoder:
+        sparse = BM25Encoder(e5_encoder.tokenizer)
+        return CompositeEncoder({"dense": e5_encoder, "colbert": e5_encoder, "sparse": sparse})
+
+    return make
 
 
 @pytest.fixture(scope="session")

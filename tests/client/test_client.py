@@ -30,7 +30,7 @@ def _name() -> str:
 @pytest.fixture
 def local(tmp_path, e5_bm25) -> Collection:
     """The corpus in an in-process collection of the same model: what the server must answer."""
-    col = Collection.create(tmp_path / "local", encoder=e5_bm25, cache=False)
+    col = Collection.create(tmp_path / "local", encoder=e5_bm25(), cache=False)
     for start in range(0, len(CORPUS), 3):  # the requests of `upsert(batch_size=3)` below: BM25 weights
         col.upsert(CORPUS[start : start + 3])  # use the statistics of their time, padding the last digits
     return col

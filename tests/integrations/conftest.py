@@ -24,21 +24,15 @@ class Target:
 
 
 @pytest.fixture(params=["local", "remote"])
-def target(request, tmp_path, e5_encoder) -> Iterator[Target]:
+def target(request, tmp_path, e5_bm25) -> Iterator[Target]:
     """An empty e5 collection (BM25 sparse weights, ColBERT token vectors): in-process or on the server."""
     if request.param == "local":
-        from m3search.encoders import BM25Encoder, CompositeEncoder
-
-        def encoder() -> CompositeEncoder:  # one per open collection: each binds its BM25 statistics
-            sparse = BM25Encoder(e5_encoder.tokenizer)
-            return CompositeEncoder({"dense": e5_encoder, "colbert": e5_encoder, "sparse": sparse})
-
         path = tmp_path / "col"
-        opened = [Collection.create(path, encoder=encoder(), cache=False)]
+        opened = [Collection.create(path, encoder=e5_bm25(), cache=False)]
 
         def reopen() -> Collection:
             opened[-1].close()
-            opened.append(Collection.open(path, encoder=encoder(), cache=False))
+            opened.append(Collection.open(path, encoder=e5_bm25(), cache=False))
             return opened[-1]
 
         yield Target(opened[0], reopen)
