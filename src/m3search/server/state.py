@@ -64,6 +64,7 @@ class ServerState:
             max_batch=s.batch_size,
             max_wait_ms=s.batch_wait_ms,
             max_queue=s.max_queue,
+            bulk_tokens=s.bulk_tokens,
             on_batch=self.metrics.observe_batch,
         )
         self.metrics.queue_texts.set_function(lambda: self.batcher.queued_texts if self.batcher else 0)

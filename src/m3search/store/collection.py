@@ -22,6 +22,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import sys
 import threading
@@ -933,8 +934,9 @@ class Collection:
 
     def thumbnail(self, reference: str | int) -> bytes | None:
         """JPEG bytes of the thumbnail a document or hit refers to (its `thumbnail`); None when gone."""
-        if isinstance(reference, bool) or not str(reference).isdigit():
-            raise InvalidInputError(f"{reference!r} is not a thumbnail reference")
+        # ASCII digits within SQLite's 64-bit integers (`isdigit` alone accepts "²" and 5,000-digit numbers).
+        if isinstance(reference, bool) or not re.fullmatch(r"[0-9]{1,18}", str(reference)):
+            raise InvalidInputError(f"{str(reference)[:40]!r} is not a thumbnail reference")
         with self._mutex:
             self._check_open()
             return self._db.thumbnail(int(reference))
