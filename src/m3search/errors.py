@@ -86,5 +86,13 @@ class ServerBusyError(M3SearchError):
     """The server's encode queue is full or shutting down; retry later (HTTP 503)."""
 
 
+class AuthenticationError(M3SearchError):
+    """The server refused the request's API key (HTTP 401) or its origin (403): pass `api_key=`."""
+
+
+class ServerError(M3SearchError):
+    """A server that cannot be reached, or that answered with an unexpected error (HTTP 5xx)."""
+
+
 class MissingExtraError(M3SearchError, ImportError):
     """A feature whose optional packages are not installed; the message names the extra to install."""

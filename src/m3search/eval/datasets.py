@@ -235,7 +235,8 @@ def squad_task(
             raise InvalidInputError(
                 f"{query_file} and {doc_file} are not parallel: question {q.id} {where} in {doc_file}"
             )
-    corpus = {d.id: d for d in (sentences if unit == "sentence" else paragraphs)}
+    units = sentences if unit == "sentence" and sentences is not None else paragraphs
+    corpus = {d.id: d for d in units}
     queries = {q.id: q.text for q in questions}
     target = (lambda q: q.sentence) if unit == "sentence" else (lambda q: q.paragraph)
     qrels = {q.id: {target(by_id[q.id]): 1} for q in questions}

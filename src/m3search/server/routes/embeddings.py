@@ -9,6 +9,7 @@ import numpy as np
 from fastapi import APIRouter, Depends, File, HTTPException, Request, UploadFile
 from starlette.concurrency import run_in_threadpool
 
+from m3search.encoders.base import OUTPUT_KINDS
 from m3search.encoders.image import image_field
 from m3search.encoders.registry import find_spec
 from m3search.errors import InvalidInputError
@@ -73,9 +74,9 @@ async def embeddings(
     await check_token_budget(texts, options, encoder, state.settings)
     result = await batcher.encode(texts, options, disconnected=request.is_disconnected)
     if body.encoding_format == "base64":
-        data = [EmbeddingData(index=i, embedding=_base64(v)) for i, v in enumerate(result.dense)]
+        data = [EmbeddingData(index=i, embedding=_base64(v)) for i, v in enumerate(result.need("dense"))]
     else:
-        data = [EmbeddingData(index=i, embedding=v.tolist()) for i, v in enumerate(result.dense)]
+        data = [EmbeddingData(index=i, embedding=v.tolist()) for i, v in enumerate(result.need("dense"))]
     tokens = sum(result.num_tokens)
     return EmbeddingsResponse(
         data=data, model=encoder.name, usage=EmbeddingsUsage(prompt_tokens=tokens, total_tokens=tokens)
@@ -156,9 +157,8 @@ async def _embed_texts(
 ) -> EmbedResponse:
     encoder = batcher.encoder
     texts = checked_texts(body.texts, state.settings)  # type: ignore[arg-type]
-    wanted = [
-        k for k, on in (("dense", body.dense), ("sparse", body.sparse), ("colbert", body.colbert)) if on
-    ]
+    asked = {"dense": body.dense, "sparse": body.sparse, "colbert": body.colbert}
+    wanted = [k for k in OUTPUT_KINDS if asked[k]]
     if not wanted:
         raise InvalidInputError("ask for at least one output: dense, sparse or colbert")
     encoder.check_outputs(wanted)

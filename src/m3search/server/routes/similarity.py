@@ -24,7 +24,7 @@ router = APIRouter(dependencies=[Depends(require_api_key)], responses=ERROR_RESP
 
 def weighted_mean(scores: dict[str, float], weights: tuple[float, float, float]) -> float:
     """Hybrid score: the weighted mean over the modes present (bge-m3's formula when all three are)."""
-    by_mode = dict(zip(OUTPUT_KINDS, weights))
+    by_mode: dict[str, float] = dict(zip(OUTPUT_KINDS, weights))
     total = sum(by_mode[m] for m in scores)
     if total == 0:
         raise InvalidInputError(f"weights give no weight to any mode this model has ({', '.join(scores)})")
