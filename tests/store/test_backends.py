@@ -268,3 +268,105 @@ def test_documents_without_colbert_or_sparse_match_across_backends(pair):
             assert [h.id for h in a] == [h.id for h in b]
             assert np.allclose([h.score for h in a], [h.score for h in b], atol=1e-3)
         assert b[0].id == "d500" and b[0].scores["sparse"] == 0.0
+
+
+TEXTS = [
+    "The cat sat on the warm mat near the fire.",
+    "Quantum chromodynamics describes the strong interaction.",
+    "A recipe for bread needs flour, water, salt and yeast.",
+    "The cat and the dog sleep near the fire.",
+    "The stock market fell sharply on Monday morning.",
+]
+
+
+@pytest.fixture
+def text_pair(tmp_path, tiny_m3):
+    """The same texts (tiny bge-m3, or BM25 beside its dense head) in a local and a qdrant collection."""
+    from m3search.encoders import BM25Encoder, CompositeEncoder
+
+    made = []
+
+    def make(bm25: bool) -> tuple[Collection, Collection]:
+        def encoder():  # one per collection: a BM25 part holds its collection's statistics
+            return (
+                CompositeEncoder({"dense": tiny_m3, "sparse": BM25Encoder(tiny_m3.tokenizer)})
+                if bm25
+                else tiny_m3
+            )
+
+        local = Collection.create(tmp_path / f"local{bm25}", encoder=encoder(), cache=False)
+        remote = Collection.create(
+            f"q{bm25}", backend="qdrant", location=":memory:", encoder=encoder(), cache=False
+        )
+        made.extend([local, remote])
+        for collection in (local, remote):
+            collection.upsert([{"id": str(i), "text": t} for i, t in enumerate(TEXTS[:3])])
+            collection.upsert([{"id": str(i), "text": t} for i, t in enumerate(TEXTS) if i >= 2])
+            collection.delete(["1"])
+        return local, remote
+
+    yield make
+    for collection in made:
+        collection.close()
+
+
+@pytest.mark.parametrize("bm25", [False, True])
+def test_text_collections_rank_alike_including_bm25(text_pair, bm25):
+    local, remote = text_pair(bm25)
+    assert remote.config.sparse_source == ("bm25" if bm25 else "model")
+    assert remote.count() == local.count() == 4
+    for mode in ("sparse", "dense+sparse", *(() if bm25 else ("all",))):
+        for fusion in ("weighted", "rrf"):
+            a = local.search("the cat near the fire", k=4, mode=mode, fusion=fusion)
+            b = remote.search("the cat near the fire", k=4, mode=mode, fusion=fusion)
+            assert [h.id for h in b] == [h.id for h in a]
+            for x, y in zip(a, b):
+                assert y.scores == pytest.approx(x.scores, abs=1e-4)
+                # min-max rescaling over the tiny model's near-equal cosines magnifies float differences
+                assert y.score == pytest.approx(x.score, abs=2e-3)
+
+
+def test_images_on_both_backends(tmp_path, tiny_m3, tiny_adapter_dir, flickr_images):
+    made = [
+        Collection.create(tmp_path / "mixed", encoder=tiny_m3, image_encoder=tiny_adapter_dir, cache=False),
+        Collection.create(
+            "mixed",
+            backend="qdrant",
+            location=":memory:",
+            encoder=tiny_m3,
+            image_encoder=tiny_adapter_dir,
+            cache=False,
+        ),
+    ]
+    for collection in made:
+        collection.upsert([{"id": f"t{i}", "text": t, "metadata": {"n": i}} for i, t in enumerate(TEXTS)])
+        collection.upsert(
+            [
+                {"id": "img0", "image": str(flickr_images[0]), "metadata": {"n": 0}},
+                {"id": "img1", "image": flickr_images[1].read_bytes(), "metadata": {"n": 1}},
+                {
+                    "id": "both",
+                    "image": str(flickr_images[3]),
+                    "text": "A dog jumps over a fence",
+                    "metadata": {"n": 3},
+                },
+            ]
+        )
+    local, remote = made
+    searches = [
+        dict(query="a dog", kinds=["image"], mode="dense"),
+        dict(image=flickr_images[0], kinds="text"),
+        dict(image=flickr_images[1].read_bytes()),
+        dict(query="a dog on the grass", mode="all"),
+        dict(query="a dog on the grass", mode="dense+sparse", fusion="rrf"),
+        dict(image=str(flickr_images[3]), kinds=["image", "image+text"], filter={"n": {"$gte": 1}}),
+    ]
+    for options in searches:
+        a, b = local.search(k=10, **options), remote.search(k=10, **options)
+        assert [(h.id, h.kind) for h in b] == [(h.id, h.kind) for h in a], options
+        assert [h.score for h in b] == pytest.approx([h.score for h in a], abs=1e-4)
+    doc = remote.get(["img1"])[0]
+    assert remote.thumbnail(doc.thumbnail) == local.thumbnail(local.get(["img1"])[0].thumbnail)
+    assert remote.delete(["img1"]) == 1 and remote.thumbnail(doc.thumbnail) is None
+    for collection in made:
+        collection.close()

@@ -11,7 +11,7 @@ candidates with their exact per-mode scores from the backend and ranks them here
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +24,10 @@ from m3search.errors import CollectionError, InvalidInputError
 from m3search.search.fusion import Fusion, Normalize, mode_weights, resolve_normalize
 from m3search.search.planner import MODE_KINDS, Mode, QueryVectors, fuse, mode_outputs, one_thread
 from m3search.search.results import Hit
-from m3search.store.backends.base import Backend, SearchPlan
+from m3search.store.backends.base import LINK_FILE, Backend, SearchPlan
 from m3search.store.backends.local import LocalBackend
 from m3search.store.bm25 import as_sparse_row, bm25_part
-from m3search.store.config import CollectionConfig
+from m3search.store.config import CONFIG_FILE, CollectionConfig
 from m3search.store.database import KIND_FIELD
 from m3search.store.documents import (
     DOC_KINDS,
@@ -62,6 +62,16 @@ def _model_source(encoder: TextEncoder) -> str:
     return encoder.name
 
 
+def is_qdrant_link(path: Path) -> bool:
+    """Whether directory `path` links to a Qdrant collection (see `m3search.store.backends.qdrant`)."""
+    return (path / LINK_FILE).is_file()
+
+
+def is_collection(path: Path) -> bool:
+    """Whether directory `path` holds a collection: a local one, or a link to a Qdrant one."""
+    return (path / CONFIG_FILE).is_file() or is_qdrant_link(path)
+
+
 def _check_backend(backend: str) -> None:
     if backend not in BACKENDS:
         raise InvalidInputError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
@@ -82,7 +92,11 @@ class Collection:
         image_encoder: ImageEncoder | None = None,
     ) -> None:
         """Open the local collection at `path`, or wrap an opened `backend` (use `Collection.open`)."""
-        if backend is None:
+        if backend is None and is_qdrant_link(Path(path)):  # type: ignore[arg-type]
+            from m3search.store.backends.qdrant import open_link
+
+            backend = open_link(Path(path), readonly=readonly)  # type: ignore[arg-type]
+        elif backend is None:
             backend = LocalBackend(Path(path), readonly=readonly, bm25=self._bm25)  # type: ignore[arg-type]
         self.backend = backend
         self.config: CollectionConfig = backend.config
@@ -277,6 +291,11 @@ class Collection:
             )
         return self._encoder  # type: ignore[return-value]
 
+    def use_encoder(self, encoder: TextEncoder) -> None:
+        """Encode with `encoder` (already loaded elsewhere) instead of loading the recorded model; it must
+        make the collection's outputs and sizes."""
+        self._attach_encoder(encoder)
+
     def _bm25(self) -> Any:
         return bm25_part(self.encoder)
 
@@ -357,7 +376,18 @@ class Collection:
 
     def write(self, batch: PreparedBatch) -> int:
         """Commit a prepared batch: stored whole or not at all, acknowledged when durable."""
-        return self.backend.write(batch) if batch.docs else 0
+        if not batch.docs:
+            return 0
+        if batch.bm25 is None and any(
+            c is not None for c in batch.counts
+        ):  # exported from another collection
+            batch.bm25 = self._bm25()
+        return self.backend.write(batch)
+
+    def export(self, batch_size: int = 256) -> Iterator[PreparedBatch]:
+        """Every document with its stored vectors (and BM25 term counts, thumbnails), in batches that `write`
+        commits to another collection of the same outputs and sizes: migration without encoding again."""
+        return self.backend.export(batch_size)
 
     def upsert(
         self,
@@ -542,4 +572,4 @@ class Collection:
         }
 
 
-__all__ = ["BACKENDS", "Collection"]
+__all__ = ["BACKENDS", "Collection", "is_collection", "is_qdrant_link"]

@@ -3,7 +3,7 @@ vectors live. Two backends implement it: `local` (the embedded engine, the defau
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -15,6 +15,9 @@ from m3search.store.documents import Document
 from m3search.store.filters import Filter
 from m3search.store.ingest import PreparedBatch
 
+#: A directory holding this file stands for a Qdrant collection (where it is, its name): every command that
+#: takes a collection directory, and the server's catalog, open it like a local one.
+LINK_FILE = "qdrant.json"
 #: Candidates -> the best (key, fused score, per-kind scores), best first: the facade's fusion.
 Ranker = Callable[[Candidates], list[tuple[int, float, dict[str, float]]]]
 
@@ -58,8 +61,8 @@ class Backend(Protocol):
     def search(self, query: QueryVectors, plan: SearchPlan, rank: Ranker) -> list[Hit]:
         """Gather `plan`'s candidates with their exact scores, `rank` them, return the hits."""
 
-    def export(self, after: str | None, limit: int) -> list[Document]:
-        """Up to `limit` documents with their stored vectors, ids sorted, after id `after` (migration)."""
+    def export(self, batch_size: int) -> Iterator[PreparedBatch]:
+        """Every document with its stored vectors, BM25 term counts and thumbnail, in batches (migration)."""
 
     def thumbnail(self, reference: str) -> bytes | None:
         """JPEG thumbnail bytes by reference."""

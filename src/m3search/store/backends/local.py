@@ -501,6 +501,73 @@ class LocalBackend:
             if (r := rows.get(seq)) is not None
         ]
 
+    def export(self, batch_size: int) -> Iterator[PreparedBatch]:
+        """Every live document with its stored vectors, term counts and thumbnail, `batch_size` at a time:
+        segment by segment, then the incremental level (migration; nothing is encoded again)."""
+        with self._mutex:
+            self.refresh()
+            segments, dead = dict(self._segments), dict(self._dead)
+            pending = self._db.load_pending()
+        for name, seg in segments.items():
+            live = np.flatnonzero(~dead.get(name, np.zeros(len(seg), bool)))
+            coo = seg.sparse.to_coo() if seg.sparse is not None else None
+            if coo is not None:  # postings come term by term: order them by row
+                order = np.argsort(coo[0], kind="stable")
+                coo = (coo[0][order], coo[1][order], coo[2][order])
+            starts = np.searchsorted(coo[0], np.arange(len(seg) + 1)) if coo is not None else None
+            for chunk in np.array_split(live, max(1, -(-len(live) // batch_size))):
+                if not len(chunk):
+                    continue
+                vectors = {}
+                for r in chunk.tolist():
+                    sparse = None
+                    if coo is not None:
+                        a, b = starts[r], starts[r + 1]  # type: ignore[index]
+                        sparse = (coo[1][a:b].astype(np.int64), coo[2][a:b].astype(np.float32))
+                    vectors[int(seg.seqs[r])] = (
+                        None if seg.dense is None else np.asarray(seg.dense.vectors[r], np.float32),
+                        sparse,
+                        None if seg.colbert is None else seg.colbert.row(r),
+                    )
+                yield self._exported(vectors)
+        dim = self.config.colbert_dim or 0
+        for start in range(0, len(pending), batch_size):
+            rows = pending[start : start + batch_size]
+            colbert = self._db.pending_colbert([p.seq for p in rows], dim) if dim else {}
+            yield self._exported(
+                {
+                    p.seq: (
+                        p.dense,
+                        p.sparse,
+                        None if p.seq not in colbert else colbert[p.seq].astype(np.float32),
+                    )
+                    for p in rows
+                }
+            )
+
+    def _exported(self, vectors: Mapping[int, tuple[Any, Any, Any]]) -> PreparedBatch:
+        """A batch of the documents of `vectors` (seq -> dense, sparse, ColBERT) as stored."""
+        seqs = list(vectors)
+        with self._mutex:
+            rows = self._db.docs_by_seq(seqs)
+            counts = self._db.term_counts(seqs) if self._bm25_stats is not None else {}
+            thumbnails = {
+                rows[s].id: self._db.thumbnail(s) for s in seqs if s in rows and rows[s].has_thumbnail
+            }
+        docs = []
+        for s in seqs:
+            if s in rows:
+                r = rows[s]
+                dense, sparse, colbert = vectors[s]
+                docs.append(
+                    Document(r.id, r.text, json.loads(r.metadata), dense, sparse, colbert, kind=r.kind)
+                )
+        return PreparedBatch(
+            docs,
+            [counts.get(s) for s in seqs if s in rows],
+            {k: v for k, v in thumbnails.items() if v is not None},
+        )
+
     def _allowed(self, spec: Filter) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """The row masks a filter allows: the incremental level's, and each segment's — evaluated on their
         metadata indexes; a segment's mask is kept (segments never change; facets repeat)."""

@@ -18,8 +18,10 @@ leaves the server.
 from __future__ import annotations
 
 import base64
+import json
+import os
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -32,10 +34,10 @@ from m3search.encoders.bm25 import BM25Stats
 from m3search.errors import CollectionError, CollectionExistsError, CollectionNotFoundError, InvalidInputError
 from m3search.search.planner import MODE_KINDS, MODE_STAGES, Candidates, QueryVectors
 from m3search.search.results import Hit
-from m3search.store.backends.base import Ranker, SearchPlan
+from m3search.store.backends.base import LINK_FILE, Ranker, SearchPlan
 from m3search.store.backends.qdrant_filters import KIND_KEY, METADATA_KEY, to_qdrant
 from m3search.store.bm25 import document_weights, lengths, stats_after
-from m3search.store.config import CollectionConfig
+from m3search.store.config import CollectionConfig, atomic_write_text
 from m3search.store.documents import Document
 from m3search.store.ingest import PreparedBatch
 
@@ -51,6 +53,31 @@ DOC_FIELDS = ["id", "kind", "text", METADATA_KEY, "has_thumbnail"]
 
 #: What the client raises for an unreachable server, an HTTP error, or (local mode) an unknown collection.
 CLIENT_ERRORS = (ResponseHandlingException, UnexpectedResponse, ValueError)
+
+
+#: Environment variable with the API key for linked collections (keys are never written to the link).
+API_KEY_ENV = "QDRANT_API_KEY"
+
+
+def write_link(directory: Path, name: str, url: str | None = None, path: str | Path | None = None) -> None:
+    """Make `directory` (new or empty) a link to Qdrant collection `name` at `url` or local-mode `path`."""
+    if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
+        raise CollectionExistsError(f"{directory} exists and is not an empty directory")
+    directory.mkdir(parents=True, exist_ok=True)
+    where = {"url": url} if url is not None else {"path": str(Path(path).resolve())}  # type: ignore[arg-type]
+    atomic_write_text(directory / LINK_FILE, json.dumps({"collection": name, **where}, indent=2))
+
+
+def open_link(directory: Path, *, readonly: bool = False) -> QdrantBackend:
+    """The Qdrant collection a link directory names (API key from $QDRANT_API_KEY for a URL)."""
+    try:
+        link = json.loads((directory / LINK_FILE).read_text(encoding="utf-8"))
+        name = link.pop("collection")
+    except (OSError, ValueError, KeyError) as exc:
+        raise CollectionError(f"cannot read the Qdrant link {directory / LINK_FILE}: {exc}") from None
+    if "url" in link:
+        link["api_key"] = os.environ.get(API_KEY_ENV)
+    return QdrantBackend.open(name, readonly=readonly, **link)
 
 
 def point_id(doc_id: str) -> str:
@@ -307,8 +334,9 @@ class QdrantBackend:
             payload[KIND_KEY] = doc.kind
         if thumbnail is not None:
             payload["thumbnail"] = base64.b64encode(thumbnail).decode("ascii")
-        if counts is not None:
+        if counts is not None:  # the length for the average, the counts for a lossless migration
             payload["bm25_len"] = int(sum(counts.values()))
+            payload["bm25_counts"] = {str(t): int(n) for t, n in counts.items()}
         return models.PointStruct(id=point_id(doc.id), vector=vector, payload=payload)
 
     def _save_stats(self, stats: BM25Stats) -> None:
@@ -494,27 +522,35 @@ class QdrantBackend:
             scores[kind] = column
         return scores
 
-    def export(self, after: str | None, limit: int) -> tuple[list[Document], str | None]:
-        """Up to `limit` documents with their stored vectors from point `after` on (None: the start);
-        returns them and the offset of the next page (None at the end)."""
-        points, next_offset = self.client.scroll(
-            self.name, limit=limit, offset=after, with_payload=True, with_vectors=True
-        )
-        docs = []
-        for p in points:
-            doc = self._document(p)
-            vectors = p.vector or {}
-            if "dense" in vectors:
-                doc.dense = np.asarray(vectors["dense"], np.float32)
-            if "sparse" in vectors:
-                doc.sparse = (
-                    np.asarray(vectors["sparse"].indices, np.int64),
-                    np.asarray(vectors["sparse"].values, np.float32),
-                )
-            if "colbert" in vectors:
-                doc.colbert = np.asarray(vectors["colbert"], np.float32)
-            docs.append(doc)
-        return docs, None if next_offset is None else str(next_offset)
+    def export(self, batch_size: int) -> Iterator[PreparedBatch]:
+        """Every document with its stored vectors, BM25 term counts and thumbnail, `batch_size` at a time,
+        in point id order (scroll pages; migration: nothing is encoded again)."""
+        offset = None
+        while True:
+            points, offset = self.client.scroll(
+                self.name, limit=batch_size, offset=offset, with_payload=True, with_vectors=True
+            )
+            docs, counts, thumbnails = [], [], {}
+            for p in points:
+                doc = self._document(p)
+                vectors = p.vector if isinstance(p.vector, Mapping) else {}
+                if "dense" in vectors:
+                    doc.dense = np.asarray(vectors["dense"], np.float32)
+                if "sparse" in vectors:
+                    sparse = vectors["sparse"]
+                    doc.sparse = (np.asarray(sparse.indices, np.int64), np.asarray(sparse.values, np.float32))
+                if "colbert" in vectors:
+                    doc.colbert = np.asarray(vectors["colbert"], np.float32)
+                doc.thumbnail = None
+                docs.append(doc)
+                stored = p.payload.get("bm25_counts")
+                counts.append({int(t): int(n) for t, n in stored.items()} if stored is not None else None)
+                if p.payload.get("thumbnail"):
+                    thumbnails[doc.id] = base64.b64decode(p.payload["thumbnail"])
+            if docs:
+                yield PreparedBatch(docs, counts, thumbnails)
+            if offset is None:
+                return
 
     def stats(self) -> dict[str, Any]:
         """Counts and Qdrant's view of the collection (status, segments, indexed vectors)."""
@@ -538,4 +574,4 @@ class QdrantBackend:
         }
 
 
-__all__ = ["QdrantBackend", "connect", "point_id"]
+__all__ = ["LINK_FILE", "QdrantBackend", "connect", "open_link", "point_id", "write_link"]
