@@ -262,7 +262,7 @@ def main() -> None:
         collection.compact()
         t_compact = time.perf_counter() - t1
         build_s = t_ingest + t_compact
-        seg = next(iter(collection._segments.values()))
+        seg = next(iter(collection.backend._segments.values()))
         seg_dir = path / "segments" / seg.name
         result["build"] = {
             "docs": n,
