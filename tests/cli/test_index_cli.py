@@ -194,3 +194,18 @@ def test_qdrant_options_are_checked(tmp_path, args, message):
     result = CliRunner().invoke(cli, ["index", "create", str(tmp_path / "x"), "--dim", "4", *args])
     assert result.exit_code != 0 and message in result.output
     assert not (tmp_path / "x").exists()
+
+
+def test_verify_names_damaged_files(collection):
+    run("index", "compact", str(collection))
+    out = run("index", "verify", str(collection))
+    assert f"{collection}: ok (1 segment(s)" in out
+    segment = next((collection / "segments").iterdir())
+    vectors = segment / "colbert.npy"
+    data = bytearray(vectors.read_bytes())
+    data[-8:] = bytes(b ^ 0xFF for b in data[-8:])
+    vectors.write_bytes(bytes(data))
+    result = CliRunner().invoke(cli, ["index", "verify", str(collection)])
+    assert result.exit_code != 0
+    assert f"DAMAGED segments/{segment.name}/colbert.npy" in result.stderr
+    assert "1 damaged file(s)" in result.stderr

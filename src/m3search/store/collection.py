@@ -21,8 +21,10 @@ from m3search.encoders.base import OUTPUT_KINDS, OutputKind, TextEncoder
 from m3search.encoders.composite import CompositeEncoder
 from m3search.encoders.image.base import ImageEncoder
 from m3search.errors import CollectionError, InvalidInputError
+from m3search.extras import require
 from m3search.search.fusion import Fusion, Normalize, mode_weights, resolve_normalize
-from m3search.search.planner import MODE_KINDS, Mode, QueryVectors, fuse, mode_outputs, one_thread
+from m3search.search.modes import MODE_KINDS, Mode, mode_outputs
+from m3search.search.planner import QueryVectors, fuse
 from m3search.search.results import Hit
 from m3search.store.backends.base import LINK_FILE, Backend, SearchPlan
 from m3search.store.backends.local import LocalBackend
@@ -48,6 +50,7 @@ from m3search.store.images import (
     resolve_image_encoder,
 )
 from m3search.store.ingest import CachedEncoding, EncodeTexts, PreparedBatch, prepare
+from m3search.threads import one_thread
 
 #: Storage backends `Collection.create` and `Collection.open` accept.
 BACKENDS = ("local", "qdrant")
@@ -72,6 +75,14 @@ def is_collection(path: Path) -> bool:
     return (path / CONFIG_FILE).is_file() or is_qdrant_link(path)
 
 
+def _qdrant() -> Any:
+    """The qdrant backend module, or `MissingExtraError` naming the extra that installs qdrant-client."""
+    require("qdrant_client", "qdrant", "the qdrant backend")
+    from m3search.store.backends import qdrant
+
+    return qdrant
+
+
 def _check_backend(backend: str) -> None:
     if backend not in BACKENDS:
         raise InvalidInputError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
@@ -93,9 +104,7 @@ class Collection:
     ) -> None:
         """Open the local collection at `path`, or wrap an opened `backend` (use `Collection.open`)."""
         if backend is None and is_qdrant_link(Path(path)):  # type: ignore[arg-type]
-            from m3search.store.backends.qdrant import open_link
-
-            backend = open_link(Path(path), readonly=readonly)  # type: ignore[arg-type]
+            backend = _qdrant().open_link(Path(path), readonly=readonly)  # type: ignore[arg-type]
         elif backend is None:
             backend = LocalBackend(Path(path), readonly=readonly, bm25=self._bm25)  # type: ignore[arg-type]
         self.backend = backend
@@ -207,11 +216,9 @@ class Collection:
             check_image_encoder(images, config, Path(path))
         options = dict(encoder=encoder, runtime=runtime, cache=cache, image_encoder=images)
         if backend == "qdrant":
-            from m3search.store.backends.qdrant import QdrantBackend
-
             if images is not None:
                 config.image_encoder = install_image_encoder(image_encoder, images, None)  # type: ignore[arg-type]
-            return cls(backend=QdrantBackend.create(str(path), config, **qdrant), **options)  # type: ignore[arg-type]
+            return cls(backend=_qdrant().QdrantBackend.create(str(path), config, **qdrant), **options)  # type: ignore[arg-type]
 
         def install(directory: Path) -> None:
             config.image_encoder = install_image_encoder(image_encoder, images, directory)  # type: ignore[arg-type]
@@ -245,9 +252,9 @@ class Collection:
             encoder=encoder, runtime=runtime, readonly=readonly, cache=cache, image_encoder=image_encoder
         )
         if backend == "qdrant":
-            from m3search.store.backends.qdrant import QdrantBackend
-
-            return cls(backend=QdrantBackend.open(str(path), readonly=readonly, **qdrant), **options)  # type: ignore[arg-type]
+            return cls(
+                backend=_qdrant().QdrantBackend.open(str(path), readonly=readonly, **qdrant), **options
+            )  # type: ignore[arg-type]
         if qdrant:
             raise InvalidInputError(f"options {sorted(qdrant)} are for the qdrant backend")
         return cls(Path(path), **options)  # type: ignore[arg-type]
@@ -558,6 +565,15 @@ class Collection:
             colbert = check_colbert(query["colbert"], cfg.colbert_dim, "query")
             out.colbert = colbert if colbert is not None else np.empty((0, cfg.colbert_dim), np.float32)
         return out
+
+    def verify(self, *, show_progress: bool = False) -> dict[str, Any]:
+        """Check every byte of a local collection (`LocalBackend.verify`: database structure, segment file
+        checksums); Qdrant checks its own storage."""
+        if not isinstance(self.backend, LocalBackend):
+            raise InvalidInputError(
+                f"verify checks local collections' files; {self.location} is stored in Qdrant"
+            )
+        return self.backend.verify(show_progress=show_progress)
 
     def stats(self) -> dict[str, Any]:
         """Counts and sizes: documents, the backend's structures (local: segments, incremental level, disk

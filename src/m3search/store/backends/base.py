@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from m3search.encoders.bm25 import BM25Stats
-from m3search.search.planner import Candidates, Mode, QueryVectors
+from m3search.search.modes import Mode
+from m3search.search.planner import Candidates, QueryVectors
 from m3search.search.results import Hit
 from m3search.store.config import CollectionConfig
 from m3search.store.documents import Document

@@ -32,7 +32,8 @@ from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedR
 
 from m3search.encoders.bm25 import BM25Stats
 from m3search.errors import CollectionError, CollectionExistsError, CollectionNotFoundError, InvalidInputError
-from m3search.search.planner import MODE_KINDS, MODE_STAGES, Candidates, QueryVectors
+from m3search.search.modes import MODE_KINDS, MODE_STAGES
+from m3search.search.planner import Candidates, QueryVectors
 from m3search.search.results import Hit
 from m3search.store.backends.base import LINK_FILE, Ranker, SearchPlan
 from m3search.store.backends.qdrant_filters import KIND_KEY, METADATA_KEY, to_qdrant
