@@ -18,13 +18,14 @@ leaves the server.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import os
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from qdrant_client import QdrantClient, models
@@ -42,6 +43,7 @@ from m3search.store.config import CollectionConfig, atomic_write_text
 from m3search.store.documents import Document
 from m3search.store.ingest import PreparedBatch
 
+T = TypeVar("T")
 #: Namespace of the UUID5 point ids derived from document ids.
 ID_NAMESPACE = uuid.UUID("6f1e7a52-3f0c-5d8e-9a4b-6d3c2e1f0a9b")
 #: The collection-metadata key holding the m3search config (and BM25 length statistics).
@@ -79,6 +81,21 @@ def open_link(directory: Path, *, readonly: bool = False) -> QdrantBackend:
     if "url" in link:
         link["api_key"] = os.environ.get(API_KEY_ENV)
     return QdrantBackend.open(name, readonly=readonly, **link)
+
+
+def _reported(method: Callable[..., T]) -> Callable[..., T]:
+    """A backend method whose transport and server errors become a `CollectionError` naming the server."""
+
+    @functools.wraps(method)
+    def call(self: QdrantBackend, *args: Any, **kwargs: Any) -> T:
+        try:
+            return method(self, *args, **kwargs)
+        except (ResponseHandlingException, UnexpectedResponse) as exc:
+            raise CollectionError(
+                f"Qdrant at {self.where} failed on collection {self.name!r}: {exc}"
+            ) from None
+
+    return call
 
 
 def point_id(doc_id: str) -> str:
@@ -172,6 +189,7 @@ class QdrantBackend:
         an m3search collection or whose vectors do not match its config."""
         self.client = client
         self.name = name
+        self.where = where
         self.location = f"{where} collection {name!r}"
         self.readonly = readonly
         self._owns_client = owns_client
@@ -276,6 +294,7 @@ class QdrantBackend:
         """The BM25 statistics of the last refresh (IDF applied by the server)."""
         return self._stats
 
+    @_reported
     def refresh(self) -> None:
         """Re-read the average document length other writers may have changed (BM25 collections)."""
         if self._stats is not None:
@@ -289,6 +308,7 @@ class QdrantBackend:
         if self.readonly:
             raise CollectionError(f"collection {self.location} is open read-only")
 
+    @_reported
     def write(self, batch: PreparedBatch) -> int:
         """Upsert the batch's points (idempotent: same ids, same points), each request acknowledged by Qdrant
         only once applied (`wait=True`); BM25 weights use the average length after the batch."""
@@ -346,6 +366,7 @@ class QdrantBackend:
         self.client.update_collection(self.name, metadata={CONFIG_KEY: meta})
         self._stats.n_docs, self._stats.total_len = stats.n_docs, stats.total_len  # type: ignore[union-attr]
 
+    @_reported
     def delete(self, ids: Sequence[str]) -> int:
         """Delete the points of `ids` (acknowledged once applied); returns how many existed."""
         self._writable()
@@ -371,10 +392,12 @@ class QdrantBackend:
 
     # ---- reading ---------------------------------------------------------------------------------------
 
+    @_reported
     def count(self) -> int:
         """Number of points (exact count)."""
         return self.client.count(self.name, exact=True).count
 
+    @_reported
     def get(self, ids: Sequence[str]) -> list[Document | None]:
         """The stored documents for `ids`, in order; None where unknown."""
         found = {
@@ -394,6 +417,7 @@ class QdrantBackend:
             thumbnail=str(point.id) if p.get("has_thumbnail") else None,
         )
 
+    @_reported
     def thumbnail(self, reference: str) -> bytes | None:
         """JPEG bytes of a thumbnail by reference (its document's point id)."""
         try:
@@ -429,6 +453,7 @@ class QdrantBackend:
             return models.SparseVector(indices=np.asarray(ids).tolist(), values=np.asarray(weights).tolist())
         return np.asarray(query.colbert, np.float32).tolist()
 
+    @_reported
     def search(self, query: QueryVectors, plan: SearchPlan, rank: Ranker) -> list[Hit]:
         """First stages and exact re-scoring on the server (two batched requests), fusion by `rank`."""
         where = to_qdrant(plan.filter) if plan.filter else None
@@ -553,6 +578,7 @@ class QdrantBackend:
             if offset is None:
                 return
 
+    @_reported
     def stats(self) -> dict[str, Any]:
         """Counts and Qdrant's view of the collection (status, segments, indexed vectors)."""
         info = self.client.get_collection(self.name)
