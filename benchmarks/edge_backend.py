@@ -70,8 +70,9 @@ def build(
 class EdgeSearch:
     """m3search's search plan over an Edge shard (row ids are the benchmark's document ids)."""
 
-    def __init__(self, shard: qe.EdgeShard, quantized: bool) -> None:
-        self.shard, self.quantized = shard, quantized
+    def __init__(self, shard: qe.EdgeShard, quantized: bool, oversampling: float | None = None) -> None:
+        """`oversampling`: candidates fetched by the int8 codes per result, re-ranked by the float vectors."""
+        self.shard, self.quantized, self.oversampling = shard, quantized, oversampling
 
     def _dense(self, q: dict, limit: int, ef: int, ids: set[int] | None = None) -> qe.QueryRequest:
         exact = ids is not None
@@ -83,7 +84,9 @@ class EdgeSearch:
                 hnsw_ef=ef,
                 exact=exact,
                 quantization=(
-                    qe.QuantizationSearchParams(ignore=exact, rescore=None if exact else True)
+                    qe.QuantizationSearchParams(
+                        ignore=exact, rescore=None if exact else True, oversampling=self.oversampling
+                    )
                     if self.quantized
                     else None
                 ),

@@ -220,6 +220,13 @@ def main() -> None:
         help="qdrant: also build the same documents in Qdrant Edge (in-process) and time both backends' "
         "searches interleaved in this run",
     )
+    ap.add_argument(
+        "--edge-oversampling",
+        type=float,
+        default=None,
+        help="Qdrant Edge SQ8 oversampling (the qdrant backend uses the local refine, 3; the recorded 100k run "
+        "used none)",
+    )
     args = ap.parse_args()
     k = 10
     n = args.docs
@@ -393,8 +400,8 @@ def cpu_info() -> dict[str, str]:
         lines = Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:
         return {}
-    fields = dict(line.split(":", 1) for line in lines if ":" in line)
-    return {k: fields[k].strip() for k in ("model name", "flags") if k in fields}
+    fields = {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in lines if ":" in line)}
+    return {k: fields[k] for k in ("model name", "flags") if k in fields}
 
 
 def compare_edge(collection, corpus, args, queries, truth, id_to_row, k: int, work: Path) -> dict:
@@ -411,7 +418,7 @@ def compare_edge(collection, corpus, args, queries, truth, id_to_row, k: int, wo
     shard, built = build(work / "edge", batches, args.dim, m, ef_construction, quantized)
     built["bytes_per_doc"] = dir_bytes(work / "edge") / n
     print(f"Qdrant Edge built in {built['total_s']:.0f} s", file=sys.stderr, flush=True)
-    edge = EdgeSearch(shard, quantized)
+    edge = EdgeSearch(shard, quantized, args.edge_oversampling)
     modes = (
         ("dense", "weighted"),
         ("sparse", "weighted"),

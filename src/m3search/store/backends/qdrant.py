@@ -434,7 +434,12 @@ class QdrantBackend:
         return models.SearchParams(
             hnsw_ef=ef_search or self.config.hnsw_params.ef_search,
             exact=self.config.dense_index == "flat",
-            quantization=models.QuantizationSearchParams(rescore=True) if self._quantized else None,
+            # like the local SQ8 graph: fetch `refine` x k by the int8 codes, re-rank them by the float vectors
+            quantization=models.QuantizationSearchParams(
+                rescore=True, oversampling=float(self.config.hnsw_params.refine)
+            )
+            if self._quantized
+            else None,
         )
 
     def _exact(self, kind: str) -> models.SearchParams | None:
