@@ -24,6 +24,7 @@ def _loaded_after(code: str) -> list[str]:
         "import m3search",
         "import m3search.errors",
         "from m3search.search.modes import MODES, mode_outputs",
+        "import m3search; m3search.Client; m3search.AsyncClient",  # the HTTP client: httpx, numpy, no model
         "from m3search.cli.main import cli",
         "from click.testing import CliRunner; from m3search.cli.main import cli; "
         "r = CliRunner().invoke(cli, ['--help']); assert r.exit_code == 0 and 'index' in r.output",

@@ -4,7 +4,8 @@ One model pass gives dense, sparse and ColBERT representations; m3search encodes
 reference, indexes all three in an embedded collection, fuses them at query time and serves them over HTTP.
 
 The public names below load on first use, so `import m3search.errors` or `m3search --help` does not pay for
-torch and faiss.
+torch and faiss
+(nor does `m3search.Client`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ __version__ = "0.1.0"
 
 #: Public name -> the module that defines it.
 _EXPORTS = {
+    "AsyncClient": "m3search.client",
+    "Client": "m3search.client",
     "BGEM3Encoder": "m3search.encoders",
     "BM25Encoder": "m3search.encoders",
     "CompositeEncoder": "m3search.encoders",
@@ -30,6 +33,7 @@ _EXPORTS = {
 }
 
 if TYPE_CHECKING:
+    from m3search.client import AsyncClient, Client
     from m3search.encoders import (
         BGEM3Encoder,
         BM25Encoder,
@@ -46,8 +50,10 @@ if TYPE_CHECKING:
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
+    "AsyncClient",
     "BGEM3Encoder",
     "BM25Encoder",
+    "Client",
     "Collection",
     "CompositeEncoder",
     "Document",

@@ -74,8 +74,24 @@ class ImageTooLargeError(ImageError):
     """An image over the byte or pixel limits (a decompression bomb included): the server answers 413."""
 
 
+class RequestTooLargeError(InvalidInputError):
+    """A request over the server's budget of tokens or characters per request (HTTP 413)."""
+
+
+class ClientDisconnectedError(M3SearchError):
+    """The client went away before its work ran; the work was dropped (HTTP 499, which nobody reads)."""
+
+
 class ServerBusyError(M3SearchError):
     """The server's encode queue is full or shutting down; retry later (HTTP 503)."""
+
+
+class AuthenticationError(M3SearchError):
+    """The server refused the request's API key (HTTP 401) or its origin (403): pass `api_key=`."""
+
+
+class ServerError(M3SearchError):
+    """A server that cannot be reached, or that answered with an unexpected error (HTTP 5xx)."""
 
 
 class MissingExtraError(M3SearchError, ImportError):

@@ -229,3 +229,34 @@ def test_segments_without_checksums_still_open(clean, tmp_path):
         assert len(c.verify()["unchecked"]) == 2
     damage(next((work / "segments").iterdir()) / "colbert_offsets.npy", "truncate")
     assert isinstance(observe(work), CorruptCollectionError)
+
+
+def test_a_missing_segment_directory_is_named_not_retried(clean, tmp_path):
+    """A listed segment whose directory is gone is damage, not "keeps changing under this reader"."""
+    work = tmp_path / "c"
+    shutil.copytree(clean, work)
+    gone = sorted((work / "segments").iterdir())[1]
+    shutil.rmtree(gone)
+    with pytest.raises(CorruptCollectionError, match="listed in the manifest but missing") as info:
+        Collection.open(work)
+    assert info.value.file == f"segments/{gone.name}"
+
+
+def test_database_damage_found_after_open_is_named(clean, tmp_path):
+    """A damaged page met by a later read (here the thumbnails table's) is `CorruptCollectionError` naming
+    store.sqlite, not sqlite3.DatabaseError; `verify` finds it without reading documents."""
+    import sqlite3
+
+    work = tmp_path / "c"
+    shutil.copytree(clean, work)
+    with sqlite3.connect(work / "store.sqlite") as db:
+        page_size = db.execute("PRAGMA page_size").fetchone()[0]
+        root = db.execute("SELECT rootpage FROM sqlite_master WHERE name = 'thumbnails'").fetchone()[0]
+    data = bytearray((work / "store.sqlite").read_bytes())
+    data[(root - 1) * page_size] = 0x01  # not a b-tree page type
+    (work / "store.sqlite").write_bytes(bytes(data))
+    with Collection.open(work) as c:
+        with pytest.raises(CorruptCollectionError, match="store.sqlite cannot be read") as info:
+            c.get(["d1"])
+        assert info.value.file == "store.sqlite"
+        assert [p.file for p in c.verify()["problems"]][:1] == ["store.sqlite"]

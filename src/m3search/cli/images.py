@@ -178,8 +178,8 @@ def eval_adapter_command(
     data = load_image_captions(pairs_csv, images_dir).subset(skip_images)
     text_encoder = load_encoder(adapter.text_model, runtime=runtime, device=device, sparse="none")
     images = adapter.encode_images(data.images, show_progress_bar=True)
-    queries = text_encoder.encode_queries(data.captions).dense
-    passages = text_encoder.encode_documents(data.captions).dense
+    queries = text_encoder.encode_queries(data.captions).need("dense")
+    passages = text_encoder.encode_documents(data.captions).need("dense")
     recall = image_text_recall(images, passages, data.caption_image, query_caption_vectors=queries)
     if as_json:
         report = {"images": len(data), "captions": len(data.captions), "trained": recall}

@@ -10,17 +10,16 @@ with a progress bar.
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import click
-from tqdm.auto import tqdm
 
 from m3search.cli.options import runtime_option
 from m3search.errors import InvalidInputError
 from m3search.jsonl import json_objects
+from m3search.progress import bar as progress_bar
 
 #: Documents read and written per upsert: one durable transaction each, big enough to batch the model well.
 BLOCK = 256
@@ -235,7 +234,7 @@ def add(path: Path, inputs: tuple[Path, ...], fmt: str, batch_size: int, runtime
     written = 0
     with (
         Collection.open(path, runtime=runtime) as collection,
-        tqdm(total=total, unit="doc", desc="index", file=sys.stderr) as bar,
+        progress_bar(total=total, unit="doc", desc="index") as bar,
     ):
         block: list[dict[str, Any]] = []
         for file, root in files:
@@ -352,7 +351,7 @@ def migrate(
         total = src.count()
         with (
             open_target(src, dest, backend, **qdrant) as target,
-            tqdm(total=total, unit="doc", desc="migrate", file=sys.stderr) as bar,
+            progress_bar(total=total, unit="doc", desc="migrate") as bar,
         ):
             written = copy_documents(src, target, batch_size=batch_size, progress=bar.update)
             count = target.count()

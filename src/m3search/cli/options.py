@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from m3search.progress import set_quiet
+
 model_option = click.option(
     "--model",
     "-m",
@@ -26,4 +28,20 @@ normalize_option = click.option(
     show_default=True,
     help="Weighted fusion: rescale each mode's scores over the candidates to [0, 1] first (minmax), keep the "
     "bge-m3 reference formula (none), or auto: minmax when the sparse weights are BM25, else none.",
+)
+
+
+def _quiet(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+    if value or ctx.parent is None:  # the top-level group resets it on every invocation
+        set_quiet(value)
+    return value
+
+
+quiet_option = click.option(
+    "--quiet",
+    "-q",
+    is_flag=True,
+    expose_value=False,
+    callback=_quiet,
+    help="No progress on stderr: neither bars (drawn only on a terminal) nor notes such as the runtime auto chose.",
 )

@@ -213,6 +213,11 @@ class TextEncoder(ABC):
                     scores.setdefault(mode, []).append(value)
         return {k: v[0] for k, v in scores.items()} if single else scores
 
+    def runtime_identity(self) -> dict[str, str] | None:
+        """The runtime and precision that make this encoder's model vectors (`Runtime.identity`); None when no
+        model runtime is involved (BM25)."""
+        return None
+
     def describe(self) -> dict[str, Any]:
         """A JSON-able description, stored with collections and shown by the server."""
         return {

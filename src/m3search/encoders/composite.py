@@ -69,6 +69,11 @@ class CompositeEncoder(TextEncoder):
         part = self.parts.get("sparse") or next(iter(self.parts.values()))
         return part.token_strings(token_ids)
 
+    def runtime_identity(self) -> dict[str, str] | None:
+        """The runtime of the parts that run a model (they share one: a collection's encoder loads once)."""
+        identities = [i for i in (e.runtime_identity() for e in self.parts.values()) if i is not None]
+        return identities[0] if identities else None
+
     def describe(self) -> dict[str, Any]:
         info = super().describe()
         info["parts"] = {kind: enc.describe() for kind, enc in self.parts.items()}

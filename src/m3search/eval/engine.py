@@ -7,6 +7,8 @@ caller passes in a loaded encoder so several tasks (XQuAD-R's language pairs) sh
 
 from __future__ import annotations
 
+import os
+import shutil
 import tempfile
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -15,13 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from m3search.encoders.base import TextEncoder
 from m3search.errors import InvalidInputError
 from m3search.eval.datasets import RetrievalTask
 from m3search.eval.runner import Hit
 from m3search.eval.tune import Weights
+from m3search.progress import bar
 from m3search.search.planner import QueryVectors
 from m3search.store import Collection
 from m3search.store.config import CONFIG_FILE, CollectionConfig
@@ -100,33 +101,51 @@ def index_task(collection: Collection, task: RetrievalTask, *, progress: bool = 
     under the final statistics, the steady state a search sees); returns the time taken and throughput."""
     docs = list(task.corpus.values())
     start = time.perf_counter()
-    with tqdm(total=len(docs), desc=f"index {task.name}", unit="doc", disable=not progress) as bar:
+    with bar(total=len(docs), desc=f"index {task.name}", unit="doc", disable=not progress) as shown:
         for i in range(0, len(docs), UPSERT_BLOCK):
             block = docs[i : i + UPSERT_BLOCK]
             collection.upsert(
                 [{"id": d.id, "text": d.full_text, "metadata": dict(d.metadata)} for d in block]
             )
-            bar.update(len(block))
+            shown.update(len(block))
     collection.compact()
     seconds = time.perf_counter() - start
     return {"documents": len(docs), "seconds": seconds, "docs_per_s": len(docs) / seconds if seconds else 0.0}
 
 
 def check_reusable(
-    collection: Collection, task: RetrievalTask, *, model: str, outputs: Sequence[str]
+    collection: Collection,
+    task: RetrievalTask,
+    *,
+    model: str,
+    outputs: Sequence[str],
+    encoder: TextEncoder,
+    dense_index: str | None = None,
 ) -> None:
-    """Refuse an existing collection that was built by another model, lacks an output or another corpus."""
+    """Refuse an existing collection built by another model or runtime, with another dense index, lacking an
+    output, or holding another corpus; each error names `--reindex`, which rebuilds it."""
     cfg = collection.config
+    rebuild = "give another --collection folder or --reindex to rebuild it"
     if cfg.model != str(model):
         raise InvalidInputError(
             f"collection {collection.path} was built with model {cfg.model!r}, not "
-            f"{model!r}: give another --collection folder or the same --model"
+            f"{model!r}: give the same --model, or {rebuild}"
+        )
+    mismatch = cfg.runtime_mismatch(encoder.runtime_identity())
+    if mismatch:
+        raise InvalidInputError(
+            f"collection {collection.path}: {mismatch}; mixing them would make scores depend on the runtime: "
+            f"give the same --runtime, or {rebuild}"
+        )
+    if dense_index is not None and "dense" in cfg.outputs and dense_index != cfg.dense_index:
+        raise InvalidInputError(
+            f"collection {collection.path} has a {cfg.dense_index} dense index, not {dense_index}: {rebuild}"
         )
     missing = [o for o in outputs if o not in cfg.outputs]
     if missing:
         raise InvalidInputError(
             f"collection {collection.path} stores no {', '.join(missing)} vectors, which "
-            "the requested modes need"
+            f"the requested modes need: {rebuild}"
         )
     ids = list(task.corpus)
     absent = []
@@ -137,8 +156,18 @@ def check_reusable(
         raise InvalidInputError(
             f"collection {collection.path} holds {collection.count()} documents, not the "
             f"{len(ids)} of {task.name} ({len(absent)} missing, e.g. "
-            f"{(absent or ['none'])[0]}): it was built for another corpus or slice"
+            f"{(absent or ['none'])[0]}): it was built for another corpus or slice; {rebuild}"
         )
+
+
+def _replace_dir(new: Path, old: Path) -> None:
+    """Put directory `new` in the place of `old`: at every moment `old` is the previous or the new directory,
+    or (between two renames) absent with the previous one beside it."""
+    trash = old.parent / f".{old.name}.replaced"
+    shutil.rmtree(trash, ignore_errors=True)
+    os.replace(old, trash)
+    os.replace(new, old)
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 @contextmanager
@@ -151,21 +180,30 @@ def indexed_collection(
     path: Path | None = None,
     normalize: str = "auto",
     candidates: int = 100,
-    dense_index: str = "hnsw",
+    dense_index: str | None = None,
     cache: bool = False,
+    reindex: bool = False,
     progress: bool = True,
 ) -> Iterator[tuple[CollectionSearcher, dict[str, Any]]]:
     """A collection holding `task`'s corpus and a searcher over it.
 
-    In `path` the collection is kept; when `path` already holds one built for the same model and corpus it is
-    reused without indexing. Without `path` it lives in a temporary folder removed afterwards. `encoder` is
-    the loaded `model`; `cache` lets indexing read and fill the shared embedding cache.
+    In `path` the collection is kept; when `path` already holds one built for the same model, runtime and
+    corpus it is reused without indexing, unless `reindex`: then a new one is built beside it and replaces it
+    once complete. Without `path` it lives in a temporary folder removed afterwards. `encoder` is the loaded
+    `model`; `dense_index` defaults to hnsw; `cache` lets indexing read and fill the shared embedding cache.
     """
     with tempfile.TemporaryDirectory(prefix="m3search-eval-") as tmp:
         target = path if path is not None else Path(tmp) / "collection"
-        if (target / CONFIG_FILE).is_file():
+        exists = (target / CONFIG_FILE).is_file()
+        if exists and not reindex:
             collection = Collection.open(target, encoder=encoder, cache=cache)
-            check_reusable(collection, task, model=model, outputs=outputs)
+            try:
+                check_reusable(
+                    collection, task, model=model, outputs=outputs, encoder=encoder, dense_index=dense_index
+                )
+            except InvalidInputError:
+                collection.close()
+                raise
             stats: dict[str, Any] = {
                 "documents": collection.count(),
                 "seconds": 0.0,
@@ -173,15 +211,23 @@ def indexed_collection(
                 "reused": str(target),
             }
         else:
+            build = target.parent / f".{target.name}.reindex" if exists else target
+            if exists:
+                shutil.rmtree(build, ignore_errors=True)  # left by an interrupted rebuild
             collection = Collection.create(
-                target,
+                build,
                 model=model,
                 encoder=encoder,
                 outputs=list(outputs),
-                dense_index=dense_index,
+                dense_index=dense_index or "hnsw",
                 cache=cache,
             )
-            stats = index_task(collection, task, progress=progress)
+            stats = {**index_task(collection, task, progress=progress)}
+            if exists:
+                collection.close()
+                _replace_dir(build, target)
+                collection = Collection.open(target, encoder=encoder, cache=cache)
+                stats["reindexed"] = str(target)
         try:
             yield CollectionSearcher(collection, normalize, candidates), stats
         finally:

@@ -1,7 +1,9 @@
 """Evaluation reports: results.json (the record), a Markdown table (for docs), PNG plots, TREC run files.
 
 results.json, schema `m3search.eval/1`:
-    {"schema", "created", "m3search", "model", "settings": {measures, depth, modes, fusions, weights, ...},
+    {"schema", "created", "m3search", "model",
+     "settings": {measures, depth, runs, encoder, runtime (the one that made the vectors), dtype,
+                  runtime_requested, runtime_auto (why auto chose it), ...},
      "tasks": [{"task": {name, split, documents, queries, judgments},
                 "index": {documents, seconds, docs_per_s, reused (the path, when an existing collection
                           was searched instead of indexing)},
@@ -95,6 +97,31 @@ def hybrid_verdicts(task: Mapping[str, Any], measure: str) -> list[str]:
     return lines
 
 
+def _dev_queries(tuning: Mapping[str, Any]) -> str:
+    """Which queries the weights were tuned on, for the report's sentence."""
+    count = f"{tuning['dev_queries']} queries of " if tuning.get("dev_queries") else ""
+    if tuning.get("dev_fraction") is None:
+        return f"{count}the {tuning['dev_split']!r} split"
+    split = tuning["dev_split"].removesuffix("[dev]")
+    return (
+        f"{count}the {split!r} split ({tuning['dev_fraction']:g} of its queries drawn with seed {tuning['seed']}; "
+        "the results above are on the others, never seen while tuning)"
+    )
+
+
+def runtime_lines(settings: Mapping[str, Any]) -> list[str]:
+    """The Markdown sentence naming the runtime and precision that made the vectors (and why auto chose it):
+    results differ slightly between runtimes, so a report must say which one it measured."""
+    if not settings.get("runtime"):
+        return []
+    line = f"Runtime: **{settings['runtime']}**"
+    if settings.get("dtype"):
+        line += f" ({settings['dtype']})"
+    if settings.get("runtime_auto"):
+        line += f", chosen by `--runtime auto`: {settings['runtime_auto']}"
+    return [line + ".", ""]
+
+
 def markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
     """A Markdown table's lines: the first column left-aligned, the others (numbers) right-aligned."""
     lines = [
@@ -115,6 +142,7 @@ def markdown(results: Mapping[str, Any]) -> str:
         f"m3search {results['m3search']}, {results['created']}.",
         "",
     ]
+    out += runtime_lines(results["settings"])
     for entry in results["tasks"]:
         task, index = entry["task"], entry["index"]
         built = (
@@ -162,7 +190,7 @@ def markdown(results: Mapping[str, Any]) -> str:
             "## Tuned fusion weights",
             "",
             (
-                f"{t['method']} search on the {t['dev_split']!r} split: best (dense, sparse, colbert) = "
+                f"{t['method']} search on {_dev_queries(t)}: best (dense, sparse, colbert) = "
                 f"{tuple(t['best'])} with dev {measure_label(t['metric'])} {t['best_score']:.4f} over "
                 f"{len(t['trials'])} trials."
             ),

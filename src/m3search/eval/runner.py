@@ -13,13 +13,13 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from m3search.encoders.base import OUTPUT_KINDS
 from m3search.errors import InvalidInputError
 from m3search.eval.datasets import RetrievalTask
 from m3search.eval.metrics import DEFAULT_MEASURES, evaluate, parse_measure, recall_curve
 from m3search.eval.tune import Weights
+from m3search.progress import bar
 from m3search.scoring import DEFAULT_WEIGHTS, check_weights
 from m3search.search.fusion import FUSIONS
 from m3search.search.modes import HYBRID_MODES, MODES, SINGLE_MODES, mode_outputs
@@ -136,7 +136,7 @@ def run_task(
         searcher.search(first, k=depth, mode=spec.mode, fusion=spec.fusion, weights=spec.weights)
     hits: dict[RunSpec, dict[str, list[Hit]]] = {spec: {} for spec in runs}
     latencies: dict[RunSpec, list[float]] = {spec: [] for spec in runs}
-    queries = tqdm(task.queries.items(), desc=task.name, unit="query", disable=not progress)
+    queries = bar(task.queries.items(), desc=f"search {task.name}", unit="query", disable=not progress)
     for i, (qid, text) in enumerate(queries):
         for spec in runs[i % len(runs) :] + runs[: i % len(runs)]:  # rotated: no mode always searches first
             start = time.perf_counter()

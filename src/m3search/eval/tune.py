@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import itertools
 import logging
+import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from m3search.errors import InvalidInputError
 from m3search.eval.datasets import RetrievalTask
+from m3search.progress import bar
 from m3search.scoring import DEFAULT_WEIGHTS, check_weights
 
 log = logging.getLogger(__name__)
@@ -36,17 +38,25 @@ class TuneResult:
     best: Weights
     best_score: float
     trials: list[tuple[Weights, float]] = field(default_factory=list)
+    dev_queries: int = 0
+    #: With `split_queries`: the share of the split's queries tuned on, and the seed that chose them.
+    dev_fraction: float | None = None
+    seed: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able form for tune.json."""
-        return {
+        """JSON-able form for results.json."""
+        out = {
             "method": self.method,
             "metric": self.metric,
             "dev_split": self.dev_split,
+            "dev_queries": self.dev_queries,
             "best": list(self.best),
             "best_score": self.best_score,
             "trials": [{"weights": list(w), "score": s} for w, s in self.trials],
         }
+        if self.dev_fraction is not None:
+            out.update(dev_fraction=self.dev_fraction, seed=self.seed)
+        return out
 
 
 def _normalize(weights: Sequence[float]) -> Weights:
@@ -75,10 +85,11 @@ def simplex_grid(step: float, free: Sequence[bool] = (True, True, True)) -> list
 
 
 class _Memo:
-    """Objective calls cached by normalized weights, recorded in order."""
+    """Objective calls cached by normalized weights, recorded in order; each new trial advances `shown`."""
 
-    def __init__(self, objective: Callable[[Weights], float]) -> None:
+    def __init__(self, objective: Callable[[Weights], float], shown: Any) -> None:
         self.objective = objective
+        self.shown = shown
         self.trials: dict[Weights, float] = {}
 
     def __call__(self, weights: Sequence[float]) -> float:
@@ -86,6 +97,9 @@ class _Memo:
         if w not in self.trials:
             self.trials[w] = float(self.objective(w))
             log.info("weights %s -> %.5f", w, self.trials[w])
+            best = max(self.trials.items(), key=lambda t: t[1])
+            self.shown.set_postfix_str(f"best {best[1]:.4f} at {tuple(round(x, 3) for x in best[0])}")
+            self.shown.update(1)
         return self.trials[w]
 
 
@@ -121,12 +135,26 @@ def search_weights(
     if not any(free):
         raise InvalidInputError("at least one weight must be free to tune")
     n = _divisions(step)
-    memo = _Memo(objective)
-    parts = _snap(start, n, free)
+    grid = simplex_grid(step, free) if method == "grid" else []
+    with bar(desc=f"tune weights ({method} search)", unit="trial", total=len(grid) or None) as shown:
+        memo = _Memo(objective, shown)
+        return _search(memo, method, grid, _snap(start, n, free), n, free, max_rounds)
+
+
+def _search(
+    memo: _Memo,
+    method: Method,
+    grid: list[Weights],
+    parts: list[int],
+    n: int,
+    free: Sequence[bool],
+    max_rounds: int,
+) -> tuple[Weights, float, list[tuple[Weights, float]]]:
+    """`search_weights` once its trials are counted: the grid, or coordinate ascent from `parts`."""
     best = _normalize([p / n for p in parts])
     best_score = memo(best)
     if method == "grid":
-        for point in simplex_grid(step, free):
+        for point in grid:
             if memo(point) > best_score:
                 best, best_score = point, memo(point)
         return best, best_score, list(memo.trials.items())
@@ -147,6 +175,30 @@ def search_weights(
         parts, best_score = top, top_score
         best = _normalize([p / n for p in parts])
     return best, best_score, list(memo.trials.items())
+
+
+def split_queries(task: RetrievalTask, fraction: float, seed: int = 0) -> tuple[RetrievalTask, RetrievalTask]:
+    """Split `task`'s queries in two disjoint parts over the same corpus: a dev part of `fraction` of them, drawn
+    with `seed`, and the rest; for tuning on sets with one split. The parts' splits are `<split>[dev]` and
+    `<split>[held out]`."""
+    if not 0 < fraction < 1:
+        raise InvalidInputError(f"--dev-fraction must lie strictly between 0 and 1, got {fraction}")
+    qids = sorted(task.queries)
+    size = round(fraction * len(qids))
+    if not 0 < size < len(qids):
+        raise InvalidInputError(
+            f"--dev-fraction {fraction} of {task.name}'s {len(qids)} queries leaves "
+            f"{'no dev' if size == 0 else 'no held-out'} query: choose a fraction nearer 0.5"
+        )
+    dev = set(random.Random(seed).sample(qids, size))
+
+    def part(keep: Callable[[str], bool], label: str) -> RetrievalTask:
+        queries = {q: text for q, text in task.queries.items() if keep(q)}
+        return replace(
+            task, split=f"{task.split}[{label}]", queries=queries, qrels={q: task.qrels[q] for q in queries}
+        )
+
+    return part(lambda q: q in dev, "dev"), part(lambda q: q not in dev, "held out")
 
 
 def check_splits(dev_split: str, test_split: str) -> None:
@@ -179,7 +231,7 @@ def tune_on_dev(
     best, score, trials = search_weights(
         lambda w: evaluate(dev, w), method=method, step=step, start=start, free=free
     )
-    result = TuneResult(method, metric, dev_split, best, score, trials)
+    result = TuneResult(method, metric, dev_split, best, score, trials, dev_queries=len(dev.queries))
     test = load_split(test_split)
     shared = set(dev.queries) & set(test.queries)
     if shared:

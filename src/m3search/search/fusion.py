@@ -83,7 +83,7 @@ def weighted_fusion(
         raise InvalidInputError(f"weighted fusion normalizes with none or minmax, got {normalize!r}")
     scale = minmax if normalize == "minmax" else (lambda s: np.asarray(s, np.float64))
     total = sum(weights.values())
-    return sum(weights[k] * scale(scores[k]) for k in weights) / total
+    return sum((weights[k] / total) * scale(scores[k]) for k in weights)
 
 
 def rrf_fusion(

@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from m3search.scoring import MAX_WEIGHT
 from m3search.search.modes import Mode
 
 InputType = Literal["query", "passage"]
@@ -32,9 +33,21 @@ class ErrorResponse(BaseModel):
     error: ErrorBody
 
 
-#: The error answers every API route documents in the OpenAPI schema.
+#: The error answers every API route documents in the OpenAPI schema, with what each means.
+ERROR_STATUSES: dict[int, str] = {
+    400: "Unreadable body (not UTF-8 or JSON nested too deeply, bad multipart), a bad image, or a Host name "
+    "this server does not answer to.",
+    401: "Missing or wrong API key (servers started with --api-key).",
+    403: "An unsafe method sent by a web page of another origin (--allowed-origin).",
+    404: "Unknown collection, document or model.",
+    408: "The request body did not arrive within --body-timeout.",
+    413: "Body over --max-body-mb, texts over --max-request-tokens, query over --max-query-chars, or an "
+    "image over the size limits.",
+    422: "Invalid request: malformed JSON, wrong or unknown fields, empty texts, bad options or filters.",
+    503: "The model is loading (or failed to), the encode queue is full, or the server is stopping.",
+}
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorResponse} for status in (401, 404, 413, 422, 503)
+    status: {"model": ErrorResponse, "description": text} for status, text in ERROR_STATUSES.items()
 }
 
 
@@ -147,11 +160,12 @@ class EmbedResponse(BaseModel):
 
 
 class Weights(_Request):
-    """Weights of the modes in the hybrid score; the default is the bge-m3 model card's (0.4, 0.2, 0.4)."""
+    """Weights of the modes in the hybrid score, each in [0, 1000] (relative: only their ratios matter); the
+    default is the bge-m3 model card's (0.4, 0.2, 0.4)."""
 
-    dense: float = Field(0.4, ge=0)
-    sparse: float = Field(0.2, ge=0)
-    colbert: float = Field(0.4, ge=0)
+    dense: float = Field(0.4, ge=0, le=MAX_WEIGHT)
+    sparse: float = Field(0.2, ge=0, le=MAX_WEIGHT)
+    colbert: float = Field(0.4, ge=0, le=MAX_WEIGHT)
 
     def as_tuple(self) -> tuple[float, float, float]:
         return (self.dense, self.sparse, self.colbert)
@@ -296,7 +310,7 @@ class SearchHit(BaseModel):
     id: str
     score: float
     scores: dict[str, float]
-    text: str | None
+    text: str | None = Field(None, description="The document's text; absent for image-only documents.")
     metadata: dict[str, Any]
     kind: DocKind = "text"
     thumbnail_url: str | None = None

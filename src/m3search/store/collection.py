@@ -56,6 +56,12 @@ from m3search.threads import one_thread
 BACKENDS = ("local", "qdrant")
 
 
+def _vector_runtime(encoder: TextEncoder) -> dict[str, str] | None:
+    """What `CollectionConfig.runtime` records: the runtime and precision of `encoder`'s model vectors."""
+    identity = encoder.runtime_identity()
+    return None if identity is None else {k: identity[k] for k in ("runtime", "dtype")}
+
+
 def _model_source(encoder: TextEncoder) -> str:
     """Where `encoder`'s model can be loaded from again: its directory when it has one, else its name."""
     parts = encoder.parts.values() if isinstance(encoder, CompositeEncoder) else [encoder]
@@ -198,6 +204,7 @@ class Collection:
                 model=str(model) if model is not None else _model_source(encoder),
                 sparse_source=None if "sparse" not in outputs else "bm25" if bm25_part(encoder) else "model",
                 encoder=encoder.describe(),
+                runtime=_vector_runtime(encoder),
                 **settings,
             )
         else:

@@ -35,6 +35,9 @@ class CollectionConfig:
     model: str | None = None
     sparse_source: str | None = None
     encoder: dict[str, Any] = field(default_factory=dict)
+    #: The runtime and precision that made the stored model vectors, {"runtime": "torch-bf16", "dtype": "bf16"};
+    #: None when unrecorded (vectors given directly, BM25 only, or a collection made before this field).
+    runtime: dict[str, str] | None = None
     #: The image encoder's description and `source` (see `m3search.store.images`); None: no images.
     image_encoder: dict[str, Any] | None = None
     max_length: int | None = None
@@ -74,6 +77,32 @@ class CollectionConfig:
         self.hnsw = asdict(HNSWParams(**self.hnsw))
         if self.flush_docs < 1 or self.merge_factor < 2:
             raise InvalidInputError("flush_docs must be >= 1 and merge_factor >= 2")
+
+    def runtime_mismatch(self, identity: dict[str, str] | None) -> str | None:
+        """Why vectors from a runtime with `identity` (`Runtime.identity`) must not join the stored ones, or None
+        when they may: runtimes differ in the last digits, so mixed vectors make scores incomparable."""
+        model_made = "dense" in self.outputs or "colbert" in self.outputs or self.sparse_source == "model"
+        recorded = self.recorded_runtime()
+        if identity is None or not model_made:
+            return None
+        if recorded is None:
+            return "its vectors were made by an unrecorded runtime"
+        if (recorded["runtime"], recorded["dtype"]) != (identity["runtime"], identity["dtype"]):
+            return (
+                f"its vectors were made by runtime {recorded['runtime']} ({recorded['dtype']}), "
+                f"not {identity['runtime']} ({identity['dtype']})"
+            )
+        return None
+
+    def recorded_runtime(self) -> dict[str, str] | None:
+        """`runtime`, or for a collection made before that field, the runtime its encoder description names."""
+        if self.runtime is not None:
+            return self.runtime
+        from m3search.encoders.runtimes.base import runtime_dtype
+
+        described = [self.encoder, *self.encoder.get("parts", {}).values()]
+        name = next((d["runtime"] for d in described if isinstance(d, dict) and d.get("runtime")), None)
+        return None if name is None else {"runtime": name, "dtype": runtime_dtype(name)}
 
     @property
     def hnsw_params(self) -> HNSWParams:

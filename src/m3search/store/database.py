@@ -172,29 +172,33 @@ class Database:
 
     def check(self) -> list[str]:
         """SQLite's own structural check of the whole file (`PRAGMA quick_check`): problems found, or []."""
-        with self.damage_named():
+        try:
             found = [r[0] for r in self.conn.execute("PRAGMA quick_check")]
+        except sqlite3.DatabaseError as exc:  # too damaged to check
+            return [str(exc)]
         return [] if found == ["ok"] else found
 
     @contextmanager
     def write(self) -> Iterator[None]:
         """One durable transaction: committed (and fsynced) on exit, rolled back on error."""
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        self.conn.execute("COMMIT")
+        with self.damage_named():
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+            self.conn.execute("COMMIT")
 
     @contextmanager
     def read(self) -> Iterator[None]:
         """A read transaction: every query inside sees the same committed version."""
-        self.conn.execute("BEGIN")
-        try:
-            yield
-        finally:
-            self.conn.execute("COMMIT")
+        with self.damage_named():
+            self.conn.execute("BEGIN")
+            try:
+                yield
+            finally:
+                self.conn.execute("COMMIT")
 
     def reclaim_space(self) -> None:
         """Return free pages to the file system (after a flush emptied the pending table)."""
@@ -231,20 +235,24 @@ class Database:
 
     def docs_by_id(self, ids: Sequence[str]) -> dict[str, DocRow]:
         out: dict[str, DocRow] = {}
-        for chunk in _chunks(ids):
-            marks = ",".join("?" * len(chunk))
-            for row in self.conn.execute(f"SELECT {_DOC_COLUMNS} FROM docs d WHERE d.id IN ({marks})", chunk):
-                out[row[0]] = DocRow(*row[:5], bool(row[5]))
+        with self.damage_named():
+            for chunk in _chunks(ids):
+                marks = ",".join("?" * len(chunk))
+                for row in self.conn.execute(
+                    f"SELECT {_DOC_COLUMNS} FROM docs d WHERE d.id IN ({marks})", chunk
+                ):
+                    out[row[0]] = DocRow(*row[:5], bool(row[5]))
         return out
 
     def docs_by_seq(self, seqs: Sequence[int]) -> dict[int, DocRow]:
         out: dict[int, DocRow] = {}
-        for chunk in _chunks([int(s) for s in seqs]):
-            marks = ",".join("?" * len(chunk))
-            for row in self.conn.execute(
-                f"SELECT {_DOC_COLUMNS} FROM docs d WHERE d.seq IN ({marks})", chunk
-            ):
-                out[row[1]] = DocRow(*row[:5], bool(row[5]))
+        with self.damage_named():
+            for chunk in _chunks([int(s) for s in seqs]):
+                marks = ",".join("?" * len(chunk))
+                for row in self.conn.execute(
+                    f"SELECT {_DOC_COLUMNS} FROM docs d WHERE d.seq IN ({marks})", chunk
+                ):
+                    out[row[1]] = DocRow(*row[:5], bool(row[5]))
         return out
 
     def term_counts(self, seqs: Sequence[int]) -> dict[int, dict[int, int]]:
@@ -298,7 +306,8 @@ class Database:
             self.conn.execute(f"DELETE FROM thumbnails WHERE seq IN ({','.join('?' * len(chunk))})", chunk)
 
     def thumbnail(self, seq: int) -> bytes | None:
-        row = self.conn.execute("SELECT jpeg FROM thumbnails WHERE seq = ?", (int(seq),)).fetchone()
+        with self.damage_named():
+            row = self.conn.execute("SELECT jpeg FROM thumbnails WHERE seq = ?", (int(seq),)).fetchone()
         return None if row is None else bytes(row[0])
 
     # ---- incremental level -----------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from m3search.encoders.runtimes.guard import GUARD_BOUNDS, Deviation, probe_batc
 from m3search.encoders.runtimes.hardware import Hardware, detect_hardware
 from m3search.encoders.runtimes.torch_runtime import TorchRuntime
 from m3search.errors import InvalidInputError, M3SearchError
+from m3search.progress import note, phases
 
 log = logging.getLogger(__name__)
 
@@ -101,70 +102,101 @@ def auto_candidates(hw: Hardware, device: str | None = None) -> list[str]:
     return order
 
 
-def _guarded_onnx(name: str, path: Path, spec: ModelSpec, device: str) -> Runtime | None:
-    """The ONNX runtime if its graph is already exported and passed the guard at export time."""
+def _guarded_onnx(name: str, path: Path, spec: ModelSpec, device: str) -> tuple[Runtime | None, str]:
+    """The ONNX runtime if its graph is already exported and passed the guard at export time, and why (not)."""
     from m3search.encoders.runtimes.onnx_export import load_manifest
 
     manifest = load_manifest(path, spec)
     if manifest is None:
-        log.info("auto: skipping %s (not exported; run `m3search models export-onnx`)", name)
-        return None
-    violations = GUARD_BOUNDS.violations(
-        Deviation(**manifest["graphs"][name.removeprefix("onnx-")]["deviation"])
-    )
+        return None, f"{name} not exported (`m3search models export-onnx`)"
+    dev = Deviation(**manifest["graphs"][name.removeprefix("onnx-")]["deviation"])
+    violations = GUARD_BOUNDS.violations(dev)
     if violations:
-        log.info("auto: skipping %s: %s", name, "; ".join(violations))
-        return None
-    return RUNTIMES[name](path, spec, device)
+        return None, f"{name} failed its quality guard ({'; '.join(violations)})"
+    return RUNTIMES[name](path, spec, device), f"{name} passed its quality guard ({_deviation_text(dev)})"
 
 
-def _guarded_torch(name: str, path: Path, spec: ModelSpec, device: str, tokenizer: Any) -> Runtime | None:
-    """Load fp32, check the low-precision variant against it on the probe (once per checkpoint and machine)."""
+def _deviation_text(dev: Deviation) -> str:
+    """The measured deviations, e.g. `dense cosine 0.99990, ColBERT cosine 0.99710`."""
+    parts = {"dense cosine": dev.dense_cosine_min, "sparse diff": dev.sparse_rel_diff_max}
+    parts["ColBERT cosine"] = dev.colbert_cosine_min
+    return ", ".join(f"{label} {value:.5f}" for label, value in parts.items() if value is not None)
+
+
+def _guarded_torch(
+    name: str, path: Path, spec: ModelSpec, device: str, tokenizer: Any
+) -> tuple[Runtime | None, str]:
+    """Load fp32, check the low-precision variant against it on the probe (once per checkpoint and machine);
+    the runtime if it passes, and why (not)."""
     hw = detect_hardware()
     key = f"{name}|{torch.device(device).type}|{hw.cpu_capability}|{hw.cpu_bf16}|torch {torch.__version__}"
     verdict_file = artifact_dir("guard", path, spec) / f"{name}.json"
     cached = read_json(verdict_file)
+    runtime = None
     if cached is not None and cached.get("key") == key:
-        violations = GUARD_BOUNDS.violations(Deviation(**cached["deviation"]))
-        if violations:
-            log.info("auto: skipping %s: %s", name, "; ".join(violations))
-            return None
-        return RUNTIMES[name](path, spec, device)
-    runtime = TorchRuntime.load(path, spec, name="torch-fp32", device=device)
-    if tokenizer is None:
-        from m3search.encoders.transformer import load_tokenizer
+        dev = Deviation(**cached["deviation"])
+    else:
+        steps = ["load fp32", "fp32 probe", f"cast to {name}", f"{name} probe"]
+        with phases(f"first start: quality guard of {name} for {spec.name}", steps) as step:
+            step(steps[0])
+            runtime = TorchRuntime.load(path, spec, name="torch-fp32", device=device)
+            if tokenizer is None:
+                from m3search.encoders.transformer import load_tokenizer
 
-        tokenizer = load_tokenizer(path)
-    ids, mask = probe_batch(tokenizer)
-    sparse = spec.family == "m3"
-    reference = runtime.forward(ids, mask, dense=True, sparse=sparse, colbert=True)
-    dev = runtime_deviation(reference, runtime.cast(name), ids, mask, sparse=sparse)
+                tokenizer = load_tokenizer(path)
+            ids, mask = probe_batch(tokenizer)
+            sparse = spec.family == "m3"
+            step(steps[1])
+            reference = runtime.forward(ids, mask, dense=True, sparse=sparse, colbert=True)
+            step(steps[2])
+            candidate = runtime.cast(name)
+            step(steps[3])
+            dev = runtime_deviation(reference, candidate, ids, mask, sparse=sparse)
+        write_json_atomic(verdict_file, {"key": key, "deviation": dev.to_dict()})
     violations = GUARD_BOUNDS.violations(dev)
-    write_json_atomic(verdict_file, {"key": key, "deviation": dev.to_dict()})
     if violations:
-        log.info("auto: skipping %s: %s", name, "; ".join(violations))
-        return None
-    return runtime
+        return None, f"{name} failed its quality guard ({'; '.join(violations)})"
+    passed = f"{name} passed its quality guard ({_deviation_text(dev)})"
+    return runtime or RUNTIMES[name](path, spec, device), passed
+
+
+def _not_candidates(hw: Hardware, device: str) -> list[str]:
+    """Why the faster runtimes that are not `auto_candidates` here were left out."""
+    if _on_cuda(hw, device):
+        return []
+    why = [] if _onnx_installed() else ["onnx-int8 needs onnxruntime (`pip install 'm3search[onnx]'`)"]
+    if not hw.cpu_bf16:
+        why.append("torch-bf16 needs native bf16 (AMX or AVX512-BF16), which this CPU lacks")
+    return why
 
 
 def choose_auto(path: Path, spec: ModelSpec, device: str | None = None, tokenizer: Any = None) -> Runtime:
-    """The first of `auto_candidates` that loads here and passes its quality guard, else torch-fp32."""
+    """The first of `auto_candidates` that loads here and passes its quality guard, else torch-fp32.
+
+    The chosen runtime carries the reason in `auto_reason`, and one line on stderr says it (`progress.note`).
+    """
     hw = detect_hardware()
     device = device or ("cuda" if _on_cuda(hw, device) else "cpu")
+    reasons = _not_candidates(hw, device)
+    chosen: Runtime | None = None
     for name in auto_candidates(hw, device):
         try:
             if name.startswith("onnx-"):
-                runtime = _guarded_onnx(name, path, spec, device)
+                chosen, why = _guarded_onnx(name, path, spec, device)
             else:
-                runtime = _guarded_torch(name, path, spec, device, tokenizer)
+                chosen, why = _guarded_torch(name, path, spec, device, tokenizer)
         except M3SearchError as exc:
-            log.info("auto: skipping %s: %s", name, exc)
-            continue
-        if runtime is not None:
-            log.info("auto: using %s", name)
-            return runtime
-    log.info("auto: using torch-fp32")
-    return RUNTIMES["torch-fp32"](path, spec, device)
+            chosen, why = None, f"{name} cannot run here ({exc})"
+        if chosen is not None:
+            reasons.insert(0, why)
+            break
+        reasons.append(why)
+    if chosen is None:
+        chosen = RUNTIMES["torch-fp32"](path, spec, device)
+        reasons.insert(0, "the fp32 reference: no faster runtime qualifies")
+    chosen.auto_reason = "; ".join(reasons)
+    note(f"runtime auto -> {chosen.name} ({chosen.dtype}) for {spec.name}: {chosen.auto_reason}")
+    return chosen
 
 
 def make_runtime(

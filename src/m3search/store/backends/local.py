@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import sys
 import threading
@@ -164,7 +165,7 @@ class LocalBackend:
         """Load the committed state (segment list, tombstones, incremental level) as one version."""
         for attempt in range(20):
             version = self._db.data_version()
-            with self._db.damage_named(), self._db.read():
+            with self._db.read():
                 names = self._db.segment_names()
                 files = self._db.segment_files()
                 next_segment = int(self._db.get_meta("next_segment", 0))
@@ -176,8 +177,9 @@ class LocalBackend:
                 segments, damaged = self._open_segments(names, files)
             except FileNotFoundError:  # merged away by the writer since we read the list: read it again
                 if self._db.data_version() == version:  # ... unless nothing was committed since: it is gone
+                    gone = next((n for n in names if not (self._segments_dir / n).is_dir()), "")
                     raise integrity.damaged(
-                        self.path.name, SEGMENTS_DIR, "lost a listed segment directory"
+                        self.path.name, f"{SEGMENTS_DIR}/{gone}", "is listed in the manifest but missing"
                     ) from None
                 log.debug("segment vanished while loading (attempt %d); reloading", attempt)
                 continue
@@ -547,8 +549,9 @@ class LocalBackend:
 
     def thumbnail(self, reference: str) -> bytes | None:
         """JPEG bytes of a thumbnail by reference (the document's seq)."""
-        if not reference.isdigit():
-            raise InvalidInputError(f"{reference!r} is not a thumbnail reference")
+        # ASCII digits within SQLite's 64-bit integers (`isdigit` alone accepts "²" and 5,000-digit numbers).
+        if not re.fullmatch(r"[0-9]{1,18}", reference):
+            raise InvalidInputError(f"{reference[:40]!r} is not a thumbnail reference")
         with self._mutex:
             self._check_open()
             return self._db.thumbnail(int(reference))
@@ -747,7 +750,7 @@ class LocalBackend:
         sealed before checksums were recorded (checked for structure only)."""
         with self._mutex:
             self.refresh()
-            with self._db.damage_named(), self._db.read():
+            with self._db.read():
                 names = self._db.segment_names()
                 files = self._db.segment_files()
             total = integrity.segment_bytes(names, files)
