@@ -213,6 +213,20 @@ def main() -> None:
         "--workdir", type=Path, default=None, help="where the collection is built (default: a temp dir)"
     )
     ap.add_argument("--keep", action="store_true", help="keep the collection afterwards")
+    ap.add_argument(
+        "--backend",
+        default="local",
+        choices=["local", "qdrant"],
+        help="qdrant: also build the same documents in Qdrant Edge (in-process) and time both backends' "
+        "searches interleaved in this run",
+    )
+    ap.add_argument(
+        "--edge-oversampling",
+        type=float,
+        default=None,
+        help="Qdrant Edge SQ8 oversampling (the qdrant backend uses the local refine, 3; the recorded 100k run "
+        "used none)",
+    )
     args = ap.parse_args()
     k = 10
     n = args.docs
@@ -229,6 +243,7 @@ def main() -> None:
             "platform": platform.platform(),
             "faiss": faiss.__version__,
             "faiss_threads": faiss.omp_get_max_threads(),
+            **cpu_info(),
         },
     }
     # Bulk load: flushed segments stay below the graph threshold (searched exactly), and the final compaction
@@ -262,7 +277,7 @@ def main() -> None:
         collection.compact()
         t_compact = time.perf_counter() - t1
         build_s = t_ingest + t_compact
-        seg = next(iter(collection._segments.values()))
+        seg = next(iter(collection.backend._segments.values()))
         seg_dir = path / "segments" / seg.name
         result["build"] = {
             "docs": n,
@@ -326,6 +341,8 @@ def main() -> None:
         seg.dense.ann = own_graph
         del anchor
         result["graphs"] = sweeps
+        if args.backend == "qdrant":
+            result["qdrant_edge"] = compare_edge(collection, corpus, args, queries, truth, id_to_row, k, work)
         # ---- filtered hybrid search: the first query of each filter, then repeats -------------------------------
         for name, spec in FILTERS:
             first, repeat = [], []
@@ -370,10 +387,77 @@ def main() -> None:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     report(result)
-    out = ROOT / "results" / f"index_speed-{n}-{args.data}-{args.dense_index}.json"
+    suffix = "-vs-qdrant-edge" if args.backend == "qdrant" else ""
+    out = ROOT / "results" / f"index_speed-{n}-{args.data}-{args.dense_index}{suffix}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     print(f"\nwritten to {out}")
+
+
+def cpu_info() -> dict[str, str]:
+    """The CPU's model name and flags (/proc/cpuinfo), for comparing runs."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return {}
+    fields = {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in lines if ":" in line)}
+    return {k: fields[k] for k in ("model name", "flags") if k in fields}
+
+
+def compare_edge(collection, corpus, args, queries, truth, id_to_row, k: int, work: Path) -> dict:
+    """The same documents in Qdrant Edge (benchmarks/edge_backend.py): build time and size, then every
+    hybrid mode on both backends, queries interleaved (local, Edge, next mode...) at each efSearch."""
+    from edge_backend import EdgeSearch, build
+
+    n, (m, ef_construction) = args.docs, parse_graph(args.graphs[0])
+    batches = (
+        corpus.batch(start, min(BATCH, n - start), args.colbert_every, args.colbert_tokens)
+        for start in range(0, n, BATCH)
+    )
+    quantized = args.dense_index == "hnsw-sq8"
+    shard, built = build(work / "edge", batches, args.dim, m, ef_construction, quantized)
+    built["bytes_per_doc"] = dir_bytes(work / "edge") / n
+    print(f"Qdrant Edge built in {built['total_s']:.0f} s", file=sys.stderr, flush=True)
+    edge = EdgeSearch(shard, quantized, args.edge_oversampling)
+    modes = (
+        ("dense", "weighted"),
+        ("sparse", "weighted"),
+        ("dense+sparse", "weighted"),
+        ("dense+sparse", "rrf"),
+    )
+    sweeps = []
+    try:
+        for ef in args.ef_search:
+            times = {(b, mo, f): [] for b in ("local", "edge") for mo, f in modes}
+            found = {key: [] for key in times}
+            for q in queries:
+                for mode, fusion in modes:
+                    t = time.perf_counter()
+                    hits = collection.search(
+                        q, k=k, mode=mode, fusion=fusion, ef_search=ef, candidates=args.candidates
+                    )
+                    times[("local", mode, fusion)].append(1000 * (time.perf_counter() - t))
+                    found[("local", mode, fusion)].append([id_to_row[h.id] for h in hits])
+                    t = time.perf_counter()
+                    ids = edge.search(q, mode, k, args.candidates, ef, fusion)
+                    times[("edge", mode, fusion)].append(1000 * (time.perf_counter() - t))
+                    found[("edge", mode, fusion)].append(ids)
+            stage = {"ef_search": ef}
+            for (backend, mode, fusion), ms in times.items():
+                name = mode if mode != "dense+sparse" else f"dense+sparse {fusion}"
+                target = {"dense": "dense", "sparse": "sparse"}.get(
+                    mode, "hybrid" if fusion == "weighted" else None
+                )
+                stage.setdefault(backend, {})[name] = {
+                    **percentiles(ms),
+                    **(
+                        {"recall@10": recall(found[(backend, mode, fusion)], truth[target])} if target else {}
+                    ),
+                }
+            sweeps.append(stage)
+    finally:
+        shard.close()
+    return {"build": built, "ef_search": sweeps}
 
 
 def bytes_per_doc(path: Path, seg_dir: Path, seg, n: int, dim: int) -> dict[str, float]:
@@ -487,6 +571,24 @@ def report(result: dict) -> None:
             f"dense+sparse, filter {name}: first query {s['first_ms']:.1f} ms, then p50 {s['p50_ms']:.1f} ms, "
             f"p99 {s['p99_ms']:.1f} ms"
         )
+    if "qdrant_edge" in result:
+        e = result["qdrant_edge"]
+        print(
+            f"\nQdrant Edge build: {e['build']['docs_per_s']:.0f} docs/s (ingest {e['build']['ingest_s']:.0f} s, "
+            f"index {e['build']['index_s']:.0f} s), {e['build']['bytes_per_doc']:.0f} bytes/doc on disk"
+        )
+        print(
+            f"{'efSearch':>8} {'stage':<22} {'local p50/p99 ms':>18} {'recall':>7} {'Edge p50/p99 ms':>18} {'recall':>7}"
+        )
+        for stage in e["ef_search"]:
+            for name, mine in stage["local"].items():
+                theirs = stage["edge"][name]
+                r1 = f"{mine['recall@10']:.4f}" if "recall@10" in mine else "-"
+                r2 = f"{theirs['recall@10']:.4f}" if "recall@10" in theirs else "-"
+                print(
+                    f"{stage['ef_search']:>8} {name:<22} {mine['p50_ms']:>8.2f}/{mine['p99_ms']:<8.2f} {r1:>7} "
+                    f"{theirs['p50_ms']:>8.2f}/{theirs['p99_ms']:<8.2f} {r2:>7}"
+                )
     for dtype, s in result["colbert_rerank"].items():
         print(
             f"ColBERT MaxSim re-rank {dtype}: {s['candidates']} candidates x {s['tokens_per_doc']} tokens x "

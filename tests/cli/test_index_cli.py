@@ -202,6 +202,62 @@ def test_index_tune_with_pseudo_queries_and_dry_run(collection):
     assert bad.exit_code != 0 and "unknown fusion borda" in bad.output
 
 
+def test_qdrant_backend_and_migration(built, tmp_path, tiny_m3_dir):
+    """`index create --backend qdrant` makes a link every command uses; `index migrate` copies local ->
+    qdrant -> local from stored vectors, resumably, and every copy answers like the original."""
+    linked, store = tmp_path / "linked", tmp_path / "qdrant"
+    out = run(
+        "index",
+        "create",
+        str(linked),
+        "--model",
+        str(tiny_m3_dir),
+        "--backend",
+        "qdrant",
+        "--qdrant-path",
+        str(store),
+    )
+    assert "collection 'linked'" in out and (linked / "qdrant.json").is_file()
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text("".join(json.dumps(d) + "\n" for d in DOCS))
+    assert "wrote 3 documents" in run("index", "add", str(linked), str(docs), "--runtime", "torch-fp32")
+    moved, back = tmp_path / "moved", tmp_path / "back"
+    out = run("index", "migrate", str(built), str(moved), "--qdrant-path", str(tmp_path / "q2"))
+    assert "wrote 5 documents (0 were there)" in out
+    assert "wrote 0 documents (5 were there)" in run("index", "migrate", str(built), str(moved))
+    assert "wrote 5 documents" in run("index", "migrate", str(moved), str(back), "--backend", "local")
+
+    def search(path, mode):
+        return json.loads(
+            run("search", str(path), DOCS[2]["text"], "--mode", mode, "--json", "--runtime", "torch-fp32")
+        )
+
+    for mode in ("dense", "sparse", "colbert", "dense+sparse", "all"):
+        original = [(h["id"], round(h["score"], 4)) for h in search(built, mode)]
+        assert [(h["id"], round(h["score"], 4)) for h in search(moved, mode)] == original
+        assert [(h["id"], round(h["score"], 4)) for h in search(back, mode)] == original
+        assert search(linked, mode)[0]["id"] == "c"
+    assert "deleted 1 of 1" in run("index", "delete", str(linked), "a")
+    assert json.loads(run("index", "stats", str(linked), "--json"))["count"] == 2
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--backend", "qdrant"], "--qdrant-url or --qdrant-path"),
+        (["--qdrant-url", "http://127.0.0.1:9"], "go with --backend qdrant"),
+        (
+            ["--backend", "qdrant", "--qdrant-url", "http://127.0.0.1:9"],
+            "cannot reach Qdrant at http://127.0.0.1:9",
+        ),
+    ],
+)
+def test_qdrant_options_are_checked(tmp_path, args, message):
+    result = CliRunner().invoke(cli, ["index", "create", str(tmp_path / "x"), "--dim", "4", *args])
+    assert result.exit_code != 0 and message in result.output
+    assert not (tmp_path / "x").exists()
+
+
 def test_verify_names_damaged_files(collection):
     run("index", "compact", str(collection))
     out = run("index", "verify", str(collection))

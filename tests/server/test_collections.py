@@ -305,6 +305,35 @@ def _metric(client, name: str) -> float:
     return float(line.split()[1])
 
 
+def test_qdrant_collections_are_served_beside_local_ones(make_client, m3, tmp_path):
+    """A link directory in the collections folder serves a Qdrant collection like a local one: listed,
+    written through the batcher, searched with the same results as a local twin."""
+    from m3search import Collection
+    from m3search.store.backends.qdrant import write_link
+
+    root = tmp_path / "collections"
+    with Collection.create("remote", backend="qdrant", path=tmp_path / "qdrant", encoder=m3, cache=False):
+        pass
+    write_link(root / "remote", "remote", path=tmp_path / "qdrant")
+    client = make_client()
+    client.post("/collections", json={"name": "local"})
+    assert [c["name"] for c in client.get("/collections").json()["collections"]] == ["local", "remote"]
+    before = _metric(client, "m3search_encode_texts_total")
+    for name in ("local", "remote"):
+        r = client.post(f"/collections/{name}/documents", json={"documents": DOCS})
+        assert r.status_code == 200 and r.json() == {"upserted": len(DOCS), "count": len(DOCS)}
+    assert _metric(client, "m3search_encode_texts_total") - before == 2 * len(DOCS)
+    for body in ({"query": "Japan", "k": 5}, {"query": "Paris", "mode": "dense+sparse", "fusion": "rrf"}):
+        local, remote = (
+            client.post(f"/collections/{n}/search", json=body).json()["results"] for n in ("local", "remote")
+        )
+        assert [h["id"] for h in remote] == [h["id"] for h in local]
+        assert [h["score"] for h in remote] == pytest.approx([h["score"] for h in local], abs=1e-4)
+    doc = client.get(f"/collections/remote/documents/{DOCS[0]['id']}").json()
+    assert doc["text"] == DOCS[0]["text"]
+    assert client.get("/collections/remote").json()["count"] == len(DOCS)
+
+
 def test_deleting_a_collection_in_use_gives_no_5xx(filled):
     """Requests racing a DELETE of their collection finish or get a clean 404/409, and the listing keeps
     answering 200 meanwhile."""

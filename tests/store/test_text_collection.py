@@ -182,7 +182,7 @@ def test_bm25_sparse_scores_are_exact_after_compaction(tmp_path, bm25_encoder, t
     }
     collection.close()
     with Collection.open(tmp_path / "bm25", encoder=bm25_encoder, cache=False) as reopened:
-        stats = reopened._bm25_stats
+        stats = reopened.backend.bm25_stats()
         assert stats.n_docs == len(texts)
         assert [h.id for h in reopened.search(query, k=3, mode="sparse")] == [h.id for h in hits[:3]]
 

@@ -1,4 +1,5 @@
-"""`m3search index create|add|delete|compact|stats|verify`: build, maintain and check a collection from the shell.
+"""`m3search index create|add|delete|compact|stats|verify|migrate`: build, maintain, check and move a collection
+from the shell.
 
 `add` reads JSONL (`{"id", "text", "image", "metadata", ...}`; `image` is a path, relative ones from the JSONL
 file's folder, or base64), BEIR `corpus.jsonl` (`{"_id", "title", "text"}`), image files (one image document
@@ -126,6 +127,22 @@ def command() -> None:
     help="Let the collection hold images: an adapter directory (m3search images train-adapter) or a "
     "Visualized-BGE checkpoint, for the same text model.",
 )
+@click.option(
+    "--backend",
+    type=click.Choice(["local", "qdrant"]),
+    default="local",
+    show_default=True,
+    help="local: an embedded collection in PATH. qdrant: a Qdrant collection named after PATH, which becomes a "
+    "link to it (every command taking PATH then works on it).",
+)
+@click.option(
+    "--qdrant-url", default=None, help="Qdrant server or cluster URL (API key from $QDRANT_API_KEY)."
+)
+@click.option(
+    "--qdrant-path", type=click.Path(path_type=Path), default=None, help="Qdrant local-mode directory."
+)
+@click.option("--shards", type=int, default=None, help="Qdrant shard_number (cluster).")
+@click.option("--replicas", type=int, default=None, help="Qdrant replication_factor (cluster).")
 @runtime_option
 def create(
     path: Path,
@@ -137,17 +154,25 @@ def create(
     colbert_dtype: str,
     max_length: int | None,
     image_encoder: str | None,
+    backend: str,
+    qdrant_url: str | None,
+    qdrant_path: Path | None,
+    shards: int | None,
+    replicas: int | None,
     runtime: str,
 ) -> None:
-    """Create an empty collection at PATH."""
+    """Create an empty collection at PATH (or a Qdrant collection linked from PATH)."""
     from m3search import Collection
 
     if model is None and dim is None:
         raise click.UsageError("give --model (to encode text) or --dim (for a collection fed only vectors)")
     kinds = [k.strip() for k in outputs.split(",")] if outputs else None
+    qdrant = _qdrant_options(backend, qdrant_url, qdrant_path, shards=shards, replicas=replicas)
     with Collection.create(
-        path,
+        path.name if qdrant else path,
         model,
+        backend=backend,
+        **qdrant,
         outputs=kinds,
         dim=dim,
         colbert_dim=colbert_dim,
@@ -158,11 +183,33 @@ def create(
         image_encoder=image_encoder,
     ) as collection:
         cfg = collection.config
+        if qdrant:
+            from m3search.store.backends.qdrant import write_link
+
+            write_link(path, path.name, url=qdrant_url, path=qdrant_path)
         click.echo(
-            f"created {path}: model {cfg.model}, outputs {', '.join(cfg.outputs)}"
+            f"created {collection.location}{f' (linked from {path})' if qdrant else ''}: model {cfg.model}, outputs {', '.join(cfg.outputs)}"
             + (f" (sparse: {cfg.sparse_source})" if cfg.sparse_source else "")
             + (f", images: {cfg.image_encoder['name']}" if cfg.image_encoder else "")
         )
+
+
+def _qdrant_options(
+    backend: str, url: str | None, path: Path | None, **cluster: int | None
+) -> dict[str, Any]:
+    """The qdrant backend's connection options from the command line ({} for the local backend)."""
+    if backend == "local":
+        if url or path:
+            raise click.UsageError("--qdrant-url and --qdrant-path go with --backend qdrant")
+        return {}
+    if (url is None) == (path is None):
+        raise click.UsageError("--backend qdrant needs one of --qdrant-url or --qdrant-path")
+    import os
+
+    where: dict[str, Any] = (
+        {"url": url, "api_key": os.environ.get("QDRANT_API_KEY")} if url else {"path": path}
+    )
+    return {**where, **{k: v for k, v in cluster.items() if v is not None}}
 
 
 @command.command("add")
@@ -391,6 +438,58 @@ def tune(
             )
         )
         click.echo(f"stored in {path}: its searches now default to {mode}, {choice.fusion} fusion")
+
+
+@command.command("migrate")
+@click.argument("source", type=click.Path(path_type=Path))
+@click.argument("dest", type=click.Path(path_type=Path))
+@click.option(
+    "--backend",
+    type=click.Choice(["local", "qdrant"]),
+    default="qdrant",
+    show_default=True,
+    help="The backend of DEST (qdrant: a Qdrant collection named after DEST, linked from DEST).",
+)
+@click.option(
+    "--qdrant-url", default=None, help="Qdrant server or cluster URL (API key from $QDRANT_API_KEY)."
+)
+@click.option(
+    "--qdrant-path", type=click.Path(path_type=Path), default=None, help="Qdrant local-mode directory."
+)
+@click.option("--shards", type=int, default=None, help="Qdrant shard_number of a new DEST.")
+@click.option("--replicas", type=int, default=None, help="Qdrant replication_factor of a new DEST.")
+@click.option("--batch-size", type=int, default=256, show_default=True, help="Documents per write.")
+def migrate(
+    source: Path,
+    dest: Path,
+    backend: str,
+    qdrant_url: str | None,
+    qdrant_path: Path | None,
+    shards: int | None,
+    replicas: int | None,
+    batch_size: int,
+) -> None:
+    """Copy collection SOURCE into DEST (local -> qdrant, or back with --backend local) from its stored
+    vectors, without encoding again. Resumable: run it again after an interruption; documents DEST already
+    holds are skipped."""
+    from m3search import Collection
+    from m3search.store.collection import is_collection
+    from m3search.store.migrate import migrate as copy_documents
+    from m3search.store.migrate import open_target
+
+    resume = is_collection(dest)  # a previous run made it: it knows where it is
+    qdrant = (
+        {} if resume else _qdrant_options(backend, qdrant_url, qdrant_path, shards=shards, replicas=replicas)
+    )
+    with Collection.open(source, readonly=True, cache=False) as src:
+        total = src.count()
+        with (
+            open_target(src, dest, backend, **qdrant) as target,
+            progress_bar(total=total, unit="doc", desc="migrate") as bar,
+        ):
+            written = copy_documents(src, target, batch_size=batch_size, progress=bar.update)
+            count = target.count()
+    click.echo(f"wrote {written} documents ({total - written} were there); {target.location} holds {count}")
 
 
 @command.command("verify")

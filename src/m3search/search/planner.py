@@ -78,6 +78,17 @@ class Scored:
     scores: dict[str, float] = field(default_factory=dict)
 
 
+@dataclass
+class Candidates:
+    """A mode's candidates before fusion, from any storage: one key per candidate, the first-stage lists that
+    found them (keys, best first), each kind's exact scores, and which candidates have only a dense vector."""
+
+    keys: np.ndarray
+    lists: dict[OutputKind, np.ndarray]
+    scores: dict[OutputKind, np.ndarray]
+    dense_only: np.ndarray | None = None
+
+
 def execute(
     levels: Sequence[SearchLevel],
     query: QueryVectors,
@@ -93,20 +104,36 @@ def execute(
     """Run `mode` over `levels`; returns at most `k` results, best first. `normalize`: how the fusion rescales
     and weighs each kind's scores over the candidates (`m3search.search.fusion`)."""
     with one_thread():
-        return _execute(levels, query, mode, k, candidates, weights, fusion, ef_search, normalize)
+        found = gather(levels, query, mode, k, candidates=candidates, ef_search=ef_search)
+        picked = fuse(
+            found,
+            mode,
+            k,
+            weights=weights,
+            fusion=fusion,
+            normalize=normalize,
+            sparse_ceiling=query.sparse_ceiling,
+        )
+        return [
+            Scored(int(levels[key >> 40].seqs[key & ROW_MASK]), score, scores)
+            for key, score, scores in picked
+        ]
 
 
-def _execute(
+#: A level's candidate key is `level << 40 | row`.
+ROW_MASK = (1 << 40) - 1
+
+
+def gather(
     levels: Sequence[SearchLevel],
     query: QueryVectors,
     mode: Mode,
     k: int,
+    *,
     candidates: int,
-    weights: Mapping[OutputKind, float],
-    fusion: Fusion,
-    ef_search: int | None,
-    normalize: Scaling,
-) -> list[Scored]:
+    ef_search: int | None = None,
+) -> Candidates:
+    """`mode`'s candidates over `levels` (keys `level << 40 | row`) with their exact scores."""
     kinds, stages = MODE_KINDS[mode], MODE_STAGES[mode]
     depth = k if mode in ("dense", "sparse") else max(k, candidates)
     levels = [lv if lv.allowed is None or lv.allowed.any() else None for lv in levels]
@@ -121,30 +148,52 @@ def _execute(
     first.sort()
     level_ids, rows, keys = level_ids[first], rows[first], keys[first]
     if len(rows) == 0:
+        return Candidates(keys, {}, {})
+    return Candidates(
+        keys,
+        {s: lists[s][0].astype(np.int64) << 40 | lists[s][1] for s in stages},
+        {kind: _score(levels, query, kind, level_ids, rows) for kind in kinds},
+        _dense_only(levels, level_ids, rows) if len(kinds) > 1 and "dense" in kinds else None,
+    )
+
+
+def fuse(
+    found: Candidates,
+    mode: Mode,
+    k: int,
+    *,
+    weights: Mapping[OutputKind, float],
+    fusion: Fusion,
+    normalize: Scaling = "none",
+    sparse_ceiling: float | None = None,
+) -> list[tuple[int, float, dict[str, float]]]:
+    """The `k` best candidates by `mode`'s fused score: (key, fused score, per-kind scores), best first.
+    Storage-independent: every backend's candidates are ranked by this one function. `sparse_ceiling`: the
+    query's best attainable sparse score, which `signal` normalization weighs the sparse mode by."""
+    kinds = MODE_KINDS[mode]
+    if len(found.keys) == 0:
         return []
-    scores = {kind: _score(levels, query, kind, level_ids, rows) for kind in kinds}
+    scores = found.scores
     if len(kinds) == 1:
         fused = scores[kinds[0]].astype(np.float64)
     else:
         if normalize == "signal" and "sparse" in kinds:
-            weights = signal_weights(weights, scores, query.sparse_ceiling)
-        fused = _fuse(scores, weights, fusion, normalize, lambda kind: _ranks(kind, lists, keys, scores))
-        if "dense" in kinds:
-            only = _dense_only(levels, level_ids, rows)
-            if only.any():  # scored by dense alone, with the whole weight
-                alone = _fuse(
-                    {"dense": scores["dense"]},
-                    {"dense": sum(weights.values())},
-                    fusion,
-                    normalize,
-                    lambda kind: _ranks(kind, lists, keys, scores),
-                )
-                fused = np.where(only, alone, fused)
+            weights = signal_weights(weights, scores, sparse_ceiling)
+        fused = _fuse(scores, weights, fusion, normalize, lambda kind: _ranks(kind, found))
+        only = found.dense_only
+        if only is not None and only.any():  # scored by dense alone, with the whole weight
+            alone = _fuse(
+                {"dense": scores["dense"]},
+                {"dense": sum(weights.values())},
+                fusion,
+                normalize,
+                lambda kind: _ranks(kind, found),
+            )
+            fused = np.where(only, alone, fused)
     picked, _ = top_k(fused, k)
-    seqs = [int(levels[li].seqs[r]) for li, r in zip(level_ids[picked], rows[picked])]
     return [
-        Scored(seq, float(fused[i]), {kind: float(scores[kind][i]) for kind in kinds})
-        for seq, i in zip(seqs, picked)
+        (int(found.keys[i]), float(fused[i]), {kind: float(scores[kind][i]) for kind in kinds})
+        for i in picked
     ]
 
 
@@ -222,18 +271,12 @@ def _dense_only(levels: Sequence[SearchLevel | None], level_ids: np.ndarray, row
     return out
 
 
-def _ranks(
-    kind: OutputKind,
-    lists: Mapping[OutputKind, tuple[np.ndarray, np.ndarray]],
-    keys: np.ndarray,
-    scores: Mapping[OutputKind, np.ndarray],
-) -> np.ndarray:
+def _ranks(kind: OutputKind, found: Candidates) -> np.ndarray:
     """1-based rank of each candidate in `kind`'s first-stage list (0 when absent); re-rankers rank them all."""
-    if kind in lists:
-        stage_keys = lists[kind][0].astype(np.int64) << 40 | lists[kind][1]
-        position = {int(key): i + 1 for i, key in enumerate(stage_keys)}
-        return np.array([position.get(int(key), 0) for key in keys], np.int64)
-    order = np.argsort(-scores[kind], kind="stable")
-    ranks = np.empty(len(keys), np.int64)
-    ranks[order] = np.arange(1, len(keys) + 1)
+    if kind in found.lists:
+        position = {int(key): i + 1 for i, key in enumerate(found.lists[kind])}
+        return np.array([position.get(int(key), 0) for key in found.keys], np.int64)
+    order = np.argsort(-found.scores[kind], kind="stable")
+    ranks = np.empty(len(found.keys), np.int64)
+    ranks[order] = np.arange(1, len(found.keys) + 1)
     return ranks

@@ -26,7 +26,8 @@ from m3search.errors import (
     InvalidInputError,
 )
 from m3search.store import Collection
-from m3search.store.config import CONFIG_FILE, CollectionConfig
+from m3search.store.collection import is_collection
+from m3search.store.config import CollectionConfig
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
 
@@ -80,9 +81,7 @@ class Catalog:
         if not self.root.is_dir():
             return []
         return sorted(
-            p.name
-            for p in self.root.iterdir()
-            if NAME_PATTERN.fullmatch(p.name) and (p / CONFIG_FILE).is_file()
+            p.name for p in self.root.iterdir() if NAME_PATTERN.fullmatch(p.name) and is_collection(p)
         )
 
     def listing(self) -> tuple[list[tuple[str, dict[str, Any]]], list[tuple[str, str]]]:
@@ -106,11 +105,14 @@ class Catalog:
             found = self._open.get(name)
             if found is not None:
                 return found
-            if not (path / CONFIG_FILE).is_file():
+            if not is_collection(path):
                 raise CollectionNotFoundError(
                     f"collection {name!r} does not exist; create it with POST /collections"
                 )
-            collection = Collection.open(path, encoder=self._encoder_for(CollectionConfig.load(path)))
+            collection = Collection.open(path)  # a local directory, or a link to a Qdrant collection
+            encoder = self._encoder_for(collection.config)
+            if encoder is not None:
+                collection.use_encoder(encoder)
             self._open[name] = collection
             return collection
 
@@ -135,7 +137,7 @@ class Catalog:
                 f"{self.encoder.name}, got {max_length}"
             )
         with self._lock:
-            if (path / CONFIG_FILE).exists():
+            if is_collection(path):
                 raise CollectionExistsError(f"collection {name!r} already exists")
             self.root.mkdir(parents=True, exist_ok=True)
             wants_sparse = outputs is None or "sparse" in outputs
@@ -164,7 +166,7 @@ class Catalog:
             collection = self._open.pop(name, None)
             if collection is not None:
                 collection.close()
-            if not (path / CONFIG_FILE).is_file():
+            if not is_collection(path):
                 raise CollectionNotFoundError(f"collection {name!r} does not exist")
             # Renamed first, so a crash mid-removal leaves no half collection under the name.
             doomed = path.with_name(f".{name}.deleting")

@@ -1,53 +1,28 @@
-"""`Collection`: the embedded hybrid index, a directory opened in-process (no server).
+"""`Collection`: a hybrid index of documents — the facade that encodes, validates, plans and fuses searches
+over a storage backend (`m3search.store.backends`).
 
-Layout of a collection directory:
-
-    config.json      what it stores and how (written once, atomically)
-    store.sqlite     documents, the incremental level's vectors, tombstones, the segment list, BM25 statistics,
-                     image thumbnails
-    image_encoder/   the image adapter, for collections that hold images (see `m3search.store.images`)
-    segments/NAME/   immutable segments: seqs, dense vectors (+ HNSW graph), sparse postings, ColBERT tokens
-    write.lock       the writer lock
-
-Writes (`upsert`, `delete`) are one SQLite transaction each and durable when they return; new documents land
-in the incremental level, which `flush` seals into a segment every `flush_docs` documents, and segments of a
-similar size are merged (`compact` merges everything). One process writes at a time; any number read, each
-seeing whole versions.
+Backends: `local` (the default: the embedded engine, a directory opened in-process, see
+`m3search.store.backends.local`) and `qdrant` (a Qdrant server or cluster, or qdrant-client's local mode, see
+`m3search.store.backends.qdrant`). Either way a write is prepared here (validated and encoded, outside any
+lock: `prepare`) and committed by the backend as one acknowledged write (`write`); a search gets the mode's
+candidates with their exact per-mode scores from the backend and ranks them here with one fusion
+(`m3search.search.planner.fuse`), so both backends rank the same candidates identically.
 """
 
 from __future__ import annotations
 
-import copy
-import json
-import logging
-import math
-import os
-import re
-import shutil
-import sys
-import threading
-from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from m3search.encoders.base import OUTPUT_KINDS, OutputKind, TextEncoder
-from m3search.encoders.bm25 import BM25Encoder, BM25Stats
 from m3search.encoders.composite import CompositeEncoder
 from m3search.encoders.image.base import ImageEncoder
-from m3search.errors import (
-    CollectionClosedError,
-    CollectionError,
-    CollectionExistsError,
-    CollectionNotFoundError,
-    CorruptCollectionError,
-    InvalidInputError,
-)
-from m3search.index.multivector import encode_tokens
-from m3search.index.sparse import SparseIndex, SparseRow
+from m3search.errors import CollectionError, InvalidInputError
+from m3search.extras import require
+from m3search.index.sparse import SparseRow
 from m3search.search.fusion import (
     DEFAULT_FUSION,
     DEFAULT_NORMALIZE,
@@ -57,24 +32,23 @@ from m3search.search.fusion import (
     resolve_normalize,
 )
 from m3search.search.modes import MODE_KINDS, Mode, mode_outputs
-from m3search.search.planner import QueryVectors, SearchLevel, default_candidates, execute
+from m3search.search.planner import QueryVectors, default_candidates, fuse
 from m3search.search.results import Hit
-from m3search.store import integrity
-from m3search.store.cache import EmbeddingCache, default_cache_path
-from m3search.store.config import CONFIG_FILE, CollectionConfig, fsync_path
-from m3search.store.database import DB_FILE, KIND_FIELD, Database, indexed_metadata, pack_counts, pack_sparse
+from m3search.store.backends.base import LINK_FILE, Backend, SearchPlan
+from m3search.store.backends.local import LocalBackend
+from m3search.store.bm25 import as_sparse_row, bm25_part
+from m3search.store.config import CONFIG_FILE, CollectionConfig
+from m3search.store.database import KIND_FIELD
 from m3search.store.documents import (
     DOC_KINDS,
     Document,
-    as_documents,
     check_colbert,
     check_dense,
     check_sparse,
     normalize_ids,
 )
-from m3search.store.filters import Filter, Predicate, compile_filter, parse_filter
+from m3search.store.filters import Filter, parse_filter
 from m3search.store.images import (
-    ImageBatch,
     check_image_encoder,
     image_query_vector,
     install_image_encoder,
@@ -83,33 +57,12 @@ from m3search.store.images import (
     query_image,
     resolve_image_encoder,
 )
-from m3search.store.lock import WriterLock
-from m3search.store.metadata import MetadataIndex
-from m3search.store.pending import PendingLevel, StaleReadError
+from m3search.store.ingest import CachedEncoding, EncodeTexts, PreparedBatch, prepare
 from m3search.store.search_defaults import SEARCH_DEFAULTS_FILE, SearchDefaults
-from m3search.store.segments import SEGMENTS_DIR, Segment, SegmentData, write_segment
 from m3search.threads import one_thread
 
-log = logging.getLogger(__name__)
-
-#: Rows of ColBERT vectors read from the database at a time while sealing the incremental level.
-COLBERT_READ_BATCH = 256
-#: Filters whose compiled form and segment masks are kept between searches.
-FILTER_CACHE_SIZE = 16
-#: Times a reader re-runs a search that raced with another process's flush or delete.
-STALE_RETRIES = 5
-#: The filter selecting documents that have only a dense vector (images without text); hybrid modes score
-#: them by that vector alone.
-DENSE_ONLY: Filter = {KIND_FIELD: "image"}
-
-
-def _bm25_part(encoder: TextEncoder) -> BM25Encoder | None:
-    """The BM25 encoder providing `encoder`'s sparse output, if that is where it comes from."""
-    if isinstance(encoder, BM25Encoder):
-        return encoder
-    if isinstance(encoder, CompositeEncoder) and isinstance(encoder.parts.get("sparse"), BM25Encoder):
-        return encoder.parts["sparse"]  # type: ignore[return-value]
-    return None
+#: Storage backends `Collection.create` and `Collection.open` accept.
+BACKENDS = ("local", "qdrant")
 
 
 def _vector_runtime(encoder: TextEncoder) -> dict[str, str] | None:
@@ -127,11 +80,27 @@ def _model_source(encoder: TextEncoder) -> str:
     return encoder.name
 
 
-def _as_sparse_row(vector: Mapping[int, float]) -> SparseRow:
-    return (
-        np.fromiter(vector.keys(), np.int64, len(vector)),
-        np.fromiter(vector.values(), np.float32, len(vector)),
-    )
+def is_qdrant_link(path: Path) -> bool:
+    """Whether directory `path` links to a Qdrant collection (see `m3search.store.backends.qdrant`)."""
+    return (path / LINK_FILE).is_file()
+
+
+def is_collection(path: Path) -> bool:
+    """Whether directory `path` holds a collection: a local one, or a link to a Qdrant one."""
+    return (path / CONFIG_FILE).is_file() or is_qdrant_link(path)
+
+
+def _qdrant() -> Any:
+    """The qdrant backend module, or `MissingExtraError` naming the extra that installs qdrant-client."""
+    require("qdrant_client", "qdrant", "the qdrant backend")
+    from m3search.store.backends import qdrant
+
+    return qdrant
+
+
+def _check_backend(backend: str) -> None:
+    if backend not in BACKENDS:
+        raise InvalidInputError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
 
 
 class Collection:
@@ -139,67 +108,38 @@ class Collection:
 
     def __init__(
         self,
-        path: Path,
+        path: str | Path | None = None,
         *,
+        backend: Backend | None = None,
         encoder: TextEncoder | None = None,
         runtime: str = "auto",
         readonly: bool = False,
         cache: bool | str | Path = True,
         image_encoder: ImageEncoder | None = None,
     ) -> None:
-        """Open the collection at `path` (use `Collection.open`)."""
-        self.path = Path(path)
-        if not (self.path / CONFIG_FILE).is_file():
-            if (self.path / DB_FILE).is_file():
-                raise integrity.damaged(
-                    self.path.name,
-                    CONFIG_FILE,
-                    f"is missing while {DB_FILE} is there (it holds the settings needed to read it)",
-                )
-            raise CollectionNotFoundError(f"no collection at {self.path} (no {CONFIG_FILE}); create it first")
-        self.config = CollectionConfig.load(self.path)
+        """Open the local collection at `path`, or wrap an opened `backend` (use `Collection.open`)."""
+        if backend is None and is_qdrant_link(Path(path)):  # type: ignore[arg-type]
+            backend = _qdrant().open_link(Path(path), readonly=readonly)  # type: ignore[arg-type]
+        elif backend is None:
+            backend = LocalBackend(Path(path), readonly=readonly, bm25=self._bm25)  # type: ignore[arg-type]
+        self.backend = backend
+        self.config: CollectionConfig = backend.config
+        #: The local collection's directory; None on other backends.
+        self.path: Path | None = backend.path if isinstance(backend, LocalBackend) else None
+        self.location = backend.location
         self.readonly = readonly
         self._runtime = runtime
-        self._mutex = threading.RLock()
-        self._closed = False
-        integrity.check_database_file(self.path)
-        self._db = Database(self.path / DB_FILE)
-        self._lock = WriterLock(self.path)
-        self._segments_dir = self.path / SEGMENTS_DIR
-        self._segments: dict[str, Segment] = {}
-        #: listed segments whose files are damaged: searches (which need every segment) raise their error
-        self._damaged: dict[str, CorruptCollectionError] = {}
-        self._dead: dict[str, np.ndarray] = {}
-        self._tombstones = np.empty(0, np.int64)
-        self._bm25_stats = BM25Stats() if self.config.sparse_source == "bm25" else None
-        colbert_fetch = None
-        if "colbert" in self.config.outputs:
-
-            def colbert_fetch(seqs: list[int]) -> dict[int, np.ndarray]:
-                return self._db.pending_colbert(seqs, self.config.colbert_dim or 0)
-
-        self._pending = PendingLevel(
-            self.config.dim if "dense" in self.config.outputs else None,
-            colbert_fetch,
-            sparse="sparse" in self.config.outputs,
-        )
-        self._count = 0
-        self._version = -1
-        #: filter -> (its predicate, segment name -> row mask)
-        self._filter_cache: OrderedDict[str, tuple[Predicate, dict[str, np.ndarray]]] = OrderedDict()
         self._encoder: TextEncoder | None = None
-        if encoder is not None:
-            self._attach_encoder(encoder)
         self._image_encoder: ImageEncoder | None = None
-        if image_encoder is not None:
-            self._attach_image_encoder(image_encoder)
-        self._cache_setting = cache
-        self._cache: EmbeddingCache | None = None  # opened when a text is first encoded
+        self._encoding = CachedEncoding(self.config, cache)
         self._search_defaults: tuple[int, SearchDefaults] = (-1, SearchDefaults())  # (file mtime, settings)
         try:
-            self._reload()
-        except BaseException:
-            self._db.close()
+            if encoder is not None:
+                self._attach_encoder(encoder)
+            if image_encoder is not None:
+                self._attach_image_encoder(image_encoder)
+        except Exception:
+            backend.close()
             raise
 
     # ---- creating and opening --------------------------------------------------------------------------
@@ -208,6 +148,7 @@ class Collection:
     def create(
         cls,
         path: str | Path,
+        /,
         model: str | Path | None = None,
         *,
         outputs: Sequence[OutputKind] | None = None,
@@ -223,8 +164,12 @@ class Collection:
         merge_factor: int = 10,
         cache: bool | str | Path = True,
         image_encoder: str | Path | ImageEncoder | None = None,
+        backend: str = "local",
+        **qdrant: Any,
     ) -> Collection:
-        """Create a new, empty collection at `path` and open it for writing.
+        """Create a new, empty collection and open it for writing: a directory at `path` (backend "local"),
+        or a Qdrant collection named `path` (backend "qdrant"; `url=`, `path=`... in `qdrant`, see
+        `m3search.store.backends.qdrant.connect`, plus `shards=`, `replicas=`, `quantization=`).
 
         `model` (hub id, alias or directory) or a ready `encoder` encodes texts; with neither, documents and
         queries must come as vectors and `dim` (and `colbert_dim`) say their sizes. `outputs` defaults to all
@@ -235,11 +180,9 @@ class Collection:
         `image_encoder` (an adapter directory from `m3search images train-adapter`, a Visualized-BGE checkpoint,
         or an `ImageEncoder`) lets documents and queries carry images; it must share the text model and `dim`.
         """
-        path = Path(path)
-        if (path / CONFIG_FILE).exists():
-            raise CollectionExistsError(f"a collection already exists at {path}")
-        if path.exists() and (not path.is_dir() or any(path.iterdir())):
-            raise CollectionExistsError(f"{path} exists and is not an empty directory")
+        _check_backend(backend)
+        if backend == "local" and qdrant:
+            raise InvalidInputError(f"options {sorted(qdrant)} are for the qdrant backend")
         if outputs is not None:
             outputs = list(outputs)
             unknown = [k for k in outputs if k not in OUTPUT_KINDS]
@@ -264,13 +207,12 @@ class Collection:
         if encoder is not None:
             outputs = outputs or [k for k in OUTPUT_KINDS if k in encoder.outputs]
             encoder.check_outputs(outputs)
-            bm25 = _bm25_part(encoder)
             config = CollectionConfig(
                 outputs=outputs,
                 dim=encoder.dim if "dense" in outputs else None,
                 colbert_dim=encoder.colbert_dim if "colbert" in outputs else None,
                 model=str(model) if model is not None else _model_source(encoder),
-                sparse_source=None if "sparse" not in outputs else "bm25" if bm25 else "model",
+                sparse_source=None if "sparse" not in outputs else "bm25" if bm25_part(encoder) else "model",
                 encoder=encoder.describe(),
                 runtime=_vector_runtime(encoder),
                 **settings,
@@ -288,55 +230,56 @@ class Collection:
         images = None
         if image_encoder is not None:
             images = resolve_image_encoder(image_encoder, config.model)
-            check_image_encoder(images, config, path)
-        tmp = path.parent / f".{path.name}.creating-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        (tmp / SEGMENTS_DIR).mkdir()
-        if images is not None:
-            config.image_encoder = install_image_encoder(image_encoder, images, tmp)  # type: ignore[arg-type]
-        config.save(tmp)
-        Database(tmp / DB_FILE, create=True).close()
-        fsync_path(tmp / DB_FILE)
-        fsync_path(tmp)
-        os.rename(tmp, path)
-        fsync_path(path.parent)
-        return cls(path, encoder=encoder, runtime=runtime, cache=cache, image_encoder=images)
+            check_image_encoder(images, config, Path(path))
+        options = dict(encoder=encoder, runtime=runtime, cache=cache, image_encoder=images)
+        if backend == "qdrant":
+            if images is not None:
+                config.image_encoder = install_image_encoder(image_encoder, images, None)  # type: ignore[arg-type]
+            return cls(backend=_qdrant().QdrantBackend.create(str(path), config, **qdrant), **options)  # type: ignore[arg-type]
+
+        def install(directory: Path) -> None:
+            config.image_encoder = install_image_encoder(image_encoder, images, directory)  # type: ignore[arg-type]
+
+        LocalBackend.create(Path(path), config, install if images is not None else None)
+        return cls(Path(path), **options)  # type: ignore[arg-type]
 
     @classmethod
     def open(
         cls,
         path: str | Path,
+        /,
         *,
         encoder: TextEncoder | None = None,
         runtime: str = "auto",
         readonly: bool = False,
         cache: bool | str | Path = True,
         image_encoder: ImageEncoder | None = None,
+        backend: str = "local",
+        **qdrant: Any,
     ) -> Collection:
-        """Open an existing collection. The writer lock is taken at the first write (not with `readonly`).
+        """Open an existing collection: a directory (backend "local"; the writer lock is taken at the first
+        write, not with `readonly`) or a Qdrant collection by name (backend "qdrant", `qdrant` as in `create`).
 
         The recorded model (and image encoder) is loaded on first need (a text or an image to encode), on
         `runtime`; pass `encoder` / `image_encoder` to reuse loaded ones. Raises `CollectionNotFoundError` when
-        `path` holds no collection.
+        there is no such collection.
         """
-        return cls(
-            Path(path),
-            encoder=encoder,
-            runtime=runtime,
-            readonly=readonly,
-            cache=cache,
-            image_encoder=image_encoder,
+        _check_backend(backend)
+        options = dict(
+            encoder=encoder, runtime=runtime, readonly=readonly, cache=cache, image_encoder=image_encoder
         )
+        if backend == "qdrant":
+            return cls(
+                backend=_qdrant().QdrantBackend.open(str(path), readonly=readonly, **qdrant), **options
+            )  # type: ignore[arg-type]
+        if qdrant:
+            raise InvalidInputError(f"options {sorted(qdrant)} are for the qdrant backend")
+        return cls(Path(path), **options)  # type: ignore[arg-type]
 
     def close(self) -> None:
-        """Release the writer lock and the database; later calls raise `CollectionClosedError`."""
-        with self._mutex:  # waits for a call in progress (a write, a search) to finish
-            self._closed = True
-            self._lock.release()
-            self._db.close()
-            if self._cache is not None:
-                self._cache.close()
+        """Release the backend (the local writer lock, the database) and the embedding cache."""
+        self.backend.close()
+        self._encoding.close()
 
     def __enter__(self) -> Collection:
         return self
@@ -345,7 +288,7 @@ class Collection:
         self.close()
 
     def __repr__(self) -> str:
-        return f"Collection({str(self.path)!r}, model={self.config.model!r}, outputs={self.config.outputs})"
+        return f"Collection({self.location!r}, model={self.config.model!r}, outputs={self.config.outputs})"
 
     # ---- encoder ---------------------------------------------------------------------------------------
 
@@ -355,8 +298,8 @@ class Collection:
         if self._encoder is None:
             if self.config.model is None:
                 raise InvalidInputError(
-                    f"collection {self.path} has no model: give documents and queries as vectors, or open it with "
-                    "encoder="
+                    f"collection {self.location} has no model: give documents and queries as vectors, or open it "
+                    "with encoder="
                 )
             from m3search.encoders import load_encoder
 
@@ -364,34 +307,47 @@ class Collection:
             sparse = "bm25" if source == "bm25" else "model" if source == "model" else "none"
             self._attach_encoder(
                 load_encoder(
-                    self.config.model, runtime=self._runtime, sparse=sparse, bm25_stats=self._bm25_stats
+                    self.config.model,
+                    runtime=self._runtime,
+                    sparse=sparse,
+                    bm25_stats=self.backend.bm25_stats(),
                 )
             )
         return self._encoder  # type: ignore[return-value]
+
+    def use_encoder(self, encoder: TextEncoder) -> None:
+        """Encode with `encoder` (already loaded elsewhere) instead of loading the recorded model; it must
+        make the collection's outputs and sizes."""
+        self._attach_encoder(encoder)
+
+    def _bm25(self) -> Any:
+        return bm25_part(self.encoder)
 
     def _attach_encoder(self, encoder: TextEncoder) -> None:
         cfg = self.config
         encoder.check_outputs(cfg.outputs)
         if "dense" in cfg.outputs and encoder.dim != cfg.dim:
             raise InvalidInputError(
-                f"encoder {encoder.name!r} makes {encoder.dim}-d vectors; collection {self.path} "
+                f"encoder {encoder.name!r} makes {encoder.dim}-d vectors; collection {self.location} "
                 f"holds {cfg.dim}-d ones"
             )
         if "colbert" in cfg.outputs and encoder.colbert_dim != cfg.colbert_dim:
             raise InvalidInputError(
                 f"encoder {encoder.name!r} makes {encoder.colbert_dim}-d token vectors; "
-                f"collection {self.path} holds {cfg.colbert_dim}-d ones"
+                f"collection {self.location} holds {cfg.colbert_dim}-d ones"
             )
-        bm25 = _bm25_part(encoder)
+        bm25 = bm25_part(encoder)
         if cfg.sparse_source == "bm25":
             if bm25 is None:
                 raise InvalidInputError(
-                    f"collection {self.path} uses BM25 sparse weights; the encoder has none"
+                    f"collection {self.location} uses BM25 sparse weights; the encoder has none"
                 )
-            bm25.stats = self._bm25_stats  # queries always see the collection's current statistics
+            stats = self.backend.bm25_stats()
+            if stats is not None:
+                bm25.stats = stats  # queries always see the collection's current statistics
         elif cfg.sparse_source == "model" and bm25 is not None:
             raise InvalidInputError(
-                f"collection {self.path} uses the model's sparse head; the encoder gives BM25"
+                f"collection {self.location} uses the model's sparse head; the encoder gives BM25"
             )
         self._encoder = encoder
 
@@ -399,7 +355,7 @@ class Collection:
     def image_encoder(self) -> ImageEncoder:
         """The image encoder, loaded from what the collection recorded on first use."""
         if self._image_encoder is None:
-            self._attach_image_encoder(load_collection_image_encoder(self.path, self.config))
+            self._attach_image_encoder(load_collection_image_encoder(Path(self.location), self.config))
         return self._image_encoder  # type: ignore[return-value]
 
     @property
@@ -410,146 +366,52 @@ class Collection:
     def _attach_image_encoder(self, encoder: ImageEncoder) -> None:
         if not self.has_images:
             raise InvalidInputError(
-                f"collection {self.path} was created without an image encoder; it holds no images"
+                f"collection {self.location} was created without an image encoder; it holds no images"
             )
-        check_image_encoder(encoder, self.config, self.path)
+        check_image_encoder(encoder, self.config, Path(self.location))
         self._image_encoder = encoder
 
-    # ---- state -----------------------------------------------------------------------------------------
-
-    def _reload(self) -> None:
-        """Load the committed state (segment list, tombstones, incremental level) as one version."""
-        for attempt in range(20):
-            version = self._db.data_version()
-            with self._db.read():
-                names = self._db.segment_names()
-                files = self._db.segment_files()
-                next_segment = int(self._db.get_meta("next_segment", 0))
-                tombstones = self._db.tombstones()
-                pending = self._db.load_pending()
-                count = self._db.count_docs()
-                stats = self._db.load_bm25() if self._bm25_stats is not None else None
-            try:
-                segments, damaged = self._open_segments(names, files)
-            except FileNotFoundError:  # merged away by the writer since we read the list: read it again
-                if self._db.data_version() == version:  # ... unless nothing was committed since: it is gone
-                    gone = next((n for n in names if not (self._segments_dir / n).is_dir()), "")
-                    raise integrity.damaged(
-                        self.path.name, f"{SEGMENTS_DIR}/{gone}", "is listed in the manifest but missing"
-                    ) from None
-                log.debug("segment vanished while loading (attempt %d); reloading", attempt)
-                continue
-            unaccounted = integrity.newer_segments(self.path, next_segment)
-            if unaccounted and self._db.data_version() == version:  # no commit since: not a writer's new one
-                raise integrity.damaged(
-                    self.path.name,
-                    f"{SEGMENTS_DIR}/{unaccounted[0]}",
-                    f"is newer than every segment {DB_FILE} knows (next segment {next_segment}): the database "
-                    "was replaced or restored from an older copy",
-                )
-            break
-        else:
-            raise CollectionError(f"collection {self.path} keeps changing under this reader; try again")
-        self._segments, self._damaged = segments, damaged
-        self._tombstones = tombstones
-        self._dead = {n: s.rows_of(tombstones) for n, s in segments.items()} if len(tombstones) else {}
-        self._pending.clear()
-        self._pending.add((p.seq, p.dense, p.sparse, p.has_colbert, p.metadata) for p in pending)
-        self._count = count
-        if stats is not None:
-            self._bm25_stats.n_docs, self._bm25_stats.total_len = stats.n_docs, stats.total_len
-            self._bm25_stats.df = stats.df
-        self._version = version
-
-    def _open_segments(
-        self, names: list[str], files: dict[str, list[integrity.FileRecord]]
-    ) -> tuple[dict[str, Segment], dict[str, CorruptCollectionError]]:
-        """The listed segments, opened (kept from the last load) or found damaged. `FileNotFoundError`: one's
-        directory is gone (merged away under this reader, or lost)."""
-        segments, damaged = {}, {}
-        for name in names:
-            if name in self._segments:
-                segments[name] = self._segments[name]
-                continue
-            directory = self._segments_dir / name
-            try:
-                segments[name] = integrity.open_segment(
-                    self.path.name, directory, self.config, files.get(name, [])
-                )
-            except CorruptCollectionError as exc:
-                log.error("%s", exc)
-                damaged[name] = exc
-        return segments, damaged
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise CollectionClosedError(
-                f"collection {self.path.name!r} is closed (it was closed or deleted while in use)"
-            )
-
-    def _check_whole(self) -> None:
-        """Raise the first damage found in a listed segment (work that needs every segment cannot proceed)."""
-        if self._damaged:
-            raise next(iter(self._damaged.values()))
-
-    def _refresh(self) -> None:
-        """Reload when another process committed since the last load."""
-        self._check_open()
-        if self._db.data_version() != self._version:
-            self._reload()
-
-    def _writable(self) -> None:
-        """Take the writer lock on first write, clean up what a crashed writer left, start from fresh state."""
-        self._check_open()
-        if self.readonly:
-            raise CollectionError(f"collection {self.path} is open read-only")
-        if not self._lock.held:
-            self._lock.acquire()
-            try:
-                self._reload()
-                self._remove_leftovers()
-            except BaseException:
-                self._lock.release()
-                raise
-
-    def _remove_leftovers(self) -> None:
-        """Under the writer lock: delete segment directories the manifest provably no longer needs."""
-        removed = integrity.remove_leftovers(
-            self.path.name,
-            self.path,
-            [*self._segments, *self._damaged],
-            int(self._db.get_meta("next_segment", 0)),
-            int(self._db.get_meta("next_seq", 0)),
-            known_good=not self._damaged,
-        )
-        if removed:
-            log.info("removed %d unlisted segment directories: %s", len(removed), removed)
-
-    def _forget(
-        self,
-        seqs: list[int],
-        sealed: Iterable[int],
-        removed_counts: list[dict[int, int]],
-        added_counts: list[dict[int, int]],
-    ) -> None:
-        """Apply a committed write to the in-memory state: drop pending rows, tombstone sealed ones, count
-        documents and BM25 statistics (new documents are added to the incremental level by the caller)."""
-        self._count -= len(seqs)
-        if self._bm25_stats is not None:
-            for c in removed_counts:
-                self._bm25_stats.remove(c)
-            for c in added_counts:
-                self._bm25_stats.add(c)
-        self._pending.remove(seqs)
-        sealed = np.asarray(sorted(sealed), np.int64)
-        if len(sealed):
-            self._tombstones = np.union1d(self._tombstones, sealed)
-            for name, seg in self._segments.items():
-                hit = seg.rows_of(sealed)
-                if hit.any():
-                    self._dead[name] = self._dead.get(name, np.zeros(len(seg), bool)) | hit
-
     # ---- writing ---------------------------------------------------------------------------------------
+
+    def prepare(
+        self,
+        documents: Iterable[Document | Mapping[str, Any]],
+        *,
+        batch_size: int = 32,
+        show_progress: bool = False,
+        encode: EncodeTexts | None = None,
+    ) -> PreparedBatch:
+        """Validate a batch and encode what it lacks (no lock held); `write` commits it. `encode` replaces the
+        collection's own text encoding (the server's micro-batcher)."""
+        if self.readonly:
+            raise CollectionError(f"collection {self.location} is open read-only")
+
+        def own(texts: list[str], kinds: list[OutputKind]) -> list[dict[str, Any]]:
+            return self._encoding.encode(self.encoder, texts, kinds, batch_size, show_progress)
+
+        return prepare(
+            documents,
+            self.config,
+            encode=encode or own,
+            image_encoder=lambda: self.image_encoder,
+            bm25=self._bm25,
+            batch_size=batch_size,
+        )
+
+    def write(self, batch: PreparedBatch) -> int:
+        """Commit a prepared batch: stored whole or not at all, acknowledged when durable."""
+        if not batch.docs:
+            return 0
+        if batch.bm25 is None and any(
+            c is not None for c in batch.counts
+        ):  # exported from another collection
+            batch.bm25 = self._bm25()
+        return self.backend.write(batch)
+
+    def export(self, batch_size: int = 256) -> Iterator[PreparedBatch]:
+        """Every document with its stored vectors (and BM25 term counts, thumbnails), in batches that `write`
+        commits to another collection of the same outputs and sizes: migration without encoding again."""
+        return self.backend.export(batch_size)
 
     def upsert(
         self,
@@ -561,400 +423,46 @@ class Collection:
         """Insert or replace documents by id; returns how many were written, once they are durable.
 
         Each document needs an `id` and a `text` (encoded here, through the embedding cache), an `image` (a
-        path, bytes or base64 text; collections with an image encoder) or its vectors. The batch is validated and encoded first and then written in one transaction: it is stored
-        whole or not at all. Duplicate ids within a batch, wrong vector sizes and NaN are errors.
+        path, bytes or base64 text; collections with an image encoder) or its vectors. The batch is validated
+        and encoded first and then written in one transaction: it is stored whole or not at all. Duplicate ids
+        within a batch, wrong vector sizes and NaN are errors.
         """
-        with self._mutex:
-            self._writable()
-            cfg = self.config
-            docs = as_documents(documents, cfg.dim, cfg.colbert_dim)
-            if not docs:
-                return 0
-            images = None
-            if any(d.image is not None for d in docs):
-                encoder = self.image_encoder
-                images = ImageBatch(docs, encoder.limits)
-                images.encode(encoder, batch_size)
-            self._fill_vectors(docs, batch_size, show_progress)
-            if images is not None:
-                images.blend()
-            counts = self._term_counts(docs)
-            ids = [d.id for d in docs]
-            new_counts = [c for c in counts if c is not None]
-            with self._db.write():
-                old_seqs, old_counts, sealed = self._remove(ids)
-                stats = self._bm25_after(old_counts, new_counts)
-                if stats is not None:
-                    for doc, c in zip(docs, counts):
-                        if c is not None:
-                            doc.sparse = self._bm25_weights(c, stats)
-                seqs = self._db.allocate_seqs(len(docs))
-                metadata = [json.dumps(d.metadata, ensure_ascii=False) for d in docs]
-                if images is not None:
-                    self._db.insert_thumbnails(
-                        (int(s), images.thumbnails[d.id])
-                        for d, s in zip(docs, seqs)
-                        if d.id in images.thumbnails
-                    )
-                self._db.insert_docs(
-                    (d.id, int(s), d.kind, d.text, m, pack_counts(c) if c is not None else None)
-                    for d, s, m, c in zip(docs, seqs, metadata, counts)
-                )
-                self._db.insert_pending(
-                    (
-                        int(s),
-                        None if d.dense is None else np.asarray(d.dense, np.float32).tobytes(),
-                        None if d.sparse is None else pack_sparse(d.sparse),
-                        None if d.colbert is None else np.asarray(d.colbert, np.float16).tobytes(),
-                    )
-                    for d, s in zip(docs, seqs)
-                )
-                if stats is not None:
-                    self._db.update_bm25(
-                        stats.n_docs, stats.total_len, self._df_delta(old_counts, new_counts)
-                    )
-            self._forget(old_seqs, sealed, old_counts, new_counts)
-            self._pending.add(
-                (int(s), d.dense, d.sparse, d.colbert is not None, indexed_metadata(m, d.kind))
-                for d, s, m in zip(docs, seqs, metadata)
-            )
-            self._count += len(docs)
-            if len(self._pending) >= cfg.flush_docs:
-                self.flush()
-            return len(docs)
+        return self.write(self.prepare(documents, batch_size=batch_size, show_progress=show_progress))
 
     def delete(self, ids: str | int | Iterable[str | int]) -> int:
         """Delete documents by id (unknown ids are ignored); returns how many existed. Durable on return."""
-        with self._mutex:
-            self._writable()
-            wanted = normalize_ids(ids)
-            with self._db.write():
-                old_seqs, old_counts, sealed = self._remove(wanted)
-                stats = self._bm25_after(old_counts, [])
-                if stats is not None:
-                    self._db.update_bm25(stats.n_docs, stats.total_len, self._df_delta(old_counts, []))
-            self._forget(old_seqs, sealed, old_counts, [])
-            return len(old_seqs)
-
-    def _remove(self, ids: Sequence[str]) -> tuple[list[int], list[dict[int, int]], list[int]]:
-        """Inside a write transaction: remove the stored versions of `ids` (pending rows go, sealed rows get
-        tombstones). Returns their seqs, their BM25 term counts and the sealed seqs."""
-        old_seqs = list(self._db.seqs_of(ids).values())
-        old_counts = list(self._db.term_counts(old_seqs).values()) if self._bm25_stats is not None else []
-        was_pending = self._db.delete_pending(old_seqs)
-        sealed = [s for s in old_seqs if s not in was_pending]
-        self._db.add_tombstones(sealed)
-        self._db.delete_thumbnails(old_seqs)
-        self._db.delete_docs(ids)
-        return old_seqs, old_counts, sealed
-
-    def _fill_vectors(self, docs: list[Document], batch_size: int, show_progress: bool) -> None:
-        """Encode the outputs documents lack from their text (through the cache); error if there is no text."""
-        cfg = self.config
-        model_kinds = [k for k in cfg.outputs if not (k == "sparse" and cfg.sparse_source == "bm25")]
-        todo: list[Document] = []
-        for doc in docs:
-            if doc.kind == "image":  # an image alone: its dense vector is all it has
-                if doc.dense is None and "dense" in cfg.outputs:
-                    raise InvalidInputError(
-                        f"document {doc.id!r} is of kind image but has no image or dense vector"
-                    )
-                continue
-            missing = [
-                k
-                for k in model_kinds
-                if getattr(doc, k) is None and not (k == "colbert" and doc.text is None)
-            ]
-            if cfg.sparse_source == "bm25" and doc.sparse is None and doc.text is None:
-                missing.append("sparse")
-            if not missing:
-                continue
-            if doc.text is None:
-                raise InvalidInputError(
-                    f"document {doc.id!r} has no text and lacks {', '.join(missing)} vectors"
-                )
-            todo.append(doc)
-        if not todo:
-            return
-        encoded = self._encode_texts([d.text for d in todo], model_kinds, batch_size, show_progress)
-        for doc, vectors in zip(todo, encoded):
-            for kind in model_kinds:
-                if getattr(doc, kind) is None:
-                    setattr(doc, kind, vectors[kind])
-
-    def _encode_texts(
-        self, texts: list[str], kinds: list[OutputKind], batch_size: int, show_progress: bool
-    ) -> list[dict[str, Any]]:
-        """Model outputs for `texts`, from the cache where present, encoding (and caching) the rest."""
-        encoder = self.encoder
-        key_base = json.dumps(
-            {
-                "model": self.config.encoder.get("name", self.config.model),
-                "kinds": kinds,
-                "max_length": self.config.max_length,
-            },
-            sort_keys=True,
-        )
-        if self._cache is None and self._cache_setting:
-            setting = self._cache_setting
-            self._cache = EmbeddingCache(default_cache_path() if setting is True else Path(setting))
-        found = self._cache.get(key_base, texts) if self._cache is not None else {}
-        missing = [i for i in range(len(texts)) if i not in found]
-        if missing:
-            flags = {f"return_{k}": k in kinds for k in OUTPUT_KINDS}
-            result = encoder.encode_documents(
-                [texts[i] for i in missing],
-                batch_size=batch_size,
-                max_length=self.config.max_length,
-                show_progress_bar=show_progress,
-                **flags,
-            )
-            fresh = {}
-            for j, i in enumerate(missing):
-                fresh[i] = {
-                    "dense": None if result.dense is None else result.dense[j],
-                    "sparse": None if result.sparse is None else _as_sparse_row(result.sparse[j]),
-                    "colbert": None if result.colbert is None else np.asarray(result.colbert[j], np.float16),
-                }
-            if self._cache is not None:
-                self._cache.put(key_base, {texts[i]: v for i, v in fresh.items()})
-            found.update(fresh)
-        return [found[i] for i in range(len(texts))]
-
-    def _term_counts(self, docs: list[Document]) -> list[dict[int, int] | None]:
-        """BM25 term counts of documents whose sparse weights BM25 computes (None for the others)."""
-        if self._bm25_stats is None:
-            return [None] * len(docs)
-        bm25 = _bm25_part(self.encoder)
-        counts: list[dict[int, int] | None] = [None] * len(docs)
-        todo = [i for i, d in enumerate(docs) if d.sparse is None and d.text is not None]
-        if todo:
-            for i, c in zip(todo, bm25.term_counts([docs[i].text for i in todo])):
-                counts[i] = c
-        return counts
-
-    def _bm25_after(self, removed: list[dict[int, int]], added: list[dict[int, int]]) -> BM25Stats | None:
-        """Document count and total length after a write (what the new documents' weights use)."""
-        if self._bm25_stats is None:
-            return None
-        return BM25Stats(
-            self._bm25_stats.n_docs - len(removed) + len(added),
-            self._bm25_stats.total_len
-            - sum(sum(c.values()) for c in removed)
-            + sum(sum(c.values()) for c in added),
-        )
-
-    @staticmethod
-    def _df_delta(removed: list[dict[int, int]], added: list[dict[int, int]]) -> dict[int, int]:
-        delta: dict[int, int] = {}
-        for sign, group in ((-1, removed), (1, added)):
-            for counts in group:
-                for token in counts:
-                    delta[token] = delta.get(token, 0) + sign
-        return delta
-
-    def _bm25_weights(self, counts: dict[int, int], stats: BM25Stats) -> SparseRow:
-        """BM25 document weights of `counts` under `stats`' average length."""
-        scorer = copy.copy(_bm25_part(self.encoder))
-        scorer.stats = stats
-        return _as_sparse_row(scorer.document_weights(counts))
-
-    # ---- sealing and merging ---------------------------------------------------------------------------
+        if self.readonly:
+            raise CollectionError(f"collection {self.location} is open read-only")
+        return self.backend.delete(normalize_ids(ids))
 
     def flush(self) -> None:
-        """Seal the incremental level into a new immutable segment (also done every `flush_docs` documents)."""
-        with self._mutex:
-            self._writable()
-            seqs = np.asarray(self._pending.seqs(), np.int64)
-            if len(seqs) == 0:
-                return
-            level = self._pending.level(None)
-            dense = None if level.dense is None else np.asarray(level.dense.vectors)
-            self._seal(
-                SegmentData(
-                    seqs,
-                    dense,
-                    self._sealed_sparse(seqs, level.sparse),
-                    *self._pending_colbert(seqs),
-                    self._pending.metadata_index(),
-                ),
-                from_pending=True,
-            )
-            self._maybe_merge()
+        """Seal what was written since the last flush into the backend's fast index structures."""
+        self.backend.flush()
 
     def compact(self) -> None:
-        """Flush, then merge every segment into one, dropping deleted rows and re-weighting BM25."""
-        with self._mutex:
-            self.flush()
-            self._check_whole()
-            if len(self._segments) > 1 or len(self._tombstones):
-                self._merge(list(self._segments))
-
-    def _pending_colbert(self, seqs: np.ndarray) -> tuple[np.ndarray | None, Iterator | None]:
-        if "colbert" not in self.config.outputs:
-            return None, None
-        dim, dtype = self.config.colbert_dim or 0, self.config.colbert_dtype
-        lengths = np.zeros(len(seqs), np.int64)
-        for start in range(0, len(seqs), COLBERT_READ_BATCH):
-            chunk = seqs[start : start + COLBERT_READ_BATCH]
-            found = self._db.pending_colbert(chunk.tolist(), dim)
-            lengths[start : start + len(chunk)] = [len(found[s]) if s in found else 0 for s in chunk.tolist()]
-
-        def rows() -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
-            for start in range(0, len(seqs), COLBERT_READ_BATCH):
-                chunk = seqs[start : start + COLBERT_READ_BATCH].tolist()
-                found = self._db.pending_colbert(chunk, dim)
-                for s in chunk:
-                    yield encode_tokens(found.get(s, np.empty((0, dim), np.float16)), dtype)  # type: ignore[arg-type]
-
-        return lengths, rows()
-
-    def _sealed_sparse(self, seqs: np.ndarray, sparse: SparseIndex | None) -> SparseIndex | None:
-        """The sparse index a new segment gets: as stored, or BM25 re-weighted under today's statistics."""
-        if sparse is None or self._bm25_stats is None:
-            return sparse
-        counts = self._db.term_counts(seqs.tolist())
-        if not counts:
-            return sparse
-        rows, terms, weights = sparse.to_coo()
-        keep = ~np.isin(seqs[rows], np.fromiter(counts, np.int64, len(counts)))
-        parts = [(rows[keep], terms[keep], weights[keep])]
-        position = {int(s): i for i, s in enumerate(seqs.tolist())}
-        bm25 = _bm25_part(self.encoder)
-        for seq, c in counts.items():
-            ids, w = _as_sparse_row(bm25.document_weights(c))
-            parts.append((np.full(len(ids), position[seq], np.int64), ids, w))
-        return SparseIndex.from_coo(len(seqs), *(np.concatenate(p) for p in zip(*parts)))
-
-    def _seal(self, data: SegmentData, *, replaced: Sequence[str] = (), from_pending: bool = False) -> None:
-        """Write a segment from `data`, then register it and drop what it replaces in one transaction.
-
-        `replaced`: segments merged into it (their tombstones go too); `from_pending`: it seals the
-        incremental level, whose rows leave the database's pending table.
-        """
-        number = int(self._db.get_meta("next_segment", 0))
-        name = f"seg-{number:08d}"
-        log.info(
-            "writing segment %s (%d rows) to replace %s",
-            name,
-            len(data.seqs),
-            ", ".join(replaced) or "the incremental level",
-        )
-        files = []
-        if len(data.seqs):
-            files = integrity.record_files(write_segment(self._segments_dir, name, data, self.config))
-        replaced_seqs = [self._segments[n].seqs for n in replaced]
-        with self._db.write():
-            self._db.set_meta("next_segment", number + 1)
-            if len(data.seqs):
-                self._db.add_segment(name, len(data.seqs), int(data.seqs.min()), int(data.seqs.max()))
-                self._db.add_segment_files(name, files)
-            self._db.remove_segments(replaced)
-            for seqs in replaced_seqs:
-                self._db.remove_tombstones(seqs[np.isin(seqs, self._tombstones)].tolist())
-            if from_pending:
-                self._db.delete_pending(data.seqs.tolist())
-        log.info("registered segment %s", name)
-        self._db.reclaim_space()
-        self._reload()
-        self._remove_leftovers()
-
-    def _merge(self, names: list[str]) -> None:
-        """Merge segments `names` into one, dropping their deleted rows; every byte they hold is checked first,
-        so a damaged file is reported instead of being copied into the merged segment."""
-        files = self._db.segment_files()
-        for n in names:
-            integrity.check_files(self.path.name, self._segments_dir / n, files.get(n, []), full=True)
-        segs = [self._segments[n] for n in names]
-        keep = [np.flatnonzero(~self._dead.get(n, np.zeros(len(s), bool))) for n, s in zip(names, segs)]
-        seqs = np.concatenate([s.seqs[k] for s, k in zip(segs, keep)])
-        order = np.argsort(seqs, kind="stable")
-        in_order = bool(np.all(order == np.arange(len(order))))  # the usual case: no copy to reorder
-        seqs = seqs[order]
-        dense = None
-        if "dense" in self.config.outputs:
-            dense = np.concatenate([np.asarray(s.dense.vectors[k], np.float32) for s, k in zip(segs, keep)])
-            dense = dense if in_order else dense[order]
-        sparse = None
-        if "sparse" in self.config.outputs:
-            inverse = np.empty(len(order), np.int64)
-            inverse[order] = np.arange(len(order))
-            parts, offset = [], 0
-            for s, k in zip(segs, keep):
-                rows, terms, weights = s.sparse.to_coo()
-                new_row = np.full(len(s), -1, np.int64)
-                new_row[k] = np.arange(len(k)) + offset
-                alive = new_row[rows] >= 0
-                parts.append((inverse[new_row[rows[alive]]], terms[alive], weights[alive]))
-                offset += len(k)
-            sparse = self._sealed_sparse(
-                seqs, SparseIndex.from_coo(len(seqs), *map(np.concatenate, zip(*parts)))
-            )
-        lengths, colbert_rows = None, None
-        if "colbert" in self.config.outputs:
-            source = [(s, r) for s, k in zip(segs, keep) for r in k.tolist()]
-            lengths = np.concatenate([s.colbert.token_counts(k) for s, k in zip(segs, keep)])
-            if not in_order:
-                source, lengths = [source[i] for i in order.tolist()], lengths[order]
-            colbert_rows = (s.colbert.encoded(r) for s, r in source)
-        metadata = MetadataIndex.build(self._db.metadata_of(seqs.tolist()))
-        self._seal(SegmentData(seqs, dense, sparse, lengths, colbert_rows, metadata), replaced=names)
-
-    def _maybe_merge(self) -> None:
-        """Tiered merging: once `merge_factor` segments share a size class, merge them into one."""
-        base, factor = self.config.flush_docs, self.config.merge_factor
-        while True:
-            classes: dict[int, list[str]] = {}
-            for name, seg in self._segments.items():
-                size = max(len(seg), 1)
-                classes.setdefault(max(0, int(math.log(max(size / base, 1.0), factor))), []).append(name)
-            full = [names for names in classes.values() if len(names) >= factor]
-            if not full:
-                return
-            self._merge(full[0])
+        """Flush, then reclaim the space of deleted documents (local: merge every segment into one)."""
+        self.backend.compact()
 
     # ---- reading ---------------------------------------------------------------------------------------
 
     def count(self) -> int:
         """Number of documents."""
-        with self._mutex:
-            self._refresh()
-            return self._count
+        return self.backend.count()
 
     def ids(self) -> list[str]:
         """The id of every document (e.g. to sample documents for pseudo-queries)."""
-        with self._mutex:
-            self._refresh()
-            return self._db.all_ids()
+        return self.backend.ids()
 
     def get(self, ids: str | int | Iterable[str | int]) -> list[Document | None]:
         """The stored documents (id, kind, text, metadata, thumbnail reference) for `ids`, in order; None where
         an id is unknown."""
-        with self._mutex:
-            self._check_open()
-            wanted = normalize_ids(ids)
-            rows = self._db.docs_by_id(wanted)
-            return [
-                Document(
-                    r.id,
-                    r.text,
-                    json.loads(r.metadata),
-                    kind=r.kind,
-                    thumbnail=str(r.seq) if r.has_thumbnail else None,
-                )
-                if (r := rows.get(i))
-                else None
-                for i in wanted
-            ]
+        return self.backend.get(normalize_ids(ids))
 
     def thumbnail(self, reference: str | int) -> bytes | None:
         """JPEG bytes of the thumbnail a document or hit refers to (its `thumbnail`); None when gone."""
-        # ASCII digits within SQLite's 64-bit integers (`isdigit` alone accepts "²" and 5,000-digit numbers).
-        if isinstance(reference, bool) or not re.fullmatch(r"[0-9]{1,18}", str(reference)):
-            raise InvalidInputError(f"{str(reference)[:40]!r} is not a thumbnail reference")
-        with self._mutex:
-            self._check_open()
-            return self._db.thumbnail(int(reference))
+        if isinstance(reference, bool) or not isinstance(reference, (str, int)):
+            raise InvalidInputError(f"{reference!r} is not a thumbnail reference")
+        return self.backend.thumbnail(str(reference))
 
     def search(
         self,
@@ -1016,7 +524,7 @@ class Collection:
         missing = [kind for kind in needed if kind not in self.config.outputs]
         if missing:
             raise InvalidInputError(
-                f"mode {mode!r} needs {', '.join(missing)} vectors; collection {self.path} "
+                f"mode {mode!r} needs {', '.join(missing)} vectors; collection {self.location} "
                 f"stores {', '.join(self.config.outputs)}"
             )
         scored = MODE_KINDS[mode]
@@ -1026,57 +534,41 @@ class Collection:
         if kinds is not None:
             by_kind = kinds_filter(kinds, DOC_KINDS, KIND_FIELD)
             spec = {"$and": [spec, by_kind]} if spec else by_kind
-        dense_only = self.has_images and len(scored) > 1 and "dense" in scored
-        with self._mutex:
-            self._refresh()  # BM25 query weights use the statistics of the version searched
+        self.backend.refresh()  # BM25 query weights use the statistics of the version searched
         picture = query_image(image, self.image_encoder) if image is not None else None
         vectors = self._query_vectors(query, needed) if query is not None else QueryVectors()
         if picture is not None:
             vectors.dense = image_query_vector(self.image_encoder, picture, query, vectors.dense)
-        with self._mutex:
-            self._refresh()
-            self._check_whole()
-            for _attempt in range(STALE_RETRIES):
-                allowed, masks = self._allowed(spec) if spec else (None, {})
-                levels = self._levels(allowed, masks, self._allowed(DENSE_ONLY) if dense_only else None)
-                try:
-                    found = execute(
-                        levels,
-                        vectors,
-                        mode,
-                        k,
-                        candidates=candidates,
-                        weights=kind_weights,
-                        fusion=fusion,
-                        ef_search=ef_search,
-                        normalize=scaling,
-                    )
-                except StaleReadError:
-                    found = None
-                rows = self._db.docs_by_seq([f.seq for f in found]) if found is not None else {}
-                if found is not None and len(rows) == len(found):
-                    break
-                self._reload()  # another process changed what this version points to: search the new one
-            else:
-                raise CollectionError(f"collection {self.path} keeps changing under this reader; try again")
-        return [
-            Hit(
-                r.id,
-                f.score,
-                f.scores,
-                r.text,
-                json.loads(r.metadata),
-                r.kind,
-                str(r.seq) if r.has_thumbnail else None,
-            )
-            for f in found
-            if (r := rows.get(f.seq)) is not None
-        ]
+        plan = SearchPlan(
+            mode,
+            k,
+            candidates,
+            spec,
+            ef_search,
+            dense_only=self.has_images and len(scored) > 1 and "dense" in scored,
+        )
+        return self.backend.search(
+            vectors,
+            plan,
+            lambda found: fuse(
+                found,
+                mode,
+                k,
+                weights=kind_weights,
+                fusion=fusion,
+                normalize=scaling,
+                sparse_ceiling=vectors.sparse_ceiling,
+            ),
+        )
 
     @property
     def search_defaults(self) -> SearchDefaults:
         """The fusion settings this collection's searches use unless told otherwise (`search.json`; re-read
         when another process changes it)."""
+        if (
+            self.path is None
+        ):  # stored beside a local collection's files; Qdrant collections use the library's
+            return self._search_defaults[1]
         path = self.path / SEARCH_DEFAULTS_FILE
         stamp = path.stat().st_mtime_ns if path.is_file() else 0
         if stamp != self._search_defaults[0]:
@@ -1090,12 +582,15 @@ class Collection:
         )
         if missing:
             raise InvalidInputError(
-                f"mode {defaults.mode!r} needs {', '.join(missing)} vectors; collection {self.path} "
+                f"mode {defaults.mode!r} needs {', '.join(missing)} vectors; collection {self.location} "
                 f"stores {', '.join(self.config.outputs)}"
             )
-        with self._mutex:
-            self._writable()
-            defaults.save(self.path)
+        if not isinstance(self.backend, LocalBackend) or self.path is None:
+            raise InvalidInputError(
+                f"stored search defaults live beside a local collection's files; {self.location} is in Qdrant"
+            )
+        self.backend.writable()
+        defaults.save(self.path)
 
     @property
     def default_mode(self) -> Mode:
@@ -1104,55 +599,6 @@ class Collection:
             if all(kind in self.config.outputs for kind in mode_outputs(mode)):
                 return mode  # type: ignore[return-value]
         return "sparse"
-
-    def _allowed(self, spec: Filter) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """The row masks a filter allows: the incremental level's, and each segment's — evaluated on their
-        metadata indexes; a segment's mask is kept (segments never change; facets repeat)."""
-        key = json.dumps(spec, sort_keys=True)
-        entry = self._filter_cache.get(key)
-        if entry is None:
-            entry = self._filter_cache[key] = (compile_filter(spec), {})
-            if len(self._filter_cache) > FILTER_CACHE_SIZE:
-                self._filter_cache.popitem(last=False)
-        self._filter_cache.move_to_end(key)
-        predicate, cached = entry
-        masks = {
-            name: cached[name] if name in cached else predicate(seg.metadata)
-            for name, seg in self._segments.items()
-        }
-        cached.clear()
-        cached.update(masks)  # merged-away segments are dropped
-        return predicate(self._pending.metadata_index()), masks
-
-    def _levels(
-        self,
-        pending_allowed: np.ndarray | None,
-        masks: Mapping[str, np.ndarray],
-        dense_only: tuple[np.ndarray, dict[str, np.ndarray]] | None = None,
-    ) -> list[SearchLevel]:
-        """What a search runs over; `pending_allowed` is None without a filter; `dense_only`: the masks of the
-        rows that have only a dense vector (pending, per segment), when the search should know them."""
-        levels = []
-        for name, seg in self._segments.items():
-            mask = None if pending_allowed is None else masks[name]
-            dead = self._dead.get(name)
-            if dead is not None:
-                mask = ~dead if mask is None else mask & ~dead
-            levels.append(
-                SearchLevel(
-                    seg.seqs,
-                    mask,
-                    seg.dense,
-                    seg.sparse,
-                    seg.colbert.maxsim if seg.colbert is not None else None,
-                    dense_only[1][name] if dense_only is not None else None,
-                )
-            )
-        pending = self._pending.level(pending_allowed)
-        if dense_only is not None:
-            pending.dense_only = dense_only[0]
-        levels.append(pending)
-        return levels
 
     def encode_query(self, text: str, outputs: Sequence[OutputKind] | None = None) -> QueryVectors:
         """The query vectors `search` would compute for `text` (all stored outputs by default): encode once,
@@ -1163,7 +609,7 @@ class Collection:
         flags = {f"return_{k}": k in needed for k in OUTPUT_KINDS}
         with one_thread("openmp"):  # torch's CPU kernels
             result = self.encoder.encode_queries([text], **flags)
-        sparse = None if result.sparse is None else _as_sparse_row(result.sparse[0])
+        sparse = None if result.sparse is None else as_sparse_row(result.sparse[0])
         return QueryVectors(
             None if result.dense is None else result.dense[0],
             sparse,
@@ -1175,7 +621,7 @@ class Collection:
         """The highest sparse score a document could reach for this query, what fusion measures the sparse
         mode's signal against: BM25's attainable maximum, else the query's self-score (bge-m3's lexical
         score of the query against itself)."""
-        bm25 = _bm25_part(self._encoder) if self._encoder is not None else None
+        bm25 = bm25_part(self._encoder) if self._encoder is not None else None
         if self.config.sparse_source == "bm25" and bm25 is not None:
             if text is not None:
                 return bm25.query_ceiling(text)
@@ -1206,66 +652,26 @@ class Collection:
             out.colbert = colbert if colbert is not None else np.empty((0, cfg.colbert_dim), np.float32)
         return out
 
-    def stats(self) -> dict[str, Any]:
-        """Counts and sizes: documents, segments (rows, deleted rows, bytes), incremental level, disk use."""
-        with self._mutex:
-            self._refresh()
-            segments = []
-            for name, seg in self._segments.items():
-                directory = self._segments_dir / name
-                segments.append(
-                    {
-                        "name": name,
-                        "rows": len(seg),
-                        "deleted": int(self._dead[name].sum()) if name in self._dead else 0,
-                        "hnsw": seg.dense is not None and seg.dense.ann is not None,
-                        "bytes": {f.name: f.stat().st_size for f in sorted(directory.iterdir())},
-                    }
-                )
-            disk = sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
-            return {
-                "path": str(self.path),
-                "count": self._count,
-                "model": self.config.model,
-                "image_encoder": self.config.image_encoder,
-                "outputs": self.config.outputs,
-                "dense_index": self.config.dense_index,
-                "colbert_dtype": self.config.colbert_dtype,
-                "pending": len(self._pending),
-                "tombstones": len(self._tombstones),
-                "segments": segments,
-                "damaged": {name: str(exc) for name, exc in self._damaged.items()},
-                "disk_bytes": disk,
-            }
-
     def verify(self, *, show_progress: bool = False) -> dict[str, Any]:
-        """Check every byte: SQLite's structural check of the database, and every file of every listed segment
-        against its recorded size and checksum (`m3search index verify`). Returns `problems` (one
-        `CorruptCollectionError` per damaged file), `segments`, `bytes` checksummed, and `unchecked`: segments
-        sealed before checksums were recorded (checked for structure only)."""
-        with self._mutex:
-            self._refresh()
-            with self._db.read():
-                names = self._db.segment_names()
-                files = self._db.segment_files()
-            total = integrity.segment_bytes(names, files)
-            with tqdm(
-                total=total,
-                unit="B",
-                unit_scale=True,
-                desc="verify",
-                disable=not show_progress,
-                file=sys.stderr,
-            ) as bar:
-                problems = integrity.verify_collection(
-                    self.path.name, self.path, names, files, self.config, self._db.check(), bar.update
-                )
-            return {
-                "problems": problems,
-                "segments": len(names),
-                "bytes": total,
-                "unchecked": [n for n in names if n not in files],
-            }
+        """Check every byte of a local collection (`LocalBackend.verify`: database structure, segment file
+        checksums); Qdrant checks its own storage."""
+        if not isinstance(self.backend, LocalBackend):
+            raise InvalidInputError(
+                f"verify checks local collections' files; {self.location} is stored in Qdrant"
+            )
+        return self.backend.verify(show_progress=show_progress)
+
+    def stats(self) -> dict[str, Any]:
+        """Counts and sizes: documents, the backend's structures (local: segments, incremental level, disk
+        use), and what the collection stores."""
+        return {
+            **self.backend.stats(),
+            "model": self.config.model,
+            "image_encoder": self.config.image_encoder,
+            "outputs": self.config.outputs,
+            "dense_index": self.config.dense_index,
+            "colbert_dtype": self.config.colbert_dtype,
+        }
 
 
-__all__ = ["Collection"]
+__all__ = ["BACKENDS", "Collection", "is_collection", "is_qdrant_link"]

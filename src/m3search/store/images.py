@@ -88,11 +88,19 @@ def check_image_encoder(encoder: ImageEncoder, config: CollectionConfig, where: 
 
 
 def install_image_encoder(
-    source: str | Path | ImageEncoder, encoder: ImageEncoder, directory: Path
+    source: str | Path | ImageEncoder, encoder: ImageEncoder, directory: Path | None
 ) -> dict[str, Any]:
-    """Store what reloads `encoder` into the new collection `directory`; returns its config entry."""
+    """Store what reloads `encoder` into the new collection `directory` (None: a collection without a
+    directory, which records where the adapter is); returns its config entry."""
     entry = encoder.describe()
-    if isinstance(encoder, AdapterImageEncoder):
+    if isinstance(encoder, AdapterImageEncoder) and directory is None:
+        if not (isinstance(source, (str, Path)) and (Path(source) / ADAPTER_FILE).is_file()):
+            raise InvalidInputError(
+                "a collection without a directory records its image adapter by path: give image_encoder as "
+                "the adapter's directory"
+            )
+        entry["source"] = str(Path(source).resolve())
+    elif isinstance(encoder, AdapterImageEncoder):
         target = directory / IMAGE_ENCODER_DIR
         if isinstance(source, (str, Path)) and (Path(source) / ADAPTER_FILE).is_file():
             shutil.copytree(Path(source), target)

@@ -10,12 +10,15 @@ itself (they need its statistics).
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
+from anyio import from_thread
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Request, Response, UploadFile, status
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
+from m3search.encoders.base import OutputKind
 from m3search.encoders.image import image_field
 from m3search.errors import ImageError, InvalidInputError
 from m3search.jsonl import json_objects, parse_json
@@ -46,6 +49,7 @@ from m3search.server.schemas import (
 from m3search.server.state import ServerState, get_catalog, get_state
 from m3search.server.validation import check_query_length
 from m3search.store import Collection
+from m3search.store.ingest import EncodeTexts, encoded_rows, model_kinds
 
 router = APIRouter(
     prefix="/collections",
@@ -155,46 +159,43 @@ async def _upsert(
             record["image"] = image_field(
                 record["image"], f"document {record['id']!r} (documents[{i}])", allow_paths=False
             )
-    if catalog.serves(collection.config):
-        await _encode_documents(state, collection, records, request)
+    encode = _batched_encoding(state, collection, request) if catalog.serves(collection.config) else None
+    batch = await run_in_threadpool(
+        lambda: collection.prepare(records, batch_size=state.settings.batch_size, encode=encode)
+    )
 
     def write() -> UpsertResponse:
-        written = collection.upsert(records, batch_size=state.settings.batch_size)
+        written = collection.write(batch)
         return UpsertResponse(upserted=written, count=collection.count())
 
     return await run_in_threadpool(write)
 
 
-async def _encode_documents(
-    state: ServerState, collection: Collection, records: list[dict[str, Any]], request: Request
-) -> None:
-    """Add the model's vectors to `records` through the micro-batcher, a batch at a time.
+def _batched_encoding(state: ServerState, collection: Collection, request: Request) -> EncodeTexts:
+    """The collection's prepare step encoding texts through the micro-batcher, a batch at a time.
 
-    The collection then only writes (its lock is held for the write, not for encoding), and search queries
-    arriving meanwhile get model calls between the batches; when the client goes away the rest is dropped.
-    BM25 weights stay with the collection.
+    Prepare runs in a worker thread, outside the collection's write; each batch is handed to the event loop's
+    batcher, so search queries arriving meanwhile get model calls between the batches; when the client goes
+    away the rest is dropped.
     """
     cfg = collection.config
-    kinds = [k for k in cfg.outputs if not (k == "sparse" and cfg.sparse_source == "bm25")]
-    records = [r for r in records if r.get("text") is not None]  # images alone: the collection encodes them
-    if not kinds or not records:
-        return
-    options = EncodeOptions(
-        dense="dense" in kinds,
-        sparse="sparse" in kinds,
-        colbert="colbert" in kinds,
-        max_length=cfg.max_length,
-    )
     step = state.settings.batch_size
-    for start in range(0, len(records), step):
-        block = records[start : start + step]
-        out = await state.batcher.encode(
-            [r["text"] for r in block], options, disconnected=request.is_disconnected
+
+    def encode(texts: list[str], kinds: list[OutputKind]) -> list[dict[str, Any]]:
+        options = EncodeOptions(
+            dense="dense" in kinds,
+            sparse="sparse" in kinds,
+            colbert="colbert" in kinds,
+            max_length=cfg.max_length,
         )
-        for i, record in enumerate(block):
-            for kind in kinds:
-                if not (kind == "dense" and "image" in record):  # image+text: the joint vector comes later
-                    record[kind] = getattr(out, kind)[i]
+        batch = functools.partial(state.batcher.encode, disconnected=request.is_disconnected)
+        rows: list[dict[str, Any]] = []
+        for start in range(0, len(texts), step):
+            out = from_thread.run(batch, texts[start : start + step], options)
+            rows.extend(encoded_rows(out, kinds))
+        return rows
+
+    return encode
 
 
 @router.post("/{name}/documents", response_model=UpsertResponse, summary="Insert or replace documents")
@@ -324,25 +325,26 @@ async def _query_vectors(
     if not catalog.serves(cfg):
         return None
     bm25 = cfg.sparse_source == "bm25"
-    model_kinds = {k for k in kinds if not (k == "sparse" and bm25)}
+    encoded = set(model_kinds(cfg)) & kinds
     vectors: dict[str, Any] = {}
-    if model_kinds:
+    if encoded:
         out = await state.batcher.encode(
             [query],
             EncodeOptions(
-                dense="dense" in model_kinds,
-                sparse="sparse" in model_kinds,
-                colbert="colbert" in model_kinds,
+                dense="dense" in encoded,
+                sparse="sparse" in encoded,
+                colbert="colbert" in encoded,
                 is_query=True,
                 max_length=cfg.max_length,
             ),
             disconnected=request.is_disconnected,
         )
-        vectors.update({k: getattr(out, k)[0] for k in model_kinds})
+        vectors.update({k: getattr(out, k)[0] for k in encoded})
     if "sparse" in kinds and bm25:  # with the query's BM25 ceiling, which needs its text
-        encoded = await run_in_threadpool(collection.encode_query, query, ["sparse"])
-        vectors["sparse"] = dict(zip(encoded.sparse[0].tolist(), encoded.sparse[1].tolist()))
-        vectors["sparse_ceiling"] = encoded.sparse_ceiling
+        lexical = await run_in_threadpool(collection.encode_query, query, ["sparse"])
+        assert lexical.sparse is not None  # asked for
+        vectors["sparse"] = dict(zip(lexical.sparse[0].tolist(), lexical.sparse[1].tolist()))
+        vectors["sparse_ceiling"] = lexical.sparse_ceiling
     return vectors
 
 

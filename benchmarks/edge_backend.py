@@ -1,0 +1,158 @@
+"""The same calibrated documents in Qdrant Edge (Qdrant's engine in-process, `qdrant-edge-py`), for
+`index_speed.py --backend qdrant`: the mapping of the qdrant backend (dense: cosine HNSW with the same M and
+efConstruction, int8 scalar quantization with rescoring for hnsw-sq8; sparse: a sparse vector) and its search
+plan (first stages, then the candidates' missing scores computed by the engine over those candidates only,
+fused by m3search's own `fuse`)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import qdrant_edge as qe
+
+from m3search.search.fusion import mode_weights
+from m3search.search.planner import Candidates, fuse
+
+
+def build(
+    path: Path, batches, dim: int, m: int, ef_construction: int, quantized: bool
+) -> tuple[qe.EdgeShard, dict]:
+    """A shard at `path` holding `batches` (lists of benchmark documents): ingest, then index (optimize)."""
+    quantization = (
+        qe.ScalarQuantizationConfig(type=qe.ScalarType.Int8, always_ram=True) if quantized else None
+    )
+    config = qe.EdgeConfig(
+        vectors={
+            "dense": qe.EdgeVectorParams(
+                size=dim,
+                distance=qe.Distance.Cosine,
+                quantization_config=quantization,
+                hnsw_config=qe.HnswIndexConfig(m=m, ef_construct=ef_construction, full_scan_threshold=10),
+            )
+        },
+        sparse_vectors={"sparse": qe.EdgeSparseVectorParams()},
+        optimizers=qe.EdgeOptimizersConfig(default_segment_number=1),
+        max_search_threads=1,
+    )
+    shard = qe.EdgeShard.create(str(path), config)
+    wall, cpu = time.perf_counter(), time.process_time()
+    n = 0
+    for docs in batches:
+        points = [
+            qe.Point(
+                int(d["id"]),
+                {
+                    "dense": np.asarray(d["dense"], np.float32).tolist(),
+                    "sparse": qe.SparseVector(list(d["sparse"].keys()), list(d["sparse"].values())),
+                },
+            )
+            for d in docs
+        ]
+        shard.update(qe.UpdateOperation.upsert_points(points))
+        n += len(docs)
+    shard.flush()
+    ingest_s, ingest_cpu = time.perf_counter() - wall, time.process_time() - cpu
+    wall = time.perf_counter()
+    shard.optimize()
+    index_s = time.perf_counter() - wall
+    return shard, {
+        "docs": n,
+        "ingest_s": ingest_s,
+        "ingest_cpu_s": ingest_cpu,
+        "index_s": index_s,
+        "total_s": ingest_s + index_s,
+        "docs_per_s": n / (ingest_s + index_s),
+    }
+
+
+class EdgeSearch:
+    """m3search's search plan over an Edge shard (row ids are the benchmark's document ids)."""
+
+    def __init__(self, shard: qe.EdgeShard, quantized: bool, oversampling: float | None = None) -> None:
+        """`oversampling`: candidates fetched by the int8 codes per result, re-ranked by the float vectors."""
+        self.shard, self.quantized, self.oversampling = shard, quantized, oversampling
+
+    def _dense(self, q: dict, limit: int, ef: int, ids: set[int] | None = None) -> qe.QueryRequest:
+        exact = ids is not None
+        return qe.QueryRequest(
+            limit=limit,
+            query=qe.Query.Nearest(np.asarray(q["dense"], np.float32).tolist(), using="dense"),
+            filter=qe.Filter(must=[qe.HasIdCondition(ids)]) if exact else None,
+            params=qe.SearchParams(
+                hnsw_ef=ef,
+                exact=exact,
+                quantization=(
+                    qe.QuantizationSearchParams(
+                        ignore=exact, rescore=None if exact else True, oversampling=self.oversampling
+                    )
+                    if self.quantized
+                    else None
+                ),
+            ),
+            with_payload=False,
+            with_vector=False,
+        )
+
+    @staticmethod
+    def _sparse(q: dict, limit: int, ids: set[int] | None = None) -> qe.QueryRequest:
+        return qe.QueryRequest(
+            limit=limit,
+            query=qe.Query.Nearest(
+                qe.SparseVector(list(q["sparse"].keys()), list(q["sparse"].values())), using="sparse"
+            ),
+            filter=qe.Filter(must=[qe.HasIdCondition(ids)]) if ids is not None else None,
+            with_payload=False,
+            with_vector=False,
+        )
+
+    def search(
+        self, q: dict, mode: str, k: int, candidates: int, ef: int, fusion: str = "weighted"
+    ) -> list[int]:
+        """Ids of the top `k` for `mode` (dense, sparse, dense+sparse) with `fusion`."""
+        if mode == "dense":
+            return [int(p.id) for p in self.shard.query(self._dense(q, k, ef))]
+        if mode == "sparse":
+            return [int(p.id) for p in self.shard.query(self._sparse(q, k))]
+        depth = max(k, candidates)
+        dense, sparse = self.shard.query_batch(
+            qe.QueryBatchRequest([self._dense(q, depth, ef), self._sparse(q, depth)])
+        )
+        ids: list[int] = []
+        index: dict[int, int] = {}
+        known: dict[str, dict[int, float]] = {"dense": {}, "sparse": {}}
+        lists = {}
+        for kind, found in (("dense", dense), ("sparse", sparse)):
+            order = []
+            for p in found:
+                i = index.setdefault(int(p.id), len(ids))
+                if i == len(ids):
+                    ids.append(int(p.id))
+                order.append(i)
+                known[kind][i] = p.score
+            lists[kind] = np.asarray(order, np.int64)
+        missing = {kind: {ids[i] for i in range(len(ids)) if i not in known[kind]} for kind in known}
+        requests, asked = [], []
+        if missing["dense"]:
+            requests.append(self._dense(q, len(missing["dense"]), ef, missing["dense"]))
+            asked.append("dense")
+        if missing["sparse"]:
+            requests.append(self._sparse(q, len(missing["sparse"]), missing["sparse"]))
+            asked.append("sparse")
+        for kind, found in zip(
+            asked, self.shard.query_batch(qe.QueryBatchRequest(requests)) if requests else []
+        ):
+            for p in found:
+                known[kind][index[int(p.id)]] = p.score
+        scores = {}
+        for kind in ("dense", "sparse"):
+            column = np.zeros(len(ids), np.float32)
+            for i, s in known[kind].items():
+                column[i] = s
+            scores[kind] = column
+        weights = mode_weights(None, fusion, ("dense", "sparse"))  # type: ignore[arg-type]
+        picked = fuse(
+            Candidates(np.arange(len(ids)), lists, scores), "dense+sparse", k, weights=weights, fusion=fusion
+        )  # type: ignore[arg-type]
+        return [ids[key] for key, _, _ in picked]

@@ -1,0 +1,170 @@
+"""Preparing a write: validate a batch and encode what it lacks, outside any writer lock; the storage backend
+then commits the prepared batch in one transaction.
+
+The encoding rules live here once: which outputs the model encodes (`model_kinds`: not BM25's sparse weights,
+which need the collection's statistics at commit), which documents need their text encoded
+(`needs_text_encoding`), images first (an image+text document's dense vector is composed from both). The
+embedded `Collection` encodes through its encoder and the embedding cache; the server passes its
+micro-batcher as `encode`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from m3search.encoders.base import OUTPUT_KINDS, EncodeResult, OutputKind, TextEncoder
+from m3search.encoders.bm25 import BM25Encoder, TermCounts
+from m3search.encoders.image.base import ImageEncoder
+from m3search.errors import InvalidInputError
+from m3search.store.bm25 import as_sparse_row
+from m3search.store.cache import EmbeddingCache, default_cache_path
+from m3search.store.config import CollectionConfig
+from m3search.store.documents import Document, as_documents
+from m3search.store.images import ImageBatch
+
+#: (texts, kinds) -> per text {kind: vector} (dense array, sparse (ids, weights), ColBERT float16 matrix).
+EncodeTexts = Callable[[list[str], list[OutputKind]], list[dict[str, Any]]]
+
+
+@dataclass
+class PreparedBatch:
+    """A validated, encoded batch ready to commit: its documents (vectors set, except BM25 weights), their
+    BM25 term counts (None where the sparse weights are given or not BM25's), and image thumbnails by id."""
+
+    docs: list[Document]
+    counts: list[TermCounts | None]
+    thumbnails: dict[str, bytes] = field(default_factory=dict)
+    #: The BM25 encoder that weighs `counts` at commit, under the statistics of that moment.
+    bm25: BM25Encoder | None = None
+
+
+def model_kinds(config: CollectionConfig) -> list[OutputKind]:
+    """The outputs the text model encodes for this collection (BM25 sparse weights are the collection's)."""
+    return [k for k in config.outputs if not (k == "sparse" and config.sparse_source == "bm25")]
+
+
+def encoded_rows(result: EncodeResult, kinds: Sequence[OutputKind]) -> list[dict[str, Any]]:
+    """An encoder's output as one {kind: vector} per text, in the form documents store."""
+    n = len(result.dense) if result.dense is not None else len(result.sparse or result.colbert or [])
+    return [
+        {
+            "dense": None if result.dense is None or "dense" not in kinds else result.dense[i],
+            "sparse": None
+            if result.sparse is None or "sparse" not in kinds
+            else as_sparse_row(result.sparse[i]),
+            "colbert": None
+            if result.colbert is None or "colbert" not in kinds
+            else np.asarray(result.colbert[i], np.float16),
+        }
+        for i in range(n)
+    ]
+
+
+def needs_text_encoding(config: CollectionConfig, docs: Sequence[Document]) -> list[Document]:
+    """The documents whose text the model must encode (they lack model outputs); an error for a document
+    that lacks vectors and has no text to make them from."""
+    kinds = model_kinds(config)
+    todo: list[Document] = []
+    for doc in docs:
+        if doc.kind == "image":  # an image alone: its dense vector is all it has
+            if doc.dense is None and "dense" in config.outputs:
+                raise InvalidInputError(
+                    f"document {doc.id!r} is of kind image but has no image or dense vector"
+                )
+            continue
+        missing = [k for k in kinds if getattr(doc, k) is None and not (k == "colbert" and doc.text is None)]
+        if config.sparse_source == "bm25" and doc.sparse is None and doc.text is None:
+            missing.append("sparse")
+        if not missing:
+            continue
+        if doc.text is None:
+            raise InvalidInputError(f"document {doc.id!r} has no text and lacks {', '.join(missing)} vectors")
+        todo.append(doc)
+    return todo
+
+
+def prepare(
+    documents: Iterable[Document | Mapping[str, Any]],
+    config: CollectionConfig,
+    *,
+    encode: EncodeTexts,
+    image_encoder: Callable[[], ImageEncoder],
+    bm25: Callable[[], BM25Encoder | None],
+    batch_size: int = 32,
+) -> PreparedBatch:
+    """Validate `documents` and fill in the vectors they lack: images through `image_encoder()`, texts
+    through `encode`, BM25 term counts through `bm25()` (weighted at commit)."""
+    docs = as_documents(documents, config.dim, config.colbert_dim)
+    images = None
+    if any(d.image is not None for d in docs):
+        images = ImageBatch(docs, image_encoder().limits)
+        images.encode(image_encoder(), batch_size)
+    todo = needs_text_encoding(config, docs)
+    kinds = model_kinds(config)
+    if todo and kinds:
+        for doc, vectors in zip(todo, encode([d.text for d in todo], kinds)):  # type: ignore[misc]
+            for kind in kinds:
+                if getattr(doc, kind) is None:
+                    setattr(doc, kind, vectors[kind])
+    if images is not None:
+        images.blend()
+    counts: list[TermCounts | None] = [None] * len(docs)
+    scorer = bm25() if config.sparse_source == "bm25" else None
+    if scorer is not None:
+        pick = [i for i, d in enumerate(docs) if d.sparse is None and d.text is not None]
+        for i, c in zip(pick, scorer.term_counts([docs[i].text for i in pick])):  # type: ignore[misc]
+            counts[i] = c
+    return PreparedBatch(docs, counts, images.thumbnails if images is not None else {}, scorer)
+
+
+class CachedEncoding:
+    """Encodes document texts with a collection's encoder through the embedding cache (opened on first use)."""
+
+    def __init__(self, config: CollectionConfig, cache: bool | str | Path) -> None:
+        self.config = config
+        self._setting = cache
+        self._cache: EmbeddingCache | None = None
+
+    def encode(
+        self, encoder: TextEncoder, texts: list[str], kinds: list[OutputKind], batch_size: int, progress: bool
+    ) -> list[dict[str, Any]]:
+        """Model outputs for `texts`, from the cache where present, encoding (and caching) the rest."""
+        key_base = json.dumps(
+            {
+                "model": self.config.encoder.get("name", self.config.model),
+                "kinds": kinds,
+                "max_length": self.config.max_length,
+            },
+            sort_keys=True,
+        )
+        if self._cache is None and self._setting:
+            self._cache = EmbeddingCache(
+                default_cache_path() if self._setting is True else Path(self._setting)
+            )
+        found = self._cache.get(key_base, texts) if self._cache is not None else {}
+        missing = [i for i in range(len(texts)) if i not in found]
+        if missing:
+            flags = {f"return_{k}": k in kinds for k in OUTPUT_KINDS}
+            result = encoder.encode_documents(
+                [texts[i] for i in missing],
+                batch_size=batch_size,
+                max_length=self.config.max_length,
+                show_progress_bar=progress,
+                **flags,
+            )
+            fresh = dict(zip(missing, encoded_rows(result, kinds)))
+            if self._cache is not None:
+                self._cache.put(key_base, {texts[i]: v for i, v in fresh.items()})
+            found.update(fresh)
+        return [found[i] for i in range(len(texts))]
+
+    def close(self) -> None:
+        """Close the cache if it was opened."""
+        if self._cache is not None:
+            self._cache.close()

@@ -1,0 +1,372 @@
+"""The same behaviour over both storage backends: `local` (the embedded engine) and `qdrant` (qdrant-client's
+local mode, in memory and in a directory): every mode and fusion against the reference scores and against the
+local backend's ranking of the same candidates, filters, upsert/delete/get, reopening, BM25, refusals."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from qdrant_client import QdrantClient, models
+
+from m3search import Collection
+from m3search.errors import CollectionError, CollectionExistsError, CollectionNotFoundError, FilterError
+from m3search.scoring import hybrid_scores
+from m3search.store.backends.qdrant import point_id
+from tests.store.conftest import COLBERT_DIM, DIM, as_query, make_docs
+from tests.store.test_collection import brute_force, reference_scores
+
+BACKENDS = ["local", "qdrant"]
+MODES = ["dense", "sparse", "colbert", "dense+sparse", "all"]
+
+
+@pytest.fixture
+def open_backend(tmp_path):
+    """Factory: (backend, name) -> a new vector-only collection; qdrant collections share one local-mode
+    client (one per directory) in memory, or own one on a directory under tmp_path with `own=True` (so they
+    can be closed and reopened by name)."""
+    made, shared = [], []
+
+    def factory(backend: str, name: str = "c", own: bool = False, **options) -> Collection:
+        settings = dict(dim=DIM, colbert_dim=COLBERT_DIM, cache=False)
+        settings.update(options)
+        if backend == "local":
+            settings.update(flush_docs=50, merge_factor=3, hnsw={"min_rows": 40})
+            collection = Collection.create(tmp_path / name, **settings)
+        elif own:
+            collection = Collection.create(name, backend="qdrant", path=tmp_path / "qdrant", **settings)
+        else:
+            if not shared:
+                shared.append(QdrantClient(location=":memory:"))
+            collection = Collection.create(name, backend="qdrant", client=shared[0], **settings)
+        made.append(collection)
+        return collection
+
+    yield factory
+    for collection in made:
+        collection.close()
+    for client in shared:
+        client.close()
+
+
+@pytest.fixture(params=BACKENDS)
+def filled(request, open_backend, docs):
+    collection = open_backend(request.param)
+    collection.upsert(docs[:60])
+    collection.upsert(docs[60:])
+    return collection
+
+
+@pytest.fixture
+def pair(open_backend, docs):
+    """The same documents in a local and a qdrant collection."""
+    local, remote = open_backend("local"), open_backend("qdrant")
+    for collection in (local, remote):
+        collection.upsert(docs[:70])
+        collection.upsert(docs[70:])
+    return local, remote
+
+
+@pytest.mark.parametrize("mode", ["dense", "sparse", "colbert"])
+def test_single_modes_match_the_reference(filled, docs, mode):
+    query = as_query(make_docs(1, seed=99)[0])
+    hits = filled.search(query, k=10, mode=mode, candidates=120)
+    assert [h.id for h in hits] == brute_force(docs, query, lambda s: s[mode])[:10]
+    by_id = {d["id"]: d for d in docs}
+    for hit in hits:
+        assert hit.score == pytest.approx(reference_scores(query, by_id[hit.id])[mode], abs=2e-3)
+
+
+@pytest.mark.parametrize("mode,combined", [("dense+sparse", "sparse+dense"), ("all", "colbert+sparse+dense")])
+def test_weighted_fusion_is_the_reference_formula(filled, docs, mode, combined):
+    query = as_query(make_docs(1, seed=7)[0])
+    w = (0.1, 0.7, 0.2)
+    hits = filled.search(query, k=5, mode=mode, weights=w, candidates=120)
+    expected = brute_force(
+        docs, query, lambda s: hybrid_scores(s["dense"], s["sparse"], s["colbert"], w)[combined]
+    )
+    assert [h.id for h in hits] == expected[:5]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("fusion", ["weighted", "rrf"])
+@pytest.mark.parametrize("candidates", [5, 30])
+def test_qdrant_ranks_the_same_candidates_as_local(pair, mode, fusion, candidates):
+    local, remote = pair
+    for seed in (1, 2, 3):
+        query = as_query(make_docs(1, seed=seed)[0])
+        a = local.search(query, k=10, mode=mode, fusion=fusion, candidates=candidates)
+        b = remote.search(query, k=10, mode=mode, fusion=fusion, candidates=candidates)
+        assert [h.id for h in b] == [h.id for h in a]
+        for x, y in zip(a, b):
+            assert y.score == pytest.approx(x.score, abs=1e-3)
+            assert y.scores == pytest.approx(x.scores, abs=1e-3)
+            assert (y.text, y.metadata) == (x.text, x.metadata)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"lang": "de"},
+        {"i": {"$gte": 10, "$lt": 20}},
+        {"i": 7.0},
+        {"lang": {"$in": ["en", "fr"]}},
+        {"lang": {"$nin": ["en"]}, "i": {"$lte": 50}},
+        {"tags": "t1"},
+        {"tags": {"$ne": "t1"}},
+        {"nested.year": {"$gt": 2025}},
+        {"$or": [{"i": 3}, {"i": 111}]},
+        {"$and": [{"tags": {"$in": ["u1", "u2"]}}, {"$not": {"lang": "en"}}]},
+        {"$not": {"lang": "en"}},
+        {"missing": {"$exists": False}, "i": {"$ne": 0}},
+        {"nested.year": {"$exists": True}},
+        {"lang": 1},
+        {"flag": True},
+        {"flag": {"$in": [False, None]}},
+        {"note": None},
+        {"note": {"$exists": True}},
+    ],
+)
+def test_filters_select_the_same_documents(open_backend, spec):
+    docs = make_docs(60)
+    for i, doc in enumerate(docs):
+        extra = {
+            0: {"flag": True},
+            1: {"flag": False},
+            2: {"note": None},
+            3: {"note": "x"},
+            4: {"flag": [None]},
+        }
+        doc["metadata"].update(extra.get(i % 6, {}))
+    local, remote = open_backend("local"), open_backend("qdrant")
+    for collection in (local, remote):
+        collection.upsert(docs)
+    query = as_query(make_docs(1, seed=3)[0])
+    a = local.search(query, k=60, mode="dense", filter=spec)
+    b = remote.search(query, k=60, mode="dense", filter=spec)
+    assert [h.id for h in b] == [h.id for h in a]
+
+
+def test_string_ranges_are_refused_on_qdrant(filled):
+    spec = {"lang": {"$gte": "de"}}
+    if filled.backend.__class__.__name__ == "LocalBackend":
+        assert filled.search(as_query(make_docs(1)[0]), k=3, mode="dense", filter=spec)
+    else:
+        with pytest.raises(FilterError, match="strings"):
+            filled.search(as_query(make_docs(1)[0]), k=3, mode="dense", filter=spec)
+
+
+def test_upsert_replaces_delete_removes_get_reads(filled, docs):
+    moved = make_docs(1, seed=42)[0]
+    filled.upsert([{**moved, "id": "d0", "text": "replaced", "metadata": {"v": 2}}])
+    filled.upsert([{**moved, "id": "d0", "text": "replaced", "metadata": {"v": 2}}])  # idempotent
+    assert filled.count() == 120
+    hit = filled.search(as_query(moved), k=1, mode="dense")[0]
+    assert (hit.id, hit.text, hit.metadata) == ("d0", "replaced", {"v": 2})
+    assert filled.delete(["d0", "d5", "nope"]) == 2
+    assert filled.count() == 118
+    got = filled.get(["d0", "d1", "d5"])
+    assert got[0] is None and got[2] is None and got[1].text == docs[1]["text"]
+    assert got[1].metadata == docs[1]["metadata"]
+    for mode in MODES:
+        found = [h.id for h in filled.search(as_query(moved), k=120, mode=mode, candidates=120)]
+        assert "d0" not in found and "d5" not in found
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_reopen_keeps_everything(tmp_path, open_backend, docs, backend):
+    collection = open_backend(backend, own=True)
+    collection.upsert(docs)
+    collection.delete(["d4"])
+    query = as_query(make_docs(1, seed=11)[0])
+    before = [(h.id, round(h.score, 5)) for h in collection.search(query, k=10)]
+    config = collection.config
+    collection.close()
+    if backend == "local":
+        reopened = Collection.open(tmp_path / "c", cache=False)
+    else:
+        reopened = Collection.open("c", backend="qdrant", path=tmp_path / "qdrant", cache=False)
+    with reopened:
+        assert reopened.config == config and reopened.count() == 119
+        assert [(h.id, round(h.score, 5)) for h in reopened.search(query, k=10)] == before
+
+
+def test_qdrant_points_have_uuid5_ids_and_the_id_in_the_payload(tmp_path, open_backend, docs):
+    collection = open_backend("qdrant", own=True)
+    collection.upsert(docs[:3])
+    collection.close()
+    client = QdrantClient(path=str(tmp_path / "qdrant"))
+    point = client.retrieve("c", [point_id("d1")], with_payload=True, with_vectors=True)[0]
+    assert point.payload["id"] == "d1" and point.payload["metadata"] == docs[1]["metadata"]
+    assert set(point.vector) == {"dense", "sparse", "colbert"}
+    info = client.get_collection("c")
+    assert info.config.params.vectors["colbert"].hnsw_config.m == 0
+    assert (
+        info.config.params.vectors["colbert"].multivector_config.comparator
+        == models.MultiVectorComparator.MAX_SIM
+    )
+    client.close()
+
+
+def test_qdrant_create_and_open_errors(tmp_path, open_backend):
+    open_backend("qdrant", "taken")
+    with pytest.raises(CollectionExistsError, match="taken"):
+        open_backend("qdrant", "taken")
+    with pytest.raises(CollectionNotFoundError, match="nope"):
+        Collection.open("nope", backend="qdrant", location=":memory:")
+    with pytest.raises(CollectionError, match="http://127.0.0.1:9"):
+        Collection.open("c", backend="qdrant", url="http://127.0.0.1:9", timeout=2)
+
+
+def test_collections_made_by_other_tools_are_refused(tmp_path):
+    client = QdrantClient(path=str(tmp_path / "other"))
+    client.create_collection(
+        "plain", vectors_config=models.VectorParams(size=DIM, distance=models.Distance.COSINE)
+    )
+    client.close()
+    with pytest.raises(CollectionError, match="not created by m3search"):
+        Collection.open("plain", backend="qdrant", path=tmp_path / "other")
+    made = Collection.create(
+        "m3", backend="qdrant", path=tmp_path / "other", dim=DIM, colbert_dim=COLBERT_DIM
+    )
+    config = made.backend.client.get_collection("m3").config.metadata
+    made.close()
+    client = QdrantClient(path=str(tmp_path / "other"))
+    client.delete_collection("m3")
+    client.create_collection(
+        "m3",
+        vectors_config={"dense": models.VectorParams(size=DIM + 1, distance=models.Distance.COSINE)},
+        metadata=config,
+    )
+    client.close()
+    with pytest.raises(CollectionError, match=r"'dense' has size 17.*no vector named 'colbert'.*no sparse"):
+        Collection.open("m3", backend="qdrant", path=tmp_path / "other")
+
+
+def test_readonly_qdrant_refuses_writes(tmp_path, open_backend, docs):
+    open_backend("qdrant", own=True).close()
+    with Collection.open("c", backend="qdrant", path=tmp_path / "qdrant", readonly=True) as reader:
+        with pytest.raises(CollectionError, match="read-only"):
+            reader.upsert(docs[:1])
+        with pytest.raises(CollectionError, match="read-only"):
+            reader.delete(["d1"])
+
+
+def test_documents_without_colbert_or_sparse_match_across_backends(pair):
+    local, remote = pair
+    bare = make_docs(3, seed=5, start=500)
+    for doc in bare:
+        doc.pop("colbert")
+        doc["text"] = None
+        doc["sparse"] = {}
+    for collection in (local, remote):
+        collection.upsert(bare)
+    query = as_query(make_docs(1, seed=5, start=500)[0])
+    for mode in ("all", "dense+sparse"):
+        for spec in (None, {"i": {"$gte": 500}}):
+            a = local.search(query, k=5, mode=mode, filter=spec)
+            b = remote.search(query, k=5, mode=mode, filter=spec)
+            assert [h.id for h in a] == [h.id for h in b]
+            assert np.allclose([h.score for h in a], [h.score for h in b], atol=1e-3)
+        assert b[0].id == "d500" and b[0].scores["sparse"] == 0.0
+
+
+TEXTS = [
+    "The cat sat on the warm mat near the fire.",
+    "Quantum chromodynamics describes the strong interaction.",
+    "A recipe for bread needs flour, water, salt and yeast.",
+    "The cat and the dog sleep near the fire.",
+    "The stock market fell sharply on Monday morning.",
+]
+
+
+@pytest.fixture
+def text_pair(tmp_path, tiny_m3):
+    """The same texts (tiny bge-m3, or BM25 beside its dense head) in a local and a qdrant collection."""
+    from m3search.encoders import BM25Encoder, CompositeEncoder
+
+    made = []
+
+    def make(bm25: bool) -> tuple[Collection, Collection]:
+        def encoder():  # one per collection: a BM25 part holds its collection's statistics
+            return (
+                CompositeEncoder({"dense": tiny_m3, "sparse": BM25Encoder(tiny_m3.tokenizer)})
+                if bm25
+                else tiny_m3
+            )
+
+        local = Collection.create(tmp_path / f"local{bm25}", encoder=encoder(), cache=False)
+        remote = Collection.create(
+            f"q{bm25}", backend="qdrant", location=":memory:", encoder=encoder(), cache=False
+        )
+        made.extend([local, remote])
+        for collection in (local, remote):
+            collection.upsert([{"id": str(i), "text": t} for i, t in enumerate(TEXTS[:3])])
+            collection.upsert([{"id": str(i), "text": t} for i, t in enumerate(TEXTS) if i >= 2])
+            collection.delete(["1"])
+        return local, remote
+
+    yield make
+    for collection in made:
+        collection.close()
+
+
+@pytest.mark.parametrize("bm25", [False, True])
+def test_text_collections_rank_alike_including_bm25(text_pair, bm25):
+    local, remote = text_pair(bm25)
+    assert remote.config.sparse_source == ("bm25" if bm25 else "model")
+    assert remote.count() == local.count() == 4
+    for mode in ("sparse", "dense+sparse", *(() if bm25 else ("all",))):
+        for fusion in ("weighted", "rrf"):
+            a = local.search("the cat near the fire", k=4, mode=mode, fusion=fusion)
+            b = remote.search("the cat near the fire", k=4, mode=mode, fusion=fusion)
+            assert [h.id for h in b] == [h.id for h in a]
+            for x, y in zip(a, b):
+                assert y.scores == pytest.approx(x.scores, abs=1e-4)
+                # min-max rescaling over the tiny model's near-equal cosines magnifies float differences
+                assert y.score == pytest.approx(x.score, abs=2e-3)
+
+
+def test_images_on_both_backends(tmp_path, tiny_m3, tiny_adapter_dir, flickr_images):
+    made = [
+        Collection.create(tmp_path / "mixed", encoder=tiny_m3, image_encoder=tiny_adapter_dir, cache=False),
+        Collection.create(
+            "mixed",
+            backend="qdrant",
+            location=":memory:",
+            encoder=tiny_m3,
+            image_encoder=tiny_adapter_dir,
+            cache=False,
+        ),
+    ]
+    for collection in made:
+        collection.upsert([{"id": f"t{i}", "text": t, "metadata": {"n": i}} for i, t in enumerate(TEXTS)])
+        collection.upsert(
+            [
+                {"id": "img0", "image": str(flickr_images[0]), "metadata": {"n": 0}},
+                {"id": "img1", "image": flickr_images[1].read_bytes(), "metadata": {"n": 1}},
+                {
+                    "id": "both",
+                    "image": str(flickr_images[3]),
+                    "text": "A dog jumps over a fence",
+                    "metadata": {"n": 3},
+                },
+            ]
+        )
+    local, remote = made
+    searches = [
+        dict(query="a dog", kinds=["image"], mode="dense"),
+        dict(image=flickr_images[0], kinds="text"),
+        dict(image=flickr_images[1].read_bytes()),
+        dict(query="a dog on the grass", mode="all"),
+        dict(query="a dog on the grass", mode="dense+sparse", fusion="rrf"),
+        dict(image=str(flickr_images[3]), kinds=["image", "image+text"], filter={"n": {"$gte": 1}}),
+    ]
+    for options in searches:
+        a, b = local.search(k=10, **options), remote.search(k=10, **options)
+        assert [(h.id, h.kind) for h in b] == [(h.id, h.kind) for h in a], options
+        assert [h.score for h in b] == pytest.approx([h.score for h in a], abs=1e-4)
+    doc = remote.get(["img1"])[0]
+    assert remote.thumbnail(doc.thumbnail) == local.thumbnail(local.get(["img1"])[0].thumbnail)
+    assert remote.delete(["img1"]) == 1 and remote.thumbnail(doc.thumbnail) is None
+    for collection in made:
+        collection.close()
