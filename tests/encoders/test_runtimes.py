@@ -263,3 +263,10 @@ def test_onnx_runs_long_batches_a_few_rows_at_a_time(tiny_m3_dir, tiny_m3_onnx, 
     np.testing.assert_allclose(split.dense, whole.dense, atol=1e-6)
     for a, b in zip(split.sparse, whole.sparse):
         assert set(a) == set(b) and all(abs(a[k] - b[k]) < 1e-6 for k in a)
+
+
+def test_mcls_on_onnx_is_a_clear_error(tiny_m3_dir, tiny_m3_onnx):
+    """The exported graph pools its first token only, so Multiple CLS names the runtimes that can."""
+    encoder = BGEM3Encoder(tiny_m3_dir, runtime="onnx-fp32")
+    with pytest.raises(RuntimeUnavailableError, match="torch-fp32"):
+        encoder.encode(" ".join(["word"] * 600), chunking="mcls", mcls_interval=64)

@@ -66,8 +66,20 @@ class OnnxRuntime(Runtime):
         self.outputs = {o.name for o in self.session.get_outputs()}
 
     def forward(
-        self, input_ids: np.ndarray, attention_mask: np.ndarray, *, dense: bool, sparse: bool, colbert: bool
+        self,
+        input_ids: np.ndarray,
+        attention_mask: np.ndarray,
+        *,
+        dense: bool,
+        sparse: bool,
+        colbert: bool,
+        pool_mask: np.ndarray | None = None,
     ) -> ForwardOutput:
+        if pool_mask is not None and dense:
+            raise RuntimeUnavailableError(
+                f"{self.name} cannot pool several positions (chunking='mcls'): the exported graph pools its "
+                "first token only; use runtime torch-fp32 or torch-bf16 for Multiple CLS"
+            )
         wanted = [n for n, on in zip(OUTPUT_NAMES, (dense, sparse, colbert)) if on]
         missing = [n for n in wanted if n not in self.outputs]
         if missing:
