@@ -249,7 +249,8 @@ def choose_auto(
 
 
 def format_table(table: dict[str, Any]) -> str:
-    """The decision table as aligned text: guard deviation, probe CPU seconds, tokens/s, noise, the choice."""
+    """The decision table as aligned text: guard deviation, best probe time, tokens per second of that time
+    (CPU seconds with the default timer), noise (median over best), and the choice."""
     header = (
         "runtime",
         "guard",
