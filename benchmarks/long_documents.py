@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     from m3search.encoders import load_encoder
     from m3search.eval.datasets import load_beir, squad_task
-    from m3search.eval.metrics import evaluate
+    from m3search.eval.metrics import evaluate, ranking_from_scores
 
     encoder = load_encoder(MODEL, sparse="none", runtime="torch-fp32")
     q_lang, d_lang = args.xquad_pair.split("-")
@@ -112,7 +112,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             d = encoder.encode_documents(texts, return_dense=True, **options).dense
             seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
             scores = q @ d.T
-            run = {qid: dict(zip(ids, map(float, row))) for qid, row in zip(data["queries"], scores)}
+            run = {
+                qid: ranking_from_scores(dict(zip(ids, map(float, row))))
+                for qid, row in zip(data["queries"], scores)
+            }
             metrics = evaluate(data["qrels"], run, ("ndcg@10", "recall@1", "mrr@10"))
             results[name]["methods"][label] = {**metrics, "seconds": seconds, "cpu_seconds": cpu}
             print(f"{name} {label}: {metrics} ({seconds:.0f}s)", file=sys.stderr)

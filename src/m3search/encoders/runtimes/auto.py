@@ -157,12 +157,14 @@ def measure_runtimes(
         try:
             loaded[name] = RUNTIMES[name](path, spec, device)
         except M3SearchError as exc:
+            if name == "torch-fp32":  # the reference: if it cannot load, the model cannot (a bad checkpoint)
+                raise
             rows[name] = {"error": str(exc)}
             log.info("auto: cannot load %s: %s", name, exc)
     sparse = spec.family == "m3"
     heads = {"dense": True, "sparse": sparse, "colbert": True}
     ids, mask = probe_batch(tokenizer)
-    reference_name = "torch-fp32" if "torch-fp32" in loaded else next(iter(loaded))
+    reference_name = "torch-fp32" if "torch-fp32" in loaded else next(iter(loaded))  # a GPU without fp32
     reference = loaded[reference_name].forward(ids, mask, **heads)
     for name, runtime in loaded.items():
         dev = runtime_deviation(reference, runtime, ids, mask, sparse=sparse)
