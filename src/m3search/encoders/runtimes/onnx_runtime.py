@@ -54,6 +54,9 @@ class OnnxRuntime(Runtime):
         options.intra_op_num_threads = threads or default_threads()
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        # Idle worker threads sleep instead of spinning: on a 2-core machine shared with other jobs, spinning
+        # cost onnx-int8 17% more CPU time and 46% more wall time per batch (docs/PERFORMANCE.md).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3
         providers = ["CPUExecutionProvider"]
         if device and device.startswith("cuda"):
