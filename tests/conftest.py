@@ -95,9 +95,9 @@ def lite0():
 @pytest.fixture(scope="session")
 def tiny_adapter_dir(tiny_m3, lite0, flickr_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An adapter from the real EfficientNet-Lite0 into the tiny model's space, trained briefly on 24 photos."""
+    from m3search.encoders.image.captions import load_image_captions
     from m3search.encoders.image.feature_cache import FeatureCache
     from m3search.encoders.image.training import TrainConfig, train_adapter
-    from m3search.eval.image_text import load_image_captions
 
     data = load_image_captions(flickr_dir / "captions.txt", flickr_dir / "images").subset(0, 24)
     root = tmp_path_factory.mktemp("adapter")
@@ -144,8 +144,144 @@ def e5_encoder(e5_dir: Path):
 
 
 @pytest.fixture(scope="session")
+def e5_bm25(e5_encoder):
+    """Make e5 with BM25 sparse weights over its tokenizer, as `load_encoder` and the server build it: a fresh
+    composite per open collection (each binds its own BM25 statistics to it)."""
+    from m3search.encoders import BM25Encoder, CompositeEncoder
+
+    def make() -> CompositeEncoder:
+        sparse = BM25Encoder(e5_encoder.tokenizer)
+        return CompositeEncoder({"dense": e5_encoder, "colbert": e5_encoder, "sparse": sparse})
+
+    return make
+
+
+@pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The real evaluation data beside the checkout (SciFact, XQuAD-R, Flickr8k)."""
     if not SHARED_DATA.is_dir():
         pytest.fail(f"{SHARED_DATA} is missing: the test suite reads the shared evaluation data")
     return SHARED_DATA
+
+
+#: The bearer key of `e5_server`: clients must send it.
+E5_SERVER_KEY = "test-key-e5"
+
+
+@pytest.fixture(scope="session")
+def e5_server(e5_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """A real `m3search serve --model multilingual-e5-small --api-key E5_SERVER_KEY` on loopback, on the
+    reference runtime (its answers equal the in-process `e5_encoder`'s), shared by the session's tests."""
+    from m3search.errors import M3SearchError
+    from m3search.server.process import ServerProcess
+
+    work = tmp_path_factory.mktemp("e5_server")
+    pythonpath = os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), str(ROOT / "src")) if p)
+    server = ServerProcess(
+        [
+            "--model",
+            E5_MODEL,
+            "--collections",
+            str(work / "collections"),
+            "--runtime",
+            "torch-fp32",
+            "--api-key",
+            E5_SERVER_KEY,
+        ],
+        work / "server.log",
+        env={"PYTHONPATH": pythonpath},
+    )
+    try:
+        server.wait_ready()
+    except M3SearchError as exc:
+        pytest.fail(str(exc))
+    yield server
+    server.stop()
+
+
+#: A small multilingual corpus with metadata, for end-to-end retrieval through the client and integrations.
+CORPUS = [
+    {
+        "id": "eiffel",
+        "text": "The Eiffel Tower is a wrought-iron lattice tower on the Champ de Mars in Paris, France.",
+        "metadata": {"lang": "en", "topic": "landmark", "year": 1889},
+    },
+    {
+        "id": "berlin",
+        "text": "Berlin ist die Hauptstadt und zugleich ein Land der Bundesrepublik Deutschland.",
+        "metadata": {"lang": "de", "topic": "city", "year": 1237},
+    },
+    {
+        "id": "madrid",
+        "text": "Madrid es la capital de España y su ciudad más poblada.",
+        "metadata": {"lang": "es", "topic": "city", "year": 1561},
+    },
+    {
+        "id": "tokyo",
+        "text": "東京は日本の首都であり、世界最大の都市圏の一つです。",
+        "metadata": {"lang": "ja", "topic": "city", "year": 1868},
+    },
+    {
+        "id": "photosynthesis",
+        "text": "Photosynthesis is the process by which green plants turn sunlight into chemical energy.",
+        "metadata": {"lang": "en", "topic": "biology", "year": 1779},
+    },
+    {
+        "id": "mitochondria",
+        "text": "Mitochondria are the powerhouse of the cell: they produce most of its ATP.",
+        "metadata": {"lang": "en", "topic": "biology", "year": 1890},
+    },
+    {
+        "id": "bm25",
+        "text": "BM25 is a ranking function search engines use to estimate how relevant documents are to a query.",
+        "metadata": {"lang": "en", "topic": "search", "year": 1994},
+    },
+    {
+        "id": "bge-m3",
+        "text": "BGE M3 is an embedding model for dense, sparse and multi-vector retrieval in over 100 languages.",
+        "metadata": {"lang": "en", "topic": "search", "year": 2024, "tags": ["embedding", "multilingual"]},
+    },
+]
+
+
+def run_on_terminal(args: list[str], *, env: dict[str, str] | None = None, timeout: float = 600) -> str:
+    """Run `args` with stderr on a pseudo-terminal (where progress bars are drawn); return what it showed
+    there. Fails the test if the command fails."""
+    import fcntl
+    import pty
+    import select
+    import struct
+    import subprocess
+    import sys
+    import termios
+    import time
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))  # 40 rows, 160 columns
+    full_env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), **(env or {})}
+    proc = subprocess.Popen(
+        args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=slave, env=full_env
+    )
+    os.close(slave)
+    chunks, deadline = [], time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if not select.select([master], [], [], 1.0)[0]:
+                if proc.poll() is not None:
+                    break
+                continue
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: the command exited and closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    shown = b"".join(chunks).decode("utf-8", "replace")
+    assert proc.returncode == 0, shown
+    return shown

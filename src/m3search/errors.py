@@ -47,6 +47,21 @@ class CollectionLockedError(CollectionError):
     """Another process holds the collection's writer lock."""
 
 
+class CollectionClosedError(CollectionError):
+    """The collection object was closed (or its collection deleted) while a caller still used it."""
+
+
+class CorruptCollectionError(CollectionError):
+    """A collection's files are damaged: missing, truncated, or changed since they were written.
+
+    `file` names the damaged file relative to the collection's directory (e.g. `segments/seg-00000003/dense.npy`).
+    """
+
+    def __init__(self, message: str, file: str | None = None) -> None:
+        super().__init__(message)
+        self.file = file
+
+
 class FilterError(InvalidInputError):
     """A metadata filter that is malformed or uses an unknown operator."""
 
@@ -59,5 +74,25 @@ class ImageTooLargeError(ImageError):
     """An image over the byte or pixel limits (a decompression bomb included): the server answers 413."""
 
 
+class RequestTooLargeError(InvalidInputError):
+    """A request over the server's budget of tokens or characters per request (HTTP 413)."""
+
+
+class ClientDisconnectedError(M3SearchError):
+    """The client went away before its work ran; the work was dropped (HTTP 499, which nobody reads)."""
+
+
 class ServerBusyError(M3SearchError):
     """The server's encode queue is full or shutting down; retry later (HTTP 503)."""
+
+
+class AuthenticationError(M3SearchError):
+    """The server refused the request's API key (HTTP 401) or its origin (403): pass `api_key=`."""
+
+
+class ServerError(M3SearchError):
+    """A server that cannot be reached, or that answered with an unexpected error (HTTP 5xx)."""
+
+
+class MissingExtraError(M3SearchError, ImportError):
+    """A feature whose optional packages are not installed; the message names the extra to install."""

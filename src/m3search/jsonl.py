@@ -18,15 +18,26 @@ def line_label(source: str | None, lineno: int) -> str:
     return f"{source}:{lineno}" if source else f"line {lineno}"
 
 
+def parse_json(text: str, where: str) -> Any:
+    """`json.loads(text)`, with every way it fails (bad syntax, nesting too deep for the parser, an integer of
+    more digits than Python converts) as an `InvalidInputError` naming `where`."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        at = f" at line {exc.lineno}" if "\n" in text else ""
+        raise InvalidInputError(f"{where}: not valid JSON ({exc.msg}{at})") from None
+    except RecursionError:
+        raise InvalidInputError(f"{where}: JSON nested too deeply to parse") from None
+    except ValueError as exc:  # e.g. "Exceeds the limit (4300 digits) for integer string conversion"
+        raise InvalidInputError(f"{where}: JSON this server cannot read ({exc})") from None
+
+
 def json_objects(lines: Iterable[str], source: str | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
     """The JSON objects of a JSON Lines stream, each with its 1-based line number."""
     for lineno, line in enumerate(lines, 1):
         if not line.strip():
             continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InvalidInputError(f"{line_label(source, lineno)}: not valid JSON ({exc.msg})") from None
+        obj = parse_json(line, line_label(source, lineno))
         if not isinstance(obj, dict):
             raise InvalidInputError(
                 f"{line_label(source, lineno)}: expected a JSON object, got {type(obj).__name__}"
@@ -34,4 +45,4 @@ def json_objects(lines: Iterable[str], source: str | None = None) -> Iterator[tu
         yield lineno, obj
 
 
-__all__ = ["json_objects", "line_label"]
+__all__ = ["json_objects", "line_label", "parse_json"]

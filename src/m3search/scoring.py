@@ -36,13 +36,20 @@ def colbert_score(query: np.ndarray, doc: np.ndarray) -> float:
     return float((query @ doc.T).max(axis=1).sum() / len(query))
 
 
+#: Largest weight accepted. Weights are relative (a hybrid score is their weighted mean), so this loses
+#: nothing, and it keeps Σ w·score finite: 1e308 weights overflowed it to inf and every score to NaN or 0.
+MAX_WEIGHT = 1000.0
+
+
 def check_weights(weights: Sequence[float]) -> tuple[float, float, float]:
-    """Validate (dense, sparse, colbert) weights: three finite, non-negative numbers, not all zero."""
+    """Validate (dense, sparse, colbert) weights: three numbers in [0, MAX_WEIGHT], not all zero."""
     if len(weights) != 3:
         raise InvalidInputError(f"weights must be (dense, sparse, colbert), got {len(weights)} values")
     w = tuple(float(x) for x in weights)
-    if not all(np.isfinite(x) and x >= 0 for x in w) or sum(w) == 0:
-        raise InvalidInputError(f"weights must be finite, non-negative and not all zero, got {list(weights)}")
+    if not all(0 <= x <= MAX_WEIGHT for x in w) or sum(w) == 0:  # NaN fails both comparisons
+        raise InvalidInputError(
+            f"weights must be between 0 and {MAX_WEIGHT:g} and not all zero, got {list(weights)}"
+        )
     return w  # type: ignore[return-value]
 
 

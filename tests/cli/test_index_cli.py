@@ -138,3 +138,80 @@ def test_bad_jsonl_line_loses_nothing(collection, tmp_path):
     result = CliRunner().invoke(cli, ["index", "add", str(collection), str(bad)])
     assert result.exit_code != 0 and "bad.jsonl:2" in result.output
     assert json.loads(run("index", "stats", str(collection), "--json"))["count"] == 5
+
+
+def _write_labels(tmp_path):
+    queries = tmp_path / "queries.jsonl"
+    queries.write_text(
+        "".join(
+            json.dumps({"_id": q, "text": t}) + "\n"
+            for q, t in (("q1", "a cat on a warm mat"), ("q2", "flour and yeast"), ("q3", "light to energy"))
+        )
+    )
+    qrels = tmp_path / "qrels.tsv"
+    qrels.write_text("query-id\tcorpus-id\tscore\nq1\ta\t1\nq2\tbeir1\t1\nq3\tc\t1\n")
+    return queries, qrels
+
+
+def test_index_tune_stores_defaults_that_search_then_uses(collection, tmp_path):
+    from m3search.search.fusion import FUSIONS
+    from m3search.store.search_defaults import SEARCH_DEFAULTS_FILE
+
+    queries, qrels = _write_labels(tmp_path)
+    out = run(
+        "index", "tune", str(collection), "--queries", str(queries), "--qrels", str(qrels), "--step", "0.5"
+    )
+    for fusion in FUSIONS:
+        assert f"  {fusion} " in out
+    stored = json.loads((collection / SEARCH_DEFAULTS_FILE).read_text())
+    assert (
+        stored["mode"] == "all" and stored["fusion"] in FUSIONS and sum(stored["weights"]) == pytest.approx(1)
+    )
+    assert (
+        stored["source"]["queries"] == str(queries)
+        and stored["source"]["score"] >= stored["source"]["default_score"]
+    )
+    weights = ",".join(str(w) for w in stored["weights"])
+    plain = run("search", str(collection), "warm mat", "--json")
+    explicit = run(
+        "search", str(collection), "warm mat", "--json", "--fusion", stored["fusion"], "--weights", weights
+    )
+    assert json.loads(plain) == json.loads(explicit)
+
+
+def test_index_tune_with_pseudo_queries_and_dry_run(collection):
+    from m3search.store.search_defaults import SEARCH_DEFAULTS_FILE
+
+    out = run(
+        "index",
+        "tune",
+        str(collection),
+        "--pseudo",
+        "4",
+        "--fusion",
+        "weighted,dbsf",
+        "--step",
+        "0.5",
+        "--dry-run",
+    )
+    assert "chosen:" in out and "rrf" not in out
+    assert not (collection / SEARCH_DEFAULTS_FILE).exists()
+    result = CliRunner().invoke(cli, ["index", "tune", str(collection), "--queries", "x"])
+    assert result.exit_code != 0
+    bad = CliRunner().invoke(cli, ["index", "tune", str(collection), "--pseudo", "3", "--fusion", "borda"])
+    assert bad.exit_code != 0 and "unknown fusion borda" in bad.output
+
+
+def test_verify_names_damaged_files(collection):
+    run("index", "compact", str(collection))
+    out = run("index", "verify", str(collection))
+    assert f"{collection}: ok (1 segment(s)" in out
+    segment = next((collection / "segments").iterdir())
+    vectors = segment / "colbert.npy"
+    data = bytearray(vectors.read_bytes())
+    data[-8:] = bytes(b ^ 0xFF for b in data[-8:])
+    vectors.write_bytes(bytes(data))
+    result = CliRunner().invoke(cli, ["index", "verify", str(collection)])
+    assert result.exit_code != 0
+    assert f"DAMAGED segments/{segment.name}/colbert.npy" in result.stderr
+    assert "1 damaged file(s)" in result.stderr

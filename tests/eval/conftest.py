@@ -10,10 +10,11 @@ import pytest
 import scipy.sparse as sp
 
 from m3search.encoders import BM25Encoder
+from m3search.encoders.offline.tokenizer import XLMR_VOCAB_SIZE, xlmr_tokenizer_json
 from m3search.eval.datasets import RetrievalTask, load_beir, slice_task
-from m3search.eval.runner import MODE_OUTPUTS
 from m3search.scoring import colbert_score
-from m3search.testing import XLMR_VOCAB_SIZE, xlmr_tokenizer_json
+from m3search.search.fusion import dbsf_scale
+from m3search.search.modes import MODE_KINDS
 
 
 @pytest.fixture(scope="session")
@@ -81,7 +82,7 @@ class ExhaustiveSearcher:
     """Stand-in for a collection in runner and CLI tests: exact scores of every document in every mode.
 
     Dense and ColBERT come from the tiny random bge-m3, sparse from BM25; weighted fusion is the weighted mean
-    of the mode scores, RRF sums weight / (60 + rank). Scores are cached per query text; calls are recorded.
+    of the mode scores, DBSF that of their 3σ-scaled scores, RRF sums weight / (60 + rank). Scores are cached per query text; calls are recorded.
     """
 
     def __init__(self, encoder, tokenizer, task: RetrievalTask) -> None:
@@ -121,10 +122,12 @@ class ExhaustiveSearcher:
             parts = [
                 (scores[m], weights[i])
                 for i, m in enumerate(("dense", "sparse", "colbert"))
-                if m in MODE_OUTPUTS[mode]
+                if m in MODE_KINDS[mode]
             ]
             if fusion == "weighted":
                 total = sum(w * s for s, w in parts) / sum(w for _, w in parts)
+            elif fusion == "dbsf":
+                total = sum(w * dbsf_scale(s) for s, w in parts) / sum(w for _, w in parts)
             else:
                 total = sum(w / (60.0 + np.argsort(np.argsort(-s)) + 1) for s, w in parts)
         top = np.argsort(-total, kind="stable")[:k]

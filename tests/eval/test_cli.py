@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from m3search.cli.main import cli
 from m3search.eval import engine
 from m3search.eval.datasets import RetrievalTask, load_beir, slice_task
+from m3search.search.fusion import FUSION_WEIGHTS, FUSIONS
 from tests.eval.conftest import ExhaustiveSearcher
 
 
@@ -26,6 +27,9 @@ class _Model:
 
     def describe(self):
         return {"name": self.name}
+
+    def runtime_identity(self):
+        return None
 
 
 def _stand_in(monkeypatch, searcher, requests):
@@ -79,16 +83,18 @@ def test_eval_writes_every_report(monkeypatch, tmp_path, scifact_dir, exhaustive
         "dense",
         "sparse",
         "colbert",
-        "dense+sparse (weighted)",
-        "dense+sparse (rrf)",
-        "all (weighted)",
-        "all (rrf)",
+        *(
+            f"{m} ({f} {'/'.join(f'{w:g}' for w in FUSION_WEIGHTS[f])})"
+            for m in ("dense+sparse", "all")
+            for f in FUSIONS
+        ),
     ]
+    assert [r["weights"] for r in task["runs"][3:]] == [list(FUSION_WEIGHTS[f]) for f in FUSIONS] * 2
     assert results["settings"]["measures"][0] == "ndcg@10" and results["settings"]["max_docs"] == 300
     assert "| sparse |" in result.output  # the Markdown table is printed too
     for name in ("results.md", "scifact_metrics.png", "scifact_recall.png"):
         assert (out / name).stat().st_size > 0
-    assert len(list((out / "runs" / "scifact").glob("*.trec"))) == 7
+    assert len(list((out / "runs" / "scifact").glob("*.trec"))) == 3 + 2 * len(FUSIONS)
 
 
 def test_eval_modes_fusions_and_cutoffs(monkeypatch, tmp_path, scifact_dir, exhaustive):
@@ -112,8 +118,6 @@ def test_eval_modes_fusions_and_cutoffs(monkeypatch, tmp_path, scifact_dir, exha
         "5,20",
         "--weights",
         "0.5,0.5,0",
-        "--normalize",
-        "none",
         "--candidates",
         "50",
         "--output",
@@ -121,11 +125,11 @@ def test_eval_modes_fusions_and_cutoffs(monkeypatch, tmp_path, scifact_dir, exha
     )
     assert result.exit_code == 0, result.output
     assert requests[0]["outputs"] == ["dense", "sparse"]
-    assert (requests[0]["normalize"], requests[0]["candidates"]) == ("none", 50)
+    assert (requests[0]["normalize"], requests[0]["candidates"]) == ("auto", 50)
     results = json.loads((tmp_path / "results.json").read_text())
-    assert results["settings"]["normalize"] == "none" and results["settings"]["encoder"] == {"name": "tiny"}
+    assert results["settings"]["candidates"] == 50 and results["settings"]["encoder"] == {"name": "tiny"}
     runs = results["tasks"][0]["runs"]
-    assert [r["label"] for r in runs] == ["sparse", "dense+sparse (rrf)"]
+    assert [r["label"] for r in runs] == ["sparse", "dense+sparse (rrf 0.5/0.5/0)"]
     assert runs[1]["weights"] == [0.5, 0.5, 0.0]
     assert set(runs[0]["metrics"]) == {
         "ndcg@5",
@@ -153,10 +157,37 @@ def test_eval_modes_fusions_and_cutoffs(monkeypatch, tmp_path, scifact_dir, exha
             "'zscore' is not one of 'auto', 'none', 'minmax'",
         ),
         (["tune-weights", "--dataset", "{scifact}", "--dev-split", "test"], "the test split are both"),
+        # options that cannot apply are refused, naming why (never silently ignored)
+        (
+            ["--dataset", "squad:{xquad}/vi.json", "--query-lang", "ja", "--doc-lang", "en"],
+            "--query-lang and --doc-lang cannot apply to squad:",
+        ),
+        (["--dataset", "{scifact}", "--unit", "sentence"], "--unit cannot apply to"),
+        (["--dataset", "{scifact}", "--query-lang", "de"], "a BEIR folder has one corpus"),
+        (["--dataset", "{scifact}", "--modes", "dense", "--weights", "1,0,0"], "--weights cannot apply"),
+        (["--dataset", "{scifact}", "--modes", "sparse", "--fusion", "rrf"], "no run fuses modes"),
+        (["--dataset", "{scifact}", "--fusion", "rrf", "--normalize", "none"], "no run fuses with weights"),
+        (["--dataset", "{scifact}", "--modes", "dense,sparse", "--candidates", "50"], "re-score candidates"),
+        (["--dataset", "{scifact}", "--modes", "dense", "--sparse", "bm25"], "no run uses sparse weights"),
+        (
+            ["--dataset", "{scifact}", "--modes", "sparse", "--dense-index", "flat"],
+            "no run uses dense vectors",
+        ),
+        (["--dataset", "{scifact}", "--reindex"], "--reindex cannot apply: it rebuilds a kept --collection"),
+        (["tune-weights", "--dataset", "{scifact}", "--seed", "3"], "--seed cannot apply"),
+        (
+            ["tune-weights", "--dataset", "{scifact}", "--dev-split", "train", "--dev-fraction", "0.3"],
+            "--dev-split cannot apply: --dev-fraction already chooses",
+        ),
+        (
+            ["tune-weights", "--dataset", "{scifact}", "--fusion", "rrf", "--normalize", "minmax"],
+            "--normalize",
+        ),
+        (["tune-weights", "--dataset", "{scifact}", "--dev-fraction", "1.5"], "strictly between 0 and 1"),
     ],
 )
-def test_eval_errors_are_clean(args, message, scifact_dir):
-    args = [a.replace("{scifact}", str(scifact_dir)) for a in args]
+def test_eval_errors_are_clean(args, message, scifact_dir, xquad_dir):
+    args = [a.replace("{scifact}", str(scifact_dir)).replace("{xquad}", str(xquad_dir)) for a in args]
     result = CliRunner().invoke(cli, ["eval", *args])
     assert result.exit_code != 0
     assert message in result.output and "Traceback" not in result.output
@@ -199,6 +230,49 @@ def test_tune_weights_tunes_on_train_then_reports_test(
     (task,) = results["tasks"]
     assert task["task"]["split"] == "test" and task["task"]["queries"] == 10
     labels = [r["label"] for r in task["runs"]]
-    assert labels == ["dense", "sparse", "colbert", "all (weighted, default)", "all (weighted, tuned)"]
+    tuned = "/".join(f"{w:g}" for w in tuning["best"])
+    assert labels == [
+        "dense",
+        "sparse",
+        "colbert",
+        "all (weighted 0.4/0.2/0.4, default)",
+        f"all (weighted {tuned}, tuned)",
+    ]
     assert task["runs"][3]["weights"] == [0.4, 0.2, 0.4] and task["runs"][4]["weights"] == tuning["best"]
     assert "## Tuned fusion weights" in result.output
+
+
+def test_tune_weights_on_a_set_with_one_split_points_to_dev_fraction(xquad_dir):
+    """The dev split defaults to train; a SQuAD-style set has none, and the error says so without claiming the
+    user passed --split."""
+    result = CliRunner().invoke(cli, ["eval", "tune-weights", "--dataset", f"squad:{xquad_dir / 'vi.json'}"])
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert "has only a test split, not 'train'" in result.output and "--dev-fraction" in result.output
+    assert "--split train" not in result.output
+
+
+def test_eval_help_lists_the_options_of_the_implied_run_command():
+    result = CliRunner().invoke(cli, ["eval", "--help"])
+    assert result.exit_code == 0
+    head, _, implied = result.output.partition("Options of `run` (implied when no command is given):")
+    assert "tune-weights" in head  # the subcommands are still listed
+    for option in ("--dataset", "--modes", "--max-docs", "--collection", "--reindex", "--runtime", "--quiet"):
+        assert option in implied, option
+    assert implied.count("--help") == 0  # -h is the group's, listed once above
+
+
+def test_eval_colbert_mode_builds_what_the_planner_needs(tmp_path, tiny_m3_dir, scifact_dir):
+    """`--modes colbert` re-ranks the dense top-N, so the collection eval builds holds dense vectors too."""
+    kept, out = tmp_path / "collection", tmp_path / "out"
+    result = _invoke(
+        *("--model", str(tiny_m3_dir), "--dataset", str(scifact_dir), "--modes", "colbert"),
+        *("--max-queries", "3", "--max-docs", "20", "--runtime", "torch-fp32"),
+        *("--collection", str(kept), "--output", str(out)),
+    )
+    assert result.exit_code == 0, result.output
+    (entry,) = json.loads((out / "results.json").read_text())["tasks"]
+    assert [r["label"] for r in entry["runs"]] == ["colbert"]
+    from m3search import Collection
+
+    with Collection.open(kept) as col:
+        assert set(col.config.outputs) == {"dense", "colbert"}

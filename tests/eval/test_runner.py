@@ -7,6 +7,7 @@ import pytest
 from m3search.errors import InvalidInputError
 from m3search.eval.metrics import DEFAULT_MEASURES, evaluate
 from m3search.eval.runner import RunSpec, plan_runs, required_outputs, run_task, score_weights
+from m3search.search.fusion import FUSION_WEIGHTS, FUSIONS, default_weights
 
 
 class _Recorder:
@@ -26,21 +27,26 @@ def test_plan_runs():
         "dense",
         "sparse",
         "colbert",
-        "dense+sparse (weighted)",
-        "dense+sparse (rrf)",
-        "all (weighted)",
-        "all (rrf)",
+        *(
+            f"{mode} ({fusion} {'/'.join(f'{w:g}' for w in FUSION_WEIGHTS[fusion])})"
+            for mode in ("dense+sparse", "all")
+            for fusion in FUSIONS
+        ),
     ]
-    assert runs[0].weights is None and runs[-1].weights == (0.4, 0.2, 0.4)
-    assert [r.label for r in plan_runs(["all", "sparse"], ["rrf"], (1, 1, 0))] == ["sparse", "all (rrf)"]
-    assert RunSpec("all", "weighted", (0.5, 0.5, 0.0), "tuned").label == "all (weighted, tuned)"
+    # every fusion runs with the weights a search uses by default: one definition
+    assert runs[0].weights is None and all(r.weights == default_weights(r.fusion) for r in runs[3:])
+    assert [r.label for r in plan_runs(["all", "sparse"], ["rrf"], (1, 1, 0))] == [
+        "sparse",
+        "all (rrf 1/1/0)",
+    ]
+    assert RunSpec("all", "weighted", (0.5, 0.5, 0.0), "tuned").label == "all (weighted 0.5/0.5/0, tuned)"
     assert required_outputs(plan_runs(["sparse", "dense+sparse"])) == ["dense", "sparse"]
-    assert required_outputs(plan_runs(["colbert"])) == ["colbert"]
+    assert required_outputs(plan_runs(["colbert"])) == ["dense", "colbert"]  # colbert re-ranks dense
     with pytest.raises(InvalidInputError, match="unknown mode hybrid"):
         plan_runs(["dense", "hybrid"])
     with pytest.raises(InvalidInputError, match="unknown fusion max"):
         plan_runs(fusions=["max"])
-    with pytest.raises(InvalidInputError, match="weights must be finite"):
+    with pytest.raises(InvalidInputError, match="weights must be"):
         plan_runs(weights=(0, 0, 0))
 
 

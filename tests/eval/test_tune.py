@@ -122,3 +122,23 @@ def test_dev_queries_shared_with_test_are_refused(scifact_dir):
             metric="ndcg@10",
             step=0.5,
         )
+
+
+def test_split_queries_is_seeded_disjoint_and_keeps_the_corpus(xquad_dir):
+    from m3search.eval.datasets import squad_task
+    from m3search.eval.tune import split_queries
+
+    task = squad_task(xquad_dir / "vi.json")
+    dev, held_out = split_queries(task, 0.3, seed=7)
+    assert (dev.split, held_out.split) == ("test[dev]", "test[held out]")
+    assert len(dev.queries) == round(0.3 * len(task.queries))
+    assert set(dev.queries).isdisjoint(held_out.queries)
+    assert set(dev.queries) | set(held_out.queries) == set(task.queries)
+    assert dev.corpus is task.corpus is held_out.corpus
+    assert all(dev.qrels[q] == task.qrels[q] for q in dev.queries)
+    again, _ = split_queries(task, 0.3, seed=7)
+    other, _ = split_queries(task, 0.3, seed=8)
+    assert list(again.queries) == list(dev.queries) and set(other.queries) != set(dev.queries)
+    for fraction, message in ((0.0, "strictly between"), (1.0, "strictly between"), (1e-6, "leaves no dev")):
+        with pytest.raises(InvalidInputError, match=message):
+            split_queries(task, fraction)

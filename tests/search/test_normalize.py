@@ -36,7 +36,7 @@ def test_minmax_fusion_is_the_weighted_mean_of_rescaled_scores():
     assert list(np.argsort(-raw)) == list(np.argsort(-sparse))
     # rescaled, the weights mean what they say: dense decides
     assert list(np.argsort(-fused)) == list(np.argsort(-dense))
-    with pytest.raises(InvalidInputError, match="none or minmax"):
+    with pytest.raises(InvalidInputError, match="none, minmax, signal or dbsf"):
         weighted_fusion({"dense": dense}, {"dense": 1.0}, "auto")
 
 
@@ -50,14 +50,12 @@ def test_none_is_the_reference_formula():
         assert fused[i] == pytest.approx(reference)
 
 
-def test_auto_follows_the_source_of_the_sparse_weights():
-    assert resolve_normalize("auto", "bm25") == "minmax"
-    assert resolve_normalize("auto", "model") == "none"  # bge-m3: the reference formula stays exact
-    assert resolve_normalize("auto", None) == "none"
-    assert resolve_normalize("none", "bm25") == "none"
-    assert resolve_normalize("minmax", "model") == "minmax"
+def test_auto_is_signal_for_every_model():
+    assert resolve_normalize("auto") == "signal"
+    for name in ("none", "minmax", "signal"):
+        assert resolve_normalize(name) == name
     with pytest.raises(InvalidInputError, match="unknown score normalization 'zscore'"):
-        resolve_normalize("zscore", "bm25")
+        resolve_normalize("zscore")
 
 
 def test_cli_offers_exactly_these_normalizations():

@@ -16,6 +16,8 @@ from m3search.server import ServerSettings, create_app
 from m3search.server.process import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[2]
+#: What in-process clients address: a loopback name, as the server only answers to its own names.
+LOCAL_URL = "http://localhost"
 
 
 @pytest.fixture(scope="session")
@@ -48,7 +50,8 @@ def make_client(m3, tmp_path) -> Iterator[Callable[..., TestClient]]:
             settings = ServerSettings(
                 model=str(m3.path), collections_dir=tmp_path / "collections", **overrides
             )
-            return stack.enter_context(TestClient(create_app(settings, encoder=encoder)))
+            app = create_app(settings, encoder=encoder)
+            return stack.enter_context(TestClient(app, base_url=LOCAL_URL))
 
         yield make
 

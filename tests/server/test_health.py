@@ -7,6 +7,7 @@ import time
 from fastapi.testclient import TestClient
 
 from m3search.server import ServerSettings, create_app
+from tests.server.conftest import LOCAL_URL
 
 
 def test_health_ready_and_model_info(client, m3):
@@ -20,7 +21,7 @@ def test_health_ready_and_model_info(client, m3):
 
 def test_model_that_fails_to_load_is_reported(tmp_path):
     settings = ServerSettings(model=str(tmp_path / "no-such-model"), collections_dir=tmp_path / "c")
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), base_url=LOCAL_URL) as client:
         assert client.get("/healthz").status_code == 200
         deadline = time.monotonic() + 30
         while (
@@ -36,7 +37,7 @@ def test_model_that_fails_to_load_is_reported(tmp_path):
 
 def test_model_loads_in_background(m3_dir, tmp_path):
     settings = ServerSettings(model=str(m3_dir), collections_dir=tmp_path / "c", runtime="torch-fp32")
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), base_url=LOCAL_URL) as client:
         deadline = time.monotonic() + 60
         while client.get("/readyz").status_code != 200 and time.monotonic() < deadline:
             time.sleep(0.1)

@@ -206,3 +206,107 @@ def test_image_search_page(page, live_server, image_collection, flickr_images):
         " && document.querySelectorAll('#search-results li.hit img.thumb').length === 3"
     )
     assert not page.is_visible("#error")
+
+
+def _broken_images(page) -> int:
+    """Images the page shows (rendered, not hidden) that have no decoded picture: a broken-image icon."""
+    return page.evaluate(
+        "[...document.images].filter(i => i.getClientRects().length && !(i.complete && i.naturalWidth > 0))"
+        ".length"
+    )
+
+
+def test_search_page_shows_no_broken_query_image(page, live_server, tmp_path):
+    from PIL import Image
+
+    page.goto(live_server.url + "/ui/#search")
+    page.wait_for_selector("#search-form")
+    assert not page.is_visible("#search-image-preview") and _broken_images(page) == 0
+
+    picture = tmp_path / "red.png"
+    Image.new("RGB", (40, 30), (200, 30, 30)).save(picture)
+    page.set_input_files("#search-image", str(picture))
+    page.wait_for_function(
+        "(() => { const i = document.querySelector('#search-image-preview');"
+        " return !i.hidden && i.complete && i.naturalWidth === 40; })()"
+    )
+    page.click("#search-image-clear")
+    page.wait_for_selector("#search-image-preview", state="hidden")
+    assert page.get_attribute("#search-image-preview", "src") is None and _broken_images(page) == 0
+
+
+def test_similarity_ranks_each_line_of_text_b(page, live_server):
+    source = "The cat sits on the mat."
+    candidates = [
+        "A cat is sitting on a rug.",
+        "The stock market fell sharply today.",
+        "Cats like warm places.",
+    ]
+    page.goto(live_server.url + "/ui/#similarity")
+    page.fill("#sim-a", source)
+    page.fill(
+        "#sim-b", "\n".join([candidates[0], "", *candidates[1:]]) + "\n"
+    )  # blank lines are no candidates
+    page.click("#similarity-form button[type=submit]")
+    page.wait_for_selector("#sim-list li")
+
+    expected = httpx.post(
+        live_server.url + "/similarity", json={"source": source, "targets": candidates}
+    ).json()
+    ranked = sorted(expected["results"], key=lambda r: -r["scores"]["hybrid"])
+    items = page.query_selector_all("#sim-list li")
+    assert [i.query_selector(".candidate-text").inner_text() for i in items] == [r["text"] for r in ranked]
+    assert [i.query_selector(".level").inner_text() for i in items] == [r["level"] for r in ranked]
+    for item, result in zip(items, ranked):
+        shown = {
+            b.get_attribute("data-mode"): float(b.query_selector(".bar-value").inner_text())
+            for b in item.query_selector_all(".bar")
+        }
+        assert shown == pytest.approx({m: round(v, 3) for m, v in result["scores"].items()}, abs=1e-3)
+    assert page.inner_text("#sim-level") == ranked[0]["level"]
+    page.screenshot(path=str(ARTIFACTS / "ui-similarity-lines.png"), full_page=True)
+
+    # unticked, the whole of Text B is one text again
+    page.uncheck("#sim-lines")
+    page.click("#similarity-form button[type=submit]")
+    page.wait_for_selector("#sim-list", state="hidden")
+
+
+def test_similarity_history_is_kept_per_browser(browser, page, live_server):
+    page.goto(live_server.url + "/ui/#similarity")
+    compared = [
+        ("Paris is the capital of France.", "Berlin is the capital of Germany."),
+        ("I love pizza", "a\nb"),
+    ]
+    for a, b in compared:
+        page.fill("#sim-a", a)
+        page.fill("#sim-b", b)
+        page.click("#similarity-form button[type=submit]")
+        page.wait_for_function(
+            "([a]) => document.querySelector('#sim-history-list li')?.textContent.includes(a)", arg=[a[:20]]
+        )
+    entries = [e.inner_text() for e in page.query_selector_all("#sim-history-list li")]
+    assert len(entries) == 2
+    assert entries[0].startswith("I love pizza ↔ 2 candidates")
+    assert entries[1].startswith("Paris is the capital of France. ↔ Berlin")
+
+    page.reload()  # kept across visits, most recent first
+    page.wait_for_selector("#sim-history-list li")
+    assert [e.inner_text() for e in page.query_selector_all("#sim-history-list li")] == entries
+    page.click("#sim-history-list li:nth-child(2) button")  # replays a comparison
+    page.wait_for_function("document.querySelector('#sim-a').value === 'Paris is the capital of France.'")
+    page.wait_for_selector("#sim-result:not([hidden])")
+    assert page.input_value("#sim-b") == "Berlin is the capital of Germany."
+
+    other = browser.new_context()  # another browser profile: its own (empty) history
+    try:
+        fresh = other.new_page()
+        fresh.goto(live_server.url + "/ui/#similarity")
+        fresh.wait_for_selector("#status.ok")
+        assert not fresh.is_visible("#sim-history") and fresh.evaluate("localStorage.length") == 0
+    finally:
+        other.close()
+
+    page.click("#sim-history-clear")
+    page.wait_for_selector("#sim-history", state="hidden")
+    assert page.evaluate("localStorage.getItem('m3search-similarity-history')") is None

@@ -66,7 +66,7 @@ def test_single_modes_match_reference_ranking(filled, docs, mode):
 def test_weighted_fusion_is_the_reference_formula(filled, docs, mode, combined, weights):
     query = as_query(make_docs(1, seed=7)[0])
     w = weights or (0.4, 0.2, 0.4)
-    hits = filled.search(query, k=5, mode=mode, weights=weights, candidates=120)
+    hits = filled.search(query, k=5, mode=mode, weights=weights, candidates=120, normalize="none")
     # with every document a candidate, the fused ranking is the exact reference ranking
     expected = brute_force(
         docs, query, lambda s: hybrid_scores(s["dense"], s["sparse"], s["colbert"], w)[combined]
@@ -85,17 +85,33 @@ def test_weighted_fusion_is_the_reference_formula(filled, docs, mode, combined, 
 def test_rrf_fusion(filled, docs):
     query = as_query(make_docs(1, seed=5)[0])
     n = 20
-    hits = filled.search(query, k=10, mode="dense+sparse", fusion="rrf", candidates=n)
     dense_list = brute_force(docs, query, lambda s: s["dense"])[:n]
     matching = [d for d in docs if set(d["sparse"]) & set(query["sparse"])]  # sparse lists only these
     sparse_list = brute_force(matching, query, lambda s: s["sparse"])[:n]
+    # the sparse signal: the best sparse score over the query's self-score (its ceiling for given vectors)
+    by_id = {d["id"]: d for d in docs}
+    best = max(reference_scores(query, by_id[i])["sparse"] for i in set(dense_list) | set(sparse_list))
+    signal = min(1.0, best / sum(w * w for w in query["sparse"].values()))
+    assert 0 < signal < 1
 
-    def rrf(doc_id):
-        return sum(1.0 / (60 + lst.index(doc_id) + 1) for lst in (dense_list, sparse_list) if doc_id in lst)
+    for normalize, sparse_weight in (("minmax", 1.0), ("signal", signal)):
+        hits = filled.search(
+            query,
+            k=10,
+            mode="dense+sparse",
+            fusion="rrf",
+            weights=(1, 1, 0),
+            candidates=n,
+            normalize=normalize,
+        )
 
-    expected = sorted(set(dense_list) | set(sparse_list), key=lambda i: -rrf(i))[:10]
-    assert [round(h.score, 9) for h in hits] == [round(rrf(i), 9) for i in expected]
-    assert [round(rrf(h.id), 9) for h in hits] == [round(h.score, 9) for h in hits]
+        def rrf(doc_id, w=sparse_weight):
+            lists = ((dense_list, 1.0), (sparse_list, w))
+            return sum(wl / (60 + lst.index(doc_id) + 1) for lst, wl in lists if doc_id in lst)
+
+        expected = sorted(set(dense_list) | set(sparse_list), key=lambda i: -rrf(i))[:10]
+        assert [round(h.score, 9) for h in hits] == [round(rrf(i), 9) for i in expected]
+        assert [round(rrf(h.id), 9) for h in hits] == [round(h.score, 9) for h in hits]
 
 
 def test_own_vectors_find_the_document(filled, docs):

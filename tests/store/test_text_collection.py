@@ -52,6 +52,31 @@ def test_config_records_the_model(m3_collection, tiny_m3, tiny_m3_dir):
     assert cfg.dim == tiny_m3.dim and cfg.model == str(tiny_m3_dir)
 
 
+def test_config_records_the_runtime_that_made_the_vectors(m3_collection, tiny_m3, tiny_m3_dir):
+    """The runtime and its dtype are kept (reopened from disk), and vectors of another runtime are told apart."""
+    from m3search.encoders import BGEM3Encoder
+    from m3search.store.config import CollectionConfig
+
+    cfg = CollectionConfig.load(m3_collection.path)
+    assert cfg.runtime == {"runtime": "torch-fp32", "dtype": "fp32"} == tiny_m3.runtime_identity()
+    assert cfg.runtime_mismatch(tiny_m3.runtime_identity()) is None
+    bf16 = BGEM3Encoder(tiny_m3_dir, runtime="torch-bf16")
+    assert cfg.runtime_mismatch(bf16.runtime_identity()) == (
+        "its vectors were made by runtime torch-fp32 (fp32), not torch-bf16 (bf16)"
+    )
+    assert BM25Encoder(tiny_m3.tokenizer).runtime_identity() is None  # BM25 runs no model
+    cfg.runtime = None  # a collection made before the field: its encoder description still names the runtime
+    assert cfg.recorded_runtime() == {"runtime": "torch-fp32", "dtype": "fp32"}
+    cfg.encoder = {}
+    assert (
+        cfg.runtime_mismatch(tiny_m3.runtime_identity()) == "its vectors were made by an unrecorded runtime"
+    )
+    assert CompositeEncoder({"dense": bf16, "sparse": BM25Encoder(tiny_m3.tokenizer)}).runtime_identity() == {
+        "runtime": "torch-bf16",
+        "dtype": "bf16",
+    }
+
+
 @pytest.mark.parametrize("mode", ["dense", "colbert", "dense+sparse", "all"])
 def test_identical_text_is_found_first(m3_collection, mode):
     for i, text in enumerate(TEXTS):

@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import IO, Any
 
 import click
-from tqdm.auto import tqdm
 
 from m3search.cli.options import device_option, model_option, runtime_option
 from m3search.errors import InvalidInputError
 from m3search.jsonl import json_objects
+from m3search.progress import bar as progress_bar
 
 #: Texts read and encoded at a time: bounds memory on large files, big enough to batch well.
 BLOCK = 512
@@ -105,7 +105,7 @@ def command(
     dst = sys.stdout if str(output_path) == "-" else output_path.open("w", encoding="utf-8")
     truncated = 0
     try:
-        with tqdm(total=total, unit="doc", desc="encode", file=sys.stderr) as bar:
+        with progress_bar(total=total, unit="doc", desc="encode") as bar:
             for block in _blocks(_records(src, text_field)):
                 result = encoder.encode(
                     [t for _, t in block],

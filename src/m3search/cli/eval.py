@@ -3,22 +3,46 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from m3search.cli.options import device_option, model_option, normalize_option, runtime_option
+from m3search.cli.options import device_option, model_option, normalize_option, quiet_option, runtime_option
 from m3search.errors import InvalidInputError
-from m3search.scoring import DEFAULT_WEIGHTS
+from m3search.scoring import check_weights
+from m3search.search.fusion import (
+    DEFAULT_FUSION,
+    DEFAULT_NORMALIZE,
+    FUSION_WEIGHTS,
+    FUSIONS,
+    default_weights,
+)
+
+if TYPE_CHECKING:
+    from m3search.eval.datasets import Unit
+    from m3search.eval.tune import Method
 
 
 class _DefaultGroup(click.Group):
-    """A group whose `run` command is implied: `m3search eval --dataset ...` is `m3search eval run ...`."""
+    """A group whose `run` command is implied: `m3search eval --dataset ...` is `m3search eval run ...`; its
+    help lists the options of `run` too, since those are the ones `m3search eval` takes."""
+
+    default_command = "run"
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
-            args = ["run", *args]
+            args = [self.default_command, *args]
         return super().parse_args(ctx, args)
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        super().format_options(ctx, formatter)
+        implied = self.commands[self.default_command]
+        run_ctx = click.Context(implied, info_name=self.default_command, parent=ctx)
+        own_help = implied.get_help_option(run_ctx)  # the group's own -h covers it
+        params = [p for p in implied.get_params(run_ctx) if own_help is None or p.name != own_help.name]
+        records = [r for p in params if (r := p.get_help_record(run_ctx)) is not None]
+        with formatter.section(f"Options of `{self.default_command}` (implied when no command is given)"):
+            formatter.write_dl(records)
 
 
 def _csv(value: str) -> list[str]:
@@ -35,8 +59,6 @@ def _ints(value: str | None) -> list[int] | None:
 
 
 def _weights(value: str) -> tuple[float, float, float]:
-    from m3search.scoring import check_weights
-
     try:
         return check_weights([float(v) for v in _csv(value)])
     except ValueError as exc:
@@ -92,6 +114,12 @@ collection_option = click.option(
     default=None,
     help="Build the collection(s) here and keep them (default: a temporary folder, removed after).",
 )
+reindex_option = click.option(
+    "--reindex",
+    is_flag=True,
+    help="Rebuild the --collection even if it exists (e.g. made by another runtime or for another slice); the "
+    "old one is replaced only once the new one is complete.",
+)
 max_queries_option = click.option(
     "--max-queries",
     type=int,
@@ -124,10 +152,9 @@ def engine_options(func: Any) -> Any:
         click.option(
             "--dense-index",
             type=click.Choice(["hnsw", "hnsw-sq8", "flat"]),
-            default="hnsw",
-            show_default=True,
-            help="Dense index of the collection (HNSW only above its size "
-            "threshold; smaller segments are searched exactly).",
+            default=None,
+            help="Dense index of the collection (HNSW only above its size threshold; smaller segments are "
+            "searched exactly). Default: hnsw, or what a reused --collection has.",
         ),
         click.option(
             "--cache/--no-cache",
@@ -137,14 +164,64 @@ def engine_options(func: Any) -> Any:
             "off by default so index timings measure the model).",
         ),
     ]
+    options.append(quiet_option)
     for option in reversed(options):
         func = option(func)
     return func
 
 
 def _engine_settings(encoder: Any, engine: dict[str, Any]) -> dict[str, Any]:
-    """What results.json records about the model and the search settings."""
-    return {"encoder": encoder.describe(), **engine}
+    """What results.json records about the model and the search settings: `runtime` is the runtime that made
+    the vectors (what `auto` resolved to), with its `dtype`, the `runtime_requested` and, for auto, why."""
+    identity = encoder.runtime_identity() or {}
+    return {
+        "encoder": encoder.describe(),
+        **engine,
+        "runtime": identity.get("runtime", engine["runtime"]),
+        "dtype": identity.get("dtype"),
+        "runtime_requested": engine["runtime"],
+        "runtime_auto": identity.get("auto"),
+    }
+
+
+def _given(ctx: click.Context, names: list[str]) -> list[str]:
+    """The options among `names` (parameter names) that the user set, spelled as on the command line."""
+    from click.core import ParameterSource
+
+    return [
+        "--" + name.replace("_", "-")
+        for name in names
+        if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+    ]
+
+
+def _refuse(ctx: click.Context, names: list[str], why: str) -> None:
+    """Raise if the user set any of `names`, options that cannot apply here (`why`): never ignore one silently."""
+    given = _given(ctx, names)
+    if given:
+        raise InvalidInputError(f"{' and '.join(given)} cannot apply: {why}")
+
+
+def _check_applicable(ctx: click.Context, runs: list[Any], collection: Path | None) -> None:
+    """Refuse engine options that none of `runs` would use, and --reindex without a --collection."""
+    from m3search.eval.runner import required_outputs
+
+    outputs = required_outputs(runs)
+    modes = ", ".join(dict.fromkeys(r.mode for r in runs))
+    if not any(r.hybrid for r in runs):
+        _refuse(ctx, ["fusion", "weights"], f"no run fuses modes (modes: {modes}; dense+sparse and all fuse)")
+    if not any(r.fusion == "weighted" for r in runs):
+        _refuse(ctx, ["normalize"], "it rescales scores for weighted fusion, and no run fuses with weights")
+    if not any(r.mode == "colbert" or r.hybrid for r in runs):
+        _refuse(
+            ctx, ["candidates"], f"only the colbert and hybrid modes re-score candidates (modes: {modes})"
+        )
+    if "sparse" not in outputs:
+        _refuse(ctx, ["sparse"], f"no run uses sparse weights (modes: {modes})")
+    if "dense" not in outputs:
+        _refuse(ctx, ["dense_index"], f"no run uses dense vectors (modes: {modes})")
+    if collection is None:
+        _refuse(ctx, ["reindex"], "it rebuilds a kept --collection; without one every run indexes afresh")
 
 
 @click.group("eval", cls=_DefaultGroup)
@@ -158,9 +235,8 @@ def command() -> None:
 @click.option("--split", default="test", show_default=True, help="Qrels split of a BEIR dataset.")
 @click.option(
     "--query-lang",
-    default="en",
-    show_default=True,
-    help="SQuAD-style sets: question language(s), comma-separated or 'all'.",
+    default=None,
+    help="SQuAD-style folders: question language(s), comma-separated or 'all' (default: en).",
 )
 @click.option(
     "--doc-lang",
@@ -171,9 +247,8 @@ def command() -> None:
 @click.option(
     "--unit",
     type=click.Choice(["paragraph", "sentence"]),
-    default="paragraph",
-    show_default=True,
-    help="SQuAD-style sets: retrieve the paragraph or the sentence holding the answer.",
+    default=None,
+    help="SQuAD-style sets: retrieve the paragraph or the sentence holding the answer (default: paragraph).",
 )
 @click.option(
     "--modes",
@@ -182,13 +257,23 @@ def command() -> None:
     help="Comma-separated: dense, sparse, colbert, dense+sparse, all.",
 )
 @click.option(
-    "--fusion", default="weighted,rrf", show_default=True, help="Fusions for the hybrid modes: weighted, rrf."
+    "--fusion",
+    default=",".join(FUSIONS),
+    show_default=True,
+    help=f"Fusions for the hybrid modes: {', '.join(FUSIONS)}.",
 )
 @click.option(
     "--weights",
-    default=",".join(str(w) for w in DEFAULT_WEIGHTS),
-    show_default=True,
-    help="Fusion weights dense,sparse,colbert.",
+    default=None,
+    help="Fusion weights dense,sparse,colbert for every fusion (default: each fusion's own, as search uses: "
+    + "; ".join(f"{f} {','.join(f'{w:g}' for w in FUSION_WEIGHTS[f])}" for f in FUSIONS)
+    + ").",
+)
+@click.option(
+    "--encode-once",
+    is_flag=True,
+    help="Encode each query once and reuse its vectors in every run and task (BM25 weights re-made per "
+    "collection): much faster on a busy machine; latencies then leave out query encoding.",
 )
 @click.option(
     "--k",
@@ -205,25 +290,30 @@ def command() -> None:
     help="Index a fixed sample of this many documents (always keeping the judged ones).",
 )
 @collection_option
+@reindex_option
 @engine_options
 @output_option
 @click.option("--save-runs", is_flag=True, help="Also write TREC run files under OUTPUT/runs/.")
+@click.pass_context
 def run(
+    ctx: click.Context,
     model: str,
     dataset: str,
     split: str,
-    query_lang: str,
+    query_lang: str | None,
     doc_lang: str | None,
-    unit: str,
+    unit: Unit | None,
     modes: str,
     fusion: str,
-    weights: str,
+    weights: str | None,
     k: str | None,
     max_queries: int | None,
     max_docs: int | None,
     collection: Path | None,
+    reindex: bool,
     output: Path,
     save_runs: bool,
+    encode_once: bool,
     **engine: Any,
 ) -> None:
     """Index the dataset's corpus, run every query in every mode and fusion, report quality and latency."""
@@ -233,7 +323,10 @@ def run(
     from m3search.eval.runner import plan_runs, required_outputs, run_task
 
     measures = _measures(k)
-    runs = plan_runs(_csv(modes), _csv(fusion), _weights(weights))
+    runs = plan_runs(_csv(modes), _csv(fusion), _weights(weights) if weights is not None else None)
+    _check_applicable(ctx, runs, collection)
+    engine["normalize"] = engine["normalize"] or DEFAULT_NORMALIZE
+    shared_queries: dict[str, Any] | None = {} if encode_once else None
     tasks = [
         slice_task(t, max_queries=max_queries, max_docs=max_docs)
         for t in load_tasks(dataset, split=split, query_lang=query_lang, doc_lang=doc_lang, unit=unit)
@@ -262,6 +355,8 @@ def run(
             candidates=engine["candidates"],
             dense_index=engine["dense_index"],
             cache=engine["cache"],
+            shared_queries=shared_queries,
+            reindex=reindex,
         ) as (searcher, stats):
             results = run_task(searcher, task, runs, measures=measures)
         entries.append(task_entry(task.describe(), stats, results))
@@ -281,7 +376,15 @@ def run(
 @command.command("tune-weights")
 @model_option
 @dataset_option
-@click.option("--dev-split", default="train", show_default=True, help="Split the weights are tuned on.")
+@click.option("--dev-split", default=None, help="Split the weights are tuned on (default: train).")
+@click.option(
+    "--dev-fraction",
+    type=float,
+    default=None,
+    help="Instead of a dev split, tune on this share of the --split queries (drawn with --seed) and report the "
+    "rest: for sets with one split, such as SQuAD-style ones.",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Which queries --dev-fraction draws.")
 @click.option(
     "--split",
     default="test",
@@ -289,50 +392,57 @@ def run(
     help="Split the tuned weights are then evaluated on (never seen while tuning).",
 )
 @click.option("--mode", type=click.Choice(["all", "dense+sparse"]), default="all", show_default=True)
-@click.option("--fusion", type=click.Choice(["weighted", "rrf"]), default="weighted", show_default=True)
-@click.option("--metric", default="ndcg@10", show_default=True, help="Maximized on the dev split.")
+@click.option("--fusion", type=click.Choice(FUSIONS), default=DEFAULT_FUSION, show_default=True)
+@click.option("--metric", default="ndcg@10", show_default=True, help="Maximized on the dev queries.")
 @click.option("--method", type=click.Choice(["coordinate", "grid"]), default="coordinate", show_default=True)
 @click.option("--step", type=float, default=0.1, show_default=True, help="Weight grid step (divides 1).")
 @click.option("--max-dev-queries", type=int, default=None, help="Tune on a fixed sample of dev queries.")
 @max_queries_option
 @collection_option
+@reindex_option
 @engine_options
 @output_option
+@click.pass_context
 def tune_weights(
+    ctx: click.Context,
     model: str,
     dataset: str,
-    dev_split: str,
+    dev_split: str | None,
+    dev_fraction: float | None,
+    seed: int,
     split: str,
     mode: str,
     fusion: str,
     metric: str,
-    method: str,
+    method: Method,
     step: float,
     max_dev_queries: int | None,
     max_queries: int | None,
     collection: Path | None,
+    reindex: bool,
     output: Path,
     **engine: Any,
 ) -> None:
-    """Search fusion weights on the dev split, then evaluate default and tuned weights on the test split."""
+    """Search fusion weights on dev queries (a dev split, or --dev-fraction of the test split's), then evaluate
+    default and tuned weights on the test queries."""
     from m3search.eval import engine as eval_engine
-    from m3search.eval.datasets import load_tasks, slice_task
     from m3search.eval.metrics import DEFAULT_MEASURES, parse_measure
     from m3search.eval.report import build_results, task_entry
-    from m3search.eval.runner import MODE_OUTPUTS, RunSpec, run_task, score_weights
-    from m3search.eval.tune import check_splits, tune_on_dev
+    from m3search.eval.runner import RunSpec, run_task, score_weights
+    from m3search.eval.tune import tune_on_dev
+    from m3search.search.modes import MODE_KINDS, mode_outputs
 
     parse_measure(metric)
-    check_splits(dev_split, split)
-    limits = {dev_split: max_dev_queries, split: max_queries}
-
-    def load_split(name: str):
-        (task,) = load_tasks(dataset, split=name)
-        return slice_task(task, max_queries=limits[name])
-
-    outputs = MODE_OUTPUTS[mode]
-    free = [o in outputs for o in ("dense", "sparse", "colbert")]
-    corpus_task = load_split(dev_split)
+    outputs = mode_outputs(mode)
+    free = [o in MODE_KINDS[mode] for o in ("dense", "sparse", "colbert")]
+    default = check_weights([w if f else 0.0 for w, f in zip(default_weights(fusion), free)])
+    runs = [RunSpec(o) for o in MODE_KINDS[mode]] + [RunSpec(mode, fusion, default, "default")]
+    _check_applicable(ctx, runs, collection)
+    load_split, dev_name = _dev_and_test(
+        ctx, dataset, dev_split, dev_fraction, seed, split, max_dev_queries, max_queries
+    )
+    test_name = split if dev_fraction is None else f"{split}[held out]"
+    corpus_task = load_split(dev_name)
     encoder = eval_engine.load_model(
         model,
         outputs=[*outputs, *eval_engine.stored_outputs([collection])],
@@ -350,6 +460,7 @@ def tune_weights(
         candidates=engine["candidates"],
         dense_index=engine["dense_index"],
         cache=engine["cache"],
+        reindex=reindex,
     ) as (searcher, stats):
         tuning = searcher.reusing_queries()  # the dev queries are searched once per trial: encode them once
 
@@ -359,20 +470,21 @@ def tune_weights(
         tuned, test = tune_on_dev(
             load_split,
             objective,
-            dev_split=dev_split,
-            test_split=split,
+            dev_split=dev_name,
+            test_split=test_name,
             metric=metric,
             method=method,
             step=step,
+            start=default_weights(fusion),
             free=free,
         )
+        if dev_fraction is not None:
+            tuned.dev_fraction, tuned.seed = dev_fraction, seed
         if set(test.corpus) != set(corpus_task.corpus):
             raise InvalidInputError(
-                f"the {dev_split!r} and {split!r} splits of {dataset} have different corpora"
+                f"the {dev_name!r} and {split!r} splits of {dataset} have different corpora"
             )
-        default = tuple(w if f else 0.0 for w, f in zip(DEFAULT_WEIGHTS, free))
-        runs = [RunSpec(o) for o in outputs]
-        runs += [RunSpec(mode, fusion, default, "default"), RunSpec(mode, fusion, tuned.best, "tuned")]
+        runs.append(RunSpec(mode, fusion, tuned.best, "tuned"))
         measures = tuple(dict.fromkeys((metric, *DEFAULT_MEASURES)))
         results = run_task(searcher, test, runs, measures=measures)
     settings = _settings(
@@ -385,6 +497,50 @@ def tune_weights(
     )
     entry = task_entry(test.describe(), stats, results)
     _finish(build_results(model=model, settings=settings, tasks=[entry], tuning=tuned.to_dict()), output)
+
+
+def _dev_and_test(
+    ctx: click.Context,
+    dataset: str,
+    dev_split: str | None,
+    dev_fraction: float | None,
+    seed: int,
+    split: str,
+    max_dev_queries: int | None,
+    max_queries: int | None,
+) -> tuple[Any, str]:
+    """tune-weights' `load_split(name)` and the dev split's name: named splits of the dataset, or the two
+    disjoint query parts of `split` that --dev-fraction draws."""
+    from m3search.eval.datasets import load_tasks, slice_task
+    from m3search.eval.tune import check_splits, split_queries
+
+    if dev_fraction is not None:
+        _refuse(ctx, ["dev_split"], "--dev-fraction already chooses the dev queries (from --split); give one")
+        (whole,) = load_tasks(dataset, split=split)
+        parts = dict(zip(("dev", "test"), split_queries(whole, dev_fraction, seed)))
+        halves = {
+            parts["dev"].split: slice_task(parts["dev"], max_queries=max_dev_queries),
+            parts["test"].split: slice_task(parts["test"], max_queries=max_queries),
+        }
+        return halves.__getitem__, parts["dev"].split
+    _refuse(ctx, ["seed"], "it draws the dev queries of --dev-fraction, which is not given")
+    dev_name = dev_split or "train"
+    check_splits(dev_name, split)
+    limits = {dev_name: max_dev_queries, split: max_queries}
+
+    def load_split(name: str):
+        try:
+            (task,) = load_tasks(dataset, split=name)
+        except InvalidInputError as exc:
+            if name != dev_name or dev_split is not None:
+                raise
+            raise InvalidInputError(
+                f"{exc}; tune-weights tunes on the 'train' split unless told: name another with --dev-split, "
+                f"or tune on a share of the {split!r} queries with --dev-fraction (e.g. 0.3)"
+            ) from None
+        return slice_task(task, max_queries=limits[name])
+
+    return load_split, dev_name
 
 
 @command.command("images")

@@ -1,4 +1,4 @@
-"""`m3search index create|add|delete|compact|stats`: build and maintain a collection from the shell.
+"""`m3search index create|add|delete|compact|stats|verify`: build, maintain and check a collection from the shell.
 
 `add` reads JSONL (`{"id", "text", "image", "metadata", ...}`; `image` is a path, relative ones from the JSONL
 file's folder, or base64), BEIR `corpus.jsonl` (`{"_id", "title", "text"}`), image files (one image document
@@ -9,17 +9,17 @@ with a progress bar.
 from __future__ import annotations
 
 import json
-import sys
+import random
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import click
-from tqdm.auto import tqdm
 
 from m3search.cli.options import runtime_option
 from m3search.errors import InvalidInputError
 from m3search.jsonl import json_objects
+from m3search.progress import bar as progress_bar
 
 #: Documents read and written per upsert: one durable transaction each, big enough to batch the model well.
 BLOCK = 256
@@ -188,7 +188,7 @@ def add(path: Path, inputs: tuple[Path, ...], fmt: str, batch_size: int, runtime
     written = 0
     with (
         Collection.open(path, runtime=runtime) as collection,
-        tqdm(total=total, unit="doc", desc="index", file=sys.stderr) as bar,
+        progress_bar(total=total, unit="doc", desc="index") as bar,
     ):
         block: list[dict[str, Any]] = []
         for file, root in files:
@@ -258,3 +258,157 @@ def stats(path: Path, as_json: bool) -> None:
             f"  {seg['name']}: {seg['rows']} rows ({seg['deleted']} deleted), "
             f"{'HNSW' if seg['hnsw'] else 'exact'}, {sum(seg['bytes'].values()) / 2**20:.1f} MiB"
         )
+
+
+@command.command("tune")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option(
+    "--queries",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help='Labelled queries: BEIR queries.jsonl ({"_id", "text"} a line).',
+)
+@click.option(
+    "--qrels",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Their judgments: BEIR qrels TSV (query-id, corpus-id, score).",
+)
+@click.option(
+    "--pseudo",
+    type=int,
+    default=None,
+    help="Without labels: this many pseudo-queries, each a sentence of a sampled document of the "
+    "collection, that document its answer.",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the pseudo-query sample.")
+@click.option(
+    "--mode",
+    type=click.Choice(["all", "dense+sparse"]),
+    default=None,
+    help="Hybrid mode to tune (default: the richest the collection allows).",
+)
+@click.option(
+    "--fusion",
+    "fusions",
+    default=None,
+    help="Fusions to try, comma-separated (default: all of weighted, rrf, dbsf).",
+)
+@click.option("--metric", default="ndcg@10", show_default=True, help="Maximized over the queries.")
+@click.option("--step", type=float, default=0.1, show_default=True, help="Weight grid step (divides 1).")
+@click.option("--dry-run", is_flag=True, help="Report what tuning finds without storing it.")
+@runtime_option
+def tune(
+    path: Path,
+    queries: Path | None,
+    qrels: Path | None,
+    pseudo: int | None,
+    seed: int,
+    mode: str | None,
+    fusions: str | None,
+    metric: str,
+    step: float,
+    dry_run: bool,
+    runtime: str,
+) -> None:
+    """Learn PATH's search defaults (fusion, weights) from labelled queries or pseudo-queries, and store them
+    in the collection so its searches use them (a `search.json` beside its data)."""
+    from m3search import Collection
+    from m3search.eval.datasets import RetrievalTask, read_qrels, read_queries
+    from m3search.eval.engine import CollectionSearcher
+    from m3search.eval.metrics import parse_measure
+    from m3search.eval.runner import score_weights
+    from m3search.eval.tune import choose_fusion, pseudo_queries
+    from m3search.search.fusion import DEFAULT_FUSION, FUSIONS, default_weights
+    from m3search.search.modes import MODE_KINDS
+    from m3search.store.search_defaults import SearchDefaults
+
+    if (queries is None) != (qrels is None):
+        raise click.UsageError("give --queries and --qrels together")
+    if (queries is None) == (pseudo is None):
+        raise click.UsageError("give labelled --queries/--qrels or --pseudo N, not both or neither")
+    parse_measure(metric)
+    chosen = [f.strip() for f in fusions.split(",")] if fusions else list(FUSIONS)
+    unknown = [f for f in chosen if f not in FUSIONS]
+    if unknown:
+        raise InvalidInputError(f"unknown fusion {', '.join(unknown)}: choose from {', '.join(FUSIONS)}")
+    with Collection.open(path, runtime=runtime) as collection:
+        mode = mode or collection.default_mode
+        if mode not in ("all", "dense+sparse"):
+            raise InvalidInputError(f"collection {path} allows mode {mode} only: there is no fusion to tune")
+        if queries is not None:
+            judged = read_qrels(qrels)
+            texts = read_queries(queries)
+            source = {"queries": str(queries), "qrels": str(qrels)}
+        else:
+            ids = collection.ids()
+            docs = collection.get(random.Random(seed).sample(ids, min(len(ids), 4 * pseudo)))
+            texts, judged = pseudo_queries([(d.id, d.text or "") for d in docs if d], pseudo, seed=seed)
+            source = {"pseudo_queries": len(texts), "seed": seed}
+        kept = {q: texts[q] for q in judged if q in texts and any(g >= 1 for g in judged[q].values())}
+        if not kept:
+            raise InvalidInputError("no query has both a text and a relevant document")
+        task = RetrievalTask(path.name, "tune", {}, kept, {q: judged[q] for q in kept})
+        searcher = CollectionSearcher(collection).reusing_queries()
+        free = [k in MODE_KINDS[mode] for k in ("dense", "sparse", "colbert")]
+
+        def objective(fusion: str, weights: tuple[float, float, float]) -> float:
+            return score_weights(searcher, task, weights, mode=mode, fusion=fusion, metric=metric)
+
+        def start(fusion: str) -> tuple[float, ...]:
+            return tuple(w if f else 0.0 for w, f in zip(default_weights(fusion), free))
+
+        with progress_bar(desc=f"tune {path.name} on {len(kept)} queries", unit="trial") as bar:
+
+            def counted(fusion: str, weights: tuple[float, float, float]) -> float:
+                bar.update()
+                return objective(fusion, weights)
+
+            choice = choose_fusion(
+                counted,
+                chosen,
+                default=(DEFAULT_FUSION, start(DEFAULT_FUSION)),
+                metric=metric,
+                step=step,
+                free=free,
+                start=start,
+            )
+        for fusion, result in choice.per_fusion.items():
+            weights = ",".join(f"{w:g}" for w in result.best)
+            click.echo(f"  {fusion:<9} best weights {weights:<14} {metric} {result.best_score:.4f}")
+        click.echo(
+            f"default ({DEFAULT_FUSION}) {metric} {choice.default_score:.4f}; chosen: {choice.fusion} "
+            f"{','.join(f'{w:g}' for w in choice.weights)} at {choice.score:.4f}"
+        )
+        if dry_run:
+            return
+        collection.set_search_defaults(
+            SearchDefaults(
+                mode=mode,
+                fusion=choice.fusion,
+                weights=list(choice.weights),
+                source={**source, **choice.to_dict()},
+            )
+        )
+        click.echo(f"stored in {path}: its searches now default to {mode}, {choice.fusion} fusion")
+
+
+@command.command("verify")
+@click.argument("path", type=click.Path(path_type=Path))
+def verify(path: Path) -> None:
+    """Check every file of the collection at PATH against its recorded checksum (and the database's
+    structure); exit status 1 when anything is damaged."""
+    from m3search import Collection
+
+    with Collection.open(path, readonly=True) as collection:
+        report = collection.verify(show_progress=True)
+    for problem in report["problems"]:
+        click.echo(f"DAMAGED {problem.file}: {problem}", err=True)
+    if report["unchecked"]:
+        click.echo(
+            f"{len(report['unchecked'])} segment(s) sealed before checksums were recorded (structure checked "
+            f"only): {', '.join(report['unchecked'])}"
+        )
+    if report["problems"]:
+        raise click.ClickException(f"{path}: {len(report['problems'])} damaged file(s)")
+    click.echo(f"{path}: ok ({report['segments']} segment(s), {report['bytes'] / 2**20:.1f} MiB checksummed)")

@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from m3search import __version__
+from m3search.cli.options import quiet_option
 from m3search.errors import M3SearchError
 
 #: Modules that each define a click command or group named `command`.
@@ -38,6 +39,7 @@ class _Group(click.Group):
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="m3search")
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+@quiet_option
 def cli(verbose: int) -> None:
     """Multilingual hybrid search with bge-m3: encode, index, search, serve and evaluate."""
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import click
 
+from m3search.progress import set_quiet
+from m3search.search.fusion import NORMALIZATIONS
+
 model_option = click.option(
     "--model",
     "-m",
@@ -21,9 +24,25 @@ runtime_option = click.option(
 device_option = click.option("--device", default=None, help="torch device (cpu, cuda, cuda:1); default: cpu.")
 normalize_option = click.option(
     "--normalize",
-    type=click.Choice(["auto", "none", "minmax"]),
-    default="auto",
-    show_default=True,
-    help="Weighted fusion: rescale each mode's scores over the candidates to [0, 1] first (minmax), keep the "
-    "bge-m3 reference formula (none), or auto: minmax when the sparse weights are BM25, else none.",
+    type=click.Choice(NORMALIZATIONS),
+    default=None,
+    help="How fusion puts the modes on one scale: signal (min-max scaled, each mode weighted by how much it "
+    "found for this query), minmax (without that weighting), none (the bge-m3 reference formula), or auto "
+    "(= signal). Default: the collection's tuned setting, else auto.",
+)
+
+
+def _quiet(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+    if value or ctx.parent is None:  # the top-level group resets it on every invocation
+        set_quiet(value)
+    return value
+
+
+quiet_option = click.option(
+    "--quiet",
+    "-q",
+    is_flag=True,
+    expose_value=False,
+    callback=_quiet,
+    help="No progress on stderr: neither bars (drawn only on a terminal) nor notes such as the runtime auto chose.",
 )

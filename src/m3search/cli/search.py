@@ -9,10 +9,10 @@ from typing import Any
 
 import click
 
-from m3search.cli.options import runtime_option
+from m3search.cli.options import normalize_option, runtime_option
 from m3search.errors import FilterError, InvalidInputError
-from m3search.search.fusion import FUSIONS
-from m3search.search.planner import MODES
+from m3search.search.fusion import DEFAULT_FUSION, FUSION_WEIGHTS, FUSIONS
+from m3search.search.modes import MODES
 
 
 def parse_cli_filter(values: tuple[str, ...]) -> dict[str, Any] | None:
@@ -66,8 +66,20 @@ def parse_weights(value: str | None) -> list[float] | None:
 @click.option(
     "--mode", type=click.Choice(MODES), default=None, help="Default: the richest the collection allows."
 )
-@click.option("--weights", default=None, help="dense,sparse,colbert weights, e.g. 0.4,0.2,0.4.")
-@click.option("--fusion", type=click.Choice(FUSIONS), default="weighted", show_default=True)
+@click.option(
+    "--weights",
+    default=None,
+    help="dense,sparse,colbert weights, e.g. 0.4,0.2,0.4 (default: the collection's tuned ones, else the "
+    "fusion's: " + "; ".join(f"{f} {','.join(f'{w:g}' for w in FUSION_WEIGHTS[f])}" for f in FUSIONS) + ").",
+)
+@click.option(
+    "--fusion",
+    type=click.Choice(FUSIONS),
+    default=None,
+    help=f"weighted (mean of scaled scores), rrf (ranks) or dbsf (mean ± 3σ scaling); default: the "
+    f"collection's tuned one, else {DEFAULT_FUSION}.",
+)
+@normalize_option
 @click.option(
     "--filter",
     "filters",
@@ -78,9 +90,9 @@ def parse_weights(value: str | None) -> list[float] | None:
 @click.option(
     "--candidates",
     type=int,
-    default=100,
-    show_default=True,
-    help="Candidates per first stage that hybrid modes re-score.",
+    default=None,
+    help="Candidates per first stage that hybrid modes re-score (default: the collection's tuned depth, else "
+    "100 up to 100,000 documents, growing with the square root of the count beyond).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @runtime_option
@@ -91,10 +103,11 @@ def command(
     kinds: str | None,
     mode: str | None,
     weights: str | None,
-    fusion: str,
+    fusion: str | None,
+    normalize: str | None,
     filters: tuple[str, ...],
     k: int,
-    candidates: int,
+    candidates: int | None,
     as_json: bool,
     runtime: str,
 ) -> None:
@@ -112,6 +125,7 @@ def command(
             mode=mode,
             weights=parse_weights(weights),
             fusion=fusion,
+            normalize=normalize,
             filter=parse_cli_filter(filters),
             candidates=candidates,
         )

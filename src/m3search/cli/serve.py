@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from m3search.cli.options import device_option, model_option, runtime_option
+from m3search.extras import require
 
 
 def _levels(ctx: click.Context, param: click.Parameter, value: str | None):
@@ -29,8 +30,8 @@ def run_server(settings, host: str, port: int, *, encoder=None, page: str = "") 
 
     `encoder` serves a model already loaded; otherwise `settings.model` loads in the background.
     """
-    import uvicorn
-
+    uvicorn = require("uvicorn", "server", "the HTTP server")
+    require("fastapi", "server", "the HTTP server")
     from m3search.server import create_app
 
     try:
@@ -41,6 +42,8 @@ def run_server(settings, host: str, port: int, *, encoder=None, page: str = "") 
         click.echo(
             f"warning: listening on {host} without --api-key: anyone who can reach it can use it", err=True
         )
+    if host not in ("0.0.0.0", "::", "") and host not in settings.allowed_hosts:
+        settings.allowed_hosts = (*settings.allowed_hosts, host)  # the address it was told to listen on
     shown = f"[{host}]" if ":" in host else host
     click.echo(
         f"m3search: web UI at http://{shown}:{port}/ui/{page}  API docs at http://{shown}:{port}/docs",
@@ -67,6 +70,22 @@ def run_server(settings, host: str, port: int, *, encoder=None, page: str = "") 
     envvar="M3SEARCH_API_KEY",
     help="Require 'Authorization: Bearer KEY' (repeat for several keys; env M3SEARCH_API_KEY).",
 )
+@click.option(
+    "--allowed-host",
+    "allowed_hosts",
+    multiple=True,
+    metavar="NAME",
+    help="Host name the server answers to besides loopback names and --host (repeatable; '*': any). "
+    "Guards against DNS rebinding.",
+)
+@click.option(
+    "--allowed-origin",
+    "allowed_origins",
+    multiple=True,
+    metavar="URL",
+    help="Web origin (e.g. https://app.example.com) whose pages may POST/DELETE here besides the server's own "
+    "(repeatable; '*': any).",
+)
 @runtime_option
 @device_option
 @click.option(
@@ -91,6 +110,27 @@ def run_server(settings, host: str, port: int, *, encoder=None, page: str = "") 
     help="Largest request body in MiB.",
 )
 @click.option(
+    "--max-request-tokens",
+    default=65_536,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Most tokens one encode or similarity request may make the model read (413 above).",
+)
+@click.option(
+    "--max-query-chars",
+    default=65_536,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Longest search query in characters (413 above).",
+)
+@click.option(
+    "--body-timeout",
+    default=60.0,
+    show_default=True,
+    type=click.FloatRange(0, min_open=True),
+    help="Seconds a client has to send a request body (408 and the connection closed after).",
+)
+@click.option(
     "--levels",
     callback=_levels,
     default=None,
@@ -109,11 +149,16 @@ def command(
     host: str,
     port: int,
     api_keys: tuple[str, ...],
+    allowed_hosts: tuple[str, ...],
+    allowed_origins: tuple[str, ...],
     runtime: str,
     device: str | None,
     batch_size: int,
     max_inputs: int,
     max_body_mb: float,
+    max_request_tokens: int,
+    max_query_chars: int,
+    body_timeout: float,
     levels,
     image_encoder: str | None,
 ) -> None:
@@ -125,9 +170,14 @@ def command(
         runtime=runtime,
         device=device,
         api_keys=tuple(api_keys),
+        allowed_hosts=tuple(allowed_hosts),
+        allowed_origins=tuple(allowed_origins),
         batch_size=batch_size,
         max_inputs=max_inputs,
         max_body_bytes=int(max_body_mb * 1024 * 1024),
+        max_request_tokens=max_request_tokens,
+        max_query_chars=max_query_chars,
+        body_timeout_s=body_timeout,
         levels=levels,
         image_encoder=image_encoder,
     )

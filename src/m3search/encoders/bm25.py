@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-
-import numpy as np
 
 from m3search.encoders.base import (
     Chunking,
@@ -130,6 +128,17 @@ class BM25Encoder(TextEncoder):
         """IDF times query count of each query token present in the corpus (absent tokens can match nothing)."""
         return {t: n * self.stats.idf(t) for t, n in counts.items() if t in self.stats.df}
 
+    def query_ceiling(self, text: str) -> float:
+        """The highest BM25 score any document can reach for `text`: (k1 + 1)·Σ count·idf over all its tokens,
+        those absent from the corpus at their (largest) idf too — a saturated term frequency stays below k1 + 1.
+        What a query could match, against which fusion measures what it did (`m3search.search.fusion`)."""
+        (counts,) = self.term_counts([text])
+        return (self.k1 + 1.0) * sum(n * self.stats.idf(t) for t, n in counts.items())
+
+    def vector_ceiling(self, weights: Mapping[int, float]) -> float:
+        """`query_ceiling` of a query given as its BM25 weights (only the tokens it holds count)."""
+        return (self.k1 + 1.0) * float(sum(weights.values()))
+
     def encode(
         self,
         texts: str | Sequence[str],
@@ -150,7 +159,7 @@ class BM25Encoder(TextEncoder):
         weigh = self.query_weights if is_query else self.document_weights
         return EncodeResult(sparse=[weigh(c) for c in counts], num_tokens=[sum(c.values()) for c in counts])
 
-    def token_strings(self, token_ids: Sequence[int] | np.ndarray) -> list[str]:
+    def token_strings(self, token_ids: Iterable[int]) -> list[str]:
         """Readable token strings."""
         return token_pieces(self.tokenizer, token_ids)
 

@@ -6,7 +6,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from m3search.encoders.base import (
-    OUTPUT_KINDS,
     EncodeResult,
     OutputKind,
     TextEncoder,
@@ -51,8 +50,13 @@ class CompositeEncoder(TextEncoder):
         result = EncodeResult()
         for kinds in by_encoder.values():
             encoder = self.parts[kinds[0]]
-            flags = {f"return_{k}": k in kinds for k in OUTPUT_KINDS}
-            part = encoder.encode(texts, **flags, **kwargs)
+            part = encoder.encode(
+                texts,
+                return_dense="dense" in kinds,
+                return_sparse="sparse" in kinds,
+                return_colbert="colbert" in kinds,
+                **kwargs,
+            )
             for kind in kinds:
                 setattr(result, kind, getattr(part, kind))
             # Token counts and truncation are reported by the model that reads the most tokens.
@@ -64,6 +68,11 @@ class CompositeEncoder(TextEncoder):
         """Token strings from the sparse part (whose ids are the ones shown for matches)."""
         part = self.parts.get("sparse") or next(iter(self.parts.values()))
         return part.token_strings(token_ids)
+
+    def runtime_identity(self) -> dict[str, str] | None:
+        """The runtime of the parts that run a model (they share one: a collection's encoder loads once)."""
+        identities = [i for i in (e.runtime_identity() for e in self.parts.values()) if i is not None]
+        return identities[0] if identities else None
 
     def describe(self) -> dict[str, Any]:
         info = super().describe()

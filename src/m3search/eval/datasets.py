@@ -92,6 +92,11 @@ def _jsonl(path: Path) -> Iterable[dict[str, Any]]:
             yield obj
 
 
+def read_queries(path: Path) -> dict[str, str]:
+    """BEIR's queries.jsonl (`{"_id", "text"}` a line) as query id -> text."""
+    return {str(o["_id"]): o["text"] for o in _jsonl(path)}
+
+
 def read_qrels(path: Path) -> Qrels:
     """BEIR's qrels TSV (header `query-id corpus-id score`; integer grades) as query -> {doc: grade}."""
     qrels: Qrels = {}
@@ -129,7 +134,7 @@ def load_beir(path: str | Path, split: str = "test") -> RetrievalTask:
         str(o["_id"]): Document(str(o["_id"]), o["text"], str(o.get("title") or ""), o.get("metadata") or {})
         for o in _jsonl(files["corpus"])
     }
-    queries = {str(o["_id"]): o["text"] for o in _jsonl(files["queries"])}
+    queries = read_queries(files["queries"])
     return _task(root.name, split, corpus, queries, read_qrels(files["qrels"]))
 
 
@@ -230,7 +235,8 @@ def squad_task(
             raise InvalidInputError(
                 f"{query_file} and {doc_file} are not parallel: question {q.id} {where} in {doc_file}"
             )
-    corpus = {d.id: d for d in (sentences if unit == "sentence" else paragraphs)}
+    units = sentences if unit == "sentence" and sentences is not None else paragraphs
+    corpus = {d.id: d for d in units}
     queries = {q.id: q.text for q in questions}
     target = (lambda q: q.sentence) if unit == "sentence" else (lambda q: q.paragraph)
     qrels = {q.id: {target(by_id[q.id]): 1} for q in questions}
@@ -277,22 +283,32 @@ def load_tasks(
     spec: str,
     *,
     split: str = "test",
-    query_lang: str | Sequence[str] = "en",
+    query_lang: str | Sequence[str] | None = None,
     doc_lang: str | Sequence[str] | None = None,
-    unit: Unit = "paragraph",
+    unit: Unit | None = None,
 ) -> list[RetrievalTask]:
     """Tasks named by a dataset spec: `PATH` (a BEIR folder) or `xquad-r:PATH` / `squad:PATH`.
 
-    For SQuAD-style folders, `query_lang` and `doc_lang` take a language, a comma-separated list or `all`; one
-    task per (query, doc) pair; `doc_lang` defaults to the query language. `squad:FILE.json` is mono-lingual.
+    For SQuAD-style folders, `query_lang` (default en) and `doc_lang` take a language, a comma-separated list or
+    `all`; one task per (query, doc) pair; `doc_lang` defaults to the query language. `squad:FILE.json` is one
+    monolingual task. `unit` (default paragraph) is SQuAD-style only. An option that cannot apply to `spec`
+    (languages for one file, languages or unit for BEIR) is an error rather than silently ignored.
     """
+    langs = [f"--{n}-lang" for n, v in (("query", query_lang), ("doc", doc_lang)) if v is not None]
     for prefix in SQUAD_PREFIXES:
         if spec.startswith(prefix):
             path = Path(spec[len(prefix) :])
             if split != "test":
-                raise InvalidInputError(f"{spec} has only a test split, got --split {split}")
+                raise InvalidInputError(f"{spec} has only a test split, not {split!r}")
+            unit = unit or "paragraph"
             if path.is_file():
+                if langs:
+                    raise InvalidInputError(
+                        f"{' and '.join(langs)} cannot apply to {spec}: one file holds one language; give a "
+                        f"folder of parallel <lang>.json files (e.g. xquad-r:{path.parent}) for other pairs"
+                    )
                 return [squad_task(path, unit=unit, name=f"{path.stem}/{unit}")]
+            query_lang = query_lang if query_lang is not None else "en"
             folder = _squad_folder(path)
             available = squad_languages(folder)
             label = "xquad-r" if prefix == "xquad-r:" else folder.name
@@ -311,6 +327,12 @@ def load_tasks(
     path = Path(spec)
     if not path.is_dir():
         raise InvalidInputError(f"dataset {spec!r} not found: give a BEIR folder, xquad-r:PATH or squad:PATH")
+    squad_only = langs + (["--unit"] if unit is not None else [])
+    if squad_only:
+        raise InvalidInputError(
+            f"{' and '.join(squad_only)} cannot apply to {spec}: a BEIR folder has one corpus and its own "
+            "queries; these options choose languages and units of SQuAD-style sets (xquad-r:PATH, squad:PATH)"
+        )
     return [load_beir(path, split)]
 
 

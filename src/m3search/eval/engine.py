@@ -7,21 +7,22 @@ caller passes in a loaded encoder so several tasks (XQuAD-R's language pairs) sh
 
 from __future__ import annotations
 
+import os
+import shutil
 import tempfile
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
-
-from tqdm.auto import tqdm
 
 from m3search.encoders.base import TextEncoder
 from m3search.errors import InvalidInputError
 from m3search.eval.datasets import RetrievalTask
 from m3search.eval.runner import Hit
 from m3search.eval.tune import Weights
+from m3search.progress import bar
 from m3search.search.planner import QueryVectors
 from m3search.store import Collection
 from m3search.store.config import CONFIG_FILE, CollectionConfig
@@ -66,13 +67,16 @@ class CollectionSearcher:
 
     Each search encodes its query text, so timed latencies are what a user of the collection sees; with
     `reuse_queries` each distinct query is encoded once and its vectors reused (for weight tuning, which
-    searches the same queries many times and is not timed).
+    searches the same queries many times and is not timed). `shared` holds the vectors other collections of
+    the same model made for a text: their dense and ColBERT parts are reused, BM25 weights re-made from this
+    collection's statistics. `normalize` and `candidates` None: the collection's defaults.
     """
 
     collection: Collection
-    normalize: str = "auto"
-    candidates: int = 100
+    normalize: str | None = None
+    candidates: int | None = None
     reuse_queries: bool = False
+    shared: dict[str, QueryVectors] | None = None
     _vectors: dict[str, QueryVectors] = field(default_factory=dict, init=False, repr=False)
 
     def search(
@@ -87,11 +91,23 @@ class CollectionSearcher:
 
     def reusing_queries(self) -> CollectionSearcher:
         """The same searcher, encoding each distinct query once."""
-        return CollectionSearcher(self.collection, self.normalize, self.candidates, reuse_queries=True)
+        return CollectionSearcher(
+            self.collection, self.normalize, self.candidates, reuse_queries=True, shared=self.shared
+        )
 
     def _encoded(self, query: str) -> QueryVectors:
         if query not in self._vectors:
-            self._vectors[query] = self.collection.encode_query(query)
+            known = self.shared.get(query) if self.shared is not None else None
+            if known is None:
+                vectors = self.collection.encode_query(query)
+            elif self.collection.config.sparse_source == "bm25":
+                bm25 = self.collection.encode_query(query, ["sparse"])
+                vectors = replace(known, sparse=bm25.sparse, sparse_ceiling=bm25.sparse_ceiling)
+            else:
+                vectors = known
+            self._vectors[query] = vectors
+            if self.shared is not None:
+                self.shared[query] = vectors
         return self._vectors[query]
 
 
@@ -100,33 +116,51 @@ def index_task(collection: Collection, task: RetrievalTask, *, progress: bool = 
     under the final statistics, the steady state a search sees); returns the time taken and throughput."""
     docs = list(task.corpus.values())
     start = time.perf_counter()
-    with tqdm(total=len(docs), desc=f"index {task.name}", unit="doc", disable=not progress) as bar:
+    with bar(total=len(docs), desc=f"index {task.name}", unit="doc", disable=not progress) as shown:
         for i in range(0, len(docs), UPSERT_BLOCK):
             block = docs[i : i + UPSERT_BLOCK]
             collection.upsert(
                 [{"id": d.id, "text": d.full_text, "metadata": dict(d.metadata)} for d in block]
             )
-            bar.update(len(block))
+            shown.update(len(block))
     collection.compact()
     seconds = time.perf_counter() - start
     return {"documents": len(docs), "seconds": seconds, "docs_per_s": len(docs) / seconds if seconds else 0.0}
 
 
 def check_reusable(
-    collection: Collection, task: RetrievalTask, *, model: str, outputs: Sequence[str]
+    collection: Collection,
+    task: RetrievalTask,
+    *,
+    model: str,
+    outputs: Sequence[str],
+    encoder: TextEncoder,
+    dense_index: str | None = None,
 ) -> None:
-    """Refuse an existing collection that was built by another model, lacks an output or another corpus."""
+    """Refuse an existing collection built by another model or runtime, with another dense index, lacking an
+    output, or holding another corpus; each error names `--reindex`, which rebuilds it."""
     cfg = collection.config
+    rebuild = "give another --collection folder or --reindex to rebuild it"
     if cfg.model != str(model):
         raise InvalidInputError(
             f"collection {collection.path} was built with model {cfg.model!r}, not "
-            f"{model!r}: give another --collection folder or the same --model"
+            f"{model!r}: give the same --model, or {rebuild}"
+        )
+    mismatch = cfg.runtime_mismatch(encoder.runtime_identity())
+    if mismatch:
+        raise InvalidInputError(
+            f"collection {collection.path}: {mismatch}; mixing them would make scores depend on the runtime: "
+            f"give the same --runtime, or {rebuild}"
+        )
+    if dense_index is not None and "dense" in cfg.outputs and dense_index != cfg.dense_index:
+        raise InvalidInputError(
+            f"collection {collection.path} has a {cfg.dense_index} dense index, not {dense_index}: {rebuild}"
         )
     missing = [o for o in outputs if o not in cfg.outputs]
     if missing:
         raise InvalidInputError(
             f"collection {collection.path} stores no {', '.join(missing)} vectors, which "
-            "the requested modes need"
+            f"the requested modes need: {rebuild}"
         )
     ids = list(task.corpus)
     absent = []
@@ -137,8 +171,18 @@ def check_reusable(
         raise InvalidInputError(
             f"collection {collection.path} holds {collection.count()} documents, not the "
             f"{len(ids)} of {task.name} ({len(absent)} missing, e.g. "
-            f"{(absent or ['none'])[0]}): it was built for another corpus or slice"
+            f"{(absent or ['none'])[0]}): it was built for another corpus or slice; {rebuild}"
         )
+
+
+def _replace_dir(new: Path, old: Path) -> None:
+    """Put directory `new` in the place of `old`: at every moment `old` is the previous or the new directory,
+    or (between two renames) absent with the previous one beside it."""
+    trash = old.parent / f".{old.name}.replaced"
+    shutil.rmtree(trash, ignore_errors=True)
+    os.replace(old, trash)
+    os.replace(new, old)
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 @contextmanager
@@ -149,23 +193,35 @@ def indexed_collection(
     outputs: Sequence[str],
     encoder: TextEncoder,
     path: Path | None = None,
-    normalize: str = "auto",
-    candidates: int = 100,
-    dense_index: str = "hnsw",
+    normalize: str | None = None,
+    candidates: int | None = None,
+    dense_index: str | None = None,
     cache: bool = False,
+    reindex: bool = False,
     progress: bool = True,
+    shared_queries: dict[str, QueryVectors] | None = None,
 ) -> Iterator[tuple[CollectionSearcher, dict[str, Any]]]:
     """A collection holding `task`'s corpus and a searcher over it.
 
-    In `path` the collection is kept; when `path` already holds one built for the same model and corpus it is
-    reused without indexing. Without `path` it lives in a temporary folder removed afterwards. `encoder` is
-    the loaded `model`; `cache` lets indexing read and fill the shared embedding cache.
+    In `path` the collection is kept; when `path` already holds one built for the same model, runtime and
+    corpus it is reused without indexing, unless `reindex`: then a new one is built beside it and replaces it
+    once complete. Without `path` it lives in a temporary folder removed afterwards. `encoder` is the loaded
+    `model`; `dense_index` defaults to hnsw; `cache` lets indexing read and fill the shared embedding cache.
+    With `shared_queries` the searcher encodes each query once, reusing what other tasks' searchers encoded
+    (see `CollectionSearcher`).
     """
     with tempfile.TemporaryDirectory(prefix="m3search-eval-") as tmp:
         target = path if path is not None else Path(tmp) / "collection"
-        if (target / CONFIG_FILE).is_file():
+        exists = (target / CONFIG_FILE).is_file()
+        if exists and not reindex:
             collection = Collection.open(target, encoder=encoder, cache=cache)
-            check_reusable(collection, task, model=model, outputs=outputs)
+            try:
+                check_reusable(
+                    collection, task, model=model, outputs=outputs, encoder=encoder, dense_index=dense_index
+                )
+            except InvalidInputError:
+                collection.close()
+                raise
             stats: dict[str, Any] = {
                 "documents": collection.count(),
                 "seconds": 0.0,
@@ -173,16 +229,25 @@ def indexed_collection(
                 "reused": str(target),
             }
         else:
+            build = target.parent / f".{target.name}.reindex" if exists else target
+            if exists:
+                shutil.rmtree(build, ignore_errors=True)  # left by an interrupted rebuild
             collection = Collection.create(
-                target,
+                build,
                 model=model,
                 encoder=encoder,
                 outputs=list(outputs),
-                dense_index=dense_index,
+                dense_index=dense_index or "hnsw",
                 cache=cache,
             )
-            stats = index_task(collection, task, progress=progress)
+            stats = {**index_task(collection, task, progress=progress)}
+            if exists:
+                collection.close()
+                _replace_dir(build, target)
+                collection = Collection.open(target, encoder=encoder, cache=cache)
+                stats["reindexed"] = str(target)
         try:
-            yield CollectionSearcher(collection, normalize, candidates), stats
+            once = shared_queries is not None
+            yield CollectionSearcher(collection, normalize, candidates, once, shared_queries), stats
         finally:
             collection.close()

@@ -1,7 +1,9 @@
 """Evaluation reports: results.json (the record), a Markdown table (for docs), PNG plots, TREC run files.
 
 results.json, schema `m3search.eval/1`:
-    {"schema", "created", "m3search", "model", "settings": {measures, depth, modes, fusions, weights, ...},
+    {"schema", "created", "m3search", "model",
+     "settings": {measures, depth, runs, encoder, runtime (the one that made the vectors), dtype,
+                  runtime_requested, runtime_auto (why auto chose it), ...},
      "tasks": [{"task": {name, split, documents, queries, judgments},
                 "index": {documents, seconds, docs_per_s, reused (the path, when an existing collection
                           was searched instead of indexing)},
@@ -22,6 +24,7 @@ from typing import Any
 from m3search import __version__
 from m3search.errors import InvalidInputError
 from m3search.eval.runner import RunResult
+from m3search.extras import require
 
 SCHEMA = "m3search.eval/1"
 _LABELS = {"ndcg": "nDCG", "recall": "R", "mrr": "MRR", "map": "MAP"}
@@ -94,6 +97,31 @@ def hybrid_verdicts(task: Mapping[str, Any], measure: str) -> list[str]:
     return lines
 
 
+def _dev_queries(tuning: Mapping[str, Any]) -> str:
+    """Which queries the weights were tuned on, for the report's sentence."""
+    count = f"{tuning['dev_queries']} queries of " if tuning.get("dev_queries") else ""
+    if tuning.get("dev_fraction") is None:
+        return f"{count}the {tuning['dev_split']!r} split"
+    split = tuning["dev_split"].removesuffix("[dev]")
+    return (
+        f"{count}the {split!r} split ({tuning['dev_fraction']:g} of its queries drawn with seed {tuning['seed']}; "
+        "the results above are on the others, never seen while tuning)"
+    )
+
+
+def runtime_lines(settings: Mapping[str, Any]) -> list[str]:
+    """The Markdown sentence naming the runtime and precision that made the vectors (and why auto chose it):
+    results differ slightly between runtimes, so a report must say which one it measured."""
+    if not settings.get("runtime"):
+        return []
+    line = f"Runtime: **{settings['runtime']}**"
+    if settings.get("dtype"):
+        line += f" ({settings['dtype']})"
+    if settings.get("runtime_auto"):
+        line += f", chosen by `--runtime auto`: {settings['runtime_auto']}"
+    return [line + ".", ""]
+
+
 def markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
     """A Markdown table's lines: the first column left-aligned, the others (numbers) right-aligned."""
     lines = [
@@ -114,6 +142,7 @@ def markdown(results: Mapping[str, Any]) -> str:
         f"m3search {results['m3search']}, {results['created']}.",
         "",
     ]
+    out += runtime_lines(results["settings"])
     for entry in results["tasks"]:
         task, index = entry["task"], entry["index"]
         built = (
@@ -161,7 +190,7 @@ def markdown(results: Mapping[str, Any]) -> str:
             "## Tuned fusion weights",
             "",
             (
-                f"{t['method']} search on the {t['dev_split']!r} split: best (dense, sparse, colbert) = "
+                f"{t['method']} search on {_dev_queries(t)}: best (dense, sparse, colbert) = "
                 f"{tuple(t['best'])} with dev {measure_label(t['metric'])} {t['best_score']:.4f} over "
                 f"{len(t['trials'])} trials."
             ),
@@ -170,13 +199,17 @@ def markdown(results: Mapping[str, Any]) -> str:
     return "\n".join(out)
 
 
-def plot_task(entry: Mapping[str, Any], measures: Sequence[str], out_dir: Path) -> list[Path]:
-    """Two PNGs for one task: each measure per run (grouped bars) and the recall@k curves."""
-    import matplotlib
-
-    matplotlib.use("Agg")
+def _pyplot() -> Any:
+    """matplotlib's pyplot on the headless Agg backend (the `eval` extra)."""
+    require("matplotlib", "eval", "plotting evaluation reports").use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def plot_task(entry: Mapping[str, Any], measures: Sequence[str], out_dir: Path) -> list[Path]:
+    """Two PNGs for one task: each measure per run (grouped bars) and the recall@k curves."""
+    plt = _pyplot()
     name = entry["task"]["name"]
     runs = entry["runs"]
     paths = []
@@ -215,11 +248,7 @@ def plot_task(entry: Mapping[str, Any], measures: Sequence[str], out_dir: Path) 
 
 def plot_summary(results: Mapping[str, Any], measure: str, out_dir: Path) -> Path:
     """One PNG across tasks: `measure` per task, one bar per run."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     tasks = results["tasks"]
     labels = [r["label"] for r in tasks[0]["runs"]]
     fig, ax = plt.subplots(figsize=(max(8.0, 0.9 * len(tasks) + 4.5), 4.2), layout="constrained")

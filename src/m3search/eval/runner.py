@@ -13,26 +13,16 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
-from tqdm.auto import tqdm
 
+from m3search.encoders.base import OUTPUT_KINDS
 from m3search.errors import InvalidInputError
 from m3search.eval.datasets import RetrievalTask
 from m3search.eval.metrics import DEFAULT_MEASURES, evaluate, parse_measure, recall_curve
 from m3search.eval.tune import Weights
-from m3search.scoring import DEFAULT_WEIGHTS, check_weights
-
-SINGLE_MODES = ("dense", "sparse", "colbert")
-HYBRID_MODES = ("dense+sparse", "all")
-MODES = SINGLE_MODES + HYBRID_MODES
-FUSIONS = ("weighted", "rrf")
-#: The outputs each mode needs the collection to store.
-MODE_OUTPUTS = {
-    "dense": ("dense",),
-    "sparse": ("sparse",),
-    "colbert": ("colbert",),
-    "dense+sparse": ("dense", "sparse"),
-    "all": ("dense", "sparse", "colbert"),
-}
+from m3search.progress import bar
+from m3search.scoring import check_weights
+from m3search.search.fusion import FUSIONS, default_weights
+from m3search.search.modes import HYBRID_MODES, MODES, SINGLE_MODES, mode_outputs
 
 Hit = tuple[str, float]
 """(document id, score)."""
@@ -58,8 +48,12 @@ class RunSpec:
 
     @property
     def label(self) -> str:
-        """Name shown in tables and plots, e.g. `all (rrf)` or `all (weighted, tuned)`."""
-        detail = ", ".join(x for x in (self.fusion, self.tag) if x)
+        """Name shown in tables and plots, with the weights (dense/sparse/colbert) a hybrid run fuses with,
+        e.g. `all (rrf 0.4/0.2/0.4)` or `all (weighted 0.2/0.2/0.6, tuned)`."""
+        fusion = self.fusion
+        if fusion is not None and self.weights is not None:
+            fusion += " " + "/".join(f"{w:g}" for w in self.weights)
+        detail = ", ".join(x for x in (fusion, self.tag) if x)
         return f"{self.mode} ({detail})" if detail else self.mode
 
     @property
@@ -69,9 +63,10 @@ class RunSpec:
 
 
 def plan_runs(
-    modes: Iterable[str] = MODES, fusions: Iterable[str] = FUSIONS, weights: Sequence[float] = DEFAULT_WEIGHTS
+    modes: Iterable[str] = MODES, fusions: Iterable[str] = FUSIONS, weights: Sequence[float] | None = None
 ) -> list[RunSpec]:
-    """Single modes once each; hybrid modes once per fusion, with `weights` (dense, sparse, colbert)."""
+    """Single modes once each; hybrid modes once per fusion, with `weights` (dense, sparse, colbert), by default
+    each fusion's own (`m3search.search.fusion.FUSION_WEIGHTS`, what a search uses)."""
     modes, fusions = list(dict.fromkeys(modes)), list(dict.fromkeys(fusions))
     for value, allowed, what in ((modes, MODES, "mode"), (fusions, FUSIONS, "fusion")):
         bad = [v for v in value if v not in allowed]
@@ -79,16 +74,16 @@ def plan_runs(
             raise InvalidInputError(
                 f"unknown {what} {', '.join(bad) or '(none)'}: choose from {', '.join(allowed)}"
             )
-    w = check_weights(weights)
+    chosen = check_weights(weights) if weights is not None else None
     runs = [RunSpec(m) for m in modes if m in SINGLE_MODES]
-    runs += [RunSpec(m, f, w) for m in modes if m in HYBRID_MODES for f in fusions]
+    runs += [RunSpec(m, f, chosen or default_weights(f)) for m in modes if m in HYBRID_MODES for f in fusions]
     return runs
 
 
 def required_outputs(runs: Iterable[RunSpec]) -> list[str]:
     """The outputs a collection must store to serve `runs`, in canonical order."""
-    needed = {o for r in runs for o in MODE_OUTPUTS[r.mode]}
-    return [o for o in SINGLE_MODES if o in needed]
+    needed = {o for r in runs for o in mode_outputs(r.mode)}
+    return [o for o in OUTPUT_KINDS if o in needed]
 
 
 @dataclass
@@ -146,7 +141,7 @@ def run_task(
         searcher.search(first, k=depth, mode=spec.mode, fusion=spec.fusion, weights=spec.weights)
     hits: dict[RunSpec, dict[str, list[Hit]]] = {spec: {} for spec in runs}
     latencies: dict[RunSpec, list[float]] = {spec: [] for spec in runs}
-    queries = tqdm(task.queries.items(), desc=task.name, unit="query", disable=not progress)
+    queries = bar(task.queries.items(), desc=f"search {task.name}", unit="query", disable=not progress)
     for i, (qid, text) in enumerate(queries):
         for spec in runs[i % len(runs) :] + runs[: i % len(runs)]:  # rotated: no mode always searches first
             start = time.perf_counter()

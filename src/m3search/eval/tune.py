@@ -8,14 +8,18 @@ split after the search is final, so test judgments cannot leak into the choice o
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
+import random
+import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from m3search.errors import InvalidInputError
 from m3search.eval.datasets import RetrievalTask
+from m3search.progress import bar
 from m3search.scoring import DEFAULT_WEIGHTS, check_weights
 
 log = logging.getLogger(__name__)
@@ -36,17 +40,25 @@ class TuneResult:
     best: Weights
     best_score: float
     trials: list[tuple[Weights, float]] = field(default_factory=list)
+    dev_queries: int = 0
+    #: With `split_queries`: the share of the split's queries tuned on, and the seed that chose them.
+    dev_fraction: float | None = None
+    seed: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able form for tune.json."""
-        return {
+        """JSON-able form for results.json."""
+        out = {
             "method": self.method,
             "metric": self.metric,
             "dev_split": self.dev_split,
+            "dev_queries": self.dev_queries,
             "best": list(self.best),
             "best_score": self.best_score,
             "trials": [{"weights": list(w), "score": s} for w, s in self.trials],
         }
+        if self.dev_fraction is not None:
+            out.update(dev_fraction=self.dev_fraction, seed=self.seed)
+        return out
 
 
 def _normalize(weights: Sequence[float]) -> Weights:
@@ -75,10 +87,11 @@ def simplex_grid(step: float, free: Sequence[bool] = (True, True, True)) -> list
 
 
 class _Memo:
-    """Objective calls cached by normalized weights, recorded in order."""
+    """Objective calls cached by normalized weights, recorded in order; each new trial advances `shown`."""
 
-    def __init__(self, objective: Callable[[Weights], float]) -> None:
+    def __init__(self, objective: Callable[[Weights], float], shown: Any) -> None:
         self.objective = objective
+        self.shown = shown
         self.trials: dict[Weights, float] = {}
 
     def __call__(self, weights: Sequence[float]) -> float:
@@ -86,6 +99,9 @@ class _Memo:
         if w not in self.trials:
             self.trials[w] = float(self.objective(w))
             log.info("weights %s -> %.5f", w, self.trials[w])
+            best = max(self.trials.items(), key=lambda t: t[1])
+            self.shown.set_postfix_str(f"best {best[1]:.4f} at {tuple(round(x, 3) for x in best[0])}")
+            self.shown.update(1)
         return self.trials[w]
 
 
@@ -121,12 +137,26 @@ def search_weights(
     if not any(free):
         raise InvalidInputError("at least one weight must be free to tune")
     n = _divisions(step)
-    memo = _Memo(objective)
-    parts = _snap(start, n, free)
+    grid = simplex_grid(step, free) if method == "grid" else []
+    with bar(desc=f"tune weights ({method} search)", unit="trial", total=len(grid) or None) as shown:
+        memo = _Memo(objective, shown)
+        return _search(memo, method, grid, _snap(start, n, free), n, free, max_rounds)
+
+
+def _search(
+    memo: _Memo,
+    method: Method,
+    grid: list[Weights],
+    parts: list[int],
+    n: int,
+    free: Sequence[bool],
+    max_rounds: int,
+) -> tuple[Weights, float, list[tuple[Weights, float]]]:
+    """`search_weights` once its trials are counted: the grid, or coordinate ascent from `parts`."""
     best = _normalize([p / n for p in parts])
     best_score = memo(best)
     if method == "grid":
-        for point in simplex_grid(step, free):
+        for point in grid:
             if memo(point) > best_score:
                 best, best_score = point, memo(point)
         return best, best_score, list(memo.trials.items())
@@ -147,6 +177,30 @@ def search_weights(
         parts, best_score = top, top_score
         best = _normalize([p / n for p in parts])
     return best, best_score, list(memo.trials.items())
+
+
+def split_queries(task: RetrievalTask, fraction: float, seed: int = 0) -> tuple[RetrievalTask, RetrievalTask]:
+    """Split `task`'s queries in two disjoint parts over the same corpus: a dev part of `fraction` of them, drawn
+    with `seed`, and the rest; for tuning on sets with one split. The parts' splits are `<split>[dev]` and
+    `<split>[held out]`."""
+    if not 0 < fraction < 1:
+        raise InvalidInputError(f"--dev-fraction must lie strictly between 0 and 1, got {fraction}")
+    qids = sorted(task.queries)
+    size = round(fraction * len(qids))
+    if not 0 < size < len(qids):
+        raise InvalidInputError(
+            f"--dev-fraction {fraction} of {task.name}'s {len(qids)} queries leaves "
+            f"{'no dev' if size == 0 else 'no held-out'} query: choose a fraction nearer 0.5"
+        )
+    dev = set(random.Random(seed).sample(qids, size))
+
+    def part(keep: Callable[[str], bool], label: str) -> RetrievalTask:
+        queries = {q: text for q, text in task.queries.items() if keep(q)}
+        return replace(
+            task, split=f"{task.split}[{label}]", queries=queries, qrels={q: task.qrels[q] for q in queries}
+        )
+
+    return part(lambda q: q in dev, "dev"), part(lambda q: q not in dev, "held out")
 
 
 def check_splits(dev_split: str, test_split: str) -> None:
@@ -179,7 +233,7 @@ def tune_on_dev(
     best, score, trials = search_weights(
         lambda w: evaluate(dev, w), method=method, step=step, start=start, free=free
     )
-    result = TuneResult(method, metric, dev_split, best, score, trials)
+    result = TuneResult(method, metric, dev_split, best, score, trials, dev_queries=len(dev.queries))
     test = load_split(test_split)
     shared = set(dev.queries) & set(test.queries)
     if shared:
@@ -189,3 +243,82 @@ def tune_on_dev(
             "the test score"
         )
     return result, test
+
+
+@dataclass
+class FusionChoice:
+    """The best fusion and weights over several fusions, each fusion's own best, and the library default's score."""
+
+    metric: str
+    fusion: str
+    weights: Weights
+    score: float
+    default_score: float
+    per_fusion: dict[str, TuneResult] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form (stored with a collection's tuned search defaults)."""
+        return {
+            "metric": self.metric,
+            "fusion": self.fusion,
+            "weights": list(self.weights),
+            "score": self.score,
+            "default_score": self.default_score,
+            "per_fusion": {
+                f: {"weights": list(r.best), "score": r.best_score} for f, r in self.per_fusion.items()
+            },
+        }
+
+
+def choose_fusion(
+    objective: Callable[[str, Weights], float],
+    fusions: Sequence[str],
+    *,
+    default: tuple[str, Weights],
+    metric: str,
+    method: Method = "coordinate",
+    step: float = 0.1,
+    free: Sequence[bool] = (True, True, True),
+    start: Callable[[str], Sequence[float]],
+) -> FusionChoice:
+    """Search the weights of each fusion in `fusions` (from `start(fusion)`), keep the best of all; the
+    library `default` (fusion, weights) is scored too and wins ties, so tuning never picks a worse setting."""
+    default_score = objective(*default)
+    choice = FusionChoice(metric, default[0], default[1], default_score, default_score)
+    for fusion in fusions:
+        best, score, trials = search_weights(
+            functools.partial(objective, fusion), method=method, step=step, start=start(fusion), free=free
+        )
+        choice.per_fusion[fusion] = TuneResult(method, metric, "", best, score, trials)
+        if score > choice.score:
+            choice.fusion, choice.weights, choice.score = fusion, best, score
+    return choice
+
+
+_SENTENCE = re.compile(r"(?<=[.!?。！？])\s+")
+
+
+def pseudo_queries(
+    documents: Sequence[tuple[str, str]],
+    count: int,
+    *,
+    seed: int = 0,
+    min_words: int = 4,
+    max_words: int = 40,
+) -> tuple[dict[str, str], dict[str, dict[str, int]]]:
+    """Queries from a collection's own documents, for tuning without labels: from each of `count` documents (a
+    seeded sample of the (id, text) pairs), one sentence of `min_words`..`max_words` words (else its first
+    `max_words` words) is the query and that document its one relevant answer. Returns (queries, qrels)."""
+    if count < 1:
+        raise InvalidInputError(f"the number of pseudo-queries must be at least 1, got {count}")
+    usable = [(i, t) for i, t in documents if t and len(t.split()) >= min_words]
+    if not usable:
+        raise InvalidInputError(f"no document has {min_words} words or more to make a pseudo-query from")
+    rng = random.Random(seed)
+    queries, qrels = {}, {}
+    for n, (doc_id, text) in enumerate(rng.sample(usable, min(count, len(usable)))):
+        sentences = [s for s in _SENTENCE.split(text) if min_words <= len(s.split()) <= max_words]
+        query = rng.choice(sentences) if sentences else " ".join(text.split()[:max_words])
+        queries[f"pseudo-{n}"] = query
+        qrels[f"pseudo-{n}"] = {doc_id: 1}
+    return queries, qrels

@@ -1,21 +1,30 @@
 """Fusing the scores of several retrieval modes into one ranking.
 
-`weighted` is the bge-m3 reference formula (`m3search.scoring.hybrid_scores`): the weighted mean of the modes'
-raw scores, weights normalized over the modes in use (dense+sparse: (w_d·d + w_s·s)/(w_d + w_s)). `rrf` is
-reciprocal rank fusion, Σ_mode w_mode / (60 + rank), which needs no score calibration; its weights are all 1
-unless given.
+Three fusions, each with its default weights defined once here (`FUSION_WEIGHTS`) and shared by
+`Collection.search`, the CLI, the server, the web UI and the evaluation harness:
 
-The reference mean assumes the modes' scores share a scale, as bge-m3's do. BM25 scores (tens) do not share
-one with cosines (< 1) and would swamp them, so weighted fusion can first rescale each mode's scores over the
-candidate set to [0, 1] (`minmax`: the convex combination of Bruch et al. 2022, Weaviate's relativeScore,
-Elastic's linear min-max). `auto` keeps the exact reference formula when the sparse weights come from the
-model and min-max normalizes when they come from BM25.
+- `weighted`: the weighted mean of the modes' scores, Σ w·score / Σ w over the modes in use — with
+  `normalize="none"` exactly the bge-m3 reference formula (`m3search.scoring.hybrid_scores`).
+- `rrf`: reciprocal rank fusion, Σ w / (60 + rank), which needs no score calibration.
+- `dbsf`: distribution-based score fusion (as Qdrant ships it): each mode's scores mapped from
+  [mean − 3σ, mean + 3σ] over the candidates onto [0, 1], then the weighted mean.
+
+A mode can have nothing to say about a query: BM25 (or a learned lexical head) matches only tokens the query
+and a document share, so across languages and scripts its ranking of the candidates is near random, yet min-max
+scaling stretches it to the full [0, 1] and RRF gives it a full vote. With `normalize="signal"` (what `auto`
+means) each mode's weight is scaled per query by its *signal*, how much of the evidence the query could produce
+that mode actually found: for sparse, the best candidate's score over the query's own attainable maximum (its
+`sparse_ceiling`: BM25's (k1 + 1)·Σ idf over all the query's tokens, a learned head's self-score); dense and
+ColBERT always have a signal of 1. The weighted fusion then min-max scales the scores as before; RRF and DBSF use
+the same per-query weights. A query that shares no token with any document gets sparse weight 0, so the other
+modes rank exactly as without it. `minmax` is the previous default (Bruch et al. 2022's convex combination,
+Weaviate's relativeScore), `none` the reference formula.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Literal
+from typing import Literal, cast
 
 import numpy as np
 
@@ -23,24 +32,41 @@ from m3search.encoders.base import OUTPUT_KINDS, OutputKind
 from m3search.errors import InvalidInputError
 from m3search.scoring import DEFAULT_WEIGHTS, check_weights
 
-Fusion = Literal["weighted", "rrf"]
-FUSIONS: tuple[Fusion, ...] = ("weighted", "rrf")
+Fusion = Literal["weighted", "rrf", "dbsf"]
+FUSIONS: tuple[Fusion, ...] = ("weighted", "rrf", "dbsf")
+DEFAULT_FUSION: Fusion = "weighted"
+Weights = tuple[float, float, float]
+"""(dense, sparse, colbert)."""
+#: Each fusion's default (dense, sparse, colbert) weights: the one definition every caller shares.
+FUSION_WEIGHTS: dict[str, Weights] = {
+    "weighted": DEFAULT_WEIGHTS,
+    "rrf": DEFAULT_WEIGHTS,
+    "dbsf": DEFAULT_WEIGHTS,
+}
 RRF_K = 60
-Normalize = Literal["auto", "none", "minmax"]
-NORMALIZATIONS: tuple[Normalize, ...] = ("auto", "none", "minmax")
-Scaling = Literal["none", "minmax"]
-"""What `auto` resolves to for a collection."""
+#: DBSF maps [mean − 3σ, mean + 3σ] onto [0, 1].
+DBSF_SIGMAS = 3.0
+Normalize = Literal["auto", "none", "minmax", "signal"]
+NORMALIZATIONS: tuple[Normalize, ...] = ("auto", "none", "minmax", "signal")
+DEFAULT_NORMALIZE: Normalize = "auto"
+Scaling = Literal["none", "minmax", "signal"]
+"""What `auto` resolves to."""
 
 
-def resolve_normalize(normalize: str, sparse_source: str | None) -> Scaling:
-    """The normalization weighted fusion applies: `auto` is min-max for BM25 sparse weights, else none."""
+def default_weights(fusion: str) -> Weights:
+    """The default (dense, sparse, colbert) weights of `fusion`."""
+    if fusion not in FUSIONS:
+        raise InvalidInputError(f"unknown fusion {fusion!r}; choose one of {', '.join(FUSIONS)}")
+    return FUSION_WEIGHTS[fusion]
+
+
+def resolve_normalize(normalize: str) -> Scaling:
+    """The normalization a search applies: `auto` is `signal` for every model."""
     if normalize not in NORMALIZATIONS:
         raise InvalidInputError(
             f"unknown score normalization {normalize!r}; choose one of {', '.join(NORMALIZATIONS)}"
         )
-    if normalize == "auto":
-        return "minmax" if sparse_source == "bm25" else "none"
-    return normalize  # type: ignore[return-value]
+    return "signal" if normalize == "auto" else cast(Scaling, normalize)
 
 
 def minmax(scores: np.ndarray) -> np.ndarray:
@@ -52,14 +78,39 @@ def minmax(scores: np.ndarray) -> np.ndarray:
     return (scores - low) / span if span > 0 else np.zeros_like(scores)
 
 
+def dbsf_scale(scores: np.ndarray) -> np.ndarray:
+    """`scores` mapped from [mean − 3σ, mean + 3σ] over the candidates onto [0, 1] (clipped); all zeros when
+    they are all equal."""
+    scores = np.asarray(scores, np.float64)
+    if len(scores) == 0:
+        return scores
+    mean, sigma = scores.mean(), scores.std()
+    if sigma <= 0:
+        return np.zeros_like(scores)
+    low = mean - DBSF_SIGMAS * sigma
+    return np.clip((scores - low) / (2 * DBSF_SIGMAS * sigma), 0.0, 1.0)
+
+
+def sparse_signal(scores: np.ndarray, ceiling: float | None) -> float:
+    """How much of the query's attainable sparse score its best candidate reaches, in [0, 1]; 0 when nothing
+    matches, 1 when the ceiling is unknown (the mode is then trusted as before)."""
+    if ceiling is None:
+        return 1.0
+    best = float(np.max(scores)) if len(scores) else 0.0
+    if ceiling <= 0 or best <= 0:
+        return 0.0
+    return min(1.0, best / ceiling)
+
+
 def mode_weights(
     weights: Sequence[float] | Mapping[str, float] | None, fusion: Fusion, kinds: Sequence[OutputKind]
 ) -> dict[OutputKind, float]:
-    """Per-kind weights for the kinds a mode scores, from (dense, sparse, colbert) or a {kind: weight} map."""
-    if fusion not in FUSIONS:
-        raise InvalidInputError(f"unknown fusion {fusion!r}; choose one of {', '.join(FUSIONS)}")
+    """Per-kind weights for the kinds a mode scores, from (dense, sparse, colbert) or a {kind: weight} map;
+    None: the fusion's default."""
     if weights is None:
-        weights = DEFAULT_WEIGHTS if fusion == "weighted" else (1.0, 1.0, 1.0)
+        weights = default_weights(fusion)
+    elif fusion not in FUSIONS:
+        raise InvalidInputError(f"unknown fusion {fusion!r}; choose one of {', '.join(FUSIONS)}")
     if isinstance(weights, Mapping):
         unknown = set(weights) - set(OUTPUT_KINDS)
         if unknown:
@@ -74,16 +125,44 @@ def mode_weights(
     return used
 
 
+def signal_weights(
+    weights: Mapping[OutputKind, float],
+    scores: Mapping[OutputKind, np.ndarray],
+    sparse_ceiling: float | None,
+) -> dict[OutputKind, float]:
+    """`weights` with sparse's scaled by its per-query `sparse_signal`; when that leaves none, the others
+    equally (a mode must still rank)."""
+    out = {
+        k: w * sparse_signal(scores[k], sparse_ceiling) if k == "sparse" else w for k, w in weights.items()
+    }
+    if sum(out.values()) <= 0:
+        out = {k: 0.0 if k == "sparse" else 1.0 for k in weights}
+    return out
+
+
 def weighted_fusion(
-    scores: Mapping[OutputKind, np.ndarray], weights: Mapping[OutputKind, float], normalize: Scaling = "none"
+    scores: Mapping[OutputKind, np.ndarray], weights: Mapping[OutputKind, float], normalize: str = "none"
 ) -> np.ndarray:
     """Σ w·score / Σ w over the weighted kinds (the reference's combined scores), each kind's scores first
-    rescaled by `minmax` over the candidates when `normalize` says so."""
-    if normalize not in ("none", "minmax"):
-        raise InvalidInputError(f"weighted fusion normalizes with none or minmax, got {normalize!r}")
-    scale = minmax if normalize == "minmax" else (lambda s: np.asarray(s, np.float64))
+    rescaled over the candidates by `minmax` (normalize `minmax` or `signal`) or `dbsf_scale` (`dbsf`)."""
+    scalers = {
+        "none": lambda s: np.asarray(s, np.float64),
+        "minmax": minmax,
+        "signal": minmax,
+        "dbsf": dbsf_scale,
+    }
+    if normalize not in scalers:
+        raise InvalidInputError(
+            f"weighted fusion normalizes with none, minmax, signal or dbsf, got {normalize!r}"
+        )
     total = sum(weights.values())
-    return sum(weights[k] * scale(scores[k]) for k in weights) / total
+    if total <= 0:
+        raise InvalidInputError("the fusion weights are all zero")
+    out = np.zeros(len(scores[next(iter(weights))]), np.float64)
+    for k, w in weights.items():
+        if w > 0:
+            out += (w / total) * scalers[normalize](scores[k])
+    return out
 
 
 def rrf_fusion(

@@ -13,48 +13,35 @@ are fused from their dense score alone, as if the mode were dense, so images and
 
 from __future__ import annotations
 
-import sys
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
 
 import numpy as np
-from threadpoolctl import ThreadpoolController
 
 from m3search.encoders.base import OutputKind
 from m3search.errors import InvalidInputError
 from m3search.index.dense import DenseIndex
 from m3search.index.sparse import SparseIndex, SparseRow
 from m3search.index.topk import top_k
-from m3search.search.fusion import Fusion, Scaling, rrf_fusion, weighted_fusion
+from m3search.search.fusion import Fusion, Scaling, rrf_fusion, signal_weights, weighted_fusion
+from m3search.search.modes import MODE_KINDS, MODE_STAGES, Mode
+from m3search.threads import one_thread
 
-Mode = Literal["dense", "sparse", "colbert", "dense+sparse", "all"]
-MODES: tuple[Mode, ...] = ("dense", "sparse", "colbert", "dense+sparse", "all")
-
-#: The kinds whose scores a mode reports and fuses.
-MODE_KINDS: dict[str, tuple[OutputKind, ...]] = {
-    "dense": ("dense",),
-    "sparse": ("sparse",),
-    "colbert": ("colbert",),
-    "dense+sparse": ("dense", "sparse"),
-    "all": ("dense", "sparse", "colbert"),
-}
-#: The first stages that retrieve a mode's candidates.
-MODE_STAGES: dict[str, tuple[OutputKind, ...]] = {
-    "dense": ("dense",),
-    "sparse": ("sparse",),
-    "colbert": ("dense",),
-    "dense+sparse": ("dense", "sparse"),
-    "all": ("dense", "sparse"),
-}
+#: Candidates per first stage up to `CANDIDATES_BASE_DOCS` documents; `default_candidates` grows it beyond.
+CANDIDATES_BASE = 100
+CANDIDATES_BASE_DOCS = 100_000
+CANDIDATES_MAX = 1000
 
 
-def mode_outputs(mode: str) -> tuple[OutputKind, ...]:
-    """The outputs a collection (and the query) must have for `mode`."""
-    if mode not in MODES:
-        raise InvalidInputError(f"unknown search mode {mode!r}; choose one of {', '.join(MODES)}")
-    kinds = set(MODE_KINDS[mode]) | set(MODE_STAGES[mode])
-    return tuple(k for k in ("dense", "sparse", "colbert") if k in kinds)  # type: ignore[misc]
+def default_candidates(count: int) -> int:
+    """Candidates per first stage for a collection of `count` documents: 100 up to 100,000 documents, then
+    100·√(count / 100,000), at most 1,000 (316 at 1M). Measured dense+sparse recall@10 against exhaustive
+    search (docs/INDEX.md): 0.994 at 100k with 100; at 1M 0.923 with 100 and 0.963 with 300."""
+    if count < 0:
+        raise InvalidInputError(f"a document count is not negative, got {count}")
+    grown = math.ceil(CANDIDATES_BASE * math.sqrt(count / CANDIDATES_BASE_DOCS))
+    return min(CANDIDATES_MAX, max(CANDIDATES_BASE, grown))
 
 
 @dataclass
@@ -78,6 +65,8 @@ class QueryVectors:
     dense: np.ndarray | None = None
     sparse: SparseRow | None = None
     colbert: np.ndarray | None = None
+    #: The highest sparse score a document could reach for this query (`m3search.search.fusion`); None: unknown.
+    sparse_ceiling: float | None = None
 
 
 @dataclass
@@ -87,23 +76,6 @@ class Scored:
     seq: int
     score: float
     scores: dict[str, float] = field(default_factory=dict)
-
-
-#: (modules imported when built, the controller of the thread pools loaded then)
-_threadpools: tuple[int, ThreadpoolController] | None = None
-
-
-def one_thread(user_api: Literal["blas", "openmp"] = "blas") -> Any:
-    """A context that runs one query's work on one thread of `user_api` (BLAS products; OpenMP, which torch's
-    CPU kernels use — limited for the calling thread only). A query's pieces are small: splitting them costs
-    more than it saves, and on a busy machine each hand-off to a second thread can wait a whole scheduler slice
-    (a 0.4 ms product took ~80 ms; encoding one e5-small query took ~1 s instead of ~50 ms on 2 busy cores)."""
-    global _threadpools  # noqa: PLW0603 - one process-wide cache
-    if _threadpools is None or _threadpools[0] != len(
-        sys.modules
-    ):  # rescan after imports (torch loads later)
-        _threadpools = (len(sys.modules), ThreadpoolController())
-    return _threadpools[1].limit(limits=1, user_api=user_api)
 
 
 def execute(
@@ -118,8 +90,8 @@ def execute(
     ef_search: int | None = None,
     normalize: Scaling = "none",
 ) -> list[Scored]:
-    """Run `mode` over `levels`; returns at most `k` results, best first. `normalize`: how weighted fusion
-    rescales each kind's scores over the candidates (`m3search.search.fusion`)."""
+    """Run `mode` over `levels`; returns at most `k` results, best first. `normalize`: how the fusion rescales
+    and weighs each kind's scores over the candidates (`m3search.search.fusion`)."""
     with one_thread():
         return _execute(levels, query, mode, k, candidates, weights, fusion, ef_search, normalize)
 
@@ -153,27 +125,40 @@ def _execute(
     scores = {kind: _score(levels, query, kind, level_ids, rows) for kind in kinds}
     if len(kinds) == 1:
         fused = scores[kinds[0]].astype(np.float64)
-    elif fusion == "weighted":
-        fused = weighted_fusion(scores, weights, normalize)
     else:
-        fused = rrf_fusion({kind: _ranks(kind, lists, keys, scores) for kind in kinds}, weights)
-    if len(kinds) > 1 and "dense" in kinds:
-        only = _dense_only(levels, level_ids, rows)
-        if only.any():
-            alone = (
-                weighted_fusion({"dense": scores["dense"]}, {"dense": 1.0}, normalize)
-                if fusion == "weighted"
-                else rrf_fusion(
-                    {"dense": _ranks("dense", lists, keys, scores)}, {"dense": sum(weights.values())}
+        if normalize == "signal" and "sparse" in kinds:
+            weights = signal_weights(weights, scores, query.sparse_ceiling)
+        fused = _fuse(scores, weights, fusion, normalize, lambda kind: _ranks(kind, lists, keys, scores))
+        if "dense" in kinds:
+            only = _dense_only(levels, level_ids, rows)
+            if only.any():  # scored by dense alone, with the whole weight
+                alone = _fuse(
+                    {"dense": scores["dense"]},
+                    {"dense": sum(weights.values())},
+                    fusion,
+                    normalize,
+                    lambda kind: _ranks(kind, lists, keys, scores),
                 )
-            )
-            fused = np.where(only, alone, fused)
+                fused = np.where(only, alone, fused)
     picked, _ = top_k(fused, k)
     seqs = [int(levels[li].seqs[r]) for li, r in zip(level_ids[picked], rows[picked])]
     return [
         Scored(seq, float(fused[i]), {kind: float(scores[kind][i]) for kind in kinds})
         for seq, i in zip(seqs, picked)
     ]
+
+
+def _fuse(
+    scores: Mapping[OutputKind, np.ndarray],
+    weights: Mapping[OutputKind, float],
+    fusion: Fusion,
+    normalize: Scaling,
+    ranks: Callable[[OutputKind], np.ndarray],
+) -> np.ndarray:
+    """The fused scores of the candidates under `fusion`; `ranks(kind)` gives a kind's 1-based ranks for RRF."""
+    if fusion == "rrf":
+        return rrf_fusion({kind: ranks(kind) for kind in weights}, weights)
+    return weighted_fusion(scores, weights, "dbsf" if fusion == "dbsf" else normalize)
 
 
 def _first_stage(

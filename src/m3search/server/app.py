@@ -17,6 +17,7 @@ from m3search.server.limits import BodyLimitMiddleware
 from m3search.server.metrics import MetricsMiddleware
 from m3search.server.routes import collections, embeddings, health, similarity
 from m3search.server.state import ServerState
+from m3search.server.web_safety import WebSafetyMiddleware
 
 STATIC_DIR = Path(__file__).parent / "static"
 
@@ -54,6 +55,11 @@ def create_app(settings: ServerSettings | None = None, *, encoder: TextEncoder |
     async def root() -> RedirectResponse:
         return RedirectResponse("/ui/")
 
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s
+    )
+    app.add_middleware(
+        WebSafetyMiddleware, allowed_hosts=settings.allowed_hosts, allowed_origins=settings.allowed_origins
+    )
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)  # outermost: counts 413s too
     return app

@@ -59,10 +59,23 @@ class ServerSettings:
     device: str | None = None
     #: Bearer tokens accepted; empty means no authentication.
     api_keys: tuple[str, ...] = ()
+    #: Host names the server answers to besides the loopback names ("*": any); see `web_safety`.
+    allowed_hosts: tuple[str, ...] = ()
+    #: Origins (scheme://host[:port]) whose pages may send unsafe requests besides the server's own ("*": any).
+    allowed_origins: tuple[str, ...] = ()
     #: Largest request body in bytes (413 above it).
     max_body_bytes: int = 16 * 1024 * 1024
     #: Most texts in one encode or similarity request (422 above it).
     max_inputs: int = 256
+    #: Most tokens one encode or similarity request may make the model read (413 above it): a text costs its
+    #: tokens up to the max length when truncated, all of them when chunked.
+    max_request_tokens: int = 65_536
+    #: Longest search query in characters (413 above it).
+    max_query_chars: int = 65_536
+    #: Requests estimated above this many tokens run in the batcher's bulk lane, in slices (see `batching`).
+    bulk_tokens: int = 4096
+    #: Seconds a client has to send a request's whole body once it started (408 after, connection closed).
+    body_timeout_s: float = 60.0
     #: Most documents in one upsert request or upload (422 above it).
     max_upsert_docs: int = 10_000
     #: Most results one search may ask for.

@@ -1,13 +1,14 @@
 """Every error leaves the server as `{"error": {"message", "type"}}` with a fitting status, never a traceback.
 
-m3search's own exceptions map to statuses by class (bad input 422, bad image 400, image over the limits 413,
-unknown collection 404, busy 503...);
-FastAPI's validation errors become one readable message plus the per-field details.
+m3search's own exceptions map to statuses by class (bad input 422, bad image 400, image or request over the
+limits 413, unknown collection 404, busy 503...); FastAPI's validation errors become one readable message plus the per-field details.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -24,7 +25,11 @@ STATUS_BY_ERROR: tuple[tuple[type[errors.M3SearchError], int], ...] = (
     (errors.CollectionNotFoundError, 404),
     (errors.CollectionExistsError, 409),
     (errors.CollectionLockedError, 409),
+    (errors.CollectionClosedError, 409),
+    (errors.CorruptCollectionError, 500),
     (errors.ImageTooLargeError, 413),
+    (errors.RequestTooLargeError, 413),
+    (errors.ClientDisconnectedError, 499),
     (errors.ImageError, 400),
     (errors.InvalidInputError, 422),
     (errors.ServerBusyError, 503),
@@ -41,7 +46,9 @@ TYPE_BY_STATUS = {
     405: "method_not_allowed",
     409: "conflict",
     413: "request_too_large",
+    408: "request_timeout",
     422: "invalid_request_error",
+    499: "client_closed_request",
     503: "service_unavailable",
 }
 
@@ -83,6 +90,24 @@ def validation_message(exc: RequestValidationError) -> tuple[str, list[dict[str,
     return f"{details[0]['field']}: {details[0]['message']}{more}", details
 
 
+def http_message(exc: StarletteHTTPException) -> str:
+    """The detail of an HTTP error; FastAPI's generic "error parsing the body" gets the reason it hides."""
+    cause = exc.__cause__
+    if exc.status_code != 400 or cause is None:
+        return str(exc.detail)
+    if isinstance(cause, RecursionError):
+        return "request body is not readable JSON: it is nested too deeply"
+    return f"request body is not readable JSON: {str(cause).split(';')[0]}"
+
+
+def hide_paths(message: str, collections_dir: Path) -> str:
+    """`message` with the server's collections directory left out, so paths read `NAME/config.json`: clients
+    learn which collection and file, not where the server keeps its data."""
+    for root in sorted({str(collections_dir), str(collections_dir.resolve())}, key=len, reverse=True):
+        message = message.replace(root + os.sep, "").replace(root, "the collections directory")
+    return message
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Register the handlers on `app`."""
 
@@ -93,12 +118,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return error_response(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
+        return error_response(exc.status_code, http_message(exc), headers=getattr(exc, "headers", None))
 
     @app.exception_handler(errors.M3SearchError)
     async def _m3search(request: Request, exc: errors.M3SearchError) -> JSONResponse:
         status = next((code for cls, code in STATUS_BY_ERROR if isinstance(exc, cls)), 400)
-        return error_response(status, str(exc))
+        return error_response(status, hide_paths(str(exc), request.app.state.server.settings.collections_dir))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -9,6 +9,7 @@ tokenizer's character offsets give the spans the UI highlights.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from m3search.encoders import BM25Encoder, CompositeEncoder, SparseVector, TextEncoder
 
@@ -23,12 +24,12 @@ class TokenMatch:
     spans: list[tuple[int, int]] = field(default_factory=list)
 
 
-def _sparse_tokenizer(encoder: TextEncoder) -> tuple[object, bool]:
+def _sparse_tokenizer(encoder: TextEncoder) -> tuple[Any, bool]:
     """The tokenizer behind `encoder`'s sparse ids and whether texts are lowercased before it."""
     part = encoder.parts.get("sparse", encoder) if isinstance(encoder, CompositeEncoder) else encoder
     if isinstance(part, BM25Encoder):
         return part.tokenizer, part.lowercase
-    return part.tokenizer, False
+    return part.tokenizer, False  # type: ignore[attr-defined]  # a model encoder's tokenizer
 
 
 def matched_tokens(

@@ -17,6 +17,9 @@ from prometheus_client import (
 )
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+#: Methods labelled as themselves; any other (clients may send made-up ones) is counted as "other", so label
+#: values stay bounded: method x route template x status.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
@@ -59,7 +62,8 @@ class ServerMetrics:
         self.model_ready = Gauge("m3search_model_ready", "1 once the model is loaded.", registry=r)
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
-        """Count one answered HTTP request."""
+        """Count one answered HTTP request (an unknown method as "other")."""
+        method = method if method in KNOWN_METHODS else "other"
         self.requests.labels(method, route, str(status)).inc()
         self.latency.labels(method, route).observe(seconds)
 

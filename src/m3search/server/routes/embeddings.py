@@ -6,9 +6,10 @@ from __future__ import annotations
 import base64
 
 import numpy as np
-from fastapi import APIRouter, Depends, File, HTTPException, UploadFile
+from fastapi import APIRouter, Depends, File, HTTPException, Request, UploadFile
 from starlette.concurrency import run_in_threadpool
 
+from m3search.encoders.base import OUTPUT_KINDS
 from m3search.encoders.image import image_field
 from m3search.encoders.registry import find_spec
 from m3search.errors import InvalidInputError
@@ -29,7 +30,7 @@ from m3search.server.schemas import (
     ModelList,
 )
 from m3search.server.state import ServerState, get_batcher, get_catalog, get_state
-from m3search.server.validation import checked_texts
+from m3search.server.validation import check_token_budget, checked_texts
 
 router = APIRouter(dependencies=[Depends(require_api_key)], responses=ERROR_RESPONSES, tags=["embeddings"])
 
@@ -52,6 +53,7 @@ def _base64(vector: np.ndarray) -> str:
 )
 async def embeddings(
     body: EmbeddingsRequest,
+    request: Request,
     state: ServerState = Depends(get_state),
     batcher: MicroBatcher = Depends(get_batcher),
 ) -> EmbeddingsResponse:
@@ -68,11 +70,13 @@ async def embeddings(
             "input holds token ids; send text (token ids of another tokenizer mean nothing here)"
         )
     texts = checked_texts(body.input, state.settings, field="input")  # type: ignore[arg-type]
-    result = await batcher.encode(texts, EncodeOptions(dense=True, is_query=body.input_type == "query"))
+    options = EncodeOptions(dense=True, is_query=body.input_type == "query")
+    await check_token_budget(texts, options, encoder, state.settings)
+    result = await batcher.encode(texts, options, disconnected=request.is_disconnected)
     if body.encoding_format == "base64":
-        data = [EmbeddingData(index=i, embedding=_base64(v)) for i, v in enumerate(result.dense)]
+        data = [EmbeddingData(index=i, embedding=_base64(v)) for i, v in enumerate(result.need("dense"))]
     else:
-        data = [EmbeddingData(index=i, embedding=v.tolist()) for i, v in enumerate(result.dense)]
+        data = [EmbeddingData(index=i, embedding=v.tolist()) for i, v in enumerate(result.need("dense"))]
     tokens = sum(result.num_tokens)
     return EmbeddingsResponse(
         data=data, model=encoder.name, usage=EmbeddingsUsage(prompt_tokens=tokens, total_tokens=tokens)
@@ -93,6 +97,7 @@ async def models(batcher: MicroBatcher = Depends(get_batcher)) -> ModelList:
 )
 async def embed(
     body: EmbedRequest,
+    request: Request,
     state: ServerState = Depends(get_state),
     batcher: MicroBatcher = Depends(get_batcher),
     catalog: Catalog = Depends(get_catalog),
@@ -109,7 +114,7 @@ async def embed(
         return EmbedResponse(
             model=batcher.encoder.name, data=[], usage=EmbedUsage(total_tokens=0), images=images
         )
-    response = await _embed_texts(body, state, batcher)
+    response = await _embed_texts(body, request, state, batcher)
     response.images = images
     return response
 
@@ -147,12 +152,13 @@ async def _embed_images(images: list, state: ServerState, catalog: Catalog) -> l
     return vectors.tolist()
 
 
-async def _embed_texts(body: EmbedRequest, state: ServerState, batcher: MicroBatcher) -> EmbedResponse:
+async def _embed_texts(
+    body: EmbedRequest, request: Request, state: ServerState, batcher: MicroBatcher
+) -> EmbedResponse:
     encoder = batcher.encoder
     texts = checked_texts(body.texts, state.settings)  # type: ignore[arg-type]
-    wanted = [
-        k for k, on in (("dense", body.dense), ("sparse", body.sparse), ("colbert", body.colbert)) if on
-    ]
+    asked = {"dense": body.dense, "sparse": body.sparse, "colbert": body.colbert}
+    wanted = [k for k in OUTPUT_KINDS if asked[k]]
     if not wanted:
         raise InvalidInputError("ask for at least one output: dense, sparse or colbert")
     encoder.check_outputs(wanted)
@@ -168,7 +174,8 @@ async def _embed_texts(body: EmbedRequest, state: ServerState, batcher: MicroBat
         max_length=body.max_length,
         chunking=body.chunking,
     )
-    result = await batcher.encode(texts, options)
+    await check_token_budget(texts, options, encoder, state.settings)
+    result = await batcher.encode(texts, options, disconnected=request.is_disconnected)
     truncated = set(result.truncated)
     items = []
     for i in range(len(texts)):

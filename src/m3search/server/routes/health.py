@@ -25,7 +25,7 @@ async def healthz() -> HealthResponse:
 )
 async def readyz(state: ServerState = Depends(get_state)) -> JSONResponse:
     """200 with the model's description once loaded; 503 with the reason before (or if loading failed)."""
-    if state.ready:
+    if state.ready and state.encoder is not None:
         body = ReadyResponse(ready=True, model=state.encoder.name, info=state.encoder.describe())
         return JSONResponse(body.model_dump(mode="json"))
     body = ReadyResponse(ready=False, detail=state.not_ready_reason())

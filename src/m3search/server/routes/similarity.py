@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 
 from m3search.encoders import OUTPUT_KINDS
 from m3search.errors import InvalidInputError
@@ -17,23 +17,24 @@ from m3search.server.schemas import (
     Thresholds,
 )
 from m3search.server.state import ServerState, get_batcher, get_state
-from m3search.server.validation import checked_texts
+from m3search.server.validation import check_token_budget, checked_texts
 
 router = APIRouter(dependencies=[Depends(require_api_key)], responses=ERROR_RESPONSES, tags=["similarity"])
 
 
 def weighted_mean(scores: dict[str, float], weights: tuple[float, float, float]) -> float:
     """Hybrid score: the weighted mean over the modes present (bge-m3's formula when all three are)."""
-    by_mode = dict(zip(OUTPUT_KINDS, weights))
+    by_mode: dict[str, float] = dict(zip(OUTPUT_KINDS, weights))
     total = sum(by_mode[m] for m in scores)
     if total == 0:
         raise InvalidInputError(f"weights give no weight to any mode this model has ({', '.join(scores)})")
-    return sum(by_mode[m] * s for m, s in scores.items()) / total
+    return sum((by_mode[m] / total) * s for m, s in scores.items())
 
 
 @router.post("/similarity", response_model=SimilarityResponse, summary="Score texts against a source text")
 async def similarity(
     body: SimilarityRequest,
+    request: Request,
     state: ServerState = Depends(get_state),
     batcher: MicroBatcher = Depends(get_batcher),
 ) -> SimilarityResponse:
@@ -50,7 +51,8 @@ async def similarity(
     options = EncodeOptions(
         dense="dense" in modes, sparse="sparse" in modes, colbert="colbert" in modes, is_query=True
     )
-    out = await batcher.encode(source + targets, options)
+    await check_token_budget(source + targets, options, encoder, state.settings)
+    out = await batcher.encode(source + targets, options, disconnected=request.is_disconnected)
     levels = state.settings.similarity_levels(encoder.name)
     results = []
     for i, text in enumerate(targets, start=1):

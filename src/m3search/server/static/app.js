@@ -117,23 +117,104 @@ async function refreshStatus() {
 
 // ---- similarity -----------------------------------------------------------------------------------------
 
+// Text B holds one candidate, or one per non-empty line: then the API scores each and the page ranks them by
+// the hybrid score (the level of each still comes from its dense score).
+function simTargets() {
+  const text = $("#sim-b").value;
+  if (!$("#sim-lines").checked) return [text];
+  const lines = text.split(/\r?\n/).filter((line) => line.trim());
+  return lines.length ? lines : [text];
+}
+
+function levelBadge(level) {
+  return el("span", { class: "level level-" + level.replace(" ", "-") }, level);
+}
+
+function showSimilarity(data) {
+  const ranked = [...data.results].sort((a, b) => b.scores.hybrid - a.scores.hybrid);
+  const best = ranked[0];
+  const level = $("#sim-level");
+  level.textContent = best.level;
+  level.className = "level level-" + best.level.replace(" ", "-");
+  $("#sim-bars").replaceChildren(...MODES.filter((m) => m in best.scores).map((m) => bar(m, best.scores[m])));
+  const list = $("#sim-list");
+  list.hidden = ranked.length < 2;
+  list.replaceChildren(...(ranked.length < 2 ? [] : ranked.map((item) =>
+    el("li", { class: "candidate-item", "data-index": String(item.index) },
+      el("div", { class: "candidate" }, levelBadge(item.level),
+        el("span", { class: "candidate-text" }, item.text)),
+      el("div", { class: "bars small" },
+        ...MODES.filter((m) => m in item.scores).map((m) => bar(m, item.scores[m])))))));
+  $("#sim-hint").textContent =
+    (ranked.length > 1 ? `${ranked.length} candidates ranked by hybrid score; the bars above are the best one's. ` : "") +
+    `${data.model}: level from the dense score; very similar > ${data.thresholds.very_similar}, ` +
+    `related > ${data.thresholds.related}. Hybrid: weighted mean with ` +
+    data.modes.map((m) => `${m} ${data.weights[m]}`).join(", ") + ".";
+  $("#sim-result").hidden = false;
+}
+
+// ---- similarity history (this browser's localStorage only) -----------------------------------------------
+
+const HISTORY_KEY = "m3search-similarity-history";
+const HISTORY_SIZE = 20;
+
+function loadHistory() {
+  try {
+    const items = JSON.parse(localStorage.getItem(HISTORY_KEY) || "[]");
+    return Array.isArray(items) ? items : [];
+  } catch (err) {
+    return [];
+  }
+}
+
+function remember(a, b, lines, data) {
+  const best = [...data.results].sort((x, y) => y.scores.hybrid - x.scores.hybrid)[0];
+  const entry = { a, b, lines, level: best.level, hybrid: best.scores.hybrid, count: data.results.length,
+                  at: new Date().toISOString() };
+  const items = loadHistory().filter((h) => !(h.a === a && h.b === b && h.lines === lines));
+  localStorage.setItem(HISTORY_KEY, JSON.stringify([entry, ...items].slice(0, HISTORY_SIZE)));
+  renderHistory();
+}
+
+function shorten(text, n = 60) {
+  const flat = text.replace(/\s+/g, " ").trim();
+  return flat.length > n ? flat.slice(0, n - 1) + "…" : flat;
+}
+
+function renderHistory() {
+  const items = loadHistory();
+  $("#sim-history").hidden = !items.length;
+  $("#sim-history-list").replaceChildren(...items.map((h) => {
+    const label = `${shorten(h.a, 40)} ↔ ${h.count > 1 ? `${h.count} candidates` : shorten(h.b, 40)}`;
+    const button = el("button", { type: "button", class: "history-item", title: h.at }, label);
+    button.addEventListener("click", () => {
+      $("#sim-a").value = h.a;
+      $("#sim-b").value = h.b;
+      $("#sim-lines").checked = h.lines;
+      $("#similarity-form").requestSubmit();
+    });
+    return el("li", {}, button, " ", levelBadge(h.level), ` ${h.hybrid.toFixed(3)}`);
+  }));
+}
+
+$("#sim-history-clear").addEventListener("click", () => {
+  localStorage.removeItem(HISTORY_KEY);
+  renderHistory();
+});
+
 $("#similarity-form").addEventListener("submit", (ev) => {
   ev.preventDefault();
   guarded(async () => {
-    const data = await api("POST", "/similarity", { source: $("#sim-a").value, targets: $("#sim-b").value });
-    const item = data.results[0];
-    const level = $("#sim-level");
-    level.textContent = item.level;
-    level.className = "level level-" + item.level.replace(" ", "-");
-    const bars = $("#sim-bars");
-    bars.replaceChildren(...MODES.filter((m) => m in item.scores).map((m) => bar(m, item.scores[m])));
-    $("#sim-hint").textContent =
-      `${data.model}: level from the dense score; very similar > ${data.thresholds.very_similar}, ` +
-      `related > ${data.thresholds.related}. Hybrid: weighted mean with ` +
-      data.modes.map((m) => `${m} ${data.weights[m]}`).join(", ") + ".";
-    $("#sim-result").hidden = false;
+    const a = $("#sim-a").value;
+    const b = $("#sim-b").value;
+    const lines = $("#sim-lines").checked;
+    const targets = simTargets();
+    const data = await api("POST", "/similarity", { source: a, targets: targets.length === 1 ? targets[0] : targets });
+    showSimilarity(data);
+    remember(a, b, lines, data);
   });
 });
+renderHistory();
 
 // ---- collections ----------------------------------------------------------------------------------------
 
@@ -184,9 +265,14 @@ $("#upload-form").addEventListener("submit", (ev) => {
 
 // ---- search ---------------------------------------------------------------------------------------------
 
+// Weights are sent only once a slider moved: until then the collection's tuned or the fusion's defaults apply.
+let weightsTouched = false;
 for (const id of ["w-dense", "w-sparse", "w-colbert"]) {
   const input = $("#" + id);
-  input.addEventListener("input", () => { input.nextElementSibling.value = Number(input.value).toFixed(2); });
+  input.addEventListener("input", () => {
+    weightsTouched = true;
+    input.nextElementSibling.value = Number(input.value).toFixed(2);
+  });
 }
 
 // The result text with the query tokens that matched it (character spans from the server) highlighted, more
@@ -218,6 +304,7 @@ imageInput.addEventListener("change", () => {
   preview.hidden = !file;
   $("#search-image-clear").hidden = !file;
   if (file) preview.src = URL.createObjectURL(file);
+  else preview.removeAttribute("src"); // no image: no src, so never a broken-image icon
 });
 $("#search-image-clear").addEventListener("click", () => {
   imageInput.value = "";
@@ -237,9 +324,11 @@ $("#search-form").addEventListener("submit", (ev) => {
       kinds: kinds ? kinds.split(",") : null,
       k: Number($("#search-k").value),
       mode: $("#search-mode").value || null,
-      fusion: $("#search-fusion").value,
-      weights: { dense: Number($("#w-dense").value), sparse: Number($("#w-sparse").value),
-                 colbert: Number($("#w-colbert").value) },
+      fusion: $("#search-fusion").value || null,
+      weights: weightsTouched
+        ? { dense: Number($("#w-dense").value), sparse: Number($("#w-sparse").value),
+            colbert: Number($("#w-colbert").value) }
+        : null,
       highlight: Boolean(query),
     };
     const started = performance.now();
@@ -256,7 +345,7 @@ $("#search-form").addEventListener("submit", (ev) => {
     const ms = Math.round(performance.now() - started);
     const what = image ? (query ? "image+text query, " : "image query, ") : "";
     $("#search-summary").textContent =
-      `${data.results.length} results from ${name} (${what}mode ${data.mode}, ${body.fusion} fusion) in ${ms} ms`;
+      `${data.results.length} results from ${name} (${what}mode ${data.mode}, ${body.fusion || "default"} fusion) in ${ms} ms`;
     const top = Math.max(...data.results.map((r) => r.score), 1e-9);
     const perModeMax = {};
     for (const r of data.results) for (const [m, v] of Object.entries(r.scores || {})) {

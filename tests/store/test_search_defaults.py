@@ -1,0 +1,88 @@
+"""A collection's stored search defaults (`search.json`): used when a search leaves a setting out, kept across
+reopening, validated, and the candidate depth that grows with the collection."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from m3search import Collection
+from m3search.errors import CollectionError, InvalidInputError
+from m3search.search.planner import default_candidates
+from m3search.store.search_defaults import SEARCH_DEFAULTS_FILE, SearchDefaults
+from tests.store.conftest import as_query
+
+
+def _ranked(hits):
+    return [(h.id, round(h.score, 6)) for h in hits]
+
+
+def test_stored_defaults_steer_searches_that_leave_them_out(new_collection, docs):
+    collection = new_collection()
+    collection.upsert(docs)
+    query = as_query(docs[7])
+    library = collection.search(query, 10)
+    tuned = {"mode": "dense+sparse", "fusion": "rrf", "weights": [0.9, 0.1, 0.0], "candidates": 40}
+    collection.set_search_defaults(SearchDefaults(**tuned, source={"by": "test"}))
+    assert collection.search_defaults.options() == tuned
+    stored = collection.search(query, 10)
+    assert _ranked(stored) == _ranked(collection.search(query, 10, **tuned))
+    assert _ranked(stored) != _ranked(library)
+    assert set(stored[0].scores) == {"dense", "sparse"}  # the stored mode
+    # another fusion asked for explicitly takes its own default weights, not the stored rrf ones
+    explicit = collection.search(query, 10, fusion="weighted")
+    assert _ranked(explicit) == _ranked(
+        collection.search(query, 10, mode="dense+sparse", fusion="weighted", weights=None, candidates=40)
+    )
+    path = collection.path
+    collection.close()
+    with Collection.open(path, readonly=True) as reopened:
+        assert reopened.search_defaults.source == {"by": "test"}
+        assert _ranked(reopened.search(query, 10)) == _ranked(stored)
+        with pytest.raises(CollectionError, match="read-only"):
+            reopened.set_search_defaults(SearchDefaults())
+    with Collection.open(path) as writer:
+        writer.set_search_defaults(SearchDefaults())  # cleared: the library's defaults again
+        assert _ranked(writer.search(query, 10)) == _ranked(library)
+
+
+def test_bad_defaults_are_refused(new_collection, docs):
+    for bad, message in (
+        ({"fusion": "borda"}, "unknown fusion 'borda'"),
+        ({"mode": "hybrid"}, "unknown mode 'hybrid'"),
+        ({"normalize": "zscore"}, "unknown normalize 'zscore'"),
+        ({"weights": [1, 2]}, "weights must be"),
+        ({"candidates": 0}, "candidates must be a positive integer"),
+    ):
+        with pytest.raises(InvalidInputError, match=message):
+            SearchDefaults(**bad)
+    collection = new_collection(outputs=["dense"])
+    collection.upsert([{"id": d["id"], "dense": d["dense"]} for d in docs[:5]])
+    with pytest.raises(InvalidInputError, match="mode 'all' needs sparse, colbert"):
+        collection.set_search_defaults(SearchDefaults(mode="all"))
+    (collection.path / SEARCH_DEFAULTS_FILE).write_text(json.dumps({"fusion": "borda"}))
+    with pytest.raises(CollectionError, match="cannot read the search defaults"):
+        collection.search({"dense": docs[0]["dense"]}, 3)
+
+
+def test_candidate_depth_grows_with_the_square_root_of_the_count():
+    assert [default_candidates(n) for n in (0, 1, 50_000, 100_000)] == [100] * 4
+    assert default_candidates(1_000_000) == 317  # 100·√10: the index note measured 300 enough at 1M
+    assert default_candidates(400_000) == 200
+    assert default_candidates(10**9) == 1000  # capped: ColBERT re-scores every candidate
+    counts = [10**k for k in range(3, 10)]
+    depths = [default_candidates(n) for n in counts]
+    assert depths == sorted(depths)
+    with pytest.raises(InvalidInputError, match="not negative"):
+        default_candidates(-1)
+
+
+def test_a_search_without_candidates_uses_the_depth_for_its_size(new_collection, docs):
+    collection = new_collection()
+    collection.upsert(docs)
+    query = as_query(docs[3])
+    assert default_candidates(collection.count()) == 100
+    assert _ranked(collection.search(query, 10, mode="all")) == _ranked(
+        collection.search(query, 10, mode="all", candidates=100)
+    )
