@@ -11,7 +11,13 @@ document (time and peak RSS).
 
     flock /tmp/m3search-heavy.lock python benchmarks/encode_speed.py --docs 32 --reps 2
 
-Writes benchmarks/results/encode_speed-<time>.json and prints a Markdown table.
+Before the runtimes, it measures the machine's matrix-product speed (fp32, bf16, int8; the feed-forward shape,
+in CPU time x threads, i.e. what the threads deliver when not shared) and reports each runtime against its
+ceiling: the tokens/s the workload's FLOPs would allow if every product ran at that speed and nothing else
+cost anything ("% own" uses the runtime's own arithmetic: fp32, bf16, or int8 with the fp32 feed-forward
+down-projections; "% machine" the fastest precision of this CPU).
+
+Writes benchmarks/results/encode_speed-<time>.json and prints Markdown tables.
 """
 
 from __future__ import annotations
@@ -70,6 +76,101 @@ def long_document(tokenizer: Any, tokens: int = LONG_TOKENS) -> str:
         if count >= tokens:
             break
     return "\n".join(parts)
+
+
+# ---- the machine's ceiling ------------------------------------------------------------------------------
+
+
+def cpu_info() -> dict[str, str]:
+    """/proc/cpuinfo's model name and flags (first processor)."""
+    out = {"model_name": platform.processor(), "flags": ""}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                out["model_name"] = value.strip()
+            elif key.strip() == "flags":
+                out["flags"] = value.strip()
+                break
+    except OSError:
+        pass
+    return out
+
+
+def gemm_ceilings(threads: int, m: int = 512, k: int = 1024, n: int = 4096, reps: int = 5) -> dict[str, Any]:
+    """FLOP/s of an (m x k) @ (k x n) product per precision, best of `reps`, wall and CPU time x threads.
+
+    int8 is the faster of torch's int8 x int8 -> int32 product and fbgemm's dynamically quantized Linear
+    (which also quantizes its input, as ONNX Runtime's dynamic int8 does).
+    """
+    import warnings
+
+    import torch
+
+    torch.set_num_threads(threads)
+    a, b = torch.randn(m, k), torch.randn(k, n)
+    ai = torch.randint(-127, 127, (m, k), dtype=torch.int8)
+    bi = torch.randint(-127, 127, (k, n), dtype=torch.int8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao's deprecation notes
+        qlinear = torch.ao.quantization.quantize_dynamic(
+            torch.nn.Sequential(torch.nn.Linear(k, n)), {torch.nn.Linear}, dtype=torch.qint8
+        )
+    cases = {
+        "fp32": lambda: a @ b,
+        "bf16": (lambda x, y: lambda: x @ y)(a.bfloat16(), b.bfloat16()),
+        "int8 (torch._int_mm)": lambda: torch._int_mm(ai, bi),
+        "int8 (fbgemm dynamic Linear)": lambda: qlinear(a),
+    }
+    flops = 2 * m * k * n
+    out: dict[str, Any] = {"shape": [m, k, n], "threads": threads}
+    with torch.inference_mode():
+        for name, fn in cases.items():
+            fn()
+            wall, cpu = [], []
+            for _ in range(reps):
+                t0, c0 = time.perf_counter(), time.process_time()
+                fn()
+                wall.append(time.perf_counter() - t0)
+                cpu.append(time.process_time() - c0)
+            out[name] = {
+                "gflops_wall": flops / min(wall) / 1e9,
+                "gflops_cpu": flops * threads / min(cpu) / 1e9,
+            }
+    out["int8"] = max(
+        (out[key] for key in ("int8 (torch._int_mm)", "int8 (fbgemm dynamic Linear)")),
+        key=lambda r: r["gflops_cpu"],
+    )
+    return out
+
+
+def workload_flops(config: dict[str, Any], lengths: list[int]) -> dict[str, float]:
+    """FLOPs of encoding texts of these token lengths with this XLM-R config, split by where they run:
+    the attention/FFN-up weight products, the FFN down-projections, attention itself and the ColBERT head."""
+    h, inter, layers = config["hidden_size"], config["intermediate_size"], config["num_hidden_layers"]
+    tokens = sum(lengths)
+    return {
+        "weights": 2.0 * layers * (4 * h * h + h * inter) * tokens,
+        "ffn_down": 2.0 * layers * h * inter * tokens,
+        "attention": sum(2.0 * layers * 2 * n * n * h for n in lengths),
+        "heads": 2.0 * h * (h + 1) * tokens,
+    }
+
+
+#: Which precision each part of the workload runs in, per runtime (the rest at fp32).
+_ARITHMETIC = {
+    "torch-bf16": {"weights": "bf16", "ffn_down": "bf16", "attention": "bf16"},
+    "onnx-int8": {"weights": "int8"},
+}
+
+
+def ceiling_tokens_per_s(
+    runtime: str, flops: dict[str, float], tokens: int, rates: dict[str, float]
+) -> float:
+    """Tokens/s if every part ran at its precision's measured GEMM rate (GFLOP/s) and nothing else cost time."""
+    arithmetic = _ARITHMETIC.get(runtime, {})
+    seconds = sum(f / (rates[arithmetic.get(part, "fp32")] * 1e9) for part, f in flops.items())
+    return tokens / seconds
 
 
 # ---- worker process -------------------------------------------------------------------------------------
@@ -301,11 +402,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from m3search.encoders.transformer import load_tokenizer
 
     threads = args.threads or torch.get_num_threads()
+    ceilings = gemm_ceilings(threads)
+    rates = {p: ceilings[p]["gflops_cpu"] for p in ("fp32", "bf16", "int8")}
+    print(
+        "GEMM GFLOP/s (CPU time x threads): " + ", ".join(f"{p} {r:.0f}" for p, r in rates.items()),
+        file=sys.stderr,
+    )
     path = full_size_model(args.model_dir)
     (WORK / "outputs").mkdir(parents=True, exist_ok=True)
     tokenizer = load_tokenizer(path)
     texts = scifact_abstracts(args.docs)
-    tokens = sum(min(len(ids), args.max_length) for ids in tokenizer(texts)["input_ids"])
+    lengths = [min(len(ids), args.max_length) for ids in tokenizer(texts)["input_ids"]]
+    tokens = sum(lengths)
+    flops = workload_flops(json.loads((path / "config.json").read_text()), lengths)
+    best_rate = max(rates.values())
+    machine_ceiling = tokens / (sum(flops.values()) / (best_rate * 1e9))
     names = [n.strip() for n in args.runtimes.split(",") if n.strip()]
     reference = ANCHOR if ANCHOR in names else names[0]
 
@@ -336,12 +447,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for name in workers:
         best = min(t["seconds"] for t in timings[name])
         best_cpu = min(t["cpu_seconds"] for t in timings[name])
+        arithmetic = workers[name]["describe"].get("runtime", name) if name == "auto" else name
+        own_ceiling = ceiling_tokens_per_s(arithmetic, flops, tokens, rates)
+        cpu_tokens_per_s = tokens * threads / best_cpu
         rows[name] = {
             "runtime": workers[name]["describe"],
             "seconds_per_rep": [round(t["seconds"], 3) for t in timings[name]],
             "cpu_seconds_per_rep": [round(t["cpu_seconds"], 3) for t in timings[name]],
             "load_average_per_rep": [round(t["load_average"], 2) for t in timings[name]],
             "tokens_per_s": tokens / best,
+            "tokens_per_s_cpu": cpu_tokens_per_s,
+            "ceiling_tokens_per_s": own_ceiling,
+            "pct_own_ceiling": 100 * cpu_tokens_per_s / own_ceiling,
+            "pct_machine_ceiling": 100 * cpu_tokens_per_s / machine_ceiling,
             "docs_per_s": len(texts) / best,
             "speedup_vs_anchor": anchor_best / best if anchor_best else None,
             "cpu_speedup_vs_anchor": anchor_cpu / best_cpu if anchor_cpu else None,
@@ -367,6 +485,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "threads": threads,
             "load_average": os.getloadavg(),
             **detect_hardware().describe(),
+            "cpu": cpu_info(),
             "torch": torch.__version__,
         },
         "model": {"path": str(path), "architecture": "bge-m3 full size (random weights, real tokenizer)"},
@@ -381,6 +500,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "long_doc_tokens": LONG_TOKENS if args.long_doc else None,
         },
         "anchor": reference,
+        "gemm": ceilings,
+        "workload_gflop": {k: v / 1e9 for k, v in flops.items()},
+        "machine_ceiling_tokens_per_s": machine_ceiling,
         "results": rows,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -396,18 +518,33 @@ def _fmt(value: float | None, spec: str) -> str:
 
 
 def _table(report: dict[str, Any]) -> str:
-    header = (
-        "| runtime | tokens/s | docs/s | × anchor | × anchor (CPU time) | peak RSS GB | dense cos min | "
-        "sparse Δ max | ColBERT cos min | 8192-tok s | 8192-tok RSS GB |"
-    )
-    lines = [header, "|" + "---|" * 11]
+    gemm = report["gemm"]
+    lines = [
+        f"CPU: {report['machine']['cpu']['model_name']}, {report['machine']['threads']} threads; "
+        f"GEMM {'x'.join(map(str, gemm['shape']))}",
+        "",
+        "| precision | GFLOP/s (wall) | GFLOP/s (CPU time x threads) |",
+        "|---|---|---|",
+    ]
+    for precision in ("fp32", "bf16", "int8 (torch._int_mm)", "int8 (fbgemm dynamic Linear)"):
+        lines.append(
+            f"| {precision} | {gemm[precision]['gflops_wall']:.0f} | {gemm[precision]['gflops_cpu']:.0f} |"
+        )
+    lines += [
+        "",
+        f"machine ceiling: {report['machine_ceiling_tokens_per_s']:.0f} tokens/s (every FLOP at the fastest precision)",
+        "",
+        "| runtime | tokens/s | tokens/s (CPU time) | × anchor | × anchor (CPU time) | % own ceiling | % machine "
+        "ceiling | peak RSS GB | dense cos min | sparse Δ max | ColBERT cos min | 8192-tok s | 8192-tok RSS GB |",
+        "|" + "---|" * 13,
+    ]
     for name, r in report["results"].items():
         dev = r["deviation"] or {}
         long = r["long_doc"] or {}
         label = name if name != "auto" else f"auto ({r['runtime'].get('runtime')})"
         lines.append(
-            f"| {label} | {r['tokens_per_s']:.0f} | {r['docs_per_s']:.2f} | {_fmt(r['speedup_vs_anchor'], '.2f')} "
-            f"| {_fmt(r['cpu_speedup_vs_anchor'], '.2f')} "
+            f"| {label} | {r['tokens_per_s']:.0f} | {r['tokens_per_s_cpu']:.0f} | {_fmt(r['speedup_vs_anchor'], '.2f')} "
+            f"| {_fmt(r['cpu_speedup_vs_anchor'], '.2f')} | {r['pct_own_ceiling']:.0f}% | {r['pct_machine_ceiling']:.0f}% "
             f"| {r['peak_rss_gb']:.2f} | {_fmt(dev.get('dense_cosine_min'), '.5f')} "
             f"| {_fmt(dev.get('sparse_rel_diff_max'), '.4f')} | {_fmt(dev.get('colbert_cosine_min'), '.5f')} "
             f"| {_fmt(long.get('seconds'), '.1f')} | {_fmt(long.get('peak_rss_gb'), '.2f')} |"

@@ -3,39 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
-
-WORDS = [
-    "apple",
-    "house",
-    "river",
-    "green",
-    "music",
-    "paper",
-    "window",
-    "travel",
-    "water",
-    "garden",
-    "market",
-    "silver",
-    "doctor",
-    "winter",
-    "summer",
-    "bridge",
-    "forest",
-    "school",
-    "letter",
-    "dinner",
-]
-
-
-@pytest.fixture(scope="module")
-def single_token_words(tiny_m3):
-    """Words that are one token each and stay so when joined by spaces (checked, not assumed)."""
-    words = [w for w in WORDS if len(tiny_m3._content_ids([w])[0]) == 1]
-    text_ids = tiny_m3._content_ids([" ".join(words * 3)])[0]
-    assert len(words) >= 12 and len(text_ids) == 3 * len(words)
-    return words
 
 
 def test_chunks_merge_as_documented(tiny_m3, single_token_words):

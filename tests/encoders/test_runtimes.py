@@ -12,9 +12,12 @@ from click.testing import CliRunner
 from m3search.cli.main import cli
 from m3search.encoders import BGEM3Encoder
 from m3search.encoders.registry import spec_for_directory
-from m3search.encoders.runtimes import GUARD_BOUNDS, auto_candidates, make_runtime
+from m3search.encoders.runtimes import GUARD_BOUNDS, auto_candidates, choose_auto, make_runtime
+from m3search.encoders.runtimes.artifacts import read_json
+from m3search.encoders.runtimes.auto import PROBE_REPS, _table_file, decide
 from m3search.encoders.runtimes.guard import GuardBounds, measure_deviation
 from m3search.encoders.runtimes.hardware import Hardware
+from m3search.encoders.transformer import load_tokenizer
 from m3search.errors import InvalidInputError, RuntimeUnavailableError
 from tests.conftest import run_on_terminal
 from tests.encoders.texts import MULTILINGUAL
@@ -113,13 +116,13 @@ def test_auto_picks_a_runtime_that_passes_its_guard(tiny_m3_dir, tiny_m3_onnx, r
         assert reason.startswith(f"{encoder.runtime.name} passed its quality guard (dense cosine ")
 
 
-def test_auto_falls_back_to_fp32_when_no_runtime_passes(tiny_m3_dir, tiny_m3_onnx, reference, monkeypatch):
-    from m3search.encoders import runtimes
-
+def test_auto_falls_back_to_fp32_when_no_runtime_passes(tiny_m3_dir, tiny_m3_onnx, reference):
     impossible = GuardBounds(dense_cosine_min=1.1, sparse_rel_diff_max=-1.0, colbert_cosine_min=1.1)
-    monkeypatch.setattr(runtimes, "GUARD_BOUNDS", impossible)
-    encoder = BGEM3Encoder(tiny_m3_dir, runtime="auto")
-    assert encoder.runtime.name == "torch-fp32"
+    spec = spec_for_directory(tiny_m3_dir)
+    runtime = choose_auto(tiny_m3_dir, spec, "cpu", bounds=impossible)
+    assert runtime.name == "torch-fp32"
+    encoder = BGEM3Encoder(tiny_m3_dir, runtime="torch-fp32")
+    encoder.runtime = runtime
     np.testing.assert_array_equal(_encode(encoder).dense, reference.dense)
     reason = encoder.runtime.auto_reason
     assert reason.startswith("the fp32 reference: no faster runtime qualifies; ")
@@ -127,14 +130,14 @@ def test_auto_falls_back_to_fp32_when_no_runtime_passes(tiny_m3_dir, tiny_m3_onn
 
 
 def test_auto_skips_onnx_graphs_that_were_not_exported(tiny_m3_dir, tmp_path, monkeypatch):
-    from m3search.encoders import runtimes
-
     monkeypatch.setenv("M3SEARCH_HOME", str(tmp_path / "empty-home"))
-    monkeypatch.setattr(runtimes, "auto_candidates", lambda hw, device=None: ["onnx-int8", "onnx-fp32"])
-    encoder = BGEM3Encoder(tiny_m3_dir, runtime="auto")
-    assert encoder.runtime.name == "torch-fp32"
+    spec = spec_for_directory(tiny_m3_dir)
+    runtime = choose_auto(tiny_m3_dir, spec, "cpu")
+    table = read_json(_table_file(tiny_m3_dir, spec, "cpu"))
+    assert not any(name.startswith("onnx-") for name in table["runtimes"])
+    assert runtime.name == table["choice"] and "torch-fp32" in table["runtimes"]
     assert not (tmp_path / "empty-home" / "onnx").exists()
-    assert "onnx-int8 not exported (`m3search models export-onnx`)" in encoder.runtime.auto_reason
+    assert "onnx-int8 not exported (`m3search models export-onnx`)" in runtime.auto_reason
 
 
 def _hardware(**overrides) -> Hardware:
@@ -150,25 +153,80 @@ def _hardware(**overrides) -> Hardware:
 
 
 def test_auto_candidates_follow_hardware():
-    assert "torch-bf16" not in auto_candidates(_hardware())
-    assert "torch-bf16" in auto_candidates(_hardware(cpu_bf16=True, cpu_capability="AVX512"))
-    assert auto_candidates(_hardware(cpu_bf16=True)) == ["onnx-int8", "torch-bf16"]
-    assert auto_candidates(_hardware()) == ["onnx-int8"]
-    assert auto_candidates(_hardware(cuda=True)) == ["cuda-fp16"]
-    assert auto_candidates(_hardware(cuda=True, cuda_bf16=True)) == ["cuda-bf16"]
+    onnx = ["onnx-int8", "onnx-fp32"]  # onnxruntime is installed in the test environment
+    assert auto_candidates(_hardware()) == ["torch-fp32", *onnx]
+    assert auto_candidates(_hardware(cpu_bf16=True)) == ["torch-fp32", "torch-bf16", *onnx]
+    assert auto_candidates(_hardware(cuda=True)) == ["cuda-fp16", "torch-fp32"]
+    assert auto_candidates(_hardware(cuda=True, cuda_bf16=True)) == ["cuda-bf16", "torch-fp32"]
     assert "cuda-fp16" not in auto_candidates(_hardware(cuda=True), device="cpu")
 
 
-def test_guard_verdict_is_cached(tiny_m3_dir, monkeypatch):
-    """The second `auto` load reuses the stored verdict instead of running fp32 on the probe again."""
-    from m3search.encoders import runtimes
+def _scripted(seconds: dict[str, float], calls: list[str]):
+    """A timer that runs the real forward pass but reports the given seconds per runtime."""
 
-    monkeypatch.setattr(runtimes, "auto_candidates", lambda hw, device=None: ["torch-bf16"])
-    first = BGEM3Encoder(tiny_m3_dir, runtime="auto")
-    calls = []
-    monkeypatch.setattr(runtimes, "runtime_deviation", lambda *a, **k: calls.append(a))
-    second = BGEM3Encoder(tiny_m3_dir, runtime="auto")
-    assert first.runtime.name == second.runtime.name == "torch-bf16" and calls == []
+    def timer(name, fn):
+        fn()
+        calls.append(name)
+        return seconds[name]
+
+    return timer
+
+
+#: fp32 arithmetic in another order passes these; int8 (dense cosine ~0.998 on the tiny model) does not.
+STRICT = GuardBounds(dense_cosine_min=1 - 1e-5, sparse_rel_diff_max=1e-3, colbert_cosine_min=1 - 1e-5)
+
+
+@pytest.mark.parametrize(
+    "seconds",
+    [
+        {"torch-fp32": 3.0, "torch-bf16": 2.0, "onnx-fp32": 1.0, "onnx-int8": 0.5},
+        {"torch-fp32": 0.8, "torch-bf16": 2.0, "onnx-fp32": 1.0, "onnx-int8": 0.5},
+    ],
+)
+def test_auto_picks_the_measured_fastest_runtime_that_passes_the_guard(tiny_m3_dir, tiny_m3_onnx, seconds):
+    spec = spec_for_directory(tiny_m3_dir)
+    calls: list[str] = []
+    table, runtime = decide(
+        tiny_m3_dir,
+        spec,
+        "cpu",
+        load_tokenizer(tiny_m3_dir),
+        bounds=STRICT,
+        timer=_scripted(seconds, calls),
+        force=True,
+    )
+    rows = table["runtimes"]
+    assert {"torch-fp32", "onnx-fp32", "onnx-int8"} <= set(rows)
+    assert rows["onnx-int8"]["violations"], "int8 must fail the strict guard for this test to mean anything"
+    passing = [n for n, r in rows.items() if not r["violations"]]
+    fastest_passing = min(passing, key=lambda n: seconds[n])
+    assert table["choice"] == runtime.name == fastest_passing
+    assert all(rows[n]["best"] == seconds[n] for n in rows)
+    assert sorted(calls) == sorted(list(rows) * PROBE_REPS)  # every runtime timed, interleaved reps
+
+
+def test_auto_decision_is_cached(tiny_m3_dir, tiny_m3_onnx):
+    """The second `auto` load reads the stored table and loads only the winner: nothing is timed again."""
+    spec = spec_for_directory(tiny_m3_dir)
+    seconds = {"torch-fp32": 2.0, "torch-bf16": 3.0, "onnx-fp32": 1.5, "onnx-int8": 1.0}
+    calls: list[str] = []
+    _table_file(tiny_m3_dir, spec, "cpu").unlink(missing_ok=True)
+    first = choose_auto(tiny_m3_dir, spec, "cpu", timer=_scripted(seconds, calls), bounds=STRICT)
+    assert calls and first.name == "onnx-fp32"
+    calls.clear()
+    second = choose_auto(tiny_m3_dir, spec, "cpu", timer=_scripted(seconds, calls), bounds=STRICT)
+    assert calls == [] and second.name == "onnx-fp32"
+
+
+def test_models_bench_shows_the_table(tiny_m3_dir, tiny_m3_onnx):
+    result = CliRunner().invoke(cli, ["models", "bench", str(tiny_m3_dir), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    for name in ("torch-fp32", "onnx-fp32", "onnx-int8"):
+        assert any(line.startswith(name) for line in lines), result.output
+    chosen = [line.split()[0] for line in lines if line.endswith("<- auto")]
+    cached = read_json(_table_file(tiny_m3_dir, spec_for_directory(tiny_m3_dir), "cpu"))
+    assert chosen == [cached["choice"]]
 
 
 GUARD_ON_FIRST_START = """
@@ -241,3 +299,10 @@ def test_onnx_runs_long_batches_a_few_rows_at_a_time(tiny_m3_dir, tiny_m3_onnx, 
     np.testing.assert_allclose(split.dense, whole.dense, atol=1e-6)
     for a, b in zip(split.sparse, whole.sparse):
         assert set(a) == set(b) and all(abs(a[k] - b[k]) < 1e-6 for k in a)
+
+
+def test_mcls_on_onnx_is_a_clear_error(tiny_m3_dir, tiny_m3_onnx):
+    """The exported graph pools its first token only, so Multiple CLS names the runtimes that can."""
+    encoder = BGEM3Encoder(tiny_m3_dir, runtime="onnx-fp32")
+    with pytest.raises(RuntimeUnavailableError, match="torch-fp32"):
+        encoder.encode(" ".join(["word"] * 600), chunking="mcls", mcls_interval=64)

@@ -68,7 +68,7 @@ def _count_lines(path: Path) -> int:
 @click.option("--batch-size", type=int, default=32, show_default=True)
 @click.option(
     "--chunking",
-    type=click.Choice(["truncate", "chunk"]),
+    type=click.Choice(["truncate", "chunk", "mcls"]),
     default="truncate",
     show_default=True,
     help="What to do with texts longer than --max-length.",

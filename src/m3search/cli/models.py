@@ -1,4 +1,4 @@
-"""`m3search models list|import|export-onnx`: what can load here, bringing models in for offline use, ONNX export."""
+"""`m3search models list|import|export-onnx|bench`: what can load here, importing models for offline use, ONNX export, runtime speed."""
 
 from __future__ import annotations
 
@@ -90,3 +90,28 @@ def export_onnx_command(model: str, force: bool) -> None:
             f"  onnx-{precision}: dense cosine {dev.dense_cosine_min:.5f}, ColBERT cosine "
             f"{dev.colbert_cosine_min:.5f}{sparse} ({verdict})"
         )
+
+
+@command.command("bench")
+@click.argument("model")
+@click.option("--device", default=None, help="cpu or cuda (default: cuda when available).")
+def bench_command(model: str, device: str | None) -> None:
+    """Measure every runtime that can run MODEL here and show the table `--runtime auto` decides from.
+
+    Each runtime is checked against torch-fp32 (the quality guard) and timed on a short probe in CPU time;
+    the fastest that passes is `auto`'s choice, cached for later loads on this machine.
+    """
+    from m3search.encoders.runtimes.auto import decide, format_table
+    from m3search.encoders.runtimes.hardware import detect_hardware, machine_fingerprint
+    from m3search.encoders.transformer import load_tokenizer
+
+    path, spec = resolve_model(model)
+    device = device or ("cuda" if detect_hardware().cuda else "cpu")
+    table, _ = decide(path, spec, device, load_tokenizer(path), force=True)
+    machine = machine_fingerprint(device)
+    probe = table["probe"]
+    click.echo(f"{spec.name} on {machine['cpu']} ({machine['flags']}), {machine['threads']} threads")
+    click.echo(
+        f"probe: {probe['rows']} x {probe['tokens'] // probe['rows']} tokens, best of {probe['reps']} ({probe['timer']})"
+    )
+    click.echo(format_table(table))

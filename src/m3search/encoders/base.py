@@ -18,7 +18,7 @@ from m3search.scoring import colbert_score, hybrid_scores, lexical_score
 
 OutputKind = Literal["dense", "sparse", "colbert"]
 OUTPUT_KINDS: tuple[OutputKind, ...] = ("dense", "sparse", "colbert")
-Chunking = Literal["truncate", "chunk"]
+Chunking = Literal["truncate", "chunk", "mcls"]
 
 SparseVector = dict[int, float]
 """Lexical weights of one text: token id -> weight (> 0)."""

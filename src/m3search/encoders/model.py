@@ -69,15 +69,19 @@ class EncoderModel(nn.Module):
         return_dense: bool = True,
         return_sparse: bool = False,
         return_colbert: bool = False,
+        pool_mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
         """Return (dense (b, d), token_weights (b, L), colbert (b, L-1, d')); None for heads not asked for.
 
-        The heads run in fp32 whatever the backbone's dtype: they are cheap, and it keeps low-precision error
-        to the backbone.
+        With `pool_mask` (b, L), dense is instead the unnormalized sum of the hidden states it marks (Multiple
+        CLS: the encoder adds these sums over a long text's windows, then normalizes). The heads run in fp32
+        whatever the backbone's dtype: they are cheap, and it keeps low-precision error to the backbone.
         """
         hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state.float()
         dense = sparse = colbert = None
-        if return_dense:
+        if return_dense and pool_mask is not None:
+            dense = torch.einsum("bl,bld->bd", pool_mask.to(hidden.dtype), hidden)
+        elif return_dense:
             if self.pooling == "cls":
                 pooled = hidden[:, 0]
             else:

@@ -49,6 +49,9 @@ MAX_TOKEN_CHARS = 16
 #: one starts the next (on CPU a small batch costs little, while padded positions cost full compute).
 MAX_PADDING_FRACTION = 0.1
 
+#: Content tokens between two CLS tokens with `chunking="mcls"` (the bge-m3 paper's Multiple CLS interval).
+MCLS_INTERVAL = 256
+
 
 def load_tokenizer(path: Path) -> Any:
     """Load the model's fast tokenizer (the same one the reference uses)."""
@@ -69,6 +72,8 @@ class _Piece:
 
     text_index: int
     ids: np.ndarray
+    #: With Multiple CLS: where the CLS tokens are (0 and one before every `interval` content tokens).
+    cls_positions: np.ndarray | None = None
 
 
 class TransformerEncoder(TextEncoder):
@@ -126,13 +131,33 @@ class TransformerEncoder(TextEncoder):
     def _wrap(self, content: np.ndarray) -> np.ndarray:
         return np.concatenate(([self._cls_id], content, [self._eos_id])).astype(np.int64)
 
+    def _mcls(self, content: np.ndarray, interval: int) -> _Piece:
+        """`[CLS] c[0:n] [CLS] c[n:2n] ... [EOS]`: one CLS before every `interval` content tokens."""
+        segments = [content[s : s + interval] for s in range(0, max(len(content), 1), interval)]
+        ids = np.concatenate([np.concatenate(([self._cls_id], seg)) for seg in segments] + [[self._eos_id]])
+        positions = np.cumsum([0] + [len(seg) + 1 for seg in segments[:-1]])
+        return _Piece(-1, ids.astype(np.int64), positions.astype(np.int64))
+
     def _pieces(
-        self, contents: list[np.ndarray], max_length: int, chunking: Chunking, overlap: int
+        self, contents: list[np.ndarray], max_length: int, chunking: Chunking, overlap: int, interval: int
     ) -> tuple[list[_Piece], list[int]]:
-        """Split each text's content ids into model inputs; return the pieces and the truncated indices."""
+        """Split each text's content ids into model inputs; return the pieces and the truncated indices.
+
+        With "mcls" a text gets a CLS token before every `interval` content tokens; a text too long for one
+        input even so is cut into consecutive windows of whole intervals (no overlap: the CLS states of all
+        windows are pooled together)."""
         window = max_length - 2
         pieces: list[_Piece] = []
         truncated: list[int] = []
+        if chunking == "mcls":
+            # content tokens per input: whole intervals of (1 CLS + interval) tokens, plus the final EOS
+            per_window = (max_length - 1) // (interval + 1) * interval
+            for i, content in enumerate(contents):
+                for start in range(0, max(len(content), 1), per_window):
+                    piece = self._mcls(content[start : start + per_window], interval)
+                    piece.text_index = i
+                    pieces.append(piece)
+            return pieces, truncated
         for i, content in enumerate(contents):
             if len(content) <= window:
                 pieces.append(_Piece(i, self._wrap(content)))
@@ -214,16 +239,22 @@ class TransformerEncoder(TextEncoder):
         chunk_overlap: int = 64,
         is_query: bool = False,
         max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
+        mcls_interval: int = MCLS_INTERVAL,
     ) -> EncodeResult:
         """Encode texts into the requested outputs with one model pass per batch.
 
         Texts longer than `max_length` tokens are truncated (their indices are reported in
         `EncodeResult.truncated`) or, with `chunking="chunk"`, split into windows overlapping by `chunk_overlap`
         tokens whose outputs merge: dense = renormalized mean, sparse = max per token, ColBERT = concatenation.
+        `chunking="mcls"` (the bge-m3 paper's Multiple CLS) inserts a CLS token before every `mcls_interval`
+        content tokens: dense = the normalized mean of all CLS states (over as many windows as the text needs),
+        sparse and ColBERT as with "chunk" (the inserted CLS tokens carry neither).
         """
         wanted = requested_outputs(return_dense, return_sparse, return_colbert)
         self.check_outputs(wanted)
-        max_length = self._check_options(batch_size, max_length, chunking, chunk_overlap, max_batch_tokens)
+        max_length = self._check_options(
+            batch_size, max_length, chunking, chunk_overlap, max_batch_tokens, mcls_interval
+        )
         texts = validate_texts(texts)
         n = len(texts)
         if n == 0:
@@ -236,7 +267,7 @@ class TransformerEncoder(TextEncoder):
             texts = [t[:cap] for t in texts] if cut else texts
         prefix = self.spec.query_prefix if is_query else self.spec.passage_prefix
         contents = self._content_ids([prefix + t for t in texts] if prefix else texts)
-        pieces, truncated = self._pieces(contents, max_length, chunking, chunk_overlap)
+        pieces, truncated = self._pieces(contents, max_length, chunking, chunk_overlap, mcls_interval)
         if cut:  # a cut text lost content even where whitespace made its first characters few tokens
             truncated = sorted({*truncated, *cut})
         if truncated:
@@ -259,8 +290,18 @@ class TransformerEncoder(TextEncoder):
             for batch in self._batches(order, lengths, batch_size, max_batch_tokens):
                 batch_pieces = [pieces[j] for j in batch]
                 ids, mask = self._pad(batch_pieces)
+                pool_mask = None
+                if chunking == "mcls":
+                    pool_mask = np.zeros(ids.shape, dtype=np.float32)
+                    for row, piece in enumerate(batch_pieces):
+                        pool_mask[row, piece.cls_positions] = 1.0
                 out = self.runtime.forward(
-                    ids, mask, dense="dense" in wanted, sparse="sparse" in wanted, colbert="colbert" in wanted
+                    ids,
+                    mask,
+                    dense="dense" in wanted,
+                    sparse="sparse" in wanted,
+                    colbert="colbert" in wanted,
+                    pool_mask=pool_mask,
                 )
                 for row, j in enumerate(batch):
                     length = int(lengths[j])
@@ -271,12 +312,21 @@ class TransformerEncoder(TextEncoder):
                             ids[row, :length], out.token_weights[row, :length]
                         )
                     if out.colbert is not None:
-                        colbert_rows[j] = np.ascontiguousarray(out.colbert[row, : length - 1])
+                        rows = out.colbert[row, : length - 1]
+                        if pieces[j].cls_positions is not None:  # the inserted CLS tokens are no text tokens
+                            rows = np.delete(rows, pieces[j].cls_positions[1:] - 1, axis=0)
+                        colbert_rows[j] = np.ascontiguousarray(rows)
                 bar.update(int(lengths[batch].sum()))
-        return self._merge(pieces, n, wanted, dense_rows, sparse_rows, colbert_rows, truncated)
+        return self._merge(pieces, n, wanted, dense_rows, sparse_rows, colbert_rows, truncated, chunking)
 
     def _check_options(
-        self, batch_size: int, max_length: int | None, chunking: str, overlap: int, max_batch_tokens: int
+        self,
+        batch_size: int,
+        max_length: int | None,
+        chunking: str,
+        overlap: int,
+        max_batch_tokens: int,
+        interval: int,
     ) -> int:
         max_length = self.default_max_length if max_length is None else int(max_length)
         if not 3 <= max_length <= self.max_length:
@@ -289,8 +339,10 @@ class TransformerEncoder(TextEncoder):
             raise InvalidInputError(
                 f"max_batch_tokens ({max_batch_tokens}) must be >= max_length ({max_length})"
             )
-        if chunking not in ("truncate", "chunk"):
-            raise InvalidInputError(f"chunking must be 'truncate' or 'chunk', got {chunking!r}")
+        if chunking not in ("truncate", "chunk", "mcls"):
+            raise InvalidInputError(f"chunking must be 'truncate', 'chunk' or 'mcls', got {chunking!r}")
+        if chunking == "mcls" and not 1 <= interval <= max_length - 3:
+            raise InvalidInputError(f"mcls_interval must be in [1, {max_length - 3}], got {interval}")
         if chunking == "chunk" and not 0 <= overlap < max_length - 2:
             raise InvalidInputError(f"chunk_overlap must be in [0, {max_length - 3}], got {overlap}")
         return max_length
@@ -311,8 +363,10 @@ class TransformerEncoder(TextEncoder):
         sparse_rows: list,
         colbert_rows: list,
         truncated: list[int],
+        chunking: Chunking,
     ) -> EncodeResult:
-        """Merge per-piece outputs into per-text outputs (a text with one piece passes through unchanged)."""
+        """Merge per-piece outputs into per-text outputs (a text with one piece passes through unchanged;
+        with "mcls" the pieces' CLS-state sums are added and normalized)."""
         groups: list[list[int]] = [[] for _ in range(n)]
         for j, piece in enumerate(pieces):
             groups[piece.text_index].append(j)
@@ -322,7 +376,10 @@ class TransformerEncoder(TextEncoder):
         if "dense" in wanted:
             dense = np.empty((n, dense_rows[0].shape[-1]), dtype=np.float32)
             for i, g in enumerate(groups):
-                if len(g) == 1:
+                if chunking == "mcls":
+                    total = np.sum([dense_rows[j] for j in g], axis=0)
+                    dense[i] = total / max(float(np.linalg.norm(total)), 1e-12)
+                elif len(g) == 1:
                     dense[i] = dense_rows[g[0]]
                 else:
                     mean = np.mean([dense_rows[j] for j in g], axis=0)
@@ -355,4 +412,10 @@ class TransformerEncoder(TextEncoder):
         return info
 
 
-__all__ = ["DEFAULT_MAX_BATCH_TOKENS", "OUTPUT_KINDS", "TransformerEncoder", "load_tokenizer"]
+__all__ = [
+    "DEFAULT_MAX_BATCH_TOKENS",
+    "MCLS_INTERVAL",
+    "OUTPUT_KINDS",
+    "TransformerEncoder",
+    "load_tokenizer",
+]

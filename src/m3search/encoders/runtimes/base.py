@@ -14,8 +14,9 @@ import numpy as np
 
 @dataclass
 class ForwardOutput:
-    """Raw outputs of one batch, float32: dense (b, d) normalized; token_weights (b, L) >= 0;
-    colbert (b, L-1, d') with padding rows zero and other rows normalized. None when not requested."""
+    """Raw outputs of one batch, float32: dense (b, d) normalized (with a pool mask: the unnormalized sum of
+    the marked hidden states); token_weights (b, L) >= 0; colbert (b, L-1, d') with padding rows zero and
+    other rows normalized. None when not requested."""
 
     dense: np.ndarray | None = None
     token_weights: np.ndarray | None = None
@@ -56,8 +57,10 @@ class Runtime(ABC):
         dense: bool,
         sparse: bool,
         colbert: bool,
+        pool_mask: np.ndarray | None = None,
     ) -> ForwardOutput:
-        """Run one batch of (b, L) int64 ids and mask."""
+        """Run one batch of (b, L) int64 ids and mask; `pool_mask` (b, L) float32 asks for dense as the sum
+        of the marked positions' hidden states (runtimes that cannot raise `RuntimeUnavailableError`)."""
 
     def describe(self) -> dict[str, str]:
         """A JSON-able description for logs, benchmarks and the server."""

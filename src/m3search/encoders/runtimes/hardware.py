@@ -55,3 +55,55 @@ def detect_hardware() -> Hardware:
         cuda=cuda,
         cuda_bf16=cuda and torch.cuda.is_bf16_supported(),
     )
+
+
+def _cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The first processor's model name (Linux), else what `platform` reports."""
+    try:
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
+#: The CPU flags that change which kernels run (and so which runtime is fastest).
+SPEED_FLAGS = (
+    "avx2",
+    "avx512f",
+    "avx512_vnni",
+    "avx_vnni",
+    "avx512_bf16",
+    "amx_bf16",
+    "amx_int8",
+    "amx_tile",
+)
+
+
+def machine_fingerprint(device: str = "cpu") -> dict[str, str]:
+    """What a speed measurement depends on: CPU model and kernel-relevant flags, threads, library versions, GPU.
+
+    `auto` caches its measured choice under this key, so a different machine, thread count or library
+    version measures again.
+    """
+    flags = _cpu_flags()
+    out = {
+        "cpu": _cpu_model(),
+        "flags": ",".join(f for f in SPEED_FLAGS if f in flags),
+        "capability": torch.backends.cpu.get_cpu_capability(),
+        "threads": str(torch.get_num_threads()),
+        "torch": torch.__version__,
+        "device": device,
+    }
+    try:
+        import onnxruntime
+
+        out["onnxruntime"] = onnxruntime.__version__
+    except ImportError:
+        pass
+    if torch.device(device).type == "cuda":
+        out["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return out

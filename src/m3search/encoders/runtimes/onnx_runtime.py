@@ -54,6 +54,9 @@ class OnnxRuntime(Runtime):
         options.intra_op_num_threads = threads or default_threads()
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        # Idle worker threads sleep instead of spinning: on a 2-core machine shared with other jobs, spinning
+        # cost onnx-int8 17% more CPU time and 46% more wall time per batch (docs/PERFORMANCE.md).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3
         providers = ["CPUExecutionProvider"]
         if device and device.startswith("cuda"):
@@ -66,8 +69,20 @@ class OnnxRuntime(Runtime):
         self.outputs = {o.name for o in self.session.get_outputs()}
 
     def forward(
-        self, input_ids: np.ndarray, attention_mask: np.ndarray, *, dense: bool, sparse: bool, colbert: bool
+        self,
+        input_ids: np.ndarray,
+        attention_mask: np.ndarray,
+        *,
+        dense: bool,
+        sparse: bool,
+        colbert: bool,
+        pool_mask: np.ndarray | None = None,
     ) -> ForwardOutput:
+        if pool_mask is not None and dense:
+            raise RuntimeUnavailableError(
+                f"{self.name} cannot pool several positions (chunking='mcls'): the exported graph pools its "
+                "first token only; use runtime torch-fp32 or torch-bf16 for Multiple CLS"
+            )
         wanted = [n for n, on in zip(OUTPUT_NAMES, (dense, sparse, colbert)) if on]
         missing = [n for n in wanted if n not in self.outputs]
         if missing:

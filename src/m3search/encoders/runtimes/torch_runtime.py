@@ -82,11 +82,21 @@ class TorchRuntime(Runtime):
 
     @torch.inference_mode()
     def forward(
-        self, input_ids: np.ndarray, attention_mask: np.ndarray, *, dense: bool, sparse: bool, colbert: bool
+        self,
+        input_ids: np.ndarray,
+        attention_mask: np.ndarray,
+        *,
+        dense: bool,
+        sparse: bool,
+        colbert: bool,
+        pool_mask: np.ndarray | None = None,
     ) -> ForwardOutput:
         ids = torch.from_numpy(input_ids).to(self.device)
         mask = torch.from_numpy(attention_mask).to(self.device)
-        d, s, c = self.model(ids, mask, return_dense=dense, return_sparse=sparse, return_colbert=colbert)
+        pool = None if pool_mask is None else torch.from_numpy(pool_mask).to(self.device)
+        d, s, c = self.model(
+            ids, mask, return_dense=dense, return_sparse=sparse, return_colbert=colbert, pool_mask=pool
+        )
         return ForwardOutput(dense=_to_numpy(d), token_weights=_to_numpy(s), colbert=_to_numpy(c))
 
     def describe(self) -> dict[str, str]:
