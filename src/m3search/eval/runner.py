@@ -143,7 +143,10 @@ def run_task(
     latencies: dict[RunSpec, list[float]] = {spec: [] for spec in runs}
     queries = bar(task.queries.items(), desc=f"search {task.name}", unit="query", disable=not progress)
     for i, (qid, text) in enumerate(queries):
-        for spec in runs[i % len(runs) :] + runs[: i % len(runs)]:  # rotated: no mode always searches first
+        for spec in [
+            *runs[i % len(runs) :],
+            *runs[: i % len(runs)],
+        ]:  # rotated: no mode always searches first
             start = time.perf_counter()
             found = searcher.search(text, k=depth, mode=spec.mode, fusion=spec.fusion, weights=spec.weights)
             latencies[spec].append((time.perf_counter() - start) * 1000.0)

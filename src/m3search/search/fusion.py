@@ -24,7 +24,7 @@ Weaviate's relativeScore), `none` the reference formula.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Literal, cast
+from typing import Literal
 
 import numpy as np
 
@@ -66,7 +66,7 @@ def resolve_normalize(normalize: str) -> Scaling:
         raise InvalidInputError(
             f"unknown score normalization {normalize!r}; choose one of {', '.join(NORMALIZATIONS)}"
         )
-    return "signal" if normalize == "auto" else cast(Scaling, normalize)
+    return "signal" if normalize == "auto" else normalize
 
 
 def minmax(scores: np.ndarray) -> np.ndarray:
@@ -169,9 +169,8 @@ def rrf_fusion(
     ranks: Mapping[OutputKind, np.ndarray], weights: Mapping[OutputKind, float], k: int = RRF_K
 ) -> np.ndarray:
     """Σ w / (k + rank) over the kinds; `ranks` are 1-based, 0 where a candidate is absent from that list."""
-    out = None
+    parts = []
     for kind, w in weights.items():
         r = np.asarray(ranks[kind], np.float64)
-        part = np.where(r > 0, w / (k + r), 0.0)
-        out = part if out is None else out + part
-    return out
+        parts.append(np.where(r > 0, w / (k + r), 0.0))
+    return np.sum(parts, axis=0)

@@ -136,10 +136,10 @@ def gather(
     """`mode`'s candidates over `levels` (keys `level << 40 | row`) with their exact scores."""
     kinds, stages = MODE_KINDS[mode], MODE_STAGES[mode]
     depth = k if mode in ("dense", "sparse") else max(k, candidates)
-    levels = [lv if lv.allowed is None or lv.allowed.any() else None for lv in levels]
+    searched = [lv if lv.allowed is None or lv.allowed.any() else None for lv in levels]
     lists: dict[OutputKind, tuple[np.ndarray, np.ndarray]] = {}
     for stage in stages:
-        lists[stage] = _first_stage(levels, query, stage, depth, ef_search)
+        lists[stage] = _first_stage(searched, query, stage, depth, ef_search)
     # candidates: the union of the stage lists, first-seen order
     level_ids = np.concatenate([lists[s][0] for s in stages])
     rows = np.concatenate([lists[s][1] for s in stages])
@@ -152,8 +152,8 @@ def gather(
     return Candidates(
         keys,
         {s: lists[s][0].astype(np.int64) << 40 | lists[s][1] for s in stages},
-        {kind: _score(levels, query, kind, level_ids, rows) for kind in kinds},
-        _dense_only(levels, level_ids, rows) if len(kinds) > 1 and "dense" in kinds else None,
+        {kind: _score(searched, query, kind, level_ids, rows) for kind in kinds},
+        _dense_only(searched, level_ids, rows) if len(kinds) > 1 and "dense" in kinds else None,
     )
 
 
@@ -222,10 +222,10 @@ def _first_stage(
     for li, level in enumerate(levels):
         if level is None:
             continue
-        if stage == "dense" and level.dense is not None:
+        if stage == "dense" and level.dense is not None and query.dense is not None:
             rows, _ = level.dense.search(query.dense, depth, level.allowed, ef_search)
             scores = level.dense.score_rows(query.dense, rows)
-        elif stage == "sparse" and level.sparse is not None:
+        elif stage == "sparse" and level.sparse is not None and query.sparse is not None:
             rows, scores = level.sparse.search(query.sparse, depth, level.allowed)
         else:
             continue

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -75,8 +75,9 @@ def _model_source(encoder: TextEncoder) -> str:
     """Where `encoder`'s model can be loaded from again: its directory when it has one, else its name."""
     parts = encoder.parts.values() if isinstance(encoder, CompositeEncoder) else [encoder]
     for part in parts:
-        if getattr(part, "path", None) is not None:
-            return str(part.path)
+        path = getattr(part, "path", None)
+        if path is not None:
+            return str(path)
     return encoder.name
 
 
@@ -218,9 +219,8 @@ class Collection:
                 **settings,
             )
         else:
-            outputs = outputs or [
-                k for k, on in (("dense", dim), ("sparse", True), ("colbert", colbert_dim)) if on
-            ]
+            present = {"dense": dim, "sparse": True, "colbert": colbert_dim}
+            outputs = outputs or [k for k in OUTPUT_KINDS if present[k]]
             config = CollectionConfig(
                 outputs=outputs,
                 dim=dim if "dense" in outputs else None,
@@ -270,8 +270,9 @@ class Collection:
         )
         if backend == "qdrant":
             return cls(
-                backend=_qdrant().QdrantBackend.open(str(path), readonly=readonly, **qdrant), **options
-            )  # type: ignore[arg-type]
+                backend=_qdrant().QdrantBackend.open(str(path), readonly=readonly, **qdrant),
+                **options,  # type: ignore[arg-type]
+            )
         if qdrant:
             raise InvalidInputError(f"options {sorted(qdrant)} are for the qdrant backend")
         return cls(Path(path), **options)  # type: ignore[arg-type]
@@ -304,7 +305,9 @@ class Collection:
             from m3search.encoders import load_encoder
 
             source = self.config.sparse_source
-            sparse = "bm25" if source == "bm25" else "model" if source == "model" else "none"
+            sparse: Literal["bm25", "model", "none"] = (
+                "bm25" if source == "bm25" else "model" if source == "model" else "none"
+            )
             self._attach_encoder(
                 load_encoder(
                     self.config.model,
@@ -520,6 +523,7 @@ class Collection:
                 )
             mode = "dense"
         mode = mode or stored.mode or self.default_mode
+        assert fusion is not None and normalize is not None  # the defaults above
         needed = mode_outputs(mode)
         missing = [kind for kind in needed if kind not in self.config.outputs]
         if missing:
@@ -538,7 +542,8 @@ class Collection:
         picture = query_image(image, self.image_encoder) if image is not None else None
         vectors = self._query_vectors(query, needed) if query is not None else QueryVectors()
         if picture is not None:
-            vectors.dense = image_query_vector(self.image_encoder, picture, query, vectors.dense)
+            text = query if isinstance(query, str) else None  # an image goes with a text only (checked above)
+            vectors.dense = image_query_vector(self.image_encoder, picture, text, vectors.dense)
         plan = SearchPlan(
             mode,
             k,
@@ -595,9 +600,10 @@ class Collection:
     @property
     def default_mode(self) -> Mode:
         """The richest mode the collection's outputs allow."""
-        for mode in ("all", "dense+sparse", "dense", "sparse"):
+        richest: tuple[Mode, ...] = ("all", "dense+sparse", "dense", "sparse")
+        for mode in richest:
             if all(kind in self.config.outputs for kind in mode_outputs(mode)):
-                return mode  # type: ignore[return-value]
+                return mode
         return "sparse"
 
     def encode_query(self, text: str, outputs: Sequence[OutputKind] | None = None) -> QueryVectors:
@@ -640,14 +646,14 @@ class Collection:
         if absent:
             raise InvalidInputError(f"the query lacks {', '.join(absent)} vectors")
         out = QueryVectors()
-        if "dense" in needed:
+        if "dense" in needed and cfg.dim is not None:
             out.dense = check_dense(query["dense"], cfg.dim, "query")
         if "sparse" in needed:
             out.sparse = check_sparse(query["sparse"], "query")
             # known when the vectors come from `encode_query`, which saw the query's text
             ceiling = query.get("sparse_ceiling")
             out.sparse_ceiling = float(ceiling) if ceiling is not None else self._sparse_ceiling(out.sparse)
-        if "colbert" in needed:
+        if "colbert" in needed and cfg.colbert_dim is not None:
             colbert = check_colbert(query["colbert"], cfg.colbert_dim, "query")
             out.colbert = colbert if colbert is not None else np.empty((0, cfg.colbert_dim), np.float32)
         return out

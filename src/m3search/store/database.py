@@ -241,7 +241,7 @@ class Database:
                 for row in self.conn.execute(
                     f"SELECT {_DOC_COLUMNS} FROM docs d WHERE d.id IN ({marks})", chunk
                 ):
-                    out[row[0]] = DocRow(*row[:5], bool(row[5]))
+                    out[row[0]] = DocRow(row[0], row[1], row[2], row[3], row[4], bool(row[5]))
         return out
 
     def docs_by_seq(self, seqs: Sequence[int]) -> dict[int, DocRow]:
@@ -252,7 +252,7 @@ class Database:
                 for row in self.conn.execute(
                     f"SELECT {_DOC_COLUMNS} FROM docs d WHERE d.seq IN ({marks})", chunk
                 ):
-                    out[row[1]] = DocRow(*row[:5], bool(row[5]))
+                    out[row[1]] = DocRow(row[0], row[1], row[2], row[3], row[4], bool(row[5]))
         return out
 
     def term_counts(self, seqs: Sequence[int]) -> dict[int, dict[int, int]]:

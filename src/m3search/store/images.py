@@ -101,6 +101,7 @@ def install_image_encoder(
             )
         entry["source"] = str(Path(source).resolve())
     elif isinstance(encoder, AdapterImageEncoder):
+        assert directory is not None  # the case above
         target = directory / IMAGE_ENCODER_DIR
         if isinstance(source, (str, Path)) and (Path(source) / ADAPTER_FILE).is_file():
             shutil.copytree(Path(source), target)
@@ -162,7 +163,9 @@ class ImageBatch:
                 self.docs[i].dense = v
         if paired and composed:
             vectors = encoder.encode_composed(
-                [self.pictures[i] for i in paired], [self.docs[i].text for i in paired], batch_size=batch_size
+                [self.pictures[i] for i in paired],
+                [self.docs[i].text or "" for i in paired],  # paired: each has a text
+                batch_size=batch_size,
             )
             for i, v in zip(paired, vectors):
                 self.docs[i].dense = v
@@ -173,6 +176,7 @@ class ImageBatch:
     def blend(self) -> None:
         """After the texts were encoded: dense = normalized mean of image and text vectors."""
         for doc, vector in self._to_blend:
+            assert doc.dense is not None  # the text's vector, encoded before blending
             doc.dense = normalized_mean(doc.dense, vector)
 
 

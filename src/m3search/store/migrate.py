@@ -34,7 +34,11 @@ def _target_config(
     if backend == "qdrant":  # no directory of its own: it records where the adapter is
         entry["source"] = str(adapter.resolve())
         return config, None
-    return config, lambda directory: shutil.copytree(adapter, directory / IMAGE_ENCODER_DIR)
+
+    def install(directory: Path) -> None:
+        shutil.copytree(adapter, directory / IMAGE_ENCODER_DIR)
+
+    return config, install
 
 
 def open_target(source: Collection, target: Path, backend: str = "local", **qdrant: Any) -> Collection:

@@ -90,7 +90,7 @@ class PendingLevel:
             rows = list(self._rows.values())
             dense = None
             if self.dim is not None and rows and rows[0][0] is not None:
-                dense = DenseIndex(np.stack([d for d, _, _ in rows]).astype(np.float32))
+                dense = DenseIndex(np.stack([d for d, _, _ in rows]).astype(np.float32))  # type: ignore[misc]
             elif self.dim is not None:
                 dense = DenseIndex(np.empty((0, self.dim), np.float32))
             sparse = None
@@ -103,9 +103,12 @@ class PendingLevel:
         )
 
     def _colbert_scorer(self, seqs: np.ndarray) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+        fetch = self.fetch_colbert
+        assert fetch is not None  # a scorer is made only when the level can fetch ColBERT vectors
+
         def score(query: np.ndarray, rows: np.ndarray) -> np.ndarray:
             wanted = [int(seqs[r]) for r in rows]
-            found = self.fetch_colbert(wanted)
+            found = fetch(wanted)
             if any(s in self._with_colbert and s not in found for s in wanted):
                 raise StaleReadError("pending rows were sealed or deleted by another process")
             store = MultiVectorStore.from_rows([found.get(s) for s in wanted], dim=query.shape[1])

@@ -14,8 +14,8 @@ from typing import Any
 
 from m3search.errors import CollectionError, InvalidInputError
 from m3search.scoring import check_weights
-from m3search.search.fusion import FUSIONS, NORMALIZATIONS
-from m3search.search.modes import MODES
+from m3search.search.fusion import FUSIONS, NORMALIZATIONS, Fusion, Normalize
+from m3search.search.modes import MODES, Mode
 from m3search.store.config import atomic_write_text
 
 SEARCH_DEFAULTS_FILE = "search.json"
@@ -25,11 +25,11 @@ SEARCH_DEFAULTS_FILE = "search.json"
 class SearchDefaults:
     """Fusion settings a collection searches with by default; None: the library's default."""
 
-    mode: str | None = None
-    fusion: str | None = None
+    mode: Mode | None = None
+    fusion: Fusion | None = None
     #: (dense, sparse, colbert)
     weights: list[float] | None = None
-    normalize: str | None = None
+    normalize: Normalize | None = None
     candidates: int | None = None
     #: How the settings were chosen (e.g. the tuning run: queries, metric, scores); informative only.
     source: dict[str, Any] = field(default_factory=dict)

@@ -11,6 +11,7 @@ later loads read it and load only the winner. `m3search models bench MODEL` meas
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import statistics
@@ -117,6 +118,11 @@ def speed_batch(
     return ids, np.ones_like(ids)
 
 
+def _probe(runtime: Runtime, ids: np.ndarray, mask: np.ndarray, sparse: bool) -> object:
+    """One timed forward pass of the speed probe, all heads."""
+    return runtime.forward(ids, mask, dense=True, sparse=sparse, colbert=True)
+
+
 def _table_file(path: Path, spec: ModelSpec, device: str) -> Path:
     return artifact_dir("auto", path, spec) / f"{torch.device(device).type}.json"
 
@@ -163,19 +169,18 @@ def measure_runtimes(
             rows[name] = {"error": str(exc)}
             log.info("auto: cannot load %s: %s", name, exc)
     sparse = spec.family == "m3"
-    heads = {"dense": True, "sparse": sparse, "colbert": True}
     ids, mask = probe_batch(tokenizer)
     reference_name = "torch-fp32" if "torch-fp32" in loaded else next(iter(loaded))  # a GPU without fp32
-    reference = loaded[reference_name].forward(ids, mask, **heads)
+    reference = loaded[reference_name].forward(ids, mask, dense=True, sparse=sparse, colbert=True)
     for name, runtime in loaded.items():
         dev = runtime_deviation(reference, runtime, ids, mask, sparse=sparse)
         rows[name] = {"deviation": dev.to_dict(), "violations": bounds.violations(dev), "seconds": []}
     speed_ids, speed_mask = speed_batch(tokenizer)
     for runtime in loaded.values():  # warm-up: first-call allocations and kernel selection
-        runtime.forward(speed_ids, speed_mask, **heads)
+        runtime.forward(speed_ids, speed_mask, dense=True, sparse=sparse, colbert=True)
     for _ in range(PROBE_REPS):
         for name, runtime in loaded.items():
-            seconds = timer(name, lambda rt=runtime: rt.forward(speed_ids, speed_mask, **heads))
+            seconds = timer(name, functools.partial(_probe, runtime, speed_ids, speed_mask, sparse))
             rows[name]["seconds"].append(float(seconds))
     tokens = int(speed_mask.sum())
     for row in rows.values():
@@ -247,6 +252,7 @@ def choose_auto(
         except M3SearchError as exc:  # e.g. the export was removed since: measure again
             log.info("auto: cached choice %s does not load (%s); measuring again", table["choice"], exc)
             table, runtime = decide(path, spec, device, tokenizer, bounds=bounds, timer=timer, force=True)
+    assert runtime is not None  # decide() measured and loaded the winner
     runtime.auto_reason = explain(table, path, spec, device)
     note(f"runtime auto -> {runtime.name} ({runtime.dtype}) for {spec.name}: {runtime.auto_reason}")
     return runtime

@@ -126,8 +126,11 @@ def runtime_deviation(
     sparse: bool = True,
 ) -> Deviation:
     """Deviation of `candidate` from `reference` (a runtime, or its output on this batch) on one batch."""
-    heads = {"dense": True, "sparse": sparse, "colbert": True}
-    ref = reference if isinstance(reference, ForwardOutput) else reference.forward(ids, mask, **heads)
+    ref = (
+        reference
+        if isinstance(reference, ForwardOutput)
+        else reference.forward(ids, mask, dense=True, sparse=sparse, colbert=True)
+    )
     lengths = mask.sum(axis=1)
-    cand = candidate.forward(ids, mask, **heads)
+    cand = candidate.forward(ids, mask, dense=True, sparse=sparse, colbert=True)
     return measure_deviation(forward_as_result(ref, lengths), forward_as_result(cand, lengths))
