@@ -57,9 +57,13 @@ class EncodedTask:
         self.query_dense = np.load(folder / "query_dense.npy")
         self.query_tokens = np.load(folder / "query_tokens.npy")
         self.query_offsets = np.load(folder / "query_offsets.npy")
+        self.token_ids = np.load(folder / "token_ids.npy")
 
     def doc_tokens(self, i: int) -> np.ndarray:
         return np.asarray(self.tokens[self.offsets[i] : self.offsets[i + 1]])
+
+    def doc_token_ids(self, i: int) -> np.ndarray:
+        return self.token_ids[self.offsets[i] : self.offsets[i + 1]]
 
     @classmethod
     def build(cls, task: RetrievalTask, folder: Path, model: str) -> EncodedTask:
@@ -72,7 +76,7 @@ class EncodedTask:
         encoder = load_encoder(model, sparse="none", runtime="torch-fp32")
         doc_ids = list(task.corpus)
         texts = [task.corpus[d].full_text for d in doc_ids]
-        dense, lengths = [], []
+        dense, lengths, ids = [], [], []
         start = time.perf_counter()
         with open(tmp / "tokens.f32", "wb") as raw:
             for i in range(0, len(texts), ENCODE_BLOCK):
@@ -80,6 +84,7 @@ class EncodedTask:
                     texts[i : i + ENCODE_BLOCK], return_dense=True, return_colbert=True
                 )
                 dense.append(out.dense)
+                ids += out.colbert_ids
                 for m in out.colbert:
                     raw.write(np.ascontiguousarray(m, np.float32).tobytes())
                     lengths.append(len(m))
@@ -97,6 +102,7 @@ class EncodedTask:
         del flat
         (tmp / "tokens.f32").unlink()
         np.save(tmp / "dense.npy", np.concatenate(dense))
+        np.save(tmp / "token_ids.npy", np.concatenate(ids).astype(np.int32))
         np.save(tmp / "offsets.npy", np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64))
         query_ids = list(task.queries)
         q = encoder.encode_queries(

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 from m3search.encoders.base import (
     OUTPUT_KINDS,
     EncodeResult,
@@ -55,6 +57,8 @@ class CompositeEncoder(TextEncoder):
             part = encoder.encode(texts, **flags, **kwargs)
             for kind in kinds:
                 setattr(result, kind, getattr(part, kind))
+            if "colbert" in kinds:
+                result.colbert_ids = part.colbert_ids
             # Token counts and truncation are reported by the model that reads the most tokens.
             if not result.num_tokens or encoder is self.parts.get("dense"):
                 result.num_tokens, result.truncated = part.num_tokens, part.truncated
@@ -64,6 +68,10 @@ class CompositeEncoder(TextEncoder):
         """Token strings from the sparse part (whose ids are the ones shown for matches)."""
         part = self.parts.get("sparse") or next(iter(self.parts.values()))
         return part.token_strings(token_ids)
+
+    def prunable_tokens(self, token_ids: Any) -> np.ndarray:
+        """The ColBERT part's special and punctuation token ids."""
+        return self.parts["colbert"].prunable_tokens(token_ids)
 
     def describe(self) -> dict[str, Any]:
         info = super().describe()

@@ -24,6 +24,7 @@ from m3search.encoders.base import (
     SparseVector,
     TextEncoder,
     content_ids,
+    punctuation_tokens,
     requested_outputs,
     token_pieces,
     validate_texts,
@@ -143,6 +144,10 @@ class TransformerEncoder(TextEncoder):
     def token_strings(self, token_ids: Sequence[int] | Any) -> list[str]:
         """Readable token strings (the tokenizer's pieces, with SentencePiece's word marker removed)."""
         return token_pieces(self.tokenizer, token_ids)
+
+    def prunable_tokens(self, token_ids: Sequence[int] | Any) -> np.ndarray:
+        """Mask of the special and punctuation token ids (what ColBERT's index-time pruning drops)."""
+        return punctuation_tokens(self.tokenizer, token_ids)
 
     def count_tokens(self, texts: str | Sequence[str], is_query: bool = False) -> list[int]:
         """Token counts (special tokens included, before truncation) after the model's prefix."""
@@ -331,6 +336,8 @@ class TransformerEncoder(TextEncoder):
                 colbert_rows[g[0]] if len(g) == 1 else np.concatenate([colbert_rows[j] for j in g])
                 for g in groups
             ]
+            # a piece's ColBERT rows are its tokens after [CLS]: the content and the closing special token
+            result.colbert_ids = [np.concatenate([pieces[j].ids[1:] for j in g]) for g in groups]
         return result
 
     def describe(self) -> dict[str, Any]:

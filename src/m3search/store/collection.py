@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from m3search.encoders.base import OUTPUT_KINDS, OutputKind, TextEncoder
+from m3search.encoders.base import OUTPUT_KINDS, EncodeResult, OutputKind, TextEncoder
 from m3search.encoders.bm25 import BM25Encoder, BM25Stats
 from m3search.encoders.composite import CompositeEncoder
 from m3search.encoders.image.base import ImageEncoder
@@ -41,7 +41,7 @@ from m3search.errors import (
     CollectionNotFoundError,
     InvalidInputError,
 )
-from m3search.index.multivector import encode_tokens
+from m3search.index.multivector import EncodedTokens, encode_tokens
 from m3search.index.sparse import SparseIndex, SparseRow
 from m3search.search.fusion import Fusion, Normalize, mode_weights, resolve_normalize
 from m3search.search.planner import (
@@ -188,6 +188,8 @@ class Collection:
         colbert_dim: int | None = None,
         dense_index: str = "hnsw",
         colbert_dtype: str = "float16",
+        colbert_recheck: int = 0,
+        colbert_prune: str | None = None,
         max_length: int | None = None,
         hnsw: Mapping[str, Any] | None = None,
         flush_docs: int = 10_000,
@@ -201,7 +203,9 @@ class Collection:
         queries must come as vectors and `dim` (and `colbert_dim`) say their sizes. `outputs` defaults to all
         the encoder produces (a model without a sparse head gets BM25 over its tokenizer). `dense_index`:
         "hnsw" (float32 graph), "hnsw-sq8" (8-bit codes, a quarter of the memory) or "flat" (always exact);
-        `colbert_dtype`: "float16" or "int8". `hnsw` overrides `HNSWParams` fields (m, ef_construction,
+        `colbert_dtype`: "float16", "int8", "2bit" or "binary" (see docs/INDEX.md); `colbert_recheck` = M > 0
+        also keeps float16 token vectors on disk and re-scores the M best of the compressed MaxSim with them;
+        `colbert_prune="punctuation"` drops special and punctuation tokens' vectors of encoded texts. `hnsw` overrides `HNSWParams` fields (m, ef_construction,
         ef_search, min_rows...). `cache` is True (the shared embedding cache), False, or a cache file path.
         `image_encoder` (an adapter directory from `m3search images train-adapter`, a Visualized-BGE checkpoint,
         or an `ImageEncoder`) lets documents and queries carry images; it must share the text model and `dim`.
@@ -226,6 +230,8 @@ class Collection:
         settings: dict[str, Any] = dict(
             dense_index=dense_index,
             colbert_dtype=colbert_dtype,
+            colbert_recheck=colbert_recheck,
+            colbert_prune=colbert_prune,
             max_length=max_length,
             flush_docs=flush_docs,
             merge_factor=merge_factor,
@@ -601,6 +607,7 @@ class Collection:
                 "model": self.config.encoder.get("name", self.config.model),
                 "kinds": kinds,
                 "max_length": self.config.max_length,
+                **({"colbert_prune": self.config.colbert_prune} if self.config.colbert_prune else {}),
             },
             sort_keys=True,
         )
@@ -623,12 +630,21 @@ class Collection:
                 fresh[i] = {
                     "dense": None if result.dense is None else result.dense[j],
                     "sparse": None if result.sparse is None else _as_sparse_row(result.sparse[j]),
-                    "colbert": None if result.colbert is None else np.asarray(result.colbert[j], np.float16),
+                    "colbert": None if result.colbert is None else self._pruned_colbert(result, j),
                 }
             if self._cache is not None:
                 self._cache.put(key_base, {texts[i]: v for i, v in fresh.items()})
             found.update(fresh)
         return [found[i] for i in range(len(texts))]
+
+    def _pruned_colbert(self, result: EncodeResult, j: int) -> np.ndarray:
+        """Text `j`'s ColBERT vectors as stored (float16), without the tokens `colbert_prune` drops."""
+        vectors = np.asarray(result.colbert[j], np.float16)  # type: ignore[index]
+        if self.config.colbert_prune is None:
+            return vectors
+        if result.colbert_ids is None:
+            raise InvalidInputError(f"{self.encoder.name} does not say which tokens its ColBERT vectors are")
+        return vectors[~self.encoder.prunable_tokens(result.colbert_ids[j])]
 
     def _term_counts(self, docs: list[Document]) -> list[dict[int, int] | None]:
         """BM25 term counts of documents whose sparse weights BM25 computes (None for the others)."""
@@ -698,7 +714,7 @@ class Collection:
             if len(self._segments) > 1 or len(self._tombstones):
                 self._merge(list(self._segments))
 
-    def _pending_colbert(self, seqs: np.ndarray) -> tuple[np.ndarray | None, Iterator | None]:
+    def _pending_colbert(self, seqs: np.ndarray) -> tuple[np.ndarray | None, Iterator[EncodedTokens] | None]:
         if "colbert" not in self.config.outputs:
             return None, None
         dim, dtype = self.config.colbert_dim or 0, self.config.colbert_dtype
@@ -708,7 +724,7 @@ class Collection:
             found = self._db.pending_colbert(chunk.tolist(), dim)
             lengths[start : start + len(chunk)] = [len(found[s]) if s in found else 0 for s in chunk.tolist()]
 
-        def rows() -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+        def rows() -> Iterator[EncodedTokens]:
             for start in range(0, len(seqs), COLBERT_READ_BATCH):
                 chunk = seqs[start : start + COLBERT_READ_BATCH].tolist()
                 found = self._db.pending_colbert(chunk, dim)
