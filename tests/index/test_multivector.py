@@ -49,7 +49,7 @@ def test_maxsim_equals_the_reference_on_the_stored_vectors(tmp_path, monkeypatch
     monkeypatch.setattr(multivector, "BLOCK_VALUES", block_values)
     rng = np.random.default_rng(2)
     docs = [unit_rows(rng, int(rng.integers(1, 12)), 16) if i % 7 else None for i in range(40)]
-    writer = MultiVectorWriter(tmp_path, 16, dtype, sum(len(d) for d in docs if d is not None), len(docs))
+    writer = new_writer(tmp_path, docs, 16, dtype)
     for d in docs:
         writer.append(d)
     writer.finish()
@@ -68,10 +68,16 @@ def test_float16_decoding_is_exact_for_every_finite_value():
     np.testing.assert_array_equal(decoded.view(np.uint32), finite.astype(np.float32).view(np.uint32))
 
 
+def new_writer(directory, docs, dim, dtype, **options):
+    """A writer for `docs`; binary gets its center fitted on all of them."""
+    tokens = [d for d in docs if d is not None]
+    if dtype == "binary":
+        options["center"] = multivector.fit_center(np.concatenate(tokens))
+    return MultiVectorWriter(directory, dim, dtype, sum(map(len, tokens)), len(docs), **options)
+
+
 def write_store(directory, docs, dim, dtype, **options):
-    writer = MultiVectorWriter(
-        directory, dim, dtype, sum(len(d) for d in docs if d is not None), len(docs), **options
-    )
+    writer = new_writer(directory, docs, dim, dtype, **options)
     for d in docs:
         writer.append(d)
     writer.finish()
@@ -81,25 +87,33 @@ def write_store(directory, docs, dim, dtype, **options):
 @pytest.mark.parametrize("dim", [24, 21])
 @pytest.mark.parametrize("block_values", [multivector.BLOCK_VALUES, 5 * 24])
 def test_binary_maxsim_equals_the_reference_on_sign_vectors(tmp_path, monkeypatch, dim, block_values):
-    """Binary: d/8 bytes a token (rounded up), and the asymmetric MaxSim (float query · ±1 document, times the
-    store's one scale: the mean |value| over all its tokens) is exactly the reference score of those vectors."""
+    """Binary: d/8 bytes a token (rounded up) plus a float16 scale; the asymmetric MaxSim (float query against
+    center + scale · spread · ±1 document) is exactly the reference score of those vectors, rebuilt here from
+    the bits with numpy's own unpacking and the center fitted here (mean; mean |value - mean| per dimension)."""
     monkeypatch.setattr(multivector, "BLOCK_VALUES", block_values)
     rng = np.random.default_rng(3)
-    docs = [unit_rows(rng, int(rng.integers(1, 12)), dim) if i % 6 else None for i in range(40)]
+    docs = [unit_rows(rng, int(rng.integers(1, 12)), dim) + 0.3 if i % 6 else None for i in range(40)]
     store = write_store(tmp_path, docs, dim, "binary")
-    assert store.dtype == "binary" and store.tokens.dtype == np.uint8
+    assert store.dtype == "binary" and store.tokens.dtype == np.uint8 and store.scales.dtype == np.float16
     assert store.tokens.shape == (sum(len(d) for d in docs if d is not None), -(-dim // 8))
-    everything = np.concatenate([d for d in docs if d is not None]).astype(np.float16).astype(np.float32)
-    scale = np.abs(everything).mean()
+    everything = np.concatenate([d for d in docs if d is not None])
+    mean = everything.mean(0)
+    spread = np.abs(everything - mean).mean(0)
+    np.testing.assert_allclose(store.center, [mean, spread], rtol=1e-5)
     query = rng.standard_normal((6, dim)).astype(np.float32)
     rows = rng.permutation(len(docs))[:30]
-    expected = [
-        colbert_score(query, scale * np.where(docs[r].astype(np.float16) >= 0, 1.0, -1.0))
-        if docs[r] is not None
-        else 0.0
-        for r in rows
-    ]
-    np.testing.assert_allclose(store.maxsim(query, rows), expected, rtol=1e-5, atol=1e-6)
+    expected = []
+    for r in rows:
+        if docs[r] is None:
+            expected.append(0.0)
+            continue
+        start, end = store.offsets[r], store.offsets[r + 1]
+        signs = np.unpackbits(store.tokens[start:end], axis=1)[:, :dim] * 2.0 - 1.0
+        residual = docs[r].astype(np.float16).astype(np.float32) - mean
+        assert np.array_equal(signs > 0, residual >= 0)
+        scales = store.scales[start:end].astype(np.float32)[:, None]
+        expected.append(colbert_score(query, mean + scales * spread * signs))
+    np.testing.assert_allclose(store.maxsim(query, rows), expected, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("dim", [16, 18])
@@ -134,7 +148,7 @@ def test_recheck_scores_the_top_m_with_the_float16_vectors(tmp_path, dtype):
     rng = np.random.default_rng(5)
     dim, m = 32, 7
     docs = [unit_rows(rng, int(rng.integers(2, 15)), dim) for _ in range(50)]
-    writer = MultiVectorWriter(tmp_path, dim, dtype, sum(len(d) for d in docs), len(docs), keep_exact=True)
+    writer = new_writer(tmp_path, docs, dim, dtype, keep_exact=True)
     for d in docs:
         writer.append(d)
     writer.finish()
@@ -154,19 +168,21 @@ def test_recheck_scores_the_top_m_with_the_float16_vectors(tmp_path, dtype):
 
 @pytest.mark.parametrize("dtype", ["float16", "int8", "2bit", "binary"])
 def test_copying_rows_in_storage_form_keeps_the_scores(tmp_path, dtype):
-    """A merge copies rows in storage form; the copy scores like the original (binary: one store's scale is the
-    mean of its tokens' scales, so a copy of a whole store keeps it) and carries the float16 copies along."""
+    """A merge copies rows in storage form (binary: under the collection's one center); the copy scores like the
+    original and carries the float16 copies along."""
     rng = np.random.default_rng(6)
     docs = [unit_rows(rng, int(rng.integers(1, 9)), 16) for _ in range(25)]
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     keep = dtype != "float16"
-    writer = MultiVectorWriter(tmp_path / "a", 16, dtype, sum(map(len, docs)), len(docs), keep_exact=keep)
+    writer = new_writer(tmp_path / "a", docs, 16, dtype, keep_exact=keep)
     for d in docs:
         writer.append(d)
     writer.finish()
     source = MultiVectorStore.load(tmp_path / "a", recheck=3 if keep else 0)
-    copy = MultiVectorWriter(tmp_path / "b", 16, dtype, sum(map(len, docs)), len(docs), keep_exact=keep)
+    copy = MultiVectorWriter(
+        tmp_path / "b", 16, dtype, sum(map(len, docs)), len(docs), keep_exact=keep, center=source.center
+    )
     for r in range(len(docs)):
         copy.append_encoded(source.encoded(r))
     copy.finish()

@@ -4,7 +4,8 @@ All rows' token vectors are one `(tokens, width)` matrix (`colbert.npy`) with `o
 starts, in one of four forms (`colbert.json` records which): float16 (half of float32, no measurable loss);
 int8 with one float32 scale per token (a quarter); `2bit`: 2-bit Lloyd-Max codes per dimension packed 4 a byte
 plus a float32 scale per token (dim/4 + 4 bytes); `binary`: the sign bits packed 8 a byte (dim/8 bytes, 128 for
-1024-d) and one scale for the whole store, scored asymmetrically (float query · ±1 document). Optionally the
+1024-d) of each token's difference from the collection's mean token vector, plus a float16 scale per token
+(dim/8 + 2 bytes), scored asymmetrically (float query · centered, per-dimension-scaled ±1 document). Optionally the
 float16 vectors are also kept (`colbert_exact.npy`, memory-mapped) so that the best candidates by the compressed
 score can be re-checked exactly. The matrix is never loaded whole: re-ranking reads only the candidates' rows.
 Scores follow `m3search.scoring.colbert_score`: the mean over query tokens of the best dot product with any
@@ -33,8 +34,12 @@ OFFSETS_FILE = "colbert_offsets.npy"
 SCALES_FILE = "colbert_scales.npy"
 #: float16 copies of the token vectors that re-check reads (memory-mapped; only with `colbert_recheck`)
 EXACT_FILE = "colbert_exact.npy"
-#: {"dtype", "dim", "scale"}: what `colbert.npy` holds (absent in stores written before packed dtypes)
+#: {"dtype", "dim"}: what `colbert.npy` holds (absent in stores written before packed dtypes)
 META_FILE = "colbert.json"
+#: binary: the (2, dim) float32 center (mean token vector) and per-dimension scale (mean |value - center|)
+CENTER_FILE = "colbert_center.npy"
+#: tokens a binary center is fitted on (a sample: the first ones of the first flush)
+CENTER_SAMPLE = 1 << 16
 
 #: Lloyd-Max levels (and thresholds between them) of 2-bit codes for a unit-variance Gaussian
 LEVELS_2BIT = np.array([-1.510, -0.4528, 0.4528, 1.510], np.float32)
@@ -47,9 +52,8 @@ _2BIT_LUT = LEVELS_2BIT[(np.arange(256)[:, None] >> np.array([6, 4, 2, 0])) & 3]
 class EncodedTokens(NamedTuple):
     """A row's token vectors in storage form.
 
-    codes: the stored matrix rows. scales: one float32 per token (int8 and 2bit: the code step; binary: the
-    token's mean |value|, of which a store keeps the mean), else None. exact: the float16 vectors that
-    re-check reads, when known."""
+    codes: the stored matrix rows. scales: one per token (int8 and 2bit: the code step; binary: the token's
+    scale over the per-dimension ones), else None. exact: the float16 vectors that re-check reads, when known."""
 
     codes: np.ndarray
     scales: np.ndarray | None
@@ -74,13 +78,27 @@ def quantize_int8(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return codes, scales
 
 
-def quantize_binary(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Sign bits packed 8 dimensions a byte (bit 1: value >= 0, read as +1; 0: -1) and each token's mean |value|
-    (the scale that makes `scale * ±1` the closest sign vector to the token in L2)."""
+def fit_center(matrix: np.ndarray) -> np.ndarray:
+    """Binary's (2, dim) center: the mean token vector and each dimension's mean |value - mean| (> 0).
+
+    Token vectors of a transformer share a large common component (e5-small's mean token vector has norm
+    ~0.8), so the raw signs say little; the signs of the difference from the mean, scaled per dimension and
+    per token, keep most of the ranking (measured in docs/INDEX.md)."""
     matrix = np.asarray(matrix, np.float32)
-    return np.packbits(matrix >= 0, axis=1), np.abs(matrix).mean(axis=1, dtype=np.float32).reshape(
-        len(matrix)
-    )
+    if len(matrix) == 0:
+        return np.stack([np.zeros(matrix.shape[1], np.float32), np.ones(matrix.shape[1], np.float32)])
+    mean = matrix.mean(axis=0)
+    spread = np.abs(matrix - mean).mean(axis=0)
+    return np.stack([mean, np.where(spread > 0, spread, 1.0)]).astype(np.float32)
+
+
+def quantize_binary(matrix: np.ndarray, center: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sign bits of `matrix - center[0]` packed 8 dimensions a byte (bit 1: >= 0, read as +1; 0: -1) and each
+    token's float16 scale `s`, fitted by least squares: `value ≈ center[0] + s * center[1] * ±1`."""
+    residual = np.asarray(matrix, np.float32) - center[0]
+    spread = center[1]
+    scales = (np.abs(residual) * spread).sum(axis=1) / float((spread * spread).sum())
+    return np.packbits(residual >= 0, axis=1), scales.astype(np.float16)
 
 
 def quantize_2bit(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -98,12 +116,17 @@ def quantize_2bit(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return packed.astype(np.uint8), scales
 
 
-def encode_tokens(matrix: np.ndarray, dtype: ColbertDtype) -> EncodedTokens:
-    """A row's token vectors in storage form (with their float16 form, which re-check keeps)."""
+def encode_tokens(matrix: np.ndarray, dtype: ColbertDtype, center: np.ndarray | None = None) -> EncodedTokens:
+    """A row's token vectors in storage form (with their float16 form, which re-check keeps); binary needs the
+    store's `center` (`fit_center`)."""
     exact = np.asarray(matrix, np.float16)
     if dtype == "float16":
         return EncodedTokens(exact, None, exact)
-    quantize = {"int8": quantize_int8, "2bit": quantize_2bit, "binary": quantize_binary}[dtype]
+    if dtype == "binary":
+        if center is None:
+            raise ValueError("binary token codes need the store's center (fit_center)")
+        return EncodedTokens(*quantize_binary(exact, center), exact)
+    quantize = {"int8": quantize_int8, "2bit": quantize_2bit}[dtype]
     return EncodedTokens(*quantize(exact.astype(np.float32)), exact)
 
 
@@ -119,15 +142,19 @@ class MultiVectorWriter:
         n_rows: int,
         *,
         keep_exact: bool = False,
+        center: np.ndarray | None = None,
     ) -> None:
         if dtype not in COLBERT_DTYPES:
             raise ValueError(f"unknown ColBERT dtype {dtype!r}; choose one of {', '.join(COLBERT_DTYPES)}")
-        self.directory, self.dtype, self.dim = directory, dtype, dim
+        if dtype == "binary" and center is None:
+            raise ValueError("a binary store needs its center (fit_center)")
+        self.directory, self.dtype, self.dim, self.center = directory, dtype, dim, center
         code_dtype, width = code_layout(dtype, dim)
         self.tokens = np.lib.format.open_memmap(
             directory / TOKENS_FILE, mode="w+", dtype=code_dtype, shape=(total_tokens, width)
         )
-        self.scales = np.zeros(total_tokens, np.float32) if dtype in ("int8", "2bit") else None
+        scale_dtype = {"int8": np.float32, "2bit": np.float32, "binary": np.float16}.get(dtype)
+        self.scales = None if scale_dtype is None else np.zeros(total_tokens, scale_dtype)
         self.exact = (
             np.lib.format.open_memmap(
                 directory / EXACT_FILE, mode="w+", dtype=np.float16, shape=(total_tokens, dim)
@@ -136,14 +163,13 @@ class MultiVectorWriter:
             else None
         )
         self.offsets = np.zeros(n_rows + 1, np.int64)
-        self._scale_sum = 0.0  # binary: the sum of the tokens' mean |value|
         self._row = 0
 
     def append(self, matrix: np.ndarray | None) -> None:
         """Add the next row from float vectors (None or empty: a row without token vectors)."""
         if matrix is None or len(matrix) == 0:
             matrix = np.empty((0, self.dim), np.float32)
-        self.append_encoded(encode_tokens(matrix, self.dtype))
+        self.append_encoded(encode_tokens(matrix, self.dtype, self.center))
 
     def append_encoded(self, row: EncodedTokens) -> None:
         """Add the next row already in storage form (copying between stores of the same dtype)."""
@@ -152,8 +178,6 @@ class MultiVectorWriter:
         self.tokens[start:end] = row.codes
         if self.scales is not None:
             self.scales[start:end] = row.scales
-        elif self.dtype == "binary" and end > start:
-            self._scale_sum += float(np.sum(row.scales, dtype=np.float64))
         if self.exact is not None:
             if row.exact is None and end > start:
                 raise RuntimeError("re-check needs the float16 token vectors, which this row lacks")
@@ -165,13 +189,14 @@ class MultiVectorWriter:
         """Flush everything to the files; returns the files written."""
         if self._row != len(self.offsets) - 1 or self.offsets[-1] != len(self.tokens):
             raise RuntimeError("multi-vector store closed before all its rows were written")
-        total = len(self.tokens)
         self.tokens.flush()
         del self.tokens
         paths = [self.directory / TOKENS_FILE, self.directory / OFFSETS_FILE, self.directory / META_FILE]
         np.save(paths[1], self.offsets)
-        scale = self._scale_sum / total if self.dtype == "binary" and total else 1.0
-        paths[2].write_text(json.dumps({"dtype": self.dtype, "dim": self.dim, "scale": scale}))
+        paths[2].write_text(json.dumps({"dtype": self.dtype, "dim": self.dim}))
+        if self.center is not None:
+            paths.append(self.directory / CENTER_FILE)
+            np.save(paths[-1], np.asarray(self.center, np.float32))
         if self.scales is not None:
             paths.append(self.directory / SCALES_FILE)
             np.save(paths[-1], self.scales)
@@ -184,7 +209,7 @@ class MultiVectorWriter:
 
 class MultiVectorStore:
     """Token vectors per row: `tokens[offsets[i]:offsets[i+1]]`, decoded by `dtype` (times `scales` for int8 and
-    2bit, times the one `scale` for binary). With `exact` (float16 copies) and `recheck` = M > 0, `maxsim`
+    2bit; binary: `center[0] + scales * center[1] * ±1`). With `exact` (float16 copies) and `recheck` = M > 0, `maxsim`
     re-scores the M best candidates by the compressed score with the float16 vectors."""
 
     def __init__(
@@ -195,45 +220,50 @@ class MultiVectorStore:
         *,
         dtype: ColbertDtype | None = None,
         dim: int | None = None,
-        scale: float = 1.0,
+        center: np.ndarray | None = None,
         exact: np.ndarray | None = None,
         recheck: int = 0,
     ) -> None:
         self.tokens, self.offsets, self.scales = tokens, offsets, scales
         self.dtype: ColbertDtype = dtype or ("int8" if scales is not None else "float16")
         self.dim = dim if dim is not None else tokens.shape[1]
-        self.scale, self.exact, self.recheck = scale, exact, recheck
+        self.center, self.exact, self.recheck = center, exact, recheck
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
 
     @classmethod
     def from_rows(
-        cls, rows: Sequence[np.ndarray | None], dtype: ColbertDtype = "float16", dim: int | None = None
+        cls,
+        rows: Sequence[np.ndarray | None],
+        dtype: ColbertDtype = "float16",
+        dim: int | None = None,
+        center: np.ndarray | None = None,
     ) -> MultiVectorStore:
-        """An in-memory store (for rows not yet written to a segment); None rows have no token vectors."""
+        """An in-memory store (for rows not yet written to a segment); None rows have no token vectors. Binary
+        fits its center on these rows unless given one."""
         dim = dim if dim is not None else next((r.shape[1] for r in rows if r is not None and len(r)), 0)
-        encoded = [encode_tokens(r if r is not None else np.empty((0, dim), np.float32), dtype) for r in rows]
+        empty = np.empty((0, dim), np.float32)
+        if dtype == "binary" and center is None:
+            center = fit_center(np.concatenate([empty, *(r for r in rows if r is not None)]))
+        encoded = [encode_tokens(r if r is not None else empty, dtype, center) for r in rows]
         offsets = np.concatenate([[0], np.cumsum([len(e.codes) for e in encoded])]).astype(np.int64)
         code_dtype, width = code_layout(dtype, dim)
         tokens = np.concatenate(
             [e.codes.reshape(-1, width) for e in encoded] or [np.empty((0, width), code_dtype)]
         )
         scales = (
-            np.concatenate([e.scales for e in encoded]) if dtype in ("int8", "2bit") and encoded else None
+            np.concatenate([e.scales for e in encoded]) if dtype in COMPRESSED_DTYPES and encoded else None
         )
-        scale = (
-            float(np.mean(np.concatenate([e.scales for e in encoded])))
-            if dtype == "binary" and offsets[-1]
-            else 1.0
-        )
-        return cls(tokens, offsets, scales, dtype=dtype, dim=dim, scale=scale)
+        return cls(tokens, offsets, scales, dtype=dtype, dim=dim, center=center)
 
     @classmethod
     def load(cls, directory: Path, recheck: int = 0) -> MultiVectorStore:
         """Open a saved store, memory-mapped (its float16 copies too, when it has them)."""
         tokens = np.load(directory / TOKENS_FILE, mmap_mode="r")
-        scales_path, exact_path, meta_path = (directory / f for f in (SCALES_FILE, EXACT_FILE, META_FILE))
+        scales_path, exact_path, meta_path, center_path = (
+            directory / f for f in (SCALES_FILE, EXACT_FILE, META_FILE, CENTER_FILE)
+        )
         scales = np.load(scales_path) if scales_path.exists() else None
         if meta_path.exists():
             meta = json.loads(meta_path.read_text())
@@ -241,7 +271,6 @@ class MultiVectorStore:
             meta = {
                 "dtype": "int8" if scales is not None else "float16",
                 "dim": tokens.shape[1],
-                "scale": 1.0,
             }
         return cls(
             tokens,
@@ -249,7 +278,7 @@ class MultiVectorStore:
             scales,
             dtype=meta["dtype"],
             dim=meta["dim"],
-            scale=meta["scale"],
+            center=np.load(center_path) if center_path.exists() else None,
             exact=np.load(exact_path, mmap_mode="r") if exact_path.exists() else None,
             recheck=recheck,
         )
@@ -258,10 +287,7 @@ class MultiVectorStore:
         """One row in storage form."""
         start, end = self.offsets[row], self.offsets[row + 1]
         codes = self.tokens[start:end]
-        if self.scales is not None:
-            scales = self.scales[start:end]
-        else:
-            scales = np.full(end - start, self.scale, np.float32) if self.dtype == "binary" else None
+        scales = None if self.scales is None else self.scales[start:end]
         if self.dtype == "float16":
             return EncodedTokens(codes, None, codes)
         return EncodedTokens(codes, scales, None if self.exact is None else self.exact[start:end])
@@ -270,10 +296,12 @@ class MultiVectorStore:
         """One row's token vectors as float32 (the decoded codes)."""
         start, end = self.offsets[row], self.offsets[row + 1]
         values, _ = self._decode(np.array([start]), np.array([end]))
+        if self.dtype == "binary":
+            values *= self.center[1]  # type: ignore[index]
         if self.scales is not None:
-            values *= self.scales[start:end, None]
-        elif self.dtype == "binary":
-            values *= np.float32(self.scale)
+            values *= self.scales[start:end, None].astype(np.float32)
+        if self.dtype == "binary":
+            values += self.center[0]  # type: ignore[index]
         return values
 
     def token_counts(self, rows: np.ndarray) -> np.ndarray:
@@ -307,7 +335,9 @@ class MultiVectorStore:
             return out
         has = has[np.argsort(rows[has], kind="stable")]  # read the memory map front to back
         starts, ends = self.offsets[rows[has]], self.offsets[rows[has] + 1]
-        query_t = np.ascontiguousarray(query, np.float32).T
+        query = np.asarray(query, np.float32)
+        # binary: q·(center + s·spread·±1) = q·center + s·((q·spread)·±1), the first term outside the max
+        query_t = np.ascontiguousarray(query * self.center[1] if self.dtype == "binary" else query).T  # type: ignore[index]
         block = max(1, BLOCK_VALUES // self.dim)
         cumulative = np.cumsum(ends - starts)
         first = 0
@@ -319,12 +349,13 @@ class MultiVectorStore:
             tokens, lengths = self._decode(block_starts, block_ends)
             sims = tokens @ query_t
             if self.scales is not None:
-                sims *= np.concatenate([self.scales[s:e] for s, e in zip(block_starts, block_ends)])[:, None]
+                block_scales = np.concatenate([self.scales[s:e] for s, e in zip(block_starts, block_ends)])
+                sims *= block_scales.astype(np.float32)[:, None]
             bounds = np.concatenate([[0], np.cumsum(lengths)[:-1]])
             out[has[first:last]] = np.maximum.reduceat(sims, bounds, axis=0).sum(axis=1) / len(query)
             first = last
         if self.dtype == "binary":
-            out *= np.float32(self.scale)  # one positive scale per store: it commutes with the max
+            out[has] += np.float32((query @ self.center[0]).mean())  # type: ignore[index]
         return out
 
     def _decode(self, starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

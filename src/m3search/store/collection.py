@@ -41,7 +41,7 @@ from m3search.errors import (
     CollectionNotFoundError,
     InvalidInputError,
 )
-from m3search.index.multivector import EncodedTokens, encode_tokens
+from m3search.index.multivector import CENTER_SAMPLE, EncodedTokens, encode_tokens, fit_center
 from m3search.index.sparse import SparseIndex, SparseRow
 from m3search.search.fusion import Fusion, Normalize, mode_weights, resolve_normalize
 from m3search.search.planner import (
@@ -695,13 +695,15 @@ class Collection:
                 return
             level = self._pending.level(None)
             dense = None if level.dense is None else np.asarray(level.dense.vectors)
+            center = self._colbert_center(seqs)
             self._seal(
                 SegmentData(
                     seqs,
                     dense,
                     self._sealed_sparse(seqs, level.sparse),
-                    *self._pending_colbert(seqs),
+                    *self._pending_colbert(seqs, center),
                     self._pending.metadata_index(),
+                    colbert_center=center,
                 ),
                 from_pending=True,
             )
@@ -714,7 +716,26 @@ class Collection:
             if len(self._segments) > 1 or len(self._tombstones):
                 self._merge(list(self._segments))
 
-    def _pending_colbert(self, seqs: np.ndarray) -> tuple[np.ndarray | None, Iterator[EncodedTokens] | None]:
+    def _colbert_center(self, seqs: np.ndarray) -> np.ndarray | None:
+        """Binary stores' center: the segments' (all share it, so merges copy codes), else fitted on a sample of
+        the pending rows about to be sealed."""
+        if "colbert" not in self.config.outputs or self.config.colbert_dtype != "binary":
+            return None
+        for seg in self._segments.values():
+            if seg.colbert is not None and seg.colbert.center is not None:
+                return seg.colbert.center
+        dim, sample, count = self.config.colbert_dim or 0, [], 0
+        for start in range(0, len(seqs), COLBERT_READ_BATCH):
+            found = self._db.pending_colbert(seqs[start : start + COLBERT_READ_BATCH].tolist(), dim)
+            sample += found.values()
+            count += sum(len(m) for m in found.values())
+            if count >= CENTER_SAMPLE:
+                break
+        return fit_center(np.concatenate([np.empty((0, dim), np.float32), *sample]))
+
+    def _pending_colbert(
+        self, seqs: np.ndarray, center: np.ndarray | None
+    ) -> tuple[np.ndarray | None, Iterator[EncodedTokens] | None]:
         if "colbert" not in self.config.outputs:
             return None, None
         dim, dtype = self.config.colbert_dim or 0, self.config.colbert_dtype
@@ -729,7 +750,7 @@ class Collection:
                 chunk = seqs[start : start + COLBERT_READ_BATCH].tolist()
                 found = self._db.pending_colbert(chunk, dim)
                 for s in chunk:
-                    yield encode_tokens(found.get(s, np.empty((0, dim), np.float16)), dtype)  # type: ignore[arg-type]
+                    yield encode_tokens(found.get(s, np.empty((0, dim), np.float16)), dtype, center)  # type: ignore[arg-type]
 
         return lengths, rows()
 
@@ -816,7 +837,11 @@ class Collection:
                 source, lengths = [source[i] for i in order.tolist()], lengths[order]
             colbert_rows = (s.colbert.encoded(r) for s, r in source)
         metadata = MetadataIndex.build(self._db.metadata_of(seqs.tolist()))
-        self._seal(SegmentData(seqs, dense, sparse, lengths, colbert_rows, metadata), replaced=names)
+        center = segs[0].colbert.center if segs[0].colbert is not None else None
+        self._seal(
+            SegmentData(seqs, dense, sparse, lengths, colbert_rows, metadata, colbert_center=center),
+            replaced=names,
+        )
 
     def _maybe_merge(self) -> None:
         """Tiered merging: once `merge_factor` segments share a size class, merge them into one."""

@@ -71,6 +71,8 @@ class SegmentData:
     colbert_lengths: np.ndarray | None
     colbert_rows: Iterable[EncodedTokens] | None
     metadata: MetadataIndex
+    #: binary ColBERT codes' center (`fit_center`), shared by all the collection's segments
+    colbert_center: np.ndarray | None = None
 
 
 def write_segment(root: Path, name: str, data: SegmentData, config: CollectionConfig) -> Path:
@@ -98,6 +100,7 @@ def write_segment(root: Path, name: str, data: SegmentData, config: CollectionCo
             int(data.colbert_lengths.sum()),
             len(data.seqs),
             keep_exact=config.colbert_recheck > 0,
+            center=data.colbert_center,
         )
         for row in data.colbert_rows:
             writer.append_encoded(row)
