@@ -4,5 +4,5 @@
 # (e.g. --port 8080, --rebuild).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/install.sh offline
+bash scripts/install.sh server,offline
 exec .venv/bin/m3search demo "$@"

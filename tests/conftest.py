@@ -95,9 +95,9 @@ def lite0():
 @pytest.fixture(scope="session")
 def tiny_adapter_dir(tiny_m3, lite0, flickr_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An adapter from the real EfficientNet-Lite0 into the tiny model's space, trained briefly on 24 photos."""
+    from m3search.encoders.image.captions import load_image_captions
     from m3search.encoders.image.feature_cache import FeatureCache
     from m3search.encoders.image.training import TrainConfig, train_adapter
-    from m3search.eval.image_text import load_image_captions
 
     data = load_image_captions(flickr_dir / "captions.txt", flickr_dir / "images").subset(0, 24)
     root = tmp_path_factory.mktemp("adapter")

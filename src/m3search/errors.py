@@ -47,6 +47,21 @@ class CollectionLockedError(CollectionError):
     """Another process holds the collection's writer lock."""
 
 
+class CollectionClosedError(CollectionError):
+    """The collection object was closed (or its collection deleted) while a caller still used it."""
+
+
+class CorruptCollectionError(CollectionError):
+    """A collection's files are damaged: missing, truncated, or changed since they were written.
+
+    `file` names the damaged file relative to the collection's directory (e.g. `segments/seg-00000003/dense.npy`).
+    """
+
+    def __init__(self, message: str, file: str | None = None) -> None:
+        super().__init__(message)
+        self.file = file
+
+
 class FilterError(InvalidInputError):
     """A metadata filter that is malformed or uses an unknown operator."""
 
@@ -61,3 +76,7 @@ class ImageTooLargeError(ImageError):
 
 class ServerBusyError(M3SearchError):
     """The server's encode queue is full or shutting down; retry later (HTTP 503)."""
+
+
+class MissingExtraError(M3SearchError, ImportError):
+    """A feature whose optional packages are not installed; the message names the extra to install."""

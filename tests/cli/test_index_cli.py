@@ -138,3 +138,18 @@ def test_bad_jsonl_line_loses_nothing(collection, tmp_path):
     result = CliRunner().invoke(cli, ["index", "add", str(collection), str(bad)])
     assert result.exit_code != 0 and "bad.jsonl:2" in result.output
     assert json.loads(run("index", "stats", str(collection), "--json"))["count"] == 5
+
+
+def test_verify_names_damaged_files(collection):
+    run("index", "compact", str(collection))
+    out = run("index", "verify", str(collection))
+    assert f"{collection}: ok (1 segment(s)" in out
+    segment = next((collection / "segments").iterdir())
+    vectors = segment / "colbert.npy"
+    data = bytearray(vectors.read_bytes())
+    data[-8:] = bytes(b ^ 0xFF for b in data[-8:])
+    vectors.write_bytes(bytes(data))
+    result = CliRunner().invoke(cli, ["index", "verify", str(collection)])
+    assert result.exit_code != 0
+    assert f"DAMAGED segments/{segment.name}/colbert.npy" in result.stderr
+    assert "1 damaged file(s)" in result.stderr

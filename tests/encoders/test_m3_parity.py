@@ -2,19 +2,57 @@
 
 from __future__ import annotations
 
+import importlib.metadata
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from tests.encoders.texts import MULTILINGUAL
 
 TOL = 1e-5
+LOCK = Path(__file__).parents[2] / "requirements" / "lock-cpu.txt"
+
+
+def _locked(package: str) -> str:
+    """The version of `package` in the lock of tested versions."""
+    found = re.search(rf"^{re.escape(package)}==(\S+)", LOCK.read_text(), re.MULTILINE | re.IGNORECASE)
+    assert found, f"{package} is not in {LOCK}"
+    return found.group(1)
+
+
+def _installed(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _import_oracle():
+    """FlagEmbedding's M3 model class; if it cannot be imported, fail naming the tested pair (never skip)."""
+    try:
+        from FlagEmbedding import BGEM3FlagModel
+    except ImportError as exc:
+        pytest.fail(
+            f"the parity oracle does not import: {exc}. Installed: FlagEmbedding "
+            f"{_installed('FlagEmbedding')} with transformers {_installed('transformers')}; the tested pair is "
+            f"FlagEmbedding {_locked('flagembedding')} with transformers {_locked('transformers')} "
+            f"(pip install -c {LOCK.name} ..., see scripts/install.sh)"
+        )
+    return BGEM3FlagModel
 
 
 @pytest.fixture(scope="module")
 def reference(tiny_m3_dir):
-    from FlagEmbedding import BGEM3FlagModel
+    return _import_oracle()(str(tiny_m3_dir), use_fp16=False, devices="cpu")
 
-    return BGEM3FlagModel(str(tiny_m3_dir), use_fp16=False, devices="cpu")
+
+def test_oracle_pair_is_the_locked_one():
+    """The suite runs against the FlagEmbedding/transformers pair the lock says was tested."""
+    _import_oracle()
+    assert _installed("FlagEmbedding") == _locked("flagembedding")
+    assert _installed("transformers") == _locked("transformers")
 
 
 @pytest.mark.parametrize("max_length", [512, 64])

@@ -10,10 +10,10 @@ import pytest
 import scipy.sparse as sp
 
 from m3search.encoders import BM25Encoder
+from m3search.encoders.offline.tokenizer import XLMR_VOCAB_SIZE, xlmr_tokenizer_json
 from m3search.eval.datasets import RetrievalTask, load_beir, slice_task
-from m3search.eval.runner import MODE_OUTPUTS
 from m3search.scoring import colbert_score
-from m3search.testing import XLMR_VOCAB_SIZE, xlmr_tokenizer_json
+from m3search.search.modes import MODE_KINDS
 
 
 @pytest.fixture(scope="session")
@@ -121,7 +121,7 @@ class ExhaustiveSearcher:
             parts = [
                 (scores[m], weights[i])
                 for i, m in enumerate(("dense", "sparse", "colbert"))
-                if m in MODE_OUTPUTS[mode]
+                if m in MODE_KINDS[mode]
             ]
             if fusion == "weighted":
                 total = sum(w * s for s, w in parts) / sum(w for _, w in parts)

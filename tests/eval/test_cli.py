@@ -202,3 +202,20 @@ def test_tune_weights_tunes_on_train_then_reports_test(
     assert labels == ["dense", "sparse", "colbert", "all (weighted, default)", "all (weighted, tuned)"]
     assert task["runs"][3]["weights"] == [0.4, 0.2, 0.4] and task["runs"][4]["weights"] == tuning["best"]
     assert "## Tuned fusion weights" in result.output
+
+
+def test_eval_colbert_mode_builds_what_the_planner_needs(tmp_path, tiny_m3_dir, scifact_dir):
+    """`--modes colbert` re-ranks the dense top-N, so the collection eval builds holds dense vectors too."""
+    kept, out = tmp_path / "collection", tmp_path / "out"
+    result = _invoke(
+        *("--model", str(tiny_m3_dir), "--dataset", str(scifact_dir), "--modes", "colbert"),
+        *("--max-queries", "3", "--max-docs", "20", "--runtime", "torch-fp32"),
+        *("--collection", str(kept), "--output", str(out)),
+    )
+    assert result.exit_code == 0, result.output
+    (entry,) = json.loads((out / "results.json").read_text())["tasks"]
+    assert [r["label"] for r in entry["runs"]] == ["colbert"]
+    from m3search import Collection
+
+    with Collection.open(kept) as col:
+        assert set(col.config.outputs) == {"dense", "colbert"}

@@ -319,8 +319,9 @@ def tune_weights(
     from m3search.eval.datasets import load_tasks, slice_task
     from m3search.eval.metrics import DEFAULT_MEASURES, parse_measure
     from m3search.eval.report import build_results, task_entry
-    from m3search.eval.runner import MODE_OUTPUTS, RunSpec, run_task, score_weights
+    from m3search.eval.runner import RunSpec, run_task, score_weights
     from m3search.eval.tune import check_splits, tune_on_dev
+    from m3search.search.modes import MODE_KINDS, mode_outputs
 
     parse_measure(metric)
     check_splits(dev_split, split)
@@ -330,8 +331,8 @@ def tune_weights(
         (task,) = load_tasks(dataset, split=name)
         return slice_task(task, max_queries=limits[name])
 
-    outputs = MODE_OUTPUTS[mode]
-    free = [o in outputs for o in ("dense", "sparse", "colbert")]
+    outputs = mode_outputs(mode)
+    free = [o in MODE_KINDS[mode] for o in ("dense", "sparse", "colbert")]
     corpus_task = load_split(dev_split)
     encoder = eval_engine.load_model(
         model,

@@ -99,10 +99,10 @@ def train_adapter_command(
     """Train a projection from image features into MODEL's dense space (InfoNCE, frozen towers), save it, and
     report held-out text->image and image->text recall against untrained and random projections."""
     from m3search.encoders import load_encoder
+    from m3search.encoders.image.captions import load_image_captions
     from m3search.encoders.image.feature_cache import FeatureCache
     from m3search.encoders.image.towers import load_tower
     from m3search.encoders.image.training import TrainConfig, train_adapter
-    from m3search.eval.image_text import load_image_captions
 
     config = TrainConfig(
         epochs=epochs,
@@ -172,7 +172,7 @@ def eval_adapter_command(
     """Text->image and image->text recall@{1,5,10} of a saved adapter on an image-caption set."""
     from m3search.encoders import load_encoder
     from m3search.encoders.image.adapter import AdapterImageEncoder
-    from m3search.eval.image_text import image_text_recall, load_image_captions
+    from m3search.encoders.image.captions import image_text_recall, load_image_captions
 
     adapter = AdapterImageEncoder.load(adapter_dir, device=device)
     data = load_image_captions(pairs_csv, images_dir).subset(skip_images)

@@ -1,4 +1,4 @@
-"""`m3search index create|add|delete|compact|stats`: build and maintain a collection from the shell.
+"""`m3search index create|add|delete|compact|stats|verify`: build, maintain and check a collection from the shell.
 
 `add` reads JSONL (`{"id", "text", "image", "metadata", ...}`; `image` is a path, relative ones from the JSONL
 file's folder, or base64), BEIR `corpus.jsonl` (`{"_id", "title", "text"}`), image files (one image document
@@ -258,3 +258,24 @@ def stats(path: Path, as_json: bool) -> None:
             f"  {seg['name']}: {seg['rows']} rows ({seg['deleted']} deleted), "
             f"{'HNSW' if seg['hnsw'] else 'exact'}, {sum(seg['bytes'].values()) / 2**20:.1f} MiB"
         )
+
+
+@command.command("verify")
+@click.argument("path", type=click.Path(path_type=Path))
+def verify(path: Path) -> None:
+    """Check every file of the collection at PATH against its recorded checksum (and the database's
+    structure); exit status 1 when anything is damaged."""
+    from m3search import Collection
+
+    with Collection.open(path, readonly=True) as collection:
+        report = collection.verify(show_progress=True)
+    for problem in report["problems"]:
+        click.echo(f"DAMAGED {problem.file}: {problem}", err=True)
+    if report["unchecked"]:
+        click.echo(
+            f"{len(report['unchecked'])} segment(s) sealed before checksums were recorded (structure checked "
+            f"only): {', '.join(report['unchecked'])}"
+        )
+    if report["problems"]:
+        raise click.ClickException(f"{path}: {len(report['problems'])} damaged file(s)")
+    click.echo(f"{path}: ok ({report['segments']} segment(s), {report['bytes'] / 2**20:.1f} MiB checksummed)")

@@ -12,7 +12,7 @@ import click
 from m3search.cli.options import runtime_option
 from m3search.errors import FilterError, InvalidInputError
 from m3search.search.fusion import FUSIONS
-from m3search.search.planner import MODES
+from m3search.search.modes import MODES
 
 
 def parse_cli_filter(values: tuple[str, ...]) -> dict[str, Any] | None:

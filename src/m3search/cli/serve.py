@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from m3search.cli.options import device_option, model_option, runtime_option
+from m3search.extras import require
 
 
 def _levels(ctx: click.Context, param: click.Parameter, value: str | None):
@@ -29,8 +30,8 @@ def run_server(settings, host: str, port: int, *, encoder=None, page: str = "") 
 
     `encoder` serves a model already loaded; otherwise `settings.model` loads in the background.
     """
-    import uvicorn
-
+    uvicorn = require("uvicorn", "server", "the HTTP server")
+    require("fastapi", "server", "the HTTP server")
     from m3search.server import create_app
 
     try:

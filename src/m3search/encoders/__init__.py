@@ -2,43 +2,40 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING
 
-from m3search.encoders.base import OUTPUT_KINDS, EncodeResult, OutputKind, SparseVector, TextEncoder
-from m3search.encoders.bm25 import BM25Encoder, BM25Stats
-from m3search.encoders.composite import CompositeEncoder
-from m3search.encoders.m3 import BGEM3Encoder
-from m3search.encoders.registry import KNOWN_MODELS, ModelSpec, find_spec
-from m3search.encoders.resolve import resolve_model
-from m3search.encoders.transformer import TransformerEncoder
+from m3search.lazy import lazy_exports
 
+#: Public name -> the module that defines it (loaded on first use: torch and transformers are heavy).
+_EXPORTS = {
+    "KNOWN_MODELS": "m3search.encoders.registry",
+    "OUTPUT_KINDS": "m3search.encoders.base",
+    "BGEM3Encoder": "m3search.encoders.m3",
+    "BM25Encoder": "m3search.encoders.bm25",
+    "BM25Stats": "m3search.encoders.bm25",
+    "CompositeEncoder": "m3search.encoders.composite",
+    "EncodeResult": "m3search.encoders.base",
+    "ModelSpec": "m3search.encoders.registry",
+    "OutputKind": "m3search.encoders.base",
+    "SparseVector": "m3search.encoders.base",
+    "TextEncoder": "m3search.encoders.base",
+    "TransformerEncoder": "m3search.encoders.transformer",
+    "find_spec": "m3search.encoders.registry",
+    "load_encoder": "m3search.encoders.loader",
+    "resolve_model": "m3search.encoders.resolve",
+}
 
-def load_encoder(
-    model: str | Path,
-    *,
-    runtime: str = "auto",
-    device: str | None = None,
-    sparse: Literal["auto", "model", "bm25", "none"] = "auto",
-    bm25_stats: BM25Stats | None = None,
-    cache_dir: str | Path | None = None,
-) -> TextEncoder:
-    """Load any supported text model; `sparse` picks the lexical weights: the model's head or BM25.
+if TYPE_CHECKING:
+    from m3search.encoders.base import OUTPUT_KINDS, EncodeResult, OutputKind, SparseVector, TextEncoder
+    from m3search.encoders.bm25 import BM25Encoder, BM25Stats
+    from m3search.encoders.composite import CompositeEncoder
+    from m3search.encoders.loader import load_encoder
+    from m3search.encoders.m3 import BGEM3Encoder
+    from m3search.encoders.registry import KNOWN_MODELS, ModelSpec, find_spec
+    from m3search.encoders.resolve import resolve_model
+    from m3search.encoders.transformer import TransformerEncoder
 
-    `auto` uses the model's sparse head when it has one (bge-m3) and BM25 over its tokenizer otherwise.
-    """
-    path, spec = resolve_model(model, cache_dir=cache_dir)
-    tokenizer, rt = TransformerEncoder._load_parts(path, spec, runtime, device)
-    encoder = TransformerEncoder(spec, path, rt, tokenizer)
-    use_bm25 = sparse == "bm25" or (sparse == "auto" and "sparse" not in encoder.outputs)
-    if sparse == "model":
-        encoder.check_outputs(["sparse"])
-    if not use_bm25:
-        return encoder
-    parts: dict[OutputKind, TextEncoder] = {k: encoder for k in encoder.outputs if k != "sparse"}
-    parts["sparse"] = BM25Encoder(encoder.tokenizer, stats=bm25_stats)
-    return CompositeEncoder(parts)
-
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
     "KNOWN_MODELS",

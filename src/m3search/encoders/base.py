@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import unicodedata
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 import numpy as np
 
@@ -44,6 +44,21 @@ class EncodeResult:
 
     def __len__(self) -> int:
         return len(self.num_tokens)
+
+    @overload
+    def need(self, kind: Literal["dense"]) -> np.ndarray: ...
+    @overload
+    def need(self, kind: Literal["sparse"]) -> list[SparseVector]: ...
+    @overload
+    def need(self, kind: Literal["colbert"]) -> list[np.ndarray]: ...
+    def need(self, kind: OutputKind) -> Any:
+        """Output `kind`, which the caller asked for; an error naming it if this result lacks it."""
+        value = getattr(self, kind)
+        if value is None:
+            raise InvalidInputError(
+                f"this encoding has no {kind} output (it was not requested or not produced)"
+            )
+        return value
 
 
 def validate_texts(texts: Any) -> list[str]:
@@ -193,7 +208,7 @@ class TextEncoder(ABC):
         (weighted means with `weights` = (dense, sparse, colbert)). One pair gives floats, a list gives lists.
         """
         single = len(pairs) == 2 and all(isinstance(p, (str, bytes)) for p in pairs)
-        pair_list = [tuple(pairs)] if single else [tuple(p) for p in pairs]
+        pair_list: list[tuple[str, ...]] = [tuple(pairs)] if single else [tuple(p) for p in pairs]  # type: ignore[arg-type]
         if any(len(p) != 2 for p in pair_list):
             raise InvalidInputError("pairs must be (query, passage) tuples")
         if not pair_list:
@@ -209,13 +224,12 @@ class TextEncoder(ABC):
         d = self.encode_documents([p[1] for p in pair_list], max_length=max_passage_length, **common)
         scores: dict[str, list[float]] = {}
         for i in range(len(pair_list)):
-            row = {
-                "dense": float(q.dense[i] @ d.dense[i]) if q.dense is not None else None,
-                "sparse": lexical_score(q.sparse[i], d.sparse[i]) if q.sparse is not None else None,
-                "colbert": colbert_score(q.colbert[i], d.colbert[i]) if q.colbert is not None else None,
-            }
-            if all(v is not None for v in row.values()):
-                row = hybrid_scores(row["dense"], row["sparse"], row["colbert"], weights)
+            dense = float(q.dense[i] @ d.need("dense")[i]) if q.dense is not None else None
+            sparse = lexical_score(q.sparse[i], d.need("sparse")[i]) if q.sparse is not None else None
+            colbert = colbert_score(q.colbert[i], d.need("colbert")[i]) if q.colbert is not None else None
+            row: Mapping[str, float | None] = {"dense": dense, "sparse": sparse, "colbert": colbert}
+            if dense is not None and sparse is not None and colbert is not None:
+                row = hybrid_scores(dense, sparse, colbert, weights)
             for mode, value in row.items():
                 if value is not None:
                     scores.setdefault(mode, []).append(value)

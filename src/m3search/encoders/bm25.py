@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-
-import numpy as np
 
 from m3search.encoders.base import (
     Chunking,
@@ -150,7 +148,7 @@ class BM25Encoder(TextEncoder):
         weigh = self.query_weights if is_query else self.document_weights
         return EncodeResult(sparse=[weigh(c) for c in counts], num_tokens=[sum(c.values()) for c in counts])
 
-    def token_strings(self, token_ids: Sequence[int] | np.ndarray) -> list[str]:
+    def token_strings(self, token_ids: Iterable[int]) -> list[str]:
         """Readable token strings."""
         return token_pieces(self.tokenizer, token_ids)
 

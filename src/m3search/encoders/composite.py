@@ -8,7 +8,6 @@ from typing import Any
 import numpy as np
 
 from m3search.encoders.base import (
-    OUTPUT_KINDS,
     EncodeResult,
     OutputKind,
     TextEncoder,
@@ -53,8 +52,13 @@ class CompositeEncoder(TextEncoder):
         result = EncodeResult()
         for kinds in by_encoder.values():
             encoder = self.parts[kinds[0]]
-            flags = {f"return_{k}": k in kinds for k in OUTPUT_KINDS}
-            part = encoder.encode(texts, **flags, **kwargs)
+            part = encoder.encode(
+                texts,
+                return_dense="dense" in kinds,
+                return_sparse="sparse" in kinds,
+                return_colbert="colbert" in kinds,
+                **kwargs,
+            )
             for kind in kinds:
                 setattr(result, kind, getattr(part, kind))
             if "colbert" in kinds:

@@ -141,7 +141,7 @@ def spec_for_directory(path: Path, name: str | None = None) -> ModelSpec:
         cfg = _read_json(pooling_cfg)
         if cfg.get("pooling_mode_mean_tokens"):
             pooling = "mean"
-    prompts = {}
+    prompts: dict[str, str] = {}
     st_cfg = path / "config_sentence_transformers.json"
     if st_cfg.is_file():
         prompts = _read_json(st_cfg).get("prompts", {}) or {}
@@ -152,6 +152,6 @@ def spec_for_directory(path: Path, name: str | None = None) -> ModelSpec:
         pooling=pooling,
         max_length=usable,
         default_max_length=min(512, usable),
-        query_prefix=prompts.get("query", ""),
-        passage_prefix=prompts.get("passage", prompts.get("document", "")),
+        query_prefix=str(prompts.get("query", "")),
+        passage_prefix=str(prompts.get("passage", prompts.get("document", ""))),
     )

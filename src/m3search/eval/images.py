@@ -15,10 +15,10 @@ from typing import Any
 
 from m3search import __version__
 from m3search.encoders.image.adapter import AdapterImageEncoder
+from m3search.encoders.image.captions import ImageCaptionSet, load_image_captions
 from m3search.encoders.image.feature_cache import FeatureCache
 from m3search.encoders.image.training import TrainConfig, encode_set, heldout_metrics
 from m3search.errors import InvalidInputError
-from m3search.eval.image_text import ImageCaptionSet, load_image_captions
 from m3search.eval.report import markdown_table, write_json_and_markdown
 
 SCHEMA = "m3search.eval.images/1"

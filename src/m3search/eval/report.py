@@ -22,6 +22,7 @@ from typing import Any
 from m3search import __version__
 from m3search.errors import InvalidInputError
 from m3search.eval.runner import RunResult
+from m3search.extras import require
 
 SCHEMA = "m3search.eval/1"
 _LABELS = {"ndcg": "nDCG", "recall": "R", "mrr": "MRR", "map": "MAP"}
@@ -170,13 +171,17 @@ def markdown(results: Mapping[str, Any]) -> str:
     return "\n".join(out)
 
 
-def plot_task(entry: Mapping[str, Any], measures: Sequence[str], out_dir: Path) -> list[Path]:
-    """Two PNGs for one task: each measure per run (grouped bars) and the recall@k curves."""
-    import matplotlib
-
-    matplotlib.use("Agg")
+def _pyplot() -> Any:
+    """matplotlib's pyplot on the headless Agg backend (the `eval` extra)."""
+    require("matplotlib", "eval", "plotting evaluation reports").use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def plot_task(entry: Mapping[str, Any], measures: Sequence[str], out_dir: Path) -> list[Path]:
+    """Two PNGs for one task: each measure per run (grouped bars) and the recall@k curves."""
+    plt = _pyplot()
     name = entry["task"]["name"]
     runs = entry["runs"]
     paths = []
@@ -215,11 +220,7 @@ def plot_task(entry: Mapping[str, Any], measures: Sequence[str], out_dir: Path) 
 
 def plot_summary(results: Mapping[str, Any], measure: str, out_dir: Path) -> Path:
     """One PNG across tasks: `measure` per task, one bar per run."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     tasks = results["tasks"]
     labels = [r["label"] for r in tasks[0]["runs"]]
     fig, ax = plt.subplots(figsize=(max(8.0, 0.9 * len(tasks) + 4.5), 4.2), layout="constrained")

@@ -15,24 +15,14 @@ from typing import Any, Protocol
 import numpy as np
 from tqdm.auto import tqdm
 
+from m3search.encoders.base import OUTPUT_KINDS
 from m3search.errors import InvalidInputError
 from m3search.eval.datasets import RetrievalTask
 from m3search.eval.metrics import DEFAULT_MEASURES, evaluate, parse_measure, recall_curve
 from m3search.eval.tune import Weights
 from m3search.scoring import DEFAULT_WEIGHTS, check_weights
-
-SINGLE_MODES = ("dense", "sparse", "colbert")
-HYBRID_MODES = ("dense+sparse", "all")
-MODES = SINGLE_MODES + HYBRID_MODES
-FUSIONS = ("weighted", "rrf")
-#: The outputs each mode needs the collection to store.
-MODE_OUTPUTS = {
-    "dense": ("dense",),
-    "sparse": ("sparse",),
-    "colbert": ("colbert",),
-    "dense+sparse": ("dense", "sparse"),
-    "all": ("dense", "sparse", "colbert"),
-}
+from m3search.search.fusion import FUSIONS
+from m3search.search.modes import HYBRID_MODES, MODES, SINGLE_MODES, mode_outputs
 
 Hit = tuple[str, float]
 """(document id, score)."""
@@ -87,8 +77,8 @@ def plan_runs(
 
 def required_outputs(runs: Iterable[RunSpec]) -> list[str]:
     """The outputs a collection must store to serve `runs`, in canonical order."""
-    needed = {o for r in runs for o in MODE_OUTPUTS[r.mode]}
-    return [o for o in SINGLE_MODES if o in needed]
+    needed = {o for r in runs for o in mode_outputs(r.mode)}
+    return [o for o in OUTPUT_KINDS if o in needed]
 
 
 @dataclass

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import faiss
 import numpy as np
@@ -47,10 +47,12 @@ def build_ann(vectors: np.ndarray, kind: DenseKind, params: HNSWParams) -> faiss
     if kind == "flat" or len(vectors) < params.min_rows:
         return None
     dim = vectors.shape[1]
+    index: Any
     if kind == "hnsw":
         index = faiss.IndexHNSWFlat(dim, params.m, faiss.METRIC_INNER_PRODUCT)
     elif kind == "hnsw-sq8":
-        index = faiss.IndexHNSWSQ(dim, faiss.ScalarQuantizer.QT_8bit, params.m, faiss.METRIC_INNER_PRODUCT)
+        sq8 = faiss.ScalarQuantizer.QT_8bit
+        index = faiss.IndexHNSWSQ(dim, sq8, params.m, faiss.METRIC_INNER_PRODUCT)  # type: ignore[arg-type]
         index.train(_contiguous(vectors))
     else:
         raise ValueError(f"unknown dense index kind {kind!r}; choose one of {', '.join(DENSE_KINDS)}")
@@ -104,11 +106,12 @@ class DenseIndex:
             rows = np.flatnonzero(allowed)
             picked, scores = top_k(self._dot(self.vectors[rows], query), k)
             return rows[picked], scores
-        search_params = faiss.SearchParametersHNSW()
+        assert self.ann is not None  # an index without a graph searches exactly above
+        search_params = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]  # missing from faiss' stubs
         ef = max(ef_search or self.params.ef_search, k)
         # a walk that may only collect a fraction of the nodes needs a longer candidate list for the same recall
         search_params.efSearch = int(min(ef * n / n_allowed, ef * 8)) if filtered else ef
-        if filtered:
+        if filtered and allowed is not None:
             bits = np.packbits(allowed, bitorder="little")
             selector = faiss.IDSelectorBitmap(n, faiss.swig_ptr(bits))
             search_params.sel = selector
@@ -119,8 +122,8 @@ class DenseIndex:
         rows = rows[0][rows[0] >= 0].astype(np.int64)
         if not quantized:
             return rows, scores[0][: len(rows)]
-        picked, exact = top_k(self.score_rows(query, rows), k)
-        return rows[picked], exact
+        picked, rescored = top_k(self.score_rows(query, rows), k)
+        return rows[picked], rescored
 
     def score_rows(self, query: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """Exact inner products of `query` with the given rows (float32)."""

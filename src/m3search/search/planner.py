@@ -13,48 +13,18 @@ are fused from their dense score alone, as if the mode were dense, so images and
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
 
 import numpy as np
-from threadpoolctl import ThreadpoolController
 
 from m3search.encoders.base import OutputKind
-from m3search.errors import InvalidInputError
 from m3search.index.dense import DenseIndex
 from m3search.index.sparse import SparseIndex, SparseRow
 from m3search.index.topk import top_k
 from m3search.search.fusion import Fusion, Scaling, rrf_fusion, weighted_fusion
-
-Mode = Literal["dense", "sparse", "colbert", "dense+sparse", "all"]
-MODES: tuple[Mode, ...] = ("dense", "sparse", "colbert", "dense+sparse", "all")
-
-#: The kinds whose scores a mode reports and fuses.
-MODE_KINDS: dict[str, tuple[OutputKind, ...]] = {
-    "dense": ("dense",),
-    "sparse": ("sparse",),
-    "colbert": ("colbert",),
-    "dense+sparse": ("dense", "sparse"),
-    "all": ("dense", "sparse", "colbert"),
-}
-#: The first stages that retrieve a mode's candidates.
-MODE_STAGES: dict[str, tuple[OutputKind, ...]] = {
-    "dense": ("dense",),
-    "sparse": ("sparse",),
-    "colbert": ("dense",),
-    "dense+sparse": ("dense", "sparse"),
-    "all": ("dense", "sparse"),
-}
-
-
-def mode_outputs(mode: str) -> tuple[OutputKind, ...]:
-    """The outputs a collection (and the query) must have for `mode`."""
-    if mode not in MODES:
-        raise InvalidInputError(f"unknown search mode {mode!r}; choose one of {', '.join(MODES)}")
-    kinds = set(MODE_KINDS[mode]) | set(MODE_STAGES[mode])
-    return tuple(k for k in ("dense", "sparse", "colbert") if k in kinds)  # type: ignore[misc]
+from m3search.search.modes import MODE_KINDS, MODE_STAGES, Mode
+from m3search.threads import one_thread
 
 
 @dataclass
@@ -87,23 +57,6 @@ class Scored:
     seq: int
     score: float
     scores: dict[str, float] = field(default_factory=dict)
-
-
-#: (modules imported when built, the controller of the thread pools loaded then)
-_threadpools: tuple[int, ThreadpoolController] | None = None
-
-
-def one_thread(user_api: Literal["blas", "openmp"] = "blas") -> Any:
-    """A context that runs one query's work on one thread of `user_api` (BLAS products; OpenMP, which torch's
-    CPU kernels use — limited for the calling thread only). A query's pieces are small: splitting them costs
-    more than it saves, and on a busy machine each hand-off to a second thread can wait a whole scheduler slice
-    (a 0.4 ms product took ~80 ms; encoding one e5-small query took ~1 s instead of ~50 ms on 2 busy cores)."""
-    global _threadpools  # noqa: PLW0603 - one process-wide cache
-    if _threadpools is None or _threadpools[0] != len(
-        sys.modules
-    ):  # rescan after imports (torch loads later)
-        _threadpools = (len(sys.modules), ThreadpoolController())
-    return _threadpools[1].limit(limits=1, user_api=user_api)
 
 
 def execute(

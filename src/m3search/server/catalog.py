@@ -13,11 +13,18 @@ import re
 import shutil
 import threading
 from pathlib import Path
+from typing import Any
 
 from m3search.encoders import BM25Encoder, CompositeEncoder, TextEncoder
 from m3search.encoders.image import ImageEncoder
 from m3search.encoders.registry import find_spec
-from m3search.errors import CollectionExistsError, CollectionNotFoundError, InvalidInputError
+from m3search.errors import (
+    CollectionClosedError,
+    CollectionError,
+    CollectionExistsError,
+    CollectionNotFoundError,
+    InvalidInputError,
+)
 from m3search.store import Collection
 from m3search.store.config import CONFIG_FILE, CollectionConfig
 
@@ -78,6 +85,20 @@ class Catalog:
             if NAME_PATTERN.fullmatch(p.name) and (p / CONFIG_FILE).is_file()
         )
 
+    def listing(self) -> tuple[list[tuple[str, dict[str, Any]]], list[tuple[str, str]]]:
+        """(name, stats) of every collection on disk, and (name, error) of those that cannot be opened (a
+        damaged config or database): one broken collection never hides the others. Collections deleted
+        while the list is made are left out."""
+        found, broken = [], []
+        for name in self.names():
+            try:
+                found.append((name, self.get(name).stats()))
+            except (CollectionNotFoundError, CollectionClosedError):
+                continue
+            except CollectionError as exc:
+                broken.append((name, str(exc)))
+        return found, broken
+
     def get(self, name: str) -> Collection:
         """The open collection `name`; `CollectionNotFoundError` when there is none."""
         path = self.root / check_name(name)
@@ -136,7 +157,8 @@ class Catalog:
             return collection
 
     def delete(self, name: str) -> None:
-        """Close and remove collection `name` with its files."""
+        """Close and remove collection `name` with its files. A call using the collection finishes first;
+        later calls through it raise `CollectionClosedError` (409), new ones find no collection (404)."""
         path = self.root / check_name(name)
         with self._lock:
             collection = self._open.pop(name, None)

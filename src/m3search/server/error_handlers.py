@@ -24,6 +24,8 @@ STATUS_BY_ERROR: tuple[tuple[type[errors.M3SearchError], int], ...] = (
     (errors.CollectionNotFoundError, 404),
     (errors.CollectionExistsError, 409),
     (errors.CollectionLockedError, 409),
+    (errors.CollectionClosedError, 409),
+    (errors.CorruptCollectionError, 500),
     (errors.ImageTooLargeError, 413),
     (errors.ImageError, 400),
     (errors.InvalidInputError, 422),

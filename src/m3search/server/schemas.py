@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from m3search.search.modes import Mode
+
 InputType = Literal["query", "passage"]
 
 
@@ -186,8 +188,6 @@ class SimilarityResponse(BaseModel):
 
 # ---- collections ---------------------------------------------------------------------------------------
 
-SearchMode = Literal["dense", "sparse", "colbert", "dense+sparse", "all"]
-
 
 class CreateCollectionRequest(_Request):
     """A new collection for the served model."""
@@ -216,8 +216,16 @@ class CollectionInfo(BaseModel):
     images: bool = Field(False, description="Whether documents and queries may be images.")
 
 
+class BrokenCollection(BaseModel):
+    name: str
+    error: str = Field(description="Why it cannot be opened (a damaged config.json or store.sqlite...).")
+
+
 class CollectionList(BaseModel):
     collections: list[CollectionInfo]
+    broken: list[BrokenCollection] = Field(
+        default_factory=list, description="Collections on disk that cannot be opened, with the reason."
+    )
 
 
 class DocumentIn(_Request):
@@ -265,7 +273,7 @@ class SearchRequest(_Request):
         None, description='Only documents of these kinds, e.g. ["image", "image+text"] for text->image.'
     )
     k: int = Field(10, ge=1)
-    mode: SearchMode | None = Field(None, description="Default: the richest mode the collection allows.")
+    mode: Mode | None = Field(None, description="Default: the richest mode the collection allows.")
     weights: Weights | None = Field(
         None, description="Default: 0.4/0.2/0.4 for weighted fusion, equal for rrf."
     )

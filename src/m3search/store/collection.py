@@ -23,6 +23,7 @@ import logging
 import math
 import os
 import shutil
+import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -30,30 +31,27 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from m3search.encoders.base import OUTPUT_KINDS, EncodeResult, OutputKind, TextEncoder
 from m3search.encoders.bm25 import BM25Encoder, BM25Stats
 from m3search.encoders.composite import CompositeEncoder
 from m3search.encoders.image.base import ImageEncoder
 from m3search.errors import (
+    CollectionClosedError,
     CollectionError,
     CollectionExistsError,
     CollectionNotFoundError,
+    CorruptCollectionError,
     InvalidInputError,
 )
 from m3search.index.multivector import CENTER_SAMPLE, EncodedTokens, encode_tokens, fit_center
 from m3search.index.sparse import SparseIndex, SparseRow
 from m3search.search.fusion import Fusion, Normalize, mode_weights, resolve_normalize
-from m3search.search.planner import (
-    MODE_KINDS,
-    Mode,
-    QueryVectors,
-    SearchLevel,
-    execute,
-    mode_outputs,
-    one_thread,
-)
+from m3search.search.modes import MODE_KINDS, Mode, mode_outputs
+from m3search.search.planner import QueryVectors, SearchLevel, execute
 from m3search.search.results import Hit
+from m3search.store import integrity
 from m3search.store.cache import EmbeddingCache, default_cache_path
 from m3search.store.config import CONFIG_FILE, CollectionConfig, fsync_path
 from m3search.store.database import DB_FILE, KIND_FIELD, Database, indexed_metadata, pack_counts, pack_sparse
@@ -80,7 +78,8 @@ from m3search.store.images import (
 from m3search.store.lock import WriterLock
 from m3search.store.metadata import MetadataIndex
 from m3search.store.pending import PendingLevel, StaleReadError
-from m3search.store.segments import SEGMENTS_DIR, Segment, SegmentData, remove_unlisted, write_segment
+from m3search.store.segments import SEGMENTS_DIR, Segment, SegmentData, write_segment
+from m3search.threads import one_thread
 
 log = logging.getLogger(__name__)
 
@@ -136,15 +135,25 @@ class Collection:
         """Open the collection at `path` (use `Collection.open`)."""
         self.path = Path(path)
         if not (self.path / CONFIG_FILE).is_file():
+            if (self.path / DB_FILE).is_file():
+                raise integrity.damaged(
+                    self.path.name,
+                    CONFIG_FILE,
+                    f"is missing while {DB_FILE} is there (it holds the settings needed to read it)",
+                )
             raise CollectionNotFoundError(f"no collection at {self.path} (no {CONFIG_FILE}); create it first")
         self.config = CollectionConfig.load(self.path)
         self.readonly = readonly
         self._runtime = runtime
         self._mutex = threading.RLock()
+        self._closed = False
+        integrity.check_database_file(self.path)
         self._db = Database(self.path / DB_FILE)
         self._lock = WriterLock(self.path)
         self._segments_dir = self.path / SEGMENTS_DIR
         self._segments: dict[str, Segment] = {}
+        #: listed segments whose files are damaged: searches (which need every segment) raise their error
+        self._damaged: dict[str, CorruptCollectionError] = {}
         self._dead: dict[str, np.ndarray] = {}
         self._tombstones = np.empty(0, np.int64)
         self._bm25_stats = BM25Stats() if self.config.sparse_source == "bm25" else None
@@ -171,7 +180,11 @@ class Collection:
             self._attach_image_encoder(image_encoder)
         self._cache_setting = cache
         self._cache: EmbeddingCache | None = None  # opened when a text is first encoded
-        self._reload()
+        try:
+            self._reload()
+        except BaseException:
+            self._db.close()
+            raise
 
     # ---- creating and opening --------------------------------------------------------------------------
 
@@ -272,7 +285,7 @@ class Collection:
         if images is not None:
             config.image_encoder = install_image_encoder(image_encoder, images, tmp)  # type: ignore[arg-type]
         config.save(tmp)
-        Database(tmp / DB_FILE).close()
+        Database(tmp / DB_FILE, create=True).close()
         fsync_path(tmp / DB_FILE)
         fsync_path(tmp)
         os.rename(tmp, path)
@@ -306,8 +319,9 @@ class Collection:
         )
 
     def close(self) -> None:
-        """Release the writer lock and the database."""
-        with self._mutex:
+        """Release the writer lock and the database; later calls raise `CollectionClosedError`."""
+        with self._mutex:  # waits for a call in progress (a write, a search) to finish
+            self._closed = True
             self._lock.release()
             self._db.close()
             if self._cache is not None:
@@ -396,24 +410,35 @@ class Collection:
         """Load the committed state (segment list, tombstones, incremental level) as one version."""
         for attempt in range(20):
             version = self._db.data_version()
-            with self._db.read():
+            with self._db.damage_named(), self._db.read():
                 names = self._db.segment_names()
+                files = self._db.segment_files()
+                next_segment = int(self._db.get_meta("next_segment", 0))
                 tombstones = self._db.tombstones()
                 pending = self._db.load_pending()
                 count = self._db.count_docs()
                 stats = self._db.load_bm25() if self._bm25_stats is not None else None
             try:
-                segments = {
-                    n: self._segments.get(n) or Segment.load(self._segments_dir / n, self.config)
-                    for n in names
-                }
+                segments, damaged = self._open_segments(names, files)
             except FileNotFoundError:  # merged away by the writer since we read the list: read it again
+                if self._db.data_version() == version:  # ... unless nothing was committed since: it is gone
+                    raise integrity.damaged(
+                        self.path.name, SEGMENTS_DIR, "lost a listed segment directory"
+                    ) from None
                 log.debug("segment vanished while loading (attempt %d); reloading", attempt)
                 continue
+            unaccounted = integrity.newer_segments(self.path, next_segment)
+            if unaccounted and self._db.data_version() == version:  # no commit since: not a writer's new one
+                raise integrity.damaged(
+                    self.path.name,
+                    f"{SEGMENTS_DIR}/{unaccounted[0]}",
+                    f"is newer than every segment {DB_FILE} knows (next segment {next_segment}): the database "
+                    "was replaced or restored from an older copy",
+                )
             break
         else:
             raise CollectionError(f"collection {self.path} keeps changing under this reader; try again")
-        self._segments = segments
+        self._segments, self._damaged = segments, damaged
         self._tombstones = tombstones
         self._dead = {n: s.rows_of(tombstones) for n, s in segments.items()} if len(tombstones) else {}
         self._pending.clear()
@@ -424,21 +449,69 @@ class Collection:
             self._bm25_stats.df = stats.df
         self._version = version
 
+    def _open_segments(
+        self, names: list[str], files: dict[str, list[integrity.FileRecord]]
+    ) -> tuple[dict[str, Segment], dict[str, CorruptCollectionError]]:
+        """The listed segments, opened (kept from the last load) or found damaged. `FileNotFoundError`: one's
+        directory is gone (merged away under this reader, or lost)."""
+        segments, damaged = {}, {}
+        for name in names:
+            if name in self._segments:
+                segments[name] = self._segments[name]
+                continue
+            directory = self._segments_dir / name
+            try:
+                segments[name] = integrity.open_segment(
+                    self.path.name, directory, self.config, files.get(name, [])
+                )
+            except CorruptCollectionError as exc:
+                log.error("%s", exc)
+                damaged[name] = exc
+        return segments, damaged
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise CollectionClosedError(
+                f"collection {self.path.name!r} is closed (it was closed or deleted while in use)"
+            )
+
+    def _check_whole(self) -> None:
+        """Raise the first damage found in a listed segment (work that needs every segment cannot proceed)."""
+        if self._damaged:
+            raise next(iter(self._damaged.values()))
+
     def _refresh(self) -> None:
         """Reload when another process committed since the last load."""
+        self._check_open()
         if self._db.data_version() != self._version:
             self._reload()
 
     def _writable(self) -> None:
         """Take the writer lock on first write, clean up what a crashed writer left, start from fresh state."""
+        self._check_open()
         if self.readonly:
             raise CollectionError(f"collection {self.path} is open read-only")
         if not self._lock.held:
             self._lock.acquire()
-            removed = remove_unlisted(self._segments_dir, self._db.segment_names())
-            if removed:
-                log.info("removed %d unlisted segment directories: %s", len(removed), removed)
-            self._reload()
+            try:
+                self._reload()
+                self._remove_leftovers()
+            except BaseException:
+                self._lock.release()
+                raise
+
+    def _remove_leftovers(self) -> None:
+        """Under the writer lock: delete segment directories the manifest provably no longer needs."""
+        removed = integrity.remove_leftovers(
+            self.path.name,
+            self.path,
+            [*self._segments, *self._damaged],
+            int(self._db.get_meta("next_segment", 0)),
+            int(self._db.get_meta("next_seq", 0)),
+            known_good=not self._damaged,
+        )
+        if removed:
+            log.info("removed %d unlisted segment directories: %s", len(removed), removed)
 
     def _forget(
         self,
@@ -713,6 +786,7 @@ class Collection:
         """Flush, then merge every segment into one, dropping deleted rows and re-weighting BM25."""
         with self._mutex:
             self.flush()
+            self._check_whole()
             if len(self._segments) > 1 or len(self._tombstones):
                 self._merge(list(self._segments))
 
@@ -785,13 +859,15 @@ class Collection:
             len(data.seqs),
             ", ".join(replaced) or "the incremental level",
         )
+        files = []
         if len(data.seqs):
-            write_segment(self._segments_dir, name, data, self.config)
+            files = integrity.record_files(write_segment(self._segments_dir, name, data, self.config))
         replaced_seqs = [self._segments[n].seqs for n in replaced]
         with self._db.write():
             self._db.set_meta("next_segment", number + 1)
             if len(data.seqs):
                 self._db.add_segment(name, len(data.seqs), int(data.seqs.min()), int(data.seqs.max()))
+                self._db.add_segment_files(name, files)
             self._db.remove_segments(replaced)
             for seqs in replaced_seqs:
                 self._db.remove_tombstones(seqs[np.isin(seqs, self._tombstones)].tolist())
@@ -800,10 +876,14 @@ class Collection:
         log.info("registered segment %s", name)
         self._db.reclaim_space()
         self._reload()
-        remove_unlisted(self._segments_dir, self._segments)
+        self._remove_leftovers()
 
     def _merge(self, names: list[str]) -> None:
-        """Merge segments `names` into one, dropping their deleted rows."""
+        """Merge segments `names` into one, dropping their deleted rows; every byte they hold is checked first,
+        so a damaged file is reported instead of being copied into the merged segment."""
+        files = self._db.segment_files()
+        for n in names:
+            integrity.check_files(self.path.name, self._segments_dir / n, files.get(n, []), full=True)
         segs = [self._segments[n] for n in names]
         keep = [np.flatnonzero(~self._dead.get(n, np.zeros(len(s), bool))) for n, s in zip(names, segs)]
         seqs = np.concatenate([s.seqs[k] for s, k in zip(segs, keep)])
@@ -868,6 +948,7 @@ class Collection:
         """The stored documents (id, kind, text, metadata, thumbnail reference) for `ids`, in order; None where
         an id is unknown."""
         with self._mutex:
+            self._check_open()
             wanted = normalize_ids(ids)
             rows = self._db.docs_by_id(wanted)
             return [
@@ -888,6 +969,7 @@ class Collection:
         if isinstance(reference, bool) or not str(reference).isdigit():
             raise InvalidInputError(f"{reference!r} is not a thumbnail reference")
         with self._mutex:
+            self._check_open()
             return self._db.thumbnail(int(reference))
 
     def search(
@@ -959,6 +1041,7 @@ class Collection:
             vectors.dense = image_query_vector(self.image_encoder, picture, query, vectors.dense)
         with self._mutex:
             self._refresh()
+            self._check_whole()
             for _attempt in range(STALE_RETRIES):
                 allowed, masks = self._allowed(spec) if spec else (None, {})
                 levels = self._levels(allowed, masks, self._allowed(DENSE_ONLY) if dense_only else None)
@@ -1117,7 +1200,37 @@ class Collection:
                 "pending": len(self._pending),
                 "tombstones": len(self._tombstones),
                 "segments": segments,
+                "damaged": {name: str(exc) for name, exc in self._damaged.items()},
                 "disk_bytes": disk,
+            }
+
+    def verify(self, *, show_progress: bool = False) -> dict[str, Any]:
+        """Check every byte: SQLite's structural check of the database, and every file of every listed segment
+        against its recorded size and checksum (`m3search index verify`). Returns `problems` (one
+        `CorruptCollectionError` per damaged file), `segments`, `bytes` checksummed, and `unchecked`: segments
+        sealed before checksums were recorded (checked for structure only)."""
+        with self._mutex:
+            self._refresh()
+            with self._db.damage_named(), self._db.read():
+                names = self._db.segment_names()
+                files = self._db.segment_files()
+            total = integrity.segment_bytes(names, files)
+            with tqdm(
+                total=total,
+                unit="B",
+                unit_scale=True,
+                desc="verify",
+                disable=not show_progress,
+                file=sys.stderr,
+            ) as bar:
+                problems = integrity.verify_collection(
+                    self.path.name, self.path, names, files, self.config, self._db.check(), bar.update
+                )
+            return {
+                "problems": problems,
+                "segments": len(names),
+                "bytes": total,
+                "unchecked": [n for n in names if n not in files],
             }
 
 

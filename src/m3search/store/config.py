@@ -9,16 +9,18 @@ from pathlib import Path
 from typing import Any
 
 from m3search.encoders.base import OUTPUT_KINDS, OutputKind
-from m3search.errors import CollectionError, InvalidInputError
+from m3search.errors import CollectionError, CorruptCollectionError, InvalidInputError
 from m3search.index.dense import DENSE_KINDS, HNSWParams
 from m3search.index.multivector import COLBERT_DTYPES, COLBERT_PRUNING, COMPRESSED_DTYPES
 
 CONFIG_FILE = "config.json"
-#: 2: sparse postings with uint16 row offsets in blocks, per-segment metadata index.
-#: 3: ColBERT stores say their dtype in `colbert.json` (adds `2bit`, `binary`, float16 copies for re-check)
-#: and the config records `colbert_recheck` and `colbert_prune`. Format-2 collections open as they are.
-FORMAT_VERSION = 3
-READABLE_FORMATS = (2, 3)
+#: 2: sparse postings with uint16 row offsets in blocks, per-segment metadata index. 3: segment files' sizes
+#: and checksums recorded in the database (segments of format-2 collections have none and are still read).
+#: 4: ColBERT stores say their dtype in `colbert.json` (adds `2bit` and `binary`, float16 copies for re-check)
+#: and the config records `colbert_recheck` and `colbert_prune` (older collections open as they are).
+FORMAT_VERSION = 4
+#: The formats this version opens.
+READABLE_FORMATS = (2, 3, 4)
 
 
 @dataclass
@@ -104,14 +106,27 @@ class CollectionConfig:
         """Read `config.json`, refusing formats this version does not know."""
         try:
             data = json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise CollectionError(f"cannot read {directory / CONFIG_FILE}: it does not exist") from None
         except (OSError, ValueError) as exc:
-            raise CollectionError(f"cannot read {directory / CONFIG_FILE}: {exc}") from None
+            raise _damaged(directory, str(exc)) from None
+        if not isinstance(data, dict):
+            raise _damaged(directory, "it is not a JSON object")
         if data.get("format") not in READABLE_FORMATS:
             raise CollectionError(
                 f"{directory} has collection format {data.get('format')}; this m3search reads "
                 f"formats {', '.join(map(str, READABLE_FORMATS))}"
             )
-        return cls(**data)
+        try:
+            return cls(**data)
+        except (TypeError, InvalidInputError) as exc:
+            raise _damaged(directory, str(exc)) from None
+
+
+def _damaged(directory: Path, why: str) -> CorruptCollectionError:
+    return CorruptCollectionError(
+        f"collection {directory.name!r} is damaged: {CONFIG_FILE} cannot be read ({why})", CONFIG_FILE
+    )
 
 
 def fsync_path(path: Path) -> None:

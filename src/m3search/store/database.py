@@ -16,10 +16,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 
 from m3search.encoders.bm25 import BM25Stats
+from m3search.errors import CorruptCollectionError
 from m3search.index.sparse import SparseRow
 
 DB_FILE = "store.sqlite"
@@ -36,7 +38,11 @@ CREATE TABLE IF NOT EXISTS segments (name TEXT PRIMARY KEY, rows INTEGER NOT NUL
     max_seq INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS bm25_df (token INTEGER PRIMARY KEY, df INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS thumbnails (seq INTEGER PRIMARY KEY, jpeg BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS segment_files (segment TEXT NOT NULL, file TEXT NOT NULL, bytes INTEGER NOT NULL,
+    checksum TEXT NOT NULL, PRIMARY KEY (segment, file)) WITHOUT ROWID;
 """
+#: SQLite result codes that mean the database file itself is damaged or is not a database.
+DAMAGE_CODES = frozenset({"SQLITE_CORRUPT", "SQLITE_NOTADB", "SQLITE_IOERR_SHORT_READ"})
 
 #: Reserved metadata field under which a document's kind is indexed for filters (text documents leave it out,
 #: so text-only collections index exactly their own metadata). Starts with "@" so no filter operator clashes.
@@ -117,17 +123,58 @@ def _chunks(values: Sequence[Any]) -> Iterator[Sequence[Any]]:
 class Database:
     """Typed access to the collection's SQLite file; callers group writes with `write()`."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, create: bool = False) -> None:
+        """Open the database at `path`; only `create` makes a new file (an existing collection whose file is
+        gone, empty or not a collection database gets `CorruptCollectionError` instead of a fresh one)."""
         self.path = path
-        self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=60.0)
-        # freed pages (vectors moved from the pending table into segments) go back to the file system
-        self.conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=FULL")
-        self.conn.executescript(SCHEMA)
+        uri = f"file:{quote(str(path))}?mode={'rwc' if create else 'rw'}"
+        self.conn = sqlite3.connect(
+            uri, uri=True, isolation_level=None, check_same_thread=False, timeout=60.0
+        )
+        try:
+            with self.damage_named():
+                if (
+                    not create
+                    and self.conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'docs'").fetchone()
+                    is None
+                ):
+                    raise CorruptCollectionError(
+                        f"collection {path.parent.name!r} is damaged: {path.name} holds no collection tables",
+                        path.name,
+                    )
+                # freed pages (vectors moved from the pending table into segments) go back to the file system
+                self.conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
+                self.conn.execute("PRAGMA journal_mode=WAL")
+                self.conn.execute("PRAGMA synchronous=FULL")
+                self.conn.executescript(SCHEMA)
+        except BaseException:
+            self.conn.close()
+            raise
 
     def close(self) -> None:
         self.conn.close()
+
+    @contextmanager
+    def damage_named(self) -> Iterator[None]:
+        """Turn SQLite's "malformed" / "not a database" errors inside into `CorruptCollectionError`."""
+        try:
+            yield
+        except sqlite3.DatabaseError as exc:
+            code = getattr(exc, "sqlite_errorname", None)  # Python >= 3.11; the message before
+            if not (
+                code in DAMAGE_CODES if code else any(m in str(exc) for m in ("malformed", "not a database"))
+            ):
+                raise
+            raise CorruptCollectionError(
+                f"collection {self.path.parent.name!r} is damaged: {self.path.name} cannot be read ({exc})",
+                self.path.name,
+            ) from None
+
+    def check(self) -> list[str]:
+        """SQLite's own structural check of the whole file (`PRAGMA quick_check`): problems found, or []."""
+        with self.damage_named():
+            found = [r[0] for r in self.conn.execute("PRAGMA quick_check")]
+        return [] if found == ["ok"] else found
 
     @contextmanager
     def write(self) -> Iterator[None]:
@@ -319,7 +366,26 @@ class Database:
         )
 
     def remove_segments(self, names: Iterable[str]) -> None:
+        names = list(names)
         self.conn.executemany("DELETE FROM segments WHERE name = ?", ((n,) for n in names))
+        self.conn.executemany("DELETE FROM segment_files WHERE segment = ?", ((n,) for n in names))
+
+    def add_segment_files(self, name: str, files: Iterable[tuple[str, int, str]]) -> None:
+        """Record (file name, size in bytes, checksum) of each file of segment `name`."""
+        self.conn.executemany(
+            "INSERT INTO segment_files (segment, file, bytes, checksum) VALUES (?, ?, ?, ?)",
+            ((name, *f) for f in files),
+        )
+
+    def segment_files(self) -> dict[str, list[tuple[str, int, str]]]:
+        """segment -> its recorded (file, bytes, checksum); segments sealed before checksums were kept have
+        none."""
+        out: dict[str, list[tuple[str, int, str]]] = {}
+        for segment, *record in self.conn.execute(
+            "SELECT segment, file, bytes, checksum FROM segment_files ORDER BY segment, file"
+        ):
+            out.setdefault(segment, []).append((record[0], record[1], record[2]))
+        return out
 
     def segment_names(self) -> list[str]:
         return [r[0] for r in self.conn.execute("SELECT name FROM segments ORDER BY min_seq")]

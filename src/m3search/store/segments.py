@@ -111,15 +111,3 @@ def write_segment(root: Path, name: str, data: SegmentData, config: CollectionCo
     tmp.rename(final)
     fsync_path(root)
     return final
-
-
-def remove_unlisted(root: Path, listed: Iterable[str]) -> list[str]:
-    """Delete segment directories that the database does not list (crash leftovers, merged-away inputs)."""
-    keep = set(listed)
-    removed = []
-    if root.is_dir():
-        for entry in root.iterdir():
-            if entry.name not in keep:
-                shutil.rmtree(entry, ignore_errors=True)
-                removed.append(entry.name)
-    return removed

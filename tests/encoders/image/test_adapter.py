@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from m3search.cli.main import cli
 from m3search.encoders.image import load_image_encoder
 from m3search.encoders.image.adapter import AdapterImageEncoder
+from m3search.encoders.image.captions import load_image_captions
 from m3search.encoders.image.training import (
     TrainConfig,
     evaluate_projection,
@@ -20,7 +21,6 @@ from m3search.encoders.image.training import (
     train_projection,
 )
 from m3search.errors import InvalidInputError, ModelLoadError
-from m3search.eval.image_text import load_image_captions
 
 
 @pytest.fixture(scope="module")

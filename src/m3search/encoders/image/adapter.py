@@ -40,6 +40,8 @@ class Projection(nn.Module):
 
     def __init__(self, feature_dim: int, dim: int, hidden_dim: int | None = None) -> None:
         super().__init__()
+        self.feature_mean: torch.Tensor
+        self.feature_std: torch.Tensor
         self.register_buffer("feature_mean", torch.zeros(feature_dim))
         self.register_buffer("feature_std", torch.ones(feature_dim))
         if hidden_dim:

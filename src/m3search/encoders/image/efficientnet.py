@@ -8,6 +8,7 @@ weights were trained with: center crop of 87.5% of the short side, bicubic resiz
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -47,7 +48,7 @@ class EfficientNetLiteTower(VisionTower):
     def __init__(self, model: torch.nn.Module, name: str, device: str = "cpu") -> None:
         self.name = name
         self.device = torch.device(device)
-        self.model = model.eval().to(self.device)
+        self.model: Any = model.eval().to(self.device)
         self.preprocess = LITE_PREPROCESS
 
     @classmethod

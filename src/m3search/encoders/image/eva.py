@@ -96,6 +96,8 @@ class RotaryEmbedding2D(nn.Module):
     def __init__(self, config: EVAVisionConfig) -> None:
         super().__init__()
         cos, sin = rotary_tables(config)
+        self.freqs_cos: torch.Tensor
+        self.freqs_sin: torch.Tensor
         self.register_buffer("freqs_cos", cos)
         self.register_buffer("freqs_sin", sin)
 

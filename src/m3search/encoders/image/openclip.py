@@ -7,6 +7,8 @@ preprocessing is read from the model (its image size, mean and std) and done by 
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from m3search.encoders.image.preprocess import CLIP_MEAN, CLIP_STD, ImagePreprocess
@@ -42,7 +44,7 @@ class OpenCLIPTower(VisionTower):
         self.feature_dim = feature_dim
         self.preprocess = preprocess
         self.device = torch.device(device)
-        self.model = model.eval().to(self.device)
+        self.model: Any = model.eval().to(self.device)
 
     @classmethod
     def load(cls, name: str, *, device: str = "cpu") -> OpenCLIPTower:

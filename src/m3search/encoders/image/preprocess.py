@@ -66,15 +66,17 @@ class ImagePreprocess:
             top = round((new[1] - size) / 2.0)
             return image.crop((left, top, left + size, top + size))
         side = self.crop_fraction * min(width, height)
-        left, top = (width - side) / 2, (height - side) / 2
-        return image.resize((size, size), Image.Resampling.BICUBIC, box=(left, top, left + side, top + side))
+        x0, y0 = (width - side) / 2, (height - side) / 2
+        return image.resize((size, size), Image.Resampling.BICUBIC, box=(x0, y0, x0 + side, y0 + side))
 
     def __call__(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """(n, 3, size, size) float32 tensor of normalized pixels."""
         arrays = [np.asarray(self.crop_and_resize(image), dtype=np.float32) for image in images]
-        batch = np.stack(arrays) / 255.0
-        batch = (batch - np.asarray(self.mean, dtype=np.float32)) / np.asarray(self.std, dtype=np.float32)
-        return torch.from_numpy(np.ascontiguousarray(batch.transpose(0, 3, 1, 2), dtype=np.float32))
+        pixels = np.stack(arrays) / np.float32(255.0)
+        normalized = (pixels - np.asarray(self.mean, dtype=np.float32)) / np.asarray(
+            self.std, dtype=np.float32
+        )
+        return torch.from_numpy(np.ascontiguousarray(normalized.transpose(0, 3, 1, 2), dtype=np.float32))
 
 
 #: EVA02-CLIP's evaluation transform (Visualized-BGE).

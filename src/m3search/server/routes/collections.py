@@ -20,13 +20,14 @@ from starlette.concurrency import run_in_threadpool
 from m3search.encoders.image import image_field
 from m3search.errors import ImageError, InvalidInputError
 from m3search.jsonl import json_objects
-from m3search.search.planner import mode_outputs
+from m3search.search.modes import mode_outputs
 from m3search.server.auth import require_api_key
 from m3search.server.batching import EncodeOptions
 from m3search.server.catalog import Catalog
 from m3search.server.highlight import matched_tokens
 from m3search.server.schemas import (
     ERROR_RESPONSES,
+    BrokenCollection,
     CollectionInfo,
     CollectionList,
     CollectionStats,
@@ -77,8 +78,10 @@ def thumbnail_url(name: str, reference: str | None) -> str | None:
 @router.get("", response_model=CollectionList, summary="List collections")
 async def list_collections(catalog: Catalog = Depends(get_catalog)) -> CollectionList:
     def build() -> CollectionList:
+        found, broken = catalog.listing()
         return CollectionList(
-            collections=[CollectionInfo(**_info(n, catalog.get(n).stats())) for n in catalog.names()]
+            collections=[CollectionInfo(**_info(n, stats)) for n, stats in found],
+            broken=[BrokenCollection(name=n, error=error) for n, error in broken],
         )
 
     return await run_in_threadpool(build)

@@ -1,4 +1,5 @@
-"""Image-caption retrieval evaluation: the data (images with several captions each) and Recall@k both ways.
+"""Paired image-caption data (images with several captions each) and Recall@k both ways: what adapter training
+learns from and reports on its held-out images, and what `m3search eval images` measures.
 
 Protocol (the one CLIP-style papers use on Flickr and COCO): every caption of the evaluated images is a text
 query, and it hits at k when its own image is among the k nearest images (text->image recall is averaged over

@@ -6,7 +6,7 @@ import pytest
 import torch  # noqa: F401  (loads torch's OpenMP runtime, the one query encoding runs on)
 from threadpoolctl import threadpool_info
 
-from m3search.search.planner import one_thread
+from m3search.threads import one_thread
 
 
 def _threads(user_api: str) -> dict[str, int]:

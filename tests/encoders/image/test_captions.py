@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from m3search.encoders.image.captions import image_text_recall
 from m3search.errors import InvalidInputError
-from m3search.eval.image_text import image_text_recall
 
 
 def test_recall_on_a_hand_ranked_case() -> None:
