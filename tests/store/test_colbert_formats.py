@@ -4,6 +4,7 @@ time, and collections of the previous format (2) still open as they are."""
 from __future__ import annotations
 
 import json
+import sqlite3
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from m3search import Collection
 from m3search.errors import CollectionError, InvalidInputError
 from m3search.index.multivector import COLBERT_DTYPES, META_FILE
 from m3search.store.config import CONFIG_FILE, FORMAT_VERSION, CollectionConfig
+from m3search.store.database import DB_FILE
 from m3search.store.segments import SEGMENTS_DIR, Segment
 from tests.store.conftest import as_query, make_docs
 
@@ -89,6 +91,8 @@ def test_format_2_collections_open_as_they_are(tmp_path, new_collection, docs):
     (path / CONFIG_FILE).write_text(json.dumps(config))
     for meta in (path / SEGMENTS_DIR).glob(f"*/{META_FILE}"):
         meta.unlink()
+    with sqlite3.connect(path / DB_FILE) as db:  # format 2 recorded no segment files either
+        db.execute("DELETE FROM segment_files")
     old = Collection.open(path, cache=False)
     try:
         assert old.config.format == 2 and old.config.colbert_dtype == "int8"
