@@ -1,18 +1,16 @@
-"""ColBERT storage precision on real data: retrieval quality with float16 and int8 token vectors.
+"""ColBERT storage forms on real data: bytes and retrieval quality of every `colbert_dtype`, re-check, pruning.
 
-SciFact (BEIR test split: all 300 queries, the full 5,183-abstract corpus) encoded once with the real
-multilingual-e5-small model (dense vector + its token vectors, float32), cached under `benchmarks/.work/`
-and reused by every later run (and by `benchmarks/embedding_geometry.py`). Two measurements:
+Token vectors of multilingual-e5-small (384-d, float32) for SciFact test (a fixed 1,000-abstract sample that
+keeps every judged abstract, `--scifact-docs 0` for all 5,183) and XQuAD-R paragraphs, English questions against
+ar/de/zh paragraphs, encoded once and cached (`--cache`, with each vector's token id for pruning). For each task
+and each variant (dtype, re-check depth, punctuation pruning) the same vectors are upserted into a collection
+(BM25 sparse over e5's tokenizer) and searched with cached query vectors: nDCG@10 of `colbert` and `all`
+(weighted; `--rrf` adds RRF), bytes per token and per document of the ColBERT store, all against float16 in the
+same run. Then exhaustive ColBERT-only MaxSim over each corpus with the vectors in each stored form.
 
-1. Collections: the same vectors upserted into a `colbert_dtype="float16"` and an `"int8"` collection (BM25
-   sparse over e5's tokenizer), searched through `m3search.eval` with text queries: nDCG@10 and Recall@100
-   of the `colbert` and `all` modes (and the ColBERT-free modes once, for context).
-2. Exhaustive MaxSim over the whole corpus in float32, float16 and int8 (the stored forms): score error
-   against float32, top-10 overlap with the float32 ranking and nDCG@10 of ColBERT-only ranking.
+    PYTHONPATH=src python benchmarks/colbert_quantization.py --cache /work/cache/colbert/enc --queries 100
 
-    flock /tmp/m3search-heavy.lock env PYTHONPATH=src python benchmarks/colbert_quantization.py
-
-Encoding takes ~15 min on 2 busy cores the first time. Prints tables, writes
+Encoding takes ~1 doc/s on 2 busy cores the first time. Prints tables, writes
 benchmarks/results/colbert_quantization.json.
 """
 
