@@ -9,7 +9,6 @@ with a progress bar.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ import click
 
 from m3search.cli.options import runtime_option
 from m3search.errors import InvalidInputError
-from m3search.jsonl import json_objects
+from m3search.jsonl import corpus_records
 from m3search.progress import bar as progress_bar
 
 #: Documents read and written per upsert: one durable transaction each, big enough to batch the model well.
@@ -25,28 +24,6 @@ BLOCK = 256
 FORMATS = ("auto", "jsonl", "beir", "text", "image")
 #: File suffixes `auto` reads as image documents.
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp")
-
-
-def _jsonl_records(path: Path, fmt: str) -> Iterator[dict[str, Any]]:
-    with path.open(encoding="utf-8") as f:
-        for lineno, obj in json_objects(f, str(path)):
-            if fmt == "beir" or (fmt == "auto" and "_id" in obj):
-                if "_id" not in obj:
-                    raise InvalidInputError(f"{path}:{lineno}: a BEIR record needs an '_id'")
-                title, text = obj.get("title") or "", obj.get("text") or ""
-                metadata = dict(obj.get("metadata") or {})
-                if title:
-                    metadata["title"] = title
-                obj = {"id": obj["_id"], "text": f"{title}\n{text}" if title else text, "metadata": metadata}
-            elif "id" not in obj:
-                raise InvalidInputError(f"{path}:{lineno}: a JSONL record needs an 'id'")
-            if isinstance(obj.get("image"), str) and len(obj["image"]) < 4096:
-                beside = (
-                    path.parent / Path(obj["image"]).expanduser()
-                )  # a relative path: from the JSONL's folder
-                if beside.is_file():
-                    obj["image"] = beside
-            yield obj
 
 
 def _file_record(path: Path, root: Path, fmt: str) -> dict[str, Any]:
@@ -177,12 +154,45 @@ def create(
     "files are plain text.",
 )
 @click.option("--batch-size", type=int, default=32, show_default=True, help="Texts per model batch.")
+@click.option(
+    "--ray",
+    "use_ray",
+    is_flag=True,
+    help="Encode on a Ray cluster (JSONL / BEIR files; needs m3search[ray]); this process writes.",
+)
+@click.option("--ray-address", default=None, help="With --ray: the cluster to join (default: a local Ray).")
+@click.option("--workers", type=int, default=2, show_default=True, help="With --ray: encoder actors.")
+@click.option(
+    "--gpus-per-worker", type=float, default=0, show_default=True, help="With --ray: GPUs per actor."
+)
+@click.option(
+    "--on-error",
+    type=click.Choice(["fail", "skip"]),
+    default="fail",
+    show_default=True,
+    help="With --ray: a bad record (reported with FILE:LINE) fails the run before anything is written, or is "
+    "skipped.",
+)
 @runtime_option
-def add(path: Path, inputs: tuple[Path, ...], fmt: str, batch_size: int, runtime: str) -> None:
+def add(
+    path: Path,
+    inputs: tuple[Path, ...],
+    fmt: str,
+    batch_size: int,
+    use_ray: bool,
+    ray_address: str | None,
+    workers: int,
+    gpus_per_worker: float,
+    on_error: str,
+    runtime: str,
+) -> None:
     """Add (or replace, by id) the documents of INPUTS to the collection at PATH."""
     from m3search import Collection
 
     files = _expand(inputs)
+    if use_ray:
+        _add_on_ray(path, files, fmt, batch_size, ray_address, workers, gpus_per_worker, on_error, runtime)
+        return
     total = _count([f for f, _ in files], fmt)
     written = 0
     with (
@@ -192,7 +202,9 @@ def add(path: Path, inputs: tuple[Path, ...], fmt: str, batch_size: int, runtime
         block: list[dict[str, Any]] = []
         for file, root in files:
             records = (
-                _jsonl_records(file, fmt) if _is_jsonl(file, fmt) else iter([_file_record(file, root, fmt)])
+                (r for _, r in corpus_records(file, fmt))
+                if _is_jsonl(file, fmt)
+                else iter([_file_record(file, root, fmt)])
             )
             for record in records:
                 block.append(record)
@@ -205,6 +217,47 @@ def add(path: Path, inputs: tuple[Path, ...], fmt: str, batch_size: int, runtime
             bar.update(len(block))
         count = collection.count()
     click.echo(f"wrote {written} documents; {path} holds {count}")
+
+
+def _add_on_ray(
+    path: Path,
+    files: list[tuple[Path, Path]],
+    fmt: str,
+    batch_size: int,
+    ray_address: str | None,
+    workers: int,
+    gpus_per_worker: float,
+    on_error: str,
+    runtime: str,
+) -> None:
+    """`add --ray`: encode on Ray actors, write here (see `m3search.distributed`)."""
+    from m3search.extras import require
+
+    require("ray", "ray", "distributed ingest (--ray)")
+    from m3search.distributed import upsert_distributed
+
+    others = [str(f) for f, _ in files if not _is_jsonl(f, fmt)]
+    if others:
+        raise click.UsageError(f"--ray reads JSONL / BEIR corpus files only, not {', '.join(others[:3])}")
+    summary = upsert_distributed(
+        path,
+        [f for f, _ in files],
+        fmt=fmt,
+        workers=workers,
+        gpus_per_worker=gpus_per_worker,
+        batch_size=batch_size,
+        runtime=runtime,
+        ray_address=ray_address,
+        on_error="skip" if on_error == "skip" else "fail",
+    )
+    for problem in summary.bad:
+        click.echo(f"skipped {problem}", err=True)
+    stages = ", ".join(f"{k} {v:.1f} s" for k, v in summary.seconds.items())
+    click.echo(
+        f"wrote {summary.documents} documents ({summary.unchanged} unchanged, {len(summary.bad)} bad skipped, "
+        f"{summary.tokens} tokens) with {summary.workers} Ray workers at {summary.docs_per_second:.1f} docs/s; "
+        f"{stages}"
+    )
 
 
 @command.command("delete")

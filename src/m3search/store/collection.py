@@ -642,7 +642,7 @@ class Collection:
     def _fill_vectors(self, docs: list[Document], batch_size: int, show_progress: bool) -> None:
         """Encode the outputs documents lack from their text (through the cache); error if there is no text."""
         cfg = self.config
-        model_kinds = [k for k in cfg.outputs if not (k == "sparse" and cfg.sparse_source == "bm25")]
+        model_kinds = self._model_kinds()
         todo: list[Document] = []
         for doc in docs:
             if doc.kind == "image":  # an image alone: its dense vector is all it has
@@ -672,6 +672,17 @@ class Collection:
             for kind in model_kinds:
                 if getattr(doc, kind) is None:
                     setattr(doc, kind, vectors[kind])
+
+    def _model_kinds(self) -> list[OutputKind]:
+        """The outputs the model computes (all stored ones but BM25 sparse weights, which the writer computes)."""
+        cfg = self.config
+        return [k for k in cfg.outputs if not (k == "sparse" and cfg.sparse_source == "bm25")]
+
+    def document_vectors(self, texts: Sequence[str], *, batch_size: int = 32) -> list[dict[str, Any]]:
+        """The model vectors (`dense`, `sparse`, `colbert`; None where not stored) `upsert` computes for text
+        documents, for encoders running apart from the writer (`m3search.distributed`); BM25 weights excluded."""
+        self._check_open()
+        return self._encode_texts(list(texts), self._model_kinds(), batch_size, False)
 
     def _encode_texts(
         self, texts: list[str], kinds: list[OutputKind], batch_size: int, show_progress: bool
