@@ -174,7 +174,9 @@ def upsert_distributed(
         if todo:
             started = not ray.is_initialized()
             if started:
-                ray.init(address=ray_address, include_dashboard=False, log_to_driver=False)
+                # a local Ray (no address) listens on loopback only
+                local = {} if ray_address else {"_node_ip_address": "127.0.0.1"}
+                ray.init(address=ray_address, include_dashboard=False, log_to_driver=False, **local)
             try:
                 _encode_and_write(
                     ray,
@@ -221,12 +223,10 @@ def _encode_and_write(
             },
             batch_size=batch_size,
             batch_format="numpy",
-            concurrency=summary.workers,
+            # A fixed pool; Ray Data's actor pools restart a dead actor and retry its batch by default
+            # (max_restarts=-1, max_task_retries=-1; tests/test_distributed.py kills one to hold it to that).
+            compute=ray.data.ActorPoolStrategy(size=summary.workers),
             num_gpus=gpus_per_worker or None,
-            # A worker that dies mid-batch: restart the actor and retry the batch (Ray's defaults today,
-            # explicit so the guarantee does not hang on them).
-            max_restarts=-1,
-            max_task_retries=-1,
         )
         encode = write = 0.0
         with progress_bar(total=len(todo), unit="doc", desc="index (ray)", disable=not show_progress) as bar:
