@@ -87,6 +87,7 @@ def _stored(path: Path) -> dict[str, tuple]:
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["tiny_m3_dir", "e5_dir"])
 def test_distributed_equals_plain_upsert(ray_cluster, model, request, tmp_path: Path) -> None:
     model_dir = request.getfixturevalue(model)
@@ -119,6 +120,7 @@ def test_distributed_equals_plain_upsert(ray_cluster, model, request, tmp_path: 
             np.testing.assert_allclose([h.score for h in hd], [h.score for h in hp], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_worker_killed_mid_run_every_document_once(ray_cluster, tiny_m3_dir, tmp_path: Path) -> None:
     marker = tmp_path / "died"
 
@@ -145,6 +147,7 @@ def test_worker_killed_mid_run_every_document_once(ray_cluster, tiny_m3_dir, tmp
         assert collection.count() == 48
 
 
+@pytest.mark.slow
 def test_rerun_resumes_and_rewrites_only_changed(ray_cluster, tiny_m3_dir, tmp_path: Path) -> None:
     rows = _corpus(30, seed=3)
     dist = _create(tmp_path / "dist", tiny_m3_dir)
