@@ -11,6 +11,7 @@ from typing import IO, Any
 import click
 
 from m3search.cli.options import device_option, model_option, runtime_option
+from m3search.encoders.base import OUTPUT_KINDS, Chunking
 from m3search.errors import InvalidInputError
 from m3search.jsonl import json_objects
 from m3search.progress import bar as progress_bar
@@ -88,7 +89,7 @@ def command(
     colbert: bool,
     max_length: int | None,
     batch_size: int,
-    chunking: str,
+    chunking: Chunking,
     is_query: bool,
     runtime: str,
     device: str | None,
@@ -99,7 +100,8 @@ def command(
     if not (dense or sparse or colbert):
         dense = True
     encoder = load_encoder(model, runtime=runtime, device=device, sparse="model" if sparse else "none")
-    encoder.check_outputs([k for k, on in (("dense", dense), ("sparse", sparse), ("colbert", colbert)) if on])
+    asked = {"dense": dense, "sparse": sparse, "colbert": colbert}
+    encoder.check_outputs([k for k in OUTPUT_KINDS if asked[k]])
     total = None if str(input_path) == "-" else _count_lines(input_path)
     src = sys.stdin if str(input_path) == "-" else input_path.open(encoding="utf-8")
     dst = sys.stdout if str(output_path) == "-" else output_path.open("w", encoding="utf-8")

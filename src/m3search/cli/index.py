@@ -13,7 +13,7 @@ import json
 import random
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -21,6 +21,9 @@ from m3search.cli.options import runtime_option
 from m3search.errors import InvalidInputError
 from m3search.jsonl import json_objects
 from m3search.progress import bar as progress_bar
+
+if TYPE_CHECKING:
+    from m3search.search.modes import Mode
 
 #: Documents read and written per upsert: one durable transaction each, big enough to batch the model well.
 BLOCK = 256
@@ -351,7 +354,7 @@ def tune(
     qrels: Path | None,
     pseudo: int | None,
     seed: int,
-    mode: str | None,
+    mode: Mode | None,
     fusions: str | None,
     metric: str,
     step: float,
@@ -383,11 +386,13 @@ def tune(
         mode = mode or collection.default_mode
         if mode not in ("all", "dense+sparse"):
             raise InvalidInputError(f"collection {path} allows mode {mode} only: there is no fusion to tune")
-        if queries is not None:
+        source: dict[str, Any]
+        if queries is not None and qrels is not None:
             judged = read_qrels(qrels)
             texts = read_queries(queries)
             source = {"queries": str(queries), "qrels": str(qrels)}
         else:
+            assert pseudo is not None  # checked above: labels or --pseudo
             ids = collection.ids()
             docs = collection.get(random.Random(seed).sample(ids, min(len(ids), 4 * pseudo)))
             texts, judged = pseudo_queries([(d.id, d.text or "") for d in docs if d], pseudo, seed=seed)
@@ -402,8 +407,9 @@ def tune(
         def objective(fusion: str, weights: tuple[float, float, float]) -> float:
             return score_weights(searcher, task, weights, mode=mode, fusion=fusion, metric=metric)
 
-        def start(fusion: str) -> tuple[float, ...]:
-            return tuple(w if f else 0.0 for w, f in zip(default_weights(fusion), free))
+        def start(fusion: str) -> tuple[float, float, float]:
+            w = default_weights(fusion)
+            return (w[0] if free[0] else 0.0, w[1] if free[1] else 0.0, w[2] if free[2] else 0.0)
 
         with progress_bar(desc=f"tune {path.name} on {len(kept)} queries", unit="trial") as bar:
 
@@ -432,7 +438,7 @@ def tune(
         collection.set_search_defaults(
             SearchDefaults(
                 mode=mode,
-                fusion=choice.fusion,
+                fusion=choice.fusion,  # type: ignore[arg-type]  # one of FUSIONS, checked above
                 weights=list(choice.weights),
                 source={**source, **choice.to_dict()},
             )

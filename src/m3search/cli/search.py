@@ -11,8 +11,8 @@ import click
 
 from m3search.cli.options import normalize_option, runtime_option
 from m3search.errors import FilterError, InvalidInputError
-from m3search.search.fusion import DEFAULT_FUSION, FUSION_WEIGHTS, FUSIONS
-from m3search.search.modes import MODES
+from m3search.search.fusion import DEFAULT_FUSION, FUSION_WEIGHTS, FUSIONS, Fusion, Normalize
+from m3search.search.modes import MODES, Mode
 
 
 def parse_cli_filter(values: tuple[str, ...]) -> dict[str, Any] | None:
@@ -101,10 +101,10 @@ def command(
     query: str | None,
     image: Path | None,
     kinds: str | None,
-    mode: str | None,
+    mode: Mode | None,
     weights: str | None,
-    fusion: str | None,
-    normalize: str | None,
+    fusion: Fusion | None,
+    normalize: Normalize | None,
     filters: tuple[str, ...],
     k: int,
     candidates: int | None,

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from m3search.encoders.base import TextEncoder
 from m3search.errors import InvalidInputError
@@ -39,7 +39,7 @@ def load_model(
     outputs: Sequence[str],
     runtime: str = "auto",
     device: str | None = None,
-    sparse: str = "auto",
+    sparse: Literal["auto", "model", "bm25", "none"] = "auto",
 ) -> TextEncoder:
     """Load `model` once for every task of an evaluation; sparse weights only when a mode needs them."""
     from m3search.encoders import load_encoder
@@ -48,7 +48,7 @@ def load_model(
     check_runtime_name(runtime)  # an unknown runtime fails before the model loads
     return load_encoder(
         model, runtime=runtime, device=device, sparse=sparse if "sparse" in outputs else "none"
-    )  # type: ignore[arg-type]
+    )
 
 
 def stored_outputs(paths: Iterable[Path | None]) -> set[str]:

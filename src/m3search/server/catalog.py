@@ -12,10 +12,12 @@ from __future__ import annotations
 import re
 import shutil
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from m3search.encoders import BM25Encoder, CompositeEncoder, TextEncoder
+from m3search.encoders.base import OutputKind
 from m3search.encoders.image import ImageEncoder
 from m3search.encoders.registry import find_spec
 from m3search.errors import (
@@ -120,7 +122,7 @@ class Catalog:
         self,
         name: str,
         *,
-        outputs: list[str] | None = None,
+        outputs: Sequence[str] | None = None,
         dense_index: str = "hnsw",
         max_length: int | None = None,
         images: bool = False,
@@ -195,6 +197,7 @@ class Catalog:
         """The served encoder shaped for the collection, or None to let it load its own model."""
         if not self.serves(config):
             return None
+        assert self.encoder is not None  # served: the model is loaded
         if config.sparse_source == "bm25":
             return self._with_bm25(self.encoder)
         return self.encoder
@@ -202,5 +205,6 @@ class Catalog:
     @staticmethod
     def _with_bm25(encoder: TextEncoder) -> TextEncoder:
         """`encoder`'s outputs plus BM25 weights over its tokenizer (the collection sets the statistics)."""
-        parts = {kind: encoder for kind in encoder.outputs if kind != "sparse"}
-        return CompositeEncoder({**parts, "sparse": BM25Encoder(encoder.tokenizer)})
+        parts: dict[OutputKind, TextEncoder] = {kind: encoder for kind in encoder.outputs if kind != "sparse"}
+        parts["sparse"] = BM25Encoder(encoder.tokenizer)  # type: ignore[attr-defined]  # a model encoder's
+        return CompositeEncoder(parts)

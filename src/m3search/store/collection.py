@@ -152,7 +152,7 @@ class Collection:
         /,
         model: str | Path | None = None,
         *,
-        outputs: Sequence[OutputKind] | None = None,
+        outputs: Sequence[str] | None = None,
         encoder: TextEncoder | None = None,
         runtime: str = "auto",
         dim: int | None = None,
@@ -184,17 +184,18 @@ class Collection:
         _check_backend(backend)
         if backend == "local" and qdrant:
             raise InvalidInputError(f"options {sorted(qdrant)} are for the qdrant backend")
+        kinds: list[OutputKind] | None = None
         if outputs is not None:
-            outputs = list(outputs)
+            kinds = [k for k in outputs if k in OUTPUT_KINDS]
             unknown = [k for k in outputs if k not in OUTPUT_KINDS]
-            if unknown or not outputs:
+            if unknown or not kinds:
                 raise InvalidInputError(
-                    f"outputs must be a non-empty subset of {OUTPUT_KINDS}, got {outputs}"
+                    f"outputs must be a non-empty subset of {OUTPUT_KINDS}, got {list(outputs)}"
                 )
         if encoder is None and model is not None:
             from m3search.encoders import load_encoder
 
-            wants_sparse = outputs is None or "sparse" in outputs
+            wants_sparse = kinds is None or "sparse" in kinds
             encoder = load_encoder(model, runtime=runtime, sparse="auto" if wants_sparse else "none")
         settings: dict[str, Any] = dict(
             dense_index=dense_index,
@@ -206,25 +207,25 @@ class Collection:
         if hnsw:
             settings["hnsw"] = dict(hnsw)
         if encoder is not None:
-            outputs = outputs or [k for k in OUTPUT_KINDS if k in encoder.outputs]
-            encoder.check_outputs(outputs)
+            kinds = kinds or [k for k in OUTPUT_KINDS if k in encoder.outputs]
+            encoder.check_outputs(kinds)
             config = CollectionConfig(
-                outputs=outputs,
-                dim=encoder.dim if "dense" in outputs else None,
-                colbert_dim=encoder.colbert_dim if "colbert" in outputs else None,
+                outputs=kinds,
+                dim=encoder.dim if "dense" in kinds else None,
+                colbert_dim=encoder.colbert_dim if "colbert" in kinds else None,
                 model=str(model) if model is not None else _model_source(encoder),
-                sparse_source=None if "sparse" not in outputs else "bm25" if bm25_part(encoder) else "model",
+                sparse_source=None if "sparse" not in kinds else "bm25" if bm25_part(encoder) else "model",
                 encoder=encoder.describe(),
                 runtime=_vector_runtime(encoder),
                 **settings,
             )
         else:
             present = {"dense": dim, "sparse": True, "colbert": colbert_dim}
-            outputs = outputs or [k for k in OUTPUT_KINDS if present[k]]
+            kinds = kinds or [k for k in OUTPUT_KINDS if present[k]]
             config = CollectionConfig(
-                outputs=outputs,
-                dim=dim if "dense" in outputs else None,
-                colbert_dim=colbert_dim if "colbert" in outputs else None,
+                outputs=kinds,
+                dim=dim if "dense" in kinds else None,
+                colbert_dim=colbert_dim if "colbert" in kinds else None,
                 **settings,
             )
         images = None

@@ -188,6 +188,7 @@ def _batched_encoding(state: ServerState, collection: Collection, request: Reque
             colbert="colbert" in kinds,
             max_length=cfg.max_length,
         )
+        assert state.batcher is not None  # get_catalog answered: the model is ready
         batch = functools.partial(state.batcher.encode, disconnected=request.is_disconnected)
         rows: list[dict[str, Any]] = []
         for start in range(0, len(texts), step):
@@ -316,7 +317,7 @@ async def _query_vectors(
     catalog: Catalog,
     collection: Collection,
     query: str,
-    kinds: set[str],
+    kinds: set[OutputKind],
     request: Request,
 ) -> dict | None:
     """The query's vectors for `kinds` via the batcher (BM25 weights from the collection), or None when the
@@ -328,6 +329,7 @@ async def _query_vectors(
     encoded = set(model_kinds(cfg)) & kinds
     vectors: dict[str, Any] = {}
     if encoded:
+        assert state.batcher is not None  # the catalog serves this model: it is loaded
         out = await state.batcher.encode(
             [query],
             EncodeOptions(
@@ -411,7 +413,7 @@ async def _search(
     if highlight:
         kinds.add("sparse")
     vectors = None
-    if image is None:  # with an image the collection encodes both (a joint vector)
+    if image is None and body.query is not None:  # with an image the collection encodes both (a joint vector)
         vectors = await _query_vectors(state, catalog, collection, body.query, kinds, request)
     weights = body.weights.model_dump() if body.weights is not None else None
 
@@ -422,8 +424,8 @@ async def _search(
                 vectors["sparse"]
                 if vectors is not None
                 else collection.encoder.encode_queries(
-                    [body.query], return_dense=False, return_sparse=True
-                ).sparse[0]
+                    [body.query or ""], return_dense=False, return_sparse=True
+                ).need("sparse")[0]
             )
         hits = collection.search(
             vectors if vectors is not None else body.query,
@@ -440,7 +442,11 @@ async def _search(
         return hits, query_sparse
 
     hits, query_sparse = await run_in_threadpool(run)
-    matches = matched_tokens(collection.encoder, query_sparse, [h.text for h in hits]) if highlight else None
+    matches = (
+        matched_tokens(collection.encoder, query_sparse, [h.text for h in hits])
+        if highlight and query_sparse is not None
+        else None
+    )
     results = []
     for i, hit in enumerate(hits):
         item = SearchHit(

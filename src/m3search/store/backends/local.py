@@ -200,7 +200,7 @@ class LocalBackend:
         self._pending.clear()
         self._pending.add((p.seq, p.dense, p.sparse, p.has_colbert, p.metadata) for p in pending)
         self._count = count
-        if stats is not None:
+        if stats is not None and self._bm25_stats is not None:
             self._bm25_stats.n_docs, self._bm25_stats.total_len = stats.n_docs, stats.total_len
             self._bm25_stats.df = stats.df
         self._version = version
@@ -483,7 +483,10 @@ class LocalBackend:
         seqs = seqs[order]
         dense = None
         if "dense" in self.config.outputs:
-            dense = np.concatenate([np.asarray(s.dense.vectors[k], np.float32) for s, k in zip(segs, keep)])
+            # a segment of a collection with an output has that output's structure
+            dense = np.concatenate(
+                [np.asarray(s.dense.vectors[k], np.float32) for s, k in zip(segs, keep)]  # type: ignore[union-attr]
+            )
             dense = dense if in_order else dense[order]
         sparse = None
         if "sparse" in self.config.outputs:
@@ -491,7 +494,7 @@ class LocalBackend:
             inverse[order] = np.arange(len(order))
             parts, offset = [], 0
             for s, k in zip(segs, keep):
-                rows, terms, weights = s.sparse.to_coo()
+                rows, terms, weights = s.sparse.to_coo()  # type: ignore[union-attr]
                 new_row = np.full(len(s), -1, np.int64)
                 new_row[k] = np.arange(len(k)) + offset
                 alive = new_row[rows] >= 0
@@ -503,10 +506,10 @@ class LocalBackend:
         lengths, colbert_rows = None, None
         if "colbert" in self.config.outputs:
             source = [(s, r) for s, k in zip(segs, keep) for r in k.tolist()]
-            lengths = np.concatenate([s.colbert.token_counts(k) for s, k in zip(segs, keep)])
+            lengths = np.concatenate([s.colbert.token_counts(k) for s, k in zip(segs, keep)])  # type: ignore[union-attr]
             if not in_order:
                 source, lengths = [source[i] for i in order.tolist()], lengths[order]
-            colbert_rows = (s.colbert.encoded(r) for s, r in source)
+            colbert_rows = (s.colbert.encoded(r) for s, r in source)  # type: ignore[union-attr]
         metadata = MetadataIndex.build(self._db.metadata_of(seqs.tolist()))
         self._seal(SegmentData(seqs, dense, sparse, lengths, colbert_rows, metadata), replaced=names)
 

@@ -31,6 +31,7 @@ import numpy as np
 from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
+from m3search.encoders.base import OutputKind
 from m3search.encoders.bm25 import BM25Stats
 from m3search.errors import CollectionError, CollectionExistsError, CollectionNotFoundError, InvalidInputError
 from m3search.search.modes import MODE_KINDS, MODE_STAGES
@@ -140,7 +141,9 @@ def connect(
     kind, where = given[0]
     if kind == "client":
         options = client.init_options  # type: ignore[union-attr]
-        where = options.get("url") or options.get("path") or options.get("location") or options.get("host")
+        where = str(
+            options.get("url") or options.get("path") or options.get("location") or options.get("host")
+        )
     try:
         if kind == "url":
             client = QdrantClient(url=str(url), api_key=api_key, timeout=timeout)
@@ -414,7 +417,7 @@ class QdrantBackend:
     def get(self, ids: Sequence[str]) -> list[Document | None]:
         """The stored documents for `ids`, in order; None where unknown."""
         found = {
-            p.payload["id"]: p
+            (p.payload or {}).get("id"): p
             for p in self.client.retrieve(self.name, [point_id(i) for i in ids], with_payload=DOC_FIELDS)
         }
         return [self._document(found[i]) if i in found else None for i in ids]
@@ -475,9 +478,10 @@ class QdrantBackend:
     def search(self, query: QueryVectors, plan: SearchPlan, rank: Ranker) -> list[Hit]:
         """First stages and exact re-scoring on the server (two batched requests), fusion by `rank`."""
         where = to_qdrant(plan.filter) if plan.filter else None
-        stages, kinds = MODE_STAGES[plan.mode], MODE_KINDS[plan.mode]
+        kinds = MODE_KINDS[plan.mode]
         depth = plan.k if plan.mode in ("dense", "sparse") else max(plan.k, plan.candidates)
-        stages = [s for s in stages if not (s == "sparse" and len(query.sparse[0]) == 0)]  # type: ignore[index]
+        no_terms = query.sparse is None or len(query.sparse[0]) == 0
+        stages = [s for s in MODE_STAGES[plan.mode] if not (s == "sparse" and no_terms)]
         requests = [
             models.QueryRequest(
                 query=self._query(query, s),
@@ -492,7 +496,7 @@ class QdrantBackend:
         results = self.client.query_batch_points(self.name, requests) if requests else []
         point_ids: list[Any] = []
         index: dict[Any, int] = {}
-        lists: dict[str, np.ndarray] = {}
+        lists: dict[OutputKind, np.ndarray] = {}
         known: dict[str, dict[int, float]] = {k: {} for k in kinds}
         for stage, result in zip(stages, results):
             order = []
@@ -527,18 +531,18 @@ class QdrantBackend:
     def _rescore(
         self,
         query: QueryVectors,
-        kinds: Sequence[str],
+        kinds: Sequence[OutputKind],
         point_ids: list[Any],
         known: dict[str, dict[int, float]],
-    ) -> dict[str, np.ndarray]:
+    ) -> dict[OutputKind, np.ndarray]:
         """Each kind's exact score of every candidate: the first stages' where they found it, the rest computed
         by the server over those candidates only (absent from the answer: no such vector, score 0)."""
         requests, asked = [], []
         for kind in kinds:
             missing = [point_ids[i] for i in range(len(point_ids)) if i not in known[kind]]
-            empty = (kind == "sparse" and len(query.sparse[0]) == 0) or (
-                kind == "colbert" and len(query.colbert) == 0
-            )  # type: ignore[index,arg-type]
+            empty = (kind == "sparse" and (query.sparse is None or len(query.sparse[0]) == 0)) or (
+                kind == "colbert" and (query.colbert is None or len(query.colbert) == 0)
+            )
             if missing and not empty:
                 requests.append(
                     models.QueryRequest(
@@ -582,15 +586,17 @@ class QdrantBackend:
                     doc.dense = np.asarray(vectors["dense"], np.float32)
                 if "sparse" in vectors:
                     sparse = vectors["sparse"]
+                    assert isinstance(sparse, models.SparseVector)
                     doc.sparse = (np.asarray(sparse.indices, np.int64), np.asarray(sparse.values, np.float32))
                 if "colbert" in vectors:
                     doc.colbert = np.asarray(vectors["colbert"], np.float32)
                 doc.thumbnail = None
                 docs.append(doc)
-                stored = p.payload.get("bm25_counts")
+                payload = p.payload or {}
+                stored = payload.get("bm25_counts")
                 counts.append({int(t): int(n) for t, n in stored.items()} if stored is not None else None)
-                if p.payload.get("thumbnail"):
-                    thumbnails[doc.id] = base64.b64decode(p.payload["thumbnail"])
+                if payload.get("thumbnail"):
+                    thumbnails[doc.id] = base64.b64decode(payload["thumbnail"])
             if docs:
                 yield PreparedBatch(docs, counts, thumbnails)
             if offset is None:
