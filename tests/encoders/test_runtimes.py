@@ -231,8 +231,9 @@ def test_models_bench_shows_the_table(tiny_m3_dir, tiny_m3_onnx):
 
 GUARD_ON_FIRST_START = """
 import sys
-from m3search.encoders import BGEM3Encoder, runtimes
-runtimes.auto_candidates = lambda hw, device=None: ["torch-bf16"]
+from m3search.encoders import BGEM3Encoder
+from m3search.encoders.runtimes import auto
+auto.auto_candidates = lambda hw, device=None: ["torch-fp32", "torch-bf16"]
 BGEM3Encoder(sys.argv[1], runtime="auto")
 """
 
@@ -241,10 +242,11 @@ def test_guard_shows_progress_on_first_start(tiny_m3_dir, tmp_path):
     """The guard runs the probe in fp32 and in the candidate once per machine; on a terminal a bar shows it."""
     command = [sys.executable, "-c", GUARD_ON_FIRST_START, str(tiny_m3_dir)]
     shown = run_on_terminal(command, env={"M3SEARCH_HOME": str(tmp_path / "home")})
-    assert "first start: quality guard of torch-bf16 for" in shown and "4/4" in shown, shown
-    assert "runtime auto -> " in shown
+    steps = 2 * (2 + PROBE_REPS)  # per candidate: load, guard, timed repetitions
+    assert "first start: measuring runtimes torch-fp32, torch-bf16 for" in shown, shown
+    assert f"{steps}/{steps}" in shown and "runtime auto -> " in shown, shown
     again = run_on_terminal(command, env={"M3SEARCH_HOME": str(tmp_path / "home")})
-    assert "quality guard of" not in again and "runtime auto -> " in again  # the verdict is cached
+    assert "measuring runtimes" not in again and "runtime auto -> " in again  # the decision is cached
 
 
 @pytest.mark.parametrize("runtime", ["cuda-fp16", "cuda-bf16"])

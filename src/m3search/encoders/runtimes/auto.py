@@ -36,7 +36,7 @@ from m3search.encoders.runtimes.guard import (
 )
 from m3search.encoders.runtimes.hardware import Hardware, detect_hardware, machine_fingerprint
 from m3search.errors import M3SearchError
-from m3search.progress import note
+from m3search.progress import bar, note
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +160,13 @@ def measure_runtimes(
     candidates = _available(path, spec, device)
     loaded: dict[str, Runtime] = {}
     rows: dict[str, dict[str, Any]] = {}
+    steps = bar(
+        total=len(candidates) * (2 + PROBE_REPS),
+        desc=f"first start: measuring runtimes {', '.join(candidates)} for {spec.name}",
+        unit="step",
+    )
     for name in candidates:
+        steps.update()
         try:
             loaded[name] = RUNTIMES[name](path, spec, device)
         except M3SearchError as exc:
@@ -175,6 +181,7 @@ def measure_runtimes(
     for name, runtime in loaded.items():
         dev = runtime_deviation(reference, runtime, ids, mask, sparse=sparse)
         rows[name] = {"deviation": dev.to_dict(), "violations": bounds.violations(dev), "seconds": []}
+        steps.update()
     speed_ids, speed_mask = speed_batch(tokenizer)
     for runtime in loaded.values():  # warm-up: first-call allocations and kernel selection
         runtime.forward(speed_ids, speed_mask, dense=True, sparse=sparse, colbert=True)
@@ -182,6 +189,8 @@ def measure_runtimes(
         for name, runtime in loaded.items():
             seconds = timer(name, functools.partial(_probe, runtime, speed_ids, speed_mask, sparse))
             rows[name]["seconds"].append(float(seconds))
+            steps.update()
+    steps.close()
     tokens = int(speed_mask.sum())
     for row in rows.values():
         if row.get("seconds"):
