@@ -328,7 +328,8 @@ def test_qdrant_collections_are_served_beside_local_ones(make_client, m3, tmp_pa
             client.post(f"/collections/{n}/search", json=body).json()["results"] for n in ("local", "remote")
         )
         assert [h["id"] for h in remote] == [h["id"] for h in local]
-        assert [h["score"] for h in remote] == pytest.approx([h["score"] for h in local], abs=1e-4)
+        # fused over min-max scaled scores, which magnify Qdrant's float sums (tests/store/test_backends.py)
+        assert [h["score"] for h in remote] == pytest.approx([h["score"] for h in local], abs=2e-3)
     doc = client.get(f"/collections/remote/documents/{DOCS[0]['id']}").json()
     assert doc["text"] == DOCS[0]["text"]
     assert client.get("/collections/remote").json()["count"] == len(DOCS)
