@@ -77,7 +77,7 @@ def budget_server(m3_dir, tmp_path_factory):
             "--runtime",
             "torch-fp32",
             "--max-request-tokens",
-            "200000",
+            "1000000",
             "--body-timeout",
             "1",
             "--allowed-host",
@@ -113,27 +113,34 @@ def test_big_requests_do_not_leave_memory_behind(budget_server):
 
 
 def test_small_request_stays_fast_while_a_big_one_runs(budget_server):
-    big_text = "lorem ipsum dolor sit amet " * 8000  # ~46k tokens, chunked: seconds of model work
+    # 24 texts of ~7.5k tokens: a dozen bulk slices of model work, counted one by one in /metrics
+    big_texts = [f"{i} " + "lorem ipsum dolor sit amet " * 1300 for i in range(24)]
 
     async def race():
         async with httpx.AsyncClient(base_url=budget_server.url, timeout=300) as client:
             await client.post("/v1/embeddings", json={"input": "warm up"})
+
+            async def encoded() -> float:
+                return _metric((await client.get("/metrics")).text, "m3search_encode_texts_total")
 
             async def timed(coro):
                 started = time.perf_counter()
                 response = await coro
                 return response, time.perf_counter(), time.perf_counter() - started
 
+            before = await encoded()
             big = asyncio.ensure_future(
-                timed(client.post("/embed", json={"texts": [big_text], "chunking": "chunk", "sparse": True}))
+                timed(client.post("/embed", json={"texts": big_texts, "max_length": 8192, "sparse": True}))
             )
-            await asyncio.sleep(0.5)  # the big request is running
+            # The big request is running once its first slice is counted (a fixed sleep raced it on a fast CPU).
+            while await encoded() == before and not big.done():
+                await asyncio.sleep(0.01)
             small = await timed(client.post("/v1/embeddings", json={"input": "hello"}))
             return await big, small
 
     (big, big_done, big_s), (small, small_done, small_s) = asyncio.run(race())
     assert big.status_code == 200 and small.status_code == 200
-    assert big.json()["data"][0]["num_tokens"] > 40_000
+    assert sum(item["num_tokens"] for item in big.json()["data"]) > 150_000
     # The small call does not queue behind the big one (before: it waited for all of it).
     assert small_done < big_done, (small_s, big_s)
     assert small_s < big_s / 3, (small_s, big_s)
@@ -146,8 +153,10 @@ def _metric(text: str, name: str) -> float:
 
 
 def test_queued_work_of_a_client_that_left_is_dropped(budget_server):
-    texts = [f"text {i} " + "lorem ipsum dolor sit amet " * 80 for i in range(256)]  # 8 slices of 32 texts
-    body = json.dumps({"texts": texts, "colbert": True}).encode()
+    # 256 texts (the per-request cap) of ~2k tokens: 32 slices of 8 texts. The server looks for the client before
+    # each slice and every 0.25 s while one waits, so even slices faster than the poll stop at the next boundary.
+    texts = [f"text {i} " + "lorem ipsum dolor sit amet " * 340 for i in range(256)]
+    body = json.dumps({"texts": texts, "max_length": 4096, "colbert": True}).encode()
     url = budget_server.url
 
     def encoded() -> float:
@@ -161,12 +170,22 @@ def test_queued_work_of_a_client_that_left_is_dropped(budget_server):
             + f"Content-Length: {len(body)}\r\n\r\n".encode()
             + body
         )
-        while encoded() == before and time.monotonic() - started < 120:  # until the first slice is done
+        while encoded() == before and time.monotonic() - started < 60:  # until the first slice is done
             time.sleep(0.05)
+        if encoded() == before:
+            sock.settimeout(1)
+            pytest.fail(f"nothing was encoded; the server said {sock.recv(2000)[:500]!r}")
         first_slice_s = time.monotonic() - started
-    # The client is gone; wait long enough for all 8 slices to have run had they not been dropped.
-    time.sleep(max(5.0, 8 * first_slice_s))
-    done = encoded() - before
+    # The client is gone: the count must stop well short of all texts. Watch it until it has not moved for
+    # several slices' time (bounded), rather than sleeping for the time all slices would take.
+    settle_s = max(2.0, 4 * first_slice_s)
+    done, last_move, deadline = encoded(), time.monotonic(), time.monotonic() + 60 + 32 * first_slice_s
+    while time.monotonic() - last_move < settle_s and time.monotonic() < deadline:
+        time.sleep(0.1)
+        now = encoded()
+        if now != done:
+            done, last_move = now, time.monotonic()
+    done -= before
     assert 0 < done < len(texts) / 2, done
     assert httpx.post(url + "/v1/embeddings", json={"input": "still here"}).status_code == 200
 

@@ -184,8 +184,9 @@ class MicroBatcher:
     ) -> EncodeResult:
         """Encode `texts` in the lane their size picks; `ServerBusyError` when the queue is full.
 
-        `disconnected` (e.g. `Request.is_disconnected`) is polled while the request waits: once it says
-        True, the request's queued work is dropped and `ClientDisconnectedError` raised.
+        `disconnected` (e.g. `Request.is_disconnected`) is polled while the request waits and before each
+        slice is queued: once it says True, the request's queued work is dropped and `ClientDisconnectedError`
+        raised.
         """
         if not self._lanes:
             raise ServerBusyError("the encoder is not running")
@@ -223,6 +224,10 @@ class MicroBatcher:
         options: EncodeOptions,
         disconnected: Callable[[], Awaitable[bool]] | None,
     ) -> EncodeResult:
+        if disconnected is not None and await disconnected():  # also between the slices of a big request,
+            raise ClientDisconnectedError(
+                "the client disconnected; its queued work was dropped"
+            )  # fast ones too
         future = asyncio.get_running_loop().create_future()
         self.queued_texts += len(texts)
         lane.queue.put_nowait(_Job(texts, options, future))
