@@ -208,15 +208,22 @@ def test_bad_records_skipped_with_file_line_or_fail_before_writing(
         assert collection.count() == 2
 
 
-def test_cli_add_ray(ray_cluster, tiny_m3_dir, tmp_path: Path) -> None:
-    source = _write(tmp_path / "corpus.jsonl", _corpus(10))
-    dist = _create(tmp_path / "dist", tiny_m3_dir)
+def test_cli_add_ray_into_qdrant(ray_cluster, tiny_m3_dir, tmp_path: Path) -> None:
+    """`index add --ray` into a Qdrant collection (local mode, linked from a directory): the driver writes."""
+    rows = _corpus(10)
+    source = _write(tmp_path / "corpus.jsonl", rows)
+    dist = tmp_path / "dist"
+    create = ["index", "create", str(dist), "--model", str(tiny_m3_dir), "--backend", "qdrant"]
+    made = CliRunner().invoke(cli, [*create, "--qdrant-path", str(tmp_path / "qdrant"), "--runtime", RUNTIME])
+    assert made.exit_code == 0, made.output
     args = ["index", "add", str(dist), str(source), "--ray", "--workers", "1", "--batch-size", "4"]
     result = CliRunner().invoke(cli, [*args, "--runtime", RUNTIME])
     assert result.exit_code == 0, result.output
     assert "wrote 10 documents (0 unchanged, 0 bad skipped" in result.output
     again = CliRunner().invoke(cli, [*args, "--runtime", RUNTIME])
-    assert "wrote 0 documents (10 unchanged" in again.output
+    assert "wrote 0 documents (10 unchanged" in again.output and f"{dist} holds 10" in again.output
+    with Collection.open(dist, readonly=True, runtime=RUNTIME) as collection:
+        assert collection.search(f"{rows[3]['title']}\n{rows[3]['text']}", k=3)[0].id == "d3"
     bad = CliRunner().invoke(cli, [*args[:3], str(_bad_corpus(tmp_path / "bad.jsonl")), *args[4:]])
     assert bad.exit_code != 0 and f"{tmp_path / 'bad.jsonl'}:3: not UTF-8" in bad.output
 
