@@ -74,8 +74,7 @@ def test_image_folder_and_jsonl_errors_name_file_and_line(tmp_path: Path) -> Non
     ]
     assert records[1][1]["image"] == photos / "good.png"  # relative to the JSONL file's folder
     assert (
-        skipped[0].startswith(f"{photos / 'bad.png'}: document 'bad.png': image")
-        and "corrupt" in skipped[0]
+        skipped[0].startswith(f"{photos / 'bad.png'}: document 'bad.png': image") and "corrupt" in skipped[0]
     )
     assert [s.split(": ", 1)[0] for s in skipped[1:]] == [f"{docs}:{n}" for n in (2, 3, 4, 5)]
     assert "not UTF-8" in skipped[1] and "empty text" in skipped[2] and "expected a JSON object" in skipped[3]
