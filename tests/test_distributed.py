@@ -3,6 +3,8 @@ as a plain upsert, exactly once through a worker crash, resumable, bad records r
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import os
 import sys
@@ -12,6 +14,7 @@ import numpy as np
 import pytest
 import ray
 from click.testing import CliRunner
+from PIL import Image
 
 from m3search import Collection, Document
 from m3search.cli.main import cli
@@ -169,6 +172,12 @@ def test_rerun_resumes_and_rewrites_only_changed(ray_cluster, tiny_m3_dir, tmp_p
         assert collection.get("d6")[0].metadata == {"title": "new title"}
 
 
+def _png() -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8), (20, 90, 200)).save(out, format="PNG")
+    return out.getvalue()
+
+
 def _bad_corpus(path: Path) -> Path:
     lines = [
         b'{"id": "ok1", "text": "first good"}',
@@ -178,6 +187,8 @@ def _bad_corpus(path: Path) -> Path:
         b'{"text": "no id here"}',
         b'{"id": "ok1", "text": "same id again"}',
         b'{"id": "ok2", "text": "second good"}',
+        # a valid image, but the collection has no image encoder: refused by the worker that prepares it
+        json.dumps({"id": "picture", "image": base64.b64encode(_png()).decode()}).encode(),
     ]
     path.write_bytes(b"\n".join(lines) + b"\n")
     return path
@@ -199,10 +210,10 @@ def test_bad_records_skipped_with_file_line_or_fail_before_writing(
         dist, [source], workers=1, runtime=RUNTIME, on_error="skip", show_progress=False
     )
     assert summary.documents == 2
-    assert [b.split(": ", 1)[0] for b in summary.bad] == [f"{source}:{n}" for n in (2, 3, 4, 5, 6)]
+    assert [b.split(": ", 1)[0] for b in summary.bad] == [f"{source}:{n}" for n in (2, 3, 4, 5, 6, 8)]
     assert "empty text" in summary.bad[0] and "not UTF-8" in summary.bad[1]
     assert "not valid JSON" in summary.bad[2] and "needs an 'id'" in summary.bad[3]
-    assert f"already at {source}:1" in summary.bad[4]
+    assert f"already at {source}:1" in summary.bad[4] and "holds no images" in summary.bad[5]
     with Collection.open(dist, readonly=True) as collection:
         assert [d.text for d in collection.get(["ok1", "ok2"])] == ["first good", "second good"]
         assert collection.count() == 2

@@ -83,12 +83,12 @@ class DocumentEncoder:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         records = [pickle.loads(blob) for blob in batch["record"]]
         try:
-            rows = self._single(self.preparer.prepare(records, self.batch_size))
+            rows = self._rows(self.preparer.prepare(records, self.batch_size))
         except InvalidInputError:  # find the bad one(s): the rest of the batch is still written
             rows = []
             for where, record in zip(batch["where"], records):
                 try:
-                    rows += self._single(self.preparer.prepare([record], self.batch_size))
+                    rows += self._rows(self.preparer.prepare([record], self.batch_size))
                 except InvalidInputError as exc:
                     rows.append((b"", f"{where}: {exc}"))
         blobs = np.empty(len(rows), dtype=object)
@@ -96,7 +96,7 @@ class DocumentEncoder:
         return {"pos": batch["pos"], "prepared": blobs, "error": np.array([e for _, e in rows], dtype=object)}
 
     @staticmethod
-    def _single(batch: PreparedBatch) -> list[tuple[bytes, str]]:
+    def _rows(batch: PreparedBatch) -> list[tuple[bytes, str]]:
         """A prepared batch as one pickled (document, BM25 counts, thumbnail) per document."""
         return [
             (pickle.dumps((doc, counts, batch.thumbnails.get(doc.id)), protocol=5), "")
