@@ -172,10 +172,10 @@ def test_rerun_resumes_and_rewrites_only_changed(ray_cluster, tiny_m3_dir, tmp_p
         assert collection.get("d6")[0].metadata == {"title": "new title"}
 
 
-def _png() -> bytes:
+def _b64png() -> str:
     out = io.BytesIO()
     Image.new("RGB", (8, 8), (20, 90, 200)).save(out, format="PNG")
-    return out.getvalue()
+    return base64.b64encode(out.getvalue()).decode()
 
 
 def _bad_corpus(path: Path) -> Path:
@@ -188,7 +188,7 @@ def _bad_corpus(path: Path) -> Path:
         b'{"id": "ok1", "text": "same id again"}',
         b'{"id": "ok2", "text": "second good"}',
         # a valid image, but the collection has no image encoder: refused by the worker that prepares it
-        json.dumps({"id": "picture", "image": base64.b64encode(_png()).decode()}).encode(),
+        json.dumps({"id": "picture", "image": _b64png()}).encode(),
     ]
     path.write_bytes(b"\n".join(lines) + b"\n")
     return path
@@ -235,8 +235,17 @@ def test_cli_add_ray_into_qdrant(ray_cluster, tiny_m3_dir, tmp_path: Path) -> No
     assert "wrote 0 documents (10 unchanged" in again.output and f"{dist} holds 10" in again.output
     with Collection.open(dist, readonly=True, runtime=RUNTIME) as collection:
         assert collection.search(f"{rows[3]['title']}\n{rows[3]['text']}", k=3)[0].id == "d3"
-    bad = CliRunner().invoke(cli, [*args[:3], str(_bad_corpus(tmp_path / "bad.jsonl")), *args[4:]])
-    assert bad.exit_code != 0 and f"{tmp_path / 'bad.jsonl'}:3: not UTF-8" in bad.output
+    # a record only the worker can refuse (an image; the collection has no image encoder), --on-error fail:
+    # the others are written, the run fails naming it
+    mixed = _write(
+        tmp_path / "mixed.jsonl", [{"id": "x1", "text": "fine"}, {"id": "pic", "image": _b64png()}]
+    )
+    refused = CliRunner().invoke(cli, [*args[:3], str(mixed), *args[4:], "--runtime", RUNTIME])
+    assert refused.exit_code != 0, refused.output
+    assert "1 record(s) refused while encoding (the other 1 were written)" in refused.output
+    assert f"{mixed}:2: " in refused.output and "holds no images" in refused.output
+    with Collection.open(dist, readonly=True) as collection:
+        assert collection.count() == 11
 
 
 def test_without_ray_extra_says_what_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -171,7 +171,7 @@ def upsert_distributed(
             raise InvalidInputError(
                 f"{len(bad)} bad record(s), nothing written (--on-error skip skips them):\n{quoted}{more}"
             )
-        summary.bad = bad
+        summary.bad, read_errors = bad, len(bad)  # the workers append the records they refuse
         todo = [r for block in _blocks(records, WRITE_BLOCK) for r in _changed(collection, block)]
         summary.unchanged = len(records) - len(todo)
         summary.seconds["read"] = time.perf_counter() - start
@@ -197,7 +197,7 @@ def upsert_distributed(
                     ray.shutdown()
         summary.count = collection.count()
     summary.seconds["total"] = time.perf_counter() - start
-    refused = summary.bad[len(bad) :]
+    refused = summary.bad[read_errors:]
     if refused and on_error == "fail":
         raise InvalidInputError(
             f"{len(refused)} record(s) refused while encoding (the other {summary.documents} were written):\n"
