@@ -254,3 +254,5 @@ def test_without_ray_extra_says_what_to_install(tmp_path: Path, monkeypatch: pyt
         upsert_distributed(tmp_path / "nothing", [tmp_path / "none.jsonl"])
     result = CliRunner().invoke(cli, ["index", "add", str(tmp_path), str(tmp_path), "--ray"])
     assert result.exit_code != 0 and "pip install 'm3search[ray]'" in result.output
+    alone = CliRunner().invoke(cli, ["index", "add", str(tmp_path), str(tmp_path), "--workers", "4"])
+    assert alone.exit_code != 0 and "go with --ray" in alone.output  # without --ray nothing changes

@@ -175,10 +175,8 @@ def _qdrant_options(
     "documents already stored unchanged.",
 )
 @click.option("--ray-address", default=None, help="With --ray: the cluster to join (default: a local Ray).")
-@click.option("--workers", type=int, default=2, show_default=True, help="With --ray: encoder actors.")
-@click.option(
-    "--gpus-per-worker", type=float, default=0, show_default=True, help="With --ray: GPUs per actor."
-)
+@click.option("--workers", type=int, default=None, help="With --ray: encoder actors (default 2).")
+@click.option("--gpus-per-worker", type=float, default=None, help="With --ray: GPUs per actor (default 0).")
 @runtime_option
 def add(
     path: Path,
@@ -188,14 +186,18 @@ def add(
     on_error: Literal["fail", "skip"],
     use_ray: bool,
     ray_address: str | None,
-    workers: int,
-    gpus_per_worker: float,
+    workers: int | None,
+    gpus_per_worker: float | None,
     runtime: str,
 ) -> None:
     """Add (or replace, by id) the documents of INPUTS to the collection at PATH."""
     if use_ray:
-        _add_on_ray(path, inputs, fmt, batch_size, on_error, ray_address, workers, gpus_per_worker, runtime)
+        workers = 2 if workers is None else workers
+        gpus = 0.0 if gpus_per_worker is None else gpus_per_worker
+        _add_on_ray(path, inputs, fmt, batch_size, on_error, ray_address, workers, gpus, runtime)
         return
+    if ray_address is not None or workers is not None or gpus_per_worker is not None:
+        raise click.UsageError("--ray-address, --workers and --gpus-per-worker go with --ray")
     from m3search import Collection
     from m3search.store.corpus import count, expand, read_corpus
 
