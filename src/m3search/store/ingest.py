@@ -20,7 +20,7 @@ from typing import Any, Literal
 import numpy as np
 
 from m3search.encoders.base import OUTPUT_KINDS, EncodeResult, OutputKind, TextEncoder
-from m3search.encoders.bm25 import BM25Encoder, TermCounts
+from m3search.encoders.bm25 import BM25Encoder, BM25Stats, TermCounts
 from m3search.encoders.image.base import ImageEncoder
 from m3search.errors import InvalidInputError
 from m3search.store.bm25 import as_sparse_row, bm25_part
@@ -51,7 +51,7 @@ def model_kinds(config: CollectionConfig) -> list[OutputKind]:
 
 
 def load_text_encoder(
-    config: CollectionConfig, location: str, runtime: str = "auto", bm25_stats: Any = None
+    config: CollectionConfig, location: str, runtime: str = "auto", bm25_stats: BM25Stats | None = None
 ) -> TextEncoder:
     """The text model a collection records, on `runtime`, with the sparse weights it stores (the model's head,
     or BM25 under `bm25_stats`)."""
