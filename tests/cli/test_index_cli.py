@@ -140,6 +140,19 @@ def test_bad_jsonl_line_loses_nothing(collection, tmp_path):
     assert json.loads(run("index", "stats", str(collection), "--json"))["count"] == 5
 
 
+def test_on_error_skip_writes_the_good_records_and_names_the_bad(collection, tmp_path):
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_bytes(
+        b'{"id": "y", "text": "kept"}\n{"id": "e", "text": ""}\n{"id": "u", "text": "caf\xe9"}\n'
+    )
+    result = CliRunner().invoke(cli, ["index", "add", str(collection), str(mixed), "--on-error", "skip"])
+    assert result.exit_code == 0, result.output
+    assert "wrote 1 documents, skipped 2 bad record(s)" in result.output
+    assert f"skipped {mixed}:2: document 'e': empty text" in result.output
+    assert f"skipped {mixed}:3: not UTF-8" in result.output
+    assert json.loads(run("index", "stats", str(collection), "--json"))["count"] == 6
+
+
 def _write_labels(tmp_path):
     queries = tmp_path / "queries.jsonl"
     queries.write_text(

@@ -1,99 +1,31 @@
 """`m3search index create|add|delete|compact|stats|verify|migrate`: build, maintain, check and move a collection
 from the shell.
 
-`add` reads JSONL (`{"id", "text", "image", "metadata", ...}`; `image` is a path, relative ones from the JSONL
-file's folder, or base64), BEIR `corpus.jsonl` (`{"_id", "title", "text"}`), image files (one image document
-each: .jpg, .png, .webp, .gif, .bmp) or plain text files (one document per file, its path as id), in blocks,
-with a progress bar.
+`add` reads JSONL, BEIR `corpus.jsonl`, Parquet, image files and folders or plain text files
+(`m3search.store.corpus`), bad records reported with FILE:LINE, and writes them in blocks with a progress bar;
+with `--ray` a Ray cluster encodes them (`m3search.distributed`).
 """
 
 from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import click
 
 from m3search.cli.options import runtime_option
 from m3search.errors import InvalidInputError
-from m3search.jsonl import json_objects
 from m3search.progress import bar as progress_bar
+from m3search.progress import note
+from m3search.store.corpus import FORMATS
 
 if TYPE_CHECKING:
     from m3search.search.modes import Mode
 
 #: Documents read and written per upsert: one durable transaction each, big enough to batch the model well.
 BLOCK = 256
-FORMATS = ("auto", "jsonl", "beir", "text", "image")
-#: File suffixes `auto` reads as image documents.
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp")
-
-
-def _jsonl_records(path: Path, fmt: str) -> Iterator[dict[str, Any]]:
-    with path.open(encoding="utf-8") as f:
-        for lineno, obj in json_objects(f, str(path)):
-            if fmt == "beir" or (fmt == "auto" and "_id" in obj):
-                if "_id" not in obj:
-                    raise InvalidInputError(f"{path}:{lineno}: a BEIR record needs an '_id'")
-                title, text = obj.get("title") or "", obj.get("text") or ""
-                metadata = dict(obj.get("metadata") or {})
-                if title:
-                    metadata["title"] = title
-                obj = {"id": obj["_id"], "text": f"{title}\n{text}" if title else text, "metadata": metadata}
-            elif "id" not in obj:
-                raise InvalidInputError(f"{path}:{lineno}: a JSONL record needs an 'id'")
-            if isinstance(obj.get("image"), str) and len(obj["image"]) < 4096:
-                beside = (
-                    path.parent / Path(obj["image"]).expanduser()
-                )  # a relative path: from the JSONL's folder
-                if beside.is_file():
-                    obj["image"] = beside
-            yield obj
-
-
-def _file_record(path: Path, root: Path, fmt: str) -> dict[str, Any]:
-    """One document per file: an image document (its path as id) or a text one."""
-    doc_id = str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
-    if fmt == "image" or (fmt == "auto" and path.suffix.lower() in IMAGE_SUFFIXES):
-        return {"id": doc_id, "image": path, "metadata": {"path": str(path)}}
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise InvalidInputError(f"{path} is not UTF-8 text ({exc.reason})") from None
-    return {"id": doc_id, "text": text, "metadata": {"path": str(path)}}
-
-
-def _is_jsonl(path: Path, fmt: str) -> bool:
-    return fmt in ("jsonl", "beir") or (
-        fmt == "auto" and path.suffix.lower() in (".jsonl", ".json", ".ndjson")
-    )
-
-
-def _count(paths: list[Path], fmt: str) -> int:
-    total = 0
-    for path in paths:
-        if _is_jsonl(path, fmt):
-            with path.open("rb") as f:
-                total += sum(1 for line in f if line.strip())
-        else:
-            total += 1
-    return total
-
-
-def _expand(inputs: tuple[Path, ...]) -> list[tuple[Path, Path]]:
-    """(file, root) pairs: files as given, directories walked for their files."""
-    out = []
-    for item in inputs:
-        if item.is_dir():
-            out += [(p, item) for p in sorted(item.rglob("*")) if p.is_file()]
-        elif item.is_file():
-            out.append((item, item.parent))
-        else:
-            raise InvalidInputError(f"{item} does not exist")
-    return out
 
 
 @click.group("index")
@@ -224,38 +156,112 @@ def _qdrant_options(
     type=click.Choice(FORMATS),
     default="auto",
     show_default=True,
-    help="auto: .jsonl files are JSONL (BEIR when records have '_id'), image files are images, other "
-    "files are plain text.",
+    help="auto: .jsonl files are JSONL (BEIR when records have '_id'), .parquet files Parquet, image files "
+    "images, other files plain text.",
 )
 @click.option("--batch-size", type=int, default=32, show_default=True, help="Texts per model batch.")
+@click.option(
+    "--on-error",
+    type=click.Choice(["fail", "skip"]),
+    default="fail",
+    show_default=True,
+    help="A bad record (reported with FILE:LINE) stops the run, or is skipped and listed.",
+)
+@click.option(
+    "--ray",
+    "use_ray",
+    is_flag=True,
+    help="Encode on a Ray cluster (extra m3search[ray]); this process writes, in order, and a re-run skips "
+    "documents already stored unchanged.",
+)
+@click.option("--ray-address", default=None, help="With --ray: the cluster to join (default: a local Ray).")
+@click.option("--workers", type=int, default=None, help="With --ray: encoder actors (default 2).")
+@click.option("--gpus-per-worker", type=float, default=None, help="With --ray: GPUs per actor (default 0).")
 @runtime_option
-def add(path: Path, inputs: tuple[Path, ...], fmt: str, batch_size: int, runtime: str) -> None:
+def add(
+    path: Path,
+    inputs: tuple[Path, ...],
+    fmt: str,
+    batch_size: int,
+    on_error: Literal["fail", "skip"],
+    use_ray: bool,
+    ray_address: str | None,
+    workers: int | None,
+    gpus_per_worker: float | None,
+    runtime: str,
+) -> None:
     """Add (or replace, by id) the documents of INPUTS to the collection at PATH."""
+    if use_ray:
+        workers = 2 if workers is None else workers
+        gpus = 0.0 if gpus_per_worker is None else gpus_per_worker
+        _add_on_ray(path, inputs, fmt, batch_size, on_error, ray_address, workers, gpus, runtime)
+        return
+    if ray_address is not None or workers is not None or gpus_per_worker is not None:
+        raise click.UsageError("--ray-address, --workers and --gpus-per-worker go with --ray")
     from m3search import Collection
+    from m3search.store.corpus import count, expand, read_corpus
 
-    files = _expand(inputs)
-    total = _count([f for f, _ in files], fmt)
+    total = count(expand(inputs), fmt)
+    skipped: list[str] | None = [] if on_error == "skip" else None
     written = 0
     with (
         Collection.open(path, runtime=runtime) as collection,
         progress_bar(total=total, unit="doc", desc="index") as bar,
     ):
+        cfg = collection.config
         block: list[dict[str, Any]] = []
-        for file, root in files:
-            records = (
-                _jsonl_records(file, fmt) if _is_jsonl(file, fmt) else iter([_file_record(file, root, fmt)])
-            )
-            for record in records:
-                block.append(record)
-                if len(block) == BLOCK:
-                    written += collection.upsert(block, batch_size=batch_size)
-                    bar.update(len(block))
-                    block = []
+        for _, record in read_corpus(inputs, fmt, skipped=skipped, dim=cfg.dim, colbert_dim=cfg.colbert_dim):
+            block.append(record)
+            if len(block) == BLOCK:
+                written += collection.upsert(block, batch_size=batch_size)
+                bar.update(len(block))
+                block = []
         if block:
             written += collection.upsert(block, batch_size=batch_size)
             bar.update(len(block))
-        count = collection.count()
-    click.echo(f"wrote {written} documents; {path} holds {count}")
+        count_now = collection.count()
+    for problem in skipped or []:
+        note(f"skipped {problem}")
+    bad = f", skipped {len(skipped)} bad record(s)" if skipped else ""
+    click.echo(f"wrote {written} documents{bad}; {path} holds {count_now}")
+
+
+def _add_on_ray(
+    path: Path,
+    inputs: tuple[Path, ...],
+    fmt: str,
+    batch_size: int,
+    on_error: Literal["fail", "skip"],
+    ray_address: str | None,
+    workers: int,
+    gpus_per_worker: float,
+    runtime: str,
+) -> None:
+    """`add --ray`: encode on Ray actors, write here (see `m3search.distributed`)."""
+    from m3search.extras import require
+
+    require("ray", "ray", "distributed ingest (--ray)")
+    from m3search.distributed import upsert_distributed
+
+    summary = upsert_distributed(
+        path,
+        inputs,
+        fmt=fmt,
+        workers=workers,
+        gpus_per_worker=gpus_per_worker,
+        batch_size=batch_size,
+        runtime=runtime,
+        ray_address=ray_address,
+        on_error=on_error,
+    )
+    for problem in summary.bad:
+        note(f"skipped {problem}")
+    stages = ", ".join(f"{k} {v:.1f} s" for k, v in summary.seconds.items())
+    click.echo(
+        f"wrote {summary.documents} documents ({summary.unchanged} unchanged, {len(summary.bad)} bad skipped, "
+        f"{summary.tokens} tokens) with {summary.workers} Ray workers at {summary.docs_per_second:.1f} docs/s; "
+        f"{stages}; {path} holds {summary.count}"
+    )
 
 
 @command.command("delete")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
@@ -57,7 +57,14 @@ from m3search.store.images import (
     query_image,
     resolve_image_encoder,
 )
-from m3search.store.ingest import CachedEncoding, EncodeTexts, PreparedBatch, prepare
+from m3search.store.ingest import (
+    CachedEncoding,
+    EncodeTexts,
+    PreparedBatch,
+    check_text_encoder,
+    load_text_encoder,
+    prepare,
+)
 from m3search.store.search_defaults import SEARCH_DEFAULTS_FILE, SearchDefaults
 from m3search.threads import one_thread
 
@@ -298,24 +305,8 @@ class Collection:
     def encoder(self) -> TextEncoder:
         """The text encoder, loaded from the recorded model on first use."""
         if self._encoder is None:
-            if self.config.model is None:
-                raise InvalidInputError(
-                    f"collection {self.location} has no model: give documents and queries as vectors, or open it "
-                    "with encoder="
-                )
-            from m3search.encoders import load_encoder
-
-            source = self.config.sparse_source
-            sparse: Literal["bm25", "model", "none"] = (
-                "bm25" if source == "bm25" else "model" if source == "model" else "none"
-            )
             self._attach_encoder(
-                load_encoder(
-                    self.config.model,
-                    runtime=self._runtime,
-                    sparse=sparse,
-                    bm25_stats=self.backend.bm25_stats(),
-                )
+                load_text_encoder(self.config, self.location, self._runtime, self.backend.bm25_stats())
             )
         return self._encoder  # type: ignore[return-value]
 
@@ -328,31 +319,12 @@ class Collection:
         return bm25_part(self.encoder)
 
     def _attach_encoder(self, encoder: TextEncoder) -> None:
-        cfg = self.config
-        encoder.check_outputs(cfg.outputs)
-        if "dense" in cfg.outputs and encoder.dim != cfg.dim:
-            raise InvalidInputError(
-                f"encoder {encoder.name!r} makes {encoder.dim}-d vectors; collection {self.location} "
-                f"holds {cfg.dim}-d ones"
-            )
-        if "colbert" in cfg.outputs and encoder.colbert_dim != cfg.colbert_dim:
-            raise InvalidInputError(
-                f"encoder {encoder.name!r} makes {encoder.colbert_dim}-d token vectors; "
-                f"collection {self.location} holds {cfg.colbert_dim}-d ones"
-            )
+        check_text_encoder(encoder, self.config, self.location)
         bm25 = bm25_part(encoder)
-        if cfg.sparse_source == "bm25":
-            if bm25 is None:
-                raise InvalidInputError(
-                    f"collection {self.location} uses BM25 sparse weights; the encoder has none"
-                )
+        if self.config.sparse_source == "bm25" and bm25 is not None:
             stats = self.backend.bm25_stats()
             if stats is not None:
                 bm25.stats = stats  # queries always see the collection's current statistics
-        elif cfg.sparse_source == "model" and bm25 is not None:
-            raise InvalidInputError(
-                f"collection {self.location} uses the model's sparse head; the encoder gives BM25"
-            )
         self._encoder = encoder
 
     @property

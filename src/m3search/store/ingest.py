@@ -5,7 +5,8 @@ The encoding rules live here once: which outputs the model encodes (`model_kinds
 which need the collection's statistics at commit), which documents need their text encoded
 (`needs_text_encoding`), images first (an image+text document's dense vector is composed from both). The
 embedded `Collection` encodes through its encoder and the embedding cache; the server passes its
-micro-batcher as `encode`.
+micro-batcher as `encode`; a `DetachedPreparer` prepares for a collection in another process (the Ray workers
+of `m3search.distributed`), from its config alone.
 """
 
 from __future__ import annotations
@@ -14,19 +15,19 @@ import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from m3search.encoders.base import OUTPUT_KINDS, EncodeResult, OutputKind, TextEncoder
-from m3search.encoders.bm25 import BM25Encoder, TermCounts
+from m3search.encoders.bm25 import BM25Encoder, BM25Stats, TermCounts
 from m3search.encoders.image.base import ImageEncoder
 from m3search.errors import InvalidInputError
-from m3search.store.bm25 import as_sparse_row
+from m3search.store.bm25 import as_sparse_row, bm25_part
 from m3search.store.cache import EmbeddingCache, default_cache_path
 from m3search.store.config import CollectionConfig
 from m3search.store.documents import Document, as_documents
-from m3search.store.images import ImageBatch
+from m3search.store.images import ImageBatch, check_image_encoder, load_collection_image_encoder
 
 #: (texts, kinds) -> per text {kind: vector} (dense array, sparse (ids, weights), ColBERT float16 matrix).
 EncodeTexts = Callable[[list[str], list[OutputKind]], list[dict[str, Any]]]
@@ -47,6 +48,44 @@ class PreparedBatch:
 def model_kinds(config: CollectionConfig) -> list[OutputKind]:
     """The outputs the text model encodes for this collection (BM25 sparse weights are the collection's)."""
     return [k for k in config.outputs if not (k == "sparse" and config.sparse_source == "bm25")]
+
+
+def load_text_encoder(
+    config: CollectionConfig, location: str, runtime: str = "auto", bm25_stats: BM25Stats | None = None
+) -> TextEncoder:
+    """The text model a collection records, on `runtime`, with the sparse weights it stores (the model's head,
+    or BM25 under `bm25_stats`)."""
+    if config.model is None:
+        raise InvalidInputError(
+            f"collection {location} has no model: give documents and queries as vectors, or open it with encoder="
+        )
+    from m3search.encoders import load_encoder
+
+    source = config.sparse_source
+    sparse: Literal["bm25", "model", "none"] = (
+        "bm25" if source == "bm25" else "model" if source == "model" else "none"
+    )
+    return load_encoder(config.model, runtime=runtime, sparse=sparse, bm25_stats=bm25_stats)
+
+
+def check_text_encoder(encoder: TextEncoder, config: CollectionConfig, location: str) -> None:
+    """An error unless `encoder` makes the collection's outputs, sizes and kind of sparse weights."""
+    encoder.check_outputs(config.outputs)
+    if "dense" in config.outputs and encoder.dim != config.dim:
+        raise InvalidInputError(
+            f"encoder {encoder.name!r} makes {encoder.dim}-d vectors; collection {location} "
+            f"holds {config.dim}-d ones"
+        )
+    if "colbert" in config.outputs and encoder.colbert_dim != config.colbert_dim:
+        raise InvalidInputError(
+            f"encoder {encoder.name!r} makes {encoder.colbert_dim}-d token vectors; "
+            f"collection {location} holds {config.colbert_dim}-d ones"
+        )
+    bm25 = bm25_part(encoder)
+    if config.sparse_source == "bm25" and bm25 is None:
+        raise InvalidInputError(f"collection {location} uses BM25 sparse weights; the encoder has none")
+    if config.sparse_source == "model" and bm25 is not None:
+        raise InvalidInputError(f"collection {location} uses the model's sparse head; the encoder gives BM25")
 
 
 def encoded_rows(result: EncodeResult, kinds: Sequence[OutputKind]) -> list[dict[str, Any]]:
@@ -121,6 +160,52 @@ def prepare(
         for i, c in zip(pick, scorer.term_counts([docs[i].text for i in pick])):  # type: ignore[misc]
             counts[i] = c
     return PreparedBatch(docs, counts, images.thumbnails if images is not None else {}, scorer)
+
+
+class DetachedPreparer:
+    """Prepares batches for a collection from its config alone, in a process that does not open its storage
+    (a Ray worker): the recorded model loaded once on `runtime`, no embedding cache. The batches it returns
+    carry BM25 term counts but no BM25 encoder: the writer (`Collection.write`) weighs them under the
+    collection's statistics at commit."""
+
+    def __init__(self, config: CollectionConfig, location: str, runtime: str = "auto") -> None:
+        self.config = config
+        self.location = location
+        self.encoder = load_text_encoder(config, location, runtime)
+        check_text_encoder(self.encoder, config, location)
+        self._encoding = CachedEncoding(config, False)
+        self._image_encoder: ImageEncoder | None = None
+
+    def image_encoder(self) -> ImageEncoder:
+        """The collection's image encoder, loaded on first use (its adapter copy needs the collection's
+        directory, readable here)."""
+        if self._image_encoder is None:
+            encoder = load_collection_image_encoder(Path(self.location), self.config)
+            check_image_encoder(encoder, self.config, Path(self.location))
+            self._image_encoder = encoder
+        return self._image_encoder
+
+    def prepare(
+        self, documents: Iterable[Document | Mapping[str, Any]], batch_size: int = 32
+    ) -> PreparedBatch:
+        """Validate and encode `documents` as `Collection.prepare` would (images dropped once encoded: their
+        thumbnails travel instead)."""
+
+        def encode(texts: list[str], kinds: list[OutputKind]) -> list[dict[str, Any]]:
+            return self._encoding.encode(self.encoder, texts, kinds, batch_size, False)
+
+        batch = prepare(
+            documents,
+            self.config,
+            encode=encode,
+            image_encoder=self.image_encoder,
+            bm25=lambda: bm25_part(self.encoder),
+            batch_size=batch_size,
+        )
+        for doc in batch.docs:
+            doc.image = None
+        batch.bm25 = None
+        return batch
 
 
 class CachedEncoding:

@@ -1,0 +1,258 @@
+"""Distributed ingest on a local Ray cluster (loopback only, started once for the module): the same collection
+as a plain upsert, exactly once through a worker crash, resumable, bad records reported with FILE:LINE."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import ray
+from click.testing import CliRunner
+from PIL import Image
+
+from m3search import Collection, Document
+from m3search.cli.main import cli
+from m3search.distributed import DocumentEncoder, upsert_distributed
+from m3search.errors import InvalidInputError, MissingExtraError
+from m3search.store.corpus import read_corpus
+from m3search.store.ingest import PreparedBatch
+from m3search.threads import one_thread
+
+RUNTIME = "torch-fp32"
+WORDS = [
+    "river",
+    "stone",
+    "light",
+    "harbour",
+    "winter",
+    "garden",
+    "signal",
+    "market",
+    "bridge",
+    "lantern",
+    "orchard",
+    "violin",
+]
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """One local two-CPU Ray for every test here, on 127.0.0.1, without the dashboard."""
+    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def _corpus(n: int, seed: int = 0) -> list[dict]:
+    """BEIR records of varied lengths and words (titles become metadata, as in `index add`)."""
+    rng = np.random.default_rng(seed)
+    return [
+        {
+            "_id": f"d{i}",
+            "title": f"{WORDS[i % len(WORDS)]} {i}",
+            "text": " ".join(rng.choice(WORDS, size=int(rng.integers(3, 40)))),
+        }
+        for i in range(n)
+    ]
+
+
+def _write(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def _create(path: Path, model: Path | str) -> Path:
+    Collection.create(path, model, runtime=RUNTIME).close()
+    return path
+
+
+def _stored(path: Path) -> dict[str, Document]:
+    """id -> the document with its stored vectors, as exported for migration."""
+    with Collection.open(path, readonly=True, cache=False) as collection:
+        return {doc.id: doc for batch in collection.export() for doc in batch.docs}
+
+
+def _same_vectors(a: dict[str, Document], b: dict[str, Document]) -> None:
+    assert sorted(a) == sorted(b)
+    for doc_id, x in a.items():
+        y = b[doc_id]
+        np.testing.assert_allclose(y.dense, x.dense, atol=1e-6)
+        np.testing.assert_allclose(y.colbert, x.colbert, atol=1e-6)
+        if x.sparse is not None:
+            np.testing.assert_array_equal(y.sparse[0], x.sparse[0])
+            np.testing.assert_allclose(y.sparse[1], x.sparse[1], atol=1e-6)
+
+
+@pytest.mark.parametrize("model,workers", [("tiny_m3_dir", 2), ("e5_dir", 1)])
+def test_distributed_equals_plain_upsert(ray_cluster, model, workers, request, tmp_path: Path) -> None:
+    """bge-m3 (the model's sparse head) and e5 (BM25 weights, computed at commit): same ids, vectors, hits."""
+    model_dir = request.getfixturevalue(model)
+    source = _write(tmp_path / "corpus.jsonl", _corpus(24))
+    plain = _create(tmp_path / "plain", model_dir)
+    records = [r for _, r in read_corpus([source])]
+    # as the actors encode (calls of 8 texts: a call sorts its texts by length, which sets the padding; one
+    # OpenMP thread) and the driver commits (one write: BM25 weights depend on the statistics at commit)
+    with Collection.open(plain, runtime=RUNTIME, cache=False) as collection, one_thread("openmp"):
+        parts = [collection.prepare(records[i : i + 8], batch_size=8) for i in range(0, len(records), 8)]
+        collection.write(
+            PreparedBatch([d for p in parts for d in p.docs], [c for p in parts for c in p.counts])
+        )
+    dist = _create(tmp_path / "dist", model_dir)
+    summary = upsert_distributed(
+        dist, [source], workers=2, batch_size=8, runtime=RUNTIME, show_progress=False
+    )
+    assert (summary.documents, summary.unchanged, summary.bad, summary.count) == (24, 0, [], 24)
+    assert set(summary.seconds) == {"read", "encode", "write", "total"}
+    a, b = _stored(plain), _stored(dist)
+    assert sorted(a) == sorted(f"d{i}" for i in range(24))
+    _same_vectors(a, b)
+    ids = [f"d{i}" for i in range(24)]
+    with (
+        Collection.open(plain, readonly=True, runtime=RUNTIME) as p,
+        Collection.open(dist, readonly=True, runtime=RUNTIME) as d,
+    ):
+        assert p.get(ids) == d.get(ids)
+        for query in ("river stone", "winter garden lantern", "violin 7"):
+            hp, hd = p.search(query, k=10), d.search(query, k=10)
+            assert [h.id for h in hp] == [h.id for h in hd]
+            np.testing.assert_allclose([h.score for h in hd], [h.score for h in hp], atol=1e-5)
+
+
+def test_worker_killed_mid_run_every_document_once(ray_cluster, tiny_m3_dir, tmp_path: Path) -> None:
+    marker = tmp_path / "died"
+
+    class DiesOnce(DocumentEncoder):
+        """Kills its own worker process on the batch holding position 10, the first time only (defined here,
+        so Ray ships it by value with `marker`)."""
+
+        def __call__(self, batch):
+            if 10 in batch["pos"] and not marker.exists():
+                marker.touch()
+                os._exit(1)
+            return super().__call__(batch)
+
+    source = _write(tmp_path / "corpus.jsonl", _corpus(32))
+    dist = _create(tmp_path / "dist", tiny_m3_dir)
+    summary = upsert_distributed(
+        dist, [source], workers=2, batch_size=4, runtime=RUNTIME, show_progress=False, encoder_actor=DiesOnce
+    )
+    assert marker.exists()  # a worker did die
+    assert (summary.documents, summary.count) == (32, 32)
+    stored = _stored(dist)
+    assert sorted(stored) == sorted(f"d{i}" for i in range(32))  # each exactly once, vectors and all
+    assert all(doc.dense is not None and doc.colbert is not None for doc in stored.values())
+
+
+def test_rerun_resumes_and_rewrites_only_changed(ray_cluster, tiny_m3_dir, tmp_path: Path) -> None:
+    rows = _corpus(20, seed=3)
+    dist = _create(tmp_path / "dist", tiny_m3_dir)
+    # an interrupted run: only the first 8 documents made it
+    part = _write(tmp_path / "part.jsonl", rows[:8])
+    first = upsert_distributed(dist, [part], workers=1, runtime=RUNTIME, show_progress=False)
+    assert first.documents == 8
+    before = _stored(dist)
+    rows[5]["text"] += " changed"
+    rows[6]["title"] = "new title"  # metadata (and text) changed
+    source = _write(tmp_path / "all.jsonl", rows)
+    again = upsert_distributed(dist, [source], workers=1, runtime=RUNTIME, show_progress=False)
+    assert (again.documents, again.unchanged, again.count) == (12 + 2, 6, 20)
+    after = _stored(dist)
+    for doc_id in set(before) - {"d5", "d6"}:  # untouched: not written again
+        np.testing.assert_array_equal(after[doc_id].dense, before[doc_id].dense)
+    last = upsert_distributed(dist, [source], runtime=RUNTIME, show_progress=False)
+    assert (last.documents, last.unchanged, last.count) == (0, 20, 20)
+    with Collection.open(dist, readonly=True) as collection:
+        assert collection.get("d5")[0].text.endswith(" changed")
+        assert collection.get("d6")[0].metadata == {"title": "new title"}
+
+
+def _b64png() -> str:
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8), (20, 90, 200)).save(out, format="PNG")
+    return base64.b64encode(out.getvalue()).decode()
+
+
+def _bad_corpus(path: Path) -> Path:
+    lines = [
+        b'{"id": "ok1", "text": "first good"}',
+        b'{"id": "empty", "text": "   "}',
+        b'{"id": "latin", "text": "caf\xe9"}',
+        b'{"id": "broken", "text": ',
+        b'{"text": "no id here"}',
+        b'{"id": "ok1", "text": "same id again"}',
+        b'{"id": "ok2", "text": "second good"}',
+        # a valid image, but the collection has no image encoder: refused by the worker that prepares it
+        json.dumps({"id": "picture", "image": _b64png()}).encode(),
+    ]
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    return path
+
+
+def test_bad_records_skipped_with_file_line_or_fail_before_writing(
+    ray_cluster, tiny_m3_dir, tmp_path: Path
+) -> None:
+    source = _bad_corpus(tmp_path / "bad.jsonl")
+    dist = _create(tmp_path / "dist", tiny_m3_dir)
+    with pytest.raises(InvalidInputError) as err:
+        upsert_distributed(dist, [source], runtime=RUNTIME, on_error="fail", show_progress=False)
+    for n in (2, 3, 4, 5, 6):
+        assert f"{source}:{n}:" in str(err.value)
+    with Collection.open(dist, readonly=True) as collection:
+        assert collection.count() == 0
+
+    summary = upsert_distributed(
+        dist, [source], workers=1, runtime=RUNTIME, on_error="skip", show_progress=False
+    )
+    assert summary.documents == 2
+    assert [b.split(": ", 1)[0] for b in summary.bad] == [f"{source}:{n}" for n in (2, 3, 4, 5, 6, 8)]
+    assert "empty text" in summary.bad[0] and "not UTF-8" in summary.bad[1]
+    assert "not valid JSON" in summary.bad[2] and "needs an 'id'" in summary.bad[3]
+    assert f"already at {source}:1" in summary.bad[4] and "holds no images" in summary.bad[5]
+    with Collection.open(dist, readonly=True) as collection:
+        assert [d.text for d in collection.get(["ok1", "ok2"])] == ["first good", "second good"]
+        assert collection.count() == 2
+
+
+def test_cli_add_ray_into_qdrant(ray_cluster, tiny_m3_dir, tmp_path: Path) -> None:
+    """`index add --ray` into a Qdrant collection (local mode, linked from a directory): the driver writes."""
+    rows = _corpus(10)
+    source = _write(tmp_path / "corpus.jsonl", rows)
+    dist = tmp_path / "dist"
+    create = ["index", "create", str(dist), "--model", str(tiny_m3_dir), "--backend", "qdrant"]
+    made = CliRunner().invoke(cli, [*create, "--qdrant-path", str(tmp_path / "qdrant"), "--runtime", RUNTIME])
+    assert made.exit_code == 0, made.output
+    args = ["index", "add", str(dist), str(source), "--ray", "--workers", "1", "--batch-size", "4"]
+    result = CliRunner().invoke(cli, [*args, "--runtime", RUNTIME])
+    assert result.exit_code == 0, result.output
+    assert "wrote 10 documents (0 unchanged, 0 bad skipped" in result.output
+    again = CliRunner().invoke(cli, [*args, "--runtime", RUNTIME])
+    assert "wrote 0 documents (10 unchanged" in again.output and f"{dist} holds 10" in again.output
+    with Collection.open(dist, readonly=True, runtime=RUNTIME) as collection:
+        assert collection.search(f"{rows[3]['title']}\n{rows[3]['text']}", k=3)[0].id == "d3"
+    # a record only the worker can refuse (an image; the collection has no image encoder), --on-error fail:
+    # the others are written, the run fails naming it
+    mixed = _write(
+        tmp_path / "mixed.jsonl", [{"id": "x1", "text": "fine"}, {"id": "pic", "image": _b64png()}]
+    )
+    refused = CliRunner().invoke(cli, [*args[:3], str(mixed), *args[4:], "--runtime", RUNTIME])
+    assert refused.exit_code != 0, refused.output
+    assert "1 record(s) refused while encoding (the other 1 were written)" in refused.output
+    assert f"{mixed}:2: " in refused.output and "holds no images" in refused.output
+    with Collection.open(dist, readonly=True) as collection:
+        assert collection.count() == 11
+
+
+def test_without_ray_extra_says_what_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # what an install without the extra sees: ImportError
+    with pytest.raises(MissingExtraError, match=r"m3search\[ray\]"):
+        upsert_distributed(tmp_path / "nothing", [tmp_path / "none.jsonl"])
+    result = CliRunner().invoke(cli, ["index", "add", str(tmp_path), str(tmp_path), "--ray"])
+    assert result.exit_code != 0 and "pip install 'm3search[ray]'" in result.output
+    alone = CliRunner().invoke(cli, ["index", "add", str(tmp_path), str(tmp_path), "--workers", "4"])
+    assert alone.exit_code != 0 and "go with --ray" in alone.output  # without --ray nothing changes
