@@ -35,6 +35,7 @@ from m3search.eval.report import slug
 from m3search.eval.runner import RunSpec, run_task
 from m3search.index.multivector import CENTER_SAMPLE, EXACT_FILE, MultiVectorStore, fit_center
 from m3search.scoring import DEFAULT_WEIGHTS
+from m3search.search.fusion import NORMALIZATIONS
 from m3search.search.planner import QueryVectors
 
 ROOT = Path(__file__).resolve().parent
@@ -163,11 +164,17 @@ class VectorSearcher:
     collection: Collection
     vectors: dict[str, QueryVectors]
     candidates: int = 100
+    #: fusion's score normalization; "none": the reference formula (what the numbers in docs/INDEX.md used)
+    normalize: str = "none"
 
     def search(self, query: str, *, k: int, mode: str, fusion: str | None, weights) -> list:
         options: dict = {"mode": mode, "candidates": self.candidates}
         if fusion is not None:
-            options.update(fusion=fusion, weights=list(weights) if weights is not None else None)
+            options.update(
+                fusion=fusion,
+                weights=list(weights) if weights is not None else None,
+                normalize=self.normalize,
+            )
         return [(h.id, h.score) for h in self.collection.search(self.vectors[query], k, **options)]
 
 
@@ -194,6 +201,7 @@ def collection_runs(
     scratch: Path,
     encoder,
     queries: dict[str, QueryVectors],
+    normalize: str = "none",
 ) -> dict:
     """Upsert the cached vectors (text too, for BM25) into a collection storing ColBERT as `variant`; run `runs`."""
     path = scratch / variant.label.replace(" ", "_")
@@ -224,7 +232,12 @@ def collection_runs(
         stored = sum(f.stat().st_size for f in files if f.name != EXACT_FILE)
         exact = sum(f.stat().st_size for f in files if f.name == EXACT_FILE)
         results = run_task(
-            VectorSearcher(col, queries), task, runs, measures=MEASURES, depth=100, progress=False
+            VectorSearcher(col, queries, normalize=normalize),
+            task,
+            runs,
+            measures=MEASURES,
+            depth=100,
+            progress=False,
         )
     finally:
         col.close()
@@ -314,6 +327,12 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, default=ROOT / ".work" / "colbert-e5-small")
     ap.add_argument("--queries", type=int, default=None, help="search a fixed sample of each task's queries")
     ap.add_argument("--rrf", action="store_true", help="also run `all` with RRF fusion")
+    ap.add_argument(
+        "--normalize",
+        default="none",
+        choices=NORMALIZATIONS,
+        help="fusion's score normalization (none: the reference formula, as docs/INDEX.md measured)",
+    )
     ap.add_argument("--only", default="", help="run only the tasks whose name contains this")
     ap.add_argument("--encode-only", action="store_true", help="encode and cache the vectors, then stop")
     ap.add_argument("--output", type=Path, default=ROOT / "results" / "colbert_quantization.json")
@@ -329,7 +348,7 @@ def main() -> None:
     weights = tuple(DEFAULT_WEIGHTS)
     runs = [RunSpec("colbert"), RunSpec("all", "weighted", weights)]
     runs += [RunSpec("all", "rrf", weights)] * args.rrf
-    result: dict = {"model": MODEL, "cpu": cpu_model(), "tasks": {}}
+    result: dict = {"model": MODEL, "cpu": cpu_model(), "normalize": args.normalize, "tasks": {}}
     with tempfile.TemporaryDirectory(prefix="colbert-quant-", dir=args.cache) as scratch:
         for task, enc in tasks:
             print(
@@ -344,7 +363,7 @@ def main() -> None:
             }
             for variant in VARIANTS:
                 entry["variants"][variant.label] = collection_runs(
-                    task, enc, variant, runs, Path(scratch), encoder, queries
+                    task, enc, variant, runs, Path(scratch), encoder, queries, args.normalize
                 )
             entry["exhaustive_maxsim"] = exhaustive_maxsim(task, enc)
             result["tasks"][task.name] = entry
