@@ -181,7 +181,8 @@ class Collection:
         `colbert_dtype`: "float16", "int8", "2bit" or "binary" (see docs/INDEX.md); `colbert_recheck` = M > 0
         also keeps float16 token vectors and re-scores the M best of the compressed MaxSim with them;
         `colbert_prune="punctuation"` drops special and punctuation tokens' vectors of encoded texts. `hnsw`
-        overrides `HNSWParams` fields (m, ef_construction, ef_search, min_rows...). `cache` is True (the shared embedding cache), False, or a cache file path.
+        overrides `HNSWParams` fields (m, ef_construction, ef_search, min_rows...). `cache` is True (the shared
+        embedding cache), False, or a cache file path.
         `image_encoder` (an adapter directory from `m3search images train-adapter`, a Visualized-BGE checkpoint,
         or an `ImageEncoder`) lets documents and queries carry images; it must share the text model and `dim`.
         """

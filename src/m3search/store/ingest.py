@@ -65,7 +65,9 @@ def encoded_rows(
     vectors, without the tokens `prune` marks)."""
     n = len(result.dense) if result.dense is not None else len(result.sparse or result.colbert or [])
     if prune is not None and result.colbert is not None and result.colbert_ids is None:
-        raise InvalidInputError("the encoder does not say which tokens its ColBERT vectors are; cannot prune")
+        raise InvalidInputError(
+            "colbert_prune needs the token id of each ColBERT vector, which this encoder does not give"
+        )
 
     def colbert(i: int) -> np.ndarray:
         vectors = np.asarray(result.colbert[i], np.float16)  # type: ignore[index]

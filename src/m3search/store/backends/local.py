@@ -27,7 +27,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -41,7 +41,7 @@ from m3search.errors import (
     CorruptCollectionError,
     InvalidInputError,
 )
-from m3search.index.multivector import CENTER_SAMPLE, EncodedTokens, encode_tokens, fit_center
+from m3search.index.multivector import CENTER_SAMPLE, ColbertDtype, EncodedTokens, encode_tokens, fit_center
 from m3search.index.sparse import SparseIndex
 from m3search.search.planner import ROW_MASK, QueryVectors, SearchLevel, gather
 from m3search.search.results import Hit
@@ -427,7 +427,7 @@ class LocalBackend:
         (read back in batches, never all at once)."""
         if "colbert" not in self.config.outputs:
             return None, None
-        dim, dtype = self.config.colbert_dim or 0, self.config.colbert_dtype
+        dim, dtype = self.config.colbert_dim or 0, cast(ColbertDtype, self.config.colbert_dtype)
         lengths = np.zeros(len(seqs), np.int64)
         for start in range(0, len(seqs), COLBERT_READ_BATCH):
             chunk = seqs[start : start + COLBERT_READ_BATCH]
@@ -439,7 +439,7 @@ class LocalBackend:
                 chunk = seqs[start : start + COLBERT_READ_BATCH].tolist()
                 found = self._db.pending_colbert(chunk, dim)
                 for s in chunk:
-                    yield encode_tokens(found.get(s, np.empty((0, dim), np.float16)), dtype, center)  # type: ignore[arg-type]
+                    yield encode_tokens(found.get(s, np.empty((0, dim), np.float16)), dtype, center)
 
         return lengths, rows()
 

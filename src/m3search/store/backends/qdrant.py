@@ -9,12 +9,12 @@ frequencies use the average length kept in the collection's metadata); ColBERT -
 (MAX_SIM, float16, no HNSW: `m=0`, re-rank only); text, kind and metadata -> payload; the m3search config ->
 the collection's metadata, so another client opens the collection by name.
 
-ColBERT compression is Qdrant's own multivector quantization, not the local backend's codes (`COLBERT_QUANTIZATION`):
-`colbert_dtype` int8 -> scalar (uint8) quantization, 2bit and binary -> binary quantization with the two-bit or
-one-bit encoding and 8-bit scalar query encoding (asymmetric, like the local binary MaxSim; Qdrant's one-bit
-codes are the raw signs, without the local backend's centering). The float16 vectors are always kept beside the
-quantized ones (on disk with `on_disk`); `colbert_recheck` > 0 re-scores with them — Qdrant's `rescore`, which
-covers every candidate of the re-rank request, not only the best M.
+ColBERT compression is Qdrant's own multivector quantization, not the local backend's codes
+(`COLBERT_QUANTIZATION`): `colbert_dtype` int8 -> scalar (uint8) quantization, 2bit and binary -> binary
+quantization with the two-bit or one-bit encoding and 8-bit scalar query encoding (asymmetric, like the local
+binary MaxSim; Qdrant's one-bit codes are the raw signs, without the local backend's centering). The float16
+vectors are always kept beside the quantized ones (on disk with `on_disk`); `colbert_recheck` > 0 re-scores
+with them — Qdrant's `rescore`, which covers every candidate of the re-rank request, not only the best M.
 
 Search: the mode's first stages run on the server in one batch (dense top-N, sparse top-N); the candidates'
 missing per-mode scores — and every candidate's MaxSim — are computed by the server, exactly, restricted to
