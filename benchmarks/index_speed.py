@@ -196,7 +196,13 @@ def main() -> None:
     ap.add_argument("--colbert-dim", type=int, default=1024)
     ap.add_argument("--colbert-every", type=int, default=100, help="every N-th document has ColBERT vectors")
     ap.add_argument("--colbert-tokens", type=int, default=128)
-    ap.add_argument("--colbert-dtype", default="float16", choices=COLBERT_DTYPES, help="the collection's")
+    ap.add_argument(
+        "--colbert-dtype",
+        default="float16",
+        choices=COLBERT_DTYPES,
+        help="the collection's; the re-rank recall of each dtype is against MaxSim on the segment's stored "
+        "vectors, exact only for float16",
+    )
     ap.add_argument("--query-tokens", type=int, default=32)
     ap.add_argument("--clusters", type=int, default=2000)
     ap.add_argument("--vocab", type=int, default=30_000)
@@ -366,6 +372,7 @@ def main() -> None:
         with threadpool_limits(1, "blas"):
             for q in queries[:50]:  # interleaved
                 pick = np.sort(rng.choice(len(colbert_rows), size=n_cand, replace=False))
+                # the reference: the segment's stored vectors (exact for float16; else its own decoded form)
                 decoded = [seg.colbert.row(int(r)) for r in colbert_rows[pick]]
                 exact_top = set(np.argsort([-colbert_score(q["colbert"], d) for d in decoded])[:10].tolist())
                 for name, store, cand in (
