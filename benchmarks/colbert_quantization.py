@@ -1,18 +1,16 @@
-"""ColBERT storage precision on real data: retrieval quality with float16 and int8 token vectors.
+"""ColBERT storage forms on real data: bytes and retrieval quality of every `colbert_dtype`, re-check, pruning.
 
-SciFact (BEIR test split: all 300 queries, the full 5,183-abstract corpus) encoded once with the real
-multilingual-e5-small model (dense vector + its token vectors, float32), cached under `benchmarks/.work/`
-and reused by every later run (and by `benchmarks/embedding_geometry.py`). Two measurements:
+Token vectors of multilingual-e5-small (384-d, float32) for SciFact test (a fixed 1,000-abstract sample that
+keeps every judged abstract, `--scifact-docs 0` for all 5,183) and XQuAD-R paragraphs, English questions against
+ar/de/zh paragraphs, encoded once and cached (`--cache`, with each vector's token id for pruning). For each task
+and each variant (dtype, re-check depth, punctuation pruning) the same vectors are upserted into a collection
+(BM25 sparse over e5's tokenizer) and searched with cached query vectors: nDCG@10 of `colbert` and `all`
+(weighted; `--rrf` adds RRF), bytes per token and per document of the ColBERT store, all against float16 in the
+same run. Then exhaustive ColBERT-only MaxSim over each corpus with the vectors in each stored form.
 
-1. Collections: the same vectors upserted into a `colbert_dtype="float16"` and an `"int8"` collection (BM25
-   sparse over e5's tokenizer), searched through `m3search.eval` with text queries: nDCG@10 and Recall@100
-   of the `colbert` and `all` modes (and the ColBERT-free modes once, for context).
-2. Exhaustive MaxSim over the whole corpus in float32, float16 and int8 (the stored forms): score error
-   against float32, top-10 overlap with the float32 ranking and nDCG@10 of ColBERT-only ranking.
+    PYTHONPATH=src python benchmarks/colbert_quantization.py --cache /work/cache/colbert/enc --queries 100
 
-    flock /tmp/m3search-heavy.lock env PYTHONPATH=src python benchmarks/colbert_quantization.py
-
-Encoding takes ~15 min on 2 busy cores the first time. Prints tables, writes
+Encoding takes ~1 doc/s on 2 busy cores the first time. Prints tables, writes
 benchmarks/results/colbert_quantization.json.
 """
 
@@ -24,18 +22,21 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from m3search import Collection
 from m3search.encoders import load_encoder
-from m3search.eval.datasets import RetrievalTask, load_beir
-from m3search.eval.engine import CollectionSearcher
+from m3search.eval.datasets import RetrievalTask, load_beir, load_tasks, slice_task
 from m3search.eval.metrics import evaluate
+from m3search.eval.report import slug
 from m3search.eval.runner import RunSpec, run_task
-from m3search.index.multivector import quantize_int8
+from m3search.index.multivector import CENTER_SAMPLE, EXACT_FILE, MultiVectorStore, fit_center
 from m3search.scoring import DEFAULT_WEIGHTS
+from m3search.search.fusion import NORMALIZATIONS
+from m3search.search.planner import QueryVectors
 
 ROOT = Path(__file__).resolve().parent
 DATA = ROOT.parent.parent / "shared" / "data" / "scifact"
@@ -57,9 +58,13 @@ class EncodedTask:
         self.query_dense = np.load(folder / "query_dense.npy")
         self.query_tokens = np.load(folder / "query_tokens.npy")
         self.query_offsets = np.load(folder / "query_offsets.npy")
+        self.token_ids = np.load(folder / "token_ids.npy")
 
     def doc_tokens(self, i: int) -> np.ndarray:
         return np.asarray(self.tokens[self.offsets[i] : self.offsets[i + 1]])
+
+    def doc_token_ids(self, i: int) -> np.ndarray:
+        return self.token_ids[self.offsets[i] : self.offsets[i + 1]]
 
     @classmethod
     def build(cls, task: RetrievalTask, folder: Path, model: str) -> EncodedTask:
@@ -72,7 +77,7 @@ class EncodedTask:
         encoder = load_encoder(model, sparse="none", runtime="torch-fp32")
         doc_ids = list(task.corpus)
         texts = [task.corpus[d].full_text for d in doc_ids]
-        dense, lengths = [], []
+        dense, lengths, ids = [], [], []
         start = time.perf_counter()
         with open(tmp / "tokens.f32", "wb") as raw:
             for i in range(0, len(texts), ENCODE_BLOCK):
@@ -80,6 +85,7 @@ class EncodedTask:
                     texts[i : i + ENCODE_BLOCK], return_dense=True, return_colbert=True
                 )
                 dense.append(out.dense)
+                ids += out.colbert_ids
                 for m in out.colbert:
                     raw.write(np.ascontiguousarray(m, np.float32).tobytes())
                     lengths.append(len(m))
@@ -97,6 +103,7 @@ class EncodedTask:
         del flat
         (tmp / "tokens.f32").unlink()
         np.save(tmp / "dense.npy", np.concatenate(dense))
+        np.save(tmp / "token_ids.npy", np.concatenate(ids).astype(np.int32))
         np.save(tmp / "offsets.npy", np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64))
         query_ids = list(task.queries)
         q = encoder.encode_queries(
@@ -123,41 +130,142 @@ class EncodedTask:
         return cls(folder)
 
 
+@dataclass(frozen=True)
+class Variant:
+    """One way of storing ColBERT: a dtype, re-check depth and token pruning."""
+
+    dtype: str
+    recheck: int = 0
+    prune: str | None = None
+
+    @property
+    def label(self) -> str:
+        extra = [f"recheck {self.recheck}"] * bool(self.recheck) + [f"pruned ({self.prune})"] * bool(
+            self.prune
+        )
+        return " + ".join([self.dtype, *extra])
+
+
+VARIANTS = (
+    Variant("float16"),
+    Variant("int8"),
+    Variant("2bit"),
+    Variant("binary"),
+    Variant("binary", recheck=30),
+    Variant("float16", prune="punctuation"),
+    Variant("binary", prune="punctuation"),
+)
+
+
+@dataclass
+class VectorSearcher:
+    """A `Searcher` whose queries come as cached vectors (dense and ColBERT from the cache, BM25 from the text)."""
+
+    collection: Collection
+    vectors: dict[str, QueryVectors]
+    candidates: int = 100
+    #: fusion's score normalization; "none": the reference formula (what the numbers in docs/INDEX.md used)
+    normalize: str = "none"
+
+    def search(self, query: str, *, k: int, mode: str, fusion: str | None, weights) -> list:
+        options: dict = {"mode": mode, "candidates": self.candidates}
+        if fusion is not None:
+            options.update(
+                fusion=fusion,
+                weights=list(weights) if weights is not None else None,
+                normalize=self.normalize,
+            )
+        return [(h.id, h.score) for h in self.collection.search(self.vectors[query], k, **options)]
+
+
+def query_vectors(task: RetrievalTask, enc: EncodedTask, encoder) -> dict[str, QueryVectors]:
+    """The task's query texts' vectors: dense and ColBERT as cached, BM25 sparse weights from the text."""
+    cached = [i for i, q in enumerate(enc.query_ids) if q in task.queries]
+    texts = [task.queries[enc.query_ids[i]] for i in cached]
+    sparse = encoder.encode_queries(texts, return_dense=False, return_sparse=True).sparse
+    return {
+        text: QueryVectors(
+            enc.query_dense[i],
+            {int(t): float(w) for t, w in weights.items()},
+            enc.query_tokens[enc.query_offsets[i] : enc.query_offsets[i + 1]],
+        )
+        for i, text, weights in zip(cached, texts, sparse)
+    }
+
+
 def collection_runs(
-    task: RetrievalTask, enc: EncodedTask, dtype: str, runs: list[RunSpec], scratch: Path
+    task: RetrievalTask,
+    enc: EncodedTask,
+    variant: Variant,
+    runs: list[RunSpec],
+    scratch: Path,
+    encoder,
+    queries: dict[str, QueryVectors],
+    normalize: str = "none",
 ) -> dict:
-    """Upsert the cached vectors (text too, for BM25) into a collection storing ColBERT as `dtype`; run `runs`."""
-    encoder = load_encoder(MODEL, sparse="bm25", runtime="torch-fp32")
+    """Upsert the cached vectors (text too, for BM25) into a collection storing ColBERT as `variant`; run `runs`."""
+    path = scratch / variant.label.replace(" ", "_")
     col = Collection.create(
-        scratch / dtype,
+        path,
         encoder=encoder,
         outputs=["dense", "sparse", "colbert"],
-        colbert_dtype=dtype,
+        colbert_dtype=variant.dtype,
+        colbert_recheck=variant.recheck,
+        colbert_prune=variant.prune,
         cache=False,
     )
+    tokens = 0
     try:
         for i in range(0, len(enc.doc_ids), 500):
-            col.upsert(
-                [
-                    {
-                        "id": d,
-                        "text": task.corpus[d].full_text,
-                        "dense": enc.dense[j],
-                        "colbert": enc.doc_tokens(j),
-                    }
-                    for j, d in enumerate(enc.doc_ids[i : i + 500], start=i)
-                ]
-            )
+            batch = []
+            for j, d in enumerate(enc.doc_ids[i : i + 500], start=i):
+                colbert = enc.doc_tokens(j)
+                if variant.prune:  # what the collection does to the vectors it encodes itself
+                    colbert = colbert[~encoder.prunable_tokens(enc.doc_token_ids(j))]
+                tokens += len(colbert)
+                batch.append(
+                    {"id": d, "text": task.corpus[d].full_text, "dense": enc.dense[j], "colbert": colbert}
+                )
+            col.upsert(batch)
         col.compact()
-        colbert_bytes = sum(f.stat().st_size for f in (scratch / dtype).rglob("colbert*.npy"))
-        results = run_task(CollectionSearcher(col), task, runs, measures=MEASURES, depth=100, progress=False)
+        files = list(path.rglob("colbert*"))
+        stored = sum(f.stat().st_size for f in files if f.name != EXACT_FILE)
+        exact = sum(f.stat().st_size for f in files if f.name == EXACT_FILE)
+        results = run_task(
+            VectorSearcher(col, queries, normalize=normalize),
+            task,
+            runs,
+            measures=MEASURES,
+            depth=100,
+            progress=False,
+        )
     finally:
         col.close()
-        shutil.rmtree(scratch / dtype, ignore_errors=True)
+        shutil.rmtree(path, ignore_errors=True)
     return {
-        "colbert_bytes": colbert_bytes,
+        "tokens": tokens,
+        "colbert_bytes": stored,
+        "exact_bytes": exact,
+        "bytes_per_token": stored / max(tokens, 1),
+        "bytes_per_document": stored / len(enc.doc_ids),
         "runs": {r.spec.label: {**r.metrics, "latency_p50_ms": r.latency_summary()["p50"]} for r in results},
     }
+
+
+#: what the stores score with; "signs only" is plain sign bits without center or scales (exactly 1/16 of float16),
+#: for comparison
+STORED_FORMS = ("float32", "float16", "int8", "2bit", "binary", "signs only")
+
+
+def stored_form(block: np.ndarray, name: str, center: np.ndarray) -> np.ndarray:
+    """`block` (float32 token vectors) as the values a store of dtype `name` scores with."""
+    if name == "float32":
+        return block
+    if name == "float16":
+        return block.astype(np.float16).astype(np.float32)
+    if name == "signs only":
+        return np.where(block >= 0, 1.0, -1.0).astype(np.float32)
+    return MultiVectorStore.from_rows([block], dtype=name, center=center).row(0)  # type: ignore[arg-type]
 
 
 def exhaustive_maxsim(task: RetrievalTask, enc: EncodedTask, chunk: int = 16_384) -> dict:
@@ -165,21 +273,15 @@ def exhaustive_maxsim(task: RetrievalTask, enc: EncodedTask, chunk: int = 16_384
     qt, q_starts = enc.query_tokens, enc.query_offsets[:-1]
     q_len = np.diff(enc.query_offsets)[:, None]
     n_docs, offsets = len(enc.doc_ids), enc.offsets
-    scores = {
-        name: np.zeros((len(enc.query_ids), n_docs), np.float32) for name in ("float32", "float16", "int8")
-    }
+    scores = {name: np.zeros((len(enc.query_ids), n_docs), np.float32) for name in STORED_FORMS}
+    center = fit_center(np.asarray(enc.tokens[:CENTER_SAMPLE], np.float32))  # as a collection's first flush
     first = 0
     while first < n_docs:  # blocks of whole documents, about `chunk` token vectors each
         last = min(n_docs, max(first + 1, int(np.searchsorted(offsets, offsets[first] + chunk, "right")) - 1))
         block = np.asarray(enc.tokens[offsets[first] : offsets[last]], np.float32)
-        codes, scales = quantize_int8(block)
-        forms = {
-            "float32": block,
-            "float16": block.astype(np.float16).astype(np.float32),
-            "int8": codes.astype(np.float32) * scales[:, None],
-        }
         bounds = offsets[first:last] - offsets[first]
-        for name, tokens in forms.items():
+        for name in STORED_FORMS:
+            tokens = stored_form(block, name, center)
             best = np.maximum.reduceat(qt @ tokens.T, bounds, axis=1)  # (query tokens, documents)
             scores[name][:, first:last] = np.add.reduceat(best, q_starts, axis=0) / q_len
         first = last
@@ -190,76 +292,159 @@ def exhaustive_maxsim(task: RetrievalTask, enc: EncodedTask, chunk: int = 16_384
         top = np.argsort(-s, axis=1)[:, :100]
         run = {qid: [enc.doc_ids[i] for i in row] for qid, row in zip(enc.query_ids, top)}
         metrics = evaluate(task.qrels, run, ["ndcg@10", "recall@100"])
-        err = np.abs(s - reference)
         out[name] = {
             **metrics,
             "top10_overlap_vs_float32": float(
                 np.mean([len(set(a[:10]) & set(b)) / 10 for a, b in zip(top, ref_top)])
             ),
-            "mean_abs_error": float(err.mean()),
-            "max_abs_error": float(err.max()),
         }
     return out
+
+
+def load_tasks_for(args: argparse.Namespace) -> list[tuple[RetrievalTask, Path]]:
+    """SciFact test (a fixed sample of `--scifact-docs` documents, every judged one kept) and the XQuAD-R pairs."""
+    scifact = load_beir(args.data, split="test")
+    if args.scifact_docs:
+        scifact = slice_task(scifact, max_docs=args.scifact_docs)
+    tasks = [
+        (scifact, args.cache / (f"scifact-{args.scifact_docs // 1000}k" if args.scifact_docs else "scifact"))
+    ]
+    pairs = [p for p in args.xquad_pairs.split(",") if p]
+    for task in load_tasks(
+        f"xquad-r:{args.xquad}", query_lang="en", doc_lang=",".join(p.split("-")[1] for p in pairs)
+    ):
+        tasks.append((slice_task(task, max_queries=args.xquad_queries), args.cache / slug(task.name)))
+    return [(slice_task(t, max_queries=args.queries), folder) for t, folder in tasks]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=DATA)
-    ap.add_argument("--cache", type=Path, default=ROOT / ".work" / "scifact-e5-small")
+    ap.add_argument("--xquad", type=Path, default=DATA.parent / "xquad_r" / "xquad-r")
+    ap.add_argument("--xquad-pairs", default="en-ar,en-de,en-zh")
+    ap.add_argument("--xquad-queries", type=int, default=300)
+    ap.add_argument("--scifact-docs", type=int, default=1000, help="0: the whole corpus (5,183 abstracts)")
+    ap.add_argument("--cache", type=Path, default=ROOT / ".work" / "colbert-e5-small")
+    ap.add_argument("--queries", type=int, default=None, help="search a fixed sample of each task's queries")
+    ap.add_argument("--rrf", action="store_true", help="also run `all` with RRF fusion")
+    ap.add_argument(
+        "--normalize",
+        default="none",
+        choices=NORMALIZATIONS,
+        help="fusion's score normalization (none: the reference formula, as docs/INDEX.md measured)",
+    )
+    ap.add_argument("--only", default="", help="run only the tasks whose name contains this")
     ap.add_argument("--encode-only", action="store_true", help="encode and cache the vectors, then stop")
+    ap.add_argument("--output", type=Path, default=ROOT / "results" / "colbert_quantization.json")
     args = ap.parse_args()
-    task = load_beir(args.data, split="test")
-    enc = EncodedTask.build(task, args.cache, MODEL)
+    tasks = [
+        (task, EncodedTask.build(task, folder, MODEL))
+        for task, folder in load_tasks_for(args)
+        if args.only in task.name
+    ]
     if args.encode_only:
         return
-    result: dict = {
-        "model": MODEL,
-        "task": task.describe(),
-        "tokens": int(enc.offsets[-1]),
-        "colbert_dim": int(enc.tokens.shape[1]),
-    }
+    encoder = load_encoder(MODEL, sparse="bm25", runtime="torch-fp32")
     weights = tuple(DEFAULT_WEIGHTS)
-    colbert_runs = [RunSpec("colbert"), RunSpec("all", "weighted", weights), RunSpec("all", "rrf", weights)]
-    context_runs = [RunSpec("dense"), RunSpec("sparse"), RunSpec("dense+sparse", "weighted", weights)]
-    with tempfile.TemporaryDirectory(prefix="colbert-quant-", dir=ROOT / ".work") as scratch:
-        result["collections"] = {
-            "float16": collection_runs(task, enc, "float16", colbert_runs + context_runs, Path(scratch)),
-            "int8": collection_runs(task, enc, "int8", colbert_runs, Path(scratch)),
+    runs = [RunSpec("colbert"), RunSpec("all", "weighted", weights)]
+    runs += [RunSpec("all", "rrf", weights)] * args.rrf
+    result: dict = {"model": MODEL, "cpu": cpu_model(), "normalize": args.normalize, "tasks": {}}
+    with tempfile.TemporaryDirectory(prefix="colbert-quant-", dir=args.cache) as scratch:
+        for task, enc in tasks:
+            print(
+                f"{task.name}: {len(enc.doc_ids):,} documents, {len(enc.query_ids)} queries", file=sys.stderr
+            )
+            queries = query_vectors(task, enc, encoder)
+            entry: dict = {
+                "task": task.describe(),
+                "tokens": int(enc.offsets[-1]),
+                "colbert_dim": int(enc.tokens.shape[1]),
+                "variants": {},
+            }
+            for variant in VARIANTS:
+                entry["variants"][variant.label] = collection_runs(
+                    task, enc, variant, runs, Path(scratch), encoder, queries, args.normalize
+                )
+            entry["exhaustive_maxsim"] = exhaustive_maxsim(task, enc)
+            result["tasks"][task.name] = entry
+            report_task(task.name, entry)
+            args.output.parent.mkdir(parents=True, exist_ok=True)
+            args.output.write_text(
+                json.dumps(result, indent=2)
+            )  # after each task: a long run keeps its parts
+    report_summary(result)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(result, indent=2))
+    print(f"written to {args.output}")
+
+
+def cpu_model() -> dict:
+    """The CPU's model name and flags (timings depend on them)."""
+    info = {}
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("model name", "flags") and key.strip() not in info:
+            info[key.strip()] = value.strip()
+    return info
+
+
+def report_task(name: str, entry: dict) -> None:
+    print(f"\n{name}: {entry['tokens']:,} token vectors ({entry['colbert_dim']}-d)")
+    base = entry["variants"]["float16"]
+    labels = list(base["runs"])
+    print(
+        f"{'variant':<34} {'B/token':>8} {'B/doc':>8} {'exact B/doc':>11} "
+        + " ".join(f"{x:>15}" for x in labels)
+    )
+    for label, v in entry["variants"].items():
+        cells = " ".join(
+            f"{v['runs'][x]['ndcg@10']:>8.4f} ({v['runs'][x]['ndcg@10'] - base['runs'][x]['ndcg@10']:+.3f})"
+            for x in labels
+        )
+        print(
+            f"{label:<34} {v['bytes_per_token']:>8.1f} {v['bytes_per_document']:>8.0f} "
+            f"{v['exact_bytes'] / entry['task']['documents']:>11.0f} {cells}"
+        )
+    print(
+        "exhaustive ColBERT-only MaxSim: "
+        + ", ".join(
+            f"{k} {r['ndcg@10']:.4f} (top-10 overlap {r['top10_overlap_vs_float32']:.3f})"
+            for k, r in entry["exhaustive_maxsim"].items()
+        )
+    )
+
+
+def report_summary(result: dict) -> None:
+    """Mean nDCG@10 change against float16 over the tasks, per variant and run."""
+    tasks = list(result["tasks"].values())
+    labels = list(tasks[0]["variants"]["float16"]["runs"])
+    print(f"\nmean nDCG@10 change vs float16 over {len(tasks)} tasks (points = 0.01)")
+    print(f"{'variant':<34} {'bytes vs float16':>16} " + " ".join(f"{x:>15}" for x in labels))
+    summary = {}
+    for label in tasks[0]["variants"]:
+        deltas = {
+            x: float(
+                np.mean(
+                    [
+                        t["variants"][label]["runs"][x]["ndcg@10"]
+                        - t["variants"]["float16"]["runs"][x]["ndcg@10"]
+                        for t in tasks
+                    ]
+                )
+            )
+            for x in labels
         }
-    result["exhaustive_maxsim"] = exhaustive_maxsim(task, enc)
-    report(result)
-    out = ROOT / "results" / "colbert_quantization.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    print(f"written to {out}")
-
-
-def report(result: dict) -> None:
-    t = result["task"]
-    print(
-        f"SciFact {t['split']}: {t['documents']:,} documents ({result['tokens']:,} token vectors, "
-        f"{result['colbert_dim']}-d), {t['queries']} queries; model {result['model']}"
-    )
-    f16, i8 = result["collections"]["float16"], result["collections"]["int8"]
-    print(
-        f"\n{'run':<24} {'float16 nDCG@10':>16} {'int8 nDCG@10':>13} {'float16 R@100':>14} {'int8 R@100':>11}"
-    )
-    for label, r in f16["runs"].items():
-        q = i8["runs"].get(label)
-        print(
-            f"{label:<24} {r['ndcg@10']:>16.4f} {q['ndcg@10'] if q else float('nan'):>13.4f} "
-            f"{r['recall@100']:>14.4f} {q['recall@100'] if q else float('nan'):>11.4f}"
+        ratio = float(
+            np.mean(
+                [
+                    t["variants"][label]["colbert_bytes"] / t["variants"]["float16"]["colbert_bytes"]
+                    for t in tasks
+                ]
+            )
         )
-    print(f"ColBERT store bytes: float16 {f16['colbert_bytes']:,}, int8 {i8['colbert_bytes']:,}")
-    print(
-        f"\n{'exhaustive MaxSim':<18} {'nDCG@10':>8} {'R@100':>7} {'top-10 overlap':>15} {'mean |err|':>11} "
-        f"{'max |err|':>10}"
-    )
-    for name, r in result["exhaustive_maxsim"].items():
-        print(
-            f"{name:<18} {r['ndcg@10']:>8.4f} {r['recall@100']:>7.4f} {r['top10_overlap_vs_float32']:>15.3f} "
-            f"{r['mean_abs_error']:>11.2e} {r['max_abs_error']:>10.2e}"
-        )
+        summary[label] = {"bytes_ratio": ratio, "ndcg@10_delta": deltas}
+        print(f"{label:<34} {ratio:>16.4f} " + " ".join(f"{deltas[x]:>+15.4f}" for x in labels))
+    result["summary"] = summary
 
 
 if __name__ == "__main__":

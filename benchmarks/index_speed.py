@@ -33,8 +33,9 @@ from threadpoolctl import threadpool_limits
 
 from m3search import Collection
 from m3search.index.dense import HNSWParams, build_ann
-from m3search.index.multivector import MultiVectorStore
+from m3search.index.multivector import COLBERT_DTYPES, MultiVectorStore
 from m3search.index.sparse import FILES as sparse_files
+from m3search.scoring import colbert_score
 
 ROOT = Path(__file__).resolve().parent
 BATCH = 10_000
@@ -195,6 +196,13 @@ def main() -> None:
     ap.add_argument("--colbert-dim", type=int, default=1024)
     ap.add_argument("--colbert-every", type=int, default=100, help="every N-th document has ColBERT vectors")
     ap.add_argument("--colbert-tokens", type=int, default=128)
+    ap.add_argument(
+        "--colbert-dtype",
+        default="float16",
+        choices=COLBERT_DTYPES,
+        help="the collection's; the re-rank recall of each dtype is against MaxSim on the segment's stored "
+        "vectors, exact only for float16",
+    )
     ap.add_argument("--query-tokens", type=int, default=32)
     ap.add_argument("--clusters", type=int, default=2000)
     ap.add_argument("--vocab", type=int, default=30_000)
@@ -255,6 +263,7 @@ def main() -> None:
         path,
         dim=args.dim,
         colbert_dim=args.colbert_dim,
+        colbert_dtype=args.colbert_dtype,
         dense_index=args.dense_index,
         hnsw=hnsw,
         flush_docs=min_rows - 1,
@@ -356,20 +365,25 @@ def main() -> None:
         # candidates' tokens already decoded (the floor: what decoding, gathering and reducing add on top).
         colbert_rows = np.flatnonzero(np.diff(seg.colbert.offsets) > 0)
         rng = np.random.default_rng(1)
-        int8_store = _int8_copy(seg.colbert, colbert_rows)
+        copies = {d: _copy(seg.colbert, colbert_rows, d) for d in COLBERT_DTYPES if d != seg.colbert.dtype}
         n_cand = min(2 * args.candidates, len(colbert_rows))
-        times: dict[str, list[float]] = {"float16": [], "int8": [], "float32_product_floor": []}
+        times: dict[str, list[float]] = {d: [] for d in (seg.colbert.dtype, *copies, "float32_product_floor")}
+        overlap: dict[str, list[float]] = {d: [] for d in (seg.colbert.dtype, *copies)}
         with threadpool_limits(1, "blas"):
             for q in queries[:50]:  # interleaved
                 pick = np.sort(rng.choice(len(colbert_rows), size=n_cand, replace=False))
+                # the reference: the segment's stored vectors (exact for float16; else its own decoded form)
+                decoded = [seg.colbert.row(int(r)) for r in colbert_rows[pick]]
+                exact_top = set(np.argsort([-colbert_score(q["colbert"], d) for d in decoded])[:10].tolist())
                 for name, store, cand in (
-                    ("float16", seg.colbert, colbert_rows[pick]),
-                    ("int8", int8_store, pick),
+                    (seg.colbert.dtype, seg.colbert, colbert_rows[pick]),
+                    *((d, c, pick) for d, c in copies.items()),
                 ):
                     t = time.perf_counter()
-                    store.maxsim(q["colbert"], cand)
+                    scores = store.maxsim(q["colbert"], cand)
                     times[name].append(1000 * (time.perf_counter() - t))
-                decoded = np.concatenate([seg.colbert.row(int(r)) for r in colbert_rows[pick]])
+                    overlap[name].append(len(exact_top & set(np.argsort(-scores)[:10].tolist())) / 10)
+                decoded = np.concatenate(decoded)
                 t = time.perf_counter()
                 decoded @ q["colbert"].T
                 times["float32_product_floor"].append(1000 * (time.perf_counter() - t))
@@ -378,6 +392,7 @@ def main() -> None:
                 "candidates": n_cand,
                 "tokens_per_doc": args.colbert_tokens,
                 "query_tokens": args.query_tokens,
+                "recall@10_vs_exact_maxsim": float(np.mean(overlap[name])) if name in overlap else None,
                 **percentiles(ms),
             }
             for name, ms in times.items()
@@ -481,7 +496,7 @@ def bytes_per_doc(path: Path, seg_dir: Path, seg, n: int, dim: int) -> dict[str,
     }
     colbert_docs = int((np.diff(seg.colbert.offsets) > 0).sum())
     out["colbert_per_doc_with_tokens"] = (
-        files["colbert.npy"] + files.get("colbert_scales.npy", 0)
+        files["colbert.npy"] + files.get("colbert_scales.npy", 0) + files.get("colbert_center.npy", 0)
     ) / colbert_docs
     return out
 
@@ -529,9 +544,9 @@ def search_stages(
     return out
 
 
-def _int8_copy(store: MultiVectorStore, rows: np.ndarray) -> MultiVectorStore:
-    """The ColBERT rows that have tokens, re-encoded as int8 (to time int8 MaxSim on the same data)."""
-    return MultiVectorStore.from_rows([store.row(int(r)) for r in rows], dtype="int8")
+def _copy(store: MultiVectorStore, rows: np.ndarray, dtype: str) -> MultiVectorStore:
+    """The ColBERT rows that have tokens, re-encoded as `dtype` (to time its MaxSim on the same data)."""
+    return MultiVectorStore.from_rows([store.row(int(r)) for r in rows], dtype=dtype)  # type: ignore[arg-type]
 
 
 def report(result: dict) -> None:
@@ -593,6 +608,11 @@ def report(result: dict) -> None:
         print(
             f"ColBERT MaxSim re-rank {dtype}: {s['candidates']} candidates x {s['tokens_per_doc']} tokens x "
             f"{s['query_tokens']} query tokens: p50 {s['p50_ms']:.1f} ms, p99 {s['p99_ms']:.1f} ms"
+            + (
+                f", recall@10 vs exact {s['recall@10_vs_exact_maxsim']:.3f}"
+                if s["recall@10_vs_exact_maxsim"] is not None
+                else ""
+            )
         )
 
 

@@ -35,6 +35,7 @@ def test_chunks_merge_as_documented(tiny_m3, single_token_words):
     for token, w in expected_sparse.items():
         assert abs(merged.sparse[0][token] - w) < 1e-5
     np.testing.assert_allclose(merged.colbert[0], np.concatenate(parts.colbert), atol=1e-5)
+    np.testing.assert_array_equal(merged.colbert_ids[0], np.concatenate(parts.colbert_ids))
     assert merged.num_tokens[0] == sum(parts.num_tokens)
 
 

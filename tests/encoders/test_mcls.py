@@ -86,6 +86,10 @@ def test_mcls_matches_the_hand_built_construction(
     assert got.colbert[0].shape == colbert.shape == (len(content) + windows, colbert.shape[1])
     np.testing.assert_allclose(got.colbert[0], colbert, atol=1e-5)
     assert got.truncated == []
+    # the ColBERT rows' token ids (what pruning reads): the content and each window's closing token, no CLS
+    ids, eos = got.colbert_ids[0].tolist(), tiny_m3.tokenizer.eos_token_id
+    assert len(ids) == len(got.colbert[0]) and ids.count(eos) == windows
+    assert [i for i in ids if i != eos] == content
 
 
 def test_mcls_dense_differs_from_first_cls_and_from_chunk_mean(tiny_m3, single_token_words):

@@ -41,7 +41,7 @@ def test_int8_quantization_error_is_small():
     assert np.abs(codes * scales[:, None] - x).max() <= scales.max() / 2 + 1e-7
 
 
-@pytest.mark.parametrize("dtype", ["float16", "int8"])
+@pytest.mark.parametrize("dtype", ["float16", "int8", "2bit", "binary"])
 @pytest.mark.parametrize("block_values", [multivector.BLOCK_VALUES, 5 * 16])
 def test_maxsim_equals_the_reference_on_the_stored_vectors(tmp_path, monkeypatch, dtype, block_values):
     """Blocked decoding and scoring give the reference score of exactly what is stored, whether the candidates
@@ -49,7 +49,7 @@ def test_maxsim_equals_the_reference_on_the_stored_vectors(tmp_path, monkeypatch
     monkeypatch.setattr(multivector, "BLOCK_VALUES", block_values)
     rng = np.random.default_rng(2)
     docs = [unit_rows(rng, int(rng.integers(1, 12)), 16) if i % 7 else None for i in range(40)]
-    writer = MultiVectorWriter(tmp_path, 16, dtype, sum(len(d) for d in docs if d is not None), len(docs))
+    writer = new_writer(tmp_path, docs, 16, dtype)
     for d in docs:
         writer.append(d)
     writer.finish()
@@ -66,3 +66,143 @@ def test_float16_decoding_is_exact_for_every_finite_value():
     finite = every[np.isfinite(every)]
     decoded = multivector._float16_bits_to_float32(finite.view(np.int16).astype(np.int32))
     np.testing.assert_array_equal(decoded.view(np.uint32), finite.astype(np.float32).view(np.uint32))
+
+
+def new_writer(directory, docs, dim, dtype, **options):
+    """A writer for `docs`; binary gets its center fitted on all of them."""
+    tokens = [d for d in docs if d is not None]
+    if dtype == "binary":
+        options["center"] = multivector.fit_center(np.concatenate(tokens))
+    return MultiVectorWriter(directory, dim, dtype, sum(map(len, tokens)), len(docs), **options)
+
+
+def write_store(directory, docs, dim, dtype, **options):
+    writer = new_writer(directory, docs, dim, dtype, **options)
+    for d in docs:
+        writer.append(d)
+    writer.finish()
+    return MultiVectorStore.load(directory)
+
+
+@pytest.mark.parametrize("dim", [24, 21])
+@pytest.mark.parametrize("block_values", [multivector.BLOCK_VALUES, 5 * 24])
+def test_binary_maxsim_equals_the_reference_on_sign_vectors(tmp_path, monkeypatch, dim, block_values):
+    """Binary: d/8 bytes a token (rounded up) plus a float16 scale; the asymmetric MaxSim (float query against
+    center + scale · spread · ±1 document) is exactly the reference score of those vectors, rebuilt here from
+    the bits with numpy's own unpacking and the center fitted here (mean; mean |value - mean| per dimension)."""
+    monkeypatch.setattr(multivector, "BLOCK_VALUES", block_values)
+    rng = np.random.default_rng(3)
+    docs = [unit_rows(rng, int(rng.integers(1, 12)), dim) + 0.3 if i % 6 else None for i in range(40)]
+    store = write_store(tmp_path, docs, dim, "binary")
+    assert store.dtype == "binary" and store.tokens.dtype == np.uint8 and store.scales.dtype == np.float16
+    assert store.tokens.shape == (sum(len(d) for d in docs if d is not None), -(-dim // 8))
+    everything = np.concatenate([d for d in docs if d is not None])
+    mean = everything.mean(0)
+    spread = np.abs(everything - mean).mean(0)
+    np.testing.assert_allclose(store.center, [mean, spread], rtol=1e-5)
+    query = rng.standard_normal((6, dim)).astype(np.float32)
+    rows = rng.permutation(len(docs))[:30]
+    expected = []
+    for r in rows:
+        if docs[r] is None:
+            expected.append(0.0)
+            continue
+        start, end = store.offsets[r], store.offsets[r + 1]
+        signs = np.unpackbits(store.tokens[start:end], axis=1)[:, :dim] * 2.0 - 1.0
+        residual = docs[r].astype(np.float16).astype(np.float32) - mean
+        assert np.array_equal(signs > 0, residual >= 0)
+        scales = store.scales[start:end].astype(np.float32)[:, None]
+        expected.append(colbert_score(query, mean + scales * spread * signs))
+    np.testing.assert_allclose(store.maxsim(query, rows), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dim", [16, 18])
+def test_2bit_maxsim_equals_the_reference_on_the_decoded_levels(tmp_path, dim):
+    """2bit: d/4 bytes plus a float32 scale a token; MaxSim is the reference score of level * scale, the codes
+    unpacked here independently (2 bits a dimension, first dimension in the high bits)."""
+    rng = np.random.default_rng(4)
+    docs = [unit_rows(rng, int(rng.integers(1, 12)), dim) for _ in range(20)]
+    store = write_store(tmp_path, docs, dim, "2bit")
+    assert store.tokens.shape[1] == -(-dim // 4) and store.scales.dtype == np.float32
+    shifts = np.array([6, 4, 2, 0])
+    query = rng.standard_normal((4, dim)).astype(np.float32)
+    rows = np.arange(len(docs))
+    expected = []
+    for r in rows:
+        codes = store.tokens[store.offsets[r] : store.offsets[r + 1]]
+        unpacked = ((codes[:, :, None] >> shifts) & 3).reshape(len(codes), -1)[:, :dim]
+        values = (
+            multivector.LEVELS_2BIT[unpacked] * store.scales[store.offsets[r] : store.offsets[r + 1], None]
+        )
+        expected.append(colbert_score(query, values))
+        # and the decoded vectors are close to the originals: 2 bits keep most of a token's direction
+        cosines = (values * docs[r]).sum(1) / np.linalg.norm(values, axis=1)
+        assert cosines.min() > 0.85
+    np.testing.assert_allclose(store.maxsim(query, rows), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", ["binary", "2bit", "int8"])
+def test_recheck_scores_the_top_m_with_the_float16_vectors(tmp_path, dtype):
+    """With re-check M, the M best candidates by the compressed score get exactly the float16 MaxSim; the
+    others keep the compressed score; the float16 copies are memory-mapped, not read into RAM."""
+    rng = np.random.default_rng(5)
+    dim, m = 32, 7
+    docs = [unit_rows(rng, int(rng.integers(2, 15)), dim) for _ in range(50)]
+    writer = new_writer(tmp_path, docs, dim, dtype, keep_exact=True)
+    for d in docs:
+        writer.append(d)
+    writer.finish()
+    plain = MultiVectorStore.load(tmp_path)
+    rechecked = MultiVectorStore.load(tmp_path, recheck=m)
+    assert isinstance(rechecked.exact, np.memmap) and rechecked.exact.dtype == np.float16
+    query = unit_rows(rng, 5, dim)
+    rows = rng.permutation(len(docs))[:40]
+    compressed = plain.maxsim(query, rows)
+    scores = rechecked.maxsim(query, rows)
+    top = np.argsort(-compressed, kind="stable")[:m]
+    rest = np.setdiff1d(np.arange(len(rows)), top)
+    exact = [colbert_score(query, docs[r].astype(np.float16).astype(np.float32)) for r in rows[top]]
+    np.testing.assert_allclose(scores[top], exact, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(scores[rest], compressed[rest])
+
+
+@pytest.mark.parametrize("dtype", ["float16", "int8", "2bit", "binary"])
+def test_copying_rows_in_storage_form_keeps_the_scores(tmp_path, dtype):
+    """A merge copies rows in storage form (binary: under the collection's one center); the copy scores like the
+    original and carries the float16 copies along."""
+    rng = np.random.default_rng(6)
+    docs = [unit_rows(rng, int(rng.integers(1, 9)), 16) for _ in range(25)]
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    keep = dtype != "float16"
+    writer = new_writer(tmp_path / "a", docs, 16, dtype, keep_exact=keep)
+    for d in docs:
+        writer.append(d)
+    writer.finish()
+    source = MultiVectorStore.load(tmp_path / "a", recheck=3 if keep else 0)
+    copy = MultiVectorWriter(
+        tmp_path / "b", 16, dtype, sum(map(len, docs)), len(docs), keep_exact=keep, center=source.center
+    )
+    for r in range(len(docs)):
+        copy.append_encoded(source.encoded(r))
+    copy.finish()
+    target = MultiVectorStore.load(tmp_path / "b", recheck=3 if keep else 0)
+    query = unit_rows(rng, 4, 16)
+    rows = np.arange(len(docs))
+    np.testing.assert_allclose(target.maxsim(query, rows), source.maxsim(query, rows), rtol=1e-6)
+    if keep:
+        np.testing.assert_array_equal(np.asarray(target.exact), np.asarray(source.exact))
+
+
+def test_store_without_a_dtype_record_opens_as_before(tmp_path):
+    """Stores written before `colbert.json` (format-2 collections) are float16, or int8 when they have scales."""
+    rng = np.random.default_rng(7)
+    docs = [unit_rows(rng, 3, 8) for _ in range(4)]
+    for dtype in ("float16", "int8"):
+        (tmp_path / dtype).mkdir()
+        store = write_store(tmp_path / dtype, docs, 8, dtype)
+        before = store.maxsim(docs[0], np.arange(4))
+        (tmp_path / dtype / multivector.META_FILE).unlink()
+        old = MultiVectorStore.load(tmp_path / dtype)
+        assert old.dtype == dtype
+        np.testing.assert_array_equal(old.maxsim(docs[0], np.arange(4)), before)

@@ -207,6 +207,40 @@ def test_qdrant_points_have_uuid5_ids_and_the_id_in_the_payload(tmp_path, open_b
     client.close()
 
 
+@pytest.mark.parametrize(
+    "dtype,quantization",
+    [
+        ("int8", models.ScalarType.INT8),
+        ("2bit", models.BinaryQuantizationEncoding.TWO_BITS),
+        ("binary", models.BinaryQuantizationEncoding.ONE_BIT),
+    ],
+)
+def test_qdrant_compresses_colbert_with_multivector_quantization(
+    tmp_path, open_backend, docs, dtype, quantization
+):
+    """Compressed `colbert_dtype`s become Qdrant's quantization of the `colbert` multivector (binary ones with
+    8-bit query encoding, the asymmetric MaxSim), beside its float16 originals; the collection reopens with
+    it and ranks (local mode scores exactly) like the reference."""
+    collection = open_backend("qdrant", own=True, colbert_dtype=dtype, colbert_recheck=20)
+    collection.upsert(docs)
+    collection.close()
+    client = QdrantClient(path=str(tmp_path / "qdrant"))
+    params = client.get_collection("c").config.params.vectors["colbert"]
+    client.close()
+    assert params.datatype == models.Datatype.FLOAT16
+    found = params.quantization_config
+    if dtype == "int8":
+        assert found.scalar.type == quantization
+    else:
+        assert found.binary.encoding == quantization
+        assert found.binary.query_encoding == models.BinaryQuantizationQueryEncoding.SCALAR8BITS
+    query = as_query(make_docs(1, seed=98)[0])
+    with Collection.open("c", backend="qdrant", path=tmp_path / "qdrant", cache=False) as reopened:
+        assert (reopened.config.colbert_dtype, reopened.config.colbert_recheck) == (dtype, 20)
+        hits = reopened.search(query, k=10, mode="colbert", candidates=120)
+    assert [h.id for h in hits] == brute_force(docs, query, lambda s: s["colbert"])[:10]
+
+
 def test_qdrant_create_and_open_errors(tmp_path, open_backend):
     open_backend("qdrant", "taken")
     with pytest.raises(CollectionExistsError, match="taken"):

@@ -28,11 +28,14 @@ NEW = make_docs(1, seed=7, start=500)[0]
 QUERIES = [as_query(DOCS[i]) for i in (1, 20, 55, 90, 105, 115)] + [as_query(make_docs(1, seed=99)[0])]
 
 
-@pytest.fixture(scope="module")
-def clean(tmp_path_factory) -> Path:
+#: Binary ColBERT codes with float16 copies for re-check: every ColBERT file there is (codes, offsets, scales,
+#: dtype record, center, float16 copies).
+COMPRESSED = dict(colbert_dtype="binary", colbert_recheck=5)
+
+
+def build(path: Path, **options) -> Path:
     """Two sealed segments (with HNSW graphs), pending rows, and tombstones of sealed and pending rows."""
-    path = tmp_path_factory.mktemp("corruption") / "clean"
-    with Collection.create(path, **SETTINGS) as c:
+    with Collection.create(path, **SETTINGS, **options) as c:
         c.upsert(DOCS[:60])
         c.upsert(DOCS[60:110])
         c.upsert(DOCS[110:])
@@ -41,6 +44,16 @@ def clean(tmp_path_factory) -> Path:
         stats = c.stats()
         assert len(stats["segments"]) == 2 and stats["pending"] > 0 and stats["tombstones"] == 3
     return path
+
+
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory) -> Path:
+    return build(tmp_path_factory.mktemp("corruption") / "clean")
+
+
+@pytest.fixture(scope="module")
+def clean_compressed(tmp_path_factory) -> Path:
+    return build(tmp_path_factory.mktemp("corruption") / "compressed", **COMPRESSED)
 
 
 def fingerprint(c: Collection) -> list:
@@ -70,14 +83,23 @@ def write(path: Path) -> None:
         c.flush()
 
 
-@pytest.fixture(scope="module")
-def expected(clean, tmp_path_factory) -> tuple[list, list]:
+def fingerprints(clean: Path, scratch: Path) -> tuple[list, list]:
     """The clean copy's fingerprint, and its fingerprint after the write."""
     before = observe(clean)
-    copy = tmp_path_factory.mktemp("expected") / "c"
+    copy = scratch / "c"
     shutil.copytree(clean, copy)
     write(copy)
-    return before, observe(copy)
+    return before, observe(copy)  # type: ignore[return-value]
+
+
+@pytest.fixture(scope="module")
+def expected(clean, tmp_path_factory) -> tuple[list, list]:
+    return fingerprints(clean, tmp_path_factory.mktemp("expected"))
+
+
+@pytest.fixture(scope="module")
+def expected_compressed(clean_compressed, tmp_path_factory) -> tuple[list, list]:
+    return fingerprints(clean_compressed, tmp_path_factory.mktemp("expected"))
 
 
 def segment_files(clean: Path) -> list[str]:
@@ -104,9 +126,28 @@ def damage(path: Path, how: str) -> None:
 def test_corruption_matrix(clean, expected, tmp_path, how):
     """Every file of a collection, damaged in three ways: a `CorruptCollectionError` naming it or the clean
     copy's results; never silent wrong answers; after the write and restoring the file, nothing is lost."""
-    before, after = expected
     files = ["config.json", "store.sqlite", *segment_files(clean)]
     assert len(files) > 10  # every kind of segment file: seqs, dense + graph, sparse, ColBERT, metadata
+    check_damage(clean, expected, files, tmp_path, how)
+
+
+@pytest.mark.parametrize("how", ["truncate", "flip", "delete"])
+def test_corruption_matrix_of_compressed_colbert_files(clean_compressed, expected_compressed, tmp_path, how):
+    """The same for the files of binary ColBERT stores with float16 copies for re-check."""
+    files = [f for f in segment_files(clean_compressed) if f.rsplit("/", 1)[1].startswith("colbert")]
+    names = {f.rsplit("/", 1)[1] for f in files}
+    assert names == {
+        f"colbert{s}" for s in (".npy", "_offsets.npy", "_scales.npy", ".json", "_center.npy", "_exact.npy")
+    }
+    check_damage(clean_compressed, expected_compressed, files, tmp_path, how)
+
+
+def check_damage(
+    clean: Path, expected: tuple[list, list], files: list[str], tmp_path: Path, how: str
+) -> None:
+    """Damage each of `files` (relative to the collection) of a copy of `clean` in the way `how` says: an error
+    naming it or the clean results; the write after it and restoring the file lose nothing."""
+    before, after = expected
     outcomes = {}
     for rel in files:
         work = tmp_path / rel.replace("/", "_")
@@ -189,13 +230,20 @@ def test_only_the_damaged_segment_stops_reads_that_need_it(clean, tmp_path):
         assert c.stats()["damaged"]
 
 
-def test_large_files_are_checked_before_a_merge_and_by_verify(clean, tmp_path, monkeypatch):
-    """Files over the open-time threshold: the size is checked at open, the bytes before a merge reads them
-    (so compaction never bakes damage into the merged segment) and by `verify`."""
+@pytest.mark.parametrize(
+    "collection,name", [("clean", "colbert.npy"), ("clean_compressed", "colbert_exact.npy")]
+)
+def test_large_files_are_checked_before_a_merge_and_by_verify(
+    request, tmp_path, monkeypatch, collection, name
+):
+    """Files over the open-time threshold (ColBERT codes, their float16 copies): the size is checked at open,
+    the bytes before a merge reads them (so compaction never bakes damage into the merged segment) and by
+    `verify`."""
+    clean = request.getfixturevalue(collection)
     monkeypatch.setattr(integrity, "OPEN_CHECK_BYTES", 0)
     work = tmp_path / "c"
     shutil.copytree(clean, work)
-    rel = segment_files(clean)[0].rsplit("/", 1)[0] + "/colbert.npy"
+    rel = segment_files(clean)[0].rsplit("/", 1)[0] + f"/{name}"
     damage(work / rel, "flip")
     with Collection.open(work) as c:
         report = c.verify()

@@ -54,7 +54,28 @@ def command() -> None:
 @click.option(
     "--dense-index", type=click.Choice(["hnsw", "hnsw-sq8", "flat"]), default="hnsw", show_default=True
 )
-@click.option("--colbert-dtype", type=click.Choice(["float16", "int8"]), default="float16", show_default=True)
+@click.option(
+    "--colbert-dtype",
+    type=click.Choice(["float16", "int8", "2bit", "binary"]),
+    default="float16",
+    show_default=True,
+    help="How ColBERT token vectors are stored (bytes per token at 1024-d: 2048, 1028, 260, 130); on Qdrant: "
+    "the multivector's quantization (int8 scalar, 2-bit or 1-bit binary).",
+)
+@click.option(
+    "--colbert-recheck",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Also keep float16 token vectors on disk and re-score the best M candidates of the compressed MaxSim "
+    "with them (Qdrant: rescore with the original vectors).",
+)
+@click.option(
+    "--colbert-prune",
+    type=click.Choice(["punctuation"]),
+    default=None,
+    help="Drop special and punctuation tokens' ColBERT vectors at index time.",
+)
 @click.option("--max-length", type=int, default=None, help="Tokens per document (default: the model's).")
 @click.option(
     "--image-encoder",
@@ -87,6 +108,8 @@ def create(
     colbert_dim: int | None,
     dense_index: str,
     colbert_dtype: str,
+    colbert_recheck: int,
+    colbert_prune: str | None,
     max_length: int | None,
     image_encoder: str | None,
     backend: str,
@@ -113,6 +136,8 @@ def create(
         colbert_dim=colbert_dim,
         dense_index=dense_index,
         colbert_dtype=colbert_dtype,
+        colbert_recheck=colbert_recheck,
+        colbert_prune=colbert_prune,
         max_length=max_length,
         runtime=runtime,
         image_encoder=image_encoder,

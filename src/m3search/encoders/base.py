@@ -6,6 +6,7 @@ model, a generic dense model, BM25 or a composite of them are interchangeable.
 
 from __future__ import annotations
 
+import unicodedata
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,13 +30,15 @@ class EncodeResult:
     """What one `encode` call produced, in input order; outputs not requested are None.
 
     dense: (n, dim) float32, rows L2-normalized. sparse: per text, token id -> weight. colbert: per text a
-    (tokens, colbert_dim) float32 array with L2-normalized rows. num_tokens: tokens fed to the model per text
-    (summed over chunks). truncated: indices of the texts cut to `max_length`.
+    (tokens, colbert_dim) float32 array with L2-normalized rows; colbert_ids: the token id each of those rows
+    came from (what index-time token pruning reads), when the encoder knows them. num_tokens: tokens fed to the
+    model per text (summed over chunks). truncated: indices of the texts cut to `max_length`.
     """
 
     dense: np.ndarray | None = None
     sparse: list[SparseVector] | None = None
     colbert: list[np.ndarray] | None = None
+    colbert_ids: list[np.ndarray] | None = None
     num_tokens: list[int] = field(default_factory=list)
     truncated: list[int] = field(default_factory=list)
 
@@ -90,6 +93,21 @@ def token_pieces(tokenizer: Any, token_ids: Iterable[int]) -> list[str]:
     """Readable strings for token ids: the tokenizer's pieces with SentencePiece's word marker removed."""
     pieces = tokenizer.convert_ids_to_tokens([int(i) for i in token_ids])
     return [p.replace("\u2581", " ").strip() or p for p in pieces]
+
+
+def punctuation_tokens(tokenizer: Any, token_ids: Iterable[int]) -> np.ndarray:
+    """Mask of the ids that are special tokens (`</s>`, `[SEP]`) or pieces made only of punctuation once the word
+    markers (`▁`, `##`) are removed: what ColBERT's index-time pruning drops."""
+    ids = [int(i) for i in token_ids]
+    special = set(tokenizer.all_special_ids)
+    pieces = tokenizer.convert_ids_to_tokens(ids)
+    out = np.zeros(len(ids), bool)
+    for i, (token, piece) in enumerate(zip(ids, pieces)):
+        text = piece.replace("\u2581", "").removeprefix("##")
+        out[i] = token in special or (
+            bool(text) and all(unicodedata.category(c).startswith("P") for c in text)
+        )
+    return out
 
 
 def content_ids(tokenizer: Any, texts: list[str]) -> list[list[int]]:
@@ -161,6 +179,10 @@ class TextEncoder(ABC):
     def token_strings(self, token_ids: Iterable[int]) -> list[str]:
         """Readable strings for token ids (for showing which query tokens matched)."""
         raise NotImplementedError(f"{type(self).__name__} has no tokenizer to decode token ids")
+
+    def prunable_tokens(self, token_ids: Iterable[int]) -> np.ndarray:
+        """Mask of the ColBERT token ids that index-time pruning drops (special and punctuation tokens)."""
+        raise NotImplementedError(f"{type(self).__name__} has no tokenizer to tell punctuation tokens")
 
     def check_outputs(self, wanted: Iterable[OutputKind]) -> None:
         """Raise if this encoder cannot produce one of `wanted`."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 from m3search.encoders.base import (
     EncodeResult,
     OutputKind,
@@ -59,6 +61,8 @@ class CompositeEncoder(TextEncoder):
             )
             for kind in kinds:
                 setattr(result, kind, getattr(part, kind))
+            if "colbert" in kinds:
+                result.colbert_ids = part.colbert_ids
             # Token counts and truncation are reported by the model that reads the most tokens.
             if not result.num_tokens or encoder is self.parts.get("dense"):
                 result.num_tokens, result.truncated = part.num_tokens, part.truncated
@@ -73,6 +77,10 @@ class CompositeEncoder(TextEncoder):
         """The runtime of the parts that run a model (they share one: a collection's encoder loads once)."""
         identities = [i for i in (e.runtime_identity() for e in self.parts.values()) if i is not None]
         return identities[0] if identities else None
+
+    def prunable_tokens(self, token_ids: Any) -> np.ndarray:
+        """The ColBERT part's special and punctuation token ids."""
+        return self.parts["colbert"].prunable_tokens(token_ids)
 
     def describe(self) -> dict[str, Any]:
         info = super().describe()

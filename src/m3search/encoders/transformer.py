@@ -24,6 +24,7 @@ from m3search.encoders.base import (
     SparseVector,
     TextEncoder,
     content_ids,
+    punctuation_tokens,
     requested_outputs,
     token_pieces,
     validate_texts,
@@ -74,6 +75,11 @@ class _Piece:
     ids: np.ndarray
     #: With Multiple CLS: where the CLS tokens are (0 and one before every `interval` content tokens).
     cls_positions: np.ndarray | None = None
+
+    def colbert_ids(self) -> np.ndarray:
+        """The token ids of this piece's ColBERT rows: those after the first CLS, without inserted CLS tokens."""
+        ids = self.ids[1:]
+        return ids if self.cls_positions is None else np.delete(ids, self.cls_positions[1:] - 1)
 
 
 class TransformerEncoder(TextEncoder):
@@ -173,6 +179,10 @@ class TransformerEncoder(TextEncoder):
     def token_strings(self, token_ids: Sequence[int] | Any) -> list[str]:
         """Readable token strings (the tokenizer's pieces, with SentencePiece's word marker removed)."""
         return token_pieces(self.tokenizer, token_ids)
+
+    def prunable_tokens(self, token_ids: Sequence[int] | Any) -> np.ndarray:
+        """Mask of the special and punctuation token ids (what ColBERT's index-time pruning drops)."""
+        return punctuation_tokens(self.tokenizer, token_ids)
 
     def count_tokens(self, texts: str | Sequence[str], is_query: bool = False) -> list[int]:
         """Token counts (special tokens included, before truncation) after the model's prefix."""
@@ -400,6 +410,7 @@ class TransformerEncoder(TextEncoder):
                 colbert_rows[g[0]] if len(g) == 1 else np.concatenate([colbert_rows[j] for j in g])
                 for g in groups
             ]
+            result.colbert_ids = [np.concatenate([pieces[j].colbert_ids() for j in g]) for g in groups]
         return result
 
     def runtime_identity(self) -> dict[str, str]:

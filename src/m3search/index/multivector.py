@@ -1,27 +1,72 @@
 """ColBERT token vectors of one segment, stored on disk and memory-mapped, scored by MaxSim for re-ranking.
 
-All rows' token vectors are one `(tokens, dim)` matrix (`colbert.npy`) with `offsets` marking where each row
-starts: float16 by default (half of float32, no measurable loss), or int8 with one float32 scale per token
-(a quarter, at a small measured loss). The matrix is never loaded whole: re-ranking reads only the candidates'
-rows. Scores follow `m3search.scoring.colbert_score`: the mean over query tokens of the best dot product with
-any document token. Hand-written because no library stores per-document token matrices with MaxSim re-ranking
+All rows' token vectors are one `(tokens, width)` matrix (`colbert.npy`) with `offsets` marking where each row
+starts, in one of four forms (`colbert.json` records which): float16 (half of float32, no measurable loss);
+int8 with one float32 scale per token (a quarter); `2bit`: 2-bit Lloyd-Max codes per dimension packed 4 a byte
+plus a float32 scale per token (dim/4 + 4 bytes); `binary`: the sign bits packed 8 a byte (dim/8 bytes, 128 for
+1024-d) of each token's difference from the collection's mean token vector, plus a float16 scale per token
+(dim/8 + 2 bytes), scored asymmetrically (float query · centered, per-dimension-scaled ±1 document). Optionally the
+float16 vectors are also kept (`colbert_exact.npy`, memory-mapped) so that the best candidates by the compressed
+score can be re-checked exactly. The matrix is never loaded whole: re-ranking reads only the candidates' rows.
+Scores follow `m3search.scoring.colbert_score`: the mean over query tokens of the best dot product with any
+document token. Hand-written because no library stores per-document token matrices with MaxSim re-ranking
 at this size (PLAID's residual compression breaks on 1024-d bge-m3 vectors).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 
-ColbertDtype = Literal["float16", "int8"]
-COLBERT_DTYPES: tuple[ColbertDtype, ...] = ("float16", "int8")
+ColbertDtype = Literal["float16", "int8", "2bit", "binary"]
+COLBERT_DTYPES: tuple[ColbertDtype, ...] = ("float16", "int8", "2bit", "binary")
+#: dtypes whose stored vectors are an approximation that re-check (`colbert_recheck`) can correct
+COMPRESSED_DTYPES: tuple[ColbertDtype, ...] = ("int8", "2bit", "binary")
+#: index-time token pruning choices (see `TextEncoder.prunable_tokens`)
+COLBERT_PRUNING = ("punctuation",)
 
 TOKENS_FILE = "colbert.npy"
 OFFSETS_FILE = "colbert_offsets.npy"
 SCALES_FILE = "colbert_scales.npy"
+#: float16 copies of the token vectors that re-check reads (memory-mapped; only with `colbert_recheck`)
+EXACT_FILE = "colbert_exact.npy"
+#: {"dtype", "dim"}: what `colbert.npy` holds (absent in stores written before packed dtypes)
+META_FILE = "colbert.json"
+#: binary: the (2, dim) float32 center (mean token vector) and per-dimension scale (mean |value - center|)
+CENTER_FILE = "colbert_center.npy"
+#: tokens a binary center is fitted on (a sample: the first ones of the first flush)
+CENTER_SAMPLE = 1 << 16
+
+#: Lloyd-Max levels (and thresholds between them) of 2-bit codes for a unit-variance Gaussian
+LEVELS_2BIT = np.array([-1.510, -0.4528, 0.4528, 1.510], np.float32)
+THRESHOLDS_2BIT = np.array([-0.9816, 0.0, 0.9816], np.float32)
+#: a byte of packed codes -> its decoded values (bits MSB first, as `np.packbits` lays them out)
+_BINARY_LUT = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).astype(np.float32) * 2 - 1
+_2BIT_LUT = LEVELS_2BIT[(np.arange(256)[:, None] >> np.array([6, 4, 2, 0])) & 3]
+
+
+class EncodedTokens(NamedTuple):
+    """A row's token vectors in storage form.
+
+    codes: the stored matrix rows. scales: one per token (int8 and 2bit: the code step; binary: the token's
+    scale over the per-dimension ones), else None. exact: the float16 vectors that re-check reads, when known."""
+
+    codes: np.ndarray
+    scales: np.ndarray | None
+    exact: np.ndarray | None
+
+
+def code_layout(dtype: ColbertDtype, dim: int) -> tuple[np.dtype, int]:
+    """The numpy dtype and the columns of one token's codes: binary packs 8 dimensions a byte, 2bit 4."""
+    if dtype == "binary":
+        return np.dtype(np.uint8), -(-dim // 8)
+    if dtype == "2bit":
+        return np.dtype(np.uint8), -(-dim // 4)
+    return np.dtype(dtype), dim
 
 
 def quantize_int8(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -33,43 +78,110 @@ def quantize_int8(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return codes, scales
 
 
-def encode_tokens(matrix: np.ndarray, dtype: ColbertDtype) -> tuple[np.ndarray, np.ndarray | None]:
-    """A row's token vectors in storage form: (codes, scales or None)."""
-    if dtype == "int8":
-        return quantize_int8(matrix)
-    return np.asarray(matrix, np.float16), None
+def fit_center(matrix: np.ndarray) -> np.ndarray:
+    """Binary's (2, dim) center: the mean token vector and each dimension's mean |value - mean| (> 0).
+
+    Token vectors of a transformer share a large common component (e5-small's mean token vector has norm
+    ~0.8), so the raw signs say little; the signs of the difference from the mean, scaled per dimension and
+    per token, keep most of the ranking (measured in docs/INDEX.md)."""
+    matrix = np.asarray(matrix, np.float32)
+    if len(matrix) == 0:
+        return np.stack([np.zeros(matrix.shape[1], np.float32), np.ones(matrix.shape[1], np.float32)])
+    mean = matrix.mean(axis=0)
+    spread = np.abs(matrix - mean).mean(axis=0)
+    return np.stack([mean, np.where(spread > 0, spread, 1.0)]).astype(np.float32)
+
+
+def quantize_binary(matrix: np.ndarray, center: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sign bits of `matrix - center[0]` packed 8 dimensions a byte (bit 1: >= 0, read as +1; 0: -1) and each
+    token's float16 scale `s`, fitted by least squares: `value ≈ center[0] + s * center[1] * ±1`."""
+    residual = np.asarray(matrix, np.float32) - center[0]
+    spread = center[1]
+    scales = (np.abs(residual) * spread).sum(axis=1) / float((spread * spread).sum())
+    return np.packbits(residual >= 0, axis=1), scales.astype(np.float16)
+
+
+def quantize_2bit(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """2-bit codes per dimension (Lloyd-Max levels for the token's RMS), packed 4 a byte, and per-token float32
+    scales fitted by least squares to the codes (`value ≈ LEVELS_2BIT[code] * scale`)."""
+    matrix = np.asarray(matrix, np.float32)
+    rms = np.sqrt(np.mean(np.square(matrix), axis=1, keepdims=True)) if len(matrix) else np.ones((0, 1))
+    codes = np.digitize(matrix / np.where(rms > 0, rms, 1.0), THRESHOLDS_2BIT).astype(np.uint8)
+    levels = LEVELS_2BIT[codes]
+    scales = (matrix * levels).sum(axis=1) / np.maximum((levels * levels).sum(axis=1), 1e-30)
+    scales = np.where(scales > 0, scales, 1.0).astype(np.float32)
+    pad = -matrix.shape[1] % 4
+    codes = np.pad(codes, ((0, 0), (0, pad))).reshape(len(matrix), (matrix.shape[1] + pad) // 4, 4)
+    packed = (codes[:, :, 0] << 6) | (codes[:, :, 1] << 4) | (codes[:, :, 2] << 2) | codes[:, :, 3]
+    return packed.astype(np.uint8), scales
+
+
+def encode_tokens(matrix: np.ndarray, dtype: ColbertDtype, center: np.ndarray | None = None) -> EncodedTokens:
+    """A row's token vectors in storage form (with their float16 form, which re-check keeps); binary needs the
+    store's `center` (`fit_center`)."""
+    exact = np.asarray(matrix, np.float16)
+    if dtype == "float16":
+        return EncodedTokens(exact, None, exact)
+    if dtype == "binary":
+        if center is None:
+            raise ValueError("binary token codes need the store's center (fit_center)")
+        return EncodedTokens(*quantize_binary(exact, center), exact)
+    quantize = {"int8": quantize_int8, "2bit": quantize_2bit}[dtype]
+    return EncodedTokens(*quantize(exact.astype(np.float32)), exact)
 
 
 class MultiVectorWriter:
     """Writes rows of token vectors into a new store, streaming (the whole matrix never sits in RAM)."""
 
     def __init__(
-        self, directory: Path, dim: int, dtype: ColbertDtype, total_tokens: int, n_rows: int
+        self,
+        directory: Path,
+        dim: int,
+        dtype: ColbertDtype,
+        total_tokens: int,
+        n_rows: int,
+        *,
+        keep_exact: bool = False,
+        center: np.ndarray | None = None,
     ) -> None:
         if dtype not in COLBERT_DTYPES:
             raise ValueError(f"unknown ColBERT dtype {dtype!r}; choose one of {', '.join(COLBERT_DTYPES)}")
-        self.directory, self.dtype = directory, dtype
+        if dtype == "binary" and center is None:
+            raise ValueError("a binary store needs its center (fit_center)")
+        self.directory, self.dtype, self.dim, self.center = directory, dtype, dim, center
+        code_dtype, width = code_layout(dtype, dim)
         self.tokens = np.lib.format.open_memmap(
-            directory / TOKENS_FILE, mode="w+", dtype=np.dtype(dtype), shape=(total_tokens, dim)
+            directory / TOKENS_FILE, mode="w+", dtype=code_dtype, shape=(total_tokens, width)
         )
-        self.scales = np.zeros(total_tokens, np.float32) if dtype == "int8" else None
+        scale_dtype = {"int8": np.float32, "2bit": np.float32, "binary": np.float16}.get(dtype)
+        self.scales = None if scale_dtype is None else np.zeros(total_tokens, scale_dtype)
+        self.exact = (
+            np.lib.format.open_memmap(
+                directory / EXACT_FILE, mode="w+", dtype=np.float16, shape=(total_tokens, dim)
+            )
+            if keep_exact and dtype != "float16"
+            else None
+        )
         self.offsets = np.zeros(n_rows + 1, np.int64)
         self._row = 0
 
     def append(self, matrix: np.ndarray | None) -> None:
         """Add the next row from float vectors (None or empty: a row without token vectors)."""
         if matrix is None or len(matrix) == 0:
-            self.append_encoded(np.empty((0, self.tokens.shape[1]), self.tokens.dtype), None)
-        else:
-            self.append_encoded(*encode_tokens(matrix, self.dtype))
+            matrix = np.empty((0, self.dim), np.float32)
+        self.append_encoded(encode_tokens(matrix, self.dtype, self.center))
 
-    def append_encoded(self, codes: np.ndarray, scales: np.ndarray | None) -> None:
+    def append_encoded(self, row: EncodedTokens) -> None:
         """Add the next row already in storage form (copying between stores of the same dtype)."""
         start = self.offsets[self._row]
-        end = start + len(codes)
-        self.tokens[start:end] = codes
+        end = start + len(row.codes)
+        self.tokens[start:end] = row.codes
         if self.scales is not None:
-            self.scales[start:end] = scales
+            self.scales[start:end] = row.scales
+        if self.exact is not None:
+            if row.exact is None and end > start:
+                raise RuntimeError("re-check needs the float16 token vectors, which this row lacks")
+            self.exact[start:end] = row.exact
         self._row += 1
         self.offsets[self._row] = end
 
@@ -79,64 +191,121 @@ class MultiVectorWriter:
             raise RuntimeError("multi-vector store closed before all its rows were written")
         self.tokens.flush()
         del self.tokens
-        paths = [self.directory / TOKENS_FILE, self.directory / OFFSETS_FILE]
+        paths = [self.directory / TOKENS_FILE, self.directory / OFFSETS_FILE, self.directory / META_FILE]
         np.save(paths[1], self.offsets)
+        paths[2].write_text(json.dumps({"dtype": self.dtype, "dim": self.dim}))
+        if self.center is not None:
+            paths.append(self.directory / CENTER_FILE)
+            np.save(paths[-1], np.asarray(self.center, np.float32))
         if self.scales is not None:
             paths.append(self.directory / SCALES_FILE)
-            np.save(paths[2], self.scales)
+            np.save(paths[-1], self.scales)
+        if self.exact is not None:
+            self.exact.flush()
+            del self.exact
+            paths.append(self.directory / EXACT_FILE)
         return paths
 
 
 class MultiVectorStore:
-    """Token vectors per row: `tokens[offsets[i]:offsets[i+1]]` (times `scales` when int8)."""
+    """Token vectors per row: `tokens[offsets[i]:offsets[i+1]]`, decoded by `dtype` (times `scales` for int8 and
+    2bit; binary: `center[0] + scales * center[1] * ±1`). With `exact` (float16 copies) and `recheck` = M > 0, `maxsim`
+    re-scores the M best candidates by the compressed score with the float16 vectors."""
 
-    def __init__(self, tokens: np.ndarray, offsets: np.ndarray, scales: np.ndarray | None = None) -> None:
+    def __init__(
+        self,
+        tokens: np.ndarray,
+        offsets: np.ndarray,
+        scales: np.ndarray | None = None,
+        *,
+        dtype: ColbertDtype | None = None,
+        dim: int | None = None,
+        center: np.ndarray | None = None,
+        exact: np.ndarray | None = None,
+        recheck: int = 0,
+    ) -> None:
         self.tokens, self.offsets, self.scales = tokens, offsets, scales
+        self.dtype: ColbertDtype = dtype or ("int8" if scales is not None else "float16")
+        self.dim = dim if dim is not None else tokens.shape[1]
+        self.center, self.exact, self.recheck = center, exact, recheck
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
 
-    @property
-    def dtype(self) -> ColbertDtype:
-        return "int8" if self.scales is not None else "float16"
-
     @classmethod
     def from_rows(
-        cls, rows: Sequence[np.ndarray | None], dtype: ColbertDtype = "float16", dim: int | None = None
+        cls,
+        rows: Sequence[np.ndarray | None],
+        dtype: ColbertDtype = "float16",
+        dim: int | None = None,
+        center: np.ndarray | None = None,
     ) -> MultiVectorStore:
-        """An in-memory store (for rows not yet written to a segment); None rows have no token vectors."""
+        """An in-memory store (for rows not yet written to a segment); None rows have no token vectors. Binary
+        fits its center on these rows unless given one."""
         dim = dim if dim is not None else next((r.shape[1] for r in rows if r is not None and len(r)), 0)
-        encoded = [encode_tokens(r if r is not None else np.empty((0, dim), np.float32), dtype) for r in rows]
-        lengths = [len(c) for c, _ in encoded]
-        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        tokens = (
-            np.concatenate([c.reshape(-1, dim) for c, _ in encoded])
-            if encoded
-            else np.empty((0, dim), np.dtype(dtype))
+        empty = np.empty((0, dim), np.float32)
+        if dtype == "binary" and center is None:
+            center = fit_center(np.concatenate([empty, *(r for r in rows if r is not None)]))
+        encoded = [encode_tokens(r if r is not None else empty, dtype, center) for r in rows]
+        offsets = np.concatenate([[0], np.cumsum([len(e.codes) for e in encoded])]).astype(np.int64)
+        code_dtype, width = code_layout(dtype, dim)
+        tokens = np.concatenate(
+            [e.codes.reshape(-1, width) for e in encoded] or [np.empty((0, width), code_dtype)]
         )
-        scales = np.concatenate([s for _, s in encoded]) if dtype == "int8" and encoded else None
-        return cls(tokens, offsets, scales)
+        scales = (
+            np.concatenate([e.scales for e in encoded]) if dtype in COMPRESSED_DTYPES and encoded else None
+        )
+        return cls(tokens, offsets, scales, dtype=dtype, dim=dim, center=center)
 
     @classmethod
-    def load(cls, directory: Path) -> MultiVectorStore:
-        """Open a saved store, memory-mapped."""
-        scales_path = directory / SCALES_FILE
+    def load(cls, directory: Path, recheck: int = 0) -> MultiVectorStore:
+        """Open a saved store, memory-mapped (its float16 copies too, when it has them)."""
+        tokens = np.load(directory / TOKENS_FILE, mmap_mode="r")
+        scales_path, exact_path, meta_path, center_path = (
+            directory / f for f in (SCALES_FILE, EXACT_FILE, META_FILE, CENTER_FILE)
+        )
+        scales = np.load(scales_path) if scales_path.exists() else None
+        if meta_path.exists():
+            meta = json.loads(meta_path.read_text())
+        else:  # written before colbert.json: float16, or int8 with its scales
+            meta = {
+                "dtype": "int8" if scales is not None else "float16",
+                "dim": tokens.shape[1],
+            }
         return cls(
-            np.load(directory / TOKENS_FILE, mmap_mode="r"),
+            tokens,
             np.load(directory / OFFSETS_FILE),
-            np.load(scales_path) if scales_path.exists() else None,
+            scales,
+            dtype=meta["dtype"],
+            dim=meta["dim"],
+            center=np.load(center_path) if center_path.exists() else None,
+            exact=np.load(exact_path, mmap_mode="r") if exact_path.exists() else None,
+            recheck=recheck,
         )
 
-    def encoded(self, row: int) -> tuple[np.ndarray, np.ndarray | None]:
-        """One row in storage form: (codes, scales or None)."""
+    def encoded(self, row: int) -> EncodedTokens:
+        """One row in storage form."""
         start, end = self.offsets[row], self.offsets[row + 1]
-        return self.tokens[start:end], None if self.scales is None else self.scales[start:end]
+        codes = self.tokens[start:end]
+        scales = None if self.scales is None else self.scales[start:end]
+        if self.dtype == "float16":
+            return EncodedTokens(codes, None, codes)
+        return EncodedTokens(codes, scales, None if self.exact is None else self.exact[start:end])
 
-    def row(self, row: int) -> np.ndarray:
-        """One row's token vectors as float32."""
-        codes, scales = self.encoded(row)
-        out = np.asarray(codes, np.float32)
-        return out * scales[:, None] if scales is not None else out
+    def row(self, row: int, prefer_exact: bool = False) -> np.ndarray:
+        """One row's token vectors as float32: the decoded codes, or with `prefer_exact` the float16 copies
+        when the store keeps them (what an export should carry)."""
+        start, end = self.offsets[row], self.offsets[row + 1]
+        if prefer_exact and self.exact is not None:
+            return np.asarray(self.exact[start:end], np.float32)
+        values, _ = self._decode(np.array([start]), np.array([end]))
+        if self.dtype == "binary":
+            values *= self.center[1]  # type: ignore[index]
+        if self.scales is not None:
+            values *= self.scales[start:end, None].astype(np.float32)
+        if self.dtype == "binary":
+            values += self.center[0]  # type: ignore[index]
+        return values
 
     def token_counts(self, rows: np.ndarray) -> np.ndarray:
         """Number of token vectors of each row."""
@@ -148,8 +317,19 @@ class MultiVectorStore:
 
         The candidates' tokens are decoded to float32 block by block (about `BLOCK_VALUES` values, so a block
         is decoded, multiplied and reduced while it sits in cache) and scored with one BLAS product per block;
-        rows without token vectors score 0.
+        rows without token vectors score 0. With re-check, the `recheck` best rows by that score get the exact
+        score of their float16 vectors instead.
         """
+        out = self._maxsim(query, rows)
+        if self.exact is not None and self.recheck > 0 and len(out):
+            rows = np.asarray(rows, np.int64)
+            top = np.argsort(-out, kind="stable")[: self.recheck]
+            exact = MultiVectorStore(self.exact, self.offsets, dtype="float16")
+            out[top] = exact._maxsim(query, rows[top])
+        return out
+
+    def _maxsim(self, query: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """MaxSim on exactly the stored values (the decoded codes)."""
         rows = np.asarray(rows, np.int64)
         out = np.zeros(len(rows), np.float32)
         counts = self.token_counts(rows)
@@ -158,8 +338,10 @@ class MultiVectorStore:
             return out
         has = has[np.argsort(rows[has], kind="stable")]  # read the memory map front to back
         starts, ends = self.offsets[rows[has]], self.offsets[rows[has] + 1]
-        query_t = np.ascontiguousarray(query, np.float32).T
-        block = max(1, BLOCK_VALUES // self.tokens.shape[1])
+        query = np.asarray(query, np.float32)
+        # binary: q·(center + s·spread·±1) = q·center + s·((q·spread)·±1), the first term outside the max
+        query_t = np.ascontiguousarray(query * self.center[1] if self.dtype == "binary" else query).T  # type: ignore[index]
+        block = max(1, BLOCK_VALUES // self.dim)
         cumulative = np.cumsum(ends - starts)
         first = 0
         while first < len(has):
@@ -170,19 +352,28 @@ class MultiVectorStore:
             tokens, lengths = self._decode(block_starts, block_ends)
             sims = tokens @ query_t
             if self.scales is not None:
-                sims *= np.concatenate([self.scales[s:e] for s, e in zip(block_starts, block_ends)])[:, None]
+                block_scales = np.concatenate([self.scales[s:e] for s, e in zip(block_starts, block_ends)])
+                sims *= block_scales.astype(np.float32)[:, None]
             bounds = np.concatenate([[0], np.cumsum(lengths)[:-1]])
             out[has[first:last]] = np.maximum.reduceat(sims, bounds, axis=0).sum(axis=1) / len(query)
             first = last
+        if self.dtype == "binary":
+            out[has] += np.float32((query @ self.center[0]).mean())  # type: ignore[index]
         return out
 
     def _decode(self, starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The codes of token ranges `[starts[i], ends[i])` as one float32 matrix (int8: before the scales),
-        and each range's length."""
+        """The codes of token ranges `[starts[i], ends[i])` as one float32 matrix (before any scales), and each
+        range's length."""
         lengths = ends - starts
-        int8 = self.scales is not None
+        if self.dtype in ("binary", "2bit"):
+            # packed codes: one table lookup a byte gives its 8 (binary) or 4 (2bit) float32 values
+            codes = np.concatenate([self.tokens[s:e] for s, e in zip(starts, ends)])
+            lut = _BINARY_LUT if self.dtype == "binary" else _2BIT_LUT
+            values = lut[codes].reshape(len(codes), codes.shape[1] * lut.shape[1])
+            return (values if values.shape[1] == self.dim else values[:, : self.dim]), lengths
+        int8 = self.dtype == "int8"
         # int8 -> float32 is a vectorized numpy cast; float16 goes through its bits, sign-extended to int32
-        out = np.empty((int(lengths.sum()), self.tokens.shape[1]), np.float32 if int8 else np.int32)
+        out = np.empty((int(lengths.sum()), self.dim), np.float32 if int8 else np.int32)
         at = 0
         for s, e in zip(starts, ends):
             np.copyto(out[at : at + e - s], self.tokens[s:e] if int8 else self.tokens[s:e].view(np.int16))

@@ -72,6 +72,7 @@ def slice_result(result: EncodeResult, start: int, stop: int) -> EncodeResult:
         dense=None if result.dense is None else result.dense[start:stop],
         sparse=None if result.sparse is None else result.sparse[start:stop],
         colbert=None if result.colbert is None else result.colbert[start:stop],
+        colbert_ids=None if result.colbert_ids is None else result.colbert_ids[start:stop],
         num_tokens=result.num_tokens[start:stop],
         truncated=[i - start for i in result.truncated if start <= i < stop],
     )
@@ -121,6 +122,7 @@ def concat_results(parts: list[EncodeResult]) -> EncodeResult:
         dense=None if first.dense is None else np.concatenate([p.dense for p in parts]),
         sparse=None if first.sparse is None else [v for p in parts for v in p.sparse or []],
         colbert=None if first.colbert is None else [v for p in parts for v in p.colbert or []],
+        colbert_ids=None if first.colbert_ids is None else [v for p in parts for v in p.colbert_ids or []],
         num_tokens=[n for p in parts for n in p.num_tokens],
         truncated=truncated,
     )

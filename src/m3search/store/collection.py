@@ -166,6 +166,8 @@ class Collection:
         colbert_dim: int | None = None,
         dense_index: str = "hnsw",
         colbert_dtype: str = "float16",
+        colbert_recheck: int = 0,
+        colbert_prune: str | None = None,
         max_length: int | None = None,
         hnsw: Mapping[str, Any] | None = None,
         flush_docs: int = 10_000,
@@ -183,8 +185,11 @@ class Collection:
         queries must come as vectors and `dim` (and `colbert_dim`) say their sizes. `outputs` defaults to all
         the encoder produces (a model without a sparse head gets BM25 over its tokenizer). `dense_index`:
         "hnsw" (float32 graph), "hnsw-sq8" (8-bit codes, a quarter of the memory) or "flat" (always exact);
-        `colbert_dtype`: "float16" or "int8". `hnsw` overrides `HNSWParams` fields (m, ef_construction,
-        ef_search, min_rows...). `cache` is True (the shared embedding cache), False, or a cache file path.
+        `colbert_dtype`: "float16", "int8", "2bit" or "binary" (see docs/INDEX.md); `colbert_recheck` = M > 0
+        also keeps float16 token vectors and re-scores the M best of the compressed MaxSim with them;
+        `colbert_prune="punctuation"` drops special and punctuation tokens' vectors of encoded texts. `hnsw`
+        overrides `HNSWParams` fields (m, ef_construction, ef_search, min_rows...). `cache` is True (the shared
+        embedding cache), False, or a cache file path.
         `image_encoder` (an adapter directory from `m3search images train-adapter`, a Visualized-BGE checkpoint,
         or an `ImageEncoder`) lets documents and queries carry images; it must share the text model and `dim`.
         """
@@ -207,6 +212,8 @@ class Collection:
         settings: dict[str, Any] = dict(
             dense_index=dense_index,
             colbert_dtype=colbert_dtype,
+            colbert_recheck=colbert_recheck,
+            colbert_prune=colbert_prune,
             max_length=max_length,
             flush_docs=flush_docs,
             merge_factor=merge_factor,
@@ -650,6 +657,8 @@ class Collection:
             "outputs": self.config.outputs,
             "dense_index": self.config.dense_index,
             "colbert_dtype": self.config.colbert_dtype,
+            "colbert_recheck": self.config.colbert_recheck,
+            "colbert_prune": self.config.colbert_prune,
         }
 
 

@@ -11,14 +11,16 @@ from typing import Any
 from m3search.encoders.base import OUTPUT_KINDS, OutputKind
 from m3search.errors import CollectionError, CorruptCollectionError, InvalidInputError
 from m3search.index.dense import DENSE_KINDS, HNSWParams
-from m3search.index.multivector import COLBERT_DTYPES
+from m3search.index.multivector import COLBERT_DTYPES, COLBERT_PRUNING, COMPRESSED_DTYPES
 
 CONFIG_FILE = "config.json"
 #: 2: sparse postings with uint16 row offsets in blocks, per-segment metadata index. 3: segment files' sizes
 #: and checksums recorded in the database (segments of format-2 collections have none and are still read).
-FORMAT_VERSION = 3
+#: 4: ColBERT stores say their dtype in `colbert.json` (adds `2bit` and `binary`, float16 copies for re-check)
+#: and the config records `colbert_recheck` and `colbert_prune` (older collections open as they are).
+FORMAT_VERSION = 4
 #: The formats this version opens.
-READABLE_FORMATS = (2, 3)
+READABLE_FORMATS = (2, 3, 4)
 
 
 @dataclass
@@ -44,6 +46,11 @@ class CollectionConfig:
     dense_index: str = "hnsw"
     hnsw: dict[str, Any] = field(default_factory=lambda: asdict(HNSWParams()))
     colbert_dtype: str = "float16"
+    #: Re-score this many best candidates (per segment) of the compressed MaxSim with float16 vectors kept on
+    #: disk; 0: none kept.
+    colbert_recheck: int = 0
+    #: Index-time token pruning: None, or "punctuation" (drop special and punctuation tokens).
+    colbert_prune: str | None = None
     #: Documents in the incremental level that trigger sealing them into a segment.
     flush_docs: int = 10_000
     #: Segments of one size class merged together once there are this many.
@@ -68,6 +75,17 @@ class CollectionConfig:
         if self.colbert_dtype not in COLBERT_DTYPES:
             raise InvalidInputError(
                 f"colbert_dtype must be one of {', '.join(COLBERT_DTYPES)}, got {self.colbert_dtype!r}"
+            )
+        if not isinstance(self.colbert_recheck, int) or self.colbert_recheck < 0:
+            raise InvalidInputError(f"colbert_recheck must be an integer >= 0, got {self.colbert_recheck!r}")
+        if self.colbert_recheck and self.colbert_dtype not in COMPRESSED_DTYPES:
+            raise InvalidInputError(
+                f"colbert_recheck re-scores compressed token vectors ({', '.join(COMPRESSED_DTYPES)}); "
+                f"{self.colbert_dtype} is stored exactly"
+            )
+        if self.colbert_prune is not None and self.colbert_prune not in COLBERT_PRUNING:
+            raise InvalidInputError(
+                f"colbert_prune must be None or one of {', '.join(COLBERT_PRUNING)}, got {self.colbert_prune!r}"
             )
         known = {f.name for f in fields(HNSWParams)}
         if set(self.hnsw) - known:

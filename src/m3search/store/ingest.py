@@ -88,18 +88,37 @@ def check_text_encoder(encoder: TextEncoder, config: CollectionConfig, location:
         raise InvalidInputError(f"collection {location} uses the model's sparse head; the encoder gives BM25")
 
 
-def encoded_rows(result: EncodeResult, kinds: Sequence[OutputKind]) -> list[dict[str, Any]]:
-    """An encoder's output as one {kind: vector} per text, in the form documents store."""
+#: Token ids -> mask of those whose ColBERT vectors index-time pruning drops (`TextEncoder.prunable_tokens`).
+Pruner = Callable[[np.ndarray], np.ndarray]
+
+
+def colbert_pruner(config: CollectionConfig, encoder: TextEncoder) -> Pruner | None:
+    """What drops the tokens `config.colbert_prune` names from `encoder`'s ColBERT output, or None."""
+    return encoder.prunable_tokens if config.colbert_prune == "punctuation" else None
+
+
+def encoded_rows(
+    result: EncodeResult, kinds: Sequence[OutputKind], prune: Pruner | None = None
+) -> list[dict[str, Any]]:
+    """An encoder's output as one {kind: vector} per text, in the form documents store (float16 ColBERT
+    vectors, without the tokens `prune` marks)."""
     n = len(result.dense) if result.dense is not None else len(result.sparse or result.colbert or [])
+    if prune is not None and result.colbert is not None and result.colbert_ids is None:
+        raise InvalidInputError(
+            "colbert_prune needs the token id of each ColBERT vector, which this encoder does not give"
+        )
+
+    def colbert(i: int) -> np.ndarray:
+        vectors = np.asarray(result.colbert[i], np.float16)  # type: ignore[index]
+        return vectors if prune is None else vectors[~prune(result.colbert_ids[i])]  # type: ignore[index]
+
     return [
         {
             "dense": None if result.dense is None or "dense" not in kinds else result.dense[i],
             "sparse": None
             if result.sparse is None or "sparse" not in kinds
             else as_sparse_row(result.sparse[i]),
-            "colbert": None
-            if result.colbert is None or "colbert" not in kinds
-            else np.asarray(result.colbert[i], np.float16),
+            "colbert": None if result.colbert is None or "colbert" not in kinds else colbert(i),
         }
         for i in range(n)
     ]
@@ -225,6 +244,7 @@ class CachedEncoding:
                 "model": self.config.encoder.get("name", self.config.model),
                 "kinds": kinds,
                 "max_length": self.config.max_length,
+                **({"colbert_prune": self.config.colbert_prune} if self.config.colbert_prune else {}),
             },
             sort_keys=True,
         )
@@ -243,7 +263,7 @@ class CachedEncoding:
                 show_progress_bar=progress,
                 **flags,
             )
-            fresh = dict(zip(missing, encoded_rows(result, kinds)))
+            fresh = dict(zip(missing, encoded_rows(result, kinds, colbert_pruner(self.config, encoder))))
             if self._cache is not None:
                 self._cache.put(key_base, {texts[i]: v for i, v in fresh.items()})
             found.update(fresh)

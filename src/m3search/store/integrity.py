@@ -3,9 +3,10 @@ on demand (`m3search index verify`), and the rules for deleting segment director
 
 Sealing a segment records each of its files' size and xxh3-128 checksum in the database (`segment_files`, in
 the transaction that registers the segment). Opening a segment checks every file's size and the checksum of
-the files it reads whole anyway (seqs, HNSW graph, ColBERT offsets and scales, metadata paths) and of every
-file up to `OPEN_CHECK_BYTES`; the large memory-mapped files (dense vectors, ColBERT tokens, sparse postings,
-metadata arrays) are checksummed before a merge reads them and by `verify`. Segments sealed before checksums
+the files it reads whole anyway (seqs, HNSW graph, ColBERT offsets, scales, dtype record and binary center,
+metadata paths) and of every file up to `OPEN_CHECK_BYTES`; the large memory-mapped files (dense vectors,
+ColBERT codes and their float16 copies for re-check, sparse postings, metadata arrays) are checksummed before a
+merge reads them and by `verify`. Segments sealed before checksums
 were recorded are opened with structural checks only. Every damage found is one `CorruptCollectionError`
 naming the file. See docs/INDEX.md ("Integrity").
 """
@@ -23,7 +24,15 @@ import xxhash
 
 from m3search.errors import CorruptCollectionError
 from m3search.index.dense import ANN_FILE
-from m3search.index.multivector import OFFSETS_FILE, SCALES_FILE
+from m3search.index.multivector import (
+    CENTER_FILE,
+    EXACT_FILE,
+    META_FILE,
+    OFFSETS_FILE,
+    SCALES_FILE,
+    MultiVectorStore,
+    code_layout,
+)
 from m3search.store.config import CONFIG_FILE, CollectionConfig
 from m3search.store.database import DB_FILE
 from m3search.store.metadata import PATHS_FILE
@@ -36,7 +45,7 @@ CHECKSUM = "xxh3_128"
 #: Files up to this size are checksummed at every open (cheap: they are small).
 OPEN_CHECK_BYTES = 4 << 20
 #: Files a segment reads whole when it is opened: their checksum costs little beside that read.
-READ_WHOLE = frozenset({SEQS_FILE, ANN_FILE, OFFSETS_FILE, SCALES_FILE, PATHS_FILE})
+READ_WHOLE = frozenset({SEQS_FILE, ANN_FILE, OFFSETS_FILE, SCALES_FILE, META_FILE, CENTER_FILE, PATHS_FILE})
 #: Bytes hashed per read.
 READ_CHUNK = 8 << 20
 #: A segment directory's name, and the temporary one it is written under.
@@ -141,6 +150,21 @@ def structure_problem(segment: Segment) -> tuple[str, str] | None:
         offsets, tokens = segment.colbert.offsets, len(segment.colbert.tokens)
         if len(offsets) != n + 1 or offsets[0] != 0 or offsets[-1] != tokens or np.any(np.diff(offsets) < 0):
             return OFFSETS_FILE, f"does not describe {n} rows of the {tokens} stored token vectors"
+        return _colbert_problem(segment.colbert, tokens)
+    return None
+
+
+def _colbert_problem(store: MultiVectorStore, tokens: int) -> tuple[str, str] | None:
+    """What is inconsistent between a ColBERT store's files (codes, scales, center, float16 copies)."""
+    code_dtype, width = code_layout(store.dtype, store.dim)
+    if store.tokens.dtype != code_dtype or store.tokens.shape[1:] != (width,):
+        return META_FILE, f"says {store.dtype} {store.dim}-d, which colbert.npy does not hold"
+    if store.scales is not None and len(store.scales) != tokens:
+        return SCALES_FILE, f"has {len(store.scales)} scales for {tokens} token vectors"
+    if store.dtype == "binary" and (store.center is None or store.center.shape != (2, store.dim)):
+        return CENTER_FILE, f"is not the (2, {store.dim}) center binary codes need"
+    if store.exact is not None and store.exact.shape != (tokens, store.dim):
+        return EXACT_FILE, f"has shape {store.exact.shape} for {tokens} {store.dim}-d token vectors"
     return None
 
 

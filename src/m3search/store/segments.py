@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from m3search.index.dense import DenseIndex, HNSWParams, build_ann
-from m3search.index.multivector import ColbertDtype, MultiVectorStore, MultiVectorWriter
+from m3search.index.multivector import ColbertDtype, EncodedTokens, MultiVectorStore, MultiVectorWriter
 from m3search.index.sparse import SparseIndex
 from m3search.store.config import CollectionConfig, fsync_path
 from m3search.store.metadata import MetadataIndex
@@ -49,7 +49,7 @@ class Segment:
             seqs,
             DenseIndex.load(directory, config.hnsw_params) if "dense" in config.outputs else None,
             SparseIndex.load(directory, len(seqs)) if "sparse" in config.outputs else None,
-            MultiVectorStore.load(directory) if "colbert" in config.outputs else None,
+            MultiVectorStore.load(directory, config.colbert_recheck) if "colbert" in config.outputs else None,
             MetadataIndex.load(directory, len(seqs)),
         )
 
@@ -63,14 +63,16 @@ class Segment:
 
 @dataclass
 class SegmentData:
-    """Everything a new segment is built from; ColBERT rows come as an iterator of (codes, scales)."""
+    """Everything a new segment is built from; ColBERT rows come as an iterator in storage form."""
 
     seqs: np.ndarray
     dense: np.ndarray | None
     sparse: SparseIndex | None
     colbert_lengths: np.ndarray | None
-    colbert_rows: Iterable[tuple[np.ndarray, np.ndarray | None]] | None
+    colbert_rows: Iterable[EncodedTokens] | None
     metadata: MetadataIndex
+    #: binary ColBERT codes' center (`fit_center`), shared by all the collection's segments
+    colbert_center: np.ndarray | None = None
 
 
 def write_segment(root: Path, name: str, data: SegmentData, config: CollectionConfig) -> Path:
@@ -92,10 +94,16 @@ def write_segment(root: Path, name: str, data: SegmentData, config: CollectionCo
     if data.colbert_lengths is not None and data.colbert_rows is not None:
         dtype: ColbertDtype = config.colbert_dtype  # type: ignore[assignment]
         writer = MultiVectorWriter(
-            tmp, config.colbert_dim or 0, dtype, int(data.colbert_lengths.sum()), len(data.seqs)
+            tmp,
+            config.colbert_dim or 0,
+            dtype,
+            int(data.colbert_lengths.sum()),
+            len(data.seqs),
+            keep_exact=config.colbert_recheck > 0,
+            center=data.colbert_center,
         )
-        for codes, scales in data.colbert_rows:
-            writer.append_encoded(codes, scales)
+        for row in data.colbert_rows:
+            writer.append_encoded(row)
         files += writer.finish()
     for path in files:
         fsync_path(path)

@@ -49,7 +49,7 @@ from m3search.server.schemas import (
 from m3search.server.state import ServerState, get_catalog, get_state
 from m3search.server.validation import check_query_length
 from m3search.store import Collection
-from m3search.store.ingest import EncodeTexts, encoded_rows, model_kinds
+from m3search.store.ingest import EncodeTexts, colbert_pruner, encoded_rows, model_kinds
 
 router = APIRouter(
     prefix="/collections",
@@ -180,6 +180,7 @@ def _batched_encoding(state: ServerState, collection: Collection, request: Reque
     """
     cfg = collection.config
     step = state.settings.batch_size
+    prune = colbert_pruner(cfg, collection.encoder)
 
     def encode(texts: list[str], kinds: list[OutputKind]) -> list[dict[str, Any]]:
         options = EncodeOptions(
@@ -193,7 +194,7 @@ def _batched_encoding(state: ServerState, collection: Collection, request: Reque
         rows: list[dict[str, Any]] = []
         for start in range(0, len(texts), step):
             out = from_thread.run(batch, texts[start : start + step], options)
-            rows.extend(encoded_rows(out, kinds))
+            rows.extend(encoded_rows(out, kinds, prune))
         return rows
 
     return encode

@@ -27,7 +27,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -41,7 +41,7 @@ from m3search.errors import (
     CorruptCollectionError,
     InvalidInputError,
 )
-from m3search.index.multivector import encode_tokens
+from m3search.index.multivector import CENTER_SAMPLE, ColbertDtype, EncodedTokens, encode_tokens, fit_center
 from m3search.index.sparse import SparseIndex
 from m3search.search.planner import ROW_MASK, QueryVectors, SearchLevel, gather
 from m3search.search.results import Hit
@@ -380,13 +380,15 @@ class LocalBackend:
                 return
             level = self._pending.level(None)
             dense = None if level.dense is None else np.asarray(level.dense.vectors)
+            center = self._colbert_center(seqs)
             self._seal(
                 SegmentData(
                     seqs,
                     dense,
                     self._sealed_sparse(seqs, level.sparse),
-                    *self._pending_colbert(seqs),
+                    *self._pending_colbert(seqs, center),
                     self._pending.metadata_index(),
+                    colbert_center=center,
                 ),
                 from_pending=True,
             )
@@ -400,22 +402,44 @@ class LocalBackend:
             if len(self._segments) > 1 or len(self._tombstones):
                 self._merge(list(self._segments))
 
-    def _pending_colbert(self, seqs: np.ndarray) -> tuple[np.ndarray | None, Iterator | None]:
+    def _colbert_center(self, seqs: np.ndarray) -> np.ndarray | None:
+        """Binary stores' center: the segments' (all share it, so merges copy codes), else fitted on a sample of
+        the pending rows about to be sealed (`CENTER_SAMPLE` tokens)."""
+        if "colbert" not in self.config.outputs or self.config.colbert_dtype != "binary":
+            return None
+        for seg in self._segments.values():
+            if seg.colbert is not None and seg.colbert.center is not None:
+                return seg.colbert.center
+        dim, count = self.config.colbert_dim or 0, 0
+        sample: list[np.ndarray] = []
+        for start in range(0, len(seqs), COLBERT_READ_BATCH):
+            found = self._db.pending_colbert(seqs[start : start + COLBERT_READ_BATCH].tolist(), dim)
+            sample += found.values()
+            count += sum(len(m) for m in found.values())
+            if count >= CENTER_SAMPLE:
+                break
+        return fit_center(np.concatenate([np.empty((0, dim), np.float32), *sample]))
+
+    def _pending_colbert(
+        self, seqs: np.ndarray, center: np.ndarray | None
+    ) -> tuple[np.ndarray | None, Iterator[EncodedTokens] | None]:
+        """The incremental level's ColBERT rows for a new segment: token counts, and the rows in storage form
+        (read back in batches, never all at once)."""
         if "colbert" not in self.config.outputs:
             return None, None
-        dim, dtype = self.config.colbert_dim or 0, self.config.colbert_dtype
+        dim, dtype = self.config.colbert_dim or 0, cast(ColbertDtype, self.config.colbert_dtype)
         lengths = np.zeros(len(seqs), np.int64)
         for start in range(0, len(seqs), COLBERT_READ_BATCH):
             chunk = seqs[start : start + COLBERT_READ_BATCH]
             found = self._db.pending_colbert(chunk.tolist(), dim)
             lengths[start : start + len(chunk)] = [len(found[s]) if s in found else 0 for s in chunk.tolist()]
 
-        def rows() -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+        def rows() -> Iterator[EncodedTokens]:
             for start in range(0, len(seqs), COLBERT_READ_BATCH):
                 chunk = seqs[start : start + COLBERT_READ_BATCH].tolist()
                 found = self._db.pending_colbert(chunk, dim)
                 for s in chunk:
-                    yield encode_tokens(found.get(s, np.empty((0, dim), np.float16)), dtype)  # type: ignore[arg-type]
+                    yield encode_tokens(found.get(s, np.empty((0, dim), np.float16)), dtype, center)
 
         return lengths, rows()
 
@@ -511,7 +535,11 @@ class LocalBackend:
                 source, lengths = [source[i] for i in order.tolist()], lengths[order]
             colbert_rows = (s.colbert.encoded(r) for s, r in source)  # type: ignore[union-attr]
         metadata = MetadataIndex.build(self._db.metadata_of(seqs.tolist()))
-        self._seal(SegmentData(seqs, dense, sparse, lengths, colbert_rows, metadata), replaced=names)
+        center = segs[0].colbert.center if segs[0].colbert is not None else None
+        self._seal(
+            SegmentData(seqs, dense, sparse, lengths, colbert_rows, metadata, colbert_center=center),
+            replaced=names,
+        )
 
     def _maybe_merge(self) -> None:
         """Tiered merging (`m3search.store.compaction.merge_group`) until no size class is full."""
@@ -639,7 +667,7 @@ class LocalBackend:
                     vectors[int(seg.seqs[r])] = (
                         None if seg.dense is None else np.asarray(seg.dense.vectors[r], np.float32),
                         sparse,
-                        None if seg.colbert is None else seg.colbert.row(r),
+                        None if seg.colbert is None else seg.colbert.row(r, prefer_exact=True),
                     )
                 yield self._exported(vectors)
         dim = self.config.colbert_dim or 0

@@ -9,6 +9,13 @@ frequencies use the average length kept in the collection's metadata); ColBERT -
 (MAX_SIM, float16, no HNSW: `m=0`, re-rank only); text, kind and metadata -> payload; the m3search config ->
 the collection's metadata, so another client opens the collection by name.
 
+ColBERT compression is Qdrant's own multivector quantization, not the local backend's codes
+(`COLBERT_QUANTIZATION`): `colbert_dtype` int8 -> scalar (uint8) quantization, 2bit and binary -> binary
+quantization with the two-bit or one-bit encoding and 8-bit scalar query encoding (asymmetric, like the local
+binary MaxSim; Qdrant's one-bit codes are the raw signs, without the local backend's centering). The float16
+vectors are always kept beside the quantized ones (on disk with `on_disk`); `colbert_recheck` > 0 re-scores
+with them — Qdrant's `rescore`, which covers every candidate of the re-rank request, not only the best M.
+
 Search: the mode's first stages run on the server in one batch (dense top-N, sparse top-N); the candidates'
 missing per-mode scores — and every candidate's MaxSim — are computed by the server, exactly, restricted to
 the candidates' ids, in a second batch; `Collection` fuses them with the local backend's formula. No vector
@@ -157,6 +164,27 @@ def connect(
     return client, str(where)  # type: ignore[return-value]
 
 
+#: `colbert_dtype` -> the quantization of the `colbert` multivector (float16: none).
+COLBERT_QUANTIZATION: dict[str, models.QuantizationConfig] = {
+    "int8": models.ScalarQuantization(
+        scalar=models.ScalarQuantizationConfig(type=models.ScalarType.INT8, always_ram=True)
+    ),
+    **{
+        dtype: models.BinaryQuantization(
+            binary=models.BinaryQuantizationConfig(
+                always_ram=True,
+                encoding=encoding,
+                query_encoding=models.BinaryQuantizationQueryEncoding.SCALAR8BITS,
+            )
+        )
+        for dtype, encoding in (
+            ("2bit", models.BinaryQuantizationEncoding.TWO_BITS),
+            ("binary", models.BinaryQuantizationEncoding.ONE_BIT),
+        )
+    },
+}
+
+
 def _vectors_config(config: CollectionConfig, quantization: bool) -> dict[str, models.VectorParams]:
     vectors = {}
     hnsw = config.hnsw_params
@@ -178,6 +206,7 @@ def _vectors_config(config: CollectionConfig, quantization: bool) -> dict[str, m
             multivector_config=models.MultiVectorConfig(comparator=models.MultiVectorComparator.MAX_SIM),
             hnsw_config=models.HnswConfigDiff(m=0),
             datatype=models.Datatype.FLOAT16,
+            quantization_config=COLBERT_QUANTIZATION.get(config.colbert_dtype),
         )
     return vectors
 
@@ -459,8 +488,15 @@ class QdrantBackend:
         )
 
     def _exact(self, kind: str) -> models.SearchParams | None:
+        """How the candidates' scores are computed: exactly, except ColBERT stored quantized (compressed MaxSim,
+        rescored with the float16 vectors when `colbert_recheck` asks)."""
         if kind == "sparse" or self._local:
             return None
+        if kind == "colbert" and self.config.colbert_dtype in COLBERT_QUANTIZATION:
+            return models.SearchParams(
+                exact=True,
+                quantization=models.QuantizationSearchParams(rescore=self.config.colbert_recheck > 0),
+            )
         return models.SearchParams(
             exact=True, quantization=models.QuantizationSearchParams(ignore=True) if self._quantized else None
         )
