@@ -6,7 +6,7 @@ the fixed 300-question sample (what docs/RESULTS.md reports) and SciFact's `test
 
 Candidates (dense top-N ∪ BM25 top-N, exact scores in all three modes) are cached per task by
 `fusion_ablation.dump` and fused by `m3search.search.fusion`, so each row is what `Collection.search` returns.
-Every setting of the `all` mode on a weight grid (steps of 0.1) and the published weights are scored on DEV by
+Every setting of the `all` mode on a weight grid (steps of 0.1, each mode weighted) and the published weights are scored on DEV by
 the goal's own terms: a setting's margin on a task is its nDCG@10 minus the best single mode's; the setting
 chosen is, among those within `TOLERANCE` of the best single mode on every DEV task, the one with the best mean
 margin (else the one whose worst shortfall is smallest). TEST then reports the chosen setting beside the others.
@@ -35,7 +35,7 @@ from m3search.eval.engine import load_model
 from m3search.eval.metrics import evaluate
 from m3search.eval.report import slug
 from m3search.search import planner
-from m3search.search.fusion import rrf_fusion, signal_weights, weighted_fusion
+from m3search.search.fusion import FUSIONS, rrf_fusion, signal_weights, weighted_fusion
 
 ROOT = Path(__file__).resolve().parent
 TEST_LANGS = "ar,de,el,en,es,hi"
@@ -53,11 +53,12 @@ MECHANISMS = ("signal", "minmax")
 
 
 def grid(step: float = 0.1) -> list[tuple[float, float, float]]:
-    """Every (dense, sparse, colbert) with steps of `step`, summing to 1, ColBERT > 0 (mode all)."""
+    """Every (dense, sparse, colbert) in steps of `step` summing to 1 with each mode weighted (a default that
+    drops a mode is that mode's absence, not a hybrid)."""
     n = round(1 / step)
     return [
         (round(d * step, 2), round(s * step, 2), round((n - d - s) * step, 2))
-        for d, s in itertools.product(range(n + 1), repeat=2)
+        for d, s in itertools.product(range(1, n), repeat=2)
         if d + s < n
     ]
 
@@ -153,19 +154,25 @@ def label(mode: str, fusion: str, mechanism: str, weights) -> str:
 
 
 def settings() -> list[tuple[str, str, str, tuple[float, ...]]]:
-    """Every (mode, fusion, mechanism, weights) scored: the `all` grid under each mechanism, the published
-    weights, and RRF/DBSF and dense+sparse rows for the record."""
-    rows = [("all", "weighted", m, w) for m in MECHANISMS for w in [*PUBLISHED.values(), *grid()]]
+    """Every (mode, fusion, normalization, weights) scored on DEV: the `all` grid and the published weights for
+    each fusion with the signal, the weighted fusion also without it (`minmax`) and raw (`none`, published
+    weights only: the reference formula)."""
+    weights = [*PUBLISHED.values(), *grid()]
+    rows = [("all", f, "signal", w) for f in FUSIONS for w in weights]
+    rows += [("all", "weighted", "minmax", w) for w in weights]
     rows += [("all", "weighted", "none", w) for w in PUBLISHED.values()]
     return list(dict.fromkeys(rows))
 
 
-def score_part(records_by_task: dict[str, list[dict]], rows) -> dict[str, dict[str, float]]:
-    """nDCG@10 per task of each single mode and each row."""
-    table = {}
+def score_part(
+    records_by_task: dict[str, list[dict]], rows, extra=(), table=None
+) -> dict[str, dict[str, float]]:
+    """nDCG@10 per task of each single mode and each row (added to `table` when given)."""
+    table = table if table is not None else {}
     for name, records in records_by_task.items():
-        table[name] = {kind: ndcg(records, lambda r, k=kind: single(r, k)) for kind in KINDS}
-        for row in rows:
+        if name not in table:
+            table[name] = {kind: ndcg(records, lambda r, k=kind: single(r, k)) for kind in KINDS}
+        for row in [*rows, *extra]:
             table[name][label(*row)] = ndcg(records, lambda r, row=row: fused(r, *row))
     return table
 
@@ -220,38 +227,26 @@ def main() -> None:
     }
     out = {"settings": {k: str(v) for k, v in vars(args).items()}, "cpu": cpu()["model name"]}
     out["python"] = platform.python_version()
+    report = [r for r in rows if r[3] in PUBLISHED.values()]
     if "dev" in records:
         dev = score_part(records["dev"], rows)
-        chosen = choose(dev, rows)
-        best = {m: choose(dev, [r for r in rows if r[2] == m]) for m in {r[2] for r in rows}}
+        groups = dict.fromkeys((r[1], r[2]) for r in rows)
+        best = {g: choose(dev, [r for r in rows if (r[1], r[2]) == g]) for g in groups}
+        chosen = choose(dev, [r for r in rows if r[1] == "weighted"])
+        pairs = [("dense+sparse", f, n, w) for (f, n), (_, _, _, w) in best.items() if n != "none"]
+        pairs += [("dense+sparse", f, "signal", (0.4, 0.2, 0.4)) for f in FUSIONS]
+        dev |= score_part(records["dev"], [], pairs, dev)
+        report = [chosen, *best.values(), *report, *pairs]
+        top = sorted(rows, key=lambda r: -np.mean(margins(dev, label(*r))))[:10]
         out |= {
             "dev": dev,
             "chosen": label(*chosen),
-            "best_per_mechanism": {m: label(*r) for m, r in best.items()},
+            "best_per_fusion": {f"{f}, {n}": label(*r) for (f, n), r in best.items()},
+            "rule": f"within {TOLERANCE} of the best single mode on every DEV task, then best mean margin",
         }
-        top = sorted(rows, key=lambda r: -np.mean(margins(dev, label(*r))))[:10]
-        show = list(
-            dict.fromkeys(
-                [
-                    *KINDS,
-                    label(*chosen),
-                    *(label(*r) for r in best.values()),
-                    *(label(*r) for r in rows if r[3] in PUBLISHED.values()),
-                    *(label(*r) for r in top),
-                ]
-            )
-        )
+        show = list(dict.fromkeys([*KINDS, *(label(*r) for r in report), *(label(*r) for r in top)]))
         print("DEV\n" + markdown(dev, show) + f"\nchosen on DEV: {label(*chosen)}\n", flush=True)
     if "test" in records:
-        report = [*(r for r in rows if r[3] in PUBLISHED.values())]
-        if "dev" in records:
-            report += [chosen, *best.values()]
-        report += [
-            (mode, f, "signal", (0.4, 0.2, 0.4)) for mode in ("all", "dense+sparse") for f in ("rrf", "dbsf")
-        ]
-        report += [("dense+sparse", "weighted", "signal", (0.4, 0.2, 0.4))]
-        if "dev" in records:
-            report += [("dense+sparse", "weighted", "signal", chosen[3])]
         report = list(dict.fromkeys(report))
         test = score_part(records["test"], report)
         out["test"] = test
