@@ -19,6 +19,7 @@ Prints a Markdown table of nDCG@10 per task and writes benchmarks/results/fusion
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import pickle
 import platform
@@ -35,6 +36,7 @@ from m3search.eval.report import slug
 from m3search.search import planner
 from m3search.search.fusion import rrf_fusion, signal_weights, weighted_fusion
 from m3search.search.planner import QueryVectors
+from m3search.store.backends.base import SearchPlan
 
 ROOT = Path(__file__).resolve().parent
 KINDS = ("dense", "sparse", "colbert")
@@ -65,33 +67,32 @@ def cpu() -> dict[str, str]:
     return info
 
 
+def _record(seen: list, found: planner.Candidates) -> list[tuple[int, float, dict[str, float]]]:
+    """A ranker that keeps the candidates and returns them all, in their order."""
+    seen.append(found)
+    return [(int(key), 0.0, {}) for key in found.keys]
+
+
 def dump(task, path: Path, encoder, shared: dict[str, QueryVectors], depth: int) -> list[dict]:
-    """Each query's candidates (ids), their exact per-mode scores, first-stage ranks and BM25 ceiling."""
+    """Each query's candidates (ids), their exact per-mode scores, first-stage ranks and BM25 ceiling, as the
+    collection's backend gathers them for mode `all` (the fusion step replaced by one that records them)."""
     collection = Collection.open(path, encoder=encoder)
-    levels = collection._levels(None, {}, None)  # the planner's view of the collection, unfiltered
+    plan = SearchPlan("all", 1, depth)
     records = []
     for qid, text in task.queries.items():
         if text not in shared:
             shared[text] = collection.encode_query(text)
         bm25 = collection.encode_query(text, ["sparse"])
         query = QueryVectors(shared[text].dense, bm25.sparse, shared[text].colbert, bm25.sparse_ceiling)
-        lists = {s: planner._first_stage(levels, query, s, depth, None) for s in ("dense", "sparse")}
-        level_ids = np.concatenate([lists[s][0] for s in lists])
-        rows = np.concatenate([lists[s][1] for s in lists])
-        keys = level_ids.astype(np.int64) << 40 | rows
-        _, first = np.unique(keys, return_index=True)
-        first.sort()
-        level_ids, rows, keys = level_ids[first], rows[first], keys[first]
-        scores = {k: planner._score(levels, query, k, level_ids, rows) for k in KINDS}
-        ranks = {k: planner._ranks(k, lists, keys, scores) for k in ("dense", "sparse")}
-        seqs = [int(levels[li].seqs[r]) for li, r in zip(level_ids, rows)]
-        docs = collection._db.docs_by_seq(seqs)
+        seen: list[planner.Candidates] = []
+        hits = collection.backend.search(query, plan, functools.partial(_record, seen))
+        found = seen[-1]  # the version the hits were read from (the backend retries on a concurrent change)
         records.append(
             {
                 "qid": qid,
-                "ids": [docs[s].id for s in seqs],
-                "scores": scores,
-                "ranks": ranks,
+                "ids": [h.id for h in hits],
+                "scores": found.scores,
+                "ranks": {k: planner._ranks(k, found) for k in ("dense", "sparse")},
                 "ceiling": bm25.sparse_ceiling,
                 "rel": dict(task.qrels[qid]),
             }

@@ -230,15 +230,16 @@ def test_tune_weights_tunes_on_train_then_reports_test(
     (task,) = results["tasks"]
     assert task["task"]["split"] == "test" and task["task"]["queries"] == 10
     labels = [r["label"] for r in task["runs"]]
-    tuned = "/".join(f"{w:g}" for w in tuning["best"])
+    default, tuned = ("/".join(f"{w:g}" for w in ws) for ws in (FUSION_WEIGHTS["weighted"], tuning["best"]))
     assert labels == [
         "dense",
         "sparse",
         "colbert",
-        "all (weighted 0.4/0.2/0.4, default)",
+        f"all (weighted {default}, default)",
         f"all (weighted {tuned}, tuned)",
     ]
-    assert task["runs"][3]["weights"] == [0.4, 0.2, 0.4] and task["runs"][4]["weights"] == tuning["best"]
+    assert task["runs"][3]["weights"] == list(FUSION_WEIGHTS["weighted"])
+    assert task["runs"][4]["weights"] == tuning["best"]
     assert "## Tuned fusion weights" in result.output
 
 

@@ -22,9 +22,16 @@ from m3search.encoders import BM25Encoder, CompositeEncoder
 from m3search.eval.datasets import load_beir, slice_task
 from m3search.eval.engine import CollectionSearcher, index_task
 from m3search.eval.runner import RunSpec, plan_runs, run_task
+from m3search.search.fusion import default_weights
+from m3search.search.modes import HYBRID_MODES
 from tests.conftest import E5_MODEL
 
 QUERIES, DOCS = 50, 300
+#: Each hybrid mode's floor per fusion (at the fusion's default weights).
+FUSION_FLOORS = {
+    "dense+sparse": {"weighted": 0.88, "rrf": 0.86, "dbsf": 0.86},
+    "all": {"weighted": 0.87, "rrf": 0.86, "dbsf": 0.87},
+}
 #: nDCG@10 floors per run on the slice: the values measured with torch-fp32 less ~0.05. With the previous
 #: default (min-max, no sparse signal): dense 0.890, sparse 0.878, colbert 0.917, dense+sparse 0.932 weighted /
 #: 0.914 rrf, all 0.928 / 0.911; with `signal`: dense+sparse 0.917 / 0.908 / dbsf 0.912, all 0.927 / 0.922 / 0.919.
@@ -32,12 +39,11 @@ FLOORS = {
     "dense": 0.84,
     "sparse": 0.83,
     "colbert": 0.86,
-    "dense+sparse (weighted 0.4/0.2/0.4)": 0.88,
-    "dense+sparse (rrf 0.4/0.2/0.4)": 0.86,
-    "dense+sparse (dbsf 0.4/0.2/0.4)": 0.86,
-    "all (weighted 0.4/0.2/0.4)": 0.87,
-    "all (rrf 0.4/0.2/0.4)": 0.86,
-    "all (dbsf 0.4/0.2/0.4)": 0.87,
+    **{
+        RunSpec("dense+sparse", f, default_weights(f)).label: v
+        for f, v in FUSION_FLOORS["dense+sparse"].items()
+    },
+    **{RunSpec("all", f, default_weights(f)).label: v for f, v in FUSION_FLOORS["all"].items()},
 }
 
 
@@ -96,9 +102,11 @@ def test_every_mode_clears_its_floor(evaluated):
         assert runs[label]["latency_ms"]["mean"] > 0
     # hybrid helps on this slice: weighted fusion beats the best single mode, rrf beats dense and sparse
     best_single = max(measured[m] for m in ("dense", "sparse", "colbert"))
-    weighted, rrf = "(weighted 0.4/0.2/0.4)", "(rrf 0.4/0.2/0.4)"
-    assert measured[f"dense+sparse {weighted}"] > best_single and measured[f"all {weighted}"] > best_single
-    assert measured[f"dense+sparse {rrf}"] > max(measured["dense"], measured["sparse"])
+    weighted, rrf = (
+        {m: RunSpec(m, f, default_weights(f)).label for m in HYBRID_MODES} for f in ("weighted", "rrf")
+    )
+    assert measured[weighted["dense+sparse"]] > best_single and measured[weighted["all"]] > best_single
+    assert measured[rrf["dense+sparse"]] > max(measured["dense"], measured["sparse"])
     for name in ("results.md", "scifact_metrics.png", "scifact_recall.png"):
         assert (tmp / "out" / name).stat().st_size > 0
 
@@ -148,7 +156,7 @@ def test_broken_pipelines_fall_below_the_floors(evaluated, sliced, e5_encoder, t
 
     # 3. weighted fusion on raw scores: BM25 (tens) swamps the cosines (< 1) and the hybrid is BM25 alone
     with Collection.open(tmp / "collection", encoder=bm25_e5, readonly=True, cache=False) as collection:
-        weighted = [RunSpec(m, "weighted", (0.4, 0.2, 0.4)) for m in ("dense+sparse", "all")]
+        weighted = [RunSpec(m, "weighted", default_weights("weighted")) for m in HYBRID_MODES]
         raw = _ndcg(
             run_task(
                 CollectionSearcher(collection, normalize="none").reusing_queries(),

@@ -16,6 +16,7 @@ from m3search.errors import (
     InvalidInputError,
 )
 from m3search.scoring import colbert_score, dense_score, hybrid_scores, lexical_score
+from m3search.search.fusion import default_weights
 from tests.store.conftest import DIM, as_query, make_docs
 
 
@@ -65,7 +66,7 @@ def test_single_modes_match_reference_ranking(filled, docs, mode):
 @pytest.mark.parametrize("weights", [None, (1.0, 1.0, 1.0), (0.1, 0.7, 0.2)])
 def test_weighted_fusion_is_the_reference_formula(filled, docs, mode, combined, weights):
     query = as_query(make_docs(1, seed=7)[0])
-    w = weights or (0.4, 0.2, 0.4)
+    w = weights or default_weights("weighted")
     hits = filled.search(query, k=5, mode=mode, weights=weights, candidates=120, normalize="none")
     # with every document a candidate, the fused ranking is the exact reference ranking
     expected = brute_force(
