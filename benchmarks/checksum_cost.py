@@ -25,18 +25,10 @@ import numpy as np
 import xxhash
 
 from m3search import Collection
+from m3search.encoders.runtimes.hardware import cpu_record
 from m3search.store import integrity
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def cpu() -> dict[str, str]:
-    info = {}
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() in ("model name", "flags") and key.strip() not in info:
-            info[key.strip()] = value.strip()
-    return info
 
 
 def hash_speeds(mib: int = 256) -> dict[str, float]:
@@ -107,7 +99,7 @@ def main() -> None:
         "open_search_s_unchecked_median": float(np.median(unchecked)),
         "verify_s": verify_s,
         "verify_bytes": report["bytes"],
-        "cpu": cpu(),
+        "cpu": cpu_record(),
     }
     print(f"\nsegment: {args.docs} x {args.dim}, {sum(files.values()) / 2**20:.1f} MiB in {len(files)} files")
     print("open + 1 search, CPU s (median of rounds)   checks on   checks off")

@@ -29,6 +29,7 @@ import numpy as np
 
 from m3search import Collection
 from m3search.encoders import load_encoder
+from m3search.encoders.runtimes.hardware import cpu_record
 from m3search.eval.datasets import RetrievalTask, load_beir, load_tasks, slice_task
 from m3search.eval.metrics import evaluate
 from m3search.eval.report import slug
@@ -348,7 +349,7 @@ def main() -> None:
     weights = tuple(DEFAULT_WEIGHTS)
     runs = [RunSpec("colbert"), RunSpec("all", "weighted", weights)]
     runs += [RunSpec("all", "rrf", weights)] * args.rrf
-    result: dict = {"model": MODEL, "cpu": cpu_model(), "normalize": args.normalize, "tasks": {}}
+    result: dict = {"model": MODEL, "cpu": cpu_record(), "normalize": args.normalize, "tasks": {}}
     with tempfile.TemporaryDirectory(prefix="colbert-quant-", dir=args.cache) as scratch:
         for task, enc in tasks:
             print(
@@ -376,16 +377,6 @@ def main() -> None:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2))
     print(f"written to {args.output}")
-
-
-def cpu_model() -> dict:
-    """The CPU's model name and flags (timings depend on them)."""
-    info = {}
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() in ("model name", "flags") and key.strip() not in info:
-            info[key.strip()] = value.strip()
-    return info
 
 
 def report_task(name: str, entry: dict) -> None:

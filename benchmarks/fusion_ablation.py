@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from m3search import Collection
+from m3search.encoders.runtimes.hardware import cpu_record
 from m3search.eval.datasets import load_tasks, slice_task
 from m3search.eval.engine import load_model
 from m3search.eval.metrics import evaluate
@@ -55,16 +56,6 @@ for _mode in ("dense+sparse", "all"):
     ]
 #: How much weight ColBERT needs to lead here (what a per-collection `m3search index tune` can find).
 ROWS += [("all", ("weighted", "signal", (0.2, 0.2, 0.6))), ("all", ("weighted", "signal", (0.1, 0.2, 0.7)))]
-
-
-def cpu() -> dict[str, str]:
-    """The CPU's model name and flags, for the record."""
-    info = {}
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() in ("model name", "flags") and key.strip() not in info:
-            info[key.strip()] = value.strip()
-    return info
 
 
 def _record(seen: list, found: planner.Candidates) -> list[tuple[int, float, dict[str, float]]]:
@@ -176,7 +167,7 @@ def main() -> None:
             {
                 "ndcg@10": table,
                 "settings": vars(args) | {"collections": str(args.collections), "workdir": str(args.workdir)},
-                "cpu": cpu(),
+                "cpu": cpu_record(),
                 "python": platform.python_version(),
             },
             indent=1,

@@ -28,8 +28,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-from fusion_ablation import KINDS, cpu, dump, single
+from fusion_ablation import KINDS, dump, single
 
+from m3search.encoders.runtimes.hardware import cpu_record
 from m3search.eval.datasets import RetrievalTask, load_tasks, slice_task
 from m3search.eval.engine import load_model
 from m3search.eval.metrics import evaluate
@@ -225,7 +226,7 @@ def main() -> None:
         for part, items in tasks(args).items()
         if part in parts
     }
-    out = {"settings": {k: str(v) for k, v in vars(args).items()}, "cpu": cpu()["model name"]}
+    out = {"settings": {k: str(v) for k, v in vars(args).items()}, "cpu": cpu_record()["model name"]}
     out["python"] = platform.python_version()
     report = [r for r in rows if r[3] in PUBLISHED.values()]
     if "dev" in records:

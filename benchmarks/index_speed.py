@@ -32,6 +32,7 @@ from synthetic import LatentMixture, NearTieClusters
 from threadpoolctl import threadpool_limits
 
 from m3search import Collection
+from m3search.encoders.runtimes.hardware import cpu_record
 from m3search.index.dense import HNSWParams, build_ann
 from m3search.index.multivector import COLBERT_DTYPES, MultiVectorStore
 from m3search.index.sparse import FILES as sparse_files
@@ -251,7 +252,7 @@ def main() -> None:
             "platform": platform.platform(),
             "faiss": faiss.__version__,
             "faiss_threads": faiss.omp_get_max_threads(),
-            **cpu_info(),
+            **cpu_record(),
         },
     }
     # Bulk load: flushed segments stay below the graph threshold (searched exactly), and the final compaction
@@ -407,16 +408,6 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     print(f"\nwritten to {out}")
-
-
-def cpu_info() -> dict[str, str]:
-    """The CPU's model name and flags (/proc/cpuinfo), for comparing runs."""
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return {}
-    fields = {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in lines if ":" in line)}
-    return {k: fields[k] for k in ("model name", "flags") if k in fields}
 
 
 def compare_edge(collection, corpus, args, queries, truth, id_to_row, k: int, work: Path) -> dict:

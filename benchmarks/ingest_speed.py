@@ -24,10 +24,10 @@ import time
 from pathlib import Path
 
 import ray
-from checksum_cost import cpu
 
 from m3search import Collection
 from m3search.distributed import upsert_distributed
+from m3search.encoders.runtimes.hardware import cpu_record
 from m3search.store.corpus import read_corpus
 
 ROOT = Path(__file__).resolve().parent
@@ -101,7 +101,7 @@ def main() -> None:
         "ray_cpus": args.cpus,
         "runtime": args.runtime,
         "model": MODEL,
-        "cpu": cpu(),
+        "cpu": cpu_record(),
         "os_cpus": os.cpu_count(),
         "loadavg": os.getloadavg(),
         "python": platform.python_version(),

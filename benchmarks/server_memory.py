@@ -19,21 +19,12 @@ from pathlib import Path
 
 import httpx
 
+from m3search.encoders.runtimes.hardware import cpu_record
 from m3search.server.memory import rss_mb
 from m3search.server.process import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 TEN_MB = "lorem ipsum dolor sit amet " * (10 * 1024 * 1024 // 27)
-
-
-def cpu_info() -> dict:
-    """Model name and flags of this machine's CPU."""
-    info: dict[str, str] = {}
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() in ("model name", "flags") and key.strip() not in info:
-            info[key.strip()] = value.strip()
-    return info
 
 
 def main() -> None:
@@ -87,7 +78,7 @@ def main() -> None:
                 "label": args.label,
                 "model": args.model,
                 "steps": [{"step": n, "rss_mb": round(m, 1), "seconds": round(s, 2)} for n, m, s in rows],
-                "cpu": cpu_info(),
+                "cpu": cpu_record(),
                 "python": platform.python_version(),
                 "server_log_tail": log,
             },

@@ -29,15 +29,29 @@ class Hardware:
         return {k: str(v) for k, v in self.__dict__.items()}
 
 
-def _cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
-    """The first processor's feature flags (Linux); empty where /proc/cpuinfo does not exist."""
+def _first_processor(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, str]:
+    """The first processor's fields in /proc/cpuinfo (Linux); empty where it does not exist."""
+    fields: dict[str, str] = {}
     try:
         for line in cpuinfo.read_text().splitlines():
-            if line.startswith("flags"):
-                return frozenset(line.split(":", 1)[1].split())
+            if not line.strip():
+                break
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    return frozenset()
+    return fields
+
+
+def _cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
+    """The first processor's feature flags (Linux); empty where /proc/cpuinfo does not exist."""
+    return frozenset(_first_processor(cpuinfo).get("flags", "").split())
+
+
+def cpu_record() -> dict[str, str]:
+    """The CPU's model name and full flag list, for benchmark records (timings depend on them)."""
+    fields = _first_processor()
+    return {k: fields[k] for k in ("model name", "flags") if k in fields}
 
 
 @functools.lru_cache(maxsize=1)
@@ -59,12 +73,9 @@ def detect_hardware() -> Hardware:
 
 def _cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     """The first processor's model name (Linux), else what `platform` reports."""
-    try:
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
+    model = _first_processor(cpuinfo).get("model name")
+    if model:
+        return model
     import platform
 
     return platform.processor() or platform.machine()
