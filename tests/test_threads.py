@@ -1,12 +1,18 @@
-"""Per-query thread limits: one BLAS / OpenMP thread inside the context, the previous settings after it."""
+"""Per-query thread limits (one BLAS / OpenMP thread inside the context, the previous settings after it), and
+array loads that threads can share."""
 
 from __future__ import annotations
 
+import gc
+import sys
+import threading
+
+import numpy as np
 import pytest
 import torch  # noqa: F401  (loads torch's OpenMP runtime, the one query encoding runs on)
 from threadpoolctl import threadpool_info
 
-from m3search.threads import one_thread
+from m3search.threads import load_array, one_thread
 
 
 def _threads(user_api: str) -> dict[str, int]:
@@ -20,3 +26,47 @@ def test_one_thread_limits_then_restores(user_api):
     with one_thread(user_api):
         assert set(_threads(user_api).values()) == {1}
     assert _threads(user_api) == before
+
+
+def test_a_load_in_another_thread_waits_for_the_header_parse(tmp_path):
+    """numpy parses `.npy` headers with `ast.literal_eval`; on CPython 3.11 a second thread's parse completing
+    inside the first one's AST conversion made the first fail ("AST constructor recursion depth mismatch"), as a
+    reader refreshing while the writer sealed a segment did in CI. A garbage collection inside the first parse
+    hands over to a second loader here: it must wait, and both loads succeed."""
+    path = tmp_path / "a.npy"
+    np.save(path, np.arange(3))
+    handed_over, other_done, errors = threading.Event(), threading.Event(), []
+
+    def other() -> None:
+        try:
+            load_array(path)
+        except Exception as exc:  # noqa: BLE001 - any failure is the finding
+            errors.append(exc)
+        finally:
+            other_done.set()
+
+    def in_ast_parse() -> bool:
+        frame = sys._getframe()
+        while frame is not None:
+            if frame.f_code.co_name == "parse" and frame.f_code.co_filename.endswith("ast.py"):
+                return True
+            frame = frame.f_back
+        return False
+
+    def during_collection(phase: str, info: dict) -> None:
+        if phase == "start" and not handed_over.is_set() and in_ast_parse():
+            handed_over.set()
+            threading.Thread(target=other).start()
+            assert not other_done.wait(0.5), "the second load ran inside the first one's header parse"
+
+    threshold = gc.get_threshold()
+    gc.callbacks.append(during_collection)
+    gc.set_threshold(1)
+    try:
+        loaded = load_array(path)
+    finally:
+        gc.set_threshold(*threshold)
+        gc.callbacks.remove(during_collection)
+    assert handed_over.is_set(), "no collection happened inside the header parse"
+    assert other_done.wait(5) and not errors, errors
+    assert loaded.tolist() == [0, 1, 2]

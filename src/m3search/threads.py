@@ -1,10 +1,14 @@
-"""Thread-pool control for latency-bound work: one query's small products and its encoding run on one thread."""
+"""Threads: pool control for latency-bound work (one query's small products and its encoding run on one
+thread), and a numpy loader that concurrent readers and writers can share."""
 
 from __future__ import annotations
 
 import sys
+import threading
+from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 from threadpoolctl import ThreadpoolController
 
 #: (modules imported when built, the controller of the thread pools loaded then)
@@ -22,3 +26,15 @@ def one_thread(user_api: Literal["blas", "openmp"] = "blas") -> Any:
     ):  # rescan after imports (torch loads later)
         _threadpools = (len(sys.modules), ThreadpoolController())
     return _threadpools[1].limit(limits=1, user_api=user_api)
+
+
+_LOAD_LOCK = threading.Lock()
+
+
+def load_array(path: Path, mmap: bool = False) -> np.ndarray:
+    """`np.load` of a `.npy` file, one thread at a time. numpy parses each header with `ast.literal_eval`, and
+    CPython 3.11's AST conversion keeps its recursion depth in shared state: two threads loading at once (a
+    reader refreshing while the writer seals a segment) can fail with "SystemError: AST constructor recursion
+    depth mismatch" (CPython gh-106905). Memory-mapped loads only parse the header, so the lock is held briefly."""
+    with _LOAD_LOCK:
+        return np.load(path, mmap_mode="r" if mmap else None)

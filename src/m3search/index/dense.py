@@ -17,6 +17,7 @@ import faiss
 import numpy as np
 
 from m3search.index.topk import top_k
+from m3search.threads import load_array
 
 DenseKind = Literal["flat", "hnsw", "hnsw-sq8"]
 DENSE_KINDS: tuple[DenseKind, ...] = ("flat", "hnsw", "hnsw-sq8")
@@ -150,7 +151,7 @@ class DenseIndex:
     @classmethod
     def load(cls, directory: Path, params: HNSWParams = HNSWParams()) -> DenseIndex:
         """Open a saved index: vectors memory-mapped, graph read into RAM."""
-        vectors = np.load(directory / VECTORS_FILE, mmap_mode="r")
+        vectors = load_array(directory / VECTORS_FILE, mmap=True)
         ann_path = directory / ANN_FILE
         ann = faiss.read_index(str(ann_path)) if ann_path.exists() else None
         return cls(vectors, ann, params)

@@ -22,6 +22,8 @@ from typing import Literal, NamedTuple
 
 import numpy as np
 
+from m3search.threads import load_array
+
 ColbertDtype = Literal["float16", "int8", "2bit", "binary"]
 COLBERT_DTYPES: tuple[ColbertDtype, ...] = ("float16", "int8", "2bit", "binary")
 #: dtypes whose stored vectors are an approximation that re-check (`colbert_recheck`) can correct
@@ -260,11 +262,11 @@ class MultiVectorStore:
     @classmethod
     def load(cls, directory: Path, recheck: int = 0) -> MultiVectorStore:
         """Open a saved store, memory-mapped (its float16 copies too, when it has them)."""
-        tokens = np.load(directory / TOKENS_FILE, mmap_mode="r")
+        tokens = load_array(directory / TOKENS_FILE, mmap=True)
         scales_path, exact_path, meta_path, center_path = (
             directory / f for f in (SCALES_FILE, EXACT_FILE, META_FILE, CENTER_FILE)
         )
-        scales = np.load(scales_path) if scales_path.exists() else None
+        scales = load_array(scales_path) if scales_path.exists() else None
         if meta_path.exists():
             meta = json.loads(meta_path.read_text())
         else:  # written before colbert.json: float16, or int8 with its scales
@@ -274,12 +276,12 @@ class MultiVectorStore:
             }
         return cls(
             tokens,
-            np.load(directory / OFFSETS_FILE),
+            load_array(directory / OFFSETS_FILE),
             scales,
             dtype=meta["dtype"],
             dim=meta["dim"],
-            center=np.load(center_path) if center_path.exists() else None,
-            exact=np.load(exact_path, mmap_mode="r") if exact_path.exists() else None,
+            center=load_array(center_path) if center_path.exists() else None,
+            exact=load_array(exact_path, mmap=True) if exact_path.exists() else None,
             recheck=recheck,
         )
 

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from m3search.index.topk import top_k
+from m3search.threads import load_array
 
 #: One sparse vector: (token ids int64, weights float32), ids unique.
 SparseRow = tuple[np.ndarray, np.ndarray]
@@ -224,5 +225,5 @@ class SparseIndex:
     @classmethod
     def load(cls, directory: Path, n_rows: int) -> SparseIndex:
         """Open saved arrays, memory-mapped."""
-        arrays = {name: np.load(directory / file, mmap_mode="r") for name, file in FILES.items()}
+        arrays = {name: load_array(directory / file, mmap=True) for name, file in FILES.items()}
         return cls(n_rows, **arrays)

@@ -37,6 +37,7 @@ from m3search.store.config import CONFIG_FILE, CollectionConfig
 from m3search.store.database import DB_FILE
 from m3search.store.metadata import PATHS_FILE
 from m3search.store.segments import SEGMENTS_DIR, SEQS_FILE, Segment
+from m3search.threads import load_array
 
 log = logging.getLogger(__name__)
 
@@ -274,7 +275,7 @@ def _discardable(directory: Path, number: int, next_segment: int, next_seq: int,
     if number > next_segment or not known_good:
         return False
     try:
-        seqs = np.load(directory / SEQS_FILE)
+        seqs = load_array(directory / SEQS_FILE)
     except (OSError, ValueError, EOFError):
         return False
     return len(seqs) == 0 or int(seqs.max()) < next_seq

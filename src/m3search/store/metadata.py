@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from m3search.threads import load_array
+
 NULL, TRUE, FALSE, NUMBER, TEXT, PRESENT = range(6)
 
 PATHS_FILE = "meta_paths.json"
@@ -160,5 +162,5 @@ class MetadataIndex:
     def load(cls, directory: Path, n_rows: int) -> MetadataIndex:
         """Open a saved index, memory-mapped."""
         paths = json.loads((directory / PATHS_FILE).read_text())
-        arrays = {name: np.load(directory / file, mmap_mode="r") for name, file in ARRAYS.items()}
+        arrays = {name: load_array(directory / file, mmap=True) for name, file in ARRAYS.items()}
         return cls(n_rows, [tuple(p) for p in paths], **arrays)

@@ -21,6 +21,7 @@ from m3search.index.multivector import ColbertDtype, EncodedTokens, MultiVectorS
 from m3search.index.sparse import SparseIndex
 from m3search.store.config import CollectionConfig, fsync_path
 from m3search.store.metadata import MetadataIndex
+from m3search.threads import load_array
 
 SEGMENTS_DIR = "segments"
 SEQS_FILE = "seqs.npy"
@@ -43,7 +44,7 @@ class Segment:
     @classmethod
     def load(cls, directory: Path, config: CollectionConfig) -> Segment:
         """Open the segment in `directory` (vectors memory-mapped, HNSW graph in RAM)."""
-        seqs = np.load(directory / SEQS_FILE)
+        seqs = load_array(directory / SEQS_FILE)
         return cls(
             directory.name,
             seqs,

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from m3search.settings import home_dir
+from m3search.threads import load_array
 
 
 def image_keys(paths: Sequence[Path]) -> list[str]:
@@ -41,7 +42,7 @@ class FeatureCache:
         path = self.path_for(kind, model, keys)
         if path.is_file():
             try:
-                cached = np.load(path)
+                cached = load_array(path)
                 if cached.shape[0] == len(keys):
                     return cached
             except (OSError, ValueError):
