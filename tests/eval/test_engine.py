@@ -12,6 +12,7 @@ import sys
 from click.testing import CliRunner
 
 from m3search.cli.main import cli
+from m3search.search.fusion import FUSION_WEIGHTS
 from m3search.store.config import CollectionConfig
 from tests.conftest import run_on_terminal
 
@@ -117,7 +118,8 @@ def test_tune_weights_holds_out_a_seeded_share_of_a_one_split_set(tmp_path, tiny
     (task,) = results["tasks"]
     assert task["task"]["split"] == "test[held out]" and task["task"]["queries"] == 12
     default, tuned = [r["label"] for r in task["runs"]][-2:]  # labels state each row's weights
-    assert default == "dense+sparse (weighted 0.4/0.2/0, default)"
+    dense, sparse, _ = FUSION_WEIGHTS["weighted"]
+    assert default == f"dense+sparse (weighted {dense:g}/{sparse:g}/0, default)"
     assert tuned.startswith("dense+sparse (weighted ") and tuned.endswith(", tuned)")
     assert "0.3 of its queries drawn with seed 0" in (out / "results.md").read_text()
 

@@ -7,6 +7,7 @@ import json
 import httpx
 import pytest
 
+from m3search.search.fusion import DEFAULT_FUSION, FUSION_WEIGHTS
 from tests.server.conftest import ARTIFACTS
 
 
@@ -80,17 +81,16 @@ def test_search_page(page, live_server, ui_collection):
     page.select_option("#search-collection", ui_collection)
     page.fill("#search-query", query)
     page.fill("#search-k", "3")
+    sliders = [float(page.input_value(f"#w-{kind}")) for kind in ("dense", "sparse", "colbert")]
+    assert sliders == list(
+        FUSION_WEIGHTS[DEFAULT_FUSION]
+    )  # the sliders start at what an untouched search uses
     page.click("#search-form button[type=submit]")
     page.wait_for_selector("#search-results li")
 
     expected = httpx.post(
         f"{live_server.url}/collections/{ui_collection}/search",
-        json={
-            "query": query,
-            "k": 3,
-            "weights": {"dense": 0.4, "sparse": 0.2, "colbert": 0.4},
-            "highlight": True,
-        },
+        json={"query": query, "k": 3, "highlight": True},
     ).json()
     hits = page.query_selector_all("#search-results li.hit")
     assert [h.query_selector(".hit-head strong").inner_text() for h in hits] == [
