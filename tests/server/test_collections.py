@@ -183,6 +183,38 @@ def test_search_dense_scores_equal_encoder(filled, m3):
         assert hit["text"] == texts[hit["id"]]
 
 
+def test_colbert_storage_is_chosen_at_creation(client):
+    """A binary ColBERT collection re-checking every candidate with its float16 copies scores MaxSim exactly like
+    a float16 one; the storage is reported back, and bad settings are refused by name."""
+    created = {}
+    for name, options in [
+        ("f16", {}),
+        ("bin", {"colbert_dtype": "binary", "colbert_recheck": len(DOCS), "colbert_prune": "punctuation"}),
+    ]:
+        prune = {"colbert_prune": "punctuation"}
+        r = client.post("/collections", json={"name": name, **prune, **options})
+        assert r.status_code == 201, r.text
+        created[name] = r.json()
+        assert client.post(f"/collections/{name}/documents", json={"documents": DOCS}).status_code == 200
+    assert [created["bin"][k] for k in ("colbert_dtype", "colbert_recheck", "colbert_prune")] == [
+        "binary",
+        len(DOCS),
+        "punctuation",
+    ]
+    assert created["f16"]["colbert_dtype"] == "float16"
+    assert client.get("/collections/bin").json()["colbert_dtype"] == "binary"
+    query = {"query": "capital of France", "mode": "colbert", "k": len(DOCS)}
+    hits = {n: client.post(f"/collections/{n}/search", json=query).json()["results"] for n in created}
+    assert [h["id"] for h in hits["bin"]] == [h["id"] for h in hits["f16"]]
+    assert [h["score"] for h in hits["bin"]] == pytest.approx([h["score"] for h in hits["f16"]], abs=1e-6)
+
+    bad_dtype = client.post("/collections", json={"name": "x", "colbert_dtype": "int4"})
+    assert bad_dtype.status_code == 422 and "colbert_dtype" in bad_dtype.text
+    pointless = client.post("/collections", json={"name": "y", "colbert_recheck": 10})
+    assert pointless.status_code in (400, 422) and "colbert_recheck" in pointless.json()["error"]["message"]
+    assert client.get("/collections/y").status_code == 404  # nothing half-created
+
+
 def test_search_hybrid_filter_fusion_weights(filled):
     default = filled.post("/collections/docs/search", json={"query": "Paris"}).json()
     assert default["mode"] == "all"

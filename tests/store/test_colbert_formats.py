@@ -54,6 +54,36 @@ def test_recheck_of_every_candidate_is_the_float16_ranking(new_collection, docs)
         assert colbert_ranking(rechecked, query) == colbert_ranking(exact, query)
 
 
+def test_binary_center_is_fitted_on_the_first_segment_with_tokens(new_collection, docs):
+    """A first segment without ColBERT tokens (rows without ColBERT, or only images) seals a flat placeholder
+    center; later segments, and merges with it, must use a center fitted on real tokens, exactly as if the
+    tokenless rows had never been there."""
+    late = new_collection("late", colbert_dtype="binary")
+    late.upsert([{**d, "colbert": None, "text": None} for d in docs[:10]])
+    late.flush()
+    late.upsert(docs[10:])
+    late.flush()
+    direct = new_collection("direct", colbert_dtype="binary")
+    direct.upsert(docs[10:])
+    direct.flush()
+    queries = [as_query(d) for d in make_docs(3, seed=23)]
+
+    def scores(collection):
+        return [
+            {
+                i: s
+                for i, s in colbert_ranking(collection, q, k=len(docs))
+                if i not in {d["id"] for d in docs[:10]}
+            }
+            for q in queries
+        ]
+
+    expected = scores(direct)
+    assert scores(late) == expected
+    late.compact()  # the merge keeps the fitted center, not the first segment's placeholder
+    assert scores(late) == expected
+
+
 def test_recheck_needs_a_compressed_dtype(new_collection):
     with pytest.raises(InvalidInputError, match="colbert_recheck"):
         new_collection(colbert_dtype="float16", colbert_recheck=10)

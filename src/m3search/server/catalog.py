@@ -126,9 +126,12 @@ class Catalog:
         dense_index: str = "hnsw",
         max_length: int | None = None,
         images: bool = False,
+        colbert_dtype: str = "float16",
+        colbert_recheck: int = 0,
+        colbert_prune: str | None = None,
     ) -> Collection:
         """Create collection `name` for the served model (`max_length`: tokens kept per document; `images`:
-        with the server's image encoder)."""
+        with the server's image encoder; `colbert_*`: the ColBERT storage of `Collection.create`)."""
         path = self.root / check_name(name)
         if self.encoder is None:
             raise InvalidInputError("the model is not loaded yet; retry in a moment")
@@ -156,6 +159,9 @@ class Catalog:
                 dense_index=dense_index,
                 max_length=max_length,
                 image_encoder=image_encoder,
+                colbert_dtype=colbert_dtype,
+                colbert_recheck=colbert_recheck,
+                colbert_prune=colbert_prune,
             )
             self._open[name] = collection
             return collection

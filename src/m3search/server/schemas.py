@@ -217,6 +217,15 @@ class CreateCollectionRequest(_Request):
     images: bool = Field(
         False, description="Hold images too, with the server's image encoder (--image-encoder)."
     )
+    colbert_dtype: Literal["float16", "int8", "2bit", "binary"] = Field(
+        "float16", description="How ColBERT token vectors are stored (docs/INDEX.md: size against ranking)."
+    )
+    colbert_recheck: int = Field(
+        0, ge=0, description="Re-score the best M candidates with kept float16 vectors (compressed dtypes)."
+    )
+    colbert_prune: Literal["punctuation"] | None = Field(
+        None, description="'punctuation': drop special and punctuation tokens' vectors of encoded texts."
+    )
 
 
 class CollectionInfo(BaseModel):
@@ -229,6 +238,9 @@ class CollectionInfo(BaseModel):
     segments: int
     pending: int = Field(description="Documents not yet sealed into a segment.")
     images: bool = Field(False, description="Whether documents and queries may be images.")
+    colbert_dtype: str = Field("float16", description="How ColBERT token vectors are stored.")
+    colbert_recheck: int = Field(0, description="Candidates re-scored with kept float16 vectors.")
+    colbert_prune: str | None = Field(None, description="Which tokens' ColBERT vectors are dropped.")
 
 
 class BrokenCollection(BaseModel):

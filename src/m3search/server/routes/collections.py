@@ -79,6 +79,7 @@ def _info(name: str, stats: dict[str, Any]) -> dict[str, Any]:
         "segments": len(stats["segments"]),
         "pending": stats["pending"],
         "images": bool(stats["image_encoder"]),
+        **{key: stats[key] for key in ("colbert_dtype", "colbert_recheck", "colbert_prune")},
     }
 
 
@@ -113,6 +114,9 @@ async def create_collection(
         dense_index=body.dense_index,
         max_length=body.max_length,
         images=body.images,
+        colbert_dtype=body.colbert_dtype,
+        colbert_recheck=body.colbert_recheck,
+        colbert_prune=body.colbert_prune,
     )
     return CollectionInfo(**_info(body.name, await run_in_threadpool(collection.stats)))
 

@@ -407,9 +407,9 @@ class LocalBackend:
         the pending rows about to be sealed (`CENTER_SAMPLE` tokens)."""
         if "colbert" not in self.config.outputs or self.config.colbert_dtype != "binary":
             return None
-        for seg in self._segments.values():
-            if seg.colbert is not None and seg.colbert.center is not None:
-                return seg.colbert.center
+        center = _fitted_center(self._segments.values())
+        if center is not None:
+            return center
         dim, count = self.config.colbert_dim or 0, 0
         sample: list[np.ndarray] = []
         for start in range(0, len(seqs), COLBERT_READ_BATCH):
@@ -535,7 +535,9 @@ class LocalBackend:
                 source, lengths = [source[i] for i in order.tolist()], lengths[order]
             colbert_rows = (s.colbert.encoded(r) for s, r in source)  # type: ignore[union-attr]
         metadata = MetadataIndex.build(self._db.metadata_of(seqs.tolist()))
-        center = segs[0].colbert.center if segs[0].colbert is not None else None
+        center = _fitted_center(segs)
+        if center is None and segs[0].colbert is not None:
+            center = segs[0].colbert.center  # no segment holds a token: the placeholder
         self._seal(
             SegmentData(seqs, dense, sparse, lengths, colbert_rows, metadata, colbert_center=center),
             replaced=names,
@@ -813,3 +815,13 @@ class LocalBackend:
                 "bytes": total,
                 "unchecked": [n for n in names if n not in files],
             }
+
+
+def _fitted_center(segments: Iterable[Segment]) -> np.ndarray | None:
+    """The binary ColBERT center the segments share: that of the first one holding token vectors. A segment
+    sealed without any (only images, or rows without ColBERT) carries a flat placeholder that must not be reused:
+    every later segment would be coded against it."""
+    for seg in segments:
+        if seg.colbert is not None and seg.colbert.center is not None and len(seg.colbert.tokens):
+            return seg.colbert.center
+    return None
