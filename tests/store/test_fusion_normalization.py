@@ -15,7 +15,7 @@ from m3search import Collection
 from m3search.encoders import BM25Encoder, CompositeEncoder
 from m3search.eval.datasets import load_beir, slice_task
 from m3search.scoring import hybrid_scores
-from m3search.search.fusion import FUSIONS, minmax
+from m3search.search.fusion import FUSION_WEIGHTS, FUSIONS, minmax
 
 QUERIES = 5
 
@@ -122,7 +122,7 @@ def test_learned_sparse_none_is_the_reference_formula(tmp_path, tiny_m3):
         hits = collection.search("a cat on a mat", 4, mode="all", normalize="none")
         for hit in hits:
             s = hit.scores
-            reference = hybrid_scores(s["dense"], s["sparse"], s["colbert"], (0.4, 0.2, 0.4))
+            reference = hybrid_scores(s["dense"], s["sparse"], s["colbert"], FUSION_WEIGHTS["weighted"])
             assert hit.score == pytest.approx(reference["colbert+sparse+dense"], rel=1e-6)
         # the query's ceiling is its self-score, the lexical score of the query against itself
         vectors = collection.encode_query("a cat on a mat")
