@@ -1,21 +1,36 @@
-"""The same behaviour over both storage backends: `local` (the embedded engine) and `qdrant` (qdrant-client's
-local mode, in memory and in a directory): every mode and fusion against the reference scores and against the
-local backend's ranking of the same candidates, filters, upsert/delete/get, reopening, BM25, refusals."""
+"""The same behaviour over every storage backend: `local` (the embedded engine), `qdrant` (qdrant-client's local
+mode, in memory and in a directory) and `edge` (Qdrant Edge in-process, in a directory): every mode and fusion
+against the reference scores and against the local backend's ranking of the same candidates, filters,
+upsert/delete/get, reopening, BM25, images, refusals."""
 
 from __future__ import annotations
 
+import itertools
+import json
+import os
+
 import numpy as np
 import pytest
+import qdrant_edge as qe
 from qdrant_client import QdrantClient, models
 
 from m3search import Collection
-from m3search.errors import CollectionError, CollectionExistsError, CollectionNotFoundError, FilterError
+from m3search.errors import (
+    CollectionError,
+    CollectionExistsError,
+    CollectionLockedError,
+    CollectionNotFoundError,
+    FilterError,
+)
 from m3search.scoring import hybrid_scores
-from m3search.store.backends.qdrant import point_id
+from m3search.store.backends.base import EDGE_DIR
+from m3search.store.backends.points import point_id
 from tests.store.conftest import COLBERT_DIM, DIM, as_query, make_docs
 from tests.store.test_collection import brute_force, reference_scores
 
-BACKENDS = ["local", "qdrant"]
+BACKENDS = ["local", "qdrant", "edge"]
+#: The backends on Qdrant's engine, compared with the local one.
+REMOTES = ["qdrant", "edge"]
 MODES = ["dense", "sparse", "colbert", "dense+sparse", "all"]
 
 
@@ -23,7 +38,7 @@ MODES = ["dense", "sparse", "colbert", "dense+sparse", "all"]
 def open_backend(tmp_path):
     """Factory: (backend, name) -> a new vector-only collection; qdrant collections share one local-mode
     client (one per directory) in memory, or own one on a directory under tmp_path with `own=True` (so they
-    can be closed and reopened by name)."""
+    can be closed and reopened by name); edge collections are the directory tmp_path/edge-NAME."""
     made, shared = [], []
 
     def factory(backend: str, name: str = "c", own: bool = False, **options) -> Collection:
@@ -32,6 +47,8 @@ def open_backend(tmp_path):
         if backend == "local":
             settings.update(flush_docs=50, merge_factor=3, hnsw={"min_rows": 40})
             collection = Collection.create(tmp_path / name, **settings)
+        elif backend == "edge":
+            collection = Collection.create(tmp_path / f"edge-{name}", backend="edge", **settings)
         elif own:
             collection = Collection.create(name, backend="qdrant", path=tmp_path / "qdrant", **settings)
         else:
@@ -56,10 +73,10 @@ def filled(request, open_backend, docs):
     return collection
 
 
-@pytest.fixture
-def pair(open_backend, docs):
-    """The same documents in a local and a qdrant collection."""
-    local, remote = open_backend("local"), open_backend("qdrant")
+@pytest.fixture(params=REMOTES)
+def pair(request, open_backend, docs):
+    """The same documents in a local collection and one on Qdrant's engine (qdrant, edge)."""
+    local, remote = open_backend("local"), open_backend(request.param)
     for collection in (local, remote):
         collection.upsert(docs[:70])
         collection.upsert(docs[70:])
@@ -90,7 +107,7 @@ def test_weighted_fusion_is_the_reference_formula(filled, docs, mode, combined):
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("fusion", ["weighted", "rrf"])
 @pytest.mark.parametrize("candidates", [5, 30])
-def test_qdrant_ranks_the_same_candidates_as_local(pair, mode, fusion, candidates):
+def test_qdrant_engines_rank_the_same_candidates_as_local(pair, mode, fusion, candidates):
     local, remote = pair
     for seed in (1, 2, 3):
         query = as_query(make_docs(1, seed=seed)[0])
@@ -137,13 +154,14 @@ def test_filters_select_the_same_documents(open_backend, spec):
             4: {"flag": [None]},
         }
         doc["metadata"].update(extra.get(i % 6, {}))
-    local, remote = open_backend("local"), open_backend("qdrant")
-    for collection in (local, remote):
+    local, *remotes = [open_backend(b) for b in BACKENDS]
+    for collection in (local, *remotes):
         collection.upsert(docs)
     query = as_query(make_docs(1, seed=3)[0])
     a = local.search(query, k=60, mode="dense", filter=spec)
-    b = remote.search(query, k=60, mode="dense", filter=spec)
-    assert [h.id for h in b] == [h.id for h in a]
+    for remote in remotes:
+        b = remote.search(query, k=60, mode="dense", filter=spec)
+        assert [h.id for h in b] == [h.id for h in a], remote.backend
 
 
 def test_string_ranges_are_refused_on_qdrant(filled):
@@ -183,6 +201,8 @@ def test_reopen_keeps_everything(tmp_path, open_backend, docs, backend):
     collection.close()
     if backend == "local":
         reopened = Collection.open(tmp_path / "c", cache=False)
+    elif backend == "edge":  # found by its directory's contents
+        reopened = Collection.open(tmp_path / "edge-c", cache=False)
     else:
         reopened = Collection.open("c", backend="qdrant", path=tmp_path / "qdrant", cache=False)
     with reopened:
@@ -285,6 +305,77 @@ def test_readonly_qdrant_refuses_writes(tmp_path, open_backend, docs):
             reader.delete(["d1"])
 
 
+def test_edge_points_have_uuid5_ids_and_qdrant_vectors(tmp_path, open_backend, docs):
+    """The edge shard holds what a Qdrant collection would: UUID5 point ids with the document id in the
+    payload, cosine `dense`, `sparse`, and the float16 MaxSim multivector `colbert` without HNSW."""
+    collection = open_backend("edge")
+    collection.upsert(docs[:3])
+    collection.close()
+    config = json.loads((tmp_path / "edge-c" / EDGE_DIR / "edge_config.json").read_text())
+    shard = qe.EdgeShard.load(str(tmp_path / "edge-c" / EDGE_DIR))
+    point = shard.retrieve([point_id("d1")], True, True)[0]
+    shard.close()
+    assert point.payload["id"] == "d1" and point.payload["metadata"] == docs[1]["metadata"]
+    assert set(point.vector) == {"dense", "sparse", "colbert"}
+    assert config["vectors"]["dense"]["distance"] == "Cosine"
+    colbert = config["vectors"]["colbert"]
+    assert colbert["hnsw_config"]["m"] == 0 and colbert["datatype"] == "float16"
+    assert colbert["multivector_config"]["comparator"] == "max_sim"
+
+
+@pytest.mark.parametrize(
+    "dtype,quantization",
+    [
+        ("int8", {"scalar": {"type": "int8"}}),
+        ("2bit", {"binary": {"encoding": "two_bits", "query_encoding": "scalar8bits"}}),
+        ("binary", {"binary": {"encoding": "one_bit", "query_encoding": "scalar8bits"}}),
+    ],
+)
+def test_edge_compresses_colbert_like_qdrant(tmp_path, open_backend, docs, dtype, quantization):
+    """Compressed `colbert_dtype`s become the same multivector quantization as on the qdrant backend; the
+    collection reopens with it and ranks (small segments are scored exactly) like the reference."""
+    collection = open_backend("edge", colbert_dtype=dtype, colbert_recheck=20)
+    collection.upsert(docs)
+    collection.close()
+    config = json.loads((tmp_path / "edge-c" / EDGE_DIR / "edge_config.json").read_text())
+    found = config["vectors"]["colbert"]["quantization_config"]
+    for kind, fields in quantization.items():
+        assert {k: found[kind][k] for k in fields} == fields
+    query = as_query(make_docs(1, seed=98)[0])
+    with Collection.open(tmp_path / "edge-c", cache=False) as reopened:
+        assert (reopened.config.colbert_dtype, reopened.config.colbert_recheck) == (dtype, 20)
+        hits = reopened.search(query, k=10, mode="colbert", candidates=120)
+    assert [h.id for h in hits] == brute_force(docs, query, lambda s: s["colbert"])[:10]
+
+
+def test_edge_opens_in_one_process_and_read_only_refuses_writes(tmp_path, open_backend, docs):
+    """Qdrant Edge admits one open shard per directory: a second open is refused with the holder named (a
+    read-only one too); a read-only open searches and refuses writes."""
+    collection = open_backend("edge")
+    collection.upsert(docs[:5])
+    for readonly in (False, True):
+        with pytest.raises(CollectionLockedError, match=rf"process {os.getpid()}.*one process"):
+            Collection.open(tmp_path / "edge-c", readonly=readonly)
+    collection.close()
+    with Collection.open(tmp_path / "edge-c", readonly=True, cache=False) as reader:
+        assert reader.search(as_query(docs[2]), k=1, mode="dense")[0].id == "d2"
+        with pytest.raises(CollectionError, match="read-only"):
+            reader.upsert(docs[:1])
+        with pytest.raises(CollectionError, match="read-only"):
+            reader.delete(["d1"])
+    with pytest.raises(CollectionNotFoundError, match="no edge collection"):
+        Collection.open(tmp_path / "c-nope", backend="edge")
+
+
+def test_edge_refuses_a_shard_that_does_not_match_its_config(tmp_path, open_backend):
+    open_backend("edge").close()
+    config = json.loads((tmp_path / "edge-c" / "config.json").read_text())
+    config.update(dim=DIM + 1, outputs=["dense", "sparse"])
+    (tmp_path / "edge-c" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CollectionError, match=r"'dense' has size 16, the config says 17"):
+        Collection.open(tmp_path / "edge-c")
+
+
 def test_documents_without_colbert_or_sparse_match_across_backends(pair):
     local, remote = pair
     bare = make_docs(3, seed=5, start=500)
@@ -315,12 +406,13 @@ TEXTS = [
 
 @pytest.fixture
 def text_pair(tmp_path, tiny_m3):
-    """The same texts (tiny bge-m3, or BM25 beside its dense head) in a local and a qdrant collection."""
+    """The same texts (tiny bge-m3, or BM25 beside its dense head) in a local, a qdrant and an edge
+    collection."""
     from m3search.encoders import BM25Encoder, CompositeEncoder
 
     made = []
 
-    def make(bm25: bool) -> tuple[Collection, Collection]:
+    def make(bm25: bool) -> list[Collection]:
         def encoder():  # one per collection: a BM25 part holds its collection's statistics
             return (
                 CompositeEncoder({"dense": tiny_m3, "sparse": BM25Encoder(tiny_m3.tokenizer)})
@@ -328,16 +420,19 @@ def text_pair(tmp_path, tiny_m3):
                 else tiny_m3
             )
 
-        local = Collection.create(tmp_path / f"local{bm25}", encoder=encoder(), cache=False)
-        remote = Collection.create(
-            f"q{bm25}", backend="qdrant", location=":memory:", encoder=encoder(), cache=False
-        )
-        made.extend([local, remote])
-        for collection in (local, remote):
+        these = [
+            Collection.create(tmp_path / f"local{bm25}", encoder=encoder(), cache=False),
+            Collection.create(
+                f"q{bm25}", backend="qdrant", location=":memory:", encoder=encoder(), cache=False
+            ),
+            Collection.create(tmp_path / f"edge{bm25}", backend="edge", encoder=encoder(), cache=False),
+        ]
+        made.extend(these)
+        for collection in these:
             collection.upsert([{"id": str(i), "text": t} for i, t in enumerate(TEXTS[:3])])
             collection.upsert([{"id": str(i), "text": t} for i, t in enumerate(TEXTS) if i >= 2])
             collection.delete(["1"])
-        return local, remote
+        return these
 
     yield make
     for collection in made:
@@ -346,15 +441,16 @@ def text_pair(tmp_path, tiny_m3):
 
 @pytest.mark.parametrize("bm25", [False, True])
 def test_text_collections_rank_alike_including_bm25(text_pair, bm25):
-    local, remote = text_pair(bm25)
-    assert remote.config.sparse_source == ("bm25" if bm25 else "model")
-    assert remote.count() == local.count() == 4
-    for mode in ("sparse", "dense+sparse", *(() if bm25 else ("all",))):
+    local, *remotes = text_pair(bm25)
+    for remote in remotes:
+        assert remote.config.sparse_source == ("bm25" if bm25 else "model")
+        assert remote.count() == local.count() == 4
+    for remote, mode in itertools.product(remotes, ("sparse", "dense+sparse", *(() if bm25 else ("all",)))):
         for fusion in ("weighted", "rrf"):
             for normalize in ("minmax", "auto"):
                 a = local.search("the cat near the fire", k=4, mode=mode, fusion=fusion, normalize=normalize)
                 b = remote.search("the cat near the fire", k=4, mode=mode, fusion=fusion, normalize=normalize)
-                assert [h.id for h in b] == [h.id for h in a]
+                assert [h.id for h in b] == [h.id for h in a], remote.backend
                 for x, y in zip(a, b):
                     assert y.scores == pytest.approx(x.scores, abs=1e-4)
                     # `auto` (signal) weighs BM25 by the query's attainable maximum, which needs the
@@ -365,7 +461,7 @@ def test_text_collections_rank_alike_including_bm25(text_pair, bm25):
                         assert y.score == pytest.approx(x.score, abs=2e-3)
 
 
-def test_images_on_both_backends(tmp_path, tiny_m3, tiny_adapter_dir, flickr_images):
+def test_images_on_every_backend(tmp_path, tiny_m3, tiny_adapter_dir, flickr_images):
     made = [
         Collection.create(tmp_path / "mixed", encoder=tiny_m3, image_encoder=tiny_adapter_dir, cache=False),
         Collection.create(
@@ -375,6 +471,9 @@ def test_images_on_both_backends(tmp_path, tiny_m3, tiny_adapter_dir, flickr_ima
             encoder=tiny_m3,
             image_encoder=tiny_adapter_dir,
             cache=False,
+        ),
+        Collection.create(
+            tmp_path / "edge", backend="edge", encoder=tiny_m3, image_encoder=tiny_adapter_dir, cache=False
         ),
     ]
     for collection in made:
@@ -391,7 +490,7 @@ def test_images_on_both_backends(tmp_path, tiny_m3, tiny_adapter_dir, flickr_ima
                 },
             ]
         )
-    local, remote = made
+    local, *remotes = made
     searches = [
         dict(query="a dog", kinds=["image"], mode="dense"),
         dict(image=flickr_images[0], kinds="text"),
@@ -400,12 +499,13 @@ def test_images_on_both_backends(tmp_path, tiny_m3, tiny_adapter_dir, flickr_ima
         dict(query="a dog on the grass", mode="dense+sparse", fusion="rrf"),
         dict(image=str(flickr_images[3]), kinds=["image", "image+text"], filter={"n": {"$gte": 1}}),
     ]
-    for options in searches:
+    for remote, options in itertools.product(remotes, searches):
         a, b = local.search(k=10, **options), remote.search(k=10, **options)
-        assert [(h.id, h.kind) for h in b] == [(h.id, h.kind) for h in a], options
+        assert [(h.id, h.kind) for h in b] == [(h.id, h.kind) for h in a], (remote.backend, options)
         assert [h.score for h in b] == pytest.approx([h.score for h in a], abs=1e-4)
-    doc = remote.get(["img1"])[0]
-    assert remote.thumbnail(doc.thumbnail) == local.thumbnail(local.get(["img1"])[0].thumbnail)
-    assert remote.delete(["img1"]) == 1 and remote.thumbnail(doc.thumbnail) is None
+    for remote in remotes:
+        doc = remote.get(["img1"])[0]
+        assert remote.thumbnail(doc.thumbnail) == local.thumbnail(local.get(["img1"])[0].thumbnail)
+        assert remote.delete(["img1"]) == 1 and remote.thumbnail(doc.thumbnail) is None
     for collection in made:
         collection.close()

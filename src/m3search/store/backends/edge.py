@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import qdrant_edge as qe
 
 from m3search.encoders.bm25 import BM25Stats
@@ -145,7 +146,9 @@ class _Conditions:
         return qe.Filter(should=should)
 
     def match(self, key: str, value: bool | str) -> Any:
-        return qe.FieldCondition(key=key, match=qe.MatchValue(value))
+        # the bindings read a Python bool as the integer 0 or 1 (bool is an int); numpy's bool stays a bool
+        exact: Any = np.bool_(value) if isinstance(value, bool) else value
+        return qe.FieldCondition(key=key, match=qe.MatchValue(exact))
 
     def match_any(self, key: str, values: list[str]) -> Any:
         return qe.FieldCondition(key=key, match=qe.MatchAny(values))
@@ -169,7 +172,11 @@ def _sparse(indices: list[int], values: list[float]) -> qe.SparseVector:
     return qe.SparseVector(indices, values)
 
 
-def _params(spec: ParamsSpec | None) -> qe.SearchParams | None:
+def _params(spec: ParamsSpec | None, live_idf: bool) -> qe.SearchParams | None:
+    """Search parameters from `stage_params`/`exact_params`; `live_idf`: BM25's IDF over the points that
+    exist (the engine's default statistics still count deleted points until their segment is vacuumed)."""
+    if live_idf:
+        return qe.SearchParams(idf=qe.IdfParams(corpus=qe.Filter(must=[])))
     if spec is None:
         return None
     params, quantization = spec
@@ -414,7 +421,8 @@ class EdgeBackend:
                     params=_params(
                         stage_params(self.config, a.kind, plan.ef_search)
                         if a.ids is None
-                        else exact_params(self.config, a.kind, compressed)
+                        else exact_params(self.config, a.kind, compressed),
+                        a.kind == "sparse" and self._stats is not None,
                     ),
                     with_payload=False,
                     with_vector=False,
