@@ -24,6 +24,7 @@ from m3search.errors import (
 )
 from m3search.scoring import hybrid_scores
 from m3search.store.backends.base import EDGE_DIR
+from m3search.store.backends.edge import BM25_FILE
 from m3search.store.backends.points import point_id
 from tests.store.conftest import COLBERT_DIM, DIM, as_query, make_docs
 from tests.store.test_collection import brute_force, reference_scores
@@ -459,6 +460,26 @@ def test_text_collections_rank_alike_including_bm25(text_pair, bm25):
                     if not (bm25 and normalize == "auto"):
                         # min-max rescaling over the tiny model's near-equal cosines magnifies float noise
                         assert y.score == pytest.approx(x.score, abs=2e-3)
+
+
+def test_edge_counts_bm25_lengths_again_after_a_crash_mid_write(text_pair):
+    """A crash between an edge write and its BM25 statistics leaves them marked dirty: the next open counts
+    the lengths again from the points; numbers that disagree with the points are what `verify` reports."""
+    local, _, edge = text_pair(True)
+    path, expected = edge.path, local.backend.bm25_stats()
+    edge.close()
+    (path / BM25_FILE).write_text(json.dumps({"n_docs": 1, "total_len": 2, "dirty": True}))
+    with Collection.open(path, cache=False) as reopened:
+        stats = reopened.backend.bm25_stats()
+        assert (stats.n_docs, stats.total_len) == (expected.n_docs, expected.total_len)
+        assert reopened.verify()["problems"] == []
+    assert not json.loads((path / BM25_FILE).read_text())["dirty"]
+    (path / BM25_FILE).write_text(json.dumps({"n_docs": 1, "total_len": 2, "dirty": False}))
+    with Collection.open(path, readonly=True, cache=False) as reopened:
+        [problem] = reopened.verify()["problems"]
+    assert problem.file == BM25_FILE and f"the points {expected.n_docs} of {expected.total_len}" in str(
+        problem
+    )
 
 
 def test_images_on_every_backend(tmp_path, tiny_m3, tiny_adapter_dir, flickr_images):

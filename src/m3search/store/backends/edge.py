@@ -49,6 +49,7 @@ from m3search.store.backends.base import EDGE_DIR, Ranker, SearchPlan, is_edge
 from m3search.store.backends.payload_filters import translate
 from m3search.store.backends.points import (
     DOC_FIELDS,
+    KIND_KEY,
     Ask,
     Exported,
     ParamsSpec,
@@ -220,7 +221,10 @@ class EdgeBackend:
             if install is not None:
                 install(directory)
             config.save(directory)
-            qe.EdgeShard.create(str(directory / EDGE_DIR), _shard_config(config)).close()
+            shard = qe.EdgeShard.create(str(directory / EDGE_DIR), _shard_config(config))
+            if "dense" in config.outputs and config.image_encoder:  # image searches filter by kind
+                shard.update(qe.UpdateOperation.create_field_index(KIND_KEY, qe.PayloadSchemaType.Keyword))
+            shard.close()
             if config.sparse_source == "bm25":
                 _save_stats(directory, BM25Stats(), dirty=False)
 
