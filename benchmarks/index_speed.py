@@ -9,7 +9,7 @@ same run as the anchor. `--graphs M:EFC ...` builds further HNSW graphs over the
 collection's segment in turn) to sweep M and efConstruction; `--ef-search` sweeps at query time.
 
     flock /tmp/m3search-heavy.lock env PYTHONPATH=src python benchmarks/index_speed.py --docs 1000000
-    ... --backend edge    # also the same documents in an m3search edge collection, searched interleaved
+    # --backend edge: also the same documents in an m3search edge collection, searched interleaved with local
 
 Prints a table and writes benchmarks/results/index_speed-<docs>-<data>-<dense_index>.json.
 """
