@@ -207,9 +207,13 @@ class EdgeBackend:
         try:
             self._check_schema()
             self._shard = self._load()
-            self._stats = self._load_stats() if self.config.sparse_source == "bm25" else None
         except BaseException:
             self._lock.release()
+            raise
+        try:
+            self._stats = self._load_stats() if self.config.sparse_source == "bm25" else None
+        except BaseException:
+            self.close()
             raise
 
     @staticmethod
