@@ -35,29 +35,37 @@ REMOTES = ["qdrant", "edge"]
 MODES = ["dense", "sparse", "colbert", "dense+sparse", "all"]
 
 
+def create(
+    backend: str, directory, shared: list, name: str = "c", own: bool = False, **options
+) -> Collection:
+    """A new vector-only collection `name` under `directory`: local (small segments), edge (the directory
+    edge-NAME; indexed, HNSW and quantization, from 40 rows like the local segments), or qdrant (on the
+    local-mode client in `shared`, made in memory on first use, or with `own=True` its own client on
+    directory/qdrant, so it can be closed and reopened by name)."""
+    settings = dict(dim=DIM, colbert_dim=COLBERT_DIM, cache=False)
+    settings.update(options)
+    if backend == "local":
+        settings.update(flush_docs=50, merge_factor=3, hnsw={"min_rows": 40})
+        return Collection.create(directory / name, **settings)
+    if backend == "edge":
+        settings.update(hnsw={"min_rows": 40})
+        return Collection.create(directory / f"edge-{name}", backend="edge", **settings)
+    if own:
+        return Collection.create(name, backend="qdrant", path=directory / "qdrant", **settings)
+    if not shared:
+        shared.append(QdrantClient(location=":memory:"))
+    return Collection.create(name, backend="qdrant", client=shared[0], **settings)
+
+
 @pytest.fixture
 def open_backend(tmp_path):
-    """Factory: (backend, name) -> a new vector-only collection; qdrant collections share one local-mode
-    client (one per directory) in memory, or own one on a directory under tmp_path with `own=True` (so they
-    can be closed and reopened by name); edge collections are the directory tmp_path/edge-NAME."""
-    made, shared = [], []
+    """Factory: (backend, name, own, options) -> `create` under tmp_path; closed afterwards."""
+    made: list[Collection] = []
+    shared: list[QdrantClient] = []
 
     def factory(backend: str, name: str = "c", own: bool = False, **options) -> Collection:
-        settings = dict(dim=DIM, colbert_dim=COLBERT_DIM, cache=False)
-        settings.update(options)
-        if backend == "local":
-            settings.update(flush_docs=50, merge_factor=3, hnsw={"min_rows": 40})
-            collection = Collection.create(tmp_path / name, **settings)
-        elif backend == "edge":
-            collection = Collection.create(tmp_path / f"edge-{name}", backend="edge", **settings)
-        elif own:
-            collection = Collection.create(name, backend="qdrant", path=tmp_path / "qdrant", **settings)
-        else:
-            if not shared:
-                shared.append(QdrantClient(location=":memory:"))
-            collection = Collection.create(name, backend="qdrant", client=shared[0], **settings)
-        made.append(collection)
-        return collection
+        made.append(create(backend, tmp_path, shared, name, own, **options))
+        return made[-1]
 
     yield factory
     for collection in made:
@@ -74,14 +82,32 @@ def filled(request, open_backend, docs):
     return collection
 
 
-@pytest.fixture(params=REMOTES)
-def pair(request, open_backend, docs):
-    """The same documents in a local collection and one on Qdrant's engine (qdrant, edge)."""
-    local, remote = open_backend("local"), open_backend(request.param)
+def fill_pair(local: Collection, remote: Collection, docs: list[dict]) -> tuple[Collection, Collection]:
     for collection in (local, remote):
         collection.upsert(docs[:70])
         collection.upsert(docs[70:])
     return local, remote
+
+
+@pytest.fixture(params=REMOTES)
+def pair(request, open_backend, docs):
+    """The same documents in a local collection and one on Qdrant's engine (qdrant, edge)."""
+    return fill_pair(open_backend("local"), open_backend(request.param), docs)
+
+
+@pytest.fixture(scope="module", params=REMOTES)
+def read_pair(request, tmp_path_factory):
+    """`pair` built once per module, for tests that only search it."""
+    shared: list[QdrantClient] = []
+    directory = tmp_path_factory.mktemp("pair")
+    both = fill_pair(
+        create("local", directory, shared), create(request.param, directory, shared), make_docs(120)
+    )
+    yield both
+    for collection in both:
+        collection.close()
+    for client in shared:
+        client.close()
 
 
 @pytest.mark.parametrize("mode", ["dense", "sparse", "colbert"])
@@ -108,8 +134,8 @@ def test_weighted_fusion_is_the_reference_formula(filled, docs, mode, combined):
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("fusion", ["weighted", "rrf"])
 @pytest.mark.parametrize("candidates", [5, 30])
-def test_qdrant_engines_rank_the_same_candidates_as_local(pair, mode, fusion, candidates):
-    local, remote = pair
+def test_qdrant_engines_rank_the_same_candidates_as_local(read_pair, mode, fusion, candidates):
+    local, remote = read_pair
     for seed in (1, 2, 3):
         query = as_query(make_docs(1, seed=seed)[0])
         a = local.search(query, k=10, mode=mode, fusion=fusion, candidates=candidates)

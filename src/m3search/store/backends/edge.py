@@ -78,8 +78,6 @@ from m3search.store.lock import WriterLock
 #: BM25 statistics beside the shard: {"n_docs", "total_len", "dirty"}; dirty while a write is under way (a
 #: crash there leaves it so, and the next open counts the lengths again from the points).
 BM25_FILE = "bm25.json"
-#: Segments smaller than this (KB) are searched by full scan, as Qdrant's default.
-FULL_SCAN_KB = 10_000
 #: Points per scroll page when reading ids and lengths.
 SCROLL_PAGE = 1024
 #: What a refused open suggests: the engine admits one process per shard.
@@ -103,15 +101,17 @@ COLBERT_QUANTIZATION: dict[str, Any] = {
 
 
 def _shard_config(config: CollectionConfig) -> qe.EdgeConfig:
-    """The Edge shard's vectors for `config` (see the module docstring)."""
+    """The Edge shard's vectors for `config` (see the module docstring). Segments get their HNSW graph from
+    `hnsw.min_rows` dense vectors, as local segments do (the engine counts kilobytes of vectors)."""
     hnsw = config.hnsw_params
+    threshold_kb = max(1, hnsw.min_rows * (config.dim or 0) * 4 // 1024)
     vectors = {}
     if "dense" in config.outputs:
         vectors["dense"] = qe.EdgeVectorParams(
             size=config.dim,  # type: ignore[arg-type]
             distance=qe.Distance.Cosine,
             hnsw_config=qe.HnswIndexConfig(
-                m=hnsw.m, ef_construct=hnsw.ef_construction, full_scan_threshold=FULL_SCAN_KB
+                m=hnsw.m, ef_construct=hnsw.ef_construction, full_scan_threshold=threshold_kb
             ),
             quantization_config=qe.ScalarQuantizationConfig(type=qe.ScalarType.Int8, always_ram=True)
             if config.dense_index == "hnsw-sq8"
@@ -124,7 +124,7 @@ def _shard_config(config: CollectionConfig) -> qe.EdgeConfig:
             multivector_config=qe.MultiVectorConfig(qe.MultiVectorComparator.MaxSim),
             datatype=qe.VectorStorageDatatype.Float16,
             hnsw_config=qe.HnswIndexConfig(
-                m=0, ef_construct=hnsw.ef_construction, full_scan_threshold=FULL_SCAN_KB
+                m=0, ef_construct=hnsw.ef_construction, full_scan_threshold=threshold_kb
             ),
             quantization_config=COLBERT_QUANTIZATION.get(config.colbert_dtype),
         )
@@ -132,7 +132,11 @@ def _shard_config(config: CollectionConfig) -> qe.EdgeConfig:
     if "sparse" in config.outputs:
         idf = qe.Modifier.Idf if config.sparse_source == "bm25" else None
         sparse = {"sparse": qe.EdgeSparseVectorParams(modifier=idf)}
-    return qe.EdgeConfig(vectors=vectors or None, sparse_vectors=sparse)
+    return qe.EdgeConfig(
+        vectors=vectors or None,
+        sparse_vectors=sparse,
+        optimizers=qe.EdgeOptimizersConfig(indexing_threshold=threshold_kb),
+    )
 
 
 class _Conditions:
