@@ -120,6 +120,23 @@ def test_single_modes_match_the_reference(filled, docs, mode):
         assert hit.score == pytest.approx(reference_scores(query, by_id[hit.id])[mode], abs=2e-3)
 
 
+@pytest.mark.parametrize("dense_index", ["hnsw-sq8", "flat"])
+def test_edge_sq8_and_flat_dense_match_the_reference(open_backend, docs, dense_index):
+    """Edge's int8 codes fetch `refine` x k candidates re-scored by the float vectors (exact scores); flat
+    searches exactly."""
+    collection = open_backend("edge", dense_index=dense_index)
+    collection.upsert(docs[:60])
+    collection.upsert(docs[60:])
+    assert collection.stats()["edge"]["indexed_vectors_count"] > 0
+    query = as_query(make_docs(1, seed=99)[0])
+    hits = collection.search(query, k=10, mode="dense")
+    assert [h.id for h in hits] == brute_force(docs, query, lambda s: s["dense"])[:10]
+    by_id = {d["id"]: d for d in docs}
+    assert [h.score for h in hits] == pytest.approx(
+        [reference_scores(query, by_id[h.id])["dense"] for h in hits], abs=1e-5
+    )
+
+
 @pytest.mark.parametrize("mode,combined", [("dense+sparse", "sparse+dense"), ("all", "colbert+sparse+dense")])
 def test_weighted_fusion_is_the_reference_formula(filled, docs, mode, combined):
     query = as_query(make_docs(1, seed=7)[0])
