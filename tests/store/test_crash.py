@@ -153,9 +153,11 @@ def test_acknowledged_writes_survive_sigkill(tmp_path):
 
 def test_acknowledged_writes_survive_sigkill_on_edge(tmp_path):
     """The same on an edge collection, briefly: a batch is one write-ahead-log entry, flushed before `upsert`
-    or `delete` returns."""
+    or `delete` returns; segments are indexed from 20 rows, so kills also land in the engine's optimizers."""
     path = tmp_path / "crash"
-    Collection.create(path, backend="edge", dim=DIM, colbert_dim=COLBERT_DIM, cache=False).close()
+    Collection.create(
+        path, backend="edge", dim=DIM, colbert_dim=COLBERT_DIM, hnsw={"min_rows": 20}, cache=False
+    ).close()
     rng = np.random.default_rng(1)
     state: dict[str, int] = {}
     total_acks = 0
