@@ -26,6 +26,7 @@ from m3search.scoring import hybrid_scores
 from m3search.store.backends.base import EDGE_DIR
 from m3search.store.backends.edge import BM25_FILE
 from m3search.store.backends.points import point_id
+from m3search.store.search_defaults import SEARCH_DEFAULTS_FILE, SearchDefaults
 from tests.store.conftest import COLBERT_DIM, DIM, as_query, make_docs
 from tests.store.test_collection import brute_force, reference_scores
 
@@ -409,6 +410,22 @@ def test_edge_opens_in_one_process_and_read_only_refuses_writes(tmp_path, open_b
             reader.delete(["d1"])
     with pytest.raises(CollectionNotFoundError, match="no edge collection"):
         Collection.open(tmp_path / "c-nope", backend="edge")
+
+
+def test_edge_keeps_search_defaults_beside_its_files(tmp_path, open_backend, docs):
+    """Stored search defaults (`index tune`) live in an edge collection's directory as in a local one; a
+    read-only open uses them and refuses to change them."""
+    collection = open_backend("edge")
+    collection.upsert(docs)
+    query = as_query(make_docs(1, seed=5)[0])
+    collection.set_search_defaults(SearchDefaults(mode="dense"))
+    assert (tmp_path / "edge-c" / SEARCH_DEFAULTS_FILE).is_file()
+    assert collection.search(query, k=3) == collection.search(query, k=3, mode="dense")
+    collection.close()
+    with Collection.open(tmp_path / "edge-c", readonly=True, cache=False) as reader:
+        assert reader.search_defaults.mode == "dense"
+        with pytest.raises(CollectionError, match="read-only"):
+            reader.set_search_defaults(SearchDefaults())
 
 
 def test_edge_refuses_a_shard_that_does_not_match_its_config(tmp_path, open_backend):
