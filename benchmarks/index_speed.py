@@ -9,6 +9,7 @@ same run as the anchor. `--graphs M:EFC ...` builds further HNSW graphs over the
 collection's segment in turn) to sweep M and efConstruction; `--ef-search` sweeps at query time.
 
     flock /tmp/m3search-heavy.lock env PYTHONPATH=src python benchmarks/index_speed.py --docs 1000000
+    # --backend edge: also the same documents in an m3search edge collection, searched interleaved with local
 
 Prints a table and writes benchmarks/results/index_speed-<docs>-<data>-<dense_index>.json.
 """
@@ -225,9 +226,10 @@ def main() -> None:
     ap.add_argument(
         "--backend",
         default="local",
-        choices=["local", "qdrant"],
-        help="qdrant: also build the same documents in Qdrant Edge (in-process) and time both backends' "
-        "searches interleaved in this run",
+        choices=["local", "qdrant", "edge"],
+        help="qdrant: also build the same documents in a hand-built Qdrant Edge shard (edge_backend.py); edge: "
+        "in an m3search edge collection (the product's edge backend, through Collection); either way both "
+        "backends' searches are timed interleaved in this run",
     )
     ap.add_argument(
         "--edge-oversampling",
@@ -353,6 +355,10 @@ def main() -> None:
         result["graphs"] = sweeps
         if args.backend == "qdrant":
             result["qdrant_edge"] = compare_edge(collection, corpus, args, queries, truth, id_to_row, k, work)
+        elif args.backend == "edge":
+            result["edge"] = compare_edge_collection(
+                collection, corpus, args, queries, truth, id_to_row, k, work
+            )
         # ---- filtered hybrid search: the first query of each filter, then repeats -------------------------------
         for name, spec in FILTERS:
             first, repeat = [], []
@@ -403,7 +409,7 @@ def main() -> None:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     report(result)
-    suffix = "-vs-qdrant-edge" if args.backend == "qdrant" else ""
+    suffix = {"local": "", "qdrant": "-vs-qdrant-edge", "edge": "-vs-edge"}[args.backend]
     out = ROOT / "results" / f"index_speed-{n}-{args.data}-{args.dense_index}{suffix}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
@@ -425,6 +431,75 @@ def compare_edge(collection, corpus, args, queries, truth, id_to_row, k: int, wo
     built["bytes_per_doc"] = dir_bytes(work / "edge") / n
     print(f"Qdrant Edge built in {built['total_s']:.0f} s", file=sys.stderr, flush=True)
     edge = EdgeSearch(shard, quantized, args.edge_oversampling)
+    try:
+        sweeps = interleaved(
+            collection,
+            lambda q, mode, fusion, ef: edge.search(q, mode, k, args.candidates, ef, fusion),
+            args,
+            queries,
+            truth,
+            id_to_row,
+            k,
+        )
+    finally:
+        shard.close()
+    return {"build": built, "ef_search": sweeps}
+
+
+def compare_edge_collection(collection, corpus, args, queries, truth, id_to_row, k: int, work: Path) -> dict:
+    """The same documents in an m3search edge collection (`Collection.create(..., backend="edge")`, the
+    product's edge backend): build time (upserts of BATCH documents, each durable, then `compact`) and size,
+    then every hybrid mode on both collections, queries interleaved at each efSearch."""
+    n, (m, ef_construction) = args.docs, parse_graph(args.graphs[0])
+    path = work / "edge-collection"
+    edge = Collection.create(
+        path,
+        backend="edge",
+        dim=args.dim,
+        colbert_dim=args.colbert_dim,
+        colbert_dtype=args.colbert_dtype,
+        dense_index=args.dense_index,
+        hnsw={"m": m, "ef_construction": ef_construction, "ef_search": args.ef_search[0]},
+        cache=False,
+    )
+    try:
+        t0, gen_s = time.perf_counter(), 0.0
+        for start in range(0, n, BATCH):
+            g = time.perf_counter()
+            docs = corpus.batch(start, min(BATCH, n - start), args.colbert_every, args.colbert_tokens)
+            gen_s += time.perf_counter() - g
+            edge.upsert(docs)
+            print(f"\redge: ingested {start + len(docs):,}/{n:,}", end="", file=sys.stderr, flush=True)
+        t_ingest = time.perf_counter() - t0 - gen_s
+        print(file=sys.stderr)
+        t1 = time.perf_counter()
+        edge.compact()
+        t_compact = time.perf_counter() - t1
+        built = {
+            "docs": n,
+            "ingest_s": t_ingest,
+            "compact_s": t_compact,
+            "total_s": t_ingest + t_compact,
+            "docs_per_s": n / (t_ingest + t_compact),
+            "bytes_per_doc": edge.stats()["disk_bytes"] / n,
+            "engine": edge.stats()["edge"],
+        }
+        print(f"edge collection built in {built['total_s']:.0f} s", file=sys.stderr, flush=True)
+
+        def search(q: dict, mode: str, fusion: str, ef: int) -> list[int]:
+            hits = edge.search(q, k=k, mode=mode, fusion=fusion, ef_search=ef, candidates=args.candidates)
+            return [id_to_row[h.id] for h in hits]
+
+        sweeps = interleaved(collection, search, args, queries, truth, id_to_row, k)
+    finally:
+        edge.close()
+    return {"build": built, "ef_search": sweeps}
+
+
+def interleaved(collection, other, args, queries, truth, id_to_row, k: int) -> list[dict]:
+    """Latency percentiles and recall@10 of every hybrid mode on the local `collection` and on `other`
+    ((query, mode, fusion, efSearch) -> row ids), queries interleaved (local, other, next mode...) at each
+    efSearch."""
     modes = (
         ("dense", "weighted"),
         ("sparse", "weighted"),
@@ -432,38 +507,35 @@ def compare_edge(collection, corpus, args, queries, truth, id_to_row, k: int, wo
         ("dense+sparse", "rrf"),
     )
     sweeps = []
-    try:
-        for ef in args.ef_search:
-            times = {(b, mo, f): [] for b in ("local", "edge") for mo, f in modes}
-            found = {key: [] for key in times}
-            for q in queries:
-                for mode, fusion in modes:
-                    t = time.perf_counter()
-                    hits = collection.search(
-                        q, k=k, mode=mode, fusion=fusion, ef_search=ef, candidates=args.candidates
-                    )
-                    times[("local", mode, fusion)].append(1000 * (time.perf_counter() - t))
-                    found[("local", mode, fusion)].append([id_to_row[h.id] for h in hits])
-                    t = time.perf_counter()
-                    ids = edge.search(q, mode, k, args.candidates, ef, fusion)
-                    times[("edge", mode, fusion)].append(1000 * (time.perf_counter() - t))
-                    found[("edge", mode, fusion)].append(ids)
-            stage = {"ef_search": ef}
-            for (backend, mode, fusion), ms in times.items():
-                name = mode if mode != "dense+sparse" else f"dense+sparse {fusion}"
-                target = {"dense": "dense", "sparse": "sparse"}.get(
-                    mode, "hybrid" if fusion == "weighted" else None
+    for ef in args.ef_search:
+        times: dict[tuple[str, str, str], list[float]] = {
+            (b, mo, f): [] for b in ("local", "edge") for mo, f in modes
+        }
+        found: dict[tuple[str, str, str], list[list[int]]] = {key: [] for key in times}
+        for q in queries:
+            for mode, fusion in modes:
+                t = time.perf_counter()
+                hits = collection.search(
+                    q, k=k, mode=mode, fusion=fusion, ef_search=ef, candidates=args.candidates
                 )
-                stage.setdefault(backend, {})[name] = {
-                    **percentiles(ms),
-                    **(
-                        {"recall@10": recall(found[(backend, mode, fusion)], truth[target])} if target else {}
-                    ),
-                }
-            sweeps.append(stage)
-    finally:
-        shard.close()
-    return {"build": built, "ef_search": sweeps}
+                times[("local", mode, fusion)].append(1000 * (time.perf_counter() - t))
+                found[("local", mode, fusion)].append([id_to_row[h.id] for h in hits])
+                t = time.perf_counter()
+                ids = other(q, mode, fusion, ef)
+                times[("edge", mode, fusion)].append(1000 * (time.perf_counter() - t))
+                found[("edge", mode, fusion)].append(ids)
+        stage: dict = {"ef_search": ef}
+        for (backend, mode, fusion), ms in times.items():
+            name = mode if mode != "dense+sparse" else f"dense+sparse {fusion}"
+            target = {"dense": "dense", "sparse": "sparse"}.get(
+                mode, "hybrid" if fusion == "weighted" else None
+            )
+            stage.setdefault(backend, {})[name] = {
+                **percentiles(ms),
+                **({"recall@10": recall(found[(backend, mode, fusion)], truth[target])} if target else {}),
+            }
+        sweeps.append(stage)
+    return sweeps
 
 
 def bytes_per_doc(path: Path, seg_dir: Path, seg, n: int, dim: int) -> dict[str, float]:
@@ -577,11 +649,14 @@ def report(result: dict) -> None:
             f"dense+sparse, filter {name}: first query {s['first_ms']:.1f} ms, then p50 {s['p50_ms']:.1f} ms, "
             f"p99 {s['p99_ms']:.1f} ms"
         )
-    if "qdrant_edge" in result:
-        e = result["qdrant_edge"]
+    for key, label in (("qdrant_edge", "Qdrant Edge shard"), ("edge", "edge collection")):
+        if key not in result:
+            continue
+        e, build = result[key], result[key]["build"]
+        index_s = build.get("index_s", build.get("compact_s", 0.0))
         print(
-            f"\nQdrant Edge build: {e['build']['docs_per_s']:.0f} docs/s (ingest {e['build']['ingest_s']:.0f} s, "
-            f"index {e['build']['index_s']:.0f} s), {e['build']['bytes_per_doc']:.0f} bytes/doc on disk"
+            f"\n{label} build: {build['docs_per_s']:.0f} docs/s (ingest {build['ingest_s']:.0f} s, "
+            f"index {index_s:.0f} s), {build['bytes_per_doc']:.0f} bytes/doc on disk"
         )
         print(
             f"{'efSearch':>8} {'stage':<22} {'local p50/p99 ms':>18} {'recall':>7} {'Edge p50/p99 ms':>18} {'recall':>7}"

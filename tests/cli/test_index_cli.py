@@ -258,6 +258,40 @@ def test_qdrant_backend_and_migration(built, tmp_path, tiny_m3_dir):
         assert search(linked, mode)[0]["id"] == "c"
     assert "deleted 1 of 1" in run("index", "delete", str(linked), "a")
     assert json.loads(run("index", "stats", str(linked), "--json"))["count"] == 2
+    assert f"{linked}: ok (2 points read back)" in run("index", "verify", str(linked))
+
+
+def test_edge_backend_and_migration(built, tmp_path, tiny_m3_dir):
+    """`index create --backend edge` makes a directory every command opens without being told the backend;
+    `index migrate` copies local -> edge -> local from stored vectors, resumably, ranking like the original."""
+    edge = tmp_path / "edge"
+    run("index", "create", str(edge), "--model", str(tiny_m3_dir), "--backend", "edge")
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text("".join(json.dumps(d) + "\n" for d in DOCS))
+    assert "wrote 3 documents" in run("index", "add", str(edge), str(docs), "--runtime", "torch-fp32")
+    moved, back = tmp_path / "moved", tmp_path / "back"
+    assert "wrote 5 documents (0 were there)" in run(
+        "index", "migrate", str(built), str(moved), "--backend", "edge"
+    )
+    assert "wrote 0 documents (5 were there)" in run("index", "migrate", str(built), str(moved))
+    assert "wrote 5 documents" in run("index", "migrate", str(moved), str(back), "--backend", "local")
+
+    def search(path, mode):
+        return json.loads(
+            run("search", str(path), DOCS[2]["text"], "--mode", mode, "--json", "--runtime", "torch-fp32")
+        )
+
+    for mode in ("sparse", "all"):  # every mode and fusion: tests/store/test_backends.py
+        original = [(h["id"], round(h["score"], 4)) for h in search(built, mode)]
+        for copy in (moved, back):  # fused scores within 5e-3, as on qdrant (float32 sums, min-max)
+            found = search(copy, mode)
+            assert [h["id"] for h in found] == [i for i, _ in original], (copy, mode)
+            assert [h["score"] for h in found] == pytest.approx([s for _, s in original], abs=5e-3), mode
+    assert search(edge, "all")[0]["id"] == "c"
+    assert "deleted 1 of 1" in run("index", "delete", str(edge), "a")
+    stats = json.loads(run("index", "stats", str(edge), "--json"))
+    assert (stats["backend"], stats["count"]) == ("edge", 2)
+    assert f"{moved}: ok (5 points read back" in run("index", "verify", str(moved))
 
 
 @pytest.mark.parametrize(

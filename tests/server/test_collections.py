@@ -337,9 +337,10 @@ def _metric(client, name: str) -> float:
     return float(line.split()[1])
 
 
-def test_qdrant_collections_are_served_beside_local_ones(make_client, m3, tmp_path):
-    """A link directory in the collections folder serves a Qdrant collection like a local one: listed,
-    written through the batcher, searched with the same results as a local twin."""
+def test_qdrant_and_edge_collections_are_served_beside_local_ones(make_client, m3, tmp_path):
+    """A link directory in the collections folder serves a Qdrant collection like a local one, and so does an
+    edge collection's directory: listed, written through the batcher, searched with the same results as a
+    local twin, deleted."""
     from m3search import Collection
     from m3search.store.backends.qdrant import write_link
 
@@ -347,24 +348,29 @@ def test_qdrant_collections_are_served_beside_local_ones(make_client, m3, tmp_pa
     with Collection.create("remote", backend="qdrant", path=tmp_path / "qdrant", encoder=m3, cache=False):
         pass
     write_link(root / "remote", "remote", path=tmp_path / "qdrant")
+    Collection.create(root / "edge", backend="edge", encoder=m3, cache=False).close()
     client = make_client()
     client.post("/collections", json={"name": "local"})
-    assert [c["name"] for c in client.get("/collections").json()["collections"]] == ["local", "remote"]
+    names = ["edge", "local", "remote"]
+    assert [c["name"] for c in client.get("/collections").json()["collections"]] == names
     before = _metric(client, "m3search_encode_texts_total")
-    for name in ("local", "remote"):
+    for name in names:
         r = client.post(f"/collections/{name}/documents", json={"documents": DOCS})
         assert r.status_code == 200 and r.json() == {"upserted": len(DOCS), "count": len(DOCS)}
-    assert _metric(client, "m3search_encode_texts_total") - before == 2 * len(DOCS)
+    assert _metric(client, "m3search_encode_texts_total") - before == 3 * len(DOCS)
     for body in ({"query": "Japan", "k": 5}, {"query": "Paris", "mode": "dense+sparse", "fusion": "rrf"}):
-        local, remote = (
-            client.post(f"/collections/{n}/search", json=body).json()["results"] for n in ("local", "remote")
-        )
-        assert [h["id"] for h in remote] == [h["id"] for h in local]
-        # fused over min-max scaled scores, which magnify Qdrant's float sums (tests/store/test_backends.py)
-        assert [h["score"] for h in remote] == pytest.approx([h["score"] for h in local], abs=2e-3)
-    doc = client.get(f"/collections/remote/documents/{DOCS[0]['id']}").json()
-    assert doc["text"] == DOCS[0]["text"]
-    assert client.get("/collections/remote").json()["count"] == len(DOCS)
+        local = client.post("/collections/local/search", json=body).json()["results"]
+        for name in ("remote", "edge"):
+            remote = client.post(f"/collections/{name}/search", json=body).json()["results"]
+            assert [h["id"] for h in remote] == [h["id"] for h in local], name
+            # fused over min-max scaled scores, which magnify Qdrant's float sums (tests/store/test_backends.py)
+            assert [h["score"] for h in remote] == pytest.approx([h["score"] for h in local], abs=2e-3)
+    for name in ("remote", "edge"):
+        doc = client.get(f"/collections/{name}/documents/{DOCS[0]['id']}").json()
+        assert doc["text"] == DOCS[0]["text"]
+        assert client.get(f"/collections/{name}").json()["count"] == len(DOCS)
+    assert client.delete("/collections/edge").json() == {"deleted": 1}
+    assert not (root / "edge").exists() and client.get("/collections/edge").status_code == 404
 
 
 def test_deleting_a_collection_in_use_gives_no_5xx(filled):

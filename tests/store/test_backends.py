@@ -1,45 +1,72 @@
-"""The same behaviour over both storage backends: `local` (the embedded engine) and `qdrant` (qdrant-client's
-local mode, in memory and in a directory): every mode and fusion against the reference scores and against the
-local backend's ranking of the same candidates, filters, upsert/delete/get, reopening, BM25, refusals."""
+"""The same behaviour over every storage backend: `local` (the embedded engine), `qdrant` (qdrant-client's local
+mode, in memory and in a directory) and `edge` (Qdrant Edge in-process, in a directory): every mode and fusion
+against the reference scores and against the local backend's ranking of the same candidates, filters,
+upsert/delete/get, reopening, BM25, images, refusals."""
 
 from __future__ import annotations
 
+import itertools
+import json
+import os
+
 import numpy as np
 import pytest
+import qdrant_edge as qe
 from qdrant_client import QdrantClient, models
 
 from m3search import Collection
-from m3search.errors import CollectionError, CollectionExistsError, CollectionNotFoundError, FilterError
+from m3search.errors import (
+    CollectionError,
+    CollectionExistsError,
+    CollectionLockedError,
+    CollectionNotFoundError,
+    FilterError,
+)
 from m3search.scoring import hybrid_scores
-from m3search.store.backends.qdrant import point_id
+from m3search.store.backends.base import EDGE_DIR
+from m3search.store.backends.edge import BM25_FILE
+from m3search.store.backends.points import point_id
+from m3search.store.search_defaults import SEARCH_DEFAULTS_FILE, SearchDefaults
 from tests.store.conftest import COLBERT_DIM, DIM, as_query, make_docs
 from tests.store.test_collection import brute_force, reference_scores
 
-BACKENDS = ["local", "qdrant"]
+BACKENDS = ["local", "qdrant", "edge"]
+#: The backends on Qdrant's engine, compared with the local one.
+REMOTES = ["qdrant", "edge"]
 MODES = ["dense", "sparse", "colbert", "dense+sparse", "all"]
+
+
+def create(
+    backend: str, directory, shared: list, name: str = "c", own: bool = False, **options
+) -> Collection:
+    """A new vector-only collection `name` under `directory`: local (small segments), edge (the directory
+    edge-NAME; indexed, HNSW and quantization, from 40 rows like the local segments), or qdrant (on the
+    local-mode client in `shared`, made in memory on first use, or with `own=True` its own client on
+    directory/qdrant, so it can be closed and reopened by name)."""
+    settings = dict(dim=DIM, colbert_dim=COLBERT_DIM, cache=False)
+    settings.update(options)
+    if backend == "local":
+        settings.update(flush_docs=50, merge_factor=3, hnsw={"min_rows": 40})
+        return Collection.create(directory / name, **settings)
+    if backend == "edge":
+        settings.update(hnsw={"min_rows": 40})
+        return Collection.create(directory / f"edge-{name}", backend="edge", **settings)
+    if own:
+        return Collection.create(name, backend="qdrant", path=directory / "qdrant", **settings)
+    if not shared:
+        shared.append(QdrantClient(location=":memory:"))
+    return Collection.create(name, backend="qdrant", client=shared[0], **settings)
 
 
 @pytest.fixture
 def open_backend(tmp_path):
-    """Factory: (backend, name) -> a new vector-only collection; qdrant collections share one local-mode
-    client (one per directory) in memory, or own one on a directory under tmp_path with `own=True` (so they
-    can be closed and reopened by name)."""
-    made, shared = [], []
+    """Factory: (backend, name, own, options) -> `create` under tmp_path; closed afterwards."""
+    made: list[Collection] = []
+    shared: list[QdrantClient] = []
 
     def factory(backend: str, name: str = "c", own: bool = False, **options) -> Collection:
-        settings = dict(dim=DIM, colbert_dim=COLBERT_DIM, cache=False)
-        settings.update(options)
-        if backend == "local":
-            settings.update(flush_docs=50, merge_factor=3, hnsw={"min_rows": 40})
-            collection = Collection.create(tmp_path / name, **settings)
-        elif own:
-            collection = Collection.create(name, backend="qdrant", path=tmp_path / "qdrant", **settings)
-        else:
-            if not shared:
-                shared.append(QdrantClient(location=":memory:"))
-            collection = Collection.create(name, backend="qdrant", client=shared[0], **settings)
-        made.append(collection)
-        return collection
+        made.append(create(backend, tmp_path, shared, name, own, **options))
+        return made[-1]
 
     yield factory
     for collection in made:
@@ -56,14 +83,32 @@ def filled(request, open_backend, docs):
     return collection
 
 
-@pytest.fixture
-def pair(open_backend, docs):
-    """The same documents in a local and a qdrant collection."""
-    local, remote = open_backend("local"), open_backend("qdrant")
+def fill_pair(local: Collection, remote: Collection, docs: list[dict]) -> tuple[Collection, Collection]:
     for collection in (local, remote):
         collection.upsert(docs[:70])
         collection.upsert(docs[70:])
     return local, remote
+
+
+@pytest.fixture(params=REMOTES)
+def pair(request, open_backend, docs):
+    """The same documents in a local collection and one on Qdrant's engine (qdrant, edge)."""
+    return fill_pair(open_backend("local"), open_backend(request.param), docs)
+
+
+@pytest.fixture(scope="module", params=REMOTES)
+def read_pair(request, tmp_path_factory):
+    """`pair` built once per module, for tests that only search it."""
+    shared: list[QdrantClient] = []
+    directory = tmp_path_factory.mktemp("pair")
+    both = fill_pair(
+        create("local", directory, shared), create(request.param, directory, shared), make_docs(120)
+    )
+    yield both
+    for collection in both:
+        collection.close()
+    for client in shared:
+        client.close()
 
 
 @pytest.mark.parametrize("mode", ["dense", "sparse", "colbert"])
@@ -74,6 +119,23 @@ def test_single_modes_match_the_reference(filled, docs, mode):
     by_id = {d["id"]: d for d in docs}
     for hit in hits:
         assert hit.score == pytest.approx(reference_scores(query, by_id[hit.id])[mode], abs=2e-3)
+
+
+@pytest.mark.parametrize("dense_index", ["hnsw-sq8", "flat"])
+def test_edge_sq8_and_flat_dense_match_the_reference(open_backend, docs, dense_index):
+    """Edge's int8 codes fetch `refine` x k candidates re-scored by the float vectors (exact scores); flat
+    searches exactly."""
+    collection = open_backend("edge", dense_index=dense_index)
+    collection.upsert(docs[:60])
+    collection.upsert(docs[60:])
+    assert collection.stats()["edge"]["indexed_vectors_count"] > 0
+    query = as_query(make_docs(1, seed=99)[0])
+    hits = collection.search(query, k=10, mode="dense")
+    assert [h.id for h in hits] == brute_force(docs, query, lambda s: s["dense"])[:10]
+    by_id = {d["id"]: d for d in docs}
+    assert [h.score for h in hits] == pytest.approx(
+        [reference_scores(query, by_id[h.id])["dense"] for h in hits], abs=1e-5
+    )
 
 
 @pytest.mark.parametrize("mode,combined", [("dense+sparse", "sparse+dense"), ("all", "colbert+sparse+dense")])
@@ -90,8 +152,8 @@ def test_weighted_fusion_is_the_reference_formula(filled, docs, mode, combined):
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("fusion", ["weighted", "rrf"])
 @pytest.mark.parametrize("candidates", [5, 30])
-def test_qdrant_ranks_the_same_candidates_as_local(pair, mode, fusion, candidates):
-    local, remote = pair
+def test_qdrant_engines_rank_the_same_candidates_as_local(read_pair, mode, fusion, candidates):
+    local, remote = read_pair
     for seed in (1, 2, 3):
         query = as_query(make_docs(1, seed=seed)[0])
         a = local.search(query, k=10, mode=mode, fusion=fusion, candidates=candidates)
@@ -137,13 +199,14 @@ def test_filters_select_the_same_documents(open_backend, spec):
             4: {"flag": [None]},
         }
         doc["metadata"].update(extra.get(i % 6, {}))
-    local, remote = open_backend("local"), open_backend("qdrant")
-    for collection in (local, remote):
+    local, *remotes = [open_backend(b) for b in BACKENDS]
+    for collection in (local, *remotes):
         collection.upsert(docs)
     query = as_query(make_docs(1, seed=3)[0])
     a = local.search(query, k=60, mode="dense", filter=spec)
-    b = remote.search(query, k=60, mode="dense", filter=spec)
-    assert [h.id for h in b] == [h.id for h in a]
+    for remote in remotes:
+        b = remote.search(query, k=60, mode="dense", filter=spec)
+        assert [h.id for h in b] == [h.id for h in a], remote.backend
 
 
 def test_string_ranges_are_refused_on_qdrant(filled):
@@ -183,6 +246,8 @@ def test_reopen_keeps_everything(tmp_path, open_backend, docs, backend):
     collection.close()
     if backend == "local":
         reopened = Collection.open(tmp_path / "c", cache=False)
+    elif backend == "edge":  # found by its directory's contents
+        reopened = Collection.open(tmp_path / "edge-c", cache=False)
     else:
         reopened = Collection.open("c", backend="qdrant", path=tmp_path / "qdrant", cache=False)
     with reopened:
@@ -285,6 +350,93 @@ def test_readonly_qdrant_refuses_writes(tmp_path, open_backend, docs):
             reader.delete(["d1"])
 
 
+def test_edge_points_have_uuid5_ids_and_qdrant_vectors(tmp_path, open_backend, docs):
+    """The edge shard holds what a Qdrant collection would: UUID5 point ids with the document id in the
+    payload, cosine `dense`, `sparse`, and the float16 MaxSim multivector `colbert` without HNSW."""
+    collection = open_backend("edge")
+    collection.upsert(docs[:3])
+    collection.close()
+    config = json.loads((tmp_path / "edge-c" / EDGE_DIR / "edge_config.json").read_text())
+    shard = qe.EdgeShard.load(str(tmp_path / "edge-c" / EDGE_DIR))
+    point = shard.retrieve([point_id("d1")], True, True)[0]
+    shard.close()
+    assert point.payload["id"] == "d1" and point.payload["metadata"] == docs[1]["metadata"]
+    assert set(point.vector) == {"dense", "sparse", "colbert"}
+    assert config["vectors"]["dense"]["distance"] == "Cosine"
+    colbert = config["vectors"]["colbert"]
+    assert colbert["hnsw_config"]["m"] == 0 and colbert["datatype"] == "float16"
+    assert colbert["multivector_config"]["comparator"] == "max_sim"
+
+
+@pytest.mark.parametrize(
+    "dtype,quantization",
+    [
+        ("int8", {"scalar": {"type": "int8"}}),
+        ("2bit", {"binary": {"encoding": "two_bits", "query_encoding": "scalar8bits"}}),
+        ("binary", {"binary": {"encoding": "one_bit", "query_encoding": "scalar8bits"}}),
+    ],
+)
+def test_edge_compresses_colbert_like_qdrant(tmp_path, open_backend, docs, dtype, quantization):
+    """Compressed `colbert_dtype`s become the same multivector quantization as on the qdrant backend; the
+    collection reopens with it and ranks (small segments are scored exactly) like the reference."""
+    collection = open_backend("edge", colbert_dtype=dtype, colbert_recheck=20)
+    collection.upsert(docs)
+    collection.close()
+    config = json.loads((tmp_path / "edge-c" / EDGE_DIR / "edge_config.json").read_text())
+    found = config["vectors"]["colbert"]["quantization_config"]
+    for kind, fields in quantization.items():
+        assert {k: found[kind][k] for k in fields} == fields
+    query = as_query(make_docs(1, seed=98)[0])
+    with Collection.open(tmp_path / "edge-c", cache=False) as reopened:
+        assert (reopened.config.colbert_dtype, reopened.config.colbert_recheck) == (dtype, 20)
+        hits = reopened.search(query, k=10, mode="colbert", candidates=120)
+    assert [h.id for h in hits] == brute_force(docs, query, lambda s: s["colbert"])[:10]
+
+
+def test_edge_opens_in_one_process_and_read_only_refuses_writes(tmp_path, open_backend, docs):
+    """Qdrant Edge admits one open shard per directory: a second open is refused with the holder named (a
+    read-only one too); a read-only open searches and refuses writes."""
+    collection = open_backend("edge")
+    collection.upsert(docs[:5])
+    for readonly in (False, True):
+        with pytest.raises(CollectionLockedError, match=rf"process {os.getpid()}.*one process"):
+            Collection.open(tmp_path / "edge-c", readonly=readonly)
+    collection.close()
+    with Collection.open(tmp_path / "edge-c", readonly=True, cache=False) as reader:
+        assert reader.search(as_query(docs[2]), k=1, mode="dense")[0].id == "d2"
+        with pytest.raises(CollectionError, match="read-only"):
+            reader.upsert(docs[:1])
+        with pytest.raises(CollectionError, match="read-only"):
+            reader.delete(["d1"])
+    with pytest.raises(CollectionNotFoundError, match="no edge collection"):
+        Collection.open(tmp_path / "c-nope", backend="edge")
+
+
+def test_edge_keeps_search_defaults_beside_its_files(tmp_path, open_backend, docs):
+    """Stored search defaults (`index tune`) live in an edge collection's directory as in a local one; a
+    read-only open uses them and refuses to change them."""
+    collection = open_backend("edge")
+    collection.upsert(docs)
+    query = as_query(make_docs(1, seed=5)[0])
+    collection.set_search_defaults(SearchDefaults(mode="dense"))
+    assert (tmp_path / "edge-c" / SEARCH_DEFAULTS_FILE).is_file()
+    assert collection.search(query, k=3) == collection.search(query, k=3, mode="dense")
+    collection.close()
+    with Collection.open(tmp_path / "edge-c", readonly=True, cache=False) as reader:
+        assert reader.search_defaults.mode == "dense"
+        with pytest.raises(CollectionError, match="read-only"):
+            reader.set_search_defaults(SearchDefaults())
+
+
+def test_edge_refuses_a_shard_that_does_not_match_its_config(tmp_path, open_backend):
+    open_backend("edge").close()
+    config = json.loads((tmp_path / "edge-c" / "config.json").read_text())
+    config.update(dim=DIM + 1, outputs=["dense", "sparse"])
+    (tmp_path / "edge-c" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CollectionError, match=r"'dense' has size 16, the config says 17"):
+        Collection.open(tmp_path / "edge-c")
+
+
 def test_documents_without_colbert_or_sparse_match_across_backends(pair):
     local, remote = pair
     bare = make_docs(3, seed=5, start=500)
@@ -315,12 +467,13 @@ TEXTS = [
 
 @pytest.fixture
 def text_pair(tmp_path, tiny_m3):
-    """The same texts (tiny bge-m3, or BM25 beside its dense head) in a local and a qdrant collection."""
+    """The same texts (tiny bge-m3, or BM25 beside its dense head) in a local, a qdrant and an edge
+    collection."""
     from m3search.encoders import BM25Encoder, CompositeEncoder
 
     made = []
 
-    def make(bm25: bool) -> tuple[Collection, Collection]:
+    def make(bm25: bool) -> list[Collection]:
         def encoder():  # one per collection: a BM25 part holds its collection's statistics
             return (
                 CompositeEncoder({"dense": tiny_m3, "sparse": BM25Encoder(tiny_m3.tokenizer)})
@@ -328,16 +481,19 @@ def text_pair(tmp_path, tiny_m3):
                 else tiny_m3
             )
 
-        local = Collection.create(tmp_path / f"local{bm25}", encoder=encoder(), cache=False)
-        remote = Collection.create(
-            f"q{bm25}", backend="qdrant", location=":memory:", encoder=encoder(), cache=False
-        )
-        made.extend([local, remote])
-        for collection in (local, remote):
+        these = [
+            Collection.create(tmp_path / f"local{bm25}", encoder=encoder(), cache=False),
+            Collection.create(
+                f"q{bm25}", backend="qdrant", location=":memory:", encoder=encoder(), cache=False
+            ),
+            Collection.create(tmp_path / f"edge{bm25}", backend="edge", encoder=encoder(), cache=False),
+        ]
+        made.extend(these)
+        for collection in these:
             collection.upsert([{"id": str(i), "text": t} for i, t in enumerate(TEXTS[:3])])
             collection.upsert([{"id": str(i), "text": t} for i, t in enumerate(TEXTS) if i >= 2])
             collection.delete(["1"])
-        return local, remote
+        return these
 
     yield make
     for collection in made:
@@ -346,15 +502,16 @@ def text_pair(tmp_path, tiny_m3):
 
 @pytest.mark.parametrize("bm25", [False, True])
 def test_text_collections_rank_alike_including_bm25(text_pair, bm25):
-    local, remote = text_pair(bm25)
-    assert remote.config.sparse_source == ("bm25" if bm25 else "model")
-    assert remote.count() == local.count() == 4
-    for mode in ("sparse", "dense+sparse", *(() if bm25 else ("all",))):
+    local, *remotes = text_pair(bm25)
+    for remote in remotes:
+        assert remote.config.sparse_source == ("bm25" if bm25 else "model")
+        assert remote.count() == local.count() == 4
+    for remote, mode in itertools.product(remotes, ("sparse", "dense+sparse", *(() if bm25 else ("all",)))):
         for fusion in ("weighted", "rrf"):
             for normalize in ("minmax", "auto"):
                 a = local.search("the cat near the fire", k=4, mode=mode, fusion=fusion, normalize=normalize)
                 b = remote.search("the cat near the fire", k=4, mode=mode, fusion=fusion, normalize=normalize)
-                assert [h.id for h in b] == [h.id for h in a]
+                assert [h.id for h in b] == [h.id for h in a], remote.backend
                 for x, y in zip(a, b):
                     assert y.scores == pytest.approx(x.scores, abs=1e-4)
                     # `auto` (signal) weighs BM25 by the query's attainable maximum, which needs the
@@ -365,7 +522,27 @@ def test_text_collections_rank_alike_including_bm25(text_pair, bm25):
                         assert y.score == pytest.approx(x.score, abs=2e-3)
 
 
-def test_images_on_both_backends(tmp_path, tiny_m3, tiny_adapter_dir, flickr_images):
+def test_edge_counts_bm25_lengths_again_after_a_crash_mid_write(text_pair):
+    """A crash between an edge write and its BM25 statistics leaves them marked dirty: the next open counts
+    the lengths again from the points; numbers that disagree with the points are what `verify` reports."""
+    local, _, edge = text_pair(True)
+    path, expected = edge.path, local.backend.bm25_stats()
+    edge.close()
+    (path / BM25_FILE).write_text(json.dumps({"n_docs": 1, "total_len": 2, "dirty": True}))
+    with Collection.open(path, cache=False) as reopened:
+        stats = reopened.backend.bm25_stats()
+        assert (stats.n_docs, stats.total_len) == (expected.n_docs, expected.total_len)
+        assert reopened.verify()["problems"] == []
+    assert not json.loads((path / BM25_FILE).read_text())["dirty"]
+    (path / BM25_FILE).write_text(json.dumps({"n_docs": 1, "total_len": 2, "dirty": False}))
+    with Collection.open(path, readonly=True, cache=False) as reopened:
+        [problem] = reopened.verify()["problems"]
+    assert problem.file == BM25_FILE and f"the points {expected.n_docs} of {expected.total_len}" in str(
+        problem
+    )
+
+
+def test_images_on_every_backend(tmp_path, tiny_m3, tiny_adapter_dir, flickr_images):
     made = [
         Collection.create(tmp_path / "mixed", encoder=tiny_m3, image_encoder=tiny_adapter_dir, cache=False),
         Collection.create(
@@ -375,6 +552,9 @@ def test_images_on_both_backends(tmp_path, tiny_m3, tiny_adapter_dir, flickr_ima
             encoder=tiny_m3,
             image_encoder=tiny_adapter_dir,
             cache=False,
+        ),
+        Collection.create(
+            tmp_path / "edge", backend="edge", encoder=tiny_m3, image_encoder=tiny_adapter_dir, cache=False
         ),
     ]
     for collection in made:
@@ -391,7 +571,7 @@ def test_images_on_both_backends(tmp_path, tiny_m3, tiny_adapter_dir, flickr_ima
                 },
             ]
         )
-    local, remote = made
+    local, *remotes = made
     searches = [
         dict(query="a dog", kinds=["image"], mode="dense"),
         dict(image=flickr_images[0], kinds="text"),
@@ -400,12 +580,13 @@ def test_images_on_both_backends(tmp_path, tiny_m3, tiny_adapter_dir, flickr_ima
         dict(query="a dog on the grass", mode="dense+sparse", fusion="rrf"),
         dict(image=str(flickr_images[3]), kinds=["image", "image+text"], filter={"n": {"$gte": 1}}),
     ]
-    for options in searches:
+    for remote, options in itertools.product(remotes, searches):
         a, b = local.search(k=10, **options), remote.search(k=10, **options)
-        assert [(h.id, h.kind) for h in b] == [(h.id, h.kind) for h in a], options
+        assert [(h.id, h.kind) for h in b] == [(h.id, h.kind) for h in a], (remote.backend, options)
         assert [h.score for h in b] == pytest.approx([h.score for h in a], abs=1e-4)
-    doc = remote.get(["img1"])[0]
-    assert remote.thumbnail(doc.thumbnail) == local.thumbnail(local.get(["img1"])[0].thumbnail)
-    assert remote.delete(["img1"]) == 1 and remote.thumbnail(doc.thumbnail) is None
+    for remote in remotes:
+        doc = remote.get(["img1"])[0]
+        assert remote.thumbnail(doc.thumbnail) == local.thumbnail(local.get(["img1"])[0].thumbnail)
+        assert remote.delete(["img1"]) == 1 and remote.thumbnail(doc.thumbnail) is None
     for collection in made:
         collection.close()

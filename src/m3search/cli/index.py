@@ -85,11 +85,12 @@ def command() -> None:
 )
 @click.option(
     "--backend",
-    type=click.Choice(["local", "qdrant"]),
+    type=click.Choice(["local", "qdrant", "edge"]),
     default="local",
     show_default=True,
     help="local: an embedded collection in PATH. qdrant: a Qdrant collection named after PATH, which becomes a "
-    "link to it (every command taking PATH then works on it).",
+    "link to it (every command taking PATH then works on it). edge: a collection in PATH stored by Qdrant Edge "
+    "(Qdrant's engine in-process; one process opens it at a time).",
 )
 @click.option(
     "--qdrant-url", default=None, help="Qdrant server or cluster URL (API key from $QDRANT_API_KEY)."
@@ -157,8 +158,8 @@ def create(
 def _qdrant_options(
     backend: str, url: str | None, path: Path | None, **cluster: int | None
 ) -> dict[str, Any]:
-    """The qdrant backend's connection options from the command line ({} for the local backend)."""
-    if backend == "local":
+    """The qdrant backend's connection options from the command line ({} for the others)."""
+    if backend != "qdrant":
         if url or path:
             raise click.UsageError("--qdrant-url and --qdrant-path go with --backend qdrant")
         return {}
@@ -482,10 +483,11 @@ def tune(
 @click.argument("dest", type=click.Path(path_type=Path))
 @click.option(
     "--backend",
-    type=click.Choice(["local", "qdrant"]),
+    type=click.Choice(["local", "qdrant", "edge"]),
     default="qdrant",
     show_default=True,
-    help="The backend of DEST (qdrant: a Qdrant collection named after DEST, linked from DEST).",
+    help="The backend of DEST (qdrant: a Qdrant collection named after DEST, linked from DEST; edge: a "
+    "Qdrant Edge collection in DEST).",
 )
 @click.option(
     "--qdrant-url", default=None, help="Qdrant server or cluster URL (API key from $QDRANT_API_KEY)."
@@ -506,7 +508,7 @@ def migrate(
     replicas: int | None,
     batch_size: int,
 ) -> None:
-    """Copy collection SOURCE into DEST (local -> qdrant, or back with --backend local) from its stored
+    """Copy collection SOURCE into DEST (to qdrant, or to local or edge with --backend) from its stored
     vectors, without encoding again. Resumable: run it again after an interruption; documents DEST already
     holds are skipped."""
     from m3search import Collection
@@ -547,4 +549,4 @@ def verify(path: Path) -> None:
         )
     if report["problems"]:
         raise click.ClickException(f"{path}: {len(report['problems'])} damaged file(s)")
-    click.echo(f"{path}: ok ({report['segments']} segment(s), {report['bytes'] / 2**20:.1f} MiB checksummed)")
+    click.echo(f"{path}: ok ({report['checked']})")

@@ -2,11 +2,12 @@
 over a storage backend (`m3search.store.backends`).
 
 Backends: `local` (the default: the embedded engine, a directory opened in-process, see
-`m3search.store.backends.local`) and `qdrant` (a Qdrant server or cluster, or qdrant-client's local mode, see
-`m3search.store.backends.qdrant`). Either way a write is prepared here (validated and encoded, outside any
+`m3search.store.backends.local`), `qdrant` (a Qdrant server or cluster, or qdrant-client's local mode, see
+`m3search.store.backends.qdrant`) and `edge` (Qdrant's engine in-process, a directory like a local collection,
+see `m3search.store.backends.edge`). Either way a write is prepared here (validated and encoded, outside any
 lock: `prepare`) and committed by the backend as one acknowledged write (`write`); a search gets the mode's
 candidates with their exact per-mode scores from the backend and ranks them here with one fusion
-(`m3search.search.planner.fuse`), so both backends rank the same candidates identically.
+(`m3search.search.planner.fuse`), so every backend ranks the same candidates identically.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from m3search.search.fusion import (
 from m3search.search.modes import MODE_KINDS, Mode, mode_outputs
 from m3search.search.planner import QueryVectors, default_candidates, fuse
 from m3search.search.results import Hit
-from m3search.store.backends.base import LINK_FILE, Backend, SearchPlan
+from m3search.store.backends.base import LINK_FILE, Backend, SearchPlan, is_edge
 from m3search.store.backends.local import LocalBackend
 from m3search.store.bm25 import as_sparse_row, bm25_part
 from m3search.store.config import CONFIG_FILE, CollectionConfig
@@ -69,7 +70,7 @@ from m3search.store.search_defaults import SEARCH_DEFAULTS_FILE, SearchDefaults
 from m3search.threads import one_thread
 
 #: Storage backends `Collection.create` and `Collection.open` accept.
-BACKENDS = ("local", "qdrant")
+BACKENDS = ("local", "qdrant", "edge")
 
 
 def _vector_runtime(encoder: TextEncoder) -> dict[str, str] | None:
@@ -94,7 +95,7 @@ def is_qdrant_link(path: Path) -> bool:
 
 
 def is_collection(path: Path) -> bool:
-    """Whether directory `path` holds a collection: a local one, or a link to a Qdrant one."""
+    """Whether directory `path` holds a collection: a local or edge one, or a link to a Qdrant one."""
     return (path / CONFIG_FILE).is_file() or is_qdrant_link(path)
 
 
@@ -104,6 +105,14 @@ def _qdrant() -> Any:
     from m3search.store.backends import qdrant
 
     return qdrant
+
+
+def _edge() -> Any:
+    """The edge backend module, or `MissingExtraError` naming the extra that installs qdrant-edge-py."""
+    require("qdrant_edge", "edge", "the edge backend")
+    from m3search.store.backends import edge
+
+    return edge
 
 
 def _check_backend(backend: str) -> None:
@@ -125,15 +134,18 @@ class Collection:
         cache: bool | str | Path = True,
         image_encoder: ImageEncoder | None = None,
     ) -> None:
-        """Open the local collection at `path`, or wrap an opened `backend` (use `Collection.open`)."""
+        """Open the collection directory at `path` (local, edge, or a Qdrant link), or wrap an opened `backend`
+        (use `Collection.open`)."""
         if backend is None and is_qdrant_link(Path(path)):  # type: ignore[arg-type]
             backend = _qdrant().open_link(Path(path), readonly=readonly)  # type: ignore[arg-type]
+        elif backend is None and is_edge(Path(path)):  # type: ignore[arg-type]
+            backend = _edge().EdgeBackend(Path(path), readonly=readonly)  # type: ignore[arg-type]
         elif backend is None:
             backend = LocalBackend(Path(path), readonly=readonly, bm25=self._bm25)  # type: ignore[arg-type]
         self.backend = backend
         self.config: CollectionConfig = backend.config
-        #: The local collection's directory; None on other backends.
-        self.path: Path | None = backend.path if isinstance(backend, LocalBackend) else None
+        #: The collection's directory (local and edge collections); None on Qdrant.
+        self.path: Path | None = getattr(backend, "path", None)
         self.location = backend.location
         self.readonly = readonly
         self._runtime = runtime
@@ -177,8 +189,8 @@ class Collection:
         backend: str = "local",
         **qdrant: Any,
     ) -> Collection:
-        """Create a new, empty collection and open it for writing: a directory at `path` (backend "local"),
-        or a Qdrant collection named `path` (backend "qdrant"; `url=`, `path=`... in `qdrant`, see
+        """Create a new, empty collection and open it for writing: a directory at `path` (backend "local", or
+        "edge": stored by Qdrant Edge in-process), or a Qdrant collection named `path` (backend "qdrant"; `url=`, `path=`... in `qdrant`, see
         `m3search.store.backends.qdrant.connect`, plus `shards=`, `replicas=`, `quantization=`).
 
         `model` (hub id, alias or directory) or a ready `encoder` encodes texts; with neither, documents and
@@ -194,7 +206,7 @@ class Collection:
         or an `ImageEncoder`) lets documents and queries carry images; it must share the text model and `dim`.
         """
         _check_backend(backend)
-        if backend == "local" and qdrant:
+        if backend != "qdrant" and qdrant:
             raise InvalidInputError(f"options {sorted(qdrant)} are for the qdrant backend")
         kinds: list[OutputKind] | None = None
         if outputs is not None:
@@ -255,7 +267,8 @@ class Collection:
         def install(directory: Path) -> None:
             config.image_encoder = install_image_encoder(image_encoder, images, directory)  # type: ignore[arg-type]
 
-        LocalBackend.create(Path(path), config, install if images is not None else None)
+        maker = _edge().EdgeBackend if backend == "edge" else LocalBackend
+        maker.create(Path(path), config, install if images is not None else None)
         return cls(Path(path), **options)  # type: ignore[arg-type]
 
     @classmethod
@@ -272,8 +285,9 @@ class Collection:
         backend: str = "local",
         **qdrant: Any,
     ) -> Collection:
-        """Open an existing collection: a directory (backend "local"; the writer lock is taken at the first
-        write, not with `readonly`) or a Qdrant collection by name (backend "qdrant", `qdrant` as in `create`).
+        """Open an existing collection: a directory (backend "local", the writer lock taken at the first write,
+        not with `readonly`; an edge collection's directory opens as one, locked for this process while open) or
+        a Qdrant collection by name (backend "qdrant", `qdrant` as in `create`).
 
         The recorded model (and image encoder) is loaded on first need (a text or an image to encode), on
         `runtime`; pass `encoder` / `image_encoder` to reuse loaded ones. Raises `CollectionNotFoundError` when
@@ -288,6 +302,8 @@ class Collection:
                 backend=_qdrant().QdrantBackend.open(str(path), readonly=readonly, **qdrant),
                 **options,  # type: ignore[arg-type]
             )
+        if backend == "edge" and not qdrant:
+            return cls(backend=_edge().EdgeBackend(Path(path), readonly=readonly), **options)  # type: ignore[arg-type]
         if qdrant:
             raise InvalidInputError(f"options {sorted(qdrant)} are for the qdrant backend")
         return cls(Path(path), **options)  # type: ignore[arg-type]
@@ -570,9 +586,9 @@ class Collection:
                 f"mode {defaults.mode!r} needs {', '.join(missing)} vectors; collection {self.location} "
                 f"stores {', '.join(self.config.outputs)}"
             )
-        if not isinstance(self.backend, LocalBackend) or self.path is None:
+        if self.path is None:
             raise InvalidInputError(
-                f"stored search defaults live beside a local collection's files; {self.location} is in Qdrant"
+                f"stored search defaults live beside a collection's files; {self.location} is in Qdrant"
             )
         self.backend.writable()
         defaults.save(self.path)
@@ -639,12 +655,9 @@ class Collection:
         return out
 
     def verify(self, *, show_progress: bool = False) -> dict[str, Any]:
-        """Check every byte of a local collection (`LocalBackend.verify`: database structure, segment file
-        checksums); Qdrant checks its own storage."""
-        if not isinstance(self.backend, LocalBackend):
-            raise InvalidInputError(
-                f"verify checks local collections' files; {self.location} is stored in Qdrant"
-            )
+        """Check the collection: every byte of a local one (`LocalBackend.verify`: database structure, segment
+        file checksums); on Qdrant and Qdrant Edge, which check their own storage, that every point reads back
+        (and the recorded BM25 statistics, on edge)."""
         return self.backend.verify(show_progress=show_progress)
 
     def stats(self) -> dict[str, Any]:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from m3search.encoders.base import OUTPUT_KINDS, OutputKind
-from m3search.errors import CollectionError, CorruptCollectionError, InvalidInputError
+from m3search.errors import CollectionError, CollectionExistsError, CorruptCollectionError, InvalidInputError
 from m3search.index.dense import DENSE_KINDS, HNSWParams
 from m3search.index.multivector import COLBERT_DTYPES, COLBERT_PRUNING, COMPRESSED_DTYPES
 
@@ -175,4 +177,23 @@ def atomic_write_text(path: Path, text: str) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+    fsync_path(path.parent)
+
+
+def new_directory(path: Path, fill: Callable[[Path], None]) -> None:
+    """Make the new collection directory `path`, whole or not at all: `fill` populates a temporary sibling,
+    which is made durable and renamed into place. Refuses a path holding a collection or other files."""
+    if (path / CONFIG_FILE).exists():
+        raise CollectionExistsError(f"a collection already exists at {path}")
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise CollectionExistsError(f"{path} exists and is not an empty directory")
+    tmp = path.parent / f".{path.name}.creating-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    fill(tmp)
+    for file in tmp.rglob("*"):
+        if file.is_file():
+            fsync_path(file)
+    fsync_path(tmp)
+    os.rename(tmp, path)
     fsync_path(path.parent)

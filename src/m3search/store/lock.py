@@ -13,13 +13,16 @@ from pathlib import Path
 from m3search.errors import CollectionLockedError
 
 LOCK_FILE = "write.lock"
+#: What the refusal suggests by default: readers of a local collection need no lock.
+READ_ONLY_HINT = "close it there first, or open this one read-only"
 
 
 class WriterLock:
-    """An exclusive, non-blocking lock on `directory/write.lock`."""
+    """An exclusive, non-blocking lock on `directory/write.lock`; `hint`: what its refusal suggests."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, hint: str = READ_ONLY_HINT) -> None:
         self.path = directory / LOCK_FILE
+        self.hint = hint
         self._fd: int | None = None
 
     @property
@@ -37,8 +40,7 @@ class WriterLock:
             holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
             os.close(fd)
             raise CollectionLockedError(
-                f"collection {self.path.parent} is open for writing elsewhere (process {holder}); close it there "
-                "first, or open this one read-only"
+                f"collection {self.path.parent} is open for writing elsewhere (process {holder}); {self.hint}"
             ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)

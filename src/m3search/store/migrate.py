@@ -1,4 +1,4 @@
-"""Moving a collection between backends (local -> qdrant and back) from its stored vectors: nothing is encoded
+"""Moving a collection between backends (local, qdrant, edge, either way) from its stored vectors: nothing is encoded
 again. The target gets the source's config (model, outputs, sizes, index settings); documents go over in
 batches, each one acknowledged write; a run that stopped is resumed by running it again (documents the target
 already holds are skipped)."""
@@ -44,7 +44,7 @@ def _target_config(
 def open_target(source: Collection, target: Path, backend: str = "local", **qdrant: Any) -> Collection:
     """The migration target at `target`: reopened when a previous run made it (its config must match the
     source's), else created like the source (backend "qdrant": the Qdrant collection named after the
-    directory, `url=` or `path=` in `qdrant`, and a link in `target`)."""
+    directory, `url=` or `path=` in `qdrant`, and a link in `target`; "edge": a Qdrant Edge shard in `target`)."""
     if is_collection(target):
         dest = Collection.open(target, cache=False)
         differ = [f for f in SAME if getattr(dest.config, f) != getattr(source.config, f)]
@@ -62,8 +62,12 @@ def open_target(source: Collection, target: Path, backend: str = "local", **qdra
         write_link(target, target.name, url=qdrant.get("url"), path=qdrant.get("path"))
     elif backend == "local":
         LocalBackend.create(target, config, install)
+    elif backend == "edge":
+        from m3search.store.backends.edge import EdgeBackend
+
+        EdgeBackend.create(target, config, install)
     else:
-        raise InvalidInputError(f"unknown backend {backend!r}; choose local or qdrant")
+        raise InvalidInputError(f"unknown backend {backend!r}; choose local, qdrant or edge")
     return Collection.open(target, cache=False)
 
 

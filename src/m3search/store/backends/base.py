@@ -1,17 +1,18 @@
 """The storage seam: what `Collection` (encoding, validation, query planning, fusion) needs from where the
-vectors live. Two backends implement it: `local` (the embedded engine, the default) and `qdrant`."""
+vectors live. Three backends implement it: `local` (the embedded engine, the default), `qdrant` and `edge`."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from m3search.encoders.bm25 import BM25Stats
 from m3search.search.modes import Mode
 from m3search.search.planner import Candidates, QueryVectors
 from m3search.search.results import Hit
-from m3search.store.config import CollectionConfig
+from m3search.store.config import CONFIG_FILE, CollectionConfig
 from m3search.store.documents import Document
 from m3search.store.filters import Filter
 from m3search.store.ingest import PreparedBatch
@@ -19,6 +20,15 @@ from m3search.store.ingest import PreparedBatch
 #: A directory holding this file stands for a Qdrant collection (where it is, its name): every command that
 #: takes a collection directory, and the server's catalog, open it like a local one.
 LINK_FILE = "qdrant.json"
+#: A directory holding this subdirectory (beside `config.json`) is an edge collection: the Qdrant Edge shard.
+EDGE_DIR = "edge"
+
+
+def is_edge(path: Path) -> bool:
+    """Whether directory `path` holds an edge collection (see `m3search.store.backends.edge`)."""
+    return (path / CONFIG_FILE).is_file() and (path / EDGE_DIR).is_dir()
+
+
 #: Candidates -> the best (key, fused score, per-kind scores), best first: the facade's fusion.
 Ranker = Callable[[Candidates], list[tuple[int, float, dict[str, float]]]]
 
@@ -50,6 +60,9 @@ class Backend(Protocol):
     def write(self, batch: PreparedBatch) -> int:
         """Store a prepared batch (replacing documents with the same ids) as one acknowledged write."""
 
+    def writable(self) -> None:
+        """Refuse writes when opened read-only; take what writing needs (the local writer lock)."""
+
     def delete(self, ids: Sequence[str]) -> int:
         """Remove documents by id; returns how many existed."""
 
@@ -79,6 +92,10 @@ class Backend(Protocol):
 
     def flush(self) -> None:
         """Make pending writes searchable at full speed (index building)."""
+
+    def verify(self, *, show_progress: bool = False) -> dict[str, Any]:
+        """Check what the backend can (`m3search index verify`): `problems` (`CorruptCollectionError`s),
+        `segments`, `bytes` checksummed, `unchecked` segments, and `checked`: what was checked, in words."""
 
     def compact(self) -> None:
         """Reclaim deleted space."""

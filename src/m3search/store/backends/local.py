@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
-import shutil
 import sys
 import threading
 from collections import OrderedDict
@@ -36,7 +34,6 @@ from m3search.encoders.bm25 import BM25Encoder, BM25Stats, TermCounts
 from m3search.errors import (
     CollectionClosedError,
     CollectionError,
-    CollectionExistsError,
     CollectionNotFoundError,
     CorruptCollectionError,
     InvalidInputError,
@@ -49,7 +46,7 @@ from m3search.store import integrity
 from m3search.store.backends.base import Ranker, SearchPlan
 from m3search.store.bm25 import as_sparse_row, df_delta, document_weights, lengths, stats_after
 from m3search.store.compaction import merge_group
-from m3search.store.config import CONFIG_FILE, CollectionConfig, fsync_path
+from m3search.store.config import CONFIG_FILE, CollectionConfig, new_directory
 from m3search.store.database import DB_FILE, KIND_FIELD, Database, indexed_metadata, pack_counts, pack_sparse
 from m3search.store.documents import Document
 from m3search.store.filters import Filter, Predicate, compile_filter
@@ -131,22 +128,15 @@ class LocalBackend:
     def create(path: Path, config: CollectionConfig, install: Callable[[Path], None] | None = None) -> None:
         """Make an empty collection directory at `path`, whole or not at all; `install(tmp)` adds files (the
         image encoder) before it appears."""
-        if (path / CONFIG_FILE).exists():
-            raise CollectionExistsError(f"a collection already exists at {path}")
-        if path.exists() and (not path.is_dir() or any(path.iterdir())):
-            raise CollectionExistsError(f"{path} exists and is not an empty directory")
-        tmp = path.parent / f".{path.name}.creating-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        (tmp / SEGMENTS_DIR).mkdir()
-        if install is not None:
-            install(tmp)
-        config.save(tmp)
-        Database(tmp / DB_FILE, create=True).close()
-        fsync_path(tmp / DB_FILE)
-        fsync_path(tmp)
-        os.rename(tmp, path)
-        fsync_path(path.parent)
+
+        def fill(tmp: Path) -> None:
+            (tmp / SEGMENTS_DIR).mkdir()
+            if install is not None:
+                install(tmp)
+            config.save(tmp)
+            Database(tmp / DB_FILE, create=True).close()
+
+        new_directory(path, fill)
 
     def close(self) -> None:
         """Release the writer lock and the database; later calls raise `CollectionClosedError`."""
@@ -814,6 +804,7 @@ class LocalBackend:
                 "segments": len(names),
                 "bytes": total,
                 "unchecked": [n for n in names if n not in files],
+                "checked": f"{len(names)} segment(s), {total / 2**20:.1f} MiB checksummed",
             }
 
 

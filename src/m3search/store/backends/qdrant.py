@@ -28,38 +28,57 @@ import base64
 import functools
 import json
 import os
-import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TypeVar
 
-import numpy as np
 from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
-from m3search.encoders.base import OutputKind
 from m3search.encoders.bm25 import BM25Stats
-from m3search.errors import CollectionError, CollectionExistsError, CollectionNotFoundError, InvalidInputError
-from m3search.search.modes import MODE_KINDS, MODE_STAGES
-from m3search.search.planner import Candidates, QueryVectors
+from m3search.errors import (
+    CollectionError,
+    CollectionExistsError,
+    CollectionNotFoundError,
+    CorruptCollectionError,
+    InvalidInputError,
+)
+from m3search.search.planner import QueryVectors
 from m3search.search.results import Hit
 from m3search.store.backends.base import LINK_FILE, Ranker, SearchPlan
-from m3search.store.backends.qdrant_filters import KIND_KEY, METADATA_KEY, to_qdrant
-from m3search.store.bm25 import document_weights, lengths, stats_after
+from m3search.store.backends.points import (
+    DOC_FIELDS,
+    KIND_KEY,
+    Ask,
+    Exported,
+    ParamsSpec,
+    ServerIdf,
+    check_reference,
+    exact_params,
+    exported_batch,
+    payload_document,
+    payload_length,
+    point_id,
+    point_payload,
+    point_vectors,
+    query_vector,
+    reweigh,
+    schema_problems,
+    search_points,
+    stage_params,
+)
+from m3search.store.backends.qdrant_filters import to_qdrant
+from m3search.store.bm25 import stats_after
 from m3search.store.config import CollectionConfig, atomic_write_text
 from m3search.store.documents import Document
 from m3search.store.ingest import PreparedBatch
 
 T = TypeVar("T")
-#: Namespace of the UUID5 point ids derived from document ids.
-ID_NAMESPACE = uuid.UUID("6f1e7a52-3f0c-5d8e-9a4b-6d3c2e1f0a9b")
 #: The collection-metadata key holding the m3search config (and BM25 length statistics).
 CONFIG_KEY = "m3search"
 #: Points per upsert request.
 UPSERT_BATCH = 256
-#: The payload of a document as `get` and hits read it (not its thumbnail or BM25 length).
-DOC_FIELDS = ["id", "kind", "text", METADATA_KEY, "has_thumbnail"]
 
 
 #: What the client raises for an unreachable server, an HTTP error, or (local mode) an unknown collection.
@@ -104,27 +123,6 @@ def _reported(method: Callable[..., T]) -> Callable[..., T]:
             ) from None
 
     return call
-
-
-def point_id(doc_id: str) -> str:
-    """The stable Qdrant point id of a document id."""
-    return str(uuid.uuid5(ID_NAMESPACE, doc_id))
-
-
-class ServerIdf(BM25Stats):
-    """BM25 statistics for a collection whose IDF Qdrant applies (the sparse vector's IDF modifier): query
-    weights are the query's term counts, and the average document length comes from the collection."""
-
-    class _Every(dict):
-        def __contains__(self, token: object) -> bool:
-            return True
-
-    def __init__(self, n_docs: int = 0, total_len: int = 0) -> None:
-        super().__init__(n_docs, total_len, ServerIdf._Every())
-
-    def idf(self, token: int) -> float:
-        """1: the server multiplies by the IDF."""
-        return 1.0
 
 
 def connect(
@@ -240,7 +238,6 @@ class QdrantBackend:
         self.config = CollectionConfig(**meta["config"])
         self._check_schema(info.config.params)
         self._stats = ServerIdf(**meta.get("bm25", {})) if self.config.sparse_source == "bm25" else None
-        self._quantized = self.config.dense_index == "hnsw-sq8"
         #: qdrant-client's local mode (a Python engine that always searches exactly), not a server.
         self._local = bool(client.init_options.get("path") or client.init_options.get("location"))
 
@@ -296,22 +293,15 @@ class QdrantBackend:
 
     def _check_schema(self, params: models.CollectionParams) -> None:
         """Refuse a collection whose vectors are not what its config says (made or changed by another tool)."""
-        cfg, problems = self.config, []
+        problems = []
         vectors = params.vectors if isinstance(params.vectors, Mapping) else {}
         if not isinstance(params.vectors, Mapping) and params.vectors is not None:
             problems.append("it has one unnamed vector; m3search uses named vectors dense and colbert")
-        for kind, size in (("dense", cfg.dim), ("colbert", cfg.colbert_dim)):
-            if kind not in cfg.outputs:
-                continue
-            found = vectors.get(kind)
-            if found is None:
-                problems.append(f"it has no vector named {kind!r}")
-            elif found.size != size:
-                problems.append(f"vector {kind!r} has size {found.size}, the config says {size}")
-            elif (kind == "colbert") != (found.multivector_config is not None):
-                problems.append(f"vector {kind!r} is {'not ' if kind == 'colbert' else ''}a multivector")
-        if "sparse" in cfg.outputs and "sparse" not in (params.sparse_vectors or {}):
-            problems.append("it has no sparse vector named 'sparse'")
+        problems += schema_problems(
+            self.config,
+            {name: (v.size, v.multivector_config is not None) for name, v in vectors.items()},
+            params.sparse_vectors or {},
+        )
         if problems:
             raise CollectionError(
                 f"Qdrant collection {self.name!r} does not match its m3search config: {'; '.join(problems)}"
@@ -336,7 +326,8 @@ class QdrantBackend:
 
     # ---- writing ---------------------------------------------------------------------------------------
 
-    def _writable(self) -> None:
+    def writable(self) -> None:
+        """Refuse writes to a collection opened read-only."""
         if self.readonly:
             raise CollectionError(f"collection {self.location} is open read-only")
 
@@ -344,53 +335,31 @@ class QdrantBackend:
     def write(self, batch: PreparedBatch) -> int:
         """Upsert the batch's points (idempotent: same ids, same points), each request acknowledged by Qdrant
         only once applied (`wait=True`); BM25 weights use the average length after the batch."""
-        self._writable()
+        self.writable()
         docs = batch.docs
         if self._stats is not None:
             self.refresh()
-            ids = [point_id(d.id) for d in docs]
-            old = [
-                int(p.payload["bm25_len"])
-                for p in self.client.retrieve(self.name, ids, with_payload=["bm25_len"])
-                if p.payload and "bm25_len" in p.payload
-            ]
-            stats = stats_after(self._stats, old, lengths([c for c in batch.counts if c is not None]))
-            for doc, counts in zip(docs, batch.counts):
-                if counts is not None:
-                    doc.sparse = document_weights(batch.bm25, counts, stats)  # type: ignore[arg-type]
-        points = [self._point(d, c, batch.thumbnails.get(d.id)) for d, c in zip(docs, batch.counts)]
+            found = self.client.retrieve(self.name, [point_id(d.id) for d in docs], with_payload=["bm25_len"])
+            stats = reweigh(
+                batch, self._stats, [n for p in found if (n := payload_length(p.payload)) is not None]
+            )
+        points = [
+            models.PointStruct(
+                id=point_id(d.id),
+                vector=point_vectors(d, self.config.outputs, self._sparse),
+                payload=point_payload(d, c, batch.thumbnails.get(d.id)),
+            )
+            for d, c in zip(docs, batch.counts)
+        ]
         for start in range(0, len(points), UPSERT_BATCH):
             self.client.upsert(self.name, points[start : start + UPSERT_BATCH], wait=True)
         if self._stats is not None:
             self._save_stats(stats)
         return len(docs)
 
-    def _point(
-        self, doc: Document, counts: Mapping[int, int] | None, thumbnail: bytes | None
-    ) -> models.PointStruct:
-        vector: dict[str, Any] = {}
-        if doc.dense is not None and "dense" in self.config.outputs:
-            vector["dense"] = np.asarray(doc.dense, np.float32).tolist()
-        if doc.sparse is not None and "sparse" in self.config.outputs:
-            ids, weights = doc.sparse
-            vector["sparse"] = models.SparseVector(indices=ids.tolist(), values=weights.tolist())
-        if doc.colbert is not None and len(doc.colbert) and "colbert" in self.config.outputs:
-            vector["colbert"] = np.asarray(doc.colbert, np.float32).tolist()
-        payload: dict[str, Any] = {
-            "id": doc.id,
-            "kind": doc.kind,
-            "text": doc.text,
-            METADATA_KEY: doc.metadata,
-            "has_thumbnail": thumbnail is not None,
-        }
-        if doc.kind != "text":
-            payload[KIND_KEY] = doc.kind
-        if thumbnail is not None:
-            payload["thumbnail"] = base64.b64encode(thumbnail).decode("ascii")
-        if counts is not None:  # the length for the average, the counts for a lossless migration
-            payload["bm25_len"] = int(sum(counts.values()))
-            payload["bm25_counts"] = {str(t): int(n) for t, n in counts.items()}
-        return models.PointStruct(id=point_id(doc.id), vector=vector, payload=payload)
+    @staticmethod
+    def _sparse(indices: list[int], values: list[float]) -> models.SparseVector:
+        return models.SparseVector(indices=indices, values=values)
 
     def _save_stats(self, stats: BM25Stats) -> None:
         """Record the collection's BM25 document count and total length in its metadata."""
@@ -401,7 +370,7 @@ class QdrantBackend:
     @_reported
     def delete(self, ids: Sequence[str]) -> int:
         """Delete the points of `ids` (acknowledged once applied); returns how many existed."""
-        self._writable()
+        self.writable()
         found = self.client.retrieve(
             self.name,
             [point_id(i) for i in ids],
@@ -412,7 +381,7 @@ class QdrantBackend:
         self.client.delete(self.name, models.PointIdsList(points=[p.id for p in found]), wait=True)
         if self._stats is not None:
             self.refresh()
-            old = [int(p.payload["bm25_len"]) for p in found if p.payload and "bm25_len" in p.payload]
+            old = [n for p in found if (n := payload_length(p.payload)) is not None]
             self._save_stats(stats_after(self._stats, old, []))
         return len(found)
 
@@ -449,162 +418,60 @@ class QdrantBackend:
             (p.payload or {}).get("id"): p
             for p in self.client.retrieve(self.name, [point_id(i) for i in ids], with_payload=DOC_FIELDS)
         }
-        return [self._document(found[i]) if i in found else None for i in ids]
-
-    @staticmethod
-    def _document(point: Any) -> Document:
-        p = point.payload
-        return Document(
-            p["id"],
-            p.get("text"),
-            p.get(METADATA_KEY) or {},
-            kind=p.get("kind", "text"),
-            thumbnail=str(point.id) if p.get("has_thumbnail") else None,
-        )
+        return [payload_document(found[i].payload or {}, found[i].id) if i in found else None for i in ids]
 
     @_reported
     def thumbnail(self, reference: str) -> bytes | None:
         """JPEG bytes of a thumbnail by reference (its document's point id)."""
-        try:
-            uuid.UUID(reference)
-        except ValueError:
-            raise InvalidInputError(f"{reference!r} is not a thumbnail reference") from None
+        check_reference(reference)
         found = self.client.retrieve(self.name, [reference], with_payload=["thumbnail"])
         data = found[0].payload.get("thumbnail") if found and found[0].payload else None
         return base64.b64decode(data) if data else None
 
-    def _params(self, kind: str, ef_search: int | None) -> models.SearchParams | None:
-        if kind != "dense" or self._local:  # local mode always searches exactly (and warns about params)
+    def _params(self, spec: ParamsSpec | None) -> models.SearchParams | None:
+        """Search parameters from `stage_params`/`exact_params` (none in local mode: it always searches exactly,
+        and warns about parameters)."""
+        if spec is None or self._local:
             return None
+        params, quantization = spec
         return models.SearchParams(
-            hnsw_ef=ef_search or self.config.hnsw_params.ef_search,
-            exact=self.config.dense_index == "flat",
-            # like the local SQ8 graph: fetch `refine` x k by the int8 codes, re-rank them by the float vectors
-            quantization=models.QuantizationSearchParams(
-                rescore=True, oversampling=float(self.config.hnsw_params.refine)
-            )
-            if self._quantized
-            else None,
+            **params, quantization=models.QuantizationSearchParams(**quantization) if quantization else None
         )
-
-    def _exact(self, kind: str) -> models.SearchParams | None:
-        """How the candidates' scores are computed: exactly, except ColBERT stored quantized (compressed MaxSim,
-        rescored with the float16 vectors when `colbert_recheck` asks)."""
-        if kind == "sparse" or self._local:
-            return None
-        if kind == "colbert" and self.config.colbert_dtype in COLBERT_QUANTIZATION:
-            return models.SearchParams(
-                exact=True,
-                quantization=models.QuantizationSearchParams(rescore=self.config.colbert_recheck > 0),
-            )
-        return models.SearchParams(
-            exact=True, quantization=models.QuantizationSearchParams(ignore=True) if self._quantized else None
-        )
-
-    @staticmethod
-    def _query(query: QueryVectors, kind: str) -> Any:
-        if kind == "dense":
-            return np.asarray(query.dense, np.float32).tolist()
-        if kind == "sparse":
-            ids, weights = query.sparse  # type: ignore[misc]
-            return models.SparseVector(indices=np.asarray(ids).tolist(), values=np.asarray(weights).tolist())
-        return np.asarray(query.colbert, np.float32).tolist()
 
     @_reported
     def search(self, query: QueryVectors, plan: SearchPlan, rank: Ranker) -> list[Hit]:
         """First stages and exact re-scoring on the server (two batched requests), fusion by `rank`."""
         where = to_qdrant(plan.filter) if plan.filter else None
-        kinds = MODE_KINDS[plan.mode]
-        depth = plan.k if plan.mode in ("dense", "sparse") else max(plan.k, plan.candidates)
-        no_terms = query.sparse is None or len(query.sparse[0]) == 0
-        stages = [s for s in MODE_STAGES[plan.mode] if not (s == "sparse" and no_terms)]
-        requests = [
-            models.QueryRequest(
-                query=self._query(query, s),
-                using=s,
-                filter=where,
-                params=self._params(s, plan.ef_search),
-                limit=depth,
-                with_payload=False,
-            )
-            for s in stages
-        ]
-        results = self.client.query_batch_points(self.name, requests) if requests else []
-        point_ids: list[Any] = []
-        index: dict[Any, int] = {}
-        lists: dict[OutputKind, np.ndarray] = {}
-        known: dict[str, dict[int, float]] = {k: {} for k in kinds}
-        for stage, result in zip(stages, results):
-            order = []
-            for p in result.points:
-                i = index.setdefault(p.id, len(point_ids))
-                if i == len(point_ids):
-                    point_ids.append(p.id)
-                order.append(i)
-                if stage in known:
-                    known[stage][i] = p.score
-            lists[stage] = np.asarray(order, np.int64)
-        if not point_ids:
-            return []
-        scores = self._rescore(query, kinds, point_ids, known)
-        dense_only = None
-        if plan.dense_only:
-            kinds_of = {
-                p.id: (p.payload or {}).get(KIND_KEY)
-                for p in self.client.retrieve(self.name, point_ids, with_payload=[KIND_KEY])
-            }
-            dense_only = np.array([kinds_of.get(pid) == "image" for pid in point_ids])
-        picked = rank(Candidates(np.arange(len(point_ids)), lists, scores, dense_only))
-        chosen = [point_ids[key] for key, _, _ in picked]
-        docs = {p.id: p for p in self.client.retrieve(self.name, chosen, with_payload=DOC_FIELDS)}
-        hits = []
-        for pid, (_, score, per_kind) in zip(chosen, picked):
-            if pid in docs:
-                doc = self._document(docs[pid])
-                hits.append(Hit(doc.id, score, per_kind, doc.text, doc.metadata, doc.kind, doc.thumbnail))
-        return hits
 
-    def _rescore(
-        self,
-        query: QueryVectors,
-        kinds: Sequence[OutputKind],
-        point_ids: list[Any],
-        known: dict[str, dict[int, float]],
-    ) -> dict[OutputKind, np.ndarray]:
-        """Each kind's exact score of every candidate: the first stages' where they found it, the rest computed
-        by the server over those candidates only (absent from the answer: no such vector, score 0)."""
-        requests, asked = [], []
-        for kind in kinds:
-            missing = [point_ids[i] for i in range(len(point_ids)) if i not in known[kind]]
-            empty = (kind == "sparse" and (query.sparse is None or len(query.sparse[0]) == 0)) or (
-                kind == "colbert" and (query.colbert is None or len(query.colbert) == 0)
-            )
-            if missing and not empty:
-                requests.append(
-                    models.QueryRequest(
-                        query=self._query(query, kind),
-                        using=kind,
-                        filter=models.Filter(must=[models.HasIdCondition(has_id=missing)]),
-                        params=self._exact(kind),
-                        limit=len(missing),
-                        with_payload=False,
-                    )
+        def run(asks: list[Ask]) -> list[list[tuple[Any, float]]]:
+            requests = [
+                models.QueryRequest(
+                    query=query_vector(query, a.kind, self._sparse),
+                    using=a.kind,
+                    filter=where
+                    if a.ids is None
+                    else models.Filter(must=[models.HasIdCondition(has_id=a.ids)]),
+                    params=self._params(
+                        stage_params(self.config, a.kind, plan.ef_search)
+                        if a.ids is None
+                        else exact_params(
+                            self.config, a.kind, self.config.colbert_dtype in COLBERT_QUANTIZATION
+                        )
+                    ),
+                    limit=a.limit,
+                    with_payload=False,
                 )
-                asked.append(kind)
-        results = self.client.query_batch_points(self.name, requests) if requests else []
-        position = {pid: i for i, pid in enumerate(point_ids)}
-        for kind, result in zip(asked, results):
-            for p in result.points:
-                known[kind][position[p.id]] = p.score
-        scores = {}
-        for kind in kinds:
-            column = np.zeros(len(point_ids), np.float32)
-            for i, s in known[kind].items():
-                column[i] = s
-            if kind == "colbert" and len(query.colbert):  # type: ignore[arg-type]
-                column /= len(query.colbert)  # type: ignore[arg-type]  # MaxSim sum -> bge-m3's mean
-            scores[kind] = column
-        return scores
+                for a in asks
+            ]
+            return [
+                [(p.id, p.score) for p in r.points]
+                for r in self.client.query_batch_points(self.name, requests)
+            ]
+
+        return search_points(query, plan, rank, run, self._payloads)
+
+    def _payloads(self, ids: list[Any], keys: list[str]) -> dict[Any, Mapping[str, Any]]:
+        return {p.id: p.payload or {} for p in self.client.retrieve(self.name, ids, with_payload=keys)}
 
     def export(self, batch_size: int) -> Iterator[PreparedBatch]:
         """Every document with its stored vectors, BM25 term counts and thumbnail, `batch_size` at a time,
@@ -614,29 +481,41 @@ class QdrantBackend:
             points, offset = self.client.scroll(
                 self.name, limit=batch_size, offset=offset, with_payload=True, with_vectors=True
             )
-            docs, counts, thumbnails = [], [], {}
-            for p in points:
-                doc = self._document(p)
-                vectors = p.vector if isinstance(p.vector, Mapping) else {}
-                if "dense" in vectors:
-                    doc.dense = np.asarray(vectors["dense"], np.float32)
-                if "sparse" in vectors:
-                    sparse = vectors["sparse"]
-                    assert isinstance(sparse, models.SparseVector)
-                    doc.sparse = (np.asarray(sparse.indices, np.int64), np.asarray(sparse.values, np.float32))
-                if "colbert" in vectors:
-                    doc.colbert = np.asarray(vectors["colbert"], np.float32)
-                doc.thumbnail = None
-                docs.append(doc)
-                payload = p.payload or {}
-                stored = payload.get("bm25_counts")
-                counts.append({int(t): int(n) for t, n in stored.items()} if stored is not None else None)
-                if payload.get("thumbnail"):
-                    thumbnails[doc.id] = base64.b64decode(payload["thumbnail"])
-            if docs:
-                yield PreparedBatch(docs, counts, thumbnails)
+            batch = exported_batch(self._exported(p) for p in points)
+            if batch.docs:
+                yield batch
             if offset is None:
                 return
+
+    @staticmethod
+    def _exported(point: Any) -> Exported:
+        vectors = point.vector if isinstance(point.vector, Mapping) else {}
+        sparse = vectors.get("sparse")
+        return Exported(
+            point.id,
+            point.payload or {},
+            vectors.get("dense"),
+            None if sparse is None else (sparse.indices, sparse.values),
+            vectors.get("colbert"),
+        )
+
+    @_reported
+    def verify(self, *, show_progress: bool = False) -> dict[str, Any]:
+        """What a client can check (Qdrant checks its own storage): the collection opened and matches its
+        config (done on open), and every counted point reads back with its document id."""
+        count, read = self.count(), len(self.ids())
+        problems = []
+        if read != count:
+            problems.append(
+                CorruptCollectionError(f"Qdrant counts {count} points but {read} read back with an id")
+            )
+        return {
+            "problems": problems,
+            "segments": 0,
+            "bytes": 0,
+            "unchecked": [],
+            "checked": f"{read} points read back",
+        }
 
     @_reported
     def stats(self) -> dict[str, Any]:
