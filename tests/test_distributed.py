@@ -1,5 +1,6 @@
 """Distributed ingest on a local Ray cluster (loopback only, started once for the module): the same collection
-as a plain upsert, exactly once through a worker crash, resumable, bad records reported with FILE:LINE."""
+as a plain upsert (texts, and images through the collection's image encoder), exactly once through a worker
+crash, resumable, bad records reported with FILE:LINE."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import base64
 import io
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -78,13 +80,23 @@ def _stored(path: Path) -> dict[str, Document]:
         return {doc.id: doc for batch in collection.export() for doc in batch.docs}
 
 
+def _thumbnails(path: Path) -> dict[str, bytes]:
+    """id -> the JPEG thumbnail stored with each image document."""
+    with Collection.open(path, readonly=True, cache=False) as collection:
+        return {doc_id: jpeg for batch in collection.export() for doc_id, jpeg in batch.thumbnails.items()}
+
+
 def _same_vectors(a: dict[str, Document], b: dict[str, Document]) -> None:
     assert sorted(a) == sorted(b)
     for doc_id, x in a.items():
         y = b[doc_id]
+        assert (y.kind, y.text, y.metadata) == (x.kind, x.text, x.metadata)
         np.testing.assert_allclose(y.dense, x.dense, atol=1e-6)
-        # ColBERT is stored in float16: float32 values 1e-7 apart may round to neighbouring halves (one ulp)
-        np.testing.assert_allclose(y.colbert, x.colbert, rtol=2**-10, atol=1e-6)
+        assert (x.colbert is None) == (y.colbert is None)  # an image alone has no token vectors
+        if x.colbert is not None:
+            # ColBERT is stored in float16: float32 values 1e-7 apart may round to neighbouring halves (one ulp)
+            np.testing.assert_allclose(y.colbert, x.colbert, rtol=2**-10, atol=1e-6)
+        assert (x.sparse is None) == (y.sparse is None)
         if x.sparse is not None:
             np.testing.assert_array_equal(y.sparse[0], x.sparse[0])
             np.testing.assert_allclose(y.sparse[1], x.sparse[1], atol=1e-6)
@@ -247,6 +259,73 @@ def test_cli_add_ray_into_qdrant(ray_cluster, tiny_m3_dir, tmp_path: Path) -> No
     assert f"{mixed}:2: " in refused.output and "holds no images" in refused.output
     with Collection.open(dist, readonly=True) as collection:
         assert collection.count() == 11
+
+
+def _photos(folder: Path, images: list[Path]) -> Path:
+    """A folder of photos as a user has one: the first in a subfolder, the rest at the top."""
+    (folder / "trip").mkdir(parents=True)
+    shutil.copy(images[0], folder / "trip" / images[0].name)
+    for image in images[1:]:
+        shutil.copy(image, folder / image.name)
+    return folder
+
+
+def _create_with_images(name: str, model: Path, adapter: Path) -> None:
+    create = ["index", "create", name, "--model", str(model), "--image-encoder", str(adapter)]
+    made = CliRunner().invoke(cli, [*create, "--runtime", RUNTIME])
+    assert made.exit_code == 0, made.output
+
+
+def test_cli_add_ray_image_folder_and_records_equal_plain_add(
+    ray_cluster,
+    tiny_m3_dir,
+    tiny_adapter_dir,
+    flickr_images: list[Path],
+    flickr_captions: dict[str, list[str]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`index add NAME ./photos/ records.jsonl --ray` as a user types it (relative paths, from a working
+    directory the Ray workers do not share): the same ids, kinds, vectors, thumbnails and text->image hits as
+    `index add` without --ray."""
+    monkeypatch.chdir(tmp_path)
+    _photos(tmp_path / "photos", flickr_images[:4])
+    records = [  # an image alone (a path relative to the file), an image with a text, a text
+        {"id": "alone", "image": f"photos/{flickr_images[1].name}", "metadata": {"from": "records"}},
+        {"id": "pair", "image": str(flickr_images[4]), "text": flickr_captions[flickr_images[4].name][0]},
+        {"id": "note", "text": "A note about the trip: two dogs and a ball"},
+    ]
+    _write(tmp_path / "records.jsonl", records)
+    inputs, options = ["./photos/", "records.jsonl"], ["--batch-size", "4", "--runtime", RUNTIME]
+    for name in ("plain", "dist"):
+        _create_with_images(name, tiny_m3_dir, tiny_adapter_dir)
+    with one_thread("openmp"):  # as the actors run (one CPU each)
+        plain = CliRunner().invoke(cli, ["index", "add", "plain", *inputs, *options])
+    assert plain.exit_code == 0, plain.output
+    dist = CliRunner().invoke(cli, ["index", "add", "dist", *inputs, "--ray", "--workers", "1", *options])
+    assert dist.exit_code == 0, dist.output
+    assert "wrote 7 documents (0 unchanged, 0 bad skipped" in dist.output
+    a, b = _stored(tmp_path / "plain"), _stored(tmp_path / "dist")
+    folder = [f"trip/{flickr_images[0].name}", *(p.name for p in flickr_images[1:4])]
+    assert sorted(b) == sorted([*folder, "alone", "pair", "note"])
+    assert [b[i].kind for i in (*folder, "alone", "pair", "note")] == ["image"] * 5 + ["image+text", "text"]
+    _same_vectors(a, b)
+    thumbnails = _thumbnails(tmp_path / "dist")
+    assert sorted(thumbnails) == sorted([*folder, "alone", "pair"])
+    assert thumbnails == _thumbnails(tmp_path / "plain")
+    with (
+        Collection.open(tmp_path / "plain", readonly=True, runtime=RUNTIME) as p,
+        Collection.open(tmp_path / "dist", readonly=True, runtime=RUNTIME) as d,
+    ):
+        for image in flickr_images[:4]:
+            for kinds, mode in ((["image", "image+text"], "dense"), (None, None)):
+                query = flickr_captions[image.name][1]
+                hp, hd = (
+                    p.search(query, k=7, kinds=kinds, mode=mode),
+                    d.search(query, k=7, kinds=kinds, mode=mode),
+                )
+                assert [h.id for h in hd] == [h.id for h in hp]
+                np.testing.assert_allclose([h.score for h in hd], [h.score for h in hp], atol=1e-5)
 
 
 def test_without_ray_extra_says_what_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

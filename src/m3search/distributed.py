@@ -233,7 +233,9 @@ def _encode_and_write(
             encoder_actor,
             fn_constructor_kwargs={
                 "config": collection.config,
-                "location": collection.location,
+                # absolute: an actor's working directory is not this process's (the image adapter's copy is
+                # read from the collection's directory)
+                "location": str(collection.path.absolute()) if collection.path else collection.location,
                 "runtime": runtime,
                 "batch_size": batch_size,
             },

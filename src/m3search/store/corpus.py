@@ -8,6 +8,9 @@ Every record is checked before anything encodes it: valid UTF-8 and JSON, an id 
 a non-empty text (or an image, or vectors), fields a collection accepts, an image that decodes. A bad record is
 an `InvalidInputError` naming FILE:LINE (Parquet: FILE:ROW, 1-based; a text or image file: FILE), raised, or
 collected and skipped when the caller passes a `skipped` list (`--on-error skip`).
+
+Image paths come out absolute, so a process with another working directory (a Ray actor) reads the same
+files; an image file's document keeps the path as given in its metadata.
 """
 
 from __future__ import annotations
@@ -93,9 +96,10 @@ def _record(obj: dict[str, Any], path: Path, fmt: str, where: str) -> dict[str, 
         raise InvalidInputError(f"{where}: a record needs an 'id'")
     obj = {k: v for k, v in obj.items() if v is not None}  # Parquet's nulls: absent fields
     if isinstance(obj.get("image"), str) and len(obj["image"]) < 4096:
-        beside = path.parent / Path(obj["image"]).expanduser()
-        if beside.is_file():
-            obj["image"] = beside
+        given = Path(obj["image"]).expanduser()
+        found = next((p for p in (path.parent / given, given) if p.is_file()), None)  # beside, else from here
+        if found is not None:
+            obj["image"] = found.absolute()
     return obj
 
 
@@ -136,7 +140,7 @@ def _file_record(path: Path, root: Path, kind: str) -> dict[str, Any]:
     """One document per file: an image document (its path under `root` as id) or a text one."""
     doc_id = str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
     if kind == "image":
-        return {"id": doc_id, "image": path, "metadata": {"path": str(path)}}
+        return {"id": doc_id, "image": path.absolute(), "metadata": {"path": str(path)}}
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
