@@ -21,6 +21,7 @@ from PIL import Image
 from m3search import Collection, Document
 from m3search.cli.main import cli
 from m3search.distributed import DocumentEncoder, upsert_distributed
+from m3search.encoders.image.adapter import AdapterImageEncoder
 from m3search.errors import InvalidInputError, MissingExtraError
 from m3search.store.corpus import read_corpus
 from m3search.store.ingest import PreparedBatch
@@ -326,6 +327,44 @@ def test_cli_add_ray_image_folder_and_records_equal_plain_add(
                 )
                 assert [h.id for h in hd] == [h.id for h in hp]
                 np.testing.assert_allclose([h.score for h in hd], [h.score for h in hp], atol=1e-5)
+
+
+def test_image_rerun_encodes_only_changed_images_and_reports_corrupt_file(
+    ray_cluster, tiny_m3_dir, tiny_adapter_dir, flickr_images: list[Path], tmp_path: Path
+) -> None:
+    """A re-run skips the images stored unchanged (written by a plain add here), encodes the one replaced under
+    the same name, and reports a corrupt file by name: `fail` before writing anything, `skip` listing it."""
+    photos = _photos(tmp_path / "photos", flickr_images[:3])
+    path = tmp_path / "dist"
+    adapter = AdapterImageEncoder.load(tiny_adapter_dir)
+    Collection.create(path, tiny_m3_dir, runtime=RUNTIME, image_encoder=tiny_adapter_dir).close()
+    with Collection.open(path, runtime=RUNTIME, cache=False) as collection:
+        collection.upsert([r for _, r in read_corpus([photos])])
+    before, thumbnails = _stored(path), _thumbnails(path)
+    replaced = photos / flickr_images[2].name
+    shutil.copy(flickr_images[5], replaced)  # another photo under the same name and path
+    (photos / "broken.png").write_bytes(
+        b"\x89PNG\r\n\x1a\n" + b"\0" * 16
+    )  # a PNG signature, nothing after it
+    run = {"workers": 1, "runtime": RUNTIME, "show_progress": False}
+    with pytest.raises(InvalidInputError, match=f"{photos / 'broken.png'}: .*corrupt"):
+        upsert_distributed(path, [photos], on_error="fail", **run)
+    assert (
+        _stored(path)[replaced.name].dense.tolist() == before[replaced.name].dense.tolist()
+    )  # nothing written
+    summary = upsert_distributed(path, [photos], on_error="skip", **run)
+    assert (summary.documents, summary.unchanged, summary.count) == (1, 2, 3)
+    assert len(summary.bad) == 1 and summary.bad[0].startswith(f"{photos / 'broken.png'}: ")
+    after, now = _stored(path), _thumbnails(path)
+    for doc_id in set(before) - {replaced.name}:  # unchanged: not written again
+        np.testing.assert_array_equal(after[doc_id].dense, before[doc_id].dense)
+        assert now[doc_id] == thumbnails[doc_id]
+    np.testing.assert_allclose(
+        after[replaced.name].dense, adapter.encode_images([flickr_images[5]])[0], atol=1e-6
+    )
+    assert now[replaced.name] != thumbnails[replaced.name]
+    again = upsert_distributed(path, [photos], on_error="skip", **run)
+    assert (again.documents, again.unchanged, len(again.bad)) == (0, 3, 1)
 
 
 def test_without_ray_extra_says_what_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

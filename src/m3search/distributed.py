@@ -19,8 +19,11 @@ Exactly once: Ray Data restarts an actor whose process died and retries its batc
 discarded), and the driver keeps count of the input positions it wrote, so a document is written once per run
 whatever Ray delivers; upserts replace by id, so a re-run cannot double one either. A re-run after an
 interruption skips documents stored with the same text, metadata and kind: the collection holds exactly these,
-so they are compared as they are, with no hash column to store (image documents: a changed image under the same
-path and metadata is not seen as changed).
+so they are compared as they are, with no hash column to store. An image is compared by what the collection
+keeps of it, its thumbnail: the driver decodes the image and makes the thumbnail as the actors do, so an image
+replaced under the same path is encoded again (a change too small to alter its 256-pixel JPEG thumbnail is not
+seen); images are read from their paths by the actors, which therefore need the same files (and the
+collection's directory, for its image adapter) at the same paths: one machine, or a shared filesystem.
 """
 
 from __future__ import annotations
@@ -34,13 +37,14 @@ from typing import Any, Literal
 
 import numpy as np
 
+from m3search.encoders.image.validation import load_image, make_thumbnail
 from m3search.errors import InvalidInputError
 from m3search.extras import require
 from m3search.progress import bar as progress_bar
 from m3search.store.collection import Collection
 from m3search.store.config import CollectionConfig
 from m3search.store.corpus import read_corpus
-from m3search.store.documents import as_document
+from m3search.store.documents import Document, as_document
 from m3search.store.ingest import DetachedPreparer, PreparedBatch
 
 #: Documents per write on the driver: one durable transaction each.
@@ -118,15 +122,33 @@ def _blocks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
 def _changed(
     collection: Collection, records: list[tuple[str, dict[str, Any]]]
 ) -> list[tuple[str, dict[str, Any]]]:
-    """The (where, record) pairs not stored with the same content (text, metadata, kind): the resume check."""
+    """The (where, record) pairs not stored with the same content (text, metadata, kind, image thumbnail): the
+    resume check."""
     cfg = collection.config
     stored = collection.get([r["id"] for _, r in records])
     out = []
     for (where, record), doc in zip(records, stored):
         new = as_document(record, cfg.dim, cfg.colbert_dim)
-        if doc is None or (doc.text, doc.metadata, doc.kind) != (new.text, new.metadata, new.kind):
+        if (
+            doc is None
+            or (doc.text, doc.metadata, doc.kind) != (new.text, new.metadata, new.kind)
+            or not _same_image(collection, doc, new)
+        ):
             out.append((where, record))
     return out
+
+
+def _same_image(collection: Collection, stored: Document, new: Document) -> bool:
+    """Whether `new`'s image makes the thumbnail stored with `stored` (true for a document without an image)."""
+    if new.image is None:
+        return True
+    if stored.thumbnail is None:
+        return False
+    try:
+        thumbnail = make_thumbnail(load_image(new.image))
+    except InvalidInputError:  # the actor that encodes it reports it, under the image encoder's limits
+        return False
+    return collection.thumbnail(stored.thumbnail) == thumbnail
 
 
 def upsert_distributed(
