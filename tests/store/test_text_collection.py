@@ -9,7 +9,7 @@ import pytest
 
 from m3search import Collection
 from m3search.encoders import BM25Encoder, CompositeEncoder
-from m3search.errors import InvalidInputError
+from m3search.errors import InvalidInputError, ModelLoadError
 from m3search.scoring import colbert_score, dense_score, lexical_score
 
 TEXTS = [
@@ -185,6 +185,40 @@ def test_bm25_sparse_scores_are_exact_after_compaction(tmp_path, bm25_encoder, t
         stats = reopened.backend.bm25_stats()
         assert stats.n_docs == len(texts)
         assert [h.id for h in reopened.search(query, k=3, mode="sparse")] == [h.id for h in hits[:3]]
+
+
+def test_writing_prepared_batches_weighs_bm25_with_the_tokenizer_alone(tmp_path, tiny_m3_dir):
+    """A writer that encodes nothing (the Ray driver, committing batches prepared elsewhere) weighs BM25 term
+    counts with the model's tokenizer alone: the weights a plain upsert stores, the model's weights unread."""
+    from m3search.encoders import BGEM3Encoder
+    from m3search.store.ingest import DetachedPreparer
+
+    model = tmp_path / "model"  # the tiny model, file by file, so that its weights can go
+    model.mkdir()
+    for source in tiny_m3_dir.iterdir():
+        (model / source.name).symlink_to(source)
+    dense = BGEM3Encoder(model, runtime="torch-fp32")
+    docs = [{"id": str(i), "text": t} for i, t in enumerate(TEXTS)]
+    for name in ("plain", "written"):
+        encoder = CompositeEncoder({"dense": dense, "sparse": BM25Encoder(dense.tokenizer)})
+        Collection.create(tmp_path / name, encoder=encoder, cache=False).close()
+    with Collection.open(tmp_path / "plain", encoder=encoder, cache=False) as plain:
+        plain.upsert(docs)
+        expected = {d.id: d for b in plain.export() for d in b.docs}
+    config = Collection.open(tmp_path / "written", readonly=True).config
+    assert config.sparse_source == "bm25" and config.model == str(model)
+    batch = DetachedPreparer(config, str(tmp_path / "written"), "torch-fp32").prepare(docs)
+    assert batch.bm25 is None and all(c for c in batch.counts)  # term counts, weighed at commit
+    (model / "model.safetensors").unlink()
+    with Collection.open(tmp_path / "written", cache=False) as writer:
+        assert writer.write(batch) == len(docs)
+        with pytest.raises(ModelLoadError, match="model weights"):
+            writer.encoder  # noqa: B018 - the model cannot load: the write did without it
+        stored = {d.id: d for b in writer.export() for d in b.docs}
+    assert sorted(stored) == sorted(expected)
+    for doc_id, doc in expected.items():
+        np.testing.assert_array_equal(stored[doc_id].sparse[0], doc.sparse[0])
+        np.testing.assert_allclose(stored[doc_id].sparse[1], doc.sparse[1], atol=1e-6)
 
 
 def test_wrong_encoder_is_refused(tmp_path, m3_collection, bm25_encoder):

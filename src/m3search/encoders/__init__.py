@@ -21,6 +21,7 @@ _EXPORTS = {
     "TextEncoder": "m3search.encoders.base",
     "TransformerEncoder": "m3search.encoders.transformer",
     "find_spec": "m3search.encoders.registry",
+    "load_bm25": "m3search.encoders.loader",
     "load_encoder": "m3search.encoders.loader",
     "resolve_model": "m3search.encoders.resolve",
 }
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
     from m3search.encoders.base import OUTPUT_KINDS, EncodeResult, OutputKind, SparseVector, TextEncoder
     from m3search.encoders.bm25 import BM25Encoder, BM25Stats
     from m3search.encoders.composite import CompositeEncoder
-    from m3search.encoders.loader import load_encoder
+    from m3search.encoders.loader import load_bm25, load_encoder
     from m3search.encoders.m3 import BGEM3Encoder
     from m3search.encoders.registry import KNOWN_MODELS, ModelSpec, find_spec
     from m3search.encoders.resolve import resolve_model
@@ -51,6 +52,7 @@ __all__ = [
     "TextEncoder",
     "TransformerEncoder",
     "find_spec",
+    "load_bm25",
     "load_encoder",
     "resolve_model",
 ]

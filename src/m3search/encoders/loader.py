@@ -1,4 +1,5 @@
-"""`load_encoder`: any supported text model by name or path, with its sparse weights from its head or BM25."""
+"""`load_encoder`: any supported text model by name or path, with its sparse weights from its head or BM25;
+`load_bm25`: BM25 over a model's tokenizer alone."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from m3search.encoders.base import OutputKind, TextEncoder
 from m3search.encoders.bm25 import BM25Encoder, BM25Stats
 from m3search.encoders.composite import CompositeEncoder
 from m3search.encoders.resolve import resolve_model
-from m3search.encoders.transformer import TransformerEncoder
+from m3search.encoders.transformer import TransformerEncoder, load_tokenizer
 
 
 def load_encoder(
@@ -36,3 +37,12 @@ def load_encoder(
     parts: dict[OutputKind, TextEncoder] = {k: encoder for k in encoder.outputs if k != "sparse"}
     parts["sparse"] = BM25Encoder(encoder.tokenizer, stats=bm25_stats)
     return CompositeEncoder(parts)
+
+
+def load_bm25(
+    model: str | Path, *, bm25_stats: BM25Stats | None = None, cache_dir: str | Path | None = None
+) -> BM25Encoder:
+    """The BM25 encoder `load_encoder(model, sparse="bm25")` includes, from the model's tokenizer alone (its
+    weights are not loaded): what a writer that encodes nothing needs to weigh BM25 term counts."""
+    path, _ = resolve_model(model, cache_dir=cache_dir)
+    return BM25Encoder(load_tokenizer(path), stats=bm25_stats)

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from m3search.encoders.base import OUTPUT_KINDS, OutputKind, TextEncoder
+from m3search.encoders.bm25 import BM25Encoder
 from m3search.encoders.composite import CompositeEncoder
 from m3search.encoders.image.base import ImageEncoder
 from m3search.errors import CollectionError, InvalidInputError
@@ -150,6 +151,7 @@ class Collection:
         self.readonly = readonly
         self._runtime = runtime
         self._encoder: TextEncoder | None = None
+        self._tokenizer_bm25: BM25Encoder | None = None  # BM25 without the model (see `_bm25`)
         self._image_encoder: ImageEncoder | None = None
         self._encoding = CachedEncoding(self.config, cache)
         self._search_defaults: tuple[int, SearchDefaults] = (-1, SearchDefaults())  # (file mtime, settings)
@@ -338,8 +340,19 @@ class Collection:
         make the collection's outputs and sizes."""
         self._attach_encoder(encoder)
 
-    def _bm25(self) -> Any:
-        return bm25_part(self.encoder)
+    def _bm25(self) -> BM25Encoder | None:
+        """The BM25 encoder that weighs the collection's sparse vectors (None unless they are BM25's): the text
+        encoder's once loaded, else one over the model's tokenizer alone, so that a writer that encodes nothing
+        (the Ray driver committing prepared batches) never loads the model."""
+        if self.config.sparse_source != "bm25":
+            return None
+        if self._encoder is not None or self.config.model is None:
+            return bm25_part(self.encoder)
+        if self._tokenizer_bm25 is None:
+            from m3search.encoders import load_bm25
+
+            self._tokenizer_bm25 = load_bm25(self.config.model, bm25_stats=self.backend.bm25_stats())
+        return self._tokenizer_bm25
 
     def _attach_encoder(self, encoder: TextEncoder) -> None:
         check_text_encoder(encoder, self.config, self.location)
