@@ -3,11 +3,12 @@
 Encoding is the expensive part of indexing; Ray spreads it, this module adds only the reading, the resume check
 and the writing. The driver reads the corpus (`m3search.store.corpus`: bad records reported with FILE:LINE),
 drops the documents the collection already holds with the same content, and hands the rest to a Ray Dataset
-whose `map_batches` runs a fixed pool of `DocumentEncoder` actors. Each actor loads the collection's model once,
-on the runtime asked for (resolved on the actor's own hardware: `auto` picks fp16 on a GPU, the CPU choice on a
-CPU), from the collection's config alone (`DetachedPreparer`): it never opens the collection's storage. It
-returns prepared batches (vectors, BM25 term counts, thumbnails); the driver, the collection's single writer,
-commits them in input order through `Collection.write`, one durable transaction per block.
+whose `map_batches` runs a fixed pool of `DocumentEncoder` actors. Each actor loads the collection's model once
+(and its image encoder, at its first image), on the runtime asked for (resolved on the actor's own hardware:
+`auto` picks fp16 on a GPU, the CPU choice on a CPU), from the collection's config alone (`DetachedPreparer`): it
+never opens the collection's storage. It returns prepared batches (vectors, BM25 term counts, thumbnails); the
+driver, the collection's single writer, commits them in input order through `Collection.write`, one durable
+transaction per block, weighing BM25 term counts with the model's tokenizer alone (it loads no model).
 
 The driver writes for Qdrant collections too, rather than each worker upserting: the workers then need no
 access to the store (no Qdrant credentials or route from the cluster, and Qdrant's local mode allows one client
