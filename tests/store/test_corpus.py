@@ -48,6 +48,23 @@ def test_parquet_beir_and_jsonl_rows(tmp_path: Path) -> None:
     assert count(expand([beir, plain])) == 5
 
 
+def test_image_paths_come_out_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Relative inputs and `image` paths (beside the JSONL file, or from here) become absolute, so a process
+    with another working directory (a Ray actor) reads the same files; a file's metadata keeps its path as given."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "a.png").write_bytes(_png())
+    (tmp_path / "lists").mkdir()
+    (tmp_path / "lists" / "b.png").write_bytes(_png())
+    rows = [{"id": "beside", "image": "b.png"}, {"id": "from-here", "image": "photos/a.png"}]
+    (tmp_path / "lists" / "docs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    records = {r["id"]: r for _, r in read_corpus(["photos", "lists/docs.jsonl"])}
+    assert records["a.png"]["image"] == tmp_path / "photos" / "a.png"
+    assert records["a.png"]["metadata"] == {"path": str(Path("photos") / "a.png")}
+    assert records["beside"]["image"] == tmp_path / "lists" / "b.png"
+    assert records["from-here"]["image"] == tmp_path / "photos" / "a.png"
+
+
 def test_image_folder_and_jsonl_errors_name_file_and_line(tmp_path: Path) -> None:
     photos = tmp_path / "photos"
     photos.mkdir()
