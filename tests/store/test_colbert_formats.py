@@ -84,6 +84,21 @@ def test_binary_center_is_fitted_on_the_first_segment_with_tokens(new_collection
     assert scores(late) == expected
 
 
+def test_recheck_takes_the_best_candidates_of_the_whole_search(new_collection, docs):
+    """Re-check M re-scores the M best candidates by the compressed score over all segments together: the same
+    rows in four segments or merged into one rank and score alike (per segment, four would re-check 4 M)."""
+    options = {"colbert_dtype": "binary", "colbert_recheck": 5, "merge_factor": 100}
+    split, merged = new_collection("split", **options), new_collection("merged", **options)
+    for collection in (split, merged):
+        for start in range(0, len(docs), 30):
+            collection.upsert(docs[start : start + 30])
+            collection.flush()
+    merged.compact()
+    assert len(split.stats()["segments"]) == 4 and len(merged.stats()["segments"]) == 1
+    for query in (as_query(d) for d in make_docs(4, seed=24)):
+        assert colbert_ranking(split, query) == colbert_ranking(merged, query)
+
+
 def test_recheck_needs_a_compressed_dtype(new_collection):
     with pytest.raises(InvalidInputError, match="colbert_recheck"):
         new_collection(colbert_dtype="float16", colbert_recheck=10)

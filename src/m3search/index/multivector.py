@@ -314,21 +314,25 @@ class MultiVectorStore:
         rows = np.asarray(rows, np.int64)
         return self.offsets[rows + 1] - self.offsets[rows]
 
-    def maxsim(self, query: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    def maxsim(self, query: np.ndarray, rows: np.ndarray, recheck: int | None = None) -> np.ndarray:
         """ColBERT score of `query` (q, dim) against each row: mean over query tokens of the max dot product.
 
         The candidates' tokens are decoded to float32 block by block (about `BLOCK_VALUES` values, so a block
         is decoded, multiplied and reduced while it sits in cache) and scored with one BLAS product per block;
-        rows without token vectors score 0. With re-check, the `recheck` best rows by that score get the exact
-        score of their float16 vectors instead.
+        rows without token vectors score 0. With re-check, the `recheck` (default: the store's) best rows by that
+        score get the exact score of their float16 vectors instead.
         """
         out = self._maxsim(query, rows)
-        if self.exact is not None and self.recheck > 0 and len(out):
-            rows = np.asarray(rows, np.int64)
-            top = np.argsort(-out, kind="stable")[: self.recheck]
-            exact = MultiVectorStore(self.exact, self.offsets, dtype="float16")
-            out[top] = exact._maxsim(query, rows[top])
+        recheck = self.recheck if recheck is None else recheck
+        if self.exact is not None and recheck > 0 and len(out):
+            top = np.argsort(-out, kind="stable")[:recheck]
+            out[top] = self.exact_maxsim(query, np.asarray(rows, np.int64)[top])
         return out
+
+    def exact_maxsim(self, query: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """MaxSim on the kept float16 copies (the store must have them)."""
+        assert self.exact is not None, "exact_maxsim needs the float16 copies"
+        return MultiVectorStore(self.exact, self.offsets, dtype="float16")._maxsim(query, rows)
 
     def _maxsim(self, query: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """MaxSim on exactly the stored values (the decoded codes)."""

@@ -56,6 +56,10 @@ class SearchLevel:
     colbert: Callable[[np.ndarray, np.ndarray], np.ndarray] | None
     #: Rows with only a dense vector (see the module docstring); None when there are none to tell apart.
     dense_only: np.ndarray | None = None
+    #: (query token vectors, rows) -> exact ColBERT scores from kept float16 copies, and how many of the search's
+    #: best candidates by the compressed score get them (`colbert_recheck`); None/0 without re-check.
+    colbert_exact: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
+    colbert_recheck: int = 0
 
 
 @dataclass
@@ -257,7 +261,30 @@ def _score(
             out[sel] = level.sparse.score_rows(query.sparse, rows[sel])
         elif kind == "colbert" and level.colbert is not None:
             out[sel] = level.colbert(query.colbert, rows[sel])
-    return out
+    return _recheck(levels, query, level_ids, rows, out) if kind == "colbert" else out
+
+
+def _recheck(
+    levels: Sequence[SearchLevel | None],
+    query: QueryVectors,
+    level_ids: np.ndarray,
+    rows: np.ndarray,
+    scores: np.ndarray,
+) -> np.ndarray:
+    """The search's M best candidates by the compressed ColBERT score get their exact score: M over all levels
+    together, so that a ranking does not depend on how the rows happen to be split into segments."""
+    m = max(
+        (lv.colbert_recheck for lv in levels if lv is not None and lv.colbert_exact is not None), default=0
+    )
+    if m == 0 or query.colbert is None:
+        return scores
+    top = np.argsort(-scores, kind="stable")[:m]
+    for li in np.unique(level_ids[top]):
+        exact = levels[li].colbert_exact
+        if exact is not None:
+            sel = top[level_ids[top] == li]
+            scores[sel] = exact(query.colbert, rows[sel])
+    return scores
 
 
 def _dense_only(levels: Sequence[SearchLevel | None], level_ids: np.ndarray, rows: np.ndarray) -> np.ndarray:

@@ -17,6 +17,7 @@ seeing whole versions.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -733,14 +734,18 @@ class LocalBackend:
             dead = self._dead.get(name)
             if dead is not None:
                 mask = ~dead if mask is None else mask & ~dead
+            colbert = seg.colbert
+            rechecks = colbert is not None and colbert.exact is not None and colbert.recheck > 0
             levels.append(
                 SearchLevel(
                     seg.seqs,
                     mask,
                     seg.dense,
                     seg.sparse,
-                    seg.colbert.maxsim if seg.colbert is not None else None,
+                    functools.partial(colbert.maxsim, recheck=0) if colbert is not None else None,
                     dense_only[1][name] if dense_only is not None else None,
+                    colbert.exact_maxsim if rechecks else None,  # type: ignore[union-attr]
+                    colbert.recheck if rechecks else 0,  # type: ignore[union-attr]
                 )
             )
         pending = self._pending.level(pending_allowed)
