@@ -108,9 +108,17 @@ class EdgeSearch:
         )
 
     def search(
-        self, q: dict, mode: str, k: int, candidates: int, ef: int, fusion: str = "weighted"
+        self,
+        q: dict,
+        mode: str,
+        k: int,
+        candidates: int,
+        ef: int,
+        fusion: str = "weighted",
+        weights: dict[str, float] | None = None,
     ) -> list[int]:
-        """Ids of the top `k` for `mode` (dense, sparse, dense+sparse) with `fusion`."""
+        """Ids of the top `k` for `mode` (dense, sparse, dense+sparse) with `fusion` and `weights` (default: the
+        fusion's), fused on the raw scores (the reference formula)."""
         if mode == "dense":
             return [int(p.id) for p in self.shard.query(self._dense(q, k, ef))]
         if mode == "sparse":
@@ -151,8 +159,11 @@ class EdgeSearch:
             for i, s in known[kind].items():
                 column[i] = s
             scores[kind] = column
-        weights = mode_weights(None, fusion, ("dense", "sparse"))  # type: ignore[arg-type]
         picked = fuse(
-            Candidates(np.arange(len(ids)), lists, scores), "dense+sparse", k, weights=weights, fusion=fusion
+            Candidates(np.arange(len(ids)), lists, scores),
+            "dense+sparse",
+            k,
+            weights=mode_weights(weights, fusion, ("dense", "sparse")),  # type: ignore[arg-type]
+            fusion=fusion,
         )  # type: ignore[arg-type]
         return [ids[key] for key, _, _ in picked]
