@@ -21,10 +21,8 @@ def test_freed_arena_memory_is_returned():
         held.append(keep)  # the last block pins the top of the heap: freeing alone cannot shrink it
 
     thread = threading.Thread(target=churn)
-    before = rss_mb()
     thread.start()
     thread.join()
-    after_free = rss_mb()
-    assert after_free - before > 200, "the churn did not leave freed memory resident (nothing to test)"
+    after_free = rss_mb()  # 400 MB freed but resident (in part it may reuse what earlier tests freed)
     assert release_free_memory()
-    assert rss_mb() - before < (after_free - before) / 4
+    assert after_free - rss_mb() > 200, "the freed blocks stayed resident"
