@@ -283,19 +283,7 @@ def main() -> None:
     )
     try:
         # ---- build ------------------------------------------------------------------------------------
-        t0 = time.perf_counter()
-        gen_s = 0.0
-        for start in range(0, n, BATCH):
-            g = time.perf_counter()
-            docs = corpus.batch(start, min(BATCH, n - start), args.colbert_every, args.colbert_tokens)
-            gen_s += time.perf_counter() - g
-            collection.upsert(docs)
-            print(f"\ringested {start + len(docs):,}/{n:,}", end="", file=sys.stderr, flush=True)
-        t_ingest = time.perf_counter() - t0 - gen_s
-        print(file=sys.stderr)
-        t1 = time.perf_counter()
-        collection.compact()
-        t_compact = time.perf_counter() - t1
+        t_ingest, t_compact = bulk_load(collection, corpus, args, "")
         build_s = t_ingest + t_compact
         seg = next(iter(collection.backend._segments.values()))
         seg_dir = path / "segments" / seg.name
@@ -424,6 +412,23 @@ def main() -> None:
     print(f"\nwritten to {out}")
 
 
+def bulk_load(collection, corpus, args, label: str) -> tuple[float, float]:
+    """Upsert the corpus in batches, then compact: (ingest seconds without generating the data, compaction s)."""
+    n = args.docs
+    t0, gen_s = time.perf_counter(), 0.0
+    for start in range(0, n, BATCH):
+        g = time.perf_counter()
+        docs = corpus.batch(start, min(BATCH, n - start), args.colbert_every, args.colbert_tokens)
+        gen_s += time.perf_counter() - g
+        collection.upsert(docs)
+        print(f"\r{label}ingested {start + len(docs):,}/{n:,}", end="", file=sys.stderr, flush=True)
+    t_ingest = time.perf_counter() - t0 - gen_s
+    print(file=sys.stderr)
+    t1 = time.perf_counter()
+    collection.compact()
+    return t_ingest, time.perf_counter() - t1
+
+
 def compare_edge(collection, corpus, args, queries, truth, id_to_row, k: int, work: Path) -> dict:
     """The same documents in Qdrant Edge (benchmarks/edge_backend.py): build time and size, then every
     hybrid mode on both backends, queries interleaved (local, Edge, next mode...) at each efSearch."""
@@ -471,18 +476,7 @@ def compare_edge_collection(collection, corpus, args, queries, truth, id_to_row,
         cache=False,
     )
     try:
-        t0, gen_s = time.perf_counter(), 0.0
-        for start in range(0, n, BATCH):
-            g = time.perf_counter()
-            docs = corpus.batch(start, min(BATCH, n - start), args.colbert_every, args.colbert_tokens)
-            gen_s += time.perf_counter() - g
-            edge.upsert(docs)
-            print(f"\redge: ingested {start + len(docs):,}/{n:,}", end="", file=sys.stderr, flush=True)
-        t_ingest = time.perf_counter() - t0 - gen_s
-        print(file=sys.stderr)
-        t1 = time.perf_counter()
-        edge.compact()
-        t_compact = time.perf_counter() - t1
+        t_ingest, t_compact = bulk_load(edge, corpus, args, "edge: ")
         built = {
             "docs": n,
             "ingest_s": t_ingest,
