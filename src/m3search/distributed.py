@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import pickle
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -41,6 +41,7 @@ import numpy as np
 from m3search.encoders.image.validation import load_image, make_thumbnail
 from m3search.errors import InvalidInputError
 from m3search.extras import require
+from m3search.jsonl import blocks
 from m3search.progress import bar as progress_bar
 from m3search.store.collection import Collection
 from m3search.store.config import CollectionConfig
@@ -107,17 +108,6 @@ class DocumentEncoder:
             (pickle.dumps((doc, counts, batch.thumbnails.get(doc.id)), protocol=5), "")
             for doc, counts in zip(batch.docs, batch.counts)
         ]
-
-
-def _blocks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
-    block: list[Any] = []
-    for item in items:
-        block.append(item)
-        if len(block) == size:
-            yield block
-            block = []
-    if block:
-        yield block
 
 
 def _changed(
@@ -195,7 +185,7 @@ def upsert_distributed(
                 f"{len(bad)} bad record(s), nothing written (--on-error skip skips them):\n{quoted}{more}"
             )
         summary.bad, read_errors = bad, len(bad)  # the workers append the records they refuse
-        todo = [r for block in _blocks(records, WRITE_BLOCK) for r in _changed(collection, block)]
+        todo = [r for block in blocks(records, WRITE_BLOCK) for r in _changed(collection, block)]
         summary.unchanged = len(records) - len(todo)
         summary.seconds["read"] = time.perf_counter() - start
         if todo:

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 from m3search.errors import InvalidInputError
+
+T = TypeVar("T")
 
 
 def line_label(source: str | None, lineno: int) -> str:
@@ -46,3 +48,15 @@ def json_objects(lines: Iterable[str], source: str | None = None) -> Iterator[tu
 
 
 __all__ = ["json_objects", "line_label", "parse_json"]
+
+
+def blocks(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """Consecutive lists of `size` items (the last one shorter): a long input handled in bounded memory."""
+    block: list[T] = []
+    for item in items:
+        block.append(item)
+        if len(block) == size:
+            yield block
+            block = []
+    if block:
+        yield block

@@ -13,7 +13,7 @@ import click
 from m3search.cli.options import device_option, model_option, runtime_option
 from m3search.encoders.base import OUTPUT_KINDS, Chunking
 from m3search.errors import InvalidInputError
-from m3search.jsonl import json_objects
+from m3search.jsonl import blocks, json_objects
 from m3search.progress import bar as progress_bar
 
 #: Texts read and encoded at a time: bounds memory on large files, big enough to batch well.
@@ -27,17 +27,6 @@ def _records(stream: IO[str], text_field: str) -> Iterator[tuple[Any, str]]:
         if not isinstance(obj[text_field], str):
             raise InvalidInputError(f"line {lineno}: field {text_field!r} is not a string")
         yield obj.get("id", obj.get("_id", lineno)), obj[text_field]
-
-
-def _blocks(records: Iterator[tuple[Any, str]]) -> Iterator[list[tuple[Any, str]]]:
-    block: list[tuple[Any, str]] = []
-    for rec in records:
-        block.append(rec)
-        if len(block) == BLOCK:
-            yield block
-            block = []
-    if block:
-        yield block
 
 
 def _count_lines(path: Path) -> int:
@@ -108,7 +97,7 @@ def command(
     truncated = 0
     try:
         with progress_bar(total=total, unit="doc", desc="encode") as bar:
-            for block in _blocks(_records(src, text_field)):
+            for block in blocks(_records(src, text_field), BLOCK):
                 result = encoder.encode(
                     [t for _, t in block],
                     batch_size=batch_size,
