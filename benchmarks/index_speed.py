@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import platform
+import resource
 import shutil
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import faiss
@@ -350,7 +353,7 @@ def main() -> None:
         del anchor
         result["graphs"] = sweeps
         if args.backend == "qdrant":
-            result["qdrant_edge"] = compare_edge(collection, corpus, args, queries, truth, id_to_row, k, work)
+            result["qdrant_edge"] = compare_edge(collection, args, queries, truth, id_to_row, k, work)
         elif args.backend == "edge":
             result["edge"] = compare_edge_collection(
                 collection, corpus, args, queries, truth, id_to_row, k, work
@@ -404,6 +407,7 @@ def main() -> None:
         collection.close()
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
+    result["peak_rss_gb"] = peak_rss_gb()
     report(result)
     suffix = {"local": "", "qdrant": "-vs-qdrant-edge", "edge": "-vs-edge"}[args.backend]
     out = ROOT / "results" / f"index_speed-{n}-{args.data}-{args.dense_index}{suffix}.json"
@@ -429,20 +433,20 @@ def bulk_load(collection, corpus, args, label: str) -> tuple[float, float]:
     return t_ingest, time.perf_counter() - t1
 
 
-def compare_edge(collection, corpus, args, queries, truth, id_to_row, k: int, work: Path) -> dict:
+def compare_edge(collection, args, queries, truth, id_to_row, k: int, work: Path) -> dict:
     """The same documents in Qdrant Edge (benchmarks/edge_backend.py): build time and size, then every
     hybrid mode on both backends, queries interleaved (local, Edge, next mode...) at each efSearch."""
-    from edge_backend import EdgeSearch, build
+    import qdrant_edge as qe
+    from edge_backend import EdgeSearch
 
-    n, (m, ef_construction) = args.docs, parse_graph(args.graphs[0])
-    batches = (
-        corpus.batch(start, min(BATCH, n - start), args.colbert_every, args.colbert_tokens)
-        for start in range(0, n, BATCH)
-    )
+    # Built in a child process: the engine's optimizer peak and this process's local collection do not add up
+    # (at 1M both in one process were OOM-killed on a 24 GB machine); the parent opens the finished shard.
     quantized = args.dense_index == "hnsw-sq8"
-    shard, built = build(work / "edge", batches, args.dim, m, ef_construction, quantized)
-    built["bytes_per_doc"] = dir_bytes(work / "edge") / n
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        built = pool.submit(build_edge_shard, work / "edge", args).result()
+    built["bytes_per_doc"] = dir_bytes(work / "edge") / args.docs
     print(f"Qdrant Edge built in {built['total_s']:.0f} s", file=sys.stderr, flush=True)
+    shard = qe.EdgeShard.load(str(work / "edge"))
     edge = EdgeSearch(shard, quantized, args.edge_oversampling)
     try:
         sweeps = interleaved(
@@ -457,6 +461,27 @@ def compare_edge(collection, corpus, args, queries, truth, id_to_row, k: int, wo
     finally:
         shard.close()
     return {"build": built, "ef_search": sweeps}
+
+
+def build_edge_shard(path: Path, args: argparse.Namespace) -> dict:
+    """Build the Qdrant Edge shard of `args`' corpus at `path` (the same documents, regenerated from the seed)
+    and close it: the build record, with this process's peak RSS."""
+    from edge_backend import build
+
+    n, (m, ef_construction) = args.docs, parse_graph(args.graphs[0])
+    corpus = Corpus(dense_model(args), args.colbert_dim, args.vocab, args.nnz)
+    batches = (
+        corpus.batch(start, min(BATCH, n - start), args.colbert_every, args.colbert_tokens)
+        for start in range(0, n, BATCH)
+    )
+    shard, built = build(path, batches, args.dim, m, ef_construction, args.dense_index == "hnsw-sq8")
+    shard.close()
+    return {**built, "build_peak_rss_gb": peak_rss_gb()}
+
+
+def peak_rss_gb() -> float:
+    """This process's peak resident set (Linux reports kilobytes)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
 def compare_edge_collection(collection, corpus, args, queries, truth, id_to_row, k: int, work: Path) -> dict:
