@@ -141,6 +141,31 @@ def test_2bit_maxsim_equals_the_reference_on_the_decoded_levels(tmp_path, dim):
     np.testing.assert_allclose(store.maxsim(query, rows), expected, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("dtype", ["binary", "2bit"])
+@pytest.mark.parametrize("dim", [1024, 37])
+@pytest.mark.parametrize("block_tokens", [None, 8])
+def test_packed_maxsim_equals_the_decoded_rows_times_the_query(monkeypatch, dtype, dim, block_tokens):
+    """Binary and 2bit are scored from their code bytes without decoding; the scores are those of the decoded
+    rows (`row`) times the query, in float64 here, over ragged rows (empty ones, rows longer than a block,
+    dimensions that fill no whole byte) and a query that is not unit-length."""
+    if block_tokens:
+        monkeypatch.setattr(multivector, "BLOCK_VALUES", block_tokens * dim)
+    rng = np.random.default_rng(8)
+    lengths = rng.integers(0, 40, 60)
+    lengths[[3, 17]] = 0
+    lengths[9] = 90  # longer than a block
+    docs = [unit_rows(rng, int(n), dim) + 0.1 if n else None for n in lengths]
+    docs[17] = np.empty((0, dim), np.float32)
+    store = MultiVectorStore.from_rows(docs, dtype)
+    query = 3 * rng.standard_normal((32, dim)).astype(np.float32)
+    rows = np.concatenate([rng.permutation(len(docs))[:45], [9, 3, 9]])  # repeats too
+    expected = [
+        (query.astype(np.float64) @ store.row(r).T.astype(np.float64)).max(1).mean() if lengths[r] else 0.0
+        for r in rows
+    ]
+    np.testing.assert_allclose(store.maxsim(query, rows), expected, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("dtype", ["binary", "2bit", "int8"])
 def test_recheck_scores_the_top_m_with_the_float16_vectors(tmp_path, dtype):
     """With re-check M, the M best candidates by the compressed score get exactly the float16 MaxSim; the
