@@ -7,12 +7,13 @@ and each variant (dtype, re-check depth, punctuation pruning) the same vectors a
 (BM25 sparse over e5's tokenizer) and searched with cached query vectors (BM25 weights from the collection) and
 the library's search defaults (each fusion's default weights, `normalize` and candidate depth unless given):
 nDCG@10 of `colbert` and `all` (weighted; `--rrf` adds RRF), bytes per token and per document of the ColBERT
-store, all against float16 in the same run. `binary (no token scales)` is binary without its per-token float16
-scales (sign bits of the difference from the center only: dim/8 bytes a token, exactly 1/16 of float16): the
-collection is written with every token's scale 1 (what scoring without scales computes) and its bytes are counted
-without the scales file. Then exhaustive ColBERT-only MaxSim over each corpus with the vectors in each stored form.
+store, all against float16 in the same run. Two binary forms of exactly 1/16 of float16's bytes a token (dim/8),
+which the library does not write, are measured by writing its binary store with one function replaced
+(`BINARY_FORMS`) and counting their bytes as that form would store them: `no token scales` (sign bits of the
+difference from the center, no per-token scale) and `16 dims dropped` (the per-token scale kept, no bits for the
+16 dimensions of least spread). Then exhaustive ColBERT-only MaxSim over each corpus with the vectors in each stored form.
 
-    PYTHONPATH=src python benchmarks/colbert_quantization.py --cache /work/cache/colbert/enc --queries 100
+    nice -n 19 env PYTHONPATH=src python benchmarks/colbert_quantization.py --cache /work/cache/colbert/enc
 
 Encoding takes ~2 docs/s on 2 busy cores the first time (`nice`). Prints tables, writes
 benchmarks/results/colbert_quantization.json.
@@ -46,12 +47,14 @@ from m3search.index.multivector import (
     CENTER_SAMPLE,
     EXACT_FILE,
     SCALES_FILE,
+    TOKENS_FILE,
     MultiVectorStore,
     fit_center,
     quantize_binary,
 )
 from m3search.search.fusion import DEFAULT_NORMALIZE, NORMALIZATIONS
 from m3search.search.planner import QueryVectors, default_candidates
+from m3search.store.backends import local
 
 ROOT = Path(__file__).resolve().parent
 DATA = ROOT.parent.parent / "shared" / "data" / "scifact"
@@ -147,20 +150,20 @@ class EncodedTask:
 
 @dataclass(frozen=True)
 class Variant:
-    """One way of storing ColBERT: a dtype, re-check depth, token pruning; `token_scales` False: binary without
-    its per-token scales."""
+    """One way of storing ColBERT: a dtype, re-check depth, token pruning; `form`: a binary form the library
+    does not write (`BINARY_FORMS`)."""
 
     dtype: str
     recheck: int = 0
     prune: str | None = None
-    token_scales: bool = True
+    form: str = ""
 
     @property
     def label(self) -> str:
         extra = [f"recheck {self.recheck}"] * bool(self.recheck) + [f"pruned ({self.prune})"] * bool(
             self.prune
         )
-        return " + ".join([self.dtype + " (no token scales)" * (not self.token_scales), *extra])
+        return " + ".join([self.dtype + f" ({self.form})" * bool(self.form), *extra])
 
 
 VARIANTS = (
@@ -170,10 +173,13 @@ VARIANTS = (
     Variant("binary"),
     Variant("binary", recheck=30),
     Variant("binary", recheck=50),
-    Variant("binary", token_scales=False),
-    Variant("binary", recheck=30, token_scales=False),
-    Variant("binary", recheck=50, token_scales=False),
-    Variant("binary", recheck=200, token_scales=False),
+    Variant("binary", form="no token scales"),
+    Variant("binary", recheck=30, form="no token scales"),
+    Variant("binary", recheck=50, form="no token scales"),
+    Variant("binary", recheck=200, form="no token scales"),
+    Variant("binary", form="16 dims dropped"),
+    Variant("binary", recheck=30, form="16 dims dropped"),
+    Variant("binary", recheck=50, form="16 dims dropped"),
     Variant("float16", prune="punctuation"),
     Variant("binary", prune="punctuation"),
 )
@@ -194,6 +200,33 @@ def unit_scales(matrix: np.ndarray, center: np.ndarray) -> tuple[np.ndarray, np.
     """Binary's sign bits with every token's scale 1: a store scored as if it kept no per-token scales."""
     codes, scales = quantize_binary(matrix, center)
     return codes, np.ones_like(scales)
+
+
+#: the dimensions "16 dims dropped" stores no bit of: the two bytes its token scale takes
+DROPPED_DIMS = 16
+
+
+def dropped_center(center: np.ndarray) -> np.ndarray:
+    """A binary center whose `DROPPED_DIMS` dimensions of least spread have spread 0: decoded, they are the center
+    itself (their bits count for nothing), and each token's scale is fitted on the other dimensions."""
+    center = center.copy()
+    center[1, np.argsort(center[1], kind="stable")[:DROPPED_DIMS]] = 0.0
+    return center
+
+
+def fit_dropped_center(matrix: np.ndarray) -> np.ndarray:
+    """`fit_center` for the "16 dims dropped" form."""
+    return dropped_center(fit_center(matrix))
+
+
+#: binary forms measured by writing the library's binary store with one function replaced, and the bytes a
+#: token's codes take in that form (dim -> bytes): "no token scales" keeps no per-token scale (written as 1);
+#: "16 dims dropped" keeps the scale and the sign bits of all but the 16 dimensions of least spread (written
+#: with spread 0 there, so those bits decode to the center)
+BINARY_FORMS = {
+    "no token scales": (multivector, "quantize_binary", unit_scales, lambda dim: dim / 8),
+    "16 dims dropped": (local, "fit_center", fit_dropped_center, lambda dim: (dim - DROPPED_DIMS) / 8 + 2),
+}
 
 
 def collection_runs(
@@ -220,13 +253,13 @@ def collection_runs(
         cache=False,
     )
     tokens = 0
-    scale_free = (
-        nullcontext()
-        if variant.token_scales
-        else mock.patch.object(multivector, "quantize_binary", unit_scales)
-    )
+    if variant.form:
+        module, name, replacement, token_bytes = BINARY_FORMS[variant.form]
+        writing = mock.patch.object(module, name, replacement)
     try:
-        with scale_free:  # the codes are made when rows are written to a segment (by upsert or compact)
+        with (
+            writing if variant.form else nullcontext()
+        ):  # the codes are made when rows are written to a segment (by upsert or compact)
             for i in range(0, len(enc.doc_ids), 500):
                 batch = []
                 for j, d in enumerate(enc.doc_ids[i : i + 500], start=i):
@@ -240,8 +273,9 @@ def collection_runs(
                 col.upsert(batch)
             col.compact()
         files = list(path.rglob("colbert*"))
-        kept = [f for f in files if variant.token_scales or f.name != SCALES_FILE]
-        stored = sum(f.stat().st_size for f in kept if f.name != EXACT_FILE)
+        stored = sum(f.stat().st_size for f in files if f.name not in (EXACT_FILE, TOKENS_FILE, SCALES_FILE))
+        codes = sum(f.stat().st_size for f in files if f.name in (TOKENS_FILE, SCALES_FILE))
+        stored += round(tokens * token_bytes(enc.tokens.shape[1])) if variant.form else codes
         exact = sum(f.stat().st_size for f in files if f.name == EXACT_FILE)
         results = run_task(
             CollectionSearcher(col, normalize, candidates, reuse_queries=True, shared=dict(queries)),
@@ -264,8 +298,18 @@ def collection_runs(
     }
 
 
-#: what the stores score with; "signs only" is plain sign bits without center or scales, for comparison
-STORED_FORMS = ("float32", "float16", "int8", "2bit", "binary", "binary (no token scales)", "signs only")
+#: what the stores score with (the binary forms as in `BINARY_FORMS`); "signs only" is plain sign bits without
+#: center or scales, for comparison
+STORED_FORMS = (
+    "float32",
+    "float16",
+    "int8",
+    "2bit",
+    "binary",
+    "binary (no token scales)",
+    "binary (16 dims dropped)",
+    "signs only",
+)
 
 
 def stored_form(block: np.ndarray, name: str, center: np.ndarray) -> np.ndarray:
@@ -276,8 +320,10 @@ def stored_form(block: np.ndarray, name: str, center: np.ndarray) -> np.ndarray:
         return block.astype(np.float16).astype(np.float32)
     if name == "signs only":
         return np.where(block >= 0, 1.0, -1.0).astype(np.float32)
+    if "dims dropped" in name:
+        center = dropped_center(center)
     store = MultiVectorStore.from_rows([block], dtype=name.split()[0], center=center)  # type: ignore[arg-type]
-    if name.endswith("no token scales"):
+    if "no token scales" in name:
         store.scales = None
     return store.row(0)
 
