@@ -4,13 +4,18 @@ Token vectors of multilingual-e5-small (384-d, float32) for SciFact test (a fixe
 keeps every judged abstract, `--scifact-docs 0` for all 5,183) and XQuAD-R paragraphs, English questions against
 ar/de/zh paragraphs, encoded once and cached (`--cache`, with each vector's token id for pruning). For each task
 and each variant (dtype, re-check depth, punctuation pruning) the same vectors are upserted into a collection
-(BM25 sparse over e5's tokenizer) and searched with cached query vectors: nDCG@10 of `colbert` and `all`
-(weighted; `--rrf` adds RRF), bytes per token and per document of the ColBERT store, all against float16 in the
-same run. Then exhaustive ColBERT-only MaxSim over each corpus with the vectors in each stored form.
+(BM25 sparse over e5's tokenizer) and searched with cached query vectors (BM25 weights from the collection) and
+the library's search defaults (each fusion's default weights, `normalize` and candidate depth unless given):
+nDCG@10 of `colbert` and `all` (weighted; `--rrf` adds RRF), bytes per token and per document of the ColBERT
+store, all against float16 in the same run. Two binary forms of exactly 1/16 of float16's bytes a token (dim/8),
+which the library does not write, are measured by writing its binary store with one function replaced
+(`BINARY_FORMS`) and counting their bytes as that form would store them: `no token scales` (sign bits of the
+difference from the center, no per-token scale) and `16 dims dropped` (the per-token scale kept, no bits for the
+16 dimensions of least spread). Then exhaustive ColBERT-only MaxSim over each corpus with the vectors in each stored form.
 
-    PYTHONPATH=src python benchmarks/colbert_quantization.py --cache /work/cache/colbert/enc --queries 100
+    nice -n 19 env PYTHONPATH=src python benchmarks/colbert_quantization.py --cache /work/cache/colbert/enc
 
-Encoding takes ~1 doc/s on 2 busy cores the first time. Prints tables, writes
+Encoding takes ~2 docs/s on 2 busy cores the first time (`nice`). Prints tables, writes
 benchmarks/results/colbert_quantization.json.
 """
 
@@ -22,8 +27,10 @@ import shutil
 import sys
 import tempfile
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 
@@ -31,13 +38,23 @@ from m3search import Collection
 from m3search.encoders import load_encoder
 from m3search.encoders.runtimes.hardware import cpu_record
 from m3search.eval.datasets import RetrievalTask, load_beir, load_tasks, slice_task
+from m3search.eval.engine import CollectionSearcher
 from m3search.eval.metrics import evaluate
 from m3search.eval.report import slug
-from m3search.eval.runner import RunSpec, run_task
-from m3search.index.multivector import CENTER_SAMPLE, EXACT_FILE, MultiVectorStore, fit_center
-from m3search.scoring import DEFAULT_WEIGHTS
-from m3search.search.fusion import NORMALIZATIONS
-from m3search.search.planner import QueryVectors
+from m3search.eval.runner import RunSpec, plan_runs, run_task
+from m3search.index import multivector
+from m3search.index.multivector import (
+    CENTER_SAMPLE,
+    EXACT_FILE,
+    SCALES_FILE,
+    TOKENS_FILE,
+    MultiVectorStore,
+    fit_center,
+    quantize_binary,
+)
+from m3search.search.fusion import DEFAULT_NORMALIZE, NORMALIZATIONS
+from m3search.search.planner import QueryVectors, default_candidates
+from m3search.store.backends import local
 
 ROOT = Path(__file__).resolve().parent
 DATA = ROOT.parent.parent / "shared" / "data" / "scifact"
@@ -133,18 +150,20 @@ class EncodedTask:
 
 @dataclass(frozen=True)
 class Variant:
-    """One way of storing ColBERT: a dtype, re-check depth and token pruning."""
+    """One way of storing ColBERT: a dtype, re-check depth, token pruning; `form`: a binary form the library
+    does not write (`BINARY_FORMS`)."""
 
     dtype: str
     recheck: int = 0
     prune: str | None = None
+    form: str = ""
 
     @property
     def label(self) -> str:
         extra = [f"recheck {self.recheck}"] * bool(self.recheck) + [f"pruned ({self.prune})"] * bool(
             self.prune
         )
-        return " + ".join([self.dtype, *extra])
+        return " + ".join([self.dtype + f" ({self.form})" * bool(self.form), *extra])
 
 
 VARIANTS = (
@@ -153,45 +172,61 @@ VARIANTS = (
     Variant("2bit"),
     Variant("binary"),
     Variant("binary", recheck=30),
+    Variant("binary", recheck=50),
+    Variant("binary", form="no token scales"),
+    Variant("binary", recheck=30, form="no token scales"),
+    Variant("binary", recheck=50, form="no token scales"),
+    Variant("binary", recheck=200, form="no token scales"),
+    Variant("binary", form="16 dims dropped"),
+    Variant("binary", recheck=30, form="16 dims dropped"),
+    Variant("binary", recheck=50, form="16 dims dropped"),
     Variant("float16", prune="punctuation"),
     Variant("binary", prune="punctuation"),
 )
 
 
-@dataclass
-class VectorSearcher:
-    """A `Searcher` whose queries come as cached vectors (dense and ColBERT from the cache, BM25 from the text)."""
-
-    collection: Collection
-    vectors: dict[str, QueryVectors]
-    candidates: int = 100
-    #: fusion's score normalization; "none": the reference formula (what the numbers in docs/INDEX.md used)
-    normalize: str = "none"
-
-    def search(self, query: str, *, k: int, mode: str, fusion: str | None, weights) -> list:
-        options: dict = {"mode": mode, "candidates": self.candidates}
-        if fusion is not None:
-            options.update(
-                fusion=fusion,
-                weights=list(weights) if weights is not None else None,
-                normalize=self.normalize,
-            )
-        return [(h.id, h.score) for h in self.collection.search(self.vectors[query], k, **options)]
-
-
-def query_vectors(task: RetrievalTask, enc: EncodedTask, encoder) -> dict[str, QueryVectors]:
-    """The task's query texts' vectors: dense and ColBERT as cached, BM25 sparse weights from the text."""
-    cached = [i for i, q in enumerate(enc.query_ids) if q in task.queries]
-    texts = [task.queries[enc.query_ids[i]] for i in cached]
-    sparse = encoder.encode_queries(texts, return_dense=False, return_sparse=True).sparse
+def query_vectors(task: RetrievalTask, enc: EncodedTask) -> dict[str, QueryVectors]:
+    """The task's query texts' cached dense and ColBERT vectors (each collection adds its BM25 weights)."""
     return {
-        text: QueryVectors(
-            enc.query_dense[i],
-            {int(t): float(w) for t, w in weights.items()},
-            enc.query_tokens[enc.query_offsets[i] : enc.query_offsets[i + 1]],
+        task.queries[q]: QueryVectors(
+            enc.query_dense[i], colbert=enc.query_tokens[enc.query_offsets[i] : enc.query_offsets[i + 1]]
         )
-        for i, text, weights in zip(cached, texts, sparse)
+        for i, q in enumerate(enc.query_ids)
+        if q in task.queries
     }
+
+
+def unit_scales(matrix: np.ndarray, center: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Binary's sign bits with every token's scale 1: a store scored as if it kept no per-token scales."""
+    codes, scales = quantize_binary(matrix, center)
+    return codes, np.ones_like(scales)
+
+
+#: the dimensions "16 dims dropped" stores no bit of: the two bytes its token scale takes
+DROPPED_DIMS = 16
+
+
+def dropped_center(center: np.ndarray) -> np.ndarray:
+    """A binary center whose `DROPPED_DIMS` dimensions of least spread have spread 0: decoded, they are the center
+    itself (their bits count for nothing), and each token's scale is fitted on the other dimensions."""
+    center = center.copy()
+    center[1, np.argsort(center[1], kind="stable")[:DROPPED_DIMS]] = 0.0
+    return center
+
+
+def fit_dropped_center(matrix: np.ndarray) -> np.ndarray:
+    """`fit_center` for the "16 dims dropped" form."""
+    return dropped_center(fit_center(matrix))
+
+
+#: binary forms measured by writing the library's binary store with one function replaced, and the bytes a
+#: token's codes take in that form (dim -> bytes): "no token scales" keeps no per-token scale (written as 1);
+#: "16 dims dropped" keeps the scale and the sign bits of all but the 16 dimensions of least spread (written
+#: with spread 0 there, so those bits decode to the center)
+BINARY_FORMS = {
+    "no token scales": (multivector, "quantize_binary", unit_scales, lambda dim: dim / 8),
+    "16 dims dropped": (local, "fit_center", fit_dropped_center, lambda dim: (dim - DROPPED_DIMS) / 8 + 2),
+}
 
 
 def collection_runs(
@@ -202,9 +237,11 @@ def collection_runs(
     scratch: Path,
     encoder,
     queries: dict[str, QueryVectors],
-    normalize: str = "none",
+    normalize: str | None = None,
+    candidates: int | None = None,
 ) -> dict:
-    """Upsert the cached vectors (text too, for BM25) into a collection storing ColBERT as `variant`; run `runs`."""
+    """Upsert the cached vectors (text too, for BM25) into a collection storing ColBERT as `variant`; run `runs`
+    with `normalize` and `candidates` (None: the library's defaults)."""
     path = scratch / variant.label.replace(" ", "_")
     col = Collection.create(
         path,
@@ -216,24 +253,32 @@ def collection_runs(
         cache=False,
     )
     tokens = 0
+    if variant.form:
+        module, name, replacement, token_bytes = BINARY_FORMS[variant.form]
+        writing = mock.patch.object(module, name, replacement)
     try:
-        for i in range(0, len(enc.doc_ids), 500):
-            batch = []
-            for j, d in enumerate(enc.doc_ids[i : i + 500], start=i):
-                colbert = enc.doc_tokens(j)
-                if variant.prune:  # what the collection does to the vectors it encodes itself
-                    colbert = colbert[~encoder.prunable_tokens(enc.doc_token_ids(j))]
-                tokens += len(colbert)
-                batch.append(
-                    {"id": d, "text": task.corpus[d].full_text, "dense": enc.dense[j], "colbert": colbert}
-                )
-            col.upsert(batch)
-        col.compact()
+        with (
+            writing if variant.form else nullcontext()
+        ):  # the codes are made when rows are written to a segment (by upsert or compact)
+            for i in range(0, len(enc.doc_ids), 500):
+                batch = []
+                for j, d in enumerate(enc.doc_ids[i : i + 500], start=i):
+                    colbert = enc.doc_tokens(j)
+                    if variant.prune:  # what the collection does to the vectors it encodes itself
+                        colbert = colbert[~encoder.prunable_tokens(enc.doc_token_ids(j))]
+                    tokens += len(colbert)
+                    batch.append(
+                        {"id": d, "text": task.corpus[d].full_text, "dense": enc.dense[j], "colbert": colbert}
+                    )
+                col.upsert(batch)
+            col.compact()
         files = list(path.rglob("colbert*"))
-        stored = sum(f.stat().st_size for f in files if f.name != EXACT_FILE)
+        stored = sum(f.stat().st_size for f in files if f.name not in (EXACT_FILE, TOKENS_FILE, SCALES_FILE))
+        codes = sum(f.stat().st_size for f in files if f.name in (TOKENS_FILE, SCALES_FILE))
+        stored += round(tokens * token_bytes(enc.tokens.shape[1])) if variant.form else codes
         exact = sum(f.stat().st_size for f in files if f.name == EXACT_FILE)
         results = run_task(
-            VectorSearcher(col, queries, normalize=normalize),
+            CollectionSearcher(col, normalize, candidates, reuse_queries=True, shared=dict(queries)),
             task,
             runs,
             measures=MEASURES,
@@ -253,9 +298,18 @@ def collection_runs(
     }
 
 
-#: what the stores score with; "signs only" is plain sign bits without center or scales (exactly 1/16 of float16),
-#: for comparison
-STORED_FORMS = ("float32", "float16", "int8", "2bit", "binary", "signs only")
+#: what the stores score with (the binary forms as in `BINARY_FORMS`); "signs only" is plain sign bits without
+#: center or scales, for comparison
+STORED_FORMS = (
+    "float32",
+    "float16",
+    "int8",
+    "2bit",
+    "binary",
+    "binary (no token scales)",
+    "binary (16 dims dropped)",
+    "signs only",
+)
 
 
 def stored_form(block: np.ndarray, name: str, center: np.ndarray) -> np.ndarray:
@@ -266,7 +320,12 @@ def stored_form(block: np.ndarray, name: str, center: np.ndarray) -> np.ndarray:
         return block.astype(np.float16).astype(np.float32)
     if name == "signs only":
         return np.where(block >= 0, 1.0, -1.0).astype(np.float32)
-    return MultiVectorStore.from_rows([block], dtype=name, center=center).row(0)  # type: ignore[arg-type]
+    if "dims dropped" in name:
+        center = dropped_center(center)
+    store = MultiVectorStore.from_rows([block], dtype=name.split()[0], center=center)  # type: ignore[arg-type]
+    if "no token scales" in name:
+        store.scales = None
+    return store.row(0)
 
 
 def exhaustive_maxsim(task: RetrievalTask, enc: EncodedTask, chunk: int = 16_384) -> dict:
@@ -330,14 +389,26 @@ def main() -> None:
     ap.add_argument("--rrf", action="store_true", help="also run `all` with RRF fusion")
     ap.add_argument(
         "--normalize",
-        default="none",
+        default=None,
         choices=NORMALIZATIONS,
-        help="fusion's score normalization (none: the reference formula, as docs/INDEX.md measured)",
+        help="fusion's score normalization (default: the library's; none: the reference formula)",
+    )
+    ap.add_argument(
+        "--candidates", type=int, default=None, help="candidates per first stage (default: the library's)"
+    )
+    ap.add_argument(
+        "--variants",
+        default="",
+        help="run only these variants (labels, comma-separated; float16 always runs)",
     )
     ap.add_argument("--only", default="", help="run only the tasks whose name contains this")
     ap.add_argument("--encode-only", action="store_true", help="encode and cache the vectors, then stop")
     ap.add_argument("--output", type=Path, default=ROOT / "results" / "colbert_quantization.json")
     args = ap.parse_args()
+    chosen = [v for v in args.variants.split(",") if v]
+    unknown = set(chosen) - {v.label for v in VARIANTS}
+    if unknown:
+        ap.error(f"unknown variants {sorted(unknown)}; choose from {[v.label for v in VARIANTS]}")
     tasks = [
         (task, EncodedTask.build(task, folder, MODEL))
         for task, folder in load_tasks_for(args)
@@ -346,26 +417,39 @@ def main() -> None:
     if args.encode_only:
         return
     encoder = load_encoder(MODEL, sparse="bm25", runtime="torch-fp32")
-    weights = tuple(DEFAULT_WEIGHTS)
-    runs = [RunSpec("colbert"), RunSpec("all", "weighted", weights)]
-    runs += [RunSpec("all", "rrf", weights)] * args.rrf
-    result: dict = {"model": MODEL, "cpu": cpu_record(), "normalize": args.normalize, "tasks": {}}
+    runs = plan_runs(("colbert", "all"), ("weighted", "rrf") if args.rrf else ("weighted",))
+    result: dict = {
+        "model": MODEL,
+        "cpu": cpu_record(),
+        "normalize": args.normalize or DEFAULT_NORMALIZE,
+        "tasks": {},
+    }
     with tempfile.TemporaryDirectory(prefix="colbert-quant-", dir=args.cache) as scratch:
         for task, enc in tasks:
             print(
                 f"{task.name}: {len(enc.doc_ids):,} documents, {len(enc.query_ids)} queries", file=sys.stderr
             )
-            queries = query_vectors(task, enc, encoder)
+            queries = query_vectors(task, enc)
             entry: dict = {
                 "task": task.describe(),
                 "tokens": int(enc.offsets[-1]),
                 "colbert_dim": int(enc.tokens.shape[1]),
+                "candidates": args.candidates or default_candidates(len(enc.doc_ids)),
                 "variants": {},
             }
             for variant in VARIANTS:
-                entry["variants"][variant.label] = collection_runs(
-                    task, enc, variant, runs, Path(scratch), encoder, queries, args.normalize
-                )
+                if variant == VARIANTS[0] or not chosen or variant.label in chosen:  # float16: the reference
+                    entry["variants"][variant.label] = collection_runs(
+                        task,
+                        enc,
+                        variant,
+                        runs,
+                        Path(scratch),
+                        encoder,
+                        queries,
+                        args.normalize,
+                        args.candidates,
+                    )
             entry["exhaustive_maxsim"] = exhaustive_maxsim(task, enc)
             result["tasks"][task.name] = entry
             report_task(task.name, entry)
