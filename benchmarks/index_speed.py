@@ -21,7 +21,6 @@ import json
 import multiprocessing
 import os
 import platform
-import resource
 import shutil
 import sys
 import tempfile
@@ -479,8 +478,10 @@ def build_edge_shard(path: Path, args: argparse.Namespace) -> dict:
 
 
 def peak_rss_gb() -> float:
-    """This process's peak resident set (Linux reports kilobytes)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    """This process's peak resident set (Linux's VmHWM, in kB). Not `ru_maxrss`: a spawned child's starts at its
+    parent's resident set (the fork before the exec shares its pages), so a child would report the parent's."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 2**20
 
 
 def compare_edge_collection(collection, args, queries, truth, id_to_row, k: int, work: Path) -> dict:
