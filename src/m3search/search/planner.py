@@ -337,8 +337,12 @@ def _dense_only(levels: Sequence[SearchLevel | None], level_ids: np.ndarray, row
 def _ranks(kind: OutputKind, found: Candidates) -> np.ndarray:
     """1-based rank of each candidate in `kind`'s first-stage list (0 when absent); re-rankers rank them all."""
     if kind in found.lists:
-        position = {int(key): i + 1 for i, key in enumerate(found.lists[kind])}
-        return np.array([position.get(int(key), 0) for key in found.keys], np.int64)
+        listed = found.lists[kind]  # distinct keys
+        if len(listed) == 0:
+            return np.zeros(len(found.keys), np.int64)
+        order = np.argsort(listed)
+        at = order[np.minimum(np.searchsorted(listed, found.keys, sorter=order), len(order) - 1)]
+        return np.where(listed[at] == found.keys, at + 1, 0).astype(np.int64)
     order = np.argsort(-found.scores[kind], kind="stable")
     ranks = np.empty(len(found.keys), np.int64)
     ranks[order] = np.arange(1, len(found.keys) + 1)
