@@ -156,16 +156,23 @@ class SparseIndex:
             )
         )
 
-    def _add(self, plist: _List, scores: np.ndarray, matched: np.ndarray) -> None:
-        """Add `weight * w_doc` of a whole posting list into `scores` and mark its rows in `matched`: run by
-        run, a run's uint16 offsets index its block's slice (no int64 rows decoded)."""
+    def _add(self, plist: _List, scores: np.ndarray, matched: np.ndarray | None) -> np.ndarray | None:
+        """Add `weight * w_doc` of a whole posting list into `scores`, run by run: a run's uint16 offsets index
+        its block's slice (no int64 rows decoded). `matched` marks the rows met so far; None while every
+        contribution was positive (then a positive score is the mark). Returns `matched` (made from the scores
+        when a contribution is not positive: a product that underflowed to 0)."""
         first_run, end_run, weight = plist[0], plist[1], plist[2]
         starts = self._run_start[first_run : end_run + 1].tolist()
         for block, start, end in zip(self._run_block[first_run:end_run].tolist(), starts, starts[1:]):
             base = block << BLOCK_BITS
             offsets = self._rows[start:end]
-            scores[base : base + BLOCK_ROWS][offsets] += weight * self._weights[start:end]
-            matched[base : base + BLOCK_ROWS][offsets] = True
+            contributions = weight * self._weights[start:end]
+            if matched is None and not contributions.min() > 0:
+                matched = scores > 0
+            np.add.at(scores[base : base + BLOCK_ROWS], offsets, contributions)  # offsets are distinct
+            if matched is not None:
+                matched[base : base + BLOCK_ROWS][offsets] = True
+        return matched
 
     def _probe(self, plist: _List, blocks: np.ndarray, offsets: np.ndarray, out: np.ndarray) -> None:
         """Add `weight * w_doc` of one posting list to `out` for ascending rows given as their `blocks` and
@@ -207,20 +214,23 @@ class SparseIndex:
         """Exact top-k rows sharing a token with `query` among `allowed`: (rows, scores), best first."""
         lists = self._lists(query)
         scores = np.zeros(self.n_rows, np.float32)
-        matched = np.zeros(self.n_rows, bool)
-        # bounds hold for non-negative weights (validated)
-        prunable = k > 0 and all(plist[2] > 0 for plist in lists)
+        positive = all(plist[2] > 0 for plist in lists)  # query weights are validated positive
+        # the rows met: those scoring above 0 while every contribution is positive (see `_add`)
+        matched = None if positive else np.zeros(self.n_rows, bool)
+        prunable = k > 0 and positive  # the bounds hold for non-negative weights
         remaining = sum(plist[3] for plist in lists)
         for i, plist in enumerate(lists):
             if prunable and plist[4] > PRUNE_CHECK_LENGTH:
-                contenders = np.flatnonzero(matched if allowed is None else matched & allowed)
+                met = scores > 0 if matched is None else matched
+                contenders = np.flatnonzero(met if allowed is None else met & allowed)
                 if len(contenders) >= k:
                     threshold = np.partition(scores[contenders], len(contenders) - k)[len(contenders) - k]
                     if remaining < threshold:  # no unseen document can reach the top k any more
                         return self._finish(lists[i:], contenders, scores, remaining, threshold, k)
-            self._add(plist, scores, matched)
+            matched = self._add(plist, scores, matched)
             remaining -= plist[3]
-        return top_k(scores, k, matched if allowed is None else matched & allowed)
+        met = scores > 0 if matched is None else matched
+        return top_k(scores, k, met if allowed is None else met & allowed)
 
     def _finish(
         self,
