@@ -149,24 +149,30 @@ def gather(
     lists: dict[OutputKind, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     for stage in stages:
         lists[stage] = _first_stage(searched, query, stage, depth, ef_search)
-    # candidates: the union of the stage lists, first-seen order
-    level_ids = np.concatenate([lists[s][0] for s in stages])
-    rows = np.concatenate([lists[s][1] for s in stages])
-    keys = level_ids << 40 | rows
-    _, first = np.unique(keys, return_index=True)
-    first.sort()
-    level_ids, rows, keys = level_ids[first], rows[first], keys[first]
+    stage_keys = {s: lists[s][0] << 40 | lists[s][1] for s in stages}
+    if len(stages) == 1:  # one list: its keys are distinct already
+        (level_ids, rows, _), keys = lists[stages[0]], stage_keys[stages[0]]
+    else:  # the union of the stage lists, first-seen order
+        level_ids = np.concatenate([lists[s][0] for s in stages])
+        rows = np.concatenate([lists[s][1] for s in stages])
+        keys = np.concatenate([stage_keys[s] for s in stages])
+        _, first = np.unique(keys, return_index=True)
+        first.sort()
+        level_ids, rows, keys = level_ids[first], rows[first], keys[first]
     if len(rows) == 0:
         return Candidates(keys, {}, {})
-    stage_keys = {s: lists[s][0] << 40 | lists[s][1] for s in stages}
     scores = {}
     for kind in kinds:
         if kind == "sparse" and kind in lists:
             # the sparse first stage's scores are the sums `score_rows` adds, in the same order: only the
             # candidates it did not return are scored (dense ones are all re-scored: a BLAS product's rounding
             # depends on its batch)
-            scores[kind] = _score_known(
-                searched, query, kind, level_ids, rows, keys, stage_keys[kind], lists[kind][2]
+            scores[kind] = (
+                lists[kind][2]
+                if len(stages) == 1
+                else _score_known(
+                    searched, query, kind, level_ids, rows, keys, stage_keys[kind], lists[kind][2]
+                )
             )
         else:
             scores[kind] = _score(searched, query, kind, level_ids, rows)
@@ -256,6 +262,8 @@ def _first_stage(
         found_scores.append(scores)
     if not found_rows:
         return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float32)
+    if len(found_rows) == 1 and stage == "sparse":  # one level's list, best first by these very scores
+        return found_levels[0], found_rows[0], found_scores[0]
     best, scores = top_k(np.concatenate(found_scores), depth)
     return np.concatenate(found_levels)[best], np.concatenate(found_rows)[best], scores
 
