@@ -72,15 +72,3 @@ def test_save_and_load(tmp_path, data):
     q = data[1][0]
     assert loaded.search(q, 5)[0].tolist() == index.search(q, 5)[0].tolist()
 
-
-def test_one_search_reads_rows_once_and_scores_them_as_the_index_does(data):
-    """A search's view of an index (`for_one_search`) gives the very same scores for batches that overlap the
-    rows it read before, in any order."""
-    vectors, queries = data
-    index = DenseIndex(vectors)
-    view = index.for_one_search()
-    rng = np.random.default_rng(3)
-    first = rng.choice(len(vectors), 300, replace=False)
-    for rows in (first, first[:100][::-1], np.concatenate([first[50:150], rng.choice(len(vectors), 80)])):
-        np.testing.assert_array_equal(view.score_rows(queries[0], rows), index.score_rows(queries[0], rows))
-    assert view.search(queries[1], 5)[0].tolist() == index.search(queries[1], 5)[0].tolist()

@@ -68,29 +68,6 @@ def _contiguous(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
-class _ReadRows:
-    """Rows one search has read from a (memory-mapped) vector matrix: ascending row ids, each batch with its
-    vectors. A hybrid search scores its dense candidates in three batches (the graph's re-rank, the first stage,
-    the union of the stages); each row is read from the vectors once and copied from RAM after."""
-
-    def __init__(self) -> None:
-        self.batches: list[tuple[np.ndarray, np.ndarray]] = []
-
-    def read(self, vectors: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        """`vectors[rows]` for ascending `rows` (a new array with the same values), then kept."""
-        out = np.empty((len(rows), vectors.shape[1]), vectors.dtype)
-        todo = np.ones(len(rows), bool)
-        for held_rows, held in self.batches:
-            at = np.minimum(np.searchsorted(held_rows, rows), len(held_rows) - 1)
-            hit = todo & (held_rows[at] == rows)
-            out[hit] = held[at[hit]]
-            todo &= ~hit
-        if todo.any():
-            out[todo] = vectors[rows[todo]]
-        self.batches.append((rows, out))
-        return out
-
-
 class DenseIndex:
     """Inner-product search over the rows of `vectors`, through `ann` when there is one."""
 
@@ -100,14 +77,6 @@ class DenseIndex:
         self.vectors = vectors
         self.ann = ann
         self.params = params
-        self._read: _ReadRows | None = None
-
-    def for_one_search(self) -> DenseIndex:
-        """This index for one search (not shared between threads): the rows it scores are read from the
-        vectors once, however many times the search scores them."""
-        view = DenseIndex(self.vectors, self.ann, self.params)
-        view._read = _ReadRows()
-        return view
 
     def __len__(self) -> int:
         return len(self.vectors)
@@ -162,10 +131,8 @@ class DenseIndex:
         if len(rows) == 0:
             return np.empty(0, np.float32)
         order = np.argsort(rows)  # sorted reads are kinder to a memory map
-        ascending = rows[order]
-        matrix = self.vectors[ascending] if self._read is None else self._read.read(self.vectors, ascending)
         out = np.empty(len(rows), np.float32)
-        out[order] = self._dot(matrix, query)
+        out[order] = self._dot(self.vectors[rows[order]], query)
         return out
 
     @staticmethod

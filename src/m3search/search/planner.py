@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -140,12 +140,7 @@ def gather(
     """`mode`'s candidates over `levels` (keys `level << 40 | row`) with their exact scores."""
     kinds, stages = MODE_KINDS[mode], MODE_STAGES[mode]
     depth = k if mode in ("dense", "sparse") else max(k, candidates)
-    searched = [
-        (replace(lv, dense=lv.dense.for_one_search()) if lv.dense is not None and "dense" in kinds else lv)
-        if lv.allowed is None or lv.allowed.any()
-        else None
-        for lv in levels
-    ]
+    searched = [lv if lv.allowed is None or lv.allowed.any() else None for lv in levels]
     lists: dict[OutputKind, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     for stage in stages:
         lists[stage] = _first_stage(searched, query, stage, depth, ef_search)
