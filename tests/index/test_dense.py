@@ -71,4 +71,3 @@ def test_save_and_load(tmp_path, data):
     assert isinstance(loaded.vectors, np.memmap)
     q = data[1][0]
     assert loaded.search(q, 5)[0].tolist() == index.search(q, 5)[0].tolist()
-

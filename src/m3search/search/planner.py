@@ -156,7 +156,7 @@ def gather(
         level_ids, rows, keys = level_ids[first], rows[first], keys[first]
     if len(rows) == 0:
         return Candidates(keys, {}, {})
-    scores = {}
+    scores: dict[OutputKind, np.ndarray] = {}
     for kind in kinds:
         if kind == "sparse" and kind in lists:
             # the sparse first stage's scores are the sums `score_rows` adds, in the same order: only the

@@ -12,7 +12,6 @@ candidates with their exact per-mode scores from the backend and ranks them here
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -156,7 +155,6 @@ class Collection:
         self._image_encoder: ImageEncoder | None = None
         self._encoding = CachedEncoding(self.config, cache)
         self._search_defaults: tuple[int, SearchDefaults] = (-1, SearchDefaults())  # (file mtime, settings)
-        self._search_defaults_file = None if self.path is None else str(self.path / SEARCH_DEFAULTS_FILE)
         try:
             if encoder is not None:
                 self._attach_encoder(encoder)
@@ -549,7 +547,8 @@ class Collection:
         if kinds is not None:
             by_kind = kinds_filter(kinds, DOC_KINDS, KIND_FIELD)
             spec = {"$and": [spec, by_kind]} if spec else by_kind
-        if self.config.sparse_source == "bm25":  # BM25 query weights use the statistics of the version searched
+        # BM25 query weights use the statistics of the version searched
+        if self.config.sparse_source == "bm25":
             self.backend.refresh()
         picture = query_image(image, self.image_encoder) if image is not None else None
         vectors = self._query_vectors(query, needed) if query is not None else QueryVectors()
@@ -582,10 +581,10 @@ class Collection:
     def search_defaults(self) -> SearchDefaults:
         """The fusion settings this collection's searches use unless told otherwise (`search.json`; re-read
         when another process changes it)."""
-        if self._search_defaults_file is None:  # beside a collection's files; Qdrant ones use the library's
+        if self.path is None:  # beside a collection's files; Qdrant ones use the library's
             return self._search_defaults[1]
         try:  # one system call per search: the file's modification time
-            stamp = os.stat(self._search_defaults_file).st_mtime_ns
+            stamp = (self.path / SEARCH_DEFAULTS_FILE).stat().st_mtime_ns
         except FileNotFoundError:
             stamp = 0
         if stamp != self._search_defaults[0]:
