@@ -478,10 +478,9 @@ def build_edge_shard(path: Path, args: argparse.Namespace) -> dict:
 
 
 def peak_rss_gb() -> float:
-    """This process's peak resident set (Linux's VmHWM, in kB). Not `ru_maxrss`: a spawned child's starts at its
+    """This process's peak resident set (Linux's VmHWM). Not `ru_maxrss`: a spawned child's starts at its
     parent's resident set (the fork before the exec shares its pages), so a child would report the parent's."""
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 2**20
+    return _status_gb("VmHWM")
 
 
 def compare_edge_collection(collection, args, queries, truth, id_to_row, k: int, work: Path) -> dict:
@@ -554,7 +553,7 @@ def build_edge_collection(path: Path, args: argparse.Namespace) -> dict:
 def search_rss(path: Path, backend: str, args: argparse.Namespace) -> dict[str, float]:
     """Resident memory of this (fresh) process around opening the collection at `path` and running every
     query in every compared mode once: before opening (imports and query vectors), after opening, after the
-    queries, and the peak."""
+    queries (and how much of that is mapped file pages), and the peak."""
     corpus = Corpus(dense_model(args), args.colbert_dim, args.vocab, args.nnz)
     queries = corpus.queries(args.queries, args.query_tokens)
     out = {"before_open": rss_gb()}
@@ -573,6 +572,7 @@ def search_rss(path: Path, backend: str, args: argparse.Namespace) -> dict[str, 
                     **TRUTH_SEARCH,
                 )
         out["after_queries"] = rss_gb()
+        out["after_queries_file_pages"] = file_rss_gb()
     finally:
         collection.close()
     return {**out, "peak": peak_rss_gb()}
@@ -580,8 +580,18 @@ def search_rss(path: Path, backend: str, args: argparse.Namespace) -> dict[str, 
 
 def rss_gb() -> float:
     """This process's resident set now (Linux)."""
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**30
+    return _status_gb("VmRSS")
+
+
+def file_rss_gb() -> float:
+    """The part of the resident set that is mapped file pages (memory-mapped segment or engine files: the page
+    cache, shared and reclaimable, against the process's own anonymous memory)."""
+    return _status_gb("RssFile")
+
+
+def _status_gb(field: str) -> float:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(f"{field}:")) / 2**20
 
 
 #: The modes timed on both backends: (mode, fusion). The hand-built Qdrant Edge shard (`--backend qdrant`)
@@ -767,7 +777,8 @@ def report(result: dict) -> None:
         for backend, r in e.get("search_rss_gb", {}).items():
             print(
                 f"RSS of a process searching {backend}: {r['before_open']:.2f} GiB before opening, {r['opened']:.2f} "
-                f"opened, {r['after_queries']:.2f} after the queries, peak {r['peak']:.2f}"
+                f"opened, {r['after_queries']:.2f} after the queries ({r['after_queries_file_pages']:.2f} of it mapped "
+                f"file pages), peak {r['peak']:.2f}"
             )
         print(
             f"{'efSearch':>8} {'stage':<22} {'local p50/p99 ms':>18} {'recall':>7} {'Edge p50/p99 ms':>18} "
