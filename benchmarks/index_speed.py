@@ -21,7 +21,6 @@ import json
 import multiprocessing
 import os
 import platform
-import resource
 import shutil
 import sys
 import tempfile
@@ -90,7 +89,12 @@ class Corpus:
                 return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
             ranks = np.arange(1, TOKEN_TYPES + 1, dtype=np.float64)
-            self._parts = (unit(), unit(TOKEN_TYPES), np.cumsum(1 / ranks) / (1 / ranks).sum(), unit(NOISE_BANK))
+            self._parts = (
+                unit(),
+                unit(TOKEN_TYPES),
+                np.cumsum(1 / ranks) / (1 / ranks).sum(),
+                unit(NOISE_BANK),
+            )
         return self._parts
 
     def colbert_tokens(self, stream: int, keys: np.ndarray, topics: np.ndarray, tokens: int) -> np.ndarray:
@@ -347,6 +351,8 @@ def main() -> None:
             "total_s": build_s,
             "docs_per_s": n / build_s,
             "ingest_docs_per_s": n / t_ingest,
+            # the process so far: imports, data generation and the build (nothing else has run yet)
+            "peak_rss_gb": peak_rss_gb(),
         }
         result["bytes_per_doc"] = bytes_per_doc(path, seg_dir, seg, n, args.dim)
         # ---- anchor: faiss IndexHNSWFlat, same graph settings, same vectors ------------------------------
@@ -405,9 +411,7 @@ def main() -> None:
         if args.backend == "qdrant":
             result["qdrant_edge"] = compare_edge(collection, args, queries, truth, id_to_row, k, work)
         elif args.backend == "edge":
-            result["edge"] = compare_edge_collection(
-                collection, corpus, args, queries, truth, id_to_row, k, work
-            )
+            result["edge"] = compare_edge_collection(collection, args, queries, truth, id_to_row, k, work)
         # ---- filtered hybrid search: the first query of each filter, then repeats -------------------------------
         for name, spec in FILTERS:
             first, repeat = [], []
@@ -423,7 +427,9 @@ def main() -> None:
             found, exact_found, ms = [], [], []
             for q in queries[:50]:
                 t = time.perf_counter()
-                hits = collection.search(q, k=k, mode="all", ef_search=args.ef_search[0], candidates=args.candidates)
+                hits = collection.search(
+                    q, k=k, mode="all", ef_search=args.ef_search[0], candidates=args.candidates
+                )
                 ms.append(1000 * (time.perf_counter() - t))
                 found.append([id_to_row[h.id] for h in hits])
                 seg.colbert = exact_colbert
@@ -474,7 +480,9 @@ def main() -> None:
                 "candidates": n_cand,
                 "tokens_per_doc": args.colbert_tokens,
                 "query_tokens": args.query_tokens,
-                "recall@10_vs_full_precision_maxsim": float(np.mean(overlap[name])) if name in overlap else None,
+                "recall@10_vs_full_precision_maxsim": float(np.mean(overlap[name]))
+                if name in overlap
+                else None,
                 **percentiles(ms),
             }
             for name, ms in times.items()
@@ -518,8 +526,7 @@ def compare_edge(collection, args, queries, truth, id_to_row, k: int, work: Path
     # Built in a child process: the engine's optimizer peak and this process's local collection do not add up
     # (at 1M both in one process were OOM-killed on a 24 GB machine); the parent opens the finished shard.
     quantized = args.dense_index == "hnsw-sq8"
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        built = pool.submit(build_edge_shard, work / "edge", args).result()
+    built = in_child(build_edge_shard, work / "edge", args)
     built["bytes_per_doc"] = dir_bytes(work / "edge") / args.docs
     print(f"Qdrant Edge built in {built['total_s']:.0f} s", file=sys.stderr, flush=True)
     shard = qe.EdgeShard.load(str(work / "edge"))
@@ -556,16 +563,50 @@ def build_edge_shard(path: Path, args: argparse.Namespace) -> dict:
 
 
 def peak_rss_gb() -> float:
-    """This process's peak resident set (Linux reports kilobytes)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    """This process's peak resident set (Linux's VmHWM). Not `ru_maxrss`: a spawned child's starts at its
+    parent's resident set (the fork before the exec shares its pages), so a child would report the parent's."""
+    return _status_gb("VmHWM")
 
 
-def compare_edge_collection(collection, corpus, args, queries, truth, id_to_row, k: int, work: Path) -> dict:
+def compare_edge_collection(collection, args, queries, truth, id_to_row, k: int, work: Path) -> dict:
     """The same documents in an m3search edge collection (`Collection.create(..., backend="edge")`, the
-    product's edge backend): build time (upserts of `--batch` documents, each durable, then `compact`) and size,
-    then every hybrid mode on both collections, queries interleaved at each efSearch."""
-    n, (m, ef_construction) = args.docs, parse_graph(args.graphs[0])
+    product's edge backend): build time (upserts of `--batch` documents, each durable, then `compact`), size and
+    peak RSS, built in a child process; the memory of a process that opens each collection and runs the
+    queries; then every mode, ColBERT re-rank included, on both collections, queries interleaved at each
+    efSearch."""
     path = work / "edge-collection"
+    built = in_child(build_edge_collection, path, args)
+    print(f"edge collection built in {built['total_s']:.0f} s", file=sys.stderr, flush=True)
+    # one backend per fresh process (Edge lets one process open a collection at a time: before the parent does)
+    rss = {
+        name: in_child(search_rss, p, name, args)
+        for name, p in (("local", work / "collection"), ("edge", path))
+    }
+    edge = Collection.open(path, backend="edge", cache=False)
+    try:
+
+        def search(q: dict, mode: str, fusion: str, ef: int) -> list[int]:
+            hits = edge.search(
+                q, k=k, mode=mode, fusion=fusion, ef_search=ef, candidates=args.candidates, **TRUTH_SEARCH
+            )
+            return [id_to_row[h.id] for h in hits]
+
+        sweeps = interleaved(collection, search, args, queries, truth, id_to_row, k, COLLECTION_MODES)
+    finally:
+        edge.close()
+    return {"build": built, "search_rss_gb": rss, "ef_search": sweeps}
+
+
+def in_child(fn, *args):
+    """`fn(*args)` in a fresh process (spawned): its memory is its own."""
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(fn, *args).result()
+
+
+def build_edge_collection(path: Path, args: argparse.Namespace) -> dict:
+    """Build the edge collection of `args`' corpus at `path` (the same documents, regenerated from the seed)
+    and close it: the build record, with this process's peak RSS (imports, data generation, the build)."""
+    n, (m, ef_construction) = args.docs, parse_graph(args.graphs[0])
     edge = Collection.create(
         path,
         backend="edge",
@@ -577,40 +618,85 @@ def compare_edge_collection(collection, corpus, args, queries, truth, id_to_row,
         cache=False,
     )
     try:
+        corpus = Corpus(dense_model(args), args.colbert_dim, args.vocab, args.nnz)
         t_ingest, t_compact = bulk_load(edge, corpus, args, "edge: ")
-        built = {
-            "docs": n,
-            "ingest_s": t_ingest,
-            "compact_s": t_compact,
-            "total_s": t_ingest + t_compact,
-            "docs_per_s": n / (t_ingest + t_compact),
-            "bytes_per_doc": edge.stats()["disk_bytes"] / n,
-            "engine": edge.stats()["edge"],
-        }
-        print(f"edge collection built in {built['total_s']:.0f} s", file=sys.stderr, flush=True)
-
-        def search(q: dict, mode: str, fusion: str, ef: int) -> list[int]:
-            hits = edge.search(
-                q, k=k, mode=mode, fusion=fusion, ef_search=ef, candidates=args.candidates, **TRUTH_SEARCH
-            )
-            return [id_to_row[h.id] for h in hits]
-
-        sweeps = interleaved(collection, search, args, queries, truth, id_to_row, k)
+        stats = edge.stats()
     finally:
         edge.close()
-    return {"build": built, "ef_search": sweeps}
+    return {
+        "docs": n,
+        "ingest_s": t_ingest,
+        "compact_s": t_compact,
+        "total_s": t_ingest + t_compact,
+        "docs_per_s": n / (t_ingest + t_compact),
+        "bytes_per_doc": stats["disk_bytes"] / n,
+        "engine": stats["edge"],
+        "peak_rss_gb": peak_rss_gb(),
+    }
 
 
-def interleaved(collection, other, args, queries, truth, id_to_row, k: int) -> list[dict]:
-    """Latency percentiles and recall@10 of every hybrid mode on the local `collection` and on `other`
-    ((query, mode, fusion, efSearch) -> row ids), queries interleaved (local, other, next mode...) at each
-    efSearch."""
-    modes = (
-        ("dense", "weighted"),
-        ("sparse", "weighted"),
-        ("dense+sparse", "weighted"),
-        ("dense+sparse", "rrf"),
-    )
+def search_rss(path: Path, backend: str, args: argparse.Namespace) -> dict[str, float]:
+    """Resident memory of this (fresh) process around opening the collection at `path` and running every
+    query in every compared mode once: before opening (imports and query vectors), after opening, after the
+    queries (and how much of that is mapped file pages), and the peak."""
+    corpus = Corpus(dense_model(args), args.colbert_dim, args.vocab, args.nnz)
+    queries = corpus.queries(args.queries, args.query_tokens)
+    out = {"before_open": rss_gb()}
+    collection = Collection.open(path, backend=backend, readonly=True, cache=False)
+    try:
+        out["opened"] = rss_gb()
+        for q in queries:
+            for mode, fusion in COLLECTION_MODES:
+                collection.search(
+                    q,
+                    k=10,
+                    mode=mode,
+                    fusion=fusion,
+                    ef_search=args.ef_search[0],
+                    candidates=args.candidates,
+                    **TRUTH_SEARCH,
+                )
+        out["after_queries"] = rss_gb()
+        out["after_queries_file_pages"] = file_rss_gb()
+    finally:
+        collection.close()
+    return {**out, "peak": peak_rss_gb()}
+
+
+def rss_gb() -> float:
+    """This process's resident set now (Linux)."""
+    return _status_gb("VmRSS")
+
+
+def file_rss_gb() -> float:
+    """The part of the resident set that is mapped file pages (memory-mapped segment or engine files: the page
+    cache, shared and reclaimable, against the process's own anonymous memory)."""
+    return _status_gb("RssFile")
+
+
+def _status_gb(field: str) -> float:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(f"{field}:")) / 2**20
+
+
+#: The modes timed on both backends: (mode, fusion). The hand-built Qdrant Edge shard (`--backend qdrant`)
+#: answers these; the edge collection also `all` (see COLLECTION_MODES).
+ENGINE_MODES = (
+    ("dense", "weighted"),
+    ("sparse", "weighted"),
+    ("dense+sparse", "weighted"),
+    ("dense+sparse", "rrf"),
+)
+#: Through `Collection`, also `all`: the dense+sparse candidates re-ranked with ColBERT (the edge backend runs
+#: MaxSim in the engine). No exhaustive ground truth for it: its `agreement@10` (shared share of the two
+#: backends' top 10) is recorded, as for every mode.
+COLLECTION_MODES = (*ENGINE_MODES, ("all", "weighted"))
+
+
+def interleaved(collection, other, args, queries, truth, id_to_row, k: int, modes=ENGINE_MODES) -> list[dict]:
+    """Latency percentiles and recall@10 of `modes` ((mode, fusion) pairs) on the local `collection` and on
+    `other` ((query, mode, fusion, efSearch) -> row ids), queries interleaved (local, other, next mode...) at
+    each efSearch; `agreement@10` is the share of the top 10 both return."""
     sweeps = []
     for ef in args.ef_search:
         times: dict[tuple[str, str, str], list[float]] = {
@@ -633,12 +719,17 @@ def interleaved(collection, other, args, queries, truth, id_to_row, k: int) -> l
         for (backend, mode, fusion), ms in times.items():
             name = mode if mode != "dense+sparse" else f"dense+sparse {fusion}"
             target = {"dense": "dense", "sparse": "sparse"}.get(
-                mode, "hybrid" if fusion == "weighted" else None
+                mode, "hybrid" if mode == "dense+sparse" and fusion == "weighted" else None
             )
             stage.setdefault(backend, {})[name] = {
                 **percentiles(ms),
                 **({"recall@10": recall(found[(backend, mode, fusion)], truth[target])} if target else {}),
             }
+            if backend == "edge":
+                mine = found[("local", mode, fusion)]
+                stage.setdefault("agreement@10", {})[name] = float(
+                    np.mean([len(set(a) & set(b)) / k for a, b in zip(mine, found[(backend, mode, fusion)])])
+                )
         sweeps.append(stage)
     return sweeps
 
@@ -790,8 +881,20 @@ def report(result: dict) -> None:
             f"\n{label} build: {build['docs_per_s']:.0f} docs/s (ingest {build['ingest_s']:.0f} s, "
             f"index {index_s:.0f} s), {build['bytes_per_doc']:.0f} bytes/doc on disk"
         )
+        peak = build.get("peak_rss_gb", build.get("build_peak_rss_gb"))
+        if peak is not None:
+            print(
+                f"peak RSS building: local {b['peak_rss_gb']:.2f} GiB, {label} {peak:.2f} GiB (own processes)"
+            )
+        for backend, r in e.get("search_rss_gb", {}).items():
+            print(
+                f"RSS of a process searching {backend}: {r['before_open']:.2f} GiB before opening, {r['opened']:.2f} "
+                f"opened, {r['after_queries']:.2f} after the queries ({r['after_queries_file_pages']:.2f} of it mapped "
+                f"file pages), peak {r['peak']:.2f}"
+            )
         print(
-            f"{'efSearch':>8} {'stage':<22} {'local p50/p99 ms':>18} {'recall':>7} {'Edge p50/p99 ms':>18} {'recall':>7}"
+            f"{'efSearch':>8} {'stage':<22} {'local p50/p99 ms':>18} {'recall':>7} {'Edge p50/p99 ms':>18} "
+            f"{'recall':>7} {'Edge/local p50':>14} {'agree@10':>8}"
         )
         for stage in e["ef_search"]:
             for name, mine in stage["local"].items():
@@ -800,7 +903,8 @@ def report(result: dict) -> None:
                 r2 = f"{theirs['recall@10']:.4f}" if "recall@10" in theirs else "-"
                 print(
                     f"{stage['ef_search']:>8} {name:<22} {mine['p50_ms']:>8.2f}/{mine['p99_ms']:<8.2f} {r1:>7} "
-                    f"{theirs['p50_ms']:>8.2f}/{theirs['p99_ms']:<8.2f} {r2:>7}"
+                    f"{theirs['p50_ms']:>8.2f}/{theirs['p99_ms']:<8.2f} {r2:>7} "
+                    f"{theirs['p50_ms'] / mine['p50_ms']:>14.2f} {stage['agreement@10'][name]:>8.3f}"
                 )
     if "all_vs_exact_colbert" in result:
         a = result["all_vs_exact_colbert"]

@@ -129,3 +129,18 @@ def test_postings_span_blocks_of_65536_rows_and_stay_exact(monkeypatch, prune_at
             np.testing.assert_allclose(scores, truth[best], rtol=1e-5)
             np.testing.assert_allclose(truth[rows], truth[best], rtol=1e-5)  # same list up to exact ties
             assert mask is None or mask[rows].all()
+
+
+@pytest.mark.parametrize("prune_at", [10**9, 0])
+def test_a_shared_token_matches_even_when_its_product_underflows(monkeypatch, prune_at):
+    """Rows sharing a token with the query are found even when `w_query * w_doc` rounds to 0 in float32 (no
+    positive score marks them then): they rank after every positive score, lower row first."""
+    monkeypatch.setattr(sparse_module, "PRUNE_CHECK_LENGTH", prune_at)
+    tiny = 1e-30  # tiny * tiny underflows float32
+    docs = [{1: 0.5}, {2: tiny}, {3: 0.25}, {4: 1.0}, {2: tiny, 3: 0.5}]
+    index = SparseIndex.from_rows([as_row(d) for d in docs])
+    query = as_row({2: tiny, 3: 1.0})
+    assert np.float32(tiny) * np.float32(tiny) == 0
+    rows, scores = index.search(query, 5)
+    assert rows.tolist() == [4, 2, 1] and scores.tolist() == [0.5, 0.25, 0.0]
+    assert index.search(query, 5, np.array([True, True, False, True, False]))[0].tolist() == [1]

@@ -46,11 +46,12 @@ FILES = {
 
 #: Rows per block: a posting stores its row's offset within the block as uint16.
 BLOCK_BITS = 16
+BLOCK_ROWS = 1 << BLOCK_BITS
 #: Before reading a posting list longer than this, check whether the rest can be probed instead.
 PRUNE_CHECK_LENGTH = 20_000
 
-#: A posting list: (first run, end run, query weight, upper bound of its contribution).
-_List = tuple[int, int, float, float]
+#: A posting list: (first run, end run, query weight, upper bound of its contribution, postings).
+_List = tuple[int, int, float, float, int]
 
 
 class SparseIndex:
@@ -72,6 +73,12 @@ class SparseIndex:
         self.n_rows = n_rows
         self.terms, self.term_runs, self.run_block, self.run_start = terms, term_runs, run_block, run_start
         self.rows, self.weights, self.term_max = rows, weights, term_max
+        # Queries read plain views of the same memory: every slice of an np.memmap runs Python hooks (~2 µs),
+        # and a query takes dozens.
+        self._terms, self._term_runs, self._run_block, self._run_start = map(
+            np.asarray, (terms, term_runs, run_block, run_start)
+        )
+        self._rows, self._weights, self._term_max = map(np.asarray, (rows, weights, term_max))
 
     def __len__(self) -> int:
         return self.n_rows
@@ -96,7 +103,7 @@ class SparseIndex:
             term_runs,
             blocks[run_start[:-1]].astype(np.int32),
             run_start,
-            (rows & ((1 << BLOCK_BITS) - 1)).astype(np.uint16),
+            (rows & (BLOCK_ROWS - 1)).astype(np.uint16),
             weights,
             term_max.astype(np.float32),
         )
@@ -115,60 +122,88 @@ class SparseIndex:
 
     def _decode(self, first_run: int, end_run: int) -> np.ndarray:
         """The rows of runs `first_run:end_run` (contiguous postings) as int64."""
-        starts = self.run_start[first_run : end_run + 1]
-        base = np.repeat(
-            np.asarray(self.run_block[first_run:end_run], np.int64) << BLOCK_BITS, np.diff(starts)
-        )
-        return base + self.rows[starts[0] : starts[-1]]
+        starts = self._run_start[first_run : end_run + 1]
+        base = np.repeat(self._run_block[first_run:end_run].astype(np.int64) << BLOCK_BITS, np.diff(starts))
+        return base + self._rows[starts[0] : starts[-1]]
 
     def to_coo(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """All (row, token id, weight) triples, for merging segments."""
-        lengths = np.diff(np.asarray(self.run_start)[np.asarray(self.term_runs)])
-        terms = np.repeat(np.asarray(self.terms, np.int64), lengths)
-        return self._decode(0, len(self.run_block)), terms, np.asarray(self.weights, np.float32)
+        lengths = np.diff(self._run_start[self._term_runs])
+        terms = np.repeat(self._terms.astype(np.int64), lengths)
+        return self._decode(0, len(self._run_block)), terms, self._weights.astype(np.float32)
 
     def _lists(self, query: SparseRow) -> list[_List]:
-        """(first run, end run, query weight, upper bound) of the query tokens present, shortest list first."""
+        """(first run, end run, query weight, upper bound, postings) of the query tokens present, shortest list
+        first (equal lengths in query order)."""
         ids, qweights = query
-        if len(ids) == 0 or len(self.terms) == 0:
+        if len(ids) == 0 or len(self._terms) == 0:
             return []
         ids = np.asarray(ids, np.int64)
         qweights = np.asarray(qweights, np.float32)
-        pos = np.minimum(np.searchsorted(self.terms, ids), len(self.terms) - 1)
-        found = self.terms[pos] == ids
-        lists = [
-            (int(self.term_runs[p]), int(self.term_runs[p + 1]), float(w), float(w * self.term_max[p]))
-            for p, w in zip(pos[found], qweights[found])
-        ]
-        return sorted(lists, key=self._length)
+        pos = np.minimum(np.searchsorted(self._terms, ids), len(self._terms) - 1)
+        found = self._terms[pos] == ids
+        pos, qweights = pos[found], qweights[found]
+        first, end = self._term_runs[pos], self._term_runs[pos + 1]
+        lengths = self._run_start[end] - self._run_start[first]
+        order = np.argsort(lengths, kind="stable")
+        return list(
+            zip(
+                first[order].tolist(),
+                end[order].tolist(),
+                qweights[order].tolist(),
+                (qweights * self._term_max[pos])[order].tolist(),
+                lengths[order].tolist(),
+            )
+        )
 
-    def _length(self, plist: _List) -> int:
-        return int(self.run_start[plist[1]] - self.run_start[plist[0]])
+    def _add(self, plist: _List, scores: np.ndarray, matched: np.ndarray | None) -> np.ndarray | None:
+        """Add `weight * w_doc` of a whole posting list into `scores`, run by run: a run's uint16 offsets index
+        its block's slice (no int64 rows decoded). `matched` marks the rows met so far; None while every
+        contribution was positive (then a positive score is the mark). Returns `matched` (made from the scores
+        when a contribution is not positive: a product that underflowed to 0)."""
+        first_run, end_run, weight = plist[0], plist[1], plist[2]
+        starts = self._run_start[first_run : end_run + 1].tolist()
+        for block, start, end in zip(self._run_block[first_run:end_run].tolist(), starts, starts[1:]):
+            base = block << BLOCK_BITS
+            offsets = self._rows[start:end]
+            contributions = weight * self._weights[start:end]
+            if matched is None and not contributions.min() > 0:
+                matched = scores > 0
+            np.add.at(scores[base : base + BLOCK_ROWS], offsets, contributions)  # offsets are distinct
+            if matched is not None:
+                matched[base : base + BLOCK_ROWS][offsets] = True
+        return matched
 
-    def _probe(self, plist: _List, rows: np.ndarray, out: np.ndarray) -> None:
-        """Add `weight * w_doc` of one posting list to `out` for the given ascending rows (binary search in
-        each block's run)."""
-        first_run, end_run, weight, _ = plist
-        blocks = self.run_block[first_run:end_run]
-        row_blocks = rows >> BLOCK_BITS
-        cuts = np.searchsorted(row_blocks, blocks, "left"), np.searchsorted(row_blocks, blocks, "right")
-        for r, lo, hi in zip(range(first_run, end_run), *cuts):
+    def _probe(self, plist: _List, blocks: np.ndarray, offsets: np.ndarray, out: np.ndarray) -> None:
+        """Add `weight * w_doc` of one posting list to `out` for ascending rows given as their `blocks` and
+        uint16 `offsets` (binary search in each block's run)."""
+        first_run, end_run, weight = plist[0], plist[1], plist[2]
+        run_blocks = self._run_block[first_run:end_run]
+        los = np.searchsorted(blocks, run_blocks, "left").tolist()
+        his = np.searchsorted(blocks, run_blocks, "right").tolist()
+        starts = self._run_start[first_run : end_run + 1].tolist()
+        for start, end, lo, hi in zip(starts, starts[1:], los, his):
             if lo == hi:
                 continue
-            start, end = int(self.run_start[r]), int(self.run_start[r + 1])
-            plist_rows = self.rows[start:end]
-            want = (rows[lo:hi] & ((1 << BLOCK_BITS) - 1)).astype(np.uint16)
-            pos = np.minimum(np.searchsorted(plist_rows, want), len(plist_rows) - 1)
-            hit = plist_rows[pos] == want
-            out[lo:hi][hit] += weight * self.weights[start + pos[hit]]
+            postings = self._rows[start:end]
+            want = offsets[lo:hi]
+            pos = np.minimum(np.searchsorted(postings, want), len(postings) - 1)
+            hit = postings[pos] == want
+            out[lo:hi][hit] += weight * self._weights[start + pos[hit]]
+
+    def _probe_all(self, lists: Sequence[_List], rows: np.ndarray, out: np.ndarray) -> None:
+        """Add the posting lists' contributions to `out` for the given ascending rows."""
+        blocks = rows >> BLOCK_BITS
+        offsets = (rows & (BLOCK_ROWS - 1)).astype(np.uint16)
+        for plist in lists:
+            self._probe(plist, blocks, offsets, out)
 
     def score_rows(self, query: SparseRow, rows: np.ndarray) -> np.ndarray:
         """Exact lexical scores of `query` for the given rows."""
         rows = np.asarray(rows, np.int64)
         order = np.argsort(rows, kind="stable")
         scores = np.zeros(len(rows), np.float32)
-        for plist in self._lists(query):
-            self._probe(plist, rows[order], scores)
+        self._probe_all(self._lists(query), rows[order], scores)
         out = np.empty_like(scores)
         out[order] = scores
         return out
@@ -179,23 +214,23 @@ class SparseIndex:
         """Exact top-k rows sharing a token with `query` among `allowed`: (rows, scores), best first."""
         lists = self._lists(query)
         scores = np.zeros(self.n_rows, np.float32)
-        matched = np.zeros(self.n_rows, bool)
-        prunable = all(w > 0 for _, _, w, _ in lists)  # bounds hold for non-negative weights (validated)
-        remaining = sum(u for *_, u in lists)
+        positive = all(plist[2] > 0 for plist in lists)  # query weights are validated positive
+        # the rows met: those scoring above 0 while every contribution is positive (see `_add`)
+        matched = None if positive else np.zeros(self.n_rows, bool)
+        prunable = k > 0 and positive  # the bounds hold for non-negative weights
+        remaining = sum(plist[3] for plist in lists)
         for i, plist in enumerate(lists):
-            first_run, end_run, weight, upper = plist
-            if prunable and self._length(plist) > PRUNE_CHECK_LENGTH and k > 0:
-                contenders = np.flatnonzero(matched if allowed is None else matched & allowed)
+            if prunable and plist[4] > PRUNE_CHECK_LENGTH:
+                met = scores > 0 if matched is None else matched
+                contenders = np.flatnonzero(met if allowed is None else met & allowed)
                 if len(contenders) >= k:
                     threshold = np.partition(scores[contenders], len(contenders) - k)[len(contenders) - k]
                     if remaining < threshold:  # no unseen document can reach the top k any more
                         return self._finish(lists[i:], contenders, scores, remaining, threshold, k)
-            hit = self._decode(first_run, end_run)
-            start, end = self.run_start[first_run], self.run_start[end_run]
-            scores[hit] += weight * self.weights[start:end]
-            matched[hit] = True
-            remaining -= upper
-        return top_k(scores, k, matched if allowed is None else matched & allowed)
+            matched = self._add(plist, scores, matched)
+            remaining -= plist[3]
+        met = scores > 0 if matched is None else matched
+        return top_k(scores, k, met if allowed is None else met & allowed)
 
     def _finish(
         self,
@@ -209,8 +244,7 @@ class SparseIndex:
         """Complete the scores of the documents that can still make the top k by probing the remaining lists."""
         alive = contenders[scores[contenders] + remaining >= threshold]
         partial = scores[alive]
-        for plist in rest:
-            self._probe(plist, alive, partial)
+        self._probe_all(rest, alive, partial)
         picked, best = top_k(partial, k)
         return alive[picked], best
 

@@ -141,22 +141,40 @@ def gather(
     kinds, stages = MODE_KINDS[mode], MODE_STAGES[mode]
     depth = k if mode in ("dense", "sparse") else max(k, candidates)
     searched = [lv if lv.allowed is None or lv.allowed.any() else None for lv in levels]
-    lists: dict[OutputKind, tuple[np.ndarray, np.ndarray]] = {}
+    lists: dict[OutputKind, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     for stage in stages:
         lists[stage] = _first_stage(searched, query, stage, depth, ef_search)
-    # candidates: the union of the stage lists, first-seen order
-    level_ids = np.concatenate([lists[s][0] for s in stages])
-    rows = np.concatenate([lists[s][1] for s in stages])
-    keys = level_ids.astype(np.int64) << 40 | rows
-    _, first = np.unique(keys, return_index=True)
-    first.sort()
-    level_ids, rows, keys = level_ids[first], rows[first], keys[first]
+    stage_keys = {s: lists[s][0] << 40 | lists[s][1] for s in stages}
+    if len(stages) == 1:  # one list: its keys are distinct already
+        (level_ids, rows, _), keys = lists[stages[0]], stage_keys[stages[0]]
+    else:  # the union of the stage lists, first-seen order
+        level_ids = np.concatenate([lists[s][0] for s in stages])
+        rows = np.concatenate([lists[s][1] for s in stages])
+        keys = np.concatenate([stage_keys[s] for s in stages])
+        _, first = np.unique(keys, return_index=True)
+        first.sort()
+        level_ids, rows, keys = level_ids[first], rows[first], keys[first]
     if len(rows) == 0:
         return Candidates(keys, {}, {})
+    scores: dict[OutputKind, np.ndarray] = {}
+    for kind in kinds:
+        if kind == "sparse" and kind in lists:
+            # the sparse first stage's scores are the sums `score_rows` adds, in the same order: only the
+            # candidates it did not return are scored (dense ones are all re-scored: a BLAS product's rounding
+            # depends on its batch)
+            scores[kind] = (
+                lists[kind][2]
+                if len(stages) == 1
+                else _score_known(
+                    searched, query, kind, level_ids, rows, keys, stage_keys[kind], lists[kind][2]
+                )
+            )
+        else:
+            scores[kind] = _score(searched, query, kind, level_ids, rows)
     return Candidates(
         keys,
-        {s: lists[s][0].astype(np.int64) << 40 | lists[s][1] for s in stages},
-        {kind: _score(searched, query, kind, level_ids, rows) for kind in kinds},
+        stage_keys,
+        scores,
         _dense_only(searched, level_ids, rows) if len(kinds) > 1 and "dense" in kinds else None,
     )
 
@@ -220,8 +238,9 @@ def _first_stage(
     stage: OutputKind,
     depth: int,
     ef_search: int | None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """The best `depth` (level, row) pairs over all levels by `stage`, best first, with exact scores."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The best `depth` (level, row) pairs over all levels by `stage`, best first: (levels, rows, exact
+    scores)."""
     found_levels, found_rows, found_scores = [], [], []
     for li, level in enumerate(levels):
         if level is None:
@@ -237,10 +256,11 @@ def _first_stage(
         found_rows.append(rows)
         found_scores.append(scores)
     if not found_rows:
-        return np.empty(0, np.int64), np.empty(0, np.int64)
-    all_scores = np.concatenate(found_scores)
-    best, _ = top_k(all_scores, depth)
-    return np.concatenate(found_levels)[best], np.concatenate(found_rows)[best]
+        return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float32)
+    if len(found_rows) == 1 and stage == "sparse":  # one level's list, best first by these very scores
+        return found_levels[0], found_rows[0], found_scores[0]
+    best, scores = top_k(np.concatenate(found_scores), depth)
+    return np.concatenate(found_levels)[best], np.concatenate(found_rows)[best], scores
 
 
 def _score(
@@ -262,6 +282,30 @@ def _score(
         elif kind == "colbert" and level.colbert is not None:
             out[sel] = level.colbert(query.colbert, rows[sel])
     return _recheck(levels, query, level_ids, rows, out) if kind == "colbert" else out
+
+
+def _score_known(
+    levels: Sequence[SearchLevel | None],
+    query: QueryVectors,
+    kind: OutputKind,
+    level_ids: np.ndarray,
+    rows: np.ndarray,
+    keys: np.ndarray,
+    known_keys: np.ndarray,
+    known_scores: np.ndarray,
+) -> np.ndarray:
+    """Exact `kind` scores of the candidates (`keys`), taken from `known_scores` where `known_keys` has them."""
+    out = np.empty(len(keys), np.float32)
+    found = np.zeros(len(keys), bool)
+    if len(known_keys):
+        order = np.argsort(known_keys)
+        pos = np.minimum(np.searchsorted(known_keys, keys, sorter=order), len(order) - 1)
+        found = known_keys[order[pos]] == keys
+        out[found] = known_scores[order[pos[found]]]
+    missing = ~found
+    if missing.any():
+        out[missing] = _score(levels, query, kind, level_ids[missing], rows[missing])
+    return out
 
 
 def _recheck(
@@ -301,8 +345,12 @@ def _dense_only(levels: Sequence[SearchLevel | None], level_ids: np.ndarray, row
 def _ranks(kind: OutputKind, found: Candidates) -> np.ndarray:
     """1-based rank of each candidate in `kind`'s first-stage list (0 when absent); re-rankers rank them all."""
     if kind in found.lists:
-        position = {int(key): i + 1 for i, key in enumerate(found.lists[kind])}
-        return np.array([position.get(int(key), 0) for key in found.keys], np.int64)
+        listed = found.lists[kind]  # distinct keys
+        if len(listed) == 0:
+            return np.zeros(len(found.keys), np.int64)
+        order = np.argsort(listed)
+        at = order[np.minimum(np.searchsorted(listed, found.keys, sorter=order), len(order) - 1)]
+        return np.where(listed[at] == found.keys, at + 1, 0).astype(np.int64)
     order = np.argsort(-found.scores[kind], kind="stable")
     ranks = np.empty(len(found.keys), np.int64)
     ranks[order] = np.arange(1, len(found.keys) + 1)

@@ -547,7 +547,9 @@ class Collection:
         if kinds is not None:
             by_kind = kinds_filter(kinds, DOC_KINDS, KIND_FIELD)
             spec = {"$and": [spec, by_kind]} if spec else by_kind
-        self.backend.refresh()  # BM25 query weights use the statistics of the version searched
+        # BM25 query weights use the statistics of the version searched
+        if self.config.sparse_source == "bm25":
+            self.backend.refresh()
         picture = query_image(image, self.image_encoder) if image is not None else None
         vectors = self._query_vectors(query, needed) if query is not None else QueryVectors()
         if picture is not None:
@@ -579,12 +581,12 @@ class Collection:
     def search_defaults(self) -> SearchDefaults:
         """The fusion settings this collection's searches use unless told otherwise (`search.json`; re-read
         when another process changes it)."""
-        if (
-            self.path is None
-        ):  # stored beside a local collection's files; Qdrant collections use the library's
+        if self.path is None:  # beside a collection's files; Qdrant ones use the library's
             return self._search_defaults[1]
-        path = self.path / SEARCH_DEFAULTS_FILE
-        stamp = path.stat().st_mtime_ns if path.is_file() else 0
+        try:  # one system call per search: the file's modification time
+            stamp = (self.path / SEARCH_DEFAULTS_FILE).stat().st_mtime_ns
+        except FileNotFoundError:
+            stamp = 0
         if stamp != self._search_defaults[0]:
             self._search_defaults = (stamp, SearchDefaults.load(self.path))
         return self._search_defaults[1]
