@@ -422,8 +422,8 @@ def main() -> None:
             result.setdefault("filtered", {})[name] = {"first_ms": first[0], **percentiles(repeat)}
         # ---- `all` (the library's default fusion) against exact full-precision MaxSim, same candidates -------
         stored = seg.colbert
+        exact_colbert = ExactColbert(corpus, stored, vectors, args.colbert_tokens)
         if stored is not None:
-            exact_colbert = ExactColbert(corpus, stored, vectors, args.colbert_tokens)
             found, exact_found, ms = [], [], []
             for q in queries[:50]:
                 t = time.perf_counter()
@@ -454,7 +454,13 @@ def main() -> None:
         rng = np.random.default_rng(1)
         colbert_rows = np.flatnonzero(np.diff(seg.colbert.offsets) > 0)
         pool = np.sort(rng.choice(colbert_rows, size=min(len(colbert_rows), RERANK_POOL), replace=False))
-        copies = {d: _copy(seg.colbert, pool, d) for d in COLBERT_DTYPES if d != seg.colbert.dtype}
+        pool_tokens = list(exact_colbert.tokens(pool))
+        copies = {
+            d: MultiVectorStore.from_rows(pool_tokens, dtype=d)  # type: ignore[arg-type]
+            for d in COLBERT_DTYPES
+            if d != seg.colbert.dtype
+        }
+        del pool_tokens
         n_cand = min(2 * args.candidates, len(pool))
         times: dict[str, list[float]] = {d: [] for d in (seg.colbert.dtype, *copies, "float32_product_floor")}
         overlap: dict[str, list[float]] = {d: [] for d in (seg.colbert.dtype, *copies)}
@@ -828,11 +834,6 @@ class ExactColbert:
 
 
 RERANK_POOL = 5000  # rows the per-dtype re-rank timing draws its candidates from (copied into each dtype)
-
-
-def _copy(store: MultiVectorStore, rows: np.ndarray, dtype: str) -> MultiVectorStore:
-    """The ColBERT rows that have tokens, re-encoded as `dtype` (to time its MaxSim on the same data)."""
-    return MultiVectorStore.from_rows([store.row(int(r)) for r in rows], dtype=dtype)  # type: ignore[arg-type]
 
 
 def report(result: dict) -> None:
