@@ -104,6 +104,8 @@ class Corpus:
         its dense vector, as real ColBERT vectors do. Reproducible per document (stream `DOC_TOKENS`, key =
         its id), which lets the benchmark recompute any candidate's full-precision tokens."""
         common, types, cdf, bank = self._token_parts()
+        if len(keys) == 0:
+            return np.empty((0, tokens, self.colbert_dim), np.float32)
         picks = []
         for key in keys:
             rng = np.random.default_rng((self.seed, stream, int(key)))
