@@ -327,8 +327,11 @@ def main() -> None:
         },
     }
     # Bulk load: flushed segments stay below the graph threshold (searched exactly), and the final compaction
-    # builds the one graph, so no graph is built twice.
-    min_rows = min(250_000, n // 2)
+    # builds the one graph, so no graph is built twice. A flush seals the level once it holds `flush_docs`
+    # rows, so a segment holds up to `flush_docs + batch - 1` (with the threshold at `flush_docs` every flushed
+    # segment got a graph too: 1.5x the graph work at 100k, 2x at 1M).
+    flush_docs = args.flush_docs or min(250_000, n // 2)
+    min_rows = min(flush_docs + args.batch, n)
     m, ef_construction = graphs[0]
     hnsw = {"m": m, "ef_construction": ef_construction, "ef_search": args.ef_search[0], "min_rows": min_rows}
     collection = Collection.create(
@@ -338,7 +341,7 @@ def main() -> None:
         colbert_dtype=args.colbert_dtype,
         dense_index=args.dense_index,
         hnsw=hnsw,
-        flush_docs=args.flush_docs or min_rows - 1,
+        flush_docs=flush_docs,
         merge_factor=100,
         cache=False,
     )
