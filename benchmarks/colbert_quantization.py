@@ -7,11 +7,10 @@ and each variant (dtype, re-check depth, punctuation pruning) the same vectors a
 (BM25 sparse over e5's tokenizer) and searched with cached query vectors (BM25 weights from the collection) and
 the library's search defaults (each fusion's default weights, `normalize` and candidate depth unless given):
 nDCG@10 of `colbert` and `all` (weighted; `--rrf` adds RRF), bytes per token and per document of the ColBERT
-store, all against float16 in the same run. Two binary forms of exactly 1/16 of float16's bytes a token (dim/8),
-which the library does not write, are measured by writing its binary store with one function replaced
-(`BINARY_FORMS`) and counting their bytes as that form would store them: `no token scales` (sign bits of the
-difference from the center, no per-token scale) and `16 dims dropped` (the per-token scale kept, no bits for the
-16 dimensions of least spread). Then exhaustive ColBERT-only MaxSim over each corpus with the vectors in each stored form.
+store, all against float16 in the same run. `binary` is the library's (1/16 of float16: no sign bits for the 16
+dimensions of least spread, a float16 scale per token); `binary (every bit)` is format 4's binary (a bit for every
+dimension, dim/8 + 2 bytes a token), written by the library with one constant replaced (`BINARY_FORMS`). Then
+exhaustive ColBERT-only MaxSim over each corpus with the vectors in each stored form.
 
     nice -n 19 env PYTHONPATH=src python benchmarks/colbert_quantization.py --cache /work/cache/colbert/enc
 
@@ -27,7 +26,7 @@ import shutil
 import sys
 import tempfile
 import time
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from unittest import mock
@@ -46,15 +45,11 @@ from m3search.index import multivector
 from m3search.index.multivector import (
     CENTER_SAMPLE,
     EXACT_FILE,
-    SCALES_FILE,
-    TOKENS_FILE,
     MultiVectorStore,
     fit_center,
-    quantize_binary,
 )
 from m3search.search.fusion import DEFAULT_NORMALIZE, NORMALIZATIONS
 from m3search.search.planner import QueryVectors, default_candidates
-from m3search.store.backends import local
 
 ROOT = Path(__file__).resolve().parent
 DATA = ROOT.parent.parent / "shared" / "data" / "scifact"
@@ -150,8 +145,8 @@ class EncodedTask:
 
 @dataclass(frozen=True)
 class Variant:
-    """One way of storing ColBERT: a dtype, re-check depth, token pruning; `form`: a binary form the library
-    does not write (`BINARY_FORMS`)."""
+    """One way of storing ColBERT: a dtype, re-check depth, token pruning; `form`: a binary form other than the
+    library's default (`BINARY_FORMS`)."""
 
     dtype: str
     recheck: int = 0
@@ -173,13 +168,8 @@ VARIANTS = (
     Variant("binary"),
     Variant("binary", recheck=30),
     Variant("binary", recheck=50),
-    Variant("binary", form="no token scales"),
-    Variant("binary", recheck=30, form="no token scales"),
-    Variant("binary", recheck=50, form="no token scales"),
-    Variant("binary", recheck=200, form="no token scales"),
-    Variant("binary", form="16 dims dropped"),
-    Variant("binary", recheck=30, form="16 dims dropped"),
-    Variant("binary", recheck=50, form="16 dims dropped"),
+    Variant("binary", form="every bit"),
+    Variant("binary", recheck=30, form="every bit"),
     Variant("float16", prune="punctuation"),
     Variant("binary", prune="punctuation"),
 )
@@ -196,37 +186,14 @@ def query_vectors(task: RetrievalTask, enc: EncodedTask) -> dict[str, QueryVecto
     }
 
 
-def unit_scales(matrix: np.ndarray, center: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Binary's sign bits with every token's scale 1: a store scored as if it kept no per-token scales."""
-    codes, scales = quantize_binary(matrix, center)
-    return codes, np.ones_like(scales)
+#: binary forms other than the library's, written by the library with one module attribute replaced:
+#: (module, attribute, value). "every bit": format 4's binary, no dimension dropped
+BINARY_FORMS = {"every bit": (multivector, "BINARY_DROP_FROM_DIM", 1 << 30)}
 
 
-#: the dimensions "16 dims dropped" stores no bit of: the two bytes its token scale takes
-DROPPED_DIMS = 16
-
-
-def dropped_center(center: np.ndarray) -> np.ndarray:
-    """A binary center whose `DROPPED_DIMS` dimensions of least spread have spread 0: decoded, they are the center
-    itself (their bits count for nothing), and each token's scale is fitted on the other dimensions."""
-    center = center.copy()
-    center[1, np.argsort(center[1], kind="stable")[:DROPPED_DIMS]] = 0.0
-    return center
-
-
-def fit_dropped_center(matrix: np.ndarray) -> np.ndarray:
-    """`fit_center` for the "16 dims dropped" form."""
-    return dropped_center(fit_center(matrix))
-
-
-#: binary forms measured by writing the library's binary store with one function replaced, and the bytes a
-#: token's codes take in that form (dim -> bytes): "no token scales" keeps no per-token scale (written as 1);
-#: "16 dims dropped" keeps the scale and the sign bits of all but the 16 dimensions of least spread (written
-#: with spread 0 there, so those bits decode to the center)
-BINARY_FORMS = {
-    "no token scales": (multivector, "quantize_binary", unit_scales, lambda dim: dim / 8),
-    "16 dims dropped": (local, "fit_center", fit_dropped_center, lambda dim: (dim - DROPPED_DIMS) / 8 + 2),
-}
+def binary_form(form: str) -> AbstractContextManager:
+    """While active, the library writes binary ColBERT codes in `form` ("": its own)."""
+    return mock.patch.object(*BINARY_FORMS[form]) if form else nullcontext()
 
 
 def collection_runs(
@@ -253,13 +220,8 @@ def collection_runs(
         cache=False,
     )
     tokens = 0
-    if variant.form:
-        module, name, replacement, token_bytes = BINARY_FORMS[variant.form]
-        writing = mock.patch.object(module, name, replacement)
     try:
-        with (
-            writing if variant.form else nullcontext()
-        ):  # the codes are made when rows are written to a segment (by upsert or compact)
+        with binary_form(variant.form):  # the codes are made when rows are written to a segment
             for i in range(0, len(enc.doc_ids), 500):
                 batch = []
                 for j, d in enumerate(enc.doc_ids[i : i + 500], start=i):
@@ -273,9 +235,7 @@ def collection_runs(
                 col.upsert(batch)
             col.compact()
         files = list(path.rglob("colbert*"))
-        stored = sum(f.stat().st_size for f in files if f.name not in (EXACT_FILE, TOKENS_FILE, SCALES_FILE))
-        codes = sum(f.stat().st_size for f in files if f.name in (TOKENS_FILE, SCALES_FILE))
-        stored += round(tokens * token_bytes(enc.tokens.shape[1])) if variant.form else codes
+        stored = sum(f.stat().st_size for f in files if f.name != EXACT_FILE)
         exact = sum(f.stat().st_size for f in files if f.name == EXACT_FILE)
         results = run_task(
             CollectionSearcher(col, normalize, candidates, reuse_queries=True, shared=dict(queries)),
@@ -300,31 +260,19 @@ def collection_runs(
 
 #: what the stores score with (the binary forms as in `BINARY_FORMS`); "signs only" is plain sign bits without
 #: center or scales, for comparison
-STORED_FORMS = (
-    "float32",
-    "float16",
-    "int8",
-    "2bit",
-    "binary",
-    "binary (no token scales)",
-    "binary (16 dims dropped)",
-    "signs only",
-)
+STORED_FORMS = ("float32", "float16", "int8", "2bit", "binary", "binary (every bit)", "signs only")
 
 
-def stored_form(block: np.ndarray, name: str, center: np.ndarray) -> np.ndarray:
-    """`block` (float32 token vectors) as the values a store of dtype `name` scores with."""
+def stored_form(block: np.ndarray, name: str, centers: dict[str, np.ndarray]) -> np.ndarray:
+    """`block` (float32 token vectors) as the values a store of dtype `name` scores with (binary forms: under
+    their `centers`)."""
     if name == "float32":
         return block
     if name == "float16":
         return block.astype(np.float16).astype(np.float32)
     if name == "signs only":
         return np.where(block >= 0, 1.0, -1.0).astype(np.float32)
-    if "dims dropped" in name:
-        center = dropped_center(center)
-    store = MultiVectorStore.from_rows([block], dtype=name.split()[0], center=center)  # type: ignore[arg-type]
-    if "no token scales" in name:
-        store.scales = None
+    store = MultiVectorStore.from_rows([block], dtype=name.split()[0], center=centers.get(name))  # type: ignore[arg-type]
     return store.row(0)
 
 
@@ -334,14 +282,18 @@ def exhaustive_maxsim(task: RetrievalTask, enc: EncodedTask, chunk: int = 16_384
     q_len = np.diff(enc.query_offsets)[:, None]
     n_docs, offsets = len(enc.doc_ids), enc.offsets
     scores = {name: np.zeros((len(enc.query_ids), n_docs), np.float32) for name in STORED_FORMS}
-    center = fit_center(np.asarray(enc.tokens[:CENTER_SAMPLE], np.float32))  # as a collection's first flush
+    sample = np.asarray(enc.tokens[:CENTER_SAMPLE], np.float32)  # as a collection's first flush
+    centers = {}
+    for form in ("", *BINARY_FORMS):
+        with binary_form(form):
+            centers["binary" + f" ({form})" * bool(form)] = fit_center(sample)
     first = 0
     while first < n_docs:  # blocks of whole documents, about `chunk` token vectors each
         last = min(n_docs, max(first + 1, int(np.searchsorted(offsets, offsets[first] + chunk, "right")) - 1))
         block = np.asarray(enc.tokens[offsets[first] : offsets[last]], np.float32)
         bounds = offsets[first:last] - offsets[first]
         for name in STORED_FORMS:
-            tokens = stored_form(block, name, center)
+            tokens = stored_form(block, name, centers)
             best = np.maximum.reduceat(qt @ tokens.T, bounds, axis=1)  # (query tokens, documents)
             scores[name][:, first:last] = np.add.reduceat(best, q_starts, axis=0) / q_len
         first = last

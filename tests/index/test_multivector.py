@@ -84,21 +84,26 @@ def write_store(directory, docs, dim, dtype, **options):
     return MultiVectorStore.load(directory)
 
 
-@pytest.mark.parametrize("dim", [24, 21])
+@pytest.mark.parametrize("dim", [24, 21, 260])
 @pytest.mark.parametrize("block_values", [multivector.BLOCK_VALUES, 5 * 24])
 def test_binary_maxsim_equals_the_reference_on_sign_vectors(tmp_path, monkeypatch, dim, block_values):
-    """Binary: d/8 bytes a token (rounded up) plus a float16 scale; the asymmetric MaxSim (float query against
-    center + scale · spread · ±1 document) is exactly the reference score of those vectors, rebuilt here from
-    the bits with numpy's own unpacking and the center fitted here (mean; mean |value - mean| per dimension)."""
+    """Binary: a sign bit for each kept dimension, 8 a byte (rounded up), plus a float16 scale; the asymmetric
+    MaxSim (float query against center + scale · spread · ±1 document, dropped dimensions at the center) is
+    exactly the reference score of those vectors, rebuilt here from the bits with numpy's own unpacking and the
+    center fitted here (mean; mean |value - mean| per dimension, 0 for the 16 of least spread from 256 up)."""
     monkeypatch.setattr(multivector, "BLOCK_VALUES", block_values)
     rng = np.random.default_rng(3)
     docs = [unit_rows(rng, int(rng.integers(1, 12)), dim) + 0.3 if i % 6 else None for i in range(40)]
     store = write_store(tmp_path, docs, dim, "binary")
-    assert store.dtype == "binary" and store.tokens.dtype == np.uint8 and store.scales.dtype == np.float16
-    assert store.tokens.shape == (sum(len(d) for d in docs if d is not None), -(-dim // 8))
     everything = np.concatenate([d for d in docs if d is not None])
     mean = everything.mean(0)
     spread = np.abs(everything - mean).mean(0)
+    dropped = np.argsort(spread)[: multivector.BINARY_DROPPED_DIMS] if dim >= 256 else []
+    spread[dropped] = 0
+    kept = np.flatnonzero(spread > 0)
+    assert len(kept) == dim - len(dropped)
+    assert store.dtype == "binary" and store.tokens.dtype == np.uint8 and store.scales.dtype == np.float16
+    assert store.tokens.shape == (sum(len(d) for d in docs if d is not None), -(-len(kept) // 8))
     np.testing.assert_allclose(store.center, [mean, spread], rtol=1e-5)
     query = rng.standard_normal((6, dim)).astype(np.float32)
     rows = rng.permutation(len(docs))[:30]
@@ -108,9 +113,10 @@ def test_binary_maxsim_equals_the_reference_on_sign_vectors(tmp_path, monkeypatc
             expected.append(0.0)
             continue
         start, end = store.offsets[r], store.offsets[r + 1]
-        signs = np.unpackbits(store.tokens[start:end], axis=1)[:, :dim] * 2.0 - 1.0
+        signs = np.zeros((end - start, dim))
+        signs[:, kept] = np.unpackbits(store.tokens[start:end], axis=1)[:, : len(kept)] * 2.0 - 1.0
         residual = docs[r].astype(np.float16).astype(np.float32) - mean
-        assert np.array_equal(signs > 0, residual >= 0)
+        assert np.array_equal(signs[:, kept] > 0, residual[:, kept] >= 0)
         scales = store.scales[start:end].astype(np.float32)[:, None]
         expected.append(colbert_score(query, mean + scales * spread * signs))
     np.testing.assert_allclose(store.maxsim(query, rows), expected, rtol=1e-5, atol=1e-5)

@@ -12,6 +12,7 @@ import pytest
 
 from m3search import Collection
 from m3search.errors import CollectionError, InvalidInputError
+from m3search.index import multivector
 from m3search.index.multivector import COLBERT_DTYPES, META_FILE
 from m3search.server.batching import concat_results, slice_result
 from m3search.store.config import CONFIG_FILE, FORMAT_VERSION, CollectionConfig
@@ -109,18 +110,61 @@ def test_recheck_needs_a_compressed_dtype(new_collection):
 
 
 def test_binary_is_a_sixteenth_of_float16_on_disk(tmp_path, new_collection):
-    """Bytes per token of the codes: float16 2·dim, binary dim/8 (the sign bits; each token's float16 scale is
-    in colbert_scales.npy, the shared center in colbert_center.npy)."""
+    """Bytes per token: float16 2·dim; binary dim/8 in all from 256 dimensions up: the sign bits of all but the
+    16 dimensions of least spread (colbert.npy) and the token's float16 scale (colbert_scales.npy); the shared
+    center is in colbert_center.npy."""
     docs = make_docs(200, seed=23)
+    dim = multivector.BINARY_DROP_FROM_DIM
     sizes = {}
     for dtype in ("float16", "binary"):
-        collection = new_collection(dtype, colbert_dtype=dtype, colbert_dim=64)
-        collection.upsert([{**d, "colbert": np.tile(d["colbert"], (1, 8))} for d in docs])
+        collection = new_collection(dtype, colbert_dtype=dtype, colbert_dim=dim)
+        collection.upsert([{**d, "colbert": np.tile(d["colbert"], (1, dim // 8))} for d in docs])
         collection.compact()
         (segment,) = (tmp_path / dtype / SEGMENTS_DIR).iterdir()
-        sizes[dtype] = np.load(segment / "colbert.npy", mmap_mode="r").nbytes
+        sizes[dtype] = sum(
+            np.load(segment / f, mmap_mode="r").nbytes
+            for f in ("colbert.npy", "colbert_scales.npy")
+            if (segment / f).exists()
+        )
     tokens = sum(len(d["colbert"]) for d in docs)
-    assert sizes == {"float16": tokens * 64 * 2, "binary": tokens * 64 // 8}
+    assert sizes == {"float16": tokens * dim * 2, "binary": tokens * dim // 8}
+
+
+def test_format_4_binary_collections_keep_every_bit(tmp_path, new_collection, docs, monkeypatch):
+    """A binary collection written by format 4 (a sign bit for every dimension) opens with the same scores, and
+    its new segments and merges keep its center, hence its layout; new collections drop 16 dimensions."""
+    dim = multivector.BINARY_DROP_FROM_DIM
+    wide = [{**d, "colbert": np.tile(d["colbert"], (1, dim // 8))} for d in docs]
+    queries = [as_query(d) for d in wide[:3]]
+    with monkeypatch.context() as old_writer:  # format 4's center: no dimension dropped
+        old_writer.setattr(multivector, "BINARY_DROP_FROM_DIM", 1 << 30)
+        collection = new_collection("old", colbert_dtype="binary", colbert_dim=dim, merge_factor=2)
+        collection.upsert(wide[:100])
+        collection.flush()
+        before = [colbert_ranking(collection, q) for q in queries]
+        collection.close()
+    path = tmp_path / "old"
+    config = json.loads((path / CONFIG_FILE).read_text())
+    (path / CONFIG_FILE).write_text(json.dumps({**config, "format": 4}))
+    old = Collection.open(path, cache=False)
+    try:
+        assert [colbert_ranking(old, q) for q in queries] == before
+        old.upsert(wide[100:])
+        old.compact()
+        widths = {np.load(s / "colbert.npy", mmap_mode="r").shape[1] for s in (path / SEGMENTS_DIR).iterdir()}
+        assert widths == {dim // 8} and old.verify()["problems"] == []
+        assert old.search(queries[1], k=1, mode="colbert")[0].id == wide[1]["id"]
+    finally:
+        old.close()
+    new = new_collection("new", colbert_dtype="binary", colbert_dim=dim)
+    new.upsert(wide)
+    new.compact()
+    (segment,) = (tmp_path / "new" / SEGMENTS_DIR).iterdir()
+    assert (
+        np.load(segment / "colbert.npy", mmap_mode="r").shape[1]
+        == (dim - multivector.BINARY_DROPPED_DIMS) // 8
+    )
+    assert new.search(queries[1], k=1, mode="colbert")[0].id == wide[1]["id"]
 
 
 @pytest.mark.parametrize("old_format", [2, 3])

@@ -3,9 +3,11 @@
 All rows' token vectors are one `(tokens, width)` matrix (`colbert.npy`) with `offsets` marking where each row
 starts, in one of four forms (`colbert.json` records which): float16 (half of float32, no measurable loss);
 int8 with one float32 scale per token (a quarter); `2bit`: 2-bit Lloyd-Max codes per dimension packed 4 a byte
-plus a float32 scale per token (dim/4 + 4 bytes); `binary`: the sign bits packed 8 a byte (dim/8 bytes, 128 for
-1024-d) of each token's difference from the collection's mean token vector, plus a float16 scale per token
-(dim/8 + 2 bytes), scored asymmetrically (float query · centered, per-dimension-scaled ±1 document). Optionally the
+plus a float32 scale per token (dim/4 + 4 bytes); `binary`: the sign bits packed 8 a byte of each token's
+difference from the collection's mean token vector, plus a float16 scale per token, scored asymmetrically (float
+query · centered, per-dimension-scaled ±1 document); from 256 dimensions up the 16 dimensions of least spread get
+no bit (they decode to the mean), so that bits and scale together take dim/8 bytes, 1/16 of float16 (128 for
+1024-d; below 256 dimensions: dim/8 + 2 bytes). Optionally the
 float16 vectors are also kept (`colbert_exact.npy`, memory-mapped) so that the best candidates by the compressed
 score can be re-checked exactly. The matrix is never loaded whole: re-ranking reads only the candidates' rows.
 Scores follow `m3search.scoring.colbert_score`: the mean over query tokens of the best dot product with any
@@ -43,8 +45,14 @@ SCALES_FILE = "colbert_scales.npy"
 EXACT_FILE = "colbert_exact.npy"
 #: {"dtype", "dim"}: what `colbert.npy` holds (absent in stores written before packed dtypes)
 META_FILE = "colbert.json"
-#: binary: the (2, dim) float32 center (mean token vector) and per-dimension scale (mean |value - center|)
+#: binary: the (2, dim) float32 center (mean token vector) and per-dimension scale (mean |value - center|; 0 for
+#: the dimensions that get no bit)
 CENTER_FILE = "colbert_center.npy"
+#: binary: the dimensions of least spread that get no sign bit, as many as the bits of a token's float16 scale
+#: (measured on e5-small's 384-d tokens: with re-check, within 0.2 point nDCG@10 of keeping them; docs/INDEX.md)
+BINARY_DROPPED_DIMS = 16
+#: binary: the fewest dimensions from which `BINARY_DROPPED_DIMS` are dropped (below, 16 is too large a share)
+BINARY_DROP_FROM_DIM = 256
 #: tokens a binary center is fitted on (a sample: the first ones of the first flush)
 CENTER_SAMPLE = 1 << 16
 
@@ -67,10 +75,11 @@ class EncodedTokens(NamedTuple):
     exact: np.ndarray | None
 
 
-def code_layout(dtype: ColbertDtype, dim: int) -> tuple[np.dtype, int]:
-    """The numpy dtype and the columns of one token's codes: binary packs 8 dimensions a byte, 2bit 4."""
+def code_layout(dtype: ColbertDtype, dim: int, center: np.ndarray | None = None) -> tuple[np.dtype, int]:
+    """The numpy dtype and the columns of one token's codes: binary packs 8 of the dimensions its `center` keeps
+    a byte (all without a center), 2bit 4."""
     if dtype == "binary":
-        return np.dtype(np.uint8), -(-dim // 8)
+        return np.dtype(np.uint8), -(-(dim if center is None else len(kept_dims(center))) // 8)
     if dtype == "2bit":
         return np.dtype(np.uint8), -(-dim // 4)
     return np.dtype(dtype), dim
@@ -86,24 +95,36 @@ def quantize_int8(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def fit_center(matrix: np.ndarray) -> np.ndarray:
-    """Binary's (2, dim) center: the mean token vector and each dimension's mean |value - mean| (> 0).
+    """Binary's (2, dim) center: the mean token vector and each dimension's mean |value - mean| (> 0), set to 0
+    for the `BINARY_DROPPED_DIMS` dimensions of least spread from `BINARY_DROP_FROM_DIM` dimensions up.
 
     Token vectors of a transformer share a large common component (e5-small's mean token vector has norm
     ~0.8), so the raw signs say little; the signs of the difference from the mean, scaled per dimension and
     per token, keep most of the ranking (measured in docs/INDEX.md)."""
     matrix = np.asarray(matrix, np.float32)
-    if len(matrix) == 0:
+    if len(matrix) == 0:  # nothing to measure the spread on: every dimension kept
         return np.stack([np.zeros(matrix.shape[1], np.float32), np.ones(matrix.shape[1], np.float32)])
     mean = matrix.mean(axis=0)
     spread = np.abs(matrix - mean).mean(axis=0)
-    return np.stack([mean, np.where(spread > 0, spread, 1.0)]).astype(np.float32)
+    spread = np.where(spread > 0, spread, 1.0)
+    if len(spread) >= BINARY_DROP_FROM_DIM:
+        spread[np.argsort(spread, kind="stable")[:BINARY_DROPPED_DIMS]] = 0.0
+    return np.stack([mean, spread]).astype(np.float32)
+
+
+def kept_dims(center: np.ndarray) -> np.ndarray:
+    """The dimensions a binary `center` gives a sign bit: those of nonzero spread (all, in centers written
+    before dimensions were dropped)."""
+    return np.flatnonzero(center[1] > 0)
 
 
 def quantize_binary(matrix: np.ndarray, center: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Sign bits of `matrix - center[0]` packed 8 dimensions a byte (bit 1: >= 0, read as +1; 0: -1) and each
-    token's float16 scale `s`, fitted by least squares: `value ≈ center[0] + s * center[1] * ±1`."""
-    residual = np.asarray(matrix, np.float32) - center[0]
-    spread = center[1]
+    """Sign bits of `matrix - center[0]` in the kept dimensions, packed 8 a byte (bit 1: >= 0, read as +1; 0:
+    -1), and each token's float16 scale `s`, fitted by least squares: `value ≈ center[0] + s * center[1] * ±1`
+    (dropped dimensions: the center)."""
+    keep = kept_dims(center)
+    residual = (np.asarray(matrix, np.float32) - center[0])[:, keep]
+    spread = center[1, keep]
     scales = (np.abs(residual) * spread).sum(axis=1) / float((spread * spread).sum())
     return np.packbits(residual >= 0, axis=1), scales.astype(np.float16)
 
@@ -156,7 +177,7 @@ class MultiVectorWriter:
         if dtype == "binary" and center is None:
             raise ValueError("a binary store needs its center (fit_center)")
         self.directory, self.dtype, self.dim, self.center = directory, dtype, dim, center
-        code_dtype, width = code_layout(dtype, dim)
+        code_dtype, width = code_layout(dtype, dim, center)
         self.tokens = np.lib.format.open_memmap(
             directory / TOKENS_FILE, mode="w+", dtype=code_dtype, shape=(total_tokens, width)
         )
@@ -235,6 +256,8 @@ class MultiVectorStore:
         self.dtype: ColbertDtype = dtype or ("int8" if scales is not None else "float16")
         self.dim = dim if dim is not None else tokens.shape[1]
         self.center, self.exact, self.recheck = center, exact, recheck
+        #: binary: the dimensions that have a sign bit
+        self.kept = kept_dims(center) if self.dtype == "binary" and center is not None else None
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -255,7 +278,7 @@ class MultiVectorStore:
             center = fit_center(np.concatenate([empty, *(r for r in rows if r is not None)]))
         encoded = [encode_tokens(r if r is not None else empty, dtype, center) for r in rows]
         offsets = np.concatenate([[0], np.cumsum([len(e.codes) for e in encoded])]).astype(np.int64)
-        code_dtype, width = code_layout(dtype, dim)
+        code_dtype, width = code_layout(dtype, dim, center)
         tokens = np.concatenate(
             [e.codes.reshape(-1, width) for e in encoded] or [np.empty((0, width), code_dtype)]
         )
@@ -352,7 +375,7 @@ class MultiVectorStore:
         starts, ends = self.offsets[rows[has]], self.offsets[rows[has] + 1]
         query = np.asarray(query, np.float32)
         # binary: q·(center + s·spread·±1) = q·center + s·((q·spread)·±1), the first term outside the max
-        scaled = query * self.center[1] if self.dtype == "binary" else query  # type: ignore[index]
+        scaled = (query * self.center[1])[:, self.kept] if self.dtype == "binary" else query  # type: ignore[index]
         packed = self.dtype in ("binary", "2bit")
         if packed:
             table = _code_table(scaled, self.dtype, self.tokens.shape[1])
@@ -408,6 +431,10 @@ class MultiVectorStore:
             codes = np.concatenate([self.tokens[s:e] for s, e in zip(starts, ends)])
             lut = _BINARY_LUT if self.dtype == "binary" else _2BIT_LUT
             values = lut[codes].reshape(len(codes), codes.shape[1] * lut.shape[1])
+            if self.kept is not None and len(self.kept) < self.dim:  # binary without bits for some: 0 there
+                full = np.zeros((len(codes), self.dim), np.float32)
+                full[:, self.kept] = values[:, : len(self.kept)]
+                return full, lengths
             return (values if values.shape[1] == self.dim else values[:, : self.dim]), lengths
         int8 = self.dtype == "int8"
         # int8 -> float32 is a vectorized numpy cast; float16 goes through its bits, sign-extended to int32

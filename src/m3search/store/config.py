@@ -20,9 +20,11 @@ CONFIG_FILE = "config.json"
 #: and checksums recorded in the database (segments of format-2 collections have none and are still read).
 #: 4: ColBERT stores say their dtype in `colbert.json` (adds `2bit` and `binary`, float16 copies for re-check)
 #: and the config records `colbert_recheck` and `colbert_prune` (older collections open as they are).
-FORMAT_VERSION = 4
+#: 5: binary ColBERT codes hold no bits for the dimensions of zero spread in the center (`fit_center`); binary
+#: stores of format 4 have none such and keep their center, hence their layout, for every new segment.
+FORMAT_VERSION = 5
 #: The formats this version opens.
-READABLE_FORMATS = (2, 3, 4)
+READABLE_FORMATS = (2, 3, 4, 5)
 
 
 @dataclass

@@ -157,13 +157,13 @@ def structure_problem(segment: Segment) -> tuple[str, str] | None:
 
 def _colbert_problem(store: MultiVectorStore, tokens: int) -> tuple[str, str] | None:
     """What is inconsistent between a ColBERT store's files (codes, scales, center, float16 copies)."""
-    code_dtype, width = code_layout(store.dtype, store.dim)
+    if store.dtype == "binary" and (store.center is None or store.center.shape != (2, store.dim)):
+        return CENTER_FILE, f"is not the (2, {store.dim}) center binary codes need"
+    code_dtype, width = code_layout(store.dtype, store.dim, store.center)
     if store.tokens.dtype != code_dtype or store.tokens.shape[1:] != (width,):
         return META_FILE, f"says {store.dtype} {store.dim}-d, which colbert.npy does not hold"
     if store.scales is not None and len(store.scales) != tokens:
         return SCALES_FILE, f"has {len(store.scales)} scales for {tokens} token vectors"
-    if store.dtype == "binary" and (store.center is None or store.center.shape != (2, store.dim)):
-        return CENTER_FILE, f"is not the (2, {store.dim}) center binary codes need"
     if store.exact is not None and store.exact.shape != (tokens, store.dim):
         return EXACT_FILE, f"has shape {store.exact.shape} for {tokens} {store.dim}-d token vectors"
     return None
