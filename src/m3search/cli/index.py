@@ -59,7 +59,7 @@ def command() -> None:
     type=click.Choice(["float16", "int8", "2bit", "binary"]),
     default="float16",
     show_default=True,
-    help="How ColBERT token vectors are stored (bytes per token at 1024-d: 2048, 1028, 260, 130); on Qdrant: "
+    help="How ColBERT token vectors are stored (bytes per token at 1024-d: 2048, 1028, 260, 128); on Qdrant: "
     "the multivector's quantization (int8 scalar, 2-bit or 1-bit binary).",
 )
 @click.option(
