@@ -40,6 +40,29 @@ def test_hnsw_recall_against_exact(data, kind):
     assert hits / (10 * len(queries)) >= 0.95
 
 
+def test_a_deep_sq8_search_orders_its_best_rows_exactly_and_fetches_fewer(data, monkeypatch):
+    """A hybrid first stage asks for its depth with `exact_top` = the query's k: the SQ8 graph fetches depth +
+    (refine - 1) · k rows by the codes instead of depth · refine, re-ranked by the float vectors; the list is
+    still the depth's best by exact score, best first, and its top k at least as good as a k-deep search's (the
+    same graph walk, more of its list re-ranked)."""
+    vectors, queries = data
+    params = HNSWParams(min_rows=100, refine=3)
+    index = DenseIndex(vectors, build_ann(vectors, "hnsw-sq8", params), params)
+    fetched = []
+    search = type(index.ann).search
+    monkeypatch.setattr(
+        type(index.ann), "search", lambda self, x, n, **kw: fetched.append(n) or search(self, x, n, **kw)
+    )
+    for q in queries[:10]:
+        rows, scores = index.search(q, 100, exact_top=10)
+        assert fetched[-1] == 100 + 2 * 10 and len(rows) == 100
+        np.testing.assert_allclose(scores, vectors[rows] @ q, atol=1e-6)
+        assert np.all(np.diff(scores) <= 1e-6)
+        _, top = index.search(q, 10)
+        assert fetched[-1] == 30
+        assert np.all(scores[:10] >= top - 1e-6)
+
+
 def test_small_sets_get_no_graph(data):
     assert build_ann(data[0][:50], "hnsw", HNSWParams(min_rows=100)) is None
     assert build_ann(data[0], "flat", HNSWParams(min_rows=1)) is None

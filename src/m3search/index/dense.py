@@ -86,11 +86,19 @@ class DenseIndex:
         return self.vectors.shape[1]
 
     def search(
-        self, query: np.ndarray, k: int, allowed: np.ndarray | None = None, ef_search: int | None = None
+        self,
+        query: np.ndarray,
+        k: int,
+        allowed: np.ndarray | None = None,
+        ef_search: int | None = None,
+        exact_top: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """The `k` allowed rows with the highest inner product with `query`: (rows, scores), best first.
 
-        Over SQ8 codes the graph's candidates are re-ranked with the exact float32 vectors.
+        Over SQ8 codes the graph's candidates are re-ranked with the exact float32 vectors: `k + (refine - 1) ·
+        exact_top` are fetched by the codes, so that the best `exact_top` (default: all k) are found despite the
+        codes' error. A hybrid first stage asks for its depth (hundreds) with `exact_top` = the query's k: the rest
+        of its list only has to hold candidates, which are re-scored exactly afterwards anyway.
         """
         n = len(self.vectors)
         n_allowed = n if allowed is None else int(np.count_nonzero(allowed))
@@ -117,7 +125,8 @@ class DenseIndex:
             selector = faiss.IDSelectorBitmap(n, faiss.swig_ptr(bits))
             search_params.sel = selector
         quantized = isinstance(self.ann, faiss.IndexHNSWSQ)
-        fetch = min(k * self.params.refine if quantized else k, n_allowed)
+        margin = (self.params.refine - 1) * min(k if exact_top is None else exact_top, k)
+        fetch = min(k + margin if quantized else k, n_allowed)
         search_params.efSearch = max(search_params.efSearch, fetch)
         scores, rows = self.ann.search(_contiguous(query)[None, :], fetch, params=search_params)
         rows = rows[0][rows[0] >= 0].astype(np.int64)

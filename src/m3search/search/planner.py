@@ -143,7 +143,7 @@ def gather(
     searched = [lv if lv.allowed is None or lv.allowed.any() else None for lv in levels]
     lists: dict[OutputKind, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     for stage in stages:
-        lists[stage] = _first_stage(searched, query, stage, depth, ef_search)
+        lists[stage] = _first_stage(searched, query, stage, depth, ef_search, k)
     stage_keys = {s: lists[s][0] << 40 | lists[s][1] for s in stages}
     if len(stages) == 1:  # one list: its keys are distinct already
         (level_ids, rows, _), keys = lists[stages[0]], stage_keys[stages[0]]
@@ -238,16 +238,16 @@ def _first_stage(
     stage: OutputKind,
     depth: int,
     ef_search: int | None,
+    k: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The best `depth` (level, row) pairs over all levels by `stage`, best first: (levels, rows, exact
-    scores)."""
+    scores); the dense graph orders the best `k` exactly, the rest of the depth are candidates."""
     found_levels, found_rows, found_scores = [], [], []
     for li, level in enumerate(levels):
         if level is None:
             continue
         if stage == "dense" and level.dense is not None and query.dense is not None:
-            rows, _ = level.dense.search(query.dense, depth, level.allowed, ef_search)
-            scores = level.dense.score_rows(query.dense, rows)
+            rows, scores = level.dense.search(query.dense, depth, level.allowed, ef_search, exact_top=k)
         elif stage == "sparse" and level.sparse is not None and query.sparse is not None:
             rows, scores = level.sparse.search(query.sparse, depth, level.allowed)
         else:
