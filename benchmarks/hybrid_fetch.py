@@ -23,14 +23,22 @@ import time
 from pathlib import Path
 from unittest import mock
 
-from index_speed import TRUTH_SEARCH, Corpus, dense_model, exact_truth, percentiles, recall
+from index_speed import (
+    BATCH,
+    TRUTH_SEARCH,
+    Corpus,
+    bulk_load_segments,
+    dense_model,
+    exact_truth,
+    percentiles,
+    recall,
+)
 
 from m3search import Collection
 from m3search.encoders.runtimes.hardware import cpu_record
 from m3search.index.dense import DenseIndex
 
 ROOT = Path(__file__).resolve().parent
-BATCH = 10_000
 
 
 def main() -> None:
@@ -46,13 +54,13 @@ def main() -> None:
     )
     corpus = Corpus(dense_model(geometry), 1024, 30_000, 62)
     work = Path(tempfile.mkdtemp(prefix="m3s-fetch-", dir=args.workdir))
-    flush = args.docs // 2  # two flat segments, then one graph at compaction (as index_speed builds)
+    flush, min_rows = bulk_load_segments(args.docs, BATCH)
     collection = Collection.create(
         work / "c",
         dim=1024,
         colbert_dim=1024,  # index_speed's documents: ColBERT on every 100th (not searched here)
         dense_index="hnsw-sq8",
-        hnsw={"m": 16, "ef_construction": 100, "min_rows": flush + BATCH, "ef_search": args.ef_search},
+        hnsw={"m": 16, "ef_construction": 100, "min_rows": min_rows, "ef_search": args.ef_search},
         flush_docs=flush,
         merge_factor=100,
         cache=False,

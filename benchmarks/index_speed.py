@@ -326,12 +326,7 @@ def main() -> None:
             **cpu_record(),
         },
     }
-    # Bulk load: flushed segments stay below the graph threshold (searched exactly), and the final compaction
-    # builds the one graph, so no graph is built twice. A flush seals the level once it holds `flush_docs`
-    # rows, so a segment holds up to `flush_docs + batch - 1` (with the threshold at `flush_docs` every flushed
-    # segment got a graph too: 1.5x the graph work at 100k, 2x at 1M).
-    flush_docs = args.flush_docs or min(250_000, n // 2)
-    min_rows = min(flush_docs + args.batch, n)
+    flush_docs, min_rows = bulk_load_segments(n, args.batch, args.flush_docs)
     m, ef_construction = graphs[0]
     hnsw = {"m": m, "ef_construction": ef_construction, "ef_search": args.ef_search[0], "min_rows": min_rows}
     collection = Collection.create(
@@ -513,6 +508,16 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     print(f"\nwritten to {out}")
+
+
+def bulk_load_segments(n: int, batch: int, flush_docs: int | None = None) -> tuple[int, int]:
+    """(flush_docs, HNSW min_rows) for a bulk load of `n` documents in upserts of `batch`: flushed segments stay
+    below the graph threshold (searched exactly), and the final compaction builds the one graph, so no graph is
+    built twice. A flush seals the level once it holds `flush_docs` rows, so a segment holds up to
+    `flush_docs + batch - 1` (with the threshold at `flush_docs` every flushed segment got a graph too: 1.5x the
+    graph work at 100k, 2x at 1M)."""
+    flush_docs = flush_docs or min(250_000, n // 2)
+    return flush_docs, min(flush_docs + batch, n)
 
 
 def bulk_load(collection, corpus, args, label: str) -> tuple[float, float]:

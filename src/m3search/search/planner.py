@@ -296,12 +296,8 @@ def _score_known(
 ) -> np.ndarray:
     """Exact `kind` scores of the candidates (`keys`), taken from `known_scores` where `known_keys` has them."""
     out = np.empty(len(keys), np.float32)
-    found = np.zeros(len(keys), bool)
-    if len(known_keys):
-        order = np.argsort(known_keys)
-        pos = np.minimum(np.searchsorted(known_keys, keys, sorter=order), len(order) - 1)
-        found = known_keys[order[pos]] == keys
-        out[found] = known_scores[order[pos[found]]]
+    at, found = _positions(known_keys, keys)
+    out[found] = known_scores[at[found]]
     missing = ~found
     if missing.any():
         out[missing] = _score(levels, query, kind, level_ids[missing], rows[missing])
@@ -342,15 +338,21 @@ def _dense_only(levels: Sequence[SearchLevel | None], level_ids: np.ndarray, row
     return out
 
 
+def _positions(listed: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where each of `keys` sits in `listed` (distinct keys), and whether it is there at all (positions of
+    absent keys are meaningless)."""
+    if len(listed) == 0:
+        return np.zeros(len(keys), np.int64), np.zeros(len(keys), bool)
+    order = np.argsort(listed)
+    at = order[np.minimum(np.searchsorted(listed, keys, sorter=order), len(order) - 1)]
+    return at, listed[at] == keys
+
+
 def _ranks(kind: OutputKind, found: Candidates) -> np.ndarray:
     """1-based rank of each candidate in `kind`'s first-stage list (0 when absent); re-rankers rank them all."""
     if kind in found.lists:
-        listed = found.lists[kind]  # distinct keys
-        if len(listed) == 0:
-            return np.zeros(len(found.keys), np.int64)
-        order = np.argsort(listed)
-        at = order[np.minimum(np.searchsorted(listed, found.keys, sorter=order), len(order) - 1)]
-        return np.where(listed[at] == found.keys, at + 1, 0).astype(np.int64)
+        at, listed = _positions(found.lists[kind], found.keys)
+        return np.where(listed, at + 1, 0).astype(np.int64)
     order = np.argsort(-found.scores[kind], kind="stable")
     ranks = np.empty(len(found.keys), np.int64)
     ranks[order] = np.arange(1, len(found.keys) + 1)
