@@ -26,6 +26,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -206,9 +207,11 @@ def collection_runs(
     queries: dict[str, QueryVectors],
     normalize: str | None = None,
     candidates: int | None = None,
+    reranks: Sequence[int | None] = (None,),
 ) -> dict:
     """Upsert the cached vectors (text too, for BM25) into a collection storing ColBERT as `variant`; run `runs`
-    with `normalize` and `candidates` (None: the library's defaults)."""
+    with `normalize`, `candidates` and each ColBERT re-rank depth of `reranks` (None: the library's defaults;
+    with several depths each run's label ends in its depth)."""
     path = scratch / variant.label.replace(" ", "_")
     col = Collection.create(
         path,
@@ -237,14 +240,14 @@ def collection_runs(
         files = list(path.rglob("colbert*"))
         stored = sum(f.stat().st_size for f in files if f.name != EXACT_FILE)
         exact = sum(f.stat().st_size for f in files if f.name == EXACT_FILE)
-        results = run_task(
-            CollectionSearcher(col, normalize, candidates, reuse_queries=True, shared=dict(queries)),
-            task,
-            runs,
-            measures=MEASURES,
-            depth=100,
-            progress=False,
-        )
+        measured = {}
+        for rerank in reranks:
+            searcher = CollectionSearcher(
+                col, normalize, candidates, reuse_queries=True, shared=dict(queries), rerank=rerank
+            )
+            for r in run_task(searcher, task, runs, measures=MEASURES, depth=100, progress=False):
+                label = r.spec.label + (f" (rerank {rerank or 'default'})" if len(reranks) > 1 else "")
+                measured[label] = {**r.metrics, "latency_p50_ms": r.latency_summary()["p50"]}
     finally:
         col.close()
         shutil.rmtree(path, ignore_errors=True)
@@ -254,7 +257,7 @@ def collection_runs(
         "exact_bytes": exact,
         "bytes_per_token": stored / max(tokens, 1),
         "bytes_per_document": stored / len(enc.doc_ids),
-        "runs": {r.spec.label: {**r.metrics, "latency_p50_ms": r.latency_summary()["p50"]} for r in results},
+        "runs": measured,
     }
 
 
@@ -349,6 +352,14 @@ def main() -> None:
         "--candidates", type=int, default=None, help="candidates per first stage (default: the library's)"
     )
     ap.add_argument(
+        "--rerank",
+        type=int,
+        nargs="+",
+        default=[None],
+        help="ColBERT re-rank depths to compare, each in the same collection (default: the library's; "
+        "at least twice the candidates: every candidate)",
+    )
+    ap.add_argument(
         "--variants",
         default="",
         help="run only these variants (labels, comma-separated; float16 always runs)",
@@ -401,6 +412,7 @@ def main() -> None:
                         queries,
                         args.normalize,
                         args.candidates,
+                        args.rerank,
                     )
             entry["exhaustive_maxsim"] = exhaustive_maxsim(task, enc)
             result["tasks"][task.name] = entry

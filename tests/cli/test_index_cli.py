@@ -71,6 +71,18 @@ def test_search_json_every_mode(collection):
         assert hits[0]["id"] == "c" and set(hits[0]["scores"]) <= {"dense", "sparse", "colbert"}
 
 
+def test_search_rerank_is_the_python_rerank(collection):
+    """--rerank reaches `Collection.search`: the CLI's ranking is the API's with the same depth."""
+    from m3search import Collection
+
+    args = ("--mode", "all", "--candidates", "3", "-k", "2", "--json", "--runtime", "torch-fp32")
+    hits = json.loads(run("search", str(collection), DOCS[2]["text"], *args, "--rerank", "2"))
+    with Collection.open(collection, runtime="torch-fp32", readonly=True) as col:
+        want = col.search(DOCS[2]["text"], k=2, mode="all", candidates=3, rerank=2)
+    assert [h["id"] for h in hits] == [h.id for h in want]
+    assert [h["score"] for h in hits] == pytest.approx([h.score for h in want], abs=1e-6)
+
+
 def test_formats_are_read(collection):
     hits = json.loads(
         run("search", str(collection), "Bread\nFlour, water, salt and yeast.", "--json", "-k", "1")

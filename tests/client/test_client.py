@@ -73,6 +73,7 @@ def test_collection_round_trip_equals_in_process(client, local, e5_server):
         ("How do plants make energy from light?", {"mode": "dense"}),
         ("capital", {"filter": {"topic": "city"}, "fusion": "rrf"}),
         ("search engines", {"mode": "dense+sparse", "weights": (0.7, 0.3, 0.0)}),
+        ("capital", {"mode": "all", "candidates": 3, "rerank": 2}),  # ColBERT re-ranks 4 (k) of up to 6
         ("tower", {"filter": '{"year": {"$lt": 1900}}', "mode": "sparse"}),
     ]:
         got = remote.search(query, k=4, **options)

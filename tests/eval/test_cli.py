@@ -76,6 +76,7 @@ def test_eval_writes_every_report(monkeypatch, tmp_path, scifact_dir, exhaustive
     assert request["task"].corpus.keys() == scifact_slice.corpus.keys()  # the deterministic slice
     assert request["outputs"] == ["dense", "sparse", "colbert"] and request["model"] == "tiny"
     assert (request["normalize"], request["candidates"], request["cache"]) == ("auto", 100, False)
+    assert request["rerank"] is None  # the library's
     results = json.loads((out / "results.json").read_text())
     (task,) = results["tasks"]
     assert task["task"]["queries"] == 40 and task["task"]["documents"] == 300
@@ -168,6 +169,7 @@ def test_eval_modes_fusions_and_cutoffs(monkeypatch, tmp_path, scifact_dir, exha
         (["--dataset", "{scifact}", "--modes", "sparse", "--fusion", "rrf"], "no run fuses modes"),
         (["--dataset", "{scifact}", "--fusion", "rrf", "--normalize", "none"], "no run fuses with weights"),
         (["--dataset", "{scifact}", "--modes", "dense,sparse", "--candidates", "50"], "re-score candidates"),
+        (["--dataset", "{scifact}", "--modes", "dense+sparse", "--rerank", "50"], "re-rank with ColBERT"),
         (["--dataset", "{scifact}", "--modes", "dense", "--sparse", "bm25"], "no run uses sparse weights"),
         (
             ["--dataset", "{scifact}", "--modes", "sparse", "--dense-index", "flat"],

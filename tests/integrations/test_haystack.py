@@ -54,6 +54,11 @@ def test_store_and_pipeline_end_to_end(target, monkeypatch):
     want = target.collection.search("What is the capital of Germany?", 2, mode="all", weights=(0.5, 0.2, 0.3))
     assert [(d.id, d.score) for d in answer] == [(h.id, h.score) for h in want]
     assert answer[0].id == "berlin" and answer[0].content == DOCS[1].content
+    shallow = M3SearchRetriever(store, top_k=2, mode="all", candidates=3, rerank=2)  # ColBERT: 2 of up to 6
+    got = shallow.run("What is the capital of Germany?")["documents"]
+    want = target.collection.search("What is the capital of Germany?", 2, mode="all", candidates=3, rerank=2)
+    assert [(d.id, d.score) for d in got] == [(h.id, h.score) for h in want]
+    assert M3SearchRetriever.from_dict(shallow.to_dict()).options["rerank"] == 2
     english = {"field": "meta.lang", "operator": "==", "value": "en"}
     answer = pipeline.run({"retriever": {"query": "Hauptstadt", "filters": english, "top_k": 8}})
     assert {d.meta["lang"] for d in answer["retriever"]["documents"]} == {"en"}

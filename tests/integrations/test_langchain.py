@@ -61,6 +61,7 @@ def test_retriever_fields(target):
         {"k": 2, "mode": "dense+sparse", "weights": (0.6, 0.4, 0.0)},
         {"k": 4, "mode": "all", "fusion": "rrf", "filter": {"year": {"$gte": 1800}}},
         {"k": 2, "mode": "sparse", "filter": {"tags": "multilingual"}},
+        {"k": 2, "mode": "all", "candidates": 3, "rerank": 2},  # ColBERT re-scores 2 of up to 6
     ]:
         retriever = M3SearchRetriever(collection=target.collection, **fields)
         got = retriever.invoke("multilingual embedding model for search")

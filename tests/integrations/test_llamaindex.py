@@ -48,6 +48,10 @@ def test_index_end_to_end(target):
     want = target.collection.search("capital", 3, mode="all")
     assert hybrid.ids == [h.id for h in want] and hybrid.similarities == [h.score for h in want]
     assert want and set(want[0].scores) == {"dense", "sparse", "colbert"}  # ColBERT re-scored
+    shallow = M3SearchVectorStore(target.collection, candidates=3, rerank=3)  # ColBERT re-scores 3 of up to 6
+    query = VectorStoreQuery(query_str="capital", similarity_top_k=3, mode="hybrid")
+    want = target.collection.search("capital", 3, mode="all", candidates=3, rerank=3)
+    assert shallow.query(query).ids == [h.id for h in want]
 
     cities = MetadataFilters(filters=[MetadataFilter(key="topic", value="city")])
     found = _retrieve(index, "capital", filters=cities, similarity_top_k=10, vector_store_query_mode="hybrid")

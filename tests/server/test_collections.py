@@ -238,7 +238,14 @@ def test_search_hybrid_filter_fusion_weights(filled):
         assert hit["score"] == pytest.approx(hit["scores"]["dense"], abs=1e-5)
     dbsf = filled.post("/collections/docs/search", json={"query": "Paris", "fusion": "dbsf"})
     assert dbsf.status_code == 200 and all(0 <= h["score"] <= 1 for h in dbsf.json()["results"])
-    for bad in ({"fusion": "borda"}, {"normalize": "zscore"}, {"candidates": 0}):
+    shallow = filled.post(
+        "/collections/docs/search",
+        json={"query": "Paris", "mode": "colbert", "k": 2, "candidates": 5, "rerank": 1},
+    ).json()["results"]
+    dense = filled.post("/collections/docs/search", json={"query": "Paris", "mode": "dense", "k": 2}).json()
+    # never fewer than k: ColBERT ranks the dense top-2 (the depth is at least k)
+    assert {h["id"] for h in shallow} == {h["id"] for h in dense["results"]}
+    for bad in ({"fusion": "borda"}, {"normalize": "zscore"}, {"candidates": 0}, {"rerank": 0}):
         response = filled.post("/collections/docs/search", json={"query": "Paris", **bad})
         assert response.status_code == 422, bad
 

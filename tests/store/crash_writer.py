@@ -1,5 +1,6 @@
 """Child process of the crash test: writes to a collection forever, announcing each write before it starts
-and acknowledging it once `upsert`/`delete` has returned. Segment sealing is logged to the same stream.
+and acknowledging it once `upsert`/`delete` has returned; some writes are large enough to become a segment
+directly. Segment sealing is logged to the same stream.
 
     python -m tests.store.crash_writer COLLECTION SEED
 """
@@ -34,7 +35,9 @@ def main() -> None:
     version = seed * 1_000_000
     while True:
         version += 1
-        ids = sorted({f"d{i}" for i in rng.integers(0, POOL, int(rng.integers(1, 25)))})
+        # one write in five is large: at least the crash test's flush_docs (25), a segment written directly
+        size = int(rng.integers(40, 80)) if rng.random() < 0.2 else int(rng.integers(1, 25))
+        ids = sorted({f"d{i}" for i in rng.integers(0, POOL, size)})
         if rng.random() < 0.25:
             print(f"BEGIN D {version} {','.join(ids)}", flush=True)
             collection.delete(ids)

@@ -114,7 +114,7 @@ def read_pair(request, tmp_path_factory):
 @pytest.mark.parametrize("mode", ["dense", "sparse", "colbert"])
 def test_single_modes_match_the_reference(filled, docs, mode):
     query = as_query(make_docs(1, seed=99)[0])
-    hits = filled.search(query, k=10, mode=mode, candidates=120)
+    hits = filled.search(query, k=10, mode=mode, candidates=120, rerank=120)
     assert [h.id for h in hits] == brute_force(docs, query, lambda s: s[mode])[:10]
     by_id = {d["id"]: d for d in docs}
     for hit in hits:
@@ -142,7 +142,7 @@ def test_edge_sq8_and_flat_dense_match_the_reference(open_backend, docs, dense_i
 def test_weighted_fusion_is_the_reference_formula(filled, docs, mode, combined):
     query = as_query(make_docs(1, seed=7)[0])
     w = (0.1, 0.7, 0.2)
-    hits = filled.search(query, k=5, mode=mode, weights=w, candidates=120)
+    hits = filled.search(query, k=5, mode=mode, weights=w, candidates=120, rerank=120)
     expected = brute_force(
         docs, query, lambda s: hybrid_scores(s["dense"], s["sparse"], s["colbert"], w)[combined]
     )
@@ -151,13 +151,14 @@ def test_weighted_fusion_is_the_reference_formula(filled, docs, mode, combined):
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("fusion", ["weighted", "rrf"])
-@pytest.mark.parametrize("candidates", [5, 30])
-def test_qdrant_engines_rank_the_same_candidates_as_local(read_pair, mode, fusion, candidates):
+@pytest.mark.parametrize("candidates,rerank", [(5, None), (30, None), (30, 12)])
+def test_qdrant_engines_rank_the_same_candidates_as_local(read_pair, mode, fusion, candidates, rerank):
+    """Every mode and fusion, and the ColBERT cascade (`rerank` below the candidates: 12 of up to 60)."""
     local, remote = read_pair
     for seed in (1, 2, 3):
         query = as_query(make_docs(1, seed=seed)[0])
-        a = local.search(query, k=10, mode=mode, fusion=fusion, candidates=candidates)
-        b = remote.search(query, k=10, mode=mode, fusion=fusion, candidates=candidates)
+        a = local.search(query, k=10, mode=mode, fusion=fusion, candidates=candidates, rerank=rerank)
+        b = remote.search(query, k=10, mode=mode, fusion=fusion, candidates=candidates, rerank=rerank)
         assert [h.id for h in b] == [h.id for h in a]
         for x, y in zip(a, b):
             assert y.score == pytest.approx(x.score, abs=1e-3)
@@ -231,7 +232,7 @@ def test_upsert_replaces_delete_removes_get_reads(filled, docs):
     assert got[0] is None and got[2] is None and got[1].text == docs[1]["text"]
     assert got[1].metadata == docs[1]["metadata"]
     for mode in MODES:
-        found = [h.id for h in filled.search(as_query(moved), k=120, mode=mode, candidates=120)]
+        found = [h.id for h in filled.search(as_query(moved), k=120, mode=mode, candidates=120, rerank=120)]
         assert "d0" not in found and "d5" not in found
 
 
@@ -302,7 +303,7 @@ def test_qdrant_compresses_colbert_with_multivector_quantization(
     query = as_query(make_docs(1, seed=98)[0])
     with Collection.open("c", backend="qdrant", path=tmp_path / "qdrant", cache=False) as reopened:
         assert (reopened.config.colbert_dtype, reopened.config.colbert_recheck) == (dtype, 20)
-        hits = reopened.search(query, k=10, mode="colbert", candidates=120)
+        hits = reopened.search(query, k=10, mode="colbert", candidates=120, rerank=120)
     assert [h.id for h in hits] == brute_force(docs, query, lambda s: s["colbert"])[:10]
 
 
@@ -389,7 +390,7 @@ def test_edge_compresses_colbert_like_qdrant(tmp_path, open_backend, docs, dtype
     query = as_query(make_docs(1, seed=98)[0])
     with Collection.open(tmp_path / "edge-c", cache=False) as reopened:
         assert (reopened.config.colbert_dtype, reopened.config.colbert_recheck) == (dtype, 20)
-        hits = reopened.search(query, k=10, mode="colbert", candidates=120)
+        hits = reopened.search(query, k=10, mode="colbert", candidates=120, rerank=120)
     assert [h.id for h in hits] == brute_force(docs, query, lambda s: s["colbert"])[:10]
 
 

@@ -50,10 +50,74 @@ def test_layout_has_segments_and_pending(filled):
     assert stats["pending"] > 0 and any(s["hnsw"] for s in stats["segments"])
 
 
+def _every_mode(collection: Collection, queries: list[dict]) -> list:
+    """Each query's ranking and scores in every mode (every document a candidate)."""
+    return [
+        [
+            (h.id, h.score, h.scores, h.metadata)
+            for h in collection.search(q, 10, mode=m, candidates=200, rerank=400)
+        ]
+        for q in queries
+        for m in ("dense", "sparse", "colbert", "dense+sparse", "all")
+    ]
+
+
+@pytest.mark.parametrize("colbert_dtype", ["float16", "binary"])
+def test_a_large_batch_becomes_the_segment_the_incremental_level_would_seal(
+    new_collection, docs, colbert_dtype
+):
+    """A batch of at least `flush_docs` documents is written as a segment directly, never as pending rows, and
+    holds what sealing the same batch from the incremental level holds (binary: the same fitted center), also
+    when it replaces documents already sealed or pending."""
+    direct = new_collection("direct", colbert_dtype=colbert_dtype, flush_docs=60, merge_factor=100)
+    pended = new_collection("pended", colbert_dtype=colbert_dtype, flush_docs=1000, merge_factor=100)
+    newer = [{**d, "metadata": {"v": 2}} for d in make_docs(20, seed=5)]  # d0..d19 again, other vectors
+    batches = [docs[:70], docs[70:75], [*newer, *docs[75:115]]]
+    for batch in batches:
+        direct.upsert(batch)
+        for i in range(0, len(batch), 10):
+            pended.upsert(batch[i : i + 10])
+        pended.flush()
+    stats = direct.stats()
+    assert stats["pending"] == 0 and [s["rows"] for s in stats["segments"]] == [70, 5, 60]
+    assert [s["rows"] for s in pended.stats()["segments"]] == [70, 5, 60]
+    assert direct.count() == pended.count() == 115
+    queries = [as_query(d) for d in (*make_docs(3, seed=31), newer[0], docs[80])]
+    assert _every_mode(direct, queries) == _every_mode(pended, queries)
+    assert direct.search(as_query(newer[0]), 1, mode="dense")[0].metadata == {"v": 2}
+
+
+def test_a_large_batch_on_bm25_weighs_like_the_incremental_level(tmp_path, tiny_m3):
+    from m3search.encoders import BM25Encoder, CompositeEncoder
+
+    texts = [
+        f"document {i} about {'cats' if i % 3 else 'dogs'} and {'fire' * (i % 4)} number {i % 7}"
+        for i in range(30)
+    ]
+
+    def make(name: str, flush_docs: int) -> Collection:
+        encoder = CompositeEncoder({"dense": tiny_m3, "sparse": BM25Encoder(tiny_m3.tokenizer)})
+        return Collection.create(tmp_path / name, encoder=encoder, flush_docs=flush_docs, cache=False)
+
+    with make("direct", 20) as direct, make("pended", 1000) as pended:
+        records = [{"id": str(i), "text": t} for i, t in enumerate(texts)]
+        direct.upsert(records[:5])  # pending, sealed first when the large batch comes
+        direct.upsert(records[5:])
+        pended.upsert(records[:5])
+        pended.flush()
+        pended.upsert(records[5:])
+        pended.flush()
+        assert direct.stats()["pending"] == 0
+        for mode in ("sparse", "dense+sparse"):
+            a = direct.search("cats near the fire", k=10, mode=mode)
+            b = pended.search("cats near the fire", k=10, mode=mode)
+            assert [(h.id, h.scores) for h in a] == [(h.id, h.scores) for h in b]
+
+
 @pytest.mark.parametrize("mode", ["dense", "sparse", "colbert"])
 def test_single_modes_match_reference_ranking(filled, docs, mode):
     query = as_query(make_docs(1, seed=99)[0])
-    hits = filled.search(query, k=10, mode=mode, candidates=120)
+    hits = filled.search(query, k=10, mode=mode, candidates=120, rerank=120)
     expected = brute_force(docs, query, lambda s: s[mode])
     assert [h.id for h in hits] == expected[:10]
     by_id = {d["id"]: d for d in docs}
@@ -62,12 +126,57 @@ def test_single_modes_match_reference_ranking(filled, docs, mode):
         assert hit.score == pytest.approx(reference_scores(query, by_id[hit.id])[mode], abs=2e-3)
 
 
+@pytest.mark.parametrize("rerank", [10, 25])
+def test_all_re_ranks_with_colbert_the_best_by_dense_and_sparse(filled, docs, rerank):
+    """The cascade: ColBERT scores only the `rerank` best candidates by the dense+sparse fusion (the same
+    weights), and `all` ranks those by its own formula."""
+    query = as_query(make_docs(1, seed=7)[0])
+    w = (0.4, 0.3, 0.3)
+    hits = filled.search(query, k=5, mode="all", weights=w, candidates=120, rerank=rerank, normalize="none")
+    fused = lambda s: hybrid_scores(s["dense"], s["sparse"], s["colbert"], w)  # noqa: E731
+    prior = set(brute_force(docs, query, lambda s: fused(s)["sparse+dense"])[:rerank])
+    kept = [d for d in docs if d["id"] in prior]
+    assert [h.id for h in hits] == brute_force(kept, query, lambda s: fused(s)["colbert+sparse+dense"])[:5]
+    # every candidate re-scored: the reference ranking over all documents again
+    everything = filled.search(
+        query, k=5, mode="all", weights=w, candidates=120, rerank=120, normalize="none"
+    )
+    assert [h.id for h in everything] == brute_force(docs, query, lambda s: fused(s)["colbert+sparse+dense"])[
+        :5
+    ]
+
+
+def test_colbert_re_ranks_the_dense_top_rerank(filled, docs):
+    query = as_query(make_docs(1, seed=5)[0])
+    hits = filled.search(query, k=5, mode="colbert", candidates=120, rerank=20)
+    top = set(brute_force(docs, query, lambda s: s["dense"])[:20])
+    assert [h.id for h in hits] == brute_force(
+        [d for d in docs if d["id"] in top], query, lambda s: s["colbert"]
+    )[:5]
+
+
+@pytest.mark.parametrize("mode", ["colbert", "all"])
+def test_rerank_below_k_still_returns_k(filled, mode):
+    query = as_query(make_docs(1, seed=3)[0])
+    few = filled.search(query, k=10, mode=mode, candidates=50, rerank=3)
+    assert [h.id for h in few] == [
+        h.id for h in filled.search(query, k=10, mode=mode, candidates=50, rerank=10)
+    ]
+    assert len(few) == 10
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, True, "10"])
+def test_rerank_must_be_a_positive_integer(filled, bad):
+    with pytest.raises(InvalidInputError, match="rerank must be a positive integer"):
+        filled.search(as_query(make_docs(1, seed=3)[0]), k=5, mode="all", rerank=bad)
+
+
 @pytest.mark.parametrize("mode,combined", [("dense+sparse", "sparse+dense"), ("all", "colbert+sparse+dense")])
 @pytest.mark.parametrize("weights", [None, (1.0, 1.0, 1.0), (0.1, 0.7, 0.2)])
 def test_weighted_fusion_is_the_reference_formula(filled, docs, mode, combined, weights):
     query = as_query(make_docs(1, seed=7)[0])
     w = weights or default_weights("weighted")
-    hits = filled.search(query, k=5, mode=mode, weights=weights, candidates=120, normalize="none")
+    hits = filled.search(query, k=5, mode=mode, weights=weights, candidates=120, rerank=120, normalize="none")
     # with every document a candidate, the fused ranking is the exact reference ranking
     expected = brute_force(
         docs, query, lambda s: hybrid_scores(s["dense"], s["sparse"], s["colbert"], w)[combined]
@@ -146,7 +255,7 @@ def test_hit_carries_text_and_metadata(filled, docs):
 def test_filters_apply_before_top_k(filled, docs, spec, predicate, mode):
     query = as_query(make_docs(1, seed=3)[0])
     allowed = [d for d in docs if predicate(d["metadata"])]
-    hits = filled.search(query, k=10, mode=mode, filter=spec, candidates=120)
+    hits = filled.search(query, k=10, mode=mode, filter=spec, candidates=120, rerank=120)
     assert all(predicate(h.metadata) for h in hits)
     if mode == "sparse":  # only documents sharing a token can match
         allowed = [d for d in allowed if set(d["sparse"]) & set(query["sparse"])]
@@ -203,7 +312,9 @@ def test_upsert_replaces_and_delete_removes(filled, docs):
     assert filled.count() == 118
     assert filled.get(["d0", "d1"])[0] is None and filled.get(["d1"])[0].text == docs[1]["text"]
     for mode in ("dense", "sparse", "colbert", "all"):
-        assert "d0" not in [h.id for h in filled.search(as_query(moved[0]), k=120, mode=mode, candidates=120)]
+        assert "d0" not in [
+            h.id for h in filled.search(as_query(moved[0]), k=120, mode=mode, candidates=120, rerank=120)
+        ]
 
 
 def test_reopen_keeps_everything(tmp_path, new_collection, docs):
@@ -227,7 +338,7 @@ def test_compaction_keeps_results_and_drops_deleted_rows(filled, docs):
     filled.delete([f"d{i}" for i in range(0, 120, 7)])
     query = as_query(make_docs(1, seed=13)[0])
     before = {
-        m: [h.id for h in filled.search(query, k=10, mode=m, candidates=120)]
+        m: [h.id for h in filled.search(query, k=10, mode=m, candidates=120, rerank=120)]
         for m in ("dense", "sparse", "all")
     }
     filled.compact()
@@ -235,7 +346,7 @@ def test_compaction_keeps_results_and_drops_deleted_rows(filled, docs):
     assert len(stats["segments"]) == 1 and stats["pending"] == 0 and stats["tombstones"] == 0
     assert stats["segments"][0]["rows"] == filled.count() == 120 - len(range(0, 120, 7))
     after = {
-        m: [h.id for h in filled.search(query, k=10, mode=m, candidates=120)]
+        m: [h.id for h in filled.search(query, k=10, mode=m, candidates=120, rerank=120)]
         for m in ("dense", "sparse", "all")
     }
     assert after == before

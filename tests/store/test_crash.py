@@ -30,9 +30,11 @@ def _reader(stream, lines: queue.Queue) -> None:
     lines.put(None)
 
 
-def run_and_kill(path, seed: int, rng: np.random.Generator, mid_seal: bool) -> tuple[list[str], int]:
-    """Start a writer, SIGKILL it (right after a segment write starts when `mid_seal`, else at a random
-    moment); returns its output lines and how many writes it acknowledged."""
+def run_and_kill(
+    path, seed: int, rng: np.random.Generator, kill_after: str | None = None
+) -> tuple[list[str], int]:
+    """Start a writer, SIGKILL it (within 50 ms of its first log line starting with `kill_after`, else at a
+    random moment); returns its output lines and how many writes it acknowledged."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.path.join(ROOT, "src"), ROOT])}
     child = subprocess.Popen(
         [sys.executable, "-m", "tests.store.crash_writer", str(path), str(seed)],
@@ -57,9 +59,9 @@ def run_and_kill(path, seed: int, rng: np.random.Generator, mid_seal: bool) -> t
         if line:
             out.append(line)
             acks += line.startswith("ACK")
-            if mid_seal and line.startswith("LOG writing segment") and kill_at is None:
+            if kill_after and line.startswith(kill_after) and kill_at is None:
                 kill_at = time.monotonic() + rng.uniform(0, 0.05)
-            if not mid_seal and acks == 1 and kill_at is None:
+            if not kill_after and acks == 1 and kill_at is None:
                 kill_at = time.monotonic() + rng.uniform(0, 1.5)
         if kill_at is not None and time.monotonic() >= kill_at:
             break
@@ -134,21 +136,28 @@ def test_acknowledged_writes_survive_sigkill(tmp_path):
     ).close()
     rng = np.random.default_rng(0)
     state: dict[str, int] = {}
-    mid_seal_kills = 0
+    mid_seal_kills = direct_kills = 0
     total_acks = 0
     for attempt in range(KILLS):
-        mid_seal = attempt % 2 == 1
-        lines, acks = run_and_kill(path, attempt + 1, rng, mid_seal)
+        # at random; while a segment is written (a flush or a merge); while a large batch becomes one
+        kill_after = (None, "LOG writing segment", "LOG writing a batch")[attempt % 3]
+        lines, acks = run_and_kill(path, attempt + 1, rng, kill_after)
         total_acks += acks
-        began = [line for line in lines if line.startswith("LOG writing")]
+        began = [line for line in lines if line.startswith("LOG writing segment")]
         done = [line for line in lines if line.startswith("LOG registered")]
         mid_seal_kills += len(began) > len(done)
+        last = {
+            p: max((i for i, line in enumerate(lines) if line.startswith(p)), default=-1)
+            for p in ("LOG writing a batch", "LOG registered", "ACK")
+        }
+        direct_kills += last["LOG writing a batch"] > max(last["LOG registered"], last["ACK"])
         with Collection.open(path, cache=False) as collection:
             state = check_survivors(collection, lines, state, attempt)
             segment_dirs = sorted(p.name for p in (path / "segments").iterdir())
             assert segment_dirs == sorted(s["name"] for s in collection.stats()["segments"])
     assert total_acks > 3 * KILLS
     assert mid_seal_kills >= 2, "no kill landed while a segment was being written"
+    assert direct_kills >= 2, "no kill landed while a large batch was being written as a segment"
 
 
 def test_acknowledged_writes_survive_sigkill_on_edge(tmp_path):
@@ -162,7 +171,7 @@ def test_acknowledged_writes_survive_sigkill_on_edge(tmp_path):
     state: dict[str, int] = {}
     total_acks = 0
     for attempt in range(EDGE_KILLS):
-        lines, acks = run_and_kill(path, attempt + 1, rng, mid_seal=False)
+        lines, acks = run_and_kill(path, attempt + 1, rng)
         total_acks += acks
         with Collection.open(path, cache=False) as collection:
             state = check_survivors(collection, lines, state, attempt)

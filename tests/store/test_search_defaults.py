@@ -9,7 +9,7 @@ import pytest
 
 from m3search import Collection
 from m3search.errors import CollectionError, InvalidInputError
-from m3search.search.planner import default_candidates
+from m3search.search.planner import RERANK_DEFAULT, default_candidates
 from m3search.store.search_defaults import SEARCH_DEFAULTS_FILE, SearchDefaults
 from tests.store.conftest import as_query
 
@@ -54,6 +54,7 @@ def test_bad_defaults_are_refused(new_collection, docs):
         ({"normalize": "zscore"}, "unknown normalize 'zscore'"),
         ({"weights": [1, 2]}, "weights must be"),
         ({"candidates": 0}, "candidates must be a positive integer"),
+        ({"rerank": 0}, "rerank must be a positive integer"),
     ):
         with pytest.raises(InvalidInputError, match=message):
             SearchDefaults(**bad)
@@ -86,3 +87,16 @@ def test_a_search_without_candidates_uses_the_depth_for_its_size(new_collection,
     assert _ranked(collection.search(query, 10, mode="all")) == _ranked(
         collection.search(query, 10, mode="all", candidates=100)
     )
+
+
+def test_a_stored_rerank_depth_is_the_default_cascade(new_collection, docs):
+    collection = new_collection()
+    collection.upsert(docs)
+    query = as_query(docs[3])
+    assert _ranked(collection.search(query, 5, mode="all")) == _ranked(
+        collection.search(query, 5, mode="all", rerank=RERANK_DEFAULT)
+    )
+    collection.set_search_defaults(SearchDefaults(rerank=5))
+    shallow = collection.search(query, 5, mode="all", candidates=100)
+    assert _ranked(shallow) == _ranked(collection.search(query, 5, mode="all", candidates=100, rerank=5))
+    assert _ranked(shallow) != _ranked(collection.search(query, 5, mode="all", candidates=100, rerank=200))

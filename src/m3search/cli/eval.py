@@ -150,6 +150,12 @@ def engine_options(func: Any) -> Any:
             help="Candidates per first stage that the hybrid and colbert modes re-score.",
         ),
         click.option(
+            "--rerank",
+            type=int,
+            default=None,
+            help="Candidates ColBERT re-scores in modes colbert and all (default: the library's, 100).",
+        ),
+        click.option(
             "--dense-index",
             type=click.Choice(["hnsw", "hnsw-sq8", "flat"]),
             default=None,
@@ -216,6 +222,8 @@ def _check_applicable(ctx: click.Context, runs: list[Any], collection: Path | No
         _refuse(
             ctx, ["candidates"], f"only the colbert and hybrid modes re-score candidates (modes: {modes})"
         )
+    if not any(r.mode in ("colbert", "all") for r in runs):
+        _refuse(ctx, ["rerank"], f"only the colbert and all modes re-rank with ColBERT (modes: {modes})")
     if "sparse" not in outputs:
         _refuse(ctx, ["sparse"], f"no run uses sparse weights (modes: {modes})")
     if "dense" not in outputs:
@@ -353,6 +361,7 @@ def run(
             path=path,
             normalize=engine["normalize"],
             candidates=engine["candidates"],
+            rerank=engine["rerank"],
             dense_index=engine["dense_index"],
             cache=engine["cache"],
             shared_queries=shared_queries,
@@ -458,6 +467,7 @@ def tune_weights(
         path=collection,
         normalize=engine["normalize"],
         candidates=engine["candidates"],
+        rerank=engine["rerank"],
         dense_index=engine["dense_index"],
         cache=engine["cache"],
         reindex=reindex,

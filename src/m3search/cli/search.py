@@ -94,6 +94,13 @@ def parse_weights(value: str | None) -> list[float] | None:
     help="Candidates per first stage that hybrid modes re-score (default: the collection's tuned depth, else "
     "100 up to 100,000 documents, growing with the square root of the count beyond).",
 )
+@click.option(
+    "--rerank",
+    type=int,
+    default=None,
+    help="Candidates ColBERT re-scores in modes colbert and all, the best by the other modes (default: the "
+    "collection's, else 100).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @runtime_option
 def command(
@@ -108,6 +115,7 @@ def command(
     filters: tuple[str, ...],
     k: int,
     candidates: int | None,
+    rerank: int | None,
     as_json: bool,
     runtime: str,
 ) -> None:
@@ -128,6 +136,7 @@ def command(
             normalize=normalize,
             filter=parse_cli_filter(filters),
             candidates=candidates,
+            rerank=rerank,
         )
     if as_json:
         click.echo(json.dumps([h.to_dict() for h in hits], ensure_ascii=False, indent=2))

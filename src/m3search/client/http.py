@@ -144,9 +144,11 @@ class RemoteCollection:
         weights: Sequence[float] | Mapping[str, float] | None = None,
         fusion: str = "weighted",
         filter: str | Mapping[str, Any] | None = None,
-        candidates: int = 100,
+        candidates: int | None = None,
+        rerank: int | None = None,
     ) -> list[Hit]:
-        """The `k` best documents, as `Collection.search` (the server encodes the query)."""
+        """The `k` best documents, as `Collection.search` (the server encodes the query; None: the
+        collection's defaults)."""
         return self.client._run(
             plans.search(
                 self.name,
@@ -159,6 +161,7 @@ class RemoteCollection:
                 fusion=fusion,
                 filter=filter,
                 candidates=candidates,
+                rerank=rerank,
             )
         )
 
@@ -296,9 +299,11 @@ class AsyncRemoteCollection:
         weights: Sequence[float] | Mapping[str, float] | None = None,
         fusion: str = "weighted",
         filter: str | Mapping[str, Any] | None = None,
-        candidates: int = 100,
+        candidates: int | None = None,
+        rerank: int | None = None,
     ) -> list[Hit]:
-        """The `k` best documents, as `Collection.search` (the server encodes the query)."""
+        """The `k` best documents, as `Collection.search` (the server encodes the query; None: the
+        collection's defaults)."""
         return await self.client._run(
             plans.search(
                 self.name,
@@ -311,6 +316,7 @@ class AsyncRemoteCollection:
                 fusion=fusion,
                 filter=filter,
                 candidates=candidates,
+                rerank=rerank,
             )
         )
 

@@ -348,7 +348,8 @@ def search(
     weights: Sequence[float] | Mapping[str, float] | None,
     fusion: str,
     filter: str | Mapping[str, Any] | None,
-    candidates: int,
+    candidates: int | None,
+    rerank: int | None,
 ) -> Plan:
     """`Collection.search` over HTTP: the `k` best documents for a query text and/or an image."""
     if query is not None and not isinstance(query, str):
@@ -359,7 +360,10 @@ def search(
         raise InvalidInputError("give a query text or an image")
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise InvalidInputError(f"k must be a positive integer, got {k!r}")
-    body: dict[str, Any] = {"k": k, "fusion": fusion, "candidates": candidates}
+    body: dict[str, Any] = {"k": k, "fusion": fusion}
+    for option, value in (("candidates", candidates), ("rerank", rerank)):
+        if value is not None:  # else the collection's default depth
+            body[option] = value
     if query is not None:
         body["query"] = query
     if image is not None:

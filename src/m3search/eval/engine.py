@@ -69,7 +69,7 @@ class CollectionSearcher:
     `reuse_queries` each distinct query is encoded once and its vectors reused (for weight tuning, which
     searches the same queries many times and is not timed). `shared` holds the vectors other collections of
     the same model made for a text: their dense and ColBERT parts are reused, BM25 weights re-made from this
-    collection's statistics. `normalize` and `candidates` None: the collection's defaults.
+    collection's statistics. `normalize`, `candidates` and `rerank` None: the collection's defaults.
     """
 
     collection: Collection
@@ -77,13 +77,19 @@ class CollectionSearcher:
     candidates: int | None = None
     reuse_queries: bool = False
     shared: dict[str, QueryVectors] | None = None
+    rerank: int | None = None
     _vectors: dict[str, QueryVectors] = field(default_factory=dict, init=False, repr=False)
 
     def search(
         self, query: str, *, k: int, mode: str, fusion: str | None, weights: Weights | None
     ) -> Sequence[Hit]:
         """Ranked (id, score) hits from the collection."""
-        options: dict[str, Any] = {"mode": mode, "normalize": self.normalize, "candidates": self.candidates}
+        options: dict[str, Any] = {
+            "mode": mode,
+            "normalize": self.normalize,
+            "candidates": self.candidates,
+            "rerank": self.rerank,
+        }
         if fusion is not None:
             options.update(fusion=fusion, weights=list(weights) if weights is not None else None)
         target: str | QueryVectors = self._encoded(query) if self.reuse_queries else query
@@ -92,7 +98,12 @@ class CollectionSearcher:
     def reusing_queries(self) -> CollectionSearcher:
         """The same searcher, encoding each distinct query once."""
         return CollectionSearcher(
-            self.collection, self.normalize, self.candidates, reuse_queries=True, shared=self.shared
+            self.collection,
+            self.normalize,
+            self.candidates,
+            reuse_queries=True,
+            shared=self.shared,
+            rerank=self.rerank,
         )
 
     def _encoded(self, query: str) -> QueryVectors:
@@ -195,6 +206,7 @@ def indexed_collection(
     path: Path | None = None,
     normalize: str | None = None,
     candidates: int | None = None,
+    rerank: int | None = None,
     dense_index: str | None = None,
     cache: bool = False,
     reindex: bool = False,
@@ -248,6 +260,6 @@ def indexed_collection(
                 stats["reindexed"] = str(target)
         try:
             once = shared_queries is not None
-            yield CollectionSearcher(collection, normalize, candidates, once, shared_queries), stats
+            yield CollectionSearcher(collection, normalize, candidates, once, shared_queries, rerank), stats
         finally:
             collection.close()

@@ -122,11 +122,16 @@ def quantize_binary(matrix: np.ndarray, center: np.ndarray) -> tuple[np.ndarray,
     """Sign bits of `matrix - center[0]` in the kept dimensions, packed 8 a byte (bit 1: >= 0, read as +1; 0:
     -1), and each token's float16 scale `s`, fitted by least squares: `value ≈ center[0] + s * center[1] * ±1`
     (dropped dimensions: the center)."""
-    keep = kept_dims(center)
-    residual = (np.asarray(matrix, np.float32) - center[0])[:, keep]
-    spread = center[1, keep]
-    scales = (np.abs(residual) * spread).sum(axis=1) / float((spread * spread).sum())
-    return np.packbits(residual >= 0, axis=1), scales.astype(np.float16)
+    matrix = np.asarray(matrix)
+    if matrix.dtype == np.float16:  # through its bits: 5x faster than numpy's cast
+        residual = _float16_bits_to_float32(matrix.view(np.int16).astype(np.int32))
+    else:
+        residual = np.array(matrix, np.float32)
+    residual -= center[0]
+    bits = np.packbits((residual >= 0)[:, kept_dims(center)], axis=1)
+    spread = center[1]  # 0 in the dropped dimensions
+    scales = np.abs(residual, out=residual) @ spread / float((spread * spread).sum())
+    return bits, scales.astype(np.float16)
 
 
 def quantize_2bit(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -145,8 +145,10 @@ class M3SearchDocumentStore:
         weights: Sequence[float] | Mapping[str, float] | None = None,
         fusion: str = "weighted",
         candidates: int = 100,
+        rerank: int | None = None,
     ) -> list[Document]:
-        """Hybrid search: the `top_k` best documents with their fused `score`."""
+        """Hybrid search: the `top_k` best documents with their fused `score` (`rerank`: how many candidates
+        ColBERT re-scores; None: the collection's default)."""
         hits = self.collection.search(
             query,
             top_k,
@@ -155,6 +157,7 @@ class M3SearchDocumentStore:
             fusion=fusion,
             filter=to_m3search_filter(filters),
             candidates=candidates,
+            rerank=rerank,
         )
         return [_document(h, h.score) for h in hits]
 
@@ -174,6 +177,7 @@ class M3SearchRetriever:
         weights: Sequence[float] | Mapping[str, float] | None = None,
         fusion: str = "weighted",
         candidates: int = 100,
+        rerank: int | None = None,
     ) -> None:
         if not isinstance(document_store, M3SearchDocumentStore):
             raise InvalidInputError(
@@ -187,6 +191,7 @@ class M3SearchRetriever:
             "weights": list(weights) if isinstance(weights, Sequence) else weights,
             "fusion": fusion,
             "candidates": candidates,
+            "rerank": rerank,
         }
 
     def to_dict(self) -> dict[str, Any]:

@@ -67,6 +67,8 @@ class M3SearchRetriever(BaseRetriever):
     fusion: str = "weighted"
     filter: dict[str, Any] | None = None
     candidates: int = 100
+    rerank: int | None = None
+    """How many candidates ColBERT re-scores (modes colbert and all); None: the collection's default."""
 
     def _get_relevant_documents(
         self, query: str, *, run_manager: CallbackManagerForRetrieverRun
@@ -79,6 +81,7 @@ class M3SearchRetriever(BaseRetriever):
             fusion=self.fusion,
             filter=self.filter,
             candidates=self.candidates,
+            rerank=self.rerank,
         )
         return [_document(hit) for hit in hits]
 
@@ -95,6 +98,7 @@ class M3SearchVectorStore(VectorStore):
         weights: Sequence[float] | Mapping[str, float] | None = None,
         fusion: str = "weighted",
         candidates: int = 100,
+        rerank: int | None = None,
     ) -> None:
         self.collection = collection
         self.search_options: dict[str, Any] = {
@@ -102,6 +106,7 @@ class M3SearchVectorStore(VectorStore):
             "weights": weights,
             "fusion": fusion,
             "candidates": candidates,
+            "rerank": rerank,
         }
 
     @property
@@ -151,7 +156,8 @@ class M3SearchVectorStore(VectorStore):
     def similarity_search_with_score(
         self, query: str, k: int = 4, filter: dict[str, Any] | None = None, **kwargs: Any
     ) -> list[tuple[Document, float]]:
-        """The `k` best documents and their fused scores; `kwargs` override mode, weights, fusion, candidates."""
+        """The `k` best documents and their fused scores; `kwargs` override mode, weights, fusion, candidates,
+        rerank."""
         unknown = set(kwargs) - set(self.search_options)
         if unknown:
             raise InvalidInputError(

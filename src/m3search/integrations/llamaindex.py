@@ -103,6 +103,7 @@ class M3SearchVectorStore(BasePydanticVectorStore):
     weights: Sequence[float] | Mapping[str, float] | None = None
     fusion: str = "weighted"
     candidates: int = 100
+    rerank: int | None = None
 
     _collection: Any = PrivateAttr()
 
@@ -193,6 +194,7 @@ class M3SearchVectorStore(BasePydanticVectorStore):
             fusion=self.fusion,
             filter=to_m3search_filter(query.filters),
             candidates=query.sparse_top_k or self.candidates,
+            rerank=self.rerank,
         )
         return VectorStoreQueryResult(
             nodes=[_node(h) for h in hits],

@@ -28,6 +28,10 @@ MODE_STAGES: dict[str, tuple[OutputKind, ...]] = {
     "all": ("dense", "sparse"),
 }
 
+#: The kinds whose fusion chooses the candidates ColBERT re-scores in the modes that have it (the cascade's
+#: earlier steps; `m3search.search.planner`).
+RERANK_PRIOR: dict[str, tuple[OutputKind, ...]] = {"colbert": ("dense",), "all": ("dense", "sparse")}
+
 
 def mode_outputs(mode: str) -> tuple[OutputKind, ...]:
     """The outputs a collection (and the query) must have for `mode`."""

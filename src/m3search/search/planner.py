@@ -2,7 +2,9 @@
 
 Modes (the bge-m3 paper's names): `dense`, `sparse` — one exact/ANN top-k; `colbert` — ColBERT re-ranks the
 dense top-N (the paper's multi-vector protocol); `dense+sparse` — candidates are dense top-N ∪ sparse top-N,
-each scored exactly in both and fused; `all` — the same candidates, scored in all three and fused. A search
+each scored exactly in both and fused; `all` — the same candidates, scored in all three and fused. ColBERT, the
+costly kind, is a cascade's last step: with a re-rank depth R it scores only the R best candidates by the
+mode's other kinds (`RERANK_PRIOR`: the exact dense score in `colbert`), and the mode ranks those R. A search
 runs over *levels* (the immutable segments and the incremental level), each answering in its own rows under
 its allowed-row mask (live documents passing the filter), and merges their lists.
 
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -25,8 +27,7 @@ from m3search.index.dense import DenseIndex
 from m3search.index.sparse import SparseIndex, SparseRow
 from m3search.index.topk import top_k
 from m3search.search.fusion import Fusion, Scaling, rrf_fusion, signal_weights, weighted_fusion
-from m3search.search.modes import MODE_KINDS, MODE_STAGES, Mode
-from m3search.threads import one_thread
+from m3search.search.modes import MODE_KINDS, MODE_STAGES, RERANK_PRIOR, Mode
 
 #: Candidates per first stage up to `CANDIDATES_BASE_DOCS` documents; `default_candidates` grows it beyond.
 CANDIDATES_BASE = 100
@@ -36,12 +37,16 @@ CANDIDATES_MAX = 1000
 
 def default_candidates(count: int) -> int:
     """Candidates per first stage for a collection of `count` documents: 100 up to 100,000 documents, then
-    100·√(count / 100,000), at most 1,000 (316 at 1M). Measured dense+sparse recall@10 against exhaustive
+    100·√(count / 100,000), at most 1,000 (317 at 1M). Measured dense+sparse recall@10 against exhaustive
     search (docs/INDEX.md): 0.994 at 100k with 100; at 1M 0.923 with 100 and 0.963 with 300."""
     if count < 0:
         raise InvalidInputError(f"a document count is not negative, got {count}")
     grown = math.ceil(CANDIDATES_BASE * math.sqrt(count / CANDIDATES_BASE_DOCS))
     return min(CANDIDATES_MAX, max(CANDIDATES_BASE, grown))
+
+
+#: How many candidates ColBERT re-scores by default in modes colbert and all (`Collection.search`'s `rerank`).
+RERANK_DEFAULT = 100
 
 
 @dataclass
@@ -74,15 +79,6 @@ class QueryVectors:
 
 
 @dataclass
-class Scored:
-    """A result before documents are looked up: its seq, fused score and per-kind scores."""
-
-    seq: int
-    score: float
-    scores: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass
 class Candidates:
     """A mode's candidates before fusion, from any storage: one key per candidate, the first-stage lists that
     found them (keys, best first), each kind's exact scores, and which candidates have only a dense vector."""
@@ -91,37 +87,9 @@ class Candidates:
     lists: dict[OutputKind, np.ndarray]
     scores: dict[OutputKind, np.ndarray]
     dense_only: np.ndarray | None = None
-
-
-def execute(
-    levels: Sequence[SearchLevel],
-    query: QueryVectors,
-    mode: Mode,
-    k: int,
-    *,
-    candidates: int,
-    weights: Mapping[OutputKind, float],
-    fusion: Fusion,
-    ef_search: int | None = None,
-    normalize: Scaling = "none",
-) -> list[Scored]:
-    """Run `mode` over `levels`; returns at most `k` results, best first. `normalize`: how the fusion rescales
-    and weighs each kind's scores over the candidates (`m3search.search.fusion`)."""
-    with one_thread():
-        found = gather(levels, query, mode, k, candidates=candidates, ef_search=ef_search)
-        picked = fuse(
-            found,
-            mode,
-            k,
-            weights=weights,
-            fusion=fusion,
-            normalize=normalize,
-            sparse_ceiling=query.sparse_ceiling,
-        )
-        return [
-            Scored(int(levels[key >> 40].seqs[key & ROW_MASK]), score, scores)
-            for key, score, scores in picked
-        ]
+    #: candidate positions -> their ColBERT scores, asked by `fuse` for the ones the re-rank depth keeps (then
+    #: `scores` lacks "colbert"); None when the mode has no ColBERT.
+    late: Callable[[np.ndarray], np.ndarray] | None = None
 
 
 #: A level's candidate key is `level << 40 | row`.
@@ -137,7 +105,8 @@ def gather(
     candidates: int,
     ef_search: int | None = None,
 ) -> Candidates:
-    """`mode`'s candidates over `levels` (keys `level << 40 | row`) with their exact scores."""
+    """`mode`'s candidates over `levels` (keys `level << 40 | row`) with their exact scores (ColBERT's on demand:
+    `Candidates.late`)."""
     kinds, stages = MODE_KINDS[mode], MODE_STAGES[mode]
     depth = k if mode in ("dense", "sparse") else max(k, candidates)
     searched = [lv if lv.allowed is None or lv.allowed.any() else None for lv in levels]
@@ -157,7 +126,7 @@ def gather(
     if len(rows) == 0:
         return Candidates(keys, {}, {})
     scores: dict[OutputKind, np.ndarray] = {}
-    for kind in kinds:
+    for kind in scored_early(mode):  # ColBERT's on demand, below
         if kind == "sparse" and kind in lists:
             # the sparse first stage's scores are the sums `score_rows` adds, in the same order: only the
             # candidates it did not return are scored (dense ones are all re-scored: a BLAS product's rounding
@@ -176,7 +145,16 @@ def gather(
         stage_keys,
         scores,
         _dense_only(searched, level_ids, rows) if len(kinds) > 1 and "dense" in kinds else None,
+        (lambda at: _score(searched, query, "colbert", level_ids[at], rows[at]))
+        if "colbert" in kinds
+        else None,
     )
+
+
+def scored_early(mode: Mode) -> tuple[OutputKind, ...]:
+    """The kinds every candidate of `mode` is scored in before fusion: its own and its cascade's prior, all
+    but ColBERT (scored on demand: `Candidates.late`)."""
+    return tuple(k for k in dict.fromkeys((*RERANK_PRIOR.get(mode, ()), *MODE_KINDS[mode])) if k != "colbert")
 
 
 def fuse(
@@ -188,35 +166,80 @@ def fuse(
     fusion: Fusion,
     normalize: Scaling = "none",
     sparse_ceiling: float | None = None,
+    rerank: int | None = None,
 ) -> list[tuple[int, float, dict[str, float]]]:
     """The `k` best candidates by `mode`'s fused score: (key, fused score, per-kind scores), best first.
     Storage-independent: every backend's candidates are ranked by this one function. `sparse_ceiling`: the
-    query's best attainable sparse score, which `signal` normalization weighs the sparse mode by."""
+    query's best attainable sparse score, which `signal` normalization weighs the sparse mode by. `rerank`:
+    how many candidates ColBERT scores, at least `k` (the module docstring's cascade; None: all)."""
     kinds = MODE_KINDS[mode]
     if len(found.keys) == 0:
         return []
-    scores = found.scores
-    if len(kinds) == 1:
-        fused = scores[kinds[0]].astype(np.float64)
-    else:
-        if normalize == "signal" and "sparse" in kinds:
-            weights = signal_weights(weights, scores, sparse_ceiling)
-        fused = _fuse(scores, weights, fusion, normalize, lambda kind: _ranks(kind, found))
-        only = found.dense_only
-        if only is not None and only.any():  # scored by dense alone, with the whole weight
-            alone = _fuse(
-                {"dense": scores["dense"]},
-                {"dense": sum(weights.values())},
-                fusion,
-                normalize,
-                lambda kind: _ranks(kind, found),
-            )
-            fused = np.where(only, alone, fused)
+    if found.late is not None:
+        depth = None if rerank is None else max(rerank, k)  # never fewer results than asked for
+        found = _rerank(found, mode, depth, weights, fusion, normalize, sparse_ceiling)
+    fused = _fused(found, kinds, weights, fusion, normalize, sparse_ceiling)
     picked, _ = top_k(fused, k)
     return [
-        (int(found.keys[i]), float(fused[i]), {kind: float(scores[kind][i]) for kind in kinds})
+        (int(found.keys[i]), float(fused[i]), {kind: float(found.scores[kind][i]) for kind in kinds})
         for i in picked
     ]
+
+
+def _rerank(
+    found: Candidates,
+    mode: Mode,
+    rerank: int | None,
+    weights: Mapping[OutputKind, float],
+    fusion: Fusion,
+    normalize: Scaling,
+    sparse_ceiling: float | None,
+) -> Candidates:
+    """The candidates ColBERT scores, with those scores: the `rerank` best by the fusion of the mode's prior
+    kinds (`RERANK_PRIOR`: dense in mode colbert), or all of them."""
+    n = len(found.keys)
+    if rerank is None or rerank >= n:
+        at = np.arange(n)
+    else:
+        before = RERANK_PRIOR[mode]
+        shares = {kind: weights.get(kind, 0.0) for kind in before}
+        if sum(shares.values()) <= 0:  # ColBERT alone weighted: the prior kinds choose its candidates equally
+            shares = dict.fromkeys(before, 1.0)
+        prior = _fused(found, before, shares, fusion, normalize, sparse_ceiling)
+        at = np.sort(top_k(prior, rerank)[0])
+    assert found.late is not None
+    scores = {kind: column[at] for kind, column in found.scores.items()}
+    scores["colbert"] = found.late(at)
+    only = None if found.dense_only is None else found.dense_only[at]
+    return Candidates(found.keys[at], found.lists, scores, only)
+
+
+def _fused(
+    found: Candidates,
+    kinds: Sequence[OutputKind],
+    weights: Mapping[OutputKind, float],
+    fusion: Fusion,
+    normalize: Scaling,
+    sparse_ceiling: float | None,
+) -> np.ndarray:
+    """Every candidate's fused score over `kinds` (a single kind's: its own score)."""
+    scores = found.scores
+    if len(kinds) == 1:
+        return scores[kinds[0]].astype(np.float64)
+    if normalize == "signal" and "sparse" in kinds:
+        weights = signal_weights(weights, scores, sparse_ceiling)
+    fused = _fuse(scores, weights, fusion, normalize, lambda kind: _ranks(kind, found))
+    only = found.dense_only
+    if only is not None and only.any():  # scored by dense alone, with the whole weight
+        alone = _fuse(
+            {"dense": scores["dense"]},
+            {"dense": sum(weights.values())},
+            fusion,
+            normalize,
+            lambda kind: _ranks(kind, found),
+        )
+        fused = np.where(only, alone, fused)
+    return fused
 
 
 def _fuse(

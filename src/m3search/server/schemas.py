@@ -326,6 +326,13 @@ class SearchRequest(_Request):
         description="First-stage candidates per mode in hybrid modes. Default: the collection's tuned depth, "
         "else 100 up to 100,000 documents, growing with the square root of the count beyond.",
     )
+    rerank: int | None = Field(
+        None,
+        ge=1,
+        le=10_000,
+        description="Candidates ColBERT re-scores in modes colbert and all, the best by the other modes. "
+        "Default: the collection's, else 100.",
+    )
     highlight: bool = Field(False, description="Return the query tokens found in each result, with spans.")
 
 

@@ -34,7 +34,7 @@ from m3search.search.fusion import (
     resolve_normalize,
 )
 from m3search.search.modes import MODE_KINDS, Mode, mode_outputs
-from m3search.search.planner import QueryVectors, default_candidates, fuse
+from m3search.search.planner import RERANK_DEFAULT, QueryVectors, default_candidates, fuse
 from m3search.search.results import Hit
 from m3search.store.backends.base import LINK_FILE, Backend, SearchPlan, is_edge
 from m3search.store.backends.local import LocalBackend
@@ -490,6 +490,7 @@ class Collection:
         candidates: int | None = None,
         ef_search: int | None = None,
         normalize: Normalize | None = None,
+        rerank: int | None = None,
     ) -> list[Hit]:
         """The `k` best documents for `query` (a text, or its vectors as {"dense", "sparse", "colbert"}) and/or
         an `image` (path, bytes, base64 text or PIL image; collections with an image encoder).
@@ -505,7 +506,9 @@ class Collection:
         first stage passes to re-scoring in the hybrid modes (default grows with the collection:
         `m3search.search.planner.default_candidates`). `normalize`: "auto" (default) = "signal": min-max
         scaling, each mode weighted by how much signal it has for this query; "minmax" without that; "none"
-        the bge-m3 reference formula. Arguments left None take the collection's stored `search_defaults`,
+        the bge-m3 reference formula. `rerank`: how many candidates ColBERT re-scores in modes colbert and all,
+        the best by the mode's other scores (default `m3search.search.planner.RERANK_DEFAULT`; at least twice
+        `candidates` re-scores every one). Arguments left None take the collection's stored `search_defaults`,
         then the library's. Documents with only a dense vector (images alone) are scored by it alone in the
         hybrid modes.
         """
@@ -518,8 +521,11 @@ class Collection:
         normalize = normalize or stored.normalize or DEFAULT_NORMALIZE
         if candidates is None:
             candidates = stored.candidates or default_candidates(self.count())
-        if isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 1:
-            raise InvalidInputError(f"candidates must be a positive integer, got {candidates!r}")
+        if rerank is None:
+            rerank = stored.rerank or RERANK_DEFAULT
+        for name, value in (("candidates", candidates), ("rerank", rerank)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
         if image is not None and not isinstance(query, (str, type(None))):
             raise InvalidInputError("an image query goes with a text, not with query vectors")
         if query is None and image is None:
@@ -574,6 +580,7 @@ class Collection:
                 fusion=fusion,
                 normalize=scaling,
                 sparse_ceiling=vectors.sparse_ceiling,
+                rerank=rerank,
             ),
         )
 

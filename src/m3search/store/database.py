@@ -355,6 +355,18 @@ class Database:
                 out[seq] = np.frombuffer(blob, np.float16).reshape(-1, dim)
         return out
 
+    def pending_colbert_tokens(self, seqs: Sequence[int], dim: int) -> dict[int, int]:
+        """seq -> token count of pending documents that have ColBERT vectors (the blobs' sizes: not read)."""
+        out: dict[int, int] = {}
+        for chunk in _chunks([int(s) for s in seqs]):
+            marks = ",".join("?" * len(chunk))
+            for seq, size in self.conn.execute(
+                f"SELECT seq, length(colbert) FROM pending WHERE seq IN ({marks}) AND colbert IS NOT NULL",
+                chunk,
+            ):
+                out[seq] = size // (2 * dim)
+        return out
+
     # ---- tombstones and segments -----------------------------------------------------------------------
 
     def add_tombstones(self, seqs: Iterable[int]) -> None:

@@ -2,7 +2,7 @@
 otherwise, set by hand or learned by `m3search index tune`.
 
 Unlike `config.json` (fixed at creation) these may change at any time; an unset field falls back to the
-library's default (`m3search.search.fusion`, `m3search.search.planner.default_candidates`).
+library's default (`m3search.search.fusion`, `m3search.search.planner.default_candidates`, `RERANK_DEFAULT`).
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ class SearchDefaults:
     weights: list[float] | None = None
     normalize: Normalize | None = None
     candidates: int | None = None
+    #: How many candidates ColBERT re-scores (modes colbert and all)
+    rerank: int | None = None
     #: How the settings were chosen (e.g. the tuning run: queries, metric, scores); informative only.
     source: dict[str, Any] = field(default_factory=dict)
 
@@ -44,10 +46,9 @@ class SearchDefaults:
                 raise InvalidInputError(f"unknown {name} {value!r}; choose one of {', '.join(allowed)}")
         if self.weights is not None:
             self.weights = list(check_weights(self.weights))
-        if self.candidates is not None and (
-            isinstance(self.candidates, bool) or not isinstance(self.candidates, int) or self.candidates < 1
-        ):
-            raise InvalidInputError(f"candidates must be a positive integer, got {self.candidates!r}")
+        for depth, count in (("candidates", self.candidates), ("rerank", self.rerank)):
+            if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
+                raise InvalidInputError(f"{depth} must be a positive integer, got {count!r}")
 
     def options(self) -> dict[str, Any]:
         """The settings that are set, as `Collection.search` keyword arguments."""

@@ -443,6 +443,7 @@ async def _search(
             normalize=body.normalize,
             filter=body.filter,
             candidates=body.candidates,
+            rerank=body.rerank,
         )
         return hits, query_sparse
 

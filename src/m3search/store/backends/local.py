@@ -11,7 +11,10 @@ Layout of a collection directory:
 
 Writes (`write`, `delete`) are one SQLite transaction each and durable when they return; new documents land
 in the incremental level, which `flush` seals into a segment every `flush_docs` documents, and segments of a
-similar size are merged (`compact` merges everything). One process writes at a time; any number read, each
+similar size are merged (`compact` merges everything). A batch of at least `flush_docs` documents becomes a
+segment directly: its vectors never pass through the database's pending rows (written to the WAL, copied into
+the file, read back and deleted at the flush: ~3/4 of a ColBERT-heavy ingest's time), and the transaction that
+inserts its documents also registers the segment. One process writes at a time; any number read, each
 seeing whole versions.
 """
 
@@ -289,33 +292,22 @@ class LocalBackend:
     # ---- writing ---------------------------------------------------------------------------------------
 
     def write(self, batch: PreparedBatch) -> int:
-        """Commit a prepared batch in one transaction (BM25 weights under the statistics it leaves)."""
+        """Commit a prepared batch in one transaction (BM25 weights under the statistics it leaves); a batch of
+        `flush_docs` or more becomes a segment (see the module docstring)."""
         with self._mutex:
             self._writable()
             docs, counts = batch.docs, batch.counts
             if not docs:
                 return 0
-            ids = [d.id for d in docs]
-            new_counts = [c for c in counts if c is not None]
+            if len(docs) >= self.config.flush_docs:
+                self._write_segment(batch)
+                return len(docs)
             with self._db.write():
-                old_seqs, old_counts, sealed = self._remove(ids)
-                if self._bm25_stats is not None:
-                    stats = stats_after(self._bm25_stats, lengths(old_counts), lengths(new_counts))
-                    for doc, c in zip(docs, counts):
-                        if c is not None:
-                            doc.sparse = document_weights(batch.bm25, c, stats)  # type: ignore[arg-type]
+                old_seqs, old_counts, sealed = self._remove([d.id for d in docs])
+                self._weigh(batch, old_counts)
                 seqs = self._db.allocate_seqs(len(docs))
                 metadata = [json.dumps(d.metadata, ensure_ascii=False) for d in docs]
-                if batch.thumbnails:
-                    self._db.insert_thumbnails(
-                        (int(s), batch.thumbnails[d.id])
-                        for d, s in zip(docs, seqs)
-                        if d.id in batch.thumbnails
-                    )
-                self._db.insert_docs(
-                    (d.id, int(s), d.kind, d.text, m, pack_counts(c) if c is not None else None)
-                    for d, s, m, c in zip(docs, seqs, metadata, counts)
-                )
+                self._insert_docs(batch, seqs, metadata, old_counts)
                 self._db.insert_pending(
                     (
                         int(s),
@@ -325,9 +317,7 @@ class LocalBackend:
                     )
                     for d, s in zip(docs, seqs)
                 )
-                if self._bm25_stats is not None:
-                    self._db.update_bm25(stats.n_docs, stats.total_len, df_delta(old_counts, new_counts))
-            self._forget(old_seqs, sealed, old_counts, new_counts)
+            self._forget(old_seqs, sealed, old_counts, [c for c in counts if c is not None])
             self._pending.add(
                 (int(s), d.dense, d.sparse, d.colbert is not None, indexed_metadata(m, d.kind))
                 for d, s, m in zip(docs, seqs, metadata)
@@ -336,6 +326,89 @@ class LocalBackend:
             if len(self._pending) >= self.config.flush_docs:
                 self.flush()
             return len(docs)
+
+    def _weigh(self, batch: PreparedBatch, old_counts: list[TermCounts]) -> None:
+        """Give BM25 collections' documents their weights under the statistics the write leaves."""
+        if self._bm25_stats is None:
+            return
+        new_counts = [c for c in batch.counts if c is not None]
+        stats = stats_after(self._bm25_stats, lengths(old_counts), lengths(new_counts))
+        for doc, c in zip(batch.docs, batch.counts):
+            if c is not None:
+                doc.sparse = document_weights(batch.bm25, c, stats)  # type: ignore[arg-type]
+
+    def _insert_docs(
+        self, batch: PreparedBatch, seqs: np.ndarray, metadata: list[str], old_counts: list[TermCounts]
+    ) -> None:
+        """Inside a write transaction: the batch's document rows (`metadata`: their JSON), thumbnails and BM25
+        statistics."""
+        docs, counts = batch.docs, batch.counts
+        if batch.thumbnails:
+            self._db.insert_thumbnails(
+                (int(s), batch.thumbnails[d.id]) for d, s in zip(docs, seqs) if d.id in batch.thumbnails
+            )
+        self._db.insert_docs(
+            (d.id, int(s), d.kind, d.text, m, pack_counts(c) if c is not None else None)
+            for d, s, m, c in zip(docs, seqs, metadata, counts)
+        )
+        if self._bm25_stats is not None:
+            new_counts = [c for c in counts if c is not None]
+            stats = stats_after(self._bm25_stats, lengths(old_counts), lengths(new_counts))
+            self._db.update_bm25(stats.n_docs, stats.total_len, df_delta(old_counts, new_counts))
+
+    def _write_segment(self, batch: PreparedBatch) -> None:
+        """Write a large batch as one new segment: the pending rows are sealed first (segments keep seq order),
+        seqs are allocated in a committed transaction (so a crash before the segment registers leaves a
+        directory the next writer discards), the segment is written, and one transaction inserts the documents,
+        removes their old versions and registers it."""
+        self.flush()
+        docs = batch.docs
+        log.info("writing a batch of %d documents as a segment", len(docs))
+        ids = [d.id for d in docs]
+        old_counts = (
+            list(self._db.term_counts(list(self._db.seqs_of(ids).values())).values())
+            if self._bm25_stats is not None
+            else []
+        )
+        self._weigh(batch, old_counts)
+        with self._db.write():
+            seqs = self._db.allocate_seqs(len(docs))
+        metadata = [json.dumps(d.metadata, ensure_ascii=False) for d in docs]
+        # the same structures the incremental level would have sealed
+        level = PendingLevel(self._pending.dim, None, sparse=self._pending.sparse)
+        level.add(
+            (int(s), d.dense, d.sparse, False, indexed_metadata(m, d.kind))
+            for d, s, m in zip(docs, seqs, metadata)
+        )
+        view = level.level(None)
+        colbert, tokens, center = None, [], None
+        if "colbert" in self.config.outputs:
+            dim = self.config.colbert_dim or 0
+            tokens = [
+                np.asarray(d.colbert if d.colbert is not None else np.empty((0, dim)), np.float16)
+                for d in docs
+            ]
+            center = self._colbert_center(tokens)
+            dtype = cast(ColbertDtype, self.config.colbert_dtype)
+            colbert = (encode_tokens(t, dtype, center) for t in tokens)
+
+        def commit() -> None:
+            self._remove(ids)
+            self._insert_docs(batch, seqs, metadata, old_counts)
+
+        self._seal(
+            SegmentData(
+                seqs,
+                None if view.dense is None else np.asarray(view.dense.vectors),
+                view.sparse,
+                np.array([len(t) for t in tokens], np.int64) if colbert is not None else None,
+                colbert,
+                level.metadata_index(),
+                colbert_center=center,
+            ),
+            also=commit,
+        )
+        self._maybe_merge()
 
     def delete(self, ids: Sequence[str]) -> int:
         """Delete documents by id (unknown ids are ignored); returns how many existed. Durable on return."""
@@ -372,7 +445,7 @@ class LocalBackend:
                 return
             level = self._pending.level(None)
             dense = None if level.dense is None else np.asarray(level.dense.vectors)
-            center = self._colbert_center(seqs)
+            center = self._colbert_center(self._pending_tokens(seqs))
             self._seal(
                 SegmentData(
                     seqs,
@@ -394,9 +467,10 @@ class LocalBackend:
             if len(self._segments) > 1 or len(self._tombstones):
                 self._merge(list(self._segments))
 
-    def _colbert_center(self, seqs: np.ndarray) -> np.ndarray | None:
+    def _colbert_center(self, rows: Iterable[np.ndarray]) -> np.ndarray | None:
         """Binary stores' center: the segments' (all share it, so merges copy codes), else fitted on a sample of
-        the pending rows about to be sealed (`CENTER_SAMPLE` tokens)."""
+        `rows`, the token matrices about to be sealed in seq order: whole reads of `COLBERT_READ_BATCH` rows
+        until `CENTER_SAMPLE` tokens."""
         if "colbert" not in self.config.outputs or self.config.colbert_dtype != "binary":
             return None
         center = _fitted_center(self._segments.values())
@@ -404,13 +478,21 @@ class LocalBackend:
             return center
         dim, count = self.config.colbert_dim or 0, 0
         sample: list[np.ndarray] = []
-        for start in range(0, len(seqs), COLBERT_READ_BATCH):
-            found = self._db.pending_colbert(seqs[start : start + COLBERT_READ_BATCH].tolist(), dim)
-            sample += found.values()
-            count += sum(len(m) for m in found.values())
-            if count >= CENTER_SAMPLE:
+        for i, matrix in enumerate(rows, 1):
+            sample.append(matrix)
+            count += len(matrix)
+            if i % COLBERT_READ_BATCH == 0 and count >= CENTER_SAMPLE:
                 break
         return fit_center(np.concatenate([np.empty((0, dim), np.float32), *sample]))
+
+    def _pending_tokens(self, seqs: np.ndarray) -> Iterator[np.ndarray]:
+        """The pending rows' float16 token matrices in seq order (empty for rows without), read in batches."""
+        dim = self.config.colbert_dim or 0
+        for start in range(0, len(seqs), COLBERT_READ_BATCH):
+            chunk = seqs[start : start + COLBERT_READ_BATCH].tolist()
+            found = self._db.pending_colbert(chunk, dim)
+            for s in chunk:
+                yield found.get(s, np.empty((0, dim), np.float16))
 
     def _pending_colbert(
         self, seqs: np.ndarray, center: np.ndarray | None
@@ -420,20 +502,9 @@ class LocalBackend:
         if "colbert" not in self.config.outputs:
             return None, None
         dim, dtype = self.config.colbert_dim or 0, cast(ColbertDtype, self.config.colbert_dtype)
-        lengths = np.zeros(len(seqs), np.int64)
-        for start in range(0, len(seqs), COLBERT_READ_BATCH):
-            chunk = seqs[start : start + COLBERT_READ_BATCH]
-            found = self._db.pending_colbert(chunk.tolist(), dim)
-            lengths[start : start + len(chunk)] = [len(found[s]) if s in found else 0 for s in chunk.tolist()]
-
-        def rows() -> Iterator[EncodedTokens]:
-            for start in range(0, len(seqs), COLBERT_READ_BATCH):
-                chunk = seqs[start : start + COLBERT_READ_BATCH].tolist()
-                found = self._db.pending_colbert(chunk, dim)
-                for s in chunk:
-                    yield encode_tokens(found.get(s, np.empty((0, dim), np.float16)), dtype, center)
-
-        return lengths, rows()
+        counts = self._db.pending_colbert_tokens(seqs.tolist(), dim)
+        lengths = np.array([counts.get(s, 0) for s in seqs.tolist()], np.int64)
+        return lengths, (encode_tokens(t, dtype, center) for t in self._pending_tokens(seqs))
 
     def _sealed_sparse(self, seqs: np.ndarray, sparse: SparseIndex | None) -> SparseIndex | None:
         """The sparse index a new segment gets: as stored, or BM25 re-weighted under today's statistics."""
@@ -452,11 +523,19 @@ class LocalBackend:
             parts.append((np.full(len(ids), position[seq], np.int64), ids, w))
         return SparseIndex.from_coo(len(seqs), *(np.concatenate(p) for p in zip(*parts)))
 
-    def _seal(self, data: SegmentData, *, replaced: Sequence[str] = (), from_pending: bool = False) -> None:
+    def _seal(
+        self,
+        data: SegmentData,
+        *,
+        replaced: Sequence[str] = (),
+        from_pending: bool = False,
+        also: Callable[[], None] | None = None,
+    ) -> None:
         """Write a segment from `data`, then register it and drop what it replaces in one transaction.
 
         `replaced`: segments merged into it (their tombstones go too); `from_pending`: it seals the
-        incremental level, whose rows leave the database's pending table.
+        incremental level, whose rows leave the database's pending table; `also`: more of the same transaction
+        (a large batch's documents, `_write_segment`).
         """
         number = int(self._db.get_meta("next_segment", 0))
         name = f"seg-{number:08d}"
@@ -480,6 +559,8 @@ class LocalBackend:
                 self._db.remove_tombstones(seqs[np.isin(seqs, self._tombstones)].tolist())
             if from_pending:
                 self._db.delete_pending(data.seqs.tolist())
+            if also is not None:
+                also()
         log.info("registered segment %s", name)
         self._db.reclaim_space()
         self._reload()

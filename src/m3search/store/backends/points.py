@@ -17,7 +17,7 @@ from m3search.encoders.base import OutputKind
 from m3search.encoders.bm25 import BM25Stats
 from m3search.errors import InvalidInputError
 from m3search.search.modes import MODE_KINDS, MODE_STAGES
-from m3search.search.planner import Candidates, QueryVectors
+from m3search.search.planner import Candidates, QueryVectors, scored_early
 from m3search.search.results import Hit
 from m3search.store.backends.base import Ranker, SearchPlan
 from m3search.store.bm25 import document_weights, lengths, stats_after
@@ -236,16 +236,17 @@ def _empty(query: QueryVectors, kind: str) -> bool:
 def search_points(
     query: QueryVectors, plan: SearchPlan, rank: Ranker, run: RunAsks, payloads: ReadPayloads
 ) -> list[Hit]:
-    """The plan on an engine: first stages in one batch, then every candidate's missing per-kind scores (and
-    MaxSim) in a second batch over the candidates' ids only (absent from the answer: no such vector, score
-    0), ranked by `rank`; the chosen points' payloads make the hits."""
+    """The plan on an engine: first stages in one batch, then every candidate's missing per-kind scores in a
+    second batch over the candidates' ids only (absent from the answer: no such vector, score 0), and MaxSim
+    over the ones `rank` re-ranks (`Candidates.late`); the chosen points' payloads make the hits."""
     kinds = MODE_KINDS[plan.mode]
     depth = plan.k if plan.mode in ("dense", "sparse") else max(plan.k, plan.candidates)
     stages = [s for s in MODE_STAGES[plan.mode] if not (s == "sparse" and _empty(query, s))]
     point_ids: list[Any] = []
     index: dict[Any, int] = {}
     lists: dict[OutputKind, np.ndarray] = {}
-    known: dict[str, dict[int, float]] = {k: {} for k in kinds}
+    early = scored_early(plan.mode)  # ColBERT: on demand, for the re-rank depth
+    known: dict[str, dict[int, float]] = {k: {} for k in early}
     for stage, found in zip(stages, run([Ask(s, depth) for s in stages]) if stages else []):
         order = []
         for pid, score in found:
@@ -259,7 +260,7 @@ def search_points(
     if not point_ids:
         return []
     asks = []
-    for kind in kinds:
+    for kind in early:
         missing = [point_ids[i] for i in range(len(point_ids)) if i not in known[kind]]
         if missing and not _empty(query, kind):
             asks.append(Ask(kind, len(missing), missing))
@@ -267,18 +268,30 @@ def search_points(
         for pid, score in found:
             known[ask.kind][index[pid]] = score
     scores = {}
-    for kind in kinds:
+    for kind in early:
         column = np.zeros(len(point_ids), np.float32)
         for i, s in known[kind].items():
             column[i] = s
-        if kind == "colbert" and query.colbert is not None and len(query.colbert):
-            column /= len(query.colbert)  # MaxSim sum -> bge-m3's mean
         scores[kind] = column
+
+    def late(at: np.ndarray) -> np.ndarray:
+        """The ColBERT scores of the candidates at `at` (bge-m3's mean over query tokens)."""
+        column = np.zeros(len(at), np.float32)
+        if _empty(query, "colbert"):
+            return column
+        ids = [point_ids[i] for i in at]
+        where = {pid: j for j, pid in enumerate(ids)}
+        for pid, score in run([Ask("colbert", len(ids), ids)])[0]:
+            column[where[pid]] = score
+        return column / len(query.colbert)  # type: ignore[arg-type]  # MaxSim sum -> bge-m3's mean
+
     dense_only = None
     if plan.dense_only:
         kinds_of = payloads(point_ids, [KIND_KEY])
         dense_only = np.array([kinds_of.get(pid, {}).get(KIND_KEY) == "image" for pid in point_ids])
-    picked = rank(Candidates(np.arange(len(point_ids)), lists, scores, dense_only))
+    picked = rank(
+        Candidates(np.arange(len(point_ids)), lists, scores, dense_only, late if "colbert" in kinds else None)
+    )
     chosen = [point_ids[key] for key, _, _ in picked]
     docs = payloads(chosen, DOC_FIELDS)
     hits = []
