@@ -153,7 +153,7 @@ def engine_options(func: Any) -> Any:
             "--rerank",
             type=int,
             default=None,
-            help="Candidates ColBERT re-scores in modes colbert and all (default: the library's, 100).",
+            help="Candidates ColBERT re-scores in modes colbert and all (default: the library's, 200).",
         ),
         click.option(
             "--dense-index",

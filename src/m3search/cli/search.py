@@ -99,7 +99,7 @@ def parse_weights(value: str | None) -> list[float] | None:
     type=int,
     default=None,
     help="Candidates ColBERT re-scores in modes colbert and all, the best by the other modes (default: the "
-    "collection's, else 100).",
+    "collection's, else 200).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @runtime_option

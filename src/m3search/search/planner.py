@@ -46,7 +46,7 @@ def default_candidates(count: int) -> int:
 
 
 #: How many candidates ColBERT re-scores by default in modes colbert and all (`Collection.search`'s `rerank`).
-RERANK_DEFAULT = 100
+RERANK_DEFAULT = 200
 
 
 @dataclass

@@ -331,7 +331,7 @@ class SearchRequest(_Request):
         ge=1,
         le=10_000,
         description="Candidates ColBERT re-scores in modes colbert and all, the best by the other modes. "
-        "Default: the collection's, else 100.",
+        "Default: the collection's, else 200.",
     )
     highlight: bool = Field(False, description="Return the query tokens found in each result, with spans.")
 
