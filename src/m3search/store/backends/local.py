@@ -304,10 +304,10 @@ class LocalBackend:
                 return len(docs)
             with self._db.write():
                 old_seqs, old_counts, sealed = self._remove([d.id for d in docs])
-                self._weigh(batch, old_counts)
+                stats = self._weigh(batch, old_counts)
                 seqs = self._db.allocate_seqs(len(docs))
                 metadata = [json.dumps(d.metadata, ensure_ascii=False) for d in docs]
-                self._insert_docs(batch, seqs, metadata, old_counts)
+                self._insert_docs(batch, seqs, metadata, old_counts, stats)
                 self._db.insert_pending(
                     (
                         int(s),
@@ -327,21 +327,28 @@ class LocalBackend:
                 self.flush()
             return len(docs)
 
-    def _weigh(self, batch: PreparedBatch, old_counts: list[TermCounts]) -> None:
-        """Give BM25 collections' documents their weights under the statistics the write leaves."""
+    def _weigh(self, batch: PreparedBatch, old_counts: list[TermCounts]) -> BM25Stats | None:
+        """Give BM25 collections' documents their weights under the statistics the write leaves; returns those
+        statistics (None without BM25)."""
         if self._bm25_stats is None:
-            return
+            return None
         new_counts = [c for c in batch.counts if c is not None]
         stats = stats_after(self._bm25_stats, lengths(old_counts), lengths(new_counts))
         for doc, c in zip(batch.docs, batch.counts):
             if c is not None:
                 doc.sparse = document_weights(batch.bm25, c, stats)  # type: ignore[arg-type]
+        return stats
 
     def _insert_docs(
-        self, batch: PreparedBatch, seqs: np.ndarray, metadata: list[str], old_counts: list[TermCounts]
+        self,
+        batch: PreparedBatch,
+        seqs: np.ndarray,
+        metadata: list[str],
+        old_counts: list[TermCounts],
+        stats: BM25Stats | None,
     ) -> None:
         """Inside a write transaction: the batch's document rows (`metadata`: their JSON), thumbnails and BM25
-        statistics."""
+        statistics (`stats`, from `_weigh`)."""
         docs, counts = batch.docs, batch.counts
         if batch.thumbnails:
             self._db.insert_thumbnails(
@@ -351,9 +358,8 @@ class LocalBackend:
             (d.id, int(s), d.kind, d.text, m, pack_counts(c) if c is not None else None)
             for d, s, m, c in zip(docs, seqs, metadata, counts)
         )
-        if self._bm25_stats is not None:
+        if stats is not None:
             new_counts = [c for c in counts if c is not None]
-            stats = stats_after(self._bm25_stats, lengths(old_counts), lengths(new_counts))
             self._db.update_bm25(stats.n_docs, stats.total_len, df_delta(old_counts, new_counts))
 
     def _write_segment(self, batch: PreparedBatch) -> None:
@@ -370,7 +376,7 @@ class LocalBackend:
             if self._bm25_stats is not None
             else []
         )
-        self._weigh(batch, old_counts)
+        stats = self._weigh(batch, old_counts)
         with self._db.write():
             seqs = self._db.allocate_seqs(len(docs))
         metadata = [json.dumps(d.metadata, ensure_ascii=False) for d in docs]
@@ -394,7 +400,7 @@ class LocalBackend:
 
         def commit() -> None:
             self._remove(ids)
-            self._insert_docs(batch, seqs, metadata, old_counts)
+            self._insert_docs(batch, seqs, metadata, old_counts, stats)
 
         self._seal(
             SegmentData(
