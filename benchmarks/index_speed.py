@@ -296,6 +296,13 @@ def main() -> None:
     )
     ap.add_argument("--keep", action="store_true", help="keep the collection afterwards")
     ap.add_argument(
+        "--reuse",
+        type=Path,
+        default=None,
+        help="search a collection an earlier run kept (--keep; same data arguments) instead of building one: "
+        "query-side changes re-measured without the build (no build numbers then)",
+    )
+    ap.add_argument(
         "--no-anchor",
         dest="anchor",
         action="store_false",
@@ -342,33 +349,41 @@ def main() -> None:
     flush_docs, min_rows = bulk_load_segments(n, args.batch, args.flush_docs)
     m, ef_construction = graphs[0]
     hnsw = {"m": m, "ef_construction": ef_construction, "ef_search": args.ef_search[0], "min_rows": min_rows}
-    collection = Collection.create(
-        path,
-        dim=args.dim,
-        colbert_dim=args.colbert_dim,
-        colbert_dtype=args.colbert_dtype,
-        dense_index=args.dense_index,
-        hnsw=hnsw,
-        flush_docs=flush_docs,
-        merge_factor=100,
-        cache=False,
-    )
+    if args.reuse:
+        path = args.reuse
+        collection = Collection.open(path, readonly=True, cache=False)
+    else:
+        collection = Collection.create(
+            path,
+            dim=args.dim,
+            colbert_dim=args.colbert_dim,
+            colbert_dtype=args.colbert_dtype,
+            dense_index=args.dense_index,
+            hnsw=hnsw,
+            flush_docs=flush_docs,
+            merge_factor=100,
+            cache=False,
+        )
     try:
         # ---- build ------------------------------------------------------------------------------------
-        t_ingest, t_compact = bulk_load(collection, corpus, args, "")
-        build_s = t_ingest + t_compact
+        if args.reuse:
+            t_compact = None
+            result["build"] = {"docs": n, "reused": str(path)}
+        else:
+            t_ingest, t_compact = bulk_load(collection, corpus, args, "")
+            build_s = t_ingest + t_compact
+            result["build"] = {
+                "docs": n,
+                "ingest_s": t_ingest,
+                "compact_s": t_compact,
+                "total_s": build_s,
+                "docs_per_s": n / build_s,
+                "ingest_docs_per_s": n / t_ingest,
+                # the process so far: imports, data generation and the build (nothing else has run yet)
+                "peak_rss_gb": peak_rss_gb(),
+            }
         seg = next(iter(collection.backend._segments.values()))
         seg_dir = path / "segments" / seg.name
-        result["build"] = {
-            "docs": n,
-            "ingest_s": t_ingest,
-            "compact_s": t_compact,
-            "total_s": build_s,
-            "docs_per_s": n / build_s,
-            "ingest_docs_per_s": n / t_ingest,
-            # the process so far: imports, data generation and the build (nothing else has run yet)
-            "peak_rss_gb": peak_rss_gb(),
-        }
         result["bytes_per_doc"] = bytes_per_doc(path, seg_dir, seg, n, args.dim)
         # ---- anchor: faiss IndexHNSWFlat, same graph settings, same vectors ------------------------------
         vectors = seg.dense.vectors
@@ -900,7 +915,12 @@ def report(result: dict) -> None:
         f"{result['args']['dense_index']}"
     )
     print(
-        f"build: {b['docs_per_s']:.0f} docs/s (ingest {b['ingest_s']:.0f} s, compaction + graph {b['compact_s']:.0f} s)"
+        (
+            f"build: reused {b['reused']}"
+            if "reused" in b
+            else f"build: {b['docs_per_s']:.0f} docs/s (ingest {b['ingest_s']:.0f} s, compaction + graph "
+            f"{b['compact_s']:.0f} s)"
+        )
         + (
             f"; anchor IndexHNSWFlat graph alone: {result['anchor']['docs_per_s']:.0f} docs/s"
             if "anchor" in result
@@ -926,9 +946,8 @@ def report(result: dict) -> None:
                     f"{graph['m']:>3} {graph['ef_construction']:>4} {stage['ef_search']:>8} {name:<13} "
                     f"{s['p50_ms']:>8.2f} {s['p99_ms']:>8.2f} {r:>10}"
                 )
-        print(
-            f"    graph build {graph['build_s']:.0f} s, {graph['graph_bytes_per_doc_in_ram']:.0f} B/doc in RAM"
-        )
+        built = "reused" if graph["build_s"] is None else f"{graph['build_s']:.0f} s"
+        print(f"    graph build {built}, {graph['graph_bytes_per_doc_in_ram']:.0f} B/doc in RAM")
     for name, s in result["filtered"].items():
         print(
             f"dense+sparse, filter {name}: first query {s['first_ms']:.1f} ms, then p50 {s['p50_ms']:.1f} ms, "
