@@ -4,6 +4,7 @@ array loads that threads can share."""
 from __future__ import annotations
 
 import gc
+import os
 import sys
 import threading
 
@@ -12,7 +13,7 @@ import pytest
 import torch  # noqa: F401  (loads torch's OpenMP runtime, the one query encoding runs on)
 from threadpoolctl import threadpool_info
 
-from m3search.threads import load_array, one_thread
+from m3search.threads import QUERY_THREADS_ENV, load_array, one_thread, query_threads
 
 
 def _threads(user_api: str) -> dict[str, int]:
@@ -70,3 +71,19 @@ def test_a_load_in_another_thread_waits_for_the_header_parse(tmp_path):
     assert handed_over.is_set(), "no collection happened inside the header parse"
     assert other_done.wait(5) and not errors, errors
     assert loaded.tolist() == [0, 1, 2]
+
+
+def test_query_threads_is_the_setting_else_two_where_the_process_has_two_cpus(monkeypatch):
+    monkeypatch.setenv(QUERY_THREADS_ENV, "3")
+    assert query_threads() == 3
+    monkeypatch.delenv(QUERY_THREADS_ENV)
+    for cpus, expected in (({0}, 1), ({0, 1}, 2), (set(range(8)), 2)):
+        monkeypatch.setattr(os, "sched_getaffinity", lambda _pid, cpus=cpus: cpus)
+        assert query_threads() == expected
+
+
+@pytest.mark.parametrize("bad", ["0", "-2", "two"])
+def test_a_bad_query_thread_setting_is_named(monkeypatch, bad):
+    monkeypatch.setenv(QUERY_THREADS_ENV, bad)
+    with pytest.raises(ValueError, match=QUERY_THREADS_ENV):
+        query_threads()

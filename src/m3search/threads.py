@@ -1,8 +1,9 @@
 """Threads: pool control for latency-bound work (one query's small products and its encoding run on one
-thread), and a numpy loader that concurrent readers and writers can share."""
+thread; a large query's long pieces on two), and a numpy loader that concurrent readers and writers can share."""
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 from pathlib import Path
@@ -20,12 +21,38 @@ def one_thread(user_api: Literal["blas", "openmp"] = "blas") -> Any:
     CPU kernels use — limited for the calling thread only). A query's pieces are small: splitting them costs
     more than it saves, and on a busy machine each hand-off to a second thread can wait a whole scheduler slice
     (a 0.4 ms product took ~80 ms; encoding one e5-small query took ~1 s instead of ~50 ms on 2 busy cores)."""
+    return thread_limit(1, user_api)
+
+
+def thread_limit(threads: int, user_api: Literal["blas", "openmp"] = "blas") -> Any:
+    """A context that runs the work inside on at most `threads` threads of `user_api` (see `one_thread`)."""
     global _threadpools  # noqa: PLW0603 - one process-wide cache
     if _threadpools is None or _threadpools[0] != len(
         sys.modules
     ):  # rescan after imports (torch loads later)
         _threadpools = (len(sys.modules), ThreadpoolController())
-    return _threadpools[1].limit(limits=1, user_api=user_api)
+    return _threadpools[1].limit(limits=threads, user_api=user_api)
+
+
+#: Environment variable: the threads one large query may use (default: 2, or 1 where the process has one CPU).
+QUERY_THREADS_ENV = "M3SEARCH_QUERY_THREADS"
+
+
+def query_threads() -> int:
+    """Threads a large query's pieces may run on (`M3SEARCH_QUERY_THREADS`; default min(2, the CPUs this
+    process may use)): the exception to `one_thread` for pieces of many milliseconds (a deep ColBERT re-rank
+    over packed codes), where a second core shortens the wait and the hand-off costs little."""
+    raw = os.environ.get(QUERY_THREADS_ENV, "")
+    if raw.strip():
+        try:
+            threads = int(raw)
+        except ValueError:
+            raise ValueError(f"{QUERY_THREADS_ENV} must be a whole number of threads, got {raw!r}") from None
+        if threads < 1:
+            raise ValueError(f"{QUERY_THREADS_ENV} must be at least 1, got {threads}")
+        return threads
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return min(2, cpus)
 
 
 _LOAD_LOCK = threading.Lock()

@@ -8,6 +8,7 @@ import pytest
 from m3search.index import multivector
 from m3search.index.multivector import MultiVectorStore, MultiVectorWriter, quantize_int8
 from m3search.scoring import colbert_score
+from m3search.threads import QUERY_THREADS_ENV
 
 
 def unit_rows(rng, n, dim):
@@ -237,3 +238,19 @@ def test_store_without_a_dtype_record_opens_as_before(tmp_path):
         old = MultiVectorStore.load(tmp_path / dtype)
         assert old.dtype == dtype
         np.testing.assert_array_equal(old.maxsim(docs[0], np.arange(4)), before)
+
+
+@pytest.mark.parametrize("dtype", ["2bit", "binary"])
+def test_a_deep_packed_re_rank_on_two_threads_scores_as_on_one(tmp_path, monkeypatch, dtype):
+    """From `PARALLEL_TOKENS` candidate tokens (lowered here) the table sums split over `query_threads()`
+    threads: each token's sum is still one thread's, so the scores are the same to the bit."""
+    rng = np.random.default_rng(4)
+    docs = [unit_rows(rng, int(rng.integers(1, 40)), 64) for _ in range(60)]
+    write_store(tmp_path, docs, 64, dtype)
+    store = MultiVectorStore.load(tmp_path)
+    query, rows = unit_rows(rng, 9, 64), rng.permutation(60)[:45]
+    monkeypatch.setenv(QUERY_THREADS_ENV, "1")
+    alone = store.maxsim(query, rows)
+    monkeypatch.setenv(QUERY_THREADS_ENV, "2")
+    monkeypatch.setattr(multivector, "PARALLEL_TOKENS", 0)
+    np.testing.assert_array_equal(store.maxsim(query, rows), alone)

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Literal, NamedTuple
 
 import numpy as np
 
-from m3search.threads import load_array, one_thread
+from m3search.threads import load_array, query_threads, thread_limit
 
 if TYPE_CHECKING:
     import torch
@@ -390,7 +390,9 @@ class MultiVectorStore:
         block = max(1, BLOCK_VALUES // self.dim)
         cumulative = np.cumsum(ends - starts)
         first = 0
-        with one_thread("openmp"):  # torch's embedding_bag (packed codes) splits over threads otherwise
+        # torch's embedding_bag (packed codes) splits over OpenMP threads: only a deep re-rank gets a second one
+        threads = query_threads() if packed and cumulative[-1] >= PARALLEL_TOKENS else 1
+        with thread_limit(threads, "openmp"):
             while first < len(has):
                 # the candidates whose tokens fit in one block (at least one, however long)
                 before = cumulative[first - 1] if first else 0
@@ -444,6 +446,10 @@ class MultiVectorStore:
             at += e - s
         return (out if int8 else _float16_bits_to_float32(out)), lengths
 
+
+#: Packed codes: from this many candidate tokens a re-rank's table sums use `query_threads()` threads (~5 ms of
+#: work on one at 1024-d; docs/INDEX.md).
+PARALLEL_TOKENS = 8192
 
 #: Values decoded per block in `MultiVectorStore.maxsim` (4 MiB of float32; packed codes: table rows summed).
 BLOCK_VALUES = 1 << 20
