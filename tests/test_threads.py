@@ -13,7 +13,7 @@ import pytest
 import torch  # noqa: F401  (loads torch's OpenMP runtime, the one query encoding runs on)
 from threadpoolctl import threadpool_info
 
-from m3search.threads import QUERY_THREADS_ENV, load_array, one_thread, query_threads
+from m3search.threads import QUERY_THREADS_ENV, load_array, one_thread, prefetch_rows, query_threads
 
 
 def _threads(user_api: str) -> dict[str, int]:
@@ -87,3 +87,23 @@ def test_a_bad_query_thread_setting_is_named(monkeypatch, bad):
     monkeypatch.setenv(QUERY_THREADS_ENV, bad)
     with pytest.raises(ValueError, match=QUERY_THREADS_ENV):
         query_threads()
+
+
+def test_prefetch_asks_for_exactly_the_rows_bytes_of_a_mapped_array(tmp_path, monkeypatch):
+    np.save(tmp_path / "a.npy", np.arange(60, dtype=np.float32).reshape(20, 3))
+    mapped = load_array(tmp_path / "a.npy", mmap=True)
+    asked = []
+    monkeypatch.setattr(
+        os, "posix_fadvise", lambda _fd, offset, length, advice: asked.append((offset, length, advice))
+    )
+    prefetch_rows(mapped, np.array([2, 7, 9]), np.array([5, 7, 10]))  # the empty range 7:7 asks nothing
+    assert [a[2] for a in asked] == [os.POSIX_FADV_WILLNEED] * 2
+    raw = (tmp_path / "a.npy").read_bytes()
+    assert [raw[offset : offset + length] for offset, length, _ in asked] == [
+        mapped[2:5].tobytes(),
+        mapped[9:10].tobytes(),
+    ]
+    asked.clear()
+    prefetch_rows(np.load(tmp_path / "a.npy"), np.array([0]), np.array([3]))  # in RAM
+    prefetch_rows(mapped[4:], np.array([0]), np.array([3]))  # a view: its offsets are not the file's
+    assert asked == []

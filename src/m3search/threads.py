@@ -1,8 +1,10 @@
 """Threads: pool control for latency-bound work (one query's small products and its encoding run on one
-thread; a large query's long pieces on two), and a numpy loader that concurrent readers and writers can share."""
+thread; a large query's long pieces on two), a numpy loader that concurrent readers and writers can share, and
+read-ahead for the scattered rows a query is about to read from a memory map."""
 
 from __future__ import annotations
 
+import mmap
 import os
 import sys
 import threading
@@ -65,3 +67,22 @@ def load_array(path: Path, mmap: bool = False) -> np.ndarray:
     depth mismatch" (CPython gh-106905). Memory-mapped loads only parse the header, so the lock is held briefly."""
     with _LOAD_LOCK:
         return np.load(path, mmap_mode="r" if mmap else None)
+
+
+def prefetch_rows(array: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> None:
+    """Ask the kernel to read rows `[starts[i], ends[i])` of a memory-mapped `.npy` array now, all at once
+    (`posix_fadvise(WILLNEED)`), so that the reads that follow wait for one round of parallel I/O instead of one
+    page fault after another (a ColBERT re-rank of 200 cold rows of a 12.8 GB map: ~2x faster; docs/INDEX.md).
+    Only advice: nothing happens for arrays in RAM, views, or where the call does not exist."""
+    if not (
+        isinstance(array, np.memmap) and isinstance(array.base, mmap.mmap) and hasattr(os, "posix_fadvise")
+    ):
+        return
+    row = array.strides[0]
+    fd = os.open(array.filename, os.O_RDONLY)
+    try:
+        for start, end in zip(starts.tolist(), ends.tolist()):
+            if end > start:
+                os.posix_fadvise(fd, array.offset + start * row, (end - start) * row, os.POSIX_FADV_WILLNEED)
+    finally:
+        os.close(fd)

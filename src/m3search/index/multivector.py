@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Literal, NamedTuple
 
 import numpy as np
 
-from m3search.threads import load_array, query_threads, thread_limit
+from m3search.threads import load_array, prefetch_rows, query_threads, thread_limit
 
 if TYPE_CHECKING:
     import torch
@@ -387,6 +387,7 @@ class MultiVectorStore:
         else:
             query_t = np.ascontiguousarray(scaled).T
         # a block holds about BLOCK_VALUES values: decoded floats, or a packed token's table rows (one a byte)
+        prefetch_rows(self.tokens, starts, ends)
         block = max(1, BLOCK_VALUES // self.dim)
         cumulative = np.cumsum(ends - starts)
         first = 0
