@@ -333,7 +333,7 @@ class MultiVectorStore:
         start, end = self.offsets[row], self.offsets[row + 1]
         if prefer_exact and self.exact is not None:
             return np.asarray(self.exact[start:end], np.float32)
-        values, _ = self._decode(np.array([start]), np.array([end]))
+        values = self._decode(np.array([start]), np.array([end]))
         if self.dtype == "binary":
             values *= self.center[1]  # type: ignore[index]
         if self.scales is not None:
@@ -386,7 +386,6 @@ class MultiVectorStore:
             table = _code_table(scaled, self.dtype, self.tokens.shape[1])
         else:
             query_t = np.ascontiguousarray(scaled).T
-        # a block holds about BLOCK_VALUES values: decoded floats, or a packed token's table rows (one a byte)
         prefetch_rows(self.tokens, starts, ends)
         block = max(1, BLOCK_VALUES // self.dim)
         cumulative = np.cumsum(ends - starts)
@@ -403,7 +402,7 @@ class MultiVectorStore:
                 if packed:
                     sims = self._packed_products(token_rows, table)
                 else:
-                    sims = self._decode(block_starts, block_ends)[0] @ query_t
+                    sims = self._decode(block_starts, block_ends) @ query_t
                 if self.scales is not None:
                     sims *= self.scales[token_rows].astype(np.float32)[:, None]
                 out[has[first:last]] = np.maximum.reduceat(sims, bounds, axis=0).sum(axis=1) / len(query)
@@ -424,9 +423,9 @@ class MultiVectorStore:
         # one fixed-size bag a token: fbgemm's gather-and-sum kernel, ~3x faster than scipy's CSR product
         return torch.nn.functional.embedding_bag(torch.from_numpy(index), table, mode="sum").numpy()
 
-    def _decode(self, starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The codes of token ranges `[starts[i], ends[i])` as one float32 matrix (before any scales), and each
-        range's length."""
+    def _decode(self, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+        """The codes of token ranges `[starts[i], ends[i])` as one float32 matrix (before any scales); float16 and
+        int8 are copied range by range straight into the output (one gather then a cast was an extra pass, slower)."""
         lengths = ends - starts
         if self.dtype in ("binary", "2bit"):
             # packed codes: one table lookup a byte gives its 8 (binary) or 4 (2bit) float32 values
@@ -436,8 +435,8 @@ class MultiVectorStore:
             if self.kept is not None and len(self.kept) < self.dim:  # binary without bits for some: 0 there
                 full = np.zeros((len(codes), self.dim), np.float32)
                 full[:, self.kept] = values[:, : len(self.kept)]
-                return full, lengths
-            return (values if values.shape[1] == self.dim else values[:, : self.dim]), lengths
+                return full
+            return values if values.shape[1] == self.dim else values[:, : self.dim]
         int8 = self.dtype == "int8"
         # int8 -> float32 is a vectorized numpy cast; float16 goes through its bits, sign-extended to int32
         out = np.empty((int(lengths.sum()), self.dim), np.float32 if int8 else np.int32)
@@ -445,14 +444,14 @@ class MultiVectorStore:
         for s, e in zip(starts, ends):
             np.copyto(out[at : at + e - s], self.tokens[s:e] if int8 else self.tokens[s:e].view(np.int16))
             at += e - s
-        return (out if int8 else _float16_bits_to_float32(out)), lengths
+        return out if int8 else _float16_bits_to_float32(out)
 
 
 #: Packed codes: from this many candidate tokens a re-rank's table sums use `query_threads()` threads (~5 ms of
 #: work on one at 1024-d; docs/INDEX.md).
 PARALLEL_TOKENS = 8192
 
-#: Values decoded per block in `MultiVectorStore.maxsim` (4 MiB of float32; packed codes: table rows summed).
+#: Values decoded per block in `MultiVectorStore.maxsim` (4 MiB of float32).
 BLOCK_VALUES = 1 << 20
 
 
