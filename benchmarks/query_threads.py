@@ -7,7 +7,7 @@ the same page cache and machine load. Only a deep packed ColBERT re-rank uses th
 
     PYTHONPATH=src python benchmarks/index_speed.py --docs 1000000 --colbert-every 1 --colbert-tokens 100 \\
         --colbert-dtype binary --batch 10000 --flush-docs 10000 --ef-search 128 --no-anchor --keep --workdir DIR
-    PYTHONPATH=src python benchmarks/query_threads.py DIR/m3s-bench-*/collection --rerank 200 100
+    PYTHONPATH=src python benchmarks/query_threads.py DIR/m3s-bench-*/collection --rerank 200 100 [--profile]
 
 Prints a table, writes benchmarks/results/query_threads-DOCS.json.
 """
@@ -15,9 +15,11 @@ Prints a table, writes benchmarks/results/query_threads-DOCS.json.
 from __future__ import annotations
 
 import argparse
+import cProfile
 import json
 import os
 import platform
+import pstats
 import time
 from pathlib import Path
 
@@ -39,6 +41,11 @@ def main() -> None:
     ap.add_argument("--ef-search", type=int, default=128)
     ap.add_argument("--query-tokens", type=int, default=32)
     ap.add_argument("--threads", type=int, nargs=2, default=[1, 2])
+    ap.add_argument(
+        "--profile",
+        action="store_true",
+        help="afterwards, cProfile 100 searches of `all` at the first --rerank on one thread (where the time goes)",
+    )
     args = ap.parse_args()
     data = argparse.Namespace(
         data="latent", geometry=ROOT / "results" / "embedding_geometry.json", dim=1024, clusters=2000
@@ -61,6 +68,13 @@ def main() -> None:
                 start = time.perf_counter()
                 collection.search(q, **common, **plan)
                 ms[name][threads].append(1000 * (time.perf_counter() - start))
+    if args.profile:
+        os.environ[QUERY_THREADS_ENV] = "1"
+        plan = plans[f"all, rerank {args.rerank[0]}"]
+        with cProfile.Profile() as profile:
+            for q in queries[40:140]:
+                collection.search(q, **common, **plan)
+        pstats.Stats(profile).sort_stats("cumulative").print_stats(30)
     collection.close()
     result = {
         "collection": str(args.collection),
