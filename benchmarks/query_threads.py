@@ -20,10 +20,11 @@ import json
 import os
 import platform
 import pstats
-import time
+from collections.abc import Callable
 from pathlib import Path
 
-from index_speed import Corpus, dense_model, percentiles
+from index_speed import percentiles
+from interleave import WARM_QUERIES, interleaved, kept_corpus_queries
 
 from m3search import Collection
 from m3search.encoders.runtimes.hardware import cpu_record
@@ -47,32 +48,23 @@ def main() -> None:
         help="afterwards, cProfile 100 searches of `all` at the first --rerank on one thread (where the time goes)",
     )
     args = ap.parse_args()
-    data = argparse.Namespace(
-        data="latent", geometry=ROOT / "results" / "embedding_geometry.json", dim=1024, clusters=2000
-    )
-    corpus = Corpus(dense_model(data), 1024, 30_000, 62)
-    queries = corpus.queries(args.queries, args.query_tokens)
+    queries = kept_corpus_queries(args.queries, args.query_tokens)
     collection = Collection.open(args.collection, readonly=True, cache=False)
     docs = collection.count()
     plans = {"dense+sparse": {"mode": "dense+sparse"}}
     plans.update({f"all, rerank {d}": {"mode": "all", "rerank": d} for d in args.rerank})
     common = {"k": 10, "ef_search": args.ef_search, "candidates": default_candidates(docs)}
-    for q in queries[:40]:
-        for plan in plans.values():
-            collection.search(q, **common, **plan)
-    ms: dict[str, dict[int, list[float]]] = {name: {t: [] for t in args.threads} for name in plans}
-    for i, q in enumerate(queries[40:]):
-        for threads in args.threads if i % 2 else args.threads[::-1]:
-            os.environ[QUERY_THREADS_ENV] = str(threads)
-            for name, plan in plans.items():
-                start = time.perf_counter()
-                collection.search(q, **common, **plan)
-                ms[name][threads].append(1000 * (time.perf_counter() - start))
+
+    def use(threads: int) -> Callable[[], None]:
+        return lambda: os.environ.__setitem__(QUERY_THREADS_ENV, str(threads))
+
+    timed, _ = interleaved(collection, queries, plans, {str(t): use(t) for t in args.threads}, **common)
+    ms = {name: {int(t): v for t, v in by.items()} for name, by in timed.items()}
     if args.profile:
         os.environ[QUERY_THREADS_ENV] = "1"
         plan = plans[f"all, rerank {args.rerank[0]}"]
         with cProfile.Profile() as profile:
-            for q in queries[40:140]:
+            for q in queries[WARM_QUERIES : WARM_QUERIES + 100]:
                 collection.search(q, **common, **plan)
         pstats.Stats(profile).sort_stats("cumulative").print_stats(30)
     collection.close()
@@ -84,7 +76,9 @@ def main() -> None:
         "latency_ms": {name: {str(t): percentiles(v) for t, v in by.items()} for name, by in ms.items()},
     }
     one, two = args.threads
-    print(f"{docs:,} documents, {common['candidates']} candidates per stage, {len(queries) - 40} queries")
+    print(
+        f"{docs:,} documents, {common['candidates']} candidates per stage, {len(queries) - WARM_QUERIES} queries"
+    )
     print(
         f"{'search':<18} {f'{one} thread p50/p99 ms':>22} {f'{two} threads p50/p99 ms':>23} {'p50 ratio':>10}"
     )

@@ -69,8 +69,43 @@ def test_coo_round_trip():
     docs = random_rows(50, 4)
     index = SparseIndex.from_rows([as_row(d) for d in docs])
     again = SparseIndex.from_coo(50, *index.to_coo())
-    for name in sparse_module.FILES:
+    for name in sparse_module.FILES | sparse_module.FORWARD_FILES:
         np.testing.assert_array_equal(getattr(index, name), getattr(again, name))
+
+
+def test_the_forward_copy_lists_each_rows_postings_by_term():
+    docs = random_rows(300, 5, vocab=400, zipf=True) + [{}]  # a row with no terms too
+    index = SparseIndex.from_rows([as_row(d) for d in docs])
+    assert index.fwd_terms.dtype == np.int32 and index.fwd_weights.dtype == np.float32
+    for i, doc in enumerate(docs):
+        span = slice(index.fwd_start[i], index.fwd_start[i + 1])
+        terms = index.terms[index.fwd_terms[span]]
+        assert terms.tolist() == sorted(doc)
+        np.testing.assert_array_equal(index.fwd_weights[span], np.array([doc[t] for t in terms], np.float32))
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_forward_lookups_equal_probes_to_the_bit(monkeypatch, tmp_path, masked):
+    """A segment written before the forward copy (its files absent) opens, probes instead, and gives the very
+    same scores and top-k, pruned (`PRUNE_CHECK_LENGTH` 0: every long list looked up) and not."""
+    monkeypatch.setattr(sparse_module, "PRUNE_CHECK_LENGTH", 0)
+    n = 65_536 + 3_000  # two blocks
+    coo = random_coo(n, 9, per_row=10)
+    SparseIndex.from_coo(n, *coo).save(tmp_path)
+    forward = SparseIndex.load(tmp_path, n)
+    for file in sparse_module.FORWARD_FILES.values():
+        (tmp_path / file).unlink()
+    probing = SparseIndex.load(tmp_path, n)
+    assert forward.fwd_start is not None and probing.fwd_start is None
+    rng = np.random.default_rng(10)
+    allowed = rng.random(n) < 0.5 if masked else None
+    rows = rng.choice(n, 700, replace=False)
+    for seed in range(10):
+        terms = np.unique(random_coo(1, 200 + seed, per_row=12)[1])
+        query = (terms.astype(np.int64), rng.uniform(0.05, 1, len(terms)).astype(np.float32))
+        np.testing.assert_array_equal(forward.score_rows(query, rows), probing.score_rows(query, rows))
+        for got, want in zip(forward.search(query, 25, allowed), probing.search(query, 25, allowed)):
+            np.testing.assert_array_equal(got, want)
 
 
 def random_coo(n_rows: int, seed: int, vocab: int = 2000, per_row: int = 6):

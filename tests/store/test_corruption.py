@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from m3search import Collection
@@ -277,6 +278,40 @@ def test_segments_without_checksums_still_open(clean, tmp_path):
         assert len(c.verify()["unchecked"]) == 2
     damage(next((work / "segments").iterdir()) / "colbert_offsets.npy", "truncate")
     assert isinstance(observe(work), CorruptCollectionError)
+    shutil.copytree(clean, tmp_path / "d")  # a well-formed array that does not fit its segment
+    (tmp_path / "d" / "config.json").write_text(json.dumps({**config, "format": 2}))
+    with sqlite3.connect(tmp_path / "d" / "store.sqlite") as db:
+        db.execute("DROP TABLE segment_files")
+    start = next((tmp_path / "d" / "segments").iterdir()) / "sparse_fwd_start.npy"
+    np.save(start, np.load(start)[:-1])
+    seen = observe(tmp_path / "d")
+    assert isinstance(seen, CorruptCollectionError) and "sparse_fwd_start.npy" in str(seen)
+
+
+def test_segments_sealed_before_the_sparse_forward_copy_open_and_merge(clean, tmp_path):
+    """Segments written without `sparse_fwd_*.npy` (and so without them in the manifest) open and search like
+    the clean copy, by binary search; a merge writes the copy again."""
+    import sqlite3
+
+    from m3search.index.sparse import FORWARD_FILES
+
+    work = tmp_path / "c"
+    shutil.copytree(clean, work)
+    with sqlite3.connect(work / "store.sqlite") as db:
+        for segment in (work / "segments").iterdir():
+            for file in FORWARD_FILES.values():
+                (segment / file).unlink()
+                db.execute("DELETE FROM segment_files WHERE segment = ? AND file = ?", (segment.name, file))
+    assert observe(work) == observe(clean)
+    same = tmp_path / "same"
+    shutil.copytree(clean, same)
+    for path in (work, same):
+        with Collection.open(path) as c:
+            assert c.verify()["problems"] == []
+            c.compact()
+    merged = list((work / "segments").iterdir())
+    assert len(merged) == 1 and all((merged[0] / file).is_file() for file in FORWARD_FILES.values())
+    assert observe(work) == observe(same)
 
 
 def test_a_missing_segment_directory_is_named_not_retried(clean, tmp_path):

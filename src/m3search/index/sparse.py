@@ -14,8 +14,14 @@ A run costs 12 bytes, and there are at most (tokens × blocks) of them — a few
 
 Top-k stays exact but skips work the MaxScore way: posting lists are read shortest (rarest token) first, and
 once the upper bound of what the remaining lists can add to an unseen document (Σ w_query · max w_doc) falls
-below the current k-th best score, the long lists of common tokens are only probed for the documents already
-in contention (binary search in the sorted runs) instead of being gathered whole.
+below the current k-th best score, the long lists of common tokens are only looked up for the documents
+already in contention instead of being gathered whole.
+
+Those lookups, and the scores of given rows (a hybrid query's dense-only candidates), read a *forward* copy of
+the postings while the rows are few: each row's term columns (int32, ascending) and weights, 8 bytes a
+posting. One vectorized gather replaces a binary search per query token and block (~230 a query at 1M
+documents). Segments written before the copy have none; their lookups binary-search the sorted runs, with the
+same sums in the same order.
 
 Hand-written on numpy because text search engines (Lucene, Tantivy) quantize or re-derive the weights and
 scipy's sparse products have neither an allowed-row mask nor early termination.
@@ -43,21 +49,32 @@ FILES = {
     "weights": "sparse_weights.npy",
     "term_max": "sparse_term_max.npy",
 }
+#: The forward copy (row -> its postings); optional, absent in segments written before it.
+FORWARD_FILES = {
+    "fwd_start": "sparse_fwd_start.npy",
+    "fwd_terms": "sparse_fwd_terms.npy",
+    "fwd_weights": "sparse_fwd_weights.npy",
+}
 
 #: Rows per block: a posting stores its row's offset within the block as uint16.
 BLOCK_BITS = 16
 BLOCK_ROWS = 1 << BLOCK_BITS
 #: Before reading a posting list longer than this, check whether the rest can be probed instead.
 PRUNE_CHECK_LENGTH = 20_000
+#: Look rows up in the forward copy while their postings number at most this many per run that binary search
+#: would visit. At 1M documents (51 postings a row, 16 blocks) the forward copy took 0.5 ms for 317 rows where
+#: probing took 2.3, broke even near 2,000 postings a run and was 2.7x slower at ~19,000 (docs/INDEX.md).
+FORWARD_POSTINGS_PER_RUN = 1024
 
-#: A posting list: (first run, end run, query weight, upper bound of its contribution, postings).
-_List = tuple[int, int, float, float, int]
+#: A posting list: (first run, end run, query weight, upper bound of its contribution, postings, term column).
+_List = tuple[int, int, float, float, int, int]
 
 
 class SparseIndex:
     """Posting lists: term `terms[j]` has runs `term_runs[j]:term_runs[j+1]`; run r holds postings
     `run_start[r]:run_start[r+1]` of block `run_block[r]`, i.e. rows `run_block[r] << 16 | rows[...]`
-    (ascending) with `weights[...]`; `term_max[j]` is the largest weight in list j."""
+    (ascending) with `weights[...]`; `term_max[j]` is the largest weight in list j. Forward copy: row i's
+    postings are `fwd_start[i]:fwd_start[i+1]`, term columns `fwd_terms` (ascending), weights `fwd_weights`."""
 
     def __init__(
         self,
@@ -69,16 +86,25 @@ class SparseIndex:
         rows: np.ndarray,
         weights: np.ndarray,
         term_max: np.ndarray,
+        fwd_start: np.ndarray | None = None,
+        fwd_terms: np.ndarray | None = None,
+        fwd_weights: np.ndarray | None = None,
     ) -> None:
         self.n_rows = n_rows
         self.terms, self.term_runs, self.run_block, self.run_start = terms, term_runs, run_block, run_start
         self.rows, self.weights, self.term_max = rows, weights, term_max
+        self.fwd_start, self.fwd_terms, self.fwd_weights = fwd_start, fwd_terms, fwd_weights
         # Queries read plain views of the same memory: every slice of an np.memmap runs Python hooks (~2 µs),
         # and a query takes dozens.
         self._terms, self._term_runs, self._run_block, self._run_start = map(
             np.asarray, (terms, term_runs, run_block, run_start)
         )
         self._rows, self._weights, self._term_max = map(np.asarray, (rows, weights, term_max))
+        self._forward = (
+            None
+            if fwd_start is None or fwd_terms is None or fwd_weights is None
+            else (np.asarray(fwd_start), np.asarray(fwd_terms), np.asarray(fwd_weights))
+        )
 
     def __len__(self) -> int:
         return self.n_rows
@@ -97,6 +123,11 @@ class SparseIndex:
         term_first = np.flatnonzero(new_term)
         term_runs = np.append(np.cumsum(new_run)[term_first] - 1, int(new_run.sum())).astype(np.int64)
         term_max = np.maximum.reduceat(weights, term_first) if len(term_first) else np.empty(0, np.float32)
+        # the forward copy: postings by row; a stable sort keeps each row's term columns ascending
+        columns = np.cumsum(new_term, dtype=np.int64) - 1
+        by_row = np.argsort(rows, kind="stable")
+        fwd_start = np.zeros(n_rows + 1, np.int64)
+        np.cumsum(np.bincount(rows, minlength=n_rows), out=fwd_start[1:])
         return cls(
             n_rows,
             terms[term_first],
@@ -106,6 +137,9 @@ class SparseIndex:
             (rows & (BLOCK_ROWS - 1)).astype(np.uint16),
             weights,
             term_max.astype(np.float32),
+            fwd_start,
+            columns[by_row].astype(np.int32),
+            weights[by_row],
         )
 
     @classmethod
@@ -153,6 +187,7 @@ class SparseIndex:
                 qweights[order].tolist(),
                 (qweights * self._term_max[pos])[order].tolist(),
                 lengths[order].tolist(),
+                pos[order].tolist(),
             )
         )
 
@@ -191,8 +226,36 @@ class SparseIndex:
             hit = postings[pos] == want
             out[lo:hi][hit] += weight * self._weights[start + pos[hit]]
 
+    def _lookup(self, lists: Sequence[_List], rows: np.ndarray, out: np.ndarray) -> None:
+        """Add the posting lists' contributions to `out` for the given ascending rows: from the forward copy
+        when the rows' postings are few against the runs to probe (`FORWARD_POSTINGS_PER_RUN`), else by
+        binary search. Either way each row's float32 sum adds the lists in their order, so scores agree to the
+        bit with `search`'s."""
+        if not lists or not len(rows):
+            return
+        postings_estimate = len(rows) * len(self._weights) / max(self.n_rows, 1)
+        runs = sum(plist[1] - plist[0] for plist in lists)
+        if self._forward is None or postings_estimate > FORWARD_POSTINGS_PER_RUN * runs:
+            self._probe_all(lists, rows, out)
+            return
+        fwd_start, fwd_terms, fwd_weights = self._forward
+        starts = fwd_start[rows]
+        lengths = fwd_start[rows + 1] - starts
+        total = int(lengths.sum())
+        postings = np.arange(total) + np.repeat(starts - (np.cumsum(lengths) - lengths), lengths)
+        # each term column's list, numbered from 1 in `lists` order (0: not a query term)
+        rank_of = np.zeros(len(self._terms), np.int16 if len(lists) < 2**15 else np.int32)
+        rank_of[[plist[5] for plist in lists]] = np.arange(1, len(lists) + 1)
+        ranks = rank_of[fwd_terms[postings]]
+        hit = np.flatnonzero(ranks)
+        ranks, postings = ranks[hit] - 1, postings[hit]
+        owners = np.repeat(np.arange(len(rows)), lengths)[hit]
+        weights = np.array([plist[2] for plist in lists], np.float32)[ranks] * fwd_weights[postings]
+        in_order = np.argsort(ranks, kind="stable")
+        np.add.at(out, owners[in_order], weights[in_order])  # sequential float32 adds, list by list
+
     def _probe_all(self, lists: Sequence[_List], rows: np.ndarray, out: np.ndarray) -> None:
-        """Add the posting lists' contributions to `out` for the given ascending rows."""
+        """Add the posting lists' contributions to `out` for the given ascending rows (binary searches)."""
         blocks = rows >> BLOCK_BITS
         offsets = (rows & (BLOCK_ROWS - 1)).astype(np.uint16)
         for plist in lists:
@@ -203,7 +266,7 @@ class SparseIndex:
         rows = np.asarray(rows, np.int64)
         order = np.argsort(rows, kind="stable")
         scores = np.zeros(len(rows), np.float32)
-        self._probe_all(self._lists(query), rows[order], scores)
+        self._lookup(self._lists(query), rows[order], scores)
         out = np.empty_like(scores)
         out[order] = scores
         return out
@@ -244,20 +307,23 @@ class SparseIndex:
         """Complete the scores of the documents that can still make the top k by probing the remaining lists."""
         alive = contenders[scores[contenders] + remaining >= threshold]
         partial = scores[alive]
-        self._probe_all(rest, alive, partial)
+        self._lookup(rest, alive, partial)
         picked, best = top_k(partial, k)
         return alive[picked], best
 
     def save(self, directory: Path) -> list[Path]:
-        """Write the arrays into `directory`; returns the files written."""
+        """Write the arrays (and the forward copy, if built) into `directory`; returns the files written."""
         paths = []
-        for name, file in FILES.items():
+        files = FILES if self._forward is None else FILES | FORWARD_FILES
+        for name, file in files.items():
             paths.append(directory / file)
             np.save(paths[-1], getattr(self, name))
         return paths
 
     @classmethod
     def load(cls, directory: Path, n_rows: int) -> SparseIndex:
-        """Open saved arrays, memory-mapped."""
+        """Open saved arrays, memory-mapped; a segment written before the forward copy opens without it."""
         arrays = {name: load_array(directory / file, mmap=True) for name, file in FILES.items()}
+        if all((directory / file).exists() for file in FORWARD_FILES.values()):
+            arrays |= {name: load_array(directory / file, mmap=True) for name, file in FORWARD_FILES.items()}
         return cls(n_rows, **arrays)

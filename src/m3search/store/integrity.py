@@ -33,6 +33,7 @@ from m3search.index.multivector import (
     MultiVectorStore,
     code_layout,
 )
+from m3search.index.sparse import FORWARD_FILES
 from m3search.store.config import CONFIG_FILE, CollectionConfig
 from m3search.store.database import DB_FILE
 from m3search.store.metadata import PATHS_FILE
@@ -147,6 +148,15 @@ def structure_problem(segment: Segment) -> tuple[str, str] | None:
         return SEQS_FILE, "is not a strictly increasing list of row numbers"
     if segment.dense is not None and len(segment.dense.vectors) != n:
         return "dense.npy", f"has {len(segment.dense.vectors)} rows for {n} documents"
+    sparse = segment.sparse
+    if sparse is not None and sparse.fwd_start is not None:
+        postings = len(sparse.weights)
+        start = sparse.fwd_start
+        if len(start) != n + 1 or start[0] != 0 or start[-1] != postings or np.any(np.diff(start) < 0):
+            return FORWARD_FILES["fwd_start"], f"does not describe {n} rows of the {postings} sparse postings"
+        for name in ("fwd_terms", "fwd_weights"):
+            if len(getattr(sparse, name)) != postings:
+                return FORWARD_FILES[name], f"does not hold the {postings} sparse postings"
     if segment.colbert is not None:
         offsets, tokens = segment.colbert.offsets, len(segment.colbert.tokens)
         if len(offsets) != n + 1 or offsets[0] != 0 or offsets[-1] != tokens or np.any(np.diff(offsets) < 0):
