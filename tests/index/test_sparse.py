@@ -47,8 +47,10 @@ def test_scores_equal_the_reference_and_survive_save_load(tmp_path):
 
 @pytest.mark.parametrize("prune_at", [10**9, 0])  # never prune / check before every list
 @pytest.mark.parametrize("masked", [False, True])
-def test_top_k_is_exact(monkeypatch, prune_at, masked):
+@pytest.mark.parametrize("forward_per_run", [0, 10**9])  # lookups always probe / always use the forward copy
+def test_top_k_is_exact(monkeypatch, prune_at, masked, forward_per_run):
     monkeypatch.setattr(sparse_module, "PRUNE_CHECK_LENGTH", prune_at)
+    monkeypatch.setattr(sparse_module, "FORWARD_POSTINGS_PER_RUN", forward_per_run)
     docs = random_rows(2000, 2, vocab=500, zipf=True)
     index = SparseIndex.from_rows([as_row(d) for d in docs])
     allowed = (np.arange(len(docs)) % 3 == 0) if masked else None

@@ -15,7 +15,8 @@ A run costs 12 bytes, and there are at most (tokens × blocks) of them — a few
 Top-k stays exact but skips work the MaxScore way: posting lists are read shortest (rarest token) first, and
 once the upper bound of what the remaining lists can add to an unseen document (Σ w_query · max w_doc) falls
 below the current k-th best score, the long lists of common tokens are only looked up for the documents
-already in contention instead of being gathered whole.
+already in contention instead of being gathered whole; after each such list, the contenders that can no longer
+reach the k-th best partial score drop out.
 
 Those lookups, and the scores of given rows (a hybrid query's dense-only candidates), read a *forward* copy of
 the postings while the rows are few: each row's term columns (int32, ascending) and weights, 8 bytes a
@@ -226,16 +227,21 @@ class SparseIndex:
             hit = postings[pos] == want
             out[lo:hi][hit] += weight * self._weights[start + pos[hit]]
 
+    def _forward_pays(self, n_rows: int, lists: Sequence[_List]) -> bool:
+        """Whether looking `n_rows` rows up in the forward copy beats probing `lists` for them: their postings
+        are at most `FORWARD_POSTINGS_PER_RUN` per run that binary search would visit."""
+        if self._forward is None:
+            return False
+        postings = n_rows * len(self._weights) / max(self.n_rows, 1)
+        return postings <= FORWARD_POSTINGS_PER_RUN * sum(plist[1] - plist[0] for plist in lists)
+
     def _lookup(self, lists: Sequence[_List], rows: np.ndarray, out: np.ndarray) -> None:
         """Add the posting lists' contributions to `out` for the given ascending rows: from the forward copy
-        when the rows' postings are few against the runs to probe (`FORWARD_POSTINGS_PER_RUN`), else by
-        binary search. Either way each row's float32 sum adds the lists in their order, so scores agree to the
-        bit with `search`'s."""
+        when it pays (`_forward_pays`), else by binary search. Either way each row's float32 sum adds the lists
+        in their order, so scores agree to the bit with `search`'s."""
         if not lists or not len(rows):
             return
-        postings_estimate = len(rows) * len(self._weights) / max(self.n_rows, 1)
-        runs = sum(plist[1] - plist[0] for plist in lists)
-        if self._forward is None or postings_estimate > FORWARD_POSTINGS_PER_RUN * runs:
+        if self._forward is None or not self._forward_pays(len(rows), lists):
             self._probe_all(lists, rows, out)
             return
         fwd_start, fwd_terms, fwd_weights = self._forward
@@ -304,10 +310,21 @@ class SparseIndex:
         threshold: float,
         k: int,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Complete the scores of the documents that can still make the top k by probing the remaining lists."""
+        """Complete the scores of the documents that can still make the top k. List by list (probing), the
+        documents whose partial score plus what the lists left can add falls below the k-th best partial score
+        drop out; once the survivors are few enough, the forward copy adds all the lists left at once."""
         alive = contenders[scores[contenders] + remaining >= threshold]
         partial = scores[alive]
-        self._lookup(rest, alive, partial)
+        for i, plist in enumerate(rest):
+            if self._forward_pays(len(alive), rest[i:]):
+                self._lookup(rest[i:], alive, partial)
+                break
+            self._probe_all([plist], alive, partial)
+            remaining -= plist[3]
+            if len(alive) > k:  # partial scores only grow: the k-th best of them bounds the final k-th best
+                threshold = max(threshold, np.partition(partial, len(alive) - k)[len(alive) - k])
+                keep = partial + remaining >= threshold
+                alive, partial = alive[keep], partial[keep]
         picked, best = top_k(partial, k)
         return alive[picked], best
 
