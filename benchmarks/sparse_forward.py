@@ -1,12 +1,12 @@
-"""The sparse index's forward copy (`SparseIndex._lookup`): looking candidate rows up in each row's own postings
-against binary searches in the long posting lists, on a collection written without the copy.
+"""The sparse forward index (`SparseIndex._lookup`): looking candidate rows up in each row's own postings
+against binary searches in the long posting lists.
 
-Builds the forward copy of each segment in memory from its inverted lists (`from_coo`, the arrays a new
-segment gets), then
-1. times one lookup both ways for the row sets a real query produces: the contenders MaxScore leaves to
-   `search`'s last lists, and 317 random rows (a hybrid query's dense-only candidates), by row-set size;
-2. searches through `Collection` with each segment's sparse index swapped per query between the copy-less and
-   the forward one (interleaved, `interleave.py`), and checks both return the same hits.
+Builds the forward index of each segment of a kept collection in memory from its inverted lists (`from_coo`,
+as a new segment gets it; collections of any format), then
+1. times one lookup both ways for the row sets a real query produces: the contenders MaxScore has when it stops
+   reading whole lists, and 317 random rows (a hybrid query's dense-only candidates), by row-set size;
+2. searches through `Collection` with each segment's sparse index swapped per query between one without the
+   forward index and one with it (interleaved, `interleave.py`), and checks both return the same hits.
 
     PYTHONPATH=src python benchmarks/index_speed.py --docs 1000000 --colbert-every 1 --colbert-tokens 100 \\
         --colbert-dtype binary --batch 10000 --flush-docs 10000 --ef-search 128 --no-anchor --keep --workdir DIR
@@ -43,7 +43,7 @@ BUCKETS = (0, 400, 1_000, 3_000, 10_000, 10**9)
 
 
 def without_forward(index: SparseIndex) -> SparseIndex:
-    """The same inverted lists with no forward copy: what a segment written before it opens as."""
+    """The same inverted lists with no forward index: what a segment written before it opens as."""
     return SparseIndex(index.n_rows, **{name: getattr(index, name) for name in FILES})
 
 
@@ -110,7 +110,7 @@ def main() -> None:
         "collection": str(args.collection),
         "docs": docs,
         "postings": postings,
-        "forward_bytes": sum(f.fwd_start.nbytes + f.fwd_terms.nbytes + f.fwd_weights.nbytes for f in forward),
+        "forward_bytes": sum(f.fwd_start.nbytes + f.fwd_postings.nbytes for f in forward),
         "forward_build_s": build_s,
         "forward_postings_per_run": sparse.FORWARD_POSTINGS_PER_RUN,
         "same_hits": same,
@@ -139,7 +139,7 @@ def main() -> None:
             f"{name:<18} {a['p50_ms']:>8.2f}/{a['p99_ms']:<9.2f} {b['p50_ms']:>9.2f}/{b['p99_ms']:<10.2f} "
             f"{b['p50_ms'] / a['p50_ms']:>10.2f}"
         )
-    print(f"same hits both ways: {same}; forward copy {result['forward_bytes'] / docs:.0f} B a document")
+    print(f"same hits both ways: {same}; forward index {result['forward_bytes'] / docs:.0f} B a document")
     out = ROOT / "results" / f"sparse_forward-{docs}.json"
     out.write_text(json.dumps(result, indent=2))
     print(f"written to {out}")

@@ -339,13 +339,14 @@ def test_verify_names_damaged_files(collection):
 
 
 def test_create_with_compressed_colbert_options(tmp_path):
-    """`index create` passes the ColBERT storage options into the collection's config."""
+    """`index create` passes the ColBERT and sparse storage options into the collection's config."""
     path = tmp_path / "vec"
     run("index", "create", str(path), "--dim", "8", "--colbert-dim", "16", "--colbert-dtype", "binary",
-        "--colbert-recheck", "20", "--colbert-prune", "punctuation")  # fmt: skip
+        "--colbert-recheck", "20", "--colbert-prune", "punctuation", "--no-sparse-forward")  # fmt: skip
     config = json.loads((path / "config.json").read_text())
     assert (config["colbert_dtype"], config["colbert_recheck"], config["colbert_prune"]) == (
         "binary",
         20,
         "punctuation",
     )
+    assert config["sparse_forward"] is False

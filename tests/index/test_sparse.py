@@ -47,7 +47,7 @@ def test_scores_equal_the_reference_and_survive_save_load(tmp_path):
 
 @pytest.mark.parametrize("prune_at", [10**9, 0])  # never prune / check before every list
 @pytest.mark.parametrize("masked", [False, True])
-@pytest.mark.parametrize("forward_per_run", [0, 10**9])  # lookups always probe / always use the forward copy
+@pytest.mark.parametrize("forward_per_run", [0, 10**9])  # lookups always probe / always use the forward index
 def test_top_k_is_exact(monkeypatch, prune_at, masked, forward_per_run):
     monkeypatch.setattr(sparse_module, "PRUNE_CHECK_LENGTH", prune_at)
     monkeypatch.setattr(sparse_module, "FORWARD_POSTINGS_PER_RUN", forward_per_run)
@@ -75,20 +75,21 @@ def test_coo_round_trip():
         np.testing.assert_array_equal(getattr(index, name), getattr(again, name))
 
 
-def test_the_forward_copy_lists_each_rows_postings_by_term():
+def test_the_forward_index_lists_each_rows_postings_by_term():
     docs = random_rows(300, 5, vocab=400, zipf=True) + [{}]  # a row with no terms too
     index = SparseIndex.from_rows([as_row(d) for d in docs])
-    assert index.fwd_terms.dtype == np.int32 and index.fwd_weights.dtype == np.float32
+    assert index.fwd_postings.dtype == np.uint32
+    term_start = index.run_start[index.term_runs[:-1]]  # each term's first position
     for i, doc in enumerate(docs):
-        span = slice(index.fwd_start[i], index.fwd_start[i + 1])
-        terms = index.terms[index.fwd_terms[span]]
+        positions = index.fwd_postings[index.fwd_start[i] : index.fwd_start[i + 1]]
+        terms = index.terms[np.searchsorted(term_start, positions, "right") - 1]
         assert terms.tolist() == sorted(doc)
-        np.testing.assert_array_equal(index.fwd_weights[span], np.array([doc[t] for t in terms], np.float32))
+        np.testing.assert_array_equal(index.weights[positions], np.array([doc[t] for t in terms], np.float32))
 
 
 @pytest.mark.parametrize("masked", [False, True])
 def test_forward_lookups_equal_probes_to_the_bit(monkeypatch, tmp_path, masked):
-    """A segment written before the forward copy (its files absent) opens, probes instead, and gives the very
+    """A segment written before the forward index (its files absent) opens, probes instead, and gives the very
     same scores and top-k, pruned (`PRUNE_CHECK_LENGTH` 0: every long list looked up) and not."""
     monkeypatch.setattr(sparse_module, "PRUNE_CHECK_LENGTH", 0)
     n = 65_536 + 3_000  # two blocks

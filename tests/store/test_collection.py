@@ -87,6 +87,29 @@ def test_a_large_batch_becomes_the_segment_the_incremental_level_would_seal(
     assert direct.search(as_query(newer[0]), 1, mode="dense")[0].metadata == {"v": 2}
 
 
+def test_without_the_sparse_forward_index_segments_lack_it_and_search_alike(new_collection, docs):
+    """`sparse_forward=False`: sealed and merged segments hold no forward index, and every mode ranks and
+    scores as with it (lookups probe instead); the setting is the local backend's and a boolean."""
+    from m3search.index.sparse import FORWARD_FILES
+
+    plain = new_collection("plain")
+    lean = new_collection("lean", sparse_forward=False)
+    for c in (plain, lean):
+        c.upsert(docs[:60])
+        c.upsert(docs[60:])
+        c.compact()
+    assert (plain.stats()["sparse_forward"], lean.stats()["sparse_forward"]) == (True, False)
+    for c, present in ((plain, True), (lean, False)):
+        for segment in (c.path / "segments").iterdir():
+            assert all((segment / f).is_file() == present for f in FORWARD_FILES.values())
+    queries = [as_query(d) for d in (*make_docs(3, seed=41), docs[7], docs[90])]
+    assert _every_mode(plain, queries) == _every_mode(lean, queries)
+    with pytest.raises(InvalidInputError, match="sparse_forward"):
+        new_collection("edge", backend="edge", sparse_forward=False)
+    with pytest.raises(InvalidInputError, match="sparse_forward"):
+        new_collection("bad", sparse_forward="no")
+
+
 def test_a_large_batch_on_bm25_weighs_like_the_incremental_level(tmp_path, tiny_m3):
     from m3search.encoders import BM25Encoder, CompositeEncoder
 

@@ -76,6 +76,13 @@ def command() -> None:
     default=None,
     help="Drop special and punctuation tokens' ColBERT vectors at index time.",
 )
+@click.option(
+    "--sparse-forward/--no-sparse-forward",
+    default=True,
+    show_default=True,
+    help="Store the sparse forward index (~200 bytes a document): faster lexical scores for the candidates of "
+    "hybrid searches in large collections. Local backend.",
+)
 @click.option("--max-length", type=int, default=None, help="Tokens per document (default: the model's).")
 @click.option(
     "--image-encoder",
@@ -111,6 +118,7 @@ def create(
     colbert_dtype: str,
     colbert_recheck: int,
     colbert_prune: str | None,
+    sparse_forward: bool,
     max_length: int | None,
     image_encoder: str | None,
     backend: str,
@@ -139,6 +147,7 @@ def create(
         colbert_dtype=colbert_dtype,
         colbert_recheck=colbert_recheck,
         colbert_prune=colbert_prune,
+        sparse_forward=sparse_forward,
         max_length=max_length,
         runtime=runtime,
         image_encoder=image_encoder,

@@ -18,11 +18,12 @@ below the current k-th best score, the long lists of common tokens are only look
 already in contention instead of being gathered whole; after each such list, the contenders that can no longer
 reach the k-th best partial score drop out.
 
-Those lookups, and the scores of given rows (a hybrid query's dense-only candidates), read a *forward* copy of
-the postings while the rows are few: each row's term columns (int32, ascending) and weights, 8 bytes a
-posting. One vectorized gather replaces a binary search per query token and block (~230 a query at 1M
-documents). Segments written before the copy have none; their lookups binary-search the sorted runs, with the
-same sums in the same order.
+Those lookups, and the scores of given rows (a hybrid query's dense-only candidates), read a *forward* index
+while the rows are few: each row's postings as positions in the inverted arrays (uint32, ascending, so grouped
+by term), 4 bytes a posting. A position tells its term by the list range it falls in, and its weight is the
+posting's own, so the lookup is one vectorized gather instead of a binary search per query token and block
+(~230 a query at 1M documents). Segments written before it have none; their lookups binary-search the sorted
+runs, with the same sums in the same order.
 
 Hand-written on numpy because text search engines (Lucene, Tantivy) quantize or re-derive the weights and
 scipy's sparse products have neither an allowed-row mask nor early termination.
@@ -50,32 +51,28 @@ FILES = {
     "weights": "sparse_weights.npy",
     "term_max": "sparse_term_max.npy",
 }
-#: The forward copy (row -> its postings); optional, absent in segments written before it.
-FORWARD_FILES = {
-    "fwd_start": "sparse_fwd_start.npy",
-    "fwd_terms": "sparse_fwd_terms.npy",
-    "fwd_weights": "sparse_fwd_weights.npy",
-}
+#: The forward index (row -> positions of its postings); optional, absent in segments written before it.
+FORWARD_FILES = {"fwd_start": "sparse_fwd_start.npy", "fwd_postings": "sparse_fwd_postings.npy"}
 
 #: Rows per block: a posting stores its row's offset within the block as uint16.
 BLOCK_BITS = 16
 BLOCK_ROWS = 1 << BLOCK_BITS
 #: Before reading a posting list longer than this, check whether the rest can be probed instead.
 PRUNE_CHECK_LENGTH = 20_000
-#: Look rows up in the forward copy while their postings number at most this many per run that binary search
-#: would visit. At 1M documents (51 postings a row, 16 blocks) the forward copy took 0.5 ms for 317 rows where
+#: Look rows up in the forward index while their postings number at most this many per run that binary search
+#: would visit. At 1M documents (51 postings a row, 16 blocks) the forward index took 0.5 ms for 317 rows where
 #: probing took 2.3, broke even near 2,000 postings a run and was 2.7x slower at ~19,000 (docs/INDEX.md).
 FORWARD_POSTINGS_PER_RUN = 1024
 
-#: A posting list: (first run, end run, query weight, upper bound of its contribution, postings, term column).
-_List = tuple[int, int, float, float, int, int]
+#: A posting list: (first run, end run, query weight, upper bound of its contribution, postings).
+_List = tuple[int, int, float, float, int]
 
 
 class SparseIndex:
     """Posting lists: term `terms[j]` has runs `term_runs[j]:term_runs[j+1]`; run r holds postings
     `run_start[r]:run_start[r+1]` of block `run_block[r]`, i.e. rows `run_block[r] << 16 | rows[...]`
-    (ascending) with `weights[...]`; `term_max[j]` is the largest weight in list j. Forward copy: row i's
-    postings are `fwd_start[i]:fwd_start[i+1]`, term columns `fwd_terms` (ascending), weights `fwd_weights`."""
+    (ascending) with `weights[...]`; `term_max[j]` is the largest weight in list j. Forward index: row i's
+    postings are at positions `fwd_postings[fwd_start[i]:fwd_start[i+1]]` (ascending) of `rows`/`weights`."""
 
     def __init__(
         self,
@@ -88,13 +85,12 @@ class SparseIndex:
         weights: np.ndarray,
         term_max: np.ndarray,
         fwd_start: np.ndarray | None = None,
-        fwd_terms: np.ndarray | None = None,
-        fwd_weights: np.ndarray | None = None,
+        fwd_postings: np.ndarray | None = None,
     ) -> None:
         self.n_rows = n_rows
         self.terms, self.term_runs, self.run_block, self.run_start = terms, term_runs, run_block, run_start
         self.rows, self.weights, self.term_max = rows, weights, term_max
-        self.fwd_start, self.fwd_terms, self.fwd_weights = fwd_start, fwd_terms, fwd_weights
+        self.fwd_start, self.fwd_postings = fwd_start, fwd_postings
         # Queries read plain views of the same memory: every slice of an np.memmap runs Python hooks (~2 µs),
         # and a query takes dozens.
         self._terms, self._term_runs, self._run_block, self._run_start = map(
@@ -103,8 +99,8 @@ class SparseIndex:
         self._rows, self._weights, self._term_max = map(np.asarray, (rows, weights, term_max))
         self._forward = (
             None
-            if fwd_start is None or fwd_terms is None or fwd_weights is None
-            else (np.asarray(fwd_start), np.asarray(fwd_terms), np.asarray(fwd_weights))
+            if fwd_start is None or fwd_postings is None
+            else (np.asarray(fwd_start), np.asarray(fwd_postings))
         )
 
     def __len__(self) -> int:
@@ -124,9 +120,8 @@ class SparseIndex:
         term_first = np.flatnonzero(new_term)
         term_runs = np.append(np.cumsum(new_run)[term_first] - 1, int(new_run.sum())).astype(np.int64)
         term_max = np.maximum.reduceat(weights, term_first) if len(term_first) else np.empty(0, np.float32)
-        # the forward copy: postings by row; a stable sort keeps each row's term columns ascending
-        columns = np.cumsum(new_term, dtype=np.int64) - 1
-        by_row = np.argsort(rows, kind="stable")
+        # the forward index: positions by row; a stable sort keeps each row's positions ascending
+        by_row = np.argsort(rows, kind="stable").astype(np.uint32 if len(rows) < 2**32 else np.int64)
         fwd_start = np.zeros(n_rows + 1, np.int64)
         np.cumsum(np.bincount(rows, minlength=n_rows), out=fwd_start[1:])
         return cls(
@@ -139,8 +134,7 @@ class SparseIndex:
             weights,
             term_max.astype(np.float32),
             fwd_start,
-            columns[by_row].astype(np.int32),
-            weights[by_row],
+            by_row,
         )
 
     @classmethod
@@ -188,7 +182,6 @@ class SparseIndex:
                 qweights[order].tolist(),
                 (qweights * self._term_max[pos])[order].tolist(),
                 lengths[order].tolist(),
-                pos[order].tolist(),
             )
         )
 
@@ -228,7 +221,7 @@ class SparseIndex:
             out[lo:hi][hit] += weight * self._weights[start + pos[hit]]
 
     def _forward_pays(self, n_rows: int, lists: Sequence[_List]) -> bool:
-        """Whether looking `n_rows` rows up in the forward copy beats probing `lists` for them: their postings
+        """Whether looking `n_rows` rows up in the forward index beats probing `lists` for them: their postings
         are at most `FORWARD_POSTINGS_PER_RUN` per run that binary search would visit."""
         if self._forward is None:
             return False
@@ -236,7 +229,7 @@ class SparseIndex:
         return postings <= FORWARD_POSTINGS_PER_RUN * sum(plist[1] - plist[0] for plist in lists)
 
     def _lookup(self, lists: Sequence[_List], rows: np.ndarray, out: np.ndarray) -> None:
-        """Add the posting lists' contributions to `out` for the given ascending rows: from the forward copy
+        """Add the posting lists' contributions to `out` for the given ascending rows: from the forward index
         when it pays (`_forward_pays`), else by binary search. Either way each row's float32 sum adds the lists
         in their order, so scores agree to the bit with `search`'s."""
         if not lists or not len(rows):
@@ -244,19 +237,24 @@ class SparseIndex:
         if self._forward is None or not self._forward_pays(len(rows), lists):
             self._probe_all(lists, rows, out)
             return
-        fwd_start, fwd_terms, fwd_weights = self._forward
+        fwd_start, fwd_postings = self._forward
         starts = fwd_start[rows]
         lengths = fwd_start[rows + 1] - starts
         total = int(lengths.sum())
-        postings = np.arange(total) + np.repeat(starts - (np.cumsum(lengths) - lengths), lengths)
-        # each term column's list, numbered from 1 in `lists` order (0: not a query term)
-        rank_of = np.zeros(len(self._terms), np.int16 if len(lists) < 2**15 else np.int32)
-        rank_of[[plist[5] for plist in lists]] = np.arange(1, len(lists) + 1)
-        ranks = rank_of[fwd_terms[postings]]
-        hit = np.flatnonzero(ranks)
-        ranks, postings = ranks[hit] - 1, postings[hit]
+        positions = fwd_postings[
+            np.arange(total) + np.repeat(starts - (np.cumsum(lengths) - lengths), lengths)
+        ]
+        # the lists' posting ranges [start, end) in position order: a position inside range i belongs to it
+        firsts = self._run_start[[plist[0] for plist in lists]]
+        ends = self._run_start[[plist[1] for plist in lists]]
+        by_start = np.argsort(firsts)
+        edges = np.stack([firsts[by_start], ends[by_start]], 1).ravel().astype(positions.dtype)
+        at = np.searchsorted(edges, positions, "right")
+        hit = np.flatnonzero(at & 1)  # odd: at or after a range's start, before its end
+        ranks = by_start[at[hit] >> 1]  # the list each hit belongs to, in `lists` order
+        positions = positions[hit]
         owners = np.repeat(np.arange(len(rows)), lengths)[hit]
-        weights = np.array([plist[2] for plist in lists], np.float32)[ranks] * fwd_weights[postings]
+        weights = np.array([plist[2] for plist in lists], np.float32)[ranks] * self._weights[positions]
         in_order = np.argsort(ranks, kind="stable")
         np.add.at(out, owners[in_order], weights[in_order])  # sequential float32 adds, list by list
 
@@ -312,7 +310,7 @@ class SparseIndex:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Complete the scores of the documents that can still make the top k. List by list (probing), the
         documents whose partial score plus what the lists left can add falls below the k-th best partial score
-        drop out; once the survivors are few enough, the forward copy adds all the lists left at once."""
+        drop out; once the survivors are few enough, the forward index adds all the lists left at once."""
         alive = contenders[scores[contenders] + remaining >= threshold]
         partial = scores[alive]
         for i, plist in enumerate(rest):
@@ -328,10 +326,11 @@ class SparseIndex:
         picked, best = top_k(partial, k)
         return alive[picked], best
 
-    def save(self, directory: Path) -> list[Path]:
-        """Write the arrays (and the forward copy, if built) into `directory`; returns the files written."""
+    def save(self, directory: Path, forward: bool = True) -> list[Path]:
+        """Write the arrays (and the forward index, if built and `forward`) into `directory`; returns the files
+        written."""
         paths = []
-        files = FILES if self._forward is None else FILES | FORWARD_FILES
+        files = FILES | FORWARD_FILES if forward and self._forward is not None else FILES
         for name, file in files.items():
             paths.append(directory / file)
             np.save(paths[-1], getattr(self, name))
@@ -339,7 +338,7 @@ class SparseIndex:
 
     @classmethod
     def load(cls, directory: Path, n_rows: int) -> SparseIndex:
-        """Open saved arrays, memory-mapped; a segment written before the forward copy opens without it."""
+        """Open saved arrays, memory-mapped; a segment written before the forward index opens without it."""
         arrays = {name: load_array(directory / file, mmap=True) for name, file in FILES.items()}
         if all((directory / file).exists() for file in FORWARD_FILES.values()):
             arrays |= {name: load_array(directory / file, mmap=True) for name, file in FORWARD_FILES.items()}

@@ -22,9 +22,11 @@ CONFIG_FILE = "config.json"
 #: and the config records `colbert_recheck` and `colbert_prune` (older collections open as they are).
 #: 5: binary ColBERT codes hold no bits for the dimensions of zero spread in the center (`fit_center`); binary
 #: stores of format 4 have none such and keep their center, hence their layout, for every new segment.
-FORMAT_VERSION = 5
+#: 6: new segments keep the sparse forward index (`sparse_fwd_*.npy`) unless the config's `sparse_forward` is
+#: false; segments of older formats have none and look rows up by binary search, with the same scores.
+FORMAT_VERSION = 6
 #: The formats this version opens.
-READABLE_FORMATS = (2, 3, 4, 5)
+READABLE_FORMATS = (2, 3, 4, 5, 6)
 
 
 @dataclass
@@ -55,6 +57,9 @@ class CollectionConfig:
     colbert_recheck: int = 0
     #: Index-time token pruning: None, or "punctuation" (drop special and punctuation tokens).
     colbert_prune: str | None = None
+    #: Segments also store the sparse index's forward index (4 bytes a posting, ~200 B/doc with bge-m3-like
+    #: vectors): faster lexical scores for a hybrid's candidates at large sizes (docs/INDEX.md). Local backend.
+    sparse_forward: bool = True
     #: Documents in the incremental level that trigger sealing them into a segment.
     flush_docs: int = 10_000
     #: Segments of one size class merged together once there are this many.
@@ -91,6 +96,8 @@ class CollectionConfig:
             raise InvalidInputError(
                 f"colbert_prune must be None or one of {', '.join(COLBERT_PRUNING)}, got {self.colbert_prune!r}"
             )
+        if not isinstance(self.sparse_forward, bool):
+            raise InvalidInputError(f"sparse_forward must be true or false, got {self.sparse_forward!r}")
         known = {f.name for f in fields(HNSWParams)}
         if set(self.hnsw) - known:
             raise InvalidInputError(

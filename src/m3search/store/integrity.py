@@ -154,9 +154,8 @@ def structure_problem(segment: Segment) -> tuple[str, str] | None:
         start = sparse.fwd_start
         if len(start) != n + 1 or start[0] != 0 or start[-1] != postings or np.any(np.diff(start) < 0):
             return FORWARD_FILES["fwd_start"], f"does not describe {n} rows of the {postings} sparse postings"
-        for name in ("fwd_terms", "fwd_weights"):
-            if len(getattr(sparse, name)) != postings:
-                return FORWARD_FILES[name], f"does not hold the {postings} sparse postings"
+        if sparse.fwd_postings is not None and len(sparse.fwd_postings) != postings:
+            return FORWARD_FILES["fwd_postings"], f"does not hold the {postings} sparse postings"
     if segment.colbert is not None:
         offsets, tokens = segment.colbert.offsets, len(segment.colbert.tokens)
         if len(offsets) != n + 1 or offsets[0] != 0 or offsets[-1] != tokens or np.any(np.diff(offsets) < 0):

@@ -91,7 +91,7 @@ def write_segment(root: Path, name: str, data: SegmentData, config: CollectionCo
         ann = build_ann(data.dense, config.dense_index, params)  # type: ignore[arg-type]
         files += DenseIndex(data.dense, ann, params).save(tmp)
     if data.sparse is not None:
-        files += data.sparse.save(tmp)
+        files += data.sparse.save(tmp, forward=config.sparse_forward)
     if data.colbert_lengths is not None and data.colbert_rows is not None:
         dtype: ColbertDtype = config.colbert_dtype  # type: ignore[assignment]
         writer = MultiVectorWriter(
