@@ -60,8 +60,8 @@ BLOCK_ROWS = 1 << BLOCK_BITS
 #: Before reading a posting list longer than this, check whether the rest can be probed instead.
 PRUNE_CHECK_LENGTH = 20_000
 #: Look rows up in the forward index while their postings number at most this many per run that binary search
-#: would visit. At 1M documents (51 postings a row, 16 blocks) the forward index took 0.5 ms for 317 rows where
-#: probing took 2.3, broke even near 2,000 postings a run and was 2.7x slower at ~19,000 (docs/INDEX.md).
+#: would visit. At 1M documents (51 postings a row, 16 blocks) the forward index took 0.75 ms for 317 rows where
+#: probing took 2.25, broke even near 1,600 postings a run and was 4x slower at ~19,000 (docs/INDEX.md).
 FORWARD_POSTINGS_PER_RUN = 1024
 
 #: A posting list: (first run, end run, query weight, upper bound of its contribution, postings).
