@@ -39,6 +39,7 @@ from m3search.encoders.runtimes.hardware import cpu_record
 from m3search.index.dense import HNSWParams, build_ann
 from m3search.index.multivector import COLBERT_DTYPES, MultiVectorStore
 from m3search.index.sparse import FILES as sparse_files
+from m3search.index.sparse import FORWARD_FILES
 from m3search.scoring import colbert_score
 from m3search.search.planner import RERANK_DEFAULT, default_candidates
 
@@ -817,12 +818,14 @@ def bytes_per_doc(path: Path, seg_dir: Path, seg, n: int, dim: int) -> dict[str,
     files = {f.name: f.stat().st_size for f in seg_dir.iterdir()}
     ann = files.get("dense.faiss", 0)
     sparse = sum(files[f] for f in SPARSE_FILES)
+    forward = sum(files.get(f, 0) for f in FORWARD_FILES.values())  # format 6, unless sparse_forward=False
     out = {
         "dense_sq8_codes": float(dim) if ann else 0.0,
         "dense_hnsw_graph": (ann - dim * n) / n if ann else 0.0,
         "sparse_postings": (files["sparse_rows.npy"] + files["sparse_weights.npy"]) / n,
         "sparse_runs_and_terms": (sparse - files["sparse_rows.npy"] - files["sparse_weights.npy"]) / n,
-        "dense_plus_sparse": (ann + sparse) / n,
+        "sparse_forward_index": forward / n,
+        "dense_plus_sparse": (ann + sparse + forward) / n,
         "in_ram": sum(v for f, v in files.items() if f in IN_RAM) / n,
         "memory_mapped": sum(v for f, v in files.items() if f not in IN_RAM) / n,
         "memory_mapped_dense_float32": files["dense.npy"] / n,
