@@ -64,9 +64,8 @@ def lookup_costs(index: SparseIndex, queries: list[dict], depth: int) -> list[di
             row_sets.append((index._lists(query), np.sort(rng.choice(index.n_rows, depth, replace=False))))
     probing = without_forward(index)
     costs = []
-    with mock.patch.object(
-        sparse, "FORWARD_POSTINGS_PER_RUN", float("inf")
-    ):  # always the copy when it has one
+    # always the forward index when the index has one
+    with mock.patch.object(sparse, "FORWARD_POSTINGS_PER_RUN", float("inf")):
         for lists, rows in row_sets:
             ms = {}
             for name, which in (("probe", probing), ("forward", index)) * 2:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Literal, NamedTuple
 
 import numpy as np
 
+from m3search.index.ranges import concat_ranges
 from m3search.threads import load_array, prefetch_rows, query_threads, thread_limit
 
 if TYPE_CHECKING:
@@ -398,7 +399,7 @@ class MultiVectorStore:
                 before = cumulative[first - 1] if first else 0
                 last = max(first + 1, int(np.searchsorted(cumulative, before + block, side="right")))
                 block_starts, block_ends = starts[first:last], ends[first:last]
-                token_rows, bounds = _token_rows(block_starts, block_ends)
+                token_rows, bounds = concat_ranges(block_starts, block_ends)
                 if packed:
                     sims = self._packed_products(token_rows, table)
                 else:
@@ -453,13 +454,6 @@ PARALLEL_TOKENS = 8192
 
 #: Values decoded per block in `MultiVectorStore.maxsim` (4 MiB of float32).
 BLOCK_VALUES = 1 << 20
-
-
-def _token_rows(starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The token rows of the ranges `[starts[i], ends[i])`, concatenated, and where each range begins in them."""
-    lengths = ends - starts
-    firsts = np.cumsum(lengths) - lengths
-    return np.arange(int(lengths.sum())) + np.repeat(starts - firsts, lengths), firsts
 
 
 def _code_table(query: np.ndarray, dtype: ColbertDtype, width: int) -> torch.Tensor:

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from m3search.index.ranges import concat_ranges
 from m3search.index.topk import top_k
 from m3search.threads import load_array
 
@@ -220,30 +221,39 @@ class SparseIndex:
             hit = postings[pos] == want
             out[lo:hi][hit] += weight * self._weights[start + pos[hit]]
 
-    def _forward_pays(self, n_rows: int, lists: Sequence[_List]) -> bool:
-        """Whether looking `n_rows` rows up in the forward index beats probing `lists` for them: their postings
-        are at most `FORWARD_POSTINGS_PER_RUN` per run that binary search would visit."""
+    def _forward_for(self, n_rows: int, lists: Sequence[_List]) -> tuple[np.ndarray, np.ndarray] | None:
+        """The forward index's arrays when looking `n_rows` rows up in them beats probing `lists` for them (their
+        postings are at most `FORWARD_POSTINGS_PER_RUN` per run binary search would visit), else None."""
         if self._forward is None:
-            return False
+            return None
         postings = n_rows * len(self._weights) / max(self.n_rows, 1)
-        return postings <= FORWARD_POSTINGS_PER_RUN * sum(plist[1] - plist[0] for plist in lists)
+        pays = postings <= FORWARD_POSTINGS_PER_RUN * sum(plist[1] - plist[0] for plist in lists)
+        return self._forward if pays else None
 
     def _lookup(self, lists: Sequence[_List], rows: np.ndarray, out: np.ndarray) -> None:
         """Add the posting lists' contributions to `out` for the given ascending rows: from the forward index
-        when it pays (`_forward_pays`), else by binary search. Either way each row's float32 sum adds the lists
+        when it pays (`_forward_for`), else by binary search. Either way each row's float32 sum adds the lists
         in their order, so scores agree to the bit with `search`'s."""
         if not lists or not len(rows):
             return
-        if self._forward is None or not self._forward_pays(len(rows), lists):
+        forward = self._forward_for(len(rows), lists)
+        if forward is None:
             self._probe_all(lists, rows, out)
-            return
-        fwd_start, fwd_postings = self._forward
+        else:
+            self._forward_add(forward, lists, rows, out)
+
+    def _forward_add(
+        self,
+        forward: tuple[np.ndarray, np.ndarray],
+        lists: Sequence[_List],
+        rows: np.ndarray,
+        out: np.ndarray,
+    ) -> None:
+        """`_lookup` through the forward index's arrays `(fwd_start, fwd_postings)`."""
+        fwd_start, fwd_postings = forward
         starts = fwd_start[rows]
         lengths = fwd_start[rows + 1] - starts
-        total = int(lengths.sum())
-        positions = fwd_postings[
-            np.arange(total) + np.repeat(starts - (np.cumsum(lengths) - lengths), lengths)
-        ]
+        positions = fwd_postings[concat_ranges(starts, starts + lengths)[0]]
         # the lists' posting ranges [start, end) in position order: a position inside range i belongs to it
         firsts = self._run_start[[plist[0] for plist in lists]]
         ends = self._run_start[[plist[1] for plist in lists]]
@@ -314,8 +324,9 @@ class SparseIndex:
         alive = contenders[scores[contenders] + remaining >= threshold]
         partial = scores[alive]
         for i, plist in enumerate(rest):
-            if self._forward_pays(len(alive), rest[i:]):
-                self._lookup(rest[i:], alive, partial)
+            forward = self._forward_for(len(alive), rest[i:])
+            if forward is not None:
+                self._forward_add(forward, rest[i:], alive, partial)
                 break
             self._probe_all([plist], alive, partial)
             remaining -= plist[3]
