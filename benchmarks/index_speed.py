@@ -572,8 +572,9 @@ def bulk_load_segments(n: int, batch: int, flush_docs: int | None = None) -> tup
     return flush_docs, min(flush_docs + batch, n)
 
 
-def bulk_load(collection, corpus, args, label: str) -> tuple[float, float]:
-    """Upsert the corpus in batches, then compact: (ingest seconds without generating the data, compaction s)."""
+def bulk_load(collection, corpus, args, label: str, compact: bool = True) -> tuple[float, float]:
+    """Upsert the corpus in batches, then compact (unless not `compact`): (ingest seconds without generating
+    the data, compaction s)."""
     n = args.docs
     t0, gen_s = time.perf_counter(), 0.0
     for start in range(0, n, args.batch):
@@ -585,7 +586,8 @@ def bulk_load(collection, corpus, args, label: str) -> tuple[float, float]:
     t_ingest = time.perf_counter() - t0 - gen_s
     print(file=sys.stderr)
     t1 = time.perf_counter()
-    collection.compact()
+    if compact:
+        collection.compact()
     return t_ingest, time.perf_counter() - t1
 
 

@@ -23,6 +23,7 @@ from m3search.errors import (
     FilterError,
 )
 from m3search.scoring import hybrid_scores
+from m3search.store.backends import edge
 from m3search.store.backends.base import EDGE_DIR
 from m3search.store.backends.edge import BM25_FILE
 from m3search.store.backends.points import point_id
@@ -392,6 +393,41 @@ def test_edge_compresses_colbert_like_qdrant(tmp_path, open_backend, docs, dtype
         assert (reopened.config.colbert_dtype, reopened.config.colbert_recheck) == (dtype, 20)
         hits = reopened.search(query, k=10, mode="colbert", candidates=120, rerank=120)
     assert [h.id for h in hits] == brute_force(docs, query, lambda s: s["colbert"])[:10]
+
+
+def test_edge_compact_merges_segments_and_writes_segment_again(tmp_path, open_backend, docs, monkeypatch):
+    """Writes leave segments below the engine's size limit (made tiny here); `compact` merges them into one
+    indexed segment with the same hits and scores, deleted points gone, and puts the writing optimizers back
+    (on disk too), so later writes do not rebuild the merged segment."""
+    monkeypatch.setattr(edge, "WRITE_SEGMENT_KB", 4)
+    collection = open_backend("edge")
+    for start in range(0, len(docs), 20):
+        collection.upsert(docs[start : start + 20])
+    collection.delete(["d3", "d4"])
+    written = collection.stats()["edge"]
+    assert written["segments_count"] > 3
+    queries = [as_query(d) for d in make_docs(5, seed=97)]
+    plans = [("dense", "weighted"), ("sparse", "weighted"), ("dense+sparse", "rrf"), ("all", "weighted")]
+
+    def results() -> list:
+        return [
+            [(h.id, round(h.score, 4)) for h in collection.search(q, k=10, mode=m, fusion=f, candidates=120)]
+            for q in queries
+            for m, f in plans
+        ]
+
+    before = results()
+    collection.compact()
+    merged = collection.stats()["edge"]
+    # one segment holds every point; the engine keeps an empty appendable one beside it for writes
+    assert merged["segments_count"] <= 2 and merged["points_count"] == len(docs) - 2
+    assert merged["indexed_vectors_count"] >= merged["points_count"]
+    assert results() == before
+    optimizers = json.loads((tmp_path / "edge-c" / EDGE_DIR / "edge_config.json").read_text())["optimizers"]
+    assert optimizers["max_segment_size"] == 4 and optimizers["default_segment_number"] is None
+    collection.upsert(make_docs(len(docs) + 40)[len(docs) :])
+    assert 2 < collection.stats()["edge"]["segments_count"] < written["segments_count"]
+    assert collection.count() == len(docs) + 38
 
 
 def test_edge_opens_in_one_process_and_read_only_refuses_writes(tmp_path, open_backend, docs):
