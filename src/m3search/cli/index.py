@@ -314,14 +314,15 @@ def delete(path: Path, ids: tuple[str, ...]) -> None:
 @command.command("compact")
 @click.argument("path", type=click.Path(path_type=Path))
 def compact(path: Path) -> None:
-    """Merge all segments into one, dropping deleted rows."""
+    """Merge all segments into one, dropping deleted rows (a Qdrant server's optimizers do it on their own)."""
     from m3search import Collection
 
     with Collection.open(path) as collection:
         collection.compact()
-        click.echo(
-            f"compacted {path}: {len(collection.stats()['segments'])} segment(s), {collection.count()} docs"
-        )
+        stats = collection.stats()
+        engine = stats.get("edge") or stats.get("qdrant")  # the engine's own count (edge: plus one for writes)
+        segments = engine["segments_count"] if engine else len(stats["segments"])
+        click.echo(f"compacted {path}: {segments} segment(s), {collection.count()} docs")
 
 
 @command.command("stats")
