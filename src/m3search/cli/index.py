@@ -9,7 +9,6 @@ with `--ray` a Ray cluster encodes them (`m3search.distributed`).
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -320,7 +319,9 @@ def compact(path: Path) -> None:
     with Collection.open(path) as collection:
         collection.compact()
         stats = collection.stats()
-        engine = stats.get("edge") or stats.get("qdrant")  # the engine's own count (edge: plus one for writes)
+        engine = stats.get("edge") or stats.get(
+            "qdrant"
+        )  # the engine's own count (edge: plus one for writes)
         segments = engine["segments_count"] if engine else len(stats["segments"])
         click.echo(f"compacted {path}: {segments} segment(s), {collection.count()} docs")
 
@@ -406,13 +407,12 @@ def tune(
     """Learn PATH's search defaults (fusion, weights) from labelled queries or pseudo-queries, and store them
     in the collection so its searches use them (a `search.json` beside its data)."""
     from m3search import Collection
-    from m3search.eval.datasets import RetrievalTask, read_qrels, read_queries
+    from m3search.eval.datasets import read_qrels, read_queries
     from m3search.eval.engine import CollectionSearcher
     from m3search.eval.metrics import parse_measure
-    from m3search.eval.runner import score_weights
-    from m3search.eval.tune import choose_fusion, pseudo_queries
-    from m3search.search.fusion import DEFAULT_FUSION, FUSIONS, default_weights
-    from m3search.search.modes import MODE_KINDS
+    from m3search.eval.runner import tune_fusion
+    from m3search.eval.tune import judged_task, sample_pseudo_queries
+    from m3search.search.fusion import DEFAULT_FUSION, FUSIONS
     from m3search.store.search_defaults import SearchDefaults
 
     if (queries is None) != (qrels is None):
@@ -435,38 +435,13 @@ def tune(
             source = {"queries": str(queries), "qrels": str(qrels)}
         else:
             assert pseudo is not None  # checked above: labels or --pseudo
-            ids = collection.ids()
-            docs = collection.get(random.Random(seed).sample(ids, min(len(ids), 4 * pseudo)))
-            texts, judged = pseudo_queries([(d.id, d.text or "") for d in docs if d], pseudo, seed=seed)
+            texts, judged = sample_pseudo_queries(collection, pseudo, seed=seed)
             source = {"pseudo_queries": len(texts), "seed": seed}
-        kept = {q: texts[q] for q in judged if q in texts and any(g >= 1 for g in judged[q].values())}
-        if not kept:
-            raise InvalidInputError("no query has both a text and a relevant document")
-        task = RetrievalTask(path.name, "tune", {}, kept, {q: judged[q] for q in kept})
+        task = judged_task(path.name, texts, judged)
         searcher = CollectionSearcher(collection).reusing_queries()
-        free = [k in MODE_KINDS[mode] for k in ("dense", "sparse", "colbert")]
-
-        def objective(fusion: str, weights: tuple[float, float, float]) -> float:
-            return score_weights(searcher, task, weights, mode=mode, fusion=fusion, metric=metric)
-
-        def start(fusion: str) -> tuple[float, float, float]:
-            w = default_weights(fusion)
-            return (w[0] if free[0] else 0.0, w[1] if free[1] else 0.0, w[2] if free[2] else 0.0)
-
-        with progress_bar(desc=f"tune {path.name} on {len(kept)} queries", unit="trial") as bar:
-
-            def counted(fusion: str, weights: tuple[float, float, float]) -> float:
-                bar.update()
-                return objective(fusion, weights)
-
-            choice = choose_fusion(
-                counted,
-                chosen,
-                default=(DEFAULT_FUSION, start(DEFAULT_FUSION)),
-                metric=metric,
-                step=step,
-                free=free,
-                start=start,
+        with progress_bar(desc=f"tune {path.name} on {len(task.queries)} queries", unit="trial") as bar:
+            choice = tune_fusion(
+                searcher, task, mode=mode, fusions=chosen, metric=metric, step=step, on_trial=bar.update
             )
         for fusion, result in choice.per_fusion.items():
             weights = ",".join(f"{w:g}" for w in result.best)

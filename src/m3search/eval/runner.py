@@ -8,7 +8,7 @@ query, so machine noise hits every mode alike and latencies stay comparable.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -18,11 +18,11 @@ from m3search.encoders.base import OUTPUT_KINDS
 from m3search.errors import InvalidInputError
 from m3search.eval.datasets import RetrievalTask
 from m3search.eval.metrics import DEFAULT_MEASURES, evaluate, parse_measure, recall_curve
-from m3search.eval.tune import Weights
+from m3search.eval.tune import FusionChoice, Weights, choose_fusion
 from m3search.progress import bar
 from m3search.scoring import check_weights
-from m3search.search.fusion import FUSIONS, default_weights
-from m3search.search.modes import HYBRID_MODES, MODES, SINGLE_MODES, mode_outputs
+from m3search.search.fusion import DEFAULT_FUSION, FUSIONS, default_weights
+from m3search.search.modes import HYBRID_MODES, MODE_KINDS, MODES, SINGLE_MODES, mode_outputs
 
 Hit = tuple[str, float]
 """(document id, score)."""
@@ -167,3 +167,38 @@ def score_weights(
     """One measure of `mode`/`fusion` under `weights` on `task`: the objective of weight tuning."""
     (result,) = run_task(searcher, task, [RunSpec(mode, fusion, weights)], measures=[metric], progress=False)
     return result.metrics[metric]
+
+
+def tune_fusion(
+    searcher: Searcher,
+    task: RetrievalTask,
+    *,
+    mode: str,
+    fusions: Sequence[str],
+    metric: str = "ndcg@10",
+    step: float = 0.1,
+    on_trial: Callable[[], None] | None = None,
+) -> FusionChoice:
+    """The best of `fusions` and its weights for `mode` on `task`'s queries (`m3search index tune`): each
+    fusion's weights searched from its default over the kinds `mode` fuses; the library default is scored too
+    and wins ties."""
+    free = [k in MODE_KINDS[mode] for k in OUTPUT_KINDS]
+
+    def objective(fusion: str, weights: Weights) -> float:
+        if on_trial is not None:
+            on_trial()
+        return score_weights(searcher, task, weights, mode=mode, fusion=fusion, metric=metric)
+
+    def start(fusion: str) -> Weights:
+        w = default_weights(fusion)
+        return (w[0] if free[0] else 0.0, w[1] if free[1] else 0.0, w[2] if free[2] else 0.0)
+
+    return choose_fusion(
+        objective,
+        fusions,
+        default=(DEFAULT_FUSION, start(DEFAULT_FUSION)),
+        metric=metric,
+        step=step,
+        free=free,
+        start=start,
+    )

@@ -15,7 +15,7 @@ import random
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from m3search.errors import InvalidInputError
 from m3search.eval.datasets import RetrievalTask
@@ -293,6 +293,31 @@ def choose_fusion(
         if score > choice.score:
             choice.fusion, choice.weights, choice.score = fusion, best, score
     return choice
+
+
+class DocumentSource(Protocol):
+    """What pseudo-queries are drawn from: a collection's ids and stored documents."""
+
+    def ids(self) -> list[str]: ...
+
+    def get(self, ids: Sequence[str]) -> Sequence[Any]: ...
+
+
+def sample_pseudo_queries(
+    collection: DocumentSource, count: int, *, seed: int = 0
+) -> tuple[dict[str, str], dict[str, dict[str, int]]]:
+    """`pseudo_queries` from a seeded sample of 4 x `count` of the collection's documents (their texts)."""
+    ids = collection.ids()
+    docs = collection.get(random.Random(seed).sample(ids, min(len(ids), 4 * count)))
+    return pseudo_queries([(d.id, d.text or "") for d in docs if d], count, seed=seed)
+
+
+def judged_task(name: str, texts: dict[str, str], judged: dict[str, dict[str, int]]) -> RetrievalTask:
+    """A task of the queries that have a text and at least one relevant document (what tuning can score)."""
+    kept = {q: texts[q] for q in judged if q in texts and any(g >= 1 for g in judged[q].values())}
+    if not kept:
+        raise InvalidInputError("no query has both a text and a relevant document")
+    return RetrievalTask(name, "tune", {}, kept, {q: judged[q] for q in kept})
 
 
 _SENTENCE = re.compile(r"(?<=[.!?。！？])\s+")
