@@ -6,7 +6,7 @@ the fixed 300-question sample (what docs/RESULTS.md reports) and SciFact's `test
 
 Candidates (dense top-N ∪ BM25 top-N, exact scores in all three modes) are cached per task by
 `fusion_ablation.dump` and fused by `m3search.search.fusion`, so each row is what `Collection.search` returns.
-Every setting of the `all` mode on a weight grid (steps of 0.1, each mode weighted) and the published weights are scored on DEV by
+Every setting of the `all` mode on a weight grid (steps of `--step`, each mode weighted) and the published weights are scored on DEV by
 the goal's own terms: a setting's margin on a task is its nDCG@10 minus the best single mode's; the setting
 chosen is, among those within `TOLERANCE` of the best single mode on every DEV task, the one with the best mean
 margin (else the one whose worst shortfall is smallest). TEST then reports the chosen setting beside the others.
@@ -53,7 +53,12 @@ PUBLISHED = {"model card": (0.4, 0.2, 0.4), "paper": (1.0, 0.3, 1.0), "reference
 MECHANISMS = ("signal", "minmax")
 
 
-def grid(step: float = 0.1) -> list[tuple[float, float, float]]:
+#: The weight grid's step (`--step`). On this grid the chosen setting sits on the grid's edge (dense and sparse
+#: both at the smallest weight), so the best setting may lie beyond it: 0.05 is the next thing to run.
+STEP = 0.1
+
+
+def grid(step: float = STEP) -> list[tuple[float, float, float]]:
     """Every (dense, sparse, colbert) in steps of `step` summing to 1 with each mode weighted (a default that
     drops a mode is that mode's absence, not a hybrid)."""
     n = round(1 / step)
@@ -154,11 +159,11 @@ def label(mode: str, fusion: str, mechanism: str, weights) -> str:
     return f"{mode} ({fusion} {'/'.join(f'{w:g}' for w in weights)}, {mechanism})"
 
 
-def settings() -> list[tuple[str, str, str, tuple[float, ...]]]:
+def settings(step: float = STEP) -> list[tuple[str, str, str, tuple[float, ...]]]:
     """Every (mode, fusion, normalization, weights) scored on DEV: the `all` grid and the published weights for
     each fusion with the signal, the weighted fusion also without it (`minmax`) and raw (`none`, published
     weights only: the reference formula)."""
-    weights = [*PUBLISHED.values(), *grid()]
+    weights = [*PUBLISHED.values(), *grid(step)]
     rows = [("all", f, "signal", w) for f in FUSIONS for w in weights]
     rows += [("all", "weighted", "minmax", w) for w in weights]
     rows += [("all", "weighted", "none", w) for w in PUBLISHED.values()]
@@ -216,9 +221,10 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, required=True, help="where candidates are cached")
     parser.add_argument("--scifact-dev-queries", type=int, default=400)
     parser.add_argument("--candidates", type=int, default=100)
+    parser.add_argument("--step", type=float, default=STEP, help="the weight grid's step")
     parser.add_argument("--parts", default="dev,test", help="dump/score only these parts (dev, test)")
     args = parser.parse_args()
-    rows = settings()
+    rows = settings(args.step)
     state: dict = {}
     parts = args.parts.split(",")
     records = {
