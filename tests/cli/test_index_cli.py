@@ -303,9 +303,8 @@ def test_edge_backend_and_migration(built, tmp_path, tiny_m3_dir):
     assert "deleted 1 of 1" in run("index", "delete", str(edge), "a")
     stats = json.loads(run("index", "stats", str(edge), "--json"))
     assert (stats["backend"], stats["count"]) == ("edge", 2)
-    compacted = run(
-        "index", "compact", str(edge)
-    )  # the engine's segments (an edge collection has no local ones)
+    # compact reports the engine's segments: an edge collection has no local ones
+    compacted = run("index", "compact", str(edge))
     segments = json.loads(run("index", "stats", str(edge), "--json"))["edge"]["segments_count"]
     assert segments >= 1 and f"{segments} segment(s), 2 docs" in compacted
     assert f"{moved}: ok (5 points read back" in run("index", "verify", str(moved))
