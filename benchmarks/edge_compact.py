@@ -24,16 +24,13 @@ from pathlib import Path
 import numpy as np
 from index_speed import (
     BATCH,
-    COLLECTION_MODES,
-    TRUTH_SEARCH,
     Corpus,
-    bulk_load,
+    build_edge_collection,
+    collections_interleaved,
     dense_model,
     dir_bytes,
     exact_truth,
     in_child,
-    interleaved,
-    parse_graph,
     peak_rss_gb,
 )
 
@@ -61,33 +58,6 @@ DATA = {
 
 def corpus(args: argparse.Namespace) -> Corpus:
     return Corpus(dense_model(args), args.colbert_dim, args.vocab, args.nnz)
-
-
-def build(path: Path, args: argparse.Namespace) -> dict:
-    """The edge collection of the corpus at `path`, written in upserts of `--batch` and not compacted (in a
-    child process: its memory is its own)."""
-    m, ef_construction = parse_graph(args.graph)
-    edge = Collection.create(
-        path,
-        backend="edge",
-        dim=args.dim,
-        colbert_dim=args.colbert_dim,
-        colbert_dtype=args.colbert_dtype,
-        dense_index=args.dense_index,
-        hnsw={"m": m, "ef_construction": ef_construction, "ef_search": args.ef_search[0]},
-        cache=False,
-    )
-    try:
-        ingest_s, _ = bulk_load(edge, corpus(args), args, "edge: ", compact=False)
-        engine = edge.stats()["edge"]
-    finally:
-        edge.close()
-    return {
-        "ingest_s": ingest_s,
-        "docs_per_s": args.docs / ingest_s,
-        "engine": engine,
-        "peak_rss_gb": peak_rss_gb(),
-    }
 
 
 def compact(path: Path) -> dict:
@@ -122,7 +92,7 @@ def main() -> None:
     ap.add_argument("--docs", type=int, default=1_000_000)
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--batch", type=int, default=BATCH, help="documents per upsert")
-    ap.add_argument("--graph", default="16:100", help="M:efConstruction")
+    ap.add_argument("--graphs", nargs=1, default=["16:100"], help="M:efConstruction")
     ap.add_argument("--ef-search", type=int, nargs="+", default=[128])
     ap.add_argument("--workdir", type=Path, default=None, help="where the collections are built (a temp dir)")
     ap.add_argument("--keep", action="store_true", help="keep both collections afterwards")
@@ -139,7 +109,7 @@ def main() -> None:
     }
     try:
         t = time.perf_counter()
-        result["written"] = in_child(build, written, args)
+        result["written"] = in_child(build_edge_collection, written, args, False)
         print(f"\nbuilt in {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
         shutil.copytree(written, merged)
         result["compacted"] = in_child(compact, merged)
@@ -154,15 +124,8 @@ def main() -> None:
         before = Collection.open(written, backend="edge", cache=False)
         after = Collection.open(merged, backend="edge", cache=False)
         try:
-
-            def search(q: dict, mode: str, fusion: str, ef: int) -> list[int]:
-                hits = after.search(
-                    q, k=k, mode=mode, fusion=fusion, ef_search=ef, candidates=args.candidates, **TRUTH_SEARCH
-                )
-                return [id_to_row[h.id] for h in hits]
-
             # index_speed's loop names its two sides local and edge: here the written and the compacted
-            sweeps = interleaved(before, search, args, queries, truth, id_to_row, k, COLLECTION_MODES)
+            sweeps = collections_interleaved(before, after, args, queries, truth, id_to_row, k)
         finally:
             before.close()
             after.close()

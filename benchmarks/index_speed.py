@@ -658,17 +658,22 @@ def compare_edge_collection(collection, args, queries, truth, id_to_row, k: int,
     }
     edge = Collection.open(path, backend="edge", cache=False)
     try:
-
-        def search(q: dict, mode: str, fusion: str, ef: int) -> list[int]:
-            hits = edge.search(
-                q, k=k, mode=mode, fusion=fusion, ef_search=ef, candidates=args.candidates, **TRUTH_SEARCH
-            )
-            return [id_to_row[h.id] for h in hits]
-
-        sweeps = interleaved(collection, search, args, queries, truth, id_to_row, k, COLLECTION_MODES)
+        sweeps = collections_interleaved(collection, edge, args, queries, truth, id_to_row, k)
     finally:
         edge.close()
     return {"build": built, "search_rss_gb": rss, "ef_search": sweeps}
+
+
+def collections_interleaved(collection, other, args, queries, truth, id_to_row, k: int) -> list[dict]:
+    """`interleaved` over every mode of `COLLECTION_MODES` between two collections (`other` on the edge side)."""
+
+    def search(q: dict, mode: str, fusion: str, ef: int) -> list[int]:
+        hits = other.search(
+            q, k=k, mode=mode, fusion=fusion, ef_search=ef, candidates=args.candidates, **TRUTH_SEARCH
+        )
+        return [id_to_row[h.id] for h in hits]
+
+    return interleaved(collection, search, args, queries, truth, id_to_row, k, COLLECTION_MODES)
 
 
 def in_child(fn, *args):
@@ -677,9 +682,10 @@ def in_child(fn, *args):
         return pool.submit(fn, *args).result()
 
 
-def build_edge_collection(path: Path, args: argparse.Namespace) -> dict:
-    """Build the edge collection of `args`' corpus at `path` (the same documents, regenerated from the seed)
-    and close it: the build record, with this process's peak RSS (imports, data generation, the build)."""
+def build_edge_collection(path: Path, args: argparse.Namespace, compact: bool = True) -> dict:
+    """Build the edge collection of `args`' corpus at `path` (the same documents, regenerated from the seed;
+    compacted unless not `compact`) and close it: the build record, with this process's peak RSS (imports,
+    data generation, the build)."""
     n, (m, ef_construction) = args.docs, parse_graph(args.graphs[0])
     edge = Collection.create(
         path,
@@ -693,7 +699,7 @@ def build_edge_collection(path: Path, args: argparse.Namespace) -> dict:
     )
     try:
         corpus = Corpus(dense_model(args), args.colbert_dim, args.vocab, args.nnz)
-        t_ingest, t_compact = bulk_load(edge, corpus, args, "edge: ")
+        t_ingest, t_compact = bulk_load(edge, corpus, args, "edge: ", compact)
         stats = edge.stats()
     finally:
         edge.close()
