@@ -59,7 +59,10 @@ ROWS += [("all", ("weighted", "signal", (0.2, 0.2, 0.6))), ("all", ("weighted", 
 
 
 def _record(seen: list, found: planner.Candidates) -> list[tuple[int, float, dict[str, float]]]:
-    """A ranker that keeps the candidates and returns them all, in their order."""
+    """A ranker that keeps the candidates, with every one's ColBERT score (the search asks for them late, for
+    its re-rank depth only), and returns them all, in their order."""
+    if found.late is not None and "colbert" not in found.scores:
+        found.scores["colbert"] = found.late(np.arange(len(found.keys)))
     seen.append(found)
     return [(int(key), 0.0, {}) for key in found.keys]
 
