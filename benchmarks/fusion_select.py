@@ -14,7 +14,7 @@ margin (else the one whose worst shortfall is smallest). TEST then reports the c
     PYTHONPATH=src python benchmarks/fusion_select.py --xquad-collections /work/cache/fusion2/xquad \\
         --scifact-collection /work/cache/fusion2/scifact --workdir /work/cache/fusion2/cands
 
-Writes benchmarks/results/fusion_select.json and prints the DEV and TEST tables (Markdown).
+Writes benchmarks/results/fusion_select.json (`-step<STEP>` for another step) and prints the DEV and TEST tables (Markdown).
 """
 
 from __future__ import annotations
@@ -258,7 +258,8 @@ def main() -> None:
         test = score_part(records["test"], report)
         out["test"] = test
         print("TEST\n" + markdown(test, [*KINDS, *(label(*r) for r in report)]), flush=True)
-    path = ROOT / "results" / "fusion_select.json"
+    name = "fusion_select" if args.step == STEP else f"fusion_select-step{args.step:g}"
+    path = ROOT / "results" / f"{name}.json"
     path.write_text(json.dumps(out, indent=1))
     print(f"wrote {path}")
 
