@@ -319,9 +319,8 @@ def compact(path: Path) -> None:
     with Collection.open(path) as collection:
         collection.compact()
         stats = collection.stats()
-        engine = stats.get("edge") or stats.get(
-            "qdrant"
-        )  # the engine's own count (edge: plus one for writes)
+        # edge and qdrant collections have no local segments: the engine's own count (edge: one more for writes)
+        engine = stats.get("edge") or stats.get("qdrant")
         segments = engine["segments_count"] if engine else len(stats["segments"])
         click.echo(f"compacted {path}: {segments} segment(s), {collection.count()} docs")
 

@@ -21,8 +21,8 @@ Writes: a batch is one update (one write-ahead-log entry: applied whole or not a
 `write` returns; then the engine's optimizers run (indexing full segments, vacuuming deleted points), as a
 Qdrant server does in the background. They keep segments below Qdrant's size limit (256 MB of vectors per CPU:
 ~10 segments at 1M 1024-d documents on 2 cores, each with its own HNSW graph that every dense query walks);
-`compact` merges them all into one, as a local collection's compaction does. Qdrant Edge lets one process open a shard at a time, readers included:
-the lock is taken when the collection is opened, read-only or not.
+`compact` merges them all into one, as a local collection's compaction does. Qdrant Edge lets one process open
+a shard at a time, readers included: the lock is taken when the collection is opened, read-only or not.
 """
 
 from __future__ import annotations
