@@ -251,9 +251,9 @@ class SparseIndex:
     ) -> None:
         """`_lookup` through the forward index's arrays `(fwd_start, fwd_postings)`."""
         fwd_start, fwd_postings = forward
-        starts = fwd_start[rows]
-        lengths = fwd_start[rows + 1] - starts
-        positions = fwd_postings[concat_ranges(starts, starts + lengths)[0]]
+        starts, row_ends = fwd_start[rows], fwd_start[rows + 1]
+        lengths = row_ends - starts
+        positions = fwd_postings[concat_ranges(starts, row_ends)[0]]
         # the lists' posting ranges [start, end) in position order: a position inside range i belongs to it
         firsts = self._run_start[[plist[0] for plist in lists]]
         ends = self._run_start[[plist[1] for plist in lists]]

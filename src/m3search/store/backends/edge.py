@@ -388,10 +388,10 @@ class EdgeBackend:
         reopen the shard with the writing optimizers, so later writes make small segments again."""
         with self._mutex:
             self.writable()
-            self._shard.optimize()
             if self._shard.info().segments_count <= 1:
+                self._shard.optimize()
                 return
-            self._shard.close()
+            self._shard.close()  # the merging optimizers index and vacuum too: no optimize before them
             merging = None
             try:
                 merging = self._load(merge_all=True)
