@@ -25,6 +25,7 @@ import numpy as np
 from index_speed import (
     BATCH,
     Corpus,
+    add_data_arguments,
     build_edge_collection,
     collections_interleaved,
     dense_model,
@@ -39,21 +40,6 @@ from m3search.encoders.runtimes.hardware import cpu_record
 from m3search.search.planner import default_candidates
 
 ROOT = Path(__file__).resolve().parent
-#: index_speed.py's data defaults (the calibrated latent mixture).
-DATA = {
-    "data": "latent",
-    "geometry": ROOT / "results" / "embedding_geometry.json",
-    "dim": 1024,
-    "colbert_dim": 1024,
-    "colbert_every": 100,
-    "colbert_tokens": 128,
-    "colbert_dtype": "float16",
-    "dense_index": "hnsw-sq8",
-    "clusters": 2000,
-    "vocab": 30_000,
-    "nnz": 62,
-    "query_tokens": 32,
-}
 
 
 def corpus(args: argparse.Namespace) -> Corpus:
@@ -96,9 +82,8 @@ def main() -> None:
     ap.add_argument("--ef-search", type=int, nargs="+", default=[128])
     ap.add_argument("--workdir", type=Path, default=None, help="where the collections are built (a temp dir)")
     ap.add_argument("--keep", action="store_true", help="keep both collections afterwards")
+    add_data_arguments(ap)
     args = ap.parse_args()
-    for key, value in DATA.items():
-        setattr(args, key, value)
     args.candidates = default_candidates(args.docs)
     k = 10
     work = Path(tempfile.mkdtemp(prefix="m3s-edge-", dir=args.workdir))

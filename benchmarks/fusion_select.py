@@ -6,10 +6,11 @@ the fixed 300-question sample (what docs/RESULTS.md reports) and SciFact's `test
 
 Candidates (dense top-N ∪ BM25 top-N, exact scores in all three modes) are cached per task by
 `fusion_ablation.dump` and fused by `m3search.search.fusion`, so each row is what `Collection.search` returns.
-Every setting of the `all` mode on a weight grid (steps of `--step`, each mode weighted) and the published weights are scored on DEV by
-the goal's own terms: a setting's margin on a task is its nDCG@10 minus the best single mode's; the setting
-chosen is, among those within `TOLERANCE` of the best single mode on every DEV task, the one with the best mean
-margin (else the one whose worst shortfall is smallest). TEST then reports the chosen setting beside the others.
+Every setting of each hybrid mode on a weight grid (steps of `--step`, each of the mode's kinds weighted) and the
+published weights are scored on DEV by the goal's own terms: a setting's margin on a task is its nDCG@10 minus the
+best single mode among those it fuses; the setting chosen per mode is, among those within `TOLERANCE` of it on
+every DEV task, the one with the best mean margin (else the one whose worst shortfall is smallest). TEST then
+reports the chosen settings beside the others.
 
     PYTHONPATH=src python benchmarks/fusion_select.py --xquad-collections /work/cache/fusion2/xquad \\
         --scifact-collection /work/cache/fusion2/scifact --workdir /work/cache/fusion2/cands
@@ -37,6 +38,7 @@ from m3search.eval.metrics import evaluate
 from m3search.eval.report import slug
 from m3search.search import planner
 from m3search.search.fusion import FUSIONS, rrf_fusion, signal_weights, weighted_fusion
+from m3search.search.modes import HYBRID_MODES
 
 ROOT = Path(__file__).resolve().parent
 TEST_LANGS = "ar,de,el,en,es,hi"
@@ -58,10 +60,12 @@ MECHANISMS = ("signal", "minmax")
 STEP = 0.1
 
 
-def grid(step: float = STEP) -> list[tuple[float, float, float]]:
-    """Every (dense, sparse, colbert) in steps of `step` summing to 1 with each mode weighted (a default that
-    drops a mode is that mode's absence, not a hybrid)."""
+def grid(step: float = STEP, mode: str = "all") -> list[tuple[float, float, float]]:
+    """Every (dense, sparse, colbert) in steps of `step` summing to 1 with each of `mode`'s kinds weighted and
+    the others at 0 (a default that drops a mode is that mode's absence, not a hybrid)."""
     n = round(1 / step)
+    if mode == "dense+sparse":
+        return [(round(d * step, 2), round((n - d) * step, 2), 0.0) for d in range(1, n)]
     return [
         (round(d * step, 2), round(s * step, 2), round((n - d - s) * step, 2))
         for d, s in itertools.product(range(1, n), repeat=2)
@@ -160,13 +164,15 @@ def label(mode: str, fusion: str, mechanism: str, weights) -> str:
 
 
 def settings(step: float = STEP) -> list[tuple[str, str, str, tuple[float, ...]]]:
-    """Every (mode, fusion, normalization, weights) scored on DEV: the `all` grid and the published weights for
-    each fusion with the signal, the weighted fusion also without it (`minmax`) and raw (`none`, published
-    weights only: the reference formula)."""
-    weights = [*PUBLISHED.values(), *grid(step)]
-    rows = [("all", f, "signal", w) for f in FUSIONS for w in weights]
-    rows += [("all", "weighted", "minmax", w) for w in weights]
-    rows += [("all", "weighted", "none", w) for w in PUBLISHED.values()]
+    """Every (mode, fusion, normalization, weights) scored on DEV, for each hybrid mode: its grid and the
+    published weights for each fusion with the signal, the weighted fusion also without it (`minmax`) and raw
+    (`none`, published weights only: the reference formula)."""
+    rows = []
+    for mode in HYBRID_MODES:
+        weights = [*PUBLISHED.values(), *grid(step, mode)]
+        rows += [(mode, f, "signal", w) for f in FUSIONS for w in weights]
+        rows += [(mode, "weighted", "minmax", w) for w in weights]
+        rows += [(mode, "weighted", "none", w) for w in PUBLISHED.values()]
     return list(dict.fromkeys(rows))
 
 
@@ -183,16 +189,17 @@ def score_part(
     return table
 
 
-def margins(table: dict[str, dict[str, float]], key: str) -> list[float]:
-    """The row's nDCG@10 minus the best single mode's, per task."""
-    return [t[key] - max(t[k] for k in KINDS) for t in table.values()]
+def margins(table: dict[str, dict[str, float]], row) -> list[float]:
+    """The row's nDCG@10 minus that of the best single mode it fuses, per task."""
+    key, kinds = label(*row), planner.MODE_KINDS[row[0]]
+    return [t[key] - max(t[k] for k in kinds) for t in table.values()]
 
 
 def choose(table: dict[str, dict[str, float]], rows) -> tuple:
     """The row meeting the tolerance on every task with the best mean margin (else the smallest worst miss)."""
 
     def rank(row):
-        m = margins(table, label(*row))
+        m = margins(table, row)
         return (min(0.0, min(m) + TOLERANCE), float(np.mean(m)))
 
     return max(rows, key=rank)
@@ -237,27 +244,31 @@ def main() -> None:
     report = [r for r in rows if r[3] in PUBLISHED.values()]
     if "dev" in records:
         dev = score_part(records["dev"], rows)
-        groups = dict.fromkeys((r[1], r[2]) for r in rows)
-        best = {g: choose(dev, [r for r in rows if (r[1], r[2]) == g]) for g in groups}
-        chosen = choose(dev, [r for r in rows if r[1] == "weighted"])
-        pairs = [("dense+sparse", f, n, w) for (f, n), (_, _, _, w) in best.items() if n != "none"]
-        pairs += [("dense+sparse", f, "signal", (0.4, 0.2, 0.4)) for f in FUSIONS]
-        dev |= score_part(records["dev"], [], pairs, dev)
-        report = [chosen, *best.values(), *report, *pairs]
-        top = sorted(rows, key=lambda r: -np.mean(margins(dev, label(*r))))[:10]
+        groups = dict.fromkeys((r[0], r[1], r[2]) for r in rows)
+        best = {g: choose(dev, [r for r in rows if (r[0], r[1], r[2]) == g]) for g in groups}
+        chosen = {m: choose(dev, [r for r in rows if r[:2] == (m, "weighted")]) for m in HYBRID_MODES}
+        report = [*chosen.values(), *best.values(), *report]
+        top = {
+            m: sorted((r for r in rows if r[0] == m), key=lambda r: -np.mean(margins(dev, r)))[:10]
+            for m in HYBRID_MODES
+        }
         out |= {
             "dev": dev,
-            "chosen": label(*chosen),
-            "best_per_fusion": {f"{f}, {n}": label(*r) for (f, n), r in best.items()},
-            "rule": f"within {TOLERANCE} of the best single mode on every DEV task, then best mean margin",
+            "chosen": {m: label(*r) for m, r in chosen.items()},
+            "best_per_fusion": {", ".join(g): label(*r) for g, r in best.items()},
+            "rule": f"within {TOLERANCE} of the best single mode fused on every DEV task, then best mean margin",
         }
-        show = list(dict.fromkeys([*KINDS, *(label(*r) for r in report), *(label(*r) for r in top)]))
-        print("DEV\n" + markdown(dev, show) + f"\nchosen on DEV: {label(*chosen)}\n", flush=True)
+        for mode, kinds in ((m, planner.MODE_KINDS[m]) for m in HYBRID_MODES):
+            keys = [label(*r) for r in [*report, *top[mode]] if r[0] == mode]
+            print(f"DEV {mode}\n" + markdown(dev, list(dict.fromkeys([*kinds, *keys]))), flush=True)
+            print(f"chosen on DEV for {mode}: {label(*chosen[mode])}\n", flush=True)
     if "test" in records:
         report = list(dict.fromkeys(report))
         test = score_part(records["test"], report)
         out["test"] = test
-        print("TEST\n" + markdown(test, [*KINDS, *(label(*r) for r in report)]), flush=True)
+        for mode in HYBRID_MODES:
+            keys = [*planner.MODE_KINDS[mode], *(label(*r) for r in report if r[0] == mode)]
+            print(f"TEST {mode}\n" + markdown(test, keys) + "\n", flush=True)
     name = "fusion_select" if args.step == STEP else f"fusion_select-step{args.step:g}"
     path = ROOT / "results" / f"{name}.json"
     path.write_text(json.dumps(out, indent=1))

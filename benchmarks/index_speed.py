@@ -240,9 +240,9 @@ def parse_graph(spec: str) -> tuple[int, int]:
     return int(m), int(ef_construction)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--docs", type=int, default=200_000)
+def add_data_arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The arguments that define the generated documents and queries, with their defaults (the calibrated
+    latent mixture): shared by the benchmarks that build or search the same data."""
     ap.add_argument("--data", default="latent", choices=["latent", "near-tie"])
     ap.add_argument(
         "--geometry",
@@ -265,8 +265,20 @@ def main() -> None:
     ap.add_argument("--clusters", type=int, default=2000)
     ap.add_argument("--vocab", type=int, default=30_000)
     ap.add_argument("--nnz", type=int, default=62, help="terms drawn per document (~50 unique)")
-    ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--dense-index", default="hnsw-sq8", choices=["hnsw", "hnsw-sq8"])
+    return ap
+
+
+def data_defaults() -> argparse.Namespace:
+    """The data arguments at their defaults."""
+    return add_data_arguments(argparse.ArgumentParser()).parse_args([])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--docs", type=int, default=200_000)
+    add_data_arguments(ap)
+    ap.add_argument("--queries", type=int, default=200)
     ap.add_argument(
         "--graphs",
         nargs="+",

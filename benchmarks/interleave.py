@@ -4,12 +4,11 @@ which goes first), so all variants see the same page cache and machine load. Use
 
 from __future__ import annotations
 
-import argparse
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from index_speed import Corpus, dense_model
+from index_speed import Corpus, data_defaults, dense_model
 
 from m3search import Collection
 
@@ -20,10 +19,8 @@ WARM_QUERIES = 40
 
 def kept_corpus_queries(n: int, query_tokens: int) -> list[dict]:
     """The queries `index_speed.py` generates for its default calibrated data (same seed, same vectors)."""
-    data = argparse.Namespace(
-        data="latent", geometry=ROOT / "results" / "embedding_geometry.json", dim=1024, clusters=2000
-    )
-    return Corpus(dense_model(data), 1024, 30_000, 62).queries(n, query_tokens)
+    data = data_defaults()
+    return Corpus(dense_model(data), data.colbert_dim, data.vocab, data.nnz).queries(n, query_tokens)
 
 
 def interleaved(

@@ -79,7 +79,9 @@ def main() -> None:
             "pseudo": judged_task(tune.name, pseudo_texts, pseudo_qrels),
         }
         runs = [RunSpec(kind) for kind in ("dense", "sparse", "colbert")]
-        runs.append(RunSpec(mode, DEFAULT_FUSION, default_weights(DEFAULT_FUSION), tag="library default"))
+        runs.append(
+            RunSpec(mode, DEFAULT_FUSION, default_weights(DEFAULT_FUSION, mode), tag="library default")
+        )
         for name, task in sources.items():
             start = time.perf_counter()
             choice = tune_fusion(searcher, task, mode=mode, fusions=fusions)

@@ -85,12 +85,14 @@ def test_eval_writes_every_report(monkeypatch, tmp_path, scifact_dir, exhaustive
         "sparse",
         "colbert",
         *(
-            f"{m} ({f} {'/'.join(f'{w:g}' for w in FUSION_WEIGHTS[f])})"
+            f"{m} ({f} {'/'.join(f'{w:g}' for w in FUSION_WEIGHTS[f][m])})"
             for m in ("dense+sparse", "all")
             for f in FUSIONS
         ),
     ]
-    assert [r["weights"] for r in task["runs"][3:]] == [list(FUSION_WEIGHTS[f]) for f in FUSIONS] * 2
+    assert [r["weights"] for r in task["runs"][3:]] == [
+        list(FUSION_WEIGHTS[f][m]) for m in ("dense+sparse", "all") for f in FUSIONS
+    ]
     assert results["settings"]["measures"][0] == "ndcg@10" and results["settings"]["max_docs"] == 300
     assert "| sparse |" in result.output  # the Markdown table is printed too
     for name in ("results.md", "scifact_metrics.png", "scifact_recall.png"):
@@ -232,7 +234,9 @@ def test_tune_weights_tunes_on_train_then_reports_test(
     (task,) = results["tasks"]
     assert task["task"]["split"] == "test" and task["task"]["queries"] == 10
     labels = [r["label"] for r in task["runs"]]
-    default, tuned = ("/".join(f"{w:g}" for w in ws) for ws in (FUSION_WEIGHTS["weighted"], tuning["best"]))
+    default, tuned = (
+        "/".join(f"{w:g}" for w in ws) for ws in (FUSION_WEIGHTS["weighted"]["all"], tuning["best"])
+    )
     assert labels == [
         "dense",
         "sparse",
@@ -240,7 +244,7 @@ def test_tune_weights_tunes_on_train_then_reports_test(
         f"all (weighted {default}, default)",
         f"all (weighted {tuned}, tuned)",
     ]
-    assert task["runs"][3]["weights"] == list(FUSION_WEIGHTS["weighted"])
+    assert task["runs"][3]["weights"] == list(FUSION_WEIGHTS["weighted"]["all"])
     assert task["runs"][4]["weights"] == tuning["best"]
     assert "## Tuned fusion weights" in result.output
 

@@ -40,10 +40,10 @@ FLOORS = {
     "sparse": 0.83,
     "colbert": 0.86,
     **{
-        RunSpec("dense+sparse", f, default_weights(f)).label: v
+        RunSpec("dense+sparse", f, default_weights(f, "dense+sparse")).label: v
         for f, v in FUSION_FLOORS["dense+sparse"].items()
     },
-    **{RunSpec("all", f, default_weights(f)).label: v for f, v in FUSION_FLOORS["all"].items()},
+    **{RunSpec("all", f, default_weights(f, "all")).label: v for f, v in FUSION_FLOORS["all"].items()},
 }
 
 
@@ -103,7 +103,7 @@ def test_every_mode_clears_its_floor(evaluated):
     # hybrid helps on this slice: weighted fusion beats the best single mode, rrf beats dense and sparse
     best_single = max(measured[m] for m in ("dense", "sparse", "colbert"))
     weighted, rrf = (
-        {m: RunSpec(m, f, default_weights(f)).label for m in HYBRID_MODES} for f in ("weighted", "rrf")
+        {m: RunSpec(m, f, default_weights(f, m)).label for m in HYBRID_MODES} for f in ("weighted", "rrf")
     )
     assert measured[weighted["dense+sparse"]] > best_single and measured[weighted["all"]] > best_single
     assert measured[rrf["dense+sparse"]] > max(measured["dense"], measured["sparse"])
@@ -156,7 +156,7 @@ def test_broken_pipelines_fall_below_the_floors(evaluated, sliced, e5_encoder, t
 
     # 3. weighted fusion on raw scores: BM25 (tens) swamps the cosines (< 1) and the hybrid is BM25 alone
     with Collection.open(tmp / "collection", encoder=bm25_e5, readonly=True, cache=False) as collection:
-        weighted = [RunSpec(m, "weighted", default_weights("weighted")) for m in HYBRID_MODES]
+        weighted = [RunSpec(m, "weighted", default_weights("weighted", m)) for m in HYBRID_MODES]
         raw = _ndcg(
             run_task(
                 CollectionSearcher(collection, normalize="none").reusing_queries(),

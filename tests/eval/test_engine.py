@@ -118,7 +118,7 @@ def test_tune_weights_holds_out_a_seeded_share_of_a_one_split_set(tmp_path, tiny
     (task,) = results["tasks"]
     assert task["task"]["split"] == "test[held out]" and task["task"]["queries"] == 12
     default, tuned = [r["label"] for r in task["runs"]][-2:]  # labels state each row's weights
-    dense, sparse, _ = FUSION_WEIGHTS["weighted"]
+    dense, sparse, _ = FUSION_WEIGHTS["weighted"]["dense+sparse"]
     assert default == f"dense+sparse (weighted {dense:g}/{sparse:g}/0, default)"
     assert tuned.startswith("dense+sparse (weighted ") and tuned.endswith(", tuned)")
     assert "0.3 of its queries drawn with seed 0" in (out / "results.md").read_text()

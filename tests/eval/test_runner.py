@@ -28,13 +28,13 @@ def test_plan_runs():
         "sparse",
         "colbert",
         *(
-            f"{mode} ({fusion} {'/'.join(f'{w:g}' for w in FUSION_WEIGHTS[fusion])})"
+            f"{mode} ({fusion} {'/'.join(f'{w:g}' for w in FUSION_WEIGHTS[fusion][mode])})"
             for mode in ("dense+sparse", "all")
             for fusion in FUSIONS
         ),
     ]
     # every fusion runs with the weights a search uses by default: one definition
-    assert runs[0].weights is None and all(r.weights == default_weights(r.fusion) for r in runs[3:])
+    assert runs[0].weights is None and all(r.weights == default_weights(r.fusion, r.mode) for r in runs[3:])
     assert [r.label for r in plan_runs(["all", "sparse"], ["rrf"], (1, 1, 0))] == [
         "sparse",
         "all (rrf 1/1/0)",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from m3search.encoders.base import OUTPUT_KINDS
 from m3search.errors import InvalidInputError
 from m3search.scoring import hybrid_scores
 from m3search.search.fusion import (
@@ -19,16 +20,17 @@ from m3search.search.fusion import (
     sparse_signal,
     weighted_fusion,
 )
+from m3search.search.modes import HYBRID_MODES, MODE_KINDS
 
 
 @pytest.mark.parametrize("weights", [(0.4, 0.2, 0.4), (1, 1, 1), (0.0, 3.0, 1.0)])
 def test_weighted_equals_hybrid_scores(weights):
     rng = np.random.default_rng(0)
     d, s, c = rng.random(20), rng.random(20) * 5, rng.random(20)
-    both = weighted_fusion({"dense": d, "sparse": s}, mode_weights(weights, "weighted", ["dense", "sparse"]))
+    both = weighted_fusion({"dense": d, "sparse": s}, mode_weights(weights, "weighted", "dense+sparse"))
     three = weighted_fusion(
         {"dense": d, "sparse": s, "colbert": c},
-        mode_weights(weights, "weighted", ["dense", "sparse", "colbert"]),
+        mode_weights(weights, "weighted", "all"),
     )
     for i in range(20):
         ref = hybrid_scores(d[i], s[i], c[i], weights)
@@ -44,25 +46,32 @@ def test_rrf():
 
 
 def test_weight_validation():
-    assert mode_weights({"dense": 2.0, "sparse": 1.0}, "weighted", ["dense", "sparse"]) == {
+    assert mode_weights({"dense": 2.0, "sparse": 1.0}, "weighted", "dense+sparse") == {
         "dense": 2.0,
         "sparse": 1.0,
     }
     with pytest.raises(InvalidInputError):
-        mode_weights((1, 1), "weighted", ["dense"])
+        mode_weights((1, 1), "weighted", "dense+sparse")
     with pytest.raises(InvalidInputError):
-        mode_weights({"bm25": 1.0}, "weighted", ["dense"])
+        mode_weights({"bm25": 1.0}, "weighted", "dense+sparse")
     with pytest.raises(InvalidInputError, match="all zero"):
-        mode_weights((0, 0, 1), "weighted", ["dense", "sparse"])
+        mode_weights((0, 0, 1), "weighted", "dense+sparse")
 
 
-def test_each_fusion_has_one_default_shared_by_mode_weights():
+def test_each_fusion_has_one_default_per_mode_shared_by_mode_weights():
     for fusion in FUSIONS:
-        expected = dict(zip(("dense", "sparse", "colbert"), FUSION_WEIGHTS[fusion]))
-        assert mode_weights(None, fusion, ["dense", "sparse", "colbert"]) == expected
-        assert default_weights(fusion) == FUSION_WEIGHTS[fusion]
+        for mode in HYBRID_MODES:
+            weights = FUSION_WEIGHTS[fusion][mode]
+            assert default_weights(fusion, mode) == weights
+            assert mode_weights(None, fusion, mode) == {
+                k: weights[OUTPUT_KINDS.index(k)] for k in MODE_KINDS[mode]
+            }
+            # a kind the mode does not fuse has no default weight to leak into a tuning start or a label
+            assert all(w == 0 for k, w in zip(OUTPUT_KINDS, weights) if k not in MODE_KINDS[mode])
     with pytest.raises(InvalidInputError, match="unknown fusion 'borda'"):
-        default_weights("borda")
+        default_weights("borda", "all")
+    with pytest.raises(InvalidInputError, match="fuses nothing"):
+        default_weights("weighted", "dense")
 
 
 def test_dbsf_scale_maps_three_sigmas_to_the_unit_interval():

@@ -74,6 +74,29 @@ def ui_collection(live_server):
     return "ui-docs"
 
 
+def _sliders(page) -> list[float]:
+    return [float(page.input_value(f"#w-{kind}")) for kind in ("dense", "sparse", "colbert")]
+
+
+def test_search_sliders_show_the_weights_of_the_collections_own_mode(page, live_server, ui_collection):
+    """A collection without ColBERT searches dense+sparse, whose default weights differ from all's."""
+    httpx.delete(live_server.url + "/collections/ui-no-colbert")
+    created = httpx.post(
+        live_server.url + "/collections", json={"name": "ui-no-colbert", "outputs": ["dense", "sparse"]}
+    ).json()
+    assert created["search_mode"] == "dense+sparse"
+    assert created["fusion_weights"]["default"] == dict(
+        zip(("dense", "sparse", "colbert"), FUSION_WEIGHTS[DEFAULT_FUSION]["dense+sparse"])
+    )
+    page.goto(live_server.url + "/ui/#search")
+    page.wait_for_selector("#search-collection option[value='ui-no-colbert']", state="attached")
+    page.select_option("#search-collection", "ui-no-colbert")
+    assert _sliders(page) == list(FUSION_WEIGHTS[DEFAULT_FUSION]["dense+sparse"])
+    page.select_option("#search-collection", ui_collection)
+    assert _sliders(page) == list(FUSION_WEIGHTS[DEFAULT_FUSION]["all"])
+    httpx.delete(live_server.url + "/collections/ui-no-colbert")
+
+
 def test_search_page(page, live_server, ui_collection):
     query = "capital of France"
     page.goto(live_server.url + "/ui/#search")
@@ -81,10 +104,11 @@ def test_search_page(page, live_server, ui_collection):
     page.select_option("#search-collection", ui_collection)
     page.fill("#search-query", query)
     page.fill("#search-k", "3")
-    sliders = [float(page.input_value(f"#w-{kind}")) for kind in ("dense", "sparse", "colbert")]
-    assert sliders == list(
-        FUSION_WEIGHTS[DEFAULT_FUSION]
-    )  # the sliders start at what an untouched search uses
+    # the sliders start at what an untouched search uses, and follow the fusion chosen
+    assert _sliders(page) == list(FUSION_WEIGHTS[DEFAULT_FUSION]["all"])
+    page.select_option("#search-fusion", "rrf")
+    assert _sliders(page) == list(FUSION_WEIGHTS["rrf"]["all"])
+    page.select_option("#search-fusion", "")
     page.click("#search-form button[type=submit]")
     page.wait_for_selector("#search-results li")
 

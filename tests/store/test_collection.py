@@ -198,7 +198,7 @@ def test_rerank_must_be_a_positive_integer(filled, bad):
 @pytest.mark.parametrize("weights", [None, (1.0, 1.0, 1.0), (0.1, 0.7, 0.2)])
 def test_weighted_fusion_is_the_reference_formula(filled, docs, mode, combined, weights):
     query = as_query(make_docs(1, seed=7)[0])
-    w = weights or default_weights("weighted")
+    w = weights or default_weights("weighted", mode)
     hits = filled.search(query, k=5, mode=mode, weights=weights, candidates=120, rerank=120, normalize="none")
     # with every document a candidate, the fused ranking is the exact reference ranking
     expected = brute_force(

@@ -122,7 +122,9 @@ def test_learned_sparse_none_is_the_reference_formula(tmp_path, tiny_m3):
         hits = collection.search("a cat on a mat", 4, mode="all", normalize="none")
         for hit in hits:
             s = hit.scores
-            reference = hybrid_scores(s["dense"], s["sparse"], s["colbert"], FUSION_WEIGHTS["weighted"])
+            reference = hybrid_scores(
+                s["dense"], s["sparse"], s["colbert"], FUSION_WEIGHTS["weighted"]["all"]
+            )
             assert hit.score == pytest.approx(reference["colbert+sparse+dense"], rel=1e-6)
         # the query's ceiling is its self-score, the lexical score of the query against itself
         vectors = collection.encode_query("a cat on a mat")

@@ -9,6 +9,7 @@ import pytest
 
 from m3search import Collection
 from m3search.errors import CollectionError, InvalidInputError
+from m3search.search.fusion import FUSION_WEIGHTS, FUSIONS
 from m3search.search.planner import RERANK_DEFAULT, default_candidates
 from m3search.store.search_defaults import SEARCH_DEFAULTS_FILE, SearchDefaults
 from tests.store.conftest import as_query
@@ -23,6 +24,8 @@ def test_stored_defaults_steer_searches_that_leave_them_out(new_collection, docs
     collection.upsert(docs)
     query = as_query(docs[7])
     library = collection.search(query, 10)
+    assert collection.fusion_defaults() == ("all", "weighted", FUSION_WEIGHTS["weighted"]["all"])
+    assert collection.fusion_defaults(mode="dense") == ("dense", "weighted", None)
     tuned = {"mode": "dense+sparse", "fusion": "rrf", "weights": [0.9, 0.1, 0.0], "candidates": 40}
     collection.set_search_defaults(SearchDefaults(**tuned, source={"by": "test"}))
     assert collection.search_defaults.options() == tuned
@@ -30,6 +33,12 @@ def test_stored_defaults_steer_searches_that_leave_them_out(new_collection, docs
     assert _ranked(stored) == _ranked(collection.search(query, 10, **tuned))
     assert _ranked(stored) != _ranked(library)
     assert set(stored[0].scores) == {"dense", "sparse"}  # the stored mode
+    # what a search leaves to the collection, per fusion: the stored weights for its own, the library's otherwise
+    assert collection.stats()["search_mode"] == "dense+sparse"
+    assert collection.stats()["fusion_weights"] == {
+        "default": (0.9, 0.1, 0.0),
+        **{f: FUSION_WEIGHTS[f]["dense+sparse"] for f in FUSIONS},
+    }
     # another fusion asked for explicitly takes its own default weights, not the stored rrf ones
     explicit = collection.search(query, 10, fusion="weighted")
     assert _ranked(explicit) == _ranked(

@@ -13,9 +13,9 @@ from m3search.scoring import check_weights
 from m3search.search.fusion import (
     DEFAULT_FUSION,
     DEFAULT_NORMALIZE,
-    FUSION_WEIGHTS,
     FUSIONS,
     default_weights,
+    describe_defaults,
 )
 
 if TYPE_CHECKING:
@@ -274,7 +274,7 @@ def command() -> None:
     "--weights",
     default=None,
     help="Fusion weights dense,sparse,colbert for every fusion (default: each fusion's own, as search uses: "
-    + "; ".join(f"{f} {','.join(f'{w:g}' for w in FUSION_WEIGHTS[f])}" for f in FUSIONS)
+    + describe_defaults(",")
     + ").",
 )
 @click.option(
@@ -444,7 +444,7 @@ def tune_weights(
     parse_measure(metric)
     outputs = mode_outputs(mode)
     free = [o in MODE_KINDS[mode] for o in ("dense", "sparse", "colbert")]
-    default = check_weights([w if f else 0.0 for w, f in zip(default_weights(fusion), free)])
+    default = default_weights(fusion, mode)
     runs = [RunSpec(o) for o in MODE_KINDS[mode]] + [RunSpec(mode, fusion, default, "default")]
     _check_applicable(ctx, runs, collection)
     load_split, dev_name = _dev_and_test(
@@ -485,7 +485,7 @@ def tune_weights(
             metric=metric,
             method=method,
             step=step,
-            start=default_weights(fusion),
+            start=default_weights(fusion, mode),
             free=free,
         )
         if dev_fraction is not None:

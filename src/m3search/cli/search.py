@@ -11,7 +11,7 @@ import click
 
 from m3search.cli.options import normalize_option, runtime_option
 from m3search.errors import FilterError, InvalidInputError
-from m3search.search.fusion import DEFAULT_FUSION, FUSION_WEIGHTS, FUSIONS, Fusion, Normalize
+from m3search.search.fusion import DEFAULT_FUSION, FUSIONS, Fusion, Normalize, describe_defaults
 from m3search.search.modes import MODES, Mode
 
 
@@ -70,7 +70,7 @@ def parse_weights(value: str | None) -> list[float] | None:
     "--weights",
     default=None,
     help="dense,sparse,colbert weights, e.g. 0.4,0.2,0.4 (default: the collection's tuned ones, else the "
-    "fusion's: " + "; ".join(f"{f} {','.join(f'{w:g}' for w in FUSION_WEIGHTS[f])}" for f in FUSIONS) + ").",
+    "fusion's: " + describe_defaults(",") + ").",
 )
 @click.option(
     "--fusion",

@@ -7,6 +7,7 @@ query, so machine noise hits every mode alike and latencies stay comparable.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -66,7 +67,7 @@ def plan_runs(
     modes: Iterable[str] = MODES, fusions: Iterable[str] = FUSIONS, weights: Sequence[float] | None = None
 ) -> list[RunSpec]:
     """Single modes once each; hybrid modes once per fusion, with `weights` (dense, sparse, colbert), by default
-    each fusion's own (`m3search.search.fusion.FUSION_WEIGHTS`, what a search uses)."""
+    each fusion's own (`m3search.search.fusion.FUSION_WEIGHTS` for the mode, what a search uses)."""
     modes, fusions = list(dict.fromkeys(modes)), list(dict.fromkeys(fusions))
     for value, allowed, what in ((modes, MODES, "mode"), (fusions, FUSIONS, "fusion")):
         bad = [v for v in value if v not in allowed]
@@ -76,7 +77,9 @@ def plan_runs(
             )
     chosen = check_weights(weights) if weights is not None else None
     runs = [RunSpec(m) for m in modes if m in SINGLE_MODES]
-    runs += [RunSpec(m, f, chosen or default_weights(f)) for m in modes if m in HYBRID_MODES for f in fusions]
+    runs += [
+        RunSpec(m, f, chosen or default_weights(f, m)) for m in modes if m in HYBRID_MODES for f in fusions
+    ]
     return runs
 
 
@@ -182,23 +185,18 @@ def tune_fusion(
     """The best of `fusions` and its weights for `mode` on `task`'s queries (`m3search index tune`): each
     fusion's weights searched from its default over the kinds `mode` fuses; the library default is scored too
     and wins ties."""
-    free = [k in MODE_KINDS[mode] for k in OUTPUT_KINDS]
 
     def objective(fusion: str, weights: Weights) -> float:
         if on_trial is not None:
             on_trial()
         return score_weights(searcher, task, weights, mode=mode, fusion=fusion, metric=metric)
 
-    def start(fusion: str) -> Weights:
-        w = default_weights(fusion)
-        return (w[0] if free[0] else 0.0, w[1] if free[1] else 0.0, w[2] if free[2] else 0.0)
-
     return choose_fusion(
         objective,
         fusions,
-        default=(DEFAULT_FUSION, start(DEFAULT_FUSION)),
+        default=(DEFAULT_FUSION, default_weights(DEFAULT_FUSION, mode)),
         metric=metric,
         step=step,
-        free=free,
-        start=start,
+        free=[k in MODE_KINDS[mode] for k in OUTPUT_KINDS],
+        start=functools.partial(default_weights, mode=mode),
     )

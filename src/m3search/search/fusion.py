@@ -1,7 +1,7 @@
 """Fusing the scores of several retrieval modes into one ranking.
 
-Three fusions, each with its default weights defined once here (`FUSION_WEIGHTS`) and shared by
-`Collection.search`, the CLI, the server, the web UI and the evaluation harness:
+Three fusions, each with its default weights per hybrid mode defined once here (`FUSION_WEIGHTS`) and
+shared by `Collection.search`, the CLI, the server, the web UI and the evaluation harness:
 
 - `weighted`: the weighted mean of the modes' scores, Σ w·score / Σ w over the modes in use — with
   `normalize="none"` exactly the bge-m3 reference formula (`m3search.scoring.hybrid_scores`).
@@ -31,21 +31,23 @@ import numpy as np
 from m3search.encoders.base import OUTPUT_KINDS, OutputKind
 from m3search.errors import InvalidInputError
 from m3search.scoring import DEFAULT_WEIGHTS, check_weights
+from m3search.search.modes import HYBRID_MODES, MODE_KINDS
 
 Fusion = Literal["weighted", "rrf", "dbsf"]
 FUSIONS: tuple[Fusion, ...] = ("weighted", "rrf", "dbsf")
 DEFAULT_FUSION: Fusion = "weighted"
 Weights = tuple[float, float, float]
 """(dense, sparse, colbert)."""
-#: Each fusion's default (dense, sparse, colbert) weights: the one definition every caller shares. `weighted`:
-#: chosen on held-out data (XQuAD-R en→ru,th,tr,vi,zh and SciFact train; docs/RESULTS.md, "Default weights chosen
-#: on held-out data"), the best mean margin over the best single mode among settings within 0.2 point of it on
-#: every task. RRF and DBSF keep the model card's: the same weights would cost their `dense+sparse` 1-3.5 points
-#: nDCG@10 across languages (an even dense/sparse split gives BM25's near-random list half the vote).
-FUSION_WEIGHTS: dict[str, Weights] = {
-    "weighted": (0.1, 0.1, 0.8),
-    "rrf": DEFAULT_WEIGHTS,
-    "dbsf": DEFAULT_WEIGHTS,
+#: Each fusion's default (dense, sparse, colbert) weights per hybrid mode: the one definition every caller
+#: shares (0 for a kind the mode does not fuse). `weighted`: chosen per mode on held-out data (XQuAD-R
+#: en→ru,th,tr,vi,zh and SciFact train; docs/RESULTS.md, "Default weights chosen on held-out data"): among the
+#: settings within 0.2 point nDCG@10 of the best single mode the mode fuses on every task, the best mean margin
+#: over it. One setting for both modes would not do: `all`'s with ColBERT's dropped give BM25 four times dense's
+#: weight, which costs `dense+sparse` up to 2 points across languages. RRF and DBSF keep the model card's.
+FUSION_WEIGHTS: dict[str, dict[str, Weights]] = {
+    "weighted": {"dense+sparse": (0.55, 0.45, 0.0), "all": (0.05, 0.2, 0.75)},
+    "rrf": {"dense+sparse": (*DEFAULT_WEIGHTS[:2], 0.0), "all": DEFAULT_WEIGHTS},
+    "dbsf": {"dense+sparse": (*DEFAULT_WEIGHTS[:2], 0.0), "all": DEFAULT_WEIGHTS},
 }
 RRF_K = 60
 #: DBSF maps [mean − 3σ, mean + 3σ] onto [0, 1].
@@ -57,11 +59,23 @@ Scaling = Literal["none", "minmax", "signal"]
 """What `auto` resolves to."""
 
 
-def default_weights(fusion: str) -> Weights:
-    """The default (dense, sparse, colbert) weights of `fusion`."""
+def default_weights(fusion: str, mode: str) -> Weights:
+    """The default (dense, sparse, colbert) weights of `fusion` in the hybrid `mode`."""
     if fusion not in FUSIONS:
         raise InvalidInputError(f"unknown fusion {fusion!r}; choose one of {', '.join(FUSIONS)}")
-    return FUSION_WEIGHTS[fusion]
+    if mode not in HYBRID_MODES:
+        raise InvalidInputError(
+            f"mode {mode!r} fuses nothing; the hybrid modes are {', '.join(HYBRID_MODES)}"
+        )
+    return FUSION_WEIGHTS[fusion][mode]
+
+
+def describe_defaults(sep: str = "/") -> str:
+    """The default weights of every fusion and hybrid mode, for help texts (`sep` between the weights)."""
+    return "; ".join(
+        f"{fusion} " + ", ".join(f"{mode} {sep.join(f'{w:g}' for w in ws)}" for mode, ws in modes.items())
+        for fusion, modes in FUSION_WEIGHTS.items()
+    )
 
 
 def resolve_normalize(normalize: str) -> Scaling:
@@ -107,12 +121,13 @@ def sparse_signal(scores: np.ndarray, ceiling: float | None) -> float:
 
 
 def mode_weights(
-    weights: Sequence[float] | Mapping[str, float] | None, fusion: Fusion, kinds: Sequence[OutputKind]
+    weights: Sequence[float] | Mapping[str, float] | None, fusion: Fusion, mode: str
 ) -> dict[OutputKind, float]:
-    """Per-kind weights for the kinds a mode scores, from (dense, sparse, colbert) or a {kind: weight} map;
-    None: the fusion's default."""
+    """Per-kind weights for the kinds the hybrid `mode` scores, from (dense, sparse, colbert) or a
+    {kind: weight} map; None: the fusion's default for the mode."""
+    kinds = MODE_KINDS[mode]
     if weights is None:
-        weights = default_weights(fusion)
+        weights = default_weights(fusion, mode)
     elif fusion not in FUSIONS:
         raise InvalidInputError(f"unknown fusion {fusion!r}; choose one of {', '.join(FUSIONS)}")
     if isinstance(weights, Mapping):

@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from m3search.scoring import MAX_WEIGHT
-from m3search.search.fusion import DEFAULT_FUSION, FUSION_WEIGHTS, FUSIONS
+from m3search.search.fusion import DEFAULT_FUSION, describe_defaults
 from m3search.search.modes import Mode
 
 InputType = Literal["query", "passage"]
@@ -241,6 +241,12 @@ class CollectionInfo(BaseModel):
     colbert_dtype: str = Field("float16", description="How ColBERT token vectors are stored.")
     colbert_recheck: int = Field(0, description="Candidates re-scored with kept float16 vectors.")
     colbert_prune: str | None = Field(None, description="Which tokens' ColBERT vectors are dropped.")
+    search_mode: Mode = Field(description="The mode a search uses when the request names none.")
+    fusion_weights: dict[str, Weights] = Field(
+        default_factory=dict,
+        description="The weights a search in `search_mode` fuses with when the request gives none, per fusion "
+        '("default": the fusion the collection picks); empty for a single mode.',
+    )
 
 
 class BrokenCollection(BaseModel):
@@ -304,7 +310,7 @@ class SearchRequest(_Request):
     weights: Weights | None = Field(
         None,
         description="Default: the collection's tuned weights, else the fusion's: "
-        + "; ".join(f"{f} {'/'.join(f'{w:g}' for w in FUSION_WEIGHTS[f])}" for f in FUSIONS)
+        + describe_defaults()
         + " (dense/sparse/colbert).",
     )
     fusion: Literal["weighted", "rrf", "dbsf"] | None = Field(

@@ -25,15 +25,19 @@ from m3search.encoders.image.base import ImageEncoder
 from m3search.errors import CollectionError, InvalidInputError
 from m3search.extras import require
 from m3search.index.sparse import SparseRow
+from m3search.scoring import check_weights
 from m3search.search.fusion import (
     DEFAULT_FUSION,
     DEFAULT_NORMALIZE,
+    FUSIONS,
     Fusion,
     Normalize,
+    Weights,
+    default_weights,
     mode_weights,
     resolve_normalize,
 )
-from m3search.search.modes import MODE_KINDS, Mode, mode_outputs
+from m3search.search.modes import HYBRID_MODES, MODE_KINDS, Mode, mode_outputs
 from m3search.search.planner import RERANK_DEFAULT, QueryVectors, default_candidates, fuse
 from m3search.search.results import Hit
 from m3search.store.backends.base import LINK_FILE, Backend, SearchPlan, is_edge
@@ -521,9 +525,6 @@ class Collection:
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise InvalidInputError(f"k must be a positive integer, got {k!r}")
         stored = self.search_defaults
-        if fusion is None:
-            fusion = stored.fusion or DEFAULT_FUSION
-            weights = stored.weights if weights is None and stored.fusion is not None else weights
         normalize = normalize or stored.normalize or DEFAULT_NORMALIZE
         if candidates is None:
             candidates = stored.candidates or default_candidates(self.count())
@@ -543,8 +544,8 @@ class Collection:
                     "(add a text to the image, or use mode dense)"
                 )
             mode = "dense"
-        mode = mode or stored.mode or self.default_mode
-        assert fusion is not None and normalize is not None  # the defaults above
+        mode, fusion, default = self.fusion_defaults(fusion, mode)
+        assert normalize is not None  # the defaults above
         needed = mode_outputs(mode)
         missing = [kind for kind in needed if kind not in self.config.outputs]
         if missing:
@@ -553,7 +554,11 @@ class Collection:
                 f"stores {', '.join(self.config.outputs)}"
             )
         scored = MODE_KINDS[mode]
-        kind_weights = mode_weights(weights, fusion, scored) if len(scored) > 1 else {scored[0]: 1.0}
+        kind_weights = (
+            mode_weights(default if weights is None else weights, fusion, mode)
+            if len(scored) > 1
+            else {scored[0]: 1.0}
+        )
         scaling = resolve_normalize(normalize)
         spec = parse_filter(filter)
         if kinds is not None:
@@ -589,6 +594,22 @@ class Collection:
                 rerank=rerank,
             ),
         )
+
+    def fusion_defaults(
+        self, fusion: Fusion | None = None, mode: Mode | None = None
+    ) -> tuple[Mode, Fusion, Weights | None]:
+        """The mode, fusion and (dense, sparse, colbert) weights a search given no weights uses, with `fusion`
+        and `mode` left None taking the collection's defaults: the stored tuned weights when the fusion is
+        left to the collection, else the fusion's default for the mode; None for a single mode."""
+        stored = self.search_defaults
+        mode = mode or stored.mode or self.default_mode
+        tuned = fusion is None and stored.fusion is not None
+        fusion = (stored.fusion if tuned else fusion) or DEFAULT_FUSION
+        if mode not in HYBRID_MODES:
+            return mode, fusion, None
+        if tuned and stored.weights is not None:
+            return mode, fusion, check_weights(stored.weights)
+        return mode, fusion, default_weights(fusion, mode)
 
     @property
     def search_defaults(self) -> SearchDefaults:
@@ -701,6 +722,13 @@ class Collection:
             "colbert_recheck": self.config.colbert_recheck,
             "colbert_prune": self.config.colbert_prune,
             "sparse_forward": self.config.sparse_forward,
+            "search_mode": self.fusion_defaults()[0],
+            # per fusion ("default": the collection's), the weights a search in that mode fuses with
+            "fusion_weights": {
+                choice: weights
+                for choice, fusion in (("default", None), *zip(FUSIONS, FUSIONS))
+                if (weights := self.fusion_defaults(fusion)[2]) is not None
+            },
         }
 
 

@@ -18,7 +18,7 @@ from fastapi import APIRouter, Depends, File, Form, HTTPException, Request, Resp
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from m3search.encoders.base import OutputKind
+from m3search.encoders.base import OUTPUT_KINDS, OutputKind
 from m3search.encoders.image import image_field
 from m3search.errors import ImageError, InvalidInputError
 from m3search.jsonl import json_objects, parse_json
@@ -79,7 +79,10 @@ def _info(name: str, stats: dict[str, Any]) -> dict[str, Any]:
         "segments": len(stats["segments"]),
         "pending": stats["pending"],
         "images": bool(stats["image_encoder"]),
-        **{key: stats[key] for key in ("colbert_dtype", "colbert_recheck", "colbert_prune")},
+        **{key: stats[key] for key in ("colbert_dtype", "colbert_recheck", "colbert_prune", "search_mode")},
+        "fusion_weights": {
+            fusion: dict(zip(OUTPUT_KINDS, weights)) for fusion, weights in stats["fusion_weights"].items()
+        },
     }
 
 

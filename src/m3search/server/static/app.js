@@ -218,8 +218,12 @@ renderHistory();
 
 // ---- collections ----------------------------------------------------------------------------------------
 
+// What each collection's searches use by default (mode, weights per fusion): the sliders start there.
+let collectionInfo = {};
+
 async function loadCollections() {
   const data = await api("GET", "/collections");
+  collectionInfo = Object.fromEntries(data.collections.map((c) => [c.name, c]));
   const names = data.collections.map((c) => c.name);
   for (const select of [$("#search-collection"), $("#upload-collection")]) {
     const current = select.value;
@@ -238,6 +242,7 @@ async function loadCollections() {
       el("td", {}, humanBytes(c.size_bytes)), el("td", {}, del));
   });
   $("#collections-table tbody").replaceChildren(...rows);
+  showDefaultWeights();
 }
 
 $("#create-form").addEventListener("submit", (ev) => {
@@ -265,15 +270,30 @@ $("#upload-form").addEventListener("submit", (ev) => {
 
 // ---- search ---------------------------------------------------------------------------------------------
 
-// Weights are sent only once a slider moved: until then the collection's tuned or the fusion's defaults apply.
+// Weights are sent only once a slider moved: until then the collection's tuned or the fusion's defaults apply,
+// and the sliders show them (per collection, fusion and mode: `fusion_weights` of the collection's listing).
 let weightsTouched = false;
-for (const id of ["w-dense", "w-sparse", "w-colbert"]) {
-  const input = $("#" + id);
+const SLIDERS = ["dense", "sparse", "colbert"];
+for (const kind of SLIDERS) {
+  const input = $("#w-" + kind);
   input.addEventListener("input", () => {
     weightsTouched = true;
     input.nextElementSibling.value = Number(input.value).toFixed(2);
   });
 }
+
+function showDefaultWeights() {
+  const info = collectionInfo[$("#search-collection").value];
+  const weights = info && info.fusion_weights[$("#search-fusion").value || "default"];
+  if (weightsTouched || !weights) return;
+  for (const kind of SLIDERS) {
+    const input = $("#w-" + kind);
+    input.value = weights[kind];
+    input.nextElementSibling.value = Number(weights[kind]).toFixed(2);
+  }
+}
+$("#search-collection").addEventListener("change", showDefaultWeights);
+$("#search-fusion").addEventListener("change", showDefaultWeights);
 
 // The result text with the query tokens that matched it (character spans from the server) highlighted, more
 // strongly the more the token weighs in the query (so rare words stand out over "the" and "of").
