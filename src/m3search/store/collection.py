@@ -25,19 +25,16 @@ from m3search.encoders.image.base import ImageEncoder
 from m3search.errors import CollectionError, InvalidInputError
 from m3search.extras import require
 from m3search.index.sparse import SparseRow
-from m3search.scoring import check_weights
 from m3search.search.fusion import (
-    DEFAULT_FUSION,
     DEFAULT_NORMALIZE,
     FUSIONS,
     Fusion,
     Normalize,
     Weights,
-    default_weights,
     mode_weights,
     resolve_normalize,
 )
-from m3search.search.modes import HYBRID_MODES, MODE_KINDS, Mode, mode_outputs
+from m3search.search.modes import MODE_KINDS, Mode, mode_outputs
 from m3search.search.planner import RERANK_DEFAULT, QueryVectors, default_candidates, fuse
 from m3search.search.results import Hit
 from m3search.store.backends.base import LINK_FILE, Backend, SearchPlan, is_edge
@@ -544,7 +541,7 @@ class Collection:
                     "(add a text to the image, or use mode dense)"
                 )
             mode = "dense"
-        mode, fusion, default = self.fusion_defaults(fusion, mode)
+        mode, fusion, default = stored.fusion_for(fusion, mode, self.default_mode)
         assert normalize is not None  # the defaults above
         needed = mode_outputs(mode)
         missing = [kind for kind in needed if kind not in self.config.outputs]
@@ -599,17 +596,8 @@ class Collection:
         self, fusion: Fusion | None = None, mode: Mode | None = None
     ) -> tuple[Mode, Fusion, Weights | None]:
         """The mode, fusion and (dense, sparse, colbert) weights a search given no weights uses, with `fusion`
-        and `mode` left None taking the collection's defaults: the stored tuned weights when the fusion is
-        left to the collection, else the fusion's default for the mode; None for a single mode."""
-        stored = self.search_defaults
-        mode = mode or stored.mode or self.default_mode
-        tuned = fusion is None and stored.fusion is not None
-        fusion = (stored.fusion if tuned else fusion) or DEFAULT_FUSION
-        if mode not in HYBRID_MODES:
-            return mode, fusion, None
-        if tuned and stored.weights is not None:
-            return mode, fusion, check_weights(stored.weights)
-        return mode, fusion, default_weights(fusion, mode)
+        and `mode` left None taking the collection's defaults (`SearchDefaults.fusion_for`)."""
+        return self.search_defaults.fusion_for(fusion, mode, self.default_mode)
 
     @property
     def search_defaults(self) -> SearchDefaults:
@@ -712,6 +700,7 @@ class Collection:
     def stats(self) -> dict[str, Any]:
         """Counts and sizes: documents, the backend's structures (local: segments, incremental level, disk
         use), and what the collection stores."""
+        stored = self.search_defaults
         return {
             **self.backend.stats(),
             "model": self.config.model,
@@ -722,12 +711,12 @@ class Collection:
             "colbert_recheck": self.config.colbert_recheck,
             "colbert_prune": self.config.colbert_prune,
             "sparse_forward": self.config.sparse_forward,
-            "search_mode": self.fusion_defaults()[0],
+            "search_mode": stored.fusion_for(None, None, self.default_mode)[0],
             # per fusion ("default": the collection's), the weights a search in that mode fuses with
             "fusion_weights": {
                 choice: weights
                 for choice, fusion in (("default", None), *zip(FUSIONS, FUSIONS))
-                if (weights := self.fusion_defaults(fusion)[2]) is not None
+                if (weights := stored.fusion_for(fusion, None, self.default_mode)[2]) is not None
             },
         }
 

@@ -14,8 +14,16 @@ from typing import Any
 
 from m3search.errors import CollectionError, InvalidInputError
 from m3search.scoring import check_weights
-from m3search.search.fusion import FUSIONS, NORMALIZATIONS, Fusion, Normalize
-from m3search.search.modes import MODES, Mode
+from m3search.search.fusion import (
+    DEFAULT_FUSION,
+    FUSIONS,
+    NORMALIZATIONS,
+    Fusion,
+    Normalize,
+    Weights,
+    default_weights,
+)
+from m3search.search.modes import HYBRID_MODES, MODES, Mode
 from m3search.store.config import atomic_write_text
 
 SEARCH_DEFAULTS_FILE = "search.json"
@@ -55,6 +63,21 @@ class SearchDefaults:
         return {
             f.name: v for f in fields(self) if f.name != "source" and (v := getattr(self, f.name)) is not None
         }
+
+    def fusion_for(
+        self, fusion: Fusion | None, mode: Mode | None, default_mode: Mode
+    ) -> tuple[Mode, Fusion, Weights | None]:
+        """The mode, fusion and (dense, sparse, colbert) weights a search given no weights uses, `fusion` and
+        `mode` left None taking these defaults (mode: then `default_mode`): the stored weights when the fusion
+        is left to them, else the fusion's default for the mode; None for a single mode."""
+        mode = mode or self.mode or default_mode
+        tuned = fusion is None and self.fusion is not None
+        fusion = (self.fusion if tuned else fusion) or DEFAULT_FUSION
+        if mode not in HYBRID_MODES:
+            return mode, fusion, None
+        if tuned and self.weights is not None:
+            return mode, fusion, check_weights(self.weights)
+        return mode, fusion, default_weights(fusion, mode)
 
     def save(self, directory: Path) -> None:
         """Write `search.json` durably (a crash leaves the old or the new file)."""
