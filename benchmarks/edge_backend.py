@@ -163,7 +163,7 @@ class EdgeSearch:
             Candidates(np.arange(len(ids)), lists, scores),
             "dense+sparse",
             k,
-            weights=mode_weights(weights, fusion, ("dense", "sparse")),  # type: ignore[arg-type]
+            weights=mode_weights(weights, fusion, "dense+sparse"),
             fusion=fusion,
         )  # type: ignore[arg-type]
         return [ids[key] for key, _, _ in picked]

@@ -666,7 +666,7 @@ def compare_edge_collection(collection, args, queries, truth, id_to_row, k: int,
     # one backend per fresh process (Edge lets one process open a collection at a time: before the parent does)
     rss = {
         name: in_child(search_rss, p, name, args)
-        for name, p in (("local", work / "collection"), ("edge", path))
+        for name, p in (("local", collection.path), ("edge", path))  # collection.path: also a --reuse one
     }
     edge = Collection.open(path, backend="edge", cache=False)
     try:
@@ -987,9 +987,8 @@ def report(result: dict) -> None:
         )
         peak = build.get("peak_rss_gb", build.get("build_peak_rss_gb"))
         if peak is not None:
-            print(
-                f"peak RSS building: local {b['peak_rss_gb']:.2f} GiB, {label} {peak:.2f} GiB (own processes)"
-            )
+            local = f"local {b['peak_rss_gb']:.2f} GiB, " if "peak_rss_gb" in b else ""  # none when reused
+            print(f"peak RSS building: {local}{label} {peak:.2f} GiB (own processes)")
         for backend, r in e.get("search_rss_gb", {}).items():
             print(
                 f"RSS of a process searching {backend}: {r['before_open']:.2f} GiB before opening, {r['opened']:.2f} "
