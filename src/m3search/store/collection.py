@@ -523,12 +523,10 @@ class Collection:
             raise InvalidInputError(f"k must be a positive integer, got {k!r}")
         stored = self.search_defaults
         normalize = normalize or stored.normalize or DEFAULT_NORMALIZE
-        if candidates is None:
-            candidates = stored.candidates or default_candidates(self.count())
         if rerank is None:
             rerank = stored.rerank or RERANK_DEFAULT
         for name, value in (("candidates", candidates), ("rerank", rerank)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
         if image is not None and not isinstance(query, (str, type(None))):
             raise InvalidInputError("an image query goes with a text, not with query vectors")
@@ -543,6 +541,11 @@ class Collection:
             mode = "dense"
         mode, fusion, default = stored.fusion_for(fusion, mode, self.default_mode)
         assert normalize is not None  # the defaults above
+        if candidates is None:  # dense and sparse return their k: no depth, and no count to size it by
+            single = mode in ("dense", "sparse")
+            candidates = stored.candidates or (
+                k if single else default_candidates(self.backend.approximate_count())
+            )
         needed = mode_outputs(mode)
         missing = [kind for kind in needed if kind not in self.config.outputs]
         if missing:

@@ -72,6 +72,10 @@ class Backend(Protocol):
     def count(self) -> int:
         """Number of documents."""
 
+    def approximate_count(self) -> int:
+        """Number of documents, possibly approximate but cheap: what sizes a search's default depth (an exact
+        count in Qdrant's engine visits every point: 9 ms at 100,000)."""
+
     def ids(self) -> list[str]:
         """Every document id (e.g. to sample pseudo-queries)."""
 

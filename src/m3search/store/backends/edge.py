@@ -411,6 +411,12 @@ class EdgeBackend:
         with self._mutex:
             return int(self._open().count(qe.CountRequest(exact=True)))
 
+    def approximate_count(self) -> int:
+        """The shard's own tally of its segments' points (microseconds; exact while no optimizer is moving
+        points between segments, which only writes run here)."""
+        with self._mutex:
+            return int(self._open().info().points_count)
+
     def _scroll(
         self, payload: list[str] | bool, vectors: bool = False, page: int = SCROLL_PAGE
     ) -> Iterator[Any]:
@@ -461,7 +467,7 @@ class EdgeBackend:
                     query=qe.Query.Nearest(query_vector(query, a.kind, _sparse), using=a.kind),
                     filter=where if a.ids is None else qe.Filter(must=[qe.HasIdCondition(set(a.ids))]),
                     params=_params(
-                        stage_params(self.config, a.kind, plan.ef_search)
+                        stage_params(self.config, a, plan.ef_search)
                         if a.ids is None
                         else exact_params(self.config, a.kind, compressed),
                         a.kind == "sparse" and self._stats is not None,

@@ -641,6 +641,8 @@ class LocalBackend:
             self.refresh()
             return self._count
 
+    approximate_count = count  # the exact count is kept, not counted
+
     def ids(self) -> list[str]:
         """Every document id, in the order they were written."""
         with self._mutex:

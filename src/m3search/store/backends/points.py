@@ -184,19 +184,33 @@ def schema_problems(
     return problems
 
 
+@dataclass
+class Ask:
+    """One nearest-neighbour request of a search: `kind`'s `limit` best under the plan's filter (a first
+    stage, whose best `exact_top` must be exactly ordered; None: all), or with `ids`, the exact scores of those
+    points only (re-scoring)."""
+
+    kind: OutputKind
+    limit: int
+    ids: list[Any] | None = None
+    exact_top: int | None = None
+
+
 #: A search's engine settings as keyword arguments: (SearchParams', QuantizationSearchParams' or None).
 ParamsSpec = tuple[dict[str, Any], dict[str, Any] | None]
 
 
-def stage_params(config: CollectionConfig, kind: str, ef_search: int | None) -> ParamsSpec | None:
-    """How a first stage of `kind` searches: dense by HNSW (exact for "flat"; for "hnsw-sq8" like the local SQ8
-    graph: `refine` x k fetched by the int8 codes, re-ranked by the float vectors); others by default."""
-    if kind != "dense":
+def stage_params(config: CollectionConfig, ask: Ask, ef_search: int | None) -> ParamsSpec | None:
+    """How a first stage searches: dense by HNSW (exact for "flat"; for "hnsw-sq8" like the local SQ8 graph,
+    `DenseIndex.search`: the limit plus (refine - 1) x `exact_top` fetched by the int8 codes, all re-ranked by
+    the float vectors, so a hybrid's depth of candidates costs no threefold re-score); others by default."""
+    if ask.kind != "dense":
         return None
     quantized = config.dense_index == "hnsw-sq8"
+    margin = (config.hnsw_params.refine - 1) * min(ask.exact_top or ask.limit, ask.limit)
     return (
         {"hnsw_ef": ef_search or config.hnsw_params.ef_search, "exact": config.dense_index == "flat"},
-        {"rescore": True, "oversampling": float(config.hnsw_params.refine)} if quantized else None,
+        {"rescore": True, "oversampling": (ask.limit + margin) / ask.limit} if quantized else None,
     )
 
 
@@ -208,16 +222,6 @@ def exact_params(config: CollectionConfig, kind: str, compressed: bool) -> Param
     if kind == "colbert" and compressed:
         return {"exact": True}, {"rescore": config.colbert_recheck > 0}
     return {"exact": True}, {"ignore": True} if config.dense_index == "hnsw-sq8" else None
-
-
-@dataclass
-class Ask:
-    """One nearest-neighbour request of a search: `kind`'s `limit` best under the plan's filter (a first
-    stage), or with `ids`, the exact scores of those points only (re-scoring)."""
-
-    kind: OutputKind
-    limit: int
-    ids: list[Any] | None = None
 
 
 #: Asks -> each one's (point id, score) list, run by the engine as one batch.
@@ -247,7 +251,7 @@ def search_points(
     lists: dict[OutputKind, np.ndarray] = {}
     early = scored_early(plan.mode)  # ColBERT: on demand, for the re-rank depth
     known: dict[str, dict[int, float]] = {k: {} for k in early}
-    for stage, found in zip(stages, run([Ask(s, depth) for s in stages]) if stages else []):
+    for stage, found in zip(stages, run([Ask(s, depth, exact_top=plan.k) for s in stages]) if stages else []):
         order = []
         for pid, score in found:
             i = index.setdefault(pid, len(point_ids))

@@ -399,6 +399,11 @@ class QdrantBackend:
         return self.client.count(self.name, exact=True).count
 
     @_reported
+    def approximate_count(self) -> int:
+        """The server's estimate (no pass over the points)."""
+        return self.client.count(self.name, exact=False).count
+
+    @_reported
     def ids(self) -> list[str]:
         """Every document id (scrolled from the points' payloads)."""
         out: list[str] = []
@@ -452,7 +457,7 @@ class QdrantBackend:
                     if a.ids is None
                     else models.Filter(must=[models.HasIdCondition(has_id=a.ids)]),
                     params=self._params(
-                        stage_params(self.config, a.kind, plan.ef_search)
+                        stage_params(self.config, a, plan.ef_search)
                         if a.ids is None
                         else exact_params(
                             self.config, a.kind, self.config.colbert_dtype in COLBERT_QUANTIZATION
