@@ -13,7 +13,16 @@ import pytest
 import torch  # noqa: F401  (loads torch's OpenMP runtime, the one query encoding runs on)
 from threadpoolctl import threadpool_info
 
-from m3search.threads import QUERY_THREADS_ENV, load_array, one_thread, prefetch_rows, query_threads
+from m3search.threads import (
+    QUERY_THREADS_ENV,
+    WARM_CHUNK,
+    load_array,
+    one_thread,
+    prefetch_rows,
+    query_threads,
+    warm_files,
+    warm_plan,
+)
 
 
 def _threads(user_api: str) -> dict[str, int]:
@@ -107,3 +116,33 @@ def test_prefetch_asks_for_exactly_the_rows_bytes_of_a_mapped_array(tmp_path, mo
     prefetch_rows(np.load(tmp_path / "a.npy"), np.array([0]), np.array([3]))  # in RAM
     prefetch_rows(mapped[4:], np.array([0]), np.array([3]))  # a view: its offsets are not the file's
     assert asked == []
+
+
+def test_warming_reads_the_smallest_files_first_within_the_budget(tmp_path):
+    """Small hot structures before a large store; the file that crosses the budget is read up to it, the rest
+    not at all; a file gone by then is skipped."""
+    sizes = {"big": WARM_CHUNK + 100, "small": 10, "mid": 1000, "huge": 3 * WARM_CHUNK}
+    paths = []
+    for name, size in sizes.items():
+        paths.append(tmp_path / name)
+        paths[-1].write_bytes(os.urandom(size))
+    budget = 10 + 1000 + WARM_CHUNK
+    assert [(p.name, n) for p, n in warm_plan(paths, budget)] == [
+        ("small", 10),
+        ("mid", 1000),
+        ("big", WARM_CHUNK),
+    ]
+    assert warm_plan(paths, 0) == []
+    warm = warm_files([*paths, tmp_path / "absent"], budget)
+    warm.join(10)
+    assert [(p.name, n) for p, n in warm.read] == [("small", 10), ("mid", 1000), ("big", WARM_CHUNK)]
+    (tmp_path / "mid").unlink()
+    everything = warm_files(
+        paths, sum(sizes.values())
+    )  # planned before the thread runs: "mid" is gone by then
+    everything.join(10)
+    assert [(p.name, n) for p, n in everything.read] == [
+        ("small", 10),
+        ("big", sizes["big"]),
+        ("huge", sizes["huge"]),
+    ]

@@ -1,6 +1,7 @@
 """Threads: pool control for latency-bound work (one query's small products and its encoding run on one
-thread; a large query's long pieces on two), a numpy loader that concurrent readers and writers can share, and
-read-ahead for the scattered rows a query is about to read from a memory map."""
+thread; a large query's long pieces on two), a numpy loader that concurrent readers and writers can share,
+read-ahead for the scattered rows a query is about to read from a memory map, and warming a collection's
+files into the page cache in the background."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import mmap
 import os
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -86,3 +88,80 @@ def prefetch_rows(array: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> No
                 os.posix_fadvise(fd, array.offset + start * row, (end - start) * row, os.POSIX_FADV_WILLNEED)
     finally:
         os.close(fd)
+
+
+#: Bytes read per call when warming a file.
+WARM_CHUNK = 8 << 20
+#: After each read a warm-up waits this many times as long as the read took: reading a quarter of the time,
+#: queries that meanwhile wait on the disk are no slower than without a warm-up (docs/INDEX.md, "Warming").
+WARM_PAUSE = 3.0
+#: Share of the free memory a warm-up may fill (it reads into unused memory only, never evicting what other
+#: files have in the page cache, or what an earlier warm-up read).
+WARM_SHARE = 0.8
+#: One warm-up at a time: each plans against the memory the ones before it left free.
+_WARM_LOCK = threading.Lock()
+
+
+def warm_plan(paths: list[Path], budget: int) -> list[tuple[Path, int]]:
+    """(file, bytes to warm) for `paths`, smallest first (the small hot structures before a large store), until
+    `budget` bytes; the file that crosses it is warmed up to the budget, the rest not at all."""
+    sizes = sorted((p.stat().st_size, str(p), p) for p in paths if p.is_file())
+    plan, left = [], budget
+    for size, _, path in sizes:
+        if left <= 0:
+            break
+        plan.append((path, min(size, left)))
+        left -= size
+    return plan
+
+
+def free_memory() -> int:
+    """Bytes of memory nothing uses, not even the page cache (`MemFree`); 0 where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemFree:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+class WarmUp(threading.Thread):
+    """A background warm-up (`warm_files`); `read` lists (file, bytes read) as it goes."""
+
+    def __init__(self, paths: list[Path], budget: int | None) -> None:
+        super().__init__(name="m3search-warm", daemon=True)
+        self.paths, self.budget = paths, budget
+        self.read: list[tuple[Path, int]] = []
+
+    def run(self) -> None:
+        with _WARM_LOCK:
+            budget = int(WARM_SHARE * free_memory()) if self.budget is None else self.budget
+            buffer = bytearray(WARM_CHUNK)
+            for path, length in warm_plan(self.paths, budget):
+                done = 0
+                try:
+                    with open(path, "rb", buffering=0) as f:
+                        while done < length:
+                            began = time.perf_counter()
+                            n = f.readinto(buffer)
+                            if not n:
+                                break
+                            done += n
+                            time.sleep(WARM_PAUSE * (time.perf_counter() - began))
+                except OSError:  # replaced or removed since (a merge): nothing to warm
+                    continue
+                self.read.append((path, min(done, length)))
+
+
+def warm_files(paths: list[Path], budget: int | None = None) -> WarmUp:
+    """Read `paths` into the page cache in a background thread (`warm_plan` order, within `budget` bytes;
+    default `WARM_SHARE` of the free memory when the thread starts), so the first queries after opening a large
+    collection do not wait on the disk for every row they touch. The files are read, not advised: Linux honours
+    `posix_fadvise(WILLNEED)` only up to a few MB a call (64 MB calls cached an eighth of a 12 GB file). Paced
+    by `WARM_PAUSE`, so it does not slow the queries it is for; the kernel may drop the pages again under
+    memory pressure. Returns the started thread."""
+    thread = WarmUp(paths, budget)
+    thread.start()
+    return thread

@@ -443,3 +443,33 @@ def test_a_broken_collection_is_listed_as_broken(client, tmp_path):
     assert [c["name"] for c in r.json()["collections"]] == ["good"]
     assert [b["name"] for b in r.json()["broken"]] == ["bad"]
     assert "config.json" in r.json()["broken"][0]["error"]
+
+
+@pytest.mark.parametrize("warm", [True, False])
+def test_the_catalog_warms_a_collection_when_it_opens_it(tmp_path, monkeypatch, warm):
+    """`serve --warm` (the default): a collection's search files are read into free memory when the server
+    first opens it, once."""
+    from m3search import Collection
+    from m3search.server.catalog import Catalog
+    from m3search.store import collection as collection_module
+
+    made = Collection.create(tmp_path / "vectors", dim=4, outputs=["dense"], flush_docs=2, cache=False)
+    made.upsert([{"id": str(i), "dense": np.eye(4)[i % 4] + i} for i in range(5)])
+    expected = made.backend.search_files()
+    made.close()
+    started = []
+
+    def recorded(paths, budget=None):
+        started.append(paths)
+        return real(paths, budget)
+
+    real = collection_module.warm_files
+    monkeypatch.setattr(collection_module, "warm_files", recorded)
+    catalog = Catalog(tmp_path, warm=warm)
+    try:
+        catalog.get("vectors")
+        catalog.get("vectors")
+    finally:
+        catalog.close()
+    assert started == ([expected] if warm else [])
+    assert any(p.name == "dense.npy" for p in expected)

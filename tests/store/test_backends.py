@@ -29,6 +29,7 @@ from m3search.store.backends.base import EDGE_DIR
 from m3search.store.backends.edge import BM25_FILE
 from m3search.store.backends.points import Ask, point_id, stage_params
 from m3search.store.config import CollectionConfig
+from m3search.store.database import DB_FILE
 from m3search.store.search_defaults import SEARCH_DEFAULTS_FILE, SearchDefaults
 from tests.store.conftest import COLBERT_DIM, DIM, as_query, make_docs
 from tests.store.test_collection import brute_force, reference_scores
@@ -156,6 +157,21 @@ def test_searches_do_not_count_exactly(filled, monkeypatch):
     monkeypatch.setattr(filled.backend, "approximate_count", refuse)
     for mode in ("dense", "sparse"):
         assert [h.id for h in filled.search(query, k=10, mode=mode)] == expected[mode]
+
+
+def test_warming_reads_the_files_local_searches_map(filled):
+    """`Collection.warm` reads what searches touch at random: the database and the segments' memory-mapped
+    files, not those a segment reads whole at open (the graph, the row ids); Qdrant's engines keep their own."""
+    files = filled.backend.search_files()
+    warm = filled.warm(budget=1 << 40)
+    warm.join(30)
+    if filled.backend.__class__.__name__ != "LocalBackend":
+        assert files == [] and warm.read == []
+        return
+    names = {f.name for f in files}
+    assert DB_FILE in names and {"dense.npy", "sparse_rows.npy", "colbert.npy"} <= names
+    assert not names & {"dense.faiss", "seqs.npy"}
+    assert sorted(warm.read) == sorted((f, f.stat().st_size) for f in files)
 
 
 def test_a_hybrid_dense_stage_rescores_like_the_local_graph():

@@ -143,6 +143,13 @@ def run_server(settings, host: str, port: int, *, encoder=None, page: str = "") 
     help="Adapter directory or Visualized-BGE checkpoint for /embed images and new image collections "
     "(collections that hold images bring their own).",
 )
+@click.option(
+    "--warm/--no-warm",
+    default=True,
+    show_default=True,
+    help="Read each collection's search files into free memory in the background when it is first opened "
+    "(the first queries on a large collection otherwise wait on the disk).",
+)
 def command(
     collections_dir: Path | None,
     model: str,
@@ -161,6 +168,7 @@ def command(
     body_timeout: float,
     levels,
     image_encoder: str | None,
+    warm: bool,
 ) -> None:
     """Serve embeddings, similarity and collection search over HTTP, with a web UI."""
     from m3search.server import ServerSettings
@@ -180,6 +188,7 @@ def command(
         body_timeout_s=body_timeout,
         levels=levels,
         image_encoder=image_encoder,
+        warm=warm,
     )
     if collections_dir is not None:
         settings.collections_dir = collections_dir

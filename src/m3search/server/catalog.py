@@ -55,11 +55,14 @@ class Catalog:
         model: str | None = None,
         *,
         image_encoder: str | None = None,
+        warm: bool = False,
     ) -> None:
+        """`warm`: start `Collection.warm` on each collection when it is opened."""
         self.root = Path(root)
         self.encoder = encoder
         self.model = model
         self.image_source = image_encoder
+        self.warm = warm
         self._images: ImageEncoder | None = None
         self._open: dict[str, Collection] = {}
         self._lock = threading.Lock()
@@ -116,6 +119,8 @@ class Catalog:
             if encoder is not None:
                 collection.use_encoder(encoder)
             self._open[name] = collection
+            if self.warm:
+                collection.warm()
             return collection
 
     def create(

@@ -87,6 +87,8 @@ class ServerSettings:
     #: The image encoder (adapter directory or Visualized-BGE checkpoint) for /embed images and new image
     #: collections; None: no images except in collections that bring their own.
     image_encoder: str | None = None
+    #: Warm each collection's search files into free memory when it is first opened (`Collection.warm`).
+    warm: bool = True
     #: Similarity thresholds; None picks the model's (`levels_for`).
     levels: SimilarityLevels | None = None
 

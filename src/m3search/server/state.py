@@ -70,7 +70,9 @@ class ServerState:
         )
         self.metrics.queue_texts.set_function(lambda: self.batcher.queued_texts if self.batcher else 0)
         await self.batcher.start()
-        self.catalog = Catalog(s.collections_dir, self.encoder, s.model, image_encoder=s.image_encoder)
+        self.catalog = Catalog(
+            s.collections_dir, self.encoder, s.model, image_encoder=s.image_encoder, warm=s.warm
+        )
         self.metrics.model_ready.set(1)
 
     async def stop(self) -> None:

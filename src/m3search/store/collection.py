@@ -69,7 +69,7 @@ from m3search.store.ingest import (
     prepare,
 )
 from m3search.store.search_defaults import SEARCH_DEFAULTS_FILE, SearchDefaults
-from m3search.threads import one_thread
+from m3search.threads import WarmUp, one_thread, warm_files
 
 #: Storage backends `Collection.create` and `Collection.open` accept.
 BACKENDS = ("local", "qdrant", "edge")
@@ -463,6 +463,13 @@ class Collection:
         self.backend.compact()
 
     # ---- reading ---------------------------------------------------------------------------------------
+
+    def warm(self, budget: int | None = None) -> WarmUp:
+        """Start reading the files searches touch into the page cache in the background, smallest first, within
+        `budget` bytes (default: most of the free memory; `m3search.threads.warm_files`). On a large local
+        collection the first queries otherwise wait on the disk for each candidate's rows (docs/INDEX.md,
+        "Warming"); Qdrant's engines manage their own memory (nothing to read). Returns the thread."""
+        return warm_files(self.backend.search_files(), budget)
 
     def count(self) -> int:
         """Number of documents."""

@@ -79,6 +79,10 @@ class Backend(Protocol):
     def ids(self) -> list[str]:
         """Every document id (e.g. to sample pseudo-queries)."""
 
+    def search_files(self) -> list[Path]:
+        """The files searches read at random (memory maps, the document database): what `Collection.warm`
+        reads ahead; [] where the engine manages its own memory."""
+
     def search(self, query: QueryVectors, plan: SearchPlan, rank: Ranker) -> list[Hit]:
         """Gather `plan`'s candidates with their exact scores, `rank` them, return the hits."""
 

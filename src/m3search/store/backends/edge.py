@@ -411,6 +411,10 @@ class EdgeBackend:
         with self._mutex:
             return int(self._open().count(qe.CountRequest(exact=True)))
 
+    def search_files(self) -> list[Path]:
+        """None: the engine keeps what it searches in its own memory."""
+        return []
+
     def approximate_count(self) -> int:
         """The shard's own tally of its segments' points (microseconds; exact while no optimizer is moving
         points between segments, which only writes run here)."""

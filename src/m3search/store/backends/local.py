@@ -643,6 +643,18 @@ class LocalBackend:
 
     approximate_count = count  # the exact count is kept, not counted
 
+    def search_files(self) -> list[Path]:
+        """The database and the segments' memory-mapped files (not those read whole into RAM at open)."""
+        with self._mutex:
+            self.refresh()
+            mapped = [
+                f
+                for name in self._segments
+                for f in sorted((self._segments_dir / name).iterdir())
+                if f.name not in integrity.READ_WHOLE
+            ]
+        return [self.path / DB_FILE, *mapped]
+
     def ids(self) -> list[str]:
         """Every document id, in the order they were written."""
         with self._mutex:

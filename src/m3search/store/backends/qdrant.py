@@ -398,6 +398,10 @@ class QdrantBackend:
         """Number of points (exact count)."""
         return self.client.count(self.name, exact=True).count
 
+    def search_files(self) -> list[Path]:
+        """None: the engine keeps what it searches in its own memory."""
+        return []
+
     @_reported
     def approximate_count(self) -> int:
         """The server's estimate (no pass over the points)."""
