@@ -105,7 +105,13 @@ _WARM_LOCK = threading.Lock()
 def warm_plan(paths: list[Path], budget: int) -> list[tuple[Path, int]]:
     """(file, bytes to warm) for `paths`, smallest first (the small hot structures before a large store), until
     `budget` bytes; the file that crosses it is warmed up to the budget, the rest not at all."""
-    sizes = sorted((p.stat().st_size, str(p), p) for p in paths if p.is_file())
+    sizes = []
+    for path in paths:
+        try:
+            sizes.append((path.stat().st_size, str(path), path))
+        except OSError:  # gone since it was listed (merged away): nothing to warm
+            continue
+    sizes.sort()
     plan, left = [], budget
     for size, _, path in sizes:
         if left <= 0:

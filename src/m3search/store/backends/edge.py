@@ -412,7 +412,7 @@ class EdgeBackend:
             return int(self._open().count(qe.CountRequest(exact=True)))
 
     def search_files(self) -> list[Path]:
-        """None: the engine keeps what it searches in its own memory."""
+        """Nothing: the engine keeps what it searches in its own memory."""
         return []
 
     def approximate_count(self) -> int:

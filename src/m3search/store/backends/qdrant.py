@@ -399,7 +399,7 @@ class QdrantBackend:
         return self.client.count(self.name, exact=True).count
 
     def search_files(self) -> list[Path]:
-        """None: the engine keeps what it searches in its own memory."""
+        """Nothing: the engine keeps what it searches in its own memory."""
         return []
 
     @_reported
