@@ -26,19 +26,10 @@ from interleave import kept_corpus_queries
 
 from m3search import Collection
 from m3search.encoders.runtimes.hardware import cpu_record
-from m3search.threads import free_memory
+from m3search.threads import meminfo_bytes
 
 ROOT = Path(__file__).resolve().parent
 ARMS = ("cold", "warming", "warmed")
-
-
-def cached_bytes() -> int:
-    """The page cache's size (`Cached` in /proc/meminfo)."""
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("Cached:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no Cached line in /proc/meminfo")
 
 
 def drop_caches() -> None:
@@ -51,8 +42,8 @@ def drop_caches() -> None:
 def run_arm(arm: str, path: Path, queries: list[dict], plans: dict[str, dict]) -> dict:
     """One arm from a dropped page cache: open, warm as the arm says, then every query under every plan."""
     drop_caches()
-    before = cached_bytes()
-    free = free_memory() / 2**30
+    before = meminfo_bytes("Cached")
+    free = meminfo_bytes("MemFree") / 2**30
     start = time.perf_counter()
     collection = Collection.open(path, readonly=True, cache=False)
     out: dict = {"free_memory_gb": free, "open_s": time.perf_counter() - start}
@@ -66,7 +57,7 @@ def run_arm(arm: str, path: Path, queries: list[dict], plans: dict[str, dict]) -
             t = time.perf_counter()
             collection.search(q, k=10, **plan)
             ms[name].append(1000 * (time.perf_counter() - t))
-    out["cached_gb_after_queries"] = (cached_bytes() - before) / 2**30
+    out["cached_gb_after_queries"] = (meminfo_bytes("Cached") - before) / 2**30
     if thread is not None:
         thread.join()  # before the next arm drops the page cache
         out["warm_read_gb"] = sum(n for _, n in thread.read) / 2**30

@@ -121,12 +121,13 @@ def warm_plan(paths: list[Path], budget: int) -> list[tuple[Path, int]]:
     return plan
 
 
-def free_memory() -> int:
-    """Bytes of memory nothing uses, not even the page cache (`MemFree`); 0 where unknown."""
+def meminfo_bytes(field: str) -> int:
+    """A /proc/meminfo figure in bytes (`MemFree`: memory nothing uses, not even the page cache; `Cached`: the
+    page cache); 0 where unknown."""
     try:
         with open("/proc/meminfo") as f:
             for line in f:
-                if line.startswith("MemFree:"):
+                if line.startswith(f"{field}:"):
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
@@ -143,7 +144,7 @@ class WarmUp(threading.Thread):
 
     def run(self) -> None:
         with _WARM_LOCK:
-            budget = int(WARM_SHARE * free_memory()) if self.budget is None else self.budget
+            budget = int(WARM_SHARE * meminfo_bytes("MemFree")) if self.budget is None else self.budget
             buffer = bytearray(WARM_CHUNK)
             for path, length in warm_plan(self.paths, budget):
                 done = 0

@@ -41,6 +41,10 @@ def mode_outputs(mode: str) -> tuple[OutputKind, ...]:
     return tuple(k for k in OUTPUT_KINDS if k in kinds)
 
 
+#: Modes whose one first stage is the answer: searched k deep, with no candidates to re-score.
+ONE_STAGE_MODES: tuple[Mode, ...] = tuple(
+    m for m in MODES if MODE_STAGES[m] == MODE_KINDS[m] and len(MODE_KINDS[m]) == 1
+)
 #: Modes that search one representation, and those that fuse several.
 SINGLE_MODES: tuple[Mode, ...] = tuple(m for m in MODES if len(MODE_KINDS[m]) == 1)
 HYBRID_MODES: tuple[Mode, ...] = tuple(m for m in MODES if len(MODE_KINDS[m]) > 1)

@@ -27,7 +27,7 @@ from m3search.index.dense import DenseIndex
 from m3search.index.sparse import SparseIndex, SparseRow
 from m3search.index.topk import top_k
 from m3search.search.fusion import Fusion, Scaling, rrf_fusion, signal_weights, weighted_fusion
-from m3search.search.modes import MODE_KINDS, MODE_STAGES, RERANK_PRIOR, Mode
+from m3search.search.modes import MODE_KINDS, MODE_STAGES, ONE_STAGE_MODES, RERANK_PRIOR, Mode
 
 #: Candidates per first stage up to `CANDIDATES_BASE_DOCS` documents; `default_candidates` grows it beyond.
 CANDIDATES_BASE = 100
@@ -43,6 +43,12 @@ def default_candidates(count: int) -> int:
         raise InvalidInputError(f"a document count is not negative, got {count}")
     grown = math.ceil(CANDIDATES_BASE * math.sqrt(count / CANDIDATES_BASE_DOCS))
     return min(CANDIDATES_MAX, max(CANDIDATES_BASE, grown))
+
+
+def stage_depth(mode: Mode, k: int, candidates: int) -> int:
+    """How deep each first stage of `mode` searches: k where its one stage is the answer, else `candidates`
+    (at least k)."""
+    return k if mode in ONE_STAGE_MODES else max(k, candidates)
 
 
 #: How many candidates ColBERT re-scores by default in modes colbert and all (`Collection.search`'s `rerank`).
@@ -108,7 +114,7 @@ def gather(
     """`mode`'s candidates over `levels` (keys `level << 40 | row`) with their exact scores (ColBERT's on demand:
     `Candidates.late`)."""
     kinds, stages = MODE_KINDS[mode], MODE_STAGES[mode]
-    depth = k if mode in ("dense", "sparse") else max(k, candidates)
+    depth = stage_depth(mode, k, candidates)
     searched = [lv if lv.allowed is None or lv.allowed.any() else None for lv in levels]
     lists: dict[OutputKind, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     for stage in stages:

@@ -34,7 +34,7 @@ from m3search.search.fusion import (
     mode_weights,
     resolve_normalize,
 )
-from m3search.search.modes import MODE_KINDS, Mode, mode_outputs
+from m3search.search.modes import MODE_KINDS, ONE_STAGE_MODES, Mode, mode_outputs
 from m3search.search.planner import RERANK_DEFAULT, QueryVectors, default_candidates, fuse
 from m3search.search.results import Hit
 from m3search.store.backends.base import LINK_FILE, Backend, SearchPlan, is_edge
@@ -548,10 +548,9 @@ class Collection:
             mode = "dense"
         mode, fusion, default = stored.fusion_for(fusion, mode, self.default_mode)
         assert normalize is not None  # the defaults above
-        if candidates is None:  # dense and sparse return their k: no depth, and no count to size it by
-            single = mode in ("dense", "sparse")
+        if candidates is None:  # a one-stage mode returns its k: no depth, and no count to size it by
             candidates = stored.candidates or (
-                k if single else default_candidates(self.backend.approximate_count())
+                k if mode in ONE_STAGE_MODES else default_candidates(self.backend.approximate_count())
             )
         needed = mode_outputs(mode)
         missing = [kind for kind in needed if kind not in self.config.outputs]

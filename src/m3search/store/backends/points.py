@@ -17,7 +17,7 @@ from m3search.encoders.base import OutputKind
 from m3search.encoders.bm25 import BM25Stats
 from m3search.errors import InvalidInputError
 from m3search.search.modes import MODE_KINDS, MODE_STAGES
-from m3search.search.planner import Candidates, QueryVectors, scored_early
+from m3search.search.planner import Candidates, QueryVectors, scored_early, stage_depth
 from m3search.search.results import Hit
 from m3search.store.backends.base import Ranker, SearchPlan
 from m3search.store.bm25 import document_weights, lengths, stats_after
@@ -244,7 +244,7 @@ def search_points(
     second batch over the candidates' ids only (absent from the answer: no such vector, score 0), and MaxSim
     over the ones `rank` re-ranks (`Candidates.late`); the chosen points' payloads make the hits."""
     kinds = MODE_KINDS[plan.mode]
-    depth = plan.k if plan.mode in ("dense", "sparse") else max(plan.k, plan.candidates)
+    depth = stage_depth(plan.mode, plan.k, plan.candidates)
     stages = [s for s in MODE_STAGES[plan.mode] if not (s == "sparse" and _empty(query, s))]
     point_ids: list[Any] = []
     index: dict[Any, int] = {}
