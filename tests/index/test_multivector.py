@@ -154,9 +154,8 @@ def test_2bit_maxsim_equals_the_reference_on_the_decoded_levels(tmp_path, dim):
 def test_packed_maxsim_equals_the_decoded_rows_times_the_query(monkeypatch, dtype, dim, block_tokens):
     """Binary and 2bit are scored from their code bytes without decoding; the scores are those of the decoded
     rows (`row`) times the query, in float64 here, over ragged rows (empty ones, rows longer than a block,
-    dimensions that fill no whole byte) and a query that is not unit-length."""
-    if block_tokens:
-        monkeypatch.setattr(multivector, "BLOCK_VALUES", block_tokens * dim)
+    dimensions that fill no whole byte) and a query that is not unit-length. A packed block's values are its
+    tokens' code bytes."""
     rng = np.random.default_rng(8)
     lengths = rng.integers(0, 40, 60)
     lengths[[3, 17]] = 0
@@ -164,6 +163,8 @@ def test_packed_maxsim_equals_the_decoded_rows_times_the_query(monkeypatch, dtyp
     docs = [unit_rows(rng, int(n), dim) + 0.1 if n else None for n in lengths]
     docs[17] = np.empty((0, dim), np.float32)
     store = MultiVectorStore.from_rows(docs, dtype)
+    if block_tokens:
+        monkeypatch.setattr(multivector, "BLOCK_VALUES", block_tokens * store.tokens.shape[1])
     query = 3 * rng.standard_normal((32, dim)).astype(np.float32)
     rows = np.concatenate([rng.permutation(len(docs))[:45], [9, 3, 9]])  # repeats too
     expected = [
@@ -171,6 +172,24 @@ def test_packed_maxsim_equals_the_decoded_rows_times_the_query(monkeypatch, dtyp
         for r in rows
     ]
     np.testing.assert_allclose(store.maxsim(query, rows), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_a_packed_block_is_sized_by_code_bytes_not_dimensions(monkeypatch):
+    """Packed codes are blocked by their bytes (`BLOCK_VALUES` table indices): 4,000 binary tokens of 1024
+    dimensions (126 bytes each) are one block of table sums, where sizing by dimensions made four (each block
+    pays the kernel's fixed costs; docs/INDEX.md, `colbert_blocks.py`)."""
+    rng = np.random.default_rng(11)
+    store = MultiVectorStore.from_rows([unit_rows(rng, 40, 1024) for _ in range(100)], "binary")
+    calls = []
+    products = MultiVectorStore._packed_products
+
+    def counted(self, token_rows, table):
+        calls.append(len(token_rows))
+        return products(self, token_rows, table)
+
+    monkeypatch.setattr(MultiVectorStore, "_packed_products", counted)
+    store.maxsim(rng.standard_normal((8, 1024)).astype(np.float32), np.arange(100))
+    assert calls == [4000]
 
 
 @pytest.mark.parametrize("dtype", ["binary", "2bit", "int8"])
