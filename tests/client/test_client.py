@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -157,4 +158,7 @@ def test_async_client(e5_server, local):
                 await client.collection("nope").count()
             await client.delete_collection(col.name)
 
-    asyncio.run(scenario())
+    # on a thread of its own: Playwright's sync API (the web UI tests) leaves an event loop running on the main
+    # thread, where asyncio.run refuses to start another
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, scenario()).result()
