@@ -7,12 +7,14 @@ import gc
 import os
 import sys
 import threading
+import time
 
 import numpy as np
 import pytest
 import torch  # noqa: F401  (loads torch's OpenMP runtime, the one query encoding runs on)
 from threadpoolctl import threadpool_info
 
+from m3search import threads
 from m3search.threads import (
     QUERY_THREADS_ENV,
     WARM_CHUNK,
@@ -141,8 +143,25 @@ def test_warming_reads_the_smallest_files_first_within_the_budget(tmp_path):
         paths, sum(sizes.values())
     )  # planned before the thread runs: "mid" is gone by then
     everything.join(10)
+    assert everything.progress() == {
+        "state": "done",
+        "planned_bytes": sum(sizes.values()) - sizes["mid"],
+        "read_bytes": sum(sizes.values()) - sizes["mid"],
+    }
     assert [(p.name, n) for p, n in everything.read] == [
         ("small", 10),
         ("big", sizes["big"]),
         ("huge", sizes["huge"]),
     ]
+
+
+def test_a_warm_up_behind_another_says_it_is_waiting(tmp_path):
+    """One warm-up reads at a time: a second one reports `waiting`, with nothing planned yet, until the first
+    is done, then reads its plan."""
+    (tmp_path / "a").write_bytes(os.urandom(1000))
+    with threads._WARM_LOCK:
+        second = warm_files([tmp_path / "a"], 10_000)
+        time.sleep(0.05)
+        assert second.progress() == {"state": "waiting", "planned_bytes": None, "read_bytes": 0}
+    second.join(10)
+    assert second.progress() == {"state": "done", "planned_bytes": 1000, "read_bytes": 1000}

@@ -135,31 +135,45 @@ def meminfo_bytes(field: str) -> int:
 
 
 class WarmUp(threading.Thread):
-    """A background warm-up (`warm_files`); `read` lists (file, bytes read) as it goes."""
+    """A background warm-up (`warm_files`); `read` lists (file, bytes read) as it goes, `progress()` how far
+    it is (so a server can say when its latency reaches the warm figures)."""
 
     def __init__(self, paths: list[Path], budget: int | None) -> None:
         super().__init__(name="m3search-warm", daemon=True)
         self.paths, self.budget = paths, budget
         self.read: list[tuple[Path, int]] = []
+        #: bytes the plan will read (None until it is made: the thread waits for an earlier warm-up first)
+        self.planned_bytes: int | None = None
+        self.read_bytes = 0
+
+    def progress(self) -> dict[str, int | str | None]:
+        """{"state": "waiting" (for an earlier warm-up) | "reading" | "done", "planned_bytes", "read_bytes"}."""
+        planned = self.planned_bytes
+        state = "done" if not self.is_alive() else "waiting" if planned is None else "reading"
+        return {"state": state, "planned_bytes": planned, "read_bytes": self.read_bytes}
 
     def run(self) -> None:
         with _WARM_LOCK:
             budget = int(WARM_SHARE * meminfo_bytes("MemFree")) if self.budget is None else self.budget
             buffer = bytearray(WARM_CHUNK)
-            for path, length in warm_plan(self.paths, budget):
+            plan = warm_plan(self.paths, budget)
+            self.planned_bytes = sum(length for _, length in plan)
+            for path, length in plan:
                 done = 0
                 try:
                     with open(path, "rb", buffering=0) as f:
                         while done < length:
                             began = time.perf_counter()
-                            n = f.readinto(buffer)
+                            n = min(f.readinto(buffer), length - done)
                             if not n:
                                 break
                             done += n
+                            self.read_bytes += n
                             time.sleep(WARM_PAUSE * (time.perf_counter() - began))
+                    self.read.append((path, done))
                 except OSError:  # replaced or removed since (a merge): nothing to warm
-                    continue
-                self.read.append((path, min(done, length)))
+                    pass
+                self.planned_bytes -= length - done  # what a file gone or shortened since the plan left out
 
 
 def warm_files(paths: list[Path], budget: int | None = None) -> WarmUp:

@@ -473,3 +473,32 @@ def test_the_catalog_warms_a_collection_when_it_opens_it(tmp_path, monkeypatch, 
         catalog.close()
     assert started == ([expected] if warm else [])
     assert any(p.name == "dense.npy" for p in expected)
+
+
+@pytest.mark.parametrize("warm", [True, False])
+def test_collection_stats_say_how_far_the_warm_up_is(make_client, tmp_path, warm):
+    """With `--warm` (the default) `GET /collections/{name}` reports the warm-up of a collection the server
+    opened, until every byte of its search files is read; nothing with `--no-warm`, nor for a collection the
+    server created (its files are fresh)."""
+    from m3search import Collection
+
+    made = Collection.create(
+        tmp_path / "collections" / "vectors", dim=4, outputs=["dense"], flush_docs=2, cache=False
+    )
+    made.upsert([{"id": str(i), "dense": np.eye(4)[i % 4] + i} for i in range(5)])
+    planned = sum(p.stat().st_size for p in made.backend.search_files())
+    made.close()
+    client = make_client(warm=warm)
+    first = client.get("/collections/vectors")
+    assert first.status_code == 200, first.text
+    if not warm:
+        assert first.json()["warm_up"] is None
+        return
+    assert first.json()["warm_up"]["state"] in ("waiting", "reading", "done")
+    deadline = time.monotonic() + 30
+    while (progress := client.get("/collections/vectors").json()["warm_up"])["state"] != "done":
+        assert time.monotonic() < deadline, progress
+        time.sleep(0.05)
+    assert progress == {"state": "done", "planned_bytes": planned, "read_bytes": planned}
+    assert client.post("/collections", json={"name": "fresh", "outputs": ["dense"]}).status_code == 201
+    assert client.get("/collections/fresh").json()["warm_up"] is None

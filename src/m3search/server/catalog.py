@@ -30,6 +30,7 @@ from m3search.errors import (
 from m3search.store import Collection
 from m3search.store.collection import is_collection
 from m3search.store.config import CollectionConfig
+from m3search.threads import WarmUp
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
 
@@ -65,6 +66,7 @@ class Catalog:
         self.warm = warm
         self._images: ImageEncoder | None = None
         self._open: dict[str, Collection] = {}
+        self._warm_ups: dict[str, WarmUp] = {}
         self._lock = threading.Lock()
 
     def image_encoder(self) -> ImageEncoder:
@@ -120,8 +122,15 @@ class Catalog:
                 collection.use_encoder(encoder)
             self._open[name] = collection
             if self.warm:
-                collection.warm()
+                self._warm_ups[name] = collection.warm()
             return collection
+
+    def warm_up(self, name: str) -> dict[str, Any] | None:
+        """How far the warm-up of open collection `name` is (`WarmUp.progress`); None when it has none (the
+        server runs with --no-warm, or created the collection itself: a new collection's files are fresh)."""
+        with self._lock:
+            found = self._warm_ups.get(name)
+        return None if found is None else found.progress()
 
     def create(
         self,
@@ -177,6 +186,7 @@ class Catalog:
         path = self.root / check_name(name)
         with self._lock:
             collection = self._open.pop(name, None)
+            self._warm_ups.pop(name, None)
             if collection is not None:
                 collection.close()
             if not is_collection(path):
@@ -193,6 +203,7 @@ class Catalog:
             for collection in self._open.values():
                 collection.close()
             self._open.clear()
+            self._warm_ups.clear()
 
     # ---- encoders --------------------------------------------------------------------------------------
 

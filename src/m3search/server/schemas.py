@@ -366,8 +366,21 @@ class SearchResponse(BaseModel):
     results: list[SearchHit]
 
 
+class WarmUpInfo(BaseModel):
+    """How far reading a collection's search files into memory is (`serve --warm`): until `done`, the first
+    queries may wait on the disk."""
+
+    state: Literal["waiting", "reading", "done"]
+    planned_bytes: int | None = Field(
+        description="bytes it will read; null while it waits for another warm-up"
+    )
+    read_bytes: int
+
+
 class CollectionStats(CollectionInfo):
-    """`CollectionInfo` plus the storage details: segments (rows, deleted rows, bytes) and tombstones."""
+    """`CollectionInfo` plus the storage details: segments (rows, deleted rows, bytes) and tombstones, and the
+    warm-up when the server started one for it."""
 
     tombstones: int
     segment_details: list[dict[str, Any]]
+    warm_up: WarmUpInfo | None = None

@@ -129,7 +129,10 @@ async def collection_stats(name: str, catalog: Catalog = Depends(get_catalog)) -
     def build() -> CollectionStats:
         stats = catalog.get(name).stats()
         return CollectionStats(
-            **_info(name, stats), tombstones=stats["tombstones"], segment_details=stats["segments"]
+            **_info(name, stats),
+            tombstones=stats["tombstones"],
+            segment_details=stats["segments"],
+            warm_up=catalog.warm_up(name),
         )
 
     return await run_in_threadpool(build)
