@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
+from host_speed import machine_record
 from index_speed import percentiles
 
-from m3search.encoders.runtimes.hardware import cpu_record
 from m3search.index import multivector
 from m3search.index.multivector import MultiVectorStore
 
@@ -80,7 +79,7 @@ def main() -> None:
         "colbert_dtype": store.dtype,
         "bytes_per_token": width,
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "machine": {"platform": platform.platform(), **cpu_record()},
+        "machine": machine_record(),
         "latency_ms": {arm: percentiles(v) for arm, v in ms.items()},
     }
     first = result["latency_ms"][names[0]]["p50_ms"]

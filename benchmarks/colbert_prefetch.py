@@ -15,16 +15,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
 from pathlib import Path
 from unittest import mock
 
 import numpy as np
+from host_speed import machine_record
 from index_speed import percentiles
 
-from m3search.encoders.runtimes.hardware import cpu_record
 from m3search.index import multivector
 from m3search.index.multivector import MultiVectorStore
 
@@ -65,12 +63,7 @@ def main() -> None:
         "colbert_dtype": store.dtype,
         "store_gb": (segment / "colbert.npy").stat().st_size / 2**30,
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "ram_gb": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30,
-            **cpu_record(),
-        },
+        "machine": machine_record(),
         "latency_ms": {arm: percentiles(v) for arm, v in ms.items()},
     }
     print(

@@ -18,15 +18,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 
+from host_speed import machine_record
 from index_speed import percentiles
 from interleave import WARM_QUERIES, kept_corpus_queries
 
 from m3search import Collection
-from m3search.encoders.runtimes.hardware import cpu_record
 from m3search.search.planner import default_candidates
 
 ROOT = Path(__file__).resolve().parent
@@ -75,7 +74,7 @@ def main() -> None:
     report = {
         "benchmark": "default_search",
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "machine": {**cpu_record(), "platform": platform.platform()},
+        "machine": machine_record(),
         "docs": docs,
         "queries_timed": len(queries) - WARM_QUERIES,
         "query_tokens": args.query_tokens,
@@ -86,7 +85,7 @@ def main() -> None:
     out = ROOT / "results" / f"default_search-{docs}.json"
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(
-        f"{docs:,} documents, {report['queries_timed']} queries, p50 / p99 ms ({cpu_record()['model name']})"
+        f"{docs:,} documents, {report['queries_timed']} queries, p50 / p99 ms ({report['machine']['model name']})"
     )
     print(f"{'mode':14s} {'local':>15s} {'local, depth':>15s} {'edge':>15s} {'edge, depth':>15s}  same hits")
     for mode in MODES:

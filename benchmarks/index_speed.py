@@ -19,8 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
-import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -31,11 +29,11 @@ from pathlib import Path
 import faiss
 import numpy as np
 import scipy.sparse as sp
+from host_speed import machine_record
 from synthetic import LatentMixture, NearTieClusters
 from threadpoolctl import threadpool_limits
 
 from m3search import Collection
-from m3search.encoders.runtimes.hardware import cpu_record
 from m3search.index.dense import HNSWParams, build_ann
 from m3search.index.multivector import COLBERT_DTYPES, MultiVectorStore
 from m3search.index.sparse import FILES as sparse_files
@@ -352,11 +350,9 @@ def main() -> None:
         "args": {k_: str(v) if isinstance(v, Path) else v for k_, v in vars(args).items()},
         "dense_model": {"kind": type(model).__name__, **model.params()},
         "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
+            **machine_record(),
             "faiss": faiss.__version__,
             "faiss_threads": faiss.omp_get_max_threads(),
-            **cpu_record(),
         },
     }
     flush_docs, min_rows = bulk_load_segments(n, args.batch, args.flush_docs)

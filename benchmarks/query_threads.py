@@ -18,16 +18,15 @@ import argparse
 import cProfile
 import json
 import os
-import platform
 import pstats
 from collections.abc import Callable
 from pathlib import Path
 
+from host_speed import machine_record
 from index_speed import percentiles
 from interleave import WARM_QUERIES, interleaved, kept_corpus_queries
 
 from m3search import Collection
-from m3search.encoders.runtimes.hardware import cpu_record
 from m3search.search.planner import default_candidates
 from m3search.threads import QUERY_THREADS_ENV
 
@@ -72,7 +71,7 @@ def main() -> None:
         "collection": str(args.collection),
         "docs": docs,
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), **cpu_record()},
+        "machine": machine_record(),
         "latency_ms": {name: {str(t): percentiles(v) for t, v in by.items()} for name, by in ms.items()},
     }
     one, two = args.threads

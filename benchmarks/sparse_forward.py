@@ -20,18 +20,16 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import os
-import platform
 import time
 from pathlib import Path
 from unittest import mock
 
 import numpy as np
+from host_speed import machine_record
 from index_speed import percentiles
 from interleave import interleaved, kept_corpus_queries
 
 from m3search import Collection
-from m3search.encoders.runtimes.hardware import cpu_record
 from m3search.index import sparse
 from m3search.index.sparse import FILES, SparseIndex
 from m3search.search.planner import default_candidates
@@ -113,7 +111,7 @@ def main() -> None:
         "forward_build_s": build_s,
         "forward_postings_per_run": sparse.FORWARD_POSTINGS_PER_RUN,
         "same_hits": same,
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), **cpu_record()},
+        "machine": machine_record(),
         "lookups": costs,
         "latency_ms": {name: {v: percentiles(t) for v, t in by.items()} for name, by in ms.items()},
     }

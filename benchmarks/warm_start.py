@@ -17,15 +17,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 from pathlib import Path
 
+from host_speed import machine_record
 from index_speed import in_child, percentiles
 from interleave import kept_corpus_queries
 
 from m3search import Collection
-from m3search.encoders.runtimes.hardware import cpu_record
 from m3search.threads import meminfo_bytes
 
 ROOT = Path(__file__).resolve().parent
@@ -86,7 +85,7 @@ def main() -> None:
         "docs": docs,
         "search_files_gb": sum(f.stat().st_size for f in files) / 2**30,
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), **cpu_record()},
+        "machine": machine_record(),
         # each arm in a fresh process: pages an earlier arm mapped would survive its page-cache drop
         "arms": {arm: in_child(run_arm, arm, args.collection, queries, plans) for arm in ARMS},
     }
