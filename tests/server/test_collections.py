@@ -477,9 +477,9 @@ def test_the_catalog_warms_a_collection_when_it_opens_it(tmp_path, monkeypatch, 
 
 @pytest.mark.parametrize("warm", [True, False])
 def test_collection_stats_say_how_far_the_warm_up_is(make_client, tmp_path, warm):
-    """With `--warm` (the default) `GET /collections/{name}` reports the warm-up of a collection the server
-    opened, until every byte of its search files is read; nothing with `--no-warm`, nor for a collection the
-    server created (its files are fresh)."""
+    """With `--warm` (the default) `GET /collections/{name}` and the list report the warm-up of a collection
+    the server opened, until every byte of its search files is read; nothing with `--no-warm`, nor for a
+    collection the server created (its files are fresh)."""
     from m3search import Collection
 
     made = Collection.create(
@@ -502,3 +502,5 @@ def test_collection_stats_say_how_far_the_warm_up_is(make_client, tmp_path, warm
     assert progress == {"state": "done", "planned_bytes": planned, "read_bytes": planned}
     assert client.post("/collections", json={"name": "fresh", "outputs": ["dense"]}).status_code == 201
     assert client.get("/collections/fresh").json()["warm_up"] is None
+    listed = {c["name"]: c["warm_up"] for c in client.get("/collections").json()["collections"]}
+    assert listed == {"fresh": None, "vectors": progress}

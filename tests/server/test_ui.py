@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import time
 
 import httpx
+import numpy as np
 import pytest
 
 from m3search.search.fusion import DEFAULT_FUSION, FUSION_WEIGHTS
@@ -165,6 +167,36 @@ def test_collections_page_create_and_upload(page, live_server, tmp_path):
     assert count_cell.inner_text() == str(len(DOCS))
     page.screenshot(path=str(ARTIFACTS / "ui-collections.png"), full_page=True)
     assert httpx.get(f"{live_server.url}/collections/{name}").json()["count"] == len(DOCS)
+
+
+def test_collections_page_shows_the_warm_up(page, live_server):
+    """A collection the server found on disk is warmed when first opened, and the table's Memory column says so
+    ("warm" once every byte is read, with the amount on hover); one the server created shows nothing there."""
+    from m3search import Collection
+
+    name = "ui-warm"
+    httpx.delete(f"{live_server.url}/collections/{name}")
+    made = Collection.create(
+        live_server.log_path.parent / "collections" / name, dim=4, outputs=["dense"], cache=False
+    )
+    made.upsert([{"id": str(i), "dense": np.eye(4)[i % 4] + i} for i in range(3)])
+    made.close()
+    page.goto(live_server.url + "/ui/#collections")
+    memory = page.locator(f"#collections-table tr:has(td:text-is('{name}')) td").nth(6)
+    memory.wait_for()
+    header = page.locator("#collections-table th").nth(6)
+    assert header.inner_text() == "Memory"
+    deadline = time.monotonic() + 30
+    while memory.inner_text() != "warm":  # reload the list until the warm-up has read everything
+        assert time.monotonic() < deadline, memory.inner_text()
+        assert memory.inner_text() in ("", "waiting to warm") or memory.inner_text().startswith("warming ")
+        page.reload()
+        memory.wait_for()
+    read = httpx.get(f"{live_server.url}/collections/{name}").json()["warm_up"]["read_bytes"]
+    assert read > 0 and memory.get_attribute("title").endswith("read into memory")
+    others = page.locator("#collections-table tbody tr:not(:has(td:text-is('ui-warm'))) td:nth-child(7)")
+    assert all(text == "" for text in others.all_inner_texts())
+    httpx.delete(f"{live_server.url}/collections/{name}")
 
 
 @pytest.fixture(scope="module")

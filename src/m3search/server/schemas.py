@@ -228,6 +228,17 @@ class CreateCollectionRequest(_Request):
     )
 
 
+class WarmUpInfo(BaseModel):
+    """How far reading a collection's search files into memory is (`serve --warm`): until `done`, the first
+    queries may wait on the disk."""
+
+    state: Literal["waiting", "reading", "done"]
+    planned_bytes: int | None = Field(
+        description="bytes it will read; null while it waits for another warm-up"
+    )
+    read_bytes: int
+
+
 class CollectionInfo(BaseModel):
     name: str
     count: int
@@ -246,6 +257,11 @@ class CollectionInfo(BaseModel):
         default_factory=dict,
         description="The weights a search in `search_mode` fuses with when the request gives none, per fusion "
         '("default": the fusion the collection picks); empty for a single mode.',
+    )
+    warm_up: WarmUpInfo | None = Field(
+        None,
+        description="The server's warm-up of the collection's search files (`serve --warm`): null when it started "
+        "none (--no-warm, or a collection this server created).",
     )
 
 
@@ -366,21 +382,8 @@ class SearchResponse(BaseModel):
     results: list[SearchHit]
 
 
-class WarmUpInfo(BaseModel):
-    """How far reading a collection's search files into memory is (`serve --warm`): until `done`, the first
-    queries may wait on the disk."""
-
-    state: Literal["waiting", "reading", "done"]
-    planned_bytes: int | None = Field(
-        description="bytes it will read; null while it waits for another warm-up"
-    )
-    read_bytes: int
-
-
 class CollectionStats(CollectionInfo):
-    """`CollectionInfo` plus the storage details: segments (rows, deleted rows, bytes) and tombstones, and the
-    warm-up when the server started one for it."""
+    """`CollectionInfo` plus the storage details: segments (rows, deleted rows, bytes) and tombstones."""
 
     tombstones: int
     segment_details: list[dict[str, Any]]
-    warm_up: WarmUpInfo | None = None

@@ -96,7 +96,7 @@ async def list_collections(catalog: Catalog = Depends(get_catalog)) -> Collectio
     def build() -> CollectionList:
         found, broken = catalog.listing()
         return CollectionList(
-            collections=[CollectionInfo(**_info(n, stats)) for n, stats in found],
+            collections=[CollectionInfo(**_info(n, stats), warm_up=catalog.warm_up(n)) for n, stats in found],
             broken=[BrokenCollection(name=n, error=error) for n, error in broken],
         )
 

@@ -221,6 +221,16 @@ renderHistory();
 // What each collection's searches use by default (mode, weights per fusion): the sliders start there.
 let collectionInfo = {};
 
+// The server's warm-up of a collection's search files (`serve --warm`): until it is done, the first queries may
+// wait on the disk. Empty when the server started none.
+function warmCell(w) {
+  if (!w) return el("td", {}, "");
+  if (w.state === "done") return el("td", { title: `${humanBytes(w.read_bytes)} read into memory` }, "warm");
+  if (w.state === "waiting") return el("td", { title: "after another collection's warm-up" }, "waiting to warm");
+  const pct = w.planned_bytes ? Math.floor((100 * w.read_bytes) / w.planned_bytes) : 0;
+  return el("td", { title: `${humanBytes(w.read_bytes)} of ${humanBytes(w.planned_bytes)}` }, `warming ${pct}%`);
+}
+
 async function loadCollections() {
   const data = await api("GET", "/collections");
   collectionInfo = Object.fromEntries(data.collections.map((c) => [c.name, c]));
@@ -239,7 +249,7 @@ async function loadCollections() {
     }));
     return el("tr", {}, el("td", {}, c.name), el("td", {}, String(c.count)), el("td", {}, c.model || ""),
       el("td", {}, (c.outputs || []).join(", ")), el("td", {}, c.images ? "yes" : ""),
-      el("td", {}, humanBytes(c.size_bytes)), el("td", {}, del));
+      el("td", {}, humanBytes(c.size_bytes)), warmCell(c.warm_up), el("td", {}, del));
   });
   $("#collections-table tbody").replaceChildren(...rows);
   showDefaultWeights();
