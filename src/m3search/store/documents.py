@@ -108,9 +108,9 @@ def check_sparse(vector: Any, what: str) -> SparseRow:
             isinstance(token, bool)
             or not isinstance(token, (int, np.integer, str))
             or (isinstance(token, str) and not (token.isascii() and token.isdigit()))
-            or int(token) < 0
+            or not 0 <= int(token) < 2**63
         ):
-            raise InvalidInputError(f"{what}: sparse token id {token!r} is not a non-negative integer")
+            raise InvalidInputError(f"{what}: sparse token id {token!r} is not a non-negative 64-bit integer")
         token_id = int(token)
         try:
             value = float(weight)
