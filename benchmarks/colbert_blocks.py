@@ -19,11 +19,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+from colbert_prefetch import largest_colbert_store
 from host_speed import machine_record
 from index_speed import percentiles
 
 from m3search.index import multivector
-from m3search.index.multivector import MultiVectorStore
 
 ROOT = Path(__file__).resolve().parent
 
@@ -39,8 +39,7 @@ def main() -> None:
     ap.add_argument("--searches", type=int, default=240)
     ap.add_argument("--query-tokens", type=int, default=32)
     args = ap.parse_args()
-    segment = max((args.collection / "segments").iterdir(), key=lambda p: (p / "colbert.npy").stat().st_size)
-    store = MultiVectorStore.load(segment)
+    segment, store = largest_colbert_store(args.collection)
     if store.dtype not in ("binary", "2bit"):
         raise SystemExit(f"block sizes here are for packed codes; this store is {store.dtype}")
     width = store.tokens.shape[1]

@@ -24,9 +24,15 @@ from host_speed import machine_record
 from index_speed import percentiles
 
 from m3search.index import multivector
-from m3search.index.multivector import MultiVectorStore
+from m3search.index.multivector import TOKENS_FILE, MultiVectorStore
 
 ROOT = Path(__file__).resolve().parent
+
+
+def largest_colbert_store(collection: Path) -> tuple[Path, MultiVectorStore]:
+    """The segment of a kept collection with the most ColBERT codes, and its store (memory-mapped)."""
+    segment = max((collection / "segments").iterdir(), key=lambda p: (p / TOKENS_FILE).stat().st_size)
+    return segment, MultiVectorStore.load(segment)
 
 
 def main() -> None:
@@ -36,8 +42,7 @@ def main() -> None:
     ap.add_argument("--searches", type=int, default=100, help="per arm")
     ap.add_argument("--query-tokens", type=int, default=32)
     args = ap.parse_args()
-    segment = max((args.collection / "segments").iterdir(), key=lambda p: (p / "colbert.npy").stat().st_size)
-    store = MultiVectorStore.load(segment)
+    segment, store = largest_colbert_store(args.collection)
     rng = np.random.default_rng()
     query = rng.standard_normal((args.query_tokens, store.dim)).astype(np.float32)
     ms: dict[str, list[float]] = {"no read-ahead": [], "read-ahead": [], "read-ahead, warm": []}
@@ -61,7 +66,7 @@ def main() -> None:
         "segment": str(segment),
         "rows": len(store),
         "colbert_dtype": store.dtype,
-        "store_gb": (segment / "colbert.npy").stat().st_size / 2**30,
+        "store_gb": (segment / TOKENS_FILE).stat().st_size / 2**30,
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "machine": machine_record(),
         "latency_ms": {arm: percentiles(v) for arm, v in ms.items()},
