@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import pytest
 
 from m3search.errors import InvalidInputError
@@ -17,3 +20,34 @@ def test_token_ids_that_are_not_64_bit_non_negative_integers_are_refused(token):
 def test_numeric_string_token_ids_are_read():
     ids, weights = check_sparse({"12": 0.5, 3: 0.25}, "document 'a'")
     assert sorted(zip(list(ids), list(weights))) == [(3, 0.25), (12, 0.5)]
+
+
+def test_plain_sparse_vectors_read_as_the_item_by_item_check_reads_them():
+    """Int ids with float weights take whole-array checks; numpy scalars take the per-item loop: same arrays,
+    zero weights dropped, order kept."""
+    rng = np.random.default_rng(7)
+    ids = rng.choice(2**40, 300, replace=False)
+    weights = rng.random(300) * rng.choice([0.0, 1.0, 1e30], 300)
+    plain = {int(i): float(w) for i, w in zip(ids, weights)}
+    plain[5] = 2  # an int weight
+    numpy_typed = {np.int64(i): np.float64(w) for i, w in plain.items()}
+    fast, loop = check_sparse(plain, "q"), check_sparse(numpy_typed, "q")
+    assert fast[0].dtype == loop[0].dtype == np.int64 and fast[1].dtype == loop[1].dtype == np.float32
+    assert fast[0].tolist() == loop[0].tolist() == [i for i, w in plain.items() if w != 0.0]
+    assert fast[1].tobytes() == loop[1].tobytes()
+    assert check_sparse({}, "q")[0].tolist() == []
+
+
+@pytest.mark.parametrize(
+    ("vector", "message"),
+    [
+        ({3: -0.5}, "weight of token 3 is -0.5"),
+        ({3: math.nan}, "weight of token 3 is nan"),
+        ({3: 10**400}, "weight of token 3 is inf"),
+        ({-3: 1.0}, "token id -3 is not"),
+        ({3: "x"}, "weight of token 3 is not a number"),
+    ],
+)
+def test_invalid_sparse_vectors_are_named_whichever_check_sees_them(vector, message):
+    with pytest.raises(InvalidInputError, match=message):
+        check_sparse(vector, "document 'a'")

@@ -102,6 +102,9 @@ def check_sparse(vector: Any, what: str) -> SparseRow:
         vector = dict(zip(np.asarray(vector[0]).tolist(), np.asarray(vector[1]).tolist()))
     if not isinstance(vector, Mapping):
         raise InvalidInputError(f"{what}: sparse vector must be a {{token id: weight}} object")
+    checked = _plain_sparse(vector)
+    if checked is not None:
+        return checked
     ids, weights = [], []
     for token, weight in vector.items():
         if (
@@ -114,6 +117,8 @@ def check_sparse(vector: Any, what: str) -> SparseRow:
         token_id = int(token)
         try:
             value = float(weight)
+        except OverflowError:  # an integer beyond any float: refused below as infinite
+            value = math.inf
         except (TypeError, ValueError):
             raise InvalidInputError(f"{what}: sparse weight of token {token_id} is not a number") from None
         if not math.isfinite(value) or value < 0:
@@ -126,6 +131,28 @@ def check_sparse(vector: Any, what: str) -> SparseRow:
     if len(set(ids)) != len(ids):
         raise InvalidInputError(f"{what}: sparse vector repeats a token id")
     return np.asarray(ids, np.int64), np.asarray(weights, np.float32)
+
+
+def _plain_sparse(vector: Mapping[Any, Any]) -> SparseRow | None:
+    """`check_sparse`'s result in whole-array operations for the usual vector (int token ids, float or int
+    weights, all valid), or None to check item by item: the per-item loop cost ~50 µs a 51-token document,
+    a quarter of a bulk load's time. None also for anything to refuse, so that the loop names the problem."""
+    if not set(map(type, vector)) <= {int} or not set(map(type, vector.values())) <= {float, int}:
+        return None
+    try:
+        ids = np.fromiter(vector, np.int64, len(vector))
+    except OverflowError:  # an id of 2^63 or more
+        return None
+    try:
+        values = np.fromiter(vector.values(), np.float64, len(vector))
+    except OverflowError:  # an integer weight beyond any float
+        return None
+    if len(ids) and not (ids.min() >= 0 and 0 <= values.min() and values.max() < math.inf):  # NaN fails too
+        return None
+    if not values.all():  # zero weights carry nothing and are not stored
+        kept = values != 0.0
+        ids, values = ids[kept], values[kept]
+    return ids, values.astype(np.float32)
 
 
 def check_colbert(matrix: Any, dim: int, what: str) -> np.ndarray | None:
