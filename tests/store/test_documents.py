@@ -1,14 +1,15 @@
-"""Checks on the vectors documents bring: sparse token ids must be plain non-negative integers."""
+"""Checks on what documents bring: sparse token ids must be plain non-negative integers, metadata plain JSON."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
 import pytest
 
 from m3search.errors import InvalidInputError
-from m3search.store.documents import check_sparse
+from m3search.store.documents import check_metadata, check_sparse
 
 
 @pytest.mark.parametrize("token", ["²", "١٢", "-3", "x", 2**63, str(2**70)])
@@ -51,3 +52,26 @@ def test_plain_sparse_vectors_read_as_the_item_by_item_check_reads_them():
 def test_invalid_sparse_vectors_are_named_whichever_check_sees_them(vector, message):
     with pytest.raises(InvalidInputError, match=message):
         check_sparse(vector, "document 'a'")
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        {"lang": "de", "year": 2001, "score": 0.25, "ok": True, "none": None},
+        {"tags": ("a", "b"), "nested": {"x": [1, 2.5]}},
+        {},
+    ],
+)
+def test_metadata_reads_as_its_json_round_trip(metadata):
+    """A flat object is copied, anything else goes through JSON: either way what JSON would read back."""
+    checked = check_metadata(metadata, "document 'a'")
+    assert checked == json.loads(json.dumps(metadata)) and checked is not metadata
+
+
+@pytest.mark.parametrize(
+    ("metadata", "message"),
+    [({"x": math.inf}, "not valid JSON"), ({"x": {"y": math.nan}}, "not valid JSON"), ({1: "a"}, "string keys")],
+)
+def test_metadata_that_is_not_json_is_refused(metadata, message):
+    with pytest.raises(InvalidInputError, match=message):
+        check_metadata(metadata, "document 'a'")

