@@ -70,7 +70,11 @@ def test_metadata_reads_as_its_json_round_trip(metadata):
 
 @pytest.mark.parametrize(
     ("metadata", "message"),
-    [({"x": math.inf}, "not valid JSON"), ({"x": {"y": math.nan}}, "not valid JSON"), ({1: "a"}, "string keys")],
+    [
+        ({"x": math.inf}, "not valid JSON"),
+        ({"x": {"y": math.nan}}, "not valid JSON"),
+        ({1: "a"}, "string keys"),
+    ],
 )
 def test_metadata_that_is_not_json_is_refused(metadata, message):
     with pytest.raises(InvalidInputError, match=message):

@@ -9,7 +9,6 @@ any point leaves a consistent collection. Readers see the state as of their last
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -108,11 +107,9 @@ def unpack_counts(blob: bytes) -> dict[int, int]:
     )
 
 
-def indexed_metadata(metadata: str, kind: str) -> str:
-    """What the filter index holds for a document (Python twin of `_INDEXED_METADATA`)."""
-    if kind == "text":
-        return metadata
-    return json.dumps({**json.loads(metadata), KIND_FIELD: kind}, ensure_ascii=False, separators=(",", ":"))
+def indexed_metadata(metadata: dict[str, Any], kind: str) -> dict[str, Any]:
+    """What the filter index holds for a document's metadata object (Python twin of `_INDEXED_METADATA`)."""
+    return metadata if kind == "text" else {**metadata, KIND_FIELD: kind}
 
 
 def _chunks(values: Sequence[Any]) -> Iterator[Sequence[Any]]:

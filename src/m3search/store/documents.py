@@ -147,7 +147,7 @@ def _plain_sparse(vector: Mapping[Any, Any]) -> SparseRow | None:
         values = np.fromiter(vector.values(), np.float64, len(vector))
     except OverflowError:  # an integer weight beyond any float
         return None
-    if len(ids) and not (ids.min() >= 0 and 0 <= values.min() and values.max() < math.inf):  # NaN fails too
+    if len(ids) and not (ids.min() >= 0 and values.min() >= 0 and values.max() < math.inf):  # NaN fails too
         return None
     if not values.all():  # zero weights carry nothing and are not stored
         kept = values != 0.0
@@ -186,12 +186,13 @@ def check_metadata(metadata: Any, what: str) -> dict[str, Any]:
     if set(map(type, metadata.values())) <= _JSON_SCALARS and all(
         math.isfinite(v) for v in metadata.values() if type(v) is float
     ):
-        return dict(metadata)  # flat str/int/float/bool/None: what the JSON round trip below gives, in a third of its time
+        return dict(
+            metadata
+        )  # flat str/int/float/bool/None: what the JSON round trip below gives, in a third of its time
     try:
         return json.loads(json.dumps(metadata, ensure_ascii=False, allow_nan=False, separators=(",", ":")))
     except (TypeError, ValueError) as exc:
         raise InvalidInputError(f"{what}: metadata is not valid JSON ({exc})") from None
-
 
 
 def as_document(item: Any, dim: int | None, colbert_dim: int | None) -> Document:
@@ -222,9 +223,7 @@ def as_document(item: Any, dim: int | None, colbert_dim: int | None) -> Document
     if image is not None:
         image = image_field(image, what)
         kind = "image" if text is None else "image+text"
-    doc = Document(
-        doc_id, text, check_metadata(item.get("metadata"), what), kind=kind, image=image
-    )
+    doc = Document(doc_id, text, check_metadata(item.get("metadata"), what), kind=kind, image=image)
     if item.get("dense") is not None:
         if dim is None:
             raise InvalidInputError(f"{what}: this collection stores no dense vectors")

@@ -8,6 +8,7 @@ It stays small because the collection seals it into a segment every `flush_docs`
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -30,14 +31,14 @@ class StaleReadError(Exception):
 
 
 class PendingLevel:
-    """seq -> (dense, sparse, metadata JSON) of the unsealed documents, in seq order, with a cached searchable
-    view and metadata index."""
+    """seq -> (dense, sparse, indexed metadata: JSON as read back, or the object as written) of the unsealed
+    documents, in seq order, with a cached searchable view and metadata index."""
 
     def __init__(self, dim: int | None, fetch_colbert: ColbertFetch | None, *, sparse: bool = True) -> None:
         self.dim = dim
         self.sparse = sparse
         self.fetch_colbert = fetch_colbert
-        self._rows: dict[int, tuple[np.ndarray | None, SparseRow | None, str]] = {}
+        self._rows: dict[int, tuple[np.ndarray | None, SparseRow | None, str | dict[str, Any]]] = {}
         self._with_colbert: set[int] = set()
         self._view: tuple[np.ndarray, DenseIndex | None, SparseIndex | None] | None = None
         self._metadata: MetadataIndex | None = None
@@ -51,9 +52,11 @@ class PendingLevel:
     def seqs(self) -> list[int]:
         return list(self._rows)
 
-    def add(self, rows: Iterable[tuple[int, np.ndarray | None, SparseRow | None, bool, str]]) -> None:
-        """Append documents: (seq, dense, sparse, has ColBERT vectors, metadata JSON); seqs larger than any
-        present."""
+    def add(
+        self, rows: Iterable[tuple[int, np.ndarray | None, SparseRow | None, bool, str | dict[str, Any]]]
+    ) -> None:
+        """Append documents: (seq, dense, sparse, has ColBERT vectors, metadata JSON or object); seqs larger
+        than any present."""
         for seq, dense, sparse, has_colbert, metadata in rows:
             self._rows[int(seq)] = (dense, sparse, metadata)
             if has_colbert:

@@ -319,8 +319,8 @@ class LocalBackend:
                 )
             self._forget(old_seqs, sealed, old_counts, [c for c in counts if c is not None])
             self._pending.add(
-                (int(s), d.dense, d.sparse, d.colbert is not None, indexed_metadata(m, d.kind))
-                for d, s, m in zip(docs, seqs, metadata)
+                (int(s), d.dense, d.sparse, d.colbert is not None, indexed_metadata(d.metadata, d.kind))
+                for d, s in zip(docs, seqs)
             )
             self._count += len(docs)
             if len(self._pending) >= self.config.flush_docs:
@@ -383,8 +383,8 @@ class LocalBackend:
         # the same structures the incremental level would have sealed
         level = PendingLevel(self._pending.dim, None, sparse=self._pending.sparse)
         level.add(
-            (int(s), d.dense, d.sparse, False, indexed_metadata(m, d.kind))
-            for d, s, m in zip(docs, seqs, metadata)
+            (int(s), d.dense, d.sparse, False, indexed_metadata(d.metadata, d.kind))
+            for d, s in zip(docs, seqs)
         )
         view = level.level(None)
         colbert, tokens, center = None, [], None
