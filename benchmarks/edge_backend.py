@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import qdrant_edge as qe
 
+from m3search.index.dense import HNSWParams
 from m3search.search.fusion import mode_weights
 from m3search.search.planner import Candidates, fuse
 
@@ -71,11 +72,18 @@ class EdgeSearch:
     """m3search's search plan over an Edge shard (row ids are the benchmark's document ids)."""
 
     def __init__(self, shard: qe.EdgeShard, quantized: bool, oversampling: float | None = None) -> None:
-        """`oversampling`: candidates fetched by the int8 codes per result, re-ranked by the float vectors."""
+        """`oversampling`: candidates fetched by the int8 codes per result, re-ranked by the float vectors; None:
+        as the local graph fetches them (`HNSWParams.refine`: the stage's depth plus (refine - 1) x k), so both
+        engines re-score as many and are compared at the same recall."""
         self.shard, self.quantized, self.oversampling = shard, quantized, oversampling
 
-    def _dense(self, q: dict, limit: int, ef: int, ids: set[int] | None = None) -> qe.QueryRequest:
+    def _dense(
+        self, q: dict, limit: int, ef: int, ids: set[int] | None = None, k: int = 0
+    ) -> qe.QueryRequest:
         exact = ids is not None
+        oversampling = self.oversampling
+        if oversampling is None:
+            oversampling = (limit + (HNSWParams().refine - 1) * min(k or limit, limit)) / limit
         return qe.QueryRequest(
             limit=limit,
             query=qe.Query.Nearest(np.asarray(q["dense"], np.float32).tolist(), using="dense"),
@@ -85,7 +93,7 @@ class EdgeSearch:
                 exact=exact,
                 quantization=(
                     qe.QuantizationSearchParams(
-                        ignore=exact, rescore=None if exact else True, oversampling=self.oversampling
+                        ignore=exact, rescore=None if exact else True, oversampling=oversampling
                     )
                     if self.quantized
                     else None
@@ -120,12 +128,12 @@ class EdgeSearch:
         """Ids of the top `k` for `mode` (dense, sparse, dense+sparse) with `fusion` and `weights` (default: the
         fusion's), fused on the raw scores (the reference formula)."""
         if mode == "dense":
-            return [int(p.id) for p in self.shard.query(self._dense(q, k, ef))]
+            return [int(p.id) for p in self.shard.query(self._dense(q, k, ef, k=k))]
         if mode == "sparse":
             return [int(p.id) for p in self.shard.query(self._sparse(q, k))]
         depth = max(k, candidates)
         dense, sparse = self.shard.query_batch(
-            qe.QueryBatchRequest([self._dense(q, depth, ef), self._sparse(q, depth)])
+            qe.QueryBatchRequest([self._dense(q, depth, ef, k=k), self._sparse(q, depth)])
         )
         ids: list[int] = []
         index: dict[int, int] = {}

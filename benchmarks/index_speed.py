@@ -333,8 +333,8 @@ def main() -> None:
         "--edge-oversampling",
         type=float,
         default=None,
-        help="Qdrant Edge SQ8 oversampling (the qdrant backend uses the local refine, 3; the recorded 100k run "
-        "used none)",
+        help="Qdrant Edge SQ8 oversampling of the hand-built shard (default: as many re-scored as the local graph "
+        "re-scores, the stage's depth plus 2 x k, for equal recall; 1: none, as in the runs before 2026-12-02d)",
     )
     args = ap.parse_args()
     k = 10
