@@ -627,7 +627,8 @@ def compare_edge(collection, args, queries, truth, id_to_row, k: int, work: Path
         )
     finally:
         shard.close()
-    return {"build": built, "ef_search": sweeps}
+    oversampling = args.edge_oversampling or "as the local graph: depth + 2 x k"
+    return {"build": built, "oversampling": oversampling if quantized else None, "ef_search": sweeps}
 
 
 def build_edge_shard(path: Path, args: argparse.Namespace) -> dict:
