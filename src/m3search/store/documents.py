@@ -141,11 +141,8 @@ def _plain_sparse(vector: Mapping[Any, Any]) -> SparseRow | None:
         return None
     try:
         ids = np.fromiter(vector, np.int64, len(vector))
-    except OverflowError:  # an id of 2^63 or more
-        return None
-    try:
         values = np.fromiter(vector.values(), np.float64, len(vector))
-    except OverflowError:  # an integer weight beyond any float
+    except OverflowError:  # an id of 2^63 or more, or an integer weight beyond any float
         return None
     if len(ids) and not (ids.min() >= 0 and values.min() >= 0 and values.max() < math.inf):  # NaN fails too
         return None
@@ -186,9 +183,8 @@ def check_metadata(metadata: Any, what: str) -> dict[str, Any]:
     if set(map(type, metadata.values())) <= _JSON_SCALARS and all(
         math.isfinite(v) for v in metadata.values() if type(v) is float
     ):
-        return dict(
-            metadata
-        )  # flat str/int/float/bool/None: what the JSON round trip below gives, in a third of its time
+        # flat str/int/float/bool/None: what the JSON round trip below gives, in a third of its time
+        return dict(metadata)
     try:
         return json.loads(json.dumps(metadata, ensure_ascii=False, allow_nan=False, separators=(",", ":")))
     except (TypeError, ValueError) as exc:
