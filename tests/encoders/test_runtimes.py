@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from m3search.cli.main import cli
 from m3search.encoders import BGEM3Encoder
 from m3search.encoders.registry import spec_for_directory
 from m3search.encoders.runtimes import GUARD_BOUNDS, auto_candidates, choose_auto, make_runtime
-from m3search.encoders.runtimes.artifacts import read_json
+from m3search.encoders.runtimes.artifacts import read_json, write_json_atomic
 from m3search.encoders.runtimes.auto import PROBE_REPS, _table_file, decide
 from m3search.encoders.runtimes.guard import GuardBounds, measure_deviation
 from m3search.encoders.runtimes.hardware import Hardware
@@ -80,6 +81,44 @@ def test_int8_graph_keeps_only_the_feed_forward_outputs_fp32(tiny_m3_dir, tiny_m
     assert len(kept) == config["num_hidden_layers"]
     assert sorted(float_weight_products) == sorted(kept)
     assert sum(n.op_type == "MatMulInteger" for n in graph.node) >= 4 * config["num_hidden_layers"]
+
+
+def _matmul_weight_types(graph_file: Path) -> set[int]:
+    """The ONNX element types of the int8 graph's quantized weights (MatMulInteger's second input)."""
+    import onnx
+
+    graph = onnx.load(str(graph_file), load_external_data=False).graph
+    types = {init.name: init.data_type for init in graph.initializer}
+    return {types[n.input[1]] for n in graph.node if n.op_type == "MatMulInteger"}
+
+
+@pytest.mark.parametrize(("weights", "element"), [("int8", 3), ("uint8", 2)])  # onnx.TensorProto.INT8, UINT8
+def test_int8_quantization_makes_the_weight_type_asked(tiny_m3_dir, tiny_m3_onnx, tmp_path, weights, element):
+    from m3search.encoders.runtimes.onnx_export import _quantize_int8, graph_path
+
+    config = json.loads((tiny_m3_dir / "config.json").read_text())
+    fp32 = graph_path(tiny_m3_dir, spec_for_directory(tiny_m3_dir), "fp32")
+    _quantize_int8(fp32, tmp_path / "model.onnx", config["intermediate_size"], weights)
+    assert _matmul_weight_types(tmp_path / "model.onnx") == {element}
+
+
+@pytest.mark.parametrize(("vnni", "weights"), [(True, "int8"), (False, "uint8")])
+def test_int8_weights_are_unsigned_on_a_cpu_without_vnni(monkeypatch, vnni, weights):
+    """Without VNNI, unsigned-by-signed byte products add pairs in saturating 16 bits (`int8_weights`)."""
+    from m3search.encoders.runtimes import onnx_export
+    from m3search.encoders.runtimes.hardware import Hardware
+
+    cpu = Hardware("AVX2", cpu_bf16=False, cpu_amx=False, cpu_vnni=vnni, cuda=False, cuda_bf16=False)
+    monkeypatch.setattr(onnx_export, "detect_hardware", lambda: cpu)
+    assert onnx_export.int8_weights() == weights
+
+
+def test_export_quantizes_for_this_cpu(tiny_m3_dir, tiny_m3_onnx):
+    from m3search.encoders.runtimes.onnx_export import graph_path, int8_weights
+
+    assert tiny_m3_onnx["int8_weights"] == int8_weights()
+    int8 = graph_path(tiny_m3_dir, spec_for_directory(tiny_m3_dir), "int8")
+    assert _matmul_weight_types(int8) == {3 if int8_weights() == "int8" else 2}
 
 
 def test_export_is_cached(tiny_m3_dir, tiny_m3_onnx, monkeypatch):
@@ -218,6 +257,27 @@ def test_auto_decision_is_cached(tiny_m3_dir, tiny_m3_onnx):
     assert calls == [] and second.name == "onnx-fp32"
 
 
+def test_auto_measures_again_after_the_int8_graph_changes(tiny_m3_dir, tiny_m3_onnx):
+    """A table measured on other ONNX graphs (an export with the other int8 weight type) is not reused."""
+    from m3search.encoders.runtimes.onnx_export import MANIFEST, export_dir
+
+    spec = spec_for_directory(tiny_m3_dir)
+    seconds = {"torch-fp32": 2.0, "torch-bf16": 3.0, "onnx-fp32": 1.5, "onnx-int8": 1.0}
+    calls: list[str] = []
+    choose_auto(tiny_m3_dir, spec, "cpu", timer=_scripted(seconds, calls), bounds=STRICT)
+    manifest_file = export_dir(tiny_m3_dir, spec) / MANIFEST
+    manifest = read_json(manifest_file)
+    other = {"int8": "uint8", "uint8": "int8"}[manifest["int8_weights"]]
+    try:
+        write_json_atomic(manifest_file, {**manifest, "int8_weights": other})
+        calls.clear()
+        choose_auto(tiny_m3_dir, spec, "cpu", timer=_scripted(seconds, calls), bounds=STRICT)
+        assert calls, "the cached table was reused for graphs it did not measure"
+    finally:
+        write_json_atomic(manifest_file, manifest)
+        _table_file(tiny_m3_dir, spec, "cpu").unlink(missing_ok=True)
+
+
 def test_models_bench_shows_the_table(tiny_m3_dir, tiny_m3_onnx):
     result = CliRunner().invoke(cli, ["models", "bench", str(tiny_m3_dir), "--device", "cpu"])
     assert result.exit_code == 0, result.output
@@ -231,6 +291,7 @@ def test_models_bench_shows_the_table(tiny_m3_dir, tiny_m3_onnx):
 
 GUARD_ON_FIRST_START = """
 import sys
+from pathlib import Path
 from m3search.encoders import BGEM3Encoder
 from m3search.encoders.runtimes import auto
 auto.auto_candidates = lambda hw, device=None: ["torch-fp32", "torch-bf16"]

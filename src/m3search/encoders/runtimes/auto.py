@@ -98,9 +98,18 @@ def auto_candidates(hw: Hardware, device: str | None = None) -> list[str]:
 
 
 def _exported(path: Path, spec: ModelSpec) -> bool:
+    return _export_recipe(path, spec) is not None
+
+
+def _export_recipe(path: Path, spec: ModelSpec) -> dict[str, Any] | None:
+    """What decides the exported ONNX graphs' speed and deviation (export format, int8 weight type), or None
+    when there is no export: a table measured on other graphs is measured again."""
     from m3search.encoders.runtimes.onnx_export import load_manifest
 
-    return load_manifest(path, spec) is not None
+    manifest = load_manifest(path, spec)
+    if manifest is None:
+        return None
+    return {"format": manifest["format"], "int8_weights": manifest.get("int8_weights", "int8")}
 
 
 def speed_batch(
@@ -127,11 +136,14 @@ def _table_file(path: Path, spec: ModelSpec, device: str) -> Path:
     return artifact_dir("auto", path, spec) / f"{torch.device(device).type}.json"
 
 
-def _table_key(device: str, candidates: list[str], bounds: GuardBounds) -> dict[str, Any]:
+def _table_key(
+    path: Path, spec: ModelSpec, device: str, candidates: list[str], bounds: GuardBounds
+) -> dict[str, Any]:
     return {
         "format": TABLE_FORMAT,
         "machine": machine_fingerprint(device),
         "candidates": candidates,
+        "onnx_export": _export_recipe(path, spec) if any(n.startswith("onnx-") for n in candidates) else None,
         "bounds": asdict(bounds),
     }
 
@@ -199,7 +211,7 @@ def measure_runtimes(
     passing = [n for n in loaded if not rows[n]["violations"]]
     choice = min(passing, key=lambda n: rows[n]["best"]) if passing else reference_name
     table = {
-        **_table_key(device, candidates, bounds),
+        **_table_key(path, spec, device, candidates, bounds),
         "probe": {
             "rows": PROBE_ROWS,
             "tokens": tokens,
@@ -226,7 +238,7 @@ def decide(
     runtime when it was loaded while measuring (None when the table came from the cache)."""
     file = _table_file(path, spec, device)
     cached = None if force else read_json(file)
-    key = _table_key(device, _available(path, spec, device), bounds)
+    key = _table_key(path, spec, device, _available(path, spec, device), bounds)
     if cached is not None and all(cached.get(k) == v for k, v in key.items()) and cached.get("choice"):
         return cached, None
     log.info("auto: measuring the runtimes of %s on this machine (once; cached in %s)", spec.name, file)
