@@ -73,7 +73,7 @@ class EdgeSearch:
 
     def __init__(self, shard: qe.EdgeShard, quantized: bool, oversampling: float | None = None) -> None:
         """`oversampling`: candidates fetched by the int8 codes per result, re-ranked by the float vectors; None:
-        as the local graph fetches them (`HNSWParams.refine`: the stage's depth plus (refine - 1) x k), so both
+        as the local graph fetches them (`HNSWParams.fetched`: the stage's depth plus (refine - 1) x k), so both
         engines re-score as many and are compared at the same recall."""
         self.shard, self.quantized, self.oversampling = shard, quantized, oversampling
 
@@ -83,7 +83,7 @@ class EdgeSearch:
         exact = ids is not None
         oversampling = self.oversampling
         if oversampling is None:
-            oversampling = (limit + (HNSWParams().refine - 1) * min(k or limit, limit)) / limit
+            oversampling = HNSWParams().fetched(limit, k or None) / limit
         return qe.QueryRequest(
             limit=limit,
             query=qe.Query.Nearest(np.asarray(q["dense"], np.float32).tolist(), using="dense"),

@@ -42,6 +42,11 @@ class HNSWParams:
     #: Over quantized (SQ8) codes, fetch this many times k from the graph and re-rank them exactly.
     refine: int = 3
 
+    def fetched(self, limit: int, exact_top: int | None = None) -> int:
+        """How many candidates a search over SQ8 codes fetches for `limit` results whose best `exact_top`
+        (default: all) must be found despite the codes' error: the limit plus (refine - 1) x exact_top."""
+        return limit + (self.refine - 1) * min(limit if exact_top is None else exact_top, limit)
+
 
 def build_ann(vectors: np.ndarray, kind: DenseKind, params: HNSWParams) -> faiss.Index | None:
     """An HNSW index over `vectors` (inner product), or None for `flat` or segments too small for a graph."""
@@ -125,8 +130,7 @@ class DenseIndex:
             selector = faiss.IDSelectorBitmap(n, faiss.swig_ptr(bits))
             search_params.sel = selector
         quantized = isinstance(self.ann, faiss.IndexHNSWSQ)
-        margin = (self.params.refine - 1) * min(k if exact_top is None else exact_top, k)
-        fetch = min(k + margin if quantized else k, n_allowed)
+        fetch = min(self.params.fetched(k, exact_top) if quantized else k, n_allowed)
         search_params.efSearch = max(search_params.efSearch, fetch)
         scores, rows = self.ann.search(_contiguous(query)[None, :], fetch, params=search_params)
         rows = rows[0][rows[0] >= 0].astype(np.int64)

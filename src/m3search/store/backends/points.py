@@ -207,10 +207,10 @@ def stage_params(config: CollectionConfig, ask: Ask, ef_search: int | None) -> P
     if ask.kind != "dense":
         return None
     quantized = config.dense_index == "hnsw-sq8"
-    margin = (config.hnsw_params.refine - 1) * min(ask.exact_top or ask.limit, ask.limit)
+    fetched = config.hnsw_params.fetched(ask.limit, ask.exact_top)
     return (
         {"hnsw_ef": ef_search or config.hnsw_params.ef_search, "exact": config.dense_index == "flat"},
-        {"rescore": True, "oversampling": (ask.limit + margin) / ask.limit} if quantized else None,
+        {"rescore": True, "oversampling": fetched / ask.limit} if quantized else None,
     )
 
 
