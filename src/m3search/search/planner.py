@@ -133,16 +133,14 @@ def gather(
         return Candidates(keys, {}, {})
     scores: dict[OutputKind, np.ndarray] = {}
     for kind in scored_early(mode):  # ColBERT's on demand, below
-        if kind == "sparse" and kind in lists:
+        if kind in lists and len(stages) == 1:  # the one list's exact scores, which ordered it
+            scores[kind] = lists[kind][2]
+        elif kind == "sparse" and kind in lists:
             # the sparse first stage's scores are the sums `score_rows` adds, in the same order: only the
-            # candidates it did not return are scored (dense ones are all re-scored: a BLAS product's rounding
-            # depends on its batch)
-            scores[kind] = (
-                lists[kind][2]
-                if len(stages) == 1
-                else _score_known(
-                    searched, query, kind, level_ids, rows, keys, stage_keys[kind], lists[kind][2]
-                )
+            # candidates it did not return are scored (dense ones are all re-scored: a graph without SQ8 codes
+            # returns faiss's walk distances, whose rounding may differ from `DenseIndex.score_rows`'s)
+            scores[kind] = _score_known(
+                searched, query, kind, level_ids, rows, keys, stage_keys[kind], lists[kind][2]
             )
         else:
             scores[kind] = _score(searched, query, kind, level_ids, rows)

@@ -45,6 +45,7 @@ from m3search.errors import (
 )
 from m3search.index.multivector import CENTER_SAMPLE, ColbertDtype, EncodedTokens, encode_tokens, fit_center
 from m3search.index.sparse import SparseIndex
+from m3search.search.modes import MODE_KINDS
 from m3search.search.planner import ROW_MASK, QueryVectors, SearchLevel, gather
 from m3search.search.results import Hit
 from m3search.store import integrity
@@ -703,8 +704,9 @@ class LocalBackend:
                 allowed, masks = self._allowed(plan.filter) if plan.filter else (None, {})
                 levels = self._levels(allowed, masks, self._allowed(DENSE_ONLY) if plan.dense_only else None)
                 try:
-                    # sparse scoring runs no BLAS product: no pools to limit (that costs ~25 µs)
-                    with one_thread() if plan.mode != "sparse" else contextlib.nullcontext():
+                    # only ColBERT runs BLAS products (dense and sparse scores come from single-threaded
+                    # kernels): no pools to limit otherwise (that costs ~50-100 µs)
+                    with one_thread() if "colbert" in MODE_KINDS[plan.mode] else contextlib.nullcontext():
                         found = gather(
                             levels,
                             query,
