@@ -50,6 +50,10 @@ KIND_FIELD = "@kind"
 _INDEXED_METADATA = (
     f"CASE WHEN d.kind = 'text' THEN d.metadata ELSE json_set(d.metadata, '$.\"{KIND_FIELD}\"', d.kind) END"
 )
+#: SQLite's page cache per connection, KiB (its default: 2 MB). A search reads its hits' rows at random: with
+#: the default, a 100k-document file (9.5 MB) cost 12 `pread`s of 10-20 µs each per search on a virtual machine.
+#: The cache fills only with pages read; WAL mode keeps it across transactions while the file is unchanged.
+CACHE_KIB = 64 * 1024
 #: The columns of a `DocRow`.
 _DOC_COLUMNS = (
     "d.id, d.seq, d.kind, d.text, d.metadata, EXISTS (SELECT 1 FROM thumbnails t WHERE t.seq = d.seq)"
@@ -143,6 +147,7 @@ class Database:
                 self.conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
                 self.conn.execute("PRAGMA journal_mode=WAL")
                 self.conn.execute("PRAGMA synchronous=FULL")
+                self.conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
                 self.conn.executescript(SCHEMA)
         except BaseException:
             self.conn.close()
