@@ -2,7 +2,8 @@
 `index_speed.py --backend qdrant`: the mapping of the qdrant backend (dense: cosine HNSW with the same M and
 efConstruction, int8 scalar quantization with rescoring for hnsw-sq8; sparse: a sparse vector) and its search
 plan (first stages, then the candidates' missing scores computed by the engine over those candidates only,
-fused by m3search's own `fuse`)."""
+fused by m3search's own `fuse`). With `documents`, each point carries its document's metadata as payload and a
+search returns the hits' payloads, as a local collection's search returns its documents."""
 
 from __future__ import annotations
 
@@ -18,9 +19,10 @@ from m3search.search.planner import Candidates, fuse
 
 
 def build(
-    path: Path, batches, dim: int, m: int, ef_construction: int, quantized: bool
+    path: Path, batches, dim: int, m: int, ef_construction: int, quantized: bool, documents: bool = True
 ) -> tuple[qe.EdgeShard, dict]:
-    """A shard at `path` holding `batches` (lists of benchmark documents): ingest, then index (optimize)."""
+    """A shard at `path` holding `batches` (lists of benchmark documents; with `documents`, their metadata as
+    payload): ingest, then index (optimize)."""
     quantization = (
         qe.ScalarQuantizationConfig(type=qe.ScalarType.Int8, always_ram=True) if quantized else None
     )
@@ -48,6 +50,7 @@ def build(
                     "dense": np.asarray(d["dense"], np.float32).tolist(),
                     "sparse": qe.SparseVector(list(d["sparse"].keys()), list(d["sparse"].values())),
                 },
+                d["metadata"] if documents else None,
             )
             for d in docs
         ]
@@ -71,14 +74,25 @@ def build(
 class EdgeSearch:
     """m3search's search plan over an Edge shard (row ids are the benchmark's document ids)."""
 
-    def __init__(self, shard: qe.EdgeShard, quantized: bool, oversampling: float | None = None) -> None:
+    def __init__(
+        self, shard: qe.EdgeShard, quantized: bool, oversampling: float | None = None, documents: bool = True
+    ) -> None:
         """`oversampling`: candidates fetched by the int8 codes per result, re-ranked by the float vectors; None:
         as the local graph fetches them (`HNSWParams.fetched`: the stage's depth plus (refine - 1) x k), so both
-        engines re-score as many and are compared at the same recall."""
+        engines re-score as many and are compared at the same recall. `documents`: return the hits' payloads
+        with them (read into Python dicts, as a local search decodes its hits' metadata), not ids alone."""
         self.shard, self.quantized, self.oversampling = shard, quantized, oversampling
+        self.documents = documents
+
+    def _ids(self, points) -> list[int]:
+        """The points' ids, their payloads read first when searches return documents."""
+        if self.documents:
+            for p in points:
+                p.payload  # noqa: B018 - the conversion a caller of the engine pays to use its hits
+        return [int(p.id) for p in points]
 
     def _dense(
-        self, q: dict, limit: int, ef: int, ids: set[int] | None = None, k: int = 0
+        self, q: dict, limit: int, ef: int, ids: set[int] | None = None, k: int = 0, payload: bool = False
     ) -> qe.QueryRequest:
         exact = ids is not None
         oversampling = self.oversampling
@@ -99,19 +113,19 @@ class EdgeSearch:
                     else None
                 ),
             ),
-            with_payload=False,
+            with_payload=payload,
             with_vector=False,
         )
 
     @staticmethod
-    def _sparse(q: dict, limit: int, ids: set[int] | None = None) -> qe.QueryRequest:
+    def _sparse(q: dict, limit: int, ids: set[int] | None = None, payload: bool = False) -> qe.QueryRequest:
         return qe.QueryRequest(
             limit=limit,
             query=qe.Query.Nearest(
                 qe.SparseVector(list(q["sparse"].keys()), list(q["sparse"].values())), using="sparse"
             ),
             filter=qe.Filter(must=[qe.HasIdCondition(ids)]) if ids is not None else None,
-            with_payload=False,
+            with_payload=payload,
             with_vector=False,
         )
 
@@ -128,9 +142,9 @@ class EdgeSearch:
         """Ids of the top `k` for `mode` (dense, sparse, dense+sparse) with `fusion` and `weights` (default: the
         fusion's), fused on the raw scores (the reference formula)."""
         if mode == "dense":
-            return [int(p.id) for p in self.shard.query(self._dense(q, k, ef, k=k))]
+            return self._ids(self.shard.query(self._dense(q, k, ef, k=k, payload=self.documents)))
         if mode == "sparse":
-            return [int(p.id) for p in self.shard.query(self._sparse(q, k))]
+            return self._ids(self.shard.query(self._sparse(q, k, payload=self.documents)))
         depth = max(k, candidates)
         dense, sparse = self.shard.query_batch(
             qe.QueryBatchRequest([self._dense(q, depth, ef, k=k), self._sparse(q, depth)])
@@ -174,4 +188,7 @@ class EdgeSearch:
             weights=mode_weights(weights, fusion, "dense+sparse"),
             fusion=fusion,
         )  # type: ignore[arg-type]
-        return [ids[key] for key, _, _ in picked]
+        best = [ids[key] for key, _, _ in picked]
+        if self.documents:  # the hits' documents, in a second request (the first stages carry none)
+            self._ids(self.shard.retrieve(best, True, False))
+        return best

@@ -336,6 +336,14 @@ def main() -> None:
         help="Qdrant Edge SQ8 oversampling of the hand-built shard (default: as many re-scored as the local graph "
         "re-scores, the stage's depth plus 2 x k, for equal recall; 1: none, as in the runs before 2026-12-02d)",
     )
+    ap.add_argument(
+        "--edge-documents",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the hand-built shard stores each document's metadata as payload and its searches return the hits' "
+        "payloads, as the local collection returns documents (default); --no-edge-documents: ids only, as in "
+        "the runs before 2026-12-02e",
+    )
     args = ap.parse_args()
     k = 10
     n = args.docs
@@ -614,7 +622,7 @@ def compare_edge(collection, args, queries, truth, id_to_row, k: int, work: Path
     built["bytes_per_doc"] = dir_bytes(work / "edge") / args.docs
     print(f"Qdrant Edge built in {built['total_s']:.0f} s", file=sys.stderr, flush=True)
     shard = qe.EdgeShard.load(str(work / "edge"))
-    edge = EdgeSearch(shard, quantized, args.edge_oversampling)
+    edge = EdgeSearch(shard, quantized, args.edge_oversampling, args.edge_documents)
     try:
         sweeps = interleaved(
             collection,
@@ -628,7 +636,12 @@ def compare_edge(collection, args, queries, truth, id_to_row, k: int, work: Path
     finally:
         shard.close()
     oversampling = args.edge_oversampling or "as the local graph: depth + 2 x k"
-    return {"build": built, "oversampling": oversampling if quantized else None, "ef_search": sweeps}
+    return {
+        "build": built,
+        "oversampling": oversampling if quantized else None,
+        "documents": args.edge_documents,
+        "ef_search": sweeps,
+    }
 
 
 def build_edge_shard(path: Path, args: argparse.Namespace) -> dict:
@@ -642,7 +655,9 @@ def build_edge_shard(path: Path, args: argparse.Namespace) -> dict:
         corpus.batch(start, min(args.batch, n - start), args.colbert_every, args.colbert_tokens)
         for start in range(0, n, args.batch)
     )
-    shard, built = build(path, batches, args.dim, m, ef_construction, args.dense_index == "hnsw-sq8")
+    shard, built = build(
+        path, batches, args.dim, m, ef_construction, args.dense_index == "hnsw-sq8", args.edge_documents
+    )
     shard.close()
     return {**built, "build_peak_rss_gb": peak_rss_gb()}
 
@@ -984,6 +999,8 @@ def report(result: dict) -> None:
             f"\n{label} build: {build['docs_per_s']:.0f} docs/s (ingest {build['ingest_s']:.0f} s, "
             f"index {index_s:.0f} s), {build['bytes_per_doc']:.0f} bytes/doc on disk"
         )
+        if "documents" in e:
+            print(f"{label} searches return {'their hits with payload' if e['documents'] else 'ids only'}")
         peak = build.get("peak_rss_gb", build.get("build_peak_rss_gb"))
         if peak is not None:
             local = f"local {b['peak_rss_gb']:.2f} GiB, " if "peak_rss_gb" in b else ""  # none when reused

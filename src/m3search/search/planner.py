@@ -279,12 +279,13 @@ def _first_stage(
             rows, scores = level.sparse.search(query.sparse, depth, level.allowed)
         else:
             continue
-        found_levels.append(np.full(len(rows), li, np.int64))
-        found_rows.append(rows)
-        found_scores.append(scores)
+        if len(rows):
+            found_levels.append(np.full(len(rows), li, np.int64))
+            found_rows.append(rows)
+            found_scores.append(scores)
     if not found_rows:
         return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float32)
-    if len(found_rows) == 1 and stage == "sparse":  # one level's list, best first by these very scores
+    if len(found_rows) == 1:  # one level's list, best first by these very scores
         return found_levels[0], found_rows[0], found_scores[0]
     best, scores = top_k(np.concatenate(found_scores), depth)
     return np.concatenate(found_levels)[best], np.concatenate(found_rows)[best], scores
