@@ -131,6 +131,28 @@ def test_export_is_cached(tiny_m3_dir, tiny_m3_onnx, monkeypatch):
     assert onnx_export.export_onnx(tiny_m3_dir, spec_for_directory(tiny_m3_dir)) == tiny_m3_onnx
 
 
+def test_an_export_quantized_for_another_cpu_is_made_again(tiny_m3_dir, tiny_m3_onnx):
+    """An export copied from a machine that needs the other int8 weight type (VNNI or not): `auto` says so, and
+    `export_onnx` (`m3search models export-onnx`, no --force) makes it again for this CPU."""
+    from m3search.encoders.runtimes import onnx_export
+    from m3search.encoders.runtimes.auto import explain
+
+    spec = spec_for_directory(tiny_m3_dir)
+    manifest_file = onnx_export.export_dir(tiny_m3_dir, spec) / onnx_export.MANIFEST
+    other = {"int8": "uint8", "uint8": "int8"}[tiny_m3_onnx["int8_weights"]]
+    try:
+        write_json_atomic(manifest_file, {**tiny_m3_onnx, "int8_weights": other})
+        table = {"runtimes": {}, "choice": "torch-fp32", "probe": {"timer": "cpu_timer"}}
+        assert f"onnx-int8 was quantized for another CPU ({other} weights" in explain(
+            table, tiny_m3_dir, spec, "cpu"
+        )
+        remade = onnx_export.export_onnx(tiny_m3_dir, spec)
+        assert remade["int8_weights"] == onnx_export.int8_weights() != other
+        assert read_json(manifest_file) == remade
+    finally:
+        write_json_atomic(manifest_file, tiny_m3_onnx)
+
+
 def test_export_cli_reports_guard(tiny_m3_dir, tiny_m3_onnx):
     result = CliRunner().invoke(cli, ["models", "export-onnx", str(tiny_m3_dir)])
     assert result.exit_code == 0, result.output

@@ -312,8 +312,16 @@ def explain(table: dict[str, Any], path: Path, spec: ModelSpec, device: str) -> 
     if not _on_cuda(hw, device):
         if not _onnx_installed():
             reasons.append("onnx-int8 needs onnxruntime (`pip install 'm3search[onnx]'`)")
-        elif not _exported(path, spec):
+        elif (recipe := _export_recipe(path, spec)) is None:
             reasons.append("onnx-int8 not exported (`m3search models export-onnx`)")
+        else:
+            from m3search.encoders.runtimes.onnx_export import int8_weights
+
+            if recipe["int8_weights"] != int8_weights():
+                reasons.append(
+                    f"onnx-int8 was quantized for another CPU ({recipe['int8_weights']} weights; "
+                    f"`m3search models export-onnx` makes {int8_weights()} ones for this one)"
+                )
         if not hw.cpu_bf16:
             reasons.append("torch-bf16 needs native bf16 (AMX or AVX512-BF16), which this CPU lacks")
     return "; ".join(reasons)

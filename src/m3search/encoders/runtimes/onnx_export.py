@@ -149,12 +149,22 @@ def _quantize_int8(src: Path, dest: Path, intermediate_size: int, weights: str) 
 
 
 def export_onnx(path: Path, spec: ModelSpec, *, force: bool = False) -> dict[str, Any]:
-    """Export (or reuse) this checkpoint's fp32 and int8 graphs; return the manifest."""
+    """Export (or reuse) this checkpoint's fp32 and int8 graphs; return the manifest. A cached export whose int8
+    weights do not suit this CPU (`int8_weights`: made on a machine with VNNI and copied here, or the reverse) is
+    made again."""
     require_onnxruntime()
     final = export_dir(path, spec)
     manifest = None if force else load_manifest(path, spec)
     if manifest is not None:
-        return manifest
+        cached, wanted = manifest.get("int8_weights", "int8"), int8_weights()
+        if cached == wanted:
+            return manifest
+        log.warning(
+            "the cached ONNX export of %s has %s int8 weights, this CPU needs %s ones: exporting it again",
+            spec.name,
+            cached,
+            wanted,
+        )
     tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     started = time.perf_counter()
