@@ -104,12 +104,12 @@ def _exported(path: Path, spec: ModelSpec) -> bool:
 def _export_recipe(path: Path, spec: ModelSpec) -> dict[str, Any] | None:
     """What decides the exported ONNX graphs' speed and deviation (export format, int8 weight type), or None
     when there is no export: a table measured on other graphs is measured again."""
-    from m3search.encoders.runtimes.onnx_export import load_manifest
+    from m3search.encoders.runtimes.onnx_export import exported_weights, load_manifest
 
     manifest = load_manifest(path, spec)
     if manifest is None:
         return None
-    return {"format": manifest["format"], "int8_weights": manifest.get("int8_weights", "int8")}
+    return {"format": manifest["format"], "int8_weights": exported_weights(manifest)}
 
 
 def speed_batch(
@@ -317,10 +317,11 @@ def explain(table: dict[str, Any], path: Path, spec: ModelSpec, device: str) -> 
         else:
             from m3search.encoders.runtimes.onnx_export import int8_weights
 
-            if recipe["int8_weights"] != int8_weights():
+            wanted = int8_weights()
+            if recipe["int8_weights"] != wanted:
                 reasons.append(
                     f"onnx-int8 was quantized for another CPU ({recipe['int8_weights']} weights; "
-                    f"`m3search models export-onnx` makes {int8_weights()} ones for this one)"
+                    f"`m3search models export-onnx` makes {wanted} ones for this one)"
                 )
         if not hw.cpu_bf16:
             reasons.append("torch-bf16 needs native bf16 (AMX or AVX512-BF16), which this CPU lacks")

@@ -127,6 +127,11 @@ def int8_weights() -> str:
     return "int8" if detect_hardware().cpu_vnni else "uint8"
 
 
+def exported_weights(manifest: dict[str, Any]) -> str:
+    """The int8 weight type an export's manifest records (exports made before it was recorded: signed)."""
+    return str(manifest.get("int8_weights", "int8"))
+
+
 def _quantize_int8(src: Path, dest: Path, intermediate_size: int, weights: str) -> None:
     """Dynamic int8 quantization of the weight matrix products: weights (`int8_weights`) per output channel,
     activations per batch at run time. Attention's activation-by-activation products and the embeddings stay
@@ -156,7 +161,7 @@ def export_onnx(path: Path, spec: ModelSpec, *, force: bool = False) -> dict[str
     final = export_dir(path, spec)
     manifest = None if force else load_manifest(path, spec)
     if manifest is not None:
-        cached, wanted = manifest.get("int8_weights", "int8"), int8_weights()
+        cached, wanted = exported_weights(manifest), int8_weights()
         if cached == wanted:
             return manifest
         log.warning(
