@@ -705,7 +705,7 @@ class LocalBackend:
                 levels = self._levels(allowed, masks, self._allowed(DENSE_ONLY) if plan.dense_only else None)
                 try:
                     # only ColBERT runs BLAS products (dense and sparse scores come from single-threaded
-                    # kernels): no pools to limit otherwise (that costs ~50-100 µs)
+                    # kernels): no pools to limit otherwise (that costs 50-300 µs right after a graph walk)
                     with one_thread() if "colbert" in MODE_KINDS[plan.mode] else contextlib.nullcontext():
                         found = gather(
                             levels,
