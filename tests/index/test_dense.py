@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import faiss
 import numpy as np
 import pytest
 
@@ -83,6 +84,23 @@ def test_filtered_search_returns_the_exact_allowed_top_k(data, fraction):
         truth, _ = top_k(vectors @ q, 10, allowed)
         found += len(set(rows) & set(truth)) / len(truth)
     assert found / len(queries) >= 0.95
+
+
+@pytest.mark.parametrize("kind", ["hnsw", "hnsw-sq8"])
+def test_the_graph_built_over_float16_is_kept_over_the_kinds_own_storage(tmp_path, data, kind):
+    """The graph is linked over float16 codes (a cheaper build), then searched over the kind's storage: float32
+    vectors or SQ8 codes, one per row, which a saved and loaded index keeps."""
+    vectors, queries = data
+    params = HNSWParams(min_rows=100)
+    ann = build_ann(vectors, kind, params)
+    storage = faiss.downcast_index(ann.storage)
+    assert ann.ntotal == storage.ntotal == len(vectors)
+    assert storage.sa_code_size() == (4 * DIM if kind == "hnsw" else DIM)
+    assert ann.hnsw.levels.size() == len(vectors) and ann.hnsw.efConstruction == params.ef_construction
+    faiss.write_index(ann, str(tmp_path / "graph.faiss"))
+    loaded = faiss.read_index(str(tmp_path / "graph.faiss"))
+    assert faiss.downcast_index(loaded.storage).sa_code_size() == storage.sa_code_size()
+    assert np.array_equal(loaded.search(queries, 10)[1], ann.search(queries, 10)[1])
 
 
 def test_save_and_load(tmp_path, data):
