@@ -217,12 +217,14 @@ def test_recheck_scores_the_top_m_with_the_float16_vectors(tmp_path, dtype):
     np.testing.assert_array_equal(scores[rest], compressed[rest])
 
 
+@pytest.mark.parametrize("runs", [False, True])
 @pytest.mark.parametrize("dtype", ["float16", "int8", "2bit", "binary"])
-def test_copying_rows_in_storage_form_keeps_the_scores(tmp_path, dtype):
-    """A merge copies rows in storage form (binary: under the collection's one center); the copy scores like the
-    original and carries the float16 copies along."""
+def test_copying_rows_in_storage_form_keeps_the_scores(tmp_path, dtype, runs):
+    """A merge copies rows in storage form (binary: under the collection's one center), one by one or a run of
+    consecutive rows at once; the copy holds the same bytes, scores like the original and carries the float16
+    copies along."""
     rng = np.random.default_rng(6)
-    docs = [unit_rows(rng, int(rng.integers(1, 9)), 16) for _ in range(25)]
+    docs = [unit_rows(rng, int(rng.integers(0, 9)), 16) for _ in range(25)]
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     keep = dtype != "float16"
@@ -234,15 +236,37 @@ def test_copying_rows_in_storage_form_keeps_the_scores(tmp_path, dtype):
     copy = MultiVectorWriter(
         tmp_path / "b", 16, dtype, sum(map(len, docs)), len(docs), keep_exact=keep, center=source.center
     )
-    for r in range(len(docs)):
-        copy.append_encoded(source.encoded(r))
+    if runs:  # a row alone, then runs of various lengths
+        for first, end in [(0, 1), (1, 2), (2, 12), (12, 13), (13, 25)]:
+            copy.append_encoded(source.encoded(first, end))
+    else:
+        for r in range(len(docs)):
+            copy.append_encoded(source.encoded(r))
     copy.finish()
     target = MultiVectorStore.load(tmp_path / "b", recheck=3 if keep else 0)
+    np.testing.assert_array_equal(target.offsets, source.offsets)
+    np.testing.assert_array_equal(np.asarray(target.tokens), np.asarray(source.tokens))
+    if source.scales is not None:
+        np.testing.assert_array_equal(target.scales, source.scales)
     query = unit_rows(rng, 4, 16)
     rows = np.arange(len(docs))
     np.testing.assert_allclose(target.maxsim(query, rows), source.maxsim(query, rows), rtol=1e-6)
     if keep:
         np.testing.assert_array_equal(np.asarray(target.exact), np.asarray(source.exact))
+
+
+def test_a_run_whose_row_lengths_do_not_add_up_is_refused(tmp_path):
+    rng = np.random.default_rng(8)
+    docs = [unit_rows(rng, 3, 16), unit_rows(rng, 2, 16)]
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    write_store(tmp_path / "a", docs, 16, "float16")
+    source = MultiVectorStore.load(tmp_path / "a")
+    run = source.encoded(0, 2)
+    assert run.lengths.tolist() == [3, 2]
+    copy = MultiVectorWriter(tmp_path / "b", 16, "float16", 5, 2)
+    with pytest.raises(ValueError, match="add up to 4 tokens, the codes hold 5"):
+        copy.append_encoded(run._replace(lengths=np.array([2, 2])))
 
 
 def test_store_without_a_dtype_record_opens_as_before(tmp_path):

@@ -375,6 +375,35 @@ def test_compaction_keeps_results_and_drops_deleted_rows(filled, docs):
     assert after == before
 
 
+def test_a_merge_of_interleaved_segments_keeps_every_documents_vectors(new_collection):
+    """Tiered merging leaves a newer segment holding older seqs (0-19 and 60-69) beside an older one (20-59), so
+    compaction copies rows out of segment order, in runs: every surviving document keeps its vectors exactly."""
+    collection = new_collection(flush_docs=10, merge_factor=3)
+    for start, n in [(0, 10), (10, 10), (20, 40), (60, 10)]:
+        collection.upsert(make_docs(n, start=start))
+    sizes = sorted(s["rows"] for s in collection.stats()["segments"])
+    assert sizes == [30, 40]  # the three 10-row segments were merged, the 40-row one was not
+    collection.delete(["d5", "d25", "d61"])
+
+    def stored():
+        return {
+            d.id: (
+                d.dense.tobytes(),
+                d.sparse[0].tobytes(),
+                d.sparse[1].tobytes(),
+                d.colbert.tobytes(),
+                d.metadata,
+            )
+            for batch in collection.export(batch_size=16)
+            for d in batch.docs
+        }
+
+    before = stored()
+    collection.compact()
+    assert [s["rows"] for s in collection.stats()["segments"]] == [67]
+    assert stored() == before and len(before) == 67
+
+
 def test_tiered_merging_bounds_segment_count(new_collection):
     collection = new_collection(flush_docs=10, merge_factor=3, hnsw={"min_rows": 10_000})
     for start in range(0, 200, 10):

@@ -66,14 +66,16 @@ _2BIT_LUT = LEVELS_2BIT[(np.arange(256)[:, None] >> np.array([6, 4, 2, 0])) & 3]
 
 
 class EncodedTokens(NamedTuple):
-    """A row's token vectors in storage form.
+    """A row's token vectors in storage form (or consecutive rows', back to back).
 
     codes: the stored matrix rows. scales: one per token (int8 and 2bit: the code step; binary: the token's
-    scale over the per-dimension ones), else None. exact: the float16 vectors that re-check reads, when known."""
+    scale over the per-dimension ones), else None. exact: the float16 vectors that re-check reads, when known.
+    lengths: the token count of each row when the codes hold several rows; None: one row."""
 
     codes: np.ndarray
     scales: np.ndarray | None
     exact: np.ndarray | None
+    lengths: np.ndarray | None = None
 
 
 def code_layout(dtype: ColbertDtype, dim: int, center: np.ndarray | None = None) -> tuple[np.dtype, int]:
@@ -206,9 +208,14 @@ class MultiVectorWriter:
         self.append_encoded(encode_tokens(matrix, self.dtype, self.center))
 
     def append_encoded(self, row: EncodedTokens) -> None:
-        """Add the next row already in storage form (copying between stores of the same dtype)."""
+        """Add the next row already in storage form (copying between stores of the same dtype); the next rows
+        when it holds several (`lengths`), copied at once."""
         start = self.offsets[self._row]
         end = start + len(row.codes)
+        if row.lengths is not None and row.lengths.sum() != end - start:
+            raise ValueError(
+                f"row lengths add up to {row.lengths.sum()} tokens, the codes hold {end - start}"
+            )
         self.tokens[start:end] = row.codes
         if self.scales is not None:
             self.scales[start:end] = row.scales
@@ -216,8 +223,12 @@ class MultiVectorWriter:
             if row.exact is None and end > start:
                 raise RuntimeError("re-check needs the float16 token vectors, which this row lacks")
             self.exact[start:end] = row.exact
-        self._row += 1
-        self.offsets[self._row] = end
+        if row.lengths is None:
+            self._row += 1
+            self.offsets[self._row] = end
+        else:
+            self.offsets[self._row + 1 : self._row + 1 + len(row.lengths)] = start + np.cumsum(row.lengths)
+            self._row += len(row.lengths)
 
     def finish(self) -> list[Path]:
         """Flush everything to the files; returns the files written."""
@@ -319,14 +330,14 @@ class MultiVectorStore:
             recheck=recheck,
         )
 
-    def encoded(self, row: int) -> EncodedTokens:
-        """One row in storage form."""
-        start, end = self.offsets[row], self.offsets[row + 1]
+    def encoded(self, row: int, stop: int | None = None) -> EncodedTokens:
+        """One row in storage form; with `stop`, rows `row` to `stop` - 1 back to back (one copy for a run)."""
+        start, end = self.offsets[row], self.offsets[row + 1 if stop is None else stop]
+        lengths = None if stop is None else np.diff(self.offsets[row : stop + 1])
         codes = self.tokens[start:end]
         scales = None if self.scales is None else self.scales[start:end]
-        if self.dtype == "float16":
-            return EncodedTokens(codes, None, codes)
-        return EncodedTokens(codes, scales, None if self.exact is None else self.exact[start:end])
+        exact = codes if self.dtype == "float16" else None if self.exact is None else self.exact[start:end]
+        return EncodedTokens(codes, scales, exact, lengths)
 
     def row(self, row: int, prefer_exact: bool = False) -> np.ndarray:
         """One row's token vectors as float32: the decoded codes, or with `prefer_exact` the float16 copies

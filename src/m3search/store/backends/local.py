@@ -44,6 +44,7 @@ from m3search.errors import (
     InvalidInputError,
 )
 from m3search.index.multivector import CENTER_SAMPLE, ColbertDtype, EncodedTokens, encode_tokens, fit_center
+from m3search.index.ranges import consecutive_runs
 from m3search.index.sparse import SparseIndex
 from m3search.search.modes import MODE_KINDS
 from m3search.search.planner import ROW_MASK, QueryVectors, SearchLevel, gather
@@ -609,11 +610,15 @@ class LocalBackend:
             )
         lengths, colbert_rows = None, None
         if "colbert" in self.config.outputs:
-            source = [(s, r) for s, k in zip(segs, keep) for r in k.tolist()]
             lengths = np.concatenate([s.colbert.token_counts(k) for s, k in zip(segs, keep)])  # type: ignore[union-attr]
+            source_seg = np.repeat(np.arange(len(segs)), [len(k) for k in keep])
+            source_row = np.concatenate(keep)
             if not in_order:
-                source, lengths = [source[i] for i in order.tolist()], lengths[order]
-            colbert_rows = (s.colbert.encoded(r) for s, r in source)  # type: ignore[union-attr]
+                source_seg, source_row, lengths = source_seg[order], source_row[order], lengths[order]
+            colbert_rows = (
+                segs[g].colbert.encoded(first, end)  # type: ignore[union-attr]
+                for g, first, end in consecutive_runs(source_seg, source_row)
+            )
         metadata = MetadataIndex.build(self._db.metadata_of(seqs.tolist()))
         center = _fitted_center(segs)
         if center is None and segs[0].colbert is not None:
