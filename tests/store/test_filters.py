@@ -127,6 +127,35 @@ def test_edge_cases_match_the_sql_evaluation(spec):
     np.testing.assert_array_equal(compile_filter(spec)(MetadataIndex.build(texts)), sql_matches(texts, spec))
 
 
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_merging_indexes_gives_the_index_built_from_the_merged_rows(tmp_path, seed):
+    """A merge renumbers its sources' entries (rows dropped, sources interleaved) and re-ranks their strings: the
+    result is, array for array, the index `build` makes from the surviving rows' metadata in their new order."""
+    rng = np.random.default_rng(seed)
+    sources = [[random_metadata(rng) for _ in range(int(rng.integers(0, 120)))] for _ in range(3)]
+    parts, survivors = [], []
+    for i, metadata in enumerate(sources):
+        index = MetadataIndex.build([json.dumps(m, ensure_ascii=False) for m in metadata])
+        (tmp_path / str(i)).mkdir()
+        index.save(tmp_path / str(i))  # merges read saved, memory-mapped indexes
+        alive = np.flatnonzero(rng.random(len(metadata)) < 0.8)
+        parts.append(MetadataIndex.load(tmp_path / str(i), len(metadata)))
+        survivors += [(i, r) for r in alive.tolist()]
+    order = rng.permutation(len(survivors))  # the merged row of survivor j is where it lands in this order
+    new_rows = [np.full(len(m), -1, np.int64) for m in sources]
+    for new, j in enumerate(order.tolist()):
+        i, r = survivors[j]
+        new_rows[i][r] = new
+    merged = MetadataIndex.merge(list(zip(parts, new_rows)), len(order))
+    built = MetadataIndex.build([sources[survivors[j][0]][survivors[j][1]] for j in order.tolist()])
+    assert merged.n_rows == built.n_rows == len(order)
+    assert merged.paths == built.paths and len(built.paths) > 3
+    for name in ("entry_ptr", "rows", "kinds", "values", "strings", "string_offsets"):
+        got, want = getattr(merged, name), getattr(built, name)
+        assert got.dtype == want.dtype, name
+        np.testing.assert_array_equal(got, want, err_msg=name)
+
+
 def test_empty_index_and_empty_filter():
     index = MetadataIndex.build([])
     assert compile_filter({"a": 1})(index).shape == (0,)

@@ -284,19 +284,6 @@ class Database:
     def all_ids(self) -> list[str]:
         return [r[0] for r in self.conn.execute("SELECT id FROM docs ORDER BY seq")]
 
-    def metadata_of(self, seqs: Sequence[int]) -> list[str]:
-        """Indexed metadata JSON (`indexed_metadata`) of the documents with the given seqs, in that order (all
-        must exist)."""
-        found: dict[int, str] = {}
-        for chunk in _chunks([int(s) for s in seqs]):
-            marks = ",".join("?" * len(chunk))
-            found.update(
-                self.conn.execute(
-                    f"SELECT d.seq, {_INDEXED_METADATA} FROM docs d WHERE d.seq IN ({marks})", chunk
-                )
-            )
-        return [found[int(s)] for s in seqs]
-
     # ---- thumbnails ------------------------------------------------------------------------------------
 
     def insert_thumbnails(self, rows: Iterable[tuple[int, bytes]]) -> None:

@@ -586,6 +586,14 @@ class LocalBackend:
         order = np.argsort(seqs, kind="stable")
         in_order = bool(np.all(order == np.arange(len(order))))  # the usual case: no copy to reorder
         seqs = seqs[order]
+        # each source row's row in the merged segment (-1: dropped)
+        inverse = np.empty(len(order), np.int64)
+        inverse[order] = np.arange(len(order))
+        new_rows, offset = [], 0
+        for s, k in zip(segs, keep):
+            new_rows.append(np.full(len(s), -1, np.int64))
+            new_rows[-1][k] = inverse[offset : offset + len(k)]
+            offset += len(k)
         dense = None
         if "dense" in self.config.outputs:
             # a segment of a collection with an output has that output's structure
@@ -595,16 +603,11 @@ class LocalBackend:
             dense = dense if in_order else dense[order]
         sparse = None
         if "sparse" in self.config.outputs:
-            inverse = np.empty(len(order), np.int64)
-            inverse[order] = np.arange(len(order))
-            parts, offset = [], 0
-            for s, k in zip(segs, keep):
+            parts = []
+            for s, new_row in zip(segs, new_rows):
                 rows, terms, weights = s.sparse.to_coo()  # type: ignore[union-attr]
-                new_row = np.full(len(s), -1, np.int64)
-                new_row[k] = np.arange(len(k)) + offset
                 alive = new_row[rows] >= 0
-                parts.append((inverse[new_row[rows[alive]]], terms[alive], weights[alive]))
-                offset += len(k)
+                parts.append((new_row[rows[alive]], terms[alive], weights[alive]))
             sparse = self._sealed_sparse(
                 seqs, SparseIndex.from_coo(len(seqs), *map(np.concatenate, zip(*parts)))
             )
@@ -619,7 +622,7 @@ class LocalBackend:
                 segs[g].colbert.encoded(first, end)  # type: ignore[union-attr]
                 for g, first, end in consecutive_runs(source_seg, source_row)
             )
-        metadata = MetadataIndex.build(self._db.metadata_of(seqs.tolist()))
+        metadata = MetadataIndex.merge([(s.metadata, r) for s, r in zip(segs, new_rows)], len(seqs))
         center = _fitted_center(segs)
         if center is None and segs[0].colbert is not None:
             center = segs[0].colbert.center  # no segment holds a token: the placeholder
