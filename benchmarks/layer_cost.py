@@ -1,0 +1,120 @@
+"""Where a one-stage search's time goes: `Collection.search` against its segment's index alone and against the
+Qdrant Edge shard holding the same documents (issue 20).
+
+Arms, per mode (dense, sparse): `collection` (the product: planning, the index, the hits' documents from
+SQLite), `index` (the one segment's `DenseIndex.search` / `SparseIndex.search`, as the collection calls it),
+`edge` (the shard's request through `edge_backend.EdgeSearch`, hits with their payloads: documents, as the
+collection returns) and `edge ids` (the same request returning ids and scores, as the index arm does). Every arm gets a different query at each step (arm j runs query i + j·n/arms): an arm run right after
+another on the same query would find the graph nodes that query walks still in the CPU caches, which made the
+index look 40% faster than it is when this was a one-off script. Before timing, every query runs once through
+every arm: a freshly opened shard or collection reads its memory-mapped files on first touch (Edge's first pass
+over 500 queries took 2.9× its second), and the comparison is of warm engines. The collection's layer is
+collection − index.
+
+Needs a compacted collection and a shard of the same data, as `index_speed.py --backend qdrant --keep` leaves
+them (DIR/collection, DIR/edge):
+
+    PYTHONPATH=src python benchmarks/layer_cost.py DIR [--queries 500]
+
+Prints a table and writes benchmarks/results/layer_cost-<docs>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import qdrant_edge as qe
+from edge_backend import EdgeSearch
+from host_speed import machine_record
+from index_speed import TRUTH_SEARCH
+from interleave import ROOT, kept_corpus_queries
+
+from m3search import Collection
+
+K, EF = 10, 128
+
+
+def arms(collection: Collection, shard: qe.EdgeShard, mode: str) -> dict:
+    """The four ways to answer `mode` for a query: callables of a benchmark query."""
+    segments = list(collection.backend._segments.values())
+    if len(segments) != 1 or collection.backend.stats()["pending"]:
+        raise SystemExit("layer_cost.py needs a compacted collection (one segment, nothing pending)")
+    seg = segments[0]
+    quantized = collection.config.dense_index == "hnsw-sq8"
+    edge, edge_ids = EdgeSearch(shard, quantized), EdgeSearch(shard, quantized, documents=False)
+
+    def index(q: dict):
+        if mode == "dense":
+            return seg.dense.search(np.asarray(q["dense"], np.float32), K, None, EF, exact_top=K)
+        terms = np.fromiter(q["sparse"], np.int64, len(q["sparse"]))
+        return seg.sparse.search((terms, np.fromiter(q["sparse"].values(), np.float32, len(terms))), K)
+
+    return {
+        "collection": lambda q: collection.search(q, k=K, mode=mode, ef_search=EF, **TRUTH_SEARCH),
+        "index": index,
+        "edge": lambda q: edge.search(q, mode, K, K, EF),
+        "edge ids": lambda q: edge_ids.search(q, mode, K, K, EF),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("work", type=Path, help="the directory index_speed.py --keep left (collection/, edge/)")
+    ap.add_argument("--queries", type=int, default=500)
+    ap.add_argument("--query-tokens", type=int, default=32)
+    args = ap.parse_args()
+    collection = Collection.open(args.work / "collection", readonly=True, cache=False)
+    shard = qe.EdgeShard.load(str(args.work / "edge"))
+    timed = kept_corpus_queries(args.queries, args.query_tokens)
+    result: dict = {
+        "machine": machine_record(),
+        "docs": collection.count(),
+        "queries": len(timed),
+        "modes": {},
+    }
+    try:
+        for mode in ("dense", "sparse"):
+            ways = arms(collection, shard, mode)
+            for q in timed:
+                for run in ways.values():
+                    run(q)
+            wall: dict[str, list[float]] = {a: [] for a in ways}
+            cpu: dict[str, list[float]] = {a: [] for a in ways}
+            stride = len(timed) // len(ways)
+            for i in range(len(timed)):
+                for j, (name, run) in enumerate(ways.items()):
+                    q = timed[(i + j * stride) % len(timed)]
+                    t, c = time.perf_counter(), time.thread_time()
+                    run(q)
+                    cpu[name].append(time.thread_time() - c)
+                    wall[name].append(time.perf_counter() - t)
+            result["modes"][mode] = {
+                a: {"p50_ms": 1e3 * float(np.median(wall[a])), "cpu_mean_ms": 1e3 * float(np.mean(cpu[a]))}
+                for a in ways
+            }
+    finally:
+        shard.close()
+        collection.close()
+    print(
+        f"{result['docs']:,} documents, {len(timed)} queries per arm, {result['machine'].get('model name', 'CPU')}"
+    )
+    print(
+        f"{'mode':7s} {'collection':>11s} {'index':>8s} {'layer':>8s} {'edge':>8s} {'edge ids':>9s} "
+        f"{'edge/coll':>10s} {'edge ids/index':>15s}"
+    )
+    for mode, by in result["modes"].items():
+        c, i, e, ei = (by[a]["cpu_mean_ms"] for a in ("collection", "index", "edge", "edge ids"))
+        by["layer_cpu_ms"] = c - i
+        print(f"{mode:7s} {c:11.3f} {i:8.3f} {c - i:8.3f} {e:8.3f} {ei:9.3f} {e / c:10.2f} {ei / i:15.2f}")
+    print("(CPU ms per search, mean; p50 wall in the JSON)")
+    out = ROOT / "results" / f"layer_cost-{result['docs']}.json"
+    out.write_text(json.dumps(result, indent=2))
+    print(f"written to {out}")
+
+
+if __name__ == "__main__":
+    main()
