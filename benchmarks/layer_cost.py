@@ -2,15 +2,18 @@
 Qdrant Edge shard holding the same documents (issue 20).
 
 Arms, per mode (dense, sparse): `collection` (the product: planning, the index, the hits' documents from
-SQLite), `index` (the one segment's `DenseIndex.search` / `SparseIndex.search`, as the collection calls it),
-`edge` (the shard's request through `edge_backend.EdgeSearch`, hits with their payloads: documents, as the
-collection returns) and `edge ids` (the same request returning ids and scores, as the index arm does). Every arm gets a different query at each step (arm j runs query i + j·n/arms): an arm run right after
-another on the same query would find the graph nodes that query walks still in the CPU caches, which made the
-index look 40% faster than it is when this was a one-off script. Before timing, every query runs once through
-every arm: a freshly opened shard or collection reads its memory-mapped files on first touch (Edge's first pass
-over 500 queries took 2.9× its second), and the comparison is of warm engines. The collection's layer is
-collection − index. Then the layer's two largest pieces, each in its own loop over the queries (warm code, so
-smaller than in the interleaved arms): the hits' rows read from SQLite and their metadata parsed.
+SQLite), `one call` (the same hits by the shortest path the product could take for this case: the index, the
+hits' rows from SQLite, the `Hit` objects; what a fast path for one-stage searches would leave of the layer),
+`index` (the one segment's `DenseIndex.search` / `SparseIndex.search`, as the collection calls it), `edge` (the
+shard's request through `edge_backend.EdgeSearch`, hits with their payloads: documents, as the collection
+returns) and `edge ids` (the same request returning ids and scores, as the index arm does). Every arm gets a
+different query at each step (arm j runs query i + j·n/arms): an arm run right after another on the same query
+would find the graph nodes that query walks still in the CPU caches, which made the index look 40% faster than
+it is when this was a one-off script. Before timing, every query runs once through every arm: a freshly opened
+shard or collection reads its memory-mapped files on first touch, and the comparison is of warm engines. The
+collection's layer is collection − index. Then the layer's two largest pieces, each in its own loop over the
+queries (warm code, so smaller than in the interleaved arms): the hits' rows read from SQLite and their metadata
+parsed.
 
 Needs a compacted collection and a shard of the same data, as `index_speed.py --backend qdrant --keep` leaves
 them (DIR/collection, DIR/edge):
@@ -35,16 +38,22 @@ from index_speed import TRUTH_SEARCH
 from interleave import ROOT, kept_corpus_queries
 
 from m3search import Collection
+from m3search.search.results import Hit
 
 K, EF = 10, 128
 
 
-def arms(collection: Collection, shard: qe.EdgeShard, mode: str) -> dict:
-    """The four ways to answer `mode` for a query: callables of a benchmark query."""
+def only_segment(collection: Collection):
+    """The collection's one segment; exits unless the collection is compacted (one segment, nothing pending)."""
     segments = list(collection.backend._segments.values())
     if len(segments) != 1 or collection.backend.stats()["pending"]:
         raise SystemExit("layer_cost.py needs a compacted collection (one segment, nothing pending)")
-    seg = segments[0]
+    return segments[0]
+
+
+def arms(collection: Collection, shard: qe.EdgeShard, mode: str) -> dict:
+    """The five ways to answer `mode` for a query: callables of a benchmark query."""
+    seg, db = only_segment(collection), collection.backend._db
     quantized = collection.config.dense_index == "hnsw-sq8"
     edge, edge_ids = EdgeSearch(shard, quantized), EdgeSearch(shard, quantized, documents=False)
 
@@ -54,8 +63,19 @@ def arms(collection: Collection, shard: qe.EdgeShard, mode: str) -> dict:
         terms = np.fromiter(q["sparse"], np.int64, len(q["sparse"]))
         return seg.sparse.search((terms, np.fromiter(q["sparse"].values(), np.float32, len(terms))), K)
 
+    def one_call(q: dict) -> list[Hit]:
+        rows, scores = index(q)
+        seqs = seg.seqs[rows].tolist()
+        docs = db.docs_by_seq(seqs)
+        return [
+            Hit(d.id, float(s), {mode: float(s)}, d.text, json.loads(d.metadata), d.kind, None)
+            for seq, s in zip(seqs, scores)
+            if (d := docs.get(seq)) is not None
+        ]
+
     return {
         "collection": lambda q: collection.search(q, k=K, mode=mode, ef_search=EF, **TRUTH_SEARCH),
+        "one call": one_call,
         "index": index,
         "edge": lambda q: edge.search(q, mode, K, K, EF),
         "edge ids": lambda q: edge_ids.search(q, mode, K, K, EF),
@@ -75,7 +95,7 @@ def tight(fn, items: list) -> float:
 
 def pieces(collection: Collection, ways: dict, timed: list[dict]) -> dict[str, float]:
     """The search, its index and the layer's hit lookups, each timed in a loop of its own."""
-    db, seqs = collection.backend._db, next(iter(collection.backend._segments.values())).seqs
+    db, seqs = collection.backend._db, only_segment(collection).seqs
     hits = [[int(seqs[r]) for r in ways["index"](q)[0]] for q in timed]
     rows = [list(db.docs_by_seq(h).values()) for h in hits]
     return {
@@ -104,9 +124,10 @@ def main() -> None:
     try:
         for mode in ("dense", "sparse"):
             ways = arms(collection, shard, mode)
+            same = 0
             for q in timed:
-                for run in ways.values():
-                    run(q)
+                found = {name: run(q) for name, run in ways.items()}
+                same += [h.id for h in found["collection"]] == [h.id for h in found["one call"]]
             wall: dict[str, list[float]] = {a: [] for a in ways}
             cpu: dict[str, list[float]] = {a: [] for a in ways}
             stride = len(timed) // len(ways)
@@ -122,6 +143,7 @@ def main() -> None:
                 for a in ways
             }
             result["modes"][mode]["tight_loop"] = pieces(collection, ways, timed)
+            result["modes"][mode]["one_call_same_hits"] = same / len(timed)
     finally:
         shard.close()
         collection.close()
@@ -129,14 +151,22 @@ def main() -> None:
         f"{result['docs']:,} documents, {len(timed)} queries per arm, {result['machine'].get('model name', 'CPU')}"
     )
     print(
-        f"{'mode':7s} {'collection':>11s} {'index':>8s} {'layer':>8s} {'edge':>8s} {'edge ids':>9s} "
-        f"{'edge/coll':>10s} {'edge ids/index':>15s}"
+        f"{'mode':7s} {'collection':>11s} {'one call':>9s} {'index':>8s} {'layer':>8s} {'edge':>8s} "
+        f"{'edge ids':>9s} {'edge/coll':>10s} {'edge ids/index':>15s}"
     )
     for mode, by in result["modes"].items():
-        c, i, e, ei = (by[a]["cpu_mean_ms"] for a in ("collection", "index", "edge", "edge ids"))
+        c, o, i, e, ei = (
+            by[a]["cpu_mean_ms"] for a in ("collection", "one call", "index", "edge", "edge ids")
+        )
         by["layer_cpu_ms"] = c - i
-        print(f"{mode:7s} {c:11.3f} {i:8.3f} {c - i:8.3f} {e:8.3f} {ei:9.3f} {e / c:10.2f} {ei / i:15.2f}")
+        print(
+            f"{mode:7s} {c:11.3f} {o:9.3f} {i:8.3f} {c - i:8.3f} {e:8.3f} {ei:9.3f} {e / c:10.2f} {ei / i:15.2f}"
+        )
     print("(CPU ms per search, mean; p50 wall in the JSON)")
+    for mode, by in result["modes"].items():
+        print(
+            f"{mode}: one call returned the collection's hits for {by['one_call_same_hits']:.1%} of the queries"
+        )
     for mode, by in result["modes"].items():
         print(
             f"{mode} in tight loops, CPU µs: "
