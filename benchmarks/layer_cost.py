@@ -1,19 +1,19 @@
 """Where a one-stage search's time goes: `Collection.search` against its segment's index alone and against the
 Qdrant Edge shard holding the same documents (issue 20).
 
-Arms, per mode (dense, sparse): `collection` (the product: planning, the index, the hits' documents from
-SQLite), `one call` (the same hits by the shortest path the product could take for this case: the index, the
-hits' rows from SQLite, the `Hit` objects; what a fast path for one-stage searches would leave of the layer),
-`index` (the one segment's `DenseIndex.search` / `SparseIndex.search`, as the collection calls it), `edge` (the
-shard's request through `edge_backend.EdgeSearch`, hits with their payloads: documents, as the collection
-returns) and `edge ids` (the same request returning ids and scores, as the index arm does). Every arm gets a
-different query at each step (arm j runs query i + j·n/arms): an arm run right after another on the same query
-would find the graph nodes that query walks still in the CPU caches, which made the index look 40% faster than
-it is when this was a one-off script. Before timing, every query runs once through every arm: a freshly opened
-shard or collection reads its memory-mapped files on first touch, and the comparison is of warm engines. The
-collection's layer is collection − index. Then the layer's two largest pieces, each in its own loop over the
-queries (warm code, so smaller than in the interleaved arms): the hits' rows read from SQLite and their metadata
-parsed.
+Arms, per mode (dense, sparse): `collection` (the product: planning, the index, the hits' documents from the
+segment's records), `one call` (the same hits by the shortest path: the index, the records, the `Hit` objects;
+what the collection's one-stage path still adds to it is the rest of the layer), `index` (the one segment's
+`DenseIndex.search` / `SparseIndex.search`, as the collection calls it), `edge` (the shard's request through
+`edge_backend.EdgeSearch`, hits with their payloads: documents, as the collection returns) and `edge ids` (the
+same request returning ids and scores, as the index arm does). Every arm gets a different query at each step
+(arm j runs query i + j·n/arms): an arm run right after another on the same query would find the graph nodes
+that query walks still in the CPU caches, which made the index look 40% faster than it is when this was a
+one-off script. Before timing, every query runs once through every arm: a freshly opened shard or collection
+reads its memory-mapped files on first touch, and the comparison is of warm engines. The collection's layer is
+collection − index. Then the hits' documents, each way in its own loop over the queries (warm code, so smaller
+than in the interleaved arms): the segment's records, and the database's rows with their metadata parsed (what
+searches read before the records).
 
 Needs a compacted collection and a shard of the same data, as `index_speed.py --backend qdrant --keep` leaves
 them (DIR/collection, DIR/edge):
@@ -48,12 +48,16 @@ def only_segment(collection: Collection):
     segments = list(collection.backend._segments.values())
     if len(segments) != 1 or collection.backend.stats()["pending"]:
         raise SystemExit("layer_cost.py needs a compacted collection (one segment, nothing pending)")
+    if segments[0].documents is None:
+        raise SystemExit(
+            "layer_cost.py needs a segment with document records (sealed by m3search 2026-12-03+)"
+        )
     return segments[0]
 
 
 def arms(collection: Collection, shard: qe.EdgeShard, mode: str) -> dict:
     """The five ways to answer `mode` for a query: callables of a benchmark query."""
-    seg, db = only_segment(collection), collection.backend._db
+    seg = only_segment(collection)
     quantized = collection.config.dense_index == "hnsw-sq8"
     edge, edge_ids = EdgeSearch(shard, quantized), EdgeSearch(shard, quantized, documents=False)
 
@@ -65,12 +69,12 @@ def arms(collection: Collection, shard: qe.EdgeShard, mode: str) -> dict:
 
     def one_call(q: dict) -> list[Hit]:
         rows, scores = index(q)
-        seqs = seg.seqs[rows].tolist()
-        docs = db.docs_by_seq(seqs)
+        records = seg.documents.read(rows.tolist())
         return [
-            Hit(d.id, float(s), {mode: float(s)}, d.text, json.loads(d.metadata), d.kind, None)
-            for seq, s in zip(seqs, scores)
-            if (d := docs.get(seq)) is not None
+            Hit(doc_id, s, {mode: s}, text, metadata, kind, str(seq) if thumbnail else None)
+            for (doc_id, kind, text, thumbnail, metadata), s, seq in zip(
+                records, scores.tolist(), seg.seqs[rows].tolist()
+            )
         ]
 
     return {
@@ -94,15 +98,18 @@ def tight(fn, items: list) -> float:
 
 
 def pieces(collection: Collection, ways: dict, timed: list[dict]) -> dict[str, float]:
-    """The search, its index and the layer's hit lookups, each timed in a loop of its own."""
-    db, seqs = collection.backend._db, only_segment(collection).seqs
-    hits = [[int(seqs[r]) for r in ways["index"](q)[0]] for q in timed]
-    rows = [list(db.docs_by_seq(h).values()) for h in hits]
+    """The search, its index and the hits' documents read both ways (the segment's records, as searches do,
+    and the database's rows with their metadata parsed), each timed in a loop of its own."""
+    db, seg = collection.backend._db, only_segment(collection)
+    hit_rows = [ways["index"](q)[0].tolist() for q in timed]
+    hit_seqs = [seg.seqs[r].tolist() for r in hit_rows]
     return {
         "collection_us": tight(ways["collection"], timed),
         "index_us": tight(ways["index"], timed),
-        "hit_rows_sqlite_us": tight(db.docs_by_seq, hits),
-        "hit_metadata_json_us": tight(lambda rs: [json.loads(r.metadata) for r in rs], rows),
+        "hit_records_us": tight(seg.documents.read, hit_rows),
+        "hit_rows_sqlite_us": tight(
+            lambda s: [json.loads(r.metadata) for r in db.docs_by_seq(s).values()], hit_seqs
+        ),
     }
 
 

@@ -12,6 +12,7 @@ import pytest
 from m3search import Collection
 from m3search.errors import CorruptCollectionError
 from m3search.store import integrity
+from m3search.store.hit_documents import DOC_OFFSETS_FILE, DOCS_FILE
 from tests.store.conftest import COLBERT_DIM, DIM, as_query, make_docs
 
 SETTINGS = dict(
@@ -312,6 +313,47 @@ def test_segments_sealed_before_the_sparse_forward_copy_open_and_merge(clean, tm
     merged = list((work / "segments").iterdir())
     assert len(merged) == 1 and all((merged[0] / file).is_file() for file in FORWARD_FILES.values())
     assert observe(work) == observe(same)
+
+
+def test_segments_sealed_before_document_records_open_and_merge(clean, tmp_path):
+    """Segments written without `docs.bin` (and so without it in the manifest) search like the clean copy,
+    their hits read from the database; a merge writes the records, from the database."""
+    import sqlite3
+
+    work = tmp_path / "c"
+    shutil.copytree(clean, work)
+    with sqlite3.connect(work / "store.sqlite") as db:
+        for segment in (work / "segments").iterdir():
+            for file in (DOCS_FILE, DOC_OFFSETS_FILE):
+                (segment / file).unlink()
+                db.execute("DELETE FROM segment_files WHERE segment = ? AND file = ?", (segment.name, file))
+    assert observe(work) == observe(clean)
+    same = tmp_path / "same"
+    shutil.copytree(clean, same)
+    for path in (work, same):
+        with Collection.open(path) as c:
+            assert c.verify()["problems"] == []
+            c.compact()
+    merged = list((work / "segments").iterdir())
+    assert len(merged) == 1 and (merged[0] / DOCS_FILE).is_file()
+    assert observe(work) == observe(same)
+
+
+def test_document_records_damaged_after_open_are_named_by_the_search(clean, tmp_path, monkeypatch):
+    """Records are memory-mapped and checksummed at open only when small: bytes that change later and no
+    longer parse are a `CorruptCollectionError` naming the file when a search reads them, never a wrong hit."""
+    monkeypatch.setattr(integrity, "OPEN_CHECK_BYTES", 0)
+    work = tmp_path / "c"
+    shutil.copytree(clean, work)
+    rel = segment_files(clean)[0].rsplit("/", 1)[0] + f"/{DOCS_FILE}"
+    path = work / rel
+    path.write_bytes(bytes(b ^ 0xFF for b in path.read_bytes()))  # the size stays: open finds nothing
+    with Collection.open(work) as c:
+        with pytest.raises(CorruptCollectionError) as info:
+            for q in QUERIES:
+                c.search(q, k=8, mode="dense")
+        assert info.value.file == rel and "cannot be read" in str(info.value)
+        assert [p.file for p in c.verify()["problems"]] == [rel]
 
 
 def test_a_missing_segment_directory_is_named_not_retried(clean, tmp_path):

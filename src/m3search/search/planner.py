@@ -155,6 +155,25 @@ def gather(
     )
 
 
+def one_stage(
+    levels: Sequence[SearchLevel],
+    query: QueryVectors,
+    mode: Mode,
+    k: int,
+    ef_search: int | None = None,
+) -> list[tuple[int, float, dict[str, float]]]:
+    """What `fuse(gather(...))` returns for a one-stage mode, without the candidate bookkeeping: the stage's
+    top k, best first, is already the ranking (fusing a single kind keeps its exact scores and their order).
+    One-stage searches are the cheapest, so the layer's fixed cost is a large share of them (docs/INDEX.md)."""
+    if mode not in ONE_STAGE_MODES:
+        raise ValueError(f"mode {mode!r} fuses several stages")
+    (stage,) = MODE_STAGES[mode]
+    searched = [lv if lv.allowed is None or lv.allowed.any() else None for lv in levels]
+    level_ids, rows, scores = _first_stage(searched, query, stage, k, ef_search, k)
+    keys = (level_ids << 40 | rows).tolist()
+    return [(key, score, {stage: score}) for key, score in zip(keys, scores.tolist())]
+
+
 def scored_early(mode: Mode) -> tuple[OutputKind, ...]:
     """The kinds every candidate of `mode` is scored in before fusion: its own and its cascade's prior, all
     but ColBERT (scored on demand: `Candidates.late`)."""

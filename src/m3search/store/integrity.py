@@ -4,10 +4,11 @@ on demand (`m3search index verify`), and the rules for deleting segment director
 Sealing a segment records each of its files' size and xxh3-128 checksum in the database (`segment_files`, in
 the transaction that registers the segment). Opening a segment checks every file's size and the checksum of
 the files it reads whole anyway (seqs, HNSW graph, ColBERT offsets, scales, dtype record and binary center,
-metadata paths) and of every file up to `OPEN_CHECK_BYTES`; the large memory-mapped files (dense vectors,
-ColBERT codes and their float16 copies for re-check, sparse postings, metadata arrays) are checksummed before a
-merge reads them and by `verify`. Segments sealed before checksums
-were recorded are opened with structural checks only. Every damage found is one `CorruptCollectionError`
+metadata paths, document offsets) and of every file up to `OPEN_CHECK_BYTES`; the large memory-mapped files
+(dense vectors, ColBERT codes and their float16 copies for re-check, sparse postings, metadata arrays, document
+records) are checksummed before a merge reads them and by `verify`; a document record that does not parse when a
+search reads it is reported too. Segments sealed before checksums were recorded are opened with structural
+checks only. Every damage found is one `CorruptCollectionError`
 naming the file. See docs/INDEX.md ("Integrity").
 """
 
@@ -36,6 +37,7 @@ from m3search.index.multivector import (
 from m3search.index.sparse import FORWARD_FILES
 from m3search.store.config import CONFIG_FILE, CollectionConfig
 from m3search.store.database import DB_FILE
+from m3search.store.hit_documents import DOC_OFFSETS_FILE, DOCS_FILE
 from m3search.store.metadata import PATHS_FILE
 from m3search.store.segments import SEGMENTS_DIR, SEQS_FILE, Segment
 from m3search.threads import load_array
@@ -47,7 +49,9 @@ CHECKSUM = "xxh3_128"
 #: Files up to this size are checksummed at every open (cheap: they are small).
 OPEN_CHECK_BYTES = 4 << 20
 #: Files a segment reads whole when it is opened: their checksum costs little beside that read.
-READ_WHOLE = frozenset({SEQS_FILE, ANN_FILE, OFFSETS_FILE, SCALES_FILE, META_FILE, CENTER_FILE, PATHS_FILE})
+READ_WHOLE = frozenset(
+    {SEQS_FILE, ANN_FILE, OFFSETS_FILE, SCALES_FILE, META_FILE, CENTER_FILE, PATHS_FILE, DOC_OFFSETS_FILE}
+)
 #: Bytes hashed per read.
 READ_CHUNK = 8 << 20
 #: A segment directory's name, and the temporary one it is written under.
@@ -156,6 +160,20 @@ def structure_problem(segment: Segment) -> tuple[str, str] | None:
             return FORWARD_FILES["fwd_start"], f"does not describe {n} rows of the {postings} sparse postings"
         if sparse.fwd_postings is not None and len(sparse.fwd_postings) != postings:
             return FORWARD_FILES["fwd_postings"], f"does not hold the {postings} sparse postings"
+    documents = segment.documents
+    if documents is not None:
+        ends, size = documents.offsets, documents.size
+        if (
+            ends.ndim != 1
+            or len(ends) != n + 1
+            or ends[0] != 0
+            or ends[-1] != size
+            or np.any(np.diff(ends) <= 0)
+        ):
+            return (
+                DOC_OFFSETS_FILE,
+                f"does not describe {n} document records in the {size} bytes of {DOCS_FILE}",
+            )
     if segment.colbert is not None:
         offsets, tokens = segment.colbert.offsets, len(segment.colbert.tokens)
         if len(offsets) != n + 1 or offsets[0] != 0 or offsets[-1] != tokens or np.any(np.diff(offsets) < 0):

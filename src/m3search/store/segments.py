@@ -1,7 +1,8 @@
 """Immutable segments: the sealed vectors of a set of documents, one directory of `.npy` (and faiss) files.
 
 A segment's rows are its documents in increasing `seq` order (`seqs.npy`); its dense, sparse and ColBERT
-structures and its metadata index (what filters run on) answer in row numbers. A segment is written into a temporary directory, every file fsynced, then
+structures and its metadata index (what filters run on) answer in row numbers, and its document records
+(`m3search.store.hit_documents`) give searches their hits without a database lookup. A segment is written into a temporary directory, every file fsynced, then
 renamed into place and only afterwards registered in the database, so a segment that is listed is complete;
 one left behind by a crash is simply not listed and gets removed. Deleting a document never rewrites a
 segment: a tombstone hides its row until a merge drops it.
@@ -20,6 +21,7 @@ from m3search.index.dense import DenseIndex, HNSWParams, build_ann
 from m3search.index.multivector import ColbertDtype, EncodedTokens, MultiVectorStore, MultiVectorWriter
 from m3search.index.sparse import SparseIndex
 from m3search.store.config import CollectionConfig, fsync_path
+from m3search.store.hit_documents import HitDocuments, Run, write_documents
 from m3search.store.metadata import MetadataIndex
 from m3search.threads import load_array
 
@@ -37,6 +39,8 @@ class Segment:
     sparse: SparseIndex | None
     colbert: MultiVectorStore | None
     metadata: MetadataIndex
+    #: The rows' documents as searches return them; None in segments sealed before they were kept there.
+    documents: HitDocuments | None = None
 
     def __len__(self) -> int:
         return len(self.seqs)
@@ -52,6 +56,7 @@ class Segment:
             SparseIndex.load(directory, len(seqs)) if "sparse" in config.outputs else None,
             MultiVectorStore.load(directory, config.colbert_recheck) if "colbert" in config.outputs else None,
             MetadataIndex.load(directory, len(seqs)),
+            HitDocuments.load(directory),
         )
 
     def rows_of(self, seqs: np.ndarray) -> np.ndarray:
@@ -74,6 +79,8 @@ class SegmentData:
     metadata: MetadataIndex
     #: binary ColBERT codes' center (`fit_center`), shared by all the collection's segments
     colbert_center: np.ndarray | None = None
+    #: the rows' document records (`m3search.store.hit_documents`) in runs, in row order
+    documents: Iterable[Run] | None = None
 
 
 def write_segment(root: Path, name: str, data: SegmentData, config: CollectionConfig) -> Path:
@@ -86,6 +93,8 @@ def write_segment(root: Path, name: str, data: SegmentData, config: CollectionCo
     files = [tmp / SEQS_FILE]
     np.save(files[0], np.asarray(data.seqs, np.int64))
     files += data.metadata.save(tmp)
+    if data.documents is not None:
+        files += write_documents(tmp, data.documents)
     if data.dense is not None:
         params: HNSWParams = config.hnsw_params
         ann = build_ann(data.dense, config.dense_index, params)  # type: ignore[arg-type]

@@ -46,8 +46,8 @@ from m3search.errors import (
 from m3search.index.multivector import CENTER_SAMPLE, ColbertDtype, EncodedTokens, encode_tokens, fit_center
 from m3search.index.ranges import consecutive_runs
 from m3search.index.sparse import SparseIndex
-from m3search.search.modes import MODE_KINDS
-from m3search.search.planner import ROW_MASK, QueryVectors, SearchLevel, gather
+from m3search.search.modes import MODE_KINDS, ONE_STAGE_MODES
+from m3search.search.planner import ROW_MASK, QueryVectors, SearchLevel, gather, one_stage
 from m3search.search.results import Hit
 from m3search.store import integrity
 from m3search.store.backends.base import Ranker, SearchPlan
@@ -57,6 +57,7 @@ from m3search.store.config import CONFIG_FILE, CollectionConfig, new_directory
 from m3search.store.database import DB_FILE, KIND_FIELD, Database, indexed_metadata, pack_counts, pack_sparse
 from m3search.store.documents import Document
 from m3search.store.filters import Filter, Predicate, compile_filter
+from m3search.store.hit_documents import DOCS_FILE, RUN, Run, record, runs
 from m3search.store.ingest import PreparedBatch
 from m3search.store.lock import WriterLock
 from m3search.store.metadata import MetadataIndex
@@ -413,6 +414,10 @@ class LocalBackend:
                 colbert,
                 level.metadata_index(),
                 colbert_center=center,
+                documents=runs(
+                    record(d.id, d.kind, d.text, m, bool(batch.thumbnails) and d.id in batch.thumbnails)
+                    for d, m in zip(docs, metadata)
+                ),
             ),
             also=commit,
         )
@@ -462,6 +467,7 @@ class LocalBackend:
                     *self._pending_colbert(seqs, center),
                     self._pending.metadata_index(),
                     colbert_center=center,
+                    documents=runs(self._stored_records(seqs)),
                 ),
                 from_pending=True,
             )
@@ -513,6 +519,26 @@ class LocalBackend:
         counts = self._db.pending_colbert_tokens(seqs.tolist(), dim)
         lengths = np.array([counts.get(s, 0) for s in seqs.tolist()], np.int64)
         return lengths, (encode_tokens(t, dtype, center) for t in self._pending_tokens(seqs))
+
+    def _stored_records(self, seqs: np.ndarray) -> Iterator[bytes]:
+        """The document records of `seqs` (stored documents) read from the database in batches: for segments
+        sealed from the incremental level, and merges of segments sealed without records."""
+        for start in range(0, len(seqs), RUN):
+            chunk = seqs[start : start + RUN].tolist()
+            rows = self._db.docs_by_seq(chunk)
+            for seq in chunk:
+                r = rows[seq]
+                yield record(r.id, r.kind, r.text, r.metadata, r.has_thumbnail)
+
+    def _merged_records(self, segs: Sequence[Segment], source: list[tuple[int, int, int]]) -> Iterator[Run]:
+        """A merged segment's document records from its sources' `(segment, first row, end row)` runs: copied
+        where the source keeps them, else read from the database."""
+        for g, first, end in source:
+            documents = segs[g].documents
+            if documents is not None:
+                yield documents.run(first, end)
+            else:
+                yield from runs(self._stored_records(segs[g].seqs[first:end]))
 
     def _sealed_sparse(self, seqs: np.ndarray, sparse: SparseIndex | None) -> SparseIndex | None:
         """The sparse index a new segment gets: as stored, or BM25 re-weighted under today's statistics."""
@@ -611,23 +637,35 @@ class LocalBackend:
             sparse = self._sealed_sparse(
                 seqs, SparseIndex.from_coo(len(seqs), *map(np.concatenate, zip(*parts)))
             )
+        # each merged row's source segment and row, as runs of consecutive rows
+        source_seg = np.repeat(np.arange(len(segs)), [len(k) for k in keep])
+        source_row = np.concatenate(keep)
+        if not in_order:
+            source_seg, source_row = source_seg[order], source_row[order]
+        source = consecutive_runs(source_seg, source_row)
         lengths, colbert_rows = None, None
         if "colbert" in self.config.outputs:
             lengths = np.concatenate([s.colbert.token_counts(k) for s, k in zip(segs, keep)])  # type: ignore[union-attr]
-            source_seg = np.repeat(np.arange(len(segs)), [len(k) for k in keep])
-            source_row = np.concatenate(keep)
-            if not in_order:
-                source_seg, source_row, lengths = source_seg[order], source_row[order], lengths[order]
+            lengths = lengths if in_order else lengths[order]
             colbert_rows = (
                 segs[g].colbert.encoded(first, end)  # type: ignore[union-attr]
-                for g, first, end in consecutive_runs(source_seg, source_row)
+                for g, first, end in source
             )
         metadata = MetadataIndex.merge([(s.metadata, r) for s, r in zip(segs, new_rows)], len(seqs))
         center = _fitted_center(segs)
         if center is None and segs[0].colbert is not None:
             center = segs[0].colbert.center  # no segment holds a token: the placeholder
         self._seal(
-            SegmentData(seqs, dense, sparse, lengths, colbert_rows, metadata, colbert_center=center),
+            SegmentData(
+                seqs,
+                dense,
+                sparse,
+                lengths,
+                colbert_rows,
+                metadata,
+                colbert_center=center,
+                documents=self._merged_records(segs, source),
+            ),
             replaced=names,
         )
 
@@ -712,40 +750,68 @@ class LocalBackend:
                 allowed, masks = self._allowed(plan.filter) if plan.filter else (None, {})
                 levels = self._levels(allowed, masks, self._allowed(DENSE_ONLY) if plan.dense_only else None)
                 try:
-                    # only ColBERT runs BLAS products (dense and sparse scores come from single-threaded
-                    # kernels): no pools to limit otherwise (that costs 50-300 µs right after a graph walk)
-                    with one_thread() if "colbert" in MODE_KINDS[plan.mode] else contextlib.nullcontext():
-                        found = gather(
-                            levels,
-                            query,
-                            plan.mode,
-                            plan.k,
-                            candidates=plan.candidates,
-                            ef_search=plan.ef_search,
-                        )
-                        picked = rank(found)
-                    seqs = [int(levels[key >> 40].seqs[key & ROW_MASK]) for key, _, _ in picked]
+                    if plan.mode in ONE_STAGE_MODES:  # its one stage's list is the ranking
+                        picked = one_stage(levels, query, plan.mode, plan.k, plan.ef_search)
+                    else:
+                        # only ColBERT runs BLAS products (dense and sparse scores come from single-threaded
+                        # kernels): no pools to limit otherwise (that costs 50-300 µs right after a graph walk)
+                        with one_thread() if "colbert" in MODE_KINDS[plan.mode] else contextlib.nullcontext():
+                            picked = rank(
+                                gather(
+                                    levels,
+                                    query,
+                                    plan.mode,
+                                    plan.k,
+                                    candidates=plan.candidates,
+                                    ef_search=plan.ef_search,
+                                )
+                            )
+                    hits = self._hits(picked, levels)
                 except StaleReadError:
-                    picked = None
-                rows = self._db.docs_by_seq(seqs) if picked is not None else {}
-                if picked is not None and len(rows) == len(picked):
-                    break
+                    hits = None
+                if hits is not None:
+                    return hits
                 self._reload()  # another process changed what this version points to: search the new one
+            raise CollectionError(f"collection {self.path} keeps changing under this reader; try again")
+
+    def _hits(
+        self, picked: list[tuple[int, float, dict[str, float]]], levels: list[SearchLevel]
+    ) -> list[Hit] | None:
+        """The ranked candidates' documents: from their segment's records, else (the incremental level, segments
+        sealed without records) from the database; None when one is gone there (another process changed it)."""
+        segments = list(self._segments.items())  # the levels' order: the segments, then the incremental level
+        hits: list[Hit | None] = [None] * len(picked)
+        wanted: dict[int, int] = {}  # hit -> seq, read from the database
+        by_level: dict[int, list[int]] = {}  # hits in each segment with records
+        for at, (key, _, _) in enumerate(picked):
+            li = key >> 40
+            if li < len(segments) and segments[li][1].documents is not None:
+                by_level.setdefault(li, []).append(at)
             else:
-                raise CollectionError(f"collection {self.path} keeps changing under this reader; try again")
-        return [
-            Hit(
-                r.id,
-                score,
-                scores,
-                r.text,
-                json.loads(r.metadata),
-                r.kind,
-                str(r.seq) if r.has_thumbnail else None,
-            )
-            for seq, (_, score, scores) in zip(seqs, picked)
-            if (r := rows.get(seq)) is not None
-        ]
+                wanted[at] = int(levels[li].seqs[key & ROW_MASK])
+        for li, ats in by_level.items():
+            name, segment = segments[li]
+            rows = [picked[at][0] & ROW_MASK for at in ats]
+            try:
+                records = segment.documents.read(rows)  # type: ignore[union-attr]
+            except ValueError as exc:
+                file = f"{SEGMENTS_DIR}/{name}/{DOCS_FILE}"
+                raise integrity.damaged(self.path.name, file, f"cannot be read ({exc})") from None
+            for at, row, (doc_id, kind, text, thumbnail, metadata) in zip(ats, rows, records):
+                _, score, scores = picked[at]
+                reference = str(int(segment.seqs[row])) if thumbnail else None
+                hits[at] = Hit(doc_id, score, scores, text, metadata, kind, reference)
+        if wanted:
+            stored = self._db.docs_by_seq(list(wanted.values()))
+            if len(stored) != len(wanted):
+                return None
+            for at, seq in wanted.items():
+                r, (_, score, scores) = stored[seq], picked[at]
+                metadata = json.loads(r.metadata)
+                hits[at] = Hit(
+                    r.id, score, scores, r.text, metadata, r.kind, str(seq) if r.has_thumbnail else None
+                )
+        return cast(list[Hit], hits)
 
     def export(self, batch_size: int) -> Iterator[PreparedBatch]:
         """Every live document with its stored vectors, term counts and thumbnail, `batch_size` at a time:
