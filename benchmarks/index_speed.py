@@ -285,6 +285,13 @@ def main() -> None:
     )
     ap.add_argument("--ef-search", type=int, nargs="+", default=[32, 64, 128, 256])
     ap.add_argument(
+        "--block",
+        type=int,
+        default=1,
+        help="queries each engine answers in a row before the other takes over (local against Qdrant Edge; "
+        "1: they alternate query by query, each finding its caches refilled by the other)",
+    )
+    ap.add_argument(
         "--candidates", type=int, default=None, help="per first stage (default: the library's for --docs)"
     )
     ap.add_argument(
@@ -801,33 +808,38 @@ COLLECTION_MODES = (*ENGINE_MODES, ("all", "weighted"))
 
 def interleaved(collection, other, args, queries, truth, id_to_row, k: int, modes=ENGINE_MODES) -> list[dict]:
     """Latency percentiles and recall@10 of `modes` ((mode, fusion) pairs) on the local `collection` and on
-    `other` ((query, mode, fusion, efSearch) -> row ids), queries interleaved (local, other, next mode...) at
-    each efSearch; `agreement@10` is the share of the top 10 both return. Every query runs once on both
-    untimed first: the engine built last has its files in the page cache, the other may not (at 1M the Edge
+    `other` ((query, mode, fusion, efSearch) -> row ids) at each efSearch, interleaved in blocks of `args.block`
+    queries (each mode: a block on one engine, then on the other; which goes first alternates); `agreement@10`
+    is the share of the top 10 both return. Every query runs once on both untimed first: the engine built last has its files in the page cache, the other may not (at 1M the Edge
     build's 19 GB peak evicted the local collection's pages, and local's first p50s were 1.1-1.5x its later ones).
     """
     for q in queries:
         for mode, fusion in modes:
             collection.search(q, k=k, mode=mode, fusion=fusion, candidates=args.candidates, **TRUTH_SEARCH)
             other(q, mode, fusion, args.ef_search[0])
+
+    def local(q: dict, mode: str, fusion: str, ef: int) -> list[int]:
+        hits = collection.search(
+            q, k=k, mode=mode, fusion=fusion, ef_search=ef, candidates=args.candidates, **TRUTH_SEARCH
+        )
+        return [id_to_row[h.id] for h in hits]
+
+    engines = {"local": local, "edge": other}
     sweeps = []
     for ef in args.ef_search:
         times: dict[tuple[str, str, str], list[float]] = {
             (b, mo, f): [] for b in ("local", "edge") for mo, f in modes
         }
         found: dict[tuple[str, str, str], list[list[int]]] = {key: [] for key in times}
-        for q in queries:
+        for n, start in enumerate(range(0, len(queries), args.block)):
+            block = queries[start : start + args.block]
             for mode, fusion in modes:
-                t = time.perf_counter()
-                hits = collection.search(
-                    q, k=k, mode=mode, fusion=fusion, ef_search=ef, candidates=args.candidates, **TRUTH_SEARCH
-                )
-                times[("local", mode, fusion)].append(1000 * (time.perf_counter() - t))
-                found[("local", mode, fusion)].append([id_to_row[h.id] for h in hits])
-                t = time.perf_counter()
-                ids = other(q, mode, fusion, ef)
-                times[("edge", mode, fusion)].append(1000 * (time.perf_counter() - t))
-                found[("edge", mode, fusion)].append(ids)
+                for backend in ("local", "edge") if n % 2 == 0 else ("edge", "local"):  # ABBA
+                    for q in block:
+                        t = time.perf_counter()
+                        ids = engines[backend](q, mode, fusion, ef)
+                        times[(backend, mode, fusion)].append(1000 * (time.perf_counter() - t))
+                        found[(backend, mode, fusion)].append(ids)
         stage: dict = {"ef_search": ef}
         for (backend, mode, fusion), ms in times.items():
             name = mode if mode != "dense+sparse" else f"dense+sparse {fusion}"

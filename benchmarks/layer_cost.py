@@ -2,7 +2,8 @@
 Qdrant Edge shard holding the same documents (issue 20).
 
 Arms, per mode (dense, sparse): `collection` (the product: planning, the index, the hits' documents from the
-segment's records), `one call` (the same hits by the shortest path: the index, the records, the `Hit` objects;
+segment's records), `collection, hits from SQLite` (the same search with the segment's records hidden, as for a
+segment sealed before records existed: what the records save), `one call` (the same hits by the shortest path: the index, the records, the `Hit` objects;
 what the collection's one-stage path still adds to it is the rest of the layer), `index` (the one segment's
 `DenseIndex.search` / `SparseIndex.search`, as the collection calls it), `edge` (the shard's request through
 `edge_backend.EdgeSearch`, hits with their payloads: documents, as the collection returns) and `edge ids` (the
@@ -56,7 +57,7 @@ def only_segment(collection: Collection):
 
 
 def arms(collection: Collection, shard: qe.EdgeShard, mode: str) -> dict:
-    """The five ways to answer `mode` for a query: callables of a benchmark query."""
+    """The six ways to answer `mode` for a query: callables of a benchmark query."""
     seg = only_segment(collection)
     quantized = collection.config.dense_index == "hnsw-sq8"
     edge, edge_ids = EdgeSearch(shard, quantized), EdgeSearch(shard, quantized, documents=False)
@@ -77,8 +78,20 @@ def arms(collection: Collection, shard: qe.EdgeShard, mode: str) -> dict:
             )
         ]
 
+    def search(q: dict) -> list[Hit]:
+        return collection.search(q, k=K, mode=mode, ef_search=EF, **TRUTH_SEARCH)
+
+    def database_hits(q: dict) -> list[Hit]:
+        """The search as on a segment sealed without records: its hits' documents from SQLite."""
+        records, seg.documents = seg.documents, None
+        try:
+            return search(q)
+        finally:
+            seg.documents = records
+
     return {
-        "collection": lambda q: collection.search(q, k=K, mode=mode, ef_search=EF, **TRUTH_SEARCH),
+        "collection": search,
+        "collection, hits from SQLite": database_hits,
         "one call": one_call,
         "index": index,
         "edge": lambda q: edge.search(q, mode, K, K, EF),
@@ -134,7 +147,8 @@ def main() -> None:
             same = 0
             for q in timed:
                 found = {name: run(q) for name, run in ways.items()}
-                same += [h.id for h in found["collection"]] == [h.id for h in found["one call"]]
+                hits = found["collection"]  # the same documents, scores and all, three ways
+                same += hits == found["one call"] == found["collection, hits from SQLite"]
             wall: dict[str, list[float]] = {a: [] for a in ways}
             cpu: dict[str, list[float]] = {a: [] for a in ways}
             stride = len(timed) // len(ways)
@@ -158,21 +172,24 @@ def main() -> None:
         f"{result['docs']:,} documents, {len(timed)} queries per arm, {result['machine'].get('model name', 'CPU')}"
     )
     print(
-        f"{'mode':7s} {'collection':>11s} {'one call':>9s} {'index':>8s} {'layer':>8s} {'edge':>8s} "
-        f"{'edge ids':>9s} {'edge/coll':>10s} {'edge ids/index':>15s}"
+        f"{'mode':7s} {'collection':>11s} {'hits SQLite':>12s} {'one call':>9s} {'index':>8s} {'layer':>8s} "
+        f"{'edge':>8s} {'edge ids':>9s} {'edge/coll':>10s} {'edge ids/index':>15s}"
     )
     for mode, by in result["modes"].items():
-        c, o, i, e, ei = (
-            by[a]["cpu_mean_ms"] for a in ("collection", "one call", "index", "edge", "edge ids")
+        c, d, o, i, e, ei = (
+            by[a]["cpu_mean_ms"]
+            for a in ("collection", "collection, hits from SQLite", "one call", "index", "edge", "edge ids")
         )
         by["layer_cpu_ms"] = c - i
         print(
-            f"{mode:7s} {c:11.3f} {o:9.3f} {i:8.3f} {c - i:8.3f} {e:8.3f} {ei:9.3f} {e / c:10.2f} {ei / i:15.2f}"
+            f"{mode:7s} {c:11.3f} {d:12.3f} {o:9.3f} {i:8.3f} {c - i:8.3f} {e:8.3f} {ei:9.3f} {e / c:10.2f} "
+            f"{ei / i:15.2f}"
         )
     print("(CPU ms per search, mean; p50 wall in the JSON)")
     for mode, by in result["modes"].items():
         print(
-            f"{mode}: one call returned the collection's hits for {by['one_call_same_hits']:.1%} of the queries"
+            f"{mode}: one call and the SQLite hits equal the collection's hits for {by['one_call_same_hits']:.1%} "
+            "of the queries"
         )
     for mode, by in result["modes"].items():
         print(

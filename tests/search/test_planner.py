@@ -61,3 +61,26 @@ def test_one_stage_returns_what_fusing_its_candidates_returns(seed: int, mode: s
 def test_one_stage_refuses_a_fused_mode() -> None:
     with pytest.raises(ValueError, match="fuses"):
         one_stage([], QueryVectors(), "dense+sparse", 10)
+
+
+@pytest.mark.parametrize("kind", ["hnsw", "hnsw-sq8"])
+def test_gathered_scores_are_the_exact_scores_whichever_stage_found_them(kind: str) -> None:
+    """Every candidate's scores equal `score_rows`'s bit for bit, whichever stage found it (sparse candidates keep
+    the stage's sums; dense ones are re-scored, since a float32 graph returns its walk's distances)."""
+    rng = np.random.default_rng(3)
+    levels = [_level(rng, 300, 0, False), _level(rng, 2000, 300, False)]
+    graph = levels[1].dense
+    graph.ann = build_ann(np.asarray(graph.vectors), kind, PARAMS)  # type: ignore[union-attr]
+    for _ in range(10):
+        query = QueryVectors(
+            levels[1].dense.vectors[rng.integers(0, 2000)].copy(),  # type: ignore[union-attr]
+            (np.array([rng.integers(0, 13)], np.int64), np.array([1.0], np.float32)),
+        )
+        found = gather(levels, query, "dense+sparse", 10, candidates=50, ef_search=64)
+        for name in ("dense", "sparse"):
+            for key, score in zip(found.keys.tolist(), found.scores[name].tolist()):
+                level = levels[key >> 40]
+                index = level.dense if name == "dense" else level.sparse
+                row = np.array([key & ((1 << 40) - 1)])
+                exact = index.score_rows(query.dense if name == "dense" else query.sparse, row)[0]  # type: ignore[union-attr]
+                assert score == exact
