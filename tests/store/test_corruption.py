@@ -11,6 +11,7 @@ import pytest
 
 from m3search import Collection
 from m3search.errors import CorruptCollectionError
+from m3search.index.sparse import FORWARD_FILES
 from m3search.store import integrity
 from m3search.store.hit_documents import DOC_OFFSETS_FILE, DOCS_FILE
 from tests.store.conftest import COLBERT_DIM, DIM, as_query, make_docs
@@ -289,18 +290,22 @@ def test_segments_without_checksums_still_open(clean, tmp_path):
     assert isinstance(seen, CorruptCollectionError) and "sparse_fwd_start.npy" in str(seen)
 
 
-def test_segments_sealed_before_the_sparse_forward_copy_open_and_merge(clean, tmp_path):
-    """Segments written without `sparse_fwd_*.npy` (and so without them in the manifest) open and search like
-    the clean copy, by binary search; a merge writes the copy again."""
+@pytest.mark.parametrize(
+    "files",
+    [tuple(FORWARD_FILES.values()), (DOCS_FILE, DOC_OFFSETS_FILE)],
+    ids=["sparse forward index", "document records"],
+)
+def test_segments_sealed_before_optional_files_open_and_merge(clean, tmp_path, files):
+    """Segments written without the files later formats added (the sparse forward copy, looked up by binary
+    search instead; the document records, read from the database instead), and so without them in the
+    manifest, open and search like the clean copy; a merge writes them again."""
     import sqlite3
-
-    from m3search.index.sparse import FORWARD_FILES
 
     work = tmp_path / "c"
     shutil.copytree(clean, work)
     with sqlite3.connect(work / "store.sqlite") as db:
         for segment in (work / "segments").iterdir():
-            for file in FORWARD_FILES.values():
+            for file in files:
                 (segment / file).unlink()
                 db.execute("DELETE FROM segment_files WHERE segment = ? AND file = ?", (segment.name, file))
     assert observe(work) == observe(clean)
@@ -311,31 +316,7 @@ def test_segments_sealed_before_the_sparse_forward_copy_open_and_merge(clean, tm
             assert c.verify()["problems"] == []
             c.compact()
     merged = list((work / "segments").iterdir())
-    assert len(merged) == 1 and all((merged[0] / file).is_file() for file in FORWARD_FILES.values())
-    assert observe(work) == observe(same)
-
-
-def test_segments_sealed_before_document_records_open_and_merge(clean, tmp_path):
-    """Segments written without `docs.bin` (and so without it in the manifest) search like the clean copy,
-    their hits read from the database; a merge writes the records, from the database."""
-    import sqlite3
-
-    work = tmp_path / "c"
-    shutil.copytree(clean, work)
-    with sqlite3.connect(work / "store.sqlite") as db:
-        for segment in (work / "segments").iterdir():
-            for file in (DOCS_FILE, DOC_OFFSETS_FILE):
-                (segment / file).unlink()
-                db.execute("DELETE FROM segment_files WHERE segment = ? AND file = ?", (segment.name, file))
-    assert observe(work) == observe(clean)
-    same = tmp_path / "same"
-    shutil.copytree(clean, same)
-    for path in (work, same):
-        with Collection.open(path) as c:
-            assert c.verify()["problems"] == []
-            c.compact()
-    merged = list((work / "segments").iterdir())
-    assert len(merged) == 1 and (merged[0] / DOCS_FILE).is_file()
+    assert len(merged) == 1 and all((merged[0] / file).is_file() for file in files)
     assert observe(work) == observe(same)
 
 
