@@ -810,8 +810,9 @@ def interleaved(collection, other, args, queries, truth, id_to_row, k: int, mode
     """Latency percentiles and recall@10 of `modes` ((mode, fusion) pairs) on the local `collection` and on
     `other` ((query, mode, fusion, efSearch) -> row ids) at each efSearch, interleaved in blocks of `args.block`
     queries (each mode: a block on one engine, then on the other; which goes first alternates); `agreement@10`
-    is the share of the top 10 both return. Every query runs once on both untimed first: the engine built last has its files in the page cache, the other may not (at 1M the Edge
-    build's 19 GB peak evicted the local collection's pages, and local's first p50s were 1.1-1.5x its later ones).
+    is the share of the top 10 both return. Every query runs once on both untimed first: the engine built last
+    has its files in the page cache, the other may not (at 1M the Edge build's 19 GB peak evicted the local
+    collection's pages, and local's first p50s were 1.1-1.5x its later ones).
     """
     for q in queries:
         for mode, fusion in modes:

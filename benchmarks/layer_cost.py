@@ -3,8 +3,9 @@ Qdrant Edge shard holding the same documents (issue 20).
 
 Arms, per mode (dense, sparse): `collection` (the product: planning, the index, the hits' documents from the
 segment's records), `collection, hits from SQLite` (the same search with the segment's records hidden, as for a
-segment sealed before records existed: what the records save), `one call` (the same hits by the shortest path: the index, the records, the `Hit` objects;
-what the collection's one-stage path still adds to it is the rest of the layer), `index` (the one segment's
+segment sealed before records existed: what the records save), `one call` (the same hits by the shortest path:
+the index, the records, the `Hit` objects; what the collection's one-stage path still adds to it is the rest
+of the layer), `index` (the one segment's
 `DenseIndex.search` / `SparseIndex.search`, as the collection calls it), `edge` (the shard's request through
 `edge_backend.EdgeSearch`, hits with their payloads: documents, as the collection returns) and `edge ids` (the
 same request returning ids and scores, as the index arm does). Every arm gets a different query at each step

@@ -2,9 +2,9 @@
 `docs_offsets.npy[i]:[i + 1]`), written when the segment is sealed or merged.
 
 Why a copy beside the database: reading a search's hits from SQLite costs an index and a table lookup per hit
-plus a thumbnail probe, 80-95 µs for 10 hits at 100k documents on a 2-core VM, a sixth of a dense search
-(docs/INDEX.md); a record here is one slice of a memory-mapped file and one `json.loads`, which also yields the
-metadata. The database stays the documents' source of truth (`get`, filters, export). Segments never change
+plus a thumbnail probe and a metadata parse, 66-105 µs for 10 hits at 100k documents on a 2-core VM; here a
+search's hits are a slice of a memory-mapped file each and one JSON decode for all of them, metadata included
+(12-21 µs; docs/INDEX.md). The database stays the documents' source of truth (`get`, filters, export). Segments never change
 and documents are never edited in place (an upsert is a new row), so the copy cannot go stale. Segments sealed
 before this file existed have none: their hits are read from the database.
 """

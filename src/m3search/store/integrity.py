@@ -8,8 +8,8 @@ metadata paths, document offsets) and of every file up to `OPEN_CHECK_BYTES`; th
 (dense vectors, ColBERT codes and their float16 copies for re-check, sparse postings, metadata arrays, document
 records) are checksummed before a merge reads them and by `verify`; a document record that does not parse when a
 search reads it is reported too. Segments sealed before checksums were recorded are opened with structural
-checks only. Every damage found is one `CorruptCollectionError`
-naming the file. See docs/INDEX.md ("Integrity").
+checks only. Every damage found is one `CorruptCollectionError` naming the file. See docs/INDEX.md
+("Integrity").
 """
 
 from __future__ import annotations
@@ -155,31 +155,31 @@ def structure_problem(segment: Segment) -> tuple[str, str] | None:
     sparse = segment.sparse
     if sparse is not None and sparse.fwd_start is not None:
         postings = len(sparse.weights)
-        start = sparse.fwd_start
-        if len(start) != n + 1 or start[0] != 0 or start[-1] != postings or np.any(np.diff(start) < 0):
+        if not _describes(sparse.fwd_start, n, postings):
             return FORWARD_FILES["fwd_start"], f"does not describe {n} rows of the {postings} sparse postings"
         if sparse.fwd_postings is not None and len(sparse.fwd_postings) != postings:
             return FORWARD_FILES["fwd_postings"], f"does not hold the {postings} sparse postings"
     documents = segment.documents
-    if documents is not None:
-        ends, size = documents.offsets, documents.size
-        if (
-            ends.ndim != 1
-            or len(ends) != n + 1
-            or ends[0] != 0
-            or ends[-1] != size
-            or np.any(np.diff(ends) <= 0)
-        ):
-            return (
-                DOC_OFFSETS_FILE,
-                f"does not describe {n} document records in the {size} bytes of {DOCS_FILE}",
-            )
+    if documents is not None and not _describes(documents.offsets, n, documents.size, empty_rows=False):
+        return (
+            DOC_OFFSETS_FILE,
+            f"does not describe {n} document records in the {documents.size} bytes of {DOCS_FILE}",
+        )
     if segment.colbert is not None:
-        offsets, tokens = segment.colbert.offsets, len(segment.colbert.tokens)
-        if len(offsets) != n + 1 or offsets[0] != 0 or offsets[-1] != tokens or np.any(np.diff(offsets) < 0):
+        tokens = len(segment.colbert.tokens)
+        if not _describes(segment.colbert.offsets, n, tokens):
             return OFFSETS_FILE, f"does not describe {n} rows of the {tokens} stored token vectors"
         return _colbert_problem(segment.colbert, tokens)
     return None
+
+
+def _describes(offsets: np.ndarray, rows: int, total: int, *, empty_rows: bool = True) -> bool:
+    """Whether `offsets` splits `total` items into `rows` consecutive rows: rows + 1 ascending offsets from 0 to
+    `total` (strictly ascending where no row may be empty)."""
+    if offsets.ndim != 1 or len(offsets) != rows + 1 or offsets[0] != 0 or offsets[-1] != total:
+        return False
+    steps = np.diff(offsets)
+    return not bool(np.any(steps < 0 if empty_rows else steps <= 0))
 
 
 def _colbert_problem(store: MultiVectorStore, tokens: int) -> tuple[str, str] | None:
