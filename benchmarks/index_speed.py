@@ -34,7 +34,7 @@ from synthetic import LatentMixture, NearTieClusters
 from threadpoolctl import threadpool_limits
 
 from m3search import Collection
-from m3search.index.dense import HNSWParams, build_ann
+from m3search.index.dense import DenseIndex, HNSWParams
 from m3search.index.multivector import COLBERT_DTYPES, MultiVectorStore
 from m3search.index.sparse import FILES as sparse_files
 from m3search.index.sparse import FORWARD_FILES
@@ -430,14 +430,15 @@ def main() -> None:
         id_to_row = {str(i): i for i in range(n)}  # ids were assigned in seq order
         collection.search(queries[0], k=k, mode="dense")  # warm the page cache a little
         sweeps = []
-        own_graph = seg.dense.ann
+        own_graph = seg.dense.ann, seg.dense.order
         for gi, (gm, gef) in enumerate(graphs):
             if gi == 0:
-                graph, graph_build_s = own_graph, t_compact
+                graph, graph_build_s = own_graph[0], t_compact
             else:  # same vectors, other settings: swapped into the segment so every mode runs through it
                 t3 = time.perf_counter()
-                graph = build_ann(vectors, args.dense_index, HNSWParams(m=gm, ef_construction=gef))
+                other = DenseIndex.build(vectors, args.dense_index, HNSWParams(m=gm, ef_construction=gef))
                 graph_build_s = time.perf_counter() - t3
+                graph, seg.dense.order = other.ann, other.order
             seg.dense.ann = graph
             sweep = {
                 "m": gm,
@@ -461,7 +462,7 @@ def main() -> None:
             sweeps.append(sweep)
             del graph
             print(f"graph M={gm} efConstruction={gef} measured", file=sys.stderr, flush=True)
-        seg.dense.ann = own_graph
+        seg.dense.ann, seg.dense.order = own_graph
         del anchor
         result["graphs"] = sweeps
         if "qdrant" in args.backend:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import faiss
 import numpy as np
 import pytest
 
-from m3search.index.dense import DenseIndex, HNSWParams, build_ann
+from m3search.index.dense import DenseIndex, HNSWParams, build_ann, use_huge_pages, walk_order
 from m3search.index.topk import top_k
 
 DIM = 32
@@ -134,3 +136,81 @@ def test_a_row_scores_the_same_bits_whichever_rows_it_is_scored_with(tmp_path, d
         assert np.array_equal(scores, whole[found])
     with pytest.raises(IndexError):
         index.score_rows(queries[0], np.array([len(vectors)]))
+
+
+def link_spread(ann) -> float:
+    """Mean distance in storage positions between a node and its base-layer neighbours."""
+    width = int(faiss.vector_to_array(ann.hnsw.cum_nneighbor_per_level)[1])
+    starts = faiss.vector_to_array(ann.hnsw.offsets)[: ann.ntotal].astype(np.int64)
+    links = faiss.vector_to_array(ann.hnsw.neighbors)[starts[:, None] + np.arange(width)]
+    node, slot = np.nonzero(links >= 0)
+    return float(np.mean(np.abs(node - links[node, slot])))
+
+
+@pytest.mark.parametrize("kind", ["hnsw", "hnsw-sq8"])
+def test_nodes_stored_in_walk_order_answer_like_the_graph_they_were_built_as(tmp_path, kind):
+    """`DenseIndex.build` stores the graph's nodes in the order a walk from the entry point meets them: the
+    same graph under other numbers, so every search (filtered ones too, whose bitmap is in node numbers) returns
+    the same rows and scores as the graph in row order, before and after a save and load; linked nodes lie
+    closer together in storage, which is the point."""
+    rng = np.random.default_rng(4)
+    vectors = clustered(3000, 0)[rng.permutation(3000)]  # rows in no particular order, as documents arrive
+    queries = clustered(30, 1)
+    params = HNSWParams(min_rows=100, exact_max_rows=20, exact_max_fraction=0.002)
+    ann = build_ann(vectors, kind, params)
+    order = walk_order(ann)
+    assert sorted(order.tolist()) == list(range(len(vectors))) and order[0] == ann.hnsw.entry_point
+    walked = faiss.clone_index(ann)
+    walked.permute_entries(order)
+    assert link_spread(walked) < 0.75 * link_spread(ann)
+    DenseIndex(vectors, walked, params, order).save(tmp_path)
+    as_built, loaded = DenseIndex(vectors, ann, params), DenseIndex.load(tmp_path, params)
+    assert np.array_equal(loaded.order, order)
+    allowed = rng.random(len(vectors)) < 0.3
+    for q in queries:
+        for index in (loaded, DenseIndex(vectors, walked, params, order)):
+            for mask in (None, allowed):
+                rows, scores = index.search(q, 10, mask)
+                want_rows, want_scores = as_built.search(q, 10, mask)
+                assert np.array_equal(rows, want_rows) and np.array_equal(scores, want_scores)
+                assert mask is None or mask[rows].all()
+    built = DenseIndex.build(vectors, kind, params)
+    assert built.order is not None and sorted(built.order.tolist()) == list(range(len(vectors)))
+    assert DenseIndex.build(vectors[:50], kind, params).order is None  # no graph, nothing to order
+
+
+def test_the_graph_goes_on_huge_pages_where_the_system_allows_them():
+    """`use_huge_pages` reports the bytes of the graph's codes and links it had backed by 2 MiB pages now; the
+    kernel's own accounting (`/proc/self/smaps`) agrees, and searches answer as before. Where transparent huge
+    pages are off it does nothing."""
+    rng = np.random.default_rng(5)
+    vectors = rng.standard_normal((6000, 1024)).astype(np.float32)  # 6 MB of SQ8 codes: whole 2 MiB pages
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    params = HNSWParams(min_rows=100)
+    ann = build_ann(vectors, "hnsw-sq8", params)
+    index = DenseIndex(vectors, ann, params)
+    before = [index.search(q, 10) for q in vectors[:20]]
+    collapsed = use_huge_pages(ann)
+    mode = Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text()
+    if "[never]" in mode:
+        assert collapsed == 0
+    else:
+        assert collapsed >= 2 << 20
+        codes = int(faiss.downcast_index(ann.storage).codes.data())
+        first_page = -(-codes // (2 << 20)) * (2 << 20)  # the advice covers whole 2 MiB pages from here
+        assert huge_kib_around(first_page) * 1024 >= min(collapsed, 4 << 20)
+    after = [index.search(q, 10) for q in vectors[:20]]
+    assert all(np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) for a, b in zip(before, after))
+
+
+def huge_kib_around(address: int) -> int:
+    """AnonHugePages (KiB) of the mapping holding `address`, from /proc/self/smaps."""
+    inside = False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        head = line.split()[0]
+        if "-" in head and ":" not in head:
+            low, high = (int(x, 16) for x in head.split("-"))
+            inside = low <= address < high
+        elif inside and head == "AnonHugePages:":
+            return int(line.split()[1])
+    return 0

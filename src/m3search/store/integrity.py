@@ -24,7 +24,7 @@ import numpy as np
 import xxhash
 
 from m3search.errors import CorruptCollectionError
-from m3search.index.dense import ANN_FILE
+from m3search.index.dense import ANN_FILE, ORDER_FILE
 from m3search.index.multivector import (
     CENTER_FILE,
     EXACT_FILE,
@@ -50,7 +50,17 @@ CHECKSUM = "xxh3_128"
 OPEN_CHECK_BYTES = 4 << 20
 #: Files a segment reads whole when it is opened: their checksum costs little beside that read.
 READ_WHOLE = frozenset(
-    {SEQS_FILE, ANN_FILE, OFFSETS_FILE, SCALES_FILE, META_FILE, CENTER_FILE, PATHS_FILE, DOC_OFFSETS_FILE}
+    {
+        SEQS_FILE,
+        ANN_FILE,
+        ORDER_FILE,
+        OFFSETS_FILE,
+        SCALES_FILE,
+        META_FILE,
+        CENTER_FILE,
+        PATHS_FILE,
+        DOC_OFFSETS_FILE,
+    }
 )
 #: Bytes hashed per read.
 READ_CHUNK = 8 << 20
@@ -150,8 +160,11 @@ def structure_problem(segment: Segment) -> tuple[str, str] | None:
     n = len(segment.seqs)
     if segment.seqs.ndim != 1 or (n > 1 and not bool(np.all(np.diff(segment.seqs) > 0))):
         return SEQS_FILE, "is not a strictly increasing list of row numbers"
-    if segment.dense is not None and len(segment.dense.vectors) != n:
-        return "dense.npy", f"has {len(segment.dense.vectors)} rows for {n} documents"
+    dense = segment.dense
+    if dense is not None and len(dense.vectors) != n:
+        return "dense.npy", f"has {len(dense.vectors)} rows for {n} documents"
+    if dense is not None and dense.order is not None and not _is_permutation(dense.order, n):
+        return ORDER_FILE, f"is not an order of the {n} rows"
     sparse = segment.sparse
     if sparse is not None and sparse.fwd_start is not None:
         postings = len(sparse.weights)
@@ -171,6 +184,15 @@ def structure_problem(segment: Segment) -> tuple[str, str] | None:
             return OFFSETS_FILE, f"does not describe {n} rows of the {tokens} stored token vectors"
         return _colbert_problem(segment.colbert, tokens)
     return None
+
+
+def _is_permutation(order: np.ndarray, rows: int) -> bool:
+    """Whether `order` holds each of 0..rows-1 exactly once."""
+    if order.ndim != 1 or len(order) != rows or not np.issubdtype(order.dtype, np.integer):
+        return False
+    if rows and (order.min() < 0 or order.max() >= rows):
+        return False
+    return bool(np.all(np.bincount(order, minlength=rows) == 1))
 
 
 def _describes(offsets: np.ndarray, rows: int, total: int, *, empty_rows: bool = True) -> bool:

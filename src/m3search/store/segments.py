@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from m3search.index.dense import DenseIndex, HNSWParams, build_ann
+from m3search.index.dense import DenseIndex, HNSWParams
 from m3search.index.multivector import ColbertDtype, EncodedTokens, MultiVectorStore, MultiVectorWriter
 from m3search.index.sparse import SparseIndex
 from m3search.store.config import CollectionConfig, fsync_path
@@ -97,8 +97,7 @@ def write_segment(root: Path, name: str, data: SegmentData, config: CollectionCo
         files += write_documents(tmp, data.documents)
     if data.dense is not None:
         params: HNSWParams = config.hnsw_params
-        ann = build_ann(data.dense, config.dense_index, params)  # type: ignore[arg-type]
-        files += DenseIndex(data.dense, ann, params).save(tmp)
+        files += DenseIndex.build(data.dense, config.dense_index, params).save(tmp)  # type: ignore[arg-type]
     if data.sparse is not None:
         files += data.sparse.save(tmp, forward=config.sparse_forward)
     if data.colbert_lengths is not None and data.colbert_rows is not None:
