@@ -48,9 +48,13 @@ def test_scores_equal_the_reference_and_survive_save_load(tmp_path):
 @pytest.mark.parametrize("prune_at", [10**9, 0])  # never prune / check before every list
 @pytest.mark.parametrize("masked", [False, True])
 @pytest.mark.parametrize("forward_per_run", [0, 10**9])  # lookups always probe / always use the forward index
-def test_top_k_is_exact(monkeypatch, prune_at, masked, forward_per_run):
+@pytest.mark.parametrize(
+    "sample", [0, 10**9]
+)  # prune checks bound by every row met / by the short lists first
+def test_top_k_is_exact(monkeypatch, prune_at, masked, forward_per_run, sample):
     monkeypatch.setattr(sparse_module, "PRUNE_CHECK_LENGTH", prune_at)
     monkeypatch.setattr(sparse_module, "FORWARD_POSTINGS_PER_RUN", forward_per_run)
+    monkeypatch.setattr(sparse_module, "SAMPLE_POSTINGS", sample)
     docs = random_rows(2000, 2, vocab=500, zipf=True)
     index = SparseIndex.from_rows([as_row(d) for d in docs])
     allowed = (np.arange(len(docs)) % 3 == 0) if masked else None
@@ -60,6 +64,29 @@ def test_top_k_is_exact(monkeypatch, prune_at, masked, forward_per_run):
         assert len(rows) == len(expected)
         np.testing.assert_allclose(scores, [lexical_score(query, docs[i]) for i in expected], rtol=1e-5)
         np.testing.assert_allclose(scores, [lexical_score(query, docs[i]) for i in rows], rtol=1e-5)
+
+
+def test_the_short_lists_bound_the_kth_best_score_from_below():
+    """The prune check's cheap bound: the best k-th best partial score among the allowed rows of any one list
+    read so far never exceeds the k-th best over every allowed row (so pruning by it stays exact), and is None
+    when no list has k allowed rows."""
+    rng = np.random.default_rng(7)
+    scores = rng.random(5000).astype(np.float32)
+    for trial in range(50):
+        sample = [
+            rng.choice(5000, int(rng.integers(1, 300)), replace=False) for _ in range(int(rng.integers(1, 4)))
+        ]
+        allowed = rng.random(5000) < 0.5 if trial % 2 else None
+        k = int(rng.integers(1, 40))
+        bound = SparseIndex._sample_bound(sample, scores, allowed, k)
+        kept = [rows if allowed is None else rows[allowed[rows]] for rows in sample]
+        kths = [np.sort(scores[rows])[::-1][k - 1] for rows in kept if len(rows) >= k]
+        if not kths:
+            assert bound is None
+            continue
+        everywhere = np.sort(scores if allowed is None else scores[allowed])[::-1]
+        assert bound == max(kths) and bound <= everywhere[k - 1]
+    assert SparseIndex._sample_bound([], scores, None, 1) is None
 
 
 def test_unknown_tokens_match_nothing():
