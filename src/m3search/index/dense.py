@@ -117,14 +117,15 @@ def use_huge_pages(index: Any) -> int:
     madvise = _MADVISE
     if madvise is None:
         return 0
-    storage: Any = faiss.downcast_index(index.storage)
-    codes = storage.codes
-    hnsw = index.hnsw
+    try:  # faiss's buffers: the storage's codes and the links
+        buffers = [(faiss.downcast_index(index.storage).codes, 1), (index.hnsw.neighbors, 4)]
+        spans = [(int(vector.data()), vector.size() * item) for vector, item in buffers]
+    except (AttributeError, TypeError):  # a faiss that keeps them otherwise: nothing to advise
+        return 0
     collapsed = 0
-    for vector, item in ((codes, 1), (hnsw.neighbors, 4)):
-        start = int(vector.data())
+    for start, size in spans:
         first = -(-start // _HUGE_PAGE) * _HUGE_PAGE  # whole 2 MiB pages inside the buffer only
-        end = (start + vector.size() * item) // _HUGE_PAGE * _HUGE_PAGE
+        end = (start + size) // _HUGE_PAGE * _HUGE_PAGE
         if end > first and madvise(first, end - first, _MADV_HUGEPAGE) == 0:
             collapsed += (end - first) * (madvise(first, end - first, _MADV_COLLAPSE) == 0)
     return collapsed
