@@ -118,7 +118,8 @@ def use_huge_pages(index: Any) -> int:
     if madvise is None:
         return 0
     try:  # faiss's buffers: the storage's codes and the links
-        buffers = [(faiss.downcast_index(index.storage).codes, 1), (index.hnsw.neighbors, 4)]
+        storage: Any = faiss.downcast_index(index.storage)
+        buffers = [(storage.codes, 1), (index.hnsw.neighbors, 4)]
         spans = [(int(vector.data()), vector.size() * item) for vector, item in buffers]
     except (AttributeError, TypeError):  # a faiss that keeps them otherwise: nothing to advise
         return 0
