@@ -110,6 +110,43 @@ def test_without_the_sparse_forward_index_segments_lack_it_and_search_alike(new_
         new_collection("bad", sparse_forward="no")
 
 
+def test_format_7_graphs_are_stored_in_walk_order_and_older_formats_keep_row_order(new_collection, docs):
+    """A new collection (format 7) seals its graphs with their nodes in walk order (`dense_order.npy`); one of
+    format 6, whose older readers would take node numbers for rows, keeps writing them in row order and keeps
+    its format. Both rank and score alike in every mode, filtered dense searches included."""
+    import json
+
+    from m3search.index.dense import ORDER_FILE
+    from m3search.store.config import CONFIG_FILE, FORMAT_VERSION
+
+    assert FORMAT_VERSION == 7
+    walked, older = new_collection("walked"), new_collection("older")
+    older.close()
+    config = json.loads((older.path / CONFIG_FILE).read_text())
+    (older.path / CONFIG_FILE).write_text(json.dumps({**config, "format": 6}))
+    older = Collection.open(older.path, cache=False)
+    try:
+        for c in (walked, older):
+            c.upsert(docs[:60])
+            c.upsert(docs[60:])
+            c.compact()
+        for c, present in ((walked, True), (older, False)):
+            (segment,) = (c.path / "segments").iterdir()
+            assert (segment / "dense.faiss").is_file() and (segment / ORDER_FILE).is_file() == present
+        assert json.loads((older.path / CONFIG_FILE).read_text())["format"] == 6
+        queries = [as_query(d) for d in (*make_docs(3, seed=43), docs[7], docs[90])]
+        assert _every_mode(walked, queries) == _every_mode(older, queries)
+        spec = {"lang": "de"}
+        for c in (walked, older):
+            hits = [c.search(q, k=5, mode="dense", filter=spec) for q in queries]
+            assert all(h.metadata["lang"] == "de" for found in hits for h in found)
+        assert [[h.id for h in walked.search(q, k=5, mode="dense", filter=spec)] for q in queries] == [
+            [h.id for h in older.search(q, k=5, mode="dense", filter=spec)] for q in queries
+        ]
+    finally:
+        older.close()
+
+
 def test_a_large_batch_on_bm25_weighs_like_the_incremental_level(tmp_path, tiny_m3):
     from m3search.encoders import BM25Encoder, CompositeEncoder
 

@@ -160,11 +160,12 @@ class DenseIndex:
         self.order = order
 
     @classmethod
-    def build(cls, vectors: np.ndarray, kind: DenseKind, params: HNSWParams) -> DenseIndex:
-        """The index over `vectors`: a graph (`build_ann`) with its nodes stored in `walk_order`, or none."""
+    def build(cls, vectors: np.ndarray, kind: DenseKind, params: HNSWParams, walk: bool = True) -> DenseIndex:
+        """The index over `vectors`: a graph (`build_ann`) with its nodes stored in `walk_order` (in row order
+        with `walk` false: what readers of collection formats before 7 expect), or none."""
         ann = build_ann(vectors, kind, params)
-        if ann is None:
-            return cls(vectors, None, params)
+        if ann is None or not walk:
+            return cls(vectors, ann, params)
         order = walk_order(ann)
         ann.permute_entries(order)
         return cls(vectors, ann, params, order)

@@ -24,9 +24,11 @@ CONFIG_FILE = "config.json"
 #: stores of format 4 have none such and keep their center, hence their layout, for every new segment.
 #: 6: new segments keep the sparse forward index (`sparse_fwd_*.npy`) unless the config's `sparse_forward` is
 #: false; segments of older formats have none and look rows up by binary search, with the same scores.
-FORMAT_VERSION = 6
+#: 7: new segments store the dense graph's nodes in walk order (`dense_order.npy` maps them to rows), which a
+#: reader of format 6 would take for rows; collections of older formats keep writing graphs in row order.
+FORMAT_VERSION = 7
 #: The formats this version opens.
-READABLE_FORMATS = (2, 3, 4, 5, 6)
+READABLE_FORMATS = (2, 3, 4, 5, 6, 7)
 
 
 @dataclass

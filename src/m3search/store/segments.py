@@ -97,7 +97,9 @@ def write_segment(root: Path, name: str, data: SegmentData, config: CollectionCo
         files += write_documents(tmp, data.documents)
     if data.dense is not None:
         params: HNSWParams = config.hnsw_params
-        files += DenseIndex.build(data.dense, config.dense_index, params).save(tmp)  # type: ignore[arg-type]
+        kind = config.dense_index
+        dense = DenseIndex.build(data.dense, kind, params, walk=config.format >= 7)  # type: ignore[arg-type]
+        files += dense.save(tmp)
     if data.sparse is not None:
         files += data.sparse.save(tmp, forward=config.sparse_forward)
     if data.colbert_lengths is not None and data.colbert_rows is not None:
