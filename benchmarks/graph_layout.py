@@ -19,21 +19,18 @@ Prints a table and writes benchmarks/results/graph_layout-<docs>.json.
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
 
 import faiss
 import numpy as np
-import qdrant_edge as qe
 from edge_backend import EdgeSearch
 from host_speed import machine_record
 from index_speed import TRUTH_SEARCH, TRUTH_WEIGHTS
 from interleave import ROOT, kept_corpus_queries
-from layer_cost import only_segment
+from layer_cost import only_segment, open_kept
 
-from m3search import Collection
 from m3search.index.dense import use_huge_pages, walk_order
 
 K, EF, CANDIDATES = 10, 128, 100
@@ -60,13 +57,7 @@ def layouts(graph, order: np.ndarray | None) -> dict[str, tuple]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("work", type=Path, help="the directory index_speed.py --keep left (collection/, edge/)")
-    ap.add_argument("--queries", type=int, default=900)
-    ap.add_argument("--query-tokens", type=int, default=32)
-    args = ap.parse_args()
-    collection = Collection.open(args.work / "collection", readonly=True, cache=False)
-    shard = qe.EdgeShard.load(str(args.work / "edge"))
+    args, collection, shard = open_kept(__doc__, 900)
     edge = EdgeSearch(shard, collection.config.dense_index == "hnsw-sq8")
     seg = only_segment(collection)
     ways = layouts(seg.dense.ann, seg.dense.order)

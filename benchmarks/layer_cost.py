@@ -127,14 +127,22 @@ def pieces(collection: Collection, ways: dict, timed: list[dict]) -> dict[str, f
     }
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def open_kept(description: str, queries: int) -> tuple[argparse.Namespace, Collection, qe.EdgeShard]:
+    """The command line of a script over what `index_speed.py --backend qdrant --keep` left (DIR/collection,
+    DIR/edge; `--queries`, `--query-tokens`), and the collection (read-only) and shard it names, opened."""
+    ap = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("work", type=Path, help="the directory index_speed.py --keep left (collection/, edge/)")
-    ap.add_argument("--queries", type=int, default=500)
+    ap.add_argument("--queries", type=int, default=queries)
     ap.add_argument("--query-tokens", type=int, default=32)
     args = ap.parse_args()
     collection = Collection.open(args.work / "collection", readonly=True, cache=False)
-    shard = qe.EdgeShard.load(str(args.work / "edge"))
+    return args, collection, qe.EdgeShard.load(str(args.work / "edge"))
+
+
+def main() -> None:
+    args, collection, shard = open_kept(__doc__, 500)
     timed = kept_corpus_queries(args.queries, args.query_tokens)
     result: dict = {
         "machine": machine_record(),
