@@ -93,8 +93,9 @@ def walk_order(index: Any) -> np.ndarray:
     width = int(faiss.vector_to_array(hnsw.cum_nneighbor_per_level)[1])  # base-layer links per node
     starts = faiss.vector_to_array(hnsw.offsets)[:n].astype(np.int64)
     links = faiss.vector_to_array(hnsw.neighbors)[starts[:, None] + np.arange(width)]
-    node, slot = np.nonzero(links >= 0)
-    graph = csr_matrix((np.ones(len(node), np.int8), (node, links[node, slot])), shape=(n, n))
+    present = links >= 0  # a node's unused link slots hold -1
+    indptr = np.concatenate([[0], np.cumsum(present.sum(axis=1))])
+    graph = csr_matrix((np.ones(int(indptr[-1]), np.int8), links[present], indptr), shape=(n, n))
     reached = breadth_first_order(graph, int(hnsw.entry_point), directed=True, return_predecessors=False)
     seen = np.zeros(n, bool)
     seen[reached] = True
