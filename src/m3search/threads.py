@@ -75,13 +75,17 @@ def prefetch_rows(array: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> No
     """Ask the kernel to read rows `[starts[i], ends[i])` of a memory-mapped `.npy` array now, all at once
     (`posix_fadvise(WILLNEED)`), so that the reads that follow wait for one round of parallel I/O instead of one
     page fault after another (200 cold rows of a 1M-document binary ColBERT store: 71 -> 27 ms; docs/INDEX.md).
-    Only advice: nothing happens for arrays in RAM, views, or where the call does not exist."""
+    Only advice: nothing happens for arrays in RAM, views, where the call does not exist, or for a file gone
+    from its directory (a segment a writer merged away while a reader still maps and searches it)."""
     if not (
         isinstance(array, np.memmap) and isinstance(array.base, mmap.mmap) and hasattr(os, "posix_fadvise")
     ):
         return
     row = array.strides[0]
-    fd = os.open(array.filename, os.O_RDONLY)
+    try:
+        fd = os.open(array.filename, os.O_RDONLY)
+    except FileNotFoundError:
+        return
     try:
         for start, end in zip(starts.tolist(), ends.tolist()):
             if end > start:
