@@ -174,6 +174,14 @@ def test_nodes_stored_in_walk_order_answer_like_the_graph_they_were_built_as(tmp
                 want_rows, want_scores = as_built.search(q, 10, mask)
                 assert np.array_equal(rows, want_rows) and np.array_equal(scores, want_scores)
                 assert mask is None or mask[rows].all()
+    shuffled = faiss.clone_index(ann)  # a graph swapped into an index with its own order (as benchmarks do)
+    other = rng.permutation(len(vectors)).astype(np.int64)
+    shuffled.permute_entries(other)
+    loaded.ann, loaded.order = shuffled, other
+    for q in queries[:5]:
+        rows, scores = loaded.search(q, 10, allowed)
+        want_rows, want_scores = as_built.search(q, 10, allowed)
+        assert np.array_equal(rows, want_rows) and np.array_equal(scores, want_scores)
     built = DenseIndex.build(vectors, kind, params)
     assert built.order is not None and sorted(built.order.tolist()) == list(range(len(vectors)))
     assert DenseIndex.build(vectors[:50], kind, params).order is None  # no graph, nothing to order

@@ -159,7 +159,8 @@ class DenseIndex:
         self.ann = ann
         self.params = params
         self.order = order
-        self._order_vector: Any = None  # `order` as faiss holds it, for filtered walks (`_rows`)
+        # (order, the same as a faiss vector) for filtered walks: `_rows`
+        self._translation: tuple[np.ndarray, Any] | None = None
 
     @classmethod
     def build(cls, vectors: np.ndarray, kind: DenseKind, params: HNSWParams, walk: bool = True) -> DenseIndex:
@@ -235,13 +236,15 @@ class DenseIndex:
         return rows[picked], rescored
 
     def _rows(self) -> Any:
-        """The node -> row map as a faiss vector (made on the first filtered search, kept)."""
-        if self._order_vector is None:
-            assert self.order is not None  # only graphs in walk order translate
+        """The node -> row map as a faiss vector, made on the first filtered search and kept while `order` is
+        the same array (benchmarks swap graphs and their orders into a loaded segment)."""
+        order = self.order
+        assert order is not None  # only graphs in walk order translate
+        if self._translation is None or self._translation[0] is not order:
             vector = faiss.Int64Vector()
-            faiss.copy_array_to_vector(self.order, vector)
-            self._order_vector = vector
-        return self._order_vector
+            faiss.copy_array_to_vector(order, vector)
+            self._translation = (order, vector)
+        return self._translation[1]
 
     def score_rows(self, query: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
         """Exact inner products of `query` with the given rows (default: all), float32.
