@@ -299,7 +299,10 @@ class SparseIndex:
         matched = None if positive else np.zeros(self.n_rows, bool)
         prunable = k > 0 and positive  # the bounds hold for non-negative weights
         remaining = sum(plist[3] for plist in lists)
-        sample: list[np.ndarray] = []  # the rows of each short list read so far (`_sample_bound`)
+        # the rows of each short list read so far (`_sample_bound`), kept only if a prune check lies ahead
+        # (lists come shortest first)
+        sampling = prunable and bool(lists) and lists[-1][4] > PRUNE_CHECK_LENGTH
+        sample: list[np.ndarray] = []
         sampled = 0
         for i, plist in enumerate(lists):
             if prunable and plist[4] > PRUNE_CHECK_LENGTH:
@@ -316,7 +319,7 @@ class SparseIndex:
                         alive = contenders[scores[contenders] + remaining >= threshold]
                         return self._finish(lists[i:], alive, scores[alive], remaining, threshold, k)
             matched = self._add(plist, scores, matched)
-            if prunable and sampled + plist[4] <= SAMPLE_POSTINGS:
+            if sampling and sampled + plist[4] <= SAMPLE_POSTINGS:
                 sample.append(self._decode(plist[0], plist[1]))
                 sampled += plist[4]
             remaining -= plist[3]
