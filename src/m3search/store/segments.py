@@ -3,9 +3,9 @@
 A segment's rows are its documents in increasing `seq` order (`seqs.npy`); its dense, sparse and ColBERT
 structures and its metadata index (what filters run on) answer in row numbers, and its document records
 (`m3search.store.hit_documents`) give searches their hits without a database lookup. A segment is written into
-a temporary directory, every file fsynced, then renamed into place and only afterwards registered in the database, so a segment that is listed is complete;
-one left behind by a crash is simply not listed and gets removed. Deleting a document never rewrites a
-segment: a tombstone hides its row until a merge drops it.
+a temporary directory, every file fsynced, then renamed into place and only afterwards registered in the
+database, so a segment that is listed is complete; one left behind by a crash is simply not listed and gets
+removed. Deleting a document never rewrites a segment: a tombstone hides its row until a merge drops it.
 """
 
 from __future__ import annotations
