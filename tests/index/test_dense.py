@@ -134,8 +134,14 @@ def test_a_row_scores_the_same_bits_whichever_rows_it_is_scored_with(tmp_path, d
         allowed[rows] = True
         found, scores = index.search(q, 10, allowed)
         assert np.array_equal(scores, whole[found])
-    with pytest.raises(IndexError):
-        index.score_rows(queries[0], np.array([len(vectors)]))
+    params = HNSWParams(min_rows=100)
+    walked = DenseIndex.build(vectors, "hnsw-sq8", params)  # a graph's candidates, re-scored where they lie
+    for q in queries[:5]:
+        found, scores = walked.search(q, 10)
+        assert np.array_equal(scores, index.score_rows(q)[found]) and np.all(np.diff(scores) <= 0)
+    for outside in (len(vectors), -1):
+        with pytest.raises(IndexError):
+            index.score_rows(queries[0], np.array([outside]))
 
 
 def link_spread(ann) -> float:

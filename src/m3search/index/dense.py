@@ -144,6 +144,13 @@ def _contiguous(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
+def _walk_params(ef: int) -> Any:
+    """faiss's search parameters of a graph walk keeping `ef` candidates."""
+    params = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]  # missing from faiss' stubs
+    params.efSearch = ef
+    return params
+
+
 class DenseIndex:
     """Inner-product search over the rows of `vectors`, through `ann` when there is one (its node i is row
     `order[i]`; None: row i)."""
@@ -161,6 +168,10 @@ class DenseIndex:
         self.order = order
         # (order, the same as a faiss vector) for filtered walks: `_rows`
         self._translation: tuple[np.ndarray, Any] | None = None
+        # the rows as a plain contiguous array (the same memory for a memory map, whose subclass indexes in
+        # Python), read by faiss directly when candidates are re-scored: `_scores`
+        self._base = np.ascontiguousarray(vectors, dtype=np.float32)
+        self._walks: dict[int, Any] = {}  # efSearch -> the parameters of an unfiltered walk (made once each)
 
     @classmethod
     def build(cls, vectors: np.ndarray, kind: DenseKind, params: HNSWParams, walk: bool = True) -> DenseIndex:
@@ -211,11 +222,13 @@ class DenseIndex:
             picked, scores = top_k(self.score_rows(query, rows), k)
             return rows[picked], scores
         assert self.ann is not None  # an index without a graph searches exactly above
-        search_params = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]  # missing from faiss' stubs
         ef = max(ef_search or self.params.ef_search, k)
-        # a walk that may only collect a fraction of the nodes needs a longer candidate list for the same recall
-        search_params.efSearch = int(min(ef * n / n_allowed, ef * 8)) if filtered else ef
+        quantized = isinstance(self.ann, faiss.IndexHNSWSQ)
+        fetch = min(self.params.fetched(k, exact_top) if quantized else k, n_allowed)
         if filtered and allowed is not None:
+            # a walk that may only collect a fraction of the nodes needs a longer candidate list for the same
+            # recall
+            search_params = _walk_params(max(int(min(ef * n / n_allowed, ef * 8)), fetch))
             bits = np.packbits(allowed, bitorder="little")
             bitmap = faiss.IDSelectorBitmap(n, faiss.swig_ptr(bits))
             # nodes in walk order: each visited node's row is looked up in the bitmap (a gather of the whole mask
@@ -223,17 +236,21 @@ class DenseIndex:
             search_params.sel = (
                 bitmap if self.order is None else faiss.IDSelectorTranslated(self._rows(), bitmap)
             )
-        quantized = isinstance(self.ann, faiss.IndexHNSWSQ)
-        fetch = min(self.params.fetched(k, exact_top) if quantized else k, n_allowed)
-        search_params.efSearch = max(search_params.efSearch, fetch)
-        scores, rows = self.ann.search(_contiguous(query)[None, :], fetch, params=search_params)
-        rows = rows[0][rows[0] >= 0].astype(np.int64)
+        else:
+            ef = max(ef, fetch)
+            search_params = self._walks.get(ef) or self._walks.setdefault(ef, _walk_params(ef))
+        q = _contiguous(query)
+        scores, labels = self.ann.search(q[None, :], fetch, params=search_params)
+        rows = labels[0]
+        if rows[-1] < 0:  # fewer nodes reached than asked for: faiss pads with -1
+            rows = rows[rows >= 0]
         if self.order is not None:
             rows = self.order[rows]
         if not quantized:
             return rows, scores[0][: len(rows)]
-        picked, rescored = top_k(self.score_rows(query, rows), k)
-        return rows[picked], rescored
+        rescored = self._scores(q, rows)
+        best = np.argsort(-rescored, kind="stable")[:k]  # ties: the walk's order, as `top_k` keeps them
+        return rows[best], rescored[best]
 
     def _rows(self) -> Any:
         """The node -> row map as a faiss vector, made on the first filtered search and kept while `order` is
@@ -256,17 +273,27 @@ class DenseIndex:
         q = _contiguous(query)
         if q.shape != (vectors.shape[1],):
             raise ValueError(f"a query of shape {q.shape} against {vectors.shape[1]}-d vectors")
-        order = None if rows is None else np.argsort(rows)  # sorted reads are kinder to a memory map
-        block = _contiguous(vectors if order is None else vectors[rows[order]])  # type: ignore[index]
+        if rows is not None:
+            rows = np.ascontiguousarray(rows, dtype=np.int64)
+            if len(rows) and not (rows.min() >= 0 and rows.max() < len(vectors)):
+                raise IndexError(f"rows outside this index's {len(vectors)}")
+            return self._scores(q, rows)
+        block = _contiguous(vectors)
         scores = np.empty(len(block), np.float32)
         if len(scores):
             ptr = faiss.swig_ptr
             faiss.fvec_inner_products_ny(ptr(scores), ptr(q), ptr(block), q.shape[0], len(scores))  # type: ignore[attr-defined]
-        if order is None:
-            return scores
-        out = np.empty_like(scores)
-        out[order] = scores
-        return out
+        return scores
+
+    def _scores(self, q: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """`score_rows` of contiguous rows of this index (int64, in range: not checked), read where they lie by
+        the same faiss kernel (no gathered copy; each row's score the same bits as in a whole scan)."""
+        scores = np.empty(len(rows), np.float32)
+        if len(rows):
+            base, ptr = self._base, faiss.swig_ptr
+            by_idx = faiss.fvec_inner_products_by_idx  # type: ignore[attr-defined]  # missing from faiss' stubs
+            by_idx(ptr(scores), ptr(q), ptr(base), ptr(rows), base.shape[1], 1, len(rows))
+        return scores
 
     def save(self, directory: Path) -> list[Path]:
         """Write the vectors (and the graph and its node order, if any) into `directory`; returns the files
