@@ -45,6 +45,7 @@ def test_plain_sparse_vectors_read_as_the_item_by_item_check_reads_them():
         ({3: -0.5}, "weight of token 3 is -0.5"),
         ({3: math.nan}, "weight of token 3 is nan"),
         ({3: 10**400}, "weight of token 3 is inf"),
+        ({3: 1e39}, "weight of token 3 is 1e[+]39; .* within float32's range"),
         ({-3: 1.0}, "token id -3 is not"),
         ({3: "x"}, "weight of token 3 is not a number"),
     ],
