@@ -290,7 +290,7 @@ def _first_stage(
     scores); the dense graph orders the best `k` exactly, the rest of the depth are candidates."""
     found_levels, found_rows, found_scores = [], [], []
     for li, level in enumerate(levels):
-        if level is None:
+        if level is None or not len(level.seqs):  # (an empty incremental level: nothing to call)
             continue
         if stage == "dense" and level.dense is not None and query.dense is not None:
             rows, scores = level.dense.search(query.dense, depth, level.allowed, ef_search, exact_top=k)

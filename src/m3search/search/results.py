@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 
-@dataclass
+@dataclass(slots=True)
 class Hit:
     """A matching document: its fused `score`, the score of each mode that ran, its stored text and metadata."""
 
