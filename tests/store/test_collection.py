@@ -467,6 +467,33 @@ def test_second_writer_gets_a_clear_error(tmp_path, new_collection, docs):
         other.close()
 
 
+@pytest.mark.parametrize("marker", [True, False], ids=["wal-index header", "no -shm file"])
+def test_a_reader_asks_sqlite_for_changes_only_after_a_commit(tmp_path, new_collection, docs, marker):
+    writer = new_collection()
+    writer.upsert(docs[:5])
+    reader = Collection.open(tmp_path / "c", readonly=True, cache=False)
+    db = reader.backend._db
+    if not marker:  # where the shared memory cannot be read, every search asks SQLite
+        db.commit_marker = lambda: None
+    asked = []
+    data_version = db.data_version
+    db.data_version = lambda: asked.append(1) or data_version()
+    try:
+        query = as_query(docs[7])
+        reader.search(query, k=1)
+        before = len(asked)
+        for _ in range(3):
+            reader.search(query, k=1)
+        assert len(asked) == before if marker else len(asked) >= before + 3
+        for i in (5, 6, 7):  # every commit of the other connection is seen by the next search
+            writer.upsert(docs[i : i + 1])
+            assert reader.search(as_query(docs[i]), k=1)[0].id == f"d{i}"
+        writer.delete(["d7"])
+        assert reader.count() == 7 and reader.search(query, k=1)[0].id != "d7"
+    finally:
+        reader.close()
+
+
 def test_readonly_refuses_writes(tmp_path, new_collection, docs):
     new_collection().upsert(docs[:3])
     reader = Collection.open(tmp_path / "c", readonly=True, cache=False)
@@ -539,6 +566,26 @@ def test_bad_queries(filled, docs):
         filled.search(as_query(docs[0]), k=0)
     with pytest.raises(InvalidInputError, match="weights"):
         filled.search(as_query(docs[0]), mode="all", weights=(1, -1, 0))
+
+
+def test_arguments_resolved_once_rank_alike_and_bad_ones_are_still_refused(filled, docs):
+    """A search's arguments are resolved once per combination (`Collection._resolve`): the same ranking at
+    the next search, weights as a list, a tuple or by name alike, and values that equal a kept key (True == 1,
+    1.0 == 1) still refused."""
+    query = as_query(docs[3])
+    first = filled.search(query, 1, mode="dense")
+    assert filled.search(query, 1, mode="dense") == first
+    for bad in ({"k": True}, {"k": 1.0}, {"k": 1, "candidates": True}, {"k": 1, "rerank": True}):
+        with pytest.raises(InvalidInputError, match="must be a positive integer"):
+            filled.search(query, mode="dense", **bad)
+    hybrid = {"mode": "dense+sparse", "normalize": "none"}
+    listed = filled.search(query, 5, weights=[0.3, 0.7, 0], **hybrid)
+    assert listed == filled.search(query, 5, weights=(0.3, 0.7, 0), **hybrid)
+    assert listed == filled.search(query, 5, weights={"dense": 0.3, "sparse": 0.7}, **hybrid)
+    dense_only = filled.search(query, 5, weights=[1, 0, 0], **hybrid)
+    assert (
+        [h.score for h in dense_only] == [h.scores["dense"] for h in dense_only] != [h.score for h in listed]
+    )
 
 
 def test_modes_need_their_outputs(new_collection, docs):

@@ -71,9 +71,10 @@ def test_bad_defaults_are_refused(new_collection, docs):
     collection.upsert([{"id": d["id"], "dense": d["dense"]} for d in docs[:5]])
     with pytest.raises(InvalidInputError, match="mode 'all' needs sparse, colbert"):
         collection.set_search_defaults(SearchDefaults(mode="all"))
-    (collection.path / SEARCH_DEFAULTS_FILE).write_text(json.dumps({"fusion": "borda"}))
-    with pytest.raises(CollectionError, match="cannot read the search defaults"):
-        collection.search({"dense": docs[0]["dense"]}, 3)
+    (collection.path / SEARCH_DEFAULTS_FILE).write_text(json.dumps({"fusion": "borda"}))  # by hand
+    reader = Collection.open(collection.path, readonly=True, cache=False)  # seen at the next open
+    with reader, pytest.raises(CollectionError, match="cannot read the search defaults"):
+        reader.search({"dense": docs[0]["dense"]}, 3)
 
 
 def test_candidate_depth_grows_with_the_square_root_of_the_count():
@@ -109,3 +110,17 @@ def test_a_stored_rerank_depth_is_the_default_cascade(new_collection, docs):
     shallow = collection.search(query, 5, mode="all", candidates=100)
     assert _ranked(shallow) == _ranked(collection.search(query, 5, mode="all", candidates=100, rerank=5))
     assert _ranked(shallow) != _ranked(collection.search(query, 5, mode="all", candidates=100, rerank=200))
+
+
+def test_a_reader_sees_the_defaults_another_writer_stores_at_its_next_search(new_collection, docs):
+    writer = new_collection()
+    writer.upsert(docs)
+    query = as_query(docs[3])
+    with Collection.open(writer.path, readonly=True, cache=False) as reader:
+        assert reader.search_defaults.mode is None
+        everything = _ranked(reader.search(query, 5))
+        writer.set_search_defaults(SearchDefaults(mode="dense"))
+        assert reader.search_defaults.mode == "dense"
+        assert _ranked(reader.search(query, 5)) == _ranked(reader.search(query, 5, mode="dense"))
+        writer.set_search_defaults(SearchDefaults())
+        assert _ranked(reader.search(query, 5)) == everything

@@ -12,10 +12,10 @@ candidates with their exact per-mode scores from the backend and ranks them here
 
 from __future__ import annotations
 
-import os
+import functools
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -36,7 +36,7 @@ from m3search.search.fusion import (
     resolve_normalize,
 )
 from m3search.search.modes import MODE_KINDS, ONE_STAGE_MODES, Mode, mode_outputs
-from m3search.search.planner import RERANK_DEFAULT, QueryVectors, default_candidates, fuse
+from m3search.search.planner import RERANK_DEFAULT, Candidates, QueryVectors, default_candidates, fuse
 from m3search.search.results import Hit
 from m3search.store.backends.base import LINK_FILE, Backend, SearchPlan, is_edge
 from m3search.store.backends.local import LocalBackend
@@ -69,7 +69,7 @@ from m3search.store.ingest import (
     load_text_encoder,
     prepare,
 )
-from m3search.store.search_defaults import SEARCH_DEFAULTS_FILE, SearchDefaults
+from m3search.store.search_defaults import SearchDefaults
 from m3search.threads import WarmUp, one_thread, warm_files
 
 #: Storage backends `Collection.create` and `Collection.open` accept.
@@ -123,6 +123,48 @@ def _check_backend(backend: str) -> None:
         raise InvalidInputError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
 
 
+#: How many argument combinations a collection keeps resolved (`Collection.search`); more empty the memo.
+MEMO_SIZE = 256
+_PLAIN = (
+    int,
+    str,
+    type(None),
+)  # argument types a memo key holds as they are (bool and float are not: 1 == True)
+
+
+class _Resolved(NamedTuple):
+    """A search's arguments resolved (`Collection._resolve`), kept per argument combination while the stored
+    defaults they were resolved with stay the same."""
+
+    stored: SearchDefaults
+    mode: Mode
+    fusion: Fusion
+    weights: dict[OutputKind, float]
+    normalize: Any
+    rerank: int
+    needed: tuple[OutputKind, ...]
+    filter: Filter | None
+    candidates: int | None
+    dense_only: bool
+
+
+def _memo_key(args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+    """`search`'s arguments as a key of resolved searches, or None when one is not plainly hashable (a filter
+    object): those are resolved at each search. The last argument is a bool, kept as is."""
+    *plain, image_only = args
+    key: list[Any] = []
+    for value in plain:
+        if type(value) in _PLAIN:
+            key.append(value)
+        elif type(value) in (list, tuple) and all(type(v) in (int, float, str) for v in value):
+            key.append(tuple(value))  # weights, kinds
+        elif type(value) is dict and all(type(v) in (int, float) for v in value.values()):
+            key.append(tuple(value.items()))  # weights by name: pairs, unlike the above
+        else:
+            return None
+    return (*key, image_only)
+
+
 class Collection:
     """A persistent hybrid index of documents; create with `Collection.create`, open with `Collection.open`."""
 
@@ -156,11 +198,9 @@ class Collection:
         self._tokenizer_bm25: BM25Encoder | None = None  # BM25 without the model (see `_bm25`)
         self._image_encoder: ImageEncoder | None = None
         self._encoding = CachedEncoding(self.config, cache)
-        self._search_defaults: tuple[int, SearchDefaults] = (-1, SearchDefaults())  # (file mtime, settings)
-        # looked at by every search: a plain string for os.stat, not a pathlib join (~5-10 µs a search)
-        self._search_defaults_file = (
-            None if self.path is None else os.fspath(self.path / SEARCH_DEFAULTS_FILE)
-        )
+        #: (the backend's `refresh` count they were read at, settings)
+        self._search_defaults: tuple[int, SearchDefaults] = (-1, SearchDefaults())
+        self._resolved: dict[tuple[Any, ...], _Resolved] = {}  # `search`'s memo of resolved arguments
         try:
             if encoder is not None:
                 self._attach_encoder(encoder)
@@ -531,20 +571,74 @@ class Collection:
         then the library's. Documents with only a dense vector (images alone) are scored by it alone in the
         hybrid modes.
         """
+        stored = (
+            self.search_defaults
+        )  # refreshes: BM25 query weights use the statistics of the version searched
+        if image is not None and not isinstance(query, (str, type(None))):
+            raise InvalidInputError("an image query goes with a text, not with query vectors")
+        if query is None and image is None:
+            raise InvalidInputError("give a query text, query vectors or an image")
+        args = (k, mode, fusion, weights, normalize, candidates, rerank, filter, kinds, query is None)
+        key = _memo_key(args)
+        how = self._resolved.get(key) if key is not None else None
+        if how is None or how.stored is not stored:
+            how = self._resolve(stored, *args)
+            if key is not None:
+                if len(self._resolved) >= MEMO_SIZE:
+                    self._resolved.clear()
+                self._resolved[key] = how
+        picture = query_image(image, self.image_encoder) if image is not None else None
+        vectors = self._query_vectors(query, how.needed) if query is not None else QueryVectors()
+        if picture is not None:
+            text = query if isinstance(query, str) else None  # an image goes with a text only (checked above)
+            vectors.dense = image_query_vector(self.image_encoder, picture, text, vectors.dense)
+        depth = how.candidates or default_candidates(self.backend.approximate_count())
+        plan = SearchPlan(how.mode, k, depth, how.filter, ef_search, how.dense_only)
+
+        def rank(found: Candidates) -> list[tuple[int, float, dict[str, float]]]:
+            ceiling = vectors.sparse_ceiling
+            if (
+                ceiling is None and vectors.sparse is not None
+            ):  # vectors given without it: only fusion needs it
+                ceiling = self._sparse_ceiling(vectors.sparse)
+            return fuse(
+                found,
+                how.mode,
+                k,
+                weights=how.weights,
+                fusion=how.fusion,
+                normalize=how.normalize,
+                sparse_ceiling=ceiling,
+                rerank=how.rerank,
+            )
+
+        return self.backend.search(vectors, plan, rank)
+
+    def _resolve(
+        self,
+        stored: SearchDefaults,
+        k: Any,
+        mode: Any,
+        fusion: Any,
+        weights: Any,
+        normalize: Any,
+        candidates: Any,
+        rerank: Any,
+        filter: Any,
+        kinds: Any,
+        image_only: bool,
+    ) -> _Resolved:
+        """`search`'s arguments checked and completed from the stored and the library's defaults (what does
+        not depend on the query's vectors), or a clear error."""
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise InvalidInputError(f"k must be a positive integer, got {k!r}")
-        stored = self.search_defaults
         normalize = normalize or stored.normalize or DEFAULT_NORMALIZE
         if rerank is None:
             rerank = stored.rerank or RERANK_DEFAULT
         for name, value in (("candidates", candidates), ("rerank", rerank)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
-        if image is not None and not isinstance(query, (str, type(None))):
-            raise InvalidInputError("an image query goes with a text, not with query vectors")
-        if query is None and image is None:
-            raise InvalidInputError("give a query text, query vectors or an image")
-        if image is not None and query is None:
+        if image_only:
             if mode not in (None, "dense"):
                 raise InvalidInputError(
                     f"an image query has only a dense vector; mode {mode!r} needs more "
@@ -553,10 +647,6 @@ class Collection:
             mode = "dense"
         mode, fusion, default = stored.fusion_for(fusion, mode, self.default_mode)
         assert normalize is not None  # the defaults above
-        if candidates is None:  # a one-stage mode returns its k: no depth, and no count to size it by
-            candidates = stored.candidates or (
-                k if mode in ONE_STAGE_MODES else default_candidates(self.backend.approximate_count())
-            )
         needed = mode_outputs(mode)
         missing = [kind for kind in needed if kind not in self.config.outputs]
         if missing:
@@ -570,40 +660,22 @@ class Collection:
             if len(scored) > 1
             else {scored[0]: 1.0}
         )
-        scaling = resolve_normalize(normalize)
         spec = parse_filter(filter)
         if kinds is not None:
             by_kind = kinds_filter(kinds, DOC_KINDS, KIND_FIELD)
             spec = {"$and": [spec, by_kind]} if spec else by_kind
-        # BM25 query weights use the statistics of the version searched
-        if self.config.sparse_source == "bm25":
-            self.backend.refresh()
-        picture = query_image(image, self.image_encoder) if image is not None else None
-        vectors = self._query_vectors(query, needed) if query is not None else QueryVectors()
-        if picture is not None:
-            text = query if isinstance(query, str) else None  # an image goes with a text only (checked above)
-            vectors.dense = image_query_vector(self.image_encoder, picture, text, vectors.dense)
-        plan = SearchPlan(
+        return _Resolved(
+            stored,
             mode,
-            k,
-            candidates,
+            fusion,
+            kind_weights,
+            resolve_normalize(normalize),
+            rerank,
+            needed,
             spec,
-            ef_search,
-            dense_only=self.has_images and len(scored) > 1 and "dense" in scored,
-        )
-        return self.backend.search(
-            vectors,
-            plan,
-            lambda found: fuse(
-                found,
-                mode,
-                k,
-                weights=kind_weights,
-                fusion=fusion,
-                normalize=scaling,
-                sparse_ceiling=vectors.sparse_ceiling,
-                rerank=rerank,
-            ),
+            # a one-stage mode returns its k: no depth; None: sized by the collection's count at each search
+            candidates or stored.candidates or (k if mode in ONE_STAGE_MODES else None),
+            self.has_images and len(scored) > 1 and "dense" in scored,
         )
 
     def fusion_defaults(
@@ -615,16 +687,14 @@ class Collection:
 
     @property
     def search_defaults(self) -> SearchDefaults:
-        """The fusion settings this collection's searches use unless told otherwise (`search.json`; re-read
-        when another process changes it)."""
-        if self.path is None or self._search_defaults_file is None:  # beside the files; Qdrant: the library's
-            return self._search_defaults[1]
-        try:  # one system call per search: the file's modification time
-            stamp = os.stat(self._search_defaults_file).st_mtime_ns
-        except FileNotFoundError:
-            stamp = 0
-        if stamp != self._search_defaults[0]:
-            self._search_defaults = (stamp, SearchDefaults.load(self.path))
+        """The fusion settings this collection's searches use unless told otherwise (`search.json`). Reading
+        them refreshes the backend; the file is read again when that loads a change (another process's
+        `set_search_defaults` commits one: a file edited by hand is seen at the next open or write)."""
+        loads = self.backend.refresh()
+        if (
+            self.path is not None and loads != self._search_defaults[0]
+        ):  # beside the files; Qdrant: the library's
+            self._search_defaults = (loads, SearchDefaults.load(self.path))
         return self._search_defaults[1]
 
     def set_search_defaults(self, defaults: SearchDefaults) -> None:
@@ -641,10 +711,11 @@ class Collection:
             raise InvalidInputError(
                 f"stored search defaults live beside a collection's files; {self.location} is in Qdrant"
             )
-        self.backend.writable()
-        defaults.save(self.path)
+        path = self.path
+        self.backend.write_beside(lambda: defaults.save(path))
+        self._search_defaults = (self.backend.refresh(), SearchDefaults.load(path))
 
-    @property
+    @functools.cached_property
     def default_mode(self) -> Mode:
         """The richest mode the collection's outputs allow."""
         richest: tuple[Mode, ...] = ("all", "dense+sparse", "dense", "sparse")
@@ -687,7 +758,7 @@ class Collection:
             query = {k: getattr(query, k) for k in (*OUTPUT_KINDS, "sparse_ceiling")}
         if isinstance(query, str):
             return self.encode_query(query, needed)
-        if not isinstance(query, Mapping):
+        if type(query) is not dict and not isinstance(query, Mapping):  # dict first: no ABC machinery
             raise InvalidInputError(f"a query is a text or an object of vectors, got {type(query).__name__}")
         absent = [k for k in needed if query.get(k) is None]
         if absent:
@@ -697,9 +768,10 @@ class Collection:
             out.dense = check_dense(query["dense"], cfg.dim, "query")
         if "sparse" in needed:
             out.sparse = check_sparse(query["sparse"], "query")
-            # known when the vectors come from `encode_query`, which saw the query's text
+            # known when the vectors come from `encode_query`, which saw the query's text; else worked out by
+            # `search` if a fusion needs it
             ceiling = query.get("sparse_ceiling")
-            out.sparse_ceiling = float(ceiling) if ceiling is not None else self._sparse_ceiling(out.sparse)
+            out.sparse_ceiling = None if ceiling is None else float(ceiling)
         if "colbert" in needed and cfg.colbert_dim is not None:
             colbert = check_colbert(query["colbert"], cfg.colbert_dim, "query")
             out.colbert = colbert if colbert is not None else np.empty((0, cfg.colbert_dim), np.float32)

@@ -9,6 +9,8 @@ any point leaves a consistent collection. Readers see the state as of their last
 
 from __future__ import annotations
 
+import mmap
+import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -61,6 +63,9 @@ _DOC_COLUMNS = (
 
 #: Bind at most this many values per SQL statement (SQLite's limit is 32766).
 CHUNK = 10_000
+#: Bytes of SQLite's wal-index header at the start of the `-shm` file (sqlite.org/walformat.html, 2.1: two
+#: copies of a 48-byte header, the first written last by a commit). It changes with every commit.
+WAL_INDEX_HEADER = 48
 
 
 @dataclass
@@ -152,8 +157,12 @@ class Database:
         except BaseException:
             self.conn.close()
             raise
+        self._shm: mmap.mmap | None = None  # the `-shm` file mapped for `commit_marker`, once it can be
 
     def close(self) -> None:
+        if self._shm is not None:
+            self._shm.close()
+            self._shm = None
         self.conn.close()
 
     @contextmanager
@@ -209,6 +218,26 @@ class Database:
     def data_version(self) -> int:
         """Changes whenever another connection commits (SQLite's `PRAGMA data_version`)."""
         return int(self.conn.execute("PRAGMA data_version").fetchone()[0])
+
+    def commit_marker(self) -> bytes | None:
+        """SQLite's wal-index header, which every commit rewrites (in the `-shm` file, the shared memory
+        SQLite's own readers look at): the same bytes as at an earlier call mean no commit since. A memory
+        read, to put in front of `data_version`, a read transaction with file locks (20-60 µs in a search whose
+        caches another engine's work has cooled). None when it cannot be read (no `-shm` file)."""
+        shm = self._shm if self._shm is not None else self._map_shm()
+        return None if shm is None else shm[:WAL_INDEX_HEADER]
+
+    def _map_shm(self) -> mmap.mmap | None:
+        """The `-shm` file mapped read-only, once this connection has it (after its first read in WAL mode;
+        while the connection is open, SQLite neither truncates nor deletes it)."""
+        try:
+            with open(f"{self.path}-shm", "rb") as f:
+                if os.fstat(f.fileno()).st_size < WAL_INDEX_HEADER:
+                    return None
+                self._shm = mmap.mmap(f.fileno(), WAL_INDEX_HEADER, access=mmap.ACCESS_READ)
+        except (OSError, ValueError):  # no such file (not in WAL mode yet), or it cannot be mapped here
+            return None
+        return self._shm
 
     # ---- meta ------------------------------------------------------------------------------------------
 

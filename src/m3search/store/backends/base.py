@@ -60,8 +60,10 @@ class Backend(Protocol):
     def write(self, batch: PreparedBatch) -> int:
         """Store a prepared batch (replacing documents with the same ids) as one acknowledged write."""
 
-    def writable(self) -> None:
-        """Refuse writes when opened read-only; take what writing needs (the local writer lock)."""
+    def write_beside(self, save: Callable[[], None]) -> None:
+        """Run `save`, a write to a file beside the documents (the stored search defaults), as a writer: refused
+        when opened read-only; other processes' next `refresh` sees it (local: under the writer lock, then a
+        commit)."""
 
     def delete(self, ids: Sequence[str]) -> int:
         """Remove documents by id; returns how many existed."""
@@ -95,8 +97,9 @@ class Backend(Protocol):
     def stats(self) -> dict[str, Any]:
         """Counts and sizes."""
 
-    def refresh(self) -> None:
-        """See other writers' committed changes."""
+    def refresh(self) -> int:
+        """See other writers' committed changes; returns a number that differs after each change loaded
+        (files beside the collection are re-read on it: see `write_beside`)."""
 
     def flush(self) -> None:
         """Make pending writes searchable at full speed (index building)."""

@@ -401,8 +401,14 @@ class EdgeBackend:
                     merging.close()
                 self._shard = self._load()
 
-    def refresh(self) -> None:
+    def refresh(self) -> int:
         """Nothing to do: no other process has the shard open."""
+        return 0
+
+    def write_beside(self, save: Callable[[], None]) -> None:
+        """Run `save` unless opened read-only (no other process has the collection open to see it)."""
+        self.writable()
+        save()
 
     # ---- reading ---------------------------------------------------------------------------------------
 

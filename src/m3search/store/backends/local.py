@@ -124,6 +124,13 @@ class LocalBackend:
         )
         self._count = 0
         self._version = -1
+        self._loads = 0
+        #: what an unfiltered search runs over (`_levels`); None whenever segments, tombstones or the incremental
+        #: level change (`_reload`, `_forget`, `write`): rebuilding it cost ~20 µs a search
+        self._plain_levels: list[SearchLevel] | None = None
+        self._marker: bytes | None = (
+            None  # `Database.commit_marker` when `refresh` last found this state current
+        )
         #: filter -> (its predicate, segment name -> row mask)
         self._filter_cache: OrderedDict[str, tuple[Predicate, dict[str, np.ndarray]]] = OrderedDict()
         try:
@@ -197,11 +204,13 @@ class LocalBackend:
         self._dead = {n: s.rows_of(tombstones) for n, s in segments.items()} if len(tombstones) else {}
         self._pending.clear()
         self._pending.add((p.seq, p.dense, p.sparse, p.has_colbert, p.metadata) for p in pending)
+        self._plain_levels = None
         self._count = count
         if stats is not None and self._bm25_stats is not None:
             self._bm25_stats.n_docs, self._bm25_stats.total_len = stats.n_docs, stats.total_len
             self._bm25_stats.df = stats.df
         self._version = version
+        self._loads += 1
 
     def _open_segments(
         self, names: list[str], files: dict[str, list[integrity.FileRecord]]
@@ -234,12 +243,16 @@ class LocalBackend:
         if self._damaged:
             raise next(iter(self._damaged.values()))
 
-    def refresh(self) -> None:
-        """Reload when another process committed since the last load."""
+    def refresh(self) -> int:
+        """Reload when another process committed since the last load; returns the number of loads."""
         with self._mutex:
             self._check_open()
-            if self._db.data_version() != self._version:
-                self._reload()
+            marker = self._db.commit_marker()  # read first: a commit after it changes the next one
+            if marker is None or marker != self._marker:
+                if self._db.data_version() != self._version:
+                    self._reload()
+                self._marker = marker
+            return self._loads
 
     def _writable(self) -> None:
         """Take the writer lock on first write, clean up what a crashed writer left, start from fresh state."""
@@ -284,6 +297,7 @@ class LocalBackend:
             for c in added_counts:
                 self._bm25_stats.add(c)
         self._pending.remove(seqs)
+        self._plain_levels = None
         sealed = np.asarray(sorted(sealed), np.int64)
         if len(sealed):
             self._tombstones = np.union1d(self._tombstones, sealed)
@@ -325,6 +339,7 @@ class LocalBackend:
                 (int(s), d.dense, d.sparse, d.colbert is not None, indexed_metadata(d.metadata, d.kind))
                 for d, s in zip(docs, seqs)
             )
+            self._plain_levels = None
             self._count += len(docs)
             if len(self._pending) >= self.config.flush_docs:
                 self.flush()
@@ -708,10 +723,14 @@ class LocalBackend:
             self.refresh()
             return self._db.all_ids()
 
-    def writable(self) -> None:
-        """Take the writer lock for a write beside the documents (the stored search defaults)."""
+    def write_beside(self, save: Callable[[], None]) -> None:
+        """Run `save` under the writer lock, then commit a change of the `beside` counter: the commit is what
+        other processes' `refresh` notices (see `Collection.search_defaults`)."""
         with self._mutex:
             self._writable()
+            save()
+            with self._db.write():
+                self._db.set_meta("beside", int(self._db.get_meta("beside", 0)) + 1)
 
     def get(self, ids: Sequence[str]) -> list[Document | None]:
         """The stored documents (id, kind, text, metadata, thumbnail reference) for `ids`, in order."""
@@ -782,14 +801,18 @@ class LocalBackend:
         segments = list(self._segments.items())  # the levels' order: the segments, then the incremental level
         hits: list[Hit | None] = [None] * len(picked)
         wanted: dict[int, int] = {}  # hit -> seq, read from the database
-        by_level: dict[int, list[int]] = {}  # hits in each segment with records
-        for at, (key, _, _) in enumerate(picked):
-            li = key >> 40
-            if li < len(segments) and segments[li][1].documents is not None:
-                by_level.setdefault(li, []).append(at)
+        by_level: dict[int, list[int]] = {}  # hits in each level
+        for at, pick in enumerate(picked):
+            ats = by_level.get(pick[0] >> 40)
+            if ats is None:
+                by_level[pick[0] >> 40] = [at]
             else:
-                wanted[at] = int(levels[li].seqs[key & ROW_MASK])
+                ats.append(at)
         for li, ats in by_level.items():
+            if li >= len(segments) or segments[li][1].documents is None:
+                seqs = levels[li].seqs
+                wanted.update((at, int(seqs[picked[at][0] & ROW_MASK])) for at in ats)
+                continue
             name, segment = segments[li]
             rows = [picked[at][0] & ROW_MASK for at in ats]
             try:
@@ -907,6 +930,9 @@ class LocalBackend:
     ) -> list[SearchLevel]:
         """What a search runs over; `pending_allowed` is None without a filter; `dense_only`: the masks of the
         rows that have only a dense vector (pending, per segment), when the search should know them."""
+        plain = pending_allowed is None and dense_only is None
+        if plain and self._plain_levels is not None:
+            return self._plain_levels
         levels = []
         for name, seg in self._segments.items():
             mask = None if pending_allowed is None else masks[name]
@@ -931,6 +957,8 @@ class LocalBackend:
         if dense_only is not None:
             pending.dense_only = dense_only[0]
         levels.append(pending)
+        if plain:
+            self._plain_levels = levels
         return levels
 
     def stats(self) -> dict[str, Any]:

@@ -317,12 +317,19 @@ class QdrantBackend:
         return self._stats
 
     @_reported
-    def refresh(self) -> None:
-        """Re-read the average document length other writers may have changed (BM25 collections)."""
+    def refresh(self) -> int:
+        """Re-read the average document length other writers may have changed (BM25 collections); 0: nothing
+        beside the collection to re-read."""
         if self._stats is not None:
             info = self.client.get_collection(self.name)
             bm25 = (info.config.metadata or {}).get(CONFIG_KEY, {}).get("bm25", {})
             self._stats.n_docs, self._stats.total_len = bm25.get("n_docs", 0), bm25.get("total_len", 0)
+        return 0
+
+    def write_beside(self, save: Callable[[], None]) -> None:
+        """Run `save` unless opened read-only."""
+        self.writable()
+        save()
 
     # ---- writing ---------------------------------------------------------------------------------------
 
