@@ -11,8 +11,11 @@ of the layer), `index` (the one segment's
 same request returning ids and scores, as the index arm does). Every arm gets a different query at each step
 (arm j runs query i + j·n/arms): an arm run right after another on the same query would find the graph nodes
 that query walks still in the CPU caches, which made the index look 40% faster than it is when this was a
-one-off script. Before timing, every query runs once through every arm: a freshly opened shard or collection
-reads its memory-mapped files on first touch, and the comparison is of warm engines. The collection's layer is
+one-off script. The arms' order rotates from one query to the next: in a fixed order the collection always ran
+right after an Edge request, whose memory traffic evicts the local engine's, and the index right after the
+one-call arm, which had left the same code and structures warm (0.1-0.3 ms a search on a 2-core VM). Before
+timing, every query runs once through every arm: a freshly opened shard or collection reads its memory-mapped
+files on first touch, and the comparison is of warm engines. The collection's layer is
 collection − index. Then the hits' documents, each way in its own loop over the queries (warm code, so smaller
 than in the interleaved arms): the segment's records, and the database's rows with their metadata parsed (what
 searches read before the records).
@@ -161,8 +164,11 @@ def main() -> None:
             wall: dict[str, list[float]] = {a: [] for a in ways}
             cpu: dict[str, list[float]] = {a: [] for a in ways}
             stride = len(timed) // len(ways)
+            order = list(ways.items())
             for i in range(len(timed)):
-                for j, (name, run) in enumerate(ways.items()):
+                for shift in range(len(order)):
+                    j = (i + shift) % len(order)  # rotated: no arm always runs right after the same one
+                    name, run = order[j]
                     q = timed[(i + j * stride) % len(timed)]
                     t, c = time.perf_counter(), time.thread_time()
                     run(q)
