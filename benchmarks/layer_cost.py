@@ -23,9 +23,9 @@ searches read before the records).
 Needs a compacted collection and a shard of the same data, as `index_speed.py --backend qdrant --keep` leaves
 them (DIR/collection, DIR/edge):
 
-    PYTHONPATH=src python benchmarks/layer_cost.py DIR [--queries 500]
+    PYTHONPATH=src python benchmarks/layer_cost.py DIR [--queries 500] [--cold]
 
-Prints a table and writes benchmarks/results/layer_cost-<docs>.json.
+Prints a table and writes benchmarks/results/layer_cost-<docs>[-cold].json.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -130,27 +131,42 @@ def pieces(collection: Collection, ways: dict, timed: list[dict]) -> dict[str, f
     }
 
 
-def open_kept(description: str, queries: int) -> tuple[argparse.Namespace, Collection, qe.EdgeShard]:
+def open_kept(
+    description: str, queries: int, more: Callable[[argparse.ArgumentParser], object] | None = None
+) -> tuple[argparse.Namespace, Collection, qe.EdgeShard]:
     """The command line of a script over what `index_speed.py --backend qdrant --keep` left (DIR/collection,
-    DIR/edge; `--queries`, `--query-tokens`), and the collection (read-only) and shard it names, opened."""
+    DIR/edge; `--queries`, `--query-tokens`, and what `more` adds), and the collection (read-only) and shard it
+    names, opened."""
     ap = argparse.ArgumentParser(
         description=description, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("work", type=Path, help="the directory index_speed.py --keep left (collection/, edge/)")
     ap.add_argument("--queries", type=int, default=queries)
     ap.add_argument("--query-tokens", type=int, default=32)
+    if more is not None:
+        more(ap)
     args = ap.parse_args()
     collection = Collection.open(args.work / "collection", readonly=True, cache=False)
     return args, collection, qe.EdgeShard.load(str(args.work / "edge"))
 
 
 def main() -> None:
-    args, collection, shard = open_kept(__doc__, 500)
+    args, collection, shard = open_kept(
+        __doc__,
+        500,
+        lambda ap: ap.add_argument(
+            "--cold",
+            action="store_true",
+            help="every timed arm right after an Edge request on another query (untimed): each search finds "
+            "the caches as the other engine left them, as in index_speed.py's interleaving",
+        ),
+    )
     timed = kept_corpus_queries(args.queries, args.query_tokens)
     result: dict = {
         "machine": machine_record(),
         "docs": collection.count(),
         "queries": len(timed),
+        "cold": args.cold,
         "modes": {},
     }
     try:
@@ -170,6 +186,8 @@ def main() -> None:
                     j = (i + shift) % len(order)  # rotated: no arm always runs right after the same one
                     name, run = order[j]
                     q = timed[(i + j * stride) % len(timed)]
+                    if args.cold:
+                        ways["edge ids"](timed[(i + j * stride + stride // 2) % len(timed)])
                     t, c = time.perf_counter(), time.thread_time()
                     run(q)
                     cpu[name].append(time.thread_time() - c)
@@ -211,7 +229,7 @@ def main() -> None:
             f"{mode} in tight loops, CPU µs: "
             + ", ".join(f"{k[:-3]} {v:.0f}" for k, v in by["tight_loop"].items())
         )
-    out = ROOT / "results" / f"layer_cost-{result['docs']}.json"
+    out = ROOT / "results" / f"layer_cost-{result['docs']}{'-cold' if args.cold else ''}.json"
     out.write_text(json.dumps(result, indent=2))
     print(f"written to {out}")
 
