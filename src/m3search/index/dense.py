@@ -278,7 +278,7 @@ class DenseIndex:
             if len(rows) and not (rows.min() >= 0 and rows.max() < len(vectors)):
                 raise IndexError(f"rows outside this index's {len(vectors)}")
             return self._scores(q, rows)
-        block = _contiguous(vectors)
+        block = self._base
         scores = np.empty(len(block), np.float32)
         if len(scores):
             ptr = faiss.swig_ptr

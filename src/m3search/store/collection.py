@@ -125,11 +125,8 @@ def _check_backend(backend: str) -> None:
 
 #: How many argument combinations a collection keeps resolved (`Collection.search`); more empty the memo.
 MEMO_SIZE = 256
-_PLAIN = (
-    int,
-    str,
-    type(None),
-)  # argument types a memo key holds as they are (bool and float are not: 1 == True)
+#: Argument types a memo key holds as they are (bool and float are not: 1 == True == 1.0).
+_PLAIN = (int, str, type(None))
 
 
 class _Resolved(NamedTuple):
@@ -571,9 +568,8 @@ class Collection:
         then the library's. Documents with only a dense vector (images alone) are scored by it alone in the
         hybrid modes.
         """
-        stored = (
-            self.search_defaults
-        )  # refreshes: BM25 query weights use the statistics of the version searched
+        # reading them refreshes the backend: BM25 query weights use the statistics of the version searched
+        stored = self.search_defaults
         if image is not None and not isinstance(query, (str, type(None))):
             raise InvalidInputError("an image query goes with a text, not with query vectors")
         if query is None and image is None:
@@ -691,9 +687,8 @@ class Collection:
         them refreshes the backend; the file is read again when that loads a change (another process's
         `set_search_defaults` commits one: a file edited by hand is seen at the next open or write)."""
         loads = self.backend.refresh()
-        if (
-            self.path is not None and loads != self._search_defaults[0]
-        ):  # beside the files; Qdrant: the library's
+        # beside the files; Qdrant: the library's
+        if self.path is not None and loads != self._search_defaults[0]:
             self._search_defaults = (loads, SearchDefaults.load(self.path))
         return self._search_defaults[1]
 

@@ -68,7 +68,8 @@ class HitDocuments:
     def __init__(self, offsets: np.ndarray, data: mmap.mmap) -> None:
         self.offsets = offsets
         self.data = data
-        self._ends = memoryview(offsets)  # type: ignore[arg-type]  # read's: Python ints, cheaper than numpy's
+        # what `read` indexes: Python ints, cheaper than numpy's scalars
+        self._offsets = memoryview(offsets)  # type: ignore[arg-type]
 
     @classmethod
     def load(cls, directory: Path) -> HitDocuments | None:
@@ -90,7 +91,7 @@ class HitDocuments:
     def read(self, rows: Sequence[int]) -> list[list[Any]]:
         """Rows' records, each [id, kind, text, has a thumbnail, metadata], parsed in one call. `ValueError` for
         bytes that are not such records (a damaged file)."""
-        off, data = self._ends, self.data
+        off, data = self._offsets, self.data
         found = _decode("[" + b",".join([data[off[r] : off[r + 1]] for r in rows]).decode() + "]")
         if len(found) != len(rows) or not all(
             type(f) is list and len(f) == 5 and type(f[4]) is dict for f in found

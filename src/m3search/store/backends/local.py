@@ -128,9 +128,8 @@ class LocalBackend:
         #: what an unfiltered search runs over (`_levels`); None whenever segments, tombstones or the incremental
         #: level change (`_reload`, `_forget`, `write`): rebuilding it cost ~20 µs a search
         self._plain_levels: list[SearchLevel] | None = None
-        self._marker: bytes | None = (
-            None  # `Database.commit_marker` when `refresh` last found this state current
-        )
+        #: `Database.commit_marker` when `refresh` last found this state current
+        self._marker: bytes | None = None
         #: filter -> (its predicate, segment name -> row mask)
         self._filter_cache: OrderedDict[str, tuple[Predicate, dict[str, np.ndarray]]] = OrderedDict()
         try:
@@ -802,10 +801,11 @@ class LocalBackend:
         hits: list[Hit | None] = [None] * len(picked)
         wanted: dict[int, int] = {}  # hit -> seq, read from the database
         by_level: dict[int, list[int]] = {}  # hits in each level
-        for at, pick in enumerate(picked):
-            ats = by_level.get(pick[0] >> 40)
+        for at, (key, _, _) in enumerate(picked):
+            li = key >> 40
+            ats = by_level.get(li)
             if ats is None:
-                by_level[pick[0] >> 40] = [at]
+                by_level[li] = [at]
             else:
                 ats.append(at)
         for li, ats in by_level.items():
