@@ -1,10 +1,10 @@
-"""The sparse forward index (`SparseIndex._lookup`): looking candidate rows up in each row's own postings
-against binary searches in the long posting lists.
+"""The sparse forward index (`sparse_kernels.lookup`): looking candidate rows up in each row's own postings
+against galloping searches in the long posting lists.
 
 Builds the forward index of each segment of a kept collection in memory from its inverted lists (`from_coo`,
 as a new segment gets it; collections of any format), then
-1. times one lookup both ways for the row sets a real query produces: the contenders MaxScore has when it stops
-   reading whole lists, and 317 random rows (a hybrid query's dense-only candidates), by row-set size;
+1. times one lookup of each query's lists both ways for random row sets of 100 to 10,000 rows (317: a hybrid
+   query's dense-only candidates; thousands: the contenders of a pruned search), by row-set size;
 2. searches through `Collection` with each segment's sparse index swapped per query between one without the
    forward index and one with it (interleaved, `interleave.py`), and checks both return the same hits.
 
@@ -22,7 +22,6 @@ import itertools
 import json
 import time
 from pathlib import Path
-from unittest import mock
 
 import numpy as np
 from host_speed import machine_record
@@ -31,13 +30,15 @@ from interleave import interleaved, kept_corpus_queries
 
 from m3search import Collection
 from m3search.index import sparse
+from m3search.index import sparse_kernels as kernels
 from m3search.index.sparse import FILES, SparseIndex
 from m3search.search.planner import default_candidates
 from m3search.store.bm25 import as_sparse_row
 
 ROOT = Path(__file__).resolve().parent
-#: Row-set sizes the lookup table groups by.
+#: Row-set sizes the lookup table groups by, and the random row sets looked up.
 BUCKETS = (0, 400, 1_000, 3_000, 10_000, 10**9)
+LOOKUP_ROWS = (100, 317, 1_000, 3_000, 10_000)
 
 
 def without_forward(index: SparseIndex) -> SparseIndex:
@@ -45,33 +46,23 @@ def without_forward(index: SparseIndex) -> SparseIndex:
     return SparseIndex(index.n_rows, **{name: getattr(index, name) for name in FILES})
 
 
-def lookup_costs(index: SparseIndex, queries: list[dict], depth: int) -> list[dict]:
-    """Each lookup a query's `search` and a 317-row `score_rows` make, timed both ways (best of two)."""
-    row_sets = []
-    finish = SparseIndex._finish
-
-    def record(self, rest, contenders, scores, remaining, threshold, k):
-        row_sets.append((rest, contenders[scores[contenders] + remaining >= threshold]))
-        return finish(self, rest, contenders, scores, remaining, threshold, k)
-
+def lookup_costs(index: SparseIndex, queries: list[dict], sizes: tuple[int, ...] = LOOKUP_ROWS) -> list[dict]:
+    """One lookup (`sparse_kernels.lookup`, as a pruned search's contenders and `score_rows` make them) of each
+    query's lists for random row sets of each size, timed both ways (best of two)."""
     rng = np.random.default_rng(0)
-    with mock.patch.object(SparseIndex, "_finish", record):
-        for q in queries:
-            query = as_sparse_row(q["sparse"])
-            index.search(query, depth)
-            row_sets.append((index._lists(query), np.sort(rng.choice(index.n_rows, depth, replace=False))))
-    probing = without_forward(index)
     costs = []
-    # always the forward index when the index has one
-    with mock.patch.object(sparse, "FORWARD_POSTINGS_PER_RUN", float("inf")):
-        for lists, rows in row_sets:
+    for q in queries:
+        ids, qweights = as_sparse_row(q["sparse"])
+        firsts, ends, qws, _, _ = kernels.query_lists(index._index, ids, qweights)
+        for size in sizes:
+            alive = np.sort(rng.choice(index.n_rows, min(size, index.n_rows), replace=False))
             ms = {}
-            for name, which in (("probe", probing), ("forward", index)) * 2:
+            for name, per_run in (("probe", 0), ("forward", np.inf)) * 2:
+                out = np.zeros(len(alive), np.float32)
                 start = time.perf_counter()
-                which._lookup(lists, rows, np.zeros(len(rows), np.float32))
+                kernels.lookup(index._index, firsts, ends, qws, alive, out, per_run)
                 ms[name] = min(ms.get(name, np.inf), 1000 * (time.perf_counter() - start))
-            runs = sum(plist[1] - plist[0] for plist in lists)
-            costs.append({"rows": len(rows), "runs": runs, **ms})
+            costs.append({"rows": len(alive), "runs": int((ends - firsts).sum()), **ms})
     return costs
 
 
@@ -90,7 +81,7 @@ def main() -> None:
     forward = [SparseIndex.from_coo(len(seg), *seg.sparse.to_coo()) for seg in segments]
     build_s = time.perf_counter() - start
     probing = [without_forward(f) for f in forward]
-    costs = lookup_costs(forward[0], queries, depth)
+    costs = lookup_costs(forward[0], queries)
 
     def use(indexes: list[SparseIndex]):
         return lambda: [setattr(seg, "sparse", ix) for seg, ix in zip(segments, indexes)]

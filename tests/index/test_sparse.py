@@ -3,11 +3,14 @@ without MaxScore pruning."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
 
 from m3search.index import sparse as sparse_module
+from m3search.index import sparse_kernels as kernels
 from m3search.index.sparse import SparseIndex
 from m3search.scoring import lexical_score
 
@@ -64,29 +67,50 @@ def test_top_k_is_exact(monkeypatch, prune_at, masked, forward_per_run, sample):
         assert len(rows) == len(expected)
         np.testing.assert_allclose(scores, [lexical_score(query, docs[i]) for i in expected], rtol=1e-5)
         np.testing.assert_allclose(scores, [lexical_score(query, docs[i]) for i in rows], rtol=1e-5)
+    assert not sparse_module._zeros(len(docs)).any()  # the scratch scores are left zero
+
+
+def test_searches_in_threads_at_once_agree_with_one_at_a_time():
+    """The compiled search releases the GIL and each thread adds into its own scratch scores: concurrent
+    searches return exactly what the same searches return one after another."""
+    docs = random_rows(3000, 12, vocab=400, zipf=True)
+    index = SparseIndex.from_rows([as_row(d) for d in docs])
+    queries = [as_row(q) for q in random_rows(200, 13, vocab=400, zipf=True)]
+    alone = [index.search(q, 10) for q in queries]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda q: index.search(q, 10), queries))
+    for (rows, scores), (want_rows, want_scores) in zip(together, alone):
+        np.testing.assert_array_equal(rows, want_rows)
+        np.testing.assert_array_equal(scores, want_scores)
 
 
 def test_the_short_lists_bound_the_kth_best_score_from_below():
     """The prune check's cheap bound: the best k-th best partial score among the allowed rows of any one list
-    read so far never exceeds the k-th best over every allowed row (so pruning by it stays exact), and is None
+    read so far never exceeds the k-th best over every allowed row (so pruning by it stays exact), and is -inf
     when no list has k allowed rows."""
     rng = np.random.default_rng(7)
-    scores = rng.random(5000).astype(np.float32)
+    n = 5000
+    coo = random_coo(n, 11, vocab=60, per_row=3)
+    index = SparseIndex.from_coo(n, *coo)
+    term_rows = {int(t): coo[0][coo[1] == t] for t in index.terms}
+    scores = rng.random(n).astype(np.float32)
+    no_mask = np.empty(0, bool)
     for trial in range(50):
-        sample = [
-            rng.choice(5000, int(rng.integers(1, 300)), replace=False) for _ in range(int(rng.integers(1, 4)))
-        ]
-        allowed = rng.random(5000) < 0.5 if trial % 2 else None
-        k = int(rng.integers(1, 40))
-        bound = SparseIndex._sample_bound(sample, scores, allowed, k)
-        kept = [rows if allowed is None else rows[allowed[rows]] for rows in sample]
+        chosen = rng.choice(len(index.terms), int(rng.integers(0, 4)), replace=False)
+        allowed = rng.random(n) < 0.5 if trial % 2 else None
+        k = int(rng.integers(1, 200))
+        firsts, ends = index.term_runs[chosen], index.term_runs[chosen + 1]
+        bound = kernels.sample_bound(
+            index._index, scores, firsts, ends, no_mask if allowed is None else allowed, k
+        )
+        kept = [term_rows[int(index.terms[j])] for j in chosen]
+        kept = [rows if allowed is None else rows[allowed[rows]] for rows in kept]
         kths = [np.sort(scores[rows])[::-1][k - 1] for rows in kept if len(rows) >= k]
         if not kths:
-            assert bound is None
+            assert bound == -np.inf
             continue
         everywhere = np.sort(scores if allowed is None else scores[allowed])[::-1]
         assert bound == max(kths) and bound <= everywhere[k - 1]
-    assert SparseIndex._sample_bound([], scores, None, 1) is None
 
 
 def test_unknown_tokens_match_nothing():

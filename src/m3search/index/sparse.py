@@ -19,25 +19,25 @@ already in contention instead of being gathered whole; after each such list, the
 reach the k-th best partial score drop out.
 
 Those lookups, and the scores of given rows (a hybrid query's dense-only candidates), read a *forward* index
-while the rows are few: each row's postings as positions in the inverted arrays (uint32, ascending, so grouped
-by term), 4 bytes a posting. A position tells its term by the list range it falls in, and its weight is the
-posting's own, so the lookup is one vectorized gather instead of a binary search per query token and block
-(~230 a query at 1M documents). Segments written before it have none; their lookups binary-search the sorted
-runs, with the same sums in the same order.
+while the rows are few and scattered: each row's postings as positions in the inverted arrays (uint32,
+ascending, so grouped by term), 4 bytes a posting. A position tells its term by the list range it falls in, and
+its weight is the posting's own. Otherwise (and in segments written before it, which have none) each list is
+searched for the rows in order, galloping from where the last row was found; the sums are the same either way.
 
-Hand-written on numpy because text search engines (Lucene, Tantivy) quantize or re-derive the weights and
-scipy's sparse products have neither an allowed-row mask nor early termination.
+Hand-written because text search engines (Lucene, Tantivy) quantize or re-derive the weights and scipy's sparse
+products have neither an allowed-row mask nor early termination; the query path is compiled with numba
+(`sparse_kernels`), the building and merging here stay numpy.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from m3search.index.ranges import concat_ranges
-from m3search.index.topk import top_k
+from m3search.index import sparse_kernels as kernels
 from m3search.threads import load_array
 
 #: One sparse vector: (token ids int64, weights float32), ids unique.
@@ -58,18 +58,46 @@ FORWARD_FILES = {"fwd_start": "sparse_fwd_start.npy", "fwd_postings": "sparse_fw
 #: Rows per block: a posting stores its row's offset within the block as uint16.
 BLOCK_BITS = 16
 BLOCK_ROWS = 1 << BLOCK_BITS
-#: Before reading a posting list longer than this, check whether the rest can be probed instead.
-PRUNE_CHECK_LENGTH = 20_000
+#: Before reading a posting list longer than this, check whether the rest can be probed instead. Compiled, a
+#: top-10 search took least time with 5,000-10,000 at 100k documents and 10,000-30,000 at 1M (docs/INDEX.md).
+PRUNE_CHECK_LENGTH = 10_000
 #: The prune check first bounds the k-th best score by the rows of the lists read so far, up to this many
 #: postings (the shortest lists: the rarest terms, which the best documents usually contain).
 SAMPLE_POSTINGS = 4096
-#: Look rows up in the forward index while their postings number at most this many per run that binary search
-#: would visit. At 1M documents (51 postings a row, 16 blocks) the forward index took 0.75 ms for 317 rows where
-#: probing took 2.25, broke even near 1,600 postings a run and was 4x slower at ~19,000 (docs/INDEX.md).
-FORWARD_POSTINGS_PER_RUN = 1024
+#: Look rows up in the forward index while their postings number at most this many per run that a galloping
+#: search would visit. Compiled, at 1M documents (51 postings a row, 16 blocks), 317 random rows took 0.10 ms
+#: through the forward index and 0.20 probing; the contenders of a pruned search, denser in each list, were
+#: probed fastest (docs/INDEX.md).
+FORWARD_POSTINGS_PER_RUN = 256
 
-#: A posting list: (first run, end run, query weight, upper bound of its contribution, postings).
-_List = tuple[int, int, float, float, int]
+#: No forward index, no filter: empty arrays, as the compiled query path takes them.
+_NO_FORWARD = (np.empty(0, np.int64), np.empty(0, np.uint32))
+_NO_MASK = np.empty(0, bool)
+
+
+_scratch = threading.local()
+
+
+def _zeros(n: int) -> np.ndarray:
+    """`n` float32 zeros to add a search's scores into, this thread's own: the search leaves them zero again,
+    so one buffer serves every search instead of a new array whose pages each fault when first written."""
+    buffer = getattr(_scratch, "scores", None)
+    if buffer is None or len(buffer) < n:
+        buffer = _scratch.scores = np.zeros(n, np.float32)
+    return buffer[:n]
+
+
+def _plain(array: np.ndarray) -> np.ndarray:
+    """A read-only plain ndarray view of `array`."""
+    view = np.asarray(array).view()
+    view.flags.writeable = False
+    return view
+
+
+def _query(query: SparseRow) -> tuple[np.ndarray, np.ndarray]:
+    """A query's token ids and weights as the compiled query path takes them (own, writable arrays)."""
+    ids, qweights = query
+    return np.array(ids, np.int64), np.array(qweights, np.float32)
 
 
 class SparseIndex:
@@ -95,17 +123,15 @@ class SparseIndex:
         self.terms, self.term_runs, self.run_block, self.run_start = terms, term_runs, run_block, run_start
         self.rows, self.weights, self.term_max = rows, weights, term_max
         self.fwd_start, self.fwd_postings = fwd_start, fwd_postings
-        # Queries read plain views of the same memory: every slice of an np.memmap runs Python hooks (~2 µs),
-        # and a query takes dozens.
-        self._terms, self._term_runs, self._run_block, self._run_start = map(
-            np.asarray, (terms, term_runs, run_block, run_start)
+        # Queries read plain read-only views of the same memory: the compiled query path then has one version
+        # for built and loaded indexes alike, and the numpy code below avoids np.memmap's Python hooks (~2 µs a
+        # slice).
+        forward = _NO_FORWARD if fwd_start is None or fwd_postings is None else (fwd_start, fwd_postings)
+        arrays = tuple(
+            map(_plain, (terms, term_runs, run_block, run_start, rows, weights, term_max, *forward))
         )
-        self._rows, self._weights, self._term_max = map(np.asarray, (rows, weights, term_max))
-        self._forward = (
-            None
-            if fwd_start is None or fwd_postings is None
-            else (np.asarray(fwd_start), np.asarray(fwd_postings))
-        )
+        self._terms, self._term_runs, self._run_block, self._run_start, self._rows, self._weights = arrays[:6]
+        self._index = (*arrays, n_rows)
 
     def __len__(self) -> int:
         return self.n_rows
@@ -165,217 +191,29 @@ class SparseIndex:
         terms = np.repeat(self._terms.astype(np.int64), lengths)
         return self._decode(0, len(self._run_block)), terms, self._weights.astype(np.float32)
 
-    def _lists(self, query: SparseRow) -> list[_List]:
-        """(first run, end run, query weight, upper bound, postings) of the query tokens present, shortest list
-        first (equal lengths in query order)."""
-        ids, qweights = query
-        if len(ids) == 0 or len(self._terms) == 0:
-            return []
-        ids = np.asarray(ids, np.int64)
-        qweights = np.asarray(qweights, np.float32)
-        pos = np.minimum(np.searchsorted(self._terms, ids), len(self._terms) - 1)
-        found = self._terms[pos] == ids
-        pos, qweights = pos[found], qweights[found]
-        first, end = self._term_runs[pos], self._term_runs[pos + 1]
-        lengths = self._run_start[end] - self._run_start[first]
-        order = np.argsort(lengths, kind="stable")
-        return list(
-            zip(
-                first[order].tolist(),
-                end[order].tolist(),
-                qweights[order].tolist(),
-                (qweights * self._term_max[pos])[order].tolist(),
-                lengths[order].tolist(),
-            )
-        )
-
-    def _add(self, plist: _List, scores: np.ndarray, matched: np.ndarray | None) -> np.ndarray | None:
-        """Add `weight * w_doc` of a whole posting list into `scores`, run by run: a run's uint16 offsets index
-        its block's slice (no int64 rows decoded). `matched` marks the rows met so far; None while every
-        contribution was positive (then a positive score is the mark). Returns `matched` (made from the scores
-        when a contribution is not positive: a product that underflowed to 0)."""
-        first_run, end_run, weight = plist[0], plist[1], plist[2]
-        starts = self._run_start[first_run : end_run + 1].tolist()
-        for block, start, end in zip(self._run_block[first_run:end_run].tolist(), starts, starts[1:]):
-            base = block << BLOCK_BITS
-            offsets = self._rows[start:end]
-            contributions = weight * self._weights[start:end]
-            if matched is None and not contributions.min() > 0:
-                matched = scores > 0
-            np.add.at(scores[base : base + BLOCK_ROWS], offsets, contributions)  # offsets are distinct
-            if matched is not None:
-                matched[base : base + BLOCK_ROWS][offsets] = True
-        return matched
-
-    def _probe(self, plist: _List, blocks: np.ndarray, offsets: np.ndarray, out: np.ndarray) -> None:
-        """Add `weight * w_doc` of one posting list to `out` for ascending rows given as their `blocks` and
-        uint16 `offsets` (binary search in each block's run)."""
-        first_run, end_run, weight = plist[0], plist[1], plist[2]
-        run_blocks = self._run_block[first_run:end_run]
-        los = np.searchsorted(blocks, run_blocks, "left").tolist()
-        his = np.searchsorted(blocks, run_blocks, "right").tolist()
-        starts = self._run_start[first_run : end_run + 1].tolist()
-        for start, end, lo, hi in zip(starts, starts[1:], los, his):
-            if lo == hi:
-                continue
-            postings = self._rows[start:end]
-            want = offsets[lo:hi]
-            pos = np.minimum(np.searchsorted(postings, want), len(postings) - 1)
-            hit = postings[pos] == want
-            out[lo:hi][hit] += weight * self._weights[start + pos[hit]]
-
-    def _forward_for(self, n_rows: int, lists: Sequence[_List]) -> tuple[np.ndarray, np.ndarray] | None:
-        """The forward index's arrays when looking `n_rows` rows up in them beats probing `lists` for them (their
-        postings are at most `FORWARD_POSTINGS_PER_RUN` per run binary search would visit), else None."""
-        if self._forward is None:
-            return None
-        postings = n_rows * len(self._weights) / max(self.n_rows, 1)
-        pays = postings <= FORWARD_POSTINGS_PER_RUN * sum(plist[1] - plist[0] for plist in lists)
-        return self._forward if pays else None
-
-    def _lookup(self, lists: Sequence[_List], rows: np.ndarray, out: np.ndarray) -> None:
-        """Add the posting lists' contributions to `out` for the given ascending rows: from the forward index
-        when it pays (`_forward_for`), else by binary search. Either way each row's float32 sum adds the lists
-        in their order, so scores agree to the bit with `search`'s."""
-        if not lists or not len(rows):
-            return
-        forward = self._forward_for(len(rows), lists)
-        if forward is None:
-            self._probe_all(lists, rows, out)
-        else:
-            self._forward_add(forward, lists, rows, out)
-
-    def _forward_add(
-        self,
-        forward: tuple[np.ndarray, np.ndarray],
-        lists: Sequence[_List],
-        rows: np.ndarray,
-        out: np.ndarray,
-    ) -> None:
-        """`_lookup` through the forward index's arrays `(fwd_start, fwd_postings)`."""
-        fwd_start, fwd_postings = forward
-        starts, row_ends = fwd_start[rows], fwd_start[rows + 1]
-        lengths = row_ends - starts
-        positions = fwd_postings[concat_ranges(starts, row_ends)[0]]
-        # the lists' posting ranges [start, end) in position order: a position inside range i belongs to it
-        firsts = self._run_start[[plist[0] for plist in lists]]
-        ends = self._run_start[[plist[1] for plist in lists]]
-        by_start = np.argsort(firsts)
-        edges = np.stack([firsts[by_start], ends[by_start]], 1).ravel().astype(positions.dtype)
-        at = np.searchsorted(edges, positions, "right")
-        hit = np.flatnonzero(at & 1)  # odd: at or after a range's start, before its end
-        ranks = by_start[at[hit] >> 1]  # the list each hit belongs to, in `lists` order
-        positions = positions[hit]
-        owners = np.repeat(np.arange(len(rows)), lengths)[hit]
-        weights = np.array([plist[2] for plist in lists], np.float32)[ranks] * self._weights[positions]
-        in_order = np.argsort(ranks, kind="stable")
-        np.add.at(out, owners[in_order], weights[in_order])  # sequential float32 adds, list by list
-
-    def _probe_all(self, lists: Sequence[_List], rows: np.ndarray, out: np.ndarray) -> None:
-        """Add the posting lists' contributions to `out` for the given ascending rows (binary searches)."""
-        blocks = rows >> BLOCK_BITS
-        offsets = (rows & (BLOCK_ROWS - 1)).astype(np.uint16)
-        for plist in lists:
-            self._probe(plist, blocks, offsets, out)
-
     def score_rows(self, query: SparseRow, rows: np.ndarray) -> np.ndarray:
-        """Exact lexical scores of `query` for the given rows."""
-        rows = np.asarray(rows, np.int64)
-        order = np.argsort(rows, kind="stable")
-        scores = np.zeros(len(rows), np.float32)
-        self._lookup(self._lists(query), rows[order], scores)
-        out = np.empty_like(scores)
-        out[order] = scores
-        return out
+        """Exact lexical scores of `query` for the given rows (the sums a search adds, in the same order)."""
+        ids, qweights = _query(query)
+        return kernels.score_rows(
+            self._index, ids, qweights, np.array(rows, np.int64), FORWARD_POSTINGS_PER_RUN
+        )
 
     def search(
         self, query: SparseRow, k: int, allowed: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Exact top-k rows sharing a token with `query` among `allowed`: (rows, scores), best first."""
-        lists = self._lists(query)
-        scores = np.zeros(self.n_rows, np.float32)
-        positive = all(plist[2] > 0 for plist in lists)  # query weights are validated positive
-        # the rows met: those scoring above 0 while every contribution is positive (see `_add`)
-        matched = None if positive else np.zeros(self.n_rows, bool)
-        prunable = k > 0 and positive  # the bounds hold for non-negative weights
-        remaining = sum(plist[3] for plist in lists)
-        # the rows of each short list read so far (`_sample_bound`), kept only if a prune check lies ahead
-        # (lists come shortest first)
-        sampling = prunable and bool(lists) and lists[-1][4] > PRUNE_CHECK_LENGTH
-        sample: list[np.ndarray] = []
-        sampled = 0
-        for i, plist in enumerate(lists):
-            if prunable and plist[4] > PRUNE_CHECK_LENGTH:
-                bound = self._sample_bound(sample, scores, allowed, k)
-                if bound is not None and remaining < bound:  # no unseen document can reach the top k any more
-                    can = scores + remaining >= bound  # rows never met score 0: below the bound
-                    alive = np.flatnonzero(can if allowed is None else can & allowed)
-                    return self._finish(lists[i:], alive, scores[alive], remaining, bound, k)
-                met = scores > 0 if matched is None else matched
-                contenders = np.flatnonzero(met if allowed is None else met & allowed)
-                if len(contenders) >= k:
-                    threshold = np.partition(scores[contenders], len(contenders) - k)[len(contenders) - k]
-                    if remaining < threshold:
-                        alive = contenders[scores[contenders] + remaining >= threshold]
-                        return self._finish(lists[i:], alive, scores[alive], remaining, threshold, k)
-            matched = self._add(plist, scores, matched)
-            if sampling and sampled + plist[4] <= SAMPLE_POSTINGS:
-                sample.append(self._decode(plist[0], plist[1]))
-                sampled += plist[4]
-            remaining -= plist[3]
-        met = scores > 0 if matched is None else matched
-        return top_k(scores, k, met if allowed is None else met & allowed)
-
-    @staticmethod
-    def _sample_bound(
-        sample: list[np.ndarray], scores: np.ndarray, allowed: np.ndarray | None, k: int
-    ) -> float | None:
-        """A lower bound of the k-th best partial score over all allowed rows: the best, over the posting lists
-        in `sample` (each a list's rows, distinct), of the k-th best score among a list's allowed rows (None
-        when no list has k). The rare terms' short lists make it nearly exact, and it spares the prune check a
-        partition of every row met (tens of thousands at 100k documents) when it already proves that the rest
-        of the lists cannot change the top k."""
-        best = None
-        for rows in sample:
-            if allowed is not None:
-                rows = rows[allowed[rows]]
-            if len(rows) >= k:
-                kth = float(np.partition(scores[rows], len(rows) - k)[len(rows) - k])
-                best = kth if best is None else max(best, kth)
-        return best
-
-    def _finish(
-        self,
-        rest: list[_List],
-        alive: np.ndarray,
-        partial: np.ndarray,
-        remaining: float,
-        threshold: float,
-        k: int,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Complete the scores of the `alive` rows (ascending, with their `partial` scores), the only ones that
-        can still make the top k: list by list (probing), the rows whose partial score plus what the lists left
-        can add falls below the k-th best partial score drop out; once the survivors are few enough, the
-        forward index adds all the lists left at once."""
-        for i, plist in enumerate(rest):
-            forward = self._forward_for(len(alive), rest[i:])
-            if forward is not None:
-                self._forward_add(forward, rest[i:], alive, partial)
-                break
-            self._probe_all([plist], alive, partial)
-            remaining -= plist[3]
-            if len(alive) > k:  # partial scores only grow: the k-th best of them bounds the final k-th best
-                threshold = max(threshold, np.partition(partial, len(alive) - k)[len(alive) - k])
-                keep = partial + remaining >= threshold
-                alive, partial = alive[keep], partial[keep]
-        picked, best = top_k(partial, k)
-        return alive[picked], best
+        ids, qweights = _query(query)
+        mask = _NO_MASK if allowed is None else allowed
+        return kernels.search(
+            self._index, ids, qweights, k, mask, PRUNE_CHECK_LENGTH, SAMPLE_POSTINGS, FORWARD_POSTINGS_PER_RUN,
+            _zeros(self.n_rows),
+        )  # fmt: skip
 
     def save(self, directory: Path, forward: bool = True) -> list[Path]:
         """Write the arrays (and the forward index, if built and `forward`) into `directory`; returns the files
         written."""
         paths = []
-        files = FILES | FORWARD_FILES if forward and self._forward is not None else FILES
+        files = FILES | FORWARD_FILES if forward and self.fwd_start is not None else FILES
         for name, file in files.items():
             paths.append(directory / file)
             np.save(paths[-1], getattr(self, name))
