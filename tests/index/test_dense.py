@@ -89,9 +89,9 @@ def test_filtered_search_returns_the_exact_allowed_top_k(data, fraction):
 
 
 @pytest.mark.parametrize("kind", ["hnsw", "hnsw-sq8"])
-def test_the_graph_built_over_float16_is_kept_over_the_kinds_own_storage(tmp_path, data, kind):
-    """The graph is linked over float16 codes (a cheaper build), then searched over the kind's storage: float32
-    vectors or SQ8 codes, one per row, which a saved and loaded index keeps."""
+def test_the_graph_built_over_8bit_codes_is_kept_over_the_kinds_own_storage(tmp_path, data, kind):
+    """The graph is linked over 8-bit codes with one range (a cheaper build), then searched over the kind's
+    storage: float32 vectors or SQ8 codes, one per row, which a saved and loaded index keeps."""
     vectors, queries = data
     params = HNSWParams(min_rows=100)
     ann = build_ann(vectors, kind, params)

@@ -59,9 +59,10 @@ class HNSWParams:
 def build_ann(vectors: np.ndarray, kind: DenseKind, params: HNSWParams) -> faiss.Index | None:
     """An HNSW index over `vectors` (inner product), or None for `flat` or segments too small for a graph.
 
-    The graph is built over float16 copies of the vectors, then kept over the kind's own storage (float32 or
-    SQ8 codes): a float16 distance costs less than an SQ8 one (no per-dimension scale) and reads half a float32
-    one's bytes, so the build takes ~0.75x the time, and its near-exact distances link as well (docs/INDEX.md)."""
+    The graph is built over 8-bit codes with one range for every dimension (faiss `QT_8bit_uniform`), then kept
+    over the kind's own storage (float32 or SQ8 codes): such a distance reads a quarter of a float32 one's bytes
+    and, unlike SQ8's, needs no per-dimension scale, so the build takes ~0.85x float16's time (itself ~0.75x
+    float32's) and links as well: recall@10 at 100k 0.9985 against 0.9975 (docs/INDEX.md)."""
     if kind == "flat" or len(vectors) < params.min_rows:
         return None
     dim = vectors.shape[1]
@@ -74,10 +75,11 @@ def build_ann(vectors: np.ndarray, kind: DenseKind, params: HNSWParams) -> faiss
         index.train(_contiguous(vectors))
     else:
         raise ValueError(f"unknown dense index kind {kind!r}; choose one of {', '.join(DENSE_KINDS)}")
-    builder = faiss.IndexHNSWSQ(dim, faiss.ScalarQuantizer.QT_fp16, params.m, ip)  # type: ignore[arg-type]
+    builder = faiss.IndexHNSWSQ(dim, faiss.ScalarQuantizer.QT_8bit_uniform, params.m, ip)  # type: ignore[arg-type]
+    builder.train(_contiguous(vectors))
     builder.hnsw.efConstruction = params.ef_construction
     _add_blocks(builder, vectors)
-    index.hnsw = builder.hnsw  # a copy: the float16 codes go with the builder
+    index.hnsw = builder.hnsw  # a copy: the builder's codes go with it
     del builder
     _add_blocks(index.storage, vectors)
     index.ntotal = len(vectors)
