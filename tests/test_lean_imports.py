@@ -34,6 +34,23 @@ def test_light_entry_points_skip_heavy_imports(code):
     assert _loaded_after(code) == []
 
 
+def test_a_collection_searched_with_vectors_never_imports_torch(tmp_path):
+    """Issue 20: a collection created, filled and searched with precomputed vectors (no encoder) loads no model
+    code: torch alone costs seconds and ~150 MiB of a searching process."""
+    code = (
+        "import numpy as np\n"
+        "from m3search import Collection\n"
+        f"c = Collection.create({str(tmp_path / 'c')!r}, dim=4, outputs=['dense', 'sparse'])\n"
+        "c.upsert([{'id': str(i), 'text': 't', 'dense': np.eye(4, dtype=np.float32)[i % 4], "
+        "'sparse': {i: 1.0}} for i in range(8)])\n"
+        "c.close()\n"
+        f"c = Collection({str(tmp_path / 'c')!r})\n"
+        "for mode in ('dense', 'sparse', 'dense+sparse'):\n"
+        "    assert c.search({'dense': [1, 0, 0, 0], 'sparse': {4: 1.0}}, k=2, mode=mode)\n"
+    )
+    assert "torch" not in _loaded_after(code)
+
+
 def test_public_names_still_load_on_use():
     loaded = _loaded_after("import m3search; m3search.Collection; m3search.load_encoder")
     assert "torch" in loaded and "faiss" in loaded

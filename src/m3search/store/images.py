@@ -17,8 +17,6 @@ from typing import Any
 
 import numpy as np
 
-from m3search.encoders.image.adapter import CONFIG_FILE as ADAPTER_FILE
-from m3search.encoders.image.adapter import AdapterImageEncoder
 from m3search.encoders.image.base import ImageEncoder
 from m3search.encoders.image.validation import (
     DEFAULT_LIMITS,
@@ -92,6 +90,10 @@ def install_image_encoder(
 ) -> dict[str, Any]:
     """Store what reloads `encoder` into the new collection `directory` (None: a collection without a
     directory, which records where the adapter is); returns its config entry."""
+    # imported here, like every model module: opening a collection to search vectors must not import torch
+    from m3search.encoders.image.adapter import CONFIG_FILE as ADAPTER_FILE
+    from m3search.encoders.image.adapter import AdapterImageEncoder
+
     entry = encoder.describe()
     if isinstance(encoder, AdapterImageEncoder) and directory is None:
         if not (isinstance(source, (str, Path)) and (Path(source) / ADAPTER_FILE).is_file()):
@@ -124,6 +126,8 @@ def load_collection_image_encoder(path: Path, config: CollectionConfig) -> Image
         )
     source = entry.get("source")
     if source == IMAGE_ENCODER_DIR:
+        from m3search.encoders.image.adapter import AdapterImageEncoder
+
         return AdapterImageEncoder.load(path / IMAGE_ENCODER_DIR)
     if not source:
         raise ModelLoadError(
