@@ -637,8 +637,13 @@ class LocalBackend:
         dense = None
         if "dense" in self.config.outputs:
             # a segment of a collection with an output has that output's structure
+            # a segment with no deleted row is copied whole (one memcpy; indexing a memory map by rows gathers
+            # them one by one)
             dense = np.concatenate(
-                [np.asarray(s.dense.vectors[k], np.float32) for s, k in zip(segs, keep)]  # type: ignore[union-attr]
+                [
+                    np.asarray(s.dense.vectors if len(k) == len(s) else s.dense.vectors[k], np.float32)  # type: ignore[union-attr]
+                    for s, k in zip(segs, keep)
+                ]
             )
             dense = dense if in_order else dense[order]
         sparse = None
