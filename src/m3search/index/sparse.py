@@ -204,10 +204,14 @@ class SparseIndex:
         """Exact top-k rows sharing a token with `query` among `allowed`: (rows, scores), best first."""
         ids, qweights = _query(query)
         mask = _NO_MASK if allowed is None else allowed
-        return kernels.search(
-            self._index, ids, qweights, k, mask, PRUNE_CHECK_LENGTH, SAMPLE_POSTINGS, FORWARD_POSTINGS_PER_RUN,
-            _zeros(self.n_rows),
-        )  # fmt: skip
+        try:
+            return kernels.search(
+                self._index, ids, qweights, k, mask, PRUNE_CHECK_LENGTH, SAMPLE_POSTINGS,
+                FORWARD_POSTINGS_PER_RUN, _zeros(self.n_rows),
+            )  # fmt: skip
+        except BaseException:  # a search stopped midway (out of memory) may leave scores behind: a new buffer
+            _scratch.scores = None
+            raise
 
     def save(self, directory: Path, forward: bool = True) -> list[Path]:
         """Write the arrays (and the forward index, if built and `forward`) into `directory`; returns the files
