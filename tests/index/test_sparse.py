@@ -70,6 +70,27 @@ def test_top_k_is_exact(monkeypatch, prune_at, masked, forward_per_run, sample):
     assert not sparse_module._zeros(len(docs)).any()  # the scratch scores are left zero
 
 
+def test_the_query_path_compiled_ahead_serves_loaded_segments_without_compiling_again(tmp_path):
+    """`compile_query_path` (run at install and at server start) compiles the very signatures a memory-mapped
+    segment's search and lookup use, with and without a filter: the first real query compiles nothing."""
+    sparse_module.compile_query_path()
+    compiled = {
+        name: len(kernel.signatures)
+        for name, kernel in (("search", kernels.search), ("score_rows", kernels.score_rows))
+    }
+    docs = random_rows(100, 14)
+    SparseIndex.from_rows([as_row(d) for d in docs]).save(tmp_path)
+    loaded = SparseIndex.load(tmp_path, len(docs))
+    query = as_row(docs[0])
+    loaded.search(query, 5)
+    loaded.search(query, 5, np.arange(len(docs)) % 2 == 0)
+    loaded.score_rows(query, np.arange(10))
+    assert {
+        name: len(kernel.signatures)
+        for name, kernel in (("search", kernels.search), ("score_rows", kernels.score_rows))
+    } == compiled
+
+
 def test_searches_in_threads_at_once_agree_with_one_at_a_time():
     """The compiled search releases the GIL and each thread adds into its own scratch scores: concurrent
     searches return exactly what the same searches return one after another."""

@@ -87,6 +87,20 @@ def _zeros(n: int) -> np.ndarray:
     return buffer[:n]
 
 
+def compile_query_path() -> None:
+    """Compile the sparse query path, or load it from numba's cache (~0.3 s): a search with and without a filter
+    and a lookup on a two-row index, with the argument types of every segment's. The first compile after an
+    install takes ~20 s; `scripts/install.sh` does it, and a server starts it in the background, so that no
+    query waits for it."""
+    index = SparseIndex.from_rows(
+        [(np.array([1, 2]), np.array([0.5, 0.25], np.float32)), (np.array([2]), np.ones(1, np.float32))]
+    )
+    query = (np.array([2]), np.ones(1, np.float32))
+    index.search(query, 1)
+    index.search(query, 1, np.ones(2, bool))
+    index.score_rows(query, np.arange(2))
+
+
 def _plain(array: np.ndarray) -> np.ndarray:
     """A read-only plain ndarray view of `array`."""
     view = np.asarray(array).view()

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from dataclasses import dataclass, field
 
 from fastapi import Request
 
 from m3search.encoders import TextEncoder
 from m3search.errors import ModelLoadError, ServerBusyError
+from m3search.index.sparse import compile_query_path
 from m3search.server.batching import MicroBatcher
 from m3search.server.catalog import Catalog
 from m3search.server.config import ServerSettings
@@ -34,7 +36,9 @@ class ServerState:
     _load_task: asyncio.Task | None = None
 
     async def start(self) -> None:
-        """Start the batcher now if the encoder was given, else load the model in a thread first."""
+        """Start the batcher now if the encoder was given, else load the model in a thread first; compile the
+        sparse search in the background meanwhile (only once per install; `compile_query_path`)."""
+        threading.Thread(target=compile_query_path, name="m3search-compile", daemon=True).start()
         if self.encoder is not None:
             await self._start_batcher()
         else:
