@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from m3search.index import sparse_kernels as kernels
+from m3search.index.sparse_kernels import BLOCK_BITS, BLOCK_ROWS
 from m3search.threads import load_array
 
 #: One sparse vector: (token ids int64, weights float32), ids unique.
@@ -55,9 +56,6 @@ FILES = {
 #: The forward index (row -> positions of its postings); optional, absent in segments written before it.
 FORWARD_FILES = {"fwd_start": "sparse_fwd_start.npy", "fwd_postings": "sparse_fwd_postings.npy"}
 
-#: Rows per block: a posting stores its row's offset within the block as uint16.
-BLOCK_BITS = 16
-BLOCK_ROWS = 1 << BLOCK_BITS
 #: Before reading a posting list longer than this, check whether the rest can be probed instead. Compiled, a
 #: top-10 search took least time with 5,000-10,000 at 100k documents and 10,000-30,000 at 1M (docs/INDEX.md).
 PRUNE_CHECK_LENGTH = 10_000

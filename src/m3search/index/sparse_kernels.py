@@ -17,6 +17,9 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+#: Rows per block: a posting stores its row's offset within the block as uint16 (`SparseIndex`'s layout).
+BLOCK_BITS = 16
+BLOCK_ROWS = 1 << BLOCK_BITS
 #: A float32 product or sum rounds up by at most this factor (round to nearest: 2^-24 relative).
 _ROUND_UP = 2.0**-24
 _NEVER = -np.inf
@@ -138,9 +141,9 @@ def _probe(index, first, end, qweight, alive, out):
     each block's run, each starting where the last left off)."""
     run_block, run_start, rows, weights = index[2], index[3], index[4], index[5]
     for run in range(first, end):
-        base = np.int64(run_block[run]) << 16
+        base = np.int64(run_block[run]) << BLOCK_BITS
         lo = _lower_bound(alive, 0, len(alive), base)
-        hi = _lower_bound(alive, lo, len(alive), base + 65536)
+        hi = _lower_bound(alive, lo, len(alive), base + BLOCK_ROWS)
         at, stop = run_start[run], run_start[run + 1]
         for a in range(lo, hi):
             offset = alive[a] - base
@@ -241,7 +244,7 @@ def sample_bound(index, scores, firsts, ends, allowed, k):
         values = np.empty(run_start[ends[j]] - run_start[firsts[j]], np.float32)
         n = 0
         for run in range(firsts[j], ends[j]):
-            base = np.int64(run_block[run]) << 16
+            base = np.int64(run_block[run]) << BLOCK_BITS
             for at in range(run_start[run], run_start[run + 1]):
                 row = base + rows[at]
                 if len(allowed) == 0 or allowed[row]:
@@ -261,7 +264,7 @@ def _add(index, first, end, qweight, scores, touched, met):
     `end` when the list is done."""
     run_block, run_start, rows, weights = index[2], index[3], index[4], index[5]
     for run in range(first, end):
-        base = np.int64(run_block[run]) << 16
+        base = np.int64(run_block[run]) << BLOCK_BITS
         for at in range(run_start[run], run_start[run + 1]):
             row = base + rows[at]
             c = qweight * weights[at]
@@ -279,7 +282,7 @@ def _add_seen(index, first, end, first_at, qweight, scores, touched, met, seen):
     """`_add` once rows are marked in `seen`, from position `first_at` of run `first` (-1: its start)."""
     run_block, run_start, rows, weights = index[2], index[3], index[4], index[5]
     for run in range(first, end):
-        base = np.int64(run_block[run]) << 16
+        base = np.int64(run_block[run]) << BLOCK_BITS
         for at in range(first_at if run == first and first_at >= 0 else run_start[run], run_start[run + 1]):
             row = base + rows[at]
             if not seen[row]:
