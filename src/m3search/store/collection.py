@@ -593,9 +593,8 @@ class Collection:
 
         def rank(found: Candidates) -> list[tuple[int, float, dict[str, float]]]:
             ceiling = vectors.sparse_ceiling
-            if (
-                ceiling is None and vectors.sparse is not None
-            ):  # vectors given without it: only fusion needs it
+            # vectors given without it: only fusion needs it
+            if ceiling is None and vectors.sparse is not None:
                 ceiling = self._sparse_ceiling(vectors.sparse)
             return fuse(
                 found,
