@@ -1,0 +1,87 @@
+"""Which codes to link an HNSW graph over (issue 20): the same graph built over float16 copies, 8-bit codes with
+one range (`QT_8bit_uniform`, what `build_ann` uses since 2026-12-03) and SQ8 with per-dimension ranges, each
+then kept over SQ8 storage and searched as `DenseIndex` does (efSearch 128, candidates re-ranked exactly), on a
+kept collection's vectors. Builders alternate (`--rounds` of each, interleaved); recall@10 against exact search.
+
+    PYTHONPATH=src python benchmarks/index_speed.py --docs 100000 --backend qdrant --ef-search 128 \\
+        --graphs 16:100 --keep --workdir DIR
+    PYTHONPATH=src:benchmarks python benchmarks/graph_builders.py DIR/m3s-bench-*/collection
+
+Prints a table and writes benchmarks/results/graph_builders-<docs>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import faiss
+import numpy as np
+from host_speed import machine_record
+from interleave import ROOT, kept_corpus_queries
+from layer_cost import only_segment
+
+from m3search import Collection
+from m3search.index.dense import DenseIndex, HNSWParams, _add_blocks
+
+BUILDERS = {
+    "float16": faiss.ScalarQuantizer.QT_fp16,
+    "8bit_uniform": faiss.ScalarQuantizer.QT_8bit_uniform,
+    "sq8": faiss.ScalarQuantizer.QT_8bit,
+}
+
+
+def build(vectors: np.ndarray, codes: int, params: HNSWParams) -> tuple[DenseIndex, float, float]:
+    """A graph linked over `codes`, kept over SQ8 storage: (index, wall s, CPU s of linking)."""
+    ip = faiss.METRIC_INNER_PRODUCT
+    builder = faiss.IndexHNSWSQ(vectors.shape[1], codes, params.m, ip)
+    builder.train(vectors)
+    builder.hnsw.efConstruction = params.ef_construction
+    wall, cpu = time.perf_counter(), time.process_time()
+    _add_blocks(builder, vectors)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    index = faiss.IndexHNSWSQ(vectors.shape[1], faiss.ScalarQuantizer.QT_8bit, params.m, ip)
+    index.train(vectors)
+    index.hnsw = builder.hnsw
+    _add_blocks(index.storage, vectors)
+    index.ntotal = len(vectors)
+    return DenseIndex(vectors, index, params), wall, cpu
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("collection", type=Path, help="a compacted collection kept by index_speed.py --keep")
+    ap.add_argument("--rounds", type=int, default=2, help="builds of each, interleaved")
+    ap.add_argument("--queries", type=int, default=400)
+    ap.add_argument("--m", type=int, default=16)
+    ap.add_argument("--ef-construction", type=int, default=100)
+    args = ap.parse_args()
+    collection = Collection.open(args.collection, readonly=True, cache=False)
+    vectors = np.ascontiguousarray(only_segment(collection).dense.vectors, dtype=np.float32)
+    collection.close()
+    queries = np.stack([q["dense"] for q in kept_corpus_queries(args.queries, 32)]).astype(np.float32)
+    truth = np.argsort(-(queries @ vectors.T), axis=1)[:, :10]
+    params = HNSWParams(m=args.m, ef_construction=args.ef_construction)
+    runs: dict[str, list[dict]] = {name: [] for name in BUILDERS}
+    for _ in range(args.rounds):
+        for name, codes in BUILDERS.items():
+            index, wall, cpu = build(vectors, codes, params)
+            found = [index.search(q, 10, ef_search=128)[0] for q in queries]
+            recall = float(np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth)]))
+            runs[name].append({"build_s": wall, "build_cpu_s": cpu, "recall@10": recall})
+            print(f"{name:<14} build {wall:6.1f} s (CPU {cpu:6.1f} s), recall@10 {recall:.4f}", flush=True)
+    result = {"docs": len(vectors), "m": args.m, "ef_construction": args.ef_construction, "ef_search": 128}
+    result |= {"machine": machine_record(), "runs": runs}
+    print(f"\n{'codes':<14} {'build s (each round)':>24} {'recall@10':>10}")
+    for name, rounds in runs.items():
+        times = " / ".join(f"{r['build_s']:.1f}" for r in rounds)
+        print(f"{name:<14} {times:>24} {rounds[0]['recall@10']:>10.4f}")
+    out = ROOT / "results" / f"graph_builders-{len(vectors)}.json"
+    out.write_text(json.dumps(result, indent=2))
+    print(f"written to {out}")
+
+
+if __name__ == "__main__":
+    main()
