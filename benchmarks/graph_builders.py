@@ -1,7 +1,10 @@
-"""Which codes to link an HNSW graph over (issue 20): the same graph built over float16 copies, 8-bit codes with
-one range (`QT_8bit_uniform`, what `build_ann` uses since 2026-12-03) and SQ8 with per-dimension ranges, each
-then kept over SQ8 storage and searched as `DenseIndex` does (efSearch 128, candidates re-ranked exactly), on a
-kept collection's vectors. Builders alternate (`--rounds` of each, interleaved); recall@10 against exact search.
+"""Which codes to link an HNSW graph over, and to walk it over (issue 20): the same graph built over float16
+copies, 8-bit codes with one range (`QT_8bit_uniform`, what `build_ann` uses since 2026-12-03) and SQ8 with
+per-dimension ranges, each searched as `DenseIndex` does (efSearch 128, candidates re-ranked exactly) over its
+own codes and kept over SQ8 storage (what `hnsw-sq8` walked until 2026-12-03, late), on a kept collection's
+vectors. Builders alternate (`--rounds` of each, interleaved); recall@10 against exact search; the two walks of a
+graph alternate query by query, each query searched once per walk, and their p50 is of the CPU time a search
+takes.
 
     PYTHONPATH=src python benchmarks/index_speed.py --docs 100000 --backend qdrant --ef-search 128 \\
         --graphs 16:100 --keep --workdir DIR
@@ -33,21 +36,46 @@ BUILDERS = {
 }
 
 
-def build(vectors: np.ndarray, codes: int, params: HNSWParams) -> tuple[DenseIndex, float, float]:
-    """A graph linked over `codes`, kept over SQ8 storage: (index, wall s, CPU s of linking)."""
-    ip = faiss.METRIC_INNER_PRODUCT
-    builder = faiss.IndexHNSWSQ(vectors.shape[1], codes, params.m, ip)
+def build(vectors: np.ndarray, codes: int, params: HNSWParams) -> tuple[faiss.Index, float, float]:
+    """A graph linked over `codes`, over those codes: (index, wall s, CPU s of linking)."""
+    builder = faiss.IndexHNSWSQ(vectors.shape[1], codes, params.m, faiss.METRIC_INNER_PRODUCT)
     builder.train(vectors)
     builder.hnsw.efConstruction = params.ef_construction
     wall, cpu = time.perf_counter(), time.process_time()
     _add_blocks(builder, vectors)
-    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    index = faiss.IndexHNSWSQ(vectors.shape[1], faiss.ScalarQuantizer.QT_8bit, params.m, ip)
+    return builder, time.perf_counter() - wall, time.process_time() - cpu
+
+
+def over_sq8(vectors: np.ndarray, graph: faiss.Index, params: HNSWParams) -> faiss.Index:
+    """`graph`'s links kept over SQ8 storage of `vectors`."""
+    index = faiss.IndexHNSWSQ(
+        vectors.shape[1], faiss.ScalarQuantizer.QT_8bit, params.m, faiss.METRIC_INNER_PRODUCT
+    )
     index.train(vectors)
-    index.hnsw = builder.hnsw
+    index.hnsw = graph.hnsw
     _add_blocks(index.storage, vectors)
     index.ntotal = len(vectors)
-    return DenseIndex(vectors, index, params), wall, cpu
+    return index
+
+
+def walks(indexes: dict[str, DenseIndex], queries: np.ndarray, truth: np.ndarray) -> dict[str, dict]:
+    """Each index searches every query (efSearch 128), the indexes alternating query by query: recall@10 and
+    the p50 CPU ms of a search."""
+    found: dict[str, list[np.ndarray]] = {name: [] for name in indexes}
+    cpu: dict[str, list[float]] = {name: [] for name in indexes}
+    for i, q in enumerate(queries):
+        names = list(indexes)
+        for name in names[i % len(names) :] + names[: i % len(names)]:
+            start = time.process_time()
+            found[name].append(indexes[name].search(q, 10, ef_search=128)[0])
+            cpu[name].append(time.process_time() - start)
+    return {
+        name: {
+            "recall@10": float(np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found[name], truth)])),
+            "p50_cpu_ms": float(np.median(cpu[name]) * 1e3),
+        }
+        for name in indexes
+    }
 
 
 def main() -> None:
@@ -67,17 +95,32 @@ def main() -> None:
     runs: dict[str, list[dict]] = {name: [] for name in BUILDERS}
     for _ in range(args.rounds):
         for name, codes in BUILDERS.items():
-            index, wall, cpu = build(vectors, codes, params)
-            found = [index.search(q, 10, ef_search=128)[0] for q in queries]
-            recall = float(np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth)]))
-            runs[name].append({"build_s": wall, "build_cpu_s": cpu, "recall@10": recall})
-            print(f"{name:<14} build {wall:6.1f} s (CPU {cpu:6.1f} s), recall@10 {recall:.4f}", flush=True)
+            graph, wall, cpu = build(vectors, codes, params)
+            indexes = {
+                "own": DenseIndex(vectors, graph, params),
+                "sq8": DenseIndex(vectors, over_sq8(vectors, graph, params), params),
+            }
+            walked = walks(indexes, queries, truth)
+            runs[name].append({"build_s": wall, "build_cpu_s": cpu, "walks": walked})
+            print(
+                f"{name:<14} build {wall:6.1f} s (CPU {cpu:6.1f} s), recall@10 / p50 CPU ms over its own codes "
+                f"{walked['own']['recall@10']:.4f} / {walked['own']['p50_cpu_ms']:.3f}, over SQ8 "
+                f"{walked['sq8']['recall@10']:.4f} / {walked['sq8']['p50_cpu_ms']:.3f}",
+                flush=True,
+            )
     result = {"docs": len(vectors), "m": args.m, "ef_construction": args.ef_construction, "ef_search": 128}
     result |= {"machine": machine_record(), "runs": runs}
-    print(f"\n{'codes':<14} {'build s (each round)':>24} {'recall@10':>10}")
+    print(
+        f"\n{'codes':<14} {'build s (each round)':>22} {'own: recall@10':>15} {'p50 ms':>7} {'SQ8: recall@10':>15} {'p50 ms':>7}"
+    )
     for name, rounds in runs.items():
         times = " / ".join(f"{r['build_s']:.1f}" for r in rounds)
-        print(f"{name:<14} {times:>24} {rounds[0]['recall@10']:>10.4f}")
+        own, sq8 = (np.median([r["walks"][w]["p50_cpu_ms"] for r in rounds]) for w in ("own", "sq8"))
+        recall = rounds[0]["walks"]
+        print(
+            f"{name:<14} {times:>22} {recall['own']['recall@10']:>15.4f} {own:>7.3f} "
+            f"{recall['sq8']['recall@10']:>15.4f} {sq8:>7.3f}"
+        )
     out = ROOT / "results" / f"graph_builders-{len(vectors)}.json"
     out.write_text(json.dumps(result, indent=2))
     print(f"written to {out}")

@@ -1,4 +1,5 @@
-"""Dense index: HNSW (float32 and SQ8) against exact search on clustered vectors, filters during the search."""
+"""Dense index: HNSW (float32 and 8-bit codes) against exact search on clustered vectors, filters during the
+search."""
 
 from __future__ import annotations
 
@@ -89,20 +90,42 @@ def test_filtered_search_returns_the_exact_allowed_top_k(data, fraction):
 
 
 @pytest.mark.parametrize("kind", ["hnsw", "hnsw-sq8"])
-def test_the_graph_built_over_8bit_codes_is_kept_over_the_kinds_own_storage(tmp_path, data, kind):
-    """The graph is linked over 8-bit codes with one range (a cheaper build), then searched over the kind's
-    storage: float32 vectors or SQ8 codes, one per row, which a saved and loaded index keeps."""
+def test_the_graph_built_over_8bit_codes_is_searched_over_the_kinds_storage(tmp_path, data, kind):
+    """The graph is linked over 8-bit codes with one range (a cheaper build); `hnsw-sq8` walks those same codes,
+    `hnsw` moves the graph onto float32 vectors: one code per row, which a saved and loaded index keeps."""
     vectors, queries = data
     params = HNSWParams(min_rows=100)
     ann = build_ann(vectors, kind, params)
     storage = faiss.downcast_index(ann.storage)
     assert ann.ntotal == storage.ntotal == len(vectors)
     assert storage.sa_code_size() == (4 * DIM if kind == "hnsw" else DIM)
+    if kind == "hnsw-sq8":
+        assert storage.sq.qtype == faiss.ScalarQuantizer.QT_8bit_uniform
     assert ann.hnsw.levels.size() == len(vectors) and ann.hnsw.efConstruction == params.ef_construction
     faiss.write_index(ann, str(tmp_path / "graph.faiss"))
     loaded = faiss.read_index(str(tmp_path / "graph.faiss"))
     assert faiss.downcast_index(loaded.storage).sa_code_size() == storage.sa_code_size()
     assert np.array_equal(loaded.search(queries, 10)[1], ann.search(queries, 10)[1])
+
+
+def test_a_graph_kept_over_per_dimension_sq8_codes_still_searches(data):
+    """Segments written before 2026-12-03 (late) keep their graph over per-dimension SQ8 codes: the index
+    searches them as before, candidates re-ranked exactly."""
+    vectors, queries = data
+    params = HNSWParams(min_rows=100)
+    graph = build_ann(vectors, "hnsw-sq8", params)
+    old = faiss.IndexHNSWSQ(DIM, faiss.ScalarQuantizer.QT_8bit, params.m, faiss.METRIC_INNER_PRODUCT)
+    old.train(vectors)
+    old.hnsw = graph.hnsw
+    old.storage.add(vectors)
+    old.ntotal = len(vectors)
+    index, exact = DenseIndex(vectors, old, params), DenseIndex(vectors)
+    found = 0
+    for q in queries:
+        rows, scores = index.search(q, 10)
+        assert np.array_equal(scores, exact.score_rows(q, rows))  # re-ranked exactly
+        found += len(set(rows) & set(exact.search(q, 10)[0]))
+    assert found / (10 * len(queries)) >= 0.95
 
 
 def test_save_and_load(tmp_path, data):

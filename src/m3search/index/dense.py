@@ -1,4 +1,5 @@
-"""Dense vectors of one segment: exact inner-product search, or faiss HNSW (optionally SQ8) for large segments.
+"""Dense vectors of one segment: exact inner-product search, or faiss HNSW (optionally over 8-bit codes) for large
+segments.
 
 The float32 vectors stay the source of truth (a memory-mapped `.npy` for sealed segments): exact search, exact
 re-scoring of candidates and rebuilding at compaction read them. The HNSW graph is derived from them and held
@@ -47,11 +48,11 @@ class HNSWParams:
     exact_max_rows: int = 10_000
     #: ... or at most this fraction of the segment is allowed.
     exact_max_fraction: float = 0.02
-    #: Over quantized (SQ8) codes, fetch this many times k from the graph and re-rank them exactly.
+    #: Over 8-bit codes, fetch this many times k from the graph and re-rank them exactly.
     refine: int = 3
 
     def fetched(self, limit: int, exact_top: int | None = None) -> int:
-        """How many candidates a search over SQ8 codes fetches for `limit` results whose best `exact_top`
+        """How many candidates a search over 8-bit codes fetches for `limit` results whose best `exact_top`
         (default: all) must be found despite the codes' error: the limit plus (refine - 1) x exact_top."""
         return limit + (self.refine - 1) * min(limit if exact_top is None else exact_top, limit)
 
@@ -59,26 +60,25 @@ class HNSWParams:
 def build_ann(vectors: np.ndarray, kind: DenseKind, params: HNSWParams) -> faiss.Index | None:
     """An HNSW index over `vectors` (inner product), or None for `flat` or segments too small for a graph.
 
-    The graph is built over 8-bit codes with one range for every dimension (faiss `QT_8bit_uniform`), then kept
-    over the kind's own storage (float32 or SQ8 codes): such a distance reads a quarter of a float32 one's bytes
-    and, unlike SQ8's, needs no per-dimension scale, so the build takes ~0.85x float16's time (itself ~0.75x
-    float32's) and links as well: recall@10 at 100k 0.9985 against 0.9975 (docs/INDEX.md)."""
+    The graph is linked over 8-bit codes with one range for every dimension (faiss `QT_8bit_uniform`): such a
+    distance reads a quarter of a float32 one's bytes and, unlike per-dimension SQ8's, needs no per-dimension
+    scale, so the build takes ~0.85x float16's time (itself ~0.75x float32's) and links as well (recall@10 at
+    100k 0.9985 against 0.9975, docs/INDEX.md). `hnsw-sq8` keeps those codes to walk the graph (candidates are
+    re-ranked exactly): no second code set to train and encode, and a walk ~5% faster than over per-dimension
+    SQ8 at equal recall (`benchmarks/graph_builders.py`). `hnsw` moves the graph onto float32 storage."""
     if kind == "flat" or len(vectors) < params.min_rows:
         return None
+    if kind not in DENSE_KINDS:
+        raise ValueError(f"unknown dense index kind {kind!r}; choose one of {', '.join(DENSE_KINDS)}")
     dim = vectors.shape[1]
     ip = faiss.METRIC_INNER_PRODUCT
-    index: Any
-    if kind == "hnsw":
-        index = faiss.IndexHNSWFlat(dim, params.m, ip)
-    elif kind == "hnsw-sq8":
-        index = faiss.IndexHNSWSQ(dim, faiss.ScalarQuantizer.QT_8bit, params.m, ip)  # type: ignore[arg-type]
-        index.train(_contiguous(vectors))
-    else:
-        raise ValueError(f"unknown dense index kind {kind!r}; choose one of {', '.join(DENSE_KINDS)}")
     builder = faiss.IndexHNSWSQ(dim, faiss.ScalarQuantizer.QT_8bit_uniform, params.m, ip)  # type: ignore[arg-type]
     builder.train(_contiguous(vectors))
     builder.hnsw.efConstruction = params.ef_construction
     _add_blocks(builder, vectors)
+    if kind == "hnsw-sq8":
+        return builder
+    index: Any = faiss.IndexHNSWFlat(dim, params.m, ip)
     index.hnsw = builder.hnsw  # a copy: the builder's codes go with it
     del builder
     _add_blocks(index.storage, vectors)
@@ -203,7 +203,7 @@ class DenseIndex:
     ) -> tuple[np.ndarray, np.ndarray]:
         """The `k` allowed rows with the highest inner product with `query`: (rows, scores), best first.
 
-        Over SQ8 codes the graph's candidates are re-ranked with the exact float32 vectors: `k + (refine - 1) ·
+        Over 8-bit codes the graph's candidates are re-ranked with the exact float32 vectors: `k + (refine - 1) ·
         exact_top` are fetched by the codes, so that the best `exact_top` (default: all k) are found despite the
         codes' error. A hybrid first stage asks for its depth (hundreds) with `exact_top` = the query's k: the rest
         of its list only has to hold candidates, which are re-scored exactly afterwards anyway.

@@ -137,7 +137,7 @@ def gather(
             scores[kind] = lists[kind][2]
         elif kind == "sparse" and kind in lists:
             # the sparse first stage's scores are the sums `score_rows` adds, in the same order: only the
-            # candidates it did not return are scored (dense ones are all re-scored: a graph without SQ8 codes
+            # candidates it did not return are scored (dense ones are all re-scored: a graph without 8-bit codes
             # returns faiss's walk distances, whose rounding may differ from `DenseIndex.score_rows`'s)
             scores[kind] = _score_known(
                 searched, query, kind, level_ids, rows, keys, stage_keys[kind], lists[kind][2]

@@ -201,7 +201,7 @@ ParamsSpec = tuple[dict[str, Any], dict[str, Any] | None]
 
 
 def stage_params(config: CollectionConfig, ask: Ask, ef_search: int | None) -> ParamsSpec | None:
-    """How a first stage searches: dense by HNSW (exact for "flat"; for "hnsw-sq8" like the local SQ8 graph,
+    """How a first stage searches: dense by HNSW (exact for "flat"; for "hnsw-sq8" like the local 8-bit graph,
     `DenseIndex.search`: the limit plus (refine - 1) x `exact_top` fetched by the int8 codes, all re-ranked by
     the float vectors, so a hybrid's depth of candidates costs no threefold re-score); others by default."""
     if ask.kind != "dense":
