@@ -147,6 +147,26 @@ def test_coo_round_trip():
         np.testing.assert_array_equal(getattr(index, name), getattr(again, name))
 
 
+@pytest.mark.parametrize("shift", [0, 2**62])  # ids near int64's limit take the two-key sort
+def test_triples_in_any_order_build_the_same_index(shift):
+    docs = random_rows(400, 6, vocab=500, zipf=True)
+    index = SparseIndex.from_rows([as_row(d) for d in docs])
+    rows, terms, weights = index.to_coo()
+    mixed = np.random.default_rng(0).permutation(len(rows))
+    again = SparseIndex.from_coo(len(docs), rows[mixed], terms[mixed] + shift, weights[mixed])
+    for name in sparse_module.FILES | sparse_module.FORWARD_FILES:
+        expected = getattr(index, name) + (shift if name == "terms" else 0)
+        np.testing.assert_array_equal(getattr(again, name), expected)
+
+
+@pytest.mark.parametrize("bound", [7, 2**16, 2**16 + 1, 2**40])
+def test_the_radix_order_is_numpys_stable_order(bound):
+    values = np.random.default_rng(1).integers(0, bound, 20_000)
+    np.testing.assert_array_equal(
+        sparse_module._stable_order(values, bound), np.argsort(values, kind="stable")
+    )
+
+
 def test_the_forward_index_lists_each_rows_postings_by_term():
     docs = random_rows(300, 5, vocab=400, zipf=True) + [{}]  # a row with no terms too
     index = SparseIndex.from_rows([as_row(d) for d in docs])

