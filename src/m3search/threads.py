@@ -1,10 +1,11 @@
 """Threads: pool control for latency-bound work (one query's small products and its encoding run on one
 thread; a large query's long pieces on two), a numpy loader that concurrent readers and writers can share,
-read-ahead for the scattered rows a query is about to read from a memory map, and warming a collection's
-files into the page cache in the background."""
+read-ahead for the scattered rows a query is about to read from a memory map, warming a collection's files into
+the page cache in the background, and copying bytes file to file in the kernel."""
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
 import sys
@@ -69,6 +70,27 @@ def load_array(path: Path, mmap: bool = False) -> np.ndarray:
     depth mismatch" (CPython gh-106905). Memory-mapped loads only parse the header, so the lock is held briefly."""
     with _LOAD_LOCK:
         return np.load(path, mmap_mode="r" if mmap else None)
+
+
+def copy_range(source: int, target: int, offset: int, count: int, target_offset: int | None = None) -> None:
+    """Copy `count` bytes of file `source` from `offset` into file `target` at `target_offset` (None: at its
+    position, which moves on): in the kernel (`os.copy_file_range`), which at 400 MB takes ~0.1 s where reading
+    them in and writing them out takes ~2 s, else through a buffer on file systems that cannot."""
+    while count > 0:
+        try:
+            done = os.copy_file_range(source, target, count, offset, target_offset)
+        except OSError as e:
+            if e.errno not in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+            chunk = os.pread(source, min(count, 1 << 24), offset)
+            done = (
+                os.write(target, chunk) if target_offset is None else os.pwrite(target, chunk, target_offset)
+            )
+        if done == 0:
+            raise OSError(errno.EIO, f"the source file ends {count} bytes early")
+        offset += done
+        count -= done
+        target_offset = None if target_offset is None else target_offset + done
 
 
 def prefetch_rows(array: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> None:

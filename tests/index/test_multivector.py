@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from m3search.index import multivector
-from m3search.index.multivector import MultiVectorStore, MultiVectorWriter, quantize_int8
+from m3search.index.multivector import MultiVectorStore, MultiVectorWriter, StoredRows, quantize_int8
 from m3search.scoring import colbert_score
 from m3search.threads import QUERY_THREADS_ENV
 
@@ -217,12 +217,12 @@ def test_recheck_scores_the_top_m_with_the_float16_vectors(tmp_path, dtype):
     np.testing.assert_array_equal(scores[rest], compressed[rest])
 
 
-@pytest.mark.parametrize("runs", [False, True])
+@pytest.mark.parametrize("runs", [False, True, "files"])
 @pytest.mark.parametrize("dtype", ["float16", "int8", "2bit", "binary"])
 def test_copying_rows_in_storage_form_keeps_the_scores(tmp_path, dtype, runs):
     """A merge copies rows in storage form (binary: under the collection's one center), one by one or a run of
-    consecutive rows at once; the copy holds the same bytes, scores like the original and carries the float16
-    copies along."""
+    consecutive rows at once, or runs file to file; the copy holds the same bytes, scores like the original and
+    carries the float16 copies along."""
     rng = np.random.default_rng(6)
     docs = [unit_rows(rng, int(rng.integers(0, 9)), 16) for _ in range(25)]
     (tmp_path / "a").mkdir()
@@ -236,9 +236,9 @@ def test_copying_rows_in_storage_form_keeps_the_scores(tmp_path, dtype, runs):
     copy = MultiVectorWriter(
         tmp_path / "b", 16, dtype, sum(map(len, docs)), len(docs), keep_exact=keep, center=source.center
     )
-    if runs:  # a row alone, then runs of various lengths
-        for first, end in [(0, 1), (1, 2), (2, 12), (12, 13), (13, 25)]:
-            copy.append_encoded(source.encoded(first, end))
+    if runs:  # a row alone, then runs of various lengths (an empty one too)
+        for first, end in [(0, 1), (1, 2), (2, 2), (2, 12), (12, 13), (13, 25)]:
+            copy.add(StoredRows(source, first, end) if runs == "files" else source.encoded(first, end))
     else:
         for r in range(len(docs)):
             copy.append_encoded(source.encoded(r))
@@ -253,6 +253,19 @@ def test_copying_rows_in_storage_form_keeps_the_scores(tmp_path, dtype, runs):
     np.testing.assert_allclose(target.maxsim(query, rows), source.maxsim(query, rows), rtol=1e-6)
     if keep:
         np.testing.assert_array_equal(np.asarray(target.exact), np.asarray(source.exact))
+
+
+def test_rows_of_a_store_in_memory_are_added_as_encoded(tmp_path):
+    rng = np.random.default_rng(9)
+    docs = [unit_rows(rng, 3, 16), unit_rows(rng, 0, 16), unit_rows(rng, 2, 16)]
+    source = MultiVectorStore.from_rows(docs, "int8")
+    copy = MultiVectorWriter(tmp_path, 16, "int8", 5, 3)
+    copy.add(StoredRows(source, 0, 3))
+    copy.finish()
+    target = MultiVectorStore.load(tmp_path)
+    np.testing.assert_array_equal(np.asarray(target.tokens), source.tokens)
+    np.testing.assert_array_equal(target.offsets, source.offsets)
+    np.testing.assert_array_equal(target.scales, source.scales)
 
 
 def test_a_run_whose_row_lengths_do_not_add_up_is_refused(tmp_path):

@@ -10,8 +10,6 @@ removed. Deleting a document never rewrites a segment: a tombstone hides its row
 
 from __future__ import annotations
 
-import errno
-import os
 import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -20,12 +18,18 @@ from pathlib import Path
 import numpy as np
 
 from m3search.index.dense import VECTORS_FILE, DenseIndex, HNSWParams
-from m3search.index.multivector import ColbertDtype, EncodedTokens, MultiVectorStore, MultiVectorWriter
+from m3search.index.multivector import (
+    ColbertDtype,
+    EncodedTokens,
+    MultiVectorStore,
+    MultiVectorWriter,
+    StoredRows,
+)
 from m3search.index.sparse import SparseIndex
 from m3search.store.config import CollectionConfig, fsync_path
 from m3search.store.hit_documents import HitDocuments, Run, write_documents
 from m3search.store.metadata import MetadataIndex
-from m3search.threads import load_array
+from m3search.threads import copy_range, load_array
 
 SEGMENTS_DIR = "segments"
 SEQS_FILE = "seqs.npy"
@@ -91,7 +95,7 @@ class SegmentData:
     dense: np.ndarray | Sequence[np.ndarray | FileRows] | None
     sparse: SparseIndex | None
     colbert_lengths: np.ndarray | None
-    colbert_rows: Iterable[EncodedTokens] | None
+    colbert_rows: Iterable[EncodedTokens | StoredRows] | None
     metadata: MetadataIndex
     #: binary ColBERT codes' center (`fit_center`), shared by all the collection's segments
     colbert_center: np.ndarray | None = None
@@ -133,7 +137,7 @@ def write_segment(root: Path, name: str, data: SegmentData, config: CollectionCo
             center=data.colbert_center,
         )
         for row in data.colbert_rows:
-            writer.append_encoded(row)
+            writer.add(row)
         files += writer.finish()
     for path in files:
         fsync_path(path)
@@ -145,8 +149,8 @@ def write_segment(root: Path, name: str, data: SegmentData, config: CollectionCo
 
 def write_rows(path: Path, parts: Sequence[np.ndarray | FileRows], dtype: np.dtype | type) -> None:
     """Write the rows of `parts`, one after the other, as one 2-D `.npy` array of `dtype`. Rows in other files
-    are copied by the kernel (`os.copy_file_range`): a merge's ~4 KB a vector never pass through this process,
-    which at 100k rows takes ~0.1 s instead of the ~1.9 s of gathering them into memory and writing them out."""
+    are copied by the kernel (`copy_range`): a merge's ~4 KB a vector never pass through this process, which at
+    100k rows takes ~0.1 s instead of the ~1.9 s of gathering them into memory and writing them out."""
     dtype = np.dtype(dtype)
     widths, sources = set(), []
     for part in parts:
@@ -173,20 +177,4 @@ def write_rows(path: Path, parts: Sequence[np.ndarray | FileRows], dtype: np.dty
             out.flush()
             assert isinstance(part, FileRows)  # only file rows have an offset
             with open(part.path, "rb") as source:
-                _copy_range(source.fileno(), out.fileno(), offset, len(part) * width * dtype.itemsize)
-
-
-def _copy_range(source: int, target: int, offset: int, count: int) -> None:
-    """Append `count` bytes of file `source` from `offset` to file `target` (at its position): in the kernel
-    where the file system allows it, else through a buffer."""
-    while count > 0:
-        try:
-            done = os.copy_file_range(source, target, count, offset)
-        except OSError as e:  # a file system or kernel without it: copy through this process
-            if e.errno not in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
-                raise
-            done = os.write(target, os.pread(source, min(count, 1 << 24), offset))
-        if done == 0:
-            raise OSError(errno.EIO, f"the source file ends {count} bytes early")
-        offset += done
-        count -= done
+                copy_range(source.fileno(), out.fileno(), offset, len(part) * width * dtype.itemsize)

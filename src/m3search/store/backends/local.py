@@ -44,7 +44,14 @@ from m3search.errors import (
     InvalidInputError,
 )
 from m3search.index.dense import VECTORS_FILE
-from m3search.index.multivector import CENTER_SAMPLE, ColbertDtype, EncodedTokens, encode_tokens, fit_center
+from m3search.index.multivector import (
+    CENTER_SAMPLE,
+    ColbertDtype,
+    EncodedTokens,
+    StoredRows,
+    encode_tokens,
+    fit_center,
+)
 from m3search.index.ranges import consecutive_runs
 from m3search.index.sparse import SparseIndex
 from m3search.search.modes import MODE_KINDS, ONE_STAGE_MODES
@@ -667,7 +674,7 @@ class LocalBackend:
             lengths = np.concatenate([s.colbert.token_counts(k) for s, k in zip(segs, keep)])  # type: ignore[union-attr]
             lengths = lengths if in_order else lengths[order]
             colbert_rows = (
-                segs[g].colbert.encoded(first, end)  # type: ignore[union-attr]
+                StoredRows(segs[g].colbert, first, end)  # type: ignore[arg-type]
                 for g, first, end in source
             )
         metadata = MetadataIndex.merge([(s.metadata, r) for s, r in zip(segs, new_rows)], len(seqs))
