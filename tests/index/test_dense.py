@@ -9,7 +9,14 @@ import faiss
 import numpy as np
 import pytest
 
-from m3search.index.dense import DenseIndex, HNSWParams, build_ann, use_huge_pages, walk_order
+from m3search.index.dense import (
+    BackgroundGraph,
+    DenseIndex,
+    HNSWParams,
+    build_ann,
+    use_huge_pages,
+    walk_order,
+)
 from m3search.index.topk import top_k
 
 DIM = 32
@@ -126,6 +133,46 @@ def test_a_graph_kept_over_per_dimension_sq8_codes_still_searches(data):
         assert np.array_equal(scores, exact.score_rows(q, rows))  # re-ranked exactly
         found += len(set(rows) & set(exact.search(q, 10)[0]))
     assert found / (10 * len(queries)) >= 0.95
+
+
+@pytest.mark.parametrize("kind", ["hnsw", "hnsw-sq8"])
+def test_a_graph_linked_in_the_background_is_finished_by_the_build(data, kind):
+    """Parts offered to a background graph are linked in order beside the caller; the build links the rows it
+    did not reach and codes all rows from their whole range, as a new graph's codes are."""
+    vectors, queries = data
+    params = HNSWParams(min_rows=100)
+    threads = faiss.omp_get_max_threads()
+    background = BackgroundGraph(params)
+    for i, start in enumerate(range(0, len(vectors), 1000)):
+        background.offer(f"part{i}", vectors[start : start + 1000])
+    assert background.take(["part0", "part1"]) is None  # not the parts offered: nothing to build on
+    assert background.keys == [] and faiss.omp_get_max_threads() == threads  # the caller's threads kept
+    for i, start in enumerate(range(0, len(vectors), 1000)):
+        background.offer(f"part{i}", vectors[start : start + 1000])
+    graph = background.take(["part0", "part1", "part2"])
+    assert graph is not None and 0 <= graph.ntotal <= len(vectors)
+    ann = build_ann(vectors, kind, params, graph)
+    assert ann.ntotal == ann.hnsw.levels.size() == len(vectors)
+    if kind == "hnsw-sq8":
+        new = build_ann(vectors, kind, params)  # kept: its storage lives as long as it does
+        fresh = faiss.downcast_index(new.storage)
+        codes = faiss.downcast_index(ann.storage)
+        np.testing.assert_array_equal(
+            faiss.vector_to_array(codes.sq.trained), faiss.vector_to_array(fresh.sq.trained)
+        )
+        np.testing.assert_array_equal(faiss.vector_to_array(codes.codes), faiss.vector_to_array(fresh.codes))
+    index, exact = DenseIndex(vectors, ann, params), DenseIndex(vectors)
+    found = sum(len(set(index.search(q, 10)[0]) & set(exact.search(q, 10)[0])) for q in queries)
+    assert found / (10 * len(queries)) >= 0.95
+
+
+def test_a_background_graph_reaches_every_row_it_is_given_time_for(data):
+    vectors, _ = data
+    background = BackgroundGraph(HNSWParams(min_rows=100))
+    background.offer("all", vectors)
+    background._queue.put(None)  # let it finish what it has before stopping it
+    background._thread.join()
+    assert background.take(["all"]).ntotal == len(vectors)
 
 
 def test_save_and_load(tmp_path, data):

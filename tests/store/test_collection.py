@@ -412,6 +412,36 @@ def test_compaction_keeps_results_and_drops_deleted_rows(filled, docs):
     assert after == before
 
 
+@pytest.mark.parametrize("deleted", [False, True])
+def test_a_merge_builds_on_the_graph_linked_in_the_background(new_collection, monkeypatch, deleted):
+    """Segments too small for a graph are linked in the background as they are written; the merge of exactly
+    them builds on that graph (not when rows were deleted or other segments join) and answers as before."""
+    from m3search.index import dense
+
+    taken = []
+    take = dense.BackgroundGraph.take
+
+    def spy(self, keys):
+        graph = take(self, keys)
+        taken.append(graph is not None)
+        return graph
+
+    monkeypatch.setattr(dense.BackgroundGraph, "take", spy)
+    collection = new_collection(flush_docs=50, merge_factor=100, hnsw={"min_rows": 150})
+    docs = make_docs(200)
+    for start in range(0, 200, 50):
+        collection.upsert(docs[start : start + 50])  # each a segment of 50 rows, no graph
+    if deleted:
+        collection.delete(["d3"])
+    query = as_query(make_docs(1, seed=13)[0])
+    before = [h.id for h in collection.search(query, k=10, mode="dense")]
+    collection.compact()
+    assert taken == [True]  # a graph came back for exactly those segments ...
+    segment = collection.backend._segments[next(iter(collection.backend._segments))]
+    assert segment.dense.ann is not None and segment.dense.ann.ntotal == 200 - deleted
+    assert [h.id for h in collection.search(query, k=10, mode="dense")] == before
+
+
 def test_a_merge_of_interleaved_segments_keeps_every_documents_vectors(new_collection):
     """Tiered merging leaves a newer segment holding older seqs (0-19 and 60-69) beside an older one (20-59), so
     compaction copies rows out of segment order, in runs: every surviving document keeps its vectors exactly."""

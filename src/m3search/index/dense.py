@@ -13,7 +13,11 @@ sparse allowed set loses recall, a scan of a few thousand rows is both exact and
 from __future__ import annotations
 
 import ctypes
+import logging
+import queue
 import sys
+import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -26,6 +30,8 @@ from scipy.sparse.csgraph import breadth_first_order
 from m3search.index.topk import top_k
 from m3search.threads import load_array
 
+log = logging.getLogger(__name__)
+
 DenseKind = Literal["flat", "hnsw", "hnsw-sq8"]
 DENSE_KINDS: tuple[DenseKind, ...] = ("flat", "hnsw", "hnsw-sq8")
 
@@ -33,6 +39,10 @@ VECTORS_FILE = "dense.npy"
 ANN_FILE = "dense.faiss"
 #: The graph's node -> row map (`walk_order`); absent in segments sealed before nodes were reordered (identity).
 ORDER_FILE = "dense_order.npy"
+#: Rows a `BackgroundGraph` links at least per call, so that its merge waits ~0.2 s at most for it to stop.
+BACKGROUND_BLOCK = 512
+#: How far a `BackgroundGraph`'s code range reaches beyond its first rows', as a fraction of theirs.
+BACKGROUND_RANGE_MARGIN = 0.1
 
 
 @dataclass(frozen=True)
@@ -57,7 +67,9 @@ class HNSWParams:
         return limit + (self.refine - 1) * min(limit if exact_top is None else exact_top, limit)
 
 
-def build_ann(vectors: np.ndarray, kind: DenseKind, params: HNSWParams) -> faiss.Index | None:
+def build_ann(
+    vectors: np.ndarray, kind: DenseKind, params: HNSWParams, graph: Any | None = None
+) -> faiss.Index | None:
     """An HNSW index over `vectors` (inner product), or None for `flat` or segments too small for a graph.
 
     The graph is linked over 8-bit codes with one range for every dimension (faiss `QT_8bit_uniform`): such a
@@ -65,25 +77,108 @@ def build_ann(vectors: np.ndarray, kind: DenseKind, params: HNSWParams) -> faiss
     scale, so the build takes ~0.85x float16's time (itself ~0.75x float32's) and links as well (recall@10 at
     100k 0.9985 against 0.9975, docs/INDEX.md). `hnsw-sq8` keeps those codes to walk the graph (candidates are
     re-ranked exactly): no second code set to train and encode, and a walk ~5% faster than over per-dimension
-    SQ8 at equal recall (`benchmarks/graph_builders.py`). `hnsw` moves the graph onto float32 storage."""
+    SQ8 at equal recall (`benchmarks/graph_builders.py`). `hnsw` moves the graph onto float32 storage.
+
+    `graph`: one already linked over the first `graph.ntotal` rows (a `BackgroundGraph`'s), which is linked on
+    over the rest; its codes are then made again from the range of all the rows, as a new graph's are."""
     if kind == "flat" or len(vectors) < params.min_rows:
         return None
     if kind not in DENSE_KINDS:
         raise ValueError(f"unknown dense index kind {kind!r}; choose one of {', '.join(DENSE_KINDS)}")
     dim = vectors.shape[1]
-    ip = faiss.METRIC_INNER_PRODUCT
-    builder = faiss.IndexHNSWSQ(dim, faiss.ScalarQuantizer.QT_8bit_uniform, params.m, ip)  # type: ignore[arg-type]
-    builder.train(_contiguous(vectors))
-    builder.hnsw.efConstruction = params.ef_construction
-    _add_blocks(builder, vectors)
+    if graph is None:
+        builder = _new_graph(dim, params)
+        builder.train(_contiguous(vectors))
+        _add_blocks(builder, vectors)
+    else:
+        builder = graph
+        if builder.d != dim or builder.ntotal > len(vectors):
+            raise ValueError(
+                f"a graph over {builder.ntotal} {builder.d}-d rows is no prefix of {vectors.shape}"
+            )
+        _add_blocks(builder, vectors[builder.ntotal :])
+        codes = faiss.downcast_index(builder.storage)
+        codes.reset()
+        codes.sq.rangestat_arg = 0.0
+        codes.train(_contiguous(vectors))
+        _add_blocks(codes, vectors)
     if kind == "hnsw-sq8":
         return builder
-    index: Any = faiss.IndexHNSWFlat(dim, params.m, ip)
+    index: Any = faiss.IndexHNSWFlat(dim, params.m, faiss.METRIC_INNER_PRODUCT)
     index.hnsw = builder.hnsw  # a copy: the builder's codes go with it
     del builder
     _add_blocks(index.storage, vectors)
     index.ntotal = len(vectors)
     return index
+
+
+def _new_graph(dim: int, params: HNSWParams) -> Any:
+    """An empty graph over 8-bit codes with one range for every dimension, to be trained and filled."""
+    graph = faiss.IndexHNSWSQ(
+        dim, faiss.ScalarQuantizer.QT_8bit_uniform, params.m, faiss.METRIC_INNER_PRODUCT
+    )  # type: ignore[arg-type]
+    graph.hnsw.efConstruction = params.ef_construction
+    return graph
+
+
+class BackgroundGraph:
+    """A graph linked over rows as they arrive, in a thread beside the writer's, for the build that will index
+    exactly those rows in that order: a bulk load's segments are linked while later ones are written, and their
+    merge only finishes the graph (`take`, then `build_ann(..., graph=)`).
+
+    The thread runs one OpenMP thread (faiss's setting is per thread), so the writer keeps a core; it links
+    `BACKGROUND_BLOCK`-row blocks and stops between two. Its codes' range comes from the first rows, widened by
+    `BACKGROUND_RANGE_MARGIN` on each side (later values beyond it are clamped while linking; `build_ann` codes
+    the rows again from all of them). Nothing of it is stored: a crash loses only work."""
+
+    def __init__(self, params: HNSWParams) -> None:
+        self.params = params
+        #: the keys of the parts offered, in order
+        self.keys: list[str] = []
+        self._queue: queue.SimpleQueue[np.ndarray | None] = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._graph: Any | None = None
+        self._failed = False
+
+    def offer(self, key: str, vectors: np.ndarray) -> None:
+        """Link `vectors`, the next rows, after those offered before (in the background)."""
+        self.keys.append(key)
+        self._queue.put(vectors)
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._link, name="m3search-graph", daemon=True)
+            self._thread.start()
+
+    def take(self, keys: Sequence[str]) -> Any | None:
+        """Stop linking and start over empty; returns the graph over the rows linked so far (the first
+        `graph.ntotal` of those offered) when exactly `keys` were offered, in that order, else None."""
+        self._stop.set()
+        self._queue.put(None)
+        if self._thread is not None:
+            self._thread.join()
+        graph = self._graph if list(keys) == self.keys and not self._failed else None
+        self.__init__(self.params)  # type: ignore[misc]  # start over
+        return graph
+
+    def _link(self) -> None:
+        faiss.omp_set_num_threads(1)  # this thread's own setting: the writer's threads keep theirs
+        try:
+            while (vectors := self._queue.get()) is not None:
+                start = 0
+                while start < len(vectors) and not self._stop.is_set():
+                    graph = self._graph
+                    if graph is None:
+                        graph = _new_graph(vectors.shape[1], self.params)
+                        faiss.downcast_index(graph.storage).sq.rangestat_arg = BACKGROUND_RANGE_MARGIN
+                        graph.train(_contiguous(vectors))
+                        self._graph = graph
+                    # blocks grow with the graph: each call initializes a lock per node
+                    end = start + max(BACKGROUND_BLOCK, graph.ntotal // 500)
+                    graph.add(_contiguous(vectors[start:end]))
+                    start = end
+        except Exception:  # out of memory, a vanished file: the merge builds its graph itself
+            log.exception("linking a graph in the background failed; the merge will build it")
+            self._failed = True
 
 
 def walk_order(index: Any) -> np.ndarray:
@@ -176,10 +271,18 @@ class DenseIndex:
         self._walks: dict[int, Any] = {}  # efSearch -> the parameters of an unfiltered walk (made once each)
 
     @classmethod
-    def build(cls, vectors: np.ndarray, kind: DenseKind, params: HNSWParams, walk: bool = True) -> DenseIndex:
-        """The index over `vectors`: a graph (`build_ann`) with its nodes stored in `walk_order` (in row order
-        with `walk` false: what readers of collection formats before 7 expect), or none."""
-        ann = build_ann(vectors, kind, params)
+    def build(
+        cls,
+        vectors: np.ndarray,
+        kind: DenseKind,
+        params: HNSWParams,
+        walk: bool = True,
+        graph: Any | None = None,
+    ) -> DenseIndex:
+        """The index over `vectors`: a graph (`build_ann`, from `graph` when one is linked over the first rows)
+        with its nodes stored in `walk_order` (in row order with `walk` false: what readers of collection formats
+        before 7 expect), or none."""
+        ann = build_ann(vectors, kind, params, graph)
         if ann is None or not walk:
             return cls(vectors, ann, params)
         order = walk_order(ann)

@@ -14,6 +14,7 @@ import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -101,6 +102,8 @@ class SegmentData:
     colbert_center: np.ndarray | None = None
     #: the rows' document records (`m3search.store.hit_documents`) in runs, in row order
     documents: Iterable[Run] | None = None
+    #: an HNSW graph already linked over the first rows of `dense` (a `BackgroundGraph`'s), to build on
+    graph: Any | None = None
 
 
 def write_segment(root: Path, name: str, data: SegmentData, config: CollectionConfig) -> Path:
@@ -121,7 +124,7 @@ def write_segment(root: Path, name: str, data: SegmentData, config: CollectionCo
         files.append(tmp / VECTORS_FILE)
         write_rows(files[-1], [data.dense] if isinstance(data.dense, np.ndarray) else data.dense, np.float32)
         vectors = load_array(files[-1], mmap=True)  # the graph is built from the file just written
-        dense = DenseIndex.build(vectors, kind, params, walk=config.format >= 7)  # type: ignore[arg-type]
+        dense = DenseIndex.build(vectors, kind, params, walk=config.format >= 7, graph=data.graph)  # type: ignore[arg-type]
         files += dense.save(tmp, vectors=False)
     if data.sparse is not None:
         files += data.sparse.save(tmp, forward=config.sparse_forward)

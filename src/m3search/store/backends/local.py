@@ -43,7 +43,7 @@ from m3search.errors import (
     CorruptCollectionError,
     InvalidInputError,
 )
-from m3search.index.dense import VECTORS_FILE
+from m3search.index.dense import VECTORS_FILE, BackgroundGraph
 from m3search.index.multivector import (
     CENTER_SAMPLE,
     ColbertDtype,
@@ -113,6 +113,8 @@ class LocalBackend:
         self._db = Database(self.path / DB_FILE)
         self._lock = WriterLock(self.path)
         self._segments_dir = self.path / SEGMENTS_DIR
+        # the writer's graph linked in the background over new segments that have none, for their merge
+        self._background: BackgroundGraph | None = None
         self._segments: dict[str, Segment] = {}
         #: listed segments whose files are damaged: searches (which need every segment) raise their error
         self._damaged: dict[str, CorruptCollectionError] = {}
@@ -164,6 +166,8 @@ class LocalBackend:
         """Release the writer lock and the database; later calls raise `CollectionClosedError`."""
         with self._mutex:  # waits for a call in progress (a write, a search) to finish
             self._closed = True
+            if self._background is not None:
+                self._background.take([])
             self._lock.release()
             self._db.close()
 
@@ -621,6 +625,20 @@ class LocalBackend:
         self._db.reclaim_space()
         self._reload()
         self._remove_leftovers()
+        self._link_in_background(name)
+
+    def _link_in_background(self, name: str) -> None:
+        """Offer a new segment's dense vectors to the background graph when it has no graph of its own (below
+        `hnsw.min_rows`): a later merge of exactly those segments then finishes that graph instead of building
+        one (~0.5 CPU ms a row at 100k, done meanwhile on the core the writer leaves)."""
+        segment = self._segments.get(name)
+        if segment is None or segment.dense is None or segment.dense.ann is not None:
+            return
+        if self.config.dense_index == "flat" or not len(segment):
+            return
+        if self._background is None:
+            self._background = BackgroundGraph(self.config.hnsw_params)
+        self._background.offer(name, segment.dense.vectors)
 
     def _merge(self, names: list[str]) -> None:
         """Merge segments `names` into one, dropping their deleted rows; every byte they hold is checked first,
@@ -678,6 +696,11 @@ class LocalBackend:
                 for g, first, end in source
             )
         metadata = MetadataIndex.merge([(s.metadata, r) for s, r in zip(segs, new_rows)], len(seqs))
+        graph = None
+        if self._background is not None and set(names) & set(self._background.keys):
+            graph = self._background.take(names)
+            if not (in_order and all(len(k) == len(s) for s, k in zip(segs, keep))):
+                graph = None  # rows dropped or moved: the graph does not match them
         center = _fitted_center(segs)
         if center is None and segs[0].colbert is not None:
             center = segs[0].colbert.center  # no segment holds a token: the placeholder
@@ -691,6 +714,7 @@ class LocalBackend:
                 metadata,
                 colbert_center=center,
                 documents=self._merged_records(segs, source),
+                graph=graph,
             ),
             replaced=names,
         )
