@@ -97,7 +97,7 @@ def build_ann(
                 f"a graph over {builder.ntotal} {builder.d}-d rows is no prefix of {vectors.shape}"
             )
         _add_blocks(builder, vectors[builder.ntotal :])
-        codes = faiss.downcast_index(builder.storage)
+        codes: Any = faiss.downcast_index(builder.storage)
         codes.reset()
         codes.sq.rangestat_arg = 0.0
         codes.train(_contiguous(vectors))
@@ -114,9 +114,8 @@ def build_ann(
 
 def _new_graph(dim: int, params: HNSWParams) -> Any:
     """An empty graph over 8-bit codes with one range for every dimension, to be trained and filled."""
-    graph = faiss.IndexHNSWSQ(
-        dim, faiss.ScalarQuantizer.QT_8bit_uniform, params.m, faiss.METRIC_INNER_PRODUCT
-    )  # type: ignore[arg-type]
+    qtype: Any = faiss.ScalarQuantizer.QT_8bit_uniform
+    graph = faiss.IndexHNSWSQ(dim, qtype, params.m, faiss.METRIC_INNER_PRODUCT)
     graph.hnsw.efConstruction = params.ef_construction
     return graph
 
@@ -169,7 +168,8 @@ class BackgroundGraph:
                     graph = self._graph
                     if graph is None:
                         graph = _new_graph(vectors.shape[1], self.params)
-                        faiss.downcast_index(graph.storage).sq.rangestat_arg = BACKGROUND_RANGE_MARGIN
+                        codes: Any = faiss.downcast_index(graph.storage)
+                        codes.sq.rangestat_arg = BACKGROUND_RANGE_MARGIN
                         graph.train(_contiguous(vectors))
                         self._graph = graph
                     # blocks grow with the graph: each call initializes a lock per node

@@ -266,7 +266,7 @@ class MultiVectorWriter:
                     dst.fileno(),
                     source.offset + lo * row_bytes,  # type: ignore[union-attr]  # a loaded store's memory maps
                     (hi - lo) * row_bytes,
-                    target.offset + start * row_bytes,  # type: ignore[attr-defined]
+                    target.offset + start * row_bytes,
                 )
         if self.scales is not None and store.scales is not None:
             self.scales[start : start + hi - lo] = store.scales[lo:hi]

@@ -169,7 +169,7 @@ def write_rows(path: Path, parts: Sequence[np.ndarray | FileRows], dtype: np.dty
     if len(widths) > 1:
         raise ValueError(f"rows of different widths {sorted(widths)} in one array")
     width = widths.pop() if widths else 0
-    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False}
+    header: dict[str, Any] = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False}
     header["shape"] = (sum(len(p) for p in parts), width)
     with open(path, "wb") as out:
         np.lib.format.write_array_header_1_0(out, header)
@@ -179,5 +179,5 @@ def write_rows(path: Path, parts: Sequence[np.ndarray | FileRows], dtype: np.dty
                 continue
             out.flush()
             assert isinstance(part, FileRows)  # only file rows have an offset
-            with open(part.path, "rb") as source:
-                copy_range(source.fileno(), out.fileno(), offset, len(part) * width * dtype.itemsize)
+            with open(part.path, "rb") as src:
+                copy_range(src.fileno(), out.fileno(), offset, len(part) * width * dtype.itemsize)

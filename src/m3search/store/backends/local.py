@@ -664,13 +664,13 @@ class LocalBackend:
         if "dense" in self.config.outputs:
             # a segment of a collection with an output has that output's structure; in the usual order, a
             # segment with no deleted row is copied file to file, others' kept rows are gathered
-            parts = [
+            pieces = [
                 FileRows(self._segments_dir / n / VECTORS_FILE, 0, len(s))
                 if len(k) == len(s) and in_order
                 else np.asarray(s.dense.vectors if len(k) == len(s) else s.dense.vectors[k], np.float32)  # type: ignore[union-attr]
                 for n, s, k in zip(names, segs, keep)
             ]
-            dense = parts if in_order else np.concatenate(parts)[order]  # type: ignore[arg-type]
+            dense = pieces if in_order else np.concatenate(pieces)[order]  # type: ignore[arg-type]
         sparse = None
         if "sparse" in self.config.outputs:
             parts = []
