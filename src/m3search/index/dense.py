@@ -132,6 +132,10 @@ class BackgroundGraph:
 
     def __init__(self, params: HNSWParams) -> None:
         self.params = params
+        self._reset()
+
+    def _reset(self) -> None:
+        """Empty, with no thread: what `take` leaves for the next parts."""
         #: the keys of the parts offered, in order
         self.keys: list[str] = []
         self._queue: queue.SimpleQueue[np.ndarray | None] = queue.SimpleQueue()
@@ -156,7 +160,7 @@ class BackgroundGraph:
         if self._thread is not None:
             self._thread.join()
         graph = self._graph if list(keys) == self.keys and not self._failed else None
-        self.__init__(self.params)  # type: ignore[misc]  # start over
+        self._reset()
         return graph
 
     def _link(self) -> None:

@@ -248,7 +248,7 @@ class MultiVectorWriter:
         if (
             store.directory is None
             or store.tokens.dtype != self.tokens.dtype
-            or store.tokens.shape[1:] != (self.tokens.shape[1:])
+            or store.tokens.shape[1:] != self.tokens.shape[1:]
         ):
             return self.append_encoded(store.encoded(first, end))  # in memory, or not the same layout
         start, (lo, hi) = self.offsets[self._row], (int(store.offsets[first]), int(store.offsets[end]))
