@@ -6,9 +6,14 @@ Area-specific fixtures live in the conftest.py of that area's test folder.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from m3search.index.dense import BackgroundGraph
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -285,3 +290,11 @@ def run_on_terminal(args: list[str], *, env: dict[str, str] | None = None, timeo
     shown = b"".join(chunks).decode("utf-8", "replace")
     assert proc.returncode == 0, shown
     return shown
+
+
+def linked_some(background: BackgroundGraph, rows: int, timeout: float = 120.0) -> None:
+    """Wait until the background thread has linked at least `rows` rows."""
+    deadline = time.monotonic() + timeout
+    while background.linked < rows:
+        assert time.monotonic() < deadline, f"the background graph linked {background.linked} of {rows} rows"
+        time.sleep(0.01)

@@ -18,6 +18,7 @@ from m3search.index.dense import (
     walk_order,
 )
 from m3search.index.topk import top_k
+from tests.conftest import linked_some
 
 DIM = 32
 
@@ -149,8 +150,9 @@ def test_a_graph_linked_in_the_background_is_finished_by_the_build(data, kind):
     assert background.keys == [] and faiss.omp_get_max_threads() == threads  # the caller's threads kept
     for i, start in enumerate(range(0, len(vectors), 1000)):
         background.offer(f"part{i}", vectors[start : start + 1000])
+    linked_some(background, 1000)  # the thread starts when it is scheduled: a take before then finds nothing
     graph = background.take(["part0", "part1", "part2"])
-    assert graph is not None and 0 <= graph.ntotal <= len(vectors)
+    assert graph is not None and 1000 <= graph.ntotal <= len(vectors)
     ann = build_ann(vectors, kind, params, graph)
     assert ann.ntotal == ann.hnsw.levels.size() == len(vectors)
     if kind == "hnsw-sq8":
@@ -172,6 +174,7 @@ def test_a_background_graph_reaches_every_row_it_is_given_time_for(data):
     background.offer("all", vectors)
     background._queue.put(None)  # let it finish what it has before stopping it
     background._thread.join()
+    assert background.linked == len(vectors)
     assert background.take(["all"]).ntotal == len(vectors)
 
 

@@ -17,6 +17,7 @@ from m3search.errors import (
 )
 from m3search.scoring import colbert_score, dense_score, hybrid_scores, lexical_score
 from m3search.search.fusion import default_weights
+from tests.conftest import linked_some
 from tests.store.conftest import DIM, as_query, make_docs
 
 
@@ -435,6 +436,7 @@ def test_a_merge_builds_on_the_graph_linked_in_the_background(new_collection, mo
         collection.delete(["d3"])
     query = as_query(make_docs(1, seed=13)[0])
     before = [h.id for h in collection.search(query, k=10, mode="dense")]
+    linked_some(collection.backend._background, 1)  # a compact before the thread runs finds nothing to take
     collection.compact()
     assert taken == [True]  # a graph came back for exactly those segments ...
     segment = collection.backend._segments[next(iter(collection.backend._segments))]

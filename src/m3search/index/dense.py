@@ -152,6 +152,12 @@ class BackgroundGraph:
             self._thread = threading.Thread(target=self._link, name="m3search-graph", daemon=True)
             self._thread.start()
 
+    @property
+    def linked(self) -> int:
+        """How many of the rows offered are linked so far (the graph's first rows)."""
+        graph = self._graph
+        return 0 if graph is None else int(graph.ntotal)
+
     def take(self, keys: Sequence[str]) -> Any | None:
         """Stop linking and start over empty; returns the graph over the rows linked so far (the first
         `graph.ntotal` of those offered) when exactly `keys` were offered, in that order, else None."""
