@@ -649,6 +649,7 @@ def compare_edge(collection, args, queries, truth, id_to_row, k: int, work: Path
         "oversampling": oversampling if quantized else None,
         "documents": args.edge_documents,
         "ef_search": sweeps,
+        "equal_recall": at_equal_recall(sweeps),
     }
 
 
@@ -861,6 +862,37 @@ def interleaved(collection, other, args, queries, truth, id_to_row, k: int, mode
     return sweeps
 
 
+def at_equal_recall(sweeps: list[dict]) -> dict[str, list[dict]]:
+    """For each stage with a recall@10 and each engine's efSearch: the other engine's fastest p50 among its
+    efSearch values that reach at least that recall (None where none does), so QPS is compared at equal recall
+    whichever engine's graph walks further at one efSearch. `edge/local p50` > 1: local is faster."""
+
+    def point(stage: dict | None, engine: str, name: str) -> dict | None:
+        if stage is None:
+            return None
+        got = stage[engine][name]
+        return {"ef_search": stage["ef_search"], "p50_ms": got["p50_ms"], "recall@10": got["recall@10"]}
+
+    out: dict[str, list[dict]] = {}
+    for name, first in sweeps[0]["local"].items():
+        if "recall@10" not in first:
+            continue
+        for given, other in (("edge", "local"), ("local", "edge")):
+            for stage in sweeps:
+                target = stage[given][name]["recall@10"]
+                reaching = [s for s in sweeps if s[other][name]["recall@10"] >= target]
+                best = min(reaching, key=lambda s: s[other][name]["p50_ms"], default=None)
+                row = {
+                    "at": given,
+                    "recall@10": target,
+                    given: point(stage, given, name),
+                    other: point(best, other, name),
+                }
+                row["edge/local p50"] = best and row["edge"]["p50_ms"] / row["local"]["p50_ms"]
+                out.setdefault(name, []).append(row)
+    return out
+
+
 def bytes_per_doc(path: Path, seg_dir: Path, seg, n: int, dim: int) -> dict[str, float]:
     """Bytes per document of the one segment by structure, and by where they live (RAM / memory-mapped)."""
     files = {f.name: f.stat().st_size for f in seg_dir.iterdir()}
@@ -1038,6 +1070,21 @@ def report(result: dict) -> None:
                     f"{stage['ef_search']:>8} {name:<22} {mine['p50_ms']:>8.2f}/{mine['p99_ms']:<8.2f} {r1:>7} "
                     f"{theirs['p50_ms']:>8.2f}/{theirs['p99_ms']:<8.2f} {r2:>7} "
                     f"{theirs['p50_ms'] / mine['p50_ms']:>14.2f} {stage['agreement@10'][name]:>8.3f}"
+                )
+        for name, rows in e.get("equal_recall", {}).items():
+            for row in rows:
+                mine, theirs = row["local"], row["edge"]
+                if mine is None or theirs is None:
+                    print(
+                        f"{name:<22} no {'local' if mine is None else 'Edge'} efSearch reaches recall@10 "
+                        f"{row['recall@10']:.4f} ({row['at']}'s)"
+                    )
+                    continue
+                print(
+                    f"{name:<22} at {row['at']}'s recall@10 {row['recall@10']:.4f}: local efSearch "
+                    f"{mine['ef_search']} {mine['p50_ms']:.2f} ms ({mine['recall@10']:.4f}), Edge efSearch "
+                    f"{theirs['ef_search']} {theirs['p50_ms']:.2f} ms ({theirs['recall@10']:.4f}): Edge/local p50 "
+                    f"{row['edge/local p50']:.2f}"
                 )
     for a in result.get("all_vs_exact_colbert", {}).values():
         print(
