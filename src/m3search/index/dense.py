@@ -154,7 +154,8 @@ class BackgroundGraph:
 
     @property
     def linked(self) -> int:
-        """How many of the rows offered are linked so far (the graph's first rows)."""
+        """How many of the rows offered are in the graph so far: those linked and the block being linked (faiss
+        counts a block before linking it; `take` lets that block finish)."""
         graph = self._graph
         return 0 if graph is None else int(graph.ntotal)
 
