@@ -1,16 +1,16 @@
-"""Which codes to link an HNSW graph over, and to walk it over (issue 20): the same graph built over float16
-copies, 8-bit codes with one range (`QT_8bit_uniform`, what `build_ann` uses since 2026-12-03) and SQ8 with
-per-dimension ranges, each searched as `DenseIndex` does (efSearch 128, candidates re-ranked exactly) over its
-own codes and kept over SQ8 storage (what `hnsw-sq8` walked until 2026-12-03, late), on a kept collection's
-vectors. Builders alternate (`--rounds` of each, interleaved); recall@10 against exact search; the two walks of a
-graph alternate query by query, each query searched once per walk, and their p50 is of the CPU time a search
-takes.
+"""Which codes to link an HNSW graph over, and to walk it over (issue 20): the same graph built over byte codes
+compared by integer distance (`ByteCodes`, what `build_ann` uses for unit vectors since 2026-12-04), float16
+copies, 8-bit codes with one range (`QT_8bit_uniform`, used 2026-12-03 to 12-04) and SQ8 with per-dimension
+ranges, each searched as `DenseIndex` does (candidates re-ranked exactly) over its own codes and kept over SQ8
+storage (what `hnsw-sq8` walked until 2026-12-03, late), on a kept collection's vectors, at each `--ef-search`.
+Builders alternate (`--rounds` of each, interleaved); recall@10 against exact search; the two walks of a graph
+alternate query by query, each query searched once per walk, and their p50 is of the CPU time a search takes.
 
     PYTHONPATH=src python benchmarks/index_speed.py --docs 100000 --backend qdrant --ef-search 128 \\
         --graphs 16:100 --keep --workdir DIR
     PYTHONPATH=src:benchmarks python benchmarks/graph_builders.py DIR/m3s-bench-*/collection
 
-Prints a table and writes benchmarks/results/graph_builders-<docs>.json.
+Prints a table and writes benchmarks/results/graph_builders-<docs><tag>.json.
 """
 
 from __future__ import annotations
@@ -27,17 +27,23 @@ from interleave import ROOT, kept_corpus_queries
 from layer_cost import only_segment
 
 from m3search import Collection
-from m3search.index.dense import DenseIndex, HNSWParams, _add_blocks
+from m3search.index.dense import DenseIndex, HNSWParams, _add_blocks, build_ann
 
 BUILDERS = {
+    "bytes": None,  # `build_ann`'s own
     "float16": faiss.ScalarQuantizer.QT_fp16,
     "8bit_uniform": faiss.ScalarQuantizer.QT_8bit_uniform,
     "sq8": faiss.ScalarQuantizer.QT_8bit,
 }
 
 
-def build(vectors: np.ndarray, codes: int, params: HNSWParams) -> tuple[faiss.Index, float, float]:
-    """A graph linked over `codes`, over those codes: (index, wall s, CPU s of linking)."""
+def build(vectors: np.ndarray, codes: int | None, params: HNSWParams) -> tuple[faiss.Index, float, float]:
+    """A graph linked over `codes` (None: `build_ann`'s for unit vectors, its range fitted in the time), over
+    those codes: (index, wall s, CPU s of linking)."""
+    if codes is None:
+        wall, cpu = time.perf_counter(), time.process_time()
+        graph = build_ann(vectors, "hnsw-sq8", params)
+        return graph, time.perf_counter() - wall, time.process_time() - cpu
     builder = faiss.IndexHNSWSQ(vectors.shape[1], codes, params.m, faiss.METRIC_INNER_PRODUCT)
     builder.train(vectors)
     builder.hnsw.efConstruction = params.ef_construction
@@ -53,13 +59,16 @@ def over_sq8(vectors: np.ndarray, graph: faiss.Index, params: HNSWParams) -> fai
     )
     index.train(vectors)
     index.hnsw = graph.hnsw
+    index.hnsw.is_similarity = (
+        True  # a graph linked by squared distance (byte codes) is walked by inner product
+    )
     _add_blocks(index.storage, vectors)
     index.ntotal = len(vectors)
     return index
 
 
-def walks(indexes: dict[str, DenseIndex], queries: np.ndarray, truth: np.ndarray) -> dict[str, dict]:
-    """Each index searches every query (efSearch 128), the indexes alternating query by query: recall@10 and
+def walks(indexes: dict[str, DenseIndex], queries: np.ndarray, truth: np.ndarray, ef: int) -> dict[str, dict]:
+    """Each index searches every query (efSearch `ef`), the indexes alternating query by query: recall@10 and
     the p50 CPU ms of a search."""
     found: dict[str, list[np.ndarray]] = {name: [] for name in indexes}
     cpu: dict[str, list[float]] = {name: [] for name in indexes}
@@ -67,7 +76,7 @@ def walks(indexes: dict[str, DenseIndex], queries: np.ndarray, truth: np.ndarray
         names = list(indexes)
         for name in names[i % len(names) :] + names[: i % len(names)]:
             start = time.process_time()
-            found[name].append(indexes[name].search(q, 10, ef_search=128)[0])
+            found[name].append(indexes[name].search(q, 10, ef_search=ef)[0])
             cpu[name].append(time.process_time() - start)
     return {
         name: {
@@ -85,6 +94,8 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=400)
     ap.add_argument("--m", type=int, default=16)
     ap.add_argument("--ef-construction", type=int, default=100)
+    ap.add_argument("--ef-search", type=int, nargs="+", default=[128])
+    ap.add_argument("--tag", default="", help="appended to the result's name")
     args = ap.parse_args()
     collection = Collection.open(args.collection, readonly=True, cache=False)
     vectors = np.ascontiguousarray(only_segment(collection).dense.vectors, dtype=np.float32)
@@ -100,28 +111,26 @@ def main() -> None:
                 "own": DenseIndex(vectors, graph, params),
                 "sq8": DenseIndex(vectors, over_sq8(vectors, graph, params), params),
             }
-            walked = walks(indexes, queries, truth)
+            walked = {str(ef): walks(indexes, queries, truth, ef) for ef in args.ef_search}
             runs[name].append({"build_s": wall, "build_cpu_s": cpu, "walks": walked})
-            print(
-                f"{name:<14} build {wall:6.1f} s (CPU {cpu:6.1f} s), recall@10 / p50 CPU ms over its own codes "
-                f"{walked['own']['recall@10']:.4f} / {walked['own']['p50_cpu_ms']:.3f}, over SQ8 "
-                f"{walked['sq8']['recall@10']:.4f} / {walked['sq8']['p50_cpu_ms']:.3f}",
-                flush=True,
-            )
-    result = {"docs": len(vectors), "m": args.m, "ef_construction": args.ef_construction, "ef_search": 128}
-    result |= {"machine": machine_record(), "runs": runs}
+            print(f"{name:<14} build {wall:6.1f} s (CPU {cpu:6.1f} s)", flush=True)
+    result = {"docs": len(vectors), "m": args.m, "ef_construction": args.ef_construction}
+    result |= {"ef_search": args.ef_search, "machine": machine_record(), "runs": runs}
     print(
-        f"\n{'codes':<14} {'build s (each round)':>22} {'own: recall@10':>15} {'p50 ms':>7} {'SQ8: recall@10':>15} {'p50 ms':>7}"
+        f"\n{'codes':<14} {'build s (each round)':>22} {'efSearch':>8} {'own: recall@10':>15} {'p50 ms':>7} "
+        f"{'SQ8: recall@10':>15} {'p50 ms':>7}"
     )
     for name, rounds in runs.items():
         times = " / ".join(f"{r['build_s']:.1f}" for r in rounds)
-        own, sq8 = (np.median([r["walks"][w]["p50_cpu_ms"] for r in rounds]) for w in ("own", "sq8"))
-        recall = rounds[0]["walks"]
-        print(
-            f"{name:<14} {times:>22} {recall['own']['recall@10']:>15.4f} {own:>7.3f} "
-            f"{recall['sq8']['recall@10']:>15.4f} {sq8:>7.3f}"
-        )
-    out = ROOT / "results" / f"graph_builders-{len(vectors)}.json"
+        for ef in map(str, args.ef_search):
+            own, sq8 = (np.median([r["walks"][ef][w]["p50_cpu_ms"] for r in rounds]) for w in ("own", "sq8"))
+            recall = rounds[0]["walks"][ef]
+            print(
+                f"{name:<14} {times:>22} {ef:>8} {recall['own']['recall@10']:>15.4f} {own:>7.3f} "
+                f"{recall['sq8']['recall@10']:>15.4f} {sq8:>7.3f}"
+            )
+            times = ""
+    out = ROOT / "results" / f"graph_builders-{len(vectors)}{args.tag}.json"
     out.write_text(json.dumps(result, indent=2))
     print(f"written to {out}")
 

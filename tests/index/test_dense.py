@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 from m3search.index.dense import (
+    BACKGROUND_RANGE_MARGIN,
     BackgroundGraph,
+    ByteCodes,
     DenseIndex,
     HNSWParams,
     build_ann,
@@ -30,14 +32,24 @@ def clustered(n: int, seed: int) -> np.ndarray:
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
+def of_many_lengths(vectors: np.ndarray, seed: int) -> np.ndarray:
+    """`vectors` scaled to lengths between 0.5 and 2: inner products no longer rank as distances do."""
+    return vectors * np.random.default_rng(seed).uniform(0.5, 2, (len(vectors), 1)).astype(np.float32)
+
+
 @pytest.fixture(scope="module")
 def data():
     return clustered(3000, 0), clustered(30, 1)
 
 
+@pytest.mark.parametrize("unit", [True, False], ids=["unit", "lengths"])
 @pytest.mark.parametrize("kind", ["hnsw", "hnsw-sq8"])
-def test_hnsw_recall_against_exact(data, kind):
+def test_hnsw_recall_against_exact(data, kind, unit):
+    """Unit rows get a graph over byte codes, rows of other lengths one over `QT_8bit_uniform` codes: both
+    find the rows of highest inner product."""
     vectors, queries = data
+    if not unit:
+        vectors, queries = of_many_lengths(vectors, 7), of_many_lengths(queries, 8)
     params = HNSWParams(min_rows=100)
     index = DenseIndex(vectors, build_ann(vectors, kind, params), params)
     assert index.ann is not None
@@ -97,36 +109,62 @@ def test_filtered_search_returns_the_exact_allowed_top_k(data, fraction):
     assert found / len(queries) >= 0.95
 
 
+@pytest.mark.parametrize("unit", [True, False], ids=["unit", "lengths"])
 @pytest.mark.parametrize("kind", ["hnsw", "hnsw-sq8"])
-def test_the_graph_built_over_8bit_codes_is_searched_over_the_kinds_storage(tmp_path, data, kind):
-    """The graph is linked over 8-bit codes with one range (a cheaper build); `hnsw-sq8` walks those same codes,
-    `hnsw` moves the graph onto float32 vectors: one code per row, which a saved and loaded index keeps."""
+def test_the_graph_built_over_8bit_codes_is_searched_over_the_kinds_storage(tmp_path, data, kind, unit):
+    """The graph is linked over 8-bit codes with one range (a cheaper build): byte codes compared by squared
+    distance for unit rows, `QT_8bit_uniform` codes by inner product otherwise; `hnsw-sq8` walks those same
+    codes, `hnsw` moves the graph onto float32 vectors: one code per row, which a saved and loaded index keeps
+    (with the byte codes' range)."""
     vectors, queries = data
+    if not unit:
+        vectors, queries = of_many_lengths(vectors, 7), of_many_lengths(queries, 8)
     params = HNSWParams(min_rows=100)
     ann = build_ann(vectors, kind, params)
     storage = faiss.downcast_index(ann.storage)
     assert ann.ntotal == storage.ntotal == len(vectors)
     assert storage.sa_code_size() == (4 * DIM if kind == "hnsw" else DIM)
-    if kind == "hnsw-sq8":
-        assert storage.sq.qtype == faiss.ScalarQuantizer.QT_8bit_uniform
+    codes = ByteCodes.of(ann)
+    if kind == "hnsw":
+        assert codes is None and ann.metric_type == faiss.METRIC_INNER_PRODUCT
+    elif unit:
+        assert storage.sq.qtype == faiss.ScalarQuantizer.QT_8bit_direct and ann.metric_type == faiss.METRIC_L2
+        assert codes is not None and codes.top == np.abs(vectors).max()
+    else:
+        assert storage.sq.qtype == faiss.ScalarQuantizer.QT_8bit_uniform and codes is None
     assert ann.hnsw.levels.size() == len(vectors) and ann.hnsw.efConstruction == params.ef_construction
     faiss.write_index(ann, str(tmp_path / "graph.faiss"))
     loaded = faiss.read_index(str(tmp_path / "graph.faiss"))
     assert faiss.downcast_index(loaded.storage).sa_code_size() == storage.sa_code_size()
-    assert np.array_equal(loaded.search(queries, 10)[1], ann.search(queries, 10)[1])
+    assert ByteCodes.of(loaded) == codes
+    walked = queries if codes is None else codes.encode(queries)
+    assert np.array_equal(loaded.search(walked, 10)[1], ann.search(walked, 10)[1])
 
 
-def test_a_graph_kept_over_per_dimension_sq8_codes_still_searches(data):
-    """Segments written before 2026-12-03 (late) keep their graph over per-dimension SQ8 codes: the index
-    searches them as before, candidates re-ranked exactly."""
+def test_byte_codes_span_the_rows_and_clamp_what_lies_beyond():
+    """A value's code is its place in [-top, top] on 0..255, the same for every dimension; values beyond the
+    range (a query, rows arriving after a background graph's range was set) take the nearest end. Rows that are
+    not all unit vectors get no byte codes."""
+    rows = np.array([[0.6, -0.8, 0.0], [0.0, 0.0, 1.0]], np.float32)
+    codes = ByteCodes.fit(rows)
+    assert codes == ByteCodes(1.0)
+    assert codes.encode(np.array([-1.0, 0.0, 1.0, 2.0, -3.0, 0.6])).tolist() == [0, 128, 255, 255, 0, 204]
+    assert ByteCodes.fit(rows, margin=0.25) == ByteCodes(1.25)
+    assert ByteCodes.fit(rows * 1.01) is None and ByteCodes.fit(rows[:0]) is None
+    assert ByteCodes.fit(rows * (1 + 0.5 * ByteCodes.UNIT_TOLERANCE)) is not None
+
+
+@pytest.mark.parametrize("qtype", ["QT_8bit_uniform", "QT_8bit"])
+def test_graphs_written_before_byte_codes_still_search(data, qtype):
+    """Segments written before 2026-12-04 keep their graph over inner-product codes, with one range
+    (`QT_8bit_uniform`) or per-dimension ranges (SQ8, before 2026-12-03 late): the index walks them with the
+    float query, as before, candidates re-ranked exactly."""
     vectors, queries = data
     params = HNSWParams(min_rows=100)
-    graph = build_ann(vectors, "hnsw-sq8", params)
-    old = faiss.IndexHNSWSQ(DIM, faiss.ScalarQuantizer.QT_8bit, params.m, faiss.METRIC_INNER_PRODUCT)
+    old = faiss.IndexHNSWSQ(DIM, getattr(faiss.ScalarQuantizer, qtype), params.m, faiss.METRIC_INNER_PRODUCT)
     old.train(vectors)
-    old.hnsw = graph.hnsw
-    old.storage.add(vectors)
-    old.ntotal = len(vectors)
+    old.add(vectors)
+    assert ByteCodes.of(old) is None
     index, exact = DenseIndex(vectors, old, params), DenseIndex(vectors)
     found = 0
     for q in queries:
@@ -153,17 +191,42 @@ def test_a_graph_linked_in_the_background_is_finished_by_the_build(data, kind):
     linked_some(background, 1000)  # the thread starts when it is scheduled: a take before then finds nothing
     graph = background.take(["part0", "part1", "part2"])
     assert graph is not None and 1000 <= graph.ntotal <= len(vectors)
+    margin = 1 + BACKGROUND_RANGE_MARGIN  # its range: the first part's, widened
+    assert ByteCodes.of(graph) == ByteCodes(float(np.float32(float(np.abs(vectors[:1000]).max()) * margin)))
     ann = build_ann(vectors, kind, params, graph)
     assert ann.ntotal == ann.hnsw.levels.size() == len(vectors)
     if kind == "hnsw-sq8":
         new = build_ann(vectors, kind, params)  # kept: its storage lives as long as it does
         fresh = faiss.downcast_index(new.storage)
         codes = faiss.downcast_index(ann.storage)
-        np.testing.assert_array_equal(
-            faiss.vector_to_array(codes.sq.trained), faiss.vector_to_array(fresh.sq.trained)
-        )
+        assert ByteCodes.of(new) is not None and ByteCodes.of(ann) == ByteCodes.of(new)
         np.testing.assert_array_equal(faiss.vector_to_array(codes.codes), faiss.vector_to_array(fresh.codes))
     index, exact = DenseIndex(vectors, ann, params), DenseIndex(vectors)
+    found = sum(len(set(index.search(q, 10)[0]) & set(exact.search(q, 10)[0])) for q in queries)
+    assert found / (10 * len(queries)) >= 0.95
+
+
+def test_a_background_graph_over_byte_codes_is_dropped_for_rows_not_of_unit_length(data):
+    """Byte codes rank unit vectors only: a part of other lengths after unit ones stops the background graph
+    (the merge builds its own), and a graph over byte codes offered to the build of rows that are not all unit
+    vectors is not built on; the build links a graph over `QT_8bit_uniform` codes that finds the rows of highest
+    inner product."""
+    vectors, queries = data
+    params = HNSWParams(min_rows=100)
+    mixed = np.concatenate([vectors[:1000], of_many_lengths(vectors[1000:2000], 9)])
+    background = BackgroundGraph(params)
+    background.offer("unit", vectors[:1000])
+    background.offer("lengths", mixed[1000:])
+    background._queue.put(None)  # let it finish what it has before stopping it
+    background._thread.join()
+    assert background.linked == 1000 and background.take(["unit", "lengths"]) is None
+    background.offer("unit", vectors[:1000])
+    linked_some(background, 1000)
+    graph = background.take(["unit"])
+    assert ByteCodes.of(graph) is not None
+    ann = build_ann(mixed, "hnsw-sq8", params, graph)
+    assert ann is not graph and ByteCodes.of(ann) is None and ann.ntotal == len(mixed)
+    index, exact = DenseIndex(mixed, ann, params), DenseIndex(mixed)
     found = sum(len(set(index.search(q, 10)[0]) & set(exact.search(q, 10)[0])) for q in queries)
     assert found / (10 * len(queries)) >= 0.95
 

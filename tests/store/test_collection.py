@@ -111,37 +111,50 @@ def test_without_the_sparse_forward_index_segments_lack_it_and_search_alike(new_
         new_collection("bad", sparse_forward="no")
 
 
-def test_format_7_graphs_are_stored_in_walk_order_and_older_formats_keep_row_order(new_collection, docs):
-    """A new collection (format 7) seals its graphs with their nodes in walk order (`dense_order.npy`); one of
-    format 6, whose older readers would take node numbers for rows, keeps writing them in row order and keeps
-    its format. Both rank and score alike in every mode, filtered dense searches included."""
+@pytest.mark.parametrize("dense_index", ["hnsw", "hnsw-sq8"])
+@pytest.mark.parametrize("older_format", [6, 7])
+def test_graphs_are_stored_as_the_readers_of_the_collections_format_expect(
+    new_collection, docs, older_format, dense_index
+):
+    """A new collection (format 8) links its graphs over byte codes (an `hnsw-sq8` graph keeps walking them) and
+    seals them with their nodes in walk order (`dense_order.npy`). A collection of format 7, whose readers walk
+    with the float query, keeps `QT_8bit_uniform` codes; one of format 6, whose readers would take node numbers
+    for rows, also keeps row order; both keep their format. All rank and score alike in every mode, filtered
+    dense searches included."""
     import json
 
-    from m3search.index.dense import ORDER_FILE
+    import faiss
+
+    from m3search.index.dense import ANN_FILE, ORDER_FILE, ByteCodes
     from m3search.store.config import CONFIG_FILE, FORMAT_VERSION
 
-    assert FORMAT_VERSION == 7
-    walked, older = new_collection("walked"), new_collection("older")
+    assert FORMAT_VERSION == 8
+    made, older = (
+        new_collection("made", dense_index=dense_index),
+        new_collection("older", dense_index=dense_index),
+    )
     older.close()
     config = json.loads((older.path / CONFIG_FILE).read_text())
-    (older.path / CONFIG_FILE).write_text(json.dumps({**config, "format": 6}))
+    (older.path / CONFIG_FILE).write_text(json.dumps({**config, "format": older_format}))
     older = Collection.open(older.path, cache=False)
     try:
-        for c in (walked, older):
+        for c in (made, older):
             c.upsert(docs[:60])
             c.upsert(docs[60:])
             c.compact()
-        for c, present in ((walked, True), (older, False)):
+        for c, walked, byte_codes in ((made, True, True), (older, older_format >= 7, False)):
             (segment,) = (c.path / "segments").iterdir()
-            assert (segment / "dense.faiss").is_file() and (segment / ORDER_FILE).is_file() == present
-        assert json.loads((older.path / CONFIG_FILE).read_text())["format"] == 6
+            assert (segment / ORDER_FILE).is_file() == walked
+            graph = faiss.read_index(str(segment / ANN_FILE))
+            assert (ByteCodes.of(graph) is not None) == (byte_codes and dense_index == "hnsw-sq8")
+        assert json.loads((older.path / CONFIG_FILE).read_text())["format"] == older_format
         queries = [as_query(d) for d in (*make_docs(3, seed=43), docs[7], docs[90])]
-        assert _every_mode(walked, queries) == _every_mode(older, queries)
+        assert _every_mode(made, queries) == _every_mode(older, queries)
         spec = {"lang": "de"}
-        for c in (walked, older):
+        for c in (made, older):
             hits = [c.search(q, k=5, mode="dense", filter=spec) for q in queries]
             assert all(h.metadata["lang"] == "de" for found in hits for h in found)
-        assert [[h.id for h in walked.search(q, k=5, mode="dense", filter=spec)] for q in queries] == [
+        assert [[h.id for h in made.search(q, k=5, mode="dense", filter=spec)] for q in queries] == [
             [h.id for h in older.search(q, k=5, mode="dense", filter=spec)] for q in queries
         ]
     finally:

@@ -43,6 +43,7 @@ ORDER_FILE = "dense_order.npy"
 BACKGROUND_BLOCK = 512
 #: How far a `BackgroundGraph`'s code range reaches beyond its first rows', as a fraction of theirs.
 BACKGROUND_RANGE_MARGIN = 0.1
+_BLOCK = 65_536  # rows read at a time from a (memory-mapped) source
 
 
 @dataclass(frozen=True)
@@ -68,56 +69,131 @@ class HNSWParams:
 
 
 def build_ann(
-    vectors: np.ndarray, kind: DenseKind, params: HNSWParams, graph: Any | None = None
+    vectors: np.ndarray,
+    kind: DenseKind,
+    params: HNSWParams,
+    graph: Any | None = None,
+    byte_codes: bool = True,
 ) -> faiss.Index | None:
     """An HNSW index over `vectors` (inner product), or None for `flat` or segments too small for a graph.
 
-    The graph is linked over 8-bit codes with one range for every dimension (faiss `QT_8bit_uniform`): such a
-    distance reads a quarter of a float32 one's bytes and, unlike per-dimension SQ8's, needs no per-dimension
-    scale, so the build takes ~0.85x float16's time (itself ~0.75x float32's) and links as well (recall@10 at
-    100k 0.9985 against 0.9975, docs/INDEX.md). `hnsw-sq8` keeps those codes to walk the graph (candidates are
-    re-ranked exactly): no second code set to train and encode, and a walk ~5% faster than over per-dimension
-    SQ8 at equal recall (`benchmarks/graph_builders.py`). `hnsw` moves the graph onto float32 storage.
+    The graph is linked over 8-bit codes with one range for every dimension: such a distance reads a quarter of
+    a float32 one's bytes and needs no per-dimension scale. Unit rows (bge-m3's dense vectors) get `ByteCodes`
+    (unless not `byte_codes`: collections of formats before 8, whose readers walk with the float query),
+    compared by faiss's integer kernel (~0.75x the time of a walk over `QT_8bit_uniform` codes at equal recall,
+    docs/INDEX.md); other rows `QT_8bit_uniform` codes, whose distance decodes to float (the build ~0.85x
+    float16's time, itself ~0.75x float32's, and linking as well: recall@10 at 100k 0.9985 against 0.9975).
+    `hnsw-sq8` keeps those codes to walk the graph (candidates are re-ranked exactly); `hnsw` moves the graph
+    onto float32 storage.
 
     `graph`: one already linked over the first `graph.ntotal` rows (a `BackgroundGraph`'s), which is linked on
-    over the rest; its codes are then made again from the range of all the rows, as a new graph's are."""
+    over the rest; its codes are then made again from the range of all the rows, as a new graph's are. A graph
+    whose codes do not suit all the rows (byte codes, a row not of unit length) is dropped: the build starts
+    over."""
     if kind == "flat" or len(vectors) < params.min_rows:
         return None
     if kind not in DENSE_KINDS:
         raise ValueError(f"unknown dense index kind {kind!r}; choose one of {', '.join(DENSE_KINDS)}")
     dim = vectors.shape[1]
+    codes = ByteCodes.fit(vectors) if byte_codes else None
+    if graph is not None:
+        if graph.d != dim or graph.ntotal > len(vectors):
+            raise ValueError(f"a graph over {graph.ntotal} {graph.d}-d rows is no prefix of {vectors.shape}")
+        if (ByteCodes.of(graph) is None) != (codes is None):
+            graph = None
     if graph is None:
-        builder = _new_graph(dim, params)
-        builder.train(_contiguous(vectors))
-        _add_blocks(builder, vectors)
+        builder = _new_graph(vectors, params, codes)
+        _add_blocks(builder, vectors, codes)
     else:
         builder = graph
-        if builder.d != dim or builder.ntotal > len(vectors):
-            raise ValueError(
-                f"a graph over {builder.ntotal} {builder.d}-d rows is no prefix of {vectors.shape}"
-            )
-        _add_blocks(builder, vectors[builder.ntotal :])
-        codes: Any = faiss.downcast_index(builder.storage)
-        codes.reset()
-        codes.sq.rangestat_arg = 0.0
-        codes.train(_contiguous(vectors))
-        _add_blocks(codes, vectors)
+        _add_blocks(builder, vectors[builder.ntotal :], ByteCodes.of(builder))
+        storage: Any = faiss.downcast_index(builder.storage)
+        storage.reset()
+        if codes is None:
+            storage.sq.rangestat_arg = 0.0
+            storage.train(_contiguous(vectors))
+        else:
+            codes.keep_in(builder)
+        _add_blocks(storage, vectors, codes)
     if kind == "hnsw-sq8":
         return builder
     index: Any = faiss.IndexHNSWFlat(dim, params.m, faiss.METRIC_INNER_PRODUCT)
     index.hnsw = builder.hnsw  # a copy: the builder's codes go with it
+    index.hnsw.is_similarity = True  # linked by squared distance over byte codes, walked by inner product
     del builder
     _add_blocks(index.storage, vectors)
     index.ntotal = len(vectors)
     return index
 
 
-def _new_graph(dim: int, params: HNSWParams) -> Any:
-    """An empty graph over 8-bit codes with one range for every dimension, to be trained and filled."""
-    qtype: Any = faiss.ScalarQuantizer.QT_8bit_uniform
-    graph = faiss.IndexHNSWSQ(dim, qtype, params.m, faiss.METRIC_INNER_PRODUCT)
+def _new_graph(vectors: np.ndarray, params: HNSWParams, codes: ByteCodes | None, margin: float = 0.0) -> Any:
+    """An empty graph over 8-bit codes with one range for every dimension, trained on `vectors`: `codes`, or
+    `QT_8bit_uniform` codes spanning the rows' range widened by `margin` on each side when None."""
+    sq: Any = faiss.ScalarQuantizer  # its code types are ints, which faiss's stubs do not say
+    if codes is None:
+        graph = faiss.IndexHNSWSQ(vectors.shape[1], sq.QT_8bit_uniform, params.m, faiss.METRIC_INNER_PRODUCT)
+        storage: Any = faiss.downcast_index(graph.storage)
+        storage.sq.rangestat_arg = margin
+        graph.train(_contiguous(vectors))
+    else:
+        graph = faiss.IndexHNSWSQ(vectors.shape[1], sq.QT_8bit_direct, params.m, faiss.METRIC_L2)
+        codes.keep_in(graph)
     graph.hnsw.efConstruction = params.ef_construction
     return graph
+
+
+@dataclass(frozen=True)
+class ByteCodes:
+    """8-bit codes of unit vectors compared as bytes: a value x in [-top, top] is coded as round((x + top) ·
+    127.5 / top), one range for every dimension, and two codes are compared by squared distance (faiss
+    `QT_8bit_direct`, METRIC_L2), which ranks unit vectors as inner product does (|q - x|² = 2 - 2 q·x). faiss
+    computes that distance with integer SIMD over the bytes, where its other 8-bit codes decode every byte to
+    float first.
+
+    `top` is kept in the codes' `rangestat_arg` (a training setting, read by no direct-code routine, and saved
+    with the index), so a saved graph carries its range."""
+
+    top: float
+
+    #: How far a row's length may be from 1 for its squared distances to rank as its inner products do.
+    UNIT_TOLERANCE = 1e-3
+
+    @classmethod
+    def fit(cls, vectors: np.ndarray, margin: float = 0.0) -> ByteCodes | None:
+        """Codes spanning the rows' largest magnitude widened by `margin`, or None unless every row is a unit
+        vector (read in blocks, so a memory-mapped source is not copied whole)."""
+        top = 0.0
+        for start in range(0, len(vectors), _BLOCK):
+            block = _contiguous(vectors[start : start + _BLOCK])
+            lengths = np.sqrt(np.einsum("ij,ij->i", block, block))
+            if len(block) == 0 or np.abs(lengths - 1).max() > cls.UNIT_TOLERANCE:
+                return None
+            top = max(top, float(np.abs(block).max()))
+        # float32, as the index keeps it: rows are coded with the very range queries later read back
+        return None if top == 0.0 else cls(float(np.float32(top * (1 + margin))))
+
+    @classmethod
+    def of(cls, index: Any) -> ByteCodes | None:
+        """The codes of a graph over byte codes; None for any other index."""
+        storage: Any = faiss.downcast_index(index.storage) if isinstance(index, faiss.IndexHNSW) else None
+        if not isinstance(storage, faiss.IndexScalarQuantizer):
+            return None
+        if storage.sq.qtype != faiss.ScalarQuantizer.QT_8bit_direct or index.metric_type != faiss.METRIC_L2:
+            return None
+        return cls(float(storage.sq.rangestat_arg))
+
+    def keep_in(self, index: Any) -> None:
+        """Record the range in `index`'s codes (`of` reads it back, from a saved graph too)."""
+        storage: Any = faiss.downcast_index(index.storage)
+        storage.sq.rangestat_arg = self.top
+        storage.is_trained = index.is_trained = True
+
+    def encode(self, x: np.ndarray) -> np.ndarray:
+        """The codes of rows `x` (values outside the range clamped), as the float32 faiss adds or searches."""
+        half = np.float32(127.5)
+        codes = np.asarray(x, np.float32) * (half / np.float32(self.top))
+        codes += half
+        return np.clip(np.rint(codes, out=codes), 0, 255, out=codes)
 
 
 class BackgroundGraph:
@@ -130,8 +206,8 @@ class BackgroundGraph:
     `BACKGROUND_RANGE_MARGIN` on each side (later values beyond it are clamped while linking; `build_ann` codes
     the rows again from all of them). Nothing of it is stored: a crash loses only work."""
 
-    def __init__(self, params: HNSWParams) -> None:
-        self.params = params
+    def __init__(self, params: HNSWParams, byte_codes: bool = True) -> None:
+        self.params, self.byte_codes = params, byte_codes
         self._reset()
 
     def _reset(self) -> None:
@@ -174,18 +250,19 @@ class BackgroundGraph:
         faiss.omp_set_num_threads(1)  # this thread's own setting: the writer's threads keep theirs
         try:
             while (vectors := self._queue.get()) is not None:
-                start = 0
+                graph, start = self._graph, 0
+                fitted = ByteCodes.fit(vectors, BACKGROUND_RANGE_MARGIN) if self.byte_codes else None
+                if graph is None:
+                    graph = self._graph = _new_graph(vectors, self.params, fitted, BACKGROUND_RANGE_MARGIN)
+                codes = ByteCodes.of(graph)
+                if codes is not None and fitted is None:  # a row not of unit length: the merge builds anew
+                    self._failed = True
+                    return
                 while start < len(vectors) and not self._stop.is_set():
-                    graph = self._graph
-                    if graph is None:
-                        graph = _new_graph(vectors.shape[1], self.params)
-                        codes: Any = faiss.downcast_index(graph.storage)
-                        codes.sq.rangestat_arg = BACKGROUND_RANGE_MARGIN
-                        graph.train(_contiguous(vectors))
-                        self._graph = graph
                     # blocks grow with the graph: each call initializes a lock per node
                     end = start + max(BACKGROUND_BLOCK, graph.ntotal // 500)
-                    graph.add(_contiguous(vectors[start:end]))
+                    block = _contiguous(vectors[start:end])
+                    graph.add(block if codes is None else codes.encode(block))
                     start = end
         except Exception:  # out of memory, a vanished file: the merge builds its graph itself
             log.exception("linking a graph in the background failed; the merge will build it")
@@ -241,11 +318,11 @@ def use_huge_pages(index: Any) -> int:
     return collapsed
 
 
-def _add_blocks(index: faiss.Index, vectors: np.ndarray) -> None:
-    """Add `vectors` in blocks, so that a memory-mapped source is not copied whole."""
-    block = 65_536
-    for start in range(0, len(vectors), block):
-        index.add(_contiguous(vectors[start : start + block]))
+def _add_blocks(index: faiss.Index, vectors: np.ndarray, codes: ByteCodes | None = None) -> None:
+    """Add `vectors` (as `codes`, when given) in blocks, so that a memory-mapped source is not copied whole."""
+    for start in range(0, len(vectors), _BLOCK):
+        block = _contiguous(vectors[start : start + _BLOCK])
+        index.add(block if codes is None else codes.encode(block))
 
 
 def _contiguous(x: np.ndarray) -> np.ndarray:
@@ -280,6 +357,7 @@ class DenseIndex:
         # Python), read by faiss directly when candidates are re-scored: `_scores`
         self._base = np.ascontiguousarray(vectors, dtype=np.float32)
         self._walks: dict[int, Any] = {}  # efSearch -> the parameters of an unfiltered walk (made once each)
+        self._codes: tuple[Any, ByteCodes | None] | None = None  # (ann, its byte codes): `_walked_query`
 
     @classmethod
     def build(
@@ -289,11 +367,12 @@ class DenseIndex:
         params: HNSWParams,
         walk: bool = True,
         graph: Any | None = None,
+        byte_codes: bool = True,
     ) -> DenseIndex:
-        """The index over `vectors`: a graph (`build_ann`, from `graph` when one is linked over the first rows)
-        with its nodes stored in `walk_order` (in row order with `walk` false: what readers of collection formats
-        before 7 expect), or none."""
-        ann = build_ann(vectors, kind, params, graph)
+        """The index over `vectors`: a graph (`build_ann`, from `graph` when one is linked over the first rows;
+        over `ByteCodes` where they suit and `byte_codes`) with its nodes stored in `walk_order` (in row order
+        with `walk` false: what readers of collection formats before 7 expect), or none."""
+        ann = build_ann(vectors, kind, params, graph, byte_codes)
         if ann is None or not walk:
             return cls(vectors, ann, params)
         order = walk_order(ann)
@@ -356,7 +435,7 @@ class DenseIndex:
             ef = max(ef, fetch)
             search_params = self._walks.get(ef) or self._walks.setdefault(ef, _walk_params(ef))
         q = _contiguous(query)
-        scores, labels = self.ann.search(q[None, :], fetch, params=search_params)
+        scores, labels = self.ann.search(self._walked_query(q)[None, :], fetch, params=search_params)
         rows = labels[0]
         if rows[-1] < 0:  # fewer nodes reached than asked for: faiss pads with -1
             rows = rows[rows >= 0]
@@ -367,6 +446,14 @@ class DenseIndex:
         rescored = self._scores(q, rows)
         best = np.argsort(-rescored, kind="stable")[:k]  # ties: the walk's order, as `top_k` keeps them
         return rows[best], rescored[best]
+
+    def _walked_query(self, q: np.ndarray) -> np.ndarray:
+        """`q` as the graph compares it: its byte codes for a graph over `ByteCodes` (found once per graph:
+        benchmarks swap graphs into a loaded segment), else itself."""
+        if self._codes is None or self._codes[0] is not self.ann:
+            self._codes = (self.ann, ByteCodes.of(self.ann))
+        codes = self._codes[1]
+        return q if codes is None else codes.encode(q)
 
     def _rows(self) -> Any:
         """The node -> row map as a faiss vector, made on the first filtered search and kept while `order` is

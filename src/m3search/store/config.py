@@ -26,9 +26,11 @@ CONFIG_FILE = "config.json"
 #: false; segments of older formats have none and look rows up by binary search, with the same scores.
 #: 7: new segments store the dense graph's nodes in walk order (`dense_order.npy` maps them to rows), which a
 #: reader of format 6 would take for rows; collections of older formats keep writing graphs in row order.
-FORMAT_VERSION = 7
+#: 8: graphs over unit vectors are linked and walked over byte codes (`m3search.index.dense.ByteCodes`), which a
+#: reader of format 7 would walk with the float query; collections of older formats keep their codes.
+FORMAT_VERSION = 8
 #: The formats this version opens.
-READABLE_FORMATS = (2, 3, 4, 5, 6, 7)
+READABLE_FORMATS = (2, 3, 4, 5, 6, 7, 8)
 
 
 @dataclass

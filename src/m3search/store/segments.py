@@ -124,7 +124,14 @@ def write_segment(root: Path, name: str, data: SegmentData, config: CollectionCo
         files.append(tmp / VECTORS_FILE)
         write_rows(files[-1], [data.dense] if isinstance(data.dense, np.ndarray) else data.dense, np.float32)
         vectors = load_array(files[-1], mmap=True)  # the graph is built from the file just written
-        dense = DenseIndex.build(vectors, kind, params, walk=config.format >= 7, graph=data.graph)  # type: ignore[arg-type]
+        dense = DenseIndex.build(
+            vectors,
+            kind,  # type: ignore[arg-type]
+            params,
+            walk=config.format >= 7,
+            graph=data.graph,
+            byte_codes=config.format >= 8,
+        )
         files += dense.save(tmp, vectors=False)
     if data.sparse is not None:
         files += data.sparse.save(tmp, forward=config.sparse_forward)

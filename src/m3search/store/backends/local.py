@@ -637,7 +637,7 @@ class LocalBackend:
         if self.config.dense_index == "flat" or not len(segment):
             return
         if self._background is None:
-            self._background = BackgroundGraph(self.config.hnsw_params)
+            self._background = BackgroundGraph(self.config.hnsw_params, byte_codes=self.config.format >= 8)
         self._background.offer(name, segment.dense.vectors)
 
     def _merge(self, names: list[str]) -> None:
