@@ -80,8 +80,8 @@ def build_ann(
     The graph is linked over 8-bit codes with one range for every dimension: such a distance reads a quarter of
     a float32 one's bytes and needs no per-dimension scale. Unit rows (bge-m3's dense vectors) get `ByteCodes`
     (unless not `byte_codes`: collections of formats before 8, whose readers walk with the float query),
-    compared by faiss's integer kernel (~0.75x the time of a walk over `QT_8bit_uniform` codes at equal recall,
-    docs/INDEX.md); other rows `QT_8bit_uniform` codes, whose distance decodes to float (the build ~0.85x
+    compared by faiss's integer kernel: linked in ~0.78x and walked in 0.80-0.85x the time of `QT_8bit_uniform`
+    codes at 100k (docs/INDEX.md), which other rows get, whose distance decodes to float (the build ~0.85x
     float16's time, itself ~0.75x float32's, and linking as well: recall@10 at 100k 0.9985 against 0.9975).
     `hnsw-sq8` keeps those codes to walk the graph (candidates are re-ranked exactly); `hnsw` moves the graph
     onto float32 storage.
@@ -204,7 +204,8 @@ class BackgroundGraph:
     The thread runs one OpenMP thread (faiss's setting is per thread), so the writer keeps a core; it links
     `BACKGROUND_BLOCK`-row blocks and stops between two. Its codes' range comes from the first rows, widened by
     `BACKGROUND_RANGE_MARGIN` on each side (later values beyond it are clamped while linking; `build_ann` codes
-    the rows again from all of them). Nothing of it is stored: a crash loses only work."""
+    the rows again from all of them); its kind of codes too (`ByteCodes` for unit rows), so a later part not of
+    unit length after byte-coded ones stops it. Nothing of it is stored: a crash loses only work."""
 
     def __init__(self, params: HNSWParams, byte_codes: bool = True) -> None:
         self.params, self.byte_codes = params, byte_codes
