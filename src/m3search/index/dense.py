@@ -160,13 +160,13 @@ class ByteCodes:
 
     @classmethod
     def fit(cls, vectors: np.ndarray, margin: float = 0.0) -> ByteCodes | None:
-        """Codes spanning the rows' largest magnitude widened by `margin`, or None unless every row is a unit
-        vector (read in blocks, so a memory-mapped source is not copied whole)."""
+        """Codes spanning the rows' largest magnitude widened by `margin`, or None unless there are rows and
+        every one is a unit vector (read in blocks, so a memory-mapped source is not copied whole)."""
         top = 0.0
         for start in range(0, len(vectors), _BLOCK):
             block = _contiguous(vectors[start : start + _BLOCK])
             lengths = np.sqrt(np.einsum("ij,ij->i", block, block))
-            if len(block) == 0 or np.abs(lengths - 1).max() > cls.UNIT_TOLERANCE:
+            if np.abs(lengths - 1).max() > cls.UNIT_TOLERANCE:
                 return None
             top = max(top, float(np.abs(block).max()))
         # float32, as the index keeps it: rows are coded with the very range queries later read back
