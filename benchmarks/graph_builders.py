@@ -2,9 +2,11 @@
 compared by integer distance (`ByteCodes`, what `build_ann` uses for unit vectors since 2026-12-04), float16
 copies, 8-bit codes with one range (`QT_8bit_uniform`, used 2026-12-03 to 12-04) and SQ8 with per-dimension
 ranges, each searched as `DenseIndex` does (candidates re-ranked exactly) over its own codes and kept over SQ8
-storage (what `hnsw-sq8` walked until 2026-12-03, late), on a kept collection's vectors, at each `--ef-search`.
-Builders alternate (`--rounds` of each, interleaved); recall@10 against exact search; the two walks of a graph
-alternate query by query, each query searched once per walk, and their p50 is of the CPU time a search takes.
+storage (what `hnsw-sq8` walked until 2026-12-03, late), on a kept collection's vectors, at each `--ef-search`;
+also byte codes with base-layer lists kept full (faiss's `keep_max_size_level0`, not used by `build_ann`), and
+the CPU time of one distance over each graph's codes in an exhaustive scan (`scan_ns`). Builders alternate
+(`--rounds` of each, interleaved); recall@10 against exact search; the two walks of a graph alternate query by
+query, each query searched once per walk, and their p50 is of the CPU time a search takes.
 
     PYTHONPATH=src python benchmarks/index_speed.py --docs 100000 --backend qdrant --ef-search 128 \\
         --graphs 16:100 --keep --workdir DIR
@@ -27,29 +29,47 @@ from interleave import ROOT, kept_corpus_queries
 from layer_cost import only_segment
 
 from m3search import Collection
-from m3search.index.dense import DenseIndex, HNSWParams, _add_blocks, build_ann
+from m3search.index.dense import ByteCodes, DenseIndex, HNSWParams, _add_blocks, _new_graph
 
+#: name -> (faiss code type, None: `ByteCodes`, as `build_ann` links unit vectors; whether faiss fills each
+#: base-layer list up to 2M with the nearest candidates the neighbour heuristic rejected, `keep_max_size_level0`)
 BUILDERS = {
-    "bytes": None,  # `build_ann`'s own
-    "float16": faiss.ScalarQuantizer.QT_fp16,
-    "8bit_uniform": faiss.ScalarQuantizer.QT_8bit_uniform,
-    "sq8": faiss.ScalarQuantizer.QT_8bit,
+    "bytes": (None, False),
+    "bytes_full_level0": (None, True),
+    "float16": (faiss.ScalarQuantizer.QT_fp16, False),
+    "8bit_uniform": (faiss.ScalarQuantizer.QT_8bit_uniform, False),
+    "sq8": (faiss.ScalarQuantizer.QT_8bit, False),
 }
+#: Queries whose exhaustive scan of a graph's codes times one distance (`scan_ns`).
+SCAN_QUERIES = 8
 
 
-def build(vectors: np.ndarray, codes: int | None, params: HNSWParams) -> tuple[faiss.Index, float, float]:
-    """A graph linked over `codes` (None: `build_ann`'s for unit vectors, its range fitted in the time), over
-    those codes: (index, wall s, CPU s of linking)."""
+def build(
+    vectors: np.ndarray, codes: int | None, full_level0: bool, params: HNSWParams
+) -> tuple[faiss.Index, float, float]:
+    """A graph linked over `codes` (None: `ByteCodes`), over those codes: (index, wall s, CPU s of linking)."""
+    byte_codes = ByteCodes.fit(vectors) if codes is None else None
     if codes is None:
-        wall, cpu = time.perf_counter(), time.process_time()
-        graph = build_ann(vectors, "hnsw-sq8", params)
-        return graph, time.perf_counter() - wall, time.process_time() - cpu
-    builder = faiss.IndexHNSWSQ(vectors.shape[1], codes, params.m, faiss.METRIC_INNER_PRODUCT)
-    builder.train(vectors)
-    builder.hnsw.efConstruction = params.ef_construction
+        builder = _new_graph(vectors, params, byte_codes)
+    else:
+        builder = faiss.IndexHNSWSQ(vectors.shape[1], codes, params.m, faiss.METRIC_INNER_PRODUCT)
+        builder.train(vectors)
+        builder.hnsw.efConstruction = params.ef_construction
+    builder.keep_max_size_level0 = full_level0
     wall, cpu = time.perf_counter(), time.process_time()
-    _add_blocks(builder, vectors)
+    _add_blocks(builder, vectors, byte_codes)
     return builder, time.perf_counter() - wall, time.process_time() - cpu
+
+
+def scan_ns(graph: faiss.Index, queries: np.ndarray) -> float:
+    """CPU ns a distance takes over `graph`'s codes in an exhaustive scan of them, one query at a time (the
+    codes read in order: the distance kernel's own cost, without a walk's scattered reads)."""
+    storage = faiss.downcast_index(graph.storage)
+    codes = ByteCodes.of(graph)
+    start = time.process_time()
+    for q in queries if codes is None else codes.encode(queries):
+        storage.search(q[None, :], 10)
+    return (time.process_time() - start) * 1e9 / (len(queries) * storage.ntotal)
 
 
 def over_sq8(vectors: np.ndarray, graph: faiss.Index, params: HNSWParams) -> faiss.Index:
@@ -59,9 +79,8 @@ def over_sq8(vectors: np.ndarray, graph: faiss.Index, params: HNSWParams) -> fai
     )
     index.train(vectors)
     index.hnsw = graph.hnsw
-    index.hnsw.is_similarity = (
-        True  # a graph linked by squared distance (byte codes) is walked by inner product
-    )
+    # a graph linked by squared distance (byte codes) is walked by inner product
+    index.hnsw.is_similarity = True
     _add_blocks(index.storage, vectors)
     index.ntotal = len(vectors)
     return index
@@ -105,19 +124,23 @@ def main() -> None:
     params = HNSWParams(m=args.m, ef_construction=args.ef_construction)
     runs: dict[str, list[dict]] = {name: [] for name in BUILDERS}
     for _ in range(args.rounds):
-        for name, codes in BUILDERS.items():
-            graph, wall, cpu = build(vectors, codes, params)
+        for name, (codes, full_level0) in BUILDERS.items():
+            graph, wall, cpu = build(vectors, codes, full_level0, params)
+            scan = scan_ns(graph, queries[:SCAN_QUERIES])
             indexes = {
                 "own": DenseIndex(vectors, graph, params),
                 "sq8": DenseIndex(vectors, over_sq8(vectors, graph, params), params),
             }
             walked = {str(ef): walks(indexes, queries, truth, ef) for ef in args.ef_search}
-            runs[name].append({"build_s": wall, "build_cpu_s": cpu, "walks": walked})
-            print(f"{name:<14} build {wall:6.1f} s (CPU {cpu:6.1f} s)", flush=True)
+            runs[name].append({"build_s": wall, "build_cpu_s": cpu, "scan_ns": scan, "walks": walked})
+            print(
+                f"{name:<18} build {wall:6.1f} s (CPU {cpu:6.1f} s), scan {scan:5.1f} ns a distance",
+                flush=True,
+            )
     result = {"docs": len(vectors), "m": args.m, "ef_construction": args.ef_construction}
     result |= {"ef_search": args.ef_search, "machine": machine_record(), "runs": runs}
     print(
-        f"\n{'codes':<14} {'build s (each round)':>22} {'efSearch':>8} {'own: recall@10':>15} {'p50 ms':>7} "
+        f"\n{'codes':<18} {'build s (each round)':>22} {'efSearch':>8} {'own: recall@10':>15} {'p50 ms':>7} "
         f"{'SQ8: recall@10':>15} {'p50 ms':>7}"
     )
     for name, rounds in runs.items():
@@ -126,7 +149,7 @@ def main() -> None:
             own, sq8 = (np.median([r["walks"][ef][w]["p50_cpu_ms"] for r in rounds]) for w in ("own", "sq8"))
             recall = rounds[0]["walks"][ef]
             print(
-                f"{name:<14} {times:>22} {ef:>8} {recall['own']['recall@10']:>15.4f} {own:>7.3f} "
+                f"{name:<18} {times:>22} {ef:>8} {recall['own']['recall@10']:>15.4f} {own:>7.3f} "
                 f"{recall['sq8']['recall@10']:>15.4f} {sq8:>7.3f}"
             )
             times = ""

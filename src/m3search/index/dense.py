@@ -80,7 +80,7 @@ def build_ann(
     The graph is linked over 8-bit codes with one range for every dimension: such a distance reads a quarter of
     a float32 one's bytes and needs no per-dimension scale. Unit rows (bge-m3's dense vectors) get `ByteCodes`
     (unless not `byte_codes`: collections of formats before 8, whose readers walk with the float query),
-    compared by faiss's integer kernel: linked in ~0.78x and walked in 0.80-0.85x the time of `QT_8bit_uniform`
+    compared by faiss's integer kernel: linked in 0.74-0.78x and walked in 0.78-0.85x the time of `QT_8bit_uniform`
     codes at 100k (docs/INDEX.md), which other rows get, whose distance decodes to float (the build ~0.85x
     float16's time, itself ~0.75x float32's, and linking as well: recall@10 at 100k 0.9985 against 0.9975).
     `hnsw-sq8` keeps those codes to walk the graph (candidates are re-ranked exactly); `hnsw` moves the graph
