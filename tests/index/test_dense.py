@@ -19,6 +19,7 @@ from m3search.index.dense import (
     use_huge_pages,
     walk_order,
 )
+from m3search.index.graph_walk import ByteGraphWalk
 from m3search.index.topk import top_k
 from tests.conftest import linked_some
 
@@ -72,10 +73,13 @@ def test_a_deep_sq8_search_orders_its_best_rows_exactly_and_fetches_fewer(data, 
     vectors, queries = data
     params = HNSWParams(min_rows=100, refine=3)
     index = DenseIndex(vectors, build_ann(vectors, "hnsw-sq8", params), params)
-    fetched = []
-    search = type(index.ann).search
+    fetched = []  # how many rows each walk fetches, faiss's or the compiled one
+    search, walk = type(index.ann).search, ByteGraphWalk.search
     monkeypatch.setattr(
         type(index.ann), "search", lambda self, x, n, **kw: fetched.append(n) or search(self, x, n, **kw)
+    )
+    monkeypatch.setattr(
+        ByteGraphWalk, "search", lambda self, x, n, ef: fetched.append(n) or walk(self, x, n, ef)
     )
     for q in queries[:10]:
         rows, scores = index.search(q, 100, exact_top=10)

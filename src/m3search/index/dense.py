@@ -27,6 +27,8 @@ import numpy as np
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import breadth_first_order
 
+from m3search.index import graph_walk
+from m3search.index.graph_walk import ByteGraphWalk
 from m3search.index.topk import top_k
 from m3search.threads import load_array
 
@@ -358,7 +360,8 @@ class DenseIndex:
         # Python), read by faiss directly when candidates are re-scored: `_scores`
         self._base = np.ascontiguousarray(vectors, dtype=np.float32)
         self._walks: dict[int, Any] = {}  # efSearch -> the parameters of an unfiltered walk (made once each)
-        self._codes: tuple[Any, ByteCodes | None] | None = None  # (ann, its byte codes): `_walked_query`
+        # (ann, its byte codes, their compiled walk): `_graph_codes`
+        self._codes: tuple[Any, ByteCodes | None, ByteGraphWalk | None] | None = None
 
     @classmethod
     def build(
@@ -415,8 +418,8 @@ class DenseIndex:
             if allowed is None or n_allowed == n:
                 return top_k(self.score_rows(query), k)
             rows = np.flatnonzero(allowed)
-            picked, scores = top_k(self.score_rows(query, rows), k)
-            return rows[picked], scores
+            picked, exact_scores = top_k(self.score_rows(query, rows), k)
+            return rows[picked], exact_scores
         assert self.ann is not None  # an index without a graph searches exactly above
         ef = max(ef_search or self.params.ef_search, k)
         quantized = isinstance(self.ann, faiss.IndexHNSWSQ)
@@ -436,25 +439,34 @@ class DenseIndex:
             ef = max(ef, fetch)
             search_params = self._walks.get(ef) or self._walks.setdefault(ef, _walk_params(ef))
         q = _contiguous(query)
-        scores, labels = self.ann.search(self._walked_query(q)[None, :], fetch, params=search_params)
-        rows = labels[0]
+        codes, walk = self._graph_codes()
+        walked = q if codes is None else codes.encode(q)
+        if (
+            walk is not None and not filtered
+        ):  # (a graph over byte codes is re-ranked below: no scores needed)
+            rows, scores = walk.search(walked, fetch, ef)[0], None
+        else:
+            found, labels = self.ann.search(walked[None, :], fetch, params=search_params)
+            rows, scores = labels[0], found[0]
         if rows[-1] < 0:  # fewer nodes reached than asked for: faiss pads with -1
             rows = rows[rows >= 0]
         if self.order is not None:
             rows = self.order[rows]
-        if not quantized:
-            return rows, scores[0][: len(rows)]
+        if not quantized and scores is not None:
+            return rows, scores[: len(rows)]
         rescored = self._scores(q, rows)
         best = np.argsort(-rescored, kind="stable")[:k]  # ties: the walk's order, as `top_k` keeps them
         return rows[best], rescored[best]
 
-    def _walked_query(self, q: np.ndarray) -> np.ndarray:
-        """`q` as the graph compares it: its byte codes for a graph over `ByteCodes` (found once per graph:
-        benchmarks swap graphs into a loaded segment), else itself."""
+    def _graph_codes(self) -> tuple[ByteCodes | None, ByteGraphWalk | None]:
+        """The graph's byte codes, if it is over `ByteCodes`, and then its compiled walk where this CPU runs one
+        (`graph_walk.available`) and the width suits it; found once per graph (benchmarks swap graphs into a
+        loaded segment)."""
         if self._codes is None or self._codes[0] is not self.ann:
-            self._codes = (self.ann, ByteCodes.of(self.ann))
-        codes = self._codes[1]
-        return q if codes is None else codes.encode(q)
+            codes = ByteCodes.of(self.ann)
+            compiled = codes is not None and graph_walk.available() and self.dim % graph_walk.STEP == 0
+            self._codes = (self.ann, codes, ByteGraphWalk(self.ann) if compiled else None)
+        return self._codes[1], self._codes[2]
 
     def _rows(self) -> Any:
         """The node -> row map as a faiss vector, made on the first filtered search and kept while `order` is
