@@ -79,7 +79,7 @@ def test_a_deep_sq8_search_orders_its_best_rows_exactly_and_fetches_fewer(data, 
         type(index.ann), "search", lambda self, x, n, **kw: fetched.append(n) or search(self, x, n, **kw)
     )
     monkeypatch.setattr(
-        ByteGraphWalk, "search", lambda self, x, n, ef: fetched.append(n) or walk(self, x, n, ef)
+        ByteGraphWalk, "search", lambda self, x, n, *a: fetched.append(n) or walk(self, x, n, *a)
     )
     for q in queries[:10]:
         rows, scores = index.search(q, 100, exact_top=10)

@@ -141,3 +141,27 @@ def test_the_walk_compiled_ahead_serves_a_loaded_graph_without_compiling_again(t
     rows, _ = loaded.search(unit_rows(1, 9)[0], 10)
     assert len(rows) == 10 and loaded._graph_codes()[1] is not None
     assert len(graph_walk._walk.signatures) == compiled
+
+
+@pytest.mark.parametrize("walk_order", [True, False], ids=["walk order", "row order"])
+def test_filtered_walks_keep_only_allowed_rows_as_faiss_does(walk_order: bool) -> None:
+    """A filter is applied during the walk (the walk still goes through rows it excludes), the same way by the
+    compiled walk and faiss's, with nodes stored in walk order or in row order."""
+    params = HNSWParams(m=16, ef_construction=64, min_rows=100, exact_max_rows=0, exact_max_fraction=0.0)
+    vectors = unit_rows(4_000, 10)
+    index = DenseIndex.build(vectors, "hnsw-sq8", params, walk=walk_order)
+    assert (index.order is not None) == walk_order
+    by_faiss = DenseIndex(index.vectors, index.ann, index.params, index.order)
+    by_faiss._codes = (index.ann, ByteCodes.of(index.ann), None)
+    allowed = np.random.default_rng(11).random(len(vectors)) < 0.3
+    queries = unit_rows(40, 12)
+    agree = found = 0
+    for q in queries:
+        rows, scores = index.search(q, 10, allowed)
+        assert allowed[rows].all() and len(rows) == 10
+        np.testing.assert_array_equal(scores, index.score_rows(q, rows))
+        agree += np.array_equal(rows, by_faiss.search(q, 10, allowed)[0])
+        exact = np.flatnonzero(allowed)[np.argsort(-(vectors[allowed] @ q))[:10]]
+        found += len(set(rows) & set(exact))
+    assert agree >= 0.95 * len(queries)
+    assert found >= 0.95 * 10 * len(queries)

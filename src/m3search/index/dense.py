@@ -424,39 +424,47 @@ class DenseIndex:
         ef = max(ef_search or self.params.ef_search, k)
         quantized = isinstance(self.ann, faiss.IndexHNSWSQ)
         fetch = min(self.params.fetched(k, exact_top) if quantized else k, n_allowed)
-        if filtered and allowed is not None:
+        if filtered:
             # a walk that may only collect a fraction of the nodes needs a longer candidate list for the same
             # recall
-            search_params = _walk_params(max(int(min(ef * n / n_allowed, ef * 8)), fetch))
-            bits = np.packbits(allowed, bitorder="little")
-            bitmap = faiss.IDSelectorBitmap(n, faiss.swig_ptr(bits))
-            # nodes in walk order: each visited node's row is looked up in the bitmap (a gather of the whole mask
-            # into node order would cost ~1.6 ms a search at 1M rows)
-            search_params.sel = (
-                bitmap if self.order is None else faiss.IDSelectorTranslated(self._rows(), bitmap)
-            )
+            ef = max(int(min(ef * n / n_allowed, ef * 8)), fetch)
         else:
             ef = max(ef, fetch)
-            search_params = self._walks.get(ef) or self._walks.setdefault(ef, _walk_params(ef))
         q = _contiguous(query)
         codes, walk = self._graph_codes()
         walked = q if codes is None else codes.encode(q)
-        if (
-            walk is not None and not filtered
-        ):  # (a graph over byte codes is re-ranked below: no scores needed)
-            rows, scores = walk.search(walked, fetch, ef)[0], None
+        scores: np.ndarray | None = None  # (a graph over byte codes is re-ranked below: no scores needed)
+        mask = allowed if filtered else None
+        if walk is not None:
+            rows = walk.search(walked, fetch, ef, mask, self.order if filtered else None)[0]
         else:
-            found, labels = self.ann.search(walked[None, :], fetch, params=search_params)
+            params, selector = self._faiss_walk(ef, mask)
+            found, labels = self.ann.search(walked[None, :], fetch, params=params)
+            del selector  # (it had to live through the search)
             rows, scores = labels[0], found[0]
-        if rows[-1] < 0:  # fewer nodes reached than asked for: faiss pads with -1
+        if len(rows) and rows[-1] < 0:  # fewer nodes reached than asked for: faiss pads with -1
             rows = rows[rows >= 0]
         if self.order is not None:
             rows = self.order[rows]
-        if not quantized and scores is not None:
+        if scores is not None and not quantized:
             return rows, scores[: len(rows)]
         rescored = self._scores(q, rows)
         best = np.argsort(-rescored, kind="stable")[:k]  # ties: the walk's order, as `top_k` keeps them
         return rows[best], rescored[best]
+
+    def _faiss_walk(self, ef: int, allowed: np.ndarray | None) -> tuple[Any, Any]:
+        """faiss's search parameters for a walk with `ef` candidates, collecting only the rows `allowed` allows
+        (all when None; unfiltered ones are made once per ef), and what their selector reads, which must live
+        as long as they are used."""
+        if allowed is None:
+            return self._walks.get(ef) or self._walks.setdefault(ef, _walk_params(ef)), None
+        params = _walk_params(ef)
+        bits = np.packbits(allowed, bitorder="little")
+        bitmap = faiss.IDSelectorBitmap(len(allowed), faiss.swig_ptr(bits))
+        # nodes in walk order: each visited node's row is looked up in the bitmap (a gather of the whole mask
+        # into node order would cost ~1.6 ms a search at 1M rows)
+        params.sel = bitmap if self.order is None else faiss.IDSelectorTranslated(self._rows(), bitmap)
+        return params, (bits, bitmap, params.sel)
 
     def _graph_codes(self) -> tuple[ByteCodes | None, ByteGraphWalk | None]:
         """The graph's byte codes, if it is over `ByteCodes`, and then its compiled walk where this CPU runs one

@@ -29,6 +29,10 @@ from numba.extending import intrinsic
 jit = numba.njit(cache=True, nogil=True)
 #: Dimensions a distance takes per step; graphs of other widths are walked by faiss.
 STEP = 32
+_NO_MASK, _NO_ORDER = (
+    np.empty(0, np.bool_),
+    np.empty(0, np.int64),
+)  # an unfiltered walk's, of nodes in row order
 
 
 def available() -> bool:
@@ -187,10 +191,17 @@ def _walk(
     mark: int,
     out_nodes: np.ndarray,
     out_dist: np.ndarray,
+    allowed: np.ndarray,
+    order: np.ndarray,
 ) -> int:
     """The `k` nodes nearest `query` a walk with `ef` candidates finds, nearest first, in `out_nodes` /
     `out_dist`; returns how many (fewer when the graph has fewer nodes). `visited[v] == mark` marks the nodes
-    met in this walk (the caller gives a fresh mark each time)."""
+    met in this walk (the caller gives a fresh mark each time).
+
+    With a row mask `allowed` (empty: every node), only nodes whose row (`order[node]`; empty: the node) it
+    allows are returned, the nearest of all the base layer's distances as in faiss's filtered search; the walk
+    still goes through the others."""
+    filtered, ordered = len(allowed) > 0, len(order) > 0
     best = entry
     best_d: int = _squared_distance(codes[best], query)
     for level in range(top_level, 0, -1):  # greedy descent, as faiss's greedy_update_nearest
@@ -215,6 +226,11 @@ def _walk(
     _push_max(found_d, found, 0, best_d, best)
     _push_min(open_d, open_, 0, best_d, best)
     n_found, n_open = 1, 1
+    kept_d, kept = np.empty(k + 1, np.int32), np.empty(k + 1, np.int32)  # filtered: a max-heap of the k best
+    n_kept = 0
+    if filtered and allowed[order[best] if ordered else best]:
+        _push_max(kept_d, kept, 0, best_d, best)
+        n_kept = 1
     visited[best] = mark
     row_bytes = codes.shape[1]
     while n_open > 0:
@@ -243,6 +259,12 @@ def _walk(
         for t in range(n_fresh):
             v = fresh[t]
             d = _squared_distance(codes[v], query)
+            if filtered and (n_kept < k or d < kept_d[0]) and allowed[order[v] if ordered else v]:
+                _push_max(kept_d, kept, n_kept, d, v)
+                n_kept += 1
+                if n_kept > k:
+                    _pop_max(kept_d, kept, n_kept)
+                    n_kept -= 1
             if n_found < ef or d < found_d[0]:
                 _push_min(open_d, open_, n_open, d, v)
                 n_open += 1
@@ -251,6 +273,8 @@ def _walk(
                 if n_found > ef:
                     _pop_max(found_d, found, n_found)
                     n_found -= 1
+    if filtered:
+        found_d, found, n_found = kept_d, kept, n_kept
     while n_found > k:
         _pop_max(found_d, found, n_found)
         n_found -= 1
@@ -280,9 +304,17 @@ class ByteGraphWalk:
         self.entry, self.top_level = int(hnsw.entry_point), int(hnsw.max_level)
         self._local = threading.local()
 
-    def search(self, query_codes: np.ndarray, k: int, ef: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self,
+        query_codes: np.ndarray,
+        k: int,
+        ef: int,
+        allowed: np.ndarray | None = None,
+        order: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """The `k` nodes nearest the query's byte codes found with `ef` candidates (ef >= k): (nodes int64,
-        squared distances int32), nearest first."""
+        squared distances int32), nearest first; only nodes whose row (`order[node]`, default the node) the
+        boolean row mask `allowed` allows, when given."""
         local = self._local
         visited = getattr(local, "visited", None)
         if visited is None:
@@ -297,6 +329,8 @@ class ByteGraphWalk:
         count = _walk(
             self.codes, self.links, self.offsets, self.per_level, self.entry, self.top_level,
             np.ascontiguousarray(query_codes, dtype=np.uint8), max(ef, k), k, visited, local.mark, nodes, dists,
+            _NO_MASK if allowed is None else np.ascontiguousarray(allowed, dtype=np.bool_),
+            _NO_ORDER if order is None else np.ascontiguousarray(order, dtype=np.int64),
         )  # fmt: skip
         return nodes[:count].astype(np.int64), dists[:count]
 
