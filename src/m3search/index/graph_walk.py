@@ -239,6 +239,8 @@ def _walk(
             break
         _pop_min(open_d, open_, n_open)
         n_open -= 1
+        if n_open > 0:  # the next node's links, read while this one's neighbours are measured
+            _prefetch(links, offsets[open_[0]])
         n_fresh = 0
         start = offsets[node]
         for j in range(start, start + width):
