@@ -167,3 +167,44 @@ def test_a_warm_up_behind_another_says_it_is_waiting(tmp_path):
         assert second.progress() == {"state": "waiting", "planned_bytes": None, "read_bytes": 0}
     second.join(10)
     assert second.progress() == {"state": "done", "planned_bytes": 1000, "read_bytes": 1000}
+
+
+def _mapped_bytes(array: np.ndarray) -> int:
+    """The resident bytes of the memory mapping holding `array` (its `Rss` in /proc/self/smaps)."""
+    address, inside = array.ctypes.data, False
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            head = line.split()[0]
+            if "-" in head and not head.endswith(":"):
+                low, high = (int(x, 16) for x in head.split("-"))
+                inside = low <= address < high
+            elif inside and head == "Rss:":
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no mapping holds the array")
+
+
+@pytest.mark.parametrize("mapped", [True, False], ids=["mapped at load", "left to faults"])
+def test_a_memory_mapped_load_maps_what_is_cached(tmp_path, monkeypatch, mapped):
+    """A file just written is in the page cache: `load_array(mmap=True)` maps all of it into the process at once
+    (`map_resident`), before any read; without it a page is mapped only when a read faults on it."""
+    rows = np.arange(4096 * 1024, dtype=np.float32).reshape(4096, 1024)  # 16 MiB
+    np.save(tmp_path / "rows.npy", rows)
+    if not mapped:
+        monkeypatch.setattr(threads, "map_resident", lambda array: 0)
+    array = threads.load_array(tmp_path / "rows.npy", mmap=True)
+    if mapped:
+        assert _mapped_bytes(array) >= array.nbytes
+    else:
+        assert _mapped_bytes(array) < array.nbytes // 4
+    np.testing.assert_array_equal(array, rows)
+
+
+def test_map_resident_leaves_what_is_not_cached_and_arrays_in_ram_alone(tmp_path):
+    assert threads.map_resident(np.zeros(0, np.float32)) == 0
+    assert threads.map_resident(np.ones((256, 1024), np.float32)) == 0  # in RAM: nothing to map
+    np.save(tmp_path / "rows.npy", np.ones((1024, 1024), np.float32))
+    with open(tmp_path / "rows.npy", "rb") as f:  # written out, then dropped from the page cache
+        os.fsync(f.fileno())
+        os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+    array = threads.load_array(tmp_path / "rows.npy", mmap=True)
+    assert threads.map_resident(array) < array.nbytes // 2

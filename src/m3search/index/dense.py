@@ -12,10 +12,8 @@ sparse allowed set loses recall, a scan of a few thousand rows is both exact and
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import queue
-import sys
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,7 +28,7 @@ from scipy.sparse.csgraph import breadth_first_order
 from m3search.index import graph_walk
 from m3search.index.graph_walk import ByteGraphWalk
 from m3search.index.topk import top_k
-from m3search.threads import load_array
+from m3search.threads import MADVISE, load_array
 
 log = logging.getLogger(__name__)
 
@@ -292,9 +290,6 @@ def walk_order(index: Any) -> np.ndarray:
 
 _MADV_HUGEPAGE, _MADV_COLLAPSE = 14, 25  # Linux <sys/mman.h>
 _HUGE_PAGE = 1 << 21
-_MADVISE = ctypes.CDLL(None, use_errno=True).madvise if sys.platform.startswith("linux") else None
-if _MADVISE is not None:
-    _MADVISE.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
 
 
 def use_huge_pages(index: Any) -> int:
@@ -303,7 +298,7 @@ def use_huge_pages(index: Any) -> int:
     the background). A walk reads ~1,500 scattered nodes; with 4 KiB pages nearly each read also misses the TLB
     (17-20% of a walk's time at 100k, docs/INDEX.md). Returns the bytes collapsed now; only advice, never an
     error."""
-    madvise = _MADVISE
+    madvise = MADVISE
     if madvise is None:
         return 0
     try:  # faiss's buffers: the storage's codes and the links
