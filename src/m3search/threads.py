@@ -65,15 +65,16 @@ def query_threads() -> int:
 _LOAD_LOCK = threading.Lock()
 
 
-def load_array(path: Path, mmap: bool = False) -> np.ndarray:
+def load_array(path: Path, mmap: bool = False, map_cached: bool = True) -> np.ndarray:
     """`np.load` of a `.npy` file, one thread at a time. numpy parses each header with `ast.literal_eval`, and
     CPython 3.11's AST conversion keeps its recursion depth in shared state: two threads loading at once (a
     reader refreshing while the writer seals a segment) can fail with "SystemError: AST constructor recursion
     depth mismatch" (CPython gh-106905). Memory-mapped loads only parse the header, so the lock is held briefly;
-    what of them is already in the page cache is mapped at once (`map_resident`)."""
+    what of them is already in the page cache is mapped at once (`map_resident`) unless not `map_cached` (a
+    file only copied by the kernel: nothing of it is read here)."""
     with _LOAD_LOCK:
         array = np.load(path, mmap_mode="r" if mmap else None)
-    if mmap:
+    if mmap and map_cached:
         map_resident(array)
     return array
 

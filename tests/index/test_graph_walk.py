@@ -113,8 +113,8 @@ def test_dense_index_walks_compiled_where_it_can_and_faiss_elsewhere() -> None:
     queries = unit_rows(40, 6)
     index = DenseIndex.build(vectors, "hnsw-sq8", PARAMS)
     assert (index._graph_codes()[1] is not None) == graph_walk.available()
-    by_faiss = DenseIndex(index.vectors, index.ann, index.params, index.order)
-    by_faiss._codes = (index.ann, ByteCodes.of(index.ann), None)
+    by_faiss = DenseIndex(index.vectors, index.ann, index.params, index.order, compiled_walk=False)
+    assert by_faiss._graph_codes() == (ByteCodes.of(index.ann), None)
     agree = 0
     for q in queries:
         rows, scores = index.search(q, 10)
@@ -151,8 +151,8 @@ def test_filtered_walks_keep_only_allowed_rows_as_faiss_does(walk_order: bool) -
     vectors = unit_rows(4_000, 10)
     index = DenseIndex.build(vectors, "hnsw-sq8", params, walk=walk_order)
     assert (index.order is not None) == walk_order
-    by_faiss = DenseIndex(index.vectors, index.ann, index.params, index.order)
-    by_faiss._codes = (index.ann, ByteCodes.of(index.ann), None)
+    by_faiss = DenseIndex(index.vectors, index.ann, index.params, index.order, compiled_walk=False)
+    assert by_faiss._graph_codes() == (ByteCodes.of(index.ann), None)
     allowed = np.random.default_rng(11).random(len(vectors)) < 0.3
     queries = unit_rows(40, 12)
     agree = found = 0

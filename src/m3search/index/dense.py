@@ -336,7 +336,8 @@ def _walk_params(ef: int) -> Any:
 
 class DenseIndex:
     """Inner-product search over the rows of `vectors`, through `ann` when there is one (its node i is row
-    `order[i]`; None: row i)."""
+    `order[i]`; None: row i). A graph over byte codes is walked by `graph_walk` where it runs, unless not
+    `compiled_walk` (benchmarks compare it with faiss's walk of the same graph)."""
 
     def __init__(
         self,
@@ -344,11 +345,13 @@ class DenseIndex:
         ann: faiss.Index | None = None,
         params: HNSWParams = HNSWParams(),
         order: np.ndarray | None = None,
+        compiled_walk: bool = True,
     ) -> None:
         self.vectors = vectors
         self.ann = ann
         self.params = params
         self.order = order
+        self.compiled_walk = compiled_walk
         # (order, the same as a faiss vector) for filtered walks: `_rows`
         self._translation: tuple[np.ndarray, Any] | None = None
         # the rows as a plain contiguous array (the same memory for a memory map, whose subclass indexes in
@@ -463,11 +466,16 @@ class DenseIndex:
 
     def _graph_codes(self) -> tuple[ByteCodes | None, ByteGraphWalk | None]:
         """The graph's byte codes, if it is over `ByteCodes`, and then its compiled walk where this CPU runs one
-        (`graph_walk.available`) and the width suits it; found once per graph (benchmarks swap graphs into a
+        (`graph_walk.available`), the width suits it and `compiled_walk` allows; found once per graph (benchmarks swap graphs into a
         loaded segment)."""
         if self._codes is None or self._codes[0] is not self.ann:
             codes = ByteCodes.of(self.ann)
-            compiled = codes is not None and graph_walk.available() and self.dim % graph_walk.STEP == 0
+            compiled = (
+                self.compiled_walk
+                and codes is not None
+                and graph_walk.available()
+                and self.dim % graph_walk.STEP == 0
+            )
             self._codes = (self.ann, codes, ByteGraphWalk(self.ann) if compiled else None)
         return self._codes[1], self._codes[2]
 

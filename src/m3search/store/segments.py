@@ -165,7 +165,7 @@ def write_rows(path: Path, parts: Sequence[np.ndarray | FileRows], dtype: np.dty
     widths, sources = set(), []
     for part in parts:
         if isinstance(part, FileRows):
-            source = load_array(part.path, mmap=True)
+            source = load_array(part.path, mmap=True, map_cached=False)  # (its header only)
             if source.dtype != dtype or source.ndim != 2 or not 0 <= part.start <= part.end <= len(source):
                 raise ValueError(f"{part.path} holds no rows {part.start}:{part.end} of {dtype}")
             widths.add(source.shape[1])
