@@ -96,7 +96,7 @@ def main() -> None:
         "filtered": {"allowed": float(allowed.mean()), "ef_search": args.ef_search[0], **with_filter},
         "machine": machine_record(),
     }
-    out = ROOT / "benchmarks" / "results" / f"graph_walk-{len(dense)}{args.tag}.json"
+    out = ROOT / "results" / f"graph_walk-{len(dense)}{args.tag}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"written to {out}")
 
