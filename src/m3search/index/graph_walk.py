@@ -26,6 +26,8 @@ from llvmlite import binding, ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
+from m3search.index import heap
+
 jit = numba.njit(cache=True, nogil=True)
 #: Dimensions a distance takes per step; graphs of other widths are walked by faiss.
 STEP = 32
@@ -113,67 +115,9 @@ _prefetch: Any = intrinsic(_prefetch_ir)
 
 
 @jit
-def _push_max(dist: np.ndarray, node: np.ndarray, size: int, d: int, v: int) -> None:
-    """Push (d, v) on the max-heap of the first `size` entries."""
-    j = size
-    while j > 0:
-        parent = (j - 1) >> 1
-        if dist[parent] >= d:
-            break
-        dist[j], node[j] = dist[parent], node[parent]
-        j = parent
-    dist[j], node[j] = d, v
-
-
-@jit
-def _pop_max(dist: np.ndarray, node: np.ndarray, size: int) -> None:
-    """Drop the top of the max-heap of the first `size` entries."""
-    size -= 1
-    d, v = dist[size], node[size]
-    j = 0
-    while True:
-        child = 2 * j + 1
-        if child >= size:
-            break
-        if child + 1 < size and dist[child + 1] > dist[child]:
-            child += 1
-        if dist[child] <= d:
-            break
-        dist[j], node[j] = dist[child], node[child]
-        j = child
-    dist[j], node[j] = d, v
-
-
-@jit
-def _push_min(dist: np.ndarray, node: np.ndarray, size: int, d: int, v: int) -> None:
-    """Push (d, v) on the min-heap of the first `size` entries."""
-    j = size
-    while j > 0:
-        parent = (j - 1) >> 1
-        if dist[parent] <= d:
-            break
-        dist[j], node[j] = dist[parent], node[parent]
-        j = parent
-    dist[j], node[j] = d, v
-
-
-@jit
-def _pop_min(dist: np.ndarray, node: np.ndarray, size: int) -> None:
-    """Drop the top of the min-heap of the first `size` entries."""
-    size -= 1
-    d, v = dist[size], node[size]
-    j = 0
-    while True:
-        child = 2 * j + 1
-        if child >= size:
-            break
-        if child + 1 < size and dist[child + 1] < dist[child]:
-            child += 1
-        if dist[child] >= d:
-            break
-        dist[j], node[j] = dist[child], node[child]
-        j = child
-    dist[j], node[j] = d, v
+def _key(d: int, v: int) -> np.int64:
+    """A node's heap entry: its distance, then its number (one int64: ties go to the lower node)."""
+    return (np.int64(d) << 32) | v
 
 
 @jit
@@ -217,32 +161,33 @@ def _walk(
                 if d < best_d:
                     best, best_d, moved = v, d, True
     width = per_level[1] - per_level[0]
-    found_d, found = np.empty(ef + 1, np.int32), np.empty(ef + 1, np.int32)  # max-heap: the ef best so far
-    open_d, open_ = (
-        np.empty(4 * ef + width, np.int32),
-        np.empty(4 * ef + width, np.int32),
-    )  # min-heap to expand
+    # min-heaps of `_key`s: the nodes to expand; negated, the ef nearest found so far and (filtered) the k
+    # nearest allowed
+    open_, found, kept = (
+        np.empty(4 * ef + width, np.int64),
+        np.empty(ef + 1, np.int64),
+        np.empty(k + 1, np.int64),
+    )
     fresh = np.empty(width, np.int32)
-    _push_max(found_d, found, 0, best_d, best)
-    _push_min(open_d, open_, 0, best_d, best)
-    n_found, n_open = 1, 1
-    kept_d, kept = np.empty(k + 1, np.int32), np.empty(k + 1, np.int32)  # filtered: a max-heap of the k best
-    n_kept = 0
+    first = _key(best_d, best)
+    heap.push(open_, 0, first)
+    heap.push(found, 0, -first)
+    n_open, n_found, n_kept = 1, 1, 0
     if filtered and allowed[order[best] if ordered else best]:
-        _push_max(kept_d, kept, 0, best_d, best)
+        heap.push(kept, 0, -first)
         n_kept = 1
     visited[best] = mark
     row_bytes = codes.shape[1]
     while n_open > 0:
-        node = open_[0]
-        if n_found >= ef and open_d[0] > found_d[0]:
+        nearest = open_[0]
+        if n_found >= ef and nearest > -found[0]:
             break
-        _pop_min(open_d, open_, n_open)
+        heap.pop(open_, n_open)
         n_open -= 1
         if n_open > 0:  # the next node's links, read while this one's neighbours are measured
-            _prefetch(links, offsets[open_[0]])
+            _prefetch(links, offsets[open_[0] & 0xFFFFFFFF])
         n_fresh = 0
-        start = offsets[node]
+        start = offsets[nearest & 0xFFFFFFFF]
         for j in range(start, start + width):
             v = links[j]
             if v < 0:
@@ -255,35 +200,35 @@ def _walk(
                 for byte in range(0, row_bytes, 64):  # all of its codes' cache lines, before any distance
                     _prefetch(row, byte)
         if n_open + n_fresh > len(open_):
-            grown_d, grown = np.empty(2 * len(open_), np.int32), np.empty(2 * len(open_), np.int32)
-            grown_d[:n_open], grown[:n_open] = open_d[:n_open], open_[:n_open]
-            open_d, open_ = grown_d, grown
+            grown = np.empty(2 * len(open_), np.int64)
+            grown[:n_open] = open_[:n_open]
+            open_ = grown
         for t in range(n_fresh):
             v = fresh[t]
-            d = _squared_distance(codes[v], query)
-            if filtered and (n_kept < k or d < kept_d[0]) and allowed[order[v] if ordered else v]:
-                _push_max(kept_d, kept, n_kept, d, v)
+            key = _key(_squared_distance(codes[v], query), v)
+            if filtered and (n_kept < k or key < -kept[0]) and allowed[order[v] if ordered else v]:
+                heap.push(kept, n_kept, -key)
                 n_kept += 1
                 if n_kept > k:
-                    _pop_max(kept_d, kept, n_kept)
+                    heap.pop(kept, n_kept)
                     n_kept -= 1
-            if n_found < ef or d < found_d[0]:
-                _push_min(open_d, open_, n_open, d, v)
+            if n_found < ef or key < -found[0]:
+                heap.push(open_, n_open, key)
                 n_open += 1
-                _push_max(found_d, found, n_found, d, v)
+                heap.push(found, n_found, -key)
                 n_found += 1
                 if n_found > ef:
-                    _pop_max(found_d, found, n_found)
+                    heap.pop(found, n_found)
                     n_found -= 1
     if filtered:
-        found_d, found, n_found = kept_d, kept, n_kept
+        found, n_found = kept, n_kept
     while n_found > k:
-        _pop_max(found_d, found, n_found)
+        heap.pop(found, n_found)
         n_found -= 1
     count = n_found
     while n_found > 0:  # the heap's top is the farthest: fill from the back
-        out_nodes[n_found - 1], out_dist[n_found - 1] = found[0], found_d[0]
-        _pop_max(found_d, found, n_found)
+        out_nodes[n_found - 1], out_dist[n_found - 1] = -found[0] & 0xFFFFFFFF, -found[0] >> 32
+        heap.pop(found, n_found)
         n_found -= 1
     return count
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from m3search.index.heap import sift_down
+
 #: Rows per block: a posting stores its row's offset within the block as uint16 (`SparseIndex`'s layout).
 BLOCK_BITS = 16
 BLOCK_ROWS = 1 << BLOCK_BITS
@@ -58,24 +60,6 @@ def query_lists(index, ids, qweights):
 
 
 @jit
-def _sift_down(heap, i):
-    """Restore the min-heap property of `heap` below position `i`."""
-    n = len(heap)
-    value = heap[i]
-    while True:
-        child = 2 * i + 1
-        if child >= n:
-            break
-        if child + 1 < n and heap[child + 1] < heap[child]:
-            child += 1
-        if not heap[child] < value:
-            break
-        heap[i] = heap[child]
-        i = child
-    heap[i] = value
-
-
-@jit
 def _kth(values, k):
     """The k-th largest of `values` (needs len >= k >= 1): a min-heap of the k largest in one pass, where most
     values fail a single comparison with its root (a partition when k is a large part of the values)."""
@@ -84,11 +68,11 @@ def _kth(values, k):
         return np.partition(values, n - k)[n - k]
     heap = values[:k].copy()
     for i in range(k // 2 - 1, -1, -1):
-        _sift_down(heap, i)
+        sift_down(heap, i, k)
     for i in range(k, n):
         if values[i] > heap[0]:
             heap[0] = values[i]
-            _sift_down(heap, 0)
+            sift_down(heap, 0, k)
     return heap[0]
 
 
