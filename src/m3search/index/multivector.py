@@ -353,8 +353,11 @@ class MultiVectorStore:
 
     @classmethod
     def load(cls, directory: Path, recheck: int = 0) -> MultiVectorStore:
-        """Open a saved store, memory-mapped (its float16 copies too, when it has them)."""
-        tokens = load_array(directory / TOKENS_FILE, mmap=True)
+        """Open a saved store, memory-mapped (its float16 copies too, when it has them), and not mapped in at
+        once (`map_cached=False`): the store is the collection's largest file by far, a query re-ranks a few
+        hundred documents of it, and mapping gigabytes of page cache into the process makes reclaiming them
+        costlier while a writer needs the memory."""
+        tokens = load_array(directory / TOKENS_FILE, mmap=True, map_cached=False)
         scales_path, exact_path, meta_path, center_path = (
             directory / f for f in (SCALES_FILE, EXACT_FILE, META_FILE, CENTER_FILE)
         )
@@ -373,7 +376,7 @@ class MultiVectorStore:
             dtype=meta["dtype"],
             dim=meta["dim"],
             center=load_array(center_path) if center_path.exists() else None,
-            exact=load_array(exact_path, mmap=True) if exact_path.exists() else None,
+            exact=load_array(exact_path, mmap=True, map_cached=False) if exact_path.exists() else None,
             recheck=recheck,
         )
         store.directory = directory
