@@ -98,10 +98,9 @@ def test_walks_from_several_threads_and_past_the_marks_wrap_agree(graph) -> None
             np.testing.assert_array_equal(nodes, expected)
 
 
+@needs_avx2
 def test_a_walk_may_return_fewer_nodes_than_asked_for() -> None:
     index = build_ann(unit_rows(120, 3), "hnsw-sq8", PARAMS)
-    if not graph_walk.available():
-        pytest.skip("the compiled walk needs x86-64 with AVX2")
     nodes, dists = ByteGraphWalk(index).search(ByteCodes.of(index).encode(unit_rows(1, 4)[0]), 200, 200)
     assert sorted(nodes.tolist()) == list(range(120)) and len(dists) == 120
 

@@ -466,8 +466,8 @@ class DenseIndex:
 
     def _graph_codes(self) -> tuple[ByteCodes | None, ByteGraphWalk | None]:
         """The graph's byte codes, if it is over `ByteCodes`, and then its compiled walk where this CPU runs one
-        (`graph_walk.available`), the width suits it and `compiled_walk` allows; found once per graph (benchmarks swap graphs into a
-        loaded segment)."""
+        (`graph_walk.available`), the width suits it and `compiled_walk` allows; found once per graph
+        (benchmarks swap graphs into a loaded segment)."""
         if self._codes is None or self._codes[0] is not self.ann:
             codes = ByteCodes.of(self.ann)
             compiled = (

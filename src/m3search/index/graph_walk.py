@@ -1,4 +1,4 @@
-"""A compiled walk of faiss HNSW graphs over byte codes (numba): the same search as faiss's, ~0.65x its time.
+"""A compiled walk of faiss HNSW graphs over byte codes (numba): the same search as faiss's, 0.67-0.74x its time.
 
 faiss's walk computes one distance at a time and reads each neighbour's 1 KiB of codes only when it gets to it,
 so a walk waits on memory most of its time; its byte-code distance is AVX2-wide. This walk runs the same
@@ -8,14 +8,15 @@ offsets, codes: no copy), and before computing a node's neighbours' distances it
 codes at once (`_prefetch`), so their reads overlap. Distances are integer squared distances between byte codes
 (`ByteCodes`), exact, so both walks meet the same nodes; only their order among equal distances may differ.
 
-Hand-written because the walk is the dense search's inner loop (issue 20: ~0.25 against faiss's ~0.38 ms at
-100k, efSearch 128, docs/INDEX.md) and faiss offers no prefetching walk. The distance is AVX2's `pmaddwd`
+Hand-written because the walk is the dense search's inner loop (issue 20: a `DenseIndex.search` at 100k, efSearch
+128, 0.30 against faiss's 0.45 CPU ms; `benchmarks/graph_walk.py`, docs/INDEX.md) and faiss offers no prefetching walk. The distance is AVX2's `pmaddwd`
 emitted directly (`_squared_distance`; LLVM vectorizes the plain loop inside the walk ~4x slower), so the walk is
 used on x86-64 CPUs with AVX2 (`available`), and faiss's search elsewhere.
 """
 
 from __future__ import annotations
 
+import functools
 import threading
 from typing import Any
 
@@ -31,14 +32,13 @@ from m3search.index import heap
 jit = numba.njit(cache=True, nogil=True)
 #: Dimensions a distance takes per step; graphs of other widths are walked by faiss.
 STEP = 32
-_NO_MASK, _NO_ORDER = (
-    np.empty(0, np.bool_),
-    np.empty(0, np.int64),
-)  # an unfiltered walk's, of nodes in row order
+#: An unfiltered walk's row mask, and the node -> row map of a graph in row order.
+_NO_MASK, _NO_ORDER = np.empty(0, np.bool_), np.empty(0, np.int64)
 
 
+@functools.cache
 def available() -> bool:
-    """Whether this CPU runs the compiled walk (x86-64 with AVX2)."""
+    """Whether this CPU runs the compiled walk (x86-64 with AVX2); asked of LLVM once per process."""
     return binding.get_process_triple().startswith("x86_64") and bool(
         binding.get_host_cpu_features().get("avx2")
     )
