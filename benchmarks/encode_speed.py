@@ -59,18 +59,18 @@ def full_size_model(dest: Path) -> Path:
     return dest
 
 
-def scifact_abstracts(n: int, seed: int = 0) -> list[str]:
-    """`n` SciFact abstracts (title + text) drawn with a fixed seed."""
-    with SCIFACT.open(encoding="utf-8") as f:
+def scifact_abstracts(n: int, seed: int = 0, corpus: Path = SCIFACT) -> list[str]:
+    """`n` SciFact abstracts (title + text) from `corpus` (BEIR corpus.jsonl) drawn with a fixed seed."""
+    with corpus.open(encoding="utf-8") as f:
         docs = [json.loads(line) for line in f]
     random.Random(seed).shuffle(docs)
     return [f"{d['title']} {d['text']}".strip() for d in docs[:n]]
 
 
-def long_document(tokenizer: Any, tokens: int = LONG_TOKENS) -> str:
+def long_document(tokenizer: Any, tokens: int = LONG_TOKENS, corpus: Path = SCIFACT) -> str:
     """One text of at least `tokens` tokens: SciFact abstracts concatenated."""
     parts, count = [], 0
-    for text in scifact_abstracts(400, seed=1):
+    for text in scifact_abstracts(400, seed=1, corpus=corpus):
         parts.append(text)
         count += len(tokenizer(text, add_special_tokens=False)["input_ids"])
         if count >= tokens:
@@ -200,13 +200,13 @@ class _Anchor:
 
     Its `encode` first runs its first (longest) batch once as a memory probe, then encodes everything; a small
     batch size keeps that extra pass a small share of the measured time (its default, 256, would double the
-    time of any run under 256 texts).
+    time of any run under 256 texts). On a GPU it runs fp16 (its recommended setting) unless `fp16=False`.
     """
 
-    def __init__(self, path: Path, device: str, batch_size: int) -> None:
+    def __init__(self, path: Path, device: str, batch_size: int, fp16: bool = True) -> None:
         from FlagEmbedding import BGEM3FlagModel
 
-        self.model = BGEM3FlagModel(str(path), use_fp16=device.startswith("cuda"), devices=device)
+        self.model = BGEM3FlagModel(str(path), use_fp16=fp16 and device.startswith("cuda"), devices=device)
         self.batch_size = batch_size
 
     def encode(self, texts: list[str], max_length: int) -> Any:
@@ -234,11 +234,17 @@ class _Anchor:
 
 
 class _Ours:
-    def __init__(self, path: Path, runtime: str, device: str, batch_size: int) -> None:
+    """m3search's encoder on `runtime`; `serial` waits for each batch before starting the next (the A/B of the
+    encoder's one-batch-in-flight pipeline)."""
+
+    def __init__(self, path: Path, runtime: str, device: str, batch_size: int, serial: bool = False) -> None:
         from m3search.encoders import BGEM3Encoder
 
         self.encoder = BGEM3Encoder(path, runtime=runtime, device=device)
         self.batch_size = batch_size
+        if serial:
+            rt = self.encoder.runtime
+            rt.submit = lambda *a, _submit=rt.submit, **k: (lambda out: lambda: out)(_submit(*a, **k)())
 
     def encode(self, texts: list[str], max_length: int) -> Any:
         return self.encoder.encode(
@@ -254,18 +260,25 @@ class _Ours:
         return self.encoder.runtime.describe()
 
 
+def make_model(name: str, path: Path, device: str, batch_sizes: tuple[int, int]) -> _Anchor | _Ours:
+    """The encoder a worker name stands for: `flagembedding[-fp32]`, or an m3search runtime, `+serial` for
+    the encoder without its pipeline."""
+    if name.startswith(ANCHOR):
+        return _Anchor(path, device, batch_sizes[1], fp16=not name.endswith("-fp32"))
+    runtime, _, variant = name.partition("+")
+    return _Ours(path, runtime, device, batch_sizes[0], serial=variant == "serial")
+
+
 def worker(name: str, path: str, device: str, threads: int, batch_sizes: tuple[int, int], conn: Any) -> None:
-    """Load one runtime, then encode whatever the parent sends until told to stop; errors go to the parent."""
+    """Load one runtime, then encode whatever the parent sends until told to stop; errors go to the parent.
+    On a GPU each encode also reports the device memory it peaked at."""
     import torch
 
     torch.set_num_threads(threads)
+    cuda = device.startswith("cuda")
     try:
         started = time.perf_counter()
-        model = (
-            _Anchor(Path(path), device, batch_sizes[1])
-            if name == ANCHOR
-            else _Ours(Path(path), name, device, batch_sizes[0])
-        )
+        model = make_model(name, Path(path), device, batch_sizes)
         conn.send(
             {
                 "load_seconds": time.perf_counter() - started,
@@ -276,6 +289,8 @@ def worker(name: str, path: str, device: str, threads: int, batch_sizes: tuple[i
         while (msg := conn.recv()) is not None:
             texts, max_length, save_to = msg
             _reset_peak_rss()
+            if cuda:
+                torch.cuda.reset_peak_memory_stats()
             t0, cpu0 = time.perf_counter(), time.process_time()
             result = model.encode(texts, max_length)
             seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - cpu0
@@ -288,6 +303,7 @@ def worker(name: str, path: str, device: str, threads: int, batch_sizes: tuple[i
                     "cpu_seconds": cpu_seconds,
                     "load_average": os.getloadavg()[0],
                     "peak_rss": _peak_rss_bytes(),
+                    "gpu_peak": torch.cuda.max_memory_allocated() if cuda else None,
                 }
             )
     except Exception as exc:  # noqa: BLE001  (any failure is reported to the parent, which carries on)
@@ -392,6 +408,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help=f"also encode one {LONG_TOKENS}-token document",
     )
     parser.add_argument("--model-dir", type=Path, default=WORK / "bge-m3-random-full")
+    parser.add_argument("--corpus", type=Path, default=SCIFACT, help="BEIR corpus.jsonl to draw texts from")
     args = parser.parse_args(argv)
 
     os.environ.setdefault("M3SEARCH_HOME", str(WORK / "home"))
@@ -411,7 +428,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     path = full_size_model(args.model_dir)
     (WORK / "outputs").mkdir(parents=True, exist_ok=True)
     tokenizer = load_tokenizer(path)
-    texts = scifact_abstracts(args.docs)
+    texts = scifact_abstracts(args.docs, corpus=args.corpus)
     lengths = [min(len(ids), args.max_length) for ids in tokenizer(texts)["input_ids"]]
     tokens = sum(lengths)
     flops = workload_flops(json.loads((path / "config.json").read_text()), lengths)
@@ -431,7 +448,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.long_doc:
         # One runtime at a time, each in a fresh process: the peak RSS is that runtime's alone, and a runtime
         # whose attention is quadratic in memory cannot push the others out of memory.
-        long_text = long_document(tokenizer)
+        long_text = long_document(tokenizer, corpus=args.corpus)
         for name in workers:
             single = _start([name], path, args.device, threads, batch_sizes)
             try:

@@ -43,10 +43,11 @@ def tiny_m3_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_m3(tiny_m3_dir: Path):
-    """The tiny model loaded as a `BGEM3Encoder` on the reference runtime."""
+    """The tiny model loaded as a `BGEM3Encoder` on the reference runtime, on the CPU unless
+    M3SEARCH_TEST_DEVICE names another torch device (`cuda`: the parity tests then check the GPU path)."""
     from m3search.encoders import BGEM3Encoder
 
-    return BGEM3Encoder(tiny_m3_dir, runtime="torch-fp32")
+    return BGEM3Encoder(tiny_m3_dir, runtime="torch-fp32", device=os.environ.get("M3SEARCH_TEST_DEVICE"))
 
 
 @pytest.fixture(scope="session")

@@ -43,3 +43,34 @@ def test_results_do_not_depend_on_batching(tiny_m3):
     np.testing.assert_allclose(one.dense, many.dense, atol=1e-5)
     for a, b in zip(one.colbert, many.colbert):
         np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_next_batch_starts_before_the_last_is_post_processed(tiny_m3, monkeypatch):
+    """The encoder keeps one batch in flight (a GPU computes it meanwhile) and the results stay the same."""
+    texts = MULTILINGUAL * 2
+    eager = tiny_m3.encode(texts, batch_size=2, return_sparse=True, return_colbert=True)
+    events: list[tuple[str, int]] = []
+    submit = tiny_m3.runtime.submit
+
+    def deferred(*args, **kwargs):
+        k = sum(kind == "submit" for kind, _ in events)
+        events.append(("submit", k))
+        wait = submit(*args, **kwargs)
+
+        def waited():
+            events.append(("wait", k))
+            return wait()
+
+        return waited
+
+    monkeypatch.setattr(tiny_m3.runtime, "submit", deferred)
+    ours = tiny_m3.encode(texts, batch_size=2, return_sparse=True, return_colbert=True)
+
+    n = sum(kind == "submit" for kind, _ in events)
+    assert n >= 3
+    expected = [("submit", 0)] + [e for k in range(1, n) for e in (("submit", k), ("wait", k - 1))]
+    assert events == [*expected, ("wait", n - 1)]
+    np.testing.assert_array_equal(ours.dense, eager.dense)
+    assert ours.sparse == eager.sparse
+    for a, b in zip(ours.colbert, eager.colbert, strict=True):
+        np.testing.assert_array_equal(a, b)

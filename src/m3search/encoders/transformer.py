@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ from m3search.encoders.model import check_model_dir
 from m3search.encoders.registry import ModelSpec
 from m3search.encoders.resolve import resolve_model
 from m3search.encoders.runtimes import Runtime, make_runtime
+from m3search.encoders.runtimes.base import ForwardOutput
 from m3search.errors import InvalidInputError, ModelLoadError
 
 log = logging.getLogger(__name__)
@@ -301,6 +302,22 @@ class TransformerEncoder(TextEncoder):
         dense_rows: list[np.ndarray | None] = [None] * len(pieces)
         sparse_rows: list[SparseVector | None] = [None] * len(pieces)
         colbert_rows: list[np.ndarray | None] = [None] * len(pieces)
+
+        def collect(batch: np.ndarray, ids: np.ndarray, wait: Callable[[], ForwardOutput]) -> None:
+            out = wait()
+            for row, j in enumerate(batch):
+                length = int(lengths[j])
+                if out.dense is not None:
+                    dense_rows[j] = out.dense[row].copy()
+                if out.token_weights is not None:
+                    sparse_rows[j] = self._lexical_weights(ids[row, :length], out.token_weights[row, :length])
+                if out.colbert is not None:
+                    rows = out.colbert[row, : length - 1]
+                    if pieces[j].cls_positions is not None:  # the inserted CLS tokens are no text tokens
+                        rows = np.delete(rows, pieces[j].cls_positions[1:] - 1, axis=0)
+                    colbert_rows[j] = np.array(rows)  # a copy: the batch's arrays go back to the runtime
+            bar.update(int(lengths[batch].sum()))
+
         with tqdm(
             total=int(lengths.sum()),
             unit="tok",
@@ -308,37 +325,37 @@ class TransformerEncoder(TextEncoder):
             disable=not show_progress_bar,
             desc=f"encode {self.name}",
         ) as bar:
+            # One batch in flight: on a GPU the next batch computes while this thread post-processes the last.
+            pending = None
             for batch in self._batches(order, lengths, batch_size, max_batch_tokens):
-                batch_pieces = [pieces[j] for j in batch]
-                ids, mask = self._pad(batch_pieces)
-                pool_mask = None
-                if chunking == "mcls":
-                    pool_mask = np.zeros(ids.shape, dtype=np.float32)
-                    for row, piece in enumerate(batch_pieces):
-                        pool_mask[row, piece.cls_positions] = 1.0
-                out = self.runtime.forward(
-                    ids,
-                    mask,
-                    dense="dense" in wanted,
-                    sparse="sparse" in wanted,
-                    colbert="colbert" in wanted,
-                    pool_mask=pool_mask,
-                )
-                for row, j in enumerate(batch):
-                    length = int(lengths[j])
-                    if out.dense is not None:
-                        dense_rows[j] = out.dense[row]
-                    if out.token_weights is not None:
-                        sparse_rows[j] = self._lexical_weights(
-                            ids[row, :length], out.token_weights[row, :length]
-                        )
-                    if out.colbert is not None:
-                        rows = out.colbert[row, : length - 1]
-                        if pieces[j].cls_positions is not None:  # the inserted CLS tokens are no text tokens
-                            rows = np.delete(rows, pieces[j].cls_positions[1:] - 1, axis=0)
-                        colbert_rows[j] = np.ascontiguousarray(rows)
-                bar.update(int(lengths[batch].sum()))
+                started = (batch, *self._submit(batch, pieces, wanted, chunking))
+                if pending is not None:
+                    collect(*pending)
+                pending = started
+            if pending is not None:
+                collect(*pending)
         return self._merge(pieces, n, wanted, dense_rows, sparse_rows, colbert_rows, truncated, chunking)
+
+    def _submit(
+        self, batch: np.ndarray, pieces: list[_Piece], wanted: tuple[str, ...], chunking: Chunking
+    ) -> tuple[np.ndarray, Callable[[], ForwardOutput]]:
+        """Pad the batch's pieces and start it on the runtime; return the padded ids and the wait function."""
+        batch_pieces = [pieces[j] for j in batch]
+        ids, mask = self._pad(batch_pieces)
+        pool_mask = None
+        if chunking == "mcls":
+            pool_mask = np.zeros(ids.shape, dtype=np.float32)
+            for row, piece in enumerate(batch_pieces):
+                pool_mask[row, piece.cls_positions] = 1.0
+        wait = self.runtime.submit(
+            ids,
+            mask,
+            dense="dense" in wanted,
+            sparse="sparse" in wanted,
+            colbert="colbert" in wanted,
+            pool_mask=pool_mask,
+        )
+        return ids, wait
 
     def _check_options(
         self,

@@ -7,6 +7,7 @@ only decides how the numbers are computed (torch fp32 reference, bf16, ONNX, CUD
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,7 +17,8 @@ import numpy as np
 class ForwardOutput:
     """Raw outputs of one batch, float32: dense (b, d) normalized (with a pool mask: the unnormalized sum of
     the marked hidden states); token_weights (b, L) >= 0; colbert (b, L-1, d') with padding rows zero and
-    other rows normalized. None when not requested."""
+    other rows normalized. None when not requested. The arrays may share memory the runtime hands out again
+    once they are released (pinned buffers of a GPU runtime): copy what is kept beyond the batch."""
 
     dense: np.ndarray | None = None
     token_weights: np.ndarray | None = None
@@ -61,6 +63,25 @@ class Runtime(ABC):
     ) -> ForwardOutput:
         """Run one batch of (b, L) int64 ids and mask; `pool_mask` (b, L) float32 asks for dense as the sum
         of the marked positions' hidden states (runtimes that cannot raise `RuntimeUnavailableError`)."""
+
+    def submit(
+        self,
+        input_ids: np.ndarray,
+        attention_mask: np.ndarray,
+        *,
+        dense: bool,
+        sparse: bool,
+        colbert: bool,
+        pool_mask: np.ndarray | None = None,
+    ) -> Callable[[], ForwardOutput]:
+        """Start one batch as `forward` would and return a function that waits for its outputs.
+
+        Runtimes on an asynchronous device (a GPU) return before the batch is computed, so that the encoder
+        post-processes one batch while the device computes the next; here the batch is computed at once."""
+        out = self.forward(
+            input_ids, attention_mask, dense=dense, sparse=sparse, colbert=colbert, pool_mask=pool_mask
+        )
+        return lambda: out
 
     def describe(self) -> dict[str, str]:
         """A JSON-able description for logs, benchmarks and the server."""

@@ -7,6 +7,7 @@ parameters, pooling, the heads and normalization stay fp32.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -29,8 +30,13 @@ TORCH_VARIANTS: dict[str, tuple[torch.dtype, str]] = {
 }
 
 
-def _to_numpy(t: torch.Tensor | None) -> np.ndarray | None:
-    return None if t is None else t.detach().to("cpu", torch.float32).numpy()
+def _to_host(t: torch.Tensor | None) -> torch.Tensor | None:
+    """`t` as float32 in host memory; from a CUDA GPU, an asynchronous copy into pinned memory (wait before
+    reading it)."""
+    if t is None or t.device.type != "cuda":
+        return None if t is None else t.to("cpu", torch.float32)
+    host = torch.empty(t.shape, dtype=torch.float32, pin_memory=True)
+    return host.copy_(t, non_blocking=True)
 
 
 def check_device(name: str, device: str) -> None:
@@ -80,7 +86,6 @@ class TorchRuntime(Runtime):
         self.name = name
         return self
 
-    @torch.inference_mode()
     def forward(
         self,
         input_ids: np.ndarray,
@@ -91,13 +96,41 @@ class TorchRuntime(Runtime):
         colbert: bool,
         pool_mask: np.ndarray | None = None,
     ) -> ForwardOutput:
+        return self.submit(
+            input_ids, attention_mask, dense=dense, sparse=sparse, colbert=colbert, pool_mask=pool_mask
+        )()
+
+    @torch.inference_mode()
+    def submit(
+        self,
+        input_ids: np.ndarray,
+        attention_mask: np.ndarray,
+        *,
+        dense: bool,
+        sparse: bool,
+        colbert: bool,
+        pool_mask: np.ndarray | None = None,
+    ) -> Callable[[], ForwardOutput]:
+        """Queue the batch and its copies back to host memory on the device's stream; on a GPU this returns
+        before they are done, and the returned function waits for them."""
         ids = torch.from_numpy(input_ids).to(self.device)
         mask = torch.from_numpy(attention_mask).to(self.device)
         pool = None if pool_mask is None else torch.from_numpy(pool_mask).to(self.device)
-        d, s, c = self.model(
+        outputs = self.model(
             ids, mask, return_dense=dense, return_sparse=sparse, return_colbert=colbert, pool_mask=pool
         )
-        return ForwardOutput(dense=_to_numpy(d), token_weights=_to_numpy(s), colbert=_to_numpy(c))
+        host = [_to_host(t) for t in outputs]
+        done = None
+        if self.device.type == "cuda":
+            done = torch.cuda.Event()
+            done.record()
+
+        def wait() -> ForwardOutput:
+            if done is not None:
+                done.synchronize()
+            return ForwardOutput(*(None if t is None else t.numpy() for t in host))
+
+        return wait
 
     def describe(self) -> dict[str, str]:
         return {**self.identity(), "device": str(self.device), "threads": str(torch.get_num_threads())}
