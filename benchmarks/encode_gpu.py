@@ -54,6 +54,7 @@ PRECISION = {
     "cuda-fp16": "fp16",
     "cuda-bf16": "bf16",
 }
+PRECISIONS = ("fp32", "fp16", "bf16")
 
 
 def gpu_gemm(m: int = 16384, k: int = 1024, n: int = 4096, reps: int = 20) -> dict[str, Any]:
@@ -62,7 +63,8 @@ def gpu_gemm(m: int = 16384, k: int = 1024, n: int = 4096, reps: int = 20) -> di
     import torch
 
     out: dict[str, Any] = {"shape": [m, k, n]}
-    for name, dtype in (("fp32", torch.float32), ("fp16", torch.float16), ("bf16", torch.bfloat16)):
+    for name in PRECISIONS:
+        dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[name]
         a = torch.randn(m, k, device="cuda", dtype=dtype)
         b = torch.randn(k, n, device="cuda", dtype=dtype)
         for _ in range(3):
@@ -133,6 +135,25 @@ def _parity(names: list[str], tag: str) -> dict[str, dict[str, float]]:
     return {f"{b} vs {a}": max_abs_diff(load(a), load(b)) for a, b in pairs if a in names and b in names}
 
 
+def _profile(runtime: str, path: Path, texts: list[str], args: argparse.Namespace) -> str:
+    """cProfile's top functions by own time over one warm encode on `runtime`: where the host's time goes."""
+    import cProfile
+    import io
+    import pstats
+
+    from m3search.encoders import BGEM3Encoder
+
+    encoder = BGEM3Encoder(path, runtime=runtime, device=args.device)
+    options = {"batch_size": args.batch_size, "max_length": args.max_length, "return_sparse": True}
+    encoder.encode(texts[:64], return_colbert=True, **options)
+    profiler = cProfile.Profile()
+    profiler.runcall(encoder.encode, texts, return_colbert=True, **options)
+    out = io.StringIO()
+    pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(25)
+    print(out.getvalue(), file=sys.stderr)
+    return out.getvalue()
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--docs", type=int, default=1024, help="SciFact abstracts per repetition")
@@ -146,6 +167,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--long", dest="long_doc", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--model-dir", type=Path, default=WORK / "bge-m3-random-full")
     parser.add_argument("--corpus", type=Path, default=SCIFACT, help="BEIR corpus.jsonl to draw texts from")
+    parser.add_argument(
+        "--profile", metavar="RUNTIME", help="finally, profile one encode on RUNTIME in-process"
+    )
     args = parser.parse_args(argv)
 
     os.environ.setdefault("M3SEARCH_HOME", str(WORK / "home"))
@@ -159,7 +183,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     gpu = gpu_info()
     gemm = gpu_gemm()
     print(
-        f"{gpu['name']}: " + ", ".join(f"{p} {gemm[p]['tflops']:.0f} TFLOP/s" for p in PRECISION.values()),
+        f"{gpu['name']}: " + ", ".join(f"{p} {gemm[p]['tflops']:.0f} TFLOP/s" for p in PRECISIONS),
         file=sys.stderr,
     )
     path = full_size_model(args.model_dir)
@@ -212,6 +236,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         }
     report = {
         "benchmark": "encode_gpu",
+        "profile": _profile(args.profile, path, texts, args) if args.profile else None,
         "command": " ".join([Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:])),
         "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "machine": {"gpu": gpu, "platform": platform.platform(), "cpus": os.cpu_count(), "cpu": cpu_info()},
@@ -248,7 +273,7 @@ def _table(report: dict[str, Any]) -> str:
         "GEMM "
         + "x".join(map(str, gemm["shape"]))
         + ": "
-        + ", ".join(f"{p} {gemm[p]['tflops']:.0f} TFLOP/s" for p in ("fp32", "fp16", "bf16")),
+        + ", ".join(f"{p} {gemm[p]['tflops']:.0f} TFLOP/s" for p in PRECISIONS),
         "",
         "| runtime | precision | tokens/s | × FlagEmbedding fp16 | % ceiling | GPU peak GB | dense cos min "
         "| sparse Δ max | ColBERT cos min | 8192-tok s | 8192-tok GPU GB |",

@@ -391,3 +391,29 @@ def test_mcls_on_onnx_is_a_clear_error(tiny_m3_dir, tiny_m3_onnx):
     encoder = BGEM3Encoder(tiny_m3_dir, runtime="onnx-fp32")
     with pytest.raises(RuntimeUnavailableError, match="torch-fp32"):
         encoder.encode(" ".join(["word"] * 600), chunking="mcls", mcls_interval=64)
+
+
+def test_gpu_casts_keep_layernorm_parameters_in_the_backbone_dtype(tiny_m3_dir):
+    """CUDA's LayerNorm takes no fp32 parameters under an fp16/bf16 input (it raises 'expected scalar type
+    Half but found Float'): GPU runtimes cast the whole backbone, CPU runtimes keep fp32 LayerNorms."""
+    import torch
+
+    from m3search.encoders.model import load_torch_model
+    from m3search.encoders.runtimes.torch_runtime import _fp32_norms
+
+    assert _fp32_norms("cpu") and not _fp32_norms("cuda") and not _fp32_norms(torch.device("cuda", 1))
+    spec = spec_for_directory(tiny_m3_dir)
+    for fp32_norms in (True, False):
+        model = load_torch_model(tiny_m3_dir, spec, torch.bfloat16, fp32_norms=fp32_norms)
+        norms = {
+            p.dtype
+            for m in model.backbone.modules()
+            if isinstance(m, torch.nn.LayerNorm)
+            for p in m.parameters()
+        }
+        assert norms == {torch.float32 if fp32_norms else torch.bfloat16}
+        assert model.backbone.embeddings.word_embeddings.weight.dtype == torch.bfloat16
+        assert model.sparse_linear.weight.dtype == model.colbert_linear.weight.dtype == torch.float32
+        ids = torch.tensor([[0, 35378, 2]])
+        dense, _, _ = model(ids, torch.ones_like(ids))
+        assert dense.dtype == torch.float32 and torch.isfinite(dense).all()

@@ -50,16 +50,19 @@ class EncoderModel(nn.Module):
         self.sparse_linear = sparse_linear
         self.colbert_linear = colbert_linear if colbert_linear is not None else nn.Identity()
 
-    def cast_backbone(self, dtype: torch.dtype) -> EncoderModel:
-        """Run the backbone's matrix products in `dtype`; LayerNorm parameters and the heads stay fp32.
+    def cast_backbone(self, dtype: torch.dtype, fp32_norms: bool = True) -> EncoderModel:
+        """Run the backbone's matrix products in `dtype`; the heads stay fp32, and so do LayerNorm parameters
+        unless `fp32_norms` is False.
 
         Normalization statistics are computed in fp32 by the kernels either way; fp32 LayerNorm weights keep
-        the residual stream's rescaling exact, which is where bf16 error would otherwise accumulate.
+        the residual stream's rescaling exact, which is where bf16 error would otherwise accumulate. CUDA's
+        LayerNorm kernel takes no parameters of another dtype than its input, so GPU runtimes pass False.
         """
         self.backbone.to(dtype)
-        for module in self.backbone.modules():
-            if isinstance(module, nn.LayerNorm):
-                module.float()
+        if fp32_norms:
+            for module in self.backbone.modules():
+                if isinstance(module, nn.LayerNorm):
+                    module.float()
         return self
 
     def forward(
@@ -150,8 +153,10 @@ def _load_linear(path: Path, in_features: int) -> nn.Linear:
     return linear
 
 
-def load_torch_model(path: Path, spec: ModelSpec, dtype: torch.dtype = torch.float32) -> EncoderModel:
-    """Load backbone and heads from a checked model directory, in `dtype`, in eval mode."""
+def load_torch_model(
+    path: Path, spec: ModelSpec, dtype: torch.dtype = torch.float32, fp32_norms: bool = True
+) -> EncoderModel:
+    """Load backbone and heads from a checked model directory, in `dtype` (see `cast_backbone`), in eval mode."""
     from transformers import AutoConfig, AutoModel
 
     check_model_dir(path, spec)
@@ -194,4 +199,4 @@ def load_torch_model(path: Path, spec: ModelSpec, dtype: torch.dtype = torch.flo
                 f"{path / 'sparse_linear.pt'} must map to 1 output, not {sparse_linear.out_features}"
             )
     model = EncoderModel(backbone, spec.pooling, sparse_linear, colbert_linear)
-    return model.cast_backbone(dtype).eval()
+    return model.cast_backbone(dtype, fp32_norms).eval()

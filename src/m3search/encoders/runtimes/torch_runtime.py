@@ -1,7 +1,7 @@
 """Torch runtimes: fp32 (the exact reference), bf16 on CPUs with native bf16, fp16/bf16 on CUDA GPUs.
 
-Low-precision runtimes cast only the backbone's matrix products (`EncoderModel.cast_backbone`); LayerNorm
-parameters, pooling, the heads and normalization stay fp32.
+Low-precision runtimes cast only the backbone (`EncoderModel.cast_backbone`); pooling, the heads and
+normalization stay fp32, and on CPUs the LayerNorm parameters too.
 """
 
 from __future__ import annotations
@@ -37,6 +37,11 @@ def _to_host(t: torch.Tensor | None) -> torch.Tensor | None:
         return None if t is None else t.to("cpu", torch.float32)
     host = torch.empty(t.shape, dtype=torch.float32, pin_memory=True)
     return host.copy_(t, non_blocking=True)
+
+
+def _fp32_norms(device: str | torch.device) -> bool:
+    """Whether LayerNorms may keep fp32 parameters under a low-precision backbone on `device` (not on CUDA)."""
+    return torch.device(device).type != "cuda"
 
 
 def check_device(name: str, device: str) -> None:
@@ -77,12 +82,13 @@ class TorchRuntime(Runtime):
                 "this CPU has no native bf16 (AMX or AVX512-BF16): torch-bf16 is emulated and slower "
                 "than torch-fp32 here"
             )
-        return cls(load_torch_model(path, spec, dtype), name=name, device=device)
+        model = load_torch_model(path, spec, dtype, fp32_norms=_fp32_norms(device))
+        return cls(model, name=name, device=device)
 
     def cast(self, name: str) -> TorchRuntime:
         """Turn this fp32 runtime into the variant `name` in place (reusing the loaded weights)."""
         dtype, _ = TORCH_VARIANTS[name]
-        self.model.cast_backbone(dtype)
+        self.model.cast_backbone(dtype, fp32_norms=_fp32_norms(self.device))
         self.name = name
         return self
 
