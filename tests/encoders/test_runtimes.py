@@ -218,7 +218,7 @@ def test_auto_candidates_follow_hardware():
     assert auto_candidates(_hardware()) == ["torch-fp32", *onnx]
     assert auto_candidates(_hardware(cpu_bf16=True)) == ["torch-fp32", "torch-bf16", *onnx]
     assert auto_candidates(_hardware(cuda=True)) == ["cuda-fp16", "torch-fp32"]
-    assert auto_candidates(_hardware(cuda=True, cuda_bf16=True)) == ["cuda-bf16", "torch-fp32"]
+    assert auto_candidates(_hardware(cuda=True, cuda_bf16=True)) == ["cuda-fp16", "torch-fp32"]
     assert "cuda-fp16" not in auto_candidates(_hardware(cuda=True), device="cpu")
 
 

@@ -1,7 +1,7 @@
 """`auto`: the fastest runtime on this machine among those whose quality guard holds, decided by measurement.
 
 Every candidate that can run here (`auto_candidates`: torch-fp32 always, torch-bf16 with native bf16, the
-ONNX graphs once exported, the CUDA variants on a GPU) is loaded, checked against torch-fp32 on the guard's
+ONNX graphs once exported, cuda-fp16 on a GPU) is loaded, checked against torch-fp32 on the guard's
 probe texts, and timed on a short probe batch: warm-up, then `PROBE_REPS` repetitions interleaved round-robin
 (a busy machine slows every candidate alike), each measured in the process's CPU time (all its threads: time
 spent descheduled behind other jobs does not count). The fastest best repetition among those passing the
@@ -85,10 +85,12 @@ def auto_candidates(hw: Hardware, device: str | None = None) -> list[str]:
     """Runtimes `auto` measures on this hardware (ONNX ones are then kept only when already exported).
 
     torch-bf16 needs native bf16 (AMX or AVX512-BF16): emulated, it is several times slower than fp32
-    (docs/PERFORMANCE.md), so measuring it would only cost a load.
+    (docs/PERFORMANCE.md), so measuring it would only cost a load. On a GPU fp16 is the candidate: as fast as
+    bf16 on an H200 and several times closer to fp32 (docs/PERFORMANCE.md, GPU), and the reference's own GPU
+    setting; `cuda-bf16` stays available by name.
     """
     if _on_cuda(hw, device):
-        return ["cuda-bf16" if hw.cuda_bf16 else "cuda-fp16", "torch-fp32"]
+        return ["cuda-fp16", "torch-fp32"]
     names = ["torch-fp32"]
     if hw.cpu_bf16:
         names.append("torch-bf16")
