@@ -29,7 +29,6 @@ import numpy as np
 from encode_speed import (
     ANCHOR,
     LONG_TOKENS,
-    RESULTS,
     SCIFACT,
     WORK,
     _deviations,
@@ -42,6 +41,7 @@ from encode_speed import (
     long_document,
     scifact_abstracts,
     workload_flops,
+    write_report,
 )
 
 REFERENCE = "torch-fp32"
@@ -257,11 +257,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "parity_max_abs_diff": parity,
         "results": rows,
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"encode_gpu-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.write_text(json.dumps(report, indent=2))
     print(_table(report))
-    print(f"\nwrote {out}")
+    print(f"\nwrote {write_report('encode_gpu', report)}")
     return report
 
 

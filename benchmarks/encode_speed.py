@@ -522,12 +522,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "machine_ceiling_tokens_per_s": machine_ceiling,
         "results": rows,
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"encode_speed-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.write_text(json.dumps(report, indent=2))
     print(_table(report))
-    print(f"\nwrote {out}")
+    print(f"\nwrote {write_report('encode_speed', report)}")
     return report
+
+
+def write_report(benchmark: str, report: dict[str, Any]) -> Path:
+    """Write `report` as benchmarks/results/<benchmark>-<time>.json; return the path."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"{benchmark}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.write_text(json.dumps(report, indent=2))
+    return out
 
 
 def _fmt(value: float | None, spec: str) -> str:

@@ -14,7 +14,6 @@ Writes benchmarks/results/long_documents-<time>.json and prints a Markdown table
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import sys
@@ -25,7 +24,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from encode_speed import RESULTS, cpu_info  # noqa: E402
+from encode_speed import cpu_info, write_report  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 MODEL = "intfloat/multilingual-e5-small"
@@ -128,11 +127,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "machine": {"cpu": cpu_info(), "cpus": os.cpu_count()},
         "results": results,
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"long_documents-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.write_text(json.dumps(report, indent=2))
     print(_table(report))
-    print(f"\nwrote {out}")
+    print(f"\nwrote {write_report('long_documents', report)}")
     return report
 
 

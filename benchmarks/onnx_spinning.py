@@ -11,7 +11,6 @@ Writes benchmarks/results/onnx_spinning-<time>.json.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -19,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from encode_speed import RESULTS, WORK, cpu_info  # noqa: E402
+from encode_speed import WORK, cpu_info, write_report  # noqa: E402
 
 
 def main() -> None:
@@ -62,9 +61,7 @@ def main() -> None:
         print(
             f"{name}: best wall {min(v[0] for v in values):.2f}s, best CPU {min(v[1] for v in values):.2f}s"
         )
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"onnx_spinning-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.write_text(json.dumps(report, indent=2))
+    out = write_report("onnx_spinning", report)
     print(f"wrote {out}")
 
 

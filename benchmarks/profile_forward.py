@@ -12,7 +12,6 @@ Writes benchmarks/results/profile_forward-<time>.json and prints a Markdown tabl
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -22,7 +21,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from encode_speed import RESULTS, WORK, full_size_model  # noqa: E402
+from encode_speed import WORK, full_size_model, write_report  # noqa: E402
 
 TOP = 8
 
@@ -95,9 +94,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "results": results,
         "bf16_speedup": results["torch-fp32"]["seconds"] / results["torch-bf16"]["seconds"],
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"profile_forward-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.write_text(json.dumps(report, indent=2))
+    out = write_report("profile_forward", report)
     lines = [
         "| runtime | seconds | tokens/s | load | top operators (share of self CPU time) |",
         "|---|---|---|---|---|",

@@ -13,7 +13,6 @@ Writes benchmarks/results/query_latency-<time>.json and prints a Markdown table.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -26,7 +25,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from encode_speed import RESULTS, cpu_info, scifact_abstracts  # noqa: E402
+from encode_speed import cpu_info, scifact_abstracts, write_report  # noqa: E402
 
 MODEL = "intfloat/multilingual-e5-small"
 QUERIES = (
@@ -108,9 +107,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "machine": {"cpu": cpu_info(), "cpus": os.cpu_count()},
         "results": rows,
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"query_latency-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.write_text(json.dumps(report, indent=2))
+    out = write_report("query_latency", report)
     print(
         f"{MODEL} on {report['runtime']}, 1 thread, query tokens {tokens}, load {report['load_average'][0]:.1f}"
     )
