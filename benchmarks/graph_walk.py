@@ -1,8 +1,7 @@
 """The compiled graph walk (`m3search.index.graph_walk`) against faiss's walk of the same graph (issue 20): a kept
 collection's segment searched as `DenseIndex.search` does (graph walk, candidates re-ranked exactly), once
 walked by the compiled walk and once by faiss, the two alternating query by query, at each `--ef-search`;
-recall@10 against exact search and the p50 CPU ms of a search. On CPUs with AVX-512 VNNI, the compiled walk with
-its AVX2 distance as well (the A/B of the VNNI distance). Both walk the same graph with the same algorithm,
+recall@10 against exact search and the p50 CPU ms of a search. Both walk the same graph with the same algorithm,
 so their recall should be equal: the time is the difference. Also each walk alone (no re-rank) at the first
 efSearch, unfiltered and with a filter allowing `--allowed` of the rows.
 
@@ -28,8 +27,7 @@ from layer_cost import only_segment
 
 from m3search import Collection
 from m3search.index import graph_walk
-from m3search.index.dense import ByteCodes, DenseIndex
-from m3search.index.graph_walk import ByteGraphWalk
+from m3search.index.dense import DenseIndex
 
 
 def filtered(indexes: dict[str, DenseIndex], queries: np.ndarray, allowed: np.ndarray, ef: int) -> dict:
@@ -66,14 +64,6 @@ def main() -> None:
         "compiled": dense,
         "faiss": DenseIndex(dense.vectors, dense.ann, dense.params, dense.order, compiled_walk=False),
     }
-    started = time.perf_counter()
-    walk = dense._graph_codes()[1]
-    setup_s = time.perf_counter() - started
-    if walk.vnni:  # the AVX2 distance too, on the same graph: the A/B of the VNNI distance
-        avx2 = DenseIndex(dense.vectors, dense.ann, dense.params, dense.order)
-        avx2._codes = (dense.ann, ByteCodes.of(dense.ann), ByteGraphWalk(dense.ann, vnni=False))
-        indexes["compiled-avx2"] = avx2
-    print(f"compiled walk set up in {setup_s:.3f} s (VNNI distance: {walk.vnni})")
     queries = np.stack([q["dense"] for q in kept_corpus_queries(args.queries, 32)]).astype(np.float32)
     truth = np.stack([np.argsort(-dense.score_rows(q))[:10] for q in queries])
     for q in queries[:20]:  # compile / warm both
@@ -84,16 +74,10 @@ def main() -> None:
         walked = walks(indexes, queries, truth, ef)
         rows.append({"ef_search": ef, **walked})
         c, f = walked["compiled"], walked["faiss"]
-        a = walked.get("compiled-avx2")
         print(
             f"efSearch {ef:4d}: compiled {c['p50_cpu_ms']:.3f} ms (recall@10 {c['recall@10']:.4f}), faiss"
             f" {f['p50_cpu_ms']:.3f} ms ({f['recall@10']:.4f}): compiled/faiss"
-            f" {c['p50_cpu_ms'] / f['p50_cpu_ms']:.2f}"
-            + (
-                f"; AVX2 distance {a['p50_cpu_ms']:.3f} ms, VNNI/AVX2 {c['p50_cpu_ms'] / a['p50_cpu_ms']:.2f}"
-                if a
-                else ""
-            ),
+            f" {c['p50_cpu_ms'] / f['p50_cpu_ms']:.2f}",
             flush=True,
         )
     allowed = np.random.default_rng(0).random(len(dense)) < args.allowed
@@ -110,8 +94,6 @@ def main() -> None:
         "queries": len(queries),
         "walks": rows,
         "filtered": {"allowed": float(allowed.mean()), "ef_search": args.ef_search[0], **with_filter},
-        "walk_setup_s": setup_s,
-        "vnni": walk.vnni,
         "machine": machine_record(),
     }
     out = ROOT / "results" / f"graph_walk-{len(dense)}{args.tag}.json"

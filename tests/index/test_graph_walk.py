@@ -56,62 +56,6 @@ def test_the_distance_is_the_exact_squared_distance_of_the_bytes(dim: int) -> No
     np.testing.assert_array_equal(_distances(codes, query), expected)
 
 
-@numba.njit
-def _vnni_distances(codes: np.ndarray, query: np.ndarray, table: np.ndarray) -> np.ndarray:
-    shifted = (query.astype(np.int16) - 128).astype(np.int8)
-    qnorm = 0
-    for i in range(len(query)):
-        qnorm += np.int32(query[i]) * np.int32(query[i])
-    out = np.empty(len(codes), np.int32)
-    for i in range(len(codes)):
-        out[i] = graph_walk._distance(codes, i, query, shifted, qnorm, table)
-    return out
-
-
-@needs_avx2
-@pytest.mark.parametrize("dim", [128, 1024])
-def test_the_vnni_distance_is_the_same_exact_distance_where_the_cpu_has_it(dim: int) -> None:
-    """On CPUs with AVX-512 VNNI the walk computes Σq² + (Σx² - 256Σx) - 2Σx(q - 128): the same integers as
-    the squared distance (extremes included); elsewhere a VNNI walk is refused and walks use AVX2."""
-    rng = np.random.default_rng(dim)
-    codes = rng.integers(0, 256, (50, dim), dtype=np.uint8)
-    codes[0], codes[1] = 255, 0
-    index = faiss.IndexHNSWSQ(dim, faiss.ScalarQuantizer.QT_8bit_direct, 8, faiss.METRIC_L2)
-    index.train(codes.astype(np.float32))
-    index.add(codes.astype(np.float32))
-    if not graph_walk.vnni_available():
-        assert not ByteGraphWalk(index).vnni
-        with pytest.raises(ValueError, match="VNNI"):
-            ByteGraphWalk(index, vnni=True)
-        return
-    walk = ByteGraphWalk(index)
-    assert (
-        walk.vnni
-        and ByteGraphWalk(faiss.IndexHNSWSQ(DIM, faiss.ScalarQuantizer.QT_8bit_direct, 8)).vnni is False
-    )
-    np.testing.assert_array_equal(walk.codes, codes)
-    for query in (
-        np.zeros(dim, np.uint8),
-        np.full(dim, 255, np.uint8),
-        rng.integers(0, 256, dim, dtype=np.uint8),
-    ):
-        expected = ((codes.astype(np.int64) - query.astype(np.int64)) ** 2).sum(axis=1)
-        np.testing.assert_array_equal(_vnni_distances(walk.codes, query, walk.table), expected)
-
-
-@needs_avx2
-@pytest.mark.parametrize("filtered", [False, True])
-def test_vnni_and_avx2_walks_return_the_same_nodes(filtered: bool) -> None:
-    index = build_ann(unit_rows(3_000, 5, dim=256), "hnsw-sq8", PARAMS)
-    queries = ByteCodes.of(index).encode(unit_rows(40, 6, dim=256))
-    allowed = np.random.default_rng(7).random(3_000) < 0.3 if filtered else None
-    plain, fast = ByteGraphWalk(index, vnni=False), ByteGraphWalk(index)
-    assert fast.vnni == graph_walk.vnni_available()
-    for q in queries:
-        for got, expected in zip(fast.search(q, 10, 48, allowed), plain.search(q, 10, 48, allowed)):
-            np.testing.assert_array_equal(got, expected)
-
-
 @needs_avx2
 def test_the_walk_finds_what_faiss_finds_in_the_same_graph(graph) -> None:
     index, _, queries = graph

@@ -32,8 +32,6 @@ from m3search.index import heap
 jit = numba.njit(cache=True, nogil=True)
 #: Dimensions a distance takes per step; graphs of other widths are walked by faiss.
 STEP = 32
-#: Dimensions the AVX-512 VNNI distance takes per step; other widths use the AVX2 one.
-VNNI_STEP = 128
 #: An unfiltered walk's row mask, and the node -> row map of a graph in row order.
 _NO_MASK, _NO_ORDER = np.empty(0, np.bool_), np.empty(0, np.int64)
 
@@ -44,13 +42,6 @@ def available() -> bool:
     return binding.get_process_triple().startswith("x86_64") and bool(
         binding.get_host_cpu_features().get("avx2")
     )
-
-
-@functools.cache
-def vnni_available() -> bool:
-    """Whether this CPU has AVX-512 VNNI (`vpdpbusd` on 512-bit registers), for the faster distance."""
-    features = binding.get_host_cpu_features()
-    return available() and bool(features.get("avx512f")) and bool(features.get("avx512vnni"))
 
 
 def _squared_distance_ir(typingctx: Any, a: Any, b: Any) -> Any:
@@ -100,75 +91,6 @@ def _squared_distance_ir(typingctx: Any, a: Any, b: Any) -> Any:
 _squared_distance: Any = intrinsic(_squared_distance_ir)
 
 
-def _dot_ir(typingctx: Any, a: Any, b: Any) -> Any:
-    """Σ a·b of a uint8 and an int8 vector whose length is a multiple of `VNNI_STEP`, as int32 (AVX-512 VNNI
-    `vpdpbusd`: 64 byte products a step; exact). Compiled on a CPU without VNNI it traps: never called there."""
-    sig = types.int32(a, b)
-
-    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
-        i8, i32, i64 = ir.IntType(8), ir.IntType(32), ir.IntType(64)
-        if not vnni_available():
-            trap = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(ir.VoidType(), []), "llvm.trap"
-            )
-            builder.call(trap, [])
-            return ir.Constant(i32, 0)
-        a_ty, b_ty = signature.args
-        first = context.make_array(a_ty)(context, builder, args[0])
-        second = context.make_array(b_ty)(context, builder, args[1])
-        length = builder.extract_value(first.shape, 0)
-        lanes = ir.VectorType(i32, 16)
-        dpbusd = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(lanes, [lanes, lanes, lanes]), "llvm.x86.avx512.vpdpbusd.512"
-        )
-        sums = [cgutils.alloca_once_value(builder, ir.Constant(lanes, None)) for _ in range(2)]
-        a_ptr, b_ptr = (
-            builder.bitcast(first.data, i8.as_pointer()),
-            builder.bitcast(second.data, i8.as_pointer()),
-        )
-        step = ir.Constant(i64, VNNI_STEP)
-        with cgutils.for_range_slice(builder, ir.Constant(i64, 0), length, step, intp=i64) as (i, _):
-            for half, acc in enumerate(sums):  # two independent sums: the adds of one step do not wait
-                at = builder.add(i, ir.Constant(i64, 64 * half))
-                x = builder.load(builder.bitcast(builder.gep(a_ptr, [at]), lanes.as_pointer()), align=1)
-                y = builder.load(builder.bitcast(builder.gep(b_ptr, [at]), lanes.as_pointer()), align=1)
-                builder.store(builder.call(dpbusd, [builder.load(acc), x, y]), acc)
-        reduce = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(i32, [lanes]), "llvm.vector.reduce.add.v16i32"
-        )
-        return builder.call(reduce, [builder.add(builder.load(sums[0]), builder.load(sums[1]))])
-
-    return sig, codegen
-
-
-_dot: Any = intrinsic(_dot_ir)
-
-
-@jit
-def norm_table(codes: np.ndarray) -> np.ndarray:
-    """Per row x of byte codes, Σx² - 256·Σx: with it, |x - q|² = Σq² + table[x] - 2·Σx·(q - 128), which
-    the VNNI distance computes with one unsigned x signed product a byte."""
-    out = np.empty(codes.shape[0], np.int32)
-    for v in range(codes.shape[0]):
-        total = 0
-        for i in range(codes.shape[1]):
-            x = np.int32(codes[v, i])
-            total += x * (x - 256)
-        out[v] = total
-    return out
-
-
-@jit
-def _distance(
-    codes: np.ndarray, v: int, query: np.ndarray, shifted: np.ndarray, qnorm: int, table: np.ndarray
-) -> int:
-    """Squared distance of node `v`'s codes to the query: by VNNI when `table` (`norm_table`) is given, where
-    `shifted` is the query - 128 as int8 and `qnorm` its Σq²; else AVX2's."""
-    if len(table) > 0:
-        return qnorm + table[v] - 2 * _dot(codes[v], shifted)
-    return _squared_distance(codes[v], query)
-
-
 def _prefetch_ir(typingctx: Any, array: Any, index: Any) -> Any:
     """Ask the CPU to bring `array[index]`'s cache line into its caches (LLVM's prefetch: a hint, never a
     fault)."""
@@ -215,7 +137,6 @@ def _walk(
     out_dist: np.ndarray,
     allowed: np.ndarray,
     order: np.ndarray,
-    table: np.ndarray,
 ) -> int:
     """The `k` nodes nearest `query` a walk with `ef` candidates finds, nearest first, in `out_nodes` /
     `out_dist`; returns how many (fewer when the graph has fewer nodes). `visited[v] == mark` marks the nodes
@@ -223,15 +144,10 @@ def _walk(
 
     With a row mask `allowed` (empty: every node), only nodes whose row (`order[node]`; empty: the node) it
     allows are returned, the nearest of all the base layer's distances as in faiss's filtered search; the walk
-    still goes through the others. With a `norm_table` of the codes (empty: none), distances are computed
-    with AVX-512 VNNI; they are the same numbers."""
+    still goes through the others."""
     filtered, ordered = len(allowed) > 0, len(order) > 0
-    shifted = (query.astype(np.int16) - 128).astype(np.int8)
-    qnorm = 0
-    for i in range(len(query)):
-        qnorm += np.int32(query[i]) * np.int32(query[i])
     best = entry
-    best_d: int = _distance(codes, best, query, shifted, qnorm, table)
+    best_d: int = _squared_distance(codes[best], query)
     for level in range(top_level, 0, -1):  # greedy descent, as faiss's greedy_update_nearest
         moved = True
         while moved:
@@ -241,7 +157,7 @@ def _walk(
                 v = links[j]
                 if v < 0:
                     break
-                d = _distance(codes, v, query, shifted, qnorm, table)
+                d = _squared_distance(codes[v], query)
                 if d < best_d:
                     best, best_d, moved = v, d, True
     width = per_level[1] - per_level[0]
@@ -289,7 +205,7 @@ def _walk(
             open_ = grown
         for t in range(n_fresh):
             v = fresh[t]
-            key = _key(_distance(codes, v, query, shifted, qnorm, table), v)
+            key = _key(_squared_distance(codes[v], query), v)
             if filtered and (n_kept < k or key < -kept[0]) and allowed[order[v] if ordered else v]:
                 heap.push(kept, n_kept, -key)
                 n_kept += 1
@@ -319,12 +235,9 @@ def _walk(
 
 class ByteGraphWalk:
     """`_walk` over a faiss `IndexHNSWSQ` with `ByteCodes`, reading the index's own arrays (it keeps the index,
-    which must not change while walked). Safe to call from several threads: each has its own visited marks.
+    which must not change while walked). Safe to call from several threads: each has its own visited marks."""
 
-    `vnni` (default: where the CPU has it and the width is a multiple of `VNNI_STEP`) computes distances with
-    AVX-512 VNNI from a table of the codes' norms built here (4 bytes a node; one pass over the codes)."""
-
-    def __init__(self, index: Any, vnni: bool | None = None) -> None:
+    def __init__(self, index: Any) -> None:
         hnsw, storage = index.hnsw, faiss.downcast_index(index.storage)
         assert isinstance(storage, faiss.IndexScalarQuantizer)  # byte codes: one byte a dimension
         n, dim = int(index.ntotal), int(index.d)
@@ -336,12 +249,6 @@ class ByteGraphWalk:
         self.offsets = faiss.rev_swig_ptr(hnsw.offsets.data(), n + 1).view(np.int64)
         self.per_level = faiss.vector_to_array(hnsw.cum_nneighbor_per_level).astype(np.int64)
         self.entry, self.top_level = int(hnsw.entry_point), int(hnsw.max_level)
-        if vnni is None:
-            vnni = vnni_available() and dim % VNNI_STEP == 0
-        elif vnni and not (vnni_available() and dim % VNNI_STEP == 0):
-            raise ValueError(f"a VNNI walk needs AVX-512 VNNI and a width that is a multiple of {VNNI_STEP}")
-        self.vnni = vnni
-        self.table = norm_table(self.codes) if vnni else np.empty(0, np.int32)
         self._local = threading.local()
 
     def search(
@@ -370,7 +277,7 @@ class ByteGraphWalk:
             self.codes, self.links, self.offsets, self.per_level, self.entry, self.top_level,
             np.ascontiguousarray(query_codes, dtype=np.uint8), max(ef, k), k, visited, local.mark, nodes, dists,
             _NO_MASK if allowed is None else np.ascontiguousarray(allowed, dtype=np.bool_),
-            _NO_ORDER if order is None else np.ascontiguousarray(order, dtype=np.int64), self.table,
+            _NO_ORDER if order is None else np.ascontiguousarray(order, dtype=np.int64),
         )  # fmt: skip
         return nodes[:count].astype(np.int64), dists[:count]
 
@@ -381,9 +288,9 @@ def compile_walk() -> None:
     background, so that no query waits for it. Nothing to do where the walk is not used (`available`)."""
     if not available():
         return
-    rows = np.random.default_rng(0).integers(0, 256, (64, VNNI_STEP)).astype(np.float32)
+    rows = np.random.default_rng(0).integers(0, 256, (64, STEP)).astype(np.float32)
     sq: Any = faiss.ScalarQuantizer  # its code types are ints, which faiss's stubs do not say
-    index = faiss.IndexHNSWSQ(VNNI_STEP, sq.QT_8bit_direct, 4, faiss.METRIC_L2)
+    index = faiss.IndexHNSWSQ(STEP, sq.QT_8bit_direct, 4, faiss.METRIC_L2)
     index.train(rows)
     index.add(rows)
     ByteGraphWalk(index).search(rows[0].astype(np.uint8), 1, 4)
