@@ -135,11 +135,14 @@ def _parity(names: list[str], tag: str) -> dict[str, dict[str, float]]:
     return {f"{b} vs {a}": max_abs_diff(load(a), load(b)) for a, b in pairs if a in names and b in names}
 
 
-def _profile(runtime: str, path: Path, texts: list[str], args: argparse.Namespace) -> str:
-    """cProfile's top functions by own time over one warm encode on `runtime`: where the host's time goes."""
+def _profile(runtime: str, path: Path, texts: list[str], args: argparse.Namespace) -> dict[str, str]:
+    """Where one warm encode on `runtime` spends its time: the host's Python functions by own time (cProfile),
+    then the device's kernels by own GPU time (torch.profiler, a second encode)."""
     import cProfile
     import io
     import pstats
+
+    import torch
 
     from m3search.encoders import BGEM3Encoder
 
@@ -148,10 +151,17 @@ def _profile(runtime: str, path: Path, texts: list[str], args: argparse.Namespac
     encoder.encode(texts[:64], return_colbert=True, **options)
     profiler = cProfile.Profile()
     profiler.runcall(encoder.encode, texts, return_colbert=True, **options)
-    out = io.StringIO()
-    pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(25)
-    print(out.getvalue(), file=sys.stderr)
-    return out.getvalue()
+    host = io.StringIO()
+    pstats.Stats(profiler, stream=host).sort_stats("tottime").print_stats(25)
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if torch.cuda.is_available():
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as kernels:
+        encoder.encode(texts, return_colbert=True, **options)
+    by = "self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
+    device = kernels.key_averages().table(sort_by=by, row_limit=20)
+    print(host.getvalue(), device, sep="\n", file=sys.stderr)
+    return {"host": host.getvalue(), "kernels": device}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -168,7 +178,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--model-dir", type=Path, default=WORK / "bge-m3-random-full")
     parser.add_argument("--corpus", type=Path, default=SCIFACT, help="BEIR corpus.jsonl to draw texts from")
     parser.add_argument(
-        "--profile", metavar="RUNTIME", help="finally, profile one encode on RUNTIME in-process"
+        "--profile",
+        metavar="RUNTIME",
+        help="finally, profile encodes on RUNTIME in-process (host functions, GPU kernels)",
     )
     args = parser.parse_args(argv)
 
