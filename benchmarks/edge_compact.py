@@ -33,6 +33,7 @@ from index_speed import (
     exact_truth,
     in_child,
     peak_rss_gb,
+    write_batches,
 )
 
 from m3search import Collection
@@ -93,8 +94,10 @@ def main() -> None:
         "machine": {"platform": platform.platform(), "cpu": cpu_record()},
     }
     try:
+        batches = write_batches(work / "batches", args)
         t = time.perf_counter()
-        result["written"] = in_child(build_edge_collection, written, args, False)
+        result["written"] = in_child(build_edge_collection, written, args, batches, False)
+        shutil.rmtree(work / "batches")
         print(f"\nbuilt in {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
         shutil.copytree(written, merged)
         result["compacted"] = in_child(compact, merged)

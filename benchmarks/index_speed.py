@@ -3,7 +3,9 @@
 Documents: 1,024-d unit vectors from `synthetic.LatentMixture` (calibrated on real e5 embeddings by
 `embedding_geometry.py`; `--data near-tie` for the old isotropic clusters, a stress case), ~50-nonzero sparse
 vectors over a Zipf vocabulary, ColBERT token vectors for a subset, metadata for filters. Queries are drawn
-from the same distribution; their encoding is not timed (they arrive as vectors). Every approximate stage is
+from the same distribution; their encoding is not timed (they arrive as vectors). The documents are generated
+once, before any build, into one file per upsert batch (`write_batches`); every build reads them inside its
+timing, alike for every engine. Every approximate stage is
 compared with exact search, and faiss `IndexHNSWFlat` with the same graph settings is built and queried in the
 same run as the anchor. `--graphs M:EFC ...` builds further HNSW graphs over the same vectors (swapped into the
 collection's segment in turn) to sweep M and efConstruction; `--ef-search` sweeps at query time.
@@ -19,10 +21,12 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import pickle
 import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -371,6 +375,9 @@ def main() -> None:
         },
     }
     flush_docs, min_rows = bulk_load_segments(n, args.batch, args.flush_docs)
+    started = time.perf_counter()
+    batches = write_batches(work / "batches", args)
+    result["data_generation_s"] = time.perf_counter() - started
     m, ef_construction = graphs[0]
     hnsw = {"m": m, "ef_construction": ef_construction, "ef_search": args.ef_search[0], "min_rows": min_rows}
     if args.reuse:
@@ -394,7 +401,7 @@ def main() -> None:
             t_compact = None
             result["build"] = {"docs": n, "reused": str(path)}
         else:
-            t_ingest, t_compact = bulk_load(collection, corpus, args, "")
+            t_ingest, t_compact = bulk_load(collection, batches, "")
             build_s = t_ingest + t_compact
             result["build"] = {
                 "docs": n,
@@ -466,11 +473,15 @@ def main() -> None:
         del anchor
         result["graphs"] = sweeps
         if "qdrant" in args.backend:
-            result["qdrant_edge"] = compare_edge(collection, args, queries, truth, id_to_row, k, work)
+            result["qdrant_edge"] = compare_edge(
+                collection, args, queries, truth, id_to_row, k, work, batches
+            )
             if not args.keep:  # its disk (14 KB a document) before the edge collection is built
                 shutil.rmtree(work / "edge", ignore_errors=True)
         if "edge" in args.backend:
-            result["edge"] = compare_edge_collection(collection, args, queries, truth, id_to_row, k, work)
+            result["edge"] = compare_edge_collection(
+                collection, args, queries, truth, id_to_row, k, work, batches
+            )
         # ---- filtered hybrid search: the first query of each filter, then repeats -------------------------------
         for name, spec in FILTERS:
             first, repeat = [], []
@@ -575,6 +586,7 @@ def main() -> None:
         }
     finally:
         collection.close()
+        shutil.rmtree(work / "batches", ignore_errors=True)
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     result["peak_rss_gb"] = peak_rss_gb()
@@ -598,18 +610,44 @@ def bulk_load_segments(n: int, batch: int, flush_docs: int | None = None) -> tup
     return flush_docs, min(flush_docs + batch, n)
 
 
-def bulk_load(collection, corpus, args, label: str, compact: bool = True) -> tuple[float, float]:
-    """Upsert the corpus in batches, then compact (unless not `compact`): (ingest seconds without generating
-    the data, compaction s)."""
-    n = args.docs
-    t0, gen_s = time.perf_counter(), 0.0
-    for start in range(0, n, args.batch):
-        g = time.perf_counter()
-        docs = corpus.batch(start, min(args.batch, n - start), args.colbert_every, args.colbert_tokens)
-        gen_s += time.perf_counter() - g
+def write_batches(directory: Path, args: argparse.Namespace) -> list[Path]:
+    """Generate the corpus's upsert batches once, before any build is timed: one pickle a batch in `directory`.
+
+    Builds read them back inside their timing (`read_batches`), alike for every engine. Generated inside the
+    builds (until 2026-12-04), data generation (~0.54 s a batch of 10,000) was counted in Qdrant Edge's ingest
+    (~40% of it at 100k) and left out of local's, whose background graph thread linked meanwhile: 3.3 s of
+    a 26 s build at 100k done off the clock."""
+    corpus = Corpus(dense_model(args), args.colbert_dim, args.vocab, args.nnz)
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for start in range(0, args.docs, args.batch):
+        docs = corpus.batch(
+            start, min(args.batch, args.docs - start), args.colbert_every, args.colbert_tokens
+        )
+        paths.append(directory / f"{start:010d}.pkl")
+        with paths[-1].open("wb") as f:
+            pickle.dump(docs, f, protocol=pickle.HIGHEST_PROTOCOL)
+        print(f"\rgenerated {start + len(docs):,}/{args.docs:,}", end="", file=sys.stderr, flush=True)
+    print(file=sys.stderr)
+    return paths
+
+
+def read_batches(paths: list[Path]) -> Iterator[list[dict]]:
+    """The batches `write_batches` wrote, in order."""
+    for path in paths:
+        with path.open("rb") as f:
+            yield pickle.load(f)
+
+
+def bulk_load(collection, batches: list[Path], label: str, compact: bool = True) -> tuple[float, float]:
+    """Upsert the batches (read from their files inside the timing), then compact (unless not `compact`):
+    (ingest seconds, compaction s)."""
+    t0, done = time.perf_counter(), 0
+    for docs in read_batches(batches):
         collection.upsert(docs)
-        print(f"\r{label}ingested {start + len(docs):,}/{n:,}", end="", file=sys.stderr, flush=True)
-    t_ingest = time.perf_counter() - t0 - gen_s
+        done += len(docs)
+        print(f"\r{label}ingested {done:,}", end="", file=sys.stderr, flush=True)
+    t_ingest = time.perf_counter() - t0
     print(file=sys.stderr)
     t1 = time.perf_counter()
     if compact:
@@ -617,7 +655,9 @@ def bulk_load(collection, corpus, args, label: str, compact: bool = True) -> tup
     return t_ingest, time.perf_counter() - t1
 
 
-def compare_edge(collection, args, queries, truth, id_to_row, k: int, work: Path) -> dict:
+def compare_edge(
+    collection, args, queries, truth, id_to_row, k: int, work: Path, batches: list[Path]
+) -> dict:
     """The same documents in Qdrant Edge (benchmarks/edge_backend.py): build time and size, then every
     hybrid mode on both backends, queries interleaved (local, Edge, next mode...) at each efSearch."""
     import qdrant_edge as qe
@@ -626,7 +666,7 @@ def compare_edge(collection, args, queries, truth, id_to_row, k: int, work: Path
     # Built in a child process: the engine's optimizer peak and this process's local collection do not add up
     # (at 1M both in one process were OOM-killed on a 24 GB machine); the parent opens the finished shard.
     quantized = args.dense_index == "hnsw-sq8"
-    built = in_child(build_edge_shard, work / "edge", args)
+    built = in_child(build_edge_shard, work / "edge", args, batches)
     built["bytes_per_doc"] = dir_bytes(work / "edge") / args.docs
     print(f"Qdrant Edge built in {built['total_s']:.0f} s", file=sys.stderr, flush=True)
     shard = qe.EdgeShard.load(str(work / "edge"))
@@ -653,19 +693,20 @@ def compare_edge(collection, args, queries, truth, id_to_row, k: int, work: Path
     }
 
 
-def build_edge_shard(path: Path, args: argparse.Namespace) -> dict:
-    """Build the Qdrant Edge shard of `args`' corpus at `path` (the same documents, regenerated from the seed)
-    and close it: the build record, with this process's peak RSS."""
+def build_edge_shard(path: Path, args: argparse.Namespace, batches: list[Path]) -> dict:
+    """Build the Qdrant Edge shard of the batches at `path` (read inside the timing, as local's) and close it:
+    the build record, with this process's peak RSS."""
     from edge_backend import build
 
-    n, (m, ef_construction) = args.docs, parse_graph(args.graphs[0])
-    corpus = Corpus(dense_model(args), args.colbert_dim, args.vocab, args.nnz)
-    batches = (
-        corpus.batch(start, min(args.batch, n - start), args.colbert_every, args.colbert_tokens)
-        for start in range(0, n, args.batch)
-    )
+    m, ef_construction = parse_graph(args.graphs[0])
     shard, built = build(
-        path, batches, args.dim, m, ef_construction, args.dense_index == "hnsw-sq8", args.edge_documents
+        path,
+        read_batches(batches),
+        args.dim,
+        m,
+        ef_construction,
+        args.dense_index == "hnsw-sq8",
+        args.edge_documents,
     )
     shard.close()
     return {**built, "build_peak_rss_gb": peak_rss_gb()}
@@ -677,14 +718,16 @@ def peak_rss_gb() -> float:
     return _status_gb("VmHWM")
 
 
-def compare_edge_collection(collection, args, queries, truth, id_to_row, k: int, work: Path) -> dict:
+def compare_edge_collection(
+    collection, args, queries, truth, id_to_row, k: int, work: Path, batches: list[Path]
+) -> dict:
     """The same documents in an m3search edge collection (`Collection.create(..., backend="edge")`, the
     product's edge backend): build time (upserts of `--batch` documents, each durable, then `compact`), size and
     peak RSS, built in a child process; the memory of a process that opens each collection and runs the
     queries; then every mode, ColBERT re-rank included, on both collections, queries interleaved at each
     efSearch."""
     path = work / "edge-collection"
-    built = in_child(build_edge_collection, path, args)
+    built = in_child(build_edge_collection, path, args, batches)
     print(f"edge collection built in {built['total_s']:.0f} s", file=sys.stderr, flush=True)
     # one backend per fresh process (Edge lets one process open a collection at a time: before the parent does)
     rss = {
@@ -717,10 +760,11 @@ def in_child(fn, *args):
         return pool.submit(fn, *args).result()
 
 
-def build_edge_collection(path: Path, args: argparse.Namespace, compact: bool = True) -> dict:
-    """Build the edge collection of `args`' corpus at `path` (the same documents, regenerated from the seed;
-    compacted unless not `compact`) and close it: the build record, with this process's peak RSS (imports,
-    data generation, the build)."""
+def build_edge_collection(
+    path: Path, args: argparse.Namespace, batches: list[Path], compact: bool = True
+) -> dict:
+    """Build the edge collection of the batches at `path` (read inside the timing, as local's; compacted
+    unless not `compact`) and close it: the build record, with this process's peak RSS (imports, the build)."""
     n, (m, ef_construction) = args.docs, parse_graph(args.graphs[0])
     edge = Collection.create(
         path,
@@ -733,8 +777,7 @@ def build_edge_collection(path: Path, args: argparse.Namespace, compact: bool = 
         cache=False,
     )
     try:
-        corpus = Corpus(dense_model(args), args.colbert_dim, args.vocab, args.nnz)
-        t_ingest, t_compact = bulk_load(edge, corpus, args, "edge: ", compact)
+        t_ingest, t_compact = bulk_load(edge, batches, "edge: ", compact)
         stats = edge.stats()
     finally:
         edge.close()
