@@ -21,15 +21,14 @@ import threading
 from typing import Any
 
 import faiss
-import numba
 import numpy as np
 from llvmlite import binding, ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
 from m3search.index import heap
+from m3search.index.heap import jit
 
-jit = numba.njit(cache=True, nogil=True)
 #: Dimensions a distance takes per step; graphs of other widths are walked by faiss.
 STEP = 32
 #: An unfiltered walk's row mask, and the node -> row map of a graph in row order.

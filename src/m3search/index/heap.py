@@ -6,6 +6,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+#: How the index's compiled kernels are compiled: cached on disk (a process loads them, ~0.3 s), the GIL released.
 jit = numba.njit(cache=True, nogil=True)
 
 

@@ -14,10 +14,9 @@ largest possible *computed* score stays below the k-th best, so rounding can nev
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 
-from m3search.index.heap import sift_down
+from m3search.index.heap import jit, sift_down
 
 #: Rows per block: a posting stores its row's offset within the block as uint16 (`SparseIndex`'s layout).
 BLOCK_BITS = 16
@@ -25,8 +24,6 @@ BLOCK_ROWS = 1 << BLOCK_BITS
 #: A float32 product or sum rounds up by at most this factor (round to nearest: 2^-24 relative).
 _ROUND_UP = 2.0**-24
 _NEVER = -np.inf
-
-jit = numba.njit(cache=True, nogil=True)
 
 
 @jit
