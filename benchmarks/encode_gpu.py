@@ -16,7 +16,6 @@ Writes benchmarks/results/encode_gpu-<time>.json and prints Markdown tables.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import subprocess
@@ -37,10 +36,8 @@ from encode_speed import (
     _start,
     _stop,
     cpu_info,
-    full_size_model,
     long_document,
-    scifact_abstracts,
-    workload_flops,
+    workload,
     write_report,
 )
 
@@ -188,8 +185,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import torch
 
-    from m3search.encoders.transformer import load_tokenizer
-
     if not torch.cuda.is_available():
         sys.exit("encode_gpu.py needs a CUDA GPU (benchmarks/encode_speed.py measures CPUs)")
     gpu = gpu_info()
@@ -198,13 +193,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"{gpu['name']}: " + ", ".join(f"{p} {gemm[p]['tflops']:.0f} TFLOP/s" for p in PRECISIONS),
         file=sys.stderr,
     )
-    path = full_size_model(args.model_dir)
-    (WORK / "outputs").mkdir(parents=True, exist_ok=True)
-    tokenizer = load_tokenizer(path)
-    texts = scifact_abstracts(args.docs, corpus=args.corpus)
-    lengths = [min(len(ids), args.max_length) for ids in tokenizer(texts)["input_ids"]]
-    tokens = sum(lengths)
-    flops = sum(workload_flops(json.loads((path / "config.json").read_text()), lengths).values())
+    path, tokenizer, texts, lengths, parts = workload(args)
+    tokens, flops = sum(lengths), sum(parts.values())
     names = [n.strip() for n in args.runtimes.split(",") if n.strip()]
 
     threads = torch.get_num_threads()

@@ -78,6 +78,25 @@ def long_document(tokenizer: Any, tokens: int = LONG_TOKENS, corpus: Path = SCIF
     return "\n".join(parts)
 
 
+def workload(args: argparse.Namespace) -> tuple[Path, Any, list[str], list[int], dict[str, float]]:
+    """What the runtimes encode: the model (built once), its tokenizer, `args.docs` abstracts from
+    `args.corpus`, their token lengths (at most `args.max_length`) and the FLOPs of encoding them."""
+    from m3search.encoders.transformer import load_tokenizer
+
+    path = full_size_model(args.model_dir)
+    (WORK / "outputs").mkdir(parents=True, exist_ok=True)
+    tokenizer = load_tokenizer(path)
+    texts = scifact_abstracts(args.docs, corpus=args.corpus)
+    lengths = [min(len(ids), args.max_length) for ids in tokenizer(texts)["input_ids"]]
+    return (
+        path,
+        tokenizer,
+        texts,
+        lengths,
+        workload_flops(json.loads((path / "config.json").read_text()), lengths),
+    )
+
+
 # ---- the machine's ceiling ------------------------------------------------------------------------------
 
 
@@ -416,7 +435,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     import torch
 
     from m3search.encoders.runtimes.hardware import detect_hardware
-    from m3search.encoders.transformer import load_tokenizer
 
     threads = args.threads or torch.get_num_threads()
     ceilings = gemm_ceilings(threads)
@@ -425,13 +443,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "GEMM GFLOP/s (CPU time x threads): " + ", ".join(f"{p} {r:.0f}" for p, r in rates.items()),
         file=sys.stderr,
     )
-    path = full_size_model(args.model_dir)
-    (WORK / "outputs").mkdir(parents=True, exist_ok=True)
-    tokenizer = load_tokenizer(path)
-    texts = scifact_abstracts(args.docs, corpus=args.corpus)
-    lengths = [min(len(ids), args.max_length) for ids in tokenizer(texts)["input_ids"]]
+    path, tokenizer, texts, lengths, flops = workload(args)
     tokens = sum(lengths)
-    flops = workload_flops(json.loads((path / "config.json").read_text()), lengths)
     best_rate = max(rates.values())
     machine_ceiling = tokens / (sum(flops.values()) / (best_rate * 1e9))
     names = [n.strip() for n in args.runtimes.split(",") if n.strip()]
