@@ -38,6 +38,7 @@ from encode_speed import (
     cpu_info,
     long_document,
     workload,
+    workload_record,
     write_report,
 )
 
@@ -242,16 +243,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "command": " ".join([Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:])),
         "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "machine": {"gpu": gpu, "platform": platform.platform(), "cpus": os.cpu_count(), "cpu": cpu_info()},
-        "model": {"path": str(path), "architecture": "bge-m3 full size (random weights, real tokenizer)"},
-        "data": {
-            "docs": len(texts),
-            "tokens": tokens,
-            "max_length": args.max_length,
-            "reps": args.reps,
-            "batch_size": args.batch_size,
-            "outputs": "dense+sparse+colbert",
-            "long_doc_tokens": LONG_TOKENS if args.long_doc else None,
-        },
+        **workload_record(args, path, len(texts), tokens),
         "anchor": ANCHOR,
         "reference": REFERENCE,
         "gemm": gemm,

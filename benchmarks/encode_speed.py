@@ -97,6 +97,23 @@ def workload(args: argparse.Namespace) -> tuple[Path, Any, list[str], list[int],
     )
 
 
+def workload_record(args: argparse.Namespace, path: Path, docs: int, tokens: int) -> dict[str, Any]:
+    """The report's "model" and "data" entries for `workload`'s texts."""
+    return {
+        "model": {"path": str(path), "architecture": "bge-m3 full size (random weights, real tokenizer)"},
+        "data": {
+            "docs": docs,
+            "tokens": tokens,
+            "max_length": args.max_length,
+            "reps": args.reps,
+            "batch_size": args.batch_size,
+            "anchor_batch_size": getattr(args, "anchor_batch_size", args.batch_size),
+            "outputs": "dense+sparse+colbert",
+            "long_doc_tokens": LONG_TOKENS if args.long_doc else None,
+        },
+    }
+
+
 # ---- the machine's ceiling ------------------------------------------------------------------------------
 
 
@@ -518,17 +535,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "cpu": cpu_info(),
             "torch": torch.__version__,
         },
-        "model": {"path": str(path), "architecture": "bge-m3 full size (random weights, real tokenizer)"},
-        "data": {
-            "docs": len(texts),
-            "tokens": tokens,
-            "max_length": args.max_length,
-            "reps": args.reps,
-            "batch_size": args.batch_size,
-            "anchor_batch_size": args.anchor_batch_size,
-            "outputs": "dense+sparse+colbert",
-            "long_doc_tokens": LONG_TOKENS if args.long_doc else None,
-        },
+        **workload_record(args, path, len(texts), tokens),
         "anchor": reference,
         "gemm": ceilings,
         "workload_gflop": {k: v / 1e9 for k, v in flops.items()},
