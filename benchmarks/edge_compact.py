@@ -94,7 +94,7 @@ def main() -> None:
         "machine": {"platform": platform.platform(), "cpu": cpu_record()},
     }
     try:
-        batches = write_batches(work / "batches", args)
+        batches = write_batches(work / "batches", corpus(args), args)
         t = time.perf_counter()
         result["written"] = in_child(build_edge_collection, written, args, batches, False)
         shutil.rmtree(work / "batches")

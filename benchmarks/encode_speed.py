@@ -279,8 +279,13 @@ class _Ours:
         self.encoder = BGEM3Encoder(path, runtime=runtime, device=device)
         self.batch_size = batch_size
         if serial:
-            rt = self.encoder.runtime
-            rt.submit = lambda *a, _submit=rt.submit, **k: (lambda out: lambda: out)(_submit(*a, **k)())
+            submit = self.encoder.runtime.submit
+
+            def wait_each(*args: Any, **kwargs: Any) -> Any:
+                out = submit(*args, **kwargs)()
+                return lambda: out
+
+            self.encoder.runtime.submit = wait_each
 
     def encode(self, texts: list[str], max_length: int) -> Any:
         return self.encoder.encode(

@@ -376,7 +376,7 @@ def main() -> None:
     }
     flush_docs, min_rows = bulk_load_segments(n, args.batch, args.flush_docs)
     started = time.perf_counter()
-    batches = write_batches(work / "batches", args)
+    batches = write_batches(work / "batches", corpus, args)
     result["data_generation_s"] = time.perf_counter() - started
     m, ef_construction = graphs[0]
     hnsw = {"m": m, "ef_construction": ef_construction, "ef_search": args.ef_search[0], "min_rows": min_rows}
@@ -610,14 +610,13 @@ def bulk_load_segments(n: int, batch: int, flush_docs: int | None = None) -> tup
     return flush_docs, min(flush_docs + batch, n)
 
 
-def write_batches(directory: Path, args: argparse.Namespace) -> list[Path]:
+def write_batches(directory: Path, corpus: Corpus, args: argparse.Namespace) -> list[Path]:
     """Generate the corpus's upsert batches once, before any build is timed: one pickle a batch in `directory`.
 
     Builds read them back inside their timing (`read_batches`), alike for every engine. Generated inside the
     builds (until 2026-12-04), data generation (~0.54 s a batch of 10,000) was counted in Qdrant Edge's ingest
     (~40% of it at 100k) and left out of local's, whose background graph thread linked meanwhile: 3.3 s of
     a 26 s build at 100k done off the clock."""
-    corpus = Corpus(dense_model(args), args.colbert_dim, args.vocab, args.nnz)
     directory.mkdir(parents=True, exist_ok=True)
     paths = []
     for start in range(0, args.docs, args.batch):

@@ -311,11 +311,12 @@ class TransformerEncoder(TextEncoder):
                     dense_rows[j] = out.dense[row].copy()
                 if out.token_weights is not None:
                     sparse_rows[j] = self._lexical_weights(ids[row, :length], out.token_weights[row, :length])
-                if out.colbert is not None:
+                if out.colbert is not None:  # copies: the batch's arrays go back to the runtime
                     rows = out.colbert[row, : length - 1]
                     if pieces[j].cls_positions is not None:  # the inserted CLS tokens are no text tokens
-                        rows = np.delete(rows, pieces[j].cls_positions[1:] - 1, axis=0)
-                    colbert_rows[j] = np.array(rows)  # a copy: the batch's arrays go back to the runtime
+                        colbert_rows[j] = np.delete(rows, pieces[j].cls_positions[1:] - 1, axis=0)
+                    else:
+                        colbert_rows[j] = rows.copy()
             bar.update(int(lengths[batch].sum()))
 
         with tqdm(

@@ -1,4 +1,4 @@
-"""A compiled walk of faiss HNSW graphs over byte codes (numba): the same search as faiss's, 0.67-0.74x its time.
+"""A compiled walk of faiss HNSW graphs over byte codes (numba): the same search as faiss's, 0.67-0.85x its time.
 
 faiss's walk computes one distance at a time and reads each neighbour's 1 KiB of codes only when it gets to it,
 so a walk waits on memory most of its time; its byte-code distance is AVX2-wide. This walk runs the same
@@ -9,9 +9,10 @@ codes at once (`_prefetch`), so their reads overlap. Distances are integer squar
 (`ByteCodes`), exact, so both walks meet the same nodes; only their order among equal distances may differ.
 
 Hand-written because the walk is the dense search's inner loop (issue 20: a `DenseIndex.search` at 100k, efSearch
-128, 0.30 against faiss's 0.45 CPU ms; `benchmarks/graph_walk.py`, docs/INDEX.md) and faiss offers no prefetching walk. The distance is AVX2's `pmaddwd`
-emitted directly (`_squared_distance`; LLVM vectorizes the plain loop inside the walk ~4x slower), so the walk is
-used on x86-64 CPUs with AVX2 (`available`), and faiss's search elsewhere.
+128, 0.30 against faiss's 0.37-0.45 CPU ms in two runs; `benchmarks/graph_walk.py`, docs/INDEX.md) and faiss
+offers no prefetching walk. The distance is AVX2's `pmaddwd` emitted directly (`_squared_distance`; LLVM
+vectorizes the plain loop inside the walk ~4x slower), so the walk is used on x86-64 CPUs with AVX2
+(`available`), and faiss's search elsewhere.
 """
 
 from __future__ import annotations
