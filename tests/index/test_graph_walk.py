@@ -10,7 +10,7 @@ import numba
 import numpy as np
 import pytest
 
-from m3search.index import graph_walk
+from m3search.index import graph_build, graph_walk
 from m3search.index.dense import ByteCodes, DenseIndex, HNSWParams, build_ann
 from m3search.index.graph_walk import ByteGraphWalk
 
@@ -129,17 +129,17 @@ def test_dense_index_walks_compiled_where_it_can_and_faiss_elsewhere() -> None:
 
 
 @needs_avx2
-def test_the_walk_compiled_ahead_serves_a_loaded_graph_without_compiling_again(tmp_path) -> None:
-    """`compile_walk` (run at install and at server start) compiles the signature a saved, reloaded segment's
-    walk uses: its first query compiles nothing."""
-    graph_walk.compile_walk()
-    compiled = len(graph_walk._walk.signatures)
+def test_the_graph_compiled_ahead_serves_builds_and_loaded_graphs_without_compiling_again(tmp_path) -> None:
+    """`compile_graph` (run at install and at server start) compiles the signatures a segment's build links
+    with and a saved, reloaded segment's walk uses: neither compiles anything."""
+    graph_build.compile_graph()
+    compiled = len(graph_walk._walk.signatures), len(graph_build._insert_nodes.signatures)
     built = DenseIndex.build(unit_rows(1_000, 8), "hnsw-sq8", PARAMS)
     built.save(tmp_path)
     loaded = DenseIndex.load(tmp_path, PARAMS)
     rows, _ = loaded.search(unit_rows(1, 9)[0], 10)
     assert len(rows) == 10 and loaded._graph_codes()[1] is not None
-    assert len(graph_walk._walk.signatures) == compiled
+    assert (len(graph_walk._walk.signatures), len(graph_build._insert_nodes.signatures)) == compiled
 
 
 @pytest.mark.parametrize("walk_order", [True, False], ids=["walk order", "row order"])

@@ -25,7 +25,7 @@ import numpy as np
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import breadth_first_order
 
-from m3search.index import graph_walk
+from m3search.index import graph_build, graph_walk
 from m3search.index.graph_walk import ByteGraphWalk
 from m3search.index.topk import top_k
 from m3search.threads import MADVISE, load_array
@@ -262,8 +262,7 @@ class BackgroundGraph:
                 while start < len(vectors) and not self._stop.is_set():
                     # blocks grow with the graph: each call initializes a lock per node
                     end = start + max(BACKGROUND_BLOCK, graph.ntotal // 500)
-                    block = _contiguous(vectors[start:end])
-                    graph.add(block if codes is None else codes.encode(block))
+                    _add(graph, _contiguous(vectors[start:end]), codes)
                     start = end
         except Exception:  # out of memory, a vanished file: the merge builds its graph itself
             log.exception("linking a graph in the background failed; the merge will build it")
@@ -319,8 +318,18 @@ def use_huge_pages(index: Any) -> int:
 def _add_blocks(index: faiss.Index, vectors: np.ndarray, codes: ByteCodes | None = None) -> None:
     """Add `vectors` (as `codes`, when given) in blocks, so that a memory-mapped source is not copied whole."""
     for start in range(0, len(vectors), _BLOCK):
-        block = _contiguous(vectors[start : start + _BLOCK])
-        index.add(block if codes is None else codes.encode(block))
+        _add(index, _contiguous(vectors[start : start + _BLOCK]), codes)
+
+
+def _add(index: faiss.Index, block: np.ndarray, codes: ByteCodes | None) -> None:
+    """Add the rows `block` to `index` (as `codes`, when given): a graph over byte codes is linked by the compiled
+    insertion where it runs (`graph_build`: 0.57-0.62x faiss's time at 100k), with faiss's OpenMP thread count."""
+    if codes is None:
+        index.add(block)
+    elif isinstance(index, faiss.IndexHNSW) and graph_build.available(index.d):
+        graph_build.add(index, codes.encode(block))
+    else:
+        index.add(codes.encode(block))
 
 
 def _contiguous(x: np.ndarray) -> np.ndarray:

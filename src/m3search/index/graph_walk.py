@@ -280,17 +280,3 @@ class ByteGraphWalk:
             _NO_ORDER if order is None else np.ascontiguousarray(order, dtype=np.int64),
         )  # fmt: skip
         return nodes[:count].astype(np.int64), dists[:count]
-
-
-def compile_walk() -> None:
-    """Compile the walk, or load it from numba's cache (~0.3 s), with the argument types of every graph's: the
-    first compile after an install takes ~3 s; `scripts/install.sh` does it, and a server starts it in the
-    background, so that no query waits for it. Nothing to do where the walk is not used (`available`)."""
-    if not available():
-        return
-    rows = np.random.default_rng(0).integers(0, 256, (64, STEP)).astype(np.float32)
-    sq: Any = faiss.ScalarQuantizer  # its code types are ints, which faiss's stubs do not say
-    index = faiss.IndexHNSWSQ(STEP, sq.QT_8bit_direct, 4, faiss.METRIC_L2)
-    index.train(rows)
-    index.add(rows)
-    ByteGraphWalk(index).search(rows[0].astype(np.uint8), 1, 4)

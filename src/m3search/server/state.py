@@ -14,7 +14,7 @@ from fastapi import Request
 
 from m3search.encoders import TextEncoder
 from m3search.errors import ModelLoadError, ServerBusyError
-from m3search.index.graph_walk import compile_walk
+from m3search.index.graph_build import compile_graph
 from m3search.index.sparse import compile_query_path
 from m3search.server.batching import MicroBatcher
 from m3search.server.catalog import Catalog
@@ -38,9 +38,9 @@ class ServerState:
 
     async def start(self) -> None:
         """Start the batcher now if the encoder was given, else load the model in a thread first; compile the
-        sparse search and the graph walk in the background meanwhile (only once per install; `compile_query_path`,
-        `compile_walk`)."""
-        for compile_ in (compile_query_path, compile_walk):
+        sparse search and the graph's walk and insertion in the background meanwhile (only once per install;
+        `compile_query_path`, `compile_graph`)."""
+        for compile_ in (compile_query_path, compile_graph):
             threading.Thread(target=compile_, name="m3search-compile", daemon=True).start()
         if self.encoder is not None:
             await self._start_batcher()
