@@ -1,6 +1,7 @@
 """Which codes to link an HNSW graph over, and to walk it over (issue 20): the same graph built over byte codes
-compared by integer distance (`ByteCodes`, what `build_ann` uses for unit vectors since 2026-12-04), float16
-copies, 8-bit codes with one range (`QT_8bit_uniform`, used 2026-12-03 to 12-04) and SQ8 with per-dimension
+compared by integer distance (`ByteCodes`, what `build_ann` uses for unit vectors since 2026-12-04), linked by
+the compiled insertion (`graph_build`, what `build_ann` uses since 2026-12-04, night) and by faiss's `add`,
+float32 and float16 copies, 8-bit codes with one range (`QT_8bit_uniform`, used 2026-12-03 to 12-04) and SQ8 with per-dimension
 ranges, each searched as `DenseIndex` does (candidates re-ranked exactly) over its own codes and kept over SQ8
 storage (what `hnsw-sq8` walked until 2026-12-03, late), on a kept collection's vectors, at each `--ef-search`;
 also byte codes with base-layer lists kept full (faiss's `keep_max_size_level0`, not used by `build_ann`), and
@@ -10,7 +11,8 @@ query, each query searched once per walk, and their p50 is of the CPU time a sea
 
     PYTHONPATH=src python benchmarks/index_speed.py --docs 100000 --backend qdrant --ef-search 128 \\
         --graphs 16:100 --keep --workdir DIR
-    PYTHONPATH=src:benchmarks python benchmarks/graph_builders.py DIR/m3s-bench-*/collection
+    PYTHONPATH=src:benchmarks python benchmarks/graph_builders.py DIR/m3s-bench-*/collection \\
+        [--builders bytes bytes_faiss_add float32]
 
 Prints a table and writes benchmarks/results/graph_builders-<docs><tag>.json.
 """
@@ -21,6 +23,7 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import faiss
 import numpy as np
@@ -31,33 +34,47 @@ from layer_cost import only_segment
 from m3search import Collection
 from m3search.index.dense import ByteCodes, DenseIndex, HNSWParams, _add_blocks, _new_graph
 
-#: name -> (faiss code type, None: `ByteCodes`, as `build_ann` links unit vectors; whether faiss fills each
-#: base-layer list up to 2M with the nearest candidates the neighbour heuristic rejected, `keep_max_size_level0`)
-BUILDERS = {
-    "bytes": (None, False),
-    "bytes_full_level0": (None, True),
-    "float16": (faiss.ScalarQuantizer.QT_fp16, False),
-    "8bit_uniform": (faiss.ScalarQuantizer.QT_8bit_uniform, False),
-    "sq8": (faiss.ScalarQuantizer.QT_8bit, False),
+#: name -> (faiss code type, None: `ByteCodes`, as `build_ann` links unit vectors, "float32": faiss's flat
+#: storage; whether faiss fills each base-layer list up to 2M with the nearest candidates the neighbour heuristic
+#: rejected, `keep_max_size_level0`; whether faiss's own `add` links byte codes instead of the compiled insertion,
+#: `graph_build`, which `build_ann` uses)
+BUILDERS: dict[str, tuple[int | str | None, bool, bool]] = {
+    "bytes": (None, False, False),
+    "bytes_faiss_add": (None, False, True),
+    "bytes_full_level0": (None, True, True),
+    "float32": ("float32", False, True),
+    "float16": (faiss.ScalarQuantizer.QT_fp16, False, True),
+    "8bit_uniform": (faiss.ScalarQuantizer.QT_8bit_uniform, False, True),
+    "sq8": (faiss.ScalarQuantizer.QT_8bit, False, True),
 }
 #: Queries whose exhaustive scan of a graph's codes times one distance (`scan_ns`).
 SCAN_QUERIES = 8
+#: Rows linked per call, as `build_ann` adds them.
+BLOCK = 65_536
 
 
 def build(
-    vectors: np.ndarray, codes: int | None, full_level0: bool, params: HNSWParams
+    vectors: np.ndarray, codes: int | str | None, full_level0: bool, faiss_add: bool, params: HNSWParams
 ) -> tuple[faiss.Index, float, float]:
-    """A graph linked over `codes` (None: `ByteCodes`), over those codes: (index, wall s, CPU s of linking)."""
+    """A graph linked over `codes` (None: `ByteCodes`; "float32": the vectors), over those codes, by faiss's
+    `add` or (`faiss_add` false, byte codes only) the compiled insertion: (index, wall s, CPU s of linking)."""
     byte_codes = ByteCodes.fit(vectors) if codes is None else None
+    builder: Any
     if codes is None:
         builder = _new_graph(vectors, params, byte_codes)
+    elif codes == "float32":
+        builder = faiss.IndexHNSWFlat(vectors.shape[1], params.m, faiss.METRIC_INNER_PRODUCT)
     else:
         builder = faiss.IndexHNSWSQ(vectors.shape[1], codes, params.m, faiss.METRIC_INNER_PRODUCT)
         builder.train(vectors)
-        builder.hnsw.efConstruction = params.ef_construction
+    builder.hnsw.efConstruction = params.ef_construction
     builder.keep_max_size_level0 = full_level0
     wall, cpu = time.perf_counter(), time.process_time()
-    _add_blocks(builder, vectors, byte_codes)
+    if byte_codes is not None and faiss_add:
+        for start in range(0, len(vectors), BLOCK):
+            builder.add(byte_codes.encode(vectors[start : start + BLOCK]))
+    else:
+        _add_blocks(builder, vectors, byte_codes)
     return builder, time.perf_counter() - wall, time.process_time() - cpu
 
 
@@ -114,6 +131,7 @@ def main() -> None:
     ap.add_argument("--m", type=int, default=16)
     ap.add_argument("--ef-construction", type=int, default=100)
     ap.add_argument("--ef-search", type=int, nargs="+", default=[128])
+    ap.add_argument("--builders", nargs="+", choices=list(BUILDERS), default=list(BUILDERS))
     ap.add_argument("--tag", default="", help="appended to the result's name")
     args = ap.parse_args()
     collection = Collection.open(args.collection, readonly=True, cache=False)
@@ -122,10 +140,10 @@ def main() -> None:
     queries = np.stack([q["dense"] for q in kept_corpus_queries(args.queries, 32)]).astype(np.float32)
     truth = np.argsort(-(queries @ vectors.T), axis=1)[:, :10]
     params = HNSWParams(m=args.m, ef_construction=args.ef_construction)
-    runs: dict[str, list[dict]] = {name: [] for name in BUILDERS}
+    runs: dict[str, list[dict]] = {name: [] for name in args.builders}
     for _ in range(args.rounds):
-        for name, (codes, full_level0) in BUILDERS.items():
-            graph, wall, cpu = build(vectors, codes, full_level0, params)
+        for name in args.builders:
+            graph, wall, cpu = build(vectors, *BUILDERS[name], params)
             scan = scan_ns(graph, queries[:SCAN_QUERIES])
             indexes = {
                 "own": DenseIndex(vectors, graph, params),
