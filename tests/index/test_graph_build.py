@@ -126,3 +126,18 @@ def test_build_ann_links_byte_codes_with_the_compiled_insertion(monkeypatch):
     assert sum(calls) == len(vectors) == index.ntotal
     codes = ByteCodes.of(index)
     assert codes is not None and recall(index, codes, vectors, queries, 256) >= 0.93  # the codes allow 0.96
+
+
+def test_full_base_layer_lists_hold_more_links():
+    """With faiss's `keep_max_size_level0` the compiled insertion fills base-layer lists with the nearest
+    candidates the heuristic rejected, as faiss's `add` does: more links per node (not `build_ann`'s default:
+    on these clustered 64-d rows they cost recall; docs/INDEX.md)."""
+    vectors = unit_rows(6000, 5)
+    degrees = []
+    for full in (False, True):
+        graph, codes = empty_graph(vectors)
+        graph.keep_max_size_level0 = full
+        graph_build.add(graph, codes.encode(vectors), threads=2)
+        degrees.append(np.mean([len(lists[0]) for lists in link_lists(graph)]))
+    assert degrees[1] >= 0.75 * 2 * PARAMS.m > degrees[0]
+    assert not build_ann(vectors, "hnsw-sq8", PARAMS).keep_max_size_level0

@@ -323,18 +323,13 @@ def _add_blocks(index: faiss.Index, vectors: np.ndarray, codes: ByteCodes | None
 
 def _add(index: faiss.Index, block: np.ndarray, codes: ByteCodes | None) -> None:
     """Add the rows `block` to `index` (as `codes`, when given): a graph over byte codes is linked by the compiled
-    insertion where it runs (`graph_build`: 0.57-0.62x faiss's time at 100k), with faiss's OpenMP thread count,
-    unless asked to keep base-layer lists full (faiss's `keep_max_size_level0`, which it does not do)."""
+    insertion where it runs (`graph_build`: 0.57-0.62x faiss's time at 100k), with faiss's OpenMP thread count."""
     if codes is None:
         index.add(block)
-    elif isinstance(index, faiss.IndexHNSW) and graph_build.available(index.d) and not _keeps_full(index):
+    elif isinstance(index, faiss.IndexHNSW) and graph_build.available(index.d):
         graph_build.add(index, codes.encode(block))
     else:
         index.add(codes.encode(block))
-
-
-def _keeps_full(index: Any) -> bool:
-    return bool(index.keep_max_size_level0)
 
 
 def _contiguous(x: np.ndarray) -> np.ndarray:

@@ -153,15 +153,17 @@ def _search_level(
 
 
 @jit
-def _select(codes: np.ndarray, keys: np.ndarray, n: int, size: int, out: np.ndarray) -> int:
+def _select(codes: np.ndarray, keys: np.ndarray, n: int, size: int, out: np.ndarray, full: bool) -> int:
     """faiss's neighbour heuristic over the `n` candidates `keys` (nearest first): keep a candidate unless one
-    already kept is nearer to it than the node is, up to `size`; all of them when fewer than `size`. Returns how
+    already kept is nearer to it than the node is, up to `size`; all of them when fewer than `size`. `full`:
+    then fill up to `size` with the nearest of those it rejected (faiss's `keep_max_size_level0`). Returns how
     many were kept into `out`."""
     if n < size:
         for i in range(n):
             out[i] = keys[i] & _MASK
         return n
-    kept = 0
+    kept, n_rejected = 0, 0
+    rejected = np.empty(n if full else 0, np.int64)
     for i in range(n):
         v, d = keys[i] & _MASK, keys[i] >> 32
         row = codes[v]
@@ -174,7 +176,13 @@ def _select(codes: np.ndarray, keys: np.ndarray, n: int, size: int, out: np.ndar
             out[kept] = v
             kept += 1
             if kept >= size:
-                break
+                return kept
+        elif full:
+            rejected[n_rejected] = v
+            n_rejected += 1
+    for i in range(min(n_rejected, size - kept)):
+        out[kept] = rejected[i]
+        kept += 1
     return kept
 
 
@@ -189,11 +197,12 @@ def _add_link(
     target: int,
     keys: np.ndarray,
     kept: np.ndarray,
+    full: bool,
 ) -> None:
     """Link `source` to `target` in the list `links[begin : begin + width]` (faiss's `add_link`): into its first
-    free slot, or, when full, the list and the target compete under the heuristic for `pruned` slots (the rest
-    left free: faiss's headroom, so the next links do not prune again at once). The caller holds `source`'s
-    lock."""
+    free slot, or, when full, the list and the target compete under the heuristic (`full`: and its fill) for
+    `pruned` slots (the rest left free: faiss's headroom, so the next links do not prune again at once). The
+    caller holds `source`'s lock."""
     end = begin + width
     for j in range(begin, end):
         if links[j] == target:
@@ -214,7 +223,7 @@ def _add_link(
         v = links[begin + t]
         keys[t + 1] = _key(_squared_distance(codes[v], row), v)
     keys[: width + 1].sort()
-    count = _select(codes, keys, width + 1, pruned, kept)
+    count = _select(codes, keys, width + 1, pruned, kept, full)
     for t in range(width):
         links[begin + t] = kept[t] if t < count else -1
 
@@ -232,12 +241,15 @@ def _insert_nodes(
     top_level: int,
     ef: int,
     headroom: float,
+    full_base: bool,
     locks: np.ndarray,
     visited: np.ndarray,
 ) -> None:
     """Insert the nodes of `nodes` that this thread takes from `counter` (faiss's `add_with_locks` each): their
     codes are in `codes` and their empty lists allocated; `entry` on `top_level` is the graph's entry point.
-    `levels[v]` is the number of levels node v is on (faiss's)."""
+    `levels[v]` is the number of levels node v is on (faiss's). `full_base`: base-layer lists are filled up to
+    their width with candidates the heuristic rejected (faiss's `keep_max_size_level0`, which faiss applies to
+    nodes of the base layer only)."""
     width0 = per_level[1] - per_level[0]
     found = np.empty(max(ef, 1), np.int64)
     keys = np.empty(width0 + 1, np.int64)
@@ -271,18 +283,30 @@ def _insert_nodes(
             n = _search_level(
                 codes, links, offsets, level_start, width, query, nearest, nearest_d, ef, visited, mark, found
             )
-            count = _select(codes, found, n, width, chosen)
+            full = full_base and at == 0
+            count = _select(codes, found, n, width, chosen, full)
             pruned = max(1, int(width - width * headroom))
             _lock(locks, node)
             for t in range(count):
                 _add_link(
-                    codes, links, offsets[node] + level_start, width, pruned, node, chosen[t], keys, kept
+                    codes,
+                    links,
+                    offsets[node] + level_start,
+                    width,
+                    pruned,
+                    node,
+                    chosen[t],
+                    keys,
+                    kept,
+                    full,
                 )
             _unlock(locks, node)
             for t in range(count):
                 other = chosen[t]
                 _lock(locks, other)
-                _add_link(codes, links, offsets[other] + level_start, width, pruned, other, node, keys, kept)
+                _add_link(
+                    codes, links, offsets[other] + level_start, width, pruned, other, node, keys, kept, full
+                )
                 _unlock(locks, other)
 
 
@@ -345,7 +369,8 @@ def add(index: Any, codes: np.ndarray, threads: int | None = None) -> None:
     order = _faiss_order(levels[first:] - 1, first)
     entry, top = int(hnsw.entry_point), int(hnsw.max_level)
     locks = np.zeros(total, np.int32)
-    settings = (int(hnsw.efConstruction), float(np.clip(hnsw.prune_headroom, 0.0, 0.5)), locks)
+    headroom = float(np.clip(hnsw.prune_headroom, 0.0, 0.5))
+    settings = (int(hnsw.efConstruction), headroom, bool(index.keep_max_size_level0), locks)
 
     def insert(nodes: np.ndarray, workers: int) -> None:
         counter = np.zeros(1, np.int64)
