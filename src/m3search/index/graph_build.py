@@ -27,7 +27,7 @@ from numba.core import cgutils, types
 from numba.extending import intrinsic
 
 from m3search.index import graph_walk, heap
-from m3search.index.graph_walk import _key, _prefetch, _squared_distance
+from m3search.index.graph_walk import _key, _prefetch, _squared_distance, descend, fresh_neighbours, room
 from m3search.index.heap import jit
 
 _MASK = 0xFFFFFFFF  # a `_key`'s node
@@ -109,7 +109,6 @@ def _search_level(
     heap.push(best, 0, -first)
     n_open, n_best = 1, 1
     visited[entry] = mark
-    row_bytes = codes.shape[1]
     while n_open > 0:
         nearest = open_[0]
         if nearest > -best[0]:
@@ -118,23 +117,9 @@ def _search_level(
         n_open -= 1
         if n_open > 0:
             _prefetch(links, offsets[open_[0] & _MASK] + level_start)
-        n_fresh = 0
-        base = offsets[nearest & _MASK] + level_start
-        for j in range(base, base + width):
-            v = links[j]
-            if v < 0:
-                break
-            if visited[v] != mark:
-                visited[v] = mark
-                fresh[n_fresh] = v
-                n_fresh += 1
-                row = codes[v]
-                for byte in range(0, row_bytes, 64):
-                    _prefetch(row, byte)
-        if n_open + n_fresh > len(open_):
-            grown = np.empty(2 * len(open_), np.int64)
-            grown[:n_open] = open_[:n_open]
-            open_ = grown
+        start = offsets[nearest & _MASK] + level_start
+        n_fresh = fresh_neighbours(codes, links, start, width, visited, mark, fresh)
+        open_ = room(open_, n_open, n_fresh)
         for t in range(n_fresh):
             v = fresh[t]
             key = _key(_squared_distance(codes[v], query), v)
@@ -262,20 +247,7 @@ def _insert_nodes(
         node = nodes[i]
         query = codes[node]
         level = levels[node] - 1
-        nearest = entry
-        nearest_d = _squared_distance(codes[nearest], query)
-        for upper in range(top_level, level, -1):  # greedy descent (faiss's greedy_update_nearest)
-            moved = True
-            while moved:
-                moved = False
-                base = offsets[nearest]
-                for j in range(base + per_level[upper], base + per_level[upper + 1]):
-                    v = links[j]
-                    if v < 0:
-                        break
-                    d = _squared_distance(codes[v], query)
-                    if d < nearest_d:
-                        nearest, nearest_d, moved = v, d, True
+        nearest, nearest_d = descend(codes, links, offsets, per_level, query, entry, top_level, level)
         for at in range(min(level, top_level), -1, -1):
             level_start, width = per_level[at], per_level[at + 1] - per_level[at]
             mark += 1

@@ -121,6 +121,72 @@ def _key(d: int, v: int) -> np.int64:
 
 
 @jit
+def descend(
+    codes: np.ndarray,
+    links: np.ndarray,
+    offsets: np.ndarray,
+    per_level: np.ndarray,
+    query: np.ndarray,
+    node: int,
+    top_level: int,
+    bottom: int,
+) -> tuple[int, int]:
+    """Greedy descent from `node` through levels `top_level` down to `bottom` + 1, each time to the nearest
+    neighbour until none is nearer (faiss's greedy_update_nearest): the node reached and its distance."""
+    best_d: int = _squared_distance(codes[node], query)
+    for level in range(top_level, bottom, -1):
+        moved = True
+        while moved:
+            moved = False
+            start = offsets[node]
+            for j in range(start + per_level[level], start + per_level[level + 1]):
+                v = links[j]
+                if v < 0:
+                    break
+                d = _squared_distance(codes[v], query)
+                if d < best_d:
+                    node, best_d, moved = v, d, True
+    return node, best_d
+
+
+@jit
+def fresh_neighbours(
+    codes: np.ndarray,
+    links: np.ndarray,
+    start: int,
+    width: int,
+    visited: np.ndarray,
+    mark: int,
+    fresh: np.ndarray,
+) -> int:
+    """A node's links not yet met in this walk (the `width` from `links[start]`, -1 ends them) into `fresh`,
+    marked met, all of their codes' cache lines asked for before any distance; returns how many."""
+    n_fresh = 0
+    for j in range(start, start + width):
+        v = links[j]
+        if v < 0:
+            break
+        if visited[v] != mark:
+            visited[v] = mark
+            fresh[n_fresh] = v
+            n_fresh += 1
+            row = codes[v]
+            for byte in range(0, len(row), 64):
+                _prefetch(row, byte)
+    return n_fresh
+
+
+@jit
+def room(heap_: np.ndarray, size: int, more: int) -> np.ndarray:
+    """`heap_`, or a copy twice as long of its first `size` entries when `more` would not fit after them."""
+    if size + more <= len(heap_):
+        return heap_
+    grown = np.empty(2 * len(heap_), heap_.dtype)
+    grown[:size] = heap_[:size]
+    return grown
+
+
+@jit
 def _walk(
     codes: np.ndarray,
     links: np.ndarray,
@@ -146,20 +212,7 @@ def _walk(
     allows are returned, the nearest of all the base layer's distances as in faiss's filtered search; the walk
     still goes through the others."""
     filtered, ordered = len(allowed) > 0, len(order) > 0
-    best = entry
-    best_d: int = _squared_distance(codes[best], query)
-    for level in range(top_level, 0, -1):  # greedy descent, as faiss's greedy_update_nearest
-        moved = True
-        while moved:
-            moved = False
-            start = offsets[best]
-            for j in range(start + per_level[level], start + per_level[level + 1]):
-                v = links[j]
-                if v < 0:
-                    break
-                d = _squared_distance(codes[v], query)
-                if d < best_d:
-                    best, best_d, moved = v, d, True
+    best, best_d = descend(codes, links, offsets, per_level, query, entry, top_level, 0)
     width = per_level[1] - per_level[0]
     # min-heaps of `_key`s: the nodes to expand; negated, the ef nearest found so far and (filtered) the k
     # nearest allowed
@@ -177,7 +230,6 @@ def _walk(
         heap.push(kept, 0, -first)
         n_kept = 1
     visited[best] = mark
-    row_bytes = codes.shape[1]
     while n_open > 0:
         nearest = open_[0]
         if n_found >= ef and nearest > -found[0]:
@@ -186,23 +238,8 @@ def _walk(
         n_open -= 1
         if n_open > 0:  # the next node's links, read while this one's neighbours are measured
             _prefetch(links, offsets[open_[0] & 0xFFFFFFFF])
-        n_fresh = 0
-        start = offsets[nearest & 0xFFFFFFFF]
-        for j in range(start, start + width):
-            v = links[j]
-            if v < 0:
-                break
-            if visited[v] != mark:
-                visited[v] = mark
-                fresh[n_fresh] = v
-                n_fresh += 1
-                row = codes[v]
-                for byte in range(0, row_bytes, 64):  # all of its codes' cache lines, before any distance
-                    _prefetch(row, byte)
-        if n_open + n_fresh > len(open_):
-            grown = np.empty(2 * len(open_), np.int64)
-            grown[:n_open] = open_[:n_open]
-            open_ = grown
+        n_fresh = fresh_neighbours(codes, links, offsets[nearest & 0xFFFFFFFF], width, visited, mark, fresh)
+        open_ = room(open_, n_open, n_fresh)
         for t in range(n_fresh):
             v = fresh[t]
             key = _key(_squared_distance(codes[v], query), v)
