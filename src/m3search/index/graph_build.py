@@ -126,11 +126,7 @@ def _search_level(
             if n_best < ef or key < -best[0]:
                 heap.push(open_, n_open, key)
                 n_open += 1
-                heap.push(best, n_best, -key)
-                n_best += 1
-                if n_best > ef:
-                    heap.pop(best, n_best)
-                    n_best -= 1
+                n_best = heap.push_bounded(best, n_best, -key, ef)
     for i in range(n_best):
         found[i] = -best[i]
     found[:n_best].sort()

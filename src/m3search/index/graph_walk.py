@@ -244,19 +244,11 @@ def _walk(
             v = fresh[t]
             key = _key(_squared_distance(codes[v], query), v)
             if filtered and (n_kept < k or key < -kept[0]) and allowed[order[v] if ordered else v]:
-                heap.push(kept, n_kept, -key)
-                n_kept += 1
-                if n_kept > k:
-                    heap.pop(kept, n_kept)
-                    n_kept -= 1
+                n_kept = heap.push_bounded(kept, n_kept, -key, k)
             if n_found < ef or key < -found[0]:
                 heap.push(open_, n_open, key)
                 n_open += 1
-                heap.push(found, n_found, -key)
-                n_found += 1
-                if n_found > ef:
-                    heap.pop(found, n_found)
-                    n_found -= 1
+                n_found = heap.push_bounded(found, n_found, -key, ef)
     if filtered:
         found, n_found = kept, n_kept
     while n_found > k:

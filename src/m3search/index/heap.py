@@ -45,3 +45,15 @@ def pop(heap: np.ndarray, size: int) -> None:
     """Drop the smallest value of the min-heap `heap[:size]` (which becomes `heap[:size - 1]`)."""
     heap[0] = heap[size - 1]
     sift_down(heap, 0, size - 1)
+
+
+@jit
+def push_bounded(heap: np.ndarray, size: int, value: float | np.number, limit: int) -> int:
+    """Add `value` to the min-heap `heap[:size]`, then drop its smallest while it holds more than `limit`
+    (a max-heap of negated values keeps the `limit` smallest values seen); returns the new size."""
+    push(heap, size, value)
+    size += 1
+    if size > limit:
+        pop(heap, size)
+        size -= 1
+    return size
