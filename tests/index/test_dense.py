@@ -3,6 +3,9 @@ search."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import faiss
@@ -254,6 +257,37 @@ def test_save_and_load(tmp_path, data):
     assert isinstance(loaded.vectors, np.memmap)
     q = data[1][0]
     assert loaded.search(q, 5)[0].tolist() == index.search(q, 5)[0].tolist()
+
+
+_TEAM_PROBE = textwrap.dedent(
+    """
+    import os, faiss, numpy as np
+    from m3search.index.dense import DenseIndex
+    def threads():
+        return len(os.listdir("/proc/self/task"))
+    faiss.omp_set_num_threads(2)
+    index, q, rows = DenseIndex(np.eye(64, dtype=np.float32)), np.ones(64, np.float32), np.arange(30)
+    before = threads()
+    for _ in range(20):
+        index.score_rows(q, rows)
+    after, setting = threads(), faiss.omp_get_max_threads()
+    out = np.empty(30, np.float32)
+    ptr = faiss.swig_ptr
+    faiss.fvec_inner_products_by_idx(ptr(out), ptr(q), ptr(index._base), ptr(rows), 64, 1, 30)
+    print(before, after, setting, threads())
+    """
+)
+
+
+def test_re_scoring_a_few_rows_wakes_no_thread_team():
+    """faiss's row-by-row kernel runs in an OpenMP team even for one query; re-scoring limits the team to the
+    calling thread (a team waiting at its barrier for a busy core made a search take ms), leaving the thread's
+    setting as it was: a fresh process that re-scores starts no thread, where one call of the bare kernel
+    starts the team (the control)."""
+    probe = subprocess.run([sys.executable, "-c", _TEAM_PROBE], capture_output=True, text=True, check=True)
+    before, after, setting, bare = map(int, probe.stdout.split())
+    assert after == before and setting == 2
+    assert bare > before  # the probe sees a team when one starts
 
 
 def test_a_row_scores_the_same_bits_whichever_rows_it_is_scored_with(tmp_path, data):

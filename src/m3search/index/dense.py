@@ -503,8 +503,8 @@ class DenseIndex:
         """Exact inner products of `query` with the given rows (default: all), float32.
 
         faiss's SIMD kernel, not a BLAS product: a row's score is the same bits whichever rows it is scored with
-        (a BLAS product's rounding depends on its batch), and no thread pool is woken, or has to be limited, for
-        a query's few rows. A whole scan takes ~1.1-1.3x a one-thread BLAS product (docs/INDEX.md)."""
+        (a BLAS product's rounding depends on its batch), and a query's few rows wake no thread pool (`_scores`).
+        A whole scan takes ~1.1-1.3x a one-thread BLAS product (docs/INDEX.md)."""
         vectors = self.vectors
         q = _contiguous(query)
         if q.shape != (vectors.shape[1],):
@@ -523,12 +523,22 @@ class DenseIndex:
 
     def _scores(self, q: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """`score_rows` of contiguous rows of this index (int64, in range: not checked), read where they lie by
-        the same faiss kernel (no gathered copy; each row's score the same bits as in a whole scan)."""
+        the same faiss kernel (no gathered copy; each row's score the same bits as in a whole scan).
+
+        faiss runs that kernel in an OpenMP team even for one query, so it is called with this thread's team
+        limited to itself: otherwise every re-scoring wakes the team and waits at its barrier for a thread
+        whose core may be busy (30 rows: 33 us alone, 7 ms beside another process using the other core of two;
+        docs/INDEX.md)."""
         scores = np.empty(len(rows), np.float32)
         if len(rows):
             base, ptr = self._base, faiss.swig_ptr
             by_idx = faiss.fvec_inner_products_by_idx  # type: ignore[attr-defined]  # missing from faiss' stubs
-            by_idx(ptr(scores), ptr(q), ptr(base), ptr(rows), base.shape[1], 1, len(rows))
+            team = faiss.omp_get_max_threads()
+            faiss.omp_set_num_threads(1)  # this thread's setting only
+            try:
+                by_idx(ptr(scores), ptr(q), ptr(base), ptr(rows), base.shape[1], 1, len(rows))
+            finally:
+                faiss.omp_set_num_threads(team)
         return scores
 
     def save(self, directory: Path, vectors: bool = True) -> list[Path]:
