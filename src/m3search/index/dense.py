@@ -324,12 +324,11 @@ def _add_blocks(index: faiss.Index, vectors: np.ndarray, codes: ByteCodes | None
 def _add(index: faiss.Index, block: np.ndarray, codes: ByteCodes | None) -> None:
     """Add the rows `block` to `index` (as `codes`, when given): a graph over byte codes is linked by the compiled
     insertion where it runs (`graph_build`: 0.57-0.62x faiss's time at 100k), with faiss's OpenMP thread count."""
-    if codes is None:
-        index.add(block)
-    elif isinstance(index, faiss.IndexHNSW) and graph_build.available(index.d):
-        graph_build.add(index, codes.encode(block))
+    coded = block if codes is None else codes.encode(block)
+    if codes is not None and isinstance(index, faiss.IndexHNSW) and graph_build.available(index.d):
+        graph_build.add(index, coded)
     else:
-        index.add(codes.encode(block))
+        index.add(coded)
 
 
 def _contiguous(x: np.ndarray) -> np.ndarray:

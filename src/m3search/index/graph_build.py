@@ -27,10 +27,16 @@ from numba.core import cgutils, types
 from numba.extending import intrinsic
 
 from m3search.index import graph_walk, heap
-from m3search.index.graph_walk import _key, _prefetch, _squared_distance, descend, fresh_neighbours, room
+from m3search.index.graph_walk import (
+    NODE,
+    _key,
+    _prefetch,
+    _squared_distance,
+    descend,
+    fresh_neighbours,
+    room,
+)
 from m3search.index.heap import jit
-
-_MASK = 0xFFFFFFFF  # a `_key`'s node
 
 
 def _element_pointer(context: Any, builder: Any, array_ty: Any, array: Any, index: Any) -> Any:
@@ -116,8 +122,8 @@ def _search_level(
         heap.pop(open_, n_open)
         n_open -= 1
         if n_open > 0:
-            _prefetch(links, offsets[open_[0] & _MASK] + level_start)
-        start = offsets[nearest & _MASK] + level_start
+            _prefetch(links, offsets[open_[0] & NODE] + level_start)
+        start = offsets[nearest & NODE] + level_start
         n_fresh = fresh_neighbours(codes, links, start, width, visited, mark, fresh)
         open_ = room(open_, n_open, n_fresh)
         for t in range(n_fresh):
@@ -141,12 +147,12 @@ def _select(codes: np.ndarray, keys: np.ndarray, n: int, size: int, out: np.ndar
     many were kept into `out`."""
     if n < size:
         for i in range(n):
-            out[i] = keys[i] & _MASK
+            out[i] = keys[i] & NODE
         return n
     kept, n_rejected = 0, 0
     rejected = np.empty(n if full else 0, np.int64)
     for i in range(n):
-        v, d = keys[i] & _MASK, keys[i] >> 32
+        v, d = keys[i] & NODE, keys[i] >> 32
         row = codes[v]
         good = True
         for j in range(kept):

@@ -114,6 +114,10 @@ def _prefetch_ir(typingctx: Any, array: Any, index: Any) -> Any:
 _prefetch: Any = intrinsic(_prefetch_ir)
 
 
+#: A `_key`'s node (its low 32 bits; the distance is `key >> 32`).
+NODE = 0xFFFFFFFF
+
+
 @jit
 def _key(d: int, v: int) -> np.int64:
     """A node's heap entry: its distance, then its number (one int64: ties go to the lower node)."""
@@ -237,8 +241,8 @@ def _walk(
         heap.pop(open_, n_open)
         n_open -= 1
         if n_open > 0:  # the next node's links, read while this one's neighbours are measured
-            _prefetch(links, offsets[open_[0] & 0xFFFFFFFF])
-        n_fresh = fresh_neighbours(codes, links, offsets[nearest & 0xFFFFFFFF], width, visited, mark, fresh)
+            _prefetch(links, offsets[open_[0] & NODE])
+        n_fresh = fresh_neighbours(codes, links, offsets[nearest & NODE], width, visited, mark, fresh)
         open_ = room(open_, n_open, n_fresh)
         for t in range(n_fresh):
             v = fresh[t]
@@ -256,7 +260,7 @@ def _walk(
         n_found -= 1
     count = n_found
     while n_found > 0:  # the heap's top is the farthest: fill from the back
-        out_nodes[n_found - 1], out_dist[n_found - 1] = -found[0] & 0xFFFFFFFF, -found[0] >> 32
+        out_nodes[n_found - 1], out_dist[n_found - 1] = -found[0] & NODE, -found[0] >> 32
         heap.pop(found, n_found)
         n_found -= 1
     return count
