@@ -1,26 +1,36 @@
-"""Which codes to link an HNSW graph over, and to walk it over (issue 20): the same graph built over byte codes
-compared by integer distance (`ByteCodes`, what `build_ann` uses for unit vectors since 2026-12-04), linked by
-the compiled insertion (`graph_build`, what `build_ann` uses since 2026-12-04, night) and by faiss's `add`,
-float32 and float16 copies, 8-bit codes with one range (`QT_8bit_uniform`, used 2026-12-03 to 12-04) and SQ8 with per-dimension
-ranges, each searched as `DenseIndex` does (candidates re-ranked exactly) over its own codes and kept over SQ8
-storage (what `hnsw-sq8` walked until 2026-12-03, late), on a kept collection's vectors, at each `--ef-search`;
-also byte codes with base-layer lists kept full (faiss's `keep_max_size_level0`, not used by `build_ann`), and
-the CPU time of one distance over each graph's codes in an exhaustive scan (`scan_ns`). Builders alternate
-(`--rounds` of each, interleaved); recall@10 against exact search; the two walks of a graph alternate query by
-query, each query searched once per walk, and their p50 is of the CPU time a search takes.
+"""Which codes to link an HNSW graph over, how, and how to walk it (issue 20): the same graph built over byte
+codes compared by integer distance (`ByteCodes`, what `build_ann` uses for unit vectors since 2026-12-04), linked
+by the compiled insertion (`graph_build`, what `build_ann` uses since 2026-12-04, night) with base-layer lists
+filled up to the headroom (`HNSWParams.fill_base_layer`, the default since 2026-12-04, late) or not, and by
+faiss's `add`; base-layer lists kept full as faiss keeps them (`keep_max_size_level0`: pruned lists filled too),
+by faiss and by the compiled insertion; float32 and float16 copies, 8-bit codes with one range
+(`QT_8bit_uniform`, used 2026-12-03 to 12-04) and SQ8 with per-dimension ranges, each searched as `DenseIndex`
+does (candidates re-ranked exactly) over its own codes and kept over SQ8 storage (what `hnsw-sq8` walked until
+2026-12-03, late), at each `--ef-search`; also the CPU time of one distance over each graph's codes in an
+exhaustive scan (`scan_ns`). Builders alternate (`--rounds` of each, interleaved); recall@10 against exact
+search; the two walks of a graph alternate query by query, each query searched once per walk, and their p50 is
+of the CPU time a search takes.
+
+Rows: a kept collection's calibrated vectors and `index_speed.py`'s queries, or (`--real`) real text
+embeddings: multilingual-e5-small (the offline model) of every sentence of SciFact's abstracts, XQuAD-R's
+paragraphs and questions (11 languages) and Flickr8k's captions in `../shared/data` (~50k, encoded once into
+`benchmarks/.work/`, ~2 min), 2,000 of them held out as queries.
 
     PYTHONPATH=src python benchmarks/index_speed.py --docs 100000 --backend qdrant --ef-search 128 \\
         --graphs 16:100 --keep --workdir DIR
     PYTHONPATH=src:benchmarks python benchmarks/graph_builders.py DIR/m3s-bench-*/collection \\
-        [--builders bytes bytes_faiss_add float32]
+        [--builders bytes bytes_unfilled bytes_faiss_add float32]
+    PYTHONPATH=src:benchmarks python benchmarks/graph_builders.py --real --builders bytes bytes_unfilled
 
-Prints a table and writes benchmarks/results/graph_builders-<docs><tag>.json.
+Prints a table and writes benchmarks/results/graph_builders-<docs>[-real]<tag>.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -35,18 +45,19 @@ from m3search import Collection
 from m3search.index.dense import ByteCodes, DenseIndex, HNSWParams, _add_blocks, _new_graph
 
 #: name -> (faiss code type, None: `ByteCodes`, as `build_ann` links unit vectors, "float32": faiss's flat
-#: storage; whether faiss fills each base-layer list up to 2M with the nearest candidates the neighbour heuristic
-#: rejected, `keep_max_size_level0`; whether faiss's own `add` links byte codes instead of the compiled insertion,
-#: `graph_build`, which `build_ann` uses)
-BUILDERS: dict[str, tuple[int | str | None, bool, bool]] = {
-    "bytes": (None, False, False),
-    "bytes_faiss_add": (None, False, True),
-    "bytes_full_level0": (None, True, False),
-    "bytes_full_level0_faiss_add": (None, True, True),
-    "float32": ("float32", False, True),
-    "float16": (faiss.ScalarQuantizer.QT_fp16, False, True),
-    "8bit_uniform": (faiss.ScalarQuantizer.QT_8bit_uniform, False, True),
-    "sq8": (faiss.ScalarQuantizer.QT_8bit, False, True),
+#: storage; whether base-layer lists are kept full as faiss keeps them, `keep_max_size_level0`; whether faiss's
+#: own `add` links byte codes instead of the compiled insertion, `graph_build`, which `build_ann` uses; whether
+#: the compiled insertion fills base-layer lists up to the headroom, `HNSWParams.fill_base_layer`)
+BUILDERS: dict[str, tuple[int | str | None, bool, bool, bool]] = {
+    "bytes": (None, False, False, True),
+    "bytes_unfilled": (None, False, False, False),
+    "bytes_faiss_add": (None, False, True, False),
+    "bytes_full_level0": (None, True, False, False),
+    "bytes_full_level0_faiss_add": (None, True, True, False),
+    "float32": ("float32", False, True, False),
+    "float16": (faiss.ScalarQuantizer.QT_fp16, False, True, False),
+    "8bit_uniform": (faiss.ScalarQuantizer.QT_8bit_uniform, False, True, False),
+    "sq8": (faiss.ScalarQuantizer.QT_8bit, False, True, False),
 }
 #: Queries whose exhaustive scan of a graph's codes times one distance (`scan_ns`).
 SCAN_QUERIES = 8
@@ -55,10 +66,16 @@ BLOCK = 65_536
 
 
 def build(
-    vectors: np.ndarray, codes: int | str | None, full_level0: bool, faiss_add: bool, params: HNSWParams
+    vectors: np.ndarray,
+    codes: int | str | None,
+    full_level0: bool,
+    faiss_add: bool,
+    fill: bool,
+    params: HNSWParams,
 ) -> tuple[faiss.Index, float, float]:
     """A graph linked over `codes` (None: `ByteCodes`; "float32": the vectors), over those codes, by faiss's
-    `add` or (`faiss_add` false, byte codes only) the compiled insertion: (index, wall s, CPU s of linking)."""
+    `add` or (`faiss_add` false, byte codes only) the compiled insertion (`fill`: base-layer lists filled up to
+    the headroom): (index, wall s, CPU s of linking)."""
     byte_codes = ByteCodes.fit(vectors) if codes is None else None
     builder: Any
     if codes is None:
@@ -75,7 +92,7 @@ def build(
         for start in range(0, len(vectors), BLOCK):
             builder.add(byte_codes.encode(vectors[start : start + BLOCK]))
     else:
-        _add_blocks(builder, vectors, byte_codes)
+        _add_blocks(builder, vectors, byte_codes, fill)
     return builder, time.perf_counter() - wall, time.process_time() - cpu
 
 
@@ -124,9 +141,42 @@ def walks(indexes: dict[str, DenseIndex], queries: np.ndarray, truth: np.ndarray
     }
 
 
+def real_sentences(cache: Path, held_out: int = 2000) -> tuple[np.ndarray, np.ndarray]:
+    """multilingual-e5-small vectors of the shared data's sentences (see the module docstring), encoded once
+    into `cache`: (rows, queries), the queries `held_out` random rows not among the rows."""
+    if not cache.exists():
+        from m3search.encoders.loader import load_encoder
+
+        data = ROOT.parent.parent / "shared" / "data"
+        texts = [
+            s
+            for line in (data / "scifact" / "corpus.jsonl").open()
+            for s in re.split(r"(?<=[.!?])\s+", json.loads(line)["text"])
+            if len(s) > 20
+        ]
+        for file in sorted((data / "xquad_r").glob("*.json")):
+            for article in json.loads(file.read_text())["data"]:
+                for paragraph in article["paragraphs"]:
+                    texts += [s for s in paragraph.get("sentences", []) if len(s.strip()) > 5]
+                    texts += [qa["question"] for qa in paragraph["qas"]]
+        with (data / "flickr8k_1k" / "captions.txt").open() as captions:
+            texts += [row["caption"] for row in csv.DictReader(captions)]
+        texts = list(dict.fromkeys(t.strip() for t in texts))
+        encoder = load_encoder("multilingual-e5-small")
+        dense = encoder.encode(texts, batch_size=64, max_length=128, show_progress_bar=True).dense
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        np.save(cache, np.asarray(dense, np.float32))
+    x = np.load(cache)
+    picked = np.random.default_rng(0).permutation(len(x))
+    return np.ascontiguousarray(x[picked[held_out:]]), x[picked[:held_out]]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("collection", type=Path, help="a compacted collection kept by index_speed.py --keep")
+    ap.add_argument(
+        "collection", type=Path, nargs="?", help="a compacted collection kept by index_speed.py --keep"
+    )
+    ap.add_argument("--real", action="store_true", help="real text embeddings instead (module docstring)")
     ap.add_argument("--rounds", type=int, default=2, help="builds of each, interleaved")
     ap.add_argument("--queries", type=int, default=400)
     ap.add_argument("--m", type=int, default=16)
@@ -135,10 +185,16 @@ def main() -> None:
     ap.add_argument("--builders", nargs="+", choices=list(BUILDERS), default=list(BUILDERS))
     ap.add_argument("--tag", default="", help="appended to the result's name")
     args = ap.parse_args()
-    collection = Collection.open(args.collection, readonly=True, cache=False)
-    vectors = np.ascontiguousarray(only_segment(collection).dense.vectors, dtype=np.float32)
-    collection.close()
-    queries = np.stack([q["dense"] for q in kept_corpus_queries(args.queries, 32)]).astype(np.float32)
+    if args.real:
+        vectors, queries = real_sentences(ROOT / ".work" / "real-sentences-e5-small.npy")
+        queries = queries[: args.queries]
+    elif args.collection is None:
+        ap.error("give a kept collection, or --real")
+    else:
+        collection = Collection.open(args.collection, readonly=True, cache=False)
+        vectors = np.ascontiguousarray(only_segment(collection).dense.vectors, dtype=np.float32)
+        collection.close()
+        queries = np.stack([q["dense"] for q in kept_corpus_queries(args.queries, 32)]).astype(np.float32)
     truth = np.argsort(-(queries @ vectors.T), axis=1)[:, :10]
     params = HNSWParams(m=args.m, ef_construction=args.ef_construction)
     runs: dict[str, list[dict]] = {name: [] for name in args.builders}
@@ -156,7 +212,8 @@ def main() -> None:
                 f"{name:<18} build {wall:6.1f} s (CPU {cpu:6.1f} s), scan {scan:5.1f} ns a distance",
                 flush=True,
             )
-    result = {"docs": len(vectors), "m": args.m, "ef_construction": args.ef_construction}
+    result = {"data": "real sentences, e5-small" if args.real else str(args.collection), "docs": len(vectors)}
+    result |= {"queries": len(queries), "m": args.m, "ef_construction": args.ef_construction}
     result |= {"ef_search": args.ef_search, "machine": machine_record(), "runs": runs}
     print(
         f"\n{'codes':<18} {'build s (each round)':>22} {'efSearch':>8} {'own: recall@10':>15} {'p50 ms':>7} "
@@ -172,7 +229,7 @@ def main() -> None:
                 f"{recall['sq8']['recall@10']:>15.4f} {sq8:>7.3f}"
             )
             times = ""
-    out = ROOT / "results" / f"graph_builders-{len(vectors)}{args.tag}.json"
+    out = ROOT / "results" / f"graph_builders-{len(vectors)}{'-real' if args.real else ''}{args.tag}.json"
     out.write_text(json.dumps(result, indent=2))
     print(f"written to {out}")
 

@@ -61,6 +61,11 @@ class HNSWParams:
     exact_max_fraction: float = 0.02
     #: Over 8-bit codes, fetch this many times k from the graph and re-rank them exactly.
     refine: int = 3
+    #: Fill each base-layer list up to 2·m with the nearest candidates the neighbour heuristic set aside, a
+    #: pruned one up to faiss's headroom (`graph_build.add`; where the compiled insertion runs): more recall per
+    #: efSearch on text embeddings at the same search time, for ~1.2x the linking time; on near-isotropic rows
+    #: (no low-dimensional structure) it costs recall (docs/INDEX.md, "Base-layer lists kept full").
+    fill_base_layer: bool = True
 
     def fetched(self, limit: int, exact_top: int | None = None) -> int:
         """How many candidates a search over 8-bit codes fetches for `limit` results whose best `exact_top`
@@ -103,10 +108,10 @@ def build_ann(
             graph = None
     if graph is None:
         builder = _new_graph(vectors, params, codes)
-        _add_blocks(builder, vectors, codes)
+        _add_blocks(builder, vectors, codes, params.fill_base_layer)
     else:
         builder = graph
-        _add_blocks(builder, vectors[builder.ntotal :], ByteCodes.of(builder))
+        _add_blocks(builder, vectors[builder.ntotal :], ByteCodes.of(builder), params.fill_base_layer)
         storage: Any = faiss.downcast_index(builder.storage)
         storage.reset()
         if codes is None:
@@ -262,7 +267,7 @@ class BackgroundGraph:
                 while start < len(vectors) and not self._stop.is_set():
                     # blocks grow with the graph: each call initializes a lock per node
                     end = start + max(BACKGROUND_BLOCK, graph.ntotal // 500)
-                    _add(graph, _contiguous(vectors[start:end]), codes)
+                    _add(graph, _contiguous(vectors[start:end]), codes, self.params.fill_base_layer)
                     start = end
         except Exception:  # out of memory, a vanished file: the merge builds its graph itself
             log.exception("linking a graph in the background failed; the merge will build it")
@@ -315,18 +320,21 @@ def use_huge_pages(index: Any) -> int:
     return collapsed
 
 
-def _add_blocks(index: faiss.Index, vectors: np.ndarray, codes: ByteCodes | None = None) -> None:
+def _add_blocks(
+    index: faiss.Index, vectors: np.ndarray, codes: ByteCodes | None = None, fill: bool = False
+) -> None:
     """Add `vectors` (as `codes`, when given) in blocks, so that a memory-mapped source is not copied whole."""
     for start in range(0, len(vectors), _BLOCK):
-        _add(index, _contiguous(vectors[start : start + _BLOCK]), codes)
+        _add(index, _contiguous(vectors[start : start + _BLOCK]), codes, fill)
 
 
-def _add(index: faiss.Index, block: np.ndarray, codes: ByteCodes | None) -> None:
+def _add(index: faiss.Index, block: np.ndarray, codes: ByteCodes | None, fill: bool = False) -> None:
     """Add the rows `block` to `index` (as `codes`, when given): a graph over byte codes is linked by the compiled
-    insertion where it runs (`graph_build`: 0.57-0.62x faiss's time at 100k), with faiss's OpenMP thread count."""
+    insertion where it runs (`graph_build`: 0.57-0.62x faiss's time at 100k), with faiss's OpenMP thread count,
+    its base-layer lists filled if `fill` (`HNSWParams.fill_base_layer`; faiss's `add` elsewhere: not filled)."""
     coded = block if codes is None else codes.encode(block)
     if codes is not None and isinstance(index, faiss.IndexHNSW) and graph_build.available(index.d):
-        graph_build.add(index, coded)
+        graph_build.add(index, coded, fill=fill)
     else:
         index.add(coded)
 

@@ -229,14 +229,14 @@ def _insert_nodes(
     ef: int,
     headroom: float,
     full_base: bool,
+    full_headroom: float,
     locks: np.ndarray,
     visited: np.ndarray,
 ) -> None:
     """Insert the nodes of `nodes` that this thread takes from `counter` (faiss's `add_with_locks` each): their
     codes are in `codes` and their empty lists allocated; `entry` on `top_level` is the graph's entry point.
     `levels[v]` is the number of levels node v is on (faiss's). `full_base`: base-layer lists are filled up to
-    their width with candidates the heuristic rejected (faiss's `keep_max_size_level0`, which faiss applies to
-    nodes of the base layer only)."""
+    their width with candidates the heuristic rejected, a pruned one up to its headroom `full_headroom`."""
     width0 = per_level[1] - per_level[0]
     found = np.empty(max(ef, 1), np.int64)
     keys = np.empty(width0 + 1, np.int64)
@@ -259,7 +259,7 @@ def _insert_nodes(
             )
             full = full_base and at == 0
             count = _select(codes, found, n, width, chosen, full)
-            pruned = max(1, int(width - width * headroom))
+            pruned = max(1, int(width - width * (full_headroom if full else headroom)))
             _lock(locks, node)
             for t in range(count):
                 _add_link(
@@ -317,11 +317,16 @@ def available(dim: int) -> bool:
     return graph_walk.available() and dim % graph_walk.STEP == 0
 
 
-def add(index: Any, codes: np.ndarray, threads: int | None = None) -> None:
+def add(index: Any, codes: np.ndarray, threads: int | None = None, fill: bool = False) -> None:
     """Add rows given as byte codes (float32 values 0-255, as `ByteCodes.encode` gives them) to the faiss
     `IndexHNSWSQ` over byte codes `index` and link them, with `threads` threads (default: faiss's OpenMP setting
     for this thread). Nodes are linked from the highest level down, as faiss does; one that rises above the
-    graph's top level is linked alone and becomes the entry point."""
+    graph's top level is linked alone and becomes the entry point.
+
+    `fill`: base-layer lists are filled up to their width with the nearest candidates the neighbour heuristic
+    set aside, and a pruned list up to faiss's headroom (`prune_headroom`), so that the links that follow do not
+    prune it again at once. faiss's `keep_max_size_level0` on `index` fills as faiss does: pruned lists too are
+    filled to their width, and so pruned again by every later link (~2.4x the linking time; docs/INDEX.md)."""
     n = len(codes)
     if n == 0:
         return
@@ -344,7 +349,14 @@ def add(index: Any, codes: np.ndarray, threads: int | None = None) -> None:
     entry, top = int(hnsw.entry_point), int(hnsw.max_level)
     locks = np.zeros(total, np.int32)
     headroom = float(np.clip(hnsw.prune_headroom, 0.0, 0.5))
-    settings = (int(hnsw.efConstruction), headroom, bool(index.keep_max_size_level0), locks)
+    faiss_full = bool(index.keep_max_size_level0)
+    settings = (
+        int(hnsw.efConstruction),
+        headroom,
+        fill or faiss_full,
+        0.0 if faiss_full else headroom,
+        locks,
+    )
 
     def insert(nodes: np.ndarray, workers: int) -> None:
         counter = np.zeros(1, np.int64)
