@@ -28,7 +28,6 @@ Prints a table and writes benchmarks/results/graph_builders-<docs>[-real]<tag>.j
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import re
 import time
@@ -42,6 +41,8 @@ from interleave import ROOT, kept_corpus_queries
 from layer_cost import only_segment
 
 from m3search import Collection
+from m3search.encoders.image.captions import load_image_captions
+from m3search.eval.datasets import load_beir, squad_languages, squad_task
 from m3search.index.dense import ByteCodes, DenseIndex, HNSWParams, _add_blocks, _new_graph
 
 #: name -> (faiss code type, None: `ByteCodes`, as `build_ann` links unit vectors, "float32": faiss's flat
@@ -141,27 +142,33 @@ def walks(indexes: dict[str, DenseIndex], queries: np.ndarray, truth: np.ndarray
     }
 
 
+def real_texts(data: Path) -> list[str]:
+    """The shared data's sentences as the project's readers give them: SciFact's abstracts split at sentence
+    ends, XQuAD-R's annotated sentences and its questions in every language, Flickr8k's captions; each once."""
+    texts = [
+        s
+        for doc in load_beir(data / "scifact").corpus.values()
+        for s in re.split(r"(?<=[.!?])\s+", doc.text)
+        if len(s) > 20
+    ]
+    folder = data / "xquad_r"
+    for lang in squad_languages(folder):
+        task = squad_task(folder / f"{lang}.json", unit="sentence")
+        texts += [d.text for d in task.corpus.values() if len(d.text.strip()) > 5]
+        texts += list(task.queries.values())
+    texts += load_image_captions(
+        data / "flickr8k_1k" / "captions.txt", data / "flickr8k_1k" / "images"
+    ).captions
+    return list(dict.fromkeys(t.strip() for t in texts))
+
+
 def real_sentences(cache: Path, held_out: int = 2000) -> tuple[np.ndarray, np.ndarray]:
-    """multilingual-e5-small vectors of the shared data's sentences (see the module docstring), encoded once
-    into `cache`: (rows, queries), the queries `held_out` random rows not among the rows."""
+    """multilingual-e5-small vectors of `real_texts` (see the module docstring), encoded once into `cache`:
+    (rows, queries), the queries `held_out` random rows not among the rows."""
     if not cache.exists():
         from m3search.encoders.loader import load_encoder
 
-        data = ROOT.parent.parent / "shared" / "data"
-        texts = [
-            s
-            for line in (data / "scifact" / "corpus.jsonl").open()
-            for s in re.split(r"(?<=[.!?])\s+", json.loads(line)["text"])
-            if len(s) > 20
-        ]
-        for file in sorted((data / "xquad_r").glob("*.json")):
-            for article in json.loads(file.read_text())["data"]:
-                for paragraph in article["paragraphs"]:
-                    texts += [s for s in paragraph.get("sentences", []) if len(s.strip()) > 5]
-                    texts += [qa["question"] for qa in paragraph["qas"]]
-        with (data / "flickr8k_1k" / "captions.txt").open() as captions:
-            texts += [row["caption"] for row in csv.DictReader(captions)]
-        texts = list(dict.fromkeys(t.strip() for t in texts))
+        texts = real_texts(ROOT.parent.parent / "shared" / "data")
         encoder = load_encoder("multilingual-e5-small")
         dense = encoder.encode(texts, batch_size=64, max_length=128, show_progress_bar=True).dense
         cache.parent.mkdir(parents=True, exist_ok=True)
