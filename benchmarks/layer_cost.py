@@ -23,9 +23,10 @@ searches read before the records).
 Needs a compacted collection and a shard of the same data, as `index_speed.py --backend qdrant --keep` leaves
 them (DIR/collection, DIR/edge):
 
-    PYTHONPATH=src python benchmarks/layer_cost.py DIR [--queries 500] [--cold]
+    PYTHONPATH=src python benchmarks/layer_cost.py DIR [--queries 500] [--cold] [--ef-search 128]
 
-Prints a table and writes benchmarks/results/layer_cost-<docs>[-cold].json.
+Prints a table and writes benchmarks/results/layer_cost-<docs>[-ef<efSearch>][-cold].json (the efSearch is named
+when it is not the default 128).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from interleave import ROOT, kept_corpus_queries
 from m3search import Collection
 from m3search.search.results import Hit
 
-K, EF = 10, 128
+K, EF = 10, 128  # EF: the default efSearch (--ef-search)
 
 
 def only_segment(collection: Collection):
@@ -61,15 +62,16 @@ def only_segment(collection: Collection):
     return segments[0]
 
 
-def arms(collection: Collection, shard: qe.EdgeShard, mode: str) -> dict:
-    """The six ways to answer `mode` for a query: callables of a benchmark query."""
+def arms(collection: Collection, shard: qe.EdgeShard, mode: str, ef: int = EF) -> dict:
+    """The six ways to answer `mode` for a query, dense ones walking `ef` candidates: callables of a benchmark
+    query."""
     seg = only_segment(collection)
     quantized = collection.config.dense_index == "hnsw-sq8"
     edge, edge_ids = EdgeSearch(shard, quantized), EdgeSearch(shard, quantized, documents=False)
 
     def index(q: dict):
         if mode == "dense":
-            return seg.dense.search(np.asarray(q["dense"], np.float32), K, None, EF, exact_top=K)
+            return seg.dense.search(np.asarray(q["dense"], np.float32), K, None, ef, exact_top=K)
         terms = np.fromiter(q["sparse"], np.int64, len(q["sparse"]))
         return seg.sparse.search((terms, np.fromiter(q["sparse"].values(), np.float32, len(terms))), K)
 
@@ -84,7 +86,7 @@ def arms(collection: Collection, shard: qe.EdgeShard, mode: str) -> dict:
         ]
 
     def search(q: dict) -> list[Hit]:
-        return collection.search(q, k=K, mode=mode, ef_search=EF, **TRUTH_SEARCH)
+        return collection.search(q, k=K, mode=mode, ef_search=ef, **TRUTH_SEARCH)
 
     def database_hits(q: dict) -> list[Hit]:
         """The search as on a segment sealed without records: its hits' documents from SQLite."""
@@ -99,8 +101,8 @@ def arms(collection: Collection, shard: qe.EdgeShard, mode: str) -> dict:
         "collection, hits from SQLite": database_hits,
         "one call": one_call,
         "index": index,
-        "edge": lambda q: edge.search(q, mode, K, K, EF),
-        "edge ids": lambda q: edge_ids.search(q, mode, K, K, EF),
+        "edge": lambda q: edge.search(q, mode, K, K, ef),
+        "edge ids": lambda q: edge_ids.search(q, mode, K, K, ef),
     }
 
 
@@ -154,11 +156,19 @@ def main() -> None:
     args, collection, shard = open_kept(
         __doc__,
         500,
-        lambda ap: ap.add_argument(
-            "--cold",
-            action="store_true",
-            help="every timed arm right after an Edge request on another query (untimed): each search finds "
-            "the caches as the other engine left them, as in index_speed.py's interleaving",
+        lambda ap: (
+            ap.add_argument(
+                "--cold",
+                action="store_true",
+                help="every timed arm right after an Edge request on another query (untimed): each search "
+                "finds the caches as the other engine left them, as in index_speed.py's interleaving",
+            ),
+            ap.add_argument(
+                "--ef-search",
+                type=int,
+                default=EF,
+                help="the dense walks' candidate list (short ones show the fixed costs best)",
+            ),
         ),
     )
     timed = kept_corpus_queries(args.queries, args.query_tokens)
@@ -167,11 +177,12 @@ def main() -> None:
         "docs": collection.count(),
         "queries": len(timed),
         "cold": args.cold,
+        "ef_search": args.ef_search,
         "modes": {},
     }
     try:
         for mode in ("dense", "sparse"):
-            ways = arms(collection, shard, mode)
+            ways = arms(collection, shard, mode, args.ef_search)
             same = 0
             for q in timed:
                 found = {name: run(q) for name, run in ways.items()}
@@ -202,7 +213,8 @@ def main() -> None:
         shard.close()
         collection.close()
     print(
-        f"{result['docs']:,} documents, {len(timed)} queries per arm, {result['machine'].get('model name', 'CPU')}"
+        f"{result['docs']:,} documents, {len(timed)} queries per arm, efSearch {args.ef_search}, "
+        f"{result['machine'].get('model name', 'CPU')}"
     )
     print(
         f"{'mode':7s} {'collection':>11s} {'hits SQLite':>12s} {'one call':>9s} {'index':>8s} {'layer':>8s} "
@@ -229,7 +241,8 @@ def main() -> None:
             f"{mode} in tight loops, CPU µs: "
             + ", ".join(f"{k[:-3]} {v:.0f}" for k, v in by["tight_loop"].items())
         )
-    out = ROOT / "results" / f"layer_cost-{result['docs']}{'-cold' if args.cold else ''}.json"
+    ef = f"-ef{args.ef_search}" if args.ef_search != EF else ""
+    out = ROOT / "results" / f"layer_cost-{result['docs']}{ef}{'-cold' if args.cold else ''}.json"
     out.write_text(json.dumps(result, indent=2))
     print(f"written to {out}")
 

@@ -161,6 +161,22 @@ def test_byte_codes_span_the_rows_and_clamp_what_lies_beyond():
     assert ByteCodes.fit(rows * (1 + 0.5 * ByteCodes.UNIT_TOLERANCE)) is not None
 
 
+@pytest.mark.parametrize("top", [0.0731, 0.25, 1.0])
+def test_a_query_coded_to_bytes_in_one_pass_gets_the_bytes_numpy_codes(top: float) -> None:
+    """The compiled walk's query bytes (`encode_bytes`) are `encode`'s values, also on the halves that round
+    to even and beyond the range: a byte off would walk the graph from another point than faiss's search."""
+    codes = ByteCodes(float(np.float32(top)))
+    rng = np.random.default_rng(7)
+    scale = np.float32(127.5) / np.float32(codes.top)
+    for _ in range(50):
+        x = (rng.standard_normal(1024) * top * rng.uniform(0.2, 1.6)).astype(np.float32)  # some beyond top
+        halves = rng.integers(0, 255, 128) + np.float32(0.5)  # values whose code is a half before rounding
+        x[:128] = (halves - np.float32(127.5)) / scale
+        before_rounding = x[:128] * scale + np.float32(127.5)
+        assert (before_rounding - np.floor(before_rounding) == 0.5).mean() > 0.9
+        np.testing.assert_array_equal(codes.encode_bytes(x), codes.encode(x).astype(np.uint8))
+
+
 @pytest.mark.parametrize("qtype", ["QT_8bit_uniform", "QT_8bit"])
 def test_graphs_written_before_byte_codes_still_search(data, qtype):
     """Segments written before 2026-12-04 keep their graph over inner-product codes, with one range

@@ -200,6 +200,13 @@ class ByteCodes:
         codes += half
         return np.clip(np.rint(codes, out=codes), 0, 255, out=codes)
 
+    def encode_bytes(self, x: np.ndarray) -> np.ndarray:
+        """`encode` of one float32 vector as the bytes themselves, what the compiled walk reads (one compiled
+        pass instead of numpy's four over the vector and a conversion: a few µs of a short search)."""
+        out = np.empty(len(x), np.uint8)
+        graph_walk.encode_bytes(x, np.float32(127.5) / np.float32(self.top), out)
+        return out
+
 
 class BackgroundGraph:
     """A graph linked over rows as they arrive, in a thread beside the writer's, for the build that will index
@@ -446,12 +453,13 @@ class DenseIndex:
             ef = max(ef, fetch)
         q = _contiguous(query)
         codes, walk = self._graph_codes()
-        walked = q if codes is None else codes.encode(q)
         scores: np.ndarray | None = None  # (a graph over byte codes is re-ranked below: no scores needed)
         mask = allowed if filtered else None
         if walk is not None:
-            rows = walk.search(walked, fetch, ef, mask, self.order if filtered else None)[0]
+            assert codes is not None  # (the compiled walk is only made for byte codes)
+            rows = walk.search(codes.encode_bytes(q), fetch, ef, mask, self.order if filtered else None)[0]
         else:
+            walked = q if codes is None else codes.encode(q)
             params, selector = self._faiss_walk(ef, mask)
             found, labels = self.ann.search(walked[None, :], fetch, params=params)
             del selector  # (it had to live through the search)
@@ -539,6 +547,7 @@ class DenseIndex:
         scores = np.empty(len(rows), np.float32)
         if len(rows):
             base, ptr = self._base, faiss.swig_ptr
+            graph_walk.prefetch_rows(base, rows)
             by_idx = faiss.fvec_inner_products_by_idx  # type: ignore[attr-defined]  # missing from faiss' stubs
             team = faiss.omp_get_max_threads()
             faiss.omp_set_num_threads(1)  # this thread's setting only
