@@ -34,6 +34,7 @@ from m3search.index.graph_walk import (
     _squared_distance,
     descend,
     fresh_neighbours,
+    prefetch_row,
     room,
 )
 from m3search.index.heap import jit
@@ -202,9 +203,7 @@ def _add_link(
         return
     row = codes[source]
     for t in range(width):  # all of the list's codes on their way before the first distance
-        member = codes[links[begin + t]]
-        for byte in range(0, len(member), 64):
-            _prefetch(member, byte)
+        prefetch_row(codes[links[begin + t]])
     keys[0] = _key(_squared_distance(codes[target], row), target)
     for t in range(width):
         v = links[begin + t]

@@ -115,6 +115,14 @@ _prefetch: Any = intrinsic(_prefetch_ir)
 
 
 @jit
+def prefetch_row(row: np.ndarray) -> None:
+    """Ask for every cache line of the byte-code row `row`, so that a node's neighbours' rows are all on their
+    way before the first of their distances is computed."""
+    for byte in range(0, len(row), 64):
+        _prefetch(row, byte)
+
+
+@jit
 def encode_bytes(x: np.ndarray, scale: np.float32, out: np.ndarray) -> None:
     """`ByteCodes.encode` of the float32 vector `x` into the bytes `out`: each value times `scale`, plus 127.5,
     rounded half to even and clamped to [0, 255], in float32 step by step as numpy does it (no fused
@@ -174,9 +182,7 @@ def descend(
                 if v < 0:
                     end = j
                     break
-                row = codes[v]
-                for byte in range(0, len(row), 64):
-                    _prefetch(row, byte)
+                prefetch_row(codes[v])
             for j in range(start, end):
                 v = links[j]
                 d = _squared_distance(codes[v], query)
@@ -206,9 +212,7 @@ def fresh_neighbours(
             visited[v] = mark
             fresh[n_fresh] = v
             n_fresh += 1
-            row = codes[v]
-            for byte in range(0, len(row), 64):
-                _prefetch(row, byte)
+            prefetch_row(codes[v])
     return n_fresh
 
 
