@@ -152,25 +152,24 @@ def open_kept(
     return args, collection, qe.EdgeShard.load(str(args.work / "edge"))
 
 
-def main() -> None:
-    args, collection, shard = open_kept(
-        __doc__,
-        500,
-        lambda ap: (
-            ap.add_argument(
-                "--cold",
-                action="store_true",
-                help="every timed arm right after an Edge request on another query (untimed): each search "
-                "finds the caches as the other engine left them, as in index_speed.py's interleaving",
-            ),
-            ap.add_argument(
-                "--ef-search",
-                type=int,
-                default=EF,
-                help="the dense walks' candidate list (short ones show the fixed costs best)",
-            ),
-        ),
+def add_options(ap: argparse.ArgumentParser) -> None:
+    """This script's options beside `open_kept`'s."""
+    ap.add_argument(
+        "--cold",
+        action="store_true",
+        help="every timed arm right after an Edge request on another query (untimed): each search finds the "
+        "caches as the other engine left them, as in index_speed.py's interleaving",
     )
+    ap.add_argument(
+        "--ef-search",
+        type=int,
+        default=EF,
+        help="the dense walks' candidate list (short ones show the fixed costs best)",
+    )
+
+
+def main() -> None:
+    args, collection, shard = open_kept(__doc__, 500, add_options)
     timed = kept_corpus_queries(args.queries, args.query_tokens)
     result: dict = {
         "machine": machine_record(),
