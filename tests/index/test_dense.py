@@ -12,6 +12,7 @@ import faiss
 import numpy as np
 import pytest
 
+from m3search.index import graph_walk
 from m3search.index.dense import (
     BACKGROUND_RANGE_MARGIN,
     BackgroundGraph,
@@ -82,7 +83,9 @@ def test_a_deep_sq8_search_orders_its_best_rows_exactly_and_fetches_fewer(data, 
         type(index.ann), "search", lambda self, x, n, **kw: fetched.append(n) or search(self, x, n, **kw)
     )
     monkeypatch.setattr(
-        ByteGraphWalk, "search", lambda self, x, n, *a: fetched.append(n) or walk(self, x, n, *a)
+        ByteGraphWalk,
+        "search",
+        lambda self, x, scale, n, *a: fetched.append(n) or walk(self, x, scale, n, *a),
     )
     for q in queries[:10]:
         rows, scores = index.search(q, 100, exact_top=10)
@@ -163,18 +166,20 @@ def test_byte_codes_span_the_rows_and_clamp_what_lies_beyond():
 
 @pytest.mark.parametrize("top", [0.0731, 0.25, 1.0])
 def test_a_query_coded_to_bytes_in_one_pass_gets_the_bytes_numpy_codes(top: float) -> None:
-    """The compiled walk's query bytes (`encode_bytes`) are `encode`'s values, also on the halves that round
+    """The compiled walk's query bytes (`graph_walk.encode_bytes` with `ByteCodes.scale`) are `encode`'s values, also on the halves that round
     to even and beyond the range: a byte off would walk the graph from another point than faiss's search."""
     codes = ByteCodes(float(np.float32(top)))
     rng = np.random.default_rng(7)
-    scale = np.float32(127.5) / np.float32(codes.top)
+    scale = codes.scale
     for _ in range(50):
         x = (rng.standard_normal(1024) * top * rng.uniform(0.2, 1.6)).astype(np.float32)  # some beyond top
         halves = rng.integers(0, 255, 128) + np.float32(0.5)  # values whose code is a half before rounding
         x[:128] = (halves - np.float32(127.5)) / scale
         before_rounding = x[:128] * scale + np.float32(127.5)
         assert (before_rounding - np.floor(before_rounding) == 0.5).mean() > 0.9
-        np.testing.assert_array_equal(codes.encode_bytes(x), codes.encode(x).astype(np.uint8))
+        out = np.empty(len(x), np.uint8)
+        graph_walk.encode_bytes(x, scale, out)
+        np.testing.assert_array_equal(out, codes.encode(x).astype(np.uint8))
 
 
 @pytest.mark.parametrize("qtype", ["QT_8bit_uniform", "QT_8bit"])

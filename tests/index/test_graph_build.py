@@ -55,7 +55,7 @@ def reachable(index: faiss.Index) -> int:
 def recall(index: faiss.Index, codes: ByteCodes, vectors: np.ndarray, queries: np.ndarray, ef: int) -> float:
     truth = np.argsort(-(queries @ vectors.T), axis=1)[:, :10]
     walk = ByteGraphWalk(index)
-    found = [walk.search(q, 10, ef)[0] for q in codes.encode(queries).astype(np.uint8)]
+    found = [walk.search(q, codes.scale, 10, ef)[0] for q in queries]
     return float(np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth)]))
 
 

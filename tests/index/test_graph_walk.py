@@ -27,11 +27,11 @@ def unit_rows(n: int, seed: int, dim: int = DIM) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def graph() -> tuple[faiss.Index, ByteCodes, np.ndarray]:
-    """A byte-code graph over 6,000 rows and the byte codes of 60 queries."""
+    """A byte-code graph over 6,000 rows, its codes and 60 queries."""
     index = build_ann(unit_rows(6_000, 1), "hnsw-sq8", PARAMS)
     codes = ByteCodes.of(index)
     assert codes is not None
-    return index, codes, codes.encode(unit_rows(60, 2))
+    return index, codes, unit_rows(60, 2)
 
 
 @numba.njit
@@ -58,35 +58,55 @@ def test_the_distance_is_the_exact_squared_distance_of_the_bytes(dim: int) -> No
 
 @needs_avx2
 def test_the_walk_finds_what_faiss_finds_in_the_same_graph(graph) -> None:
-    index, _, queries = graph
+    """From a float query, coded by the walk as faiss codes it: the same distances as faiss's walk, exact."""
+    index, codes, queries = graph
     walk = ByteGraphWalk(index)
+    coded = codes.encode(queries)
     for ef in (16, 64):
         params = faiss.SearchParametersHNSW()
         params.efSearch = ef
-        found, _ = index.search(queries, 10, params=params)
+        found, _ = index.search(coded, 10, params=params)
         same = 0
-        for q, faiss_dist in zip(queries, found):
-            nodes, dists = walk.search(q, 10, ef)
+        for q, q_codes, faiss_dist in zip(queries, coded, found):
+            nodes, dists = walk.search(q, codes.scale, 10, ef)
             assert np.all(np.diff(dists) >= 0), "nearest first"
             # the same distances: only nodes at equal distance may be met in another order
             same += np.array_equal(dists, faiss_dist.astype(np.int32))
-            exact = ((walk.codes[nodes].astype(np.int64) - q.astype(np.int64)) ** 2).sum(axis=1)
+            exact = ((walk.codes[nodes].astype(np.int64) - q_codes.astype(np.int64)) ** 2).sum(axis=1)
             np.testing.assert_array_equal(dists, exact)
         assert same >= 0.95 * len(queries), f"efSearch {ef}: {same} of {len(queries)} walks as faiss's"
 
 
 @needs_avx2
-def test_walks_from_several_threads_and_past_the_marks_wrap_agree(graph) -> None:
-    index, _, queries = graph
+def test_the_walk_returns_rows_through_the_node_order(graph) -> None:
+    """With a node -> row `order`, the walk returns the rows of the nodes it returns without one, and a row
+    mask is read through the same order."""
+    index, codes, queries = graph
     walk = ByteGraphWalk(index)
-    first = [walk.search(q, 10, 32)[0] for q in queries]
+    order = np.random.default_rng(3).permutation(index.ntotal).astype(np.int64)
+    allowed = np.random.default_rng(4).random(index.ntotal) < 0.5
+    for q in queries[:20]:
+        nodes, dists = walk.search(q, codes.scale, 10, 32)
+        rows, row_dists = walk.search(q, codes.scale, 10, 32, order=order)
+        np.testing.assert_array_equal(rows, order[nodes])
+        np.testing.assert_array_equal(row_dists, dists)
+        kept, _ = walk.search(q, codes.scale, 10, 32, allowed, order)
+        assert allowed[kept].all() and len(kept) == 10
+        assert allowed[order[walk.search(q, codes.scale, 10, 32, allowed[order])[0]]].all()
+
+
+@needs_avx2
+def test_walks_from_several_threads_and_past_the_marks_wrap_agree(graph) -> None:
+    index, codes, queries = graph
+    walk = ByteGraphWalk(index)
+    first = [walk.search(q, codes.scale, 10, 32)[0] for q in queries]
     for _ in range(5):  # 300 walks: the 255 visited marks wrap
         for q, nodes in zip(queries, first):
-            np.testing.assert_array_equal(walk.search(q, 10, 32)[0], nodes)
+            np.testing.assert_array_equal(walk.search(q, codes.scale, 10, 32)[0], nodes)
     results: dict[int, list[np.ndarray]] = {}
 
     def run(t: int) -> None:
-        results[t] = [walk.search(q, 10, 32)[0] for q in queries for _ in range(3)][::3]
+        results[t] = [walk.search(q, codes.scale, 10, 32)[0] for q in queries for _ in range(3)][::3]
 
     threads = [threading.Thread(target=run, args=(t,)) for t in range(3)]
     for thread in threads:
@@ -101,7 +121,7 @@ def test_walks_from_several_threads_and_past_the_marks_wrap_agree(graph) -> None
 @needs_avx2
 def test_a_walk_may_return_fewer_nodes_than_asked_for() -> None:
     index = build_ann(unit_rows(120, 3), "hnsw-sq8", PARAMS)
-    nodes, dists = ByteGraphWalk(index).search(ByteCodes.of(index).encode(unit_rows(1, 4)[0]), 200, 200)
+    nodes, dists = ByteGraphWalk(index).search(unit_rows(1, 4)[0], ByteCodes.of(index).scale, 200, 200)
     assert sorted(nodes.tolist()) == list(range(120)) and len(dists) == 120
 
 

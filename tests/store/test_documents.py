@@ -9,7 +9,23 @@ import numpy as np
 import pytest
 
 from m3search.errors import InvalidInputError
-from m3search.store.documents import check_metadata, check_sparse
+from m3search.store.documents import check_dense, check_metadata, check_sparse
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_dense_vectors_with_a_value_that_is_not_finite_are_refused(bad):
+    vector = np.full(8, 0.25, np.float32)
+    vector[5] = bad
+    with pytest.raises(InvalidInputError, match="dense vector contains NaN or infinity"):
+        check_dense(vector, 8, "query")
+
+
+def test_dense_vectors_whose_squares_overflow_are_finite_and_kept():
+    """The finiteness check sums the squares first: values whose squares overflow float32 are still finite."""
+    vector = np.array([3e38, -1e30, 0.5, 0.0], np.float32)
+    assert not math.isfinite(vector.dot(vector))
+    assert check_dense(vector, 4, "query") is vector
+    assert check_dense(vector.tolist(), 4, "query").tolist() == vector.tolist()
 
 
 @pytest.mark.parametrize("token", ["²", "١٢", "-3", "x", 2**63, str(2**70)])

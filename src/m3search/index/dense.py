@@ -12,6 +12,7 @@ sparse allowed set loses recall, a scan of a few thousand rows is both exact and
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import threading
@@ -27,7 +28,7 @@ from scipy.sparse.csgraph import breadth_first_order
 
 from m3search.index import graph_build, graph_walk
 from m3search.index.graph_walk import ByteGraphWalk
-from m3search.index.topk import top_k
+from m3search.index.topk import best_first, top_k
 from m3search.threads import MADVISE, load_array
 
 log = logging.getLogger(__name__)
@@ -200,12 +201,11 @@ class ByteCodes:
         codes += half
         return np.clip(np.rint(codes, out=codes), 0, 255, out=codes)
 
-    def encode_bytes(self, x: np.ndarray) -> np.ndarray:
-        """`encode` of one float32 vector as the bytes themselves, what the compiled walk reads (one compiled
-        pass instead of numpy's four over the vector and a conversion: a few µs of a short search)."""
-        out = np.empty(len(x), np.uint8)
-        graph_walk.encode_bytes(x, np.float32(127.5) / np.float32(self.top), out)
-        return out
+    @functools.cached_property
+    def scale(self) -> np.float32:
+        """What `encode` multiplies values by before adding 127.5, as the compiled walk codes a query
+        (`graph_walk.encode_bytes`)."""
+        return np.float32(127.5) / np.float32(self.top)
 
 
 class BackgroundGraph:
@@ -454,25 +454,23 @@ class DenseIndex:
         q = _contiguous(query)
         codes, walk = self._graph_codes()
         scores: np.ndarray | None = None  # (a graph over byte codes is re-ranked below: no scores needed)
-        mask = allowed if filtered else None
+        mask = np.ascontiguousarray(allowed, dtype=np.bool_) if filtered else None
         if walk is not None:
             assert codes is not None  # (the compiled walk is only made for byte codes)
-            rows = walk.search(codes.encode_bytes(q), fetch, ef, mask, self.order if filtered else None)[0]
+            rows = walk.search(q, codes.scale, fetch, ef, mask, self.order)[0]
         else:
             walked = q if codes is None else codes.encode(q)
             params, selector = self._faiss_walk(ef, mask)
             found, labels = self.ann.search(walked[None, :], fetch, params=params)
             del selector  # (it had to live through the search)
             rows, scores = labels[0], found[0]
-        if len(rows) and rows[-1] < 0:  # fewer nodes reached than asked for: faiss pads with -1
-            rows = rows[rows >= 0]
-        if self.order is not None:
-            rows = self.order[rows]
+            if len(rows) and rows[-1] < 0:  # fewer nodes reached than asked for: faiss pads with -1
+                rows = rows[rows >= 0]
+            if self.order is not None:
+                rows = self.order[rows]
         if scores is not None and not quantized:
             return rows, scores[: len(rows)]
-        rescored = self._scores(q, rows)
-        best = np.argsort(-rescored, kind="stable")[:k]  # ties: the walk's order, as `top_k` keeps them
-        return rows[best], rescored[best]
+        return best_first(rows, self._scores(q, rows), k)  # ties: the walk's order, as `top_k` keeps them
 
     def _faiss_walk(self, ef: int, allowed: np.ndarray | None) -> tuple[Any, Any]:
         """faiss's search parameters for a walk with `ef` candidates, collecting only the rows `allowed` allows

@@ -393,4 +393,4 @@ def compile_graph() -> None:
     index = faiss.IndexHNSWSQ(graph_walk.STEP, sq.QT_8bit_direct, 4, faiss.METRIC_L2)
     index.train(rows)
     add(index, rows, threads=1)
-    graph_walk.ByteGraphWalk(index).search(rows[0].astype(np.uint8), 1, 4)
+    graph_walk.ByteGraphWalk(index).search(rows[0], np.float32(1), 1, 4)

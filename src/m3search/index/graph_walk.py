@@ -235,24 +235,27 @@ def _walk(
     entry: int,
     top_level: int,
     query: np.ndarray,
+    scale: np.float32,
     ef: int,
     k: int,
     visited: np.ndarray,
     mark: int,
-    out_nodes: np.ndarray,
-    out_dist: np.ndarray,
     allowed: np.ndarray,
     order: np.ndarray,
-) -> int:
-    """The `k` nodes nearest `query` a walk with `ef` candidates finds, nearest first, in `out_nodes` /
-    `out_dist`; returns how many (fewer when the graph has fewer nodes). `visited[v] == mark` marks the nodes
-    met in this walk (the caller gives a fresh mark each time).
+) -> tuple[np.ndarray, np.ndarray]:
+    """The `k` nodes nearest the float32 `query` (coded with `scale`, `encode_bytes`) a walk with `ef`
+    candidates finds, nearest first: their rows (`order[node]`; the nodes themselves when `order` is empty) and
+    squared distances, fewer when the graph has fewer nodes. `visited[v] == mark` marks the nodes met in this
+    walk (the caller gives a fresh mark each time). Coding, walk and translation are one compiled call: each
+    numpy call a search makes costs 2-9 µs once another engine's work has cooled the caches (docs/INDEX.md,
+    "Fixed costs of a short search").
 
-    With a row mask `allowed` (empty: every node), only nodes whose row (`order[node]`; empty: the node) it
-    allows are returned, the nearest of all the base layer's distances as in faiss's filtered search; the walk
-    still goes through the others."""
+    With a row mask `allowed` (empty: every node), only nodes whose row it allows are returned, the nearest of
+    all the base layer's distances as in faiss's filtered search; the walk still goes through the others."""
     filtered, ordered = len(allowed) > 0, len(order) > 0
-    best, best_d = descend(codes, links, offsets, per_level, query, entry, top_level, 0)
+    query_codes = np.empty(len(query), np.uint8)
+    encode_bytes(query, scale, query_codes)
+    best, best_d = descend(codes, links, offsets, per_level, query_codes, entry, top_level, 0)
     width = per_level[1] - per_level[0]
     # min-heaps of `_key`s: the nodes to expand; negated, the ef nearest found so far and (filtered) the k
     # nearest allowed
@@ -282,7 +285,7 @@ def _walk(
         open_ = room(open_, n_open, n_fresh)
         for t in range(n_fresh):
             v = fresh[t]
-            key = _key(_squared_distance(codes[v], query), v)
+            key = _key(_squared_distance(codes[v], query_codes), v)
             if filtered and (n_kept < k or key < -kept[0]) and allowed[order[v] if ordered else v]:
                 n_kept = heap.push_bounded(kept, n_kept, -key, k)
             if n_found < ef or key < -found[0]:
@@ -294,12 +297,13 @@ def _walk(
     while n_found > k:
         heap.pop(found, n_found)
         n_found -= 1
-    count = n_found
+    rows, dists = np.empty(n_found, np.int64), np.empty(n_found, np.int32)
     while n_found > 0:  # the heap's top is the farthest: fill from the back
-        out_nodes[n_found - 1], out_dist[n_found - 1] = -found[0] & NODE, -found[0] >> 32
+        node = -found[0] & NODE
+        rows[n_found - 1], dists[n_found - 1] = order[node] if ordered else node, -found[0] >> 32
         heap.pop(found, n_found)
         n_found -= 1
-    return count
+    return rows, dists
 
 
 class ByteGraphWalk:
@@ -322,15 +326,19 @@ class ByteGraphWalk:
 
     def search(
         self,
-        query_codes: np.ndarray,
+        query: np.ndarray,
+        scale: np.float32,
         k: int,
         ef: int,
         allowed: np.ndarray | None = None,
         order: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """The `k` nodes nearest the query's byte codes found with `ef` candidates (ef >= k): (nodes int64,
-        squared distances int32), nearest first; only nodes whose row (`order[node]`, default the node) the
-        boolean row mask `allowed` allows, when given."""
+        """The `k` nodes nearest the contiguous float32 `query`, coded with `scale` (`ByteCodes.scale`), found
+        with `ef` candidates (ef >= k): (their rows, `order[node]` or the node without an `order`, as int64;
+        their squared distances, int32), nearest first; only rows the boolean row mask `allowed` allows, when
+        given."""
+        if self.entry < 0:
+            return np.empty(0, np.int64), np.empty(0, np.int32)
         local = self._local
         visited = getattr(local, "visited", None)
         if visited is None:
@@ -339,13 +347,8 @@ class ByteGraphWalk:
         local.mark = local.mark % 255 + 1
         if local.mark == 1:  # marks wrapped: forget the old ones
             visited[:] = 0
-        nodes, dists = np.empty(k, np.int32), np.empty(k, np.int32)
-        if self.entry < 0:
-            return nodes[:0].astype(np.int64), dists[:0]
-        count = _walk(
-            self.codes, self.links, self.offsets, self.per_level, self.entry, self.top_level,
-            np.ascontiguousarray(query_codes, dtype=np.uint8), max(ef, k), k, visited, local.mark, nodes, dists,
-            _NO_MASK if allowed is None else np.ascontiguousarray(allowed, dtype=np.bool_),
-            _NO_ORDER if order is None else np.ascontiguousarray(order, dtype=np.int64),
+        return _walk(
+            self.codes, self.links, self.offsets, self.per_level, self.entry, self.top_level, query, scale,
+            max(ef, k), k, visited, local.mark, _NO_MASK if allowed is None else allowed,
+            _NO_ORDER if order is None else order,
         )  # fmt: skip
-        return nodes[:count].astype(np.int64), dists[:count]

@@ -115,10 +115,9 @@ def gather(
     `Candidates.late`)."""
     kinds, stages = MODE_KINDS[mode], MODE_STAGES[mode]
     depth = stage_depth(mode, k, candidates)
-    searched = [lv if lv.allowed is None or lv.allowed.any() else None for lv in levels]
     lists: dict[OutputKind, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     for stage in stages:
-        lists[stage] = _first_stage(searched, query, stage, depth, ef_search, k)
+        lists[stage] = _merged(_level_lists(levels, query, stage, depth, ef_search, k), depth)
     stage_keys = {s: lists[s][0] << 40 | lists[s][1] for s in stages}
     if len(stages) == 1:  # one list: its keys are distinct already
         (level_ids, rows, _), keys = lists[stages[0]], stage_keys[stages[0]]
@@ -140,16 +139,16 @@ def gather(
             # candidates it did not return are scored (dense ones are all re-scored: a graph without 8-bit codes
             # returns faiss's walk distances, whose rounding may differ from `DenseIndex.score_rows`'s)
             scores[kind] = _score_known(
-                searched, query, kind, level_ids, rows, keys, stage_keys[kind], lists[kind][2]
+                levels, query, kind, level_ids, rows, keys, stage_keys[kind], lists[kind][2]
             )
         else:
-            scores[kind] = _score(searched, query, kind, level_ids, rows)
+            scores[kind] = _score(levels, query, kind, level_ids, rows)
     return Candidates(
         keys,
         stage_keys,
         scores,
-        _dense_only(searched, level_ids, rows) if len(kinds) > 1 and "dense" in kinds else None,
-        (lambda at: _score(searched, query, "colbert", level_ids[at], rows[at]))
+        _dense_only(levels, level_ids, rows) if len(kinds) > 1 and "dense" in kinds else None,
+        (lambda at: _score(levels, query, "colbert", level_ids[at], rows[at]))
         if "colbert" in kinds
         else None,
     )
@@ -168,9 +167,15 @@ def one_stage(
     if mode not in ONE_STAGE_MODES:
         raise ValueError(f"mode {mode!r} fuses several stages")
     (stage,) = MODE_STAGES[mode]
-    searched = [lv if lv.allowed is None or lv.allowed.any() else None for lv in levels]
-    level_ids, rows, scores = _first_stage(searched, query, stage, k, ef_search, k)
-    keys = (level_ids << 40 | rows).tolist()
+    found = _level_lists(levels, query, stage, k, ef_search, k)
+    if (
+        len(found) == 1
+    ):  # one level's keys made without numpy calls (a short search's fixed cost: docs/INDEX.md)
+        li, rows, scores = found[0]
+        keys = [li << 40 | row for row in rows.tolist()]
+    else:
+        level_ids, rows, scores = _merged(found, k)
+        keys = (level_ids << 40 | rows).tolist()
     return [(key, score, {stage: score}) for key, score in zip(keys, scores.tolist())]
 
 
@@ -278,20 +283,20 @@ def _fuse(
     return weighted_fusion(scores, weights, "dbsf" if fusion == "dbsf" else normalize)
 
 
-def _first_stage(
-    levels: Sequence[SearchLevel | None],
+def _level_lists(
+    levels: Sequence[SearchLevel],
     query: QueryVectors,
     stage: OutputKind,
     depth: int,
     ef_search: int | None,
     k: int,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The best `depth` (level, row) pairs over all levels by `stage`, best first: (levels, rows, exact
-    scores); the dense graph orders the best `k` exactly, the rest of the depth are candidates."""
-    found_levels, found_rows, found_scores = [], [], []
+) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    """Each level's best `depth` rows by `stage`, best first: (level, rows, exact scores) for the levels that
+    found any; the dense graph orders the best `k` exactly, the rest of the depth are candidates."""
+    found = []
     for li, level in enumerate(levels):
-        if level is None or not len(level.seqs):  # (an empty incremental level: nothing to call)
-            continue
+        if not len(level.seqs) or (level.allowed is not None and not level.allowed.any()):
+            continue  # (nothing to call: an empty incremental level, or no row allowed)
         if stage == "dense" and level.dense is not None and query.dense is not None:
             rows, scores = level.dense.search(query.dense, depth, level.allowed, ef_search, exact_top=k)
         elif stage == "sparse" and level.sparse is not None and query.sparse is not None:
@@ -299,19 +304,25 @@ def _first_stage(
         else:
             continue
         if len(rows):
-            found_levels.append(np.full(len(rows), li, np.int64))
-            found_rows.append(rows)
-            found_scores.append(scores)
-    if not found_rows:
+            found.append((li, rows, scores))
+    return found
+
+
+def _merged(
+    found: list[tuple[int, np.ndarray, np.ndarray]], depth: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The best `depth` of the levels' lists (`_level_lists`), best first: (levels, rows, scores)."""
+    if not found:
         return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float32)
-    if len(found_rows) == 1:  # one level's list, best first by these very scores
-        return found_levels[0], found_rows[0], found_scores[0]
-    best, scores = top_k(np.concatenate(found_scores), depth)
-    return np.concatenate(found_levels)[best], np.concatenate(found_rows)[best], scores
+    level_ids = [np.full(len(rows), li, np.int64) for li, rows, _ in found]
+    if len(found) == 1:  # one level's list, best first by these very scores
+        return level_ids[0], found[0][1], found[0][2]
+    best, scores = top_k(np.concatenate([scores for _, _, scores in found]), depth)
+    return np.concatenate(level_ids)[best], np.concatenate([rows for _, rows, _ in found])[best], scores
 
 
 def _score(
-    levels: Sequence[SearchLevel | None],
+    levels: Sequence[SearchLevel],
     query: QueryVectors,
     kind: OutputKind,
     level_ids: np.ndarray,
@@ -332,7 +343,7 @@ def _score(
 
 
 def _score_known(
-    levels: Sequence[SearchLevel | None],
+    levels: Sequence[SearchLevel],
     query: QueryVectors,
     kind: OutputKind,
     level_ids: np.ndarray,
@@ -352,7 +363,7 @@ def _score_known(
 
 
 def _recheck(
-    levels: Sequence[SearchLevel | None],
+    levels: Sequence[SearchLevel],
     query: QueryVectors,
     level_ids: np.ndarray,
     rows: np.ndarray,
@@ -360,9 +371,7 @@ def _recheck(
 ) -> np.ndarray:
     """The search's M best candidates by the compressed ColBERT score get their exact score: M over all levels
     together, so that a ranking does not depend on how the rows happen to be split into segments."""
-    m = max(
-        (lv.colbert_recheck for lv in levels if lv is not None and lv.colbert_exact is not None), default=0
-    )
+    m = max((lv.colbert_recheck for lv in levels if lv.colbert_exact is not None), default=0)
     if m == 0 or query.colbert is None:
         return scores
     top = np.argsort(-scores, kind="stable")[:m]
@@ -374,7 +383,7 @@ def _recheck(
     return scores
 
 
-def _dense_only(levels: Sequence[SearchLevel | None], level_ids: np.ndarray, rows: np.ndarray) -> np.ndarray:
+def _dense_only(levels: Sequence[SearchLevel], level_ids: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """Which candidates have only a dense vector."""
     out = np.zeros(len(rows), bool)
     for li in np.unique(level_ids):

@@ -99,7 +99,9 @@ def check_dense(vector: Any, dim: int, what: str) -> np.ndarray:
         raise DimensionMismatchError(
             f"{what}: dense vector has shape {array.shape}, the collection expects ({dim},)"
         )
-    if not np.isfinite(array).all():
+    # one BLAS call: the squares' sum is finite unless a value is not or squares overflow, then told apart by
+    # the elementwise check (numpy's two ufunc calls cost 4 µs more in a search's cooled caches)
+    if not math.isfinite(array.dot(array)) and not np.isfinite(array).all():
         raise InvalidInputError(f"{what}: dense vector contains NaN or infinity")
     return array
 
