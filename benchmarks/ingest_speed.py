@@ -31,7 +31,7 @@ from m3search.encoders.runtimes.hardware import cpu_record
 from m3search.store.corpus import read_corpus
 
 ROOT = Path(__file__).resolve().parent
-SCIFACT = Path("/work/shared/data/scifact/corpus.jsonl")
+SCIFACT = ROOT.parent.parent / "shared" / "data" / "scifact" / "corpus.jsonl"  # beside the checkout
 MODEL = "intfloat/multilingual-e5-small"
 BLOCK = 256
 
