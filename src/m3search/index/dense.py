@@ -196,9 +196,8 @@ class ByteCodes:
 
     def encode(self, x: np.ndarray) -> np.ndarray:
         """The codes of rows `x` (values outside the range clamped), as the float32 faiss adds or searches."""
-        half = np.float32(127.5)
-        codes = np.asarray(x, np.float32) * (half / np.float32(self.top))
-        codes += half
+        codes = np.asarray(x, np.float32) * self.scale
+        codes += np.float32(127.5)
         return np.clip(np.rint(codes, out=codes), 0, 255, out=codes)
 
     @functools.cached_property

@@ -248,7 +248,7 @@ def _walk(
     squared distances, fewer when the graph has fewer nodes. `visited[v] == mark` marks the nodes met in this
     walk (the caller gives a fresh mark each time). Coding, walk and translation are one compiled call: each
     numpy call a search makes costs 2-9 µs once another engine's work has cooled the caches (docs/INDEX.md,
-    "Fixed costs of a short search").
+    "Fewer numpy calls in a short search").
 
     With a row mask `allowed` (empty: every node), only nodes whose row it allows are returned, the nearest of
     all the base layer's distances as in faiss's filtered search; the walk still goes through the others."""

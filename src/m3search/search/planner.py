@@ -168,9 +168,8 @@ def one_stage(
         raise ValueError(f"mode {mode!r} fuses several stages")
     (stage,) = MODE_STAGES[mode]
     found = _level_lists(levels, query, stage, k, ef_search, k)
-    if (
-        len(found) == 1
-    ):  # one level's keys made without numpy calls (a short search's fixed cost: docs/INDEX.md)
+    # one level's keys made without numpy calls (docs/INDEX.md, "Fewer numpy calls in a short search")
+    if len(found) == 1:
         li, rows, scores = found[0]
         keys = [li << 40 | row for row in rows.tolist()]
     else:
